@@ -1,0 +1,1 @@
+//! Analyze: hotspot detection (k-of-n + AR(1)), pure code.

@@ -1,0 +1,1 @@
+//! Execute: the migration orchestrator and the VMPatrol model.

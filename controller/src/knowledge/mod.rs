@@ -1,0 +1,1 @@
+//! Knowledge: state shared by the MAPE-K stages.

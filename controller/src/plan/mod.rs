@@ -1,0 +1,1 @@
+//! Plan: migration / VF / memory policies, pure code.

@@ -1,0 +1,1 @@
+//! Data-center simulator running the same Analyze/Plan code as the live loop.

@@ -1,0 +1,1 @@
+//! Shoal host daemon (`shoal-hostd`): sensors and effectors of one hypervisor.
