@@ -1,0 +1,12 @@
+//! What Shoal's controller and host daemon share.
+//!
+//! - [`proto`]: the JSON wire types exchanged between `shoal-hostd` and the
+//!   controller (registration, reports, commands, command status);
+//! - [`vmpatrol`]: the VMPatrol pre-copy live-migration model (ALGORITHMS.md
+//!   §3.6), used by the controller's planner and orchestrator and by hostd's
+//!   namespace backend, which sends the modelled pre-copy stream for real.
+
+#![warn(missing_docs)]
+
+pub mod proto;
+pub mod vmpatrol;

@@ -1,0 +1,1 @@
+//! hostd <-> controller wire types (JSON over HTTP, bearer token).

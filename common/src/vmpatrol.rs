@@ -1,0 +1,1 @@
+//! The VMPatrol pre-copy live-migration model (ALGORITHMS.md §3.6).
