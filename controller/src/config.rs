@@ -1,0 +1,473 @@
+//! Controller configuration: a TOML file, overridden by command-line flags.
+//!
+//! Every field has a default, so an empty file (or none) is a valid
+//! configuration. Durations are given in seconds (fractions allowed).
+//!
+//! ```toml
+//! of_listen = "0.0.0.0:6653"
+//! api_listen = "127.0.0.1:8080"
+//!
+//! [openflow]
+//! echo_interval_s = 5.0      # ECHO_REQUEST period; a peer silent for 3 periods is dead
+//! request_timeout_s = 5.0    # a request without reply fails after this
+//! multipart_cap_bytes = 16777216
+//!
+//! [topology]
+//! lldp_interval_s = 2.0      # LLDP probes on every port
+//! link_timeout_s = 7.0       # a link unseen for this long expires
+//! port_confirm_s = 2.5       # a new port is an edge port only after this long without LLDP
+//!
+//! [forwarding]
+//! pair_idle_timeout_s = 10   # first-hop (src MAC, dst MAC) flows
+//! dest_idle_timeout_s = 30   # destination-based flows on the other switches
+//!
+//! [monitor]
+//! interval_s = 10.0          # polling interval (>= 1)
+//! window_intervals = 3       # λ is averaged over this many intervals (1..=6)
+//! excluded_cookie = "0x5348100000000000"       # migration flows: excluded from λ
+//! excluded_cookie_mask = "0xfffff00000000000"
+//!
+//! # Which hypervisor each bridge belongs to: VMs behind bridges of the same
+//! # hypervisor talk IDC, everything else is NIC traffic.
+//! [hypervisors]
+//! "0000000000000011" = "hv1"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cookie;
+
+/// Configuration errors; each names the offending field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown/mistyped fields.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The path given.
+        path: String,
+        /// The parser's message (names the field and line).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config value {field}: {message}")]
+    Invalid {
+        /// The field (dotted path).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole controller configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the OpenFlow listener binds (switches connect here).
+    pub of_listen: SocketAddr,
+    /// Address the REST API binds.
+    pub api_listen: SocketAddr,
+    /// `text` (default) or `json` log lines.
+    pub log_format: LogFormat,
+    /// OpenFlow connection settings.
+    pub openflow: OpenflowConfig,
+    /// Topology discovery settings.
+    pub topology: TopologyConfig,
+    /// Forwarding settings.
+    pub forwarding: ForwardingConfig,
+    /// Statistics polling and traffic-matrix settings.
+    pub monitor: MonitorConfig,
+    /// Datapath id (16 hex digits, or decimal) → hypervisor name.
+    pub hypervisors: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            of_listen: SocketAddr::from(([0, 0, 0, 0], 6653)),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            log_format: LogFormat::Text,
+            openflow: OpenflowConfig::default(),
+            topology: TopologyConfig::default(),
+            forwarding: ForwardingConfig::default(),
+            monitor: MonitorConfig::default(),
+            hypervisors: BTreeMap::new(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// OpenFlow connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenflowConfig {
+    /// ECHO_REQUEST period, seconds; a peer silent for 3 periods is dead.
+    pub echo_interval_s: f64,
+    /// Timeout of a request (FEATURES, multipart, BARRIER...), seconds.
+    pub request_timeout_s: f64,
+    /// Largest reassembled multipart reply, bytes.
+    pub multipart_cap_bytes: usize,
+}
+
+impl Default for OpenflowConfig {
+    fn default() -> Self {
+        OpenflowConfig {
+            echo_interval_s: 5.0,
+            request_timeout_s: 5.0,
+            multipart_cap_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Topology discovery settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyConfig {
+    /// LLDP probe period, seconds.
+    pub lldp_interval_s: f64,
+    /// A link not seen for this long expires, seconds.
+    pub link_timeout_s: f64,
+    /// A port counts as an edge port (host-facing) only after it has been up
+    /// this long without LLDP arriving on it, seconds.
+    pub port_confirm_s: f64,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            lldp_interval_s: 2.0,
+            link_timeout_s: 7.0,
+            port_confirm_s: 2.5,
+        }
+    }
+}
+
+/// Forwarding settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardingConfig {
+    /// Idle timeout of first-hop (source MAC, destination MAC) flows, seconds.
+    pub pair_idle_timeout_s: u16,
+    /// Idle timeout of destination-based flows, seconds.
+    pub dest_idle_timeout_s: u16,
+}
+
+impl Default for ForwardingConfig {
+    fn default() -> Self {
+        ForwardingConfig {
+            pair_idle_timeout_s: 10,
+            dest_idle_timeout_s: 30,
+        }
+    }
+}
+
+/// Statistics polling and traffic-matrix settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Polling interval Δ, seconds (≥ 1).
+    pub interval_s: f64,
+    /// λ(u,v) is averaged over this many intervals (1..=6).
+    pub window_intervals: u32,
+    /// Flows whose cookie matches this value under the mask carry migration
+    /// traffic and are excluded from λ (hex string `0x…` or decimal).
+    pub excluded_cookie: String,
+    /// Mask for `excluded_cookie`.
+    pub excluded_cookie_mask: String,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            interval_s: 10.0,
+            window_intervals: 3,
+            excluded_cookie: format!("{:#018x}", cookie::MIGRATION_VALUE),
+            excluded_cookie_mask: format!("{:#018x}", cookie::MIGRATION_MASK),
+        }
+    }
+}
+
+/// Parses `0x…` hex or decimal.
+pub fn parse_u64(s: &str) -> Option<u64> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// Parses a datapath id: 16 hex digits (`00000000000000a1`), `0x…`, or
+/// `aa:bb:…` colon-separated hex (as `ovs-ofctl` prints it).
+pub fn parse_dpid(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        return u64::from_str_radix(hex, 16).ok();
+    }
+    if s.contains(':') {
+        let hex: String = s.split(':').collect();
+        if hex.len() > 16 {
+            return None;
+        }
+        return u64::from_str_radix(&hex, 16).ok();
+    }
+    if s.len() == 16 {
+        return u64::from_str_radix(s, 16).ok();
+    }
+    s.parse().ok()
+}
+
+fn secs(field: &str, v: f64, min: f64, max: f64) -> Result<Duration, ConfigError> {
+    if !v.is_finite() || v < min || v > max {
+        return Err(ConfigError::Invalid {
+            field: field.to_string(),
+            message: format!("{v} is outside [{min}, {max}] seconds"),
+        });
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// The configuration checked and converted into the types the controller uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// OpenFlow listener address.
+    pub of_listen: SocketAddr,
+    /// REST API address.
+    pub api_listen: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// ECHO period.
+    pub echo_interval: Duration,
+    /// Request timeout.
+    pub request_timeout: Duration,
+    /// Multipart reassembly cap, bytes.
+    pub multipart_cap_bytes: usize,
+    /// LLDP period.
+    pub lldp_interval: Duration,
+    /// Link expiry.
+    pub link_timeout: Duration,
+    /// Edge-port confirmation delay.
+    pub port_confirm: Duration,
+    /// Pair-flow idle timeout, seconds.
+    pub pair_idle_timeout_s: u16,
+    /// Destination-flow idle timeout, seconds.
+    pub dest_idle_timeout_s: u16,
+    /// Polling interval.
+    pub poll_interval: Duration,
+    /// λ window in intervals.
+    pub window_intervals: u32,
+    /// Cookie value excluded from λ.
+    pub excluded_cookie: u64,
+    /// Mask for `excluded_cookie`.
+    pub excluded_cookie_mask: u64,
+    /// Datapath id → hypervisor name.
+    pub hypervisors: BTreeMap<u64, String>,
+}
+
+impl Config {
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<inline>".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks ranges and converts into [`Settings`].
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let of = &self.openflow;
+        let topo = &self.topology;
+        let mon = &self.monitor;
+        if !(1..=crate::monitor::MAX_WINDOW as u32).contains(&mon.window_intervals) {
+            return Err(ConfigError::Invalid {
+                field: "monitor.window_intervals".into(),
+                message: format!(
+                    "{} is outside [1, {}]",
+                    mon.window_intervals,
+                    crate::monitor::MAX_WINDOW
+                ),
+            });
+        }
+        if of.multipart_cap_bytes < 65536 {
+            return Err(ConfigError::Invalid {
+                field: "openflow.multipart_cap_bytes".into(),
+                message: "must be at least 65536".into(),
+            });
+        }
+        let excluded_cookie =
+            parse_u64(&mon.excluded_cookie).ok_or_else(|| ConfigError::Invalid {
+                field: "monitor.excluded_cookie".into(),
+                message: format!("{:?} is not a number", mon.excluded_cookie),
+            })?;
+        let excluded_cookie_mask =
+            parse_u64(&mon.excluded_cookie_mask).ok_or_else(|| ConfigError::Invalid {
+                field: "monitor.excluded_cookie_mask".into(),
+                message: format!("{:?} is not a number", mon.excluded_cookie_mask),
+            })?;
+        let mut hypervisors = BTreeMap::new();
+        for (k, v) in &self.hypervisors {
+            let dpid = parse_dpid(k).ok_or_else(|| ConfigError::Invalid {
+                field: format!("hypervisors.{k}"),
+                message: "key is not a datapath id (16 hex digits, 0x…, or decimal)".into(),
+            })?;
+            if v.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: format!("hypervisors.{k}"),
+                    message: "hypervisor name is empty".into(),
+                });
+            }
+            hypervisors.insert(dpid, v.clone());
+        }
+        for (name, v) in [
+            ("forwarding.pair_idle_timeout_s", self.forwarding.pair_idle_timeout_s),
+            ("forwarding.dest_idle_timeout_s", self.forwarding.dest_idle_timeout_s),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    field: name.into(),
+                    message: "must be at least 1 second".into(),
+                });
+            }
+        }
+        Ok(Settings {
+            of_listen: self.of_listen,
+            api_listen: self.api_listen,
+            log_format: self.log_format,
+            echo_interval: secs("openflow.echo_interval_s", of.echo_interval_s, 0.1, 3600.0)?,
+            request_timeout: secs("openflow.request_timeout_s", of.request_timeout_s, 0.1, 600.0)?,
+            multipart_cap_bytes: of.multipart_cap_bytes,
+            lldp_interval: secs("topology.lldp_interval_s", topo.lldp_interval_s, 0.1, 600.0)?,
+            link_timeout: secs("topology.link_timeout_s", topo.link_timeout_s, 0.2, 3600.0)?,
+            port_confirm: secs("topology.port_confirm_s", topo.port_confirm_s, 0.0, 600.0)?,
+            pair_idle_timeout_s: self.forwarding.pair_idle_timeout_s,
+            dest_idle_timeout_s: self.forwarding.dest_idle_timeout_s,
+            poll_interval: secs("monitor.interval_s", mon.interval_s, 1.0, 3600.0)?,
+            window_intervals: mon.window_intervals,
+            excluded_cookie,
+            excluded_cookie_mask,
+            hypervisors,
+        })
+    }
+}
+
+impl Settings {
+    /// Settings from the default configuration (for tests and tools).
+    pub fn defaults() -> Settings {
+        // The defaults are valid by construction; fall back to a panic-free
+        // path anyway by re-validating with known-good literals.
+        match Config::default().validate() {
+            Ok(s) => s,
+            Err(e) => unreachable_defaults(e),
+        }
+    }
+}
+
+#[cold]
+fn unreachable_defaults(e: ConfigError) -> Settings {
+    // Only reachable if a default above is edited into an invalid value;
+    // the unit test `defaults_are_valid` guards against that.
+    panic!("built-in default configuration is invalid: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Config::default().validate().unwrap();
+        assert_eq!(s.poll_interval, Duration::from_secs(10));
+        assert_eq!(s.window_intervals, 3);
+        assert_eq!(s.excluded_cookie, cookie::MIGRATION_VALUE);
+    }
+
+    #[test]
+    fn parses_full_file() {
+        let c = Config::from_toml(
+            r#"
+of_listen = "127.0.0.1:16653"
+log_format = "json"
+[monitor]
+interval_s = 1.5
+window_intervals = 2
+[hypervisors]
+"0000000000000011" = "hv1"
+"0x12" = "hv1"
+"19" = "hv2"
+"#,
+        )
+        .unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(s.of_listen.port(), 16653);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.poll_interval, Duration::from_millis(1500));
+        assert_eq!(s.hypervisors.get(&0x11).map(String::as_str), Some("hv1"));
+        assert_eq!(s.hypervisors.get(&0x12).map(String::as_str), Some("hv1"));
+        assert_eq!(s.hypervisors.get(&19).map(String::as_str), Some("hv2"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Config::from_toml("[monitor]\ninterval_s = 0.5\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("monitor.interval_s"), "{e}");
+        let e = Config::from_toml("[monitor]\nwindow_intervals = 9\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("monitor.window_intervals"), "{e}");
+        let e = Config::from_toml("[hypervisors]\n\"zz\" = \"hv\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("hypervisors.zz"), "{e}");
+        let e = Config::from_toml("bogus = 1\n").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn dpid_forms() {
+        assert_eq!(parse_dpid("00:00:00:00:00:00:00:0a"), Some(10));
+        assert_eq!(parse_dpid("000000000000000a"), Some(10));
+        assert_eq!(parse_dpid("0xa"), Some(10));
+        assert_eq!(parse_dpid("10"), Some(10));
+        assert_eq!(parse_dpid("nope"), None);
+    }
+}

@@ -1,0 +1,949 @@
+//! Forwarding decisions as pure functions (Faucet style): topology and an
+//! event in, the OpenFlow messages to send out. No I/O, no clock.
+//!
+//! Pipeline on every switch:
+//!
+//! ```text
+//! table 0  65000  eth_type=LLDP                    -> CONTROLLER
+//!            200  in_port=E,eth_src=A,eth_dst=B    -> output   (pair flow, first hop only)
+//!            150  in_port=L (inter-switch port)    -> goto 1   (dispatch)
+//!              0  *                                -> CONTROLLER (miss: learn, install)
+//! table 1    100  eth_dst=B                        -> output   (destination flow)
+//!             50  in_port=T (tree port),multicast  -> other tree ports + edge ports
+//!             10  multicast                        -> drop     (non-tree link: no loops)
+//!              0  *                                -> CONTROLLER
+//! ```
+//!
+//! Frames entering at an edge port never match a destination flow, so the
+//! first frame of every (source MAC, destination MAC) pair reaches the
+//! controller, which installs exactly one pair flow at the sender's first-hop
+//! switch (idle timeout, `SEND_FLOW_REM`): the flows λ(u,v) is read from.
+//! Unicast follows shortest paths; broadcast follows the spanning tree.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use ofp::{
+    flow_mod_flags, port_no, Action, FlowMod, FlowModCommand, Instruction, MacAddr, Match,
+    Message, OxmField, PacketIn, PacketOut, NO_BUFFER,
+};
+
+use crate::cookie::{self, CookieJar};
+use crate::packet::{self, ETH_TYPE_LLDP};
+use crate::topology::{Learned, LinkChange, PortRef, Topology};
+
+/// Table of first-hop pair flows, dispatch, LLDP and misses.
+pub const TABLE_EDGE: u8 = 0;
+/// Table of destination and broadcast flows.
+pub const TABLE_FABRIC: u8 = 1;
+/// Priority of the LLDP-to-controller flow.
+pub const PRIO_LLDP: u16 = 65000;
+/// Priority of pair flows.
+pub const PRIO_PAIR: u16 = 200;
+/// Priority of inter-switch dispatch flows.
+pub const PRIO_DISPATCH: u16 = 150;
+/// Priority of destination flows.
+pub const PRIO_DEST: u16 = 100;
+/// Priority of broadcast-along-the-tree flows.
+pub const PRIO_BCAST: u16 = 50;
+/// Priority of the multicast drop on non-tree links.
+pub const PRIO_MCAST_DROP: u16 = 10;
+/// Multicast bit (group bit of the first octet).
+const MCAST: MacAddr = MacAddr([1, 0, 0, 0, 0, 0]);
+/// Minimum time between two installs of the same pair (packet-ins that
+/// were already in flight when the first install went out).
+const REINSTALL_HOLDOFF: Duration = Duration::from_millis(500);
+
+/// A message for one switch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// Datapath id of the switch.
+    pub dpid: u64,
+    /// The message.
+    pub msg: Message,
+}
+
+/// Forwarding settings.
+#[derive(Debug, Clone)]
+pub struct FwdConfig {
+    /// Idle timeout of pair flows, seconds.
+    pub pair_idle_timeout_s: u16,
+    /// Idle timeout of destination flows, seconds.
+    pub dest_idle_timeout_s: u16,
+    /// Edge-port confirmation delay.
+    pub port_confirm: Duration,
+}
+
+impl Default for FwdConfig {
+    fn default() -> Self {
+        FwdConfig {
+            pair_idle_timeout_s: 10,
+            dest_idle_timeout_s: 30,
+            port_confirm: Duration::from_millis(2500),
+        }
+    }
+}
+
+/// An installed (or to be re-installed) first-hop pair flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairFlow {
+    /// Where the source is attached (switch and edge port).
+    pub first_hop: PortRef,
+    /// The flow's cookie.
+    pub cookie: u64,
+    /// Switches of the path, first hop first.
+    pub path: Vec<u64>,
+    /// Needs to be installed again (its switch reconnected, the topology
+    /// changed, or an endpoint moved).
+    pub stale: bool,
+    /// When it was last (re)installed.
+    pub installed_at: Instant,
+}
+
+/// The flows of one switch that depend only on topology.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct BaseFlows {
+    dispatch: BTreeSet<u32>,
+    bcast: BTreeMap<u32, Vec<u32>>,
+}
+
+/// What a PACKET_IN led to.
+#[derive(Debug, Default)]
+pub struct PacketInOutcome {
+    /// Messages to send.
+    pub out: Vec<Outgoing>,
+    /// Links found (LLDP).
+    pub links: LinkChange,
+    /// Whether/how the source was learnt.
+    pub learned: Option<Learned>,
+}
+
+/// The forwarding state machine.
+#[derive(Debug)]
+pub struct Forwarding {
+    cfg: FwdConfig,
+    cookies: CookieJar,
+    pairs: HashMap<(MacAddr, MacAddr), PairFlow>,
+    base: HashMap<u64, BaseFlows>,
+}
+
+fn flow_mod(table_id: u8, priority: u16, cookie: u64, match_: Match, ins: Vec<Instruction>) -> FlowMod {
+    FlowMod {
+        table_id,
+        priority,
+        cookie,
+        match_,
+        instructions: ins,
+        ..FlowMod::default()
+    }
+}
+
+fn output(port: u32) -> Instruction {
+    Instruction::ApplyActions(vec![Action::output(port)])
+}
+
+fn out(dpid: u64, fm: FlowMod) -> Outgoing {
+    Outgoing {
+        dpid,
+        msg: Message::FlowMod(fm),
+    }
+}
+
+/// A FLOW_MOD deleting every flow of cookie `kind` in all tables.
+fn delete_kind(dpid: u64, kind: u8) -> Outgoing {
+    out(
+        dpid,
+        FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: 0xff,
+            cookie: cookie::kind_value(kind),
+            cookie_mask: cookie::KIND_MASK,
+            ..FlowMod::default()
+        },
+    )
+}
+
+/// A FLOW_MOD deleting, in all tables, every flow whose match includes `m`
+/// and whose cookie is of `kind`.
+fn delete_matching(dpid: u64, kind: u8, m: Match) -> Outgoing {
+    out(
+        dpid,
+        FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: 0xff,
+            cookie: cookie::kind_value(kind),
+            cookie_mask: cookie::KIND_MASK,
+            match_: m,
+            ..FlowMod::default()
+        },
+    )
+}
+
+fn packet_out(dpid: u64, pin: &PacketIn, in_port: u32, ports: &[u32]) -> Outgoing {
+    let (buffer_id, data) = if pin.buffer_id != NO_BUFFER {
+        (pin.buffer_id, Vec::new())
+    } else {
+        (NO_BUFFER, pin.data.clone())
+    };
+    Outgoing {
+        dpid,
+        msg: Message::PacketOut(PacketOut {
+            buffer_id,
+            in_port,
+            actions: ports.iter().map(|&p| Action::output(p)).collect(),
+            data,
+        }),
+    }
+}
+
+impl Forwarding {
+    /// A new state machine; `cookie_start` seeds cookie sequence numbers
+    /// (e.g. from the wall clock, so a restarted controller does not reuse
+    /// cookies of flows still installed).
+    pub fn new(cfg: FwdConfig, cookie_start: u64) -> Self {
+        Forwarding {
+            cfg,
+            cookies: CookieJar::starting_at(cookie_start),
+            pairs: HashMap::new(),
+            base: HashMap::new(),
+        }
+    }
+
+    /// Installed pair flows.
+    pub fn pairs(&self) -> &HashMap<(MacAddr, MacAddr), PairFlow> {
+        &self.pairs
+    }
+
+    /// A switch completed its handshake: remove Shoal's forwarding flows
+    /// left from an earlier connection and install the base pipeline.
+    /// Topology-dependent flows follow from [`Forwarding::reconcile`].
+    pub fn switch_up(&mut self, dpid: u64) -> Vec<Outgoing> {
+        self.base.remove(&dpid);
+        for p in self.pairs.values_mut() {
+            if p.path.contains(&dpid) {
+                p.stale = true;
+            }
+        }
+        let mut v: Vec<Outgoing> = [
+            cookie::KIND_BASE,
+            cookie::KIND_BCAST,
+            cookie::KIND_PAIR,
+            cookie::KIND_DEST,
+        ]
+        .into_iter()
+        .map(|k| delete_kind(dpid, k))
+        .collect();
+        let base = cookie::make(cookie::KIND_BASE, 0);
+        let to_ctl = || output(port_no::CONTROLLER);
+        v.push(out(
+            dpid,
+            flow_mod(
+                TABLE_EDGE,
+                PRIO_LLDP,
+                base,
+                Match::new().eth_type(ETH_TYPE_LLDP),
+                vec![to_ctl()],
+            ),
+        ));
+        v.push(out(dpid, flow_mod(TABLE_EDGE, 0, base, Match::new(), vec![to_ctl()])));
+        v.push(out(
+            dpid,
+            flow_mod(TABLE_FABRIC, 0, base, Match::new(), vec![to_ctl()]),
+        ));
+        v.push(out(
+            dpid,
+            flow_mod(
+                TABLE_FABRIC,
+                PRIO_MCAST_DROP,
+                base,
+                Match::new().with(OxmField::EthDst {
+                    addr: MCAST,
+                    mask: Some(MCAST),
+                }),
+                vec![],
+            ),
+        ));
+        v
+    }
+
+    /// A switch disconnected: forget its flows; pairs through it will be
+    /// re-installed when it is back.
+    pub fn switch_down(&mut self, dpid: u64) {
+        self.base.remove(&dpid);
+        for p in self.pairs.values_mut() {
+            if p.path.contains(&dpid) {
+                p.stale = true;
+            }
+        }
+    }
+
+    /// Links appeared or disappeared: paths may have changed, so every
+    /// pair and destination flow is removed (their final counters arrive
+    /// as FLOW_REMOVED) and the pairs are re-installed by
+    /// [`Forwarding::reconcile`] along the new shortest paths.
+    pub fn links_changed(&mut self, topo: &Topology, change: &LinkChange) -> Vec<Outgoing> {
+        if change.is_empty() {
+            return Vec::new();
+        }
+        for p in self.pairs.values_mut() {
+            p.stale = true;
+        }
+        topo.switches()
+            .keys()
+            .flat_map(|&d| {
+                [
+                    delete_kind(d, cookie::KIND_PAIR),
+                    delete_kind(d, cookie::KIND_DEST),
+                ]
+            })
+            .collect()
+    }
+
+    /// Brings topology-dependent flows up to date: inter-switch dispatch and
+    /// broadcast-tree flows of every switch (re-sent only where they
+    /// changed), and stale pairs re-installed where a path exists again.
+    /// Pairs stale for longer than their idle timeout are forgotten.
+    pub fn reconcile(&mut self, topo: &Topology, now: Instant) -> Vec<Outgoing> {
+        let mut v = Vec::new();
+        let tree = topo.spanning_tree();
+        for &dpid in topo.switches().keys() {
+            let links: BTreeSet<u32> = topo.link_ports(dpid).into_iter().collect();
+            let tree_ports = tree.get(&dpid).cloned().unwrap_or_default();
+            let edges = topo.edge_ports(dpid, now, self.cfg.port_confirm);
+            let bcast = tree_ports
+                .iter()
+                .map(|&tp| {
+                    let outs: Vec<u32> = tree_ports
+                        .iter()
+                        .copied()
+                        .filter(|&p| p != tp)
+                        .chain(edges.iter().copied())
+                        .collect();
+                    (tp, outs)
+                })
+                .collect();
+            let want = BaseFlows {
+                dispatch: links,
+                bcast,
+            };
+            if self.base.get(&dpid) == Some(&want) {
+                continue;
+            }
+            v.push(delete_kind(dpid, cookie::KIND_BCAST));
+            let c = cookie::make(cookie::KIND_BCAST, 0);
+            for &lp in &want.dispatch {
+                v.push(out(
+                    dpid,
+                    flow_mod(
+                        TABLE_EDGE,
+                        PRIO_DISPATCH,
+                        c,
+                        Match::new().in_port(lp),
+                        vec![Instruction::GotoTable(TABLE_FABRIC)],
+                    ),
+                ));
+            }
+            for (&tp, outs) in &want.bcast {
+                let actions = outs.iter().map(|&p| Action::output(p)).collect();
+                v.push(out(
+                    dpid,
+                    flow_mod(
+                        TABLE_FABRIC,
+                        PRIO_BCAST,
+                        c,
+                        Match::new().in_port(tp).with(OxmField::EthDst {
+                            addr: MCAST,
+                            mask: Some(MCAST),
+                        }),
+                        vec![Instruction::ApplyActions(actions)],
+                    ),
+                ));
+            }
+            self.base.insert(dpid, want);
+        }
+        // Re-install stale pairs whose endpoints are known and reachable.
+        let idle = Duration::from_secs(u64::from(self.cfg.pair_idle_timeout_s));
+        let stale: Vec<(MacAddr, MacAddr)> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| p.stale)
+            .map(|(k, _)| *k)
+            .collect();
+        for (a, b) in stale {
+            let ready = match (topo.endpoint(&a), topo.endpoint(&b)) {
+                (Some(ea), Some(eb)) => {
+                    topo.is_edge_port(ea.location, now, self.cfg.port_confirm)
+                        && topo.is_edge_port(eb.location, now, self.cfg.port_confirm)
+                }
+                _ => false,
+            };
+            if ready {
+                v.extend(self.install_pair(topo, a, b, now));
+            } else if self
+                .pairs
+                .get(&(a, b))
+                .is_some_and(|p| now.saturating_duration_since(p.installed_at) > idle)
+            {
+                self.pairs.remove(&(a, b));
+            }
+        }
+        v
+    }
+
+    /// Flows for (a → b): a pair flow at a's first-hop switch and
+    /// destination flows on the rest of the shortest path, installed
+    /// last-hop first so that no frame overtakes its flows.
+    fn install_pair(
+        &mut self,
+        topo: &Topology,
+        a: MacAddr,
+        b: MacAddr,
+        now: Instant,
+    ) -> Vec<Outgoing> {
+        let (Some(ea), Some(eb)) = (topo.endpoint(&a), topo.endpoint(&b)) else {
+            return Vec::new();
+        };
+        let (src, dst) = (ea.location, eb.location);
+        if src == dst {
+            return Vec::new();
+        }
+        let Some(path) = topo.path(src.dpid, dst.dpid) else {
+            return Vec::new();
+        };
+        let mut v = Vec::new();
+        for &(sw, port) in path.iter().skip(1).rev() {
+            v.push(out(sw, self.dest_flow(b, port.unwrap_or(dst.port))));
+        }
+        let first_out = path
+            .first()
+            .and_then(|(_, p)| *p)
+            .unwrap_or(dst.port);
+        // Keep the cookie while the flow is believed installed at the same
+        // place, so that an ADD replacing it never looks like a new flow.
+        let cookie = match self.pairs.get(&(a, b)) {
+            Some(p) if !p.stale && p.first_hop == src => p.cookie,
+            _ => self.cookies.next(cookie::KIND_PAIR),
+        };
+        let mut fm = flow_mod(
+            TABLE_EDGE,
+            PRIO_PAIR,
+            cookie,
+            Match::new().in_port(src.port).eth_src(a).eth_dst(b),
+            vec![output(first_out)],
+        );
+        fm.idle_timeout = self.cfg.pair_idle_timeout_s;
+        fm.flags = flow_mod_flags::SEND_FLOW_REM;
+        v.push(out(src.dpid, fm));
+        self.pairs.insert(
+            (a, b),
+            PairFlow {
+                first_hop: src,
+                cookie,
+                path: path.iter().map(|(d, _)| *d).collect(),
+                stale: false,
+                installed_at: now,
+            },
+        );
+        v
+    }
+
+    fn dest_flow(&self, b: MacAddr, port: u32) -> FlowMod {
+        let mut fm = flow_mod(
+            TABLE_FABRIC,
+            PRIO_DEST,
+            cookie::make(cookie::KIND_DEST, 0),
+            Match::new().eth_dst(b),
+            vec![output(port)],
+        );
+        fm.idle_timeout = self.cfg.dest_idle_timeout_s;
+        fm
+    }
+
+    /// Ports to flood to at `dpid` for a frame that entered at `in_port`:
+    /// spanning-tree ports and confirmed edge ports, never back out of
+    /// `in_port`; nothing when it entered on a link outside the tree.
+    fn flood_ports(&self, topo: &Topology, dpid: u64, in_port: u32, now: Instant) -> Vec<u32> {
+        let tree = topo.spanning_tree();
+        let tree_ports = tree.get(&dpid).cloned().unwrap_or_default();
+        let at = PortRef {
+            dpid,
+            port: in_port,
+        };
+        if topo.is_link_port(at) && !tree_ports.contains(&in_port) {
+            return Vec::new();
+        }
+        let mut ports: BTreeSet<u32> = tree_ports;
+        ports.extend(topo.edge_ports(dpid, now, self.cfg.port_confirm));
+        ports.remove(&in_port);
+        ports.into_iter().collect()
+    }
+
+    /// Handles a PACKET_IN from `dpid`.
+    pub fn packet_in(
+        &mut self,
+        topo: &mut Topology,
+        dpid: u64,
+        pin: &PacketIn,
+        now: Instant,
+    ) -> PacketInOutcome {
+        let mut res = PacketInOutcome::default();
+        let Some(in_port) = pin.in_port() else {
+            return res;
+        };
+        let Ok(frame) = packet::parse_frame(&pin.data) else {
+            return res;
+        };
+        if frame.ethertype == ETH_TYPE_LLDP {
+            if let Ok(probe) = packet::parse_lldp(&pin.data) {
+                res.links = topo.lldp_seen(
+                    PortRef {
+                        dpid: probe.dpid,
+                        port: probe.port,
+                    },
+                    PortRef {
+                        dpid,
+                        port: in_port,
+                    },
+                    now,
+                );
+            }
+            return res;
+        }
+        let at = PortRef {
+            dpid,
+            port: in_port,
+        };
+        let edge = topo.is_edge_port(at, now, self.cfg.port_confirm);
+        if !edge && !topo.is_link_port(at) {
+            // A port LLDP has not had the time to classify: neither learn
+            // nor flood, or a loop of undiscovered links could storm.
+            return res;
+        }
+        if edge {
+            let learned = topo.learn(frame.src, frame.src_ip, at, now, self.cfg.port_confirm);
+            if let Learned::Moved { .. } = learned {
+                res.out.extend(self.endpoint_moved(topo, frame.src));
+            }
+            res.learned = Some(learned);
+        }
+        if frame.is_multicast() {
+            let ports = self.flood_ports(topo, dpid, in_port, now);
+            if !ports.is_empty() {
+                res.out.push(packet_out(dpid, pin, in_port, &ports));
+            }
+            return res;
+        }
+        let Some(dst) = topo.endpoint(&frame.dst).map(|e| e.location) else {
+            let ports = self.flood_ports(topo, dpid, in_port, now);
+            if !ports.is_empty() {
+                res.out.push(packet_out(dpid, pin, in_port, &ports));
+            }
+            return res;
+        };
+        if dst == at {
+            return res;
+        }
+        let Some(path) = topo.path(dpid, dst.dpid) else {
+            return res;
+        };
+        let first_out = path.first().and_then(|(_, p)| *p).unwrap_or(dst.port);
+        if edge {
+            let key = (frame.src, frame.dst);
+            let recent = self.pairs.get(&key).is_some_and(|p| {
+                !p.stale
+                    && p.first_hop == at
+                    && now.saturating_duration_since(p.installed_at) < REINSTALL_HOLDOFF
+            });
+            if !recent {
+                res.out
+                    .extend(self.install_pair(topo, frame.src, frame.dst, now));
+            }
+        } else {
+            for &(sw, port) in path.iter().rev() {
+                res.out
+                    .push(out(sw, self.dest_flow(frame.dst, port.unwrap_or(dst.port))));
+            }
+        }
+        res.out.push(packet_out(dpid, pin, in_port, &[first_out]));
+        res
+    }
+
+    /// An endpoint moved: remove every flow to or from it on all switches
+    /// (their final counters arrive as FLOW_REMOVED) and mark its pairs for
+    /// re-installation along the new paths.
+    pub fn endpoint_moved(&mut self, topo: &Topology, mac: MacAddr) -> Vec<Outgoing> {
+        for ((a, b), p) in self.pairs.iter_mut() {
+            if *a == mac || *b == mac {
+                p.stale = true;
+            }
+        }
+        let mut v = Vec::new();
+        for &d in topo.switches().keys() {
+            v.push(delete_matching(d, cookie::KIND_PAIR, Match::new().eth_src(mac)));
+            v.push(delete_matching(d, cookie::KIND_PAIR, Match::new().eth_dst(mac)));
+            v.push(delete_matching(d, cookie::KIND_DEST, Match::new().eth_dst(mac)));
+        }
+        v
+    }
+
+    /// A FLOW_REMOVED arrived: forget the pair whose current flow it was.
+    pub fn flow_removed(&mut self, dpid: u64, cookie: u64, m: &Match) {
+        if cookie::kind_of(cookie) != Some(cookie::KIND_PAIR) {
+            return;
+        }
+        if let (Some(a), Some(b)) = (m.get_eth_src(), m.get_eth_dst()) {
+            if let Some(p) = self.pairs.get(&(a, b)) {
+                if p.cookie == cookie && p.first_hop.dpid == dpid && !p.stale {
+                    self.pairs.remove(&(a, b));
+                }
+            }
+        }
+    }
+
+    /// LLDP probes out of every live port of every switch.
+    pub fn lldp_probes(&self, topo: &Topology) -> Vec<Outgoing> {
+        let mut v = Vec::new();
+        for (&dpid, sw) in topo.switches() {
+            for (&port, st) in &sw.ports {
+                if !st.desc.is_up() {
+                    continue;
+                }
+                v.push(Outgoing {
+                    dpid,
+                    msg: Message::PacketOut(PacketOut {
+                        buffer_id: NO_BUFFER,
+                        in_port: port_no::CONTROLLER,
+                        actions: vec![Action::output(port)],
+                        data: packet::build_lldp(dpid, port, st.desc.hw_addr),
+                    }),
+                });
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::tests::{build, pr, triangle};
+    use ofp::PacketInReason;
+    use std::net::Ipv4Addr;
+
+    const CONFIRM: Duration = Duration::from_millis(2500);
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([0, 0, 0, 0, 0, n])
+    }
+
+    fn eth(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst.0);
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        f.resize(60, 0);
+        f
+    }
+
+    fn pin(in_port: u32, data: Vec<u8>) -> PacketIn {
+        PacketIn {
+            buffer_id: NO_BUFFER,
+            total_len: data.len() as u16,
+            reason: PacketInReason::NoMatch,
+            table_id: 0,
+            cookie: 0,
+            match_: Match::new().in_port(in_port),
+            data,
+        }
+    }
+
+    fn flow_mods(v: &[Outgoing]) -> Vec<(u64, &FlowMod)> {
+        v.iter()
+            .filter_map(|o| match &o.msg {
+                Message::FlowMod(fm) => Some((o.dpid, fm)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn adds(v: &[Outgoing]) -> Vec<(u64, &FlowMod)> {
+        flow_mods(v)
+            .into_iter()
+            .filter(|(_, f)| f.command == FlowModCommand::Add)
+            .collect()
+    }
+
+    fn outputs(fm: &FlowMod) -> Vec<u32> {
+        fm.instructions
+            .iter()
+            .flat_map(|i| match i {
+                Instruction::ApplyActions(a) => a.clone(),
+                _ => vec![],
+            })
+            .filter_map(|a| match a {
+                Action::Output { port, .. } => Some(port),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn packet_outs(v: &[Outgoing]) -> Vec<(u64, &PacketOut)> {
+        v.iter()
+            .filter_map(|o| match &o.msg {
+                Message::PacketOut(p) => Some((o.dpid, p)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Line s1 - s2 - s3 (s1:2-s2:2, s2:3-s3:2), hosts on port 1 of s1/s3
+    /// and port 4 of s1 (the same "hypervisor" bridge as port 1).
+    fn setup() -> (Topology, Forwarding, Instant) {
+        let t0 = Instant::now();
+        let topo = build(
+            t0,
+            &[(1, 4), (2, 3), (3, 3)],
+            &[((1, 2), (2, 2)), ((2, 3), (3, 2))],
+        );
+        let fwd = Forwarding::new(FwdConfig::default(), 0);
+        (topo, fwd, t0 + Duration::from_secs(3))
+    }
+
+    #[test]
+    fn switch_up_installs_base_pipeline() {
+        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let v = f.switch_up(7);
+        let dels = flow_mods(&v)
+            .iter()
+            .filter(|(_, f)| f.command == FlowModCommand::Delete)
+            .count();
+        assert_eq!(dels, 4);
+        let a = adds(&v);
+        assert!(a.iter().all(|(d, _)| *d == 7));
+        let lldp = a.iter().find(|(_, f)| f.priority == PRIO_LLDP).unwrap();
+        assert_eq!(lldp.1.match_.get_eth_type(), Some(ETH_TYPE_LLDP));
+        assert_eq!(outputs(lldp.1), vec![port_no::CONTROLLER]);
+        // Table-miss in both tables goes to the controller.
+        for t in [TABLE_EDGE, TABLE_FABRIC] {
+            let miss = a
+                .iter()
+                .find(|(_, f)| f.table_id == t && f.priority == 0)
+                .unwrap();
+            assert_eq!(outputs(miss.1), vec![port_no::CONTROLLER]);
+        }
+    }
+
+    #[test]
+    fn reconcile_installs_tree_broadcast_once() {
+        let t0 = Instant::now();
+        let topo = triangle(t0);
+        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let now = t0 + Duration::from_secs(3);
+        let v = f.reconcile(&topo, now);
+        let a = adds(&v);
+        // Tree from s1: s1-s2 (2/2), s1-s3 (3/3); s2:3-s3:2 is a redundant link.
+        let bc: Vec<_> = a
+            .iter()
+            .filter(|(_, f)| f.priority == PRIO_BCAST)
+            .map(|(d, f)| (*d, f.match_.get_in_port().unwrap(), outputs(f)))
+            .collect();
+        assert!(bc.contains(&(1, 2, vec![3, 1])));
+        assert!(bc.contains(&(1, 3, vec![2, 1])));
+        assert!(bc.contains(&(2, 2, vec![1])));
+        assert!(bc.contains(&(3, 3, vec![1])));
+        // No broadcast flow for the non-tree link: its frames hit the drop.
+        assert!(!bc.iter().any(|(d, p, _)| (*d, *p) == (2, 3) || (*d, *p) == (3, 2)));
+        // Dispatch flows for every inter-switch port (tree or not).
+        let disp: BTreeSet<_> = a
+            .iter()
+            .filter(|(_, f)| f.priority == PRIO_DISPATCH)
+            .map(|(d, f)| (*d, f.match_.get_in_port().unwrap()))
+            .collect();
+        assert_eq!(
+            disp,
+            BTreeSet::from([(1, 2), (1, 3), (2, 2), (2, 3), (3, 2), (3, 3)])
+        );
+        // Nothing changed: nothing re-sent.
+        assert!(f.reconcile(&topo, now).is_empty());
+    }
+
+    #[test]
+    fn unconfirmed_ports_neither_learn_nor_flood() {
+        let t0 = Instant::now();
+        let mut topo = triangle(t0);
+        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let r = f.packet_in(&mut topo, 1, &pin(1, eth(MacAddr::BROADCAST, mac(1))), t0);
+        assert!(r.out.is_empty());
+        assert!(topo.endpoint(&mac(1)).is_none());
+    }
+
+    #[test]
+    fn broadcast_from_edge_learns_and_floods_along_tree() {
+        let t0 = Instant::now();
+        let mut topo = triangle(t0);
+        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let now = t0 + Duration::from_secs(3);
+        let r = f.packet_in(&mut topo, 2, &pin(1, eth(MacAddr::BROADCAST, mac(2))), now);
+        assert_eq!(r.learned, Some(Learned::New));
+        let po = packet_outs(&r.out);
+        assert_eq!(po.len(), 1);
+        // s2's tree port is 2 (to s1); port 3 (to s3) is not in the tree.
+        let ports: Vec<u32> = po[0]
+            .1
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Output { port, .. } => Some(*port),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ports, vec![2]);
+        assert_eq!(po[0].1.in_port, 1);
+        // A broadcast arriving on the non-tree link is not flooded.
+        let r = f.packet_in(&mut topo, 2, &pin(3, eth(MacAddr::BROADCAST, mac(3))), now);
+        assert!(r.out.is_empty());
+        assert!(topo.endpoint(&mac(3)).is_none(), "learnt at a link port");
+    }
+
+    #[test]
+    fn unicast_installs_pair_at_first_hop_and_dest_flows_elsewhere() {
+        let (mut topo, mut f, now) = setup();
+        // h3 (s3:1) speaks first so it is known.
+        f.packet_in(&mut topo, 3, &pin(1, eth(MacAddr::BROADCAST, mac(3))), now);
+        let r = f.packet_in(&mut topo, 1, &pin(1, eth(mac(3), mac(1))), now);
+        let a = adds(&r.out);
+        // Last hop first: s3 dest, s2 dest, then the s1 pair flow.
+        let order: Vec<u64> = a.iter().map(|(d, _)| *d).collect();
+        assert_eq!(order, vec![3, 2, 1]);
+        let (_, pair) = a[2];
+        assert_eq!(pair.table_id, TABLE_EDGE);
+        assert_eq!(pair.priority, PRIO_PAIR);
+        assert_eq!(pair.match_.get_in_port(), Some(1));
+        assert_eq!(pair.match_.get_eth_src(), Some(mac(1)));
+        assert_eq!(pair.match_.get_eth_dst(), Some(mac(3)));
+        assert_eq!(pair.flags & flow_mod_flags::SEND_FLOW_REM, flow_mod_flags::SEND_FLOW_REM);
+        assert_eq!(pair.idle_timeout, 10);
+        assert_eq!(cookie::kind_of(pair.cookie), Some(cookie::KIND_PAIR));
+        assert_eq!(outputs(pair), vec![2]);
+        let (_, s2) = a[1];
+        assert_eq!(s2.table_id, TABLE_FABRIC);
+        assert_eq!(s2.match_.get_eth_dst(), Some(mac(3)));
+        assert_eq!(s2.match_.get_eth_src(), None);
+        assert_eq!(outputs(s2), vec![3]);
+        assert_eq!(outputs(a[0].1), vec![1]);
+        // And the frame itself goes out toward s2.
+        let po = packet_outs(&r.out);
+        assert_eq!(po.len(), 1);
+        assert_eq!(po[0].0, 1);
+        // A duplicate packet-in right after does not re-install.
+        let r2 = f.packet_in(&mut topo, 1, &pin(1, eth(mac(3), mac(1))), now);
+        assert!(adds(&r2.out).is_empty());
+        assert_eq!(packet_outs(&r2.out).len(), 1);
+    }
+
+    #[test]
+    fn same_bridge_pair_is_one_local_flow() {
+        let (mut topo, mut f, now) = setup();
+        f.packet_in(&mut topo, 1, &pin(4, eth(MacAddr::BROADCAST, mac(4))), now);
+        let r = f.packet_in(&mut topo, 1, &pin(1, eth(mac(4), mac(1))), now);
+        let a = adds(&r.out);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].0, 1);
+        assert_eq!(outputs(a[0].1), vec![4]);
+    }
+
+    #[test]
+    fn unknown_destination_is_flooded_not_installed() {
+        let (mut topo, mut f, now) = setup();
+        let r = f.packet_in(&mut topo, 1, &pin(1, eth(mac(9), mac(1))), now);
+        assert!(adds(&r.out).is_empty());
+        assert_eq!(packet_outs(&r.out).len(), 1);
+    }
+
+    #[test]
+    fn move_deletes_flows_everywhere_and_reinstalls_along_new_path() {
+        let (mut topo, mut f, now) = setup();
+        f.packet_in(&mut topo, 3, &pin(1, eth(MacAddr::BROADCAST, mac(3))), now);
+        f.packet_in(&mut topo, 1, &pin(1, eth(mac(3), mac(1))), now);
+        let old_cookie = f.pairs()[&(mac(1), mac(3))].cookie;
+        // h3 migrates to s1:4 and announces itself with a gratuitous ARP.
+        let garp = packet::build_gratuitous_arp(mac(3), Ipv4Addr::new(10, 0, 0, 3));
+        let r = f.packet_in(&mut topo, 1, &pin(4, garp), now);
+        assert_eq!(r.learned, Some(Learned::Moved { from: pr(3, 1) }));
+        let dels: Vec<_> = flow_mods(&r.out)
+            .into_iter()
+            .filter(|(_, f)| f.command == FlowModCommand::Delete)
+            .collect();
+        assert_eq!(dels.len(), 9, "3 deletes on each of 3 switches");
+        assert!(f.pairs()[&(mac(1), mac(3))].stale);
+        // Reconcile re-installs the pair as a local flow on s1 with a new cookie.
+        let v = f.reconcile(&topo, now);
+        let pair = adds(&v)
+            .into_iter()
+            .find(|(_, fm)| fm.priority == PRIO_PAIR)
+            .unwrap();
+        assert_eq!(pair.0, 1);
+        assert_eq!(outputs(pair.1), vec![4]);
+        assert_ne!(pair.1.cookie, old_cookie);
+        // A FLOW_REMOVED of the old flow does not forget the new one.
+        let m = Match::new().in_port(1).eth_src(mac(1)).eth_dst(mac(3));
+        f.flow_removed(1, old_cookie, &m);
+        assert!(f.pairs().contains_key(&(mac(1), mac(3))));
+        f.flow_removed(1, pair.1.cookie, &m);
+        assert!(!f.pairs().contains_key(&(mac(1), mac(3))));
+    }
+
+    #[test]
+    fn reconnect_marks_pairs_stale_and_reinstalls() {
+        let (mut topo, mut f, now) = setup();
+        f.packet_in(&mut topo, 3, &pin(1, eth(MacAddr::BROADCAST, mac(3))), now);
+        f.packet_in(&mut topo, 1, &pin(1, eth(mac(3), mac(1))), now);
+        f.switch_down(2);
+        assert!(f.pairs()[&(mac(1), mac(3))].stale);
+        // While s2 is away there is no path: nothing installed, pair kept.
+        let sw2 = topo.switch(2).unwrap().clone();
+        topo.switch_disconnected(2, sw2.conn_id);
+        assert!(adds(&f.reconcile(&topo, now))
+            .iter()
+            .all(|(_, fm)| fm.priority != PRIO_PAIR));
+        assert!(f.pairs().contains_key(&(mac(1), mac(3))));
+        // s2 is back and LLDP found its links again.
+        let ports = sw2.ports.values().map(|p| p.desc.clone()).collect();
+        topo.switch_connected(2, 99, sw2.peer, sw2.features, ports, now);
+        for (a, b) in [(pr(1, 2), pr(2, 2)), (pr(2, 3), pr(3, 2))] {
+            topo.lldp_seen(a, b, now);
+            topo.lldp_seen(b, a, now);
+        }
+        let later = now + Duration::from_secs(3);
+        let v = f.reconcile(&topo, later);
+        let pair = adds(&v)
+            .into_iter()
+            .find(|(_, fm)| fm.priority == PRIO_PAIR)
+            .unwrap();
+        assert_eq!(pair.0, 1);
+        assert!(!f.pairs()[&(mac(1), mac(3))].stale);
+    }
+
+    #[test]
+    fn lldp_probe_out_and_back_makes_a_link() {
+        let t0 = Instant::now();
+        let mut topo = build(t0, &[(2, 3), (3, 3)], &[]);
+        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let probes = f.lldp_probes(&topo);
+        assert_eq!(probes.len(), 6, "one per port");
+        let po = probes
+            .iter()
+            .find_map(|o| match &o.msg {
+                Message::PacketOut(p) if o.dpid == 3 && p.actions == vec![Action::output(2)] => {
+                    Some(p.clone())
+                }
+                _ => None,
+            })
+            .unwrap();
+        // The probe sent out of s3:2 comes back as a PACKET_IN at s2:3.
+        let r = f.packet_in(&mut topo, 2, &pin(3, po.data), t0);
+        assert_eq!(r.links.added, vec![(pr(3, 2), pr(2, 3))]);
+        assert!(r.out.is_empty());
+        assert!(topo.is_link_port(pr(2, 3)) && topo.is_link_port(pr(3, 2)));
+    }
+}

@@ -1,0 +1,826 @@
+//! Monitor: statistics replies → rates → the traffic matrix λ(u,v).
+//!
+//! Pure accounting (the pollers that fetch the replies live in
+//! [`crate::runtime`]): callers pass the monotonic time of each reply.
+//!
+//! λ(u,v) is read from the first-hop pair flows only (one per (source MAC,
+//! destination MAC), see [`crate::forwarding`]), so every byte is counted
+//! once. Each switch keeps a ring of its last poll times; each pair keeps the
+//! bytes it gained at each of those polls. λ = bytes of the last `window`
+//! polls of its switch ÷ the time those polls span. FLOW_REMOVED final
+//! counters are added to the pair's next poll slot, so bytes of flows that
+//! expire between polls are not lost. Counters are tracked per cookie, and a
+//! counter that goes down (switch restart, flow re-added) restarts from zero:
+//! no negative and no huge rates.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ofp::{MacAddr, MeterStats, PortStats, QueueStats};
+use serde::Serialize;
+
+use crate::cookie;
+
+/// Largest configurable window, in polling intervals.
+pub const MAX_WINDOW: usize = 8;
+/// Unit of the per-poll byte slots (keeps a pair entry small); remainders
+/// are carried, so totals stay exact.
+const SLOT_UNIT: u64 = 64;
+/// Polls of a switch remembered (window + 1 timestamps are needed).
+const TIMES: usize = MAX_WINDOW + 1;
+/// A pair without traffic for this many of its switch's polls is dropped.
+const PAIR_RETENTION_POLLS: u16 = 360;
+
+/// One pair's accounting (kept small: see the `traffic_matrix` benchmark).
+#[derive(Debug, Clone, Default)]
+struct PairEntry {
+    /// Bytes gained at each of the last polls, in [`SLOT_UNIT`]s, indexed by
+    /// poll sequence modulo [`MAX_WINDOW`].
+    slots: [u32; MAX_WINDOW],
+    /// All bytes ever counted for the pair.
+    total: u64,
+    /// Last byte counter of the current flow.
+    cur_base: u64,
+    /// Last byte counter of the previous flow (a late FLOW_REMOVED).
+    prev_base: u64,
+    /// Low 32 bits of the current flow's cookie.
+    cur_cookie: u32,
+    /// Low 32 bits of the previous flow's cookie.
+    prev_cookie: u32,
+    /// Index of the switch whose polls the slots follow.
+    sw: u16,
+    /// Poll sequence the newest written slot belongs to.
+    slot_seq: u16,
+    /// Bytes not yet worth a slot unit.
+    rem: u8,
+}
+
+/// Poll times of one switch.
+#[derive(Debug, Clone)]
+struct SwitchPolls {
+    dpid: u64,
+    /// Sequence number of the last completed poll (wrapping).
+    seq: u16,
+    polls: u32,
+    times: [Option<Instant>; TIMES],
+}
+
+/// λ of one pair.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PairRate {
+    /// Source MAC.
+    pub src: MacAddr,
+    /// Destination MAC.
+    pub dst: MacAddr,
+    /// Switch holding the pair's first-hop flow.
+    pub dpid: u64,
+    /// Average bytes/s over the window.
+    pub bytes_per_s: f64,
+    /// All bytes counted since the pair was first seen.
+    pub total_bytes: u64,
+    /// Seconds the window actually spans.
+    pub window_s: f64,
+}
+
+/// The traffic matrix accumulator.
+#[derive(Debug)]
+pub struct TrafficMatrix {
+    window: usize,
+    switches: Vec<SwitchPolls>,
+    index: HashMap<u64, u16>,
+    pairs: HashMap<(MacAddr, MacAddr), PairEntry>,
+}
+
+/// A poll in progress on one switch, from [`TrafficMatrix::begin_poll`].
+#[derive(Debug, Clone, Copy)]
+pub struct PollToken {
+    sw: u16,
+    seq: u16,
+}
+
+fn seq_slot(seq: u16) -> usize {
+    seq as usize % MAX_WINDOW
+}
+
+impl PairEntry {
+    /// Moves the slot cursor to `seq`, zeroing slots skipped on the way.
+    fn advance(&mut self, seq: u16) {
+        let ahead = seq.wrapping_sub(self.slot_seq);
+        if ahead == 0 || ahead > u16::MAX / 2 {
+            return;
+        }
+        for i in 1..=ahead.min(MAX_WINDOW as u16) {
+            self.slots[seq_slot(self.slot_seq.wrapping_add(i))] = 0;
+        }
+        self.slot_seq = seq;
+    }
+
+    fn add(&mut self, seq: u16, bytes: u64) {
+        self.advance(seq);
+        self.total = self.total.saturating_add(bytes);
+        let with_rem = bytes.saturating_add(u64::from(self.rem));
+        let units = with_rem / SLOT_UNIT;
+        self.rem = (with_rem % SLOT_UNIT) as u8;
+        let slot = &mut self.slots[seq_slot(seq)];
+        *slot = slot.saturating_add(u32::try_from(units).unwrap_or(u32::MAX));
+    }
+
+    /// Delta of a byte counter of flow `cookie`; a new cookie makes the
+    /// current flow the previous one.
+    fn delta(&mut self, cookie: u32, bytes: u64) -> u64 {
+        if cookie == self.cur_cookie {
+            let d = if bytes >= self.cur_base {
+                bytes - self.cur_base
+            } else {
+                bytes // counter reset: count from zero
+            };
+            self.cur_base = bytes;
+            d
+        } else if cookie == self.prev_cookie && self.prev_cookie != 0 {
+            let d = bytes.saturating_sub(self.prev_base);
+            self.prev_base = self.prev_base.max(bytes);
+            d
+        } else {
+            self.prev_cookie = self.cur_cookie;
+            self.prev_base = self.cur_base;
+            self.cur_cookie = cookie;
+            self.cur_base = bytes;
+            bytes
+        }
+    }
+}
+
+impl TrafficMatrix {
+    /// An empty matrix averaging over `window` polls (clamped to 1..=8).
+    pub fn new(window: usize) -> Self {
+        TrafficMatrix {
+            window: window.clamp(1, MAX_WINDOW),
+            switches: Vec::new(),
+            index: HashMap::new(),
+            pairs: HashMap::new(),
+        }
+    }
+
+    /// Number of tracked pairs.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// True when no pair is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Approximate heap bytes per tracked pair (entry + hash-table slot).
+    pub fn bytes_per_pair_estimate() -> usize {
+        std::mem::size_of::<((MacAddr, MacAddr), PairEntry)>() + 1
+    }
+
+    fn switch_index(&mut self, dpid: u64) -> u16 {
+        if let Some(&i) = self.index.get(&dpid) {
+            return i;
+        }
+        let i = u16::try_from(self.switches.len()).unwrap_or(u16::MAX);
+        if usize::from(i) == self.switches.len() {
+            self.switches.push(SwitchPolls {
+                dpid,
+                seq: 0,
+                polls: 0,
+                times: [None; TIMES],
+            });
+            self.index.insert(dpid, i);
+        }
+        i
+    }
+
+    /// Starts a poll of `dpid` whose reply was taken at `now`.
+    pub fn begin_poll(&mut self, dpid: u64, now: Instant) -> PollToken {
+        let sw = self.switch_index(dpid);
+        let s = &mut self.switches[usize::from(sw).min(self.switches.len() - 1)];
+        s.seq = s.seq.wrapping_add(1);
+        s.polls = s.polls.saturating_add(1);
+        s.times[s.seq as usize % TIMES] = Some(now);
+        PollToken { sw, seq: s.seq }
+    }
+
+    /// Records one pair flow's byte counter from the poll `t`.
+    #[inline]
+    pub fn record(&mut self, t: PollToken, src: MacAddr, dst: MacAddr, cookie: u64, bytes: u64) {
+        let c = cookie as u32;
+        let e = self.pairs.entry((src, dst)).or_insert_with(|| PairEntry {
+            sw: t.sw,
+            slot_seq: t.seq,
+            ..PairEntry::default()
+        });
+        if e.sw != t.sw {
+            // The pair's first hop moved to another switch (VM migration).
+            e.sw = t.sw;
+            e.slots = [0; MAX_WINDOW];
+            e.slot_seq = t.seq;
+        }
+        let d = e.delta(c, bytes);
+        e.add(t.seq, d);
+    }
+
+    /// Adds the final counter of a removed pair flow at `dpid`.
+    pub fn flow_removed(&mut self, dpid: u64, src: MacAddr, dst: MacAddr, cookie: u64, bytes: u64) {
+        let sw = self.switch_index(dpid);
+        let next = self
+            .switches
+            .get(usize::from(sw))
+            .map(|s| s.seq.wrapping_add(1))
+            .unwrap_or(1);
+        let Some(e) = self.pairs.get_mut(&(src, dst)) else {
+            // Never polled: all its bytes are new.
+            let mut e = PairEntry {
+                sw,
+                slot_seq: next,
+                ..PairEntry::default()
+            };
+            e.add(next, bytes);
+            self.pairs.insert((src, dst), e);
+            return;
+        };
+        let c = cookie as u32;
+        let d = if c == e.cur_cookie {
+            let d = bytes.saturating_sub(e.cur_base);
+            e.cur_base = e.cur_base.max(bytes);
+            d
+        } else if c == e.prev_cookie && e.prev_cookie != 0 {
+            let d = bytes.saturating_sub(e.prev_base);
+            e.prev_base = e.prev_base.max(bytes);
+            d
+        } else {
+            bytes
+        };
+        if e.sw == sw {
+            e.add(next, d);
+        } else {
+            // Removed at the old first hop after the pair moved: count it in
+            // the total and the newest slot of the new switch.
+            let seq = e.slot_seq;
+            e.add(seq, d);
+        }
+    }
+
+    /// λ for every pair with traffic in the window or not yet expired.
+    pub fn rates(&self) -> Vec<PairRate> {
+        let mut v = Vec::with_capacity(self.pairs.len());
+        for (&(src, dst), e) in &self.pairs {
+            let Some(s) = self.switches.get(usize::from(e.sw)) else {
+                continue;
+            };
+            let (bytes, span) = self.window_bytes(s, e);
+            let bytes_per_s = if span > 0.0 { bytes as f64 / span } else { 0.0 };
+            v.push(PairRate {
+                src,
+                dst,
+                dpid: s.dpid,
+                bytes_per_s,
+                total_bytes: e.total,
+                window_s: span,
+            });
+        }
+        v.sort_by(|a, b| (a.src, a.dst).cmp(&(b.src, b.dst)));
+        v
+    }
+
+    /// Bytes of the last `window` completed polls of `s` and the seconds
+    /// they span.
+    fn window_bytes(&self, s: &SwitchPolls, e: &PairEntry) -> (u64, f64) {
+        let q = s.seq;
+        let avail = (s.polls.saturating_sub(1) as usize).min(self.window);
+        if avail == 0 {
+            return (0, 0.0);
+        }
+        let (Some(t_end), Some(t_start)) = (
+            s.times[q as usize % TIMES],
+            s.times[q.wrapping_sub(avail as u16) as usize % TIMES],
+        ) else {
+            return (0, 0.0);
+        };
+        let mut units = 0u64;
+        for i in 0..avail as u16 {
+            let seq = q.wrapping_sub(i);
+            let behind = e.slot_seq.wrapping_sub(seq);
+            // Only slots at or before the cursor and still in the ring.
+            if behind <= u16::MAX / 2 && (behind as usize) < MAX_WINDOW {
+                units += u64::from(e.slots[seq_slot(seq)]);
+            }
+        }
+        (
+            units * SLOT_UNIT,
+            t_end.saturating_duration_since(t_start).as_secs_f64(),
+        )
+    }
+
+    /// Drops pairs that saw no bytes for a long time.
+    pub fn gc(&mut self) {
+        let switches = &self.switches;
+        self.pairs.retain(|_, e| {
+            let Some(s) = switches.get(usize::from(e.sw)) else {
+                return false;
+            };
+            let idle = s.seq.wrapping_sub(e.slot_seq);
+            idle > u16::MAX / 2 || idle < PAIR_RETENTION_POLLS
+        });
+    }
+}
+
+/// Rate of a monotonically increasing counter between two samples; `None`
+/// across a reset (the value or the switch's duration went down) or when no
+/// time passed.
+fn rate(prev: u64, cur: u64, dt: f64) -> Option<f64> {
+    (cur >= prev && dt > 0.0).then(|| (cur - prev) as f64 / dt)
+}
+
+/// Rates of one switch port.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PortRate {
+    /// Datapath id.
+    pub dpid: u64,
+    /// Port number.
+    pub port: u32,
+    /// Received bytes/s (None right after a counter reset or first sample).
+    pub rx_bytes_per_s: Option<f64>,
+    /// Transmitted bytes/s.
+    pub tx_bytes_per_s: Option<f64>,
+    /// Received packets/s.
+    pub rx_packets_per_s: Option<f64>,
+    /// Transmitted packets/s.
+    pub tx_packets_per_s: Option<f64>,
+    /// Latest raw counters.
+    pub counters: PortCounters,
+}
+
+/// Raw port counters as last polled.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct PortCounters {
+    /// Received bytes.
+    pub rx_bytes: u64,
+    /// Transmitted bytes.
+    pub tx_bytes: u64,
+    /// Received packets.
+    pub rx_packets: u64,
+    /// Transmitted packets.
+    pub tx_packets: u64,
+    /// Receive drops.
+    pub rx_dropped: u64,
+    /// Transmit drops.
+    pub tx_dropped: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Transmit errors.
+    pub tx_errors: u64,
+    /// Seconds the port has existed (switch's count).
+    pub duration_s: f64,
+}
+
+impl From<&PortStats> for PortCounters {
+    fn from(p: &PortStats) -> Self {
+        PortCounters {
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+            rx_packets: p.rx_packets,
+            tx_packets: p.tx_packets,
+            rx_dropped: p.rx_dropped,
+            tx_dropped: p.tx_dropped,
+            rx_errors: p.rx_errors,
+            tx_errors: p.tx_errors,
+            duration_s: f64::from(p.duration_sec) + f64::from(p.duration_nsec) * 1e-9,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Sample<T> {
+    at: Instant,
+    value: T,
+}
+
+/// Rate of one queue.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QueueRate {
+    /// Datapath id.
+    pub dpid: u64,
+    /// Port number.
+    pub port: u32,
+    /// Queue id.
+    pub queue_id: u32,
+    /// Transmitted bytes/s.
+    pub tx_bytes_per_s: Option<f64>,
+    /// Transmitted bytes in all.
+    pub tx_bytes: u64,
+    /// Transmit errors (drops) in all.
+    pub tx_errors: u64,
+}
+
+/// Rate of one meter.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MeterRate {
+    /// Datapath id.
+    pub dpid: u64,
+    /// Meter id.
+    pub meter_id: u32,
+    /// Bytes/s entering the meter.
+    pub in_bytes_per_s: Option<f64>,
+    /// Bytes/s the bands dropped (or remarked).
+    pub band_bytes_per_s: Option<f64>,
+    /// Bytes that entered in all.
+    pub byte_in_count: u64,
+    /// Flows using the meter.
+    pub flow_count: u32,
+}
+
+/// The monitor: traffic matrix plus port, queue and meter rates.
+#[derive(Debug)]
+pub struct Monitor {
+    /// λ accounting.
+    pub matrix: TrafficMatrix,
+    excluded_value: u64,
+    excluded_mask: u64,
+    ports: HashMap<(u64, u32), (Sample<PortCounters>, PortRate)>,
+    queues: HashMap<(u64, u32, u32), (Sample<QueueStats>, QueueRate)>,
+    meters: HashMap<(u64, u32), (Sample<MeterStats>, MeterRate)>,
+    /// Flow-stats entries ingested in all.
+    pub entries_seen: u64,
+    /// Entries skipped because of the excluded cookie range.
+    pub entries_excluded: u64,
+}
+
+impl Monitor {
+    /// A monitor averaging λ over `window` polls and excluding cookies with
+    /// `cookie & mask == value`.
+    pub fn new(window: usize, excluded_value: u64, excluded_mask: u64) -> Self {
+        Monitor {
+            matrix: TrafficMatrix::new(window),
+            excluded_value,
+            excluded_mask,
+            ports: HashMap::new(),
+            queues: HashMap::new(),
+            meters: HashMap::new(),
+            entries_seen: 0,
+            entries_excluded: 0,
+        }
+    }
+
+    fn counts_for_lambda(&self, cookie: u64) -> bool {
+        cookie & self.excluded_mask != self.excluded_value
+            && cookie::kind_of(cookie) == Some(cookie::KIND_PAIR)
+    }
+
+    /// Ingests one FLOW multipart reply (all its parts, raw messages) of a
+    /// poll of `dpid` taken at `now`. Returns the number of pair entries
+    /// counted. A malformed part is an error; entries before it count.
+    pub fn ingest_flow_stats<B: AsRef<[u8]>>(
+        &mut self,
+        dpid: u64,
+        now: Instant,
+        parts: &[B],
+    ) -> Result<usize, ofp::DecodeError> {
+        let token = self.matrix.begin_poll(dpid, now);
+        let mut counted = 0;
+        for part in parts {
+            for entry in ofp::flow_stats_entries(part.as_ref())? {
+                let entry = entry?;
+                self.entries_seen += 1;
+                let c = entry.cookie();
+                if c & self.excluded_mask == self.excluded_value {
+                    self.entries_excluded += 1;
+                    continue;
+                }
+                if cookie::kind_of(c) != Some(cookie::KIND_PAIR) {
+                    continue;
+                }
+                if let (Some(src), Some(dst)) = (entry.eth_src(), entry.eth_dst()) {
+                    self.matrix.record(token, src, dst, c, entry.byte_count());
+                    counted += 1;
+                }
+            }
+        }
+        Ok(counted)
+    }
+
+    /// Adds a FLOW_REMOVED's final counters (pair flows only).
+    pub fn flow_removed(&mut self, dpid: u64, fr: &ofp::FlowRemoved) {
+        if !self.counts_for_lambda(fr.cookie) {
+            return;
+        }
+        if let (Some(src), Some(dst)) = (fr.match_.get_eth_src(), fr.match_.get_eth_dst()) {
+            self.matrix
+                .flow_removed(dpid, src, dst, fr.cookie, fr.byte_count);
+        }
+    }
+
+    /// Ingests a PORT_STATS reply of `dpid` taken at `now`.
+    pub fn ingest_port_stats(&mut self, dpid: u64, now: Instant, stats: &[PortStats]) {
+        for p in stats {
+            if p.port_no > ofp::port_no::MAX {
+                continue;
+            }
+            let cur = PortCounters::from(p);
+            let key = (dpid, p.port_no);
+            let rate_entry = match self.ports.get(&key) {
+                Some((prev, _)) => {
+                    let dt = now.saturating_duration_since(prev.at).as_secs_f64();
+                    let reset = cur.duration_s + 1e-3 < prev.value.duration_s;
+                    let r = |a: u64, b: u64| if reset { None } else { rate(a, b, dt) };
+                    PortRate {
+                        dpid,
+                        port: p.port_no,
+                        rx_bytes_per_s: r(prev.value.rx_bytes, cur.rx_bytes),
+                        tx_bytes_per_s: r(prev.value.tx_bytes, cur.tx_bytes),
+                        rx_packets_per_s: r(prev.value.rx_packets, cur.rx_packets),
+                        tx_packets_per_s: r(prev.value.tx_packets, cur.tx_packets),
+                        counters: cur.clone(),
+                    }
+                }
+                None => PortRate {
+                    dpid,
+                    port: p.port_no,
+                    rx_bytes_per_s: None,
+                    tx_bytes_per_s: None,
+                    rx_packets_per_s: None,
+                    tx_packets_per_s: None,
+                    counters: cur.clone(),
+                },
+            };
+            self.ports
+                .insert(key, (Sample { at: now, value: cur }, rate_entry));
+        }
+    }
+
+    /// Ingests a QUEUE stats reply.
+    pub fn ingest_queue_stats(&mut self, dpid: u64, now: Instant, stats: &[QueueStats]) {
+        for q in stats {
+            let key = (dpid, q.port_no, q.queue_id);
+            let r = self.queues.get(&key).and_then(|(prev, _)| {
+                let dt = now.saturating_duration_since(prev.at).as_secs_f64();
+                rate(prev.value.tx_bytes, q.tx_bytes, dt)
+            });
+            let entry = QueueRate {
+                dpid,
+                port: q.port_no,
+                queue_id: q.queue_id,
+                tx_bytes_per_s: r,
+                tx_bytes: q.tx_bytes,
+                tx_errors: q.tx_errors,
+            };
+            self.queues.insert(
+                key,
+                (
+                    Sample {
+                        at: now,
+                        value: q.clone(),
+                    },
+                    entry,
+                ),
+            );
+        }
+    }
+
+    /// Ingests a METER stats reply.
+    pub fn ingest_meter_stats(&mut self, dpid: u64, now: Instant, stats: &[MeterStats]) {
+        let band_bytes = |m: &MeterStats| -> u64 {
+            m.band_stats
+                .iter()
+                .fold(0u64, |a, b| a.saturating_add(b.byte_band_count))
+        };
+        for m in stats {
+            let key = (dpid, m.meter_id);
+            let (in_r, band_r) = match self.meters.get(&key) {
+                Some((prev, _)) => {
+                    let dt = now.saturating_duration_since(prev.at).as_secs_f64();
+                    (
+                        rate(prev.value.byte_in_count, m.byte_in_count, dt),
+                        rate(band_bytes(&prev.value), band_bytes(m), dt),
+                    )
+                }
+                None => (None, None),
+            };
+            let entry = MeterRate {
+                dpid,
+                meter_id: m.meter_id,
+                in_bytes_per_s: in_r,
+                band_bytes_per_s: band_r,
+                byte_in_count: m.byte_in_count,
+                flow_count: m.flow_count,
+            };
+            self.meters.insert(
+                key,
+                (
+                    Sample {
+                        at: now,
+                        value: m.clone(),
+                    },
+                    entry,
+                ),
+            );
+        }
+        // Meters that disappeared from the switch are forgotten.
+        let present: std::collections::HashSet<u32> = stats.iter().map(|m| m.meter_id).collect();
+        self.meters
+            .retain(|(d, id), _| *d != dpid || present.contains(id));
+    }
+
+    /// Forgets port, queue and meter samples of a switch (it disconnected).
+    /// The traffic matrix keeps its pairs: bytes already counted stay
+    /// counted, and per-cookie baselines prevent double counting if the
+    /// same flows are still there after the reconnect.
+    pub fn switch_gone(&mut self, dpid: u64) {
+        self.ports.retain(|(d, _), _| *d != dpid);
+        self.queues.retain(|(d, _, _), _| *d != dpid);
+        self.meters.retain(|(d, _), _| *d != dpid);
+    }
+
+    /// Latest port rates, sorted by (dpid, port).
+    pub fn port_rates(&self) -> Vec<PortRate> {
+        let mut v: Vec<PortRate> = self.ports.values().map(|(_, r)| r.clone()).collect();
+        v.sort_by_key(|r| (r.dpid, r.port));
+        v
+    }
+
+    /// Latest queue rates, sorted.
+    pub fn queue_rates(&self) -> Vec<QueueRate> {
+        let mut v: Vec<QueueRate> = self.queues.values().map(|(_, r)| r.clone()).collect();
+        v.sort_by_key(|r| (r.dpid, r.port, r.queue_id));
+        v
+    }
+
+    /// Latest meter rates, sorted.
+    pub fn meter_rates(&self) -> Vec<MeterRate> {
+        let mut v: Vec<MeterRate> = self.meters.values().map(|(_, r)| r.clone()).collect();
+        v.sort_by_key(|r| (r.dpid, r.meter_id));
+        v
+    }
+}
+
+/// The time between polls of a switch, with the start jitter: the first poll
+/// of a switch waits `jitter_fraction · interval` (fraction in [0, 1)).
+pub fn first_poll_delay(interval: Duration, jitter_fraction: f64) -> Duration {
+    interval.mul_f64(jitter_fraction.clamp(0.0, 0.999))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([0, 0, 0, 0, 0, n])
+    }
+
+    const C1: u64 = cookie::make(cookie::KIND_PAIR, 1);
+    const C2: u64 = cookie::make(cookie::KIND_PAIR, 2);
+
+    /// Polls switch 1 every second; the pair gains 1000 B/s.
+    #[test]
+    fn steady_rate_over_window() {
+        let mut m = TrafficMatrix::new(3);
+        let t0 = Instant::now();
+        for i in 0..6u64 {
+            let tok = m.begin_poll(1, t0 + Duration::from_secs(i));
+            m.record(tok, mac(1), mac(2), C1, 1000 * i);
+        }
+        let r = m.rates();
+        assert_eq!(r.len(), 1);
+        assert!((r[0].bytes_per_s - 1000.0).abs() < 64.0 / 3.0, "{r:?}");
+        assert_eq!(r[0].total_bytes, 5000);
+        assert_eq!(r[0].window_s, 3.0);
+    }
+
+    #[test]
+    fn counter_reset_never_negative_or_huge() {
+        let mut m = TrafficMatrix::new(2);
+        let t0 = Instant::now();
+        let mut bytes = [0u64, 10_000, 20_000, 500, 10_500];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            let tok = m.begin_poll(1, t0 + Duration::from_secs(i as u64));
+            m.record(tok, mac(1), mac(2), C1, *b);
+        }
+        let r = &m.rates()[0];
+        // After the reset (20 000 → 500) the 500 counts as new, not as
+        // 2^64 − 19 500; the window (polls 3, 4) holds 500 + 10 000 bytes.
+        assert!(r.bytes_per_s >= 0.0 && r.bytes_per_s < 6000.0, "{r:?}");
+        assert_eq!(r.total_bytes, 20_000 + 500 + 10_000);
+    }
+
+    #[test]
+    fn flow_removed_bytes_are_kept_and_not_double_counted() {
+        let mut m = TrafficMatrix::new(3);
+        let t0 = Instant::now();
+        let tok = m.begin_poll(1, t0);
+        m.record(tok, mac(1), mac(2), C1, 4000);
+        // The flow expires with 6000 bytes before the next poll.
+        m.flow_removed(1, mac(1), mac(2), C1, 6000);
+        // A repeated FLOW_REMOVED changes nothing.
+        m.flow_removed(1, mac(1), mac(2), C1, 6000);
+        let tok = m.begin_poll(1, t0 + Duration::from_secs(1));
+        let _ = tok;
+        let r = &m.rates()[0];
+        assert_eq!(r.total_bytes, 6000);
+        // Window: polls 1..2 span 1 s, 2000 bytes arrived in it (rounded to
+        // slot units of 64 bytes).
+        assert!((r.bytes_per_s - 2000.0).abs() <= 64.0, "{r:?}");
+    }
+
+    #[test]
+    fn new_cookie_restarts_baseline_and_late_removal_of_old_counts() {
+        let mut m = TrafficMatrix::new(3);
+        let t0 = Instant::now();
+        let tok = m.begin_poll(1, t0);
+        m.record(tok, mac(1), mac(2), C1, 1000);
+        // Re-installed flow (new cookie) already carries 300 bytes...
+        let tok = m.begin_poll(1, t0 + Duration::from_secs(1));
+        m.record(tok, mac(1), mac(2), C2, 300);
+        // ...and the old flow's FLOW_REMOVED arrives late with 1200.
+        m.flow_removed(1, mac(1), mac(2), C1, 1200);
+        let tok = m.begin_poll(1, t0 + Duration::from_secs(2));
+        m.record(tok, mac(1), mac(2), C2, 800);
+        assert_eq!(m.rates()[0].total_bytes, 1200 + 800);
+    }
+
+    #[test]
+    fn reconnect_with_flows_still_there_is_not_double_counted() {
+        let mut m = TrafficMatrix::new(3);
+        let t0 = Instant::now();
+        let tok = m.begin_poll(1, t0);
+        m.record(tok, mac(1), mac(2), C1, 5000);
+        // Switch reconnects, same flow and counter keeps growing.
+        let tok = m.begin_poll(1, t0 + Duration::from_secs(1));
+        m.record(tok, mac(1), mac(2), C1, 6000);
+        assert_eq!(m.rates()[0].total_bytes, 6000);
+    }
+
+    #[test]
+    fn pairs_stop_counting_when_flows_vanish() {
+        let mut m = TrafficMatrix::new(2);
+        let t0 = Instant::now();
+        for i in 0..3u64 {
+            let tok = m.begin_poll(1, t0 + Duration::from_secs(i));
+            m.record(tok, mac(1), mac(2), C1, 1000 * i);
+        }
+        for i in 3..6u64 {
+            m.begin_poll(1, t0 + Duration::from_secs(i));
+        }
+        let r = &m.rates()[0];
+        assert_eq!(r.bytes_per_s, 0.0);
+        assert_eq!(r.total_bytes, 2000);
+    }
+
+    #[test]
+    fn pair_moving_to_another_switch() {
+        let mut m = TrafficMatrix::new(2);
+        let t0 = Instant::now();
+        let tok = m.begin_poll(1, t0);
+        m.record(tok, mac(1), mac(2), C1, 1000);
+        let tok = m.begin_poll(2, t0 + Duration::from_millis(500));
+        m.record(tok, mac(1), mac(2), C2, 100);
+        let tok = m.begin_poll(2, t0 + Duration::from_millis(1500));
+        m.record(tok, mac(1), mac(2), C2, 1100);
+        let r = &m.rates()[0];
+        assert_eq!(r.dpid, 2);
+        assert_eq!(r.total_bytes, 2100);
+        assert!((r.bytes_per_s - 1000.0).abs() <= 64.0, "{r:?}");
+    }
+
+    #[test]
+    fn excluded_cookies_are_not_lambda() {
+        let m = Monitor::new(3, cookie::MIGRATION_VALUE, cookie::MIGRATION_MASK);
+        assert!(m.counts_for_lambda(C1));
+        assert!(!m.counts_for_lambda(cookie::make(0x10, 5)));
+        assert!(!m.counts_for_lambda(cookie::make(cookie::KIND_DEST, 0)));
+        assert!(!m.counts_for_lambda(0xdead));
+    }
+
+    #[test]
+    fn port_rates_skip_resets() {
+        let mut m = Monitor::new(3, 0, u64::MAX);
+        let t0 = Instant::now();
+        let ps = |rx: u64, dur: u32| PortStats {
+            port_no: 1,
+            rx_packets: rx / 100,
+            tx_packets: 0,
+            rx_bytes: rx,
+            tx_bytes: 0,
+            rx_dropped: 0,
+            tx_dropped: 0,
+            rx_errors: 0,
+            tx_errors: 0,
+            rx_frame_err: 0,
+            rx_over_err: 0,
+            rx_crc_err: 0,
+            collisions: 0,
+            duration_sec: dur,
+            duration_nsec: 0,
+        };
+        m.ingest_port_stats(1, t0, &[ps(1000, 10)]);
+        assert_eq!(m.port_rates()[0].rx_bytes_per_s, None);
+        m.ingest_port_stats(1, t0 + Duration::from_secs(2), &[ps(5000, 12)]);
+        assert_eq!(m.port_rates()[0].rx_bytes_per_s, Some(2000.0));
+        // vswitchd restarted: counters and duration went back.
+        m.ingest_port_stats(1, t0 + Duration::from_secs(4), &[ps(100, 1)]);
+        assert_eq!(m.port_rates()[0].rx_bytes_per_s, None);
+        m.ingest_port_stats(1, t0 + Duration::from_secs(6), &[ps(300, 3)]);
+        assert_eq!(m.port_rates()[0].rx_bytes_per_s, Some(100.0));
+    }
+}

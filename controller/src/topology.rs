@@ -1,0 +1,724 @@
+//! Topology: connected switches and their ports, links found by LLDP, and
+//! where each endpoint (VM) is attached.
+//!
+//! Pure state: callers pass the current monotonic time; nothing here reads a
+//! clock or does I/O. Links are directed as LLDP sees them (`src` sent the
+//! probe, `dst` received it); a port is an inter-switch port as soon as a
+//! link in either direction uses it. Endpoints are learnt only at edge ports
+//! (never at inter-switch ports) and move when their MAC appears at a new
+//! edge port.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ofp::{port_no, MacAddr, PortDesc, SwitchFeatures};
+use serde::Serialize;
+
+/// One end of a link: a switch port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct PortRef {
+    /// Datapath id.
+    pub dpid: u64,
+    /// OpenFlow port number.
+    pub port: u32,
+}
+
+/// A directed link seen by LLDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// The port the probe left from.
+    pub src: PortRef,
+    /// The port it arrived at.
+    pub dst: PortRef,
+    /// When it was first seen.
+    pub since: Instant,
+    /// When it was last seen.
+    pub last_seen: Instant,
+}
+
+/// A port of a connected switch.
+#[derive(Debug, Clone)]
+pub struct PortState {
+    /// The switch's description of the port.
+    pub desc: PortDesc,
+    /// When the port was (last) seen coming up; edge status waits for
+    /// LLDP to have had a chance after this.
+    pub up_since: Instant,
+}
+
+/// A connected switch.
+#[derive(Debug, Clone)]
+pub struct SwitchState {
+    /// Datapath id.
+    pub dpid: u64,
+    /// Identifies the connection (a reconnect gets a new id).
+    pub conn_id: u64,
+    /// The switch's address.
+    pub peer: SocketAddr,
+    /// FEATURES_REPLY.
+    pub features: SwitchFeatures,
+    /// Manufacturer/software description, when known.
+    pub description: Option<String>,
+    /// When the connection was established.
+    pub connected_at: Instant,
+    /// Ports by number.
+    pub ports: BTreeMap<u32, PortState>,
+}
+
+/// Where an endpoint (VM) is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its MAC address.
+    pub mac: MacAddr,
+    /// Its IPv4 address, once seen (ARP or IPv4 source).
+    pub ip: Option<Ipv4Addr>,
+    /// Switch and edge port.
+    pub location: PortRef,
+    /// First seen.
+    pub first_seen: Instant,
+    /// Last seen (any frame from it reaching the controller).
+    pub last_seen: Instant,
+    /// How many times it moved to another port.
+    pub moves: u32,
+}
+
+/// Outcome of learning a source MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// Not learnt: the port is not an (confirmed) edge port.
+    Ignored,
+    /// A new endpoint.
+    New,
+    /// Known at the same port.
+    Refreshed,
+    /// Moved from another port.
+    Moved {
+        /// Its previous location.
+        from: PortRef,
+    },
+}
+
+/// What changed in the link table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkChange {
+    /// Links that appeared.
+    pub added: Vec<(PortRef, PortRef)>,
+    /// Links that disappeared.
+    pub removed: Vec<(PortRef, PortRef)>,
+}
+
+impl LinkChange {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// The topology.
+#[derive(Debug, Default)]
+pub struct Topology {
+    switches: BTreeMap<u64, SwitchState>,
+    /// Directed links keyed by their source port.
+    links: BTreeMap<PortRef, Link>,
+    endpoints: HashMap<MacAddr, Endpoint>,
+    /// Bumped on every change of switches, ports or links.
+    version: u64,
+}
+
+impl Topology {
+    /// An empty topology.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Changes whenever switches, ports or links change.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Connected switches by datapath id.
+    pub fn switches(&self) -> &BTreeMap<u64, SwitchState> {
+        &self.switches
+    }
+
+    /// One switch.
+    pub fn switch(&self, dpid: u64) -> Option<&SwitchState> {
+        self.switches.get(&dpid)
+    }
+
+    /// All directed links.
+    pub fn links(&self) -> impl Iterator<Item = &Link> {
+        self.links.values()
+    }
+
+    /// All endpoints.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.values()
+    }
+
+    /// The endpoint with this MAC.
+    pub fn endpoint(&self, mac: &MacAddr) -> Option<&Endpoint> {
+        self.endpoints.get(mac)
+    }
+
+    /// Records a switch that completed the handshake. A previous connection
+    /// of the same datapath id is replaced (its state cleared first).
+    pub fn switch_connected(
+        &mut self,
+        dpid: u64,
+        conn_id: u64,
+        peer: SocketAddr,
+        features: SwitchFeatures,
+        ports: Vec<PortDesc>,
+        now: Instant,
+    ) -> LinkChange {
+        let change = self.remove_switch_links(dpid);
+        let ports = ports
+            .into_iter()
+            .filter(|p| p.port_no <= port_no::MAX)
+            .map(|desc| {
+                (
+                    desc.port_no,
+                    PortState {
+                        desc,
+                        up_since: now,
+                    },
+                )
+            })
+            .collect();
+        self.switches.insert(
+            dpid,
+            SwitchState {
+                dpid,
+                conn_id,
+                peer,
+                features,
+                description: None,
+                connected_at: now,
+                ports,
+            },
+        );
+        self.version += 1;
+        change
+    }
+
+    /// Sets the DESC text of a switch.
+    pub fn set_description(&mut self, dpid: u64, text: String) {
+        if let Some(s) = self.switches.get_mut(&dpid) {
+            s.description = Some(text);
+        }
+    }
+
+    /// Clears all state of a switch whose connection `conn_id` ended; a stale
+    /// notice of an older connection is ignored. Endpoints attached to it are
+    /// kept (they are VMs, not switch state) but will be re-validated by the
+    /// next frame they send.
+    pub fn switch_disconnected(&mut self, dpid: u64, conn_id: u64) -> Option<LinkChange> {
+        match self.switches.get(&dpid) {
+            Some(s) if s.conn_id == conn_id => {}
+            _ => return None,
+        }
+        self.switches.remove(&dpid);
+        let change = self.remove_switch_links(dpid);
+        self.version += 1;
+        Some(change)
+    }
+
+    fn remove_switch_links(&mut self, dpid: u64) -> LinkChange {
+        let mut change = LinkChange::default();
+        self.links.retain(|_, l| {
+            let keep = l.src.dpid != dpid && l.dst.dpid != dpid;
+            if !keep {
+                change.removed.push((l.src, l.dst));
+            }
+            keep
+        });
+        if !change.removed.is_empty() {
+            self.version += 1;
+        }
+        change
+    }
+
+    /// Applies a PORT_STATUS: adds, modifies or deletes the port; a port that
+    /// goes down or away loses its links.
+    pub fn port_status(
+        &mut self,
+        dpid: u64,
+        deleted: bool,
+        desc: PortDesc,
+        now: Instant,
+    ) -> LinkChange {
+        let Some(sw) = self.switches.get_mut(&dpid) else {
+            return LinkChange::default();
+        };
+        if desc.port_no > port_no::MAX {
+            return LinkChange::default();
+        }
+        let port = desc.port_no;
+        let up = desc.is_up() && !deleted;
+        if deleted {
+            sw.ports.remove(&port);
+        } else {
+            let was_up = sw.ports.get(&port).map(|p| p.desc.is_up()).unwrap_or(false);
+            let up_since = match sw.ports.get(&port) {
+                Some(p) if was_up => p.up_since,
+                _ => now,
+            };
+            sw.ports.insert(port, PortState { desc, up_since });
+        }
+        self.version += 1;
+        let mut change = LinkChange::default();
+        if !up {
+            let here = PortRef { dpid, port };
+            self.links.retain(|_, l| {
+                let keep = l.src != here && l.dst != here;
+                if !keep {
+                    change.removed.push((l.src, l.dst));
+                }
+                keep
+            });
+        }
+        change
+    }
+
+    /// Records an LLDP probe sent from `src` that arrived at `dst`. Both must
+    /// be ports of connected switches (else the probe is ignored).
+    pub fn lldp_seen(&mut self, src: PortRef, dst: PortRef, now: Instant) -> LinkChange {
+        let mut change = LinkChange::default();
+        if src == dst || !self.has_port(src) || !self.has_port(dst) {
+            return change;
+        }
+        match self.links.get_mut(&src) {
+            Some(l) if l.dst == dst => l.last_seen = now,
+            Some(l) => {
+                // The port now leads somewhere else (re-cabled).
+                change.removed.push((l.src, l.dst));
+                *l = Link {
+                    src,
+                    dst,
+                    since: now,
+                    last_seen: now,
+                };
+                change.added.push((src, dst));
+            }
+            None => {
+                self.links.insert(
+                    src,
+                    Link {
+                        src,
+                        dst,
+                        since: now,
+                        last_seen: now,
+                    },
+                );
+                change.added.push((src, dst));
+            }
+        }
+        if !change.is_empty() {
+            self.version += 1;
+            // Endpoints wrongly learnt at what is now an inter-switch port.
+            self.endpoints
+                .retain(|_, e| e.location != src && e.location != dst);
+        }
+        change
+    }
+
+    /// Removes links not seen for `timeout`.
+    pub fn expire_links(&mut self, now: Instant, timeout: Duration) -> LinkChange {
+        let mut change = LinkChange::default();
+        self.links.retain(|_, l| {
+            let keep = now.saturating_duration_since(l.last_seen) <= timeout;
+            if !keep {
+                change.removed.push((l.src, l.dst));
+            }
+            keep
+        });
+        if !change.is_empty() {
+            self.version += 1;
+        }
+        change
+    }
+
+    fn has_port(&self, p: PortRef) -> bool {
+        self.switches
+            .get(&p.dpid)
+            .is_some_and(|s| s.ports.contains_key(&p.port))
+    }
+
+    /// True when a link (either direction) uses this port.
+    pub fn is_link_port(&self, p: PortRef) -> bool {
+        self.links.contains_key(&p) || self.links.values().any(|l| l.dst == p)
+    }
+
+    /// True when the port is an edge (host-facing) port: it exists, is up,
+    /// carries no link, and has been up at least `confirm` so that LLDP had
+    /// a chance to find a link on it.
+    pub fn is_edge_port(&self, p: PortRef, now: Instant, confirm: Duration) -> bool {
+        let Some(sw) = self.switches.get(&p.dpid) else {
+            return false;
+        };
+        let Some(port) = sw.ports.get(&p.port) else {
+            return false;
+        };
+        port.desc.is_up()
+            && now.saturating_duration_since(port.up_since) >= confirm
+            && now.saturating_duration_since(sw.connected_at) >= confirm
+            && !self.is_link_port(p)
+    }
+
+    /// Confirmed edge ports of a switch, ascending.
+    pub fn edge_ports(&self, dpid: u64, now: Instant, confirm: Duration) -> Vec<u32> {
+        self.switches
+            .get(&dpid)
+            .map(|s| {
+                s.ports
+                    .keys()
+                    .copied()
+                    .filter(|&port| self.is_edge_port(PortRef { dpid, port }, now, confirm))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Inter-switch ports of a switch, ascending.
+    pub fn link_ports(&self, dpid: u64) -> Vec<u32> {
+        let mut v: BTreeSet<u32> = BTreeSet::new();
+        for l in self.links.values() {
+            if l.src.dpid == dpid {
+                v.insert(l.src.port);
+            }
+            if l.dst.dpid == dpid {
+                v.insert(l.dst.port);
+            }
+        }
+        v.into_iter().collect()
+    }
+
+    /// Undirected adjacency: switch → sorted (neighbor, local port, remote
+    /// port). A link counts when either direction was seen.
+    pub fn adjacency(&self) -> BTreeMap<u64, Vec<(u64, u32, u32)>> {
+        let mut adj: BTreeMap<u64, BTreeSet<(u64, u32, u32)>> = BTreeMap::new();
+        for d in self.switches.keys() {
+            adj.entry(*d).or_default();
+        }
+        for l in self.links.values() {
+            adj.entry(l.src.dpid)
+                .or_default()
+                .insert((l.dst.dpid, l.src.port, l.dst.port));
+            adj.entry(l.dst.dpid)
+                .or_default()
+                .insert((l.src.dpid, l.dst.port, l.src.port));
+        }
+        adj.into_iter()
+            .map(|(k, v)| (k, v.into_iter().collect()))
+            .collect()
+    }
+
+    /// Spanning-tree ports per switch: a BFS forest from the lowest datapath
+    /// id of each connected component, one link per switch pair (lowest
+    /// ports first). Broadcast is forwarded only along these ports.
+    pub fn spanning_tree(&self) -> BTreeMap<u64, BTreeSet<u32>> {
+        let adj = self.adjacency();
+        let mut tree: BTreeMap<u64, BTreeSet<u32>> =
+            adj.keys().map(|d| (*d, BTreeSet::new())).collect();
+        let mut seen: BTreeSet<u64> = BTreeSet::new();
+        for &root in adj.keys() {
+            if !seen.insert(root) {
+                continue;
+            }
+            let mut q = VecDeque::from([root]);
+            while let Some(u) = q.pop_front() {
+                for &(v, lp, rp) in adj.get(&u).map(Vec::as_slice).unwrap_or_default() {
+                    if seen.insert(v) {
+                        tree.entry(u).or_default().insert(lp);
+                        tree.entry(v).or_default().insert(rp);
+                        q.push_back(v);
+                    }
+                }
+            }
+        }
+        tree
+    }
+
+    /// Next hops toward switch `dst` along shortest paths (hop count): for
+    /// every switch that can reach `dst`, the port to send out of. Ties are
+    /// broken by the lowest (neighbor dpid, port), so all switches agree and
+    /// the destination-based flows form a tree.
+    pub fn next_hops_to(&self, dst: u64) -> BTreeMap<u64, u32> {
+        let adj = self.adjacency();
+        let mut next: BTreeMap<u64, u32> = BTreeMap::new();
+        if !adj.contains_key(&dst) {
+            return next;
+        }
+        let mut seen: BTreeSet<u64> = BTreeSet::from([dst]);
+        let mut q = VecDeque::from([dst]);
+        while let Some(u) = q.pop_front() {
+            for &(v, lp, rp) in adj.get(&u).map(Vec::as_slice).unwrap_or_default() {
+                let _ = lp;
+                if seen.insert(v) {
+                    // v reaches dst through u, leaving v by rp.
+                    next.insert(v, rp);
+                    q.push_back(v);
+                }
+            }
+        }
+        next
+    }
+
+    /// The switches from `src` to `dst` (inclusive) with the output port at
+    /// each (the last hop's port is `None`: the caller adds the edge port).
+    pub fn path(&self, src: u64, dst: u64) -> Option<Vec<(u64, Option<u32>)>> {
+        if src == dst {
+            return self.switches.contains_key(&src).then(|| vec![(src, None)]);
+        }
+        let next = self.next_hops_to(dst);
+        let adj = self.adjacency();
+        let mut path = Vec::new();
+        let mut cur = src;
+        while cur != dst {
+            let port = *next.get(&cur)?;
+            path.push((cur, Some(port)));
+            let (nbr, _, _) = adj
+                .get(&cur)?
+                .iter()
+                .find(|(_, lp, _)| *lp == port)
+                .copied()?;
+            cur = nbr;
+            if path.len() > self.switches.len() {
+                return None;
+            }
+        }
+        path.push((dst, None));
+        Some(path)
+    }
+
+    /// Learns `mac` (and `ip`, when given) at `at`, if `at` is a confirmed
+    /// edge port. Never learns at inter-switch ports.
+    pub fn learn(
+        &mut self,
+        mac: MacAddr,
+        ip: Option<Ipv4Addr>,
+        at: PortRef,
+        now: Instant,
+        confirm: Duration,
+    ) -> Learned {
+        if mac.0[0] & 1 == 1 || mac.0 == [0; 6] || !self.is_edge_port(at, now, confirm) {
+            return Learned::Ignored;
+        }
+        match self.endpoints.get_mut(&mac) {
+            Some(e) => {
+                e.last_seen = now;
+                if ip.is_some() {
+                    e.ip = ip;
+                }
+                if e.location == at {
+                    Learned::Refreshed
+                } else {
+                    let from = e.location;
+                    e.location = at;
+                    e.moves += 1;
+                    Learned::Moved { from }
+                }
+            }
+            None => {
+                self.endpoints.insert(
+                    mac,
+                    Endpoint {
+                        mac,
+                        ip,
+                        location: at,
+                        first_seen: now,
+                        last_seen: now,
+                        moves: 0,
+                    },
+                );
+                Learned::New
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn port(n: u32) -> PortDesc {
+        PortDesc {
+            port_no: n,
+            hw_addr: MacAddr([2, 0, 0, 0, (n >> 8) as u8, n as u8]),
+            name: format!("p{n}"),
+            config: 0,
+            state: 0,
+            curr: 0,
+            advertised: 0,
+            supported: 0,
+            peer: 0,
+            curr_speed: 0,
+            max_speed: 0,
+        }
+    }
+
+    pub(crate) fn features(dpid: u64) -> SwitchFeatures {
+        SwitchFeatures {
+            datapath_id: dpid,
+            n_buffers: 0,
+            n_tables: 254,
+            auxiliary_id: 0,
+            capabilities: 0,
+        }
+    }
+
+    pub(crate) fn pr(dpid: u64, port: u32) -> PortRef {
+        PortRef { dpid, port }
+    }
+
+    /// Builds switches with `nports` ports each and bidirectional links.
+    pub(crate) fn build(
+        now: Instant,
+        switches: &[(u64, u32)],
+        links: &[((u64, u32), (u64, u32))],
+    ) -> Topology {
+        let mut t = Topology::new();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for &(d, n) in switches {
+            t.switch_connected(d, d, peer, features(d), (1..=n).map(port).collect(), now);
+        }
+        for &((a, ap), (b, bp)) in links {
+            t.lldp_seen(pr(a, ap), pr(b, bp), now);
+            t.lldp_seen(pr(b, bp), pr(a, ap), now);
+        }
+        t
+    }
+
+    /// Triangle s1-s2-s3 (a redundant loop) with hosts on port 1 of each.
+    /// s1:2-s2:2, s2:3-s3:2, s1:3-s3:3.
+    pub(crate) fn triangle(now: Instant) -> Topology {
+        build(
+            now,
+            &[(1, 3), (2, 3), (3, 3)],
+            &[((1, 2), (2, 2)), ((2, 3), (3, 2)), ((1, 3), (3, 3))],
+        )
+    }
+
+    #[test]
+    fn spanning_tree_breaks_the_loop() {
+        let now = Instant::now();
+        let t = triangle(now);
+        let tree = t.spanning_tree();
+        // BFS from s1: s1-s2 via 2/2 and s1-s3 via 3/3; s2-s3 is not in the tree.
+        assert_eq!(tree[&1], BTreeSet::from([2, 3]));
+        assert_eq!(tree[&2], BTreeSet::from([2]));
+        assert_eq!(tree[&3], BTreeSet::from([3]));
+        let tree_links: usize = tree.values().map(BTreeSet::len).sum::<usize>() / 2;
+        assert_eq!(tree_links, t.switches().len() - 1);
+    }
+
+    #[test]
+    fn shortest_paths_and_next_hops() {
+        let now = Instant::now();
+        let t = triangle(now);
+        // Direct links everywhere: one hop.
+        assert_eq!(t.path(2, 3).unwrap(), vec![(2, Some(3)), (3, None)]);
+        assert_eq!(t.path(1, 1).unwrap(), vec![(1, None)]);
+        // A line 1-2-3 (drop the 1-3 link): two hops via s2.
+        let line = build(
+            now,
+            &[(1, 3), (2, 3), (3, 3)],
+            &[((1, 2), (2, 2)), ((2, 3), (3, 2))],
+        );
+        assert_eq!(
+            line.path(1, 3).unwrap(),
+            vec![(1, Some(2)), (2, Some(3)), (3, None)]
+        );
+        assert_eq!(line.next_hops_to(3), BTreeMap::from([(1, 2), (2, 3)]));
+        assert!(line.path(1, 9).is_none());
+    }
+
+    #[test]
+    fn edge_ports_need_confirmation_and_exclude_links() {
+        let t0 = Instant::now();
+        let t = triangle(t0);
+        let confirm = Duration::from_secs(2);
+        assert!(t.edge_ports(1, t0, confirm).is_empty());
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(t.edge_ports(1, later, confirm), vec![1]);
+        assert!(!t.is_edge_port(pr(1, 2), later, confirm));
+    }
+
+    #[test]
+    fn learning_only_at_edge_ports_and_moves() {
+        let t0 = Instant::now();
+        let mut t = triangle(t0);
+        let confirm = Duration::from_secs(1);
+        let now = t0 + Duration::from_secs(2);
+        let m = MacAddr([0, 0, 0, 0, 0, 1]);
+        assert_eq!(t.learn(m, None, pr(1, 2), now, confirm), Learned::Ignored);
+        assert_eq!(t.learn(m, None, pr(1, 1), now, confirm), Learned::New);
+        assert_eq!(t.learn(m, None, pr(1, 1), now, confirm), Learned::Refreshed);
+        assert_eq!(
+            t.learn(m, Some(Ipv4Addr::new(10, 0, 0, 1)), pr(3, 1), now, confirm),
+            Learned::Moved { from: pr(1, 1) }
+        );
+        let e = t.endpoint(&m).unwrap();
+        assert_eq!(e.location, pr(3, 1));
+        assert_eq!(e.moves, 1);
+        assert_eq!(e.ip, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        // Broadcast/multicast sources are never learnt.
+        let b = MacAddr([0xff; 6]);
+        assert_eq!(t.learn(b, None, pr(1, 1), now, confirm), Learned::Ignored);
+    }
+
+    #[test]
+    fn links_expire_and_ports_going_down_drop_links() {
+        let t0 = Instant::now();
+        let mut t = triangle(t0);
+        assert_eq!(t.links().count(), 6);
+        // Refresh all but s1->s2.
+        let t1 = t0 + Duration::from_secs(5);
+        for (a, b) in [
+            (pr(2, 2), pr(1, 2)),
+            (pr(2, 3), pr(3, 2)),
+            (pr(3, 2), pr(2, 3)),
+            (pr(1, 3), pr(3, 3)),
+            (pr(3, 3), pr(1, 3)),
+        ] {
+            t.lldp_seen(a, b, t1);
+        }
+        let ch = t.expire_links(t1, Duration::from_secs(3));
+        assert_eq!(ch.removed, vec![(pr(1, 2), pr(2, 2))]);
+        // The reverse direction still makes s1:2 an inter-switch port.
+        assert!(t.is_link_port(pr(1, 2)));
+        let mut down = port(3);
+        down.state = 1; // LINK_DOWN
+        let ch = t.port_status(2, false, down, t1);
+        assert_eq!(ch.removed.len(), 2);
+        assert_eq!(t.links().count(), 3);
+    }
+
+    #[test]
+    fn disconnect_clears_switch_state_but_not_a_newer_connection() {
+        let t0 = Instant::now();
+        let mut t = triangle(t0);
+        assert!(t.switch_disconnected(2, 999).is_none());
+        let ch = t.switch_disconnected(2, 2).unwrap();
+        assert_eq!(ch.removed.len(), 4);
+        assert!(t.switch(2).is_none());
+        assert_eq!(t.links().count(), 2);
+    }
+
+    #[test]
+    fn lldp_from_unknown_switch_is_ignored_and_purges_mislearnt_endpoints() {
+        let t0 = Instant::now();
+        let mut t = build(t0, &[(1, 2), (2, 2)], &[]);
+        let now = t0 + Duration::from_secs(5);
+        let confirm = Duration::from_secs(1);
+        assert!(t.lldp_seen(pr(9, 1), pr(1, 1), now).is_empty());
+        let m = MacAddr([0, 0, 0, 0, 0, 7]);
+        assert_eq!(t.learn(m, None, pr(1, 2), now, confirm), Learned::New);
+        // s1:2 turns out to be an inter-switch port.
+        let ch = t.lldp_seen(pr(2, 2), pr(1, 2), now);
+        assert_eq!(ch.added.len(), 1);
+        assert!(t.endpoint(&m).is_none());
+    }
+}
