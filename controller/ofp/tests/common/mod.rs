@@ -37,7 +37,7 @@ pub fn rich_match() -> Match {
 
 pub fn arp_match() -> Match {
     Match::new()
-        .with(OxmField::InPhyPort(3))
+        .in_port(3)
         .with(OxmField::Metadata {
             value: 0x1234,
             mask: Some(0xffff),
@@ -58,7 +58,7 @@ pub fn arp_match() -> Match {
         })
         .with(OxmField::ArpTha {
             addr: mac("00:00:00:00:00:00"),
-            mask: Some(mac("ff:ff:ff:ff:ff:ff")),
+            mask: Some(mac("ff:ff:ff:00:00:00")),
         })
 }
 
