@@ -1,0 +1,294 @@
+//! Small fixed-layout messages: HELLO, EXPERIMENTER, FEATURES, CONFIG, ROLE.
+
+use crate::error::{DecodeError, EncodeError};
+use crate::wire::{self, align8, put_fixed, View};
+use crate::OFP_VERSION;
+
+/// HELLO element types.
+pub mod hello_elem {
+    /// `OFPHET_VERSIONBITMAP`.
+    pub const VERSIONBITMAP: u16 = 1;
+}
+
+/// Offsets of a HELLO element header.
+mod helem {
+    pub const TYPE: usize = 0;
+    pub const LEN: usize = 2;
+    pub const SIZE: usize = 4;
+}
+
+/// An OFPT_HELLO message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Hello {
+    /// The version in the message header (the highest the peer supports).
+    pub version: u8,
+    /// Words of the VERSIONBITMAP element, if the peer sent one (bit `v` of
+    /// word `v / 32` set when version `v` is supported).
+    pub bitmap: Option<Vec<u32>>,
+    /// Raw bytes of every other element (with their padding), in order.
+    pub other_elements: Vec<u8>,
+}
+
+impl Hello {
+    /// Version 4 with a bitmap advertising only OpenFlow 1.3.
+    pub fn of13() -> Hello {
+        Hello {
+            version: OFP_VERSION,
+            bitmap: Some(vec![1 << OFP_VERSION]),
+            other_elements: Vec::new(),
+        }
+    }
+
+    /// Whether the sender supports version `v`: by the version bitmap when
+    /// present, else (OpenFlow 1.3 §7.5.1) when `v <= version`.
+    pub fn supports(&self, v: u8) -> bool {
+        match &self.bitmap {
+            Some(words) => words
+                .get(usize::from(v / 32))
+                .is_some_and(|w| w & (1u32 << (v % 32)) != 0),
+            None => v <= self.version,
+        }
+    }
+
+    pub(crate) fn decode(version: u8, body: &[u8]) -> Result<Self, DecodeError> {
+        let mut bitmap = None;
+        let mut other = Vec::new();
+        let mut rest = body;
+        while !rest.is_empty() {
+            if rest.len() < helem::SIZE {
+                // Not even an element header: keep the bytes.
+                other.extend_from_slice(rest);
+                break;
+            }
+            let v = View::new(rest, helem::SIZE, "hello element")?;
+            let ty = v.u16(helem::TYPE);
+            let len = v.u16(helem::LEN) as usize;
+            if len < helem::SIZE {
+                return Err(DecodeError::BadLength {
+                    what: "hello element",
+                    len,
+                });
+            }
+            let elem = wire::slice(rest, 0, len, "hello element")?;
+            // The padding of the last element may be missing.
+            let used = align8(len).min(rest.len());
+            let words = elem.get(helem::SIZE..).unwrap_or_default();
+            if ty == hello_elem::VERSIONBITMAP && bitmap.is_none() && words.len() % 4 == 0 {
+                bitmap = Some(
+                    words
+                        .chunks_exact(4)
+                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                );
+            } else {
+                other.extend_from_slice(rest.get(..used).unwrap_or_default());
+            }
+            rest = rest.get(used..).unwrap_or_default();
+        }
+        Ok(Hello {
+            version,
+            bitmap,
+            other_elements: other,
+        })
+    }
+
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if let Some(words) = &self.bitmap {
+            let start = out.len();
+            out.extend_from_slice(&hello_elem::VERSIONBITMAP.to_be_bytes());
+            out.extend_from_slice(&[0, 0]);
+            for w in words {
+                out.extend_from_slice(&w.to_be_bytes());
+            }
+            wire::finish_len(out, start, helem::LEN, true, "hello versionbitmap")?;
+        }
+        out.extend_from_slice(&self.other_elements);
+        Ok(())
+    }
+}
+
+/// Offsets of `ofp_experimenter_header` (after the OpenFlow header).
+mod exp {
+    pub const EXPERIMENTER: usize = 0;
+    pub const EXP_TYPE: usize = 4;
+    pub const SIZE: usize = 8;
+}
+
+/// An OFPT_EXPERIMENTER message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Experimenter {
+    /// Experimenter id.
+    pub experimenter: u32,
+    /// Experimenter-defined type.
+    pub exp_type: u32,
+    /// Experimenter-defined data.
+    pub data: Vec<u8>,
+}
+
+impl Experimenter {
+    pub(crate) fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let v = View::new(body, exp::SIZE, "experimenter")?;
+        Ok(Experimenter {
+            experimenter: v.u32(exp::EXPERIMENTER),
+            exp_type: v.u32(exp::EXP_TYPE),
+            data: v.tail(exp::SIZE).to_vec(),
+        })
+    }
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let mut f = put_fixed(out, exp::SIZE);
+        f.u32(exp::EXPERIMENTER, self.experimenter);
+        f.u32(exp::EXP_TYPE, self.exp_type);
+        out.extend_from_slice(&self.data);
+        Ok(())
+    }
+}
+
+/// Capability bits of [`SwitchFeatures::capabilities`].
+pub mod capabilities {
+    /// Flow statistics.
+    pub const FLOW_STATS: u32 = 1 << 0;
+    /// Table statistics.
+    pub const TABLE_STATS: u32 = 1 << 1;
+    /// Port statistics.
+    pub const PORT_STATS: u32 = 1 << 2;
+    /// Group statistics.
+    pub const GROUP_STATS: u32 = 1 << 3;
+    /// Can reassemble IP fragments.
+    pub const IP_REASM: u32 = 1 << 5;
+    /// Queue statistics.
+    pub const QUEUE_STATS: u32 = 1 << 6;
+    /// Switch will block looping ports.
+    pub const PORT_BLOCKED: u32 = 1 << 8;
+}
+
+/// Offsets of `ofp_switch_features` (after the OpenFlow header).
+mod features {
+    pub const DATAPATH_ID: usize = 0;
+    pub const N_BUFFERS: usize = 8;
+    pub const N_TABLES: usize = 12;
+    pub const AUXILIARY_ID: usize = 13;
+    pub const CAPABILITIES: usize = 16;
+    // RESERVED at 20.
+    pub const SIZE: usize = 24;
+}
+
+/// An OFPT_FEATURES_REPLY body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SwitchFeatures {
+    /// Datapath id (lower 48 bits usually the bridge MAC).
+    pub datapath_id: u64,
+    /// Packets the switch can buffer.
+    pub n_buffers: u32,
+    /// Number of flow tables.
+    pub n_tables: u8,
+    /// Auxiliary connection id (0 for the main connection).
+    pub auxiliary_id: u8,
+    /// Capability bits ([`capabilities`]).
+    pub capabilities: u32,
+}
+
+impl SwitchFeatures {
+    pub(crate) fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let v = View::exact(body, features::SIZE, "features_reply")?;
+        Ok(SwitchFeatures {
+            datapath_id: v.u64(features::DATAPATH_ID),
+            n_buffers: v.u32(features::N_BUFFERS),
+            n_tables: v.u8(features::N_TABLES),
+            auxiliary_id: v.u8(features::AUXILIARY_ID),
+            capabilities: v.u32(features::CAPABILITIES),
+        })
+    }
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let mut f = put_fixed(out, features::SIZE);
+        f.u64(features::DATAPATH_ID, self.datapath_id);
+        f.u32(features::N_BUFFERS, self.n_buffers);
+        f.u8(features::N_TABLES, self.n_tables);
+        f.u8(features::AUXILIARY_ID, self.auxiliary_id);
+        f.u32(features::CAPABILITIES, self.capabilities);
+        Ok(())
+    }
+}
+
+/// Flag values of [`SwitchConfig::flags`].
+pub mod config_flags {
+    /// No special handling of IP fragments.
+    pub const FRAG_NORMAL: u16 = 0;
+    /// Drop fragments.
+    pub const FRAG_DROP: u16 = 1;
+    /// Reassemble (only if `IP_REASM` is set).
+    pub const FRAG_REASM: u16 = 2;
+}
+
+/// Offsets of `ofp_switch_config` (after the OpenFlow header).
+mod config {
+    pub const FLAGS: usize = 0;
+    pub const MISS_SEND_LEN: usize = 2;
+    pub const SIZE: usize = 4;
+}
+
+/// OFPT_GET_CONFIG_REPLY / OFPT_SET_CONFIG body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SwitchConfig {
+    /// [`config_flags`].
+    pub flags: u16,
+    /// Bytes of a table-miss packet sent to the controller.
+    pub miss_send_len: u16,
+}
+
+impl SwitchConfig {
+    pub(crate) fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let v = View::exact(body, config::SIZE, "switch_config")?;
+        Ok(SwitchConfig {
+            flags: v.u16(config::FLAGS),
+            miss_send_len: v.u16(config::MISS_SEND_LEN),
+        })
+    }
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let mut f = put_fixed(out, config::SIZE);
+        f.u16(config::FLAGS, self.flags);
+        f.u16(config::MISS_SEND_LEN, self.miss_send_len);
+        Ok(())
+    }
+}
+
+wire_enum! {
+    /// Controller role (`OFPCR_ROLE_*`).
+    ControllerRole: u32 {
+        NoChange = 0 => "NOCHANGE",
+        Equal = 1 => "EQUAL",
+        Master = 2 => "MASTER",
+        Slave = 3 => "SLAVE",
+    }
+}
+
+/// Offsets of `ofp_role_request` (after the OpenFlow header).
+mod role {
+    pub const ROLE: usize = 0;
+    pub const GENERATION_ID: usize = 8;
+    pub const SIZE: usize = 16;
+}
+
+/// OFPT_ROLE_REQUEST / OFPT_ROLE_REPLY body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RoleMsg {
+    /// The role.
+    pub role: ControllerRole,
+    /// Master election generation id.
+    pub generation_id: u64,
+}
+
+impl RoleMsg {
+    pub(crate) fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let v = View::exact(body, role::SIZE, "role")?;
+        Ok(RoleMsg {
+            role: v.u32(role::ROLE).into(),
+            generation_id: v.u64(role::GENERATION_ID),
+        })
+    }
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let mut f = put_fixed(out, role::SIZE);
+        f.u32(role::ROLE, self.role.to_raw());
+        f.u64(role::GENERATION_ID, self.generation_id);
+        Ok(())
+    }
+}
