@@ -194,9 +194,57 @@ impl Drop for Netns {
     }
 }
 
+/// Which Open vSwitch instance commands talk to: the system one, or a
+/// [`PrivateOvs`] (its run directory and network namespace).
+#[derive(Debug, Clone, Default)]
+pub struct Ovs {
+    rundir: Option<PathBuf>,
+    netns: Option<String>,
+}
+
+impl Ovs {
+    /// The system instance (`/var/run/openvswitch`).
+    pub fn system() -> Self {
+        Ovs::default()
+    }
+
+    /// A `Command` running an OVS tool (or anything) against this instance
+    /// (inside its namespace, with its `OVS_RUNDIR`).
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        };
+        c.args(args);
+        if let Some(d) = &self.rundir {
+            c.env("OVS_RUNDIR", d)
+                .env("OVS_DBDIR", d)
+                .env("OVS_LOGDIR", d)
+                .env("OVS_SYSCONFDIR", d);
+        }
+        c
+    }
+
+    /// Runs a command against this instance; stdout.
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<String> {
+        let out = run(&mut self.command(program, args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The namespace the instance's datapath lives in (None: root).
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+}
+
 /// An Open vSwitch bridge on the userspace datapath, deleted on drop.
 pub struct OvsBridge {
     name: String,
+    ovs: Ovs,
 }
 
 impl OvsBridge {
@@ -204,8 +252,13 @@ impl OvsBridge {
     /// fail-mode secure and the given datapath id (a stale bridge of the same
     /// name from an earlier run of the same test is replaced).
     pub fn new(name: &str, dpid: u64) -> Result<Self> {
+        Self::new_in(&Ovs::system(), name, dpid)
+    }
+
+    /// Like [`OvsBridge::new`], in the given OVS instance.
+    pub fn new_in(ovs: &Ovs, name: &str, dpid: u64) -> Result<Self> {
         let dpid_s = format!("other-config:datapath-id={dpid:016x}");
-        sh(
+        ovs.run(
             "ovs-vsctl",
             &[
                 "--may-exist",
@@ -223,7 +276,13 @@ impl OvsBridge {
         )?;
         Ok(OvsBridge {
             name: name.to_string(),
+            ovs: ovs.clone(),
         })
+    }
+
+    /// The OVS instance the bridge lives in.
+    pub fn ovs(&self) -> &Ovs {
+        &self.ovs
     }
 
     /// The bridge's name.
@@ -234,53 +293,64 @@ impl OvsBridge {
     /// Adds interface `port` with an explicit OpenFlow port number.
     pub fn add_port(&self, port: &str, ofport: u16) -> Result<()> {
         let req = format!("ofport_request={ofport}");
-        sh(
-            "ovs-vsctl",
-            &[
-                "--may-exist",
-                "add-port",
-                &self.name,
-                port,
-                "--",
-                "set",
-                "interface",
-                port,
-                &req,
-            ],
-        )
-        .map(|_| ())
+        self.ovs
+            .run(
+                "ovs-vsctl",
+                &[
+                    "--may-exist",
+                    "add-port",
+                    &self.name,
+                    port,
+                    "--",
+                    "set",
+                    "interface",
+                    port,
+                    &req,
+                ],
+            )
+            .map(|_| ())
     }
 
     /// Points the bridge at a controller, e.g. `tcp:127.0.0.1:6653`.
     pub fn set_controller(&self, target: &str) -> Result<()> {
-        sh("ovs-vsctl", &["set-controller", &self.name, target]).map(|_| ())
+        self.ovs
+            .run("ovs-vsctl", &["set-controller", &self.name, target])
+            .map(|_| ())
     }
 
     /// `ovs-ofctl -O OpenFlow13 SUBCOMMAND BRIDGE args...`, stdout.
     pub fn ofctl(&self, sub: &str, args: &[&str]) -> Result<String> {
         let mut all = vec!["-O", "OpenFlow13", sub, self.name.as_str()];
         all.extend_from_slice(args);
-        sh("ovs-ofctl", &all)
+        self.ovs.run("ovs-ofctl", &all)
     }
 
     /// True when the bridge reports a connected controller.
     pub fn is_connected(&self) -> bool {
-        sh(
-            "ovs-vsctl",
-            &["--columns=is_connected", "list", "controller"],
-        )
-        .map(|s| s.contains("true"))
-        .unwrap_or(false)
-            && sh("ovs-vsctl", &["get-controller", &self.name])
-                .map(|s| !s.trim().is_empty())
-                .unwrap_or(false)
+        let Ok(ids) = self
+            .ovs
+            .run("ovs-vsctl", &["get", "bridge", &self.name, "controller"])
+        else {
+            return false;
+        };
+        ids.trim_matches(|c: char| c == '[' || c == ']' || c.is_whitespace())
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .any(|id| {
+                self.ovs
+                    .run("ovs-vsctl", &["get", "controller", id, "is_connected"])
+                    .map(|s| s.trim() == "true")
+                    .unwrap_or(false)
+            })
     }
 }
 
 impl Drop for OvsBridge {
     fn drop(&mut self) {
-        let _ = Command::new("ovs-vsctl")
-            .args(["--if-exists", "del-br", &self.name])
+        let _ = self
+            .ovs
+            .command("ovs-vsctl", &["--if-exists", "del-br", &self.name])
             .status();
     }
 }
@@ -326,10 +396,150 @@ impl Veth {
 
 impl Drop for Veth {
     fn drop(&mut self) {
+        // (When the root end was moved into a namespace, deleting that
+        // namespace removes the pair; this then fails quietly.)
         let _ = Command::new("ip")
             .args(["link", "del", &self.root_end])
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A private Open vSwitch instance (ovsdb-server + ovs-vswitchd) in its own
+/// network namespace and run directory, so that a test may kill and restart
+/// `ovs-vswitchd` without touching anybody else's switches. (Two userspace
+/// datapaths cannot share a namespace: each creates the `ovs-netdev` tap.)
+///
+/// The namespace reaches the root namespace over a veth pair
+/// (`10.254.N.1` root side, `10.254.N.2` inside), so switches connect to a
+/// controller listening in the root namespace at [`PrivateOvs::controller_ip`].
+pub struct PrivateOvs {
+    ovs: Ovs,
+    ns: Netns,
+    dir: PathBuf,
+    _uplink: Veth,
+    n: u8,
+}
+
+impl PrivateOvs {
+    /// Starts instance `name` (namespace and directory names derive from it;
+    /// `n` picks the 10.254.n.0/30 uplink subnet and must be unique among
+    /// concurrently running instances).
+    pub fn start(name: &str, n: u8) -> Result<Self> {
+        let ns = Netns::new(name)?;
+        let dir = std::env::temp_dir().join(format!("shoal-ovs-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let root_end = format!("{name}-u");
+        let inner = format!("{name}-v");
+        let uplink = Veth::new(&root_end, &inner)?;
+        sh(
+            "ip",
+            &["addr", "add", &format!("10.254.{n}.1/30"), "dev", &root_end],
+        )?;
+        sh("ip", &["link", "set", &inner, "netns", ns.name()])?;
+        ns.exec(
+            "ip",
+            &["addr", "add", &format!("10.254.{n}.2/30"), "dev", &inner],
+        )?;
+        ns.exec("ip", &["link", "set", &inner, "up"])?;
+        let ovs = Ovs {
+            rundir: Some(dir.clone()),
+            netns: Some(ns.name().to_string()),
+        };
+        let db = dir.join("conf.db");
+        let db_s = db.to_string_lossy().into_owned();
+        ovs.run(
+            "ovsdb-tool",
+            &["create", &db_s, "/usr/share/openvswitch/vswitch.ovsschema"],
+        )?;
+        let sock = format!("punix:{}", dir.join("db.sock").display());
+        let pid = format!("--pidfile={}", dir.join("ovsdb-server.pid").display());
+        let log = format!("--log-file={}", dir.join("ovsdb-server.log").display());
+        ovs.run(
+            "ovsdb-server",
+            &[&db_s, &format!("--remote={sock}"), &pid, "--detach", &log],
+        )?;
+        ovs.run("ovs-vsctl", &["--no-wait", "init"])?;
+        let me = PrivateOvs {
+            ovs,
+            ns,
+            dir,
+            _uplink: uplink,
+            n,
+        };
+        me.start_vswitchd()?;
+        Ok(me)
+    }
+
+    /// The instance, for [`OvsBridge::new_in`].
+    pub fn ovs(&self) -> &Ovs {
+        &self.ovs
+    }
+
+    /// The namespace of the datapath.
+    pub fn netns(&self) -> &Netns {
+        &self.ns
+    }
+
+    /// The root-namespace address switches of this instance can reach.
+    pub fn controller_ip(&self) -> String {
+        format!("10.254.{}.1", self.n)
+    }
+
+    /// Starts (or restarts) `ovs-vswitchd` and waits until it answers.
+    pub fn start_vswitchd(&self) -> Result<()> {
+        let db = format!("unix:{}", self.dir.join("db.sock").display());
+        let pid = format!("--pidfile={}", self.dir.join("ovs-vswitchd.pid").display());
+        let log = format!("--log-file={}", self.dir.join("ovs-vswitchd.log").display());
+        self.ovs
+            .run("ovs-vswitchd", &[&db, &pid, "--detach", &log])?;
+        wait_for("ovs-vswitchd to answer", Duration::from_secs(10), || {
+            self.ovs
+                .run("ovs-appctl", &["-t", "ovs-vswitchd", "version"])
+                .ok()
+        })
+        .map(|_| ())
+    }
+
+    /// Kills `ovs-vswitchd` with SIGKILL (the database and its bridges stay).
+    pub fn kill_vswitchd(&self) -> Result<()> {
+        let pid = std::fs::read_to_string(self.dir.join("ovs-vswitchd.pid"))?;
+        sh("kill", &["-9", pid.trim()])?;
+        let pid = pid.trim().to_string();
+        wait_for("ovs-vswitchd to die", Duration::from_secs(5), || {
+            (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        })
+    }
+
+    /// Adds a veth "cable" between two bridges of this instance.
+    pub fn cable(
+        &self,
+        a: &OvsBridge,
+        a_port: (&str, u16),
+        b: &OvsBridge,
+        b_port: (&str, u16),
+    ) -> Result<()> {
+        let _ = Veth::new(a_port.0, b_port.0).map(std::mem::forget)?;
+        for p in [a_port.0, b_port.0] {
+            sh("ip", &["link", "set", p, "netns", self.ns.name()])?;
+            self.ns.exec("ip", &["link", "set", p, "up"])?;
+            self.ns.exec("ethtool", &["-K", p, "tx", "off"])?;
+        }
+        a.add_port(a_port.0, a_port.1)?;
+        b.add_port(b_port.0, b_port.1)
+    }
+}
+
+impl Drop for PrivateOvs {
+    fn drop(&mut self) {
+        for f in ["ovs-vswitchd.pid", "ovsdb-server.pid"] {
+            if let Ok(pid) = std::fs::read_to_string(self.dir.join(f)) {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // The namespace (and every veth end inside it) goes with self.ns.
     }
 }
 
@@ -362,6 +572,11 @@ impl NsHost {
         let inner = format!("{port}i");
         let link = Veth::new(port, &inner)?;
         sh("ip", &["link", "set", &inner, "netns", ns.name()])?;
+        if let Some(ovs_ns) = bridge.ovs().netns() {
+            sh("ip", &["link", "set", port, "netns", ovs_ns])?;
+            bridge.ovs().run("ip", &["link", "set", port, "up"])?;
+            bridge.ovs().run("ethtool", &["-K", port, "tx", "off"])?;
+        }
         ns.exec("ip", &["link", "set", &inner, "name", "eth0"])?;
         ns.exec("ip", &["link", "set", "eth0", "address", mac])?;
         let cidr = format!("{ip}/{prefix}");
@@ -454,4 +669,77 @@ pub fn cargo_bin(name: &str) -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("target/debug"));
     dir.join(name)
+}
+
+/// A minimal blocking HTTP/1.1 request (`Connection: close`) for tests:
+/// returns the status code and the body. `body` is sent as JSON when given;
+/// `token` as a bearer token.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let b = body.unwrap_or("");
+    if body.is_some() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
+    s.write_all(req.as_bytes())?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// GET `path` from `addr` and parse the JSON body (errors on non-2xx).
+pub fn get_json(addr: &str, path: &str) -> Result<serde_json::Value> {
+    let (code, body) = http(addr, "GET", path, None, None)?;
+    if !(200..300).contains(&code) {
+        return Err(TestbedError::Failed {
+            cmd: format!("GET {path}"),
+            status: code.to_string(),
+            stderr: body,
+        });
+    }
+    serde_json::from_str(&body).map_err(|e| TestbedError::Failed {
+        cmd: format!("GET {path}"),
+        status: "bad JSON".into(),
+        stderr: e.to_string(),
+    })
 }

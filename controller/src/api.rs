@@ -188,6 +188,7 @@ async fn switches(State(s): State<Arc<Shared>>) -> ApiResult<Vec<SwitchView>> {
 struct PortView {
     port_no: u32,
     name: String,
+    #[serde(with = "crate::macser")]
     hw_addr: MacAddr,
     up: bool,
     /// `edge` (host-facing), `link` (inter-switch) or `pending` (LLDP has
@@ -197,7 +198,7 @@ struct PortView {
     curr_speed_kbps: u32,
 }
 
-#[derive(Serialize, Clone, Copy)]
+#[derive(Serialize, Clone)]
 struct PortRefView {
     dpid: String,
     port: u32,
@@ -256,7 +257,7 @@ async fn switch_ports(
                     hw_addr: p.desc.hw_addr,
                     up: p.desc.is_up(),
                     role,
-                    peer: peers.get(&at).copied().map(Into::into),
+                    peer: peers.get(&at).map(|p| PortRefView::from(*p)),
                     curr_speed_kbps: p.desc.curr_speed,
                 }
             })
@@ -288,6 +289,7 @@ async fn links(State(s): State<Arc<Shared>>) -> ApiResult<Vec<LinkView>> {
 
 #[derive(Serialize)]
 struct EndpointView {
+    #[serde(with = "crate::macser")]
     mac: MacAddr,
     ip: Option<Ipv4Addr>,
     dpid: String,
@@ -339,8 +341,10 @@ pub struct MatrixQuery {
 #[derive(Debug, Serialize, Deserialize, Clone)]
 pub struct PairView {
     /// Source VM MAC.
+    #[serde(with = "crate::macser")]
     pub src: MacAddr,
     /// Destination VM MAC.
+    #[serde(with = "crate::macser")]
     pub dst: MacAddr,
     /// Source IP, when known.
     pub src_ip: Option<Ipv4Addr>,
@@ -379,7 +383,10 @@ async fn traffic_matrix(
             ));
         }
     }
-    Ok(Json(s.traffic_matrix(q.class, q.min_bytes_per_s.unwrap_or(0.0))?))
+    Ok(Json(s.traffic_matrix(
+        q.class,
+        q.min_bytes_per_s.unwrap_or(0.0),
+    )?))
 }
 
 /// Query selecting one switch.

@@ -354,8 +354,14 @@ impl Config {
             hypervisors.insert(dpid, v.clone());
         }
         for (name, v) in [
-            ("forwarding.pair_idle_timeout_s", self.forwarding.pair_idle_timeout_s),
-            ("forwarding.dest_idle_timeout_s", self.forwarding.dest_idle_timeout_s),
+            (
+                "forwarding.pair_idle_timeout_s",
+                self.forwarding.pair_idle_timeout_s,
+            ),
+            (
+                "forwarding.dest_idle_timeout_s",
+                self.forwarding.dest_idle_timeout_s,
+            ),
         ] {
             if v == 0 {
                 return Err(ConfigError::Invalid {
@@ -369,7 +375,12 @@ impl Config {
             api_listen: self.api_listen,
             log_format: self.log_format,
             echo_interval: secs("openflow.echo_interval_s", of.echo_interval_s, 0.1, 3600.0)?,
-            request_timeout: secs("openflow.request_timeout_s", of.request_timeout_s, 0.1, 600.0)?,
+            request_timeout: secs(
+                "openflow.request_timeout_s",
+                of.request_timeout_s,
+                0.1,
+                600.0,
+            )?,
             multipart_cap_bytes: of.multipart_cap_bytes,
             lldp_interval: secs("topology.lldp_interval_s", topo.lldp_interval_s, 0.1, 600.0)?,
             link_timeout: secs("topology.link_timeout_s", topo.link_timeout_s, 0.2, 3600.0)?,

@@ -15,7 +15,7 @@ pub const TAG: u64 = 0x5348 << 48;
 /// Mask selecting the tag.
 pub const TAG_MASK: u64 = 0xffff << 48;
 /// Mask selecting tag and kind.
-pub const KIND_MASK: u64 = 0xffff_ff << 40;
+pub const KIND_MASK: u64 = 0x00ff_ffff << 40;
 /// Mask selecting the sequence number.
 pub const SEQ_MASK: u64 = (1 << 40) - 1;
 

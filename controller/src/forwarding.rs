@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use ofp::{
-    flow_mod_flags, port_no, Action, FlowMod, FlowModCommand, Instruction, MacAddr, Match,
-    Message, OxmField, PacketIn, PacketOut, NO_BUFFER,
+    flow_mod_flags, port_no, Action, FlowMod, FlowModCommand, Instruction, MacAddr, Match, Message,
+    OxmField, PacketIn, PacketOut, NO_BUFFER,
 };
 
 use crate::cookie::{self, CookieJar};
@@ -127,7 +127,13 @@ pub struct Forwarding {
     base: HashMap<u64, BaseFlows>,
 }
 
-fn flow_mod(table_id: u8, priority: u16, cookie: u64, match_: Match, ins: Vec<Instruction>) -> FlowMod {
+fn flow_mod(
+    table_id: u8,
+    priority: u16,
+    cookie: u64,
+    match_: Match,
+    ins: Vec<Instruction>,
+) -> FlowMod {
     FlowMod {
         table_id,
         priority,
@@ -245,7 +251,10 @@ impl Forwarding {
                 vec![to_ctl()],
             ),
         ));
-        v.push(out(dpid, flow_mod(TABLE_EDGE, 0, base, Match::new(), vec![to_ctl()])));
+        v.push(out(
+            dpid,
+            flow_mod(TABLE_EDGE, 0, base, Match::new(), vec![to_ctl()]),
+        ));
         v.push(out(
             dpid,
             flow_mod(TABLE_FABRIC, 0, base, Match::new(), vec![to_ctl()]),
@@ -414,10 +423,7 @@ impl Forwarding {
         for &(sw, port) in path.iter().skip(1).rev() {
             v.push(out(sw, self.dest_flow(b, port.unwrap_or(dst.port))));
         }
-        let first_out = path
-            .first()
-            .and_then(|(_, p)| *p)
-            .unwrap_or(dst.port);
+        let first_out = path.first().and_then(|(_, p)| *p).unwrap_or(dst.port);
         // Keep the cookie while the flow is believed installed at the same
         // place, so that an ADD replacing it never looks like a new flow.
         let cookie = match self.pairs.get(&(a, b)) {
@@ -579,9 +585,21 @@ impl Forwarding {
         }
         let mut v = Vec::new();
         for &d in topo.switches().keys() {
-            v.push(delete_matching(d, cookie::KIND_PAIR, Match::new().eth_src(mac)));
-            v.push(delete_matching(d, cookie::KIND_PAIR, Match::new().eth_dst(mac)));
-            v.push(delete_matching(d, cookie::KIND_DEST, Match::new().eth_dst(mac)));
+            v.push(delete_matching(
+                d,
+                cookie::KIND_PAIR,
+                Match::new().eth_src(mac),
+            ));
+            v.push(delete_matching(
+                d,
+                cookie::KIND_PAIR,
+                Match::new().eth_dst(mac),
+            ));
+            v.push(delete_matching(
+                d,
+                cookie::KIND_DEST,
+                Match::new().eth_dst(mac),
+            ));
         }
         v
     }
@@ -629,8 +647,6 @@ mod tests {
     use crate::topology::tests::{build, pr, triangle};
     use ofp::PacketInReason;
     use std::net::Ipv4Addr;
-
-    const CONFIRM: Duration = Duration::from_millis(2500);
 
     fn mac(n: u8) -> MacAddr {
         MacAddr([0, 0, 0, 0, 0, n])
@@ -752,7 +768,9 @@ mod tests {
         assert!(bc.contains(&(2, 2, vec![1])));
         assert!(bc.contains(&(3, 3, vec![1])));
         // No broadcast flow for the non-tree link: its frames hit the drop.
-        assert!(!bc.iter().any(|(d, p, _)| (*d, *p) == (2, 3) || (*d, *p) == (3, 2)));
+        assert!(!bc
+            .iter()
+            .any(|(d, p, _)| (*d, *p) == (2, 3) || (*d, *p) == (3, 2)));
         // Dispatch flows for every inter-switch port (tree or not).
         let disp: BTreeSet<_> = a
             .iter()
@@ -821,7 +839,10 @@ mod tests {
         assert_eq!(pair.match_.get_in_port(), Some(1));
         assert_eq!(pair.match_.get_eth_src(), Some(mac(1)));
         assert_eq!(pair.match_.get_eth_dst(), Some(mac(3)));
-        assert_eq!(pair.flags & flow_mod_flags::SEND_FLOW_REM, flow_mod_flags::SEND_FLOW_REM);
+        assert_eq!(
+            pair.flags & flow_mod_flags::SEND_FLOW_REM,
+            flow_mod_flags::SEND_FLOW_REM
+        );
         assert_eq!(pair.idle_timeout, 10);
         assert_eq!(cookie::kind_of(pair.cookie), Some(cookie::KIND_PAIR));
         assert_eq!(outputs(pair), vec![2]);

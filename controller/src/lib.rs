@@ -22,6 +22,7 @@ pub mod cookie;
 pub mod execute;
 pub mod forwarding;
 pub mod knowledge;
+pub mod macser;
 pub mod monitor;
 pub mod openflow;
 pub mod packet;

@@ -14,7 +14,12 @@ use tracing::{error, info};
 /// Without a subcommand, `run` is assumed: `shoal-controller --of-listen
 /// 0.0.0.0:6653` is the same as `shoal-controller run --of-listen 0.0.0.0:6653`.
 #[derive(Debug, Parser)]
-#[command(name = "shoal-controller", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "shoal-controller",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -118,7 +123,10 @@ fn run(args: RunArgs) -> i32 {
         }
     };
     init_logging(settings.log_format, args.log.as_deref());
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shoal-controller: cannot start the runtime: {e}");

@@ -69,8 +69,10 @@ struct SwitchPolls {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PairRate {
     /// Source MAC.
+    #[serde(with = "crate::macser")]
     pub src: MacAddr,
     /// Destination MAC.
+    #[serde(with = "crate::macser")]
     pub dst: MacAddr,
     /// Switch holding the pair's first-hop flow.
     pub dpid: u64,
@@ -196,7 +198,8 @@ impl TrafficMatrix {
     /// Starts a poll of `dpid` whose reply was taken at `now`.
     pub fn begin_poll(&mut self, dpid: u64, now: Instant) -> PollToken {
         let sw = self.switch_index(dpid);
-        let s = &mut self.switches[usize::from(sw).min(self.switches.len() - 1)];
+        let last = self.switches.len().saturating_sub(1);
+        let s = &mut self.switches[usize::from(sw).min(last)];
         s.seq = s.seq.wrapping_add(1);
         s.polls = s.polls.saturating_add(1);
         s.times[s.seq as usize % TIMES] = Some(now);
@@ -281,7 +284,7 @@ impl TrafficMatrix {
                 window_s: span,
             });
         }
-        v.sort_by(|a, b| (a.src, a.dst).cmp(&(b.src, b.dst)));
+        v.sort_by_key(|r| (r.src, r.dst));
         v
     }
 
@@ -322,7 +325,7 @@ impl TrafficMatrix {
                 return false;
             };
             let idle = s.seq.wrapping_sub(e.slot_seq);
-            idle > u16::MAX / 2 || idle < PAIR_RETENTION_POLLS
+            !(PAIR_RETENTION_POLLS..=u16::MAX / 2).contains(&idle)
         });
     }
 }
@@ -354,7 +357,7 @@ pub struct PortRate {
 }
 
 /// Raw port counters as last polled.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct PortCounters {
     /// Received bytes.
     pub rx_bytes: u64,
@@ -545,8 +548,16 @@ impl Monitor {
                     counters: cur.clone(),
                 },
             };
-            self.ports
-                .insert(key, (Sample { at: now, value: cur }, rate_entry));
+            self.ports.insert(
+                key,
+                (
+                    Sample {
+                        at: now,
+                        value: cur,
+                    },
+                    rate_entry,
+                ),
+            );
         }
     }
 
@@ -566,16 +577,8 @@ impl Monitor {
                 tx_bytes: q.tx_bytes,
                 tx_errors: q.tx_errors,
             };
-            self.queues.insert(
-                key,
-                (
-                    Sample {
-                        at: now,
-                        value: q.clone(),
-                    },
-                    entry,
-                ),
-            );
+            self.queues
+                .insert(key, (Sample { at: now, value: *q }, entry));
         }
     }
 

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use ofp::{
-    ErrorKind, ErrorMsg, FlowRemoved, Hello, Message, MultipartReply, MultipartRequest,
-    OfpMessage, PacketIn, PortDesc, PortStatus, SwitchFeatures, OFP_VERSION,
+    ErrorKind, ErrorMsg, FlowRemoved, Hello, Message, MultipartReply, MultipartRequest, OfpMessage,
+    PacketIn, PortDesc, PortStatus, SwitchFeatures, OFP_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -308,7 +308,10 @@ impl SwitchHandle {
     /// Sends a multipart request and returns the raw reply messages (all
     /// parts, header included), for zero-copy decoding on hot paths.
     pub async fn multipart_raw(&self, req: MultipartRequest) -> Result<Vec<Vec<u8>>, OfError> {
-        match self.request_inner(Message::MultipartRequest(req), false).await? {
+        match self
+            .request_inner(Message::MultipartRequest(req), false)
+            .await?
+        {
             Reply::Parts(p) => Ok(p),
             Reply::Single(m) => Err(OfError::BadReply {
                 dpid: self.dpid,
@@ -662,7 +665,11 @@ async fn bring_up(
         Ok(MultipartReply {
             body: ofp::MultipartReplyBody::Desc(d),
             ..
-        }) => Some(format!("{} {} {}", d.mfr_desc, d.sw_desc, d.dp_desc).trim().to_string()),
+        }) => Some(
+            format!("{} {} {}", d.mfr_desc, d.sw_desc, d.dp_desc)
+                .trim()
+                .to_string(),
+        ),
         _ => None,
     };
     Ok(SwitchEvent::Connected {
@@ -866,7 +873,10 @@ async fn handle_frame(
             if let Ok(mut m) = ctx.monitor.lock() {
                 m.flow_removed(dpid, &fr);
             }
-            let _ = ctx.events.send(SwitchEvent::FlowRemoved { dpid, msg: fr }).await;
+            let _ = ctx
+                .events
+                .send(SwitchEvent::FlowRemoved { dpid, msg: fr })
+                .await;
         }
         Message::Error(e) => {
             if let Some(p) = pending.remove(&xid) {

@@ -6,7 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use etherparse::{Ethernet2Slice, NetSlice, SlicedPacket};
+use etherparse::{Ethernet2Slice, LaxNetSlice, LaxSlicedPacket};
 use ofp::MacAddr;
 
 /// Ethertype of LLDP.
@@ -90,13 +90,22 @@ pub fn parse_frame(data: &[u8]) -> Result<FrameInfo, PacketError> {
         arp: None,
         src_ip: None,
     };
-    // Deeper layers are best effort: a malformed IP header still forwards.
-    if let Ok(sliced) = SlicedPacket::from_ethernet(data) {
-        if let Some(t) = sliced.payload_ether_type() {
-            info.ethertype = t.0;
+    // The ethertype after any VLAN tags.
+    let mut off = 12;
+    while matches!(info.ethertype, 0x8100 | 0x88a8 | 0x9100) {
+        match data.get(off + 4..off + 6) {
+            Some(b) => {
+                info.ethertype = u16::from_be_bytes([b[0], b[1]]);
+                off += 4;
+            }
+            None => break,
         }
+    }
+    // Deeper layers are best effort (lax: a truncated transport header
+    // still yields the IP addresses).
+    if let Ok(sliced) = LaxSlicedPacket::from_ethernet(data) {
         match &sliced.net {
-            Some(NetSlice::Arp(a)) => {
+            Some(LaxNetSlice::Arp(a)) => {
                 if let (Some(sha), Some(spa), Some(tpa)) = (
                     mac(a.sender_hw_addr()),
                     ipv4(a.sender_protocol_addr()),
@@ -113,7 +122,7 @@ pub fn parse_frame(data: &[u8]) -> Result<FrameInfo, PacketError> {
                     }
                 }
             }
-            Some(NetSlice::Ipv4(ip)) => {
+            Some(LaxNetSlice::Ipv4(ip)) => {
                 let src = ip.header().source_addr();
                 if !src.is_unspecified() {
                     info.src_ip = Some(src);

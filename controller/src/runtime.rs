@@ -132,10 +132,7 @@ impl Shared {
         let mut pairs = Vec::with_capacity(rates.len());
         for r in rates {
             let (se, de) = (topo.endpoint(&r.src), topo.endpoint(&r.dst));
-            let c = self.class_of(
-                se.map(|e| e.location.dpid),
-                de.map(|e| e.location.dpid),
-            );
+            let c = self.class_of(se.map(|e| e.location.dpid), de.map(|e| e.location.dpid));
             if class.is_some_and(|k| k != c) || r.bytes_per_s < min_bytes_per_s {
                 continue;
             }
@@ -365,7 +362,11 @@ impl Core {
                     return;
                 };
                 info!(dpid = %api::dpid_str(dpid), %reason, "switch state cleared");
-                if self.handles.get(&dpid).is_some_and(|h| h.conn_id() == conn_id) {
+                if self
+                    .handles
+                    .get(&dpid)
+                    .is_some_and(|h| h.conn_id() == conn_id)
+                {
                     self.handles.remove(&dpid);
                 }
                 if let Some(p) = self.pollers.remove(&dpid) {
@@ -379,11 +380,15 @@ impl Core {
                 dispatch(&self.handles, outs).await;
             }
             SwitchEvent::PacketIn { dpid, conn_id, msg } => {
-                if !self.handles.get(&dpid).is_some_and(|h| h.conn_id() == conn_id) {
+                if self
+                    .handles
+                    .get(&dpid)
+                    .is_none_or(|h| h.conn_id() != conn_id)
+                {
                     return;
                 }
                 let res = {
-                    let mut topo = self.topo_write();
+                    let mut topo = self.shared.topo.write().unwrap_or_else(|p| p.into_inner());
                     self.fwd.packet_in(&mut topo, dpid, &msg, now)
                 };
                 let mut outs = res.out;
@@ -393,7 +398,11 @@ impl Core {
                 dispatch(&self.handles, outs).await;
             }
             SwitchEvent::PortStatus { dpid, conn_id, msg } => {
-                if !self.handles.get(&dpid).is_some_and(|h| h.conn_id() == conn_id) {
+                if self
+                    .handles
+                    .get(&dpid)
+                    .is_none_or(|h| h.conn_id() != conn_id)
+                {
                     return;
                 }
                 let deleted = msg.reason == PortReason::Delete;

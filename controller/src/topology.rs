@@ -573,12 +573,11 @@ pub(crate) mod tests {
         PortRef { dpid, port }
     }
 
+    /// A cable between two (dpid, port) ends.
+    pub(crate) type Cable = ((u64, u32), (u64, u32));
+
     /// Builds switches with `nports` ports each and bidirectional links.
-    pub(crate) fn build(
-        now: Instant,
-        switches: &[(u64, u32)],
-        links: &[((u64, u32), (u64, u32))],
-    ) -> Topology {
+    pub(crate) fn build(now: Instant, switches: &[(u64, u32)], links: &[Cable]) -> Topology {
         let mut t = Topology::new();
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         for &(d, n) in switches {
