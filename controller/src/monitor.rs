@@ -22,16 +22,18 @@ use serde::Serialize;
 use crate::cookie;
 
 /// Largest configurable window, in polling intervals.
-pub const MAX_WINDOW: usize = 8;
-/// Unit of the per-poll byte slots (keeps a pair entry small); remainders
-/// are carried, so totals stay exact.
+pub const MAX_WINDOW: usize = 6;
+/// Unit of the per-poll byte slots (keeps a pair entry at 64 bytes). Totals
+/// are exact; a window sum may be short by less than one unit per poll.
 const SLOT_UNIT: u64 = 64;
 /// Polls of a switch remembered (window + 1 timestamps are needed).
 const TIMES: usize = MAX_WINDOW + 1;
 /// A pair without traffic for this many of its switch's polls is dropped.
-const PAIR_RETENTION_POLLS: u16 = 360;
+const PAIR_RETENTION_POLLS: u32 = 360;
+/// A retired flow's baseline is kept this many polls of its switch.
+const RETIRED_RETENTION_POLLS: u32 = 360;
 
-/// One pair's accounting (kept small: see the `traffic_matrix` benchmark).
+/// One pair's accounting: 64 bytes (see the `traffic_matrix` benchmark).
 #[derive(Debug, Clone, Default)]
 struct PairEntry {
     /// Bytes gained at each of the last polls, in [`SLOT_UNIT`]s, indexed by
@@ -41,27 +43,22 @@ struct PairEntry {
     total: u64,
     /// Last byte counter of the current flow.
     cur_base: u64,
-    /// Last byte counter of the previous flow (a late FLOW_REMOVED).
-    prev_base: u64,
+    src: MacAddr,
+    dst: MacAddr,
     /// Low 32 bits of the current flow's cookie.
     cur_cookie: u32,
-    /// Low 32 bits of the previous flow's cookie.
-    prev_cookie: u32,
+    /// Poll sequence the newest written slot belongs to.
+    slot_seq: u32,
     /// Index of the switch whose polls the slots follow.
     sw: u16,
-    /// Poll sequence the newest written slot belongs to.
-    slot_seq: u16,
-    /// Bytes not yet worth a slot unit.
-    rem: u8,
 }
 
 /// Poll times of one switch.
 #[derive(Debug, Clone)]
 struct SwitchPolls {
     dpid: u64,
-    /// Sequence number of the last completed poll (wrapping).
-    seq: u16,
-    polls: u32,
+    /// Sequence number of the last completed poll.
+    seq: u32,
     times: [Option<Instant>; TIMES],
 }
 
@@ -85,81 +82,65 @@ pub struct PairRate {
 }
 
 /// The traffic matrix accumulator.
+///
+/// Pairs live in a dense vector (grown by a quarter at a time) indexed by a
+/// hash map from (source, destination) to position, which keeps memory per
+/// pair under 128 bytes at any hash-table load.
 #[derive(Debug)]
 pub struct TrafficMatrix {
     window: usize,
     switches: Vec<SwitchPolls>,
     index: HashMap<u64, u16>,
-    pairs: HashMap<(MacAddr, MacAddr), PairEntry>,
+    pair_index: HashMap<(MacAddr, MacAddr), u32>,
+    pairs: Vec<PairEntry>,
+    /// Baselines of flows whose pair moved to another switch, until their
+    /// FLOW_REMOVED arrives: (dpid, cookie) → (byte counter, switch seq).
+    retired: HashMap<(u64, u32), (u64, u32)>,
 }
 
 /// A poll in progress on one switch, from [`TrafficMatrix::begin_poll`].
 #[derive(Debug, Clone, Copy)]
 pub struct PollToken {
     sw: u16,
-    seq: u16,
+    seq: u32,
 }
 
-fn seq_slot(seq: u16) -> usize {
+fn seq_slot(seq: u32) -> usize {
     seq as usize % MAX_WINDOW
 }
 
 impl PairEntry {
     /// Moves the slot cursor to `seq`, zeroing slots skipped on the way.
-    fn advance(&mut self, seq: u16) {
-        let ahead = seq.wrapping_sub(self.slot_seq);
-        if ahead == 0 || ahead > u16::MAX / 2 {
+    fn advance(&mut self, seq: u32) {
+        if seq <= self.slot_seq {
             return;
         }
-        for i in 1..=ahead.min(MAX_WINDOW as u16) {
-            self.slots[seq_slot(self.slot_seq.wrapping_add(i))] = 0;
+        let ahead = seq - self.slot_seq;
+        for i in 1..=ahead.min(MAX_WINDOW as u32) {
+            self.slots[seq_slot(self.slot_seq + i)] = 0;
         }
         self.slot_seq = seq;
     }
 
-    fn add(&mut self, seq: u16, bytes: u64) {
+    fn add(&mut self, seq: u32, bytes: u64) {
         self.advance(seq);
         self.total = self.total.saturating_add(bytes);
-        let with_rem = bytes.saturating_add(u64::from(self.rem));
-        let units = with_rem / SLOT_UNIT;
-        self.rem = (with_rem % SLOT_UNIT) as u8;
-        let slot = &mut self.slots[seq_slot(seq)];
-        *slot = slot.saturating_add(u32::try_from(units).unwrap_or(u32::MAX));
-    }
-
-    /// Delta of a byte counter of flow `cookie`; a new cookie makes the
-    /// current flow the previous one.
-    fn delta(&mut self, cookie: u32, bytes: u64) -> u64 {
-        if cookie == self.cur_cookie {
-            let d = if bytes >= self.cur_base {
-                bytes - self.cur_base
-            } else {
-                bytes // counter reset: count from zero
-            };
-            self.cur_base = bytes;
-            d
-        } else if cookie == self.prev_cookie && self.prev_cookie != 0 {
-            let d = bytes.saturating_sub(self.prev_base);
-            self.prev_base = self.prev_base.max(bytes);
-            d
-        } else {
-            self.prev_cookie = self.cur_cookie;
-            self.prev_base = self.cur_base;
-            self.cur_cookie = cookie;
-            self.cur_base = bytes;
-            bytes
-        }
+        let units = u32::try_from(bytes / SLOT_UNIT).unwrap_or(u32::MAX);
+        let slot = &mut self.slots[seq_slot(seq.min(self.slot_seq))];
+        *slot = slot.saturating_add(units);
     }
 }
 
 impl TrafficMatrix {
-    /// An empty matrix averaging over `window` polls (clamped to 1..=8).
+    /// An empty matrix averaging over `window` polls (clamped to 1..=6).
     pub fn new(window: usize) -> Self {
         TrafficMatrix {
             window: window.clamp(1, MAX_WINDOW),
             switches: Vec::new(),
             index: HashMap::new(),
-            pairs: HashMap::new(),
+            pair_index: HashMap::new(),
+            pairs: Vec::new(),
+            retired: HashMap::new(),
         }
     }
 
@@ -173,11 +154,6 @@ impl TrafficMatrix {
         self.pairs.is_empty()
     }
 
-    /// Approximate heap bytes per tracked pair (entry + hash-table slot).
-    pub fn bytes_per_pair_estimate() -> usize {
-        std::mem::size_of::<((MacAddr, MacAddr), PairEntry)>() + 1
-    }
-
     fn switch_index(&mut self, dpid: u64) -> u16 {
         if let Some(&i) = self.index.get(&dpid) {
             return i;
@@ -187,7 +163,6 @@ impl TrafficMatrix {
             self.switches.push(SwitchPolls {
                 dpid,
                 seq: 0,
-                polls: 0,
                 times: [None; TIMES],
             });
             self.index.insert(dpid, i);
@@ -200,84 +175,119 @@ impl TrafficMatrix {
         let sw = self.switch_index(dpid);
         let last = self.switches.len().saturating_sub(1);
         let s = &mut self.switches[usize::from(sw).min(last)];
-        s.seq = s.seq.wrapping_add(1);
-        s.polls = s.polls.saturating_add(1);
+        s.seq += 1;
         s.times[s.seq as usize % TIMES] = Some(now);
         PollToken { sw, seq: s.seq }
+    }
+
+    fn entry(&mut self, src: MacAddr, dst: MacAddr, sw: u16, seq: u32) -> &mut PairEntry {
+        let idx = match self.pair_index.get(&(src, dst)) {
+            Some(&i) => i as usize,
+            None => {
+                if self.pairs.len() == self.pairs.capacity() {
+                    let more = (self.pairs.len() / 4).max(16);
+                    self.pairs.reserve_exact(more);
+                }
+                self.pairs.push(PairEntry {
+                    src,
+                    dst,
+                    sw,
+                    slot_seq: seq,
+                    ..PairEntry::default()
+                });
+                let i = self.pairs.len() - 1;
+                self.pair_index.insert((src, dst), i as u32);
+                i
+            }
+        };
+        let last = self.pairs.len() - 1;
+        &mut self.pairs[idx.min(last)]
     }
 
     /// Records one pair flow's byte counter from the poll `t`.
     #[inline]
     pub fn record(&mut self, t: PollToken, src: MacAddr, dst: MacAddr, cookie: u64, bytes: u64) {
         let c = cookie as u32;
-        let e = self.pairs.entry((src, dst)).or_insert_with(|| PairEntry {
-            sw: t.sw,
-            slot_seq: t.seq,
-            ..PairEntry::default()
-        });
+        let mut retire = None;
+        let e = self.entry(src, dst, t.sw, t.seq);
         if e.sw != t.sw {
-            // The pair's first hop moved to another switch (VM migration).
+            // The pair's first hop moved to another switch (VM migration):
+            // remember the old flow's baseline for its late FLOW_REMOVED.
+            retire = Some((e.sw, e.cur_cookie, e.cur_base));
             e.sw = t.sw;
             e.slots = [0; MAX_WINDOW];
             e.slot_seq = t.seq;
+            e.cur_cookie = c;
+            e.cur_base = bytes;
+            e.add(t.seq, bytes);
+        } else if c == e.cur_cookie {
+            // A counter that went down was reset: count it from zero.
+            let d = bytes.checked_sub(e.cur_base).unwrap_or(bytes);
+            e.cur_base = bytes;
+            e.add(t.seq, d);
+        } else {
+            // A new flow at the same switch: the previous one is gone (its
+            // FLOW_REMOVED, if any, was read before this reply).
+            e.cur_cookie = c;
+            e.cur_base = bytes;
+            e.add(t.seq, bytes);
         }
-        let d = e.delta(c, bytes);
-        e.add(t.seq, d);
+        if let Some((old_sw, old_cookie, base)) = retire {
+            if let Some(s) = self.switches.get(usize::from(old_sw)) {
+                self.retired.insert((s.dpid, old_cookie), (base, s.seq));
+            }
+        }
     }
 
     /// Adds the final counter of a removed pair flow at `dpid`.
     pub fn flow_removed(&mut self, dpid: u64, src: MacAddr, dst: MacAddr, cookie: u64, bytes: u64) {
+        let c = cookie as u32;
         let sw = self.switch_index(dpid);
         let next = self
             .switches
             .get(usize::from(sw))
-            .map(|s| s.seq.wrapping_add(1))
+            .map(|s| s.seq + 1)
             .unwrap_or(1);
-        let Some(e) = self.pairs.get_mut(&(src, dst)) else {
+        let retired = self.retired.remove(&(dpid, c));
+        let known = self.pair_index.contains_key(&(src, dst));
+        let e = self.entry(src, dst, sw, next);
+        if !known {
             // Never polled: all its bytes are new.
-            let mut e = PairEntry {
-                sw,
-                slot_seq: next,
-                ..PairEntry::default()
-            };
+            e.cur_cookie = c;
+            e.cur_base = bytes;
             e.add(next, bytes);
-            self.pairs.insert((src, dst), e);
             return;
-        };
-        let c = cookie as u32;
-        let d = if c == e.cur_cookie {
+        }
+        if let Some((base, _)) = retired {
+            // The old flow of a pair that moved: count its tail in the
+            // pair's newest slot.
+            let seq = e.slot_seq;
+            e.add(seq, bytes.saturating_sub(base));
+        } else if e.sw == sw && c == e.cur_cookie {
             let d = bytes.saturating_sub(e.cur_base);
             e.cur_base = e.cur_base.max(bytes);
-            d
-        } else if c == e.prev_cookie && e.prev_cookie != 0 {
-            let d = bytes.saturating_sub(e.prev_base);
-            e.prev_base = e.prev_base.max(bytes);
-            d
-        } else {
-            bytes
-        };
-        if e.sw == sw {
             e.add(next, d);
-        } else {
-            // Removed at the old first hop after the pair moved: count it in
-            // the total and the newest slot of the new switch.
-            let seq = e.slot_seq;
-            e.add(seq, d);
+        } else if e.sw == sw {
+            // A flow never seen by a poll (installed and expired between
+            // two polls): all its bytes are new.
+            e.add(next, bytes);
         }
+        // Otherwise: a flow of this pair at another switch we hold no
+        // baseline for any more; counting it could count bytes twice.
     }
 
-    /// λ for every pair with traffic in the window or not yet expired.
+    /// λ for every tracked pair.
     pub fn rates(&self) -> Vec<PairRate> {
         let mut v = Vec::with_capacity(self.pairs.len());
-        for (&(src, dst), e) in &self.pairs {
+        for e in &self.pairs {
             let Some(s) = self.switches.get(usize::from(e.sw)) else {
                 continue;
             };
             let (bytes, span) = self.window_bytes(s, e);
             let bytes_per_s = if span > 0.0 { bytes as f64 / span } else { 0.0 };
             v.push(PairRate {
-                src,
-                dst,
+                src: e.src,
+                dst: e.dst,
                 dpid: s.dpid,
                 bytes_per_s,
                 total_bytes: e.total,
@@ -292,22 +302,21 @@ impl TrafficMatrix {
     /// they span.
     fn window_bytes(&self, s: &SwitchPolls, e: &PairEntry) -> (u64, f64) {
         let q = s.seq;
-        let avail = (s.polls.saturating_sub(1) as usize).min(self.window);
+        let avail = (q.saturating_sub(1) as usize).min(self.window);
         if avail == 0 {
             return (0, 0.0);
         }
         let (Some(t_end), Some(t_start)) = (
             s.times[q as usize % TIMES],
-            s.times[q.wrapping_sub(avail as u16) as usize % TIMES],
+            s.times[(q - avail as u32) as usize % TIMES],
         ) else {
             return (0, 0.0);
         };
         let mut units = 0u64;
-        for i in 0..avail as u16 {
-            let seq = q.wrapping_sub(i);
-            let behind = e.slot_seq.wrapping_sub(seq);
+        for i in 0..avail as u32 {
+            let seq = q - i;
             // Only slots at or before the cursor and still in the ring.
-            if behind <= u16::MAX / 2 && (behind as usize) < MAX_WINDOW {
+            if seq <= e.slot_seq && ((e.slot_seq - seq) as usize) < MAX_WINDOW {
                 units += u64::from(e.slots[seq_slot(seq)]);
             }
         }
@@ -317,15 +326,32 @@ impl TrafficMatrix {
         )
     }
 
-    /// Drops pairs that saw no bytes for a long time.
+    /// Drops pairs that saw no bytes for a long time, and old baselines.
     pub fn gc(&mut self) {
         let switches = &self.switches;
-        self.pairs.retain(|_, e| {
-            let Some(s) = switches.get(usize::from(e.sw)) else {
-                return false;
-            };
-            let idle = s.seq.wrapping_sub(e.slot_seq);
-            !(PAIR_RETENTION_POLLS..=u16::MAX / 2).contains(&idle)
+        let idle = |e: &PairEntry| {
+            switches
+                .get(usize::from(e.sw))
+                .is_none_or(|s| s.seq.saturating_sub(e.slot_seq) >= PAIR_RETENTION_POLLS)
+        };
+        let mut i = 0;
+        while i < self.pairs.len() {
+            if idle(&self.pairs[i]) {
+                let gone = self.pairs.swap_remove(i);
+                self.pair_index.remove(&(gone.src, gone.dst));
+                if let Some(moved) = self.pairs.get(i) {
+                    self.pair_index.insert((moved.src, moved.dst), i as u32);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let index = &self.index;
+        self.retired.retain(|(dpid, _), (_, seq)| {
+            index
+                .get(dpid)
+                .and_then(|&i| switches.get(usize::from(i)))
+                .is_some_and(|s| s.seq.saturating_sub(*seq) < RETIRED_RETENTION_POLLS)
         });
     }
 }
@@ -686,7 +712,8 @@ mod tests {
         }
         let r = m.rates();
         assert_eq!(r.len(), 1);
-        assert!((r[0].bytes_per_s - 1000.0).abs() < 64.0 / 3.0, "{r:?}");
+        // Slots count whole 64-byte units: at most one unit short per poll.
+        assert!((r[0].bytes_per_s - 1000.0).abs() < 64.0, "{r:?}");
         assert_eq!(r[0].total_bytes, 5000);
         assert_eq!(r[0].window_s, 3.0);
     }
@@ -727,19 +754,59 @@ mod tests {
     }
 
     #[test]
-    fn new_cookie_restarts_baseline_and_late_removal_of_old_counts() {
+    fn new_cookie_restarts_baseline() {
         let mut m = TrafficMatrix::new(3);
         let t0 = Instant::now();
         let tok = m.begin_poll(1, t0);
         m.record(tok, mac(1), mac(2), C1, 1000);
-        // Re-installed flow (new cookie) already carries 300 bytes...
+        // The flow expires (final 1200), a re-installed flow (new cookie)
+        // carries 300 bytes at the next poll, 800 at the one after.
+        m.flow_removed(1, mac(1), mac(2), C1, 1200);
         let tok = m.begin_poll(1, t0 + Duration::from_secs(1));
         m.record(tok, mac(1), mac(2), C2, 300);
-        // ...and the old flow's FLOW_REMOVED arrives late with 1200.
-        m.flow_removed(1, mac(1), mac(2), C1, 1200);
         let tok = m.begin_poll(1, t0 + Duration::from_secs(2));
         m.record(tok, mac(1), mac(2), C2, 800);
         assert_eq!(m.rates()[0].total_bytes, 1200 + 800);
+        // A flow installed and expired between two polls counts in full.
+        m.flow_removed(1, mac(1), mac(2), cookie::make(cookie::KIND_PAIR, 9), 50);
+        assert_eq!(m.rates()[0].total_bytes, 1200 + 800 + 50);
+    }
+
+    #[test]
+    fn late_removal_at_the_old_switch_after_a_move_counts_its_tail() {
+        let mut m = TrafficMatrix::new(3);
+        let t0 = Instant::now();
+        let tok = m.begin_poll(1, t0);
+        m.record(tok, mac(1), mac(2), C1, 1000);
+        // The VM moved: the new switch's flow is polled first...
+        let tok = m.begin_poll(2, t0 + Duration::from_secs(1));
+        m.record(tok, mac(1), mac(2), C2, 300);
+        // ...then the old switch's FLOW_REMOVED arrives with 1500.
+        m.flow_removed(1, mac(1), mac(2), C1, 1500);
+        assert_eq!(m.rates()[0].total_bytes, 1500 + 300);
+        // Repeated: counted once.
+        m.flow_removed(1, mac(1), mac(2), C1, 1500);
+        assert_eq!(m.rates()[0].total_bytes, 1500 + 300);
+    }
+
+    #[test]
+    fn gc_drops_idle_pairs_and_keeps_the_index_right() {
+        let mut m = TrafficMatrix::new(1);
+        let t0 = Instant::now();
+        let tok = m.begin_poll(1, t0);
+        m.record(tok, mac(1), mac(2), C1, 1000);
+        m.record(tok, mac(3), mac(4), C2, 1000);
+        for i in 1..=PAIR_RETENTION_POLLS {
+            let tok = m.begin_poll(1, t0 + Duration::from_secs(u64::from(i)));
+            m.record(tok, mac(3), mac(4), C2, 1000 + u64::from(i));
+        }
+        m.gc();
+        assert_eq!(m.len(), 1);
+        let tok = m.begin_poll(1, t0 + Duration::from_secs(1000));
+        m.record(tok, mac(3), mac(4), C2, 5000);
+        let r = m.rates();
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].src, r[0].total_bytes), (mac(3), 5000));
     }
 
     #[test]
