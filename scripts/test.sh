@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite (what CI runs, via .ci/run): installs what it needs,
+# starts Open vSwitch, checks formatting and lints, builds, and runs every
+# unit, property, integration and end-to-end test. Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR=never
+start=$(date +%s)
+step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+step "dependencies"
+scripts/install-deps.sh
+step "Open vSwitch"
+ovs-scripts/start-ovs.sh
+
+step "format"
+cargo fmt --all -- --check
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "build"
+cargo build --workspace --bins --locked
+for s in hostd/guest/build.sh; do
+  if [ -x "$s" ]; then step "test guest"; "$s"; fi
+done
+step "tests"
+cargo test --workspace --locked -- --test-threads=2
+if [ -x controller/ofp/fuzz/check-build.sh ]; then
+  step "fuzz target builds"
+  controller/ofp/fuzz/check-build.sh
+fi
+step "all tests passed"
