@@ -589,7 +589,10 @@ fn exercise(buf: &[u8]) {
     let _ = check_frame(buf);
     let _ = Header::parse(buf);
     if let Ok(m) = OfpMessage::decode(buf) {
-        let _ = m.to_vec();
+        if let Ok(bytes) = m.to_vec() {
+            // What decodes and re-encodes decodes to the same value again.
+            assert_eq!(OfpMessage::decode(&bytes).as_ref(), Ok(&m), "{}", m.body.name());
+        }
         let _ = m.body.name();
         if let Message::MultipartReply(r) = m.body {
             let mut asm = MultipartAssembler::new(1 << 16);
