@@ -26,7 +26,9 @@ fn reply() -> Vec<u8> {
                 .in_port(i % 48 + 1)
                 .eth_src(MacAddr([2, 0, 0, 0, (i >> 8) as u8, i as u8]))
                 .eth_dst(MacAddr([2, 0, 0, 1, (i >> 8) as u8, i as u8])),
-            instructions: vec![Instruction::ApplyActions(vec![Action::output((i + 1) % 48 + 1)])],
+            instructions: vec![Instruction::ApplyActions(vec![Action::output(
+                (i + 1) % 48 + 1,
+            )])],
         })
         .collect();
     OfpMessage::new(

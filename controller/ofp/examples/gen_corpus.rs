@@ -37,9 +37,15 @@ fn main() {
     };
     for e in dir.flatten() {
         let path = e.path();
-        let kind = path.file_stem().and_then(|s| s.to_str()).unwrap_or("x").to_string();
+        let kind = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("x")
+            .to_string();
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let lines = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty());
+        let lines = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty());
         for (i, l) in lines.enumerate() {
             if kind == "mp_table_features" && i > 0 {
                 break;

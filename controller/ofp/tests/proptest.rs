@@ -591,7 +591,12 @@ fn exercise(buf: &[u8]) {
     if let Ok(m) = OfpMessage::decode(buf) {
         if let Ok(bytes) = m.to_vec() {
             // What decodes and re-encodes decodes to the same value again.
-            assert_eq!(OfpMessage::decode(&bytes).as_ref(), Ok(&m), "{}", m.body.name());
+            assert_eq!(
+                OfpMessage::decode(&bytes).as_ref(),
+                Ok(&m),
+                "{}",
+                m.body.name()
+            );
         }
         let _ = m.body.name();
         if let Message::MultipartReply(r) = m.body {
