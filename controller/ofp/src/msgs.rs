@@ -63,13 +63,13 @@ impl Hello {
             let v = View::new(rest, helem::SIZE, "hello element")?;
             let ty = v.u16(helem::TYPE);
             let len = v.u16(helem::LEN) as usize;
-            if len < helem::SIZE {
-                return Err(DecodeError::BadLength {
-                    what: "hello element",
-                    len,
-                });
-            }
-            let elem = wire::slice(rest, 0, len, "hello element")?;
+            let Some(elem) = rest.get(..len).filter(|_| len >= helem::SIZE) else {
+                // A malformed element (length below 4 or past the end): keep
+                // the rest raw, so that a HELLO of any version still decodes
+                // and the caller can negotiate (or refuse) on its version.
+                other.extend_from_slice(rest);
+                break;
+            };
             // The padding of the last element may be missing.
             let used = align8(len).min(rest.len());
             let words = elem.get(helem::SIZE..).unwrap_or_default();
@@ -77,7 +77,7 @@ impl Hello {
                 bitmap = Some(
                     words
                         .chunks_exact(4)
-                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                        .map(|c| u32::from_be_bytes(<[u8; 4]>::try_from(c).unwrap_or([0; 4])))
                         .collect(),
                 );
             } else {

@@ -504,3 +504,23 @@ fn nested_lengths_are_checked() {
         Err(DecodeError::BadType { .. })
     ));
 }
+
+#[test]
+fn malformed_hello_elements_still_decode() {
+    // Element length 2 (< 4), then garbage: HELLO still decodes (raw) and
+    // re-encodes byte-exact; the version is what negotiation needs.
+    let b = [
+        6u8, 0, 0, 16, 0, 0, 0, 1, 0, 1, 0, 2, 0xde, 0xad, 0xbe, 0xef,
+    ];
+    let m = OfpMessage::decode(&b).expect("hello");
+    let Message::Hello(h) = &m.body else {
+        panic!("{m:?}")
+    };
+    assert_eq!((h.version, h.bitmap.as_ref()), (6, None));
+    assert_eq!(h.other_elements, b[8..].to_vec());
+    assert_eq!(m.to_vec().expect("encode"), b.to_vec());
+    // An element running past the end.
+    let b = [4u8, 0, 0, 16, 0, 0, 0, 1, 0, 1, 0, 12, 0, 0, 0, 0x10];
+    let m = OfpMessage::decode(&b).expect("hello");
+    assert_eq!(m.to_vec().expect("encode"), b.to_vec());
+}
