@@ -520,7 +520,8 @@ impl PrivateOvs {
         b: &OvsBridge,
         b_port: (&str, u16),
     ) -> Result<()> {
-        let _ = Veth::new(a_port.0, b_port.0).map(std::mem::forget)?;
+        // The pair moves into the namespace and goes with it: no guard.
+        Veth::new(a_port.0, b_port.0).map(std::mem::forget)?;
         for p in [a_port.0, b_port.0] {
             sh("ip", &["link", "set", p, "netns", self.ns.name()])?;
             self.ns.exec("ip", &["link", "set", p, "up"])?;

@@ -424,3 +424,57 @@ window_intervals = 3
         "{added} vs {got34b}"
     );
 }
+
+/// A real Open vSwitch bridge that speaks only OpenFlow 1.0 is refused with
+/// HELLO_FAILED and a log line, and never shows up as a switch.
+#[test]
+fn openflow10_bridge_is_refused() {
+    assert!(
+        is_root(),
+        "end-to-end tests need root (run the README's test command)"
+    );
+    let _lock = e2e_lock().unwrap();
+    shoal::ensure_ovs().unwrap();
+    let of_port = free_port().unwrap();
+    let api_port = free_port().unwrap();
+    let api = format!("127.0.0.1:{api_port}");
+    let dir = std::env::temp_dir().join("shoal-e2e-of10");
+    let _ = std::fs::create_dir_all(&dir);
+    let log_path = dir.join("controller.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _ctl = ChildGuard::spawn(
+        Command::new(cargo_bin("shoal-controller"))
+            .args([
+                "--of-listen",
+                &format!("127.0.0.1:{of_port}"),
+                "--api-listen",
+                &api,
+            ])
+            .stdout(Stdio::null())
+            .stderr(log),
+    )
+    .unwrap();
+    wait_for("the API", Duration::from_secs(20), || {
+        get_json(&api, "/healthz").ok()
+    })
+    .unwrap();
+    let br = OvsBridge::new("shof-v10", 0x10).unwrap();
+    shoal::sh(
+        "ovs-vsctl",
+        &["set", "bridge", "shof-v10", "protocols=OpenFlow10"],
+    )
+    .unwrap();
+    br.set_controller(&format!("tcp:127.0.0.1:{of_port}"))
+        .unwrap();
+    wait_for("the refusal in the log", Duration::from_secs(15), || {
+        let text = std::fs::read_to_string(&log_path).ok()?;
+        text.contains("refusing switch").then_some(())
+    })
+    .unwrap();
+    let n = get_json(&api, "/api/v1/switches")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(n, 0);
+}

@@ -65,6 +65,7 @@ fn init_logging(format: LogFormat, filter: Option<&str>) {
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),

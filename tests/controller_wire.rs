@@ -86,7 +86,9 @@ async fn handshake(s: &mut TcpStream, buf: &mut Vec<u8>, dpid: u64) {
     send(s, 1, Message::Hello(Hello::of13())).await;
     let mut saw_flow_mod = false;
     while !saw_flow_mod {
-        let m = read_decoded(s, buf).await.expect("controller closed during handshake");
+        let m = read_decoded(s, buf)
+            .await
+            .expect("controller closed during handshake");
         match m.body {
             Message::Hello(h) => assert!(h.supports(4)),
             Message::FeaturesRequest => {
@@ -137,12 +139,6 @@ async fn handshake(s: &mut TcpStream, buf: &mut Vec<u8>, dpid: u64) {
             _ => {}
         }
     }
-}
-
-fn api_get(r: &Running, path: &str) -> (u16, serde_json::Value) {
-    let (code, body) =
-        shoal::http(&r.api_addr.to_string(), "GET", path, None, None).expect("API reachable");
-    (code, serde_json::from_str(&body).expect("JSON body"))
 }
 
 async fn api(r: &Running, path: &str) -> (u16, serde_json::Value) {
@@ -243,10 +239,10 @@ async fn handshake_echo_and_malformed_input() {
 
     // A frame whose length field is impossible (< 8) ends this connection
     // only: the controller stays up and accepts the next switch.
-    s.write_all(&[0x04, 0, 0x00, 0x04, 0, 0, 0, 0]).await.unwrap();
-    let closed = async {
-        while read_msg(&mut s, &mut buf).await.is_some() {}
-    };
+    s.write_all(&[0x04, 0, 0x00, 0x04, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let closed = async { while read_msg(&mut s, &mut buf).await.is_some() {} };
     tokio::time::timeout(Duration::from_secs(5), closed)
         .await
         .expect("connection closed after a framing error");
@@ -272,9 +268,7 @@ async fn silent_peer_is_declared_dead() {
     handshake(&mut s, &mut buf, 0xdead).await;
     assert_eq!(switches(&r).await, 1);
     // Stop answering anything (echo interval 0.3 s: dead after ~0.9 s).
-    let closed = async {
-        while read_msg(&mut s, &mut buf).await.is_some() {}
-    };
+    let closed = async { while read_msg(&mut s, &mut buf).await.is_some() {} };
     tokio::time::timeout(Duration::from_secs(5), closed)
         .await
         .expect("silent peer disconnected");
@@ -320,6 +314,5 @@ async fn api_errors_are_json_with_status() {
     assert_eq!(json(&rr.5 .1)["pairs"], serde_json::json!([]));
     assert_eq!(rr.6 .0, 200);
     assert!(json(&rr.6 .1)["paths"].is_object());
-    let _ = api_get;
     r.shutdown(Duration::from_secs(2)).await;
 }
