@@ -41,7 +41,7 @@ struct Net {
     ovs: PrivateOvs,
 }
 
-fn host<'a>(net: &'a Net, i: usize) -> &'a NsHost {
+fn host(net: &Net, i: usize) -> &NsHost {
     &net._hosts[i]
 }
 
