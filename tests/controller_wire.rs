@@ -316,3 +316,31 @@ async fn api_errors_are_json_with_status() {
     assert!(json(&rr.6 .1)["paths"].is_object());
     r.shutdown(Duration::from_secs(2)).await;
 }
+
+/// SIGTERM stops the real binary cleanly (exit status 0) within seconds,
+/// with a switch connected.
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    use std::process::{Command, Stdio};
+    let of_port = shoal::free_port().unwrap();
+    let api = format!("127.0.0.1:{}", shoal::free_port().unwrap());
+    let mut child = shoal::ChildGuard::spawn(
+        Command::new(shoal::cargo_bin("shoal-controller"))
+            .args([
+                "--of-listen",
+                &format!("127.0.0.1:{of_port}"),
+                "--api-listen",
+                &api,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    shoal::wait_for("the API", Duration::from_secs(20), || {
+        shoal::http(&api, "GET", "/healthz", None, None).ok()
+    })
+    .unwrap();
+    let _switch = std::net::TcpStream::connect(("127.0.0.1", of_port)).unwrap();
+    let status = child.terminate(Duration::from_secs(10)).expect("exited");
+    assert!(status.success(), "exit status {status}");
+}
