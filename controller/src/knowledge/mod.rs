@@ -1,1 +1,3 @@
 //! Knowledge: state shared by the MAPE-K stages.
+
+pub mod snapshot;
