@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the controller (the default subcommand).
     Run,
+    /// Run a policy on a scenario in the data-center simulator.
+    Simulate(shoal_controller::sim::SimulateArgs),
 }
 
 fn main() {
@@ -28,6 +30,12 @@ fn main() {
         Command::Run => {
             eprintln!("shoal-controller: run is not built yet (issue 2)");
             std::process::exit(2);
+        }
+        Command::Simulate(args) => {
+            if let Err(e) = shoal_controller::sim::run_cli(&args) {
+                eprintln!("shoal-controller simulate: {e}");
+                std::process::exit(2);
+            }
         }
     }
 }

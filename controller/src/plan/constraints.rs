@@ -390,26 +390,34 @@ impl<'v, 'a> Ledger<'v, 'a> {
         Ok(())
     }
 
+    /// Whether host `h` is within every limit at its current (tentative)
+    /// load: slots, CPU, memory and NIC thresholds, memory capacity.
+    pub fn host_within_limits(&self, h: usize) -> bool {
+        let Some(host) = self.view.hosts.get(h) else {
+            return false;
+        };
+        let t = &self.thresholds;
+        let slots_ok = host
+            .max_vms
+            .is_none_or(|m| self.vm_count.get(h).copied().unwrap_or(0) <= m);
+        let mem = self.mem_used.get(h).copied().unwrap_or(0.0);
+        slots_ok
+            && self.cpu_util(h) <= t.cpu
+            && mem <= host.memory_mb
+            && self.mem_util(h) <= t.mem
+            && self.net_util(h) <= t.net
+    }
+
     /// VMPatrol estimate for moving `v` from its host to `k`.
     pub fn estimate(&self, v: usize, k: usize) -> Result<MigrationCost, ModelError> {
         let from = self.host_of(v);
-        let nic = |h: usize| self.view.hosts.get(h).map_or(0.0, |x| x.nic_bytes_per_s());
-        let l_mbps = nic(from).min(nic(k)) * self.opts.nic_share / BYTES_PER_MB;
-        let vm = self.view.vms.get(v);
-        let params = ModelParams {
-            memory_mb: self.vm_mem.get(v).copied().unwrap_or(0.0),
-            dirty_mbps: vm.map_or(0.0, |x| x.dirty_rate_mbps),
-            downtime_goal_s: self.opts.downtime_goal_s,
-            min_progress_mb: self.opts.min_progress_mb,
-        };
-        let p = vmpatrol::predict(&params, l_mbps)?;
-        Ok(MigrationCost {
-            bandwidth_mbps: p.bandwidth_mbps,
-            rounds: p.rounds,
-            bytes: p.traffic_mb * BYTES_PER_MB,
-            time_s: p.time_s,
-            downtime_s: p.downtime_s,
-        })
+        let nic = |h: usize| self.view.hosts.get(h).map_or(0.0, |x| x.nic_bps);
+        migration_cost(
+            self.vm_mem.get(v).copied().unwrap_or(0.0),
+            self.view.vms.get(v).map_or(0.0, |x| x.dirty_rate_mbps),
+            nic(from).min(nic(k)),
+            &self.opts,
+        )
     }
 
     /// Room at `k` and a converging migration: the full destination check.
@@ -494,6 +502,32 @@ impl<'v, 'a> Ledger<'v, 'a> {
             *m = target_mb;
         }
     }
+}
+
+/// VMPatrol cost of moving a VM of `memory_mb` with dirty rate
+/// `dirty_mbps` over a path whose slowest NIC has `nic_bps` bit/s, at the
+/// planning bandwidth `opts.nic_share · nic_bps`.
+pub fn migration_cost(
+    memory_mb: f64,
+    dirty_mbps: f64,
+    nic_bps: f64,
+    opts: &Resolved,
+) -> Result<MigrationCost, ModelError> {
+    let l_mbps = nic_bps / 8.0 * opts.nic_share / BYTES_PER_MB;
+    let params = ModelParams {
+        memory_mb,
+        dirty_mbps,
+        downtime_goal_s: opts.downtime_goal_s,
+        min_progress_mb: opts.min_progress_mb,
+    };
+    let p = vmpatrol::predict(&params, l_mbps)?;
+    Ok(MigrationCost {
+        bandwidth_mbps: p.bandwidth_mbps,
+        rounds: p.rounds,
+        bytes: p.traffic_mb * BYTES_PER_MB,
+        time_s: p.time_s,
+        downtime_s: p.downtime_s,
+    })
 }
 
 fn add(v: &mut [f64], i: usize, d: f64) {
