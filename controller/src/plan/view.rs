@@ -120,7 +120,7 @@ impl<'a> View<'a> {
                 edges.push((v as u32, u as u32, 0.0, rate));
             }
         }
-        edges.sort_unstable_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+        edges.sort_unstable_by_key(|x| (x.0, x.1));
         let mut adj: Vec<Peer> = Vec::with_capacity(edges.len());
         let mut adj_start = vec![0usize; vm_names.len() + 1];
         let mut owner: Vec<u32> = Vec::with_capacity(edges.len());

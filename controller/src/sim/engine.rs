@@ -156,38 +156,7 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
         // Drop migrations that ended more than one interval ago.
         snap.migrations
             .retain(|m| m.ended_s.is_none_or(|e| now < e + dt));
-        for (name, vm) in snap.vms.iter_mut() {
-            let Some(spec) = specs.get(name.as_str()) else {
-                continue;
-            };
-            let cpu = spec.cpu.at(ri);
-            let demand = spec
-                .mem_used_mb
-                .as_ref()
-                .map_or(spec.memory_mb * 0.5, |s| s.at(ri));
-            let (tx, rx) = rates.get(name).copied().unwrap_or_default();
-            let sample = VmSample {
-                at_s: now,
-                cpu_cores: cpu,
-                mem_used_mb: demand.min(vm.memory_mb),
-                swap_out_pps: (demand - vm.memory_mb).max(0.0) * 256.0 / dt
-                    + spec.swap_out_pps.at(ri),
-                packets: spec
-                    .packets
-                    .as_ref()
-                    .map_or((tx + rx) * dt / 1500.0, |s| s.at(ri)),
-                blocked_s: spec.blocked_s.at(ri),
-                gotten_s: spec.gotten_s.as_ref().map_or(cpu * dt, |s| s.at(ri)),
-                tx_bytes_per_s: tx,
-                rx_bytes_per_s: rx,
-            };
-            push_bounded(&mut vm.history, sample, history);
-        }
-        for (id, s) in physics::host_samples(&snap, now) {
-            if let Some(h) = snap.hosts.get_mut(&id) {
-                push_bounded(&mut h.history, s, history);
-            }
-        }
+        observe(&mut snap, &specs, &rates, ri, history);
         if first.is_none() {
             first = Some(snap.clone());
         }
@@ -263,6 +232,63 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
     write_json(out, &SummaryLine { summary: &summary })?;
     out.flush().map_err(|e| SimError::Io(e.to_string()))?;
     Ok(summary)
+}
+
+/// Pushes the observations of round `r` (VM samples from the scenario
+/// series and `rates`, host samples from [`physics`]) into `snap`,
+/// keeping at most `history` samples per VM and host.
+fn observe(
+    snap: &mut Snapshot,
+    specs: &HashMap<&str, &super::scenario::VmSpec>,
+    rates: &HashMap<String, (f64, f64)>,
+    ri: usize,
+    history: usize,
+) {
+    let now = snap.now_s;
+    let dt = snap.interval_s;
+    for (name, vm) in snap.vms.iter_mut() {
+        let Some(spec) = specs.get(name.as_str()) else {
+            continue;
+        };
+        let cpu = spec.cpu.at(ri);
+        let demand = spec
+            .mem_used_mb
+            .as_ref()
+            .map_or(spec.memory_mb * 0.5, |s| s.at(ri));
+        let (tx, rx) = rates.get(name).copied().unwrap_or_default();
+        let sample = VmSample {
+            at_s: now,
+            cpu_cores: cpu,
+            mem_used_mb: demand.min(vm.memory_mb),
+            swap_out_pps: (demand - vm.memory_mb).max(0.0) * 256.0 / dt + spec.swap_out_pps.at(ri),
+            packets: spec
+                .packets
+                .as_ref()
+                .map_or((tx + rx) * dt / 1500.0, |s| s.at(ri)),
+            blocked_s: spec.blocked_s.at(ri),
+            gotten_s: spec.gotten_s.as_ref().map_or(cpu * dt, |s| s.at(ri)),
+            tx_bytes_per_s: tx,
+            rx_bytes_per_s: rx,
+        };
+        push_bounded(&mut vm.history, sample, history);
+    }
+    for (id, s) in physics::host_samples(snap, now) {
+        if let Some(h) = snap.hosts.get_mut(&id) {
+            push_bounded(&mut h.history, s, history);
+        }
+    }
+}
+
+/// The snapshot of round 0 (one observation per VM and host, no decision
+/// applied): what the policies see first. Call only on a validated
+/// scenario. Used by the benchmarks.
+pub fn first_snapshot(scn: &Scenario) -> Snapshot {
+    let mut snap = scn.initial_snapshot();
+    let specs: HashMap<&str, &super::scenario::VmSpec> =
+        scn.vms.iter().map(|v| (v.name.as_str(), v)).collect();
+    let rates = rates_of(&snap);
+    observe(&mut snap, &specs, &rates, 0, 10);
+    snap
 }
 
 fn rates_of(snap: &Snapshot) -> HashMap<String, (f64, f64)> {

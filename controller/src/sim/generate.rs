@@ -73,7 +73,7 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
             format!("must be in 1..=1000000, got {}", o.hosts),
         ));
     }
-    if o.rack_size == 0 || o.hosts % o.rack_size != 0 {
+    if o.rack_size == 0 || !o.hosts.is_multiple_of(o.rack_size) {
         return Err(arg(
             "rack-size",
             format!(
