@@ -33,6 +33,7 @@
 //!   than one interval ago;
 //! - [`Snapshot::hotspot_history`]: the hotspots flagged in recent
 //!   evaluations (bounded; the caller trims it).
+#![warn(missing_docs)]
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
