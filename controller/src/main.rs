@@ -28,9 +28,12 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Run the controller (the default subcommand).
     Run(RunArgs),
+    /// Run a policy on a scenario in the data-center simulator.
+    Simulate(shoal_controller::sim::SimulateArgs),
 }
 
 /// Options of `run`. Flags override the config file.
@@ -154,6 +157,13 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Some(Command::Run(args)) => run(args),
+        Some(Command::Simulate(args)) => match shoal_controller::sim::run_cli(&args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("shoal-controller simulate: {e}");
+                2
+            }
+        },
         None => run(cli.run),
     };
     std::process::exit(code);

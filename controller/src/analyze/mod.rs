@@ -1,1 +1,457 @@
-//! Analyze: hotspot detection (k-of-n + AR(1)), pure code.
+//! Analyze: hotspot detection (k-of-n + AR(1), ALGORITHMS.md §2), pure code.
+//!
+//! [`detect`] looks at the last `n` [`HostSample`]s of every host in a
+//! [`Snapshot`] and flags a resource hot when at least `k` of them exceed the
+//! threshold **and** the AR(1) prediction of the next observation exceeds it
+//! too. Hosts involved in a migration (running, or ended less than one
+//! interval ago) are not evaluated. No clock, no I/O: the same call runs in
+//! the live loop and in the simulator.
+#![warn(missing_docs)]
+
+use crate::knowledge::snapshot::{HostSample, HostState, Snapshot};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Invalid detector configuration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AnalyzeError {
+    /// A configuration field is out of range.
+    #[error("hotspot.{field}: {why}")]
+    InvalidConfig {
+        /// Field name.
+        field: &'static str,
+        /// What is expected.
+        why: String,
+    },
+}
+
+/// Detector configuration (defaults of ALGORITHMS.md §2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HotspotConfig {
+    /// Observations needed above the threshold (k, ≥ 2 so that a single
+    /// spike never triggers).
+    pub k: usize,
+    /// Window length (n ≥ k).
+    pub n: usize,
+    /// Thresholds.
+    pub thresholds: Thresholds,
+    /// Noise term δ added to the AR(1) prediction (Sova; default 0).
+    pub ar_noise: f64,
+}
+
+impl Default for HotspotConfig {
+    fn default() -> Self {
+        HotspotConfig {
+            k: 3,
+            n: 5,
+            thresholds: Thresholds::default(),
+            ar_noise: 0.0,
+        }
+    }
+}
+
+/// Thresholds α_r; also the "room" limits a destination must stay below.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// CPU utilisation.
+    pub cpu: f64,
+    /// Network utilisation (NIC traffic only).
+    pub net: f64,
+    /// Memory utilisation.
+    pub mem: f64,
+    /// Swap-out, pages/s.
+    pub swap_out_pps: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            cpu: 0.85,
+            net: 0.80,
+            mem: 0.95,
+            swap_out_pps: 150.0,
+        }
+    }
+}
+
+impl HotspotConfig {
+    /// Checks ranges: `2 ≤ k ≤ n`, utilisation thresholds in (0, 1],
+    /// swap threshold > 0, noise finite.
+    pub fn validate(&self) -> Result<(), AnalyzeError> {
+        let bad = |field: &'static str, why: String| AnalyzeError::InvalidConfig { field, why };
+        if self.k < 2 {
+            return Err(bad(
+                "k",
+                format!(
+                    "must be >= 2 (a single spike must never trigger), got {}",
+                    self.k
+                ),
+            ));
+        }
+        if self.n < self.k {
+            return Err(bad(
+                "n",
+                format!("must be >= k = {}, got {}", self.k, self.n),
+            ));
+        }
+        if self.n > 1000 {
+            return Err(bad("n", format!("must be <= 1000, got {}", self.n)));
+        }
+        let t = &self.thresholds;
+        for (field, v) in [
+            ("thresholds.cpu", t.cpu),
+            ("thresholds.net", t.net),
+            ("thresholds.mem", t.mem),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 1.0) {
+                return Err(bad(field, format!("must be in (0, 1], got {v}")));
+            }
+        }
+        if !(t.swap_out_pps.is_finite() && t.swap_out_pps > 0.0) {
+            return Err(bad(
+                "thresholds.swap_out_pps",
+                format!("must be > 0, got {}", t.swap_out_pps),
+            ));
+        }
+        if !self.ar_noise.is_finite() {
+            return Err(bad("ar_noise", "must be finite".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A resource of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    /// CPU.
+    Cpu,
+    /// Memory (utilisation or swap-out).
+    Mem,
+    /// Network (NIC).
+    Net,
+}
+
+impl Resource {
+    /// `cpu`, `mem` or `net`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Cpu => "cpu",
+            Resource::Mem => "mem",
+            Resource::Net => "net",
+        }
+    }
+}
+
+/// The signal a verdict is based on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Indicator {
+    /// CPU utilisation.
+    CpuUtil,
+    /// Memory utilisation.
+    MemUtil,
+    /// Swap-out pages/s.
+    SwapOut,
+    /// NIC utilisation.
+    NetUtil,
+}
+
+/// Why a resource of a host is hot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The resource.
+    pub resource: Resource,
+    /// The signal.
+    pub indicator: Indicator,
+    /// Observations above the threshold in the window.
+    pub exceeded: usize,
+    /// Observations in the window.
+    pub window: usize,
+    /// AR(1) prediction of the next observation (noise included).
+    pub predicted: f64,
+    /// The latest observation.
+    pub latest: f64,
+    /// The threshold.
+    pub threshold: f64,
+}
+
+/// The hot resources of one host, in the order cpu, mem, net.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostHotspot {
+    /// One entry per hot resource.
+    pub evidence: Vec<Evidence>,
+}
+
+impl HostHotspot {
+    /// Whether `r` is hot.
+    pub fn is_hot(&self, r: Resource) -> bool {
+        self.evidence.iter().any(|e| e.resource == r)
+    }
+}
+
+/// What Analyze hands to Plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HotspotReport {
+    /// Thresholds used (policies use them as "room" limits).
+    pub thresholds: Thresholds,
+    /// Hot hosts by id.
+    pub hot: BTreeMap<String, HostHotspot>,
+    /// Hosts not evaluated because of a migration, sorted.
+    pub excluded: Vec<String>,
+}
+
+impl HotspotReport {
+    /// Whether `host` is hot on `r`.
+    pub fn is_hot(&self, host: &str, r: Resource) -> bool {
+        self.hot.get(host).is_some_and(|h| h.is_hot(r))
+    }
+
+    /// Whether `host` is hot on any resource.
+    pub fn is_hotspot(&self, host: &str) -> bool {
+        self.hot.contains_key(host)
+    }
+}
+
+/// The AR(1) prediction `μ + φ (x_p − μ)` of the observation after `window`
+/// (`μ` mean, `φ` lag-1 autocorrelation clamped to [−1, 1], 0 when the
+/// window has zero variance or fewer than two points). `None` for an empty
+/// window.
+pub fn ar1_predict(window: &[f64]) -> Option<f64> {
+    let last = *window.last()?;
+    let n = window.len() as f64;
+    let mu = window.iter().sum::<f64>() / n;
+    let var: f64 = window.iter().map(|x| (x - mu) * (x - mu)).sum();
+    let phi = if window.len() < 2 || var <= f64::EPSILON * mu.abs().max(1.0) {
+        0.0
+    } else {
+        let cov: f64 = window
+            .windows(2)
+            .map(|w| match w {
+                [a, b] => (a - mu) * (b - mu),
+                _ => 0.0,
+            })
+            .sum();
+        (cov / var).clamp(-1.0, 1.0)
+    };
+    Some(mu + phi * (last - mu))
+}
+
+/// Evaluates one signal: k of the last n above `threshold` and the AR(1)
+/// prediction above it too.
+fn evaluate(
+    resource: Resource,
+    indicator: Indicator,
+    series: &[f64],
+    threshold: f64,
+    cfg: &HotspotConfig,
+) -> Option<Evidence> {
+    let start = series.len().saturating_sub(cfg.n);
+    let window = series.get(start..)?;
+    let exceeded = window.iter().filter(|&&x| x > threshold).count();
+    if exceeded < cfg.k {
+        return None;
+    }
+    let predicted = ar1_predict(window)? + cfg.ar_noise;
+    if predicted <= threshold {
+        return None;
+    }
+    Some(Evidence {
+        resource,
+        indicator,
+        exceeded,
+        window: window.len(),
+        predicted,
+        latest: window.last().copied().unwrap_or(0.0),
+        threshold,
+    })
+}
+
+/// Evaluates one host's window (no exclusion logic).
+pub fn detect_host(host: &HostState, cfg: &HotspotConfig) -> HostHotspot {
+    let t = &cfg.thresholds;
+    let series =
+        |f: &dyn Fn(&HostSample) -> f64| -> Vec<f64> { host.history.iter().map(f).collect() };
+    let cpu = series(&|s| s.cpu_util);
+    let mem = series(&|s| s.mem_util(host));
+    let swap = series(&|s| s.swap_out_pps);
+    let net = series(&|s| s.net_util(host));
+    let mut evidence = Vec::new();
+    if let Some(e) = evaluate(Resource::Cpu, Indicator::CpuUtil, &cpu, t.cpu, cfg) {
+        evidence.push(e);
+    }
+    // Memory: swap-out or utilisation (swap first: it is the stronger signal).
+    if let Some(e) = evaluate(
+        Resource::Mem,
+        Indicator::SwapOut,
+        &swap,
+        t.swap_out_pps,
+        cfg,
+    )
+    .or_else(|| evaluate(Resource::Mem, Indicator::MemUtil, &mem, t.mem, cfg))
+    {
+        evidence.push(e);
+    }
+    if let Some(e) = evaluate(Resource::Net, Indicator::NetUtil, &net, t.net, cfg) {
+        evidence.push(e);
+    }
+    HostHotspot { evidence }
+}
+
+/// Flags the hotspots of `snap`. Hosts of running or recently ended
+/// migrations are listed in [`HotspotReport::excluded`] and not evaluated.
+pub fn detect(snap: &Snapshot, cfg: &HotspotConfig) -> HotspotReport {
+    let excluded = snap.hosts_in_migration();
+    let mut hot = BTreeMap::new();
+    for (id, host) in &snap.hosts {
+        if excluded.contains(id) {
+            continue;
+        }
+        let h = detect_host(host, cfg);
+        if !h.evidence.is_empty() {
+            hot.insert(id.clone(), h);
+        }
+    }
+    HotspotReport {
+        thresholds: cfg.thresholds,
+        hot,
+        excluded: excluded
+            .into_iter()
+            .filter(|h| snap.hosts.contains_key(h))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knowledge::snapshot::MigrationRecord;
+
+    fn host_with_cpu(cpu: &[f64]) -> HostState {
+        HostState {
+            cores: 8.0,
+            memory_mb: 1000.0,
+            nic_bps: 8000.0,
+            history: cpu
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| HostSample {
+                    at_s: i as f64,
+                    cpu_util: c,
+                    mem_used_mb: 100.0,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ar1_constant_window_predicts_mean() {
+        assert_eq!(ar1_predict(&[0.9, 0.9, 0.9]), Some(0.9));
+        assert_eq!(ar1_predict(&[]), None);
+        assert_eq!(ar1_predict(&[0.4]), Some(0.4));
+    }
+
+    /// Window 1,2,3,4,5: μ = 3; deviations −2,−1,0,1,2; Σd² = 10;
+    /// lag-1 products (−2)(−1)+(−1)(0)+0·1+1·2 = 4; φ = 0.4;
+    /// x̂ = 3 + 0.4·(5 − 3) = 3.8.
+    #[test]
+    fn ar1_hand_worked() {
+        let p = ar1_predict(&[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        assert!((p - 3.8).abs() < 1e-12, "{p}");
+    }
+
+    #[test]
+    fn k_of_n_and_prediction() {
+        let cfg = HotspotConfig::default();
+        // 3 of 5 above 0.85 and a high prediction: hot.
+        // μ = .894, φ = .000264/.01272 = .0208, x̂ = .894 + .0208·.026 = .8945.
+        let h = host_with_cpu(&[0.8, 0.9, 0.95, 0.9, 0.92]);
+        let v = detect_host(&h, &cfg);
+        assert!(v.is_hot(Resource::Cpu), "{v:?}");
+        let e = &v.evidence[0];
+        assert_eq!((e.exceeded, e.window), (4, 5));
+        assert!((e.predicted - 0.8945).abs() < 1e-3, "{e:?}");
+        // 4 of 5 above, but one low outlier drags the AR(1) prediction
+        // (μ = .834, φ ≈ −.007) below the threshold: not hot.
+        let h = host_with_cpu(&[0.5, 0.9, 0.95, 0.9, 0.92]);
+        assert!(!detect_host(&h, &cfg).is_hot(Resource::Cpu));
+        // A single spike never triggers.
+        let h = host_with_cpu(&[0.5, 0.5, 0.5, 0.5, 1.0]);
+        assert!(!detect_host(&h, &cfg).is_hot(Resource::Cpu));
+        // 3 of 5 above, but falling fast: the AR(1) prediction is below.
+        // μ = 0.71, deviations .24,.24,.24,−.36,−.36: Σd² = 0.432,
+        // lag-1 = .0576+.0576−.0864+.1296 = .1584, φ = .3667,
+        // x̂ = .71 + .3667·(−.36) = .578 < .85.
+        let h = host_with_cpu(&[0.95, 0.95, 0.95, 0.35, 0.35]);
+        assert!(!detect_host(&h, &cfg).is_hot(Resource::Cpu));
+        // Only the last n count: old highs fall out of the window.
+        let h = host_with_cpu(&[0.9, 0.9, 0.9, 0.9, 0.5, 0.5, 0.5, 0.5, 0.5]);
+        assert!(!detect_host(&h, &cfg).is_hot(Resource::Cpu));
+    }
+
+    #[test]
+    fn memory_and_net_signals() {
+        let cfg = HotspotConfig::default();
+        let mut h = host_with_cpu(&[0.1; 5]);
+        for s in &mut h.history {
+            s.swap_out_pps = 400.0;
+        }
+        let v = detect_host(&h, &cfg);
+        assert!(v.is_hot(Resource::Mem));
+        assert_eq!(v.evidence[0].indicator, Indicator::SwapOut);
+        let mut h = host_with_cpu(&[0.1; 5]);
+        for s in &mut h.history {
+            s.mem_used_mb = 990.0;
+            s.nic_rx_bytes_per_s = 900.0; // 900 B/s of 1000 B/s = 0.9
+        }
+        let v = detect_host(&h, &cfg);
+        assert!(v.is_hot(Resource::Mem) && v.is_hot(Resource::Net), "{v:?}");
+        assert!(!v.is_hot(Resource::Cpu));
+    }
+
+    #[test]
+    fn migrating_hosts_are_excluded_until_one_interval_after() {
+        let mut snap = Snapshot {
+            now_s: 100.0,
+            interval_s: 10.0,
+            ..Default::default()
+        };
+        snap.hosts.insert("a".into(), host_with_cpu(&[0.99; 5]));
+        snap.hosts.insert("b".into(), host_with_cpu(&[0.99; 5]));
+        snap.hosts.insert("c".into(), host_with_cpu(&[0.99; 5]));
+        snap.migrations.push(MigrationRecord {
+            vm: "v".into(),
+            from: "a".into(),
+            to: "b".into(),
+            started_s: 90.0,
+            ended_s: Some(95.0),
+        });
+        let r = detect(&snap, &HotspotConfig::default());
+        assert_eq!(r.excluded, vec!["a".to_string(), "b".to_string()]);
+        assert!(r.is_hotspot("c") && !r.is_hotspot("a"));
+        snap.now_s = 105.0; // one interval after the end: evaluated again
+        let r = detect(&snap, &HotspotConfig::default());
+        assert!(r.excluded.is_empty() && r.is_hotspot("a"));
+    }
+
+    #[test]
+    fn config_validation() {
+        let mut c = HotspotConfig::default();
+        assert!(c.validate().is_ok());
+        c.k = 1;
+        assert!(c.validate().unwrap_err().to_string().contains("hotspot.k"));
+        c.k = 6;
+        assert!(c.validate().unwrap_err().to_string().contains("hotspot.n"));
+        let mut c = HotspotConfig::default();
+        c.thresholds.cpu = 1.5;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("thresholds.cpu"));
+    }
+}

@@ -1,3 +1,5 @@
-//! Knowledge: state shared by the MAPE-K stages.
+//! Knowledge: state shared by the MAPE-K stages: the snapshot the
+//! policies read and the persistent store.
 
+pub mod snapshot;
 pub mod store;

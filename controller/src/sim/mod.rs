@@ -1,1 +1,313 @@
 //! Data-center simulator running the same Analyze/Plan code as the live loop.
+//!
+//! `shoal-controller simulate --scenario FILE --policy NAME [options]
+//! [--rounds N] [--seed S]` loads and validates a scenario
+//! ([`scenario`], format in `docs/scenario.md`), runs rounds
+//! ([`engine`]), prints one JSON object per decision and one summary line.
+//! `--generate dc` builds S-CORE's setting instead ([`generate`]);
+//! `--emit-scenario FILE` writes the generated scenario; `--reference`
+//! adds the reference optimum ([`reference`]) to the summary.
+//!
+//! Everything is deterministic: the same scenario, options and seed give
+//! byte-identical output.
+#![warn(missing_docs)]
+
+pub mod engine;
+pub mod generate;
+pub mod physics;
+pub mod reference;
+pub mod rng;
+pub mod scenario;
+
+pub use engine::{simulate, SimConfig, Summary};
+pub use scenario::Scenario;
+
+use crate::analyze::HotspotConfig;
+use crate::plan::{PlanError, PolicyOptions};
+use serde_json::Value;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Simulator errors. The messages name the offending field or option.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimError {
+    /// Malformed JSON or a wrong type, at `path`.
+    #[error("{path}: {msg}")]
+    Json {
+        /// JSON path (`vms[3].memory_mb`).
+        path: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A semantic rule of the scenario is broken.
+    #[error("{field}: {why}")]
+    Scenario {
+        /// Field path.
+        field: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// Bad command-line arguments or options.
+    #[error("{0}")]
+    Args(String),
+    /// Policy construction failed.
+    #[error(transparent)]
+    Policy(#[from] PlanError),
+    /// A policy produced a decision that cannot be applied (a bug).
+    #[error("invalid decision {0}")]
+    InvalidDecision(String),
+    /// Reading or writing failed.
+    #[error("i/o: {0}")]
+    Io(String),
+}
+
+impl SimError {
+    pub(crate) fn scenario(field: impl Into<String>, why: impl Into<String>) -> Self {
+        SimError::Scenario {
+            field: field.into(),
+            why: why.into(),
+        }
+    }
+}
+
+/// Arguments of `shoal-controller simulate`.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+pub struct SimulateArgs {
+    /// Scenario file (JSON, see docs/scenario.md).
+    #[arg(long, value_name = "FILE", conflicts_with = "generate")]
+    pub scenario: Option<PathBuf>,
+    /// Generate a scenario instead: `dc` (S-CORE's data center).
+    #[arg(long, value_name = "KIND", value_parser = ["dc"])]
+    pub generate: Option<String>,
+    /// Policy: sandpiper, idc, score, sova, violin.
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+    /// Rounds (default: the scenario's, else 10). One S-CORE round is one
+    /// token iteration.
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<u32>,
+    /// Seed of the generator and of the reference optimiser.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Generator: hosts.
+    #[arg(long, default_value_t = 2560)]
+    pub hosts: usize,
+    /// Generator: hosts per rack.
+    #[arg(long, default_value_t = 20)]
+    pub rack_size: usize,
+    /// Generator: VMs per host in the initial placement.
+    #[arg(long, default_value_t = 16)]
+    pub vms_per_host: usize,
+    /// Generator: VM slots per host (default 1.25 × --vms-per-host).
+    #[arg(long)]
+    pub max_vms_per_host: Option<usize>,
+    /// Generator: racks per pod.
+    #[arg(long, default_value_t = 16)]
+    pub racks_per_pod: usize,
+    /// Write the (generated or loaded) scenario to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub emit_scenario: Option<PathBuf>,
+    /// Write the JSON lines to FILE instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also compute the reference optimum (minutes at full scale).
+    #[arg(long)]
+    pub reference: bool,
+    /// S-CORE token policy: round-robin, global, distributed, load-aware.
+    #[arg(long, value_name = "POLICY")]
+    pub token: Option<String>,
+    /// S-CORE destination pick: best, first-fit.
+    #[arg(long, value_name = "PICK")]
+    pub destination: Option<String>,
+    /// S-CORE migration cost threshold c_m.
+    #[arg(long, value_name = "CM")]
+    pub cm: Option<f64>,
+    /// Any option as a dotted path, e.g. `score.token=global`,
+    /// `hotspot.k=2`, `constraints.cooldown_intervals=5` (value: JSON,
+    /// else a string). Repeatable.
+    #[arg(long = "option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// Options as a JSON file: `{"hotspot": {...}, "score": {...}, ...}`.
+    #[arg(long, value_name = "FILE")]
+    pub options_file: Option<PathBuf>,
+}
+
+/// Builds the detector configuration and policy options from the
+/// arguments (options file, then `--option`, then the S-CORE shortcuts).
+pub fn options_from_args(args: &SimulateArgs) -> Result<(HotspotConfig, PolicyOptions), SimError> {
+    let mut hotspot = serde_json::to_value(HotspotConfig::default())
+        .map_err(|e| SimError::Args(e.to_string()))?;
+    let mut policy = serde_json::to_value(PolicyOptions::default())
+        .map_err(|e| SimError::Args(e.to_string()))?;
+    if let Some(path) = &args.options_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SimError::Io(format!("{}: {e}", path.display())))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| SimError::Json {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        let Value::Object(map) = v else {
+            return Err(SimError::Args(format!(
+                "{}: must be a JSON object",
+                path.display()
+            )));
+        };
+        for (k, v) in map {
+            if k == "hotspot" {
+                hotspot = v;
+            } else {
+                set_path(&mut policy, &[k.as_str()], v)?;
+            }
+        }
+    }
+    let mut sets: Vec<(String, Value)> = Vec::new();
+    for o in &args.options {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| SimError::Args(format!("--option {o}: expected KEY=VALUE")))?;
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        sets.push((k.to_string(), value));
+    }
+    if let Some(t) = &args.token {
+        sets.push(("score.token".into(), Value::String(t.clone())));
+    }
+    if let Some(d) = &args.destination {
+        sets.push(("score.destination".into(), Value::String(d.clone())));
+    }
+    if let Some(cm) = args.cm {
+        sets.push(("score.cm".into(), serde_json::json!(cm)));
+    }
+    for (k, v) in sets {
+        let parts: Vec<&str> = k.split('.').collect();
+        match parts.split_first() {
+            Some((&"hotspot", rest)) if !rest.is_empty() => set_path(&mut hotspot, rest, v)?,
+            Some(_) => set_path(&mut policy, &parts, v)?,
+            None => return Err(SimError::Args("--option: empty key".into())),
+        }
+    }
+    let hotspot: HotspotConfig = from_value("hotspot", hotspot)?;
+    hotspot
+        .validate()
+        .map_err(|e| SimError::Args(e.to_string()))?;
+    let policy: PolicyOptions = from_value("", policy)?;
+    policy.validate()?;
+    Ok((hotspot, policy))
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(prefix: &str, v: Value) -> Result<T, SimError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let full = match (prefix.is_empty(), path == ".") {
+            (true, _) => path,
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}.{path}"),
+        };
+        SimError::Args(format!("option {full}: {}", e.into_inner()))
+    })
+}
+
+fn set_path(root: &mut Value, path: &[&str], v: Value) -> Result<(), SimError> {
+    let mut cur = root;
+    let Some((last, init)) = path.split_last() else {
+        return Err(SimError::Args("empty option key".into()));
+    };
+    for p in init {
+        let Value::Object(map) = cur else {
+            return Err(SimError::Args(format!(
+                "option {}: {p} is not a section",
+                path.join(".")
+            )));
+        };
+        cur = map
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    let Value::Object(map) = cur else {
+        return Err(SimError::Args(format!(
+            "option {}: not a section",
+            path.join(".")
+        )));
+    };
+    map.insert(last.to_string(), v);
+    Ok(())
+}
+
+/// Runs `simulate` with `args`, writing the JSON lines to `out`. Returns
+/// the summary (`None` when only a scenario was emitted).
+pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Option<Summary>, SimError> {
+    let scn = match (&args.scenario, &args.generate) {
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| SimError::Io(format!("{}: {e}", path.display())))?;
+            Scenario::load(&text)?
+        }
+        (None, Some(kind)) if kind == "dc" => {
+            let s = generate::generate_dc(&generate::GenerateOptions {
+                hosts: args.hosts,
+                rack_size: args.rack_size,
+                vms_per_host: args.vms_per_host,
+                max_vms_per_host: args.max_vms_per_host,
+                racks_per_pod: args.racks_per_pod,
+                seed: args.seed,
+            })?;
+            s.validate()?;
+            s
+        }
+        (None, Some(kind)) => {
+            return Err(SimError::Args(format!(
+                "--generate {kind}: only `dc` is known"
+            )))
+        }
+        _ => {
+            return Err(SimError::Args(
+                "one of --scenario FILE or --generate dc is required".into(),
+            ))
+        }
+    };
+    if let Some(path) = &args.emit_scenario {
+        let f = std::fs::File::create(path)
+            .map_err(|e| SimError::Io(format!("{}: {e}", path.display())))?;
+        let mut w = std::io::BufWriter::new(f);
+        serde_json::to_writer(&mut w, &scn).map_err(|e| SimError::Io(e.to_string()))?;
+        w.write_all(b"\n")
+            .map_err(|e| SimError::Io(e.to_string()))?;
+        w.flush().map_err(|e| SimError::Io(e.to_string()))?;
+    }
+    let Some(policy) = &args.policy else {
+        if args.emit_scenario.is_some() {
+            return Ok(None);
+        }
+        return Err(SimError::Args(
+            "--policy NAME is required (sandpiper, idc, score, sova, violin)".into(),
+        ));
+    };
+    let (hotspot, options) = options_from_args(args)?;
+    let cfg = SimConfig {
+        policy: policy.clone(),
+        options,
+        hotspot,
+        rounds: args.rounds.or(scn.rounds).unwrap_or(10),
+        reference: args.reference,
+        seed: args.seed,
+    };
+    simulate(&scn, &cfg, out).map(Some)
+}
+
+/// Entry point of `shoal-controller simulate`: output to `--output` or
+/// standard output.
+pub fn run_cli(args: &SimulateArgs) -> Result<(), SimError> {
+    match &args.output {
+        Some(path) => {
+            let f = std::fs::File::create(path)
+                .map_err(|e| SimError::Io(format!("{}: {e}", path.display())))?;
+            let mut w = std::io::BufWriter::new(f);
+            run(args, &mut w)?;
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            run(args, &mut w)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! Sandpiper, the baseline (Wood et al., NSDI 2007; ALGORITHMS.md §3.1).
+//!
+//! `vol = 1 / ((1 − cpu)(1 − mem)(1 − net))` with utilisations relative to
+//! the host's capacity, each capped at `util_cap` (0.99); `VSR = vol / size_MB`.
+//! From each hotspot host (most loaded first) the VM with the highest VSR
+//! goes to the least loaded host (lowest host `vol`) that has room; if no
+//! host has room for it, the next VM is tried. Sandpiper's network
+//! utilisation counts IDC traffic too (the VMs' own tx/rx counters), unlike
+//! every other policy.
+
+use super::constraints::{Ledger, HOTSPOT_DEFAULTS};
+use super::view::View;
+use super::{Action, Alternative, ConstraintOptions, Decision, Details, Policy};
+use crate::analyze::{HotspotReport, Resource};
+use crate::knowledge::snapshot::{ratio, Snapshot};
+use serde::{Deserialize, Serialize};
+
+/// Sandpiper options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandpiperOptions {
+    /// Cap of each utilisation in the volume formula, in (0, 1).
+    pub util_cap: f64,
+}
+
+impl Default for SandpiperOptions {
+    fn default() -> Self {
+        SandpiperOptions { util_cap: 0.99 }
+    }
+}
+
+/// The Sandpiper policy.
+#[derive(Debug, Clone)]
+pub struct Sandpiper {
+    constraints: ConstraintOptions,
+    opts: SandpiperOptions,
+}
+
+impl Sandpiper {
+    /// A Sandpiper policy.
+    pub fn new(constraints: ConstraintOptions, opts: SandpiperOptions) -> Self {
+        Sandpiper { constraints, opts }
+    }
+}
+
+/// `1 / ((1 − a)(1 − b)(1 − c))`, each capped at `cap`.
+pub fn volume(cpu: f64, mem: f64, net: f64, cap: f64) -> f64 {
+    let f = |x: f64| 1.0 - x.clamp(0.0, cap);
+    1.0 / (f(cpu) * f(mem) * f(net))
+}
+
+impl Policy for Sandpiper {
+    fn name(&self) -> &'static str {
+        "sandpiper"
+    }
+
+    fn plan(&mut self, snap: &Snapshot, hot: &HotspotReport) -> Vec<Decision> {
+        let view = View::new(snap);
+        let mut led = Ledger::new(
+            &view,
+            hot.thresholds,
+            self.constraints.resolve(HOTSPOT_DEFAULTS),
+        );
+        let cap = self.opts.util_cap.clamp(0.0, 0.999_999);
+        let hn = view.host_count();
+        // Sandpiper's own NIC view: all VM traffic, IDC included.
+        let mut all_tx = vec![0.0; hn];
+        let mut all_rx = vec![0.0; hn];
+        for v in 0..view.vm_count() {
+            let s = view.vm_sample(v);
+            let h = view.host_of(v);
+            if let (Some(t), Some(r)) = (all_tx.get_mut(h), all_rx.get_mut(h)) {
+                *t += s.tx_bytes_per_s;
+                *r += s.rx_bytes_per_s;
+            }
+        }
+        let host_vol = |led: &Ledger, all_tx: &[f64], all_rx: &[f64], h: usize| -> f64 {
+            let nic = view.hosts.get(h).map_or(0.0, |x| x.nic_bytes_per_s());
+            let net = ratio(
+                all_tx
+                    .get(h)
+                    .copied()
+                    .unwrap_or(0.0)
+                    .max(all_rx.get(h).copied().unwrap_or(0.0)),
+                nic,
+            );
+            volume(led.cpu_util(h), led.mem_util(h), net, cap)
+        };
+        let vm_vol = |v: usize| -> (f64, f64) {
+            let s = view.vm_sample(v);
+            let h = view.host_of(v);
+            let host = view.hosts.get(h);
+            let cpu = ratio(s.cpu_cores, host.map_or(0.0, |x| x.cores));
+            let size = view.vms.get(v).map_or(0.0, |x| x.memory_mb);
+            let mem = ratio(size, host.map_or(0.0, |x| x.memory_mb));
+            let net = ratio(
+                s.tx_bytes_per_s.max(s.rx_bytes_per_s),
+                host.map_or(0.0, |x| x.nic_bytes_per_s()),
+            );
+            let vol = volume(cpu, mem, net, cap);
+            (vol, if size > 0.0 { vol / size } else { 0.0 })
+        };
+        let mut host_vms: Vec<Vec<usize>> = vec![Vec::new(); hn];
+        for v in 0..view.vm_count() {
+            if let Some(l) = host_vms.get_mut(view.host_of(v)) {
+                l.push(v);
+            }
+        }
+        // Hot hosts, most loaded first.
+        let mut sources: Vec<(f64, usize)> = hot
+            .hot
+            .keys()
+            .filter_map(|id| view.host_id(id))
+            .map(|h| (host_vol(&led, &all_tx, &all_rx, h), h))
+            .collect();
+        sources.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut out = Vec::new();
+        for (src_vol, x) in sources {
+            if led.source_limit_reached(x) {
+                continue;
+            }
+            let resources: Vec<&str> = [Resource::Cpu, Resource::Mem, Resource::Net]
+                .into_iter()
+                .filter(|r| hot.is_hot(view.host_name(x), *r))
+                .map(|r| r.as_str())
+                .collect();
+            let mut cands: Vec<(f64, f64, usize)> = host_vms
+                .get(x)
+                .map(|l| {
+                    l.iter()
+                        .map(|&v| {
+                            let (vol, vsr) = vm_vol(v);
+                            (vsr, vol, v)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+            // Destinations: not hot, not the source, least loaded first.
+            let mut dests: Vec<(f64, usize)> = (0..hn)
+                .filter(|&h| h != x && !hot.is_hotspot(view.host_name(h)))
+                .map(|h| (host_vol(&led, &all_tx, &all_rx, h), h))
+                .collect();
+            dests.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let mut details = Details::default();
+            let mut chosen = None;
+            'vms: for (i, &(vsr, vol, v)) in cands.iter().enumerate() {
+                if let Some(b) = led.blocked(v) {
+                    details.push_alternative(Alternative {
+                        vm: Some(view.vm_name(v).into()),
+                        host: None,
+                        score: Some(vsr),
+                        rejected: b.as_str().into(),
+                    });
+                    continue;
+                }
+                let mut dest_alts = Vec::new();
+                for &(dvol, k) in &dests {
+                    match led.check(v, k) {
+                        Ok(cost) => {
+                            chosen = Some((i, vsr, vol, v, k, dvol, cost, dest_alts));
+                            break 'vms;
+                        }
+                        Err(e) => {
+                            if dest_alts.len() < 2 {
+                                dest_alts.push(Alternative {
+                                    vm: None,
+                                    host: Some(view.host_name(k).into()),
+                                    score: Some(dvol),
+                                    rejected: e.as_str(),
+                                });
+                            }
+                        }
+                    }
+                }
+                details.push_alternative(Alternative {
+                    vm: Some(view.vm_name(v).into()),
+                    host: None,
+                    score: Some(vsr),
+                    rejected: "no host with room".into(),
+                });
+            }
+            let Some((i, vsr, vol, v, k, dvol, cost, dest_alts)) = chosen else {
+                continue;
+            };
+            for a in dest_alts {
+                details.push_alternative(a);
+            }
+            if let Some(&(nvsr, _, nv)) = cands.get(i + 1) {
+                details.push_alternative(Alternative {
+                    vm: Some(view.vm_name(nv).into()),
+                    host: None,
+                    score: Some(nvsr),
+                    rejected: "lower VSR".into(),
+                });
+            }
+            let size = view.vms.get(v).map_or(0.0, |x| x.memory_mb);
+            let mut details = details
+                .metric("vsr", vsr)
+                .metric("vol", vol)
+                .metric("size_mb", size)
+                .metric("source_vol", src_vol)
+                .metric("dest_vol", dvol);
+            details.migration = Some(cost);
+            // Update Sandpiper's NIC view, then the shared ledger.
+            let s = view.vm_sample(v);
+            for (vec, d) in [
+                (&mut all_tx, s.tx_bytes_per_s),
+                (&mut all_rx, s.rx_bytes_per_s),
+            ] {
+                if let Some(a) = vec.get_mut(x) {
+                    *a -= d;
+                }
+                if let Some(a) = vec.get_mut(k) {
+                    *a += d;
+                }
+            }
+            led.apply_move(v, k);
+            out.push(Decision {
+                action: Action::Migrate {
+                    vm: view.vm_name(v).into(),
+                    from: view.host_name(x).into(),
+                    to: view.host_name(k).into(),
+                },
+                reason: format!(
+                    "sandpiper: hotspot ({}); highest-VSR VM to the least loaded host with room",
+                    resources.join(",")
+                ),
+                score: vsr,
+                details,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::testutil::{migrations, Dc};
+
+    /// Host a (8 cores, 8192 MB) runs v1 (3 cores, 1024 MB), v2 (2 cores,
+    /// 512 MB) and v3 (2.5 cores, 4096 MB): CPU 7.5/8 = 0.94 > 0.85, hot.
+    /// VM volumes (net 0): v1 = 1/((1−3/8)(1−1024/8192)) = 1/(0.625·0.875)
+    /// = 1.829, VSR = 1.829/1024 = 1.79e−3; v2 = 1/(0.75·0.9375) = 1.422,
+    /// VSR = 2.78e−3; v3 = 1/(0.6875·0.5) = 2.909, VSR = 0.71e−3.
+    /// Highest VSR: v2. Hosts: b is loaded (6 cores of 8: vol 1/(0.25·…)
+    /// ≈ 4.3) and c is light (1 core: vol ≈ 1.16); d has the least load but
+    /// only 256 MB of memory (no room). Least loaded with room: c.
+    #[test]
+    fn highest_vsr_to_least_loaded_host_with_room() {
+        let (snap, hot) = Dc::new()
+            .host("a", "r0", "p0", 8.0, 8192.0)
+            .host("b", "r0", "p0", 8.0, 8192.0)
+            .host("c", "r1", "p0", 8.0, 8192.0)
+            .host("d", "r1", "p0", 8.0, 256.0)
+            .vm("v1", "a", 3.0, 1024.0)
+            .vm("v2", "a", 2.0, 512.0)
+            .vm("v3", "a", 2.5, 4096.0)
+            .vm("w1", "b", 6.0, 1024.0)
+            .vm("x1", "c", 1.0, 1024.0)
+            .build(5);
+        assert!(hot.is_hotspot("a") && hot.hot.len() == 1, "{hot:?}");
+        let mut p = Sandpiper::new(Default::default(), Default::default());
+        let d = p.plan(&snap, &hot);
+        assert_eq!(migrations(&d), vec![("v2".into(), "a".into(), "c".into())]);
+        let m = &d[0].details.metrics;
+        assert!((m["vsr"] - 1.0 / (0.75 * 0.9375) / 512.0).abs() < 1e-9);
+        assert!(d[0].details.migration.is_some());
+        // The rejected, less loaded host d shows up as an alternative.
+        assert!(d[0]
+            .details
+            .alternatives
+            .iter()
+            .any(|a| a.host.as_deref() == Some("d") && a.rejected.contains("memory")));
+    }
+
+    /// If the highest-VSR VM fits nowhere, the next VM is tried: v2 (VSR
+    /// highest) needs 4 cores and the only other host c has 3.5 free cores
+    /// below the 0.85·8 = 6.8 limit (6.8 − 3.3 = 3.5); v1 (1.5 cores) fits.
+    #[test]
+    fn next_vm_when_no_room() {
+        let (snap, hot) = Dc::new()
+            .host("a", "r0", "p0", 8.0, 65536.0)
+            .host("c", "r0", "p0", 8.0, 65536.0)
+            .vm("v1", "a", 1.5, 4096.0)
+            .vm("v2", "a", 4.0, 256.0)
+            .vm("v3", "a", 2.0, 8192.0)
+            .vm("x", "c", 3.3, 1024.0)
+            .build(5);
+        assert!(hot.is_hotspot("a"));
+        let d = Sandpiper::new(Default::default(), Default::default()).plan(&snap, &hot);
+        assert_eq!(migrations(&d), vec![("v1".into(), "a".into(), "c".into())]);
+        assert_eq!(d[0].details.alternatives[0].vm.as_deref(), Some("v2"));
+    }
+}

@@ -1,0 +1,488 @@
+//! Simulator tests: the example scenarios, determinism, a reduced-scale
+//! `dc` run with every token policy, bad scenarios and the CLI.
+//!
+//! The full-scale run (40,960 VMs) is `#[ignore]`d (slow in debug builds):
+//! `cargo test --release -p shoal-controller --test sim -- --ignored`.
+
+use proptest::prelude::*;
+use serde_json::Value;
+use shoal_controller::sim::{run, Scenario, SimError, SimulateArgs, Summary};
+use std::path::PathBuf;
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/scenarios")
+        .join(format!("{name}.json"))
+}
+
+fn args_for(name: &str) -> SimulateArgs {
+    SimulateArgs {
+        scenario: Some(example(name)),
+        policy: Some(name.to_string()),
+        seed: 1,
+        hosts: 2560,
+        rack_size: 20,
+        vms_per_host: 16,
+        racks_per_pod: 16,
+        ..Default::default()
+    }
+}
+
+/// Runs and returns (decision lines, summary).
+fn run_lines(args: &SimulateArgs) -> (Vec<Value>, Summary, Vec<u8>) {
+    let mut buf = Vec::new();
+    let summary = run(args, &mut buf)
+        .unwrap_or_else(|e| panic!("run failed: {e}"))
+        .expect("a summary");
+    let text = String::from_utf8(buf.clone()).expect("utf-8");
+    let mut lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let last = lines.pop().expect("summary line");
+    for k in [
+        "cost_before",
+        "cost_after",
+        "migrations",
+        "bytes_moved",
+        "hotspot_rounds",
+        "rounds",
+    ] {
+        assert!(
+            last["summary"].get(k).is_some(),
+            "summary lacks {k}: {last}"
+        );
+    }
+    for l in &lines {
+        for k in ["round", "action", "vm", "reason", "score", "details"] {
+            assert!(l.get(k).is_some(), "decision lacks {k}: {l}");
+        }
+        if l["action"] == "migrate" {
+            assert!(l.get("from").is_some() && l.get("to").is_some());
+            assert!(l["details"]["migration"]["bytes"].as_f64().unwrap() > 0.0);
+        }
+    }
+    (lines, summary, buf)
+}
+
+fn moves(lines: &[Value]) -> Vec<(String, String, String)> {
+    lines
+        .iter()
+        .filter(|l| l["action"] == "migrate")
+        .map(|l| {
+            (
+                l["vm"].as_str().unwrap().to_string(),
+                l["from"].as_str().unwrap().to_string(),
+                l["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Sandpiper: h1's CPU is over 0.85 from round 1 (3+2+1.5 = 6.5... then
+/// 3.5+2.5+1.5 = 7.5 of 8 cores); with k = 3 the earliest flag is when 3
+/// of the last 5 samples exceed, and the AR(1) prediction is high: one
+/// migration, of the highest-VSR VM (web2: small and busy), never at a
+/// single spike.
+#[test]
+fn sandpiper_example() {
+    let (lines, s, _) = run_lines(&args_for("sandpiper"));
+    let m = moves(&lines);
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!((m[0].0.as_str(), m[0].1.as_str()), ("web2", "h1"));
+    assert!(lines[0]["round"].as_u64().unwrap() >= 2);
+    assert_eq!(s.migrations, 1);
+    assert!(s.hotspot_rounds >= 1);
+}
+
+/// IDC: the CPU hotspot moves `worker` (its traffic is all NIC) to h3 where
+/// its peers are; the memory hotspot on h2 is handled by growth, 32 MB per
+/// round, never a migration of bigmem.
+#[test]
+fn idc_example() {
+    let (lines, s, _) = run_lines(&args_for("idc"));
+    assert_eq!(
+        moves(&lines),
+        vec![("worker".into(), "h1".into(), "h3".into())]
+    );
+    let grows: Vec<f64> = lines
+        .iter()
+        .filter(|l| l["action"] == "resize")
+        .map(|l| l["target_mb"].as_f64().unwrap())
+        .collect();
+    assert!(grows.len() >= 3, "{grows:?}");
+    assert!(grows.windows(2).all(|w| w[1] - w[0] == 32.0), "{grows:?}");
+    assert!(s.cost_after < s.cost_before);
+}
+
+/// S-CORE reunites the three scattered groups: the cost falls every round
+/// it moves and ends at zero (each group fits one host of 4 slots).
+#[test]
+fn score_example() {
+    for token in ["round-robin", "global", "distributed", "load-aware"] {
+        let mut a = args_for("score");
+        a.token = Some(token.into());
+        let (_, s, _) = run_lines(&a);
+        assert!(s.cost_after < 0.5 * s.cost_before, "{token}: {s:?}");
+        assert!(
+            s.cost_by_round.windows(2).all(|w| w[1] <= w[0] + 1e-6),
+            "{token}: {s:?}"
+        );
+    }
+    let mut a = args_for("score");
+    a.cm = Some(1e12);
+    let (lines, s, _) = run_lines(&a);
+    assert!(
+        lines.is_empty() && s.migrations == 0,
+        "benefit never exceeds c_m = 1e12"
+    );
+}
+
+/// Sova: VF changes only ever emitted for changed assignments (the
+/// simulator rejects attaching a VF beyond the host's 2), and the CPU
+/// hotspot migrates the largest-MF VM to a cold spot.
+#[test]
+fn sova_example() {
+    let (lines, s, _) = run_lines(&args_for("sova"));
+    assert!(s.vf_attached > 0 && s.migrations >= 1, "{s:?}");
+    // io1 is the most I/O-bound and network-active VM: it holds a VF at the end of round 0.
+    assert!(lines
+        .iter()
+        .any(|l| l["round"] == 0 && l["action"] == "attach_vf" && l["vm"] == "io1"));
+    let m = moves(&lines);
+    assert!(m.iter().all(|x| x.1 == "h1" && x.2 != "h1"), "{m:?}");
+}
+
+/// VIOLIN: domain d0 (h1, h2) is full, so tenant1 (t1a, t1b on h1, t1c on
+/// h2) moves as a whole to domain d1 (h3, h4).
+#[test]
+fn violin_example() {
+    let (lines, _, _) = run_lines(&args_for("violin"));
+    let m = moves(&lines);
+    let mut vms: Vec<&str> = m.iter().map(|x| x.0.as_str()).collect();
+    vms.sort();
+    assert_eq!(vms, vec!["t1a", "t1b", "t1c"], "{m:?}");
+    assert!(m.iter().all(|x| x.2 == "h3" || x.2 == "h4"));
+}
+
+fn dc_args(hosts: usize, token: &str, rounds: u32) -> SimulateArgs {
+    SimulateArgs {
+        generate: Some("dc".into()),
+        policy: Some("score".into()),
+        token: Some(token.into()),
+        rounds: Some(rounds),
+        seed: 7,
+        hosts,
+        rack_size: 16,
+        vms_per_host: 8,
+        racks_per_pod: 4,
+        ..Default::default()
+    }
+}
+
+/// Same scenario and seed: byte-identical output (generated and loaded).
+#[test]
+fn deterministic_output() {
+    let a = run_lines(&dc_args(64, "global", 3)).2;
+    let b = run_lines(&dc_args(64, "global", 3)).2;
+    assert_eq!(a, b);
+    let mut c = dc_args(64, "global", 3);
+    c.seed = 8;
+    assert_ne!(run_lines(&c).2, a, "the seed matters");
+    // The emitted scenario, loaded back, gives the same output as the
+    // generated one.
+    let dir = std::env::temp_dir().join(format!("shoal-sim-det-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("dc.json");
+    let mut e = dc_args(64, "global", 3);
+    e.emit_scenario = Some(file.clone());
+    assert_eq!(run_lines(&e).2, a);
+    let mut f = dc_args(64, "global", 3);
+    f.generate = None;
+    f.scenario = Some(file);
+    assert_eq!(run_lines(&f).2, a);
+    let _ = std::fs::remove_dir_all(&dir);
+    for p in ["sova", "violin", "idc"] {
+        assert_eq!(run_lines(&args_for(p)).2, run_lines(&args_for(p)).2, "{p}");
+    }
+}
+
+/// A reduced-scale S-CORE data center (128 hosts, 1,024 VMs): every token
+/// policy lowers the cost, never raises it, and stays below the reference.
+#[test]
+fn reduced_scale_token_policies() {
+    for token in ["round-robin", "global", "distributed", "load-aware"] {
+        let mut a = dc_args(128, token, 6);
+        a.reference = token == "global";
+        let (_, s, _) = run_lines(&a);
+        assert!(s.reduction > 0.3, "{token}: {s:?}");
+        assert!(
+            s.cost_by_round
+                .windows(2)
+                .all(|w| w[1] <= w[0] * (1.0 + 1e-12)),
+            "{token}"
+        );
+        if let Some(f) = s.fraction_of_reference {
+            assert!(f > 0.5 && f <= 1.0 + 1e-9, "{token}: fraction {f}");
+            assert!(s.reference_cost.unwrap() <= s.cost_after);
+        }
+    }
+}
+
+/// The published scale: 2,560 hosts, 40,960 VMs, 10 iterations per token
+/// policy, with the reference. Slow in debug builds.
+#[test]
+#[ignore]
+fn full_scale_runs() {
+    for token in ["round-robin", "global", "distributed", "load-aware"] {
+        let a = SimulateArgs {
+            generate: Some("dc".into()),
+            policy: Some("score".into()),
+            token: Some(token.into()),
+            rounds: Some(10),
+            seed: 1,
+            hosts: 2560,
+            rack_size: 20,
+            vms_per_host: 16,
+            racks_per_pod: 16,
+            reference: true,
+            ..Default::default()
+        };
+        let (_, s, _) = run_lines(&a);
+        eprintln!("{token}: {}", serde_json::to_string(&s).unwrap());
+        assert!(s.reduction > 0.5);
+    }
+}
+
+fn base() -> Value {
+    let text = std::fs::read_to_string(example("sandpiper")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn load_value(v: &Value) -> Result<Scenario, SimError> {
+    Scenario::load(&serde_json::to_string(v).unwrap())
+}
+
+/// Bad scenarios: each rejected with a message naming the field.
+#[test]
+fn bad_scenarios_name_the_field() {
+    type Edit = fn(&mut Value);
+    let cases: Vec<(&str, Edit)> = vec![
+        ("vms[0].host: unknown host \"nope\"", |v| {
+            v["vms"][0]["host"] = "nope".into()
+        }),
+        (
+            "vms[1].memory_mb: 1000000 MB is bigger than every host",
+            |v| v["vms"][1]["memory_mb"] = 1e6.into(),
+        ),
+        ("vms[3].memory_mb: must be > 0", |v| {
+            v["vms"][3]["memory_mb"] = 0.into()
+        }),
+        (
+            "traffic[0].bytes_per_s: must be a finite number >= 0",
+            |v| v["traffic"][0]["bytes_per_s"] = (-5).into(),
+        ),
+        ("vms[0].cpu[1]: must be a finite number >= 0", |v| {
+            v["vms"][0]["cpu"] = serde_json::json!([1, -2])
+        }),
+        ("vms[0].dirty_rate_mbps: must be >= 0", |v| {
+            v["vms"][0]["dirty_rate_mbps"] = (-1).into()
+        }),
+        ("hosts[1].id: duplicate id \"h1\"", |v| {
+            v["hosts"][1]["id"] = "h1".into()
+        }),
+        ("vms[1].name: duplicate name \"web1\"", |v| {
+            v["vms"][1]["name"] = "web1".into()
+        }),
+        ("vms[2].memory_mb: invalid type", |v| {
+            v["vms"][2]["memory_mb"] = "big".into()
+        }),
+        ("hosts[0]: missing field `cores`", |v| {
+            v["hosts"][0].as_object_mut().unwrap().remove("cores");
+        }),
+        ("vms[0].colour: unknown field `colour`", |v| {
+            v["vms"][0]["colour"] = "red".into()
+        }),
+        ("hosts[2].tor: unknown switch \"tor9\"", |v| {
+            v["hosts"][2]["tor"] = "tor9".into()
+        }),
+        (
+            "hosts[2].tor: \"agg0\" is a Aggregation switch, not a ToR",
+            |v| v["hosts"][2]["tor"] = "agg0".into(),
+        ),
+        ("traffic[1].dst: unknown VM \"ghost\"", |v| {
+            v["traffic"][1]["dst"] = "ghost".into()
+        }),
+        ("traffic[1].dst: a VM does not send to itself", |v| {
+            v["traffic"][1]["dst"] = "db1".into()
+        }),
+        ("traffic[1]: duplicate pair", |v| {
+            v["traffic"][1] = v["traffic"][0].clone()
+        }),
+        ("interval_s: must be > 0", |v| v["interval_s"] = 0.into()),
+        ("hosts[3].memory_mb: the initial placement puts", |v| {
+            v["hosts"][3]["memory_mb"] = 512.into()
+        }),
+        ("hosts[0].max_vms: the initial placement puts 3 VMs", |v| {
+            v["hosts"][0]["max_vms"] = 2.into()
+        }),
+        (
+            "topology.switches[1].uplinks[0]: unknown switch \"core9\"",
+            |v| v["topology"]["switches"][1]["uplinks"][0] = "core9".into(),
+        ),
+        ("vms[0].cpu: a time series needs at least one value", |v| {
+            v["vms"][0]["cpu"] = serde_json::json!([])
+        }),
+        ("vms[0].vcpus: must be >= 1", |v| {
+            v["vms"][0]["vcpus"] = 0.into()
+        }),
+        ("hosts: at least one host is needed", |v| {
+            v["hosts"] = serde_json::json!([]);
+            v["vms"] = serde_json::json!([]);
+            v["traffic"] = serde_json::json!([]);
+        }),
+    ];
+    assert!(load_value(&base()).is_ok());
+    for (want, edit) in cases {
+        let mut v = base();
+        edit(&mut v);
+        let e = load_value(&v)
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {want}"));
+        assert!(
+            e.to_string().starts_with(want),
+            "want {want:?}, got {:?}",
+            e.to_string()
+        );
+    }
+    // Malformed JSON: the position is named.
+    let e = Scenario::load("{\"hosts\": [").unwrap_err().to_string();
+    assert!(e.contains("line 1"), "{e}");
+    let e = Scenario::load("{\"interval_s\": 10,, }")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("column"), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Random edits of a valid scenario (numbers, strings, truncation)
+    /// never panic: either rejected, or simulated to the end.
+    #[test]
+    fn random_edits_never_panic(
+        vm in 0usize..6,
+        field in prop::sample::select(vec!["memory_mb", "cpu", "dirty_rate_mbps", "max_memory_mb", "vcpus", "host", "mem_used_mb", "packets"]),
+        num in prop_oneof![Just(-1.0f64), Just(0.0), Just(1e308), -1e6f64..1e6],
+        as_string in any::<bool>(),
+        cut in 0usize..4000,
+    ) {
+        let mut v = base();
+        v["vms"][vm][field] = if as_string { Value::String(format!("{num}")) } else { serde_json::json!(num) };
+        let text = serde_json::to_string(&v).unwrap();
+        if let Ok(scn) = Scenario::load(&text) {
+            for p in shoal_controller::plan::POLICY_NAMES {
+                let cfg = shoal_controller::sim::SimConfig {
+                    policy: p.into(),
+                    options: Default::default(),
+                    hotspot: Default::default(),
+                    rounds: 6,
+                    reference: false,
+                    seed: 1,
+                };
+                let _ = shoal_controller::sim::simulate(&scn, &cfg, &mut Vec::new());
+            }
+        }
+        let cut = cut.min(text.len());
+        let _ = Scenario::load(text.get(..cut).unwrap_or(""));
+    }
+}
+
+/// The binary: `shoal-controller simulate` prints JSON lines, exit 0; a bad
+/// scenario exits 2 naming the field on stderr.
+#[test]
+fn cli() {
+    let bin = env!("CARGO_BIN_EXE_shoal-controller");
+    let out = std::process::Command::new(bin)
+        .args(["simulate", "--scenario"])
+        .arg(example("score"))
+        .args([
+            "--policy",
+            "score",
+            "--token",
+            "global",
+            "--rounds",
+            "2",
+            "--option",
+            "score.destination=first-fit",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["summary"]["rounds"], 2);
+    assert!(text.contains("token global"));
+
+    let dir = std::env::temp_dir().join(format!("shoal-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.json");
+    let mut v = base();
+    v["vms"][2]["host"] = "h9".into();
+    std::fs::write(&bad, serde_json::to_string(&v).unwrap()).unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["simulate", "--policy", "sandpiper", "--scenario"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vms[2].host: unknown host \"h9\""));
+    let out = std::process::Command::new(bin)
+        .args([
+            "simulate",
+            "--policy",
+            "score",
+            "--option",
+            "score.tokn=global",
+            "--scenario",
+        ])
+        .arg(example("score"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tokn"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --emit-scenario alone writes a loadable scenario.
+    let emitted = dir.join("dc.json");
+    let out = std::process::Command::new(bin)
+        .args([
+            "simulate",
+            "--generate",
+            "dc",
+            "--hosts",
+            "40",
+            "--rack-size",
+            "10",
+            "--vms-per-host",
+            "4",
+            "--emit-scenario",
+        ])
+        .arg(&emitted)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scn = Scenario::load(&std::fs::read_to_string(&emitted).unwrap()).unwrap();
+    assert_eq!(scn.vms.len(), 160);
+    let _ = std::fs::remove_dir_all(&dir);
+}
