@@ -338,8 +338,8 @@ mod tests {
         assert_eq!(
             p,
             ProcCpu {
-                utime: 3,
-                stime: 465
+                utime: 0,
+                stime: 3
             }
         );
         let odd = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 11 22 0 0 20 0 1 0 5 0 0";
