@@ -142,11 +142,33 @@ pub async fn migrate_out(
     let total: u64 = rounds.iter().sum();
     tracing::info!(vm = %vm.name, dest = %spec.destination_addr, rounds = rounds.len(), total, dirty, l_mbps, "pre-copy stream starts");
 
-    let connect = TcpStream::connect(spec.destination_addr.as_str());
-    let mut conn = tokio::time::timeout(Duration::from_secs(10), connect)
-        .await
-        .map_err(|_| format!("connect {}: timed out", spec.destination_addr))?
-        .map_err(|e| format!("connect {}: {e}", spec.destination_addr))?;
+    // The destination may still be setting up its listener: retry a
+    // refused connection for up to 10 s (within the deadline).
+    let connect_until = (Instant::now() + Duration::from_secs(10)).min(deadline);
+    let mut conn = loop {
+        let connect = TcpStream::connect(spec.destination_addr.as_str());
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok(c)) => break c,
+            Ok(Err(e))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < connect_until =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "connect {}: {e}; VM keeps running on the source",
+                    spec.destination_addr
+                ))
+            }
+            Err(_) => {
+                return Err(format!(
+                    "connect {}: timed out; VM keeps running on the source",
+                    spec.destination_addr
+                ))
+            }
+        }
+    };
     let _ = conn.set_nodelay(true);
     let header = StreamHeader {
         vm: vm.name.clone(),

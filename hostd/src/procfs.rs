@@ -335,13 +335,7 @@ mod tests {
     #[test]
     fn pid_stat_sample_and_odd_names() {
         let p = parse_pid_stat(PIDSTAT).unwrap();
-        assert_eq!(
-            p,
-            ProcCpu {
-                utime: 0,
-                stime: 3
-            }
-        );
+        assert_eq!(p, ProcCpu { utime: 0, stime: 3 });
         let odd = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 11 22 0 0 20 0 1 0 5 0 0";
         assert_eq!(
             parse_pid_stat(odd).unwrap(),

@@ -353,6 +353,8 @@ pub async fn migrate_out(
     let (Some(api), Some(incoming_id)) = (&spec.destination_api, &spec.incoming_command_id) else {
         return Err("qemu migration needs destination_api and incoming_command_id".into());
     };
+    // The destination QEMU must listen before the source connects.
+    wait_destination_ready(hostd, api, incoming_id, deadline).await?;
     if let Err(e) = q
         .execute(
             "migrate-set-capabilities",
@@ -453,6 +455,52 @@ pub async fn migrate_out(
     Ok(result)
 }
 
+/// The destination hostd's view of its `prepare_incoming` command.
+async fn destination_status(hostd: &Hostd, url: &str) -> Result<CommandStatus, String> {
+    match hostd
+        .http
+        .send(Method::GET, url, Some(&hostd.token), None)
+        .await
+    {
+        Ok((200, body)) => serde_json::from_slice::<CommandStatus>(&body)
+            .map_err(|e| format!("bad answer from {url}: {e}")),
+        Ok((code, body)) => Err(format!(
+            "{url}: HTTP {code}: {}",
+            String::from_utf8_lossy(&body)
+        )),
+        Err(e) => Err(format!("{url}: {e}")),
+    }
+}
+
+/// Waits until the destination's QEMU listens (its command is running and
+/// reports progress), or it failed.
+async fn wait_destination_ready(
+    hostd: &Hostd,
+    api: &str,
+    id: &str,
+    deadline: Instant,
+) -> Result<(), String> {
+    let url = format!("{}{}", api.trim_end_matches('/'), proto::command_path(id));
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        match destination_status(hostd, &url).await {
+            Ok(st) if st.state == CommandState::Failed => {
+                return Err(format!(
+                    "destination command {id} failed: {}",
+                    st.error.unwrap_or_default()
+                ))
+            }
+            Ok(st) if st.state == CommandState::Running && st.progress.is_some() => return Ok(()),
+            Ok(st) => last = format!("destination command {id} is {:?}", st.state),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "destination not ready before the deadline: {last}; VM keeps running on the source"
+    ))
+}
+
 /// Polls the destination hostd's `prepare_incoming` command until it
 /// succeeded (the VM runs there).
 async fn wait_destination(
@@ -466,26 +514,16 @@ async fn wait_destination(
     // The destination needs a moment after the source's completion.
     let deadline = deadline.max(Instant::now() + Duration::from_secs(10));
     while Instant::now() < deadline {
-        match hostd
-            .http
-            .send(Method::GET, &url, Some(&hostd.token), None)
-            .await
-        {
-            Ok((200, body)) => match serde_json::from_slice::<CommandStatus>(&body) {
-                Ok(st) if st.state == CommandState::Succeeded => return Ok(()),
-                Ok(st) if st.state == CommandState::Failed => {
-                    return Err(format!(
-                        "destination command {id} failed: {}",
-                        st.error.unwrap_or_default()
-                    ))
-                }
-                Ok(st) => last = format!("destination command {id} is {:?}", st.state),
-                Err(e) => last = format!("bad answer from {url}: {e}"),
-            },
-            Ok((code, body)) => {
-                last = format!("{url}: HTTP {code}: {}", String::from_utf8_lossy(&body))
+        match destination_status(hostd, &url).await {
+            Ok(st) if st.state == CommandState::Succeeded => return Ok(()),
+            Ok(st) if st.state == CommandState::Failed => {
+                return Err(format!(
+                    "destination command {id} failed: {}",
+                    st.error.unwrap_or_default()
+                ))
             }
-            Err(e) => last = format!("{url}: {e}"),
+            Ok(st) => last = format!("destination command {id} is {:?}", st.state),
+            Err(e) => last = e,
         }
         tokio::time::sleep(POLL).await;
     }
