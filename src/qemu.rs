@@ -138,18 +138,24 @@ pub struct Hostd {
 
 impl Hostd {
     /// Writes `config` to `dir/hostd.toml` and starts `shoal-hostd -c` in
-    /// `ns`, logging to `dir/hostd.log`; waits until `/healthz` answers.
-    pub fn start(ns: &Netns, dir: &Path, config: &str, api: &str) -> Result<Hostd> {
+    /// `ns` (None: this namespace), logging to `dir/hostd.log`; waits until
+    /// `/healthz` answers on `api`.
+    pub fn start(ns: Option<&Netns>, dir: &Path, config: &str, api: &str) -> Result<Hostd> {
         std::fs::create_dir_all(dir)?;
         let cfg = dir.join("hostd.toml");
         std::fs::write(&cfg, config)?;
         let log = dir.join("hostd.log");
         let logf = std::fs::File::create(&log)?;
         let bin = crate::cargo_bin("shoal-hostd");
-        let mut cmd = ns.command(
-            &bin.display().to_string(),
-            &["-c", &cfg.display().to_string()],
-        );
+        let cfg_arg = cfg.display().to_string();
+        let mut cmd = match ns {
+            Some(ns) => ns.command(&bin.display().to_string(), &["-c", &cfg_arg]),
+            None => {
+                let mut c = Command::new(&bin);
+                c.args(["-c", &cfg_arg]);
+                c
+            }
+        };
         cmd.env("RUST_LOG", "info,shoal_hostd=debug")
             .stdout(Stdio::null())
             .stderr(logf);
@@ -167,7 +173,10 @@ impl Hostd {
         if let Err(e) = ok {
             let text = std::fs::read_to_string(&h.log).unwrap_or_default();
             return Err(TestbedError::Failed {
-                cmd: format!("shoal-hostd in {}", ns.name()),
+                cmd: format!(
+                    "shoal-hostd in {}",
+                    ns.map(|n| n.name()).unwrap_or("this namespace")
+                ),
                 status: e.to_string(),
                 stderr: text,
             });

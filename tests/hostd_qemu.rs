@@ -99,14 +99,14 @@ fn qemu_live_migration_through_hostd() {
         serde_json::to_string(&args).unwrap()
     );
     let hd1 = Hostd::start(
-        &h1,
+        Some(&h1),
         &dir.join("h1"),
         &hostd_config("h1", "10.213.1.1", &sink.addr, &dir, &vm_toml),
         "10.213.1.1:7070",
     )
     .expect("hostd h1");
     let hd2 = Hostd::start(
-        &h2,
+        Some(&h2),
         &dir.join("h2"),
         &hostd_config("h2", "10.213.1.2", &sink.addr, &dir, ""),
         "10.213.1.2:7070",
@@ -164,10 +164,68 @@ fn qemu_live_migration_through_hostd() {
     assert_eq!(reg["bridge"]["name"], "shdq-br");
     assert_eq!(reg["bridge"]["datapath_id"], 0x5d_0001);
 
-    // Migration: prepare the destination, then migrate the source.
     let (_, vms) = hd1.call("GET", "/api/v1/vms", TOKEN, None).unwrap();
     let vms: Value = serde_json::from_str(&vms).unwrap();
     let inventory = vms[0]["inventory"].clone();
+
+    // A migration that cannot meet its deadline (1 MiB/s for 128 MB in
+    // 3 s) is cancelled: the VM keeps running on the source, both ends say
+    // why.
+    let slow_in = json!({
+        "kind": "prepare_incoming", "vm": "shdq-vm", "destination_host": "h2",
+        "destination_addr": "10.213.1.2:4443", "max_bandwidth_bytes_per_s": 1u64 << 20,
+        "downtime_limit_ms": 300, "deadline_s": 20.0, "vm_spec": inventory,
+    });
+    let (code, body) = hd2
+        .call(
+            "PUT",
+            "/api/v1/commands/shdq-in-0",
+            TOKEN,
+            Some(&slow_in.to_string()),
+        )
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let slow = json!({
+        "kind": "migrate", "vm": "shdq-vm", "destination_host": "h2",
+        "destination_addr": "10.213.1.2:4443", "max_bandwidth_bytes_per_s": 1u64 << 20,
+        "downtime_limit_ms": 300, "deadline_s": 3.0,
+        "destination_api": "http://10.213.1.2:7070", "incoming_command_id": "shdq-in-0",
+    });
+    let (code, body) = hd1
+        .call(
+            "PUT",
+            "/api/v1/commands/shdq-mig-0",
+            TOKEN,
+            Some(&slow.to_string()),
+        )
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let st0 = poll_command(&hd1, "shdq-mig-0", Duration::from_secs(20));
+    assert_eq!(st0["state"], "failed", "{st0}");
+    let why = st0["error"].as_str().unwrap_or("");
+    assert!(
+        why.contains("deadline") && why.contains("keeps running on the source"),
+        "{why}"
+    );
+    let in0 = poll_command(&hd2, "shdq-in-0", Duration::from_secs(20));
+    assert_eq!(in0["state"], "failed", "{in0}");
+    eprintln!("cancelled: source: {why}; destination: {}", in0["error"]);
+    let (_, vm1) = hd1.call("GET", "/api/v1/vms/shdq-vm", TOKEN, None).unwrap();
+    let vm1: Value = serde_json::from_str(&vm1).unwrap();
+    assert_eq!(vm1["state"], "running", "{vm1}");
+    assert!(vm1["busy_with"].is_null(), "{vm1}");
+    let u0 = last_uptime(&src_console).unwrap();
+    let still = wait_for("source keeps counting", Duration::from_secs(5), || {
+        last_uptime(&src_console).filter(|u| *u > u0)
+    });
+    assert!(
+        still.is_ok(),
+        "guest stopped on the source after the cancel"
+    );
+    let (_, vms2) = hd2.call("GET", "/api/v1/vms", TOKEN, None).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&vms2).unwrap(), json!([]));
+
+    // Migration: prepare the destination, then migrate the source.
     let bw: u64 = 20 << 20;
     let incoming = json!({
         "kind": "prepare_incoming", "vm": "shdq-vm", "destination_host": "h2",

@@ -2,8 +2,7 @@
 # Installs what hostd's QEMU backend and end-to-end tests need on Debian 12:
 # qemu-system-x86 from bookworm-backports (the image already carries
 # qemu-utils 10.x from there, so bookworm's QEMU 7.2 cannot be installed),
-# busybox-static, cpio and a C toolchain for the test guest, and arping for
-# the netns backend's gratuitous ARP. Idempotent: does nothing when all is
+# busybox-static, cpio and a C toolchain for the test guest. Idempotent: does nothing when all is
 # present. Needs root.
 set -euo pipefail
 
@@ -11,7 +10,6 @@ need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh && dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v cpio >/dev/null 2>&1 || need+=(cpio)
-command -v arping >/dev/null 2>&1 || need+=(iputils-arping)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -eq 0 ]; then

@@ -63,9 +63,6 @@ fn default_http_timeout() -> f64 {
 fn default_vf_driver() -> String {
     "e1000".into()
 }
-fn default_arping() -> String {
-    "arping".into()
-}
 
 /// How VF attach/detach is carried out for QEMU VMs.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -188,9 +185,6 @@ pub struct Config {
     /// Timeout of every HTTP call, seconds.
     #[serde(default = "default_http_timeout")]
     pub http_timeout_s: f64,
-    /// `arping` binary for gratuitous ARPs (netns backend).
-    #[serde(default = "default_arping")]
-    pub arping: String,
     /// VMs of this host.
     #[serde(default, rename = "vm")]
     pub vms: Vec<VmConfig>,
@@ -221,7 +215,6 @@ impl Default for Config {
             proc_root: default_proc_root(),
             sys_root: default_sys_root(),
             http_timeout_s: default_http_timeout(),
-            arping: default_arping(),
             vms: Vec::new(),
         }
     }
