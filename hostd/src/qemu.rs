@@ -382,6 +382,7 @@ pub async fn migrate_out(
     tracing::info!(vm = %vm.name, dest = %spec.destination_addr, bw = spec.max_bandwidth_bytes_per_s, "migration started");
 
     let mut max_dirty = 0.0f64;
+    let mut last_sent = 0u64;
     let info = loop {
         tokio::time::sleep(POLL).await;
         if Instant::now() > deadline {
@@ -396,7 +397,7 @@ pub async fn migrate_out(
             return Err(format!(
                 "deadline of {} s exceeded ({} bytes sent); migration cancelled, VM keeps running on the source",
                 spec.deadline_s,
-                at.map(|i| i.transferred).unwrap_or(0)
+                at.map(|i| i.transferred).unwrap_or(0).max(last_sent)
             ));
         }
         let v = match q.execute("query-migrate", None).await {
@@ -409,6 +410,7 @@ pub async fn migrate_out(
         };
         let info = parse_query_migrate(&v);
         max_dirty = max_dirty.max(info.dirty_rate_bps);
+        last_sent = last_sent.max(info.transferred);
         let p = progress_of(&info, start);
         hostd.update_command(cmd_id, |s| s.progress = Some(p));
         match info.status.as_str() {
