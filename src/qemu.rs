@@ -28,9 +28,20 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// QEMU arguments of a `mem_mb` TCG guest dirtying `dirty_mbps` MiB/s
-    /// (the identical part; hostd adds QMP, serial and `-incoming`).
-    pub fn args(&self, mem_mb: u32, dirty_mbps: u32, extra: &[&str]) -> Vec<String> {
+    /// QEMU arguments of a `mem_mb` TCG guest dirtying `dirty_mbps` MiB/s,
+    /// its `eth0` (if it has a virtio-net NIC) at `ip` (`A.B.C.D/P`), plus
+    /// `extra` (the identical part; hostd adds QMP, serial and `-incoming`).
+    pub fn args(
+        &self,
+        mem_mb: u32,
+        dirty_mbps: u32,
+        ip: Option<&str>,
+        extra: &[&str],
+    ) -> Vec<String> {
+        let mut append = format!("console=ttyS0 quiet panic=-1 shoal.dirty={dirty_mbps}");
+        if let Some(ip) = ip {
+            append.push_str(&format!(" shoal.ip={ip}"));
+        }
         let mut v: Vec<String> = [
             "-accel",
             "tcg,tb-size=16",
@@ -49,7 +60,7 @@ impl Guest {
             "-initrd",
             &self.initrd.display().to_string(),
             "-append",
-            &format!("console=ttyS0 quiet panic=-1 shoal.dirty={dirty_mbps}"),
+            &append,
         ]
         .iter()
         .map(|s| s.to_string())

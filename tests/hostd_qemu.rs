@@ -92,10 +92,33 @@ fn qemu_live_migration_through_hostd() {
     move_into_ns("shdq-h2i", &h2, "eth0", Some("10.213.1.2/24"), None, true).unwrap();
     shoal::sh("ip", &["addr", "add", "10.213.1.254/24", "dev", "shdq-mi"]).unwrap();
 
+    // The guest's NIC is a tap of the same name in each hypervisor.
+    for ns in [&h1, &h2] {
+        ns.exec("ip", &["tuntap", "add", "dev", "shdq-tap", "mode", "tap"])
+            .unwrap();
+        ns.exec("ip", &["link", "set", "shdq-tap", "up"]).unwrap();
+    }
+    for ns in [&h1, &h2] {
+        ns.exec("ip", &["addr", "add", "10.213.9.1/24", "dev", "shdq-tap"])
+            .unwrap();
+    }
+
     let sink = ControllerSink::start("10.213.1.254:0", TOKEN).unwrap();
-    let args = guest.args(128, 5, &[]);
+    let args = guest.args(
+        128,
+        5,
+        Some("10.213.9.2/24"),
+        &[
+            "-device",
+            "virtio-balloon-pci,id=balloon0",
+            "-netdev",
+            "tap,id=n0,ifname=shdq-tap,script=no,downscript=no",
+            "-device",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:5d:00:01",
+        ],
+    );
     let vm_toml = format!(
-        "[[vm]]\nname = \"shdq-vm\"\nmac = \"52:54:00:5d:00:01\"\nip = \"10.213.2.1\"\nmemory_mb = 128\nbackend = \"qemu\"\nargs = {}\n",
+        "[[vm]]\nname = \"shdq-vm\"\nmac = \"52:54:00:5d:00:01\"\nip = \"10.213.2.1\"\nmemory_mb = 128\nbackend = \"qemu\"\ntap = \"shdq-tap\"\nargs = {}\n",
         serde_json::to_string(&args).unwrap()
     );
     let hd1 = Hostd::start(
@@ -137,7 +160,18 @@ fn qemu_live_migration_through_hostd() {
         "401 not logged"
     );
 
-    // Reports with real QEMU metrics reach the controller.
+    // Reports with real QEMU metrics reach the controller. The guest answers
+    // pings through its tap: the VM's tx/rx bytes come from the tap counters.
+    let pong = wait_for("guest answers ping", Duration::from_secs(10), || {
+        h1.command("ping", &["-c", "1", "-W", "1", "10.213.9.2"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    });
+    assert!(pong.is_ok(), "the guest does not answer on its tap");
+    let mut pinger = h1
+        .spawn("ping", &["-c", "100", "-i", "0.2", "10.213.9.2"])
+        .unwrap();
     let report = wait_for("report with VM metrics", Duration::from_secs(20), || {
         sink.bodies("POST", "/api/v1/hosts/h1/reports")
             .into_iter()
@@ -145,9 +179,18 @@ fn qemu_live_migration_through_hostd() {
             .find(|r| {
                 r["vms"][0]["gotten_ms"].as_f64().unwrap_or(0.0) > 0.0
                     && r["vms"][0]["dirty_rate_mbps"].as_f64().unwrap_or(0.0) > 0.0
+                    && r["vms"][0]["rx_bytes_per_s"].as_f64().unwrap_or(0.0) > 0.0
+                    && r["vms"][0]["tx_packets_per_s"].as_f64().unwrap_or(0.0) > 0.0
             })
     })
-    .expect("reports from h1");
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: last report {:?}\n{}",
+            sink.bodies("POST", "/api/v1/hosts/h1/reports").last(),
+            hd1.log_text()
+        )
+    });
+    pinger.terminate(Duration::from_millis(100));
     let m = &report["vms"][0];
     assert_eq!(m["name"], "shdq-vm");
     assert_eq!(m["memory_mb"], 128);
@@ -315,6 +358,59 @@ fn qemu_live_migration_through_hostd() {
     let (_, vm2) = hd2.call("GET", "/api/v1/vms/shdq-vm", TOKEN, None).unwrap();
     let vm2: Value = serde_json::from_str(&vm2).unwrap();
     assert_eq!(vm2["state"], "running", "{vm2}");
+
+    // The guest's network runs on the destination too.
+    let out = h2
+        .command("ping", &["-c", "3", "-i", "0.2", "-W", "1", "10.213.9.2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "guest unreachable on the destination");
+
+    // Balloon on the destination: the guest gives 16 MiB back.
+    let (code, body) = hd2
+        .call(
+            "PUT",
+            "/api/v1/commands/shdq-mem-1",
+            TOKEN,
+            Some(r#"{"kind":"memory_resize","vm":"shdq-vm","target_mb":112}"#),
+        )
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let mem = poll_command(&hd2, "shdq-mem-1", Duration::from_secs(15));
+    assert_eq!(mem["state"], "succeeded", "{mem}");
+    let actual = mem["result"]["actual_mb"].as_u64().unwrap();
+    assert!(actual.abs_diff(112) <= 1, "balloon at {actual} MiB: {mem}");
+
+    // VF stand-in on the destination: an emulated NIC hot-plugged over QMP
+    // and removed again (the guest releases it through ACPI).
+    let (code, body) = hd2
+        .call(
+            "PUT",
+            "/api/v1/commands/shdq-vf-1",
+            TOKEN,
+            Some(r#"{"kind":"vf_attach","vm":"shdq-vm"}"#),
+        )
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let vf = poll_command(&hd2, "shdq-vf-1", Duration::from_secs(10));
+    assert_eq!(vf["state"], "succeeded", "{vf}");
+    assert_eq!(vf["result"]["device"], "shdvf-shdq-vm");
+    let (_, vm2) = hd2.call("GET", "/api/v1/vms/shdq-vm", TOKEN, None).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&vm2).unwrap()["vf_attached"],
+        true
+    );
+    let (code, body) = hd2
+        .call(
+            "PUT",
+            "/api/v1/commands/shdq-vf-2",
+            TOKEN,
+            Some(r#"{"kind":"vf_detach","vm":"shdq-vm"}"#),
+        )
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let vf = poll_command(&hd2, "shdq-vf-2", Duration::from_secs(15));
+    assert_eq!(vf["state"], "succeeded", "{vf}");
 
     // The result agrees with the VMPatrol model (non-zero memory as M, the
     // largest observed dirty rate as R, the achieved bandwidth as L).

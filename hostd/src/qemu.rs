@@ -665,16 +665,24 @@ pub async fn device_del(q: &Qmp, id: &str, wait: Duration) -> Result<(), String>
     }
 }
 
-/// QMP `balloon` to `target_mb`; returns the balloon's `actual` afterwards.
+/// QMP `balloon` to `target_mb`; waits up to 10 s for the guest to get
+/// there and returns the balloon's `actual` (MiB) at that point.
 pub async fn balloon(q: &Qmp, target_mb: u64) -> Result<u64, String> {
     q.execute("balloon", Some(json!({"value": target_mb << 20})))
         .await
         .map_err(|e| format!("balloon: {e}"))?;
-    let v = q
-        .execute("query-balloon", None)
-        .await
-        .map_err(|e| format!("query-balloon: {e}"))?;
-    Ok(v.get("actual").and_then(Value::as_u64).unwrap_or(0) >> 20)
+    let start = Instant::now();
+    loop {
+        let v = q
+            .execute("query-balloon", None)
+            .await
+            .map_err(|e| format!("query-balloon: {e}"))?;
+        let actual = v.get("actual").and_then(Value::as_u64).unwrap_or(0) >> 20;
+        if actual.abs_diff(target_mb) <= 1 || start.elapsed() > Duration::from_secs(10) {
+            return Ok(actual);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// One dirty-rate measurement (`calc-dirty-rate` + `query-dirty-rate`), MiB/s.
