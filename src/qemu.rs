@@ -136,6 +136,59 @@ pub fn move_into_ns(
     crate::offload_off(Some(ns), new_name)
 }
 
+/// Builds `shoal-hostd` (same profile as the running test) once per test
+/// process, so that the end-to-end tests never run a stale or missing
+/// binary; returns its path.
+pub fn hostd_bin() -> Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin = crate::cargo_bin("shoal-hostd");
+            let release = bin
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n == "release")
+                .unwrap_or(false);
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let manifest = workspace_root().join("Cargo.toml");
+            let mut cmd = Command::new(cargo);
+            cmd.args([
+                "build",
+                "-q",
+                "-p",
+                "shoal-hostd",
+                "--bin",
+                "shoal-hostd",
+                "--manifest-path",
+            ])
+            .arg(&manifest);
+            if release {
+                cmd.arg("--release");
+            }
+            match cmd.status() {
+                Ok(s) if s.success() && bin.is_file() => Ok(bin),
+                Ok(s) => Err(format!(
+                    "`cargo build -p shoal-hostd` failed ({s}); build it by hand and retry"
+                )),
+                Err(e) => Err(format!("cannot run cargo to build shoal-hostd: {e}")),
+            }
+        })
+        .clone()
+        .map_err(|e| TestbedError::Io(std::io::Error::other(e)))
+}
+
+/// Asks the guest (through its serial console socket) to dirty `mbps`
+/// MiB/s from now on.
+pub fn set_guest_dirty_rate(serial_socket: &Path, mbps: u32) -> Result<()> {
+    let mut s = std::os::unix::net::UnixStream::connect(serial_socket)?;
+    s.write_all(format!("rate {mbps}\n").as_bytes())?;
+    s.flush()?;
+    // Keep the connection until the guest has read the line.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
 /// A `shoal-hostd` running inside a namespace, killed on drop; its stderr
 /// goes to a log file.
 pub struct Hostd {
@@ -157,7 +210,7 @@ impl Hostd {
         std::fs::write(&cfg, config)?;
         let log = dir.join("hostd.log");
         let logf = std::fs::File::create(&log)?;
-        let bin = crate::cargo_bin("shoal-hostd");
+        let bin = hostd_bin()?;
         let cfg_arg = cfg.display().to_string();
         let mut cmd = match ns {
             Some(ns) => ns.command(&bin.display().to_string(), &["-c", &cfg_arg]),

@@ -144,6 +144,15 @@ fn qemu_live_migration_through_hostd() {
     });
     assert!(booted.is_ok(), "guest did not boot: {}", hd1.log_text());
 
+    // The dirty rate can be changed at run time over the serial console.
+    shoal::qemu::set_guest_dirty_rate(&dir.join("h1/shdq-vm.serial"), 6).unwrap();
+    let changed = wait_for("guest takes the new rate", Duration::from_secs(5), || {
+        std::fs::read_to_string(&src_console)
+            .ok()
+            .filter(|t| t.contains("shoal-dirtier: rate 6 MB/s"))
+    });
+    assert!(changed.is_ok(), "the guest ignored `rate 6`");
+
     // Wrong and missing tokens: 401, logged.
     let (code, body) = hd1.call("GET", "/api/v1/vms", "wrong-token", None).unwrap();
     assert_eq!(code, 401, "{body}");

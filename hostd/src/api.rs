@@ -110,13 +110,20 @@ async fn auth(State(h): State<Arc<Hostd>>, req: Request, next: Next) -> Response
 async fn put_command(
     State(h): State<Arc<Hostd>>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     if !proto::valid_command_id(&id) {
         return Err(ApiError::BadRequest(format!(
             "invalid command id {id:?} (1-128 of [A-Za-z0-9._-])"
         )));
     }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::BadRequest(format!("cannot read the body: {e}"))
+        }
+    })?;
     if body.len() > MAX_BODY {
         return Err(ApiError::TooLarge);
     }
@@ -375,6 +382,13 @@ mod tests {
         assert_eq!(done["result"]["actual_mb"], 32, "{done}");
         let (s, _) = call(&app, "GET", "/api/v1/commands/zzz", Some("tok"), "").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
+        let big = format!(
+            "{{\"kind\":\"vf_attach\",\"vm\":\"{}\"}}",
+            "x".repeat(MAX_BODY)
+        );
+        let (s, v) = call(&app, "PUT", "/api/v1/commands/big", Some("tok"), &big).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(v["error"].is_string(), "{v}");
     }
 
     /// A command on a VM that is migrating is refused with 409.
