@@ -200,7 +200,7 @@ async fn execute(hostd: &Arc<Hostd>, id: &str, cmd: &Command) -> Result<CommandR
                 .vf_device
                 .clone()
                 .ok_or_else(|| "no VF attached".to_string())?;
-            vf_detach(hostd, &vm, &device).await?;
+            vf_detach(&vm, &device).await?;
             lock(&vm.shared).vf_device = None;
             Ok(CommandResult::VfDetached { device })
         }
@@ -271,20 +271,17 @@ async fn vf_attach(hostd: &Hostd, vm: &Vm) -> Result<String, String> {
     }
 }
 
-async fn vf_detach(_hostd: &Hostd, vm: &Vm, device: &str) -> Result<(), String> {
+/// Removes the VF (stand-in). `device` is what attach returned: the
+/// namespace interface (netns) or, for QEMU, informational (the QOM id is
+/// always `shdvf-<vm>`).
+async fn vf_detach(vm: &Vm, device: &str) -> Result<(), String> {
     let snap = vm.snapshot();
     match (&vm.runtime, &snap.inv.spec) {
-        (
-            Runtime::Netns(_),
-            VmBackendSpec::Netns {
-                namespace,
-                vf_iface: Some(vf),
-                ..
-            },
-        ) => crate::netns::set_link(namespace, vf, false).await,
+        (Runtime::Netns(_), VmBackendSpec::Netns { namespace, .. }) => {
+            crate::netns::set_link(namespace, device, false).await
+        }
         (Runtime::Qemu(rt), _) => {
             let qom_id = format!("shdvf-{}", vm.name);
-            let _ = device;
             crate::qemu::device_del(&rt.qmp, &qom_id, Duration::from_secs(10)).await
         }
         _ => Err("VM has no VF stand-in configured".into()),

@@ -48,7 +48,6 @@ fn main() {
         sub.init();
     }
     if let Err(e) = real_main(args) {
-        tracing::error!("{e}");
         eprintln!("shoal-hostd: {e}");
         std::process::exit(1);
     }
