@@ -9,6 +9,8 @@
 
 #![warn(missing_docs)]
 
+pub mod qemu;
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,1 +1,30 @@
 //! Shoal host daemon (`shoal-hostd`): sensors and effectors of one hypervisor.
+//!
+//! - [`sensor`] reads host and VM metrics (procfs, schedstat, QMP, namespace
+//!   interface counters; [`procfs`] has the pure parsers, [`scenario`] the
+//!   CPU/memory time series of namespace VMs);
+//! - [`daemon`] registers with the controller and reports every interval
+//!   (types in [`shoal_common::proto`]), with retries;
+//! - [`api`] is the effector API; [`commands`] carries commands out with the
+//!   [`qemu`] backend (real QEMU over [`qmp`]) or the [`netns`] backend
+//!   (namespace VMs whose pre-copy stream is sent for real), [`sriov`] for
+//!   real VFs.
+//!
+//! See docs/hostd.md for usage, configuration and the API.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod netns;
+pub mod procfs;
+pub mod qemu;
+pub mod qmp;
+pub mod scenario;
+pub mod sensor;
+pub mod sriov;
+pub mod state;
+pub mod sys;

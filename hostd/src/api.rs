@@ -1,0 +1,416 @@
+//! The effector API (axum): commands, VMs, health. Bearer token on
+//! everything but `/healthz`; errors are `{"error": "..."}`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use shoal_common::proto::{self, Command, ErrorBody};
+
+use crate::state::{AcceptError, Hostd};
+
+/// Largest command body accepted, bytes.
+const MAX_BODY: usize = 256 * 1024;
+
+/// Every way an API call can fail.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// No or wrong bearer token.
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    /// Malformed request (bad JSON, bad id).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Well-formed but invalid command.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Unknown command or VM.
+    #[error("{0}")]
+    NotFound(String),
+    /// Conflicting command (same id, other body; VM busy or migrating).
+    #[error("{0}")]
+    Conflict(String),
+    /// Body too large.
+    #[error("body larger than {MAX_BODY} bytes")]
+    TooLarge,
+}
+
+impl ApiError {
+    /// The HTTP status of each error (the one place that decides it).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+}
+
+impl From<AcceptError> for ApiError {
+    fn from(e: AcceptError) -> Self {
+        match e {
+            AcceptError::Conflict(m) => ApiError::Conflict(m),
+            AcceptError::NotFound(m) => ApiError::NotFound(m),
+            AcceptError::Invalid(m) => ApiError::Unprocessable(m),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+/// Constant-time comparison of the presented token with the expected one.
+pub fn token_matches(expected: &str, headers: &HeaderMap) -> bool {
+    let Some(presented) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    if expected.is_empty() {
+        return false;
+    }
+    let (a, b) = (expected.as_bytes(), presented.trim().as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff)) as usize;
+    }
+    diff == 0
+}
+
+async fn auth(State(h): State<Arc<Hostd>>, req: Request, next: Next) -> Response {
+    if token_matches(&h.token, req.headers()) {
+        return next.run(req).await;
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "?".into());
+    tracing::warn!(%peer, method = %req.method(), path = %req.uri().path(), "rejected: missing or wrong bearer token");
+    ApiError::Unauthorized.into_response()
+}
+
+async fn put_command(
+    State(h): State<Arc<Hostd>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    if !proto::valid_command_id(&id) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid command id {id:?} (1-128 of [A-Za-z0-9._-])"
+        )));
+    }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::BadRequest(format!("cannot read the body: {e}"))
+        }
+    })?;
+    if body.len() > MAX_BODY {
+        return Err(ApiError::TooLarge);
+    }
+    let cmd: Command = serde_json::from_slice(&body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::BadRequest(format!("malformed JSON: {e}"))
+        } else {
+            ApiError::Unprocessable(format!("invalid command: {e}"))
+        }
+    })?;
+    if let Some(existing) = h.command(&id) {
+        // Idempotent replay or conflict; decided before validation so that a
+        // replay gets the same answer even after the VM left.
+        if existing.command == cmd {
+            return Ok((StatusCode::OK, Json(existing)).into_response());
+        }
+        return Err(ApiError::Conflict(format!(
+            "command {id} exists with a different body"
+        )));
+    }
+    crate::commands::validate(&h, &cmd).map_err(ApiError::Unprocessable)?;
+    let (status, created) = h.accept(&id, &cmd)?;
+    if created {
+        crate::commands::spawn(h.clone(), id.clone(), cmd);
+        tracing::info!(command = %id, kind = status.command.kind_name(), "command accepted");
+        Ok((StatusCode::ACCEPTED, Json(status)).into_response())
+    } else {
+        Ok((StatusCode::OK, Json(status)).into_response())
+    }
+}
+
+async fn get_command(
+    State(h): State<Arc<Hostd>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    h.command(&id)
+        .map(|s| Json(s).into_response())
+        .ok_or_else(|| ApiError::NotFound(format!("no command {id}")))
+}
+
+async fn list_commands(State(h): State<Arc<Hostd>>) -> Response {
+    Json(crate::state::lock(&h.commands).all()).into_response()
+}
+
+async fn list_vms(State(h): State<Arc<Hostd>>) -> Response {
+    let v: Vec<_> = h.all_vms().iter().map(|vm| vm.status()).collect();
+    Json(v).into_response()
+}
+
+async fn get_vm(
+    State(h): State<Arc<Hostd>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    h.vm(&name)
+        .map(|vm| Json(vm.status()).into_response())
+        .ok_or_else(|| ApiError::NotFound(format!("no VM {name} on this host")))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+/// The effector router.
+pub fn router(h: Arc<Hostd>) -> Router {
+    let authed = Router::new()
+        .route(proto::HOSTD_COMMAND_PATH, get(get_command).put(put_command))
+        .route(proto::HOSTD_COMMANDS_PATH, get(list_commands))
+        .route(proto::HOSTD_VMS_PATH, get(list_vms))
+        .route(proto::HOSTD_VM_PATH, get(get_vm))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(h.clone(), auth));
+    Router::new()
+        .route(proto::HOSTD_HEALTH_PATH, get(|| async { "ok" }))
+        .merge(authed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(h)
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(h: Arc<Hostd>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(h).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request as HttpRequest;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    #[test]
+    fn error_statuses() {
+        assert_eq!(ApiError::Unauthorized.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            ApiError::BadRequest("x".into()).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            ApiError::Unprocessable("x".into()).status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            ApiError::NotFound("x".into()).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ApiError::Conflict("x".into()).status(),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(ApiError::TooLarge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            ApiError::from(AcceptError::Invalid("x".into())).status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+
+    #[test]
+    fn tokens() {
+        let mut h = HeaderMap::new();
+        assert!(!token_matches("s3cret", &h));
+        h.insert("authorization", "Bearer s3cret".parse().unwrap());
+        assert!(token_matches("s3cret", &h));
+        assert!(!token_matches("s3cre", &h));
+        assert!(!token_matches("s3cretx", &h));
+        assert!(!token_matches("", &h));
+        h.insert("authorization", "Basic s3cret".parse().unwrap());
+        assert!(!token_matches("s3cret", &h));
+    }
+
+    fn hostd() -> Arc<Hostd> {
+        let h = Arc::new(Hostd::new(
+            crate::config::Config::default(),
+            "h".into(),
+            "tok".into(),
+        ));
+        let inv = shoal_common::proto::VmInventory {
+            name: "v".into(),
+            mac: "52:54:00:00:00:01".into(),
+            ip: None,
+            vcpus: 1,
+            memory_mb: 64,
+            max_memory_mb: 64,
+            spec: shoal_common::proto::VmBackendSpec::Netns {
+                namespace: "shd-nonexistent".into(),
+                iface: "eth0".into(),
+                port: "p".into(),
+                vf_iface: None,
+                vf_port: None,
+                scenario: None,
+                scenario_epoch_unix_ms: None,
+            },
+        };
+        h.add_vm(Arc::new(crate::state::Vm::new(
+            inv,
+            crate::state::Runtime::Netns(crate::netns::NetnsRuntime::new(None, 0)),
+            shoal_common::proto::VmState::Running,
+        )));
+        h
+    }
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = HttpRequest::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, v)
+    }
+
+    #[tokio::test]
+    async fn statuses_of_the_api() {
+        let app = router(hostd());
+        let (s, _) = call(&app, "GET", "/healthz", None, "").await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, v) = call(&app, "GET", "/api/v1/vms", None, "").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert!(v["error"].is_string());
+        let (s, _) = call(&app, "GET", "/api/v1/vms", Some("wrong"), "").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, v) = call(&app, "GET", "/api/v1/vms", Some("tok"), "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v[0]["inventory"]["name"], "v");
+        let (s, _) = call(&app, "GET", "/api/v1/vms/nope", Some("tok"), "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, v) = call(&app, "PUT", "/api/v1/commands/c1", Some("tok"), "{bad").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let (s, _) = call(
+            &app,
+            "PUT",
+            "/api/v1/commands/c1",
+            Some("tok"),
+            r#"{"kind":"nope"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        let (s, _) = call(
+            &app,
+            "PUT",
+            "/api/v1/commands/c1",
+            Some("tok"),
+            r#"{"kind":"memory_resize","vm":"v","target_mb":0}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        let (s, _) = call(
+            &app,
+            "PUT",
+            "/api/v1/commands/c1",
+            Some("tok"),
+            r#"{"kind":"memory_resize","vm":"ghost","target_mb":8}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let mig = r#"{"kind":"migrate","vm":"v","destination_host":"h2","destination_addr":"not-an-addr","max_bandwidth_bytes_per_s":1000,"downtime_limit_ms":300,"deadline_s":10}"#;
+        let (s, v) = call(&app, "PUT", "/api/v1/commands/m1", Some("tok"), mig).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        let (s, _) = call(&app, "PUT", "/api/v1/commands/bad%2Fid", Some("tok"), "{}").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        // A netns resize succeeds; replay → 200 same; other body → 409.
+        let body = r#"{"kind":"memory_resize","vm":"v","target_mb":32}"#;
+        let (s, v) = call(&app, "PUT", "/api/v1/commands/r1", Some("tok"), body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        let (s, v) = call(&app, "PUT", "/api/v1/commands/r1", Some("tok"), body).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["id"], "r1");
+        let other = r#"{"kind":"memory_resize","vm":"v","target_mb":16}"#;
+        let (s, _) = call(&app, "PUT", "/api/v1/commands/r1", Some("tok"), other).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        let mut done = serde_json::Value::Null;
+        for _ in 0..50 {
+            let (_, v) = call(&app, "GET", "/api/v1/commands/r1", Some("tok"), "").await;
+            if v["state"] == "succeeded" {
+                done = v;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(done["result"]["actual_mb"], 32, "{done}");
+        let (s, _) = call(&app, "GET", "/api/v1/commands/zzz", Some("tok"), "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let big = format!(
+            "{{\"kind\":\"vf_attach\",\"vm\":\"{}\"}}",
+            "x".repeat(MAX_BODY)
+        );
+        let (s, v) = call(&app, "PUT", "/api/v1/commands/big", Some("tok"), &big).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(v["error"].is_string(), "{v}");
+    }
+
+    /// A command on a VM that is migrating is refused with 409.
+    #[tokio::test]
+    async fn busy_vm_conflicts() {
+        let h = hostd();
+        {
+            let vm = h.vm("v").unwrap();
+            let mut s = crate::state::lock(&vm.shared);
+            s.state = shoal_common::proto::VmState::MigratingOut;
+            s.busy = Some("m0".into());
+        }
+        let app = router(h);
+        let (s, v) = call(
+            &app,
+            "PUT",
+            "/api/v1/commands/r2",
+            Some("tok"),
+            r#"{"kind":"memory_resize","vm":"v","target_mb":8}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        assert!(v["error"].as_str().unwrap().contains("migrating"), "{v}");
+    }
+}

@@ -1,0 +1,289 @@
+//! Carrying out effector commands: validation, the task that runs each
+//! command, and its bookkeeping (status, VM hold, events).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_common::proto::{
+    BackendKind, Command, CommandResult, CommandState, EventKind, MigrationSpec, VmBackendSpec,
+    VmState,
+};
+
+use crate::config::{validate_vm, VfMode};
+use crate::state::{lock, Hostd, Runtime, Vm};
+
+/// Longest deadline accepted, seconds.
+const MAX_DEADLINE_S: f64 = 86_400.0;
+
+fn validate_migration(spec: &MigrationSpec) -> Result<(), String> {
+    spec.destination_addr.parse::<SocketAddr>().map_err(|e| {
+        format!(
+            "destination_addr {:?}: {e} (want IP:PORT)",
+            spec.destination_addr
+        )
+    })?;
+    if spec.max_bandwidth_bytes_per_s == 0 {
+        return Err("max_bandwidth_bytes_per_s must be > 0".into());
+    }
+    if spec.downtime_limit_ms == 0 {
+        return Err("downtime_limit_ms must be > 0".into());
+    }
+    if !(spec.deadline_s.is_finite() && spec.deadline_s > 0.0 && spec.deadline_s <= MAX_DEADLINE_S)
+    {
+        return Err(format!("deadline_s must be in (0, {MAX_DEADLINE_S}]"));
+    }
+    if spec.destination_host.is_empty() {
+        return Err("destination_host must not be empty".into());
+    }
+    Ok(())
+}
+
+/// Checks that `cmd` can be carried out on this host (422 when not).
+/// Whether the VM exists and is free is decided by [`Hostd::accept`].
+pub fn validate(hostd: &Hostd, cmd: &Command) -> Result<(), String> {
+    let vm = hostd.vm(cmd.vm());
+    let backend = vm.as_ref().map(|v| v.snapshot().inv.spec.kind());
+    match cmd {
+        Command::Migrate(spec) => {
+            validate_migration(spec)?;
+            if backend == Some(BackendKind::Qemu)
+                && (spec.destination_api.is_none() || spec.incoming_command_id.is_none())
+            {
+                return Err(
+                    "migrating a QEMU VM needs destination_api and incoming_command_id".into(),
+                );
+            }
+            if let Some(api) = &spec.destination_api {
+                if !api.starts_with("http://") {
+                    return Err("destination_api must be an http:// URL".into());
+                }
+            }
+        }
+        Command::PrepareIncoming(spec) => {
+            validate_migration(spec)?;
+            let inv = spec.vm_spec.as_ref().ok_or_else(|| {
+                "prepare_incoming needs vm_spec (the VM's inventory entry)".to_string()
+            })?;
+            if inv.name != spec.vm {
+                return Err(format!("vm_spec is for {}, not {}", inv.name, spec.vm));
+            }
+            validate_vm(inv)?;
+            if inv.spec.kind() == BackendKind::Netns && hostd.cfg.bridge.is_none() {
+                return Err("this host has no bridge configured for netns VMs".into());
+            }
+        }
+        Command::MemoryResize { target_mb, .. } => {
+            if *target_mb == 0 {
+                return Err("target_mb must be > 0".into());
+            }
+            if let Some(v) = &vm {
+                let max = v.snapshot().inv.max_memory_mb;
+                if *target_mb > max {
+                    return Err(format!(
+                        "target_mb {target_mb} exceeds the VM's maximum {max} MiB"
+                    ));
+                }
+            }
+        }
+        Command::VfAttach { .. } | Command::VfDetach { .. } => {
+            if let Some(v) = &vm {
+                let s = v.snapshot();
+                if let VmBackendSpec::Netns { vf_iface: None, .. } = s.inv.spec {
+                    return Err(format!("VM {} has no vf_iface configured", s.inv.name));
+                }
+                match (cmd, &s.vf_device) {
+                    (Command::VfAttach { .. }, Some(d)) => {
+                        return Err(format!("VM {} already has VF {d}", s.inv.name))
+                    }
+                    (Command::VfDetach { .. }, None) => {
+                        return Err(format!("VM {} has no VF attached", s.inv.name))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts carrying out an accepted command in its own task.
+pub fn spawn(hostd: Arc<Hostd>, id: String, cmd: Command) {
+    tokio::spawn(async move {
+        hostd.update_command(&id, |s| s.state = CommandState::Running);
+        tracing::info!(command = %id, kind = cmd.kind_name(), vm = cmd.vm(), "command started");
+        let outcome = execute(&hostd, &id, &cmd).await;
+        finish(&hostd, &id, &cmd, outcome);
+    });
+}
+
+fn finish(hostd: &Hostd, id: &str, cmd: &Command, outcome: Result<CommandResult, String>) {
+    let vm_name = cmd.vm().to_string();
+    if let Some(vm) = hostd.vm(&vm_name) {
+        let mut s = lock(&vm.shared);
+        if s.busy.as_deref() == Some(id) {
+            s.busy = None;
+        }
+        if s.state == VmState::MigratingOut {
+            s.state = VmState::Running;
+        }
+    }
+    match (&outcome, cmd) {
+        (Ok(_), Command::Migrate(_)) => {
+            hostd.remove_vm(&vm_name);
+            hostd.event(EventKind::VmLeft {
+                vm: vm_name.clone(),
+            });
+        }
+        (Ok(_), Command::PrepareIncoming(_)) => {
+            hostd.event(EventKind::VmArrived {
+                vm: vm_name.clone(),
+            });
+        }
+        _ => {}
+    }
+    if matches!(cmd, Command::PrepareIncoming(_)) {
+        lock(&hostd.incoming).remove(&vm_name);
+    }
+    let (state, error) = match &outcome {
+        Ok(_) => (CommandState::Succeeded, None),
+        Err(e) => (CommandState::Failed, Some(e.clone())),
+    };
+    match &error {
+        None => tracing::info!(command = %id, vm = %vm_name, "command succeeded"),
+        Some(e) => tracing::warn!(command = %id, vm = %vm_name, error = %e, "command failed"),
+    }
+    hostd.update_command(id, |s| {
+        s.state = state;
+        s.error = error.clone();
+        s.result = outcome.ok();
+    });
+    hostd.event(EventKind::CommandFinished {
+        command_id: id.to_string(),
+        vm: vm_name,
+        state,
+        error,
+    });
+}
+
+async fn execute(hostd: &Arc<Hostd>, id: &str, cmd: &Command) -> Result<CommandResult, String> {
+    match cmd {
+        Command::PrepareIncoming(spec) => {
+            let inv = spec
+                .vm_spec
+                .as_ref()
+                .ok_or_else(|| "prepare_incoming needs vm_spec".to_string())?;
+            let r = match inv.spec.kind() {
+                BackendKind::Qemu => crate::qemu::prepare_incoming(hostd, inv, spec, id).await?,
+                BackendKind::Netns => crate::netns::prepare_incoming(hostd, inv, spec, id).await?,
+            };
+            Ok(CommandResult::Migration(r))
+        }
+        Command::Migrate(spec) => {
+            let vm = get_vm(hostd, &spec.vm)?;
+            lock(&vm.shared).state = VmState::MigratingOut;
+            let r = match &vm.runtime {
+                Runtime::Qemu(rt) => crate::qemu::migrate_out(hostd, &vm, rt, spec, id).await?,
+                Runtime::Netns(_) => crate::netns::migrate_out(hostd, &vm, spec, id).await?,
+            };
+            Ok(CommandResult::Migration(r))
+        }
+        Command::VfAttach { vm } => {
+            let vm = get_vm(hostd, vm)?;
+            let device = vf_attach(hostd, &vm).await?;
+            lock(&vm.shared).vf_device = Some(device.clone());
+            Ok(CommandResult::VfAttached { device })
+        }
+        Command::VfDetach { vm } => {
+            let vm = get_vm(hostd, vm)?;
+            let device = lock(&vm.shared)
+                .vf_device
+                .clone()
+                .ok_or_else(|| "no VF attached".to_string())?;
+            vf_detach(&vm, &device).await?;
+            lock(&vm.shared).vf_device = None;
+            Ok(CommandResult::VfDetached { device })
+        }
+        Command::MemoryResize { vm, target_mb } => {
+            let vm = get_vm(hostd, vm)?;
+            let actual = match &vm.runtime {
+                Runtime::Qemu(rt) => crate::qemu::balloon(&rt.qmp, *target_mb).await?,
+                Runtime::Netns(_) => *target_mb,
+            };
+            lock(&vm.shared).inv.memory_mb = actual.max(1);
+            hostd.inventory_changed();
+            Ok(CommandResult::MemoryResized { actual_mb: actual })
+        }
+    }
+}
+
+fn get_vm(hostd: &Hostd, name: &str) -> Result<Arc<Vm>, String> {
+    hostd.vm(name).ok_or_else(|| format!("VM {name} is gone"))
+}
+
+async fn vf_attach(hostd: &Hostd, vm: &Vm) -> Result<String, String> {
+    let snap = vm.snapshot();
+    match (&vm.runtime, &snap.inv.spec) {
+        (
+            Runtime::Netns(_),
+            VmBackendSpec::Netns {
+                namespace,
+                vf_iface: Some(vf),
+                ..
+            },
+        ) => {
+            crate::netns::set_link(namespace, vf, true).await?;
+            Ok(vf.clone())
+        }
+        (Runtime::Qemu(rt), _) => match hostd.cfg.vf_mode {
+            VfMode::Emulated => {
+                crate::qemu::vf_attach_emulated(&rt.qmp, &vm.name, &hostd.cfg.testbed_vf_driver)
+                    .await
+            }
+            VfMode::Sriov => {
+                let pf = hostd
+                    .cfg
+                    .sriov_pf
+                    .as_deref()
+                    .ok_or_else(|| "no sriov_pf configured".to_string())?;
+                let used: Vec<u32> = hostd
+                    .all_vms()
+                    .iter()
+                    .filter_map(|v| v.snapshot().vf_device)
+                    .filter_map(|d| crate::sriov::vf_index(&d))
+                    .collect();
+                let total = crate::sriov::total_vfs(&hostd.cfg.sys_root, pf)?;
+                let idx = (0..total)
+                    .find(|i| !used.contains(i))
+                    .ok_or_else(|| format!("all {total} VFs of {pf} are in use"))?;
+                crate::sriov::attach(
+                    &rt.qmp,
+                    &hostd.cfg.sys_root,
+                    pf,
+                    idx,
+                    &vm.name,
+                    &snap.inv.mac,
+                )
+                .await
+            }
+        },
+        _ => Err("VM has no VF stand-in configured".into()),
+    }
+}
+
+/// Removes the VF (stand-in). `device` is what attach returned: the
+/// namespace interface (netns) or, for QEMU, informational (the QOM id is
+/// always `shdvf-<vm>`).
+async fn vf_detach(vm: &Vm, device: &str) -> Result<(), String> {
+    let snap = vm.snapshot();
+    match (&vm.runtime, &snap.inv.spec) {
+        (Runtime::Netns(_), VmBackendSpec::Netns { namespace, .. }) => {
+            crate::netns::set_link(namespace, device, false).await
+        }
+        (Runtime::Qemu(rt), _) => {
+            let qom_id = format!("shdvf-{}", vm.name);
+            crate::qemu::device_del(&rt.qmp, &qom_id, Duration::from_secs(10)).await
+        }
+        _ => Err("VM has no VF stand-in configured".into()),
+    }
+}

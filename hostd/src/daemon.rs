@@ -1,0 +1,364 @@
+//! The daemon: starts the VMs, the sensor loop, the dirty-rate sampler, the
+//! reporter (registration + reports with retries) and the effector API.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use shoal_common::proto::{self, BridgeAttachment, Registration, Report, VmState};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::Backoff;
+use crate::netns::NetnsRuntime;
+use crate::sensor::{host_net_dev, remember, HostSensor, VmSensor};
+use crate::state::{lock, Hostd, Runtime, Vm};
+
+/// The daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The token file is unusable.
+    #[error("token: {0}")]
+    Token(String),
+    /// A VM could not be set up.
+    #[error("VM {0}: {1}")]
+    Vm(String, String),
+    /// The API cannot listen.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+    /// Signal handling could not be set up.
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+    /// The host sensor does not work here.
+    #[error(transparent)]
+    Sensor(#[from] crate::sensor::SensorError),
+}
+
+/// Reads the bearer token (first line, trimmed; must not be empty).
+pub fn read_token(path: &std::path::Path) -> Result<String, DaemonError> {
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| DaemonError::Token(format!("{}: {e}", path.display())))?;
+    let t = t.lines().next().unwrap_or("").trim().to_string();
+    if t.is_empty() {
+        return Err(DaemonError::Token(format!("{} is empty", path.display())));
+    }
+    Ok(t)
+}
+
+/// Starts every configured VM. A QEMU that fails to start is an error.
+pub async fn start_vms(h: &Arc<Hostd>) -> Result<(), DaemonError> {
+    for vc in &h.cfg.vms {
+        let inv = vc.inventory();
+        let rt = match inv.spec.kind() {
+            proto::BackendKind::Qemu => Runtime::Qemu(
+                crate::qemu::launch(&h.cfg, &inv, None)
+                    .await
+                    .map_err(|e| DaemonError::Vm(inv.name.clone(), e))?,
+            ),
+            proto::BackendKind::Netns => Runtime::Netns(
+                NetnsRuntime::load(&inv).map_err(|e| DaemonError::Vm(inv.name.clone(), e))?,
+            ),
+        };
+        tracing::info!(vm = %inv.name, backend = ?inv.spec.kind(), "VM ready");
+        h.add_vm(Arc::new(Vm::new(inv, rt, VmState::Running)));
+    }
+    Ok(())
+}
+
+/// Datapath id of `bridge` from `ovs-vsctl get bridge B datapath_id`.
+pub async fn bridge_dpid(bridge: &str) -> Option<u64> {
+    let out = crate::sys::run_cmd(
+        "ovs-vsctl",
+        &["--timeout=5", "get", "bridge", bridge, "datapath_id"],
+        Duration::from_secs(6),
+    )
+    .await
+    .map_err(|e| tracing::warn!(bridge, error = %e, "datapath id"))
+    .ok()?;
+    u64::from_str_radix(out.stdout.trim().trim_matches('"'), 16).ok()
+}
+
+/// The registration body for the current inventory.
+pub async fn registration(h: &Hostd, cores: u32, memory_mb: u64) -> Registration {
+    let cfg = &h.cfg;
+    let nic_bps = cfg.nic_bps.unwrap_or_else(|| {
+        cfg.uplink
+            .as_ref()
+            .and_then(|u| {
+                std::fs::read_to_string(cfg.sys_root.join("class/net").join(u).join("speed")).ok()
+            })
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|s| *s > 0)
+            .map(|mbit| mbit as u64 * 1_000_000)
+            .unwrap_or(1_000_000_000)
+    });
+    let vf_count = cfg.vf_count.unwrap_or_else(|| {
+        cfg.sriov_pf
+            .as_ref()
+            .and_then(|pf| crate::sriov::total_vfs(&cfg.sys_root, pf).ok())
+            .unwrap_or(0)
+    });
+    let bridge = match &cfg.bridge {
+        Some(b) => {
+            let dpid = match cfg.datapath_id {
+                Some(d) => Some(d),
+                None => bridge_dpid(b).await,
+            };
+            dpid.map(|datapath_id| BridgeAttachment {
+                name: b.clone(),
+                datapath_id,
+            })
+        }
+        None => None,
+    };
+    let vms = h
+        .all_vms()
+        .iter()
+        .filter(|v| lock(&v.shared).state != VmState::Incoming)
+        .map(|v| v.status().inventory)
+        .collect();
+    Registration {
+        host_id: h.host_id.clone(),
+        api_url: cfg.effective_api_url(),
+        dom0_addr: cfg
+            .dom0_addr
+            .clone()
+            .unwrap_or_else(|| cfg.listen.ip().to_string()),
+        cores,
+        memory_mb,
+        nic: cfg.uplink.clone().unwrap_or_default(),
+        nic_bps,
+        vf_count,
+        bridge,
+        interval_s: cfg.interval_s,
+        vms,
+        hostd_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// Samples host and VMs every interval and publishes the report.
+pub async fn sensor_loop(h: Arc<Hostd>, mut host: HostSensor, tx: watch::Sender<Option<Report>>) {
+    let period = Duration::from_secs_f64(h.cfg.interval_s);
+    let mut vms = VmSensor::new();
+    let mut seq = 0u64;
+    let mut last = Instant::now();
+    // Prime the counters so that the first report covers a whole interval.
+    if let Err(e) = host.sample() {
+        tracing::warn!(error = %e, "host sensor");
+    }
+    for vm in h.all_vms() {
+        vms.sample(
+            &vm,
+            &h.cfg.proc_root,
+            host_net_dev(&h.cfg.proc_root).as_ref(),
+        )
+        .await;
+    }
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let host_m = match host.sample() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "host sensor");
+                Default::default()
+            }
+        };
+        let all = h.all_vms();
+        let net = host_net_dev(&h.cfg.proc_root);
+        let mut ms = Vec::with_capacity(all.len());
+        for vm in &all {
+            let m = vms.sample(vm, &h.cfg.proc_root, net.as_ref()).await;
+            remember(vm, &m);
+            if m.state == VmState::Failed {
+                let mut s = lock(&vm.shared);
+                if s.state == VmState::Running {
+                    tracing::warn!(vm = %vm.name, "VM failed");
+                    s.state = VmState::Failed;
+                }
+            }
+            ms.push(m);
+        }
+        vms.retain(&all.iter().map(|v| v.name.clone()).collect::<Vec<_>>());
+        seq += 1;
+        let report = Report {
+            host_id: h.host_id.clone(),
+            seq,
+            at_unix_ms: crate::sys::unix_ms(),
+            interval_s: now.duration_since(last).as_secs_f64(),
+            host: host_m,
+            vms: ms,
+            events: Vec::new(),
+        };
+        last = now;
+        tracing::debug!(
+            seq,
+            vms = report.vms.len(),
+            cpu = report.host.cpu_util,
+            "report ready"
+        );
+        let _ = tx.send(Some(report));
+    }
+}
+
+/// Measures each running QEMU VM's dirty rate every `dirty_rate_period_s`.
+pub async fn dirty_rate_loop(h: Arc<Hostd>) {
+    let period = h.cfg.dirty_rate_period_s;
+    if period <= 0.0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(period));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for vm in h.all_vms() {
+            let Runtime::Qemu(rt) = &vm.runtime else {
+                continue;
+            };
+            {
+                let s = lock(&vm.shared);
+                if s.state != VmState::Running || s.busy.is_some() {
+                    continue;
+                }
+            }
+            match crate::qemu::measure_dirty_rate(&rt.qmp, h.cfg.dirty_rate_calc_s).await {
+                Ok(r) => lock(&vm.shared).dirty_rate_mbps = Some(r),
+                Err(e) => tracing::debug!(vm = %vm.name, error = %e, "dirty rate"),
+            }
+        }
+    }
+}
+
+/// Registers with the controller and sends every report, retrying with
+/// backoff and jitter; never gives up, never crashes.
+pub async fn reporter_loop(
+    h: Arc<Hostd>,
+    controller: String,
+    mut rx: watch::Receiver<Option<Report>>,
+    cores: u32,
+    memory_mb: u64,
+) {
+    let base = controller.trim_end_matches('/').to_string();
+    let reg_url = format!("{base}{}", proto::host_path(&h.host_id));
+    let rep_url = format!("{base}{}", proto::report_path(&h.host_id));
+    let mut registered_gen = 0u64;
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut pending_register = true;
+    loop {
+        let gen = h.inventory_gen.load(Ordering::SeqCst);
+        if pending_register || gen != registered_gen {
+            let body = registration(&h, cores, memory_mb).await;
+            let json = serde_json::to_vec(&body).unwrap_or_default();
+            match h
+                .http
+                .send(Method::PUT, &reg_url, Some(&h.token), Some(json))
+                .await
+            {
+                Ok((code, _)) if (200..300).contains(&code) => {
+                    tracing::info!(url = %reg_url, vms = body.vms.len(), "registered with the controller");
+                    registered_gen = gen;
+                    pending_register = false;
+                    backoff.reset();
+                }
+                Ok((code, b)) => {
+                    let d = backoff.next_delay();
+                    tracing::warn!(url = %reg_url, code, body = %String::from_utf8_lossy(&b), retry_in = ?d, "registration refused");
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
+                Err(e) => {
+                    let d = backoff.next_delay();
+                    tracing::warn!(url = %reg_url, error = %e, retry_in = ?d, "controller unreachable");
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
+            }
+        }
+        // The latest report (wait for a new one if it was sent already).
+        let report = {
+            let cur = rx.borrow_and_update().clone();
+            match cur {
+                Some(r) => r,
+                None => {
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        };
+        let mut report = report;
+        report.events = lock(&h.events).pending();
+        let max_seq = report.events.iter().map(|e| e.seq).max();
+        let json = serde_json::to_vec(&report).unwrap_or_default();
+        match h
+            .http
+            .send(Method::POST, &rep_url, Some(&h.token), Some(json))
+            .await
+        {
+            Ok((code, _)) if (200..300).contains(&code) => {
+                if let Some(s) = max_seq {
+                    lock(&h.events).ack(s);
+                }
+                backoff.reset();
+                tracing::debug!(seq = report.seq, "report sent");
+                // Mark as sent; wait for the next one.
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+            Ok((404, _)) => {
+                tracing::info!("controller does not know this host: registering again");
+                pending_register = true;
+            }
+            Ok((code, b)) => {
+                let d = backoff.next_delay();
+                tracing::warn!(url = %rep_url, code, body = %String::from_utf8_lossy(&b), retry_in = ?d, "report refused");
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => {
+                let d = backoff.next_delay();
+                tracing::warn!(url = %rep_url, error = %e, retry_in = ?d, "report not delivered");
+                tokio::time::sleep(d).await;
+            }
+        }
+    }
+}
+
+/// Runs the daemon until SIGINT/SIGTERM. VMs keep running after it exits.
+pub async fn run(cfg: Config, token: String) -> Result<(), DaemonError> {
+    cfg.validate()?;
+    let host_id = cfg.host_id.clone().unwrap_or_else(crate::sys::hostname);
+    let h = Arc::new(Hostd::new(cfg, host_id, token));
+    let host = HostSensor::new(h.cfg.proc_root.clone(), h.cfg.uplink.clone());
+    let (cores, memory_mb) = host.capacity()?;
+    let listener = tokio::net::TcpListener::bind(h.cfg.listen)
+        .await
+        .map_err(|e| DaemonError::Listen(h.cfg.listen.to_string(), e))?;
+    start_vms(&h).await?;
+    tracing::info!(host = %h.host_id, listen = %h.cfg.listen, vms = h.all_vms().len(), "shoal-hostd running");
+    let api = tokio::spawn(crate::api::serve(h.clone(), listener));
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(sensor_loop(h.clone(), host, tx));
+    tokio::spawn(dirty_rate_loop(h.clone()));
+    match h.cfg.controller.clone() {
+        Some(c) => {
+            tokio::spawn(reporter_loop(h.clone(), c, rx, cores, memory_mb));
+        }
+        None => tracing::warn!("no controller configured: not registering or reporting"),
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(DaemonError::Signal)?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+        _ = term.recv() => tracing::info!("terminated"),
+        r = api => tracing::error!(result = ?r, "API server stopped"),
+    }
+    Ok(())
+}

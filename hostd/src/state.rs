@@ -1,0 +1,436 @@
+//! The daemon's shared state: configuration, VMs, commands and events.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use shoal_common::proto::{
+    Command, CommandState, CommandStatus, Event, EventKind, VmInventory, VmMetrics, VmState,
+    VmStatus,
+};
+
+use crate::config::Config;
+use crate::http::HttpClient;
+use crate::netns::NetnsRuntime;
+use crate::qemu::QemuRuntime;
+
+/// Locks a std mutex, recovering the data if another thread panicked.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a VM runs on this host.
+pub enum Runtime {
+    /// A QEMU process.
+    Qemu(QemuRuntime),
+    /// A namespace VM.
+    Netns(NetnsRuntime),
+}
+
+/// Mutable facts about a VM.
+#[derive(Debug, Clone)]
+pub struct VmShared {
+    /// Inventory entry (memory after resizes).
+    pub inv: VmInventory,
+    /// Life-cycle state.
+    pub state: VmState,
+    /// Device of the attached VF (stand-in), if any.
+    pub vf_device: Option<String>,
+    /// Command currently holding the VM.
+    pub busy: Option<String>,
+    /// Metrics of the last interval.
+    pub last_metrics: Option<VmMetrics>,
+    /// Last dirty-rate measurement, MiB/s.
+    pub dirty_rate_mbps: Option<f64>,
+}
+
+/// A VM on this host.
+pub struct Vm {
+    /// VM name.
+    pub name: String,
+    /// Backend runtime.
+    pub runtime: Runtime,
+    /// Mutable facts.
+    pub shared: Mutex<VmShared>,
+}
+
+impl Vm {
+    /// A VM in state `state`.
+    pub fn new(inv: VmInventory, runtime: Runtime, state: VmState) -> Self {
+        Vm {
+            name: inv.name.clone(),
+            runtime,
+            shared: Mutex::new(VmShared {
+                inv,
+                state,
+                vf_device: None,
+                busy: None,
+                last_metrics: None,
+                dirty_rate_mbps: None,
+            }),
+        }
+    }
+
+    /// Snapshot of the mutable facts.
+    pub fn snapshot(&self) -> VmShared {
+        lock(&self.shared).clone()
+    }
+
+    /// The API view of the VM.
+    pub fn status(&self) -> VmStatus {
+        let s = lock(&self.shared);
+        let mut inv = s.inv.clone();
+        if let (
+            Runtime::Netns(n),
+            shoal_common::proto::VmBackendSpec::Netns {
+                scenario_epoch_unix_ms,
+                ..
+            },
+        ) = (&self.runtime, &mut inv.spec)
+        {
+            *scenario_epoch_unix_ms = Some(n.epoch_unix_ms);
+        }
+        VmStatus {
+            inventory: inv,
+            state: s.state,
+            vf_attached: s.vf_device.is_some(),
+            busy_with: s.busy.clone(),
+            last_metrics: s.last_metrics.clone(),
+        }
+    }
+}
+
+/// Why a command cannot be accepted (mapped to HTTP by the API).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AcceptError {
+    /// Same id, different body; or the VM is busy.
+    #[error("{0}")]
+    Conflict(String),
+    /// The VM does not exist here.
+    #[error("{0}")]
+    NotFound(String),
+    /// The command is well-formed but cannot be carried out.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+struct CommandEntry {
+    status: CommandStatus,
+}
+
+/// Commands by id, oldest evicted first once finished.
+#[derive(Default)]
+pub struct CommandTable {
+    entries: HashMap<String, CommandEntry>,
+    order: VecDeque<String>,
+}
+
+/// Most commands remembered.
+const MAX_COMMANDS: usize = 1000;
+/// Most undelivered events kept.
+const MAX_EVENTS: usize = 1000;
+
+impl CommandTable {
+    /// The status of command `id`.
+    pub fn get(&self, id: &str) -> Option<CommandStatus> {
+        self.entries.get(id).map(|e| e.status.clone())
+    }
+
+    /// Every command, oldest first.
+    pub fn all(&self) -> Vec<CommandStatus> {
+        self.order.iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    fn insert(&mut self, status: CommandStatus) {
+        while self.entries.len() >= MAX_COMMANDS {
+            let victim = self.order.iter().position(|id| {
+                self.entries
+                    .get(id)
+                    .map(|e| e.status.state.is_final())
+                    .unwrap_or(true)
+            });
+            match victim {
+                Some(i) => {
+                    if let Some(id) = self.order.remove(i) {
+                        self.entries.remove(&id);
+                    }
+                }
+                None => break,
+            }
+        }
+        self.order.push_back(status.id.clone());
+        self.entries
+            .insert(status.id.clone(), CommandEntry { status });
+    }
+}
+
+/// Undelivered events.
+#[derive(Default)]
+pub struct EventQueue {
+    next_seq: u64,
+    pending: VecDeque<Event>,
+}
+
+impl EventQueue {
+    /// Queues an event.
+    pub fn push(&mut self, kind: EventKind) {
+        self.next_seq += 1;
+        if self.pending.len() >= MAX_EVENTS {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(Event {
+            seq: self.next_seq,
+            at_unix_ms: crate::sys::unix_ms(),
+            kind,
+        });
+    }
+
+    /// Events not yet acknowledged.
+    pub fn pending(&self) -> Vec<Event> {
+        self.pending.iter().cloned().collect()
+    }
+
+    /// Drops the events up to `seq` (the controller acknowledged them).
+    pub fn ack(&mut self, seq: u64) {
+        while self.pending.front().map(|e| e.seq <= seq).unwrap_or(false) {
+            self.pending.pop_front();
+        }
+    }
+}
+
+/// Everything the daemon's tasks share.
+pub struct Hostd {
+    /// Configuration (after command-line overrides).
+    pub cfg: Config,
+    /// Host id.
+    pub host_id: String,
+    /// Bearer token (empty: none configured, every call is refused).
+    pub token: String,
+    /// VMs by name.
+    pub vms: Mutex<BTreeMap<String, Arc<Vm>>>,
+    /// Commands by id.
+    pub commands: Mutex<CommandTable>,
+    /// Events for the next report.
+    pub events: Mutex<EventQueue>,
+    /// Bumped whenever the inventory changes (re-registration needed).
+    pub inventory_gen: AtomicU64,
+    /// Outgoing HTTP.
+    pub http: HttpClient,
+    /// VM names with a `prepare_incoming` under way.
+    pub incoming: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Hostd {
+    /// A daemon state without VMs.
+    pub fn new(cfg: Config, host_id: String, token: String) -> Self {
+        let http = HttpClient::new(std::time::Duration::from_secs_f64(cfg.http_timeout_s));
+        Hostd {
+            cfg,
+            host_id,
+            token,
+            vms: Mutex::new(BTreeMap::new()),
+            commands: Mutex::new(CommandTable::default()),
+            events: Mutex::new(EventQueue::default()),
+            inventory_gen: AtomicU64::new(1),
+            http,
+            incoming: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// The VM called `name`.
+    pub fn vm(&self, name: &str) -> Option<Arc<Vm>> {
+        lock(&self.vms).get(name).cloned()
+    }
+
+    /// Every VM.
+    pub fn all_vms(&self) -> Vec<Arc<Vm>> {
+        lock(&self.vms).values().cloned().collect()
+    }
+
+    /// Adds a VM (replacing nothing: the caller checked the name is free).
+    pub fn add_vm(&self, vm: Arc<Vm>) {
+        lock(&self.vms).insert(vm.name.clone(), vm);
+        self.inventory_changed();
+    }
+
+    /// Removes a VM.
+    pub fn remove_vm(&self, name: &str) -> Option<Arc<Vm>> {
+        let r = lock(&self.vms).remove(name);
+        self.inventory_changed();
+        r
+    }
+
+    /// Marks the inventory as changed.
+    pub fn inventory_changed(&self) {
+        self.inventory_gen.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Queues an event.
+    pub fn event(&self, kind: EventKind) {
+        lock(&self.events).push(kind);
+    }
+
+    /// Registers command `id`, or returns the existing one (`Ok(false)`)
+    /// when the same command was already accepted under this id. On
+    /// success the VM concerned is marked busy with the command.
+    pub fn accept(&self, id: &str, cmd: &Command) -> Result<(CommandStatus, bool), AcceptError> {
+        let mut table = lock(&self.commands);
+        if let Some(existing) = table.get(id) {
+            if &existing.command == cmd {
+                return Ok((existing, false));
+            }
+            return Err(AcceptError::Conflict(format!(
+                "command {id} exists with a different body ({})",
+                existing.command.kind_name()
+            )));
+        }
+        let vm_name = cmd.vm();
+        match cmd {
+            Command::PrepareIncoming(_) => {
+                if lock(&self.incoming).contains(vm_name) {
+                    return Err(AcceptError::Conflict(format!(
+                        "VM {vm_name} is already migrating in"
+                    )));
+                }
+                if let Some(vm) = self.vm(vm_name) {
+                    let s = lock(&vm.shared);
+                    return Err(AcceptError::Conflict(format!(
+                        "VM {vm_name} is already on this host ({:?}{})",
+                        s.state,
+                        s.busy
+                            .as_ref()
+                            .map(|b| format!(", busy with {b}"))
+                            .unwrap_or_default()
+                    )));
+                }
+            }
+            _ => {
+                let vm = self.vm(vm_name).ok_or_else(|| {
+                    AcceptError::NotFound(format!("no VM {vm_name} on this host"))
+                })?;
+                let mut s = lock(&vm.shared);
+                if let Some(b) = &s.busy {
+                    let what = if matches!(s.state, VmState::MigratingOut | VmState::Incoming) {
+                        "migrating"
+                    } else {
+                        "busy"
+                    };
+                    return Err(AcceptError::Conflict(format!(
+                        "VM {vm_name} is {what} (command {b})"
+                    )));
+                }
+                if !matches!(s.state, VmState::Running | VmState::Paused) {
+                    return Err(AcceptError::Conflict(format!(
+                        "VM {vm_name} is {:?}",
+                        s.state
+                    )));
+                }
+                s.busy = Some(id.to_string());
+            }
+        }
+        if matches!(cmd, Command::PrepareIncoming(_)) {
+            lock(&self.incoming).insert(vm_name.to_string());
+        }
+        let now = crate::sys::unix_ms();
+        let status = CommandStatus {
+            id: id.to_string(),
+            command: cmd.clone(),
+            state: CommandState::Accepted,
+            progress: None,
+            result: None,
+            error: None,
+            created_unix_ms: now,
+            updated_unix_ms: now,
+        };
+        table.insert(status.clone());
+        Ok((status, true))
+    }
+
+    /// Changes command `id`'s status with `f`.
+    pub fn update_command(&self, id: &str, f: impl FnOnce(&mut CommandStatus)) {
+        let mut t = lock(&self.commands);
+        if let Some(e) = t.entries.get_mut(id) {
+            f(&mut e.status);
+            e.status.updated_unix_ms = crate::sys::unix_ms();
+        }
+    }
+
+    /// The status of command `id`.
+    pub fn command(&self, id: &str) -> Option<CommandStatus> {
+        lock(&self.commands).get(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_common::proto::VmBackendSpec;
+
+    fn hostd_with_vm() -> Hostd {
+        let h = Hostd::new(Config::default(), "h".into(), "t".into());
+        let inv = VmInventory {
+            name: "v".into(),
+            mac: "52:54:00:00:00:01".into(),
+            ip: None,
+            vcpus: 1,
+            memory_mb: 64,
+            max_memory_mb: 64,
+            spec: VmBackendSpec::Netns {
+                namespace: "ns".into(),
+                iface: "eth0".into(),
+                port: "p".into(),
+                vf_iface: None,
+                vf_port: None,
+                scenario: None,
+                scenario_epoch_unix_ms: None,
+            },
+        };
+        h.add_vm(Arc::new(Vm::new(
+            inv,
+            Runtime::Netns(NetnsRuntime::new(None, 0)),
+            VmState::Running,
+        )));
+        h
+    }
+
+    #[test]
+    fn idempotent_by_id() {
+        let h = hostd_with_vm();
+        let c = Command::MemoryResize {
+            vm: "v".into(),
+            target_mb: 32,
+        };
+        let (_, created) = h.accept("c1", &c).unwrap();
+        assert!(created);
+        let (_, created) = h.accept("c1", &c).unwrap();
+        assert!(!created);
+        let other = Command::MemoryResize {
+            vm: "v".into(),
+            target_mb: 16,
+        };
+        assert!(matches!(
+            h.accept("c1", &other),
+            Err(AcceptError::Conflict(_))
+        ));
+        // The VM is held by c1: another command conflicts.
+        assert!(matches!(
+            h.accept("c2", &other),
+            Err(AcceptError::Conflict(_))
+        ));
+        assert!(matches!(
+            h.accept("c3", &Command::VfAttach { vm: "nope".into() }),
+            Err(AcceptError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn events_ack() {
+        let mut q = EventQueue::default();
+        q.push(EventKind::VmLeft { vm: "a".into() });
+        q.push(EventKind::VmArrived { vm: "b".into() });
+        assert_eq!(q.pending().len(), 2);
+        q.ack(1);
+        assert_eq!(q.pending().len(), 1);
+        assert_eq!(q.pending()[0].seq, 2);
+    }
+}
