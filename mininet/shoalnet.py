@@ -56,7 +56,8 @@ def start_controller(config_text, api, log_path, of_port=6653):
     log = open(log_path, 'w')
     proc = subprocess.Popen(
         [controller_binary(), 'run', '--config', cfg,
-         '--of-listen', '127.0.0.1:%d' % of_port, '--api-listen', api],
+         '--of-listen', '127.0.0.1:%d' % of_port, '--api-listen', api,
+         '--db', os.path.join(os.path.dirname(log_path), 'shoal.db')],
         stdout=log, stderr=log)
     wait_for(lambda: api_get(api, '/healthz'), 20, 'the controller API')
     return proc

@@ -674,65 +674,11 @@ pub fn cargo_bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// A minimal blocking HTTP/1.1 request (`Connection: close`) for tests:
-/// returns the status code and the body. `body` is sent as JSON when given;
-/// `token` as a bearer token.
-pub fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    token: Option<&str>,
-) -> Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let b = body.unwrap_or("");
-    if body.is_some() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
-    s.write_all(req.as_bytes())?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp)?;
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    Ok((code, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
+pub use qemu::http;
 
 /// GET `path` from `addr` and parse the JSON body (errors on non-2xx).
 pub fn get_json(addr: &str, path: &str) -> Result<serde_json::Value> {
-    let (code, body) = http(addr, "GET", path, None, None)?;
+    let (code, body) = qemu::http(addr, "GET", path, None, None)?;
     if !(200..300).contains(&code) {
         return Err(TestbedError::Failed {
             cmd: format!("GET {path}"),

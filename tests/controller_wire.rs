@@ -19,6 +19,7 @@ async fn start() -> Running {
         r#"
 of_listen = "127.0.0.1:0"
 api_listen = "127.0.0.1:0"
+db = ":memory:"
 [openflow]
 echo_interval_s = 0.3
 request_timeout_s = 2.0
@@ -327,6 +328,8 @@ fn sigterm_shuts_down_gracefully() {
     let mut child = shoal::ChildGuard::spawn(
         Command::new(shoal::cargo_bin("shoal-controller"))
             .args([
+                "--db",
+                ":memory:",
                 "--of-listen",
                 &format!("127.0.0.1:{of_port}"),
                 "--api-listen",

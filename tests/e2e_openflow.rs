@@ -231,6 +231,7 @@ fn openflow_core_on_real_ovs() {
             r#"
 of_listen = "{ip}:{of_port}"
 api_listen = "{api}"
+db = ":memory:"
 [openflow]
 echo_interval_s = 1.0
 [topology]
@@ -445,6 +446,8 @@ fn openflow10_bridge_is_refused() {
     let _ctl = ChildGuard::spawn(
         Command::new(cargo_bin("shoal-controller"))
             .args([
+                "--db",
+                ":memory:",
                 "--of-listen",
                 &format!("127.0.0.1:{of_port}"),
                 "--api-listen",

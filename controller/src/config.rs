@@ -89,8 +89,33 @@ pub struct Config {
     pub forwarding: ForwardingConfig,
     /// Statistics polling and traffic-matrix settings.
     pub monitor: MonitorConfig,
-    /// Datapath id (16 hex digits, or decimal) → hypervisor name.
+    /// Datapath id (16 hex digits, or decimal) → hypervisor name (bridges
+    /// registered by hostd take precedence).
     pub hypervisors: BTreeMap<String, String>,
+    /// Knowledge database (SQLite) path; `:memory:` keeps it in memory.
+    pub db: String,
+    /// Host daemon settings.
+    pub hostd: HostdConfig,
+}
+
+/// Host daemon settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostdConfig {
+    /// File whose first line is the bearer token shared with every hostd
+    /// (None: host daemons are refused).
+    pub token_file: Option<std::path::PathBuf>,
+    /// Reports kept per host.
+    pub history: usize,
+}
+
+impl Default for HostdConfig {
+    fn default() -> Self {
+        HostdConfig {
+            token_file: None,
+            history: crate::hosts::DEFAULT_HISTORY,
+        }
+    }
 }
 
 impl Default for Config {
@@ -104,6 +129,8 @@ impl Default for Config {
             forwarding: ForwardingConfig::default(),
             monitor: MonitorConfig::default(),
             hypervisors: BTreeMap::new(),
+            db: "shoal.db".into(),
+            hostd: HostdConfig::default(),
         }
     }
 }
@@ -282,6 +309,12 @@ pub struct Settings {
     pub excluded_cookie_mask: u64,
     /// Datapath id → hypervisor name.
     pub hypervisors: BTreeMap<u64, String>,
+    /// Knowledge database path (`:memory:` for none on disk).
+    pub db: String,
+    /// Bearer token shared with the host daemons.
+    pub token: Option<String>,
+    /// Reports kept per host.
+    pub host_history: usize,
 }
 
 impl Config {
@@ -370,6 +403,29 @@ impl Config {
                 });
             }
         }
+        let token = match &self.hostd.token_file {
+            None => None,
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Invalid {
+                    field: "hostd.token_file".into(),
+                    message: format!("cannot read {}: {e}", p.display()),
+                })?;
+                let t = text.lines().next().unwrap_or("").trim().to_string();
+                if t.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        field: "hostd.token_file".into(),
+                        message: format!("{} has an empty first line", p.display()),
+                    });
+                }
+                Some(t)
+            }
+        };
+        if self.db.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "db".into(),
+                message: "empty path (use \":memory:\" for no file)".into(),
+            });
+        }
         Ok(Settings {
             of_listen: self.of_listen,
             api_listen: self.api_listen,
@@ -392,6 +448,9 @@ impl Config {
             excluded_cookie,
             excluded_cookie_mask,
             hypervisors,
+            db: self.db.clone(),
+            token,
+            host_history: self.hostd.history.max(1),
         })
     }
 }

@@ -118,6 +118,9 @@ pub struct PacketInOutcome {
     pub learned: Option<Learned>,
 }
 
+/// Most PACKET_INs held while their port waits for classification.
+const MAX_DEFERRED: usize = 512;
+
 /// The forwarding state machine.
 #[derive(Debug)]
 pub struct Forwarding {
@@ -125,6 +128,11 @@ pub struct Forwarding {
     cookies: CookieJar,
     pairs: HashMap<(MacAddr, MacAddr), PairFlow>,
     base: HashMap<u64, BaseFlows>,
+    /// PACKET_INs from ports LLDP has not classified yet, oldest first:
+    /// replayed once the port is an edge port (a VM's port that just
+    /// appeared, e.g. after a migration, whose first frame is its
+    /// gratuitous ARP), dropped if it turns out to be an inter-switch port.
+    deferred: std::collections::VecDeque<(Instant, u64, PacketIn)>,
 }
 
 fn flow_mod(
@@ -212,7 +220,45 @@ impl Forwarding {
             cookies: CookieJar::starting_at(cookie_start),
             pairs: HashMap::new(),
             base: HashMap::new(),
+            deferred: std::collections::VecDeque::new(),
         }
+    }
+
+    /// PACKET_INs waiting for their port to be classified.
+    pub fn deferred_len(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// Replays deferred PACKET_INs whose port is now an edge port, drops
+    /// those whose port turned out to carry a link (or vanished) and those
+    /// older than the confirmation delay plus one second.
+    pub fn replay_deferred(&mut self, topo: &mut Topology, now: Instant) -> PacketInOutcome {
+        let mut res = PacketInOutcome::default();
+        let held = std::mem::take(&mut self.deferred);
+        let max_age = self.cfg.port_confirm + Duration::from_secs(1);
+        for (at, dpid, pin) in held {
+            let Some(port) = pin.in_port() else { continue };
+            let here = PortRef { dpid, port };
+            if topo.is_edge_port(here, now, self.cfg.port_confirm) {
+                let r = self.packet_in(topo, dpid, &pin, now);
+                res.out.extend(r.out);
+                if !r.links.is_empty() {
+                    res.links.added.extend(r.links.added);
+                    res.links.removed.extend(r.links.removed);
+                }
+                if r.learned.is_some() {
+                    res.learned = r.learned;
+                }
+            } else if !topo.is_link_port(here)
+                && topo
+                    .switch(dpid)
+                    .is_some_and(|s| s.ports.contains_key(&port))
+                && now.saturating_duration_since(at) < max_age
+            {
+                self.deferred.push_back((at, dpid, pin));
+            }
+        }
+        res
     }
 
     /// Installed pair flows.
@@ -522,7 +568,12 @@ impl Forwarding {
         let edge = topo.is_edge_port(at, now, self.cfg.port_confirm);
         if !edge && !topo.is_link_port(at) {
             // A port LLDP has not had the time to classify: neither learn
-            // nor flood, or a loop of undiscovered links could storm.
+            // nor flood now, or a loop of undiscovered links could storm;
+            // hold the frame until the port is classified.
+            if self.deferred.len() >= MAX_DEFERRED {
+                self.deferred.pop_front();
+            }
+            self.deferred.push_back((now, dpid, pin.clone()));
             return res;
         }
         if edge {
@@ -786,13 +837,28 @@ mod tests {
     }
 
     #[test]
-    fn unconfirmed_ports_neither_learn_nor_flood() {
+    fn unconfirmed_ports_neither_learn_nor_flood_until_confirmed() {
         let t0 = Instant::now();
         let mut topo = triangle(t0);
         let mut f = Forwarding::new(FwdConfig::default(), 0);
         let r = f.packet_in(&mut topo, 1, &pin(1, eth(MacAddr::BROADCAST, mac(1))), t0);
         assert!(r.out.is_empty());
         assert!(topo.endpoint(&mac(1)).is_none());
+        // A frame at s2:1 too, which LLDP then finds to be a link port.
+        f.packet_in(&mut topo, 2, &pin(1, eth(MacAddr::BROADCAST, mac(2))), t0);
+        assert_eq!(f.deferred_len(), 2);
+        // Still pending: nothing happens.
+        let r = f.replay_deferred(&mut topo, t0 + Duration::from_millis(100));
+        assert!(r.out.is_empty() && f.deferred_len() == 2);
+        topo.lldp_seen(pr(3, 1), pr(2, 1), t0);
+        // Confirmed: the held frame is learnt and flooded; the one at the
+        // link port is dropped.
+        let r = f.replay_deferred(&mut topo, t0 + Duration::from_secs(3));
+        assert_eq!(r.learned, Some(Learned::New));
+        assert_eq!(packet_outs(&r.out).len(), 1);
+        assert!(topo.endpoint(&mac(1)).is_some());
+        assert!(topo.endpoint(&mac(2)).is_none());
+        assert_eq!(f.deferred_len(), 0);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod config;
 pub mod cookie;
 pub mod execute;
 pub mod forwarding;
+pub mod hosts;
 pub mod knowledge;
 pub mod macser;
 pub mod monitor;

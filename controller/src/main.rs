@@ -55,6 +55,13 @@ struct RunArgs {
     /// Statistics polling interval in seconds (>= 1). [default: 10]
     #[arg(long, value_name = "SECS")]
     poll_interval: Option<f64>,
+    /// Knowledge database (SQLite file; `:memory:` for none). [default: shoal.db]
+    #[arg(long, value_name = "PATH")]
+    db: Option<String>,
+    /// File whose first line is the bearer token shared with the host
+    /// daemons (without one, hostd registrations are refused).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info,shoal_controller=debug`).
     /// [default: $RUST_LOG or `info`]
     #[arg(long, value_name = "FILTER")]
@@ -92,6 +99,12 @@ fn load_config(args: &RunArgs) -> Result<Config, String> {
     }
     if let Some(i) = args.poll_interval {
         cfg.monitor.interval_s = i;
+    }
+    if let Some(d) = &args.db {
+        cfg.db = d.clone();
+    }
+    if let Some(t) = &args.token_file {
+        cfg.hostd.token_file = Some(t.clone());
     }
     Ok(cfg)
 }

@@ -27,6 +27,8 @@ use crate::api::{self, ApiError, MatrixView, PairView, TrafficClass};
 use crate::config::Settings;
 use crate::cookie;
 use crate::forwarding::{Forwarding, FwdConfig, Outgoing, TABLE_EDGE};
+use crate::hosts::HostRegistry;
+use crate::knowledge::store::Store;
 use crate::monitor::Monitor;
 use crate::openflow::{self, ConnConfig, ConnContext, OfError, SwitchEvent, SwitchHandle};
 use crate::topology::{LinkChange, Topology};
@@ -47,6 +49,64 @@ pub enum RunError {
     /// A task failed.
     #[error("controller task failed: {0}")]
     Task(String),
+    /// The knowledge store could not be opened.
+    #[error("cannot open the knowledge database {path}: {source}")]
+    Store {
+        /// Its path.
+        path: String,
+        /// Why.
+        source: crate::knowledge::store::StoreError,
+    },
+}
+
+fn open_store(path: &str) -> Result<Arc<Store>, RunError> {
+    let r = if path == ":memory:" {
+        Store::open_in_memory()
+    } else {
+        Store::open(std::path::Path::new(path))
+    };
+    r.map(Arc::new).map_err(|source| RunError::Store {
+        path: path.to_string(),
+        source,
+    })
+}
+
+/// Loads the hosts of an earlier run from the store, so that reports of
+/// hosts registered before a restart are accepted at once.
+fn restore_hosts(shared: &Shared, store: &Store) {
+    let rows: Vec<(
+        String,
+        shoal_common::proto::Registration,
+        Option<shoal_common::proto::Report>,
+    )> = match store.hosts() {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "cannot read hosts from the knowledge store");
+            return;
+        }
+    };
+    let Ok(mut hosts) = shared.hosts.write() else {
+        return;
+    };
+    for (id, reg, _) in rows {
+        match hosts.register(&id, reg, now_unix_ms()) {
+            Ok(_) => info!(host = %id, "host restored from the knowledge store"),
+            Err(e) => warn!(host = %id, error = %e, "stored registration rejected"),
+        }
+    }
+}
+
+/// Consumes host events until a later stage takes them over.
+async fn drain_host_events(
+    mut rx: mpsc::UnboundedReceiver<HostEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            ev = rx.recv() => if ev.is_none() { return },
+            _ = shutdown.changed() => if *shutdown.borrow() { return },
+        }
+    }
 }
 
 /// State shared by the core, the pollers and the API.
@@ -64,11 +124,38 @@ pub struct Shared {
     pub hypervisors: RwLock<BTreeMap<u64, String>>,
     /// PACKET_INs dropped because the core was saturated.
     pub packet_in_drops: Arc<AtomicU64>,
+    /// Registered hosts and their VMs.
+    pub hosts: RwLock<HostRegistry>,
+    /// The persistent knowledge store (None: not persisted).
+    pub store: Option<Arc<Store>>,
+    /// Bearer token shared with the host daemons.
+    pub token: Option<String>,
+    /// Where new host events (deduplicated) go.
+    pub host_events: Option<mpsc::UnboundedSender<HostEvent>>,
+}
+
+/// A new event reported by a host daemon.
+#[derive(Debug, Clone)]
+pub struct HostEvent {
+    /// Host id.
+    pub host: String,
+    /// The event.
+    pub event: shoal_common::proto::Event,
+}
+
+/// Milliseconds since the Unix epoch (wall clock, for records and logs).
+pub fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Shared {
-    /// Fresh state from settings.
+    /// Fresh state from settings, without a store.
     pub fn new(settings: Settings) -> Self {
+        let host_history = settings.host_history;
+        let token = settings.token.clone();
         let monitor = Monitor::new(
             settings.window_intervals as usize,
             settings.excluded_cookie,
@@ -81,6 +168,10 @@ impl Shared {
             topo: RwLock::new(Topology::new()),
             monitor: Arc::new(Mutex::new(monitor)),
             packet_in_drops: Arc::new(AtomicU64::new(0)),
+            hosts: RwLock::new(HostRegistry::new(host_history)),
+            store: None,
+            token,
+            host_events: None,
         }
     }
 
@@ -98,12 +189,34 @@ impl Shared {
             .map_err(|_| ApiError::Internal("monitor lock poisoned".into()))
     }
 
-    /// The hypervisor a bridge belongs to, when configured.
+    /// Read access to the host registry.
+    pub fn hosts_read(&self) -> Result<RwLockReadGuard<'_, HostRegistry>, ApiError> {
+        self.hosts
+            .read()
+            .map_err(|_| ApiError::Internal("host registry lock poisoned".into()))
+    }
+
+    /// Write access to the host registry.
+    pub fn hosts_write(&self) -> Result<std::sync::RwLockWriteGuard<'_, HostRegistry>, ApiError> {
+        self.hosts
+            .write()
+            .map_err(|_| ApiError::Internal("host registry lock poisoned".into()))
+    }
+
+    /// The hypervisor a bridge belongs to: the host that registered it,
+    /// else the static configuration.
     pub fn hypervisor_of(&self, dpid: u64) -> Option<String> {
-        self.hypervisors
+        let registered = self
+            .hosts
             .read()
             .ok()
-            .and_then(|h| h.get(&dpid).cloned())
+            .and_then(|h| h.bridges().get(&dpid).cloned());
+        registered.or_else(|| {
+            self.hypervisors
+                .read()
+                .ok()
+                .and_then(|h| h.get(&dpid).cloned())
+        })
     }
 
     /// The class of traffic between endpoints attached to `a` and `b`:
@@ -204,7 +317,13 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         })?;
     let of_addr = of_listener.local_addr().unwrap_or(settings.of_listen);
     let api_addr = api_listener.local_addr().unwrap_or(settings.api_listen);
-    let shared = Arc::new(Shared::new(settings));
+    let store = open_store(&settings.db)?;
+    let (host_tx, host_rx) = mpsc::unbounded_channel::<HostEvent>();
+    let mut shared = Shared::new(settings);
+    restore_hosts(&shared, &store);
+    shared.store = Some(store);
+    shared.host_events = Some(host_tx);
+    let shared = Arc::new(shared);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ev_tx, ev_rx) = mpsc::channel::<SwitchEvent>(8192);
 
@@ -226,7 +345,11 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         ev_rx,
         shutdown_rx.clone(),
     )));
-    let app = api::router(shared.clone());
+    tasks.push(tokio::spawn(drain_host_events(
+        host_rx,
+        shutdown_rx.clone(),
+    )));
+    let app = api::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let mut api_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let r = axum::serve(api_listener, app)
@@ -428,6 +551,23 @@ impl Core {
         }
     }
 
+    /// Replays PACKET_INs held for ports that are classified now.
+    async fn on_replay(&mut self) {
+        if self.fwd.deferred_len() == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let res = {
+            let mut topo = self.shared.topo.write().unwrap_or_else(|p| p.into_inner());
+            self.fwd.replay_deferred(&mut topo, now)
+        };
+        let mut outs = res.out;
+        if !res.links.is_empty() {
+            outs.extend(self.after_change(&res.links, now));
+        }
+        dispatch(&self.handles, outs).await;
+    }
+
     async fn on_tick(&mut self) {
         let now = Instant::now();
         let (probes, change) = {
@@ -464,6 +604,8 @@ async fn core_loop(
     );
     let mut lldp = tokio::time::interval(shared.settings.lldp_interval);
     lldp.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut replay = tokio::time::interval(Duration::from_millis(100));
+    replay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut core = Core {
         shared,
         fwd,
@@ -478,6 +620,7 @@ async fn core_loop(
                 None => break,
             },
             _ = lldp.tick() => core.on_tick().await,
+            _ = replay.tick() => core.on_replay().await,
             _ = shutdown.changed() => {
                 if *shutdown.borrow() { break; }
             }

@@ -45,7 +45,14 @@ pub struct PortState {
     /// When the port was (last) seen coming up; edge status waits for
     /// LLDP to have had a chance after this.
     pub up_since: Instant,
+    /// The port appeared while its switch was already connected (a VM
+    /// plugged in or migrated in): our LLDP probe goes out of it at once, so
+    /// it is confirmed after [`LATE_PORT_CONFIRM`] at most.
+    pub late: bool,
 }
+
+/// Longest confirmation delay of a port that appears on a connected switch.
+pub const LATE_PORT_CONFIRM: Duration = Duration::from_millis(500);
 
 /// A connected switch.
 #[derive(Debug, Clone)]
@@ -183,6 +190,7 @@ impl Topology {
                     PortState {
                         desc,
                         up_since: now,
+                        late: false,
                     },
                 )
             })
@@ -265,7 +273,14 @@ impl Topology {
                 Some(p) if was_up => p.up_since,
                 _ => now,
             };
-            sw.ports.insert(port, PortState { desc, up_since });
+            sw.ports.insert(
+                port,
+                PortState {
+                    desc,
+                    up_since,
+                    late: true,
+                },
+            );
         }
         self.version += 1;
         let mut change = LinkChange::default();
@@ -361,8 +376,13 @@ impl Topology {
         let Some(port) = sw.ports.get(&p.port) else {
             return false;
         };
+        let confirm_port = if port.late {
+            confirm.min(LATE_PORT_CONFIRM)
+        } else {
+            confirm
+        };
         port.desc.is_up()
-            && now.saturating_duration_since(port.up_since) >= confirm
+            && now.saturating_duration_since(port.up_since) >= confirm_port
             && now.saturating_duration_since(sw.connected_at) >= confirm
             && !self.is_link_port(p)
     }
@@ -643,6 +663,17 @@ pub(crate) mod tests {
         let later = t0 + Duration::from_secs(3);
         assert_eq!(t.edge_ports(1, later, confirm), vec![1]);
         assert!(!t.is_edge_port(pr(1, 2), later, confirm));
+    }
+
+    #[test]
+    fn ports_added_later_are_confirmed_sooner() {
+        let t0 = Instant::now();
+        let mut t = triangle(t0);
+        let confirm = Duration::from_secs(2);
+        let t1 = t0 + Duration::from_secs(10);
+        t.port_status(1, false, port(7), t1);
+        assert!(!t.is_edge_port(pr(1, 7), t1, confirm));
+        assert!(t.is_edge_port(pr(1, 7), t1 + LATE_PORT_CONFIRM, confirm));
     }
 
     #[test]

@@ -21,8 +21,10 @@ use crate::config::parse_dpid;
 use crate::runtime::Shared;
 use crate::topology::PortRef;
 
+pub mod hosts;
+
 /// The OpenAPI description of this API.
-pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 /// Errors of API requests.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -118,6 +120,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/ports/stats", get(port_stats))
         .route("/api/v1/queues/stats", get(queue_stats))
         .route("/api/v1/meters/stats", get(meter_stats))
+        .merge(hosts::routes())
         .fallback(not_found)
         .with_state(shared)
 }

@@ -1,0 +1,483 @@
+//! Registered hosts (hypervisors) and their VMs, fed by `shoal-hostd`
+//! registrations and reports (wire types: `shoal_common::proto`).
+//!
+//! Pure state: callers pass the time. Keeps the latest registration of each
+//! host, a bounded history of its reports, where every VM is, and the events
+//! already seen (hostd delivers events at least once; they are deduplicated
+//! by sequence number). Registered bridges say which datapath belongs to
+//! which hypervisor, replacing the static `[hypervisors]` configuration for
+//! IDC classification.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use shoal_common::proto::{self, Event, Registration, Report};
+
+/// Default number of reports kept per host.
+pub const DEFAULT_HISTORY: usize = 60;
+
+/// Errors of registrations and reports (each maps to an HTTP status).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// A report for a host that never registered (hostd registers again).
+    #[error("host {0} is not registered")]
+    Unknown(String),
+    /// The body contradicts the path or is otherwise invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One registered host.
+#[derive(Debug, Clone)]
+pub struct HostEntry {
+    /// Latest registration.
+    pub registration: Registration,
+    /// When it registered (Unix ms, controller clock).
+    pub registered_ms: i64,
+    /// Reports, oldest first, at most the history length.
+    pub reports: VecDeque<Report>,
+    /// When the last report arrived (Unix ms, controller clock).
+    pub last_report_ms: Option<i64>,
+    /// Highest event sequence number processed (per hostd process: reset
+    /// when its report numbers restart).
+    last_event_seq: u64,
+    last_report_seq: u64,
+}
+
+impl HostEntry {
+    /// The latest report.
+    pub fn latest(&self) -> Option<&Report> {
+        self.reports.back()
+    }
+}
+
+/// Where a VM is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmPlace {
+    /// Host id.
+    pub host: String,
+}
+
+/// What a registration changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegisterOutcome {
+    /// True for a host not known before.
+    pub new_host: bool,
+    /// VMs now on this host that were elsewhere (or nowhere) before:
+    /// (vm, previous host).
+    pub placed: Vec<(String, Option<String>)>,
+}
+
+/// The registry.
+#[derive(Debug)]
+pub struct HostRegistry {
+    hosts: BTreeMap<String, HostEntry>,
+    vms: BTreeMap<String, VmPlace>,
+    history: usize,
+}
+
+impl Default for HostRegistry {
+    fn default() -> Self {
+        Self::new(DEFAULT_HISTORY)
+    }
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), HostError> {
+    if proto::valid_command_id(id) {
+        Ok(())
+    } else {
+        Err(HostError::Invalid(format!(
+            "{what} {id:?} is not 1 to 128 characters of [A-Za-z0-9._-]"
+        )))
+    }
+}
+
+impl HostRegistry {
+    /// An empty registry keeping `history` reports per host.
+    pub fn new(history: usize) -> Self {
+        HostRegistry {
+            hosts: BTreeMap::new(),
+            vms: BTreeMap::new(),
+            history: history.max(1),
+        }
+    }
+
+    /// Hosts by id.
+    pub fn hosts(&self) -> &BTreeMap<String, HostEntry> {
+        &self.hosts
+    }
+
+    /// One host.
+    pub fn host(&self, id: &str) -> Option<&HostEntry> {
+        self.hosts.get(id)
+    }
+
+    /// Where each VM is.
+    pub fn vms(&self) -> &BTreeMap<String, VmPlace> {
+        &self.vms
+    }
+
+    /// The inventory entry of a VM (from its host's registration).
+    pub fn vm_inventory(&self, name: &str) -> Option<(&str, &proto::VmInventory)> {
+        let host = &self.vms.get(name)?.host;
+        let e = self.hosts.get(host)?;
+        e.registration
+            .vms
+            .iter()
+            .find(|v| v.name == name)
+            .map(|v| (host.as_str(), v))
+    }
+
+    /// The latest metrics of a VM (from its host's latest report).
+    pub fn vm_metrics(&self, name: &str) -> Option<&proto::VmMetrics> {
+        let host = &self.vms.get(name)?.host;
+        self.hosts
+            .get(host)?
+            .latest()?
+            .vms
+            .iter()
+            .find(|v| v.name == name)
+    }
+
+    /// Datapath id → host id, from registered bridges.
+    pub fn bridges(&self) -> BTreeMap<u64, String> {
+        self.hosts
+            .iter()
+            .filter_map(|(id, e)| {
+                e.registration
+                    .bridge
+                    .as_ref()
+                    .map(|b| (b.datapath_id, id.clone()))
+            })
+            .collect()
+    }
+
+    /// The host whose VM has this MAC (lower-case `aa:bb:…`).
+    pub fn vm_by_mac(&self, mac: &str) -> Option<(&str, &proto::VmInventory)> {
+        self.hosts.iter().find_map(|(h, e)| {
+            e.registration
+                .vms
+                .iter()
+                .find(|v| v.mac.eq_ignore_ascii_case(mac))
+                .map(|v| (h.as_str(), v))
+        })
+    }
+
+    /// Applies a registration of host `id` (the path's id).
+    pub fn register(
+        &mut self,
+        id: &str,
+        reg: Registration,
+        now_ms: i64,
+    ) -> Result<RegisterOutcome, HostError> {
+        check_id("host id", id)?;
+        if reg.host_id != id {
+            return Err(HostError::Invalid(format!(
+                "host_id {:?} in the body differs from {id:?} in the path",
+                reg.host_id
+            )));
+        }
+        if !(reg.interval_s.is_finite() && reg.interval_s > 0.0) {
+            return Err(HostError::Invalid(format!(
+                "interval_s must be > 0, got {}",
+                reg.interval_s
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for v in &reg.vms {
+            check_id("VM name", &v.name)?;
+            if !seen.insert(v.name.as_str()) {
+                return Err(HostError::Invalid(format!("VM {} listed twice", v.name)));
+            }
+            if v.mac.parse::<ofp::MacAddr>().is_err() {
+                return Err(HostError::Invalid(format!(
+                    "vms[{}].mac {:?} is not a MAC address",
+                    v.name, v.mac
+                )));
+            }
+            if v.max_memory_mb == 0 || v.memory_mb > v.max_memory_mb {
+                return Err(HostError::Invalid(format!(
+                    "vms[{}]: memory_mb {} must be in 1..=max_memory_mb {}",
+                    v.name, v.memory_mb, v.max_memory_mb
+                )));
+            }
+        }
+        let mut out = RegisterOutcome {
+            new_host: !self.hosts.contains_key(id),
+            placed: Vec::new(),
+        };
+        for v in &reg.vms {
+            let prev = self.vms.get(&v.name).map(|p| p.host.clone());
+            if prev.as_deref() != Some(id) {
+                out.placed.push((v.name.clone(), prev));
+                self.vms.insert(
+                    v.name.clone(),
+                    VmPlace {
+                        host: id.to_string(),
+                    },
+                );
+            }
+        }
+        // VMs this host no longer lists and nobody else claims are gone.
+        let listed: std::collections::BTreeSet<&str> =
+            reg.vms.iter().map(|v| v.name.as_str()).collect();
+        self.vms
+            .retain(|name, p| p.host != id || listed.contains(name.as_str()));
+        match self.hosts.get_mut(id) {
+            Some(e) => {
+                e.registration = reg;
+                e.registered_ms = now_ms;
+            }
+            None => {
+                self.hosts.insert(
+                    id.to_string(),
+                    HostEntry {
+                        registration: reg,
+                        registered_ms: now_ms,
+                        reports: VecDeque::new(),
+                        last_report_ms: None,
+                        last_event_seq: 0,
+                        last_report_seq: 0,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies a report of host `id`; returns the events not seen before.
+    pub fn report(&mut self, id: &str, rep: Report, now_ms: i64) -> Result<Vec<Event>, HostError> {
+        if rep.host_id != id {
+            return Err(HostError::Invalid(format!(
+                "host_id {:?} in the body differs from {id:?} in the path",
+                rep.host_id
+            )));
+        }
+        let h = &rep.host;
+        for (name, v) in [
+            ("host.cpu_util", h.cpu_util),
+            ("host.swap_out_pages_per_s", h.swap_out_pages_per_s),
+            ("host.nic_tx_bytes_per_s", h.nic_tx_bytes_per_s),
+            ("host.nic_rx_bytes_per_s", h.nic_rx_bytes_per_s),
+            ("interval_s", rep.interval_s),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(HostError::Invalid(format!(
+                    "{name} must be a finite number >= 0, got {v}"
+                )));
+            }
+        }
+        for v in &rep.vms {
+            for (name, x) in [
+                ("cpu_util", v.cpu_util),
+                ("tx_bytes_per_s", v.tx_bytes_per_s),
+                ("rx_bytes_per_s", v.rx_bytes_per_s),
+                ("tx_packets_per_s", v.tx_packets_per_s),
+                ("rx_packets_per_s", v.rx_packets_per_s),
+            ] {
+                if !x.is_finite() || x < 0.0 {
+                    return Err(HostError::Invalid(format!(
+                        "vms[{}].{name} must be a finite number >= 0, got {x}",
+                        v.name
+                    )));
+                }
+            }
+        }
+        let history = self.history;
+        let e = self
+            .hosts
+            .get_mut(id)
+            .ok_or_else(|| HostError::Unknown(id.to_string()))?;
+        if rep.seq <= e.last_report_seq {
+            // A restarted hostd numbers its reports and events from 1 again.
+            e.last_event_seq = 0;
+        }
+        e.last_report_seq = rep.seq;
+        let fresh: Vec<Event> = rep
+            .events
+            .iter()
+            .filter(|ev| ev.seq > e.last_event_seq)
+            .cloned()
+            .collect();
+        if let Some(max) = fresh.iter().map(|ev| ev.seq).max() {
+            e.last_event_seq = max;
+        }
+        e.reports.push_back(rep);
+        while e.reports.len() > history {
+            e.reports.pop_front();
+        }
+        e.last_report_ms = Some(now_ms);
+        Ok(fresh)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proto::{BackendKind, EventKind, HostMetrics, VmBackendSpec, VmInventory};
+
+    pub(crate) fn vm(name: &str, mac: &str) -> VmInventory {
+        VmInventory {
+            name: name.into(),
+            mac: mac.into(),
+            ip: None,
+            vcpus: 1,
+            memory_mb: 128,
+            max_memory_mb: 256,
+            spec: VmBackendSpec::Netns {
+                namespace: name.into(),
+                iface: "eth0".into(),
+                port: format!("{name}-p"),
+                vf_iface: None,
+                vf_port: None,
+                scenario: None,
+                scenario_epoch_unix_ms: None,
+            },
+        }
+    }
+
+    pub(crate) fn reg(id: &str, dpid: u64, vms: Vec<VmInventory>) -> Registration {
+        Registration {
+            host_id: id.into(),
+            api_url: "http://127.0.0.1:7070".into(),
+            dom0_addr: "10.0.0.1".into(),
+            cores: 4,
+            memory_mb: 4096,
+            nic: "eth0".into(),
+            nic_bps: 1_000_000_000,
+            vf_count: 2,
+            bridge: Some(proto::BridgeAttachment {
+                name: format!("br-{id}"),
+                datapath_id: dpid,
+            }),
+            interval_s: 10.0,
+            vms,
+            hostd_version: "test".into(),
+        }
+    }
+
+    fn report(id: &str, seq: u64, events: Vec<Event>) -> Report {
+        Report {
+            host_id: id.into(),
+            seq,
+            at_unix_ms: seq * 10_000,
+            interval_s: 10.0,
+            host: HostMetrics::default(),
+            vms: vec![proto::VmMetrics {
+                name: "v1".into(),
+                backend: BackendKind::Netns,
+                state: proto::VmState::Running,
+                cpu_cores: 0.5,
+                cpu_util: 0.5,
+                gotten_ms: None,
+                wait_ms: None,
+                blocked_ms: None,
+                memory_mb: 128,
+                max_memory_mb: 256,
+                used_memory_mb: 100,
+                tx_bytes_per_s: 1.0,
+                rx_bytes_per_s: 1.0,
+                tx_packets_per_s: 1.0,
+                rx_packets_per_s: 1.0,
+                dirty_rate_mbps: Some(2.0),
+                vf_attached: false,
+            }],
+            events,
+        }
+    }
+
+    fn ev(seq: u64, vm: &str) -> Event {
+        Event {
+            seq,
+            at_unix_ms: 1,
+            kind: EventKind::VmArrived { vm: vm.into() },
+        }
+    }
+
+    #[test]
+    fn register_places_vms_and_bridges() {
+        let mut r = HostRegistry::new(3);
+        let o = r
+            .register(
+                "h1",
+                reg("h1", 0x21, vec![vm("v1", "02:00:00:00:00:01")]),
+                1,
+            )
+            .unwrap();
+        assert!(o.new_host);
+        assert_eq!(o.placed, vec![("v1".to_string(), None)]);
+        assert_eq!(r.bridges().get(&0x21).map(String::as_str), Some("h1"));
+        assert_eq!(r.vm_by_mac("02:00:00:00:00:01").unwrap().0, "h1");
+        // v1 migrates to h2: h2 registers with it, then h1 without it.
+        let o = r
+            .register(
+                "h2",
+                reg("h2", 0x22, vec![vm("v1", "02:00:00:00:00:01")]),
+                2,
+            )
+            .unwrap();
+        assert_eq!(o.placed, vec![("v1".to_string(), Some("h1".to_string()))]);
+        r.register("h1", reg("h1", 0x21, vec![]), 3).unwrap();
+        assert_eq!(r.vms()["v1"].host, "h2");
+        assert_eq!(r.vm_inventory("v1").unwrap().0, "h2");
+    }
+
+    #[test]
+    fn bad_registrations_name_the_problem() {
+        let mut r = HostRegistry::default();
+        let e = r.register("h1", reg("h2", 1, vec![]), 1).unwrap_err();
+        assert!(e.to_string().contains("differs"), "{e}");
+        let e = r
+            .register("h1", reg("h1", 1, vec![vm("v1", "zz")]), 1)
+            .unwrap_err();
+        assert!(e.to_string().contains("mac"), "{e}");
+        let e = r
+            .register(
+                "h1",
+                reg(
+                    "h1",
+                    1,
+                    vec![vm("v1", "02:00:00:00:00:01"), vm("v1", "02:00:00:00:00:02")],
+                ),
+                1,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        let e = r.register("h/1", reg("h/1", 1, vec![]), 1).unwrap_err();
+        assert!(e.to_string().contains("host id"), "{e}");
+    }
+
+    #[test]
+    fn reports_history_and_event_dedup() {
+        let mut r = HostRegistry::new(2);
+        assert_eq!(
+            r.report("h1", report("h1", 1, vec![]), 1),
+            Err(HostError::Unknown("h1".into()))
+        );
+        r.register("h1", reg("h1", 1, vec![vm("v1", "02:00:00:00:00:01")]), 1)
+            .unwrap();
+        assert_eq!(
+            r.report("h1", report("h1", 1, vec![ev(1, "a")]), 2)
+                .unwrap()
+                .len(),
+            1
+        );
+        // The same event again (ack lost): not new.
+        let fresh = r
+            .report("h1", report("h1", 2, vec![ev(1, "a"), ev(2, "b")]), 3)
+            .unwrap();
+        assert_eq!(fresh, vec![ev(2, "b")]);
+        r.report("h1", report("h1", 3, vec![]), 4).unwrap();
+        assert_eq!(r.host("h1").unwrap().reports.len(), 2, "history bounded");
+        assert_eq!(r.vm_metrics("v1").unwrap().dirty_rate_mbps, Some(2.0));
+        // hostd restarted: numbering starts again, events are new again.
+        assert_eq!(
+            r.report("h1", report("h1", 1, vec![ev(1, "c")]), 5)
+                .unwrap()
+                .len(),
+            1
+        );
+        let mut bad = report("h1", 9, vec![]);
+        bad.host.cpu_util = f64::NAN;
+        assert!(matches!(r.report("h1", bad, 6), Err(HostError::Invalid(_))));
+    }
+}

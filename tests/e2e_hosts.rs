@@ -1,0 +1,423 @@
+//! End to end: real `shoal-controller`, real Open vSwitch bridges it
+//! controls, and two real `shoal-hostd`s (netns backend) that register and
+//! report to it.
+//!
+//! ```text
+//!   root ns: controller (OpenFlow 127.0.0.1, API 0.0.0.0)
+//!      | mgmt veth 10.216.1.0/30      | mgmt veth 10.216.2.0/30
+//!   [h1 ns: hostd, dom0 10.217.0.1]  [h2 ns: hostd, dom0 10.217.0.2]
+//!      | port 2                        | port 2
+//!   she-b1 (0x5e01) --- port 1 ---- she-b2 (0x5e02)
+//!      | port 10                       | port 10
+//!   vm1 10.217.1.1                    vm2 10.217.1.2
+//! ```
+//!
+//! Checks the controller side of the host daemons: hosts and VMs listed with
+//! metrics refreshed every interval; registrations and reports with a wrong
+//! token rejected with 401 and logged; the bridges registered by hostd drive
+//! the IDC/NIC class; after a netns migration through hostd's API the VM
+//! keeps its MAC/IP, ping from the other VM resumes, and
+//! `/api/v1/endpoints` shows it at its new switch and port.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use shoal::qemu::{move_into_ns, Hostd};
+use shoal::{
+    cargo_bin, e2e_lock, ensure_ovs, free_port, get_json, is_root, sh, wait_for, ChildGuard, Netns,
+    NsHost, OvsBridge, Veth,
+};
+
+const TOKEN: &str = "she-token-7d1e";
+const VM1_MAC: &str = "02:5e:00:00:00:01";
+const VM2_MAC: &str = "02:5e:00:00:00:02";
+
+fn poll_command(h: &Hostd, id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let (code, body) = h
+            .call("GET", &format!("/api/v1/commands/{id}"), TOKEN, None)
+            .expect("GET command");
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("status JSON");
+        if v["state"] == "succeeded" || v["state"] == "failed" {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "command {id}: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn hostd_config(
+    id: &str,
+    mgmt: &str,
+    data: &str,
+    bridge: &str,
+    api: &str,
+    dir: &std::path::Path,
+    vm: &str,
+) -> String {
+    format!(
+        r#"host_id = "{id}"
+controller = "http://{api}"
+listen = "{mgmt}:7070"
+api_url = "http://{mgmt}:7070"
+dom0_addr = "{data}"
+token_file = "{token}"
+interval_s = 1
+uplink = "eth0"
+bridge = "{bridge}"
+vf_count = 1
+run_dir = "{run}"
+http_timeout_s = 3
+{vm}
+"#,
+        token = dir.join("token").display(),
+        run = dir.join(id).display(),
+    )
+}
+
+fn endpoint(api: &str, mac: &str) -> Option<(String, u64)> {
+    get_json(api, "/api/v1/endpoints")
+        .ok()?
+        .as_array()?
+        .iter()
+        .find(|e| e["mac"] == mac)
+        .map(|e| {
+            (
+                e["dpid"].as_str().unwrap_or("").to_string(),
+                e["port"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+#[test]
+fn controller_tracks_hosts_vms_and_a_migrated_vm() {
+    assert!(
+        is_root(),
+        "end-to-end tests need root (run the README's test command)"
+    );
+    let _lock = e2e_lock().unwrap();
+    ensure_ovs().unwrap();
+    let dir = std::env::temp_dir().join(format!("she-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+
+    // Controller.
+    let of_port = free_port().unwrap();
+    let api_port = free_port().unwrap();
+    let api = format!("127.0.0.1:{api_port}");
+    let cfg = dir.join("controller.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+of_listen = "127.0.0.1:{of_port}"
+api_listen = "0.0.0.0:{api_port}"
+db = ":memory:"
+[hostd]
+token_file = "{}"
+[topology]
+lldp_interval_s = 1.0
+port_confirm_s = 1.5
+[monitor]
+interval_s = 1.0
+"#,
+            dir.join("token").display()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("controller.log");
+    let _ctl = ChildGuard::spawn(
+        Command::new(cargo_bin("shoal-controller"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap()),
+    )
+    .unwrap();
+    wait_for("the API", Duration::from_secs(20), || {
+        get_json(&api, "/healthz").ok()
+    })
+    .unwrap();
+
+    // Data plane.
+    let b1 = OvsBridge::new("she-b1", 0x5e01).unwrap();
+    let b2 = OvsBridge::new("she-b2", 0x5e02).unwrap();
+    let link = Veth::new("she-l1", "she-l2").unwrap();
+    b1.add_port(link.root_end(), 1).unwrap();
+    b2.add_port("she-l2", 1).unwrap();
+    let h1 = Netns::new("she-h1").unwrap();
+    let h2 = Netns::new("she-h2").unwrap();
+    let d1 = Veth::new("she-d1p", "she-d1i").unwrap();
+    let d2 = Veth::new("she-d2p", "she-d2i").unwrap();
+    b1.add_port(d1.root_end(), 2).unwrap();
+    b2.add_port(d2.root_end(), 2).unwrap();
+    move_into_ns("she-d1i", &h1, "eth0", Some("10.217.0.1/16"), None, true).unwrap();
+    move_into_ns("she-d2i", &h2, "eth0", Some("10.217.0.2/16"), None, true).unwrap();
+    // Management: a veth from each hypervisor namespace to the root.
+    let m1 = Veth::new("she-m1p", "she-m1i").unwrap();
+    let m2 = Veth::new("she-m2p", "she-m2i").unwrap();
+    sh(
+        "ip",
+        &["addr", "add", "10.216.1.1/30", "dev", m1.root_end()],
+    )
+    .unwrap();
+    sh(
+        "ip",
+        &["addr", "add", "10.216.2.1/30", "dev", m2.root_end()],
+    )
+    .unwrap();
+    move_into_ns("she-m1i", &h1, "mgmt", Some("10.216.1.2/30"), None, true).unwrap();
+    move_into_ns("she-m2i", &h2, "mgmt", Some("10.216.2.2/30"), None, true).unwrap();
+    let vm1 = NsHost::new("she-vm1", &b1, "she-v1", 10, VM1_MAC, "10.217.1.1", 16).unwrap();
+    let vm2 = NsHost::new("she-vm2", &b2, "she-v2", 10, VM2_MAC, "10.217.1.2", 16).unwrap();
+    for b in [&b1, &b2] {
+        b.set_controller(&format!("tcp:127.0.0.1:{of_port}"))
+            .unwrap();
+    }
+    wait_for("2 switches and their link", Duration::from_secs(20), || {
+        let n = get_json(&api, "/api/v1/links").ok()?.as_array()?.len();
+        (n == 2).then_some(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        vm2.ping("10.217.1.1", 3),
+        "no connectivity before the migration"
+    );
+
+    // Host daemons.
+    let scenario = dir.join("vm1.json");
+    std::fs::write(
+        &scenario,
+        r#"{"interpolation": "hold", "points": [{"t": 0, "cpu": 0.3, "mem_mb": 40, "dirty_mbps": 2}]}"#,
+    )
+    .unwrap();
+    let vm_toml = format!(
+        r#"[[vm]]
+name = "she-vm1"
+mac = "{VM1_MAC}"
+ip = "10.217.1.1"
+memory_mb = 32
+backend = "netns"
+namespace = "she-vm1"
+iface = "eth0"
+port = "she-v1"
+scenario = "{}"
+"#,
+        scenario.display()
+    );
+    let ctl_api_1 = format!("10.216.1.1:{api_port}");
+    let ctl_api_2 = format!("10.216.2.1:{api_port}");
+    let hd1 = Hostd::start(
+        Some(&h1),
+        &dir.join("h1"),
+        &hostd_config(
+            "h1",
+            "10.216.1.2",
+            "10.217.0.1",
+            "she-b1",
+            &ctl_api_1,
+            &dir,
+            &vm_toml,
+        ),
+        "10.216.1.2:7070",
+    )
+    .expect("hostd h1");
+    let hd2 = Hostd::start(
+        Some(&h2),
+        &dir.join("h2"),
+        &hostd_config(
+            "h2",
+            "10.216.2.2",
+            "10.217.0.2",
+            "she-b2",
+            &ctl_api_2,
+            &dir,
+            "",
+        ),
+        "10.216.2.2:7070",
+    )
+    .expect("hostd h2");
+
+    // Hosts listed, with metrics refreshed every interval.
+    let hosts = wait_for("both hosts with a report", Duration::from_secs(15), || {
+        let v = get_json(&api, "/api/v1/hosts").ok()?;
+        let a = v.as_array()?;
+        (a.len() == 2 && a.iter().all(|h| h["metrics"].is_object())).then(|| v.clone())
+    })
+    .unwrap();
+    let h1v = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == "h1")
+        .unwrap()
+        .clone();
+    assert_eq!(h1v["bridge"][1], "0000000000005e01");
+    assert_eq!(h1v["vms"], json!(["she-vm1"]));
+    let len0 = h1v["history_len"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    let h1v = get_json(&api, "/api/v1/hosts/h1").unwrap();
+    let len1 = h1v["history_len"].as_u64().unwrap();
+    assert!(len1 >= len0 + 2, "reports every second: {len0} -> {len1}");
+    assert!(h1v["last_report_age_s"].as_f64().unwrap() < 2.5, "{h1v}");
+    assert!(h1v["history"].as_array().unwrap().len() as u64 == len1);
+    let vm = get_json(&api, "/api/v1/vms/she-vm1").unwrap();
+    assert_eq!(vm["host"], "h1");
+    assert_eq!(vm["inventory"]["mac"], VM1_MAC);
+    assert!(
+        (vm["metrics"]["cpu_util"].as_f64().unwrap() - 0.3).abs() < 1e-9,
+        "{vm}"
+    );
+    assert_eq!(vm["metrics"]["dirty_rate_mbps"], 2.0);
+    assert_eq!(
+        get_json(&api, "/api/v1/vms")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Wrong or missing token: 401, logged, nothing stored.
+    let bad_reg = serde_json::to_string(&json!({"host_id": "h9"})).unwrap();
+    let (code, body) = shoal::http(
+        &api,
+        "PUT",
+        "/api/v1/hosts/h9",
+        Some("wrong"),
+        Some(&bad_reg),
+    )
+    .unwrap();
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("error"));
+    let (code, _) =
+        shoal::http(&api, "POST", "/api/v1/hosts/h1/reports", None, Some("{}")).unwrap();
+    assert_eq!(code, 401);
+    let (code, _) = shoal::http(
+        &api,
+        "POST",
+        "/api/v1/hosts/h9/reports",
+        Some(TOKEN),
+        Some("{}"),
+    )
+    .unwrap();
+    assert!(code == 422 || code == 400, "malformed report: {code}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("wrong bearer token") && log.contains("no bearer token"),
+        "{log}"
+    );
+    assert_eq!(
+        get_json(&api, "/api/v1/hosts")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Classes from the registered bridges: vm1 (h1) -> vm2 (h2) is NIC.
+    let pinger = vm1.ns.spawn("ping", &["-i", "0.2", "10.217.1.2"]).unwrap();
+    let class = wait_for("vm1->vm2 in the matrix", Duration::from_secs(10), || {
+        let m = get_json(&api, "/api/v1/traffic-matrix").ok()?;
+        m["pairs"]
+            .as_array()?
+            .iter()
+            .find(|p| p["src"] == VM1_MAC && p["dst"] == VM2_MAC)
+            .map(|p| p["class"].clone())
+    })
+    .unwrap();
+    assert_eq!(class, "nic");
+    drop(pinger);
+    assert_eq!(
+        endpoint(&api, VM1_MAC),
+        Some(("0000000000005e01".into(), 10))
+    );
+
+    // Migrate vm1 to h2 through hostd's API (netns backend: the pre-copy
+    // stream crosses both bridges, forwarded by the controller).
+    let (_, vms) = hd1.call("GET", "/api/v1/vms", TOKEN, None).unwrap();
+    let inventory = serde_json::from_str::<Value>(&vms).unwrap()[0]["inventory"].clone();
+    let spec = |kind: &str| {
+        let mut v = json!({
+            "kind": kind, "vm": "she-vm1", "destination_host": "h2",
+            "destination_addr": "10.217.0.2:4446", "max_bandwidth_bytes_per_s": 16u64 << 20,
+            "downtime_limit_ms": 300, "deadline_s": 30.0,
+        });
+        if kind == "prepare_incoming" {
+            v["vm_spec"] = inventory.clone();
+        }
+        v.to_string()
+    };
+    let (code, body) = hd2
+        .call(
+            "PUT",
+            "/api/v1/commands/she-in-1",
+            TOKEN,
+            Some(&spec("prepare_incoming")),
+        )
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let (code, body) = hd1
+        .call(
+            "PUT",
+            "/api/v1/commands/she-mig-1",
+            TOKEN,
+            Some(&spec("migrate")),
+        )
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let st = poll_command(&hd1, "she-mig-1");
+    assert_eq!(st["state"], "succeeded", "{st}\n{}", hd1.log_text());
+
+    // The controller relearns vm1 at b2 from its gratuitous ARP.
+    let ofport: u64 = sh("ovs-vsctl", &["get", "interface", "she-v1", "ofport"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let at = wait_for(
+        "vm1 at its new switch and port",
+        Duration::from_secs(10),
+        || endpoint(&api, VM1_MAC).filter(|(d, p)| d == "0000000000005e02" && *p == ofport),
+    );
+    assert!(
+        at.is_ok(),
+        "endpoint now {:?} (want 5e02:{ofport})",
+        endpoint(&api, VM1_MAC)
+    );
+    let addr = vm1.ns.exec("ip", &["-o", "addr", "show", "eth0"]).unwrap();
+    assert!(addr.contains("10.217.1.1/16"), "{addr}");
+    let link = vm1.ns.exec("ip", &["-o", "link", "show", "eth0"]).unwrap();
+    assert!(link.contains(VM1_MAC), "{link}");
+    assert!(
+        vm2.ping("10.217.1.1", 5),
+        "ping does not resume after the move"
+    );
+
+    // The controller knows vm1 is on h2 now, and their traffic is IDC.
+    wait_for("vm1 registered on h2", Duration::from_secs(10), || {
+        (get_json(&api, "/api/v1/vms/she-vm1").ok()?["host"] == "h2").then_some(())
+    })
+    .unwrap();
+    let _pinger = vm1.ns.spawn("ping", &["-i", "0.2", "10.217.1.2"]).unwrap();
+    wait_for("vm1->vm2 classed IDC", Duration::from_secs(10), || {
+        let m = get_json(&api, "/api/v1/traffic-matrix").ok()?;
+        m["pairs"]
+            .as_array()?
+            .iter()
+            .any(|p| p["src"] == VM1_MAC && p["dst"] == VM2_MAC && p["class"] == "idc")
+            .then_some(())
+    })
+    .unwrap();
+    drop((hd1, hd2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
