@@ -1,1 +1,4 @@
 //! Execute: the migration orchestrator and the VMPatrol model.
+
+pub mod ovsdb;
+pub mod queues;
