@@ -798,6 +798,7 @@ async fn reader_task(
 ) {
     let mut framer = JsonFramer::new(cap);
     let mut chunk = vec![0u8; READ_CHUNK];
+    let mut dropped = 0u64;
     let err = 'conn: loop {
         let n = match rd.read(&mut chunk).await {
             Ok(0) => {
@@ -815,7 +816,7 @@ async fn reader_task(
         let mut values = Vec::new();
         let framed = framer.push(chunk.get(..n).unwrap_or_default(), &mut values);
         for v in values {
-            if let Err(e) = dispatch(v, &shared, &writer, &notify, &target) {
+            if let Err(e) = dispatch(v, &shared, &writer, &notify, &target, &mut dropped) {
                 break 'conn e;
             }
         }
@@ -837,6 +838,7 @@ fn dispatch(
     writer: &mpsc::WeakSender<Vec<u8>>,
     notify: &mpsc::Sender<Notification>,
     target: &str,
+    dropped: &mut u64,
 ) -> Result<(), OvsdbError> {
     let Value::Object(mut msg) = v else {
         return Err(OvsdbError::Malformed {
@@ -854,7 +856,12 @@ fn dispatch(
         if id.is_null() {
             let n = Notification { method, params };
             if let Err(mpsc::error::TrySendError::Full(n)) = notify.try_send(n) {
-                warn!(%target, method = %n.method, "OVSDB notification dropped: channel full");
+                *dropped = dropped.saturating_add(1);
+                // Warn on drops 1, 2, 4, 8, ...: not once per message.
+                if dropped.is_power_of_two() {
+                    warn!(%target, method = %n.method, dropped = *dropped,
+                        "OVSDB notifications dropped: channel full (nobody reads them?)");
+                }
             }
             return Ok(());
         }
@@ -1622,6 +1629,54 @@ mod tests {
             bounded(c.list_dbs()).await,
             Err(OvsdbError::Disconnected { .. })
         ));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn tcp_target_and_a_notification_flood() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            // 5000 notifications nobody reads, in one burst, then a reply.
+            let mut burst = Vec::new();
+            for i in 0..5000 {
+                burst.extend(
+                    json!({"id": null, "method": "update", "params": [i]})
+                        .to_string()
+                        .bytes(),
+                );
+            }
+            let mut f = JsonFramer::new(1 << 20);
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while got.is_empty() {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                f.push(&buf[..n], &mut got).unwrap();
+            }
+            s.write_all(&burst).await.unwrap();
+            let reply = json!({"id": got[0]["id"], "result": ["Open_vSwitch"], "error": null});
+            s.write_all(reply.to_string().as_bytes()).await.unwrap();
+            let _ = s.read(&mut buf).await;
+        });
+        let c = OvsdbClient::connect(&format!("tcp:127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            c.target(),
+            &OvsdbTarget::Tcp {
+                host: "127.0.0.1".into(),
+                port
+            }
+        );
+        assert_eq!(bounded(c.list_dbs()).await.unwrap(), vec!["Open_vSwitch"]);
+        // The channel kept the first notifications, the rest were dropped.
+        let mut notes = c.take_notifications().unwrap();
+        let first = notes.try_recv().unwrap();
+        assert_eq!(first.params, json!([0]));
+        assert!(!c.is_closed());
+        c.close().await;
         server.await.unwrap();
     }
 
