@@ -14,16 +14,19 @@
 //! while one on another port is not; a busy or missing port is refused
 //! without leaving anything; release removes every row, class and filter;
 //! `cleanup_all` removes leftovers of a "crashed" controller (by marker
-//! prefix only) and marked orphan queues.
+//! prefix only) and marked orphan queues; a failing classifier or an
+//! `ovs-vswitchd` that never applies the change (a private instance whose
+//! daemon is killed) roll the reservation back within the deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use shoal::{e2e_lock, ensure_ovs, is_root, sh, wait_for, NsHost, OvsBridge};
+use shoal::{e2e_lock, ensure_ovs, is_root, sh, wait_for, NsHost, OvsBridge, PrivateOvs};
 use shoal_controller::execute::ovsdb::{op, OvsdbClient, OvsdbError, DEFAULT_TARGET};
 use shoal_controller::execute::queues::{
-    QueueError, QueueManager, QueueReservation, SystemTc, TcpMatch, MARKER_KEY,
+    QueueConfig, QueueError, QueueManager, QueueReservation, SystemTc, TcFuture, TcRunner,
+    TcpMatch, MARKER_KEY,
 };
 
 const LINK: u64 = 100_000_000;
@@ -76,7 +79,7 @@ struct RowsGuard;
 
 impl Drop for RowsGuard {
     fn drop(&mut self) {
-        for p in PORTS {
+        for p in ["sdb-p1", "sdb-p2", "sdb-p3"] {
             let _ = sh("ovs-vsctl", &["--if-exists", "clear", "port", p, "qos"]);
         }
         for table in ["qos", "queue"] {
@@ -463,4 +466,118 @@ fn queue_reservations_on_real_ovs() {
     assert_eq!(report.released.len(), 1);
     assert!(marked("qos", "sdb-").is_empty());
     rt.block_on(client.close());
+}
+
+/// `tc` that fails `filter add` (everything else runs for real).
+struct FailingFilterAdd(SystemTc);
+
+impl TcRunner for FailingFilterAdd {
+    fn tc<'a>(&'a self, args: &'a [String]) -> TcFuture<'a> {
+        if args.first().map(String::as_str) == Some("filter")
+            && args.get(1).map(String::as_str) == Some("add")
+        {
+            return Box::pin(async { Err("injected failure".to_string()) });
+        }
+        self.0.tc(args)
+    }
+}
+
+#[test]
+fn failed_classifier_rolls_the_reservation_back() {
+    assert!(is_root(), "needs root (OVS)");
+    ensure_ovs().unwrap();
+    let _lock = e2e_lock().unwrap();
+    let br = OvsBridge::new("sdb-br1", 0x5db1).unwrap();
+    let _link = shoal::Veth::new("sdb-p3", "sdb-p3i").unwrap();
+    br.add_port("sdb-p3", 3).unwrap();
+    let _rows = RowsGuard;
+    let rt = rt();
+    let client = rt.block_on(OvsdbClient::connect(DEFAULT_TARGET)).unwrap();
+    let qm = QueueManager::new(client, Arc::new(FailingFilterAdd(SystemTc::new())));
+    let m = TcpMatch {
+        src: "10.93.1.1".parse().unwrap(),
+        dst: "10.93.1.2".parse().unwrap(),
+        dst_port: 7000,
+    };
+    match rt.block_on(qm.reserve("sdb-fail-1", "sdb-p3", LINK, RATE, Some(m))) {
+        Err(QueueError::Tc { command, why }) => {
+            assert!(command.starts_with("filter add dev sdb-p3"), "{command}");
+            assert_eq!(why, "injected failure");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(marked("qos", "sdb-fail-").is_empty());
+    assert!(marked("queue", "sdb-fail-").is_empty());
+    assert_eq!(vsctl(&["get", "port", "sdb-p3", "qos"]), "[]");
+    assert!(tc(&["class", "show", "dev", "sdb-p3"]).trim().is_empty());
+}
+
+#[test]
+fn vswitchd_that_never_applies_is_an_error_not_a_hang() {
+    assert!(is_root(), "needs root (namespaces, OVS)");
+    let _lock = e2e_lock().unwrap();
+    // A private instance, so that its ovs-vswitchd may be killed.
+    let ovs = PrivateOvs::start("sdb-ovs", 93).unwrap();
+    let o = ovs.ovs();
+    o.run(
+        "ovs-vsctl",
+        &[
+            "add-br",
+            "sdb-pbr",
+            "--",
+            "set",
+            "bridge",
+            "sdb-pbr",
+            "datapath_type=netdev",
+            "--",
+            "add-port",
+            "sdb-pbr",
+            "sdb-px",
+            "--",
+            "set",
+            "interface",
+            "sdb-px",
+            "type=internal",
+        ],
+    )
+    .unwrap();
+    ovs.kill_vswitchd().unwrap();
+    let rundir = std::env::temp_dir().join("shoal-ovs-sdb-ovs");
+    let target = format!("unix:{}", rundir.join("db.sock").display());
+    let rt = rt();
+    let client = rt.block_on(OvsdbClient::connect(&target)).unwrap();
+    let qm = QueueManager::with_config(
+        client,
+        Arc::new(SystemTc::in_netns("sdb-ovs")),
+        QueueConfig {
+            apply_timeout: Duration::from_millis(500),
+            ..QueueConfig::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    match rt.block_on(qm.reserve("sdb-na-1", "sdb-px", LINK, RATE, None)) {
+        Err(QueueError::NotApplied { after, .. }) => {
+            assert_eq!(after, Duration::from_millis(500))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Rolled back (the rollback's own wait times out too: only logged).
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let qos = o
+        .run(
+            "ovs-vsctl",
+            &["--no-wait", "--bare", "--columns=_uuid", "list", "qos"],
+        )
+        .unwrap();
+    let queues = o
+        .run(
+            "ovs-vsctl",
+            &["--no-wait", "--bare", "--columns=_uuid", "list", "queue"],
+        )
+        .unwrap();
+    assert!(
+        qos.trim().is_empty() && queues.trim().is_empty(),
+        "{qos} {queues}"
+    );
+    assert!(rt.block_on(qm.list()).unwrap().is_empty());
 }
