@@ -814,7 +814,10 @@ mod tests {
             .iter()
             .find(|(_, f)| f.table_id == TABLE_CLASSIFY && f.priority == 0)
             .unwrap();
-        assert_eq!(fall.1.instructions, vec![Instruction::GotoTable(TABLE_EDGE)]);
+        assert_eq!(
+            fall.1.instructions,
+            vec![Instruction::GotoTable(TABLE_EDGE)]
+        );
         // Table-miss in both forwarding tables goes to the controller.
         for t in [TABLE_EDGE, TABLE_FABRIC] {
             let miss = a
