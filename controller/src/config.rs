@@ -415,6 +415,9 @@ pub struct Settings {
     pub policy: PolicyConfig,
     /// The orchestrator.
     pub execute: ExecuteConfig,
+    /// The policy was given on the command line: a policy persisted at run
+    /// time before a restart does not replace it.
+    pub policy_pinned: bool,
 }
 
 impl Config {
@@ -564,6 +567,7 @@ impl Config {
             link_capacity_bps: self.topology.link_capacity_bps,
             policy: self.policy.clone(),
             execute: self.execute.clone(),
+            policy_pinned: false,
         })
     }
 
