@@ -168,6 +168,9 @@ pub struct ExecuteConfig {
     /// Largest bandwidth a migration is given, bytes/s (also the cap of an
     /// unreserved migration).
     pub max_bandwidth_bytes_per_s: f64,
+    /// Share of the deadline kept in reserve: the bandwidth is computed to
+    /// finish within `deadline × (1 − margin)`.
+    pub deadline_margin: f64,
 }
 
 impl Default for ExecuteConfig {
@@ -183,6 +186,7 @@ impl Default for ExecuteConfig {
             ovsdb: "unix:/var/run/openvswitch/db.sock".into(),
             hostd_timeout_s: 5.0,
             max_bandwidth_bytes_per_s: 1.25e9,
+            deadline_margin: 0.1,
         }
     }
 }
@@ -614,6 +618,12 @@ impl Config {
             return Err(bad(
                 "meter_headroom",
                 format!("must be in [1, 2], got {}", e.meter_headroom),
+            ));
+        }
+        if !(e.deadline_margin.is_finite() && (0.0..0.9).contains(&e.deadline_margin)) {
+            return Err(bad(
+                "deadline_margin",
+                format!("must be in [0, 0.9), got {}", e.deadline_margin),
             ));
         }
         if e.max_per_host == 0 || e.max_per_link == 0 {

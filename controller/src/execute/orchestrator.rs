@@ -580,9 +580,11 @@ impl Orchestrator {
                             .fold(f64::INFINITY, f64::min);
                         (p, cap)
                     }
-                    None if reserve => return Err(OrchError::Infeasible(format!(
+                    None if reserve => {
+                        return Err(OrchError::Infeasible(format!(
                         "no path between the bridges of {from} and {to}: cannot reserve bandwidth"
-                    ))),
+                    )))
+                    }
                     None => (Vec::new(), src.nic_bps.min(dst.nic_bps)),
                 },
                 _ if reserve => {
@@ -602,7 +604,8 @@ impl Orchestrator {
             downtime_goal_s: s.settings.policy.options.constraints.downtime_goal_s,
             min_progress_mb: s.settings.policy.options.constraints.min_progress_mb,
         };
-        let need = vmpatrol::min_bandwidth_for_deadline(&params, deadline_s, max_bytes / MIB)
+        let planned_s = deadline_s * (1.0 - self.cfg.deadline_margin);
+        let need = vmpatrol::min_bandwidth_for_deadline(&params, planned_s, max_bytes / MIB)
             .map_err(|e| match e {
                 ModelError::DeadlineInfeasible { .. } => OrchError::Infeasible(format!(
                     "deadline {deadline_s} s cannot be met: moving {memory_mb:.0} MB with a dirty rate of {dirty_max:.1} MB/s needs more than the {:.1} MB/s the path offers",
