@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod qemu;
+pub mod world;
 
 use std::fs::File;
 use std::net::TcpListener;

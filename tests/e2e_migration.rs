@@ -20,59 +20,18 @@
 //!    restarted on the same database: no reservation or migration flow is
 //!    left behind and the migration's final state is recorded.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shoal::qemu::{move_into_ns, Hostd};
+use shoal::qemu::Hostd;
+use shoal::world::{start_controller, Hypervisor};
 use shoal::{
-    cargo_bin, e2e_lock, ensure_ovs, free_port, get_json, http, is_root, sh, wait_for, ChildGuard,
-    Netns, NsHost, OvsBridge, Veth,
+    e2e_lock, ensure_ovs, free_port, get_json, http, is_root, sh, wait_for, NsHost, OvsBridge, Veth,
 };
 
 const TOKEN: &str = "smg-token-3f8a";
 const VM1_MAC: &str = "02:6a:00:00:00:01";
-
-fn hostd_config(
-    id: &str,
-    mgmt: &str,
-    data: &str,
-    bridge: Option<&str>,
-    api: &str,
-    dir: &Path,
-    extra: &str,
-) -> String {
-    let bridge = bridge
-        .map(|b| format!("bridge = \"{b}\"\nuplink = \"eth0\"\n"))
-        .unwrap_or_default();
-    format!(
-        r#"host_id = "{id}"
-controller = "http://{api}"
-listen = "{mgmt}:7070"
-api_url = "http://{mgmt}:7070"
-dom0_addr = "{data}"
-token_file = "{token}"
-interval_s = 1
-run_dir = "{run}"
-http_timeout_s = 3
-{bridge}{extra}
-"#,
-        token = dir.join("token").display(),
-        run = dir.join(id).display(),
-    )
-}
-
-fn start_controller(dir: &Path, cfg: &Path, log: &str) -> ChildGuard {
-    ChildGuard::spawn(
-        Command::new(cargo_bin("shoal-controller"))
-            .args(["run", "--config"])
-            .arg(cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(log)).unwrap()),
-    )
-    .unwrap()
-}
 
 fn post(api: &str, body: Value) -> (u16, Value) {
     let (code, text) = http(
@@ -156,11 +115,7 @@ reservation = "meter"
         ),
     )
     .unwrap();
-    let mut ctl = start_controller(&dir, &cfg, "controller.log");
-    wait_for("the API", Duration::from_secs(20), || {
-        get_json(&api, "/healthz").ok()
-    })
-    .unwrap();
+    let mut ctl = start_controller(&dir, &cfg, "controller.log", &api).unwrap();
 
     // Data plane: b1 - agg - b2.
     let b1 = OvsBridge::new("smg-b1", 0x6001).unwrap();
@@ -172,41 +127,9 @@ reservation = "meter"
     b1.add_port("smg-l1b", 10).unwrap();
     agg.add_port(l2.root_end(), 2).unwrap();
     b2.add_port("smg-l2b", 10).unwrap();
-    let h1 = Netns::new("smg-h1").unwrap();
-    let h2 = Netns::new("smg-h2").unwrap();
-    let h3 = Netns::new("smg-h3").unwrap();
-    let d1 = Veth::new("smg-d1p", "smg-d1i").unwrap();
-    let d2 = Veth::new("smg-d2p", "smg-d2i").unwrap();
-    b1.add_port(d1.root_end(), 2).unwrap();
-    b2.add_port(d2.root_end(), 2).unwrap();
-    move_into_ns("smg-d1i", &h1, "eth0", Some("10.218.0.1/16"), None, true).unwrap();
-    move_into_ns("smg-d2i", &h2, "eth0", Some("10.218.0.2/16"), None, true).unwrap();
-    let mut mgmt = Vec::new();
-    for (i, ns) in [&h1, &h2, &h3].iter().enumerate() {
-        let n = i + 1;
-        let v = Veth::new(&format!("smg-m{n}p"), &format!("smg-m{n}i")).unwrap();
-        sh(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("10.219.{n}.1/30"),
-                "dev",
-                v.root_end(),
-            ],
-        )
-        .unwrap();
-        move_into_ns(
-            &format!("smg-m{n}i"),
-            ns,
-            "mgmt",
-            Some(&format!("10.219.{n}.2/30")),
-            None,
-            true,
-        )
-        .unwrap();
-        mgmt.push(v);
-    }
+    let h1 = Hypervisor::new("smg-h1", Some((&b1, 2)), "10.218.0.1/16", 219, 1).unwrap();
+    let h2 = Hypervisor::new("smg-h2", Some((&b2, 2)), "10.218.0.2/16", 219, 2).unwrap();
+    let h3 = Hypervisor::new("smg-h3", None, "10.219.3.2/30", 219, 3).unwrap();
     let vm1 = NsHost::new("smg-vm1", &b1, "smg-v1", 20, VM1_MAC, "10.218.1.1", 16).unwrap();
     let vm2 = NsHost::new(
         "smg-vm2",
@@ -240,48 +163,24 @@ reservation = "meter"
         scenario.display()
     );
     let hd1 = Hostd::start(
-        Some(&h1),
+        Some(&h1.ns),
         &dir.join("h1"),
-        &hostd_config(
-            "h1",
-            "10.219.1.2",
-            "10.218.0.1",
-            Some("smg-b1"),
-            &format!("10.219.1.1:{api_port}"),
-            &dir,
-            &vm_toml,
-        ),
-        "10.219.1.2:7070",
+        &h1.hostd_config("h1", Some("smg-b1"), api_port, &dir, &vm_toml),
+        &h1.hostd_api(),
     )
     .expect("hostd h1");
     let hd2 = Hostd::start(
-        Some(&h2),
+        Some(&h2.ns),
         &dir.join("h2"),
-        &hostd_config(
-            "h2",
-            "10.219.2.2",
-            "10.218.0.2",
-            Some("smg-b2"),
-            &format!("10.219.2.1:{api_port}"),
-            &dir,
-            "",
-        ),
-        "10.219.2.2:7070",
+        &h2.hostd_config("h2", Some("smg-b2"), api_port, &dir, ""),
+        &h2.hostd_api(),
     )
     .expect("hostd h2");
     let _hd3 = Hostd::start(
-        Some(&h3),
+        Some(&h3.ns),
         &dir.join("h3"),
-        &hostd_config(
-            "h3",
-            "10.219.3.2",
-            "10.219.3.2",
-            None,
-            &format!("10.219.3.1:{api_port}"),
-            &dir,
-            "memory_mb = 16\n",
-        ),
-        "10.219.3.2:7070",
+        &h3.hostd_config("h3", None, api_port, &dir, "memory_mb = 16\n"),
+        &h3.hostd_api(),
     )
     .expect("hostd h3");
     wait_for("3 hosts reporting", Duration::from_secs(20), || {
@@ -441,11 +340,7 @@ reservation = "meter"
         .status();
     let _ = ctl.wait();
     std::thread::sleep(Duration::from_millis(500));
-    let _ctl2 = start_controller(&dir, &cfg, "controller2.log");
-    wait_for("the API again", Duration::from_secs(20), || {
-        get_json(&api, "/healthz").ok()
-    })
-    .unwrap();
+    let _ctl2 = start_controller(&dir, &cfg, "controller2.log", &api).unwrap();
     let fin = wait_state(&api, &id2, &["done", "failed"], Duration::from_secs(60));
     eprintln!(
         "after the crash the migration ended {} ({:?} after the kill): {}",
@@ -470,6 +365,6 @@ reservation = "meter"
     });
     let log = std::fs::read_to_string(dir.join("controller2.log")).unwrap_or_default();
     assert!(log.contains("migration restored after a restart"), "{log}");
-    drop((hd1, hd2, vm1, mgmt));
+    drop((hd1, hd2, vm1, h1, h2, h3));
     let _ = std::fs::remove_dir_all(&dir);
 }

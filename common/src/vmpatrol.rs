@@ -192,7 +192,12 @@ pub fn predict(params: &ModelParams, bandwidth_mbps: f64) -> Result<Prediction, 
 }
 
 /// The smallest bandwidth `L ≤ max_bandwidth_mbps` whose predicted time
-/// `N(L)/L` is at most `deadline_s`, with its prediction.
+/// `N(L)/L` is at most `deadline_s` and whose downtime stays within the
+/// switch-over goal `T`, with its prediction.
+///
+/// (Without the downtime condition a bandwidth barely above `R` would
+/// "meet" a long deadline by copying everything in one stop-and-copy round:
+/// the model's `n` falls to 0 when each round makes less than `X` progress.)
 ///
 /// The time steps with `n`, so it is not monotone in `L` everywhere: the
 /// search scans `L` upward from just above `R` in 1 % steps, then bisects
@@ -213,7 +218,9 @@ pub fn min_bandwidth_for_deadline(
         return Err(infeasible);
     }
     let meets = |l: f64| -> Option<Prediction> {
-        predict(params, l).ok().filter(|p| p.time_s <= deadline_s)
+        predict(params, l).ok().filter(|p| {
+            p.time_s <= deadline_s && p.downtime_s <= params.downtime_goal_s * (1.0 + 1e-9)
+        })
     };
     // Lower bound: even one copy of M needs M / D.
     let mut lo = (params.dirty_mbps * (1.0 + 1e-9)).max(params.memory_mb / deadline_s);
@@ -344,6 +351,17 @@ mod tests {
             pr.bandwidth_mbps < 40.0 && pr.bandwidth_mbps > 39.0,
             "{pr:?}"
         );
+    }
+
+    /// A long deadline does not buy a bandwidth barely above R: its downtime
+    /// (everything copied while stopped) would break the switch-over goal.
+    #[test]
+    fn long_deadline_keeps_the_downtime_goal() {
+        let p = ModelParams::new(64.0, 1.0);
+        let pr = min_bandwidth_for_deadline(&p, 120.0, 1000.0).unwrap();
+        assert!(pr.downtime_s <= 0.3, "{pr:?}");
+        assert!(pr.bandwidth_mbps > 1.5, "{pr:?}");
+        assert!(pr.time_s <= 120.0);
     }
 
     #[test]

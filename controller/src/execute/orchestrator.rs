@@ -1223,7 +1223,7 @@ impl Orchestrator {
             vm: m.vm.clone(),
             destination_host: m.to.clone(),
             destination_addr: m.dst_addr.clone(),
-            max_bandwidth_bytes_per_s: m.bandwidth_bytes_per_s.round().max(1.0) as u64,
+            max_bandwidth_bytes_per_s: m.bandwidth_bytes_per_s.ceil().max(1.0) as u64,
             downtime_limit_ms: (s.settings.policy.options.constraints.downtime_goal_s * 1000.0)
                 .round()
                 .max(1.0) as u64,

@@ -1,0 +1,117 @@
+//! Building blocks of the end-to-end test worlds: a hypervisor namespace
+//! (dom0 on an OVS bridge plus a management link to the root namespace), a
+//! `shoal-hostd` configuration for it, and the controller process.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::qemu::move_into_ns;
+use crate::{cargo_bin, get_json, sh, wait_for, ChildGuard, Netns, OvsBridge, Result, Veth};
+
+/// A hypervisor: a namespace whose `eth0` (dom0's data interface) is a port
+/// of an OVS bridge and whose `mgmt` reaches the root namespace over a
+/// point-to-point veth (`10.<mgmt_net>.<n>.2` inside, `.1` outside).
+pub struct Hypervisor {
+    /// Its namespace (deleted on drop, with everything inside).
+    pub ns: Netns,
+    /// Data address of dom0.
+    pub data_ip: String,
+    /// Management address (hostd listens here).
+    pub mgmt_ip: String,
+    /// Root-namespace end of the management link.
+    pub root_ip: String,
+    _links: Vec<Veth>,
+}
+
+impl Hypervisor {
+    /// Creates hypervisor `name` (≤ 8 characters): dom0 `data_cidr` on
+    /// `bridge` port `ofport` (none: no data interface), management subnet
+    /// `10.<mgmt_net>.<n>.0/30`.
+    pub fn new(
+        name: &str,
+        bridge: Option<(&OvsBridge, u16)>,
+        data_cidr: &str,
+        mgmt_net: u8,
+        n: u8,
+    ) -> Result<Hypervisor> {
+        let ns = Netns::new(name)?;
+        let mut links = Vec::new();
+        if let Some((b, port)) = bridge {
+            let (p, i) = (format!("{name}-dp"), format!("{name}-di"));
+            let v = Veth::new(&p, &i)?;
+            b.add_port(&p, port)?;
+            move_into_ns(&i, &ns, "eth0", Some(data_cidr), None, true)?;
+            links.push(v);
+        }
+        let (p, i) = (format!("{name}-mp"), format!("{name}-mi"));
+        let v = Veth::new(&p, &i)?;
+        let root_ip = format!("10.{mgmt_net}.{n}.1");
+        let mgmt_ip = format!("10.{mgmt_net}.{n}.2");
+        sh("ip", &["addr", "add", &format!("{root_ip}/30"), "dev", &p])?;
+        move_into_ns(&i, &ns, "mgmt", Some(&format!("{mgmt_ip}/30")), None, true)?;
+        links.push(v);
+        Ok(Hypervisor {
+            ns,
+            data_ip: data_cidr.split('/').next().unwrap_or(data_cidr).to_string(),
+            mgmt_ip,
+            root_ip,
+            _links: links,
+        })
+    }
+
+    /// A hostd configuration for this hypervisor (netns backend, interval
+    /// 1 s); `extra` is appended (VMs, testbed options).
+    pub fn hostd_config(
+        &self,
+        id: &str,
+        bridge: Option<&str>,
+        api_port: u16,
+        dir: &Path,
+        extra: &str,
+    ) -> String {
+        let bridge = bridge
+            .map(|b| format!("bridge = \"{b}\"\nuplink = \"eth0\"\n"))
+            .unwrap_or_default();
+        format!(
+            r#"host_id = "{id}"
+controller = "http://{root}:{api_port}"
+listen = "{mgmt}:7070"
+api_url = "http://{mgmt}:7070"
+dom0_addr = "{data}"
+token_file = "{token}"
+interval_s = 1
+run_dir = "{run}"
+http_timeout_s = 3
+{bridge}{extra}
+"#,
+            root = self.root_ip,
+            mgmt = self.mgmt_ip,
+            data = self.data_ip,
+            token = dir.join("token").display(),
+            run = dir.join(id).display(),
+        )
+    }
+
+    /// `IP:PORT` of this hypervisor's hostd.
+    pub fn hostd_api(&self) -> String {
+        format!("{}:7070", self.mgmt_ip)
+    }
+}
+
+/// Starts `shoal-controller run --config CFG`, logging to `dir/log`, and
+/// waits until its API answers at `api`.
+pub fn start_controller(dir: &Path, cfg: &Path, log: &str, api: &str) -> Result<ChildGuard> {
+    let logf = std::fs::File::create(dir.join(log))?;
+    let c = ChildGuard::spawn(
+        Command::new(cargo_bin("shoal-controller"))
+            .args(["run", "--config"])
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(logf),
+    )?;
+    wait_for("the controller API", Duration::from_secs(20), || {
+        get_json(api, "/healthz").ok()
+    })?;
+    Ok(c)
+}
