@@ -498,6 +498,19 @@ mod tests {
             "/api/v1/endpoints",
             "/api/v1/traffic-matrix",
             "/api/v1/ports/stats",
+            "/api/v1/queues/stats",
+            "/api/v1/meters/stats",
+            "/api/v1/hosts",
+            "/api/v1/hosts/{id}",
+            "/api/v1/hosts/{id}/reports",
+            "/api/v1/vms",
+            "/api/v1/vms/{name}",
+            "/api/v1/migrations",
+            "/api/v1/migrations/{id}",
+            "/api/v1/decisions",
+            "/api/v1/hotspots",
+            "/api/v1/policy",
+            "/api/v1/vf-assignments",
         ] {
             assert!(paths.contains_key(p), "{p} missing from openapi.json");
         }
