@@ -716,6 +716,19 @@ window_intervals = 2
         assert!(e.to_string().contains("bogus"), "{e}");
     }
 
+    /// The example in docs/configuration.md parses and validates.
+    #[test]
+    fn documented_example_is_valid() {
+        let doc = include_str!("../../docs/configuration.md");
+        let start = doc.find("```toml\n").unwrap() + 8;
+        let len = doc[start..].find("```").unwrap();
+        let c = Config::from_toml(&doc[start..start + len]).unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(s.execute.reservation, ReservationKind::Meter);
+        assert_eq!(s.hypervisors.len(), 2);
+        assert_eq!(s.link_capacity_bps, Some(1e8));
+    }
+
     #[test]
     fn dpid_forms() {
         assert_eq!(parse_dpid("00:00:00:00:00:00:00:0a"), Some(10));
