@@ -158,6 +158,8 @@ reservation = "meter"
         r#"{"interpolation": "hold", "points": [{"t": 0, "cpu": 0.2, "mem_mb": 20, "dirty_mbps": 1}]}"#,
     )
     .unwrap();
+    // Host CPU/memory from the VMs (all hypervisors share this machine).
+    let testbed = "cores = 2\nhost_metrics = \"vms\"\n";
     let vm_toml = format!(
         "[[vm]]\nname = \"smg-vm1\"\nmac = \"{VM1_MAC}\"\nip = \"10.218.1.1\"\nmemory_mb = 24\nbackend = \"netns\"\nnamespace = \"smg-vm1\"\niface = \"eth0\"\nport = \"smg-v1\"\nscenario = \"{}\"\n",
         scenario.display()
@@ -165,14 +167,20 @@ reservation = "meter"
     let hd1 = Hostd::start(
         Some(&h1.ns),
         &dir.join("h1"),
-        &h1.hostd_config("h1", Some("smg-b1"), api_port, &dir, &vm_toml),
+        &h1.hostd_config(
+            "h1",
+            Some("smg-b1"),
+            api_port,
+            &dir,
+            &format!("{testbed}{vm_toml}"),
+        ),
         &h1.hostd_api(),
     )
     .expect("hostd h1");
     let hd2 = Hostd::start(
         Some(&h2.ns),
         &dir.join("h2"),
-        &h2.hostd_config("h2", Some("smg-b2"), api_port, &dir, ""),
+        &h2.hostd_config("h2", Some("smg-b2"), api_port, &dir, testbed),
         &h2.hostd_api(),
     )
     .expect("hostd h2");

@@ -122,6 +122,46 @@ impl LinkChange {
     }
 }
 
+/// Depth-first enumeration of loop-free paths (see [`Topology::paths`]).
+struct PathSearch {
+    adj: BTreeMap<u64, Vec<(u64, u32, u32)>>,
+    dst: u64,
+    max_len: usize,
+    stack: Vec<(u64, Option<u32>)>,
+    on_path: BTreeSet<u64>,
+    out: Vec<Vec<(u64, Option<u32>)>>,
+    budget: usize,
+}
+
+impl PathSearch {
+    fn dfs(&mut self, cur: u64) {
+        if self.budget == 0 {
+            return;
+        }
+        self.budget -= 1;
+        if cur == self.dst {
+            let mut p = self.stack.clone();
+            p.push((cur, None));
+            self.out.push(p);
+            return;
+        }
+        if self.stack.len() + 1 >= self.max_len {
+            return;
+        }
+        self.on_path.insert(cur);
+        let nbrs = self.adj.get(&cur).cloned().unwrap_or_default();
+        for (nbr, lp, _) in nbrs {
+            if self.on_path.contains(&nbr) {
+                continue;
+            }
+            self.stack.push((cur, Some(lp)));
+            self.dfs(nbr);
+            self.stack.pop();
+        }
+        self.on_path.remove(&cur);
+    }
+}
+
 /// The topology.
 #[derive(Debug, Default)]
 pub struct Topology {
@@ -513,6 +553,42 @@ impl Topology {
         Some(path)
     }
 
+    /// Loop-free paths from `src` to `dst` at most `extra` hops longer than
+    /// the shortest, shortest first (then by the sequence of (dpid, port)),
+    /// at most `limit` of them; same shape as [`Topology::path`].
+    pub fn paths(
+        &self,
+        src: u64,
+        dst: u64,
+        extra: usize,
+        limit: usize,
+    ) -> Vec<Vec<(u64, Option<u32>)>> {
+        let Some(shortest) = self.path(src, dst) else {
+            return Vec::new();
+        };
+        let max_len = shortest.len() + extra;
+        let mut search = PathSearch {
+            adj: self.adjacency(),
+            dst,
+            max_len,
+            stack: Vec::new(),
+            on_path: BTreeSet::new(),
+            out: Vec::new(),
+            // Bounded search: at most this many steps, whatever the topology.
+            budget: 100_000,
+        };
+        search.dfs(src);
+        let mut out = search.out;
+        out.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+        // The forwarding path first among the shortest.
+        if let Some(i) = out.iter().position(|p| *p == shortest) {
+            let p = out.remove(i);
+            out.insert(0, p);
+        }
+        out.truncate(limit);
+        out
+    }
+
     /// Learns `mac` (and `ip`, when given) at `at`, if `at` is a confirmed
     /// edge port. Never learns at inter-switch ports.
     pub fn learn(
@@ -652,6 +728,22 @@ pub(crate) mod tests {
         );
         assert_eq!(line.next_hops_to(3), BTreeMap::from([(1, 2), (2, 3)]));
         assert!(line.path(1, 9).is_none());
+    }
+
+    #[test]
+    fn alternative_paths_in_the_triangle() {
+        let t = triangle(Instant::now());
+        let p = t.paths(1, 2, 1, 10);
+        // Direct s1:2 -> s2, then the detour s1:3 -> s3:2 -> s2.
+        assert_eq!(
+            p,
+            vec![
+                vec![(1, Some(2)), (2, None)],
+                vec![(1, Some(3)), (3, Some(2)), (2, None)],
+            ]
+        );
+        assert_eq!(t.paths(1, 2, 0, 10).len(), 1);
+        assert!(t.paths(1, 9, 2, 10).is_empty());
     }
 
     #[test]

@@ -811,8 +811,47 @@ impl Orchestrator {
         Some(m)
     }
 
-    /// Admission: hosts free, path hops with enough bandwidth.
+    /// Admission: hosts free, and a candidate path (the forwarding path
+    /// first, then loop-free detours up to two hops longer) whose every hop
+    /// has enough bandwidth; the first such path wins.
     fn admit(&self, s: &Shared, m: &Migration) -> Result<Vec<Hop>, String> {
+        let candidates: Vec<Vec<Hop>> = match (
+            Self::host_facts(s, &m.from).and_then(|h| h.bridge),
+            Self::host_facts(s, &m.to).and_then(|h| h.bridge),
+            s.topo_read().ok(),
+        ) {
+            (Some(a), Some(b), Some(topo)) => topo
+                .paths(a, b, 2, 8)
+                .into_iter()
+                .map(|p| {
+                    p.into_iter()
+                        .map(|(d, port)| Hop {
+                            dpid: dpid_str(d),
+                            out_port: port,
+                            capacity_bps: None,
+                            available_bps: None,
+                        })
+                        .collect()
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if candidates.is_empty() {
+            return self.admit_hops(s, m, &m.hops);
+        }
+        let mut first_err = None;
+        for hops in &candidates {
+            match self.admit_hops(s, m, hops) {
+                Ok(h) => return Ok(h),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| "no path".into()))
+    }
+
+    fn admit_hops(&self, s: &Shared, m: &Migration, candidate: &[Hop]) -> Result<Vec<Hop>, String> {
         let active = self.active();
         let busy = |h: &str| {
             active
@@ -827,7 +866,7 @@ impl Orchestrator {
             }
         }
         if !m.reserve {
-            return Ok(m.hops.clone());
+            return Ok(candidate.to_vec());
         }
         let topo = s.topo_read().map_err(|e| e.to_string())?;
         let ports = s
@@ -857,7 +896,7 @@ impl Orchestrator {
         }
         let need = m.bandwidth_bytes_per_s * 8.0 * self.cfg.meter_headroom;
         let mut hops = Vec::new();
-        for h in &m.hops {
+        for h in candidate {
             let Some(dpid) = crate::config::parse_dpid(&h.dpid) else {
                 return Err(format!("bad hop {}", h.dpid));
             };
@@ -895,11 +934,6 @@ impl Orchestrator {
     }
 
     async fn try_start(&self, s: &Shared, m: Migration) {
-        // The path may have changed since submission: recompute it.
-        let m = match self.refresh_path(s, &m) {
-            Some(m) => m,
-            None => m,
-        };
         let hops = match self.admit(s, &m) {
             Ok(h) => h,
             Err(why) => {
@@ -913,6 +947,7 @@ impl Orchestrator {
         let Some(m) = self.update(&m.id, |x| {
             x.state = MigState::Reserving;
             x.queued_reason = None;
+            x.path = hops.iter().map(|h| h.dpid.clone()).collect();
             x.hops = hops;
         }) else {
             return;
@@ -950,30 +985,6 @@ impl Orchestrator {
                 self.finish(s, &m.id, MigState::Failed, Some(why));
             }
         }
-    }
-
-    fn refresh_path(&self, s: &Shared, m: &Migration) -> Option<Migration> {
-        let src = Self::host_facts(s, &m.from)?;
-        let dst = Self::host_facts(s, &m.to)?;
-        let topo = s.topo_read().ok()?;
-        let p = topo.path(src.bridge?, dst.bridge?)?;
-        let path: Vec<String> = p.iter().map(|(d, _)| dpid_str(*d)).collect();
-        if path == m.path {
-            return None;
-        }
-        drop(topo);
-        self.update(&m.id, |x| {
-            x.path = path;
-            x.hops = p
-                .iter()
-                .map(|(d, port)| Hop {
-                    dpid: dpid_str(*d),
-                    out_port: *port,
-                    capacity_bps: None,
-                    available_bps: None,
-                })
-                .collect();
-        })
     }
 
     /// Installs the reservation on every hop; on error returns what was
