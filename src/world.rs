@@ -115,3 +115,38 @@ pub fn start_controller(dir: &Path, cfg: &Path, log: &str, api: &str) -> Result<
     })?;
     Ok(c)
 }
+
+/// Writes `dir/controller.toml` for the end-to-end tests: OpenFlow on
+/// 127.0.0.1:`of_port`, the API on 0.0.0.0:`api_port` (hypervisor
+/// namespaces reach it over their management links), the knowledge store at
+/// `db`, the token in `dir/token`, fast timers (Δ = 1 s), 100 Mbit/s links;
+/// `extra` is appended (more sections).
+pub fn write_controller_config(
+    dir: &Path,
+    of_port: u16,
+    api_port: u16,
+    db: &str,
+    extra: &str,
+) -> Result<std::path::PathBuf> {
+    let cfg = dir.join("controller.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"of_listen = "127.0.0.1:{of_port}"
+api_listen = "0.0.0.0:{api_port}"
+db = "{db}"
+[hostd]
+token_file = "{token}"
+[topology]
+lldp_interval_s = 1.0
+port_confirm_s = 1.5
+link_capacity_bps = 100000000
+[monitor]
+interval_s = 1.0
+{extra}
+"#,
+            token = dir.join("token").display()
+        ),
+    )?;
+    Ok(cfg)
+}

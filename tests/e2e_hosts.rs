@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shoal::qemu::{move_into_ns, Hostd};
+use shoal::world::write_controller_config;
 use shoal::{
     cargo_bin, e2e_lock, ensure_ovs, free_port, get_json, is_root, sh, wait_for, ChildGuard, Netns,
     NsHost, OvsBridge, Veth,
@@ -112,26 +113,7 @@ fn controller_tracks_hosts_vms_and_a_migrated_vm() {
     let of_port = free_port().unwrap();
     let api_port = free_port().unwrap();
     let api = format!("127.0.0.1:{api_port}");
-    let cfg = dir.join("controller.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-of_listen = "127.0.0.1:{of_port}"
-api_listen = "0.0.0.0:{api_port}"
-db = ":memory:"
-[hostd]
-token_file = "{}"
-[topology]
-lldp_interval_s = 1.0
-port_confirm_s = 1.5
-[monitor]
-interval_s = 1.0
-"#,
-            dir.join("token").display()
-        ),
-    )
-    .unwrap();
+    let cfg = write_controller_config(&dir, of_port, api_port, ":memory:", "").unwrap();
     let log_path = dir.join("controller.log");
     let _ctl = ChildGuard::spawn(
         Command::new(cargo_bin("shoal-controller"))

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use shoal::qemu::Hostd;
-use shoal::world::{start_controller, Hypervisor};
+use shoal::world::{start_controller, write_controller_config, Hypervisor};
 use shoal::{
     cargo_bin, e2e_lock, ensure_ovs, free_port, get_json, http, is_root, wait_for, NsHost,
     OvsBridge, Veth,
@@ -54,27 +54,12 @@ fn live_loop_resolves_a_hotspot_like_the_simulator() {
     let of_port = free_port().unwrap();
     let api_port = free_port().unwrap();
     let api = format!("127.0.0.1:{api_port}");
-    let cfg = dir.join("controller.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-of_listen = "127.0.0.1:{of_port}"
-api_listen = "0.0.0.0:{api_port}"
-db = ":memory:"
-[hostd]
-token_file = "{}"
-[topology]
-lldp_interval_s = 1.0
-port_confirm_s = 1.5
-link_capacity_bps = 100000000
-[monitor]
-interval_s = 1.0
-[execute]
-default_deadline_s = 15
-"#,
-            dir.join("token").display()
-        ),
+    let cfg = write_controller_config(
+        &dir,
+        of_port,
+        api_port,
+        ":memory:",
+        "[execute]\ndefault_deadline_s = 15\n",
     )
     .unwrap();
     let _ctl = start_controller(&dir, &cfg, "controller.log", &api).unwrap();

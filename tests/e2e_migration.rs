@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shoal::qemu::Hostd;
-use shoal::world::{start_controller, Hypervisor};
+use shoal::world::{start_controller, write_controller_config, Hypervisor};
 use shoal::{
     e2e_lock, ensure_ovs, free_port, get_json, http, is_root, sh, wait_for, NsHost, OvsBridge, Veth,
 };
@@ -91,28 +91,12 @@ fn reserved_migration_and_controller_crash() {
     let of_port = free_port().unwrap();
     let api_port = free_port().unwrap();
     let api = format!("127.0.0.1:{api_port}");
-    let cfg = dir.join("controller.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-of_listen = "127.0.0.1:{of_port}"
-api_listen = "0.0.0.0:{api_port}"
-db = "{db}"
-[hostd]
-token_file = "{tok}"
-[topology]
-lldp_interval_s = 1.0
-port_confirm_s = 1.5
-link_capacity_bps = 100000000
-[monitor]
-interval_s = 1.0
-[execute]
-reservation = "meter"
-"#,
-            db = dir.join("shoal.db").display(),
-            tok = dir.join("token").display()
-        ),
+    let cfg = write_controller_config(
+        &dir,
+        of_port,
+        api_port,
+        &dir.join("shoal.db").display().to_string(),
+        "[execute]\nreservation = \"meter\"\n",
     )
     .unwrap();
     let mut ctl = start_controller(&dir, &cfg, "controller.log", &api).unwrap();

@@ -406,24 +406,32 @@ fn dpid_filter(q: &DpidQuery) -> Result<Option<u64>, ApiError> {
     q.dpid.as_deref().map(path_dpid).transpose()
 }
 
+/// Rows of one switch (or all), each with its datapath id as 16 hex digits.
+fn stats_rows<T: Serialize>(
+    rows: Vec<T>,
+    dpid_of: fn(&T) -> u64,
+    q: &DpidQuery,
+) -> ApiResult<Vec<serde_json::Value>> {
+    let f = dpid_filter(q)?;
+    Ok(Json(
+        rows.into_iter()
+            .filter(|r| f.is_none_or(|d| d == dpid_of(r)))
+            .map(|r| {
+                let mut v = serde_json::to_value(&r).unwrap_or_default();
+                v["dpid"] = serde_json::Value::String(dpid_str(dpid_of(&r)));
+                v
+            })
+            .collect(),
+    ))
+}
+
 async fn port_stats(
     State(s): State<Arc<Shared>>,
     q: Result<Query<DpidQuery>, QueryRejection>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let Query(q) = q?;
-    let f = dpid_filter(&q)?;
-    let m = s.monitor_lock()?;
-    Ok(Json(
-        m.port_rates()
-            .into_iter()
-            .filter(|r| f.is_none_or(|d| d == r.dpid))
-            .map(|r| {
-                let mut v = serde_json::to_value(&r).unwrap_or_default();
-                v["dpid"] = serde_json::Value::String(dpid_str(r.dpid));
-                v
-            })
-            .collect(),
-    ))
+    let rows = s.monitor_lock()?.port_rates();
+    stats_rows(rows, |r| r.dpid, &q)
 }
 
 async fn queue_stats(
@@ -431,19 +439,8 @@ async fn queue_stats(
     q: Result<Query<DpidQuery>, QueryRejection>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let Query(q) = q?;
-    let f = dpid_filter(&q)?;
-    let m = s.monitor_lock()?;
-    Ok(Json(
-        m.queue_rates()
-            .into_iter()
-            .filter(|r| f.is_none_or(|d| d == r.dpid))
-            .map(|r| {
-                let mut v = serde_json::to_value(&r).unwrap_or_default();
-                v["dpid"] = serde_json::Value::String(dpid_str(r.dpid));
-                v
-            })
-            .collect(),
-    ))
+    let rows = s.monitor_lock()?.queue_rates();
+    stats_rows(rows, |r| r.dpid, &q)
 }
 
 async fn meter_stats(
@@ -451,19 +448,8 @@ async fn meter_stats(
     q: Result<Query<DpidQuery>, QueryRejection>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let Query(q) = q?;
-    let f = dpid_filter(&q)?;
-    let m = s.monitor_lock()?;
-    Ok(Json(
-        m.meter_rates()
-            .into_iter()
-            .filter(|r| f.is_none_or(|d| d == r.dpid))
-            .map(|r| {
-                let mut v = serde_json::to_value(&r).unwrap_or_default();
-                v["dpid"] = serde_json::Value::String(dpid_str(r.dpid));
-                v
-            })
-            .collect(),
-    ))
+    let rows = s.monitor_lock()?.meter_rates();
+    stats_rows(rows, |r| r.dpid, &q)
 }
 
 #[cfg(test)]
