@@ -142,6 +142,9 @@ pub struct Forwarding {
     /// appeared, e.g. after a migration, whose first frame is its
     /// gratuitous ARP), dropped if it turns out to be an inter-switch port.
     deferred: std::collections::VecDeque<(Instant, u64, PacketIn)>,
+    /// Spanning tree of the topology version it was computed for (flooding
+    /// asks for it on every broadcast PACKET_IN).
+    tree_cache: Option<(u64, BTreeMap<u64, BTreeSet<u32>>)>,
 }
 
 fn flow_mod(
@@ -230,6 +233,19 @@ impl Forwarding {
             pairs: HashMap::new(),
             base: HashMap::new(),
             deferred: std::collections::VecDeque::new(),
+            tree_cache: None,
+        }
+    }
+
+    /// The spanning tree of `topo`, recomputed only when it changed.
+    fn tree(&mut self, topo: &Topology) -> BTreeMap<u64, BTreeSet<u32>> {
+        match &self.tree_cache {
+            Some((v, t)) if *v == topo.version() => t.clone(),
+            _ => {
+                let t = topo.spanning_tree();
+                self.tree_cache = Some((topo.version(), t.clone()));
+                t
+            }
         }
     }
 
@@ -379,7 +395,7 @@ impl Forwarding {
     /// Pairs stale for longer than their idle timeout are forgotten.
     pub fn reconcile(&mut self, topo: &Topology, now: Instant) -> Vec<Outgoing> {
         let mut v = Vec::new();
-        let tree = topo.spanning_tree();
+        let tree = self.tree(topo);
         for &dpid in topo.switches().keys() {
             let links: BTreeSet<u32> = topo.link_ports(dpid).into_iter().collect();
             let tree_ports = tree.get(&dpid).cloned().unwrap_or_default();
@@ -533,9 +549,8 @@ impl Forwarding {
     /// Ports to flood to at `dpid` for a frame that entered at `in_port`:
     /// spanning-tree ports and confirmed edge ports, never back out of
     /// `in_port`; nothing when it entered on a link outside the tree.
-    fn flood_ports(&self, topo: &Topology, dpid: u64, in_port: u32, now: Instant) -> Vec<u32> {
-        let tree = topo.spanning_tree();
-        let tree_ports = tree.get(&dpid).cloned().unwrap_or_default();
+    fn flood_ports(&mut self, topo: &Topology, dpid: u64, in_port: u32, now: Instant) -> Vec<u32> {
+        let tree_ports = self.tree(topo).remove(&dpid).unwrap_or_default();
         let at = PortRef {
             dpid,
             port: in_port,
