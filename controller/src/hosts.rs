@@ -355,7 +355,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn report(id: &str, seq: u64, events: Vec<Event>) -> Report {
+    pub(crate) fn report(id: &str, seq: u64, events: Vec<Event>) -> Report {
         Report {
             host_id: id.into(),
             seq,

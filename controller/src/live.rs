@@ -246,9 +246,18 @@ pub async fn round(s: &Arc<Shared>, orch: &Orchestrator, http: &HttpClient) {
         l.round += 1;
         (l.round, l.hotspot_history.iter().cloned().collect())
     };
-    let Some(snap) = snapshot_now(s, round_no, migrations, history, last_migration_s) else {
+    let Some(mut snap) = snapshot_now(s, round_no, migrations, history, last_migration_s) else {
         return;
     };
+    // Plan on the placement after the migrations already under way (as the
+    // simulator does: a decided migration changes the placement at once),
+    // and keep their VMs cooling down.
+    for m in all.iter().filter(|m| !m.state.is_final()) {
+        if let Some(v) = snap.vms.get_mut(&m.vm) {
+            v.host = m.to.clone();
+            v.last_migration_s = Some(snap.now_s);
+        }
+    }
     let (report, decisions, settings) = {
         let mut l = lock(&s.live);
         let settings = l.settings.clone();

@@ -185,6 +185,11 @@ pub struct Config {
     /// Timeout of every HTTP call, seconds.
     #[serde(default = "default_http_timeout")]
     pub http_timeout_s: f64,
+    /// Network namespace of the uplink NIC when it is not hostd's own: a
+    /// name under /run/netns or a path such as `/proc/1/ns/net` (testbeds
+    /// where dom0 runs in a namespace and the NIC is a bridge port outside).
+    #[serde(default)]
+    pub uplink_netns: Option<String>,
     /// Cores to register instead of the machine's (testbeds where several
     /// "hypervisors" share one machine).
     #[serde(default)]
@@ -238,6 +243,7 @@ impl Default for Config {
             proc_root: default_proc_root(),
             sys_root: default_sys_root(),
             http_timeout_s: default_http_timeout(),
+            uplink_netns: None,
             cores: None,
             memory_mb: None,
             host_metrics: HostMetricsSource::Real,

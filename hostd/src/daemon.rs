@@ -164,7 +164,11 @@ pub async fn sensor_loop(h: Arc<Hostd>, mut host: HostSensor, tx: watch::Sender<
     let mut seq = 0u64;
     let mut last = Instant::now();
     // Prime the counters so that the first report covers a whole interval.
-    if let Err(e) = host.sample() {
+    let prime = match &h.cfg.uplink_netns {
+        Some(ns) => crate::sys::read_in_netns(ns, "net/dev").await.ok(),
+        None => None,
+    };
+    if let Err(e) = host.sample_with(prime.as_deref()) {
         tracing::warn!(error = %e, "host sensor");
     }
     for vm in h.all_vms() {
@@ -180,7 +184,17 @@ pub async fn sensor_loop(h: Arc<Hostd>, mut host: HostSensor, tx: watch::Sender<
     loop {
         tick.tick().await;
         let now = Instant::now();
-        let host_m = match host.sample() {
+        let net_dev = match &h.cfg.uplink_netns {
+            Some(ns) => match crate::sys::read_in_netns(ns, "net/dev").await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(netns = %ns, error = %e, "cannot read the uplink's counters");
+                    None
+                }
+            },
+            None => None,
+        };
+        let host_m = match host.sample_with(net_dev.as_deref()) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "host sensor");

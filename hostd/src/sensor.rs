@@ -87,13 +87,23 @@ impl HostSensor {
     /// Metrics since the previous call (the first call: CPU since boot,
     /// rates 0).
     pub fn sample(&mut self) -> Result<HostMetrics, SensorError> {
+        self.sample_with(None)
+    }
+
+    /// Like [`HostSensor::sample`], with `/proc/net/dev` given as text (read
+    /// in the uplink's namespace) instead of read from `proc_root`.
+    pub fn sample_with(&mut self, net_dev: Option<&str>) -> Result<HostMetrics, SensorError> {
         let now = Instant::now();
         let (cpu, _) = procfs::parse_stat(&read(&self.proc_root.join("stat"))?)?;
         let mem = procfs::parse_meminfo(&read(&self.proc_root.join("meminfo"))?)?;
         let pswpout = procfs::parse_vmstat_pswpout(&read(&self.proc_root.join("vmstat"))?)?;
         let nic = match &self.uplink {
             Some(ifname) => {
-                let all = procfs::parse_net_dev(&read(&self.proc_root.join("net/dev"))?)?;
+                let text = match net_dev {
+                    Some(t) => t.to_string(),
+                    None => read(&self.proc_root.join("net/dev"))?,
+                };
+                let all = procfs::parse_net_dev(&text)?;
                 let c = all.get(ifname).copied();
                 if c.is_none() {
                     tracing::warn!(uplink = %ifname, "uplink interface not found in /proc/net/dev");

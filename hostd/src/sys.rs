@@ -5,20 +5,30 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
+/// The file of network namespace `ns`: a path (anything with a `/`, e.g.
+/// `/proc/1/ns/net` for the root namespace) or a name under `/run/netns`.
+pub fn netns_path(ns: &str) -> std::io::Result<std::path::PathBuf> {
+    let found = if ns.contains('/') {
+        Some(std::path::PathBuf::from(ns)).filter(|p| p.exists())
+    } else {
+        ["/run/netns", "/var/run/netns"]
+            .iter()
+            .map(|d| Path::new(d).join(ns))
+            .find(|p| p.exists())
+    };
+    found.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("network namespace {ns} not found"),
+        )
+    })
+}
+
 /// Reads `/proc/thread-self/<rel>` from inside network namespace `ns`
 /// (`/run/netns/<ns>`), on a short-lived thread of its own so that no other
 /// thread ever changes namespace.
 pub async fn read_in_netns(ns: &str, rel: &str) -> std::io::Result<String> {
-    let ns_path = ["/run/netns", "/var/run/netns"]
-        .iter()
-        .map(|d| Path::new(d).join(ns))
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("network namespace {ns} not found"),
-            )
-        })?;
+    let ns_path = netns_path(ns)?;
     let rel = rel.to_string();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -79,16 +89,7 @@ pub async fn send_garp(
     mac: [u8; 6],
     ip: std::net::Ipv4Addr,
 ) -> std::io::Result<()> {
-    let ns_path = ["/run/netns", "/var/run/netns"]
-        .iter()
-        .map(|d| Path::new(d).join(ns))
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("network namespace {ns} not found"),
-            )
-        })?;
+    let ns_path = netns_path(ns)?;
     let ifname = std::ffi::CString::new(iface)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad interface name"))?;
     let frame = garp_frame(mac, ip);
@@ -247,5 +248,25 @@ mod tests {
         assert!(read_in_netns("shd-does-not-exist", "net/dev")
             .await
             .is_err());
+    }
+}
+
+#[cfg(test)]
+mod netns_path_tests {
+    use super::*;
+
+    #[test]
+    fn names_and_paths() {
+        assert!(netns_path("/proc/self/ns/net").is_ok());
+        let e = netns_path("shd-no-such-ns").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert!(netns_path("/nonexistent/ns").is_err());
+    }
+
+    /// Reading through a namespace given by path (this process's own).
+    #[tokio::test]
+    async fn read_through_a_path() {
+        let text = read_in_netns("/proc/self/ns/net", "net/dev").await.unwrap();
+        assert!(text.contains("lo:"), "{text}");
     }
 }

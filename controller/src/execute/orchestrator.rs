@@ -471,6 +471,12 @@ impl Orchestrator {
             let (from, inv) = hosts
                 .vm_inventory(&req.vm)
                 .ok_or_else(|| OrchError::UnknownVm(req.vm.clone()))?;
+            if hosts.vm_metrics(&req.vm).is_none() {
+                return Err(OrchError::Conflict(format!(
+                    "VM {} has not been reported by its host yet: its dirty rate is unknown",
+                    req.vm
+                )));
+            }
             let dirty_max = hosts
                 .host(from)
                 .map(|e| {

@@ -151,9 +151,13 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
     }
     let locations = topology.locate_all();
 
-    // Hosts.
+    // Hosts: only those that reported at least once (a host that only
+    // registered has no load to judge, its VMs no dirty rate).
     let mut hosts = BTreeMap::new();
     for (id, e) in inp.hosts.hosts() {
+        if e.reports.is_empty() {
+            continue;
+        }
         let reg = &e.registration;
         let tor = reg.bridge.as_ref().and_then(|b| {
             adj.get(&b.datapath_id)
@@ -207,6 +211,9 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
         let Some((host, inv)) = inp.hosts.vm_inventory(name) else {
             continue;
         };
+        if !hosts.contains_key(host) {
+            continue;
+        }
         mac_to_vm.insert(inv.mac.to_ascii_lowercase(), name.clone());
         let Some(e) = inp.hosts.host(host) else {
             continue;
@@ -288,7 +295,7 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hosts::tests::{reg, vm};
+    use crate::hosts::tests::{reg, report, vm};
     use crate::topology::tests::build;
     use ofp::MacAddr;
     use std::time::Instant;
@@ -332,6 +339,11 @@ mod tests {
             )
             .unwrap();
         hosts.register("hv3", reg("hv3", 0x43, vec![]), 0).unwrap();
+        for h in ["hv1", "hv2", "hv3"] {
+            hosts.report(h, report(h, 1, vec![]), 1).unwrap();
+        }
+        // A host that registered but never reported is left out.
+        hosts.register("hv4", reg("hv4", 0x44, vec![]), 0).unwrap();
         let rates = vec![PairRate {
             src: "02:00:00:00:00:0a".parse::<MacAddr>().unwrap(),
             dst: "02:00:00:00:00:0b".parse::<MacAddr>().unwrap(),
@@ -375,6 +387,7 @@ mod tests {
         assert_ne!(l1.rack, l3.rack);
         assert_eq!(l1.pod, l3.pod, "same aggregation");
         assert_eq!(snap.rate("a", "b"), 1000.0);
+        assert!(!snap.hosts.contains_key("hv4"));
         assert_eq!(snap.vms["a"].host, "hv1");
         // Host links are named by host id, capacities from the override.
         assert!(snap

@@ -40,6 +40,11 @@ pub struct SovaOptions {
     pub num: usize,
     /// Fixed `q`; `None` = `p + ⌈(n − p)/2⌉`.
     pub q: Option<usize>,
+    /// A sample counts as "with traffic" only above this many packets
+    /// (default 0, as published). On a live network every VM sees a few
+    /// background frames per interval (LLDP probes, ARP); a floor such as
+    /// 50 packets per interval keeps idle VMs from looking busy.
+    pub traffic_floor_packets: f64,
 }
 
 impl Default for SovaOptions {
@@ -48,6 +53,7 @@ impl Default for SovaOptions {
             epsilon: 0.5,
             num: 5,
             q: None,
+            traffic_floor_packets: 0.0,
         }
     }
 }
@@ -59,6 +65,12 @@ impl SovaOptions {
             return Err(PlanError::invalid(
                 "sova.epsilon",
                 format!("must be in [0, 1], got {}", self.epsilon),
+            ));
+        }
+        if !(self.traffic_floor_packets.is_finite() && self.traffic_floor_packets >= 0.0) {
+            return Err(PlanError::invalid(
+                "sova.traffic_floor_packets",
+                format!("must be >= 0, got {}", self.traffic_floor_packets),
             ));
         }
         if self.num == 0 || self.num > 1000 {
@@ -99,7 +111,7 @@ pub fn io_factor(vm: &VmState, num: usize) -> f64 {
 }
 
 /// Network factor over the last `num` samples of packet counts.
-pub fn network_factor(vm: &VmState, num: usize, epsilon: f64) -> f64 {
+pub fn network_factor(vm: &VmState, num: usize, epsilon: f64, floor: f64) -> f64 {
     let start = vm.history.len().saturating_sub(num);
     let w = vm.history.get(start..).unwrap_or(&[]);
     if w.is_empty() {
@@ -108,7 +120,7 @@ pub fn network_factor(vm: &VmState, num: usize, epsilon: f64) -> f64 {
     let t: Vec<f64> = w.iter().map(|s| s.packets.max(0.0)).collect();
     let min = t.iter().copied().fold(f64::INFINITY, f64::min);
     let max = t.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let active: Vec<f64> = t.iter().copied().filter(|&x| x > 0.0).collect();
+    let active: Vec<f64> = t.iter().copied().filter(|&x| x > floor.max(0.0)).collect();
     let freq = active.len() as f64 / t.len() as f64;
     let avg = if active.is_empty() || max <= min {
         0.0
@@ -290,7 +302,14 @@ impl Sova {
                 let vm = view.vms.get(v);
                 (
                     vm.map_or(0.0, |x| io_factor(x, self.opts.num)),
-                    vm.map_or(0.0, |x| network_factor(x, self.opts.num, self.opts.epsilon)),
+                    vm.map_or(0.0, |x| {
+                        network_factor(
+                            x,
+                            self.opts.num,
+                            self.opts.epsilon,
+                            self.opts.traffic_floor_packets,
+                        )
+                    }),
                     v,
                 )
             })
@@ -351,7 +370,33 @@ impl Sova {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::knowledge::snapshot::VmSample;
     use crate::plan::testutil::Dc;
+
+    /// Background frames only (3 packets per sample, LLDP/ARP): with no
+    /// floor every sample "has traffic" (freq 1, NF = 0.5·1 + 0.5·0 = 0.5);
+    /// with a floor of 50 none does (NF 0). A busy VM (1000..2000 packets)
+    /// keeps its NF either way: freq 1, avg of (t − 1000)/1000 over
+    /// 1000, 1500, 2000 = (0 + .5 + 1)/3 = .5 → NF = .75.
+    #[test]
+    fn traffic_floor_ignores_background_frames() {
+        let vm = |p: &[f64]| VmState {
+            history: p
+                .iter()
+                .map(|&x| VmSample {
+                    packets: x,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let idle = vm(&[3.0, 3.0, 3.0]);
+        let busy = vm(&[1000.0, 1500.0, 2000.0]);
+        assert!((network_factor(&idle, 5, 0.5, 0.0) - 0.5).abs() < 1e-12);
+        assert_eq!(network_factor(&idle, 5, 0.5, 50.0), 0.0);
+        assert!((network_factor(&busy, 5, 0.5, 50.0) - 0.75).abs() < 1e-12);
+        assert!((network_factor(&busy, 5, 0.5, 0.0) - 0.75).abs() < 1e-12);
+    }
 
     /// Host a has p = 2 VFs and n = 6 VMs: q = 2 + ⌈4/2⌉ = 4.
     /// IF (blocked/gotten): v1 .9, v2 .8, v3 .7, v4 .6, v5 .1, v6 .05 →
@@ -397,8 +442,8 @@ mod tests {
         }
         let (snap, hot) = dc.build(5);
         let vm = &snap.vms["v3"];
-        assert!((network_factor(vm, 5, 0.5) - 0.775).abs() < 1e-12);
-        assert!((network_factor(&snap.vms["v4"], 5, 0.5) - 0.6).abs() < 1e-12);
+        assert!((network_factor(vm, 5, 0.5, 0.0) - 0.775).abs() < 1e-12);
+        assert!((network_factor(&snap.vms["v4"], 5, 0.5, 0.0) - 0.6).abs() < 1e-12);
         let d = Sova::new(Default::default(), Default::default()).plan(&snap, &hot);
         let acts: Vec<Action> = d.into_iter().map(|d| d.action).collect();
         let vf = |vm: &str| (vm.to_string(), "a".to_string());
