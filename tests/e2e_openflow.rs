@@ -358,7 +358,7 @@ window_intervals = 3
         "h1->h2 pair flow to expire",
         Duration::from_secs(20),
         || {
-            let flows = hv1.ofctl("dump-flows", &["table=0"]).ok()?;
+            let flows = hv1.ofctl("dump-flows", &["table=1"]).ok()?;
             (!flows.contains("dl_src=02:00:00:00:77:01,dl_dst=02:00:00:00:77:02")).then_some(())
         },
     )

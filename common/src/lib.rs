@@ -1,5 +1,7 @@
 //! What Shoal's controller and host daemon share.
 //!
+//! - [`http`]: a small HTTP/1 client with timeouts and retry backoff, used
+//!   between controller and host daemons;
 //! - [`proto`]: the JSON wire types exchanged between `shoal-hostd` and the
 //!   controller (registration, reports, commands, command status);
 //! - [`vmpatrol`]: the VMPatrol pre-copy live-migration model (ALGORITHMS.md
@@ -8,5 +10,6 @@
 
 #![warn(missing_docs)]
 
+pub mod http;
 pub mod proto;
 pub mod vmpatrol;

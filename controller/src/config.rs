@@ -96,6 +96,99 @@ pub struct Config {
     pub db: String,
     /// Host daemon settings.
     pub hostd: HostdConfig,
+    /// The live MAPE-K loop: policy and its options.
+    pub policy: PolicyConfig,
+    /// The migration orchestrator.
+    pub execute: ExecuteConfig,
+}
+
+/// The live loop's policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// `sandpiper`, `idc`, `score`, `sova`, `violin`, or `none` (monitor only).
+    pub name: String,
+    /// Log and show decisions without executing anything.
+    pub dry_run: bool,
+    /// Policy options (see docs/simulator.md: the same names as `--option`).
+    pub options: crate::plan::PolicyOptions,
+    /// Hotspot detection (k, n, thresholds).
+    pub hotspot: crate::analyze::HotspotConfig,
+    /// A VM may not move back to a host it left less than this many
+    /// intervals ago (no ping-pong).
+    pub pingpong_intervals: f64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            name: "none".into(),
+            dry_run: false,
+            options: crate::plan::PolicyOptions::default(),
+            hotspot: crate::analyze::HotspotConfig::default(),
+            pingpong_intervals: 30.0,
+        }
+    }
+}
+
+/// How a migration's bandwidth is reserved on its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReservationKind {
+    /// OpenFlow meters on every hop (work on the userspace datapath).
+    Meter,
+    /// OVS queues (linux-htb through OVSDB) with a tc u32 classifier.
+    Queue,
+    /// No reservation (the hypervisor cap only).
+    None,
+}
+
+/// The migration orchestrator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecuteConfig {
+    /// Reservation mechanism.
+    pub reservation: ReservationKind,
+    /// Deadline of migrations the policy starts, seconds.
+    pub default_deadline_s: f64,
+    /// Migrations a host may be the source or target of at once.
+    pub max_per_host: usize,
+    /// Reserved migrations a link may carry at once.
+    pub max_per_link: usize,
+    /// First TCP port of incoming migrations on destination dom0s.
+    pub port_base: u16,
+    /// How long to wait for a migrated VM to show up at its destination, s.
+    pub verify_timeout_s: f64,
+    /// Meter rate = L × this (frame overhead on top of the paced payload).
+    pub meter_headroom: f64,
+    /// OVSDB target for queue reservations.
+    pub ovsdb: String,
+    /// Timeout of calls to host daemons, seconds.
+    pub hostd_timeout_s: f64,
+    /// Largest bandwidth a migration is given, bytes/s (also the cap of an
+    /// unreserved migration).
+    pub max_bandwidth_bytes_per_s: f64,
+    /// Share of the deadline kept in reserve: the bandwidth is computed to
+    /// finish within `deadline × (1 − margin)`.
+    pub deadline_margin: f64,
+}
+
+impl Default for ExecuteConfig {
+    fn default() -> Self {
+        ExecuteConfig {
+            reservation: ReservationKind::Meter,
+            default_deadline_s: 120.0,
+            max_per_host: 1,
+            max_per_link: 1,
+            port_base: 45000,
+            verify_timeout_s: 15.0,
+            meter_headroom: 1.06,
+            ovsdb: "unix:/var/run/openvswitch/db.sock".into(),
+            hostd_timeout_s: 5.0,
+            max_bandwidth_bytes_per_s: 1.25e9,
+            deadline_margin: 0.1,
+        }
+    }
 }
 
 /// Host daemon settings.
@@ -131,6 +224,8 @@ impl Default for Config {
             hypervisors: BTreeMap::new(),
             db: "shoal.db".into(),
             hostd: HostdConfig::default(),
+            policy: PolicyConfig::default(),
+            execute: ExecuteConfig::default(),
         }
     }
 }
@@ -178,6 +273,8 @@ pub struct TopologyConfig {
     /// A port counts as an edge port (host-facing) only after it has been up
     /// this long without LLDP arriving on it, seconds.
     pub port_confirm_s: f64,
+    /// Capacity of every link, bit/s (None: the port's reported speed).
+    pub link_capacity_bps: Option<f64>,
 }
 
 impl Default for TopologyConfig {
@@ -186,6 +283,7 @@ impl Default for TopologyConfig {
             lldp_interval_s: 2.0,
             link_timeout_s: 7.0,
             port_confirm_s: 2.5,
+            link_capacity_bps: None,
         }
     }
 }
@@ -315,6 +413,15 @@ pub struct Settings {
     pub token: Option<String>,
     /// Reports kept per host.
     pub host_history: usize,
+    /// Link capacity override, bit/s.
+    pub link_capacity_bps: Option<f64>,
+    /// The live loop's policy.
+    pub policy: PolicyConfig,
+    /// The orchestrator.
+    pub execute: ExecuteConfig,
+    /// The policy was given on the command line: a policy persisted at run
+    /// time before a restart does not replace it.
+    pub policy_pinned: bool,
 }
 
 impl Config {
@@ -426,6 +533,16 @@ impl Config {
                 message: "empty path (use \":memory:\" for no file)".into(),
             });
         }
+        if let Some(c) = self.topology.link_capacity_bps {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(ConfigError::Invalid {
+                    field: "topology.link_capacity_bps".into(),
+                    message: format!("must be > 0, got {c}"),
+                });
+            }
+        }
+        self.validate_policy()?;
+        self.validate_execute()?;
         Ok(Settings {
             of_listen: self.of_listen,
             api_listen: self.api_listen,
@@ -451,7 +568,74 @@ impl Config {
             db: self.db.clone(),
             token,
             host_history: self.hostd.history.max(1),
+            link_capacity_bps: self.topology.link_capacity_bps,
+            policy: self.policy.clone(),
+            execute: self.execute.clone(),
+            policy_pinned: false,
         })
+    }
+
+    fn validate_policy(&self) -> Result<(), ConfigError> {
+        let p = &self.policy;
+        let bad = |field: String, message: String| ConfigError::Invalid { field, message };
+        if p.name != "none" {
+            crate::plan::build_policy(&p.name, &p.options)
+                .map_err(|e| bad("policy".into(), e.to_string()))?;
+        } else {
+            p.options
+                .validate()
+                .map_err(|e| bad("policy.options".into(), e.to_string()))?;
+        }
+        p.hotspot
+            .validate()
+            .map_err(|e| bad("policy.hotspot".into(), e.to_string()))?;
+        if !(p.pingpong_intervals.is_finite() && p.pingpong_intervals >= 0.0) {
+            return Err(bad(
+                "policy.pingpong_intervals".into(),
+                format!("must be >= 0, got {}", p.pingpong_intervals),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_execute(&self) -> Result<(), ConfigError> {
+        let e = &self.execute;
+        let bad = |field: &str, message: String| ConfigError::Invalid {
+            field: format!("execute.{field}"),
+            message,
+        };
+        for (f, v) in [
+            ("default_deadline_s", e.default_deadline_s),
+            ("verify_timeout_s", e.verify_timeout_s),
+            ("hostd_timeout_s", e.hostd_timeout_s),
+            ("max_bandwidth_bytes_per_s", e.max_bandwidth_bytes_per_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(f, format!("must be > 0, got {v}")));
+            }
+        }
+        if !(e.meter_headroom.is_finite() && (1.0..=2.0).contains(&e.meter_headroom)) {
+            return Err(bad(
+                "meter_headroom",
+                format!("must be in [1, 2], got {}", e.meter_headroom),
+            ));
+        }
+        if !(e.deadline_margin.is_finite() && (0.0..0.9).contains(&e.deadline_margin)) {
+            return Err(bad(
+                "deadline_margin",
+                format!("must be in [0, 0.9), got {}", e.deadline_margin),
+            ));
+        }
+        if e.max_per_host == 0 || e.max_per_link == 0 {
+            return Err(bad("max_per_host", "limits must be >= 1".into()));
+        }
+        if e.port_base < 1024 {
+            return Err(bad(
+                "port_base",
+                format!("must be >= 1024, got {}", e.port_base),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -5,14 +5,19 @@
 //!
 //! ```text
 //! table 0  65000  eth_type=LLDP                    -> CONTROLLER
-//!            200  in_port=E,eth_src=A,eth_dst=B    -> output   (pair flow, first hop only)
-//!            150  in_port=L (inter-switch port)    -> goto 1   (dispatch)
+//!            300  migration connection (execute)   -> meter M, output / goto 1
+//!              0  *                                -> goto 1
+//! table 1    200  in_port=E,eth_src=A,eth_dst=B    -> output   (pair flow, first hop only)
+//!            150  in_port=L (inter-switch port)    -> goto 2   (dispatch)
 //!              0  *                                -> CONTROLLER (miss: learn, install)
-//! table 1    100  eth_dst=B                        -> output   (destination flow)
+//! table 2    100  eth_dst=B                        -> output   (destination flow)
 //!             50  in_port=T (tree port),multicast  -> other tree ports + edge ports
 //!             10  multicast                        -> drop     (non-tree link: no loops)
 //!              0  *                                -> CONTROLLER
 //! ```
+//!
+//! Table 0 classifies: the executor puts the flows of a migration's TCP
+//! connection there, metered to the reserved bandwidth, ahead of forwarding.
 //!
 //! Frames entering at an edge port never match a destination flow, so the
 //! first frame of every (source MAC, destination MAC) pair reaches the
@@ -32,10 +37,14 @@ use crate::cookie::{self, CookieJar};
 use crate::packet::{self, ETH_TYPE_LLDP};
 use crate::topology::{Learned, LinkChange, PortRef, Topology};
 
-/// Table of first-hop pair flows, dispatch, LLDP and misses.
-pub const TABLE_EDGE: u8 = 0;
+/// Classification table: LLDP, metered migration connections.
+pub const TABLE_CLASSIFY: u8 = 0;
+/// Table of first-hop pair flows, dispatch and misses.
+pub const TABLE_EDGE: u8 = 1;
 /// Table of destination and broadcast flows.
-pub const TABLE_FABRIC: u8 = 1;
+pub const TABLE_FABRIC: u8 = 2;
+/// Priority of migration flows in the classification table.
+pub const PRIO_MIGRATION: u16 = 300;
 /// Priority of the LLDP-to-controller flow.
 pub const PRIO_LLDP: u16 = 65000;
 /// Priority of pair flows.
@@ -290,11 +299,21 @@ impl Forwarding {
         v.push(out(
             dpid,
             flow_mod(
-                TABLE_EDGE,
+                TABLE_CLASSIFY,
                 PRIO_LLDP,
                 base,
                 Match::new().eth_type(ETH_TYPE_LLDP),
                 vec![to_ctl()],
+            ),
+        ));
+        v.push(out(
+            dpid,
+            flow_mod(
+                TABLE_CLASSIFY,
+                0,
+                base,
+                Match::new(),
+                vec![Instruction::GotoTable(TABLE_EDGE)],
             ),
         ));
         v.push(out(
@@ -790,7 +809,16 @@ mod tests {
         let lldp = a.iter().find(|(_, f)| f.priority == PRIO_LLDP).unwrap();
         assert_eq!(lldp.1.match_.get_eth_type(), Some(ETH_TYPE_LLDP));
         assert_eq!(outputs(lldp.1), vec![port_no::CONTROLLER]);
-        // Table-miss in both tables goes to the controller.
+        // Classification falls through to forwarding.
+        let fall = a
+            .iter()
+            .find(|(_, f)| f.table_id == TABLE_CLASSIFY && f.priority == 0)
+            .unwrap();
+        assert_eq!(
+            fall.1.instructions,
+            vec![Instruction::GotoTable(TABLE_EDGE)]
+        );
+        // Table-miss in both forwarding tables goes to the controller.
         for t in [TABLE_EDGE, TABLE_FABRIC] {
             let miss = a
                 .iter()

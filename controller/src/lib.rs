@@ -23,6 +23,7 @@ pub mod execute;
 pub mod forwarding;
 pub mod hosts;
 pub mod knowledge;
+pub mod live;
 pub mod macser;
 pub mod monitor;
 pub mod openflow;

@@ -55,6 +55,14 @@ struct RunArgs {
     /// Statistics polling interval in seconds (>= 1). [default: 10]
     #[arg(long, value_name = "SECS")]
     poll_interval: Option<f64>,
+    /// Policy of the live loop: sandpiper, idc, score, sova, violin, or none
+    /// (monitor only). Wins over the config file and over a policy set at
+    /// run time before a restart. [default: none]
+    #[arg(long, value_name = "NAME")]
+    policy: Option<String>,
+    /// Record and show the live loop's decisions without executing them.
+    #[arg(long)]
+    dry_run: bool,
     /// Knowledge database (SQLite file; `:memory:` for none). [default: shoal.db]
     #[arg(long, value_name = "PATH")]
     db: Option<String>,
@@ -103,6 +111,12 @@ fn load_config(args: &RunArgs) -> Result<Config, String> {
     if let Some(d) = &args.db {
         cfg.db = d.clone();
     }
+    if let Some(p) = &args.policy {
+        cfg.policy.name = p.clone();
+    }
+    if args.dry_run {
+        cfg.policy.dry_run = true;
+    }
     if let Some(t) = &args.token_file {
         cfg.hostd.token_file = Some(t.clone());
     }
@@ -133,7 +147,10 @@ async fn wait_for_signal() {
 
 fn run(args: RunArgs) -> i32 {
     let settings = match load_config(&args).and_then(|c| c.validate().map_err(|e| e.to_string())) {
-        Ok(s) => s,
+        Ok(mut s) => {
+            s.policy_pinned = args.policy.is_some() || args.dry_run;
+            s
+        }
         Err(e) => {
             eprintln!("shoal-controller: {e}");
             return 2;

@@ -26,9 +26,11 @@ use tracing::{debug, info, warn};
 use crate::api::{self, ApiError, MatrixView, PairView, TrafficClass};
 use crate::config::Settings;
 use crate::cookie;
+use crate::execute::orchestrator::Orchestrator;
 use crate::forwarding::{Forwarding, FwdConfig, Outgoing, TABLE_EDGE};
 use crate::hosts::HostRegistry;
 use crate::knowledge::store::Store;
+use crate::live::{LiveState, PolicySettings};
 use crate::monitor::Monitor;
 use crate::openflow::{self, ConnConfig, ConnContext, OfError, SwitchEvent, SwitchHandle};
 use crate::topology::{LinkChange, Topology};
@@ -132,6 +134,14 @@ pub struct Shared {
     pub token: Option<String>,
     /// Where new host events (deduplicated) go.
     pub host_events: Option<mpsc::UnboundedSender<HostEvent>>,
+    /// Connected switches (the core keeps this current).
+    pub switches: RwLock<HashMap<u64, SwitchHandle>>,
+    /// Start time, Unix ms (the time origin of snapshots).
+    pub start_unix_ms: i64,
+    /// The live loop's state (policy, hotspots, decisions).
+    pub live: Mutex<LiveState>,
+    /// The migration orchestrator (set once at start).
+    pub orchestrator: std::sync::OnceLock<Arc<Orchestrator>>,
 }
 
 /// A new event reported by a host daemon.
@@ -155,6 +165,14 @@ impl Shared {
     /// Fresh state from settings, without a store.
     pub fn new(settings: Settings) -> Self {
         let host_history = settings.host_history;
+        let p = &settings.policy;
+        let live_settings = PolicySettings {
+            name: p.name.clone(),
+            dry_run: p.dry_run,
+            options: p.options.clone(),
+            hotspot: p.hotspot.clone(),
+            pingpong_intervals: p.pingpong_intervals,
+        };
         let token = settings.token.clone();
         let monitor = Monitor::new(
             settings.window_intervals as usize,
@@ -172,7 +190,21 @@ impl Shared {
             store: None,
             token,
             host_events: None,
+            switches: RwLock::new(HashMap::new()),
+            start_unix_ms: now_unix_ms(),
+            live: Mutex::new(LiveState::new(live_settings)),
+            orchestrator: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The handle of a connected switch.
+    pub fn switch_handle(&self, dpid: u64) -> Option<SwitchHandle> {
+        self.switches.read().ok()?.get(&dpid).cloned()
+    }
+
+    /// The orchestrator (None before start completed).
+    pub fn orchestrator(&self) -> Option<&Arc<Orchestrator>> {
+        self.orchestrator.get()
     }
 
     /// Read access to the topology.
@@ -321,6 +353,20 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     let (host_tx, host_rx) = mpsc::unbounded_channel::<HostEvent>();
     let mut shared = Shared::new(settings);
     restore_hosts(&shared, &store);
+    if !shared.settings.policy_pinned {
+        match store.config::<PolicySettings>("policy") {
+            Ok(Some(p)) => {
+                let name = p.name.clone();
+                match shared.live.lock().map(|mut l| l.set(p)) {
+                    Ok(Ok(())) => info!(policy = %name, "policy restored from the knowledge store"),
+                    Ok(Err(e)) => warn!(error = %e, "stored policy rejected"),
+                    Err(_) => {}
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot read the stored policy"),
+        }
+    }
     shared.store = Some(store);
     shared.host_events = Some(host_tx);
     let shared = Arc::new(shared);
@@ -347,6 +393,15 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     )));
     tasks.push(tokio::spawn(drain_host_events(
         host_rx,
+        shutdown_rx.clone(),
+    )));
+    let orch = Orchestrator::new(&shared).await;
+    orch.restore();
+    let _ = shared.orchestrator.set(orch.clone());
+    tasks.push(tokio::spawn(orch.clone().run(shutdown_rx.clone())));
+    tasks.push(tokio::spawn(crate::live::run(
+        shared.clone(),
+        orch,
         shutdown_rx.clone(),
     )));
     let app = api::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -447,6 +502,9 @@ impl Core {
                     }
                     ch
                 };
+                if let Ok(mut sw) = self.shared.switches.write() {
+                    sw.insert(dpid, handle.clone());
+                }
                 if let Some(old) = self.handles.insert(dpid, handle.clone()) {
                     if old.conn_id() != conn_id {
                         old.close().await;
@@ -491,6 +549,9 @@ impl Core {
                     .is_some_and(|h| h.conn_id() == conn_id)
                 {
                     self.handles.remove(&dpid);
+                    if let Ok(mut sw) = self.shared.switches.write() {
+                        sw.remove(&dpid);
+                    }
                 }
                 if let Some(p) = self.pollers.remove(&dpid) {
                     p.abort();

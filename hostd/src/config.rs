@@ -185,9 +185,32 @@ pub struct Config {
     /// Timeout of every HTTP call, seconds.
     #[serde(default = "default_http_timeout")]
     pub http_timeout_s: f64,
+    /// Cores to register instead of the machine's (testbeds where several
+    /// "hypervisors" share one machine).
+    #[serde(default)]
+    pub cores: Option<u32>,
+    /// Memory (MiB) to register instead of the machine's (testbeds).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Where host CPU and memory come from: `real` (procfs, default) or
+    /// `vms` (testbeds: CPU = Σ VM cpu_cores / cores, memory used = Σ VM
+    /// used memory; the network numbers stay real either way).
+    #[serde(default)]
+    pub host_metrics: HostMetricsSource,
     /// VMs of this host.
     #[serde(default, rename = "vm")]
     pub vms: Vec<VmConfig>,
+}
+
+/// Source of the host's CPU and memory numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostMetricsSource {
+    /// procfs of the machine.
+    #[default]
+    Real,
+    /// The sum over the host's VMs (testbeds).
+    Vms,
 }
 
 impl Default for Config {
@@ -215,6 +238,9 @@ impl Default for Config {
             proc_root: default_proc_root(),
             sys_root: default_sys_root(),
             http_timeout_s: default_http_timeout(),
+            cores: None,
+            memory_mb: None,
+            host_metrics: HostMetricsSource::Real,
             vms: Vec::new(),
         }
     }

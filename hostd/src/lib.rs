@@ -18,7 +18,8 @@ pub mod api;
 pub mod commands;
 pub mod config;
 pub mod daemon;
-pub mod http;
+/// Outgoing HTTP (shared with the controller).
+pub use shoal_common::http;
 pub mod netns;
 pub mod procfs;
 pub mod qemu;

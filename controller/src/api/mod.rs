@@ -22,6 +22,7 @@ use crate::runtime::Shared;
 use crate::topology::PortRef;
 
 pub mod hosts;
+pub mod ops;
 
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
@@ -121,6 +122,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/queues/stats", get(queue_stats))
         .route("/api/v1/meters/stats", get(meter_stats))
         .merge(hosts::routes())
+        .merge(ops::routes())
         .fallback(not_found)
         .with_state(shared)
 }

@@ -1,5 +1,6 @@
 //! Knowledge: state shared by the MAPE-K stages: the snapshot the
 //! policies read and the persistent store.
 
+pub mod live;
 pub mod snapshot;
 pub mod store;

@@ -1,0 +1,185 @@
+//! Operations API: migrations, decisions, hotspots, the policy, VF
+//! assignments.
+//!
+//! - `POST /api/v1/migrations` `{vm, destination: HOST|"auto", deadline_s,
+//!   reserve}` → 202 with the record; 404 unknown VM/host, 409 no room or
+//!   conflict, 422 infeasible deadline; nothing changes on an error;
+//! - `GET /api/v1/migrations`, `GET /api/v1/migrations/{id}`,
+//!   `DELETE /api/v1/migrations/{id}` (queued ones only; 409 otherwise);
+//! - `GET /api/v1/decisions?limit=N`, `GET /api/v1/hotspots`;
+//! - `GET`/`PUT /api/v1/policy` (validated; the new policy starts afresh);
+//! - `GET /api/v1/vf-assignments`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::ApiError;
+use crate::execute::orchestrator::{Migration, MigrationRequest, Orchestrator};
+use crate::live::{DecisionView, PolicySettings, VfAssignment};
+use crate::runtime::Shared;
+
+/// Routes of this module.
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/api/v1/migrations", get(list).post(create))
+        .route("/api/v1/migrations/{id}", get(one).delete(cancel))
+        .route("/api/v1/decisions", get(decisions))
+        .route("/api/v1/hotspots", get(hotspots))
+        .route("/api/v1/policy", get(get_policy).put(put_policy))
+        .route("/api/v1/vf-assignments", get(vf_assignments))
+}
+
+fn orch(s: &Shared) -> Result<&Arc<Orchestrator>, ApiError> {
+    s.orchestrator()
+        .ok_or_else(|| ApiError::Unavailable("the orchestrator is not running".into()))
+}
+
+async fn list(State(s): State<Arc<Shared>>) -> Result<Json<Vec<Migration>>, ApiError> {
+    Ok(Json(orch(&s)?.list()))
+}
+
+async fn one(
+    State(s): State<Arc<Shared>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Migration>, ApiError> {
+    let Path(id) = id?;
+    orch(&s)?
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no migration {id:?}")))
+}
+
+async fn create(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<MigrationRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    let vm = req.vm.clone();
+    let m = orch(&s)?.submit(req, "requested through the API".into(), None)?;
+    info!(id = %m.id, %vm, "migration requested through the API");
+    Ok((StatusCode::ACCEPTED, Json(m)).into_response())
+}
+
+async fn cancel(
+    State(s): State<Arc<Shared>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Migration>, ApiError> {
+    let Path(id) = id?;
+    Ok(Json(orch(&s)?.cancel(&id)?))
+}
+
+/// Query of `/api/v1/decisions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// Most recent N (default 50, at most 500).
+    pub limit: Option<usize>,
+}
+
+async fn decisions(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<Limit>, QueryRejection>,
+) -> Result<Json<Vec<DecisionView>>, ApiError> {
+    let Query(q) = q?;
+    let n = q.limit.unwrap_or(50);
+    if n == 0 || n > 500 {
+        return Err(ApiError::BadRequest("limit must be in 1..=500".into()));
+    }
+    let l = s
+        .live
+        .lock()
+        .map_err(|_| ApiError::Internal("live state lock poisoned".into()))?;
+    let skip = l.decisions.len().saturating_sub(n);
+    Ok(Json(l.decisions.iter().skip(skip).cloned().collect()))
+}
+
+#[derive(Serialize)]
+struct Hotspots {
+    round: u64,
+    report: Option<crate::analyze::HotspotReport>,
+    history: Vec<crate::knowledge::snapshot::HotspotEvent>,
+}
+
+async fn hotspots(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let l = s
+        .live
+        .lock()
+        .map_err(|_| ApiError::Internal("live state lock poisoned".into()))?;
+    let h = Hotspots {
+        round: l.round,
+        report: l.hotspots.clone(),
+        history: l.hotspot_history.iter().cloned().collect(),
+    };
+    serde_json::to_value(h)
+        .map(Json)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+async fn get_policy(State(s): State<Arc<Shared>>) -> Result<Json<PolicySettings>, ApiError> {
+    let l = s
+        .live
+        .lock()
+        .map_err(|_| ApiError::Internal("live state lock poisoned".into()))?;
+    Ok(Json(l.settings.clone()))
+}
+
+async fn put_policy(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<PolicySettings>, JsonRejection>,
+) -> Result<Json<PolicySettings>, ApiError> {
+    let Json(new) = body?;
+    {
+        let mut l = s
+            .live
+            .lock()
+            .map_err(|_| ApiError::Internal("live state lock poisoned".into()))?;
+        l.set(new.clone()).map_err(ApiError::Unprocessable)?;
+    }
+    if let Some(store) = &s.store {
+        let _ = store.set_config("policy", &new);
+    }
+    info!(policy = %new.name, dry_run = new.dry_run, "policy changed");
+    Ok(Json(new))
+}
+
+async fn vf_assignments(State(s): State<Arc<Shared>>) -> Result<Json<Vec<VfAssignment>>, ApiError> {
+    let changes = s
+        .live
+        .lock()
+        .map_err(|_| ApiError::Internal("live state lock poisoned".into()))?
+        .vf_changes
+        .clone();
+    let hosts = s.hosts_read()?;
+    Ok(Json(
+        hosts
+            .hosts()
+            .iter()
+            .map(|(id, e)| VfAssignment {
+                host: id.clone(),
+                vf_count: e.registration.vf_count,
+                attached: e
+                    .latest()
+                    .map(|r| {
+                        r.vms
+                            .iter()
+                            .filter(|v| v.vf_attached)
+                            .map(|v| v.name.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                last_changes: changes
+                    .get(id)
+                    .map(|q| q.iter().cloned().collect())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+    ))
+}

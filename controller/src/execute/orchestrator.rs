@@ -1,0 +1,1493 @@
+//! The migration orchestrator (VMPatrol, ALGORITHMS.md §3.6).
+//!
+//! A rolling queue: a submitted migration waits until its hosts and every
+//! link of its path are free enough, then
+//! 1. its bandwidth `L` is the smallest that meets the deadline with the
+//!    largest dirty rate seen for the VM (VMPatrol model);
+//! 2. a path between the source and destination hypervisor bridges whose
+//!    every hop has `capacity − use − reservations ≥ L` is chosen (else it
+//!    stays queued, with the reason);
+//! 3. on every hop a meter limited to `L` and a flow matching the migration's
+//!    TCP connection (dom0 → dom0, destination port) with a migration cookie
+//!    are installed — each recorded in the knowledge store *before* it is
+//!    installed, so that nothing survives a crash unnoticed — and a BARRIER
+//!    confirms them (or OVS queues through OVSDB, when configured);
+//! 4. the destination hostd gets `prepare_incoming`, the source hostd
+//!    `migrate` with the same cap; progress is followed;
+//! 5. on completion, failure or timeout every reservation and flow is
+//!    removed; a completed migration is verified (the VM shows up at the
+//!    destination bridge) and the change in communication cost recorded.
+//!
+//! A restarted controller reconciles: migrations that were under way are
+//! asked for their final state at the source hostd (their reservations are
+//! removed, they are never started twice), queued ones stay queued.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use ofp::{
+    meter_flags, Action, FlowMod, FlowModCommand, Instruction, Match, Message, MeterBand, MeterMod,
+    MeterModCommand,
+};
+use serde::{Deserialize, Serialize};
+use shoal_common::http::HttpClient;
+use shoal_common::http::Method;
+use shoal_common::proto::{
+    self, CommandState, CommandStatus, MigrationProgress, MigrationResult, MigrationSpec,
+};
+use shoal_common::vmpatrol::{self, ModelError, ModelParams};
+use tracing::{info, warn};
+
+use crate::api::{dpid_str, ApiError};
+use crate::config::{ExecuteConfig, ReservationKind};
+use crate::cookie;
+use crate::execute::queues::{QueueManager, QueueReservation, SystemTc, TcpMatch};
+use crate::forwarding::{PRIO_MIGRATION, TABLE_CLASSIFY, TABLE_EDGE};
+use crate::knowledge::live::port_capacity_bps;
+use crate::runtime::{now_unix_ms, Shared};
+use crate::topology::{PortRef, Topology};
+
+const MIB: f64 = 1_048_576.0;
+/// First meter id used for migrations.
+pub const METER_BASE: u32 = 1000;
+/// How long a source hostd may stay unreachable before the migration is
+/// declared lost.
+const LOST_CONTACT: Duration = Duration::from_secs(30);
+
+/// Life cycle of a migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigState {
+    /// Waiting for hosts and links.
+    Queued,
+    /// Reservations being installed.
+    Reserving,
+    /// Under way at the host daemons.
+    Running,
+    /// Completed at the hosts; waiting for the VM to show up at the
+    /// destination.
+    Verifying,
+    /// Done and verified.
+    Done,
+    /// Failed (the VM keeps running on the source); `error` says why.
+    Failed,
+    /// Cancelled while queued.
+    Cancelled,
+}
+
+impl MigState {
+    /// Done, Failed or Cancelled.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            MigState::Done | MigState::Failed | MigState::Cancelled
+        )
+    }
+
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigState::Queued => "queued",
+            MigState::Reserving => "reserving",
+            MigState::Running => "running",
+            MigState::Verifying => "verifying",
+            MigState::Done => "done",
+            MigState::Failed => "failed",
+            MigState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What the VMPatrol model predicts for the chosen bandwidth.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Predicted {
+    /// Migration time, s.
+    pub time_s: f64,
+    /// Bytes moved.
+    pub traffic_bytes: f64,
+    /// Index of the stop-and-copy round.
+    pub rounds: u32,
+    /// Downtime, s.
+    pub downtime_s: f64,
+}
+
+/// One hop of the path: the switch and the port the migration leaves by
+/// (none at the last hop, where normal forwarding delivers it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hop {
+    /// Datapath id.
+    pub dpid: String,
+    /// Egress port toward the next switch.
+    pub out_port: Option<u32>,
+    /// Link capacity, bit/s.
+    pub capacity_bps: Option<f64>,
+    /// Capacity minus use and reservations when admitted, bit/s.
+    pub available_bps: Option<f64>,
+}
+
+/// One thing installed for a migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// `meter`, `flow` or `queue`.
+    pub kind: String,
+    /// Datapath id (meter, flow) or port name (queue).
+    pub target: String,
+    /// Meter id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_id: Option<u32>,
+    /// Flow cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<u64>,
+    /// The OVS queue reservation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueReservation>,
+    /// Row id in the knowledge store.
+    pub store_id: i64,
+}
+
+/// A migration as stored and served at `/api/v1/migrations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Migration {
+    /// Id (`mig-…`).
+    pub id: String,
+    /// VM name.
+    pub vm: String,
+    /// Source host.
+    pub from: String,
+    /// Destination host.
+    pub to: String,
+    /// State.
+    pub state: MigState,
+    /// Why it was asked for (engineer request, policy decision …).
+    pub reason: String,
+    /// Deadline, s.
+    pub deadline_s: f64,
+    /// Whether bandwidth is reserved on the path.
+    pub reserve: bool,
+    /// Bandwidth `L` (the cap given to the hypervisor), bytes/s.
+    pub bandwidth_bytes_per_s: f64,
+    /// Memory `M` used by the model, MiB.
+    pub memory_mb: f64,
+    /// Dirty rate `R` used by the model (largest seen), MiB/s.
+    pub dirty_rate_mbps: f64,
+    /// The model's prediction at `L`.
+    pub predicted: Option<Predicted>,
+    /// Switches of the path, source bridge first.
+    pub path: Vec<String>,
+    /// Hops with their capacity and availability.
+    pub hops: Vec<Hop>,
+    /// What was installed.
+    pub reservations: Vec<Reservation>,
+    /// Why it waits (queued).
+    pub queued_reason: Option<String>,
+    /// Progress reported by the source hostd.
+    pub progress: Option<MigrationProgress>,
+    /// Outcome reported by the source hostd.
+    pub result: Option<MigrationResult>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Source dom0 address.
+    pub src_addr: String,
+    /// Destination `IP:PORT` of the migration connection.
+    pub dst_addr: String,
+    /// Created, Unix ms.
+    pub created_unix_ms: i64,
+    /// Started at the hosts, Unix ms.
+    pub started_unix_ms: Option<i64>,
+    /// Ended, Unix ms.
+    pub ended_unix_ms: Option<i64>,
+    /// Overall communication cost before (S-CORE cost, λ × link weights).
+    pub cost_before: Option<f64>,
+    /// The same cost with the VM at its destination.
+    pub cost_after: Option<f64>,
+    /// The decision that asked for it.
+    pub decision_id: Option<i64>,
+    /// Monotonic sequence (ports, meters, cookies derive from it).
+    pub seq: u64,
+}
+
+/// A request to migrate (`POST /api/v1/migrations`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationRequest {
+    /// VM name.
+    pub vm: String,
+    /// Destination host id, or `auto`.
+    #[serde(default = "auto")]
+    pub destination: String,
+    /// Deadline, s (default: the configured one).
+    pub deadline_s: Option<f64>,
+    /// Reserve bandwidth on the path (default: unless reservations are off).
+    pub reserve: Option<bool>,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+/// Why a migration cannot be accepted or changed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OrchError {
+    /// No such VM.
+    #[error("no VM named {0:?} is registered")]
+    UnknownVm(String),
+    /// No such host.
+    #[error("no host named {0:?} is registered")]
+    UnknownHost(String),
+    /// No such migration.
+    #[error("no migration {0:?}")]
+    NotFound(String),
+    /// The destination cannot take the VM.
+    #[error("{0}")]
+    NoRoom(String),
+    /// The deadline cannot be met.
+    #[error("{0}")]
+    Infeasible(String),
+    /// The request conflicts with the state (VM already migrating, …).
+    #[error("{0}")]
+    Conflict(String),
+    /// Malformed values.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<OrchError> for ApiError {
+    fn from(e: OrchError) -> Self {
+        match e {
+            OrchError::UnknownVm(_) | OrchError::UnknownHost(_) | OrchError::NotFound(_) => {
+                ApiError::NotFound(e.to_string())
+            }
+            OrchError::NoRoom(_) | OrchError::Conflict(_) => ApiError::Conflict(e.to_string()),
+            OrchError::Infeasible(_) | OrchError::Invalid(_) => {
+                ApiError::Unprocessable(e.to_string())
+            }
+        }
+    }
+}
+
+/// Everything about a host the orchestrator needs.
+#[derive(Debug, Clone)]
+struct HostFacts {
+    api_url: String,
+    dom0: String,
+    bridge: Option<u64>,
+    nic_bps: f64,
+    memory_mb: f64,
+    cores: f64,
+    cpu_util: f64,
+    vm_memory_mb: f64,
+}
+
+/// The orchestrator.
+pub struct Orchestrator {
+    shared: Weak<Shared>,
+    cfg: ExecuteConfig,
+    http: HttpClient,
+    state: Mutex<OrchState>,
+    queues: Option<QueueManager>,
+    /// CPU threshold a destination must stay below.
+    cpu_threshold: f64,
+    /// S-CORE link weights for communication cost.
+    weights: [f64; 4],
+}
+
+#[derive(Default)]
+struct OrchState {
+    migs: BTreeMap<String, Migration>,
+    seq: u64,
+    /// Reservations of an earlier run to remove: (store id, kind, dpid,
+    /// meter, cookie).
+    stale: Vec<crate::knowledge::store::ReservationRow>,
+    /// Last time each running migration's source answered.
+    last_contact: BTreeMap<String, i64>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Orchestrator")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Available bandwidth of a hop: capacity minus current use minus what is
+/// reserved on it, bit/s.
+pub fn available_bps(capacity: f64, used: f64, reserved: f64) -> f64 {
+    (capacity - used - reserved).max(0.0)
+}
+
+/// The hops of `path` (from [`Topology::path`]) as (dpid, egress port).
+pub fn hops_of(path: &[(u64, Option<u32>)]) -> Vec<(u64, Option<u32>)> {
+    path.to_vec()
+}
+
+impl Orchestrator {
+    /// A new orchestrator for `shared`.
+    pub async fn new(shared: &Arc<Shared>) -> Arc<Orchestrator> {
+        let cfg = shared.settings.execute.clone();
+        let queues = if cfg.reservation == ReservationKind::Queue {
+            match crate::execute::ovsdb::OvsdbClient::connect(&cfg.ovsdb).await {
+                Ok(c) => Some(QueueManager::new(c, Arc::new(SystemTc::new()))),
+                Err(e) => {
+                    warn!(error = %e, target = %cfg.ovsdb, "OVSDB unreachable: queue reservations unavailable");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let weights = shared.settings.policy.options.score.weights;
+        Arc::new(Orchestrator {
+            shared: Arc::downgrade(shared),
+            http: HttpClient::new(Duration::from_secs_f64(cfg.hostd_timeout_s)),
+            cpu_threshold: shared.settings.policy.hotspot.thresholds.cpu,
+            cfg,
+            state: Mutex::new(OrchState::default()),
+            queues,
+            weights,
+        })
+    }
+
+    fn shared(&self) -> Option<Arc<Shared>> {
+        self.shared.upgrade()
+    }
+
+    /// Loads the migrations and reservations of an earlier run.
+    pub fn restore(&self) {
+        let Some(s) = self.shared() else { return };
+        let Some(store) = &s.store else { return };
+        let migs: Vec<Migration> = match store.migrations(None, 10_000) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "cannot read migrations from the knowledge store");
+                return;
+            }
+        };
+        let stale = store.live_reservations(None).unwrap_or_default();
+        let mut st = lock(&self.state);
+        for mut m in migs {
+            st.seq = st.seq.max(m.seq + 1);
+            if !m.state.is_final() {
+                info!(id = %m.id, vm = %m.vm, state = m.state.as_str(), "migration restored after a restart");
+                if m.state == MigState::Reserving {
+                    // Never reached the hosts: nothing ran; queue it again.
+                    m.state = MigState::Queued;
+                    m.queued_reason = Some("controller restarted while reserving".into());
+                }
+                // Its reservations are stale now; the migration continues
+                // (or is queued again) without them.
+                m.reservations.clear();
+            }
+            st.migs.insert(m.id.clone(), m);
+        }
+        if !stale.is_empty() {
+            info!(
+                count = stale.len(),
+                "reservations of an earlier run will be removed"
+            );
+        }
+        st.stale = stale;
+    }
+
+    /// All migrations, oldest first.
+    pub fn list(&self) -> Vec<Migration> {
+        let mut v: Vec<Migration> = lock(&self.state).migs.values().cloned().collect();
+        v.sort_by_key(|m| (m.created_unix_ms, m.seq));
+        v
+    }
+
+    /// One migration.
+    pub fn get(&self, id: &str) -> Option<Migration> {
+        lock(&self.state).migs.get(id).cloned()
+    }
+
+    /// Migrations not final yet.
+    pub fn active(&self) -> Vec<Migration> {
+        lock(&self.state)
+            .migs
+            .values()
+            .filter(|m| !m.state.is_final())
+            .cloned()
+            .collect()
+    }
+
+    fn persist(&self, m: &Migration) {
+        if let Some(s) = self.shared() {
+            if let Some(store) = &s.store {
+                if let Err(e) =
+                    store.put_migration(&m.id, &m.vm, m.state.as_str(), m, now_unix_ms())
+                {
+                    warn!(id = %m.id, error = %e, "cannot persist migration");
+                }
+            }
+        }
+    }
+
+    fn host_facts(s: &Shared, id: &str) -> Option<HostFacts> {
+        let hosts = s.hosts_read().ok()?;
+        let e = hosts.host(id)?;
+        let reg = &e.registration;
+        let vm_memory_mb = reg.vms.iter().map(|v| v.memory_mb as f64).sum();
+        Some(HostFacts {
+            api_url: reg.api_url.trim_end_matches('/').to_string(),
+            dom0: reg.dom0_addr.clone(),
+            bridge: reg.bridge.as_ref().map(|b| b.datapath_id),
+            nic_bps: reg.nic_bps as f64,
+            memory_mb: reg.memory_mb as f64,
+            cores: f64::from(reg.cores.max(1)),
+            cpu_util: e.latest().map(|r| r.host.cpu_util).unwrap_or(0.0),
+            vm_memory_mb,
+        })
+    }
+
+    /// Checks a request and queues the migration. Changes nothing when it
+    /// returns an error.
+    pub fn submit(
+        &self,
+        req: MigrationRequest,
+        reason: String,
+        decision_id: Option<i64>,
+    ) -> Result<Migration, OrchError> {
+        let s = self
+            .shared()
+            .ok_or_else(|| OrchError::Conflict("controller is shutting down".into()))?;
+        let deadline_s = req.deadline_s.unwrap_or(self.cfg.default_deadline_s);
+        if !(deadline_s.is_finite() && deadline_s > 0.0) {
+            return Err(OrchError::Invalid(format!(
+                "deadline_s must be a number > 0, got {deadline_s}"
+            )));
+        }
+        let reserve = req
+            .reserve
+            .unwrap_or(self.cfg.reservation != ReservationKind::None);
+        let (from, inv, vm_metrics, dirty_max) = {
+            let hosts = s
+                .hosts_read()
+                .map_err(|e| OrchError::Conflict(e.to_string()))?;
+            let (from, inv) = hosts
+                .vm_inventory(&req.vm)
+                .ok_or_else(|| OrchError::UnknownVm(req.vm.clone()))?;
+            let dirty_max = hosts
+                .host(from)
+                .map(|e| {
+                    e.reports
+                        .iter()
+                        .filter_map(|r| r.vms.iter().find(|v| v.name == req.vm))
+                        .filter_map(|v| v.dirty_rate_mbps)
+                        .fold(0.0f64, f64::max)
+                })
+                .unwrap_or(0.0);
+            (
+                from.to_string(),
+                inv.clone(),
+                hosts.vm_metrics(&req.vm).cloned(),
+                dirty_max,
+            )
+        };
+        if self.active().iter().any(|m| m.vm == req.vm) {
+            return Err(OrchError::Conflict(format!(
+                "VM {} already has a migration under way",
+                req.vm
+            )));
+        }
+        let memory_mb = vm_metrics
+            .as_ref()
+            .map(|m| m.memory_mb)
+            .unwrap_or(inv.memory_mb) as f64;
+        let vm_cpu = vm_metrics.as_ref().map(|m| m.cpu_cores).unwrap_or(0.0);
+        let src =
+            Self::host_facts(&s, &from).ok_or_else(|| OrchError::UnknownHost(from.clone()))?;
+
+        // Destination: given, or the least loaded host with room.
+        let inbound: BTreeMap<String, f64> =
+            self.active().iter().fold(BTreeMap::new(), |mut acc, m| {
+                *acc.entry(m.to.clone()).or_insert(0.0) += m.memory_mb;
+                acc
+            });
+        let room = |id: &str, h: &HostFacts| -> Result<(), String> {
+            let used = h.vm_memory_mb + inbound.get(id).copied().unwrap_or(0.0);
+            if used + memory_mb > h.memory_mb {
+                return Err(format!(
+                    "destination {id} has no room: {used:.0} of {:.0} MB memory allocated, the VM needs {memory_mb:.0} MB",
+                    h.memory_mb
+                ));
+            }
+            let cpu_after = h.cpu_util + vm_cpu / h.cores;
+            if cpu_after > self.cpu_threshold {
+                return Err(format!(
+                    "destination {id} has no room: CPU would be {:.0} % (threshold {:.0} %)",
+                    cpu_after * 100.0,
+                    self.cpu_threshold * 100.0
+                ));
+            }
+            Ok(())
+        };
+        let to = if req.destination == "auto" {
+            let ids: Vec<String> = s
+                .hosts_read()
+                .map(|h| h.hosts().keys().cloned().collect())
+                .unwrap_or_default();
+            let mut best: Option<(f64, String)> = None;
+            for id in ids {
+                if id == from {
+                    continue;
+                }
+                let Some(h) = Self::host_facts(&s, &id) else {
+                    continue;
+                };
+                if room(&id, &h).is_ok() && best.as_ref().is_none_or(|(c, _)| h.cpu_util < *c) {
+                    best = Some((h.cpu_util, id));
+                }
+            }
+            best.map(|(_, id)| id)
+                .ok_or_else(|| OrchError::NoRoom("no other host has room for the VM".into()))?
+        } else {
+            req.destination.clone()
+        };
+        if to == from {
+            return Err(OrchError::Conflict(format!(
+                "VM {} already runs on {to}",
+                req.vm
+            )));
+        }
+        let dst = Self::host_facts(&s, &to).ok_or_else(|| OrchError::UnknownHost(to.clone()))?;
+        room(&to, &dst).map_err(OrchError::NoRoom)?;
+        let dst_ip: Ipv4Addr = dst.dom0.parse().map_err(|_| {
+            OrchError::Invalid(format!(
+                "destination dom0 address {:?} is not IPv4",
+                dst.dom0
+            ))
+        })?;
+
+        // Path and bandwidth.
+        let (path, bottleneck_bps) = {
+            let topo = s
+                .topo_read()
+                .map_err(|e| OrchError::Conflict(e.to_string()))?;
+            match (src.bridge, dst.bridge) {
+                (Some(a), Some(b)) => match topo.path(a, b) {
+                    Some(p) => {
+                        let cap = p
+                            .iter()
+                            .filter_map(|(d, port)| port.map(|pt| (*d, pt)))
+                            .map(|(d, pt)| {
+                                port_capacity_bps(&topo, d, pt, s.settings.link_capacity_bps)
+                            })
+                            .fold(f64::INFINITY, f64::min);
+                        (p, cap)
+                    }
+                    None if reserve => {
+                        return Err(OrchError::Infeasible(format!(
+                        "no path between the bridges of {from} and {to}: cannot reserve bandwidth"
+                    )))
+                    }
+                    None => (Vec::new(), src.nic_bps.min(dst.nic_bps)),
+                },
+                _ if reserve => {
+                    return Err(OrchError::Infeasible(format!(
+                        "{from} or {to} registered no bridge: cannot reserve bandwidth on a path"
+                    )))
+                }
+                _ => (Vec::new(), src.nic_bps.min(dst.nic_bps)),
+            }
+        };
+        let bottleneck_bps = bottleneck_bps.min(src.nic_bps).min(dst.nic_bps);
+        let max_bytes = (bottleneck_bps / 8.0 / self.cfg.meter_headroom)
+            .min(self.cfg.max_bandwidth_bytes_per_s);
+        let params = ModelParams {
+            memory_mb,
+            dirty_mbps: dirty_max,
+            downtime_goal_s: s.settings.policy.options.constraints.downtime_goal_s,
+            min_progress_mb: s.settings.policy.options.constraints.min_progress_mb,
+        };
+        let planned_s = deadline_s * (1.0 - self.cfg.deadline_margin);
+        let need = vmpatrol::min_bandwidth_for_deadline(&params, planned_s, max_bytes / MIB)
+            .map_err(|e| match e {
+                ModelError::DeadlineInfeasible { .. } => OrchError::Infeasible(format!(
+                    "deadline {deadline_s} s cannot be met: moving {memory_mb:.0} MB with a dirty rate of {dirty_max:.1} MB/s needs more than the {:.1} MB/s the path offers",
+                    max_bytes / MIB
+                )),
+                other => OrchError::Infeasible(other.to_string()),
+            })?;
+        let (bandwidth, predicted) = if reserve {
+            (need.bandwidth_mbps * MIB, need)
+        } else {
+            let at_max = vmpatrol::predict(&params, max_bytes / MIB)
+                .map_err(|e| OrchError::Infeasible(e.to_string()))?;
+            (self.cfg.max_bandwidth_bytes_per_s, at_max)
+        };
+
+        let cost_before = self.communication_cost(&s, None);
+        let now = now_unix_ms();
+        let m = {
+            let mut st = lock(&self.state);
+            let seq = st.seq;
+            st.seq += 1;
+            let port = self.cfg.port_base.wrapping_add((seq % 10_000) as u16);
+            let m = Migration {
+                id: format!("mig-{now}-{seq}"),
+                vm: req.vm.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                state: MigState::Queued,
+                reason,
+                deadline_s,
+                reserve,
+                bandwidth_bytes_per_s: bandwidth,
+                memory_mb,
+                dirty_rate_mbps: dirty_max,
+                predicted: Some(Predicted {
+                    time_s: predicted.time_s,
+                    traffic_bytes: predicted.traffic_mb * MIB,
+                    rounds: predicted.rounds,
+                    downtime_s: predicted.downtime_s,
+                }),
+                path: path.iter().map(|(d, _)| dpid_str(*d)).collect(),
+                hops: path
+                    .iter()
+                    .map(|(d, p)| Hop {
+                        dpid: dpid_str(*d),
+                        out_port: *p,
+                        capacity_bps: None,
+                        available_bps: None,
+                    })
+                    .collect(),
+                reservations: Vec::new(),
+                queued_reason: Some("waiting for the next admission round".into()),
+                progress: None,
+                result: None,
+                error: None,
+                src_addr: src.dom0.clone(),
+                dst_addr: format!("{dst_ip}:{port}"),
+                created_unix_ms: now,
+                started_unix_ms: None,
+                ended_unix_ms: None,
+                cost_before,
+                cost_after: None,
+                decision_id,
+                seq,
+            };
+            st.migs.insert(m.id.clone(), m.clone());
+            m
+        };
+        self.persist(&m);
+        info!(id = %m.id, vm = %m.vm, from = %m.from, to = %m.to, bandwidth_mbps = bandwidth / MIB, deadline_s, reserve, "migration queued");
+        Ok(m)
+    }
+
+    /// Cancels a queued migration.
+    pub fn cancel(&self, id: &str) -> Result<Migration, OrchError> {
+        let m = {
+            let mut st = lock(&self.state);
+            let m = st
+                .migs
+                .get_mut(id)
+                .ok_or_else(|| OrchError::NotFound(id.to_string()))?;
+            if m.state != MigState::Queued {
+                return Err(OrchError::Conflict(format!(
+                    "migration {id} is {}: only a queued migration can be cancelled",
+                    m.state.as_str()
+                )));
+            }
+            m.state = MigState::Cancelled;
+            m.ended_unix_ms = Some(now_unix_ms());
+            m.queued_reason = None;
+            m.clone()
+        };
+        self.persist(&m);
+        info!(id, "migration cancelled");
+        Ok(m)
+    }
+
+    /// Overall communication cost now, optionally with `moved = (vm, host)`.
+    fn communication_cost(&self, s: &Shared, moved: Option<(&str, &str)>) -> Option<f64> {
+        let mut snap = crate::live::snapshot_now(s, 0, Vec::new(), Vec::new(), BTreeMap::new())?;
+        if let Some((vm, host)) = moved {
+            if let Some(v) = snap.vms.get_mut(vm) {
+                v.host = host.to_string();
+            }
+        }
+        Some(crate::sim::physics::communication_cost(
+            &snap,
+            &self.weights,
+        ))
+    }
+
+    /// Runs the orchestrator until `shutdown`.
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.tick().await,
+                _ = shutdown.changed() => if *shutdown.borrow() { break },
+            }
+        }
+    }
+
+    /// One round: stale cleanups, following, admission.
+    pub async fn tick(&self) {
+        let Some(s) = self.shared() else { return };
+        self.clean_stale(&s).await;
+        for m in self.active() {
+            match m.state {
+                MigState::Running => self.follow(&s, m).await,
+                MigState::Verifying => self.verify(&s, m).await,
+                _ => {}
+            }
+        }
+        let queued: Vec<Migration> = {
+            let mut v: Vec<Migration> = self
+                .active()
+                .into_iter()
+                .filter(|m| m.state == MigState::Queued)
+                .collect();
+            v.sort_by_key(|m| m.seq);
+            v
+        };
+        for m in queued {
+            self.try_start(&s, m).await;
+        }
+    }
+
+    async fn clean_stale(&self, s: &Shared) {
+        let stale = std::mem::take(&mut lock(&self.state).stale);
+        let mut keep = Vec::new();
+        for r in stale {
+            let done = match r.kind.as_str() {
+                "meter" | "flow" => {
+                    let Some(dpid) = crate::config::parse_dpid(&r.target) else {
+                        continue;
+                    };
+                    let Some(h) = s.switch_handle(dpid) else {
+                        keep.push(r);
+                        continue;
+                    };
+                    let msg = if r.kind == "meter" {
+                        r.detail["meter_id"]
+                            .as_u64()
+                            .map(|id| delete_meter(id as u32))
+                    } else {
+                        r.detail["cookie"].as_u64().map(delete_flows)
+                    };
+                    match msg {
+                        Some(m) => h.send(m).await.is_ok() && h.barrier().await.is_ok(),
+                        None => true,
+                    }
+                }
+                "queue" => match (
+                    &self.queues,
+                    serde_json::from_value::<QueueReservation>(r.detail.clone()),
+                ) {
+                    (Some(q), Ok(qr)) => q.release(&qr).await.is_ok(),
+                    _ => true,
+                },
+                _ => true,
+            };
+            if done {
+                info!(kind = %r.kind, target = %r.target, migration = %r.migration, "stale reservation removed");
+                if let Some(store) = &s.store {
+                    let _ = store.remove_reservation(r.id, now_unix_ms());
+                }
+            } else {
+                keep.push(r);
+            }
+        }
+        lock(&self.state).stale.extend(keep);
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut Migration)) -> Option<Migration> {
+        let m = {
+            let mut st = lock(&self.state);
+            let m = st.migs.get_mut(id)?;
+            f(m);
+            m.clone()
+        };
+        self.persist(&m);
+        Some(m)
+    }
+
+    /// Admission: hosts free, path hops with enough bandwidth.
+    fn admit(&self, s: &Shared, m: &Migration) -> Result<Vec<Hop>, String> {
+        let active = self.active();
+        let busy = |h: &str| {
+            active
+                .iter()
+                .filter(|o| o.id != m.id && !matches!(o.state, MigState::Queued))
+                .filter(|o| o.from == h || o.to == h)
+                .count()
+        };
+        for h in [&m.from, &m.to] {
+            if busy(h) >= self.cfg.max_per_host {
+                return Err(format!("host {h} is busy with another migration"));
+            }
+        }
+        if !m.reserve {
+            return Ok(m.hops.clone());
+        }
+        let topo = s.topo_read().map_err(|e| e.to_string())?;
+        let ports = s
+            .monitor_lock()
+            .map(|mon| mon.port_rates())
+            .unwrap_or_default();
+        let used: BTreeMap<(u64, u32), f64> = ports
+            .iter()
+            .filter_map(|p| p.tx_bytes_per_s.map(|r| ((p.dpid, p.port), r * 8.0)))
+            .collect();
+        let mut reserved: BTreeMap<(String, u32), (f64, usize)> = BTreeMap::new();
+        for o in active.iter().filter(|o| {
+            o.id != m.id
+                && o.reserve
+                && matches!(
+                    o.state,
+                    MigState::Reserving | MigState::Running | MigState::Verifying
+                )
+        }) {
+            for h in &o.hops {
+                if let Some(p) = h.out_port {
+                    let e = reserved.entry((h.dpid.clone(), p)).or_insert((0.0, 0));
+                    e.0 += o.bandwidth_bytes_per_s * 8.0 * self.cfg.meter_headroom;
+                    e.1 += 1;
+                }
+            }
+        }
+        let need = m.bandwidth_bytes_per_s * 8.0 * self.cfg.meter_headroom;
+        let mut hops = Vec::new();
+        for h in &m.hops {
+            let Some(dpid) = crate::config::parse_dpid(&h.dpid) else {
+                return Err(format!("bad hop {}", h.dpid));
+            };
+            if topo.switch(dpid).is_none() {
+                return Err(format!("switch {} of the path is not connected", h.dpid));
+            }
+            let mut hop = h.clone();
+            if let Some(p) = h.out_port {
+                let cap = port_capacity_bps(&topo, dpid, p, s.settings.link_capacity_bps);
+                let (res, n) = reserved
+                    .get(&(h.dpid.clone(), p))
+                    .copied()
+                    .unwrap_or((0.0, 0));
+                if n >= self.cfg.max_per_link {
+                    return Err(format!(
+                        "link {}:{p} already carries {n} reserved migration(s)",
+                        h.dpid
+                    ));
+                }
+                let avail = available_bps(cap, used.get(&(dpid, p)).copied().unwrap_or(0.0), res);
+                if avail < need {
+                    return Err(format!(
+                        "hop {}:{p} has {:.1} Mbit/s available, the migration needs {:.1} Mbit/s",
+                        h.dpid,
+                        avail / 1e6,
+                        need / 1e6
+                    ));
+                }
+                hop.capacity_bps = Some(cap);
+                hop.available_bps = Some(avail);
+            }
+            hops.push(hop);
+        }
+        Ok(hops)
+    }
+
+    async fn try_start(&self, s: &Shared, m: Migration) {
+        // The path may have changed since submission: recompute it.
+        let m = match self.refresh_path(s, &m) {
+            Some(m) => m,
+            None => m,
+        };
+        let hops = match self.admit(s, &m) {
+            Ok(h) => h,
+            Err(why) => {
+                if m.queued_reason.as_deref() != Some(why.as_str()) {
+                    info!(id = %m.id, reason = %why, "migration stays queued");
+                    self.update(&m.id, |x| x.queued_reason = Some(why));
+                }
+                return;
+            }
+        };
+        let Some(m) = self.update(&m.id, |x| {
+            x.state = MigState::Reserving;
+            x.queued_reason = None;
+            x.hops = hops;
+        }) else {
+            return;
+        };
+        let reservations = if m.reserve {
+            match self.reserve(s, &m).await {
+                Ok(r) => r,
+                Err((installed, why)) => {
+                    self.release(s, &installed).await;
+                    self.finish(
+                        s,
+                        &m.id,
+                        MigState::Failed,
+                        Some(format!("reservation failed: {why}")),
+                    );
+                    return;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        self.update(&m.id, |x| x.reservations = reservations.clone());
+        match self.command_hosts(s, &m).await {
+            Ok(()) => {
+                let now = now_unix_ms();
+                lock(&self.state).last_contact.insert(m.id.clone(), now);
+                self.update(&m.id, |x| {
+                    x.state = MigState::Running;
+                    x.started_unix_ms = Some(now);
+                });
+                info!(id = %m.id, vm = %m.vm, hops = m.hops.len(), reservations = reservations.len(), "migration started");
+            }
+            Err(why) => {
+                self.release(s, &reservations).await;
+                self.finish(s, &m.id, MigState::Failed, Some(why));
+            }
+        }
+    }
+
+    fn refresh_path(&self, s: &Shared, m: &Migration) -> Option<Migration> {
+        let src = Self::host_facts(s, &m.from)?;
+        let dst = Self::host_facts(s, &m.to)?;
+        let topo = s.topo_read().ok()?;
+        let p = topo.path(src.bridge?, dst.bridge?)?;
+        let path: Vec<String> = p.iter().map(|(d, _)| dpid_str(*d)).collect();
+        if path == m.path {
+            return None;
+        }
+        drop(topo);
+        self.update(&m.id, |x| {
+            x.path = path;
+            x.hops = p
+                .iter()
+                .map(|(d, port)| Hop {
+                    dpid: dpid_str(*d),
+                    out_port: *port,
+                    capacity_bps: None,
+                    available_bps: None,
+                })
+                .collect();
+        })
+    }
+
+    /// Installs the reservation on every hop; on error returns what was
+    /// installed so far (for rollback).
+    async fn reserve(
+        &self,
+        s: &Shared,
+        m: &Migration,
+    ) -> Result<Vec<Reservation>, (Vec<Reservation>, String)> {
+        let mut done = Vec::new();
+        let (Ok(src_ip), Some((dst_ip, port))) = (
+            m.src_addr.parse::<Ipv4Addr>(),
+            m.dst_addr
+                .split_once(':')
+                .and_then(|(ip, p)| Some((ip.parse::<Ipv4Addr>().ok()?, p.parse::<u16>().ok()?))),
+        ) else {
+            return Err((
+                done,
+                format!("bad addresses {} -> {}", m.src_addr, m.dst_addr),
+            ));
+        };
+        let rate_bps = m.bandwidth_bytes_per_s * 8.0 * self.cfg.meter_headroom;
+        let meter_id = METER_BASE + (m.seq % 60_000) as u32;
+        let cookie = cookie::make(cookie::KIND_MIGRATION_FIRST, m.seq + 1);
+        let store = s.store.clone();
+        let record = |kind: &str, target: &str, detail: serde_json::Value| -> Result<i64, String> {
+            match &store {
+                Some(st) => st
+                    .add_reservation(&m.id, kind, target, &detail, now_unix_ms())
+                    .map_err(|e| e.to_string()),
+                None => Ok(0),
+            }
+        };
+        for (i, hop) in m.hops.iter().enumerate() {
+            let Some(dpid) = crate::config::parse_dpid(&hop.dpid) else {
+                return Err((done, format!("bad hop {}", hop.dpid)));
+            };
+            let last = i + 1 == m.hops.len();
+            if self.cfg.reservation == ReservationKind::Queue && !last {
+                let Some(q) = &self.queues else {
+                    return Err((
+                        done,
+                        "queue reservations need OVSDB, which is unreachable".into(),
+                    ));
+                };
+                let Some(out) = hop.out_port else { continue };
+                let name = s.topo_read().ok().and_then(|t| {
+                    t.switch(dpid)
+                        .and_then(|sw| sw.ports.get(&out).map(|p| p.desc.name.clone()))
+                });
+                let Some(name) = name else {
+                    return Err((done, format!("port {}:{out} unknown", hop.dpid)));
+                };
+                let cap = hop.capacity_bps.unwrap_or(rate_bps * 2.0);
+                let id = record("queue", &name, serde_json::json!({"port": name}))
+                    .map_err(|e| (done.clone(), e))?;
+                match q
+                    .reserve(
+                        &m.id,
+                        &name,
+                        cap as u64,
+                        rate_bps as u64,
+                        Some(TcpMatch {
+                            src: src_ip,
+                            dst: dst_ip,
+                            dst_port: port,
+                        }),
+                    )
+                    .await
+                {
+                    Ok(qr) => {
+                        if let Some(st) = &store {
+                            let _ = st.remove_reservation(id, now_unix_ms());
+                            let _ = st.add_reservation(&m.id, "queue", &name, &qr, now_unix_ms());
+                        }
+                        done.push(Reservation {
+                            kind: "queue".into(),
+                            target: name,
+                            meter_id: None,
+                            cookie: None,
+                            queue: Some(qr),
+                            store_id: id,
+                        });
+                    }
+                    Err(e) => return Err((done, e.to_string())),
+                }
+                continue;
+            }
+            let Some(h) = s.switch_handle(dpid) else {
+                return Err((done, format!("switch {} is not connected", hop.dpid)));
+            };
+            let target = dpid_str(dpid);
+            let use_meter = self.cfg.reservation == ReservationKind::Meter;
+            if use_meter {
+                let id = record("meter", &target, serde_json::json!({"meter_id": meter_id}))
+                    .map_err(|e| (done.clone(), e))?;
+                done.push(Reservation {
+                    kind: "meter".into(),
+                    target: target.clone(),
+                    meter_id: Some(meter_id),
+                    cookie: None,
+                    queue: None,
+                    store_id: id,
+                });
+            }
+            let id = record("flow", &target, serde_json::json!({"cookie": cookie}))
+                .map_err(|e| (done.clone(), e))?;
+            done.push(Reservation {
+                kind: "flow".into(),
+                target: target.clone(),
+                meter_id: None,
+                cookie: Some(cookie),
+                queue: None,
+                store_id: id,
+            });
+            let mut msgs = Vec::new();
+            if use_meter {
+                let kbps =
+                    ((rate_bps / 1000.0).round() as u64).clamp(1, u64::from(u32::MAX)) as u32;
+                msgs.push(Message::MeterMod(MeterMod {
+                    command: MeterModCommand::Add,
+                    flags: meter_flags::KBPS | meter_flags::STATS,
+                    meter_id,
+                    bands: vec![MeterBand::Drop {
+                        rate: kbps,
+                        burst_size: 0,
+                    }],
+                }));
+            }
+            let mut ins = Vec::new();
+            if use_meter {
+                ins.push(Instruction::Meter(meter_id));
+            }
+            match (last, hop.out_port) {
+                (false, Some(p)) => ins.push(Instruction::ApplyActions(vec![Action::output(p)])),
+                _ => ins.push(Instruction::GotoTable(TABLE_EDGE)),
+            }
+            msgs.push(Message::FlowMod(FlowMod {
+                table_id: TABLE_CLASSIFY,
+                priority: PRIO_MIGRATION,
+                cookie,
+                match_: Match::new()
+                    .eth_type(0x0800)
+                    .ip_proto(6)
+                    .ipv4_src(src_ip)
+                    .ipv4_dst(dst_ip)
+                    .tcp_dst(port),
+                instructions: ins,
+                ..FlowMod::default()
+            }));
+            if let Err(e) = h.send_batch(msgs).await {
+                return Err((done, e.to_string()));
+            }
+            if let Err(e) = h.barrier().await {
+                return Err((done, e.to_string()));
+            }
+        }
+        Ok(done)
+    }
+
+    async fn release(&self, s: &Shared, rs: &[Reservation]) {
+        // Flows first (they reference the meters), then meters, then queues.
+        let mut order: Vec<&Reservation> = rs.iter().collect();
+        order.sort_by_key(|r| match r.kind.as_str() {
+            "flow" => 0,
+            "meter" => 1,
+            _ => 2,
+        });
+        for r in order {
+            let ok = match r.kind.as_str() {
+                "flow" | "meter" => {
+                    let dpid = crate::config::parse_dpid(&r.target);
+                    match dpid.and_then(|d| s.switch_handle(d)) {
+                        Some(h) => {
+                            let msg = if r.kind == "flow" {
+                                r.cookie.map(delete_flows)
+                            } else {
+                                r.meter_id.map(delete_meter)
+                            };
+                            match msg {
+                                Some(m) => h.send(m).await.is_ok() && h.barrier().await.is_ok(),
+                                None => true,
+                            }
+                        }
+                        None => false,
+                    }
+                }
+                "queue" => match (&self.queues, &r.queue) {
+                    (Some(q), Some(qr)) => q.release(qr).await.is_ok(),
+                    _ => false,
+                },
+                _ => true,
+            };
+            if ok {
+                if let Some(st) = &s.store {
+                    let _ = st.remove_reservation(r.store_id, now_unix_ms());
+                }
+            } else {
+                // Remove it later, once the switch is back.
+                warn!(kind = %r.kind, target = %r.target, "reservation not removed yet; will retry");
+                if let Some(st) = &s.store {
+                    if let Ok(rows) = st.live_reservations(None) {
+                        lock(&self.state)
+                            .stale
+                            .extend(rows.into_iter().filter(|x| x.id == r.store_id));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn put_command(
+        &self,
+        s: &Shared,
+        api: &str,
+        id: &str,
+        cmd: &proto::Command,
+    ) -> Result<(), String> {
+        let body = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
+        let url = format!("{api}{}", proto::command_path(id));
+        match self
+            .http
+            .send(Method::PUT, &url, s.token.as_deref(), Some(body))
+            .await
+        {
+            Ok((200 | 202, _)) => Ok(()),
+            Ok((code, b)) => Err(format!(
+                "{url} answered {code}: {}",
+                String::from_utf8_lossy(&b)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            )),
+            Err(e) => Err(format!("{url}: {e}")),
+        }
+    }
+
+    async fn command_hosts(&self, s: &Shared, m: &Migration) -> Result<(), String> {
+        let src = Self::host_facts(s, &m.from).ok_or_else(|| format!("host {} is gone", m.from))?;
+        let dst = Self::host_facts(s, &m.to).ok_or_else(|| format!("host {} is gone", m.to))?;
+        let inv = s
+            .hosts_read()
+            .ok()
+            .and_then(|h| h.vm_inventory(&m.vm).map(|(_, i)| i.clone()))
+            .ok_or_else(|| format!("VM {} is gone", m.vm))?;
+        let spec = MigrationSpec {
+            vm: m.vm.clone(),
+            destination_host: m.to.clone(),
+            destination_addr: m.dst_addr.clone(),
+            max_bandwidth_bytes_per_s: m.bandwidth_bytes_per_s.round().max(1.0) as u64,
+            downtime_limit_ms: (s.settings.policy.options.constraints.downtime_goal_s * 1000.0)
+                .round()
+                .max(1.0) as u64,
+            deadline_s: m.deadline_s,
+            destination_api: None,
+            incoming_command_id: None,
+            vm_spec: None,
+        };
+        let incoming = MigrationSpec {
+            vm_spec: Some(inv),
+            ..spec.clone()
+        };
+        let in_id = format!("{}-in", m.id);
+        self.put_command(
+            s,
+            &dst.api_url,
+            &in_id,
+            &proto::Command::PrepareIncoming(incoming),
+        )
+        .await
+        .map_err(|e| format!("prepare_incoming at {}: {e}", m.to))?;
+        let out = MigrationSpec {
+            destination_api: Some(dst.api_url.clone()),
+            incoming_command_id: Some(in_id),
+            ..spec
+        };
+        self.put_command(
+            s,
+            &src.api_url,
+            &format!("{}-out", m.id),
+            &proto::Command::Migrate(out),
+        )
+        .await
+        .map_err(|e| format!("migrate at {}: {e}", m.from))
+    }
+
+    async fn status(
+        &self,
+        s: &Shared,
+        api: &str,
+        id: &str,
+    ) -> Result<Option<CommandStatus>, String> {
+        let url = format!("{api}{}", proto::command_path(id));
+        match self
+            .http
+            .send(Method::GET, &url, s.token.as_deref(), None)
+            .await
+        {
+            Ok((200, body)) => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| format!("bad status from {url}: {e}")),
+            Ok((404, _)) => Ok(None),
+            Ok((code, _)) => Err(format!("{url} answered {code}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn follow(&self, s: &Shared, m: Migration) {
+        let Some(src) = Self::host_facts(s, &m.from) else {
+            return;
+        };
+        let now = now_unix_ms();
+        match self.status(s, &src.api_url, &format!("{}-out", m.id)).await {
+            Ok(Some(st)) => {
+                lock(&self.state).last_contact.insert(m.id.clone(), now);
+                match st.state {
+                    CommandState::Succeeded => {
+                        let result = match st.result {
+                            Some(proto::CommandResult::Migration(r)) => Some(r),
+                            _ => None,
+                        };
+                        self.update(&m.id, |x| {
+                            x.progress = st.progress.clone();
+                            x.result = result;
+                            x.state = MigState::Verifying;
+                        });
+                        info!(id = %m.id, "migration completed at the hosts; verifying");
+                    }
+                    CommandState::Failed => {
+                        let why = st.error.unwrap_or_else(|| "failed at the source".into());
+                        self.update(&m.id, |x| x.progress = st.progress.clone());
+                        self.release(s, &m.reservations).await;
+                        self.finish(s, &m.id, MigState::Failed, Some(why));
+                    }
+                    _ => {
+                        self.update(&m.id, |x| x.progress = st.progress.clone());
+                    }
+                }
+            }
+            Ok(None) => {
+                // The source never got it (restart before the command).
+                self.release(s, &m.reservations).await;
+                self.finish(
+                    s,
+                    &m.id,
+                    MigState::Failed,
+                    Some("the source host has no such migration (never started)".into()),
+                );
+            }
+            Err(e) => {
+                let last = lock(&self.state)
+                    .last_contact
+                    .get(&m.id)
+                    .copied()
+                    .unwrap_or(now);
+                let started = m.started_unix_ms.unwrap_or(now);
+                let limit = started + ((m.deadline_s + 30.0) * 1000.0) as i64;
+                if now - last > LOST_CONTACT.as_millis() as i64 || now > limit {
+                    self.release(s, &m.reservations).await;
+                    self.finish(
+                        s,
+                        &m.id,
+                        MigState::Failed,
+                        Some(format!("lost contact with the source hostd: {e}")),
+                    );
+                }
+            }
+        }
+    }
+
+    async fn verify(&self, s: &Shared, m: Migration) {
+        let dst_bridge = Self::host_facts(s, &m.to).and_then(|h| h.bridge);
+        let mac = s
+            .hosts_read()
+            .ok()
+            .and_then(|h| h.vm_inventory(&m.vm).map(|(_, i)| i.mac.clone()))
+            .and_then(|m| m.parse::<ofp::MacAddr>().ok());
+        let seen = match (dst_bridge, mac) {
+            (Some(b), Some(mac)) => s
+                .topo_read()
+                .ok()
+                .and_then(|t| t.endpoint(&mac).map(|e| e.location.dpid == b))
+                .unwrap_or(false),
+            _ => false,
+        };
+        let waited = now_unix_ms() - m.started_unix_ms.unwrap_or(0);
+        let timeout = ((m.deadline_s + self.cfg.verify_timeout_s) * 1000.0) as i64;
+        let bridge_known = dst_bridge.is_some_and(|b| s.switch_handle(b).is_some());
+        if seen || (!bridge_known && waited > 0) {
+            self.release(s, &m.reservations).await;
+            let after = self.communication_cost(s, Some((&m.vm, &m.to)));
+            self.update(&m.id, |x| x.cost_after = after);
+            self.finish(s, &m.id, MigState::Done, None);
+        } else if waited > timeout {
+            self.release(s, &m.reservations).await;
+            self.finish(
+                s,
+                &m.id,
+                MigState::Failed,
+                Some(format!("the VM did not show up at {}'s bridge", m.to)),
+            );
+        }
+    }
+
+    fn finish(&self, s: &Shared, id: &str, state: MigState, error: Option<String>) {
+        let Some(m) = self.update(id, |x| {
+            x.state = state;
+            x.error = error.clone();
+            x.ended_unix_ms = Some(now_unix_ms());
+            x.reservations.clear();
+        }) else {
+            return;
+        };
+        lock(&self.state).last_contact.remove(id);
+        if let (Some(store), Some(d)) = (&s.store, m.decision_id) {
+            let _ = store.set_decision_outcome(d, &format!("{} ({})", m.state.as_str(), m.id));
+        }
+        match state {
+            MigState::Done => {
+                info!(id, vm = %m.vm, to = %m.to, cost_before = ?m.cost_before, cost_after = ?m.cost_after, "migration done")
+            }
+            _ => warn!(id, vm = %m.vm, state = state.as_str(), error = ?m.error, "migration ended"),
+        }
+    }
+
+    /// VMs with a non-final migration and every host involved.
+    pub fn busy(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut vms = BTreeSet::new();
+        let mut hosts = BTreeSet::new();
+        for m in self.active() {
+            vms.insert(m.vm);
+            hosts.insert(m.from);
+            hosts.insert(m.to);
+        }
+        (vms, hosts)
+    }
+}
+
+/// FLOW_MOD deleting every flow with exactly `cookie` in all tables.
+pub fn delete_flows(cookie: u64) -> Message {
+    Message::FlowMod(FlowMod {
+        command: FlowModCommand::Delete,
+        table_id: 0xff,
+        cookie,
+        cookie_mask: u64::MAX,
+        ..FlowMod::default()
+    })
+}
+
+/// METER_MOD deleting meter `id`.
+pub fn delete_meter(id: u32) -> Message {
+    Message::MeterMod(MeterMod {
+        command: MeterModCommand::Delete,
+        flags: 0,
+        meter_id: id,
+        bands: vec![],
+    })
+}
+
+/// Ports used on `topo` by a path, for tests and diagnostics.
+pub fn path_ports(topo: &Topology, a: u64, b: u64) -> Vec<PortRef> {
+    topo.path(a, b)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(d, p)| p.map(|port| PortRef { dpid: d, port }))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn availability_never_negative() {
+        assert_eq!(available_bps(100e6, 40e6, 30e6), 30e6);
+        assert_eq!(available_bps(100e6, 90e6, 30e6), 0.0);
+    }
+
+    #[test]
+    fn errors_map_to_statuses() {
+        let s = |e: OrchError| ApiError::from(e).status().as_u16();
+        assert_eq!(s(OrchError::UnknownVm("x".into())), 404);
+        assert_eq!(s(OrchError::UnknownHost("x".into())), 404);
+        assert_eq!(s(OrchError::NoRoom("x".into())), 409);
+        assert_eq!(s(OrchError::Conflict("x".into())), 409);
+        assert_eq!(s(OrchError::Infeasible("x".into())), 422);
+        assert_eq!(s(OrchError::Invalid("x".into())), 422);
+    }
+
+    #[test]
+    fn removal_messages() {
+        match delete_flows(7) {
+            Message::FlowMod(f) => {
+                assert_eq!(f.command, FlowModCommand::Delete);
+                assert_eq!((f.cookie, f.cookie_mask, f.table_id), (7, u64::MAX, 0xff));
+            }
+            _ => panic!("not a flow mod"),
+        }
+        match delete_meter(1001) {
+            Message::MeterMod(m) => {
+                assert_eq!(m.command, MeterModCommand::Delete);
+                assert_eq!(m.meter_id, 1001);
+            }
+            _ => panic!("not a meter mod"),
+        }
+    }
+
+    #[test]
+    fn states() {
+        assert!(MigState::Done.is_final() && MigState::Failed.is_final());
+        assert!(!MigState::Queued.is_final() && !MigState::Verifying.is_final());
+        assert_eq!(
+            serde_json::to_value(MigState::Verifying).unwrap(),
+            serde_json::json!("verifying")
+        );
+    }
+}

@@ -1,0 +1,386 @@
+//! Builds the knowledge [`Snapshot`] of the running controller: hosts and
+//! VMs from the host daemons' registrations and reports, λ(u,v) from the
+//! monitor (MACs mapped to VM names), and the tree levels from the LLDP
+//! topology around the registered hypervisor bridges.
+//!
+//! Times are seconds since the controller started (`start_unix_ms`), the
+//! same base for report times, migration records and `now_s`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::api::dpid_str;
+use crate::hosts::HostRegistry;
+use crate::knowledge::snapshot::{
+    HostLocation, HostSample, HostState, HotspotEvent, LinkInfo, MigrationRecord, Snapshot,
+    SwitchInfo, SwitchLevel, Topology as SnapTopology, VmSample, VmState,
+};
+use crate::monitor::{PairRate, PortRate};
+use crate::topology::Topology;
+
+/// Everything the builder reads, gathered under the caller's locks.
+pub struct LiveInputs<'a> {
+    /// Registered hosts and VMs.
+    pub hosts: &'a HostRegistry,
+    /// LLDP topology.
+    pub topo: &'a Topology,
+    /// λ(u,v) by MAC.
+    pub rates: &'a [PairRate],
+    /// Port rates (link use).
+    pub ports: &'a [PortRate],
+    /// Capacity of every link, bit/s (None: the port's speed).
+    pub link_capacity_bps: Option<f64>,
+    /// Controller start, Unix ms (time origin).
+    pub start_unix_ms: i64,
+    /// Now, Unix ms.
+    pub now_unix_ms: i64,
+    /// Monitoring interval, s.
+    pub interval_s: f64,
+    /// Evaluation round.
+    pub round: u64,
+    /// Samples kept per host/VM in the snapshot.
+    pub history: usize,
+    /// Running and recently ended migrations.
+    pub migrations: Vec<MigrationRecord>,
+    /// Hotspots of recent rounds.
+    pub hotspot_history: Vec<HotspotEvent>,
+    /// When each VM's last migration ended, s (time origin as above).
+    pub last_migration_s: BTreeMap<String, f64>,
+}
+
+fn secs(ms: i64, origin: i64) -> f64 {
+    (ms - origin) as f64 / 1000.0
+}
+
+/// Capacity of a port, bit/s.
+pub fn port_capacity_bps(topo: &Topology, dpid: u64, port: u32, over: Option<f64>) -> f64 {
+    if let Some(c) = over {
+        return c;
+    }
+    topo.switch(dpid)
+        .and_then(|s| s.ports.get(&port))
+        .map(|p| f64::from(p.desc.curr_speed) * 1000.0)
+        .filter(|c| *c > 0.0)
+        .unwrap_or(1e9)
+}
+
+/// Tree levels around the hypervisor bridges: distance 1 = ToR, 2 =
+/// aggregation, 3+ = core. Returns (level by dpid, distance by dpid).
+pub fn levels(topo: &Topology, bridges: &BTreeSet<u64>) -> BTreeMap<u64, usize> {
+    let adj = topo.adjacency();
+    let mut dist: BTreeMap<u64, usize> = bridges
+        .iter()
+        .filter(|b| adj.contains_key(b))
+        .map(|b| (*b, 0))
+        .collect();
+    let mut q: VecDeque<u64> = dist.keys().copied().collect();
+    while let Some(u) = q.pop_front() {
+        let du = dist.get(&u).copied().unwrap_or(0);
+        for &(v, _, _) in adj.get(&u).map(Vec::as_slice).unwrap_or_default() {
+            if let std::collections::btree_map::Entry::Vacant(e) = dist.entry(v) {
+                e.insert(du + 1);
+                q.push_back(v);
+            }
+        }
+    }
+    dist
+}
+
+/// Builds the snapshot.
+pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
+    let origin = inp.start_unix_ms;
+    let bridges = inp.hosts.bridges();
+    let bridge_set: BTreeSet<u64> = bridges.keys().copied().collect();
+    let dist = levels(inp.topo, &bridge_set);
+    let adj = inp.topo.adjacency();
+    let tx_rate: BTreeMap<(u64, u32), f64> = inp
+        .ports
+        .iter()
+        .filter_map(|p| p.tx_bytes_per_s.map(|r| ((p.dpid, p.port), r * 8.0)))
+        .collect();
+
+    // Switches with levels and uplinks; links with capacity and use.
+    let mut topology = SnapTopology::default();
+    for (&d, &k) in &dist {
+        if k == 0 {
+            continue;
+        }
+        let level = match k {
+            1 => SwitchLevel::Tor,
+            2 => SwitchLevel::Aggregation,
+            _ => SwitchLevel::Core,
+        };
+        let uplinks: BTreeSet<String> = adj
+            .get(&d)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|(n, _, _)| dist.get(n).copied() == Some(k + 1))
+            .map(|(n, _, _)| dpid_str(*n))
+            .collect();
+        topology.switches.insert(
+            dpid_str(d),
+            SwitchInfo {
+                level,
+                uplinks: uplinks.into_iter().collect(),
+            },
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (&a, nbrs) in &adj {
+        for &(b, ap, bp) in nbrs {
+            if !seen.insert((a.min(b), a.max(b), ap.min(bp))) {
+                continue;
+            }
+            let name = |d: u64| match bridges.get(&d) {
+                Some(h) => h.clone(),
+                None => dpid_str(d),
+            };
+            let cap = port_capacity_bps(inp.topo, a, ap, inp.link_capacity_bps);
+            let used = tx_rate
+                .get(&(a, ap))
+                .copied()
+                .unwrap_or(0.0)
+                .max(tx_rate.get(&(b, bp)).copied().unwrap_or(0.0));
+            topology.links.push(LinkInfo {
+                a: name(a),
+                b: name(b),
+                capacity_bps: cap,
+                used_bps: used,
+            });
+        }
+    }
+    let locations = topology.locate_all();
+
+    // Hosts.
+    let mut hosts = BTreeMap::new();
+    for (id, e) in inp.hosts.hosts() {
+        let reg = &e.registration;
+        let tor = reg.bridge.as_ref().and_then(|b| {
+            adj.get(&b.datapath_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter(|(n, _, _)| dist.get(n).copied() == Some(1))
+                .map(|(n, _, _)| dpid_str(*n))
+                .min()
+        });
+        let location = tor
+            .and_then(|t| locations.get(&t).cloned())
+            .unwrap_or_else(|| HostLocation {
+                rack: format!("host:{id}"),
+                pod: format!("host:{id}"),
+                cluster: format!("host:{id}"),
+            });
+        let skip = e.reports.len().saturating_sub(inp.history);
+        let history = e
+            .reports
+            .iter()
+            .skip(skip)
+            .map(|r| HostSample {
+                at_s: secs(r.at_unix_ms as i64, origin),
+                cpu_util: r.host.cpu_util,
+                mem_used_mb: r.host.mem_used_mb as f64,
+                swap_out_pps: r.host.swap_out_pages_per_s,
+                nic_tx_bytes_per_s: r.host.nic_tx_bytes_per_s,
+                nic_rx_bytes_per_s: r.host.nic_rx_bytes_per_s,
+            })
+            .collect();
+        hosts.insert(
+            id.clone(),
+            HostState {
+                cores: f64::from(reg.cores),
+                memory_mb: reg.memory_mb as f64,
+                nic_bps: reg.nic_bps as f64,
+                vf_count: reg.vf_count,
+                max_vms: None,
+                domain: None,
+                location,
+                history,
+            },
+        );
+    }
+
+    // VMs.
+    let mut vms = BTreeMap::new();
+    let mut mac_to_vm: BTreeMap<String, String> = BTreeMap::new();
+    for (name, place) in inp.hosts.vms() {
+        let Some((host, inv)) = inp.hosts.vm_inventory(name) else {
+            continue;
+        };
+        mac_to_vm.insert(inv.mac.to_ascii_lowercase(), name.clone());
+        let Some(e) = inp.hosts.host(host) else {
+            continue;
+        };
+        let mut history = Vec::new();
+        let mut dirty_max: f64 = 0.0;
+        let mut has_vf = false;
+        for r in &e.reports {
+            if let Some(m) = r.vms.iter().find(|v| &v.name == name) {
+                dirty_max = dirty_max.max(m.dirty_rate_mbps.unwrap_or(0.0));
+                has_vf = m.vf_attached;
+                history.push(VmSample {
+                    at_s: secs(r.at_unix_ms as i64, origin),
+                    cpu_cores: m.cpu_cores,
+                    mem_used_mb: m.used_memory_mb as f64,
+                    swap_out_pps: 0.0,
+                    packets: (m.tx_packets_per_s + m.rx_packets_per_s) * r.interval_s,
+                    blocked_s: m.blocked_ms.unwrap_or(0.0) / 1000.0,
+                    gotten_s: m.gotten_ms.unwrap_or(0.0) / 1000.0,
+                    tx_bytes_per_s: m.tx_bytes_per_s,
+                    rx_bytes_per_s: m.rx_bytes_per_s,
+                });
+            }
+        }
+        let skip = history.len().saturating_sub(inp.history);
+        let history: Vec<VmSample> = history.into_iter().skip(skip).collect();
+        let memory_mb = inp
+            .hosts
+            .vm_metrics(name)
+            .map(|m| m.memory_mb)
+            .unwrap_or(inv.memory_mb) as f64;
+        vms.insert(
+            name.clone(),
+            VmState {
+                host: place.host.clone(),
+                environment: None,
+                vcpus: inv.vcpus,
+                memory_mb,
+                max_memory_mb: inv.max_memory_mb as f64,
+                dirty_rate_mbps: dirty_max,
+                vnic_bytes_per_s: None,
+                has_vf,
+                last_migration_s: inp.last_migration_s.get(name).copied(),
+                history,
+            },
+        );
+    }
+
+    // λ(u,v) between known VMs.
+    let mut traffic: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for r in inp.rates {
+        let (Some(u), Some(v)) = (
+            mac_to_vm.get(&r.src.to_string()),
+            mac_to_vm.get(&r.dst.to_string()),
+        ) else {
+            continue;
+        };
+        if r.bytes_per_s > 0.0 {
+            traffic
+                .entry(u.clone())
+                .or_default()
+                .insert(v.clone(), r.bytes_per_s);
+        }
+    }
+
+    Snapshot {
+        now_s: secs(inp.now_unix_ms, origin),
+        interval_s: inp.interval_s,
+        round: inp.round,
+        topology,
+        hosts,
+        vms,
+        traffic,
+        migrations: inp.migrations.clone(),
+        hotspot_history: inp.hotspot_history.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::tests::{reg, vm};
+    use crate::topology::tests::build;
+    use ofp::MacAddr;
+    use std::time::Instant;
+
+    /// hv1 (0x41) and hv2 (0x42) under ToR 0x31, hv3 (0x43) under ToR
+    /// 0x32; both ToRs under agg 0x21.
+    #[test]
+    fn levels_locations_and_traffic() {
+        let t0 = Instant::now();
+        let topo = build(
+            t0,
+            &[
+                (0x21, 3),
+                (0x31, 3),
+                (0x32, 3),
+                (0x41, 2),
+                (0x42, 2),
+                (0x43, 2),
+            ],
+            &[
+                ((0x41, 1), (0x31, 1)),
+                ((0x42, 1), (0x31, 2)),
+                ((0x43, 1), (0x32, 1)),
+                ((0x31, 3), (0x21, 1)),
+                ((0x32, 3), (0x21, 2)),
+            ],
+        );
+        let mut hosts = HostRegistry::default();
+        hosts
+            .register(
+                "hv1",
+                reg("hv1", 0x41, vec![vm("a", "02:00:00:00:00:0a")]),
+                0,
+            )
+            .unwrap();
+        hosts
+            .register(
+                "hv2",
+                reg("hv2", 0x42, vec![vm("b", "02:00:00:00:00:0b")]),
+                0,
+            )
+            .unwrap();
+        hosts.register("hv3", reg("hv3", 0x43, vec![]), 0).unwrap();
+        let rates = vec![PairRate {
+            src: "02:00:00:00:00:0a".parse::<MacAddr>().unwrap(),
+            dst: "02:00:00:00:00:0b".parse::<MacAddr>().unwrap(),
+            dpid: 0x41,
+            bytes_per_s: 1000.0,
+            total_bytes: 5000,
+            window_s: 6.0,
+        }];
+        let snap = build_snapshot(&LiveInputs {
+            hosts: &hosts,
+            topo: &topo,
+            rates: &rates,
+            ports: &[],
+            link_capacity_bps: Some(1e8),
+            start_unix_ms: 0,
+            now_unix_ms: 10_000,
+            interval_s: 2.0,
+            round: 3,
+            history: 5,
+            migrations: vec![],
+            hotspot_history: vec![],
+            last_migration_s: BTreeMap::new(),
+        });
+        assert_eq!(snap.now_s, 10.0);
+        assert_eq!(
+            snap.topology.switches[&dpid_str(0x31)].level,
+            SwitchLevel::Tor
+        );
+        assert_eq!(
+            snap.topology.switches[&dpid_str(0x21)].level,
+            SwitchLevel::Aggregation
+        );
+        assert_eq!(
+            snap.topology.switches[&dpid_str(0x31)].uplinks,
+            vec![dpid_str(0x21)]
+        );
+        let l1 = &snap.hosts["hv1"].location;
+        let l2 = &snap.hosts["hv2"].location;
+        let l3 = &snap.hosts["hv3"].location;
+        assert_eq!(l1.rack, l2.rack, "same ToR");
+        assert_ne!(l1.rack, l3.rack);
+        assert_eq!(l1.pod, l3.pod, "same aggregation");
+        assert_eq!(snap.rate("a", "b"), 1000.0);
+        assert_eq!(snap.vms["a"].host, "hv1");
+        // Host links are named by host id, capacities from the override.
+        assert!(snap
+            .topology
+            .links
+            .iter()
+            .any(|l| (l.a == "hv1" || l.b == "hv1") && l.capacity_bps == 1e8));
+    }
+}

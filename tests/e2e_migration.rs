@@ -1,0 +1,475 @@
+//! End to end: the migration orchestrator with real Open vSwitch, real
+//! `shoal-hostd`s (netns backend) and the real controller binary.
+//!
+//! ```text
+//!            smg-agg (0x6010)
+//!          1/            \2
+//!        10/              \10
+//!   smg-b1 (0x6001)      smg-b2 (0x6002)        h3: a host without room
+//!    |2 dom0 h1  |20 vm1  |2 dom0 h2  |20 vm2
+//! ```
+//!
+//! 1. `POST /api/v1/migrations` with an unknown VM (404), an infeasible
+//!    deadline (422) and a destination without room (409) changes nothing.
+//! 2. vm1 migrates h1 → h2 with a deadline: while it runs, a meter and a
+//!    flow with a migration cookie are present on every hop of its path
+//!    (`ovs-ofctl dump-meters` / `dump-flows`); afterwards they are gone,
+//!    the deadline was met, the VM answers at its destination and
+//!    `/api/v1/endpoints` shows it there.
+//! 3. During the way back the controller is killed with SIGKILL and
+//!    restarted on the same database: no reservation or migration flow is
+//!    left behind and the migration's final state is recorded.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use shoal::qemu::{move_into_ns, Hostd};
+use shoal::{
+    cargo_bin, e2e_lock, ensure_ovs, free_port, get_json, http, is_root, sh, wait_for, ChildGuard,
+    Netns, NsHost, OvsBridge, Veth,
+};
+
+const TOKEN: &str = "smg-token-3f8a";
+const VM1_MAC: &str = "02:6a:00:00:00:01";
+
+fn hostd_config(
+    id: &str,
+    mgmt: &str,
+    data: &str,
+    bridge: Option<&str>,
+    api: &str,
+    dir: &Path,
+    extra: &str,
+) -> String {
+    let bridge = bridge
+        .map(|b| format!("bridge = \"{b}\"\nuplink = \"eth0\"\n"))
+        .unwrap_or_default();
+    format!(
+        r#"host_id = "{id}"
+controller = "http://{api}"
+listen = "{mgmt}:7070"
+api_url = "http://{mgmt}:7070"
+dom0_addr = "{data}"
+token_file = "{token}"
+interval_s = 1
+run_dir = "{run}"
+http_timeout_s = 3
+{bridge}{extra}
+"#,
+        token = dir.join("token").display(),
+        run = dir.join(id).display(),
+    )
+}
+
+fn start_controller(dir: &Path, cfg: &Path, log: &str) -> ChildGuard {
+    ChildGuard::spawn(
+        Command::new(cargo_bin("shoal-controller"))
+            .args(["run", "--config"])
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(log)).unwrap()),
+    )
+    .unwrap()
+}
+
+fn post(api: &str, body: Value) -> (u16, Value) {
+    let (code, text) = http(
+        api,
+        "POST",
+        "/api/v1/migrations",
+        None,
+        Some(&body.to_string()),
+    )
+    .unwrap();
+    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Migration meters and flows (cookie 0x53481…) on a bridge.
+fn reservations_on(b: &OvsBridge) -> (usize, usize) {
+    let meters = b
+        .ofctl("dump-meters", &[])
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.trim_start().starts_with("meter="))
+        .count();
+    let flows = b
+        .ofctl("dump-flows", &["table=0"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("cookie=0x53481"))
+        .count();
+    (meters, flows)
+}
+
+fn wait_state(api: &str, id: &str, states: &[&str], timeout: Duration) -> Value {
+    wait_for("migration state", timeout, || {
+        let m = get_json(api, &format!("/api/v1/migrations/{id}")).ok()?;
+        states.contains(&m["state"].as_str()?).then_some(m)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            get_json(api, &format!("/api/v1/migrations/{id}")).unwrap_or_default()
+        )
+    })
+}
+
+#[test]
+fn reserved_migration_and_controller_crash() {
+    assert!(
+        is_root(),
+        "end-to-end tests need root (run the README's test command)"
+    );
+    let _lock = e2e_lock().unwrap();
+    ensure_ovs().unwrap();
+    let dir = std::env::temp_dir().join(format!("smg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+
+    let of_port = free_port().unwrap();
+    let api_port = free_port().unwrap();
+    let api = format!("127.0.0.1:{api_port}");
+    let cfg = dir.join("controller.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+of_listen = "127.0.0.1:{of_port}"
+api_listen = "0.0.0.0:{api_port}"
+db = "{db}"
+[hostd]
+token_file = "{tok}"
+[topology]
+lldp_interval_s = 1.0
+port_confirm_s = 1.5
+link_capacity_bps = 100000000
+[monitor]
+interval_s = 1.0
+[execute]
+reservation = "meter"
+"#,
+            db = dir.join("shoal.db").display(),
+            tok = dir.join("token").display()
+        ),
+    )
+    .unwrap();
+    let mut ctl = start_controller(&dir, &cfg, "controller.log");
+    wait_for("the API", Duration::from_secs(20), || {
+        get_json(&api, "/healthz").ok()
+    })
+    .unwrap();
+
+    // Data plane: b1 - agg - b2.
+    let b1 = OvsBridge::new("smg-b1", 0x6001).unwrap();
+    let agg = OvsBridge::new("smg-agg", 0x6010).unwrap();
+    let b2 = OvsBridge::new("smg-b2", 0x6002).unwrap();
+    let l1 = Veth::new("smg-l1a", "smg-l1b").unwrap();
+    let l2 = Veth::new("smg-l2a", "smg-l2b").unwrap();
+    agg.add_port(l1.root_end(), 1).unwrap();
+    b1.add_port("smg-l1b", 10).unwrap();
+    agg.add_port(l2.root_end(), 2).unwrap();
+    b2.add_port("smg-l2b", 10).unwrap();
+    let h1 = Netns::new("smg-h1").unwrap();
+    let h2 = Netns::new("smg-h2").unwrap();
+    let h3 = Netns::new("smg-h3").unwrap();
+    let d1 = Veth::new("smg-d1p", "smg-d1i").unwrap();
+    let d2 = Veth::new("smg-d2p", "smg-d2i").unwrap();
+    b1.add_port(d1.root_end(), 2).unwrap();
+    b2.add_port(d2.root_end(), 2).unwrap();
+    move_into_ns("smg-d1i", &h1, "eth0", Some("10.218.0.1/16"), None, true).unwrap();
+    move_into_ns("smg-d2i", &h2, "eth0", Some("10.218.0.2/16"), None, true).unwrap();
+    let mut mgmt = Vec::new();
+    for (i, ns) in [&h1, &h2, &h3].iter().enumerate() {
+        let n = i + 1;
+        let v = Veth::new(&format!("smg-m{n}p"), &format!("smg-m{n}i")).unwrap();
+        sh(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("10.219.{n}.1/30"),
+                "dev",
+                v.root_end(),
+            ],
+        )
+        .unwrap();
+        move_into_ns(
+            &format!("smg-m{n}i"),
+            ns,
+            "mgmt",
+            Some(&format!("10.219.{n}.2/30")),
+            None,
+            true,
+        )
+        .unwrap();
+        mgmt.push(v);
+    }
+    let vm1 = NsHost::new("smg-vm1", &b1, "smg-v1", 20, VM1_MAC, "10.218.1.1", 16).unwrap();
+    let vm2 = NsHost::new(
+        "smg-vm2",
+        &b2,
+        "smg-v2",
+        20,
+        "02:6a:00:00:00:02",
+        "10.218.1.2",
+        16,
+    )
+    .unwrap();
+    for b in [&b1, &agg, &b2] {
+        b.set_controller(&format!("tcp:127.0.0.1:{of_port}"))
+            .unwrap();
+    }
+    wait_for("the 2 links", Duration::from_secs(20), || {
+        (get_json(&api, "/api/v1/links").ok()?.as_array()?.len() == 4).then_some(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(vm2.ping("10.218.1.1", 3), "no connectivity");
+
+    let scenario = dir.join("vm1.json");
+    std::fs::write(
+        &scenario,
+        r#"{"interpolation": "hold", "points": [{"t": 0, "cpu": 0.2, "mem_mb": 20, "dirty_mbps": 1}]}"#,
+    )
+    .unwrap();
+    let vm_toml = format!(
+        "[[vm]]\nname = \"smg-vm1\"\nmac = \"{VM1_MAC}\"\nip = \"10.218.1.1\"\nmemory_mb = 24\nbackend = \"netns\"\nnamespace = \"smg-vm1\"\niface = \"eth0\"\nport = \"smg-v1\"\nscenario = \"{}\"\n",
+        scenario.display()
+    );
+    let hd1 = Hostd::start(
+        Some(&h1),
+        &dir.join("h1"),
+        &hostd_config(
+            "h1",
+            "10.219.1.2",
+            "10.218.0.1",
+            Some("smg-b1"),
+            &format!("10.219.1.1:{api_port}"),
+            &dir,
+            &vm_toml,
+        ),
+        "10.219.1.2:7070",
+    )
+    .expect("hostd h1");
+    let hd2 = Hostd::start(
+        Some(&h2),
+        &dir.join("h2"),
+        &hostd_config(
+            "h2",
+            "10.219.2.2",
+            "10.218.0.2",
+            Some("smg-b2"),
+            &format!("10.219.2.1:{api_port}"),
+            &dir,
+            "",
+        ),
+        "10.219.2.2:7070",
+    )
+    .expect("hostd h2");
+    let _hd3 = Hostd::start(
+        Some(&h3),
+        &dir.join("h3"),
+        &hostd_config(
+            "h3",
+            "10.219.3.2",
+            "10.219.3.2",
+            None,
+            &format!("10.219.3.1:{api_port}"),
+            &dir,
+            "memory_mb = 16\n",
+        ),
+        "10.219.3.2:7070",
+    )
+    .expect("hostd h3");
+    wait_for("3 hosts reporting", Duration::from_secs(20), || {
+        let v = get_json(&api, "/api/v1/hosts").ok()?;
+        let a = v.as_array()?;
+        (a.len() == 3 && a.iter().all(|h| h["metrics"].is_object())).then_some(())
+    })
+    .unwrap();
+
+    // 1. Requests that must be refused, changing nothing.
+    let (code, body) = post(
+        &api,
+        json!({"vm": "nope", "destination": "h2", "deadline_s": 10}),
+    );
+    assert_eq!(code, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("nope"));
+    let (code, body) = post(
+        &api,
+        json!({"vm": "smg-vm1", "destination": "h2", "deadline_s": 0.05}),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("deadline"),
+        "{body}"
+    );
+    let (code, body) = post(
+        &api,
+        json!({"vm": "smg-vm1", "destination": "h3", "deadline_s": 10}),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no room"),
+        "{body}"
+    );
+    let (code, _) = post(
+        &api,
+        json!({"vm": "smg-vm1", "destination": "h2", "bogus": 1}),
+    );
+    assert!(code == 422 || code == 400);
+    assert_eq!(get_json(&api, "/api/v1/migrations").unwrap(), json!([]));
+    for b in [&b1, &agg, &b2] {
+        assert_eq!(reservations_on(b), (0, 0), "nothing installed");
+    }
+
+    // 2. A reserved migration h1 -> h2.
+    let deadline = 12.0;
+    let (code, m) = post(
+        &api,
+        json!({"vm": "smg-vm1", "destination": "h2", "deadline_s": deadline}),
+    );
+    assert_eq!(code, 202, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        m["path"],
+        json!(["0000000000006001", "0000000000006010", "0000000000006002"])
+    );
+    let predicted = m["predicted"]["time_s"].as_f64().unwrap();
+    assert!(predicted <= deadline, "{m}");
+    let run = wait_state(
+        &api,
+        &id,
+        &["running", "verifying", "done", "failed"],
+        Duration::from_secs(15),
+    );
+    assert_eq!(run["state"], "running", "{run}");
+    assert_eq!(
+        run["reservations"].as_array().unwrap().len(),
+        6,
+        "a meter and a flow per hop: {run}"
+    );
+    for b in [&b1, &agg, &b2] {
+        let (meters, flows) = reservations_on(b);
+        assert!(
+            meters >= 1 && flows == 1,
+            "{}: meters {meters}, flows {flows}\n{}",
+            b.name(),
+            b.ofctl("dump-meters", &[]).unwrap_or_default()
+        );
+    }
+    let done = wait_state(&api, &id, &["done", "failed"], Duration::from_secs(60));
+    assert_eq!(done["state"], "done", "{done}");
+    let took = (done["result"]["total_time_ms"].as_f64().unwrap()) / 1000.0;
+    eprintln!(
+        "migration took {took:.2} s (deadline {deadline} s, predicted {predicted:.2} s), L = {:.2} MB/s, moved {} bytes",
+        done["bandwidth_bytes_per_s"].as_f64().unwrap() / 1048576.0,
+        done["result"]["transferred_bytes"]
+    );
+    assert!(took <= deadline, "deadline missed: {took} s");
+    assert!(
+        done["cost_before"].is_number() && done["cost_after"].is_number(),
+        "{done}"
+    );
+    for b in [&b1, &agg, &b2] {
+        assert_eq!(
+            reservations_on(b),
+            (0, 0),
+            "{} keeps reservations",
+            b.name()
+        );
+    }
+    let (code, _) = http(
+        &api,
+        "DELETE",
+        &format!("/api/v1/migrations/{id}"),
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(code, 409, "a finished migration cannot be cancelled");
+    let ofport: u64 = sh("ovs-vsctl", &["get", "interface", "smg-v1", "ofport"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_for("vm1 at b2", Duration::from_secs(10), || {
+        let eps = get_json(&api, "/api/v1/endpoints").ok()?;
+        eps.as_array()?
+            .iter()
+            .any(|e| {
+                e["mac"] == VM1_MAC
+                    && e["dpid"] == "0000000000006002"
+                    && e["port"].as_u64() == Some(ofport)
+            })
+            .then_some(())
+    })
+    .unwrap();
+    assert!(
+        vm2.ping("10.218.1.1", 3),
+        "vm1 does not answer at its destination"
+    );
+    wait_for("vm1 registered on h2", Duration::from_secs(10), || {
+        (get_json(&api, "/api/v1/vms/smg-vm1").ok()?["host"] == "h2").then_some(())
+    })
+    .unwrap();
+
+    // 3. The way back; the controller dies mid-migration.
+    let (code, m) = post(
+        &api,
+        json!({"vm": "smg-vm1", "destination": "h1", "deadline_s": deadline}),
+    );
+    assert_eq!(code, 202, "{m}");
+    let id2 = m["id"].as_str().unwrap().to_string();
+    let run = wait_state(
+        &api,
+        &id2,
+        &["running", "verifying", "done", "failed"],
+        Duration::from_secs(15),
+    );
+    assert_eq!(run["state"], "running", "{run}");
+    assert!(
+        reservations_on(&agg).1 == 1,
+        "reservation in place before the crash"
+    );
+    let t_kill = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-9", &ctl.id().to_string()])
+        .status();
+    let _ = ctl.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ctl2 = start_controller(&dir, &cfg, "controller2.log");
+    wait_for("the API again", Duration::from_secs(20), || {
+        get_json(&api, "/healthz").ok()
+    })
+    .unwrap();
+    let fin = wait_state(&api, &id2, &["done", "failed"], Duration::from_secs(60));
+    eprintln!(
+        "after the crash the migration ended {} ({:?} after the kill): {}",
+        fin["state"],
+        t_kill.elapsed(),
+        fin["error"]
+    );
+    wait_for("no reservation left", Duration::from_secs(30), || {
+        [&b1, &agg, &b2]
+            .iter()
+            .all(|b| reservations_on(b) == (0, 0))
+            .then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?}",
+            [&b1, &agg, &b2]
+                .iter()
+                .map(|b| reservations_on(b))
+                .collect::<Vec<_>>()
+        )
+    });
+    let log = std::fs::read_to_string(dir.join("controller2.log")).unwrap_or_default();
+    assert!(log.contains("migration restored after a restart"), "{log}");
+    drop((hd1, hd2, vm1, mgmt));
+    let _ = std::fs::remove_dir_all(&dir);
+}
