@@ -98,7 +98,7 @@ DEFAULT_SERIES = {'interpolation': 'hold',
 
 CONTROLLER_DEFAULTS = {
     'interval_s': 2.0, 'window_intervals': 3, 'lldp_interval_s': 1.0,
-    'port_confirm_s': 2.0, 'extra_toml': '', 'policy': None, 'dry_run': False,
+    'port_confirm_s': 2.0, 'config': {}, 'policy': None, 'dry_run': False,
     'args': [], 'of_port': 6653,
 }
 
@@ -132,8 +132,12 @@ def load(src):
     _num(ctl['lldp_interval_s'], 'controller.lldp_interval_s', lo=0.5, hi=10)
     _num(ctl['port_confirm_s'], 'controller.port_confirm_s', lo=0.5, hi=10)
     _num(ctl['of_port'], 'controller.of_port', lo=1, hi=65535, integer=True)
-    if not isinstance(ctl['extra_toml'], str):
-        raise ScenarioError('controller.extra_toml: must be a string')
+    if not isinstance(ctl['config'], dict):
+        raise ScenarioError('controller.config: must be an object (TOML tables)')
+    try:
+        to_toml(ctl['config'])
+    except ValueError as e:
+        raise ScenarioError('controller.config: %s' % e)
     if ctl['policy'] is not None and not isinstance(ctl['policy'], str):
         raise ScenarioError('controller.policy: must be a string or null')
     if not isinstance(ctl['args'], list) or not all(isinstance(a, str) for a in ctl['args']):
@@ -167,7 +171,8 @@ def load(src):
     ports = set()
     for i, t in enumerate(_list(raw.get('traffic', []), 'traffic')):
         w = 'traffic[%d]' % i
-        _obj(t, w, {'src', 'dst', 'proto', 'mbps', 'start_s', 'stop_s', 'port', 'label'})
+        _obj(t, w, {'src', 'dst', 'proto', 'mbps', 'start_s', 'stop_s', 'port', 'label',
+                    'pacing'})
         for k in ('src', 'dst'):
             if t.get(k) not in vms:
                 raise ScenarioError('%s.%s: unknown VM %r' % (w, k, t.get(k)))
@@ -177,6 +182,10 @@ def load(src):
         if e['proto'] not in ('tcp', 'udp'):
             raise ScenarioError('%s.proto: "tcp" or "udp"' % w)
         e['mbps'] = _num(t.get('mbps'), w + '.mbps', lo=0, lo_open=True, hi=100)
+        e['pacing'] = t.get('pacing', 'socket')
+        if e['pacing'] not in ('socket', 'app'):
+            raise ScenarioError('%s.pacing: "socket" (kernel pacing, TCP) or "app" '
+                                '(iperf3 -b, catches up after stalls)' % w)
         e['start_s'] = _num(t.get('start_s', 0), w + '.start_s', lo=0)
         e['stop_s'] = _num(t.get('stop_s', sc['duration_s']), w + '.stop_s',
                            lo=e['start_s'] + 1)
@@ -243,6 +252,54 @@ def _list(v, where):
     if not isinstance(v, list):
         raise ScenarioError('%s: must be an array' % where)
     return v
+
+
+# ---- controller configuration ----
+
+def merge(base, over):
+    """``over`` merged into ``base`` (tables recursively), as a new dict."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _toml_value(v, where):
+    if isinstance(v, bool):
+        return 'true' if v else 'false'
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError('%s: not a finite number' % where)
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return '[%s]' % ', '.join(_toml_value(x, where) for x in v)
+    raise ValueError('%s: unsupported value %r' % (where, v))
+
+
+def to_toml(d, prefix=''):
+    """A dict of scalars and tables as TOML (what the controller reads)."""
+    lines, tables = [], []
+    for k, v in d.items():
+        if not isinstance(k, str) or not k.replace('_', '').replace('-', '').isalnum():
+            raise ValueError('bad key %r' % (k,))
+        if isinstance(v, dict):
+            tables.append((k, v))
+        else:
+            lines.append('%s = %s' % (k, _toml_value(v, prefix + k)))
+    for k, v in tables:
+        name = prefix + k
+        body = to_toml(v, name + '.')
+        lines.append('')
+        lines.append('[%s]' % name)
+        lines.append(body)
+    return '\n'.join(lines).strip('\n') + '\n' if not prefix else '\n'.join(lines).strip('\n')
 
 
 # ---- VMPatrol (ALGORITHMS.md §3.6), the same rules as shoal_common::vmpatrol ----

@@ -132,74 +132,54 @@ def reservations_on(bridge):
 
 
 class ProcEmulator(threading.Thread):
-    """The /proc of each emulated physical host, for its hostd (``proc_root``).
+    """The host NIC counters each hostd reads (its ``proc_root``).
 
-    All hypervisors share one real machine, so hostd's host sensor would see
-    the same CPU everywhere. Each hostd therefore reads a small procfs tree
-    written here: ``stat`` (cores = topology.host_cores; busy time = the sum
-    of the host's VMs' CPU as hostd last reported it, from their scenario
-    series), ``meminfo`` (total = topology.host_memory_mb, used = the VMs'
-    allocated memory), ``vmstat`` (pswpout 0) and ``net/dev`` (the real
-    counters of the hypervisor bridge's uplink port, the host's NIC).
+    A hypervisor's NIC is its bridge's uplink port (``thN-up``), which lives
+    in the root network namespace (userspace OVS ports must), while hostd
+    runs in the dom0 namespace and reads ``<proc_root>/net/dev`` of its own.
+    So each hostd gets a small procfs tree written here four times a second:
+    ``net/dev`` with the real counters of its uplink port, and idle
+    ``stat``/``meminfo``/``vmstat`` (hostd's ``host_metrics = "vms"`` takes
+    the host's CPU and memory from its VMs, ``cores``/``memory_mb`` set the
+    capacities: all hypervisors share this one machine).
     """
 
     def __init__(self, tb):
         super().__init__(daemon=True)
         self.tb = tb
         self.stop_ev = threading.Event()
-        p = tb.sc['topology']
-        self.cores = p['host_cores']
-        self.mem_kb = int(p['host_memory_mb'] * 1024)
-        self.ticks = {h: [0.0, 0.0] for h in tb.dc.hyps}   # busy, idle (USER_HZ ticks)
-        self.load = {h: (0.0, 0) for h in tb.dc.hyps}      # cores busy, memory MiB allocated
+        self.idle = 0.0
         self.last = time.time()
-        self.last_poll = 0.0
         for h in tb.dc.hyps:
             os.makedirs(os.path.join(self.root(h), 'net'), exist_ok=True)
-            self.write(h)
+            self.write(h, self.read_dev())
 
     def root(self, h):
         return os.path.join(self.tb.run_dir, 'proc-%s' % h)
 
-    def poll_hostds(self):
-        for h in self.tb.dc.hyps:
-            code, vms = self.tb.hostd_call(h, 'GET', '/api/v1/vms', timeout=1)
-            if code != 200 or not isinstance(vms, list):
-                continue
-            busy, mem = 0.0, 0
-            for v in vms:
-                inv = v.get('inventory') or {}
-                if v.get('state') in ('incoming',):
-                    continue
-                mem += int(inv.get('memory_mb') or 0)
-                lm = v.get('last_metrics') or {}
-                busy += float(lm.get('cpu_cores') or 0.0)
-            self.load[h] = (min(busy, float(self.cores)), mem)
-
-    def write(self, h):
-        busy, idle = (int(x) for x in self.ticks[h])
-        lines = ['cpu  %d 0 0 %d 0 0 0 0 0 0' % (busy, idle)]
-        for c in range(self.cores):
-            lines.append('cpu%d %d 0 0 %d 0 0 0 0 0 0' % (c, busy // self.cores,
-                                                          idle // self.cores))
-        files = {'stat': '\n'.join(lines) + '\n'}
-        used_kb = min(self.load[h][1] * 1024, self.mem_kb)
-        files['meminfo'] = ('MemTotal:       %d kB\nMemFree:        %d kB\n'
-                            'MemAvailable:   %d kB\n' % (self.mem_kb, self.mem_kb - used_kb,
-                                                         self.mem_kb - used_kb))
-        files['vmstat'] = 'pswpout 0\n'
-        up = self.tb.dc.dom0_info[h]['uplink']
-        dev = ['Inter-|   Receive                                                |  Transmit',
-               ' face |bytes    packets errs drop fifo frame compressed multicast|bytes    '
-               'packets errs drop fifo colls carrier compressed']
+    @staticmethod
+    def read_dev():
         try:
             with open('/proc/net/dev') as f:
-                for line in f:
-                    if line.strip().startswith(up + ':'):
-                        dev.append(line.rstrip('\n'))
+                return f.read().splitlines()
         except OSError:
-            pass
-        files['net/dev'] = '\n'.join(dev) + '\n'
+            return []
+
+    def write(self, h, dev_lines):
+        cores = self.tb.sc['topology']['host_cores']
+        mem_kb = int(self.tb.sc['topology']['host_memory_mb'] * 1024)
+        idle = int(self.idle)
+        lines = ['cpu  0 0 0 %d 0 0 0 0 0 0' % (idle * cores)]
+        lines += ['cpu%d 0 0 0 %d 0 0 0 0 0 0' % (c, idle) for c in range(cores)]
+        up = self.tb.dc.dom0_info[h]['uplink']
+        dev = dev_lines[:2] + [ln for ln in dev_lines[2:] if ln.strip().startswith(up + ':')]
+        files = {
+            'stat': '\n'.join(lines) + '\n',
+            'meminfo': 'MemTotal:       %d kB\nMemFree:        %d kB\nMemAvailable:   %d kB\n'
+                       % (mem_kb, mem_kb, mem_kb),
+            'vmstat': 'pswpout 0\n',
+            'net/dev': '\n'.join(dev) + '\n',
+        }
         for name, text in files.items():
             path = os.path.join(self.root(h), name)
             with open(path + '.tmp', 'w') as f:
@@ -209,17 +189,12 @@ class ProcEmulator(threading.Thread):
     def run(self):
         while not self.stop_ev.wait(0.25):
             now = time.time()
-            dt = now - self.last
+            self.idle += (now - self.last) * 100
             self.last = now
-            if now - self.last_poll >= 1.0:
-                self.last_poll = now
-                self.poll_hostds()
+            dev = self.read_dev()
             for h in self.tb.dc.hyps:
-                busy = self.load[h][0]
-                self.ticks[h][0] += busy * dt * 100
-                self.ticks[h][1] += (self.cores - busy) * dt * 100
                 try:
-                    self.write(h)
+                    self.write(h, dev)
                 except OSError:
                     pass
 
@@ -370,19 +345,23 @@ class Testbed:
         for suffix in ('', '-wal', '-shm'):
             if os.path.exists(db + suffix):
                 os.remove(db + suffix)
-        cfg = '\n'.join([
-            'of_listen = "127.0.0.1:%d"' % self.of_port,
-            'api_listen = "0.0.0.0:%d"' % api_port,
-            'db = "%s"' % db,
-            '[hostd]',
-            'token_file = "%s"' % os.path.join(self.run_dir, 'token'),
-            '[topology]',
-            'lldp_interval_s = %s' % float(ctl['lldp_interval_s']),
-            'port_confirm_s = %s' % float(ctl['port_confirm_s']),
-            '[monitor]',
-            'interval_s = %s' % float(ctl['interval_s']),
-            'window_intervals = %d' % ctl['window_intervals'],
-            ctl['extra_toml'], ''])
+        p = self.sc['topology']
+        tables = {
+            'of_listen': '127.0.0.1:%d' % self.of_port,
+            'api_listen': '0.0.0.0:%d' % api_port,
+            'db': db,
+            'hostd': {'token_file': os.path.join(self.run_dir, 'token')},
+            'topology': {'lldp_interval_s': float(ctl['lldp_interval_s']),
+                         'port_confirm_s': float(ctl['port_confirm_s']),
+                         'link_capacity_bps': min(p['link_mbps'], p['host_link_mbps']) * 1e6},
+            'monitor': {'interval_s': float(ctl['interval_s']),
+                        'window_intervals': ctl['window_intervals']},
+        }
+        if self.controller_has('execute'):
+            # An unreserved migration is capped at the hypervisor's NIC.
+            tables['execute'] = {'reservation': 'meter',
+                                 'max_bandwidth_bytes_per_s': p['host_link_mbps'] * 1e6 / 8}
+        cfg = scn.to_toml(scn.merge(tables, ctl['config']))
         self.ctl_cfg = os.path.join(self.out, 'controller.toml')
         with open(self.ctl_cfg, 'w') as f:
             f.write(cfg)
@@ -408,6 +387,15 @@ class Testbed:
         if self.ctl.poll() is not None:
             raise TestbedError('the controller exited with %s (see %s)'
                                % (self.ctl.returncode, self.ctl_log))
+
+    def controller_has(self, table):
+        """Whether this controller build knows a config table (older builds
+        refuse unknown tables)."""
+        if not hasattr(self, '_ctl_help'):
+            r = subprocess.run([shoalnet.controller_binary(self.bin_dir), 'run', '--help'],
+                               capture_output=True, text=True)
+            self._ctl_help = r.stdout
+        return {'execute': '--policy' in self._ctl_help}.get(table, True)
 
     def learn(self):
         """Every dom0 and VM sends a few pings so that the controller learns
@@ -492,6 +480,9 @@ class Testbed:
                 'vf_count = %d' % self.sc['topology']['vf_per_host'],
                 'run_dir = "%s"' % os.path.join(self.run_dir, 'hostd-%s' % h),
                 'proc_root = "%s"' % self.emu.root(h),
+                'host_metrics = "vms"',
+                'cores = %d' % self.sc['topology']['host_cores'],
+                'memory_mb = %d' % self.sc['topology']['host_memory_mb'],
                 'dirty_rate_period_s = 0',
                 'http_timeout_s = 3',
                 ''] + vms) + '\n'
@@ -628,10 +619,16 @@ class Testbed:
     def start_client(self, f):
         node = self.dc.node(f['src'])
         dur = max(1, int(round(f['stop_s'] - f['start_s'])))
-        cmd = 'iperf3 -c %s -p %d -t %d -b %gM -i 1 --forceflush' % (
-            self.dc.vm_info[f['dst']]['ip'], f['port'], dur, f['mbps'])
+        cmd = 'iperf3 -c %s -p %d -t %d -i 1 --forceflush' % (
+            self.dc.vm_info[f['dst']]['ip'], f['port'], dur)
         if f['proto'] == 'udp':
-            cmd += ' -u -l 1400'
+            cmd += ' -u -l 1400 -b %gM' % f['mbps']
+        elif f['pacing'] == 'socket':
+            # Kernel pacing (SO_MAX_PACING_RATE): a steady rate with no
+            # catch-up bursts after the flow was held back.
+            cmd += ' --fq-rate %gM' % f['mbps']
+        else:
+            cmd += ' -b %gM' % f['mbps']
         p = node.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.procs.append(('iperf3-client-%s' % f['label'], p))
         r = LineReader(p, lambda ts, line: None,

@@ -46,7 +46,7 @@ def build_scenario(a, reserve):
         'topology': {'cores': 1, 'aggs_per_pod': 1, 'pods': 2, 'tors_per_pod': 1,
                      'hosts_per_tor': 1, 'vms_per_host': 2, 'link_mbps': a.link_mbps,
                      'host_link_mbps': a.link_mbps},
-        'controller': {'interval_s': 2, 'extra_toml': a.controller_toml},
+        'controller': {'interval_s': 2, 'config': json.loads(a.controller_config)},
         'hostd': {'interval_s': 2},
         'vm_defaults': {'memory_mb': 32, 'series': {
             'interpolation': 'hold', 'points': [{'t': 0, 'cpu': 0.1, 'mem_mb': 16,
@@ -150,8 +150,9 @@ def main():
                     help='flows run this long before the migration')
     ap.add_argument('--after-s', type=float, default=6.0,
                     help='the run lasts this long past the deadline')
-    ap.add_argument('--controller-toml', default='',
-                    help='extra controller TOML (e.g. "[execute]\\nreservation = \\"meter\\"")')
+    ap.add_argument('--controller-config', default='{}',
+                    help='controller config tables as JSON, merged over the testbed\'s, '
+                    'e.g. \'{"execute": {"reservation": "queue"}}\'')
     ap.add_argument('--only', choices=('with', 'without'), help='run one of the two only')
     ap.add_argument('--no-plots', action='store_true')
     a = ap.parse_args()
