@@ -1085,27 +1085,14 @@ def _dpid_hex(x):
 
 
 def _assigned_vms(assign):
-    """VMs holding a VF per GET /api/v1/vf-assignments (a list or a map of
-    host -> list of VMs or of {vm, ...} entries); None when absent."""
-    if assign is None:
+    """VMs holding a VF per GET /api/v1/vf-assignments (a list of
+    {host, vf_count, attached: [vm...], last_changes}); None when absent."""
+    if not isinstance(assign, list):
         return None
     out = set()
-
-    def walk(x):
-        if isinstance(x, str):
-            out.add(x)
-        elif isinstance(x, list):
-            for y in x:
-                walk(y)
-        elif isinstance(x, dict):
-            if 'vm' in x and isinstance(x['vm'], str):
-                if x.get('vf', x.get('assigned', True)):
-                    out.add(x['vm'])
-            else:
-                for k, y in x.items():
-                    if k in ('vms', 'assigned', 'vf_vms') or isinstance(y, (list, dict)):
-                        walk(y)
-    walk(assign)
+    for a in assign:
+        if isinstance(a, dict) and isinstance(a.get('attached'), list):
+            out.update(v for v in a['attached'] if isinstance(v, str))
     return out
 
 
