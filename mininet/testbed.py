@@ -709,9 +709,10 @@ class Testbed:
             rec['id'] = resp.get('id')
             rec['record'] = resp
             rec['state'] = resp.get('state', 'queued')
+            rec['started_t'] = round(self.now(), 3)   # refined from the record
         else:
             self._migrate_hostd(rec)
-        rec['started_t'] = round(self.now(), 3)
+            rec['started_t'] = round(self.now(), 3)
         with self.data_lock:
             self.migrations.append(rec)
         self.log('migration %s: %s %s -> %s, deadline %gs, reservation %s%s'
@@ -764,47 +765,99 @@ class Testbed:
             raise TestbedError('hostd %s migrate -> %s %s' % (src, code, resp))
         rec['state'] = 'running'
 
+    def _unix_to_t(self, ms):
+        return round(ms / 1000.0 - self.t0, 3) if isinstance(ms, (int, float)) else None
+
+    def track_controller_migrations(self):
+        """Every migration the controller knows (engineers' and the live
+        loop's), updated from GET /api/v1/migrations."""
+        code, lst = shoalnet.http(self.api, 'GET', '/api/v1/migrations', token=self.token)
+        if code != 200 or not isinstance(lst, list):
+            return
+        with self.data_lock:
+            known = {m.get('id'): m for m in self.migrations}
+        for r in lst:
+            if not isinstance(r, dict) or not r.get('id'):
+                continue
+            rec = known.get(r['id'])
+            if rec is None:
+                rec = {'n': 0, 'id': r['id'], 'vm': r.get('vm'), 'to': r.get('to'),
+                       'from': r.get('from'), 'deadline_s': r.get('deadline_s'),
+                       'reserve': r.get('reserve', True), 'label': r.get('reason') or 'policy',
+                       'mode': 'controller', 'state': r.get('state'),
+                       'requested_t': self._unix_to_t(r.get('created_unix_ms')),
+                       'started_t': None, 'ended_t': None, 'result': None, 'record': r,
+                       'path_bridges': [], 'reservation': {}, 'error': None, 'progress': []}
+                with self.data_lock:
+                    self.migrations.append(rec)
+                self.log('controller migration %s: %s %s -> %s (%s)'
+                         % (r['id'], r.get('vm'), r.get('from'), r.get('to'),
+                            r.get('reason', '')))
+                self.event('migration-start', '%s %s->%s (%s)' % (r.get('vm'), r.get('from'),
+                                                                  r.get('to'),
+                                                                  r.get('reason', '')))
+            was_active = rec['state'] not in FINAL_MIGRATION_STATES
+            self.update_controller_record(rec, r)
+            if was_active and rec['state'] in ('reserving', 'running', 'verifying', 'done'):
+                # 'done' once: the last sample may come just after the end.
+                self.check_reservations(rec, active=rec['state'] != 'done')
+
+    def update_controller_record(self, rec, r):
+        t = round(self.now(), 3)
+        rec['record'] = r
+        if r.get('from'):
+            rec['from'] = r['from']
+        old = rec['state']
+        rec['state'] = r.get('state', rec['state'])
+        rec['error'] = r.get('error')
+        if r.get('path'):
+            by_dpid = {('%016x' % v): k for k, v in self.dc.dpids.items()}
+            rec['path_bridges'] = [by_dpid.get(_dpid_hex(x), str(x)) for x in r['path']]
+        if r.get('started_unix_ms') is not None:
+            rec['started_t'] = self._unix_to_t(r['started_unix_ms'])
+        prog = r.get('progress') if isinstance(r.get('progress'), dict) else {}
+        with self.data_lock:
+            self.rows['migrations'].append({
+                't_s': t, 'id': rec['id'], 'vm': rec['vm'], 'state': rec['state'],
+                'phase': prog.get('phase', ''),
+                'transferred_bytes': prog.get('transferred_bytes', 0),
+                'total_bytes': prog.get('total_bytes', 0)})
+        if rec['state'] in FINAL_MIGRATION_STATES and old not in FINAL_MIGRATION_STATES:
+            rec['result'] = r.get('result')
+            rec['ended_t'] = self._unix_to_t(r.get('ended_unix_ms')) or t
+            if rec['started_t'] is None:
+                rec['started_t'] = rec['requested_t']
+            self.log('migration %s of %s: %s%s' % (rec['id'], rec['vm'], rec['state'],
+                                                   (' (%s)' % rec['error']) if rec['error']
+                                                   else ''))
+            self.event('migration-end', '%s %s' % (rec['vm'], rec['state']))
+
     def poll_migration(self, rec):
+        """hostd mode: the source hostd's command status."""
         if rec['state'] in FINAL_MIGRATION_STATES:
             return
         t = round(self.now(), 3)
-        if rec['mode'] == 'controller':
-            code, r = shoalnet.http(self.api, 'GET', '/api/v1/migrations/%s' % rec['id'],
-                                    token=self.token)
-            if code != 200 or not isinstance(r, dict):
-                return
-            rec['record'] = r
-            rec['state'] = r.get('state', rec['state'])
-            if r.get('path'):
-                by_dpid = {('%016x' % v): k for k, v in self.dc.dpids.items()}
-                rec['path_bridges'] = [by_dpid.get(_dpid_hex(x), str(x)) for x in r['path']]
-            prog = r.get('progress') or {}
-            if rec['state'] in FINAL_MIGRATION_STATES:
-                rec['result'] = r.get('result')
+        code, r = self.hostd_call(rec['from'], 'GET', '/api/v1/commands/%s' % rec['id'])
+        if code != 200 or not isinstance(r, dict):
+            return
+        prog = r.get('progress') if isinstance(r.get('progress'), dict) else {}
+        st = r.get('state')
+        if st == 'succeeded':
+            rec['state'] = 'done'
+        elif st == 'failed':
+            rec['state'] = 'failed'
+            rec['error'] = r.get('error')
         else:
-            code, r = self.hostd_call(rec['from'], 'GET', '/api/v1/commands/%s' % rec['id'])
-            if code != 200 or not isinstance(r, dict):
-                return
-            prog = r.get('progress') or {}
-            st = r.get('state')
-            if st == 'succeeded':
-                rec['state'] = 'done'
-            elif st == 'failed':
-                rec['state'] = 'failed'
-                rec['error'] = r.get('error')
-            else:
-                rec['state'] = 'running'
-            if rec['state'] in FINAL_MIGRATION_STATES:
-                res = r.get('result') or {}
-                rec['result'] = res.get('migration', res) if isinstance(res, dict) else res
-        row = {'t_s': t, 'id': rec['id'], 'vm': rec['vm'], 'state': rec['state'],
-               'phase': prog.get('phase', '') if isinstance(prog, dict) else '',
-               'transferred_bytes': prog.get('transferred_bytes', 0) if isinstance(prog, dict)
-               else 0,
-               'total_bytes': prog.get('total_bytes', 0) if isinstance(prog, dict) else 0}
+            rec['state'] = 'running'
         with self.data_lock:
-            self.rows['migrations'].append(row)
+            self.rows['migrations'].append({
+                't_s': t, 'id': rec['id'], 'vm': rec['vm'], 'state': rec['state'],
+                'phase': prog.get('phase', ''),
+                'transferred_bytes': prog.get('transferred_bytes', 0),
+                'total_bytes': prog.get('total_bytes', 0)})
         if rec['state'] in FINAL_MIGRATION_STATES:
+            res = r.get('result') or {}
+            rec['result'] = res.get('migration', res) if isinstance(res, dict) else res
             rec['ended_t'] = t
             self.log('migration %s of %s: %s%s' % (rec['id'], rec['vm'], rec['state'],
                                                    (' (%s)' % rec['error']) if rec['error']
@@ -917,14 +970,15 @@ class Testbed:
             self.rows['hosts'] += hrows
             self.rows['vf'] += vrows
             migs = list(self.migrations)
-        for rec in migs:
-            was_active = rec['state'] not in FINAL_MIGRATION_STATES
-            self.poll_migration(rec)
-            if was_active and rec['state'] in ('reserving', 'running', 'verifying', 'done'):
-                # 'done' included once: the last sample may fall just after it.
-                self.check_reservations(rec, active=rec['state'] != 'done')
         if self.mode == 'controller':
+            self.track_controller_migrations()
             self.sample_decisions(t)
+        else:
+            for rec in migs:
+                was_active = rec['state'] not in FINAL_MIGRATION_STATES
+                self.poll_migration(rec)
+                if was_active and rec['state'] in ('running', 'done'):
+                    self.check_reservations(rec, active=rec['state'] != 'done')
 
     def sample_decisions(self, t):
         ds = shoalnet.api_get(self.api, '/api/v1/decisions?limit=50')
@@ -1115,10 +1169,12 @@ def finite(x):
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def execute(sc, out, bin_dir=None, plots=True, extra=None, quiet=False):
+def execute(sc, out, bin_dir=None, plots=True, extra=None, quiet=False, collect=None):
     """Runs a validated scenario end to end; returns (testbed, summary).
-    summary.json, the CSVs and the plots are in ``out``. Raises TestbedError
-    (or KeyboardInterrupt); everything is cleaned up either way."""
+    summary.json, the CSVs and the plots are in ``out``. ``collect(tb)``, if
+    given, runs after the timeline while everything is still up and returns
+    a dict merged into the summary. Raises TestbedError (or
+    KeyboardInterrupt); everything is cleaned up either way."""
     tb = Testbed(sc, out, bin_dir, quiet=quiet)
     with tb:
         tb.run_timeline(extra)
@@ -1137,6 +1193,8 @@ def execute(sc, out, bin_dir=None, plots=True, extra=None, quiet=False):
         summary['matrix_pairs'] = {
             '%s>%s' % tuple(pr): tb.matrix_rate(*pr) for pr in sc['checks']['matrix_pairs']}
         summary['reservations_left'] = tb.after_migrations() if tb.migrations else {}
+        if collect:
+            summary.update(collect(tb))
         if plots:
             import plots as plotmod
             files.update(plotmod.standard(tb.out, tb))
