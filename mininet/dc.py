@@ -302,6 +302,7 @@ class DataCenter:
             if p['vf_per_host'] > 0:
                 node.cmd('ip link set %s address %s' % (v['vf_iface'], v['vf_mac']))
                 node.cmd('ip link set %s down' % v['vf_iface'])
+        state.add('pids', [h.pid for h in net.hosts])
         net.start()
         shoalnet.offload_off(net)
         for n in self.all_switches():

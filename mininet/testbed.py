@@ -324,6 +324,10 @@ class Testbed:
         self.checks['directed_links_expected'] = n_links
         time.sleep(self.sc['controller']['port_confirm_s'] + 0.5)
         self.learn()
+        # Let the learning pings leave the controller's λ window before the
+        # host daemons (and with them the VMs) appear to the live loop.
+        ctl = self.sc['controller']
+        time.sleep(ctl['window_intervals'] * ctl['interval_s'] + ctl['interval_s'])
         self.emu = ProcEmulator(self)
         self.emu.start()
         self.start_hostds()
@@ -668,8 +672,9 @@ class Testbed:
                 self.log('migration of %s not started: %s' % (a['vm'], e))
                 self.event('migration-refused', '%s: %s' % (a['vm'], e))
         elif a['do'] == 'policy':
-            body = {'name': a['name'], 'options': a.get('options', {}),
-                    'dry_run': bool(a.get('dry_run', False))}
+            body = {'name': a['name'], 'dry_run': bool(a.get('dry_run', False))}
+            if a.get('options'):
+                body['options'] = a['options']
             code, resp = shoalnet.http(self.api, 'PUT', '/api/v1/policy', body, self.token)
             self.log('PUT /api/v1/policy %s -> %s %s' % (a['name'], code, resp))
             self.event('policy', '%s -> %s' % (json.dumps(body), code))
@@ -949,18 +954,7 @@ class Testbed:
                               'vms': ' '.join(h.get('vms') or [])})
         vrows = []
         if self.sc['topology']['vf_per_host'] > 0:
-            vms = shoalnet.api_get(self.api, '/api/v1/vms')
-            assign = shoalnet.api_get(self.api, '/api/v1/vf-assignments')
-            assigned = _assigned_vms(assign)
-            if isinstance(vms, list):
-                for v in vms:
-                    m = v.get('metrics') or {}
-                    vrows.append({'t_s': t, 'vm': v.get('name'), 'host': v.get('host'),
-                                  'vf_attached': int(bool(m.get('vf_attached'))),
-                                  'assigned': '' if assigned is None else
-                                  int(v.get('name') in assigned),
-                                  'tx_packets_per_s': m.get('tx_packets_per_s'),
-                                  'rx_packets_per_s': m.get('rx_packets_per_s')})
+            vrows, assign = self.sample_vfs(t)
             if assign is not None:
                 with self.data_lock:
                     self.rows.setdefault('vf_assignments_raw', []).append(
@@ -979,6 +973,38 @@ class Testbed:
                 self.poll_migration(rec)
                 if was_active and rec['state'] in ('running', 'done'):
                     self.check_reservations(rec, active=rec['state'] != 'done')
+
+    def sample_vfs(self, t):
+        """VF state per VM from three places: the controller's assignment
+        (GET /api/v1/vf-assignments: ``attached`` per host), hostd's view
+        (GET /api/v1/vms on each host: ``vf_attached``) and the VF
+        stand-in interface itself (up = attached)."""
+        assign = shoalnet.api_get(self.api, '/api/v1/vf-assignments')
+        assigned = _assigned_vms(assign)
+        ctl_vms = shoalnet.api_get(self.api, '/api/v1/vms')
+        metrics = {v.get('name'): (v.get('metrics') or {}) for v in ctl_vms or []
+                   if isinstance(v, dict)}
+        rows = []
+        for h in self.dc.hyps:
+            code, vms = self.hostd_call(h, 'GET', '/api/v1/vms', timeout=2)
+            if code != 200 or not isinstance(vms, list):
+                continue
+            for v in vms:
+                name = (v.get('inventory') or {}).get('name')
+                if name not in self.dc.vm_info or v.get('state') == 'incoming':
+                    continue
+                info = self.dc.vm_info[name]
+                r = subprocess.run(['ip', '-n', name, '-o', 'link', 'show', info['vf_iface']],
+                                   capture_output=True, text=True)
+                up = int(',UP' in r.stdout or '<UP' in r.stdout)
+                m = metrics.get(name, {})
+                rows.append({'t_s': t, 'vm': name, 'host': h,
+                             'vf_attached': int(bool(v.get('vf_attached'))),
+                             'vf_link_up': up,
+                             'assigned': '' if assigned is None else int(name in assigned),
+                             'tx_packets_per_s': m.get('tx_packets_per_s'),
+                             'rx_packets_per_s': m.get('rx_packets_per_s')})
+        return rows, assign
 
     def sample_decisions(self, t):
         ds = shoalnet.api_get(self.api, '/api/v1/decisions?limit=50')
@@ -1007,8 +1033,8 @@ class Testbed:
                            'total_bytes'],
             'reservations': ['t_s', 'migration', 'bridge', 'meters', 'migration_flows',
                              'qos_ports'],
-            'vf': ['t_s', 'vm', 'host', 'vf_attached', 'assigned', 'tx_packets_per_s',
-                   'rx_packets_per_s'],
+            'vf': ['t_s', 'vm', 'host', 'vf_attached', 'vf_link_up', 'assigned',
+                   'tx_packets_per_s', 'rx_packets_per_s'],
             'events': ['t_s', 'kind', 'detail'],
         }
         with self.data_lock:

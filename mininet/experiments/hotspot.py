@@ -12,7 +12,8 @@ so that th1 runs at ~0.9 of its cores, above the 0.85 threshold, for good.
 Real UDP traffic runs between VM groups: tv3 <-> tv8 across the core (the
 heaviest), tv1 -> tv4 inside the rack, tv2 -> tv5.
 
-The controller runs the live MAPE-K loop with --policy NAME (hotspot after
+The controller runs the live MAPE-K loop; the policy NAME is set with PUT
+/api/v1/policy at --policy-at s, once every hostd has reported (hotspot after
 k = 3 of n = 5 hot reports and an AR(1) forecast above the threshold) and
 executes its decisions through the orchestrator (reserved migrations with
 the configured default deadline). The same scenario is written as a
@@ -60,7 +61,7 @@ def build_scenario(a):
         'topology': {'cores': 1, 'aggs_per_pod': 1, 'pods': 2, 'tors_per_pod': 1,
                      'hosts_per_tor': 2, 'vms_per_host': 3, 'link_mbps': 100,
                      'host_link_mbps': 100, 'host_cores': 2, 'host_memory_mb': 1024},
-        'controller': {'interval_s': a.interval_s, 'policy': a.policy,
+        'controller': {'interval_s': a.interval_s,
                        'config': scn.merge({'execute': {'default_deadline_s': a.deadline_s}},
                                            json.loads(a.controller_config))},
         'hostd': {'interval_s': a.interval_s},
@@ -70,6 +71,9 @@ def build_scenario(a):
             'tv2': {'memory_mb': 64, 'series': hot(0.55, 48, 1.0)},
             'tv3': {'memory_mb': 80, 'series': hot(0.7, 64, 1.0)},
         },
+        # The policy is switched on once every host daemon has reported a
+        # few times (the live loop plans from reports: dirty rates, CPU).
+        'actions': [{'at_s': a.policy_at, 'do': 'policy', 'name': a.policy}],
         'traffic': [
             {'src': 'tv3', 'dst': 'tv8', 'proto': 'udp', 'mbps': 24, 'start_s': 3,
              'stop_s': end},
@@ -140,7 +144,7 @@ def plot(out, tb, live, sim):
     ax.set_xlabel('time since the host daemons started (s)')
     ax.set_ylabel('host CPU utilisation')
     ax.set_title('hotspot on th1 resolved by the live loop (%s); simulator: %s'
-                 % (tb.sc['controller']['policy'],
+                 % (tb.sc['actions'][0]['name'],
                     ', '.join('%s->%s' % (m['vm'], m['to']) for m in sim) or 'no migration'),
                  fontsize=10)
     ax.grid(alpha=0.3)
@@ -161,6 +165,8 @@ def main():
     ap.add_argument('--bin-dir', help='where shoal-controller and shoal-hostd are')
     ap.add_argument('--interval-s', type=float, default=2.0, help='controller and hostd Δ')
     ap.add_argument('--hot-at', type=float, default=10.0, help='th1 turns hot at this time')
+    ap.add_argument('--policy-at', type=float, default=6.0,
+                    help='PUT /api/v1/policy at this time (before: monitoring only)')
     ap.add_argument('--duration-s', type=float, default=75.0)
     ap.add_argument('--deadline-s', type=float, default=30.0,
                     help="deadline of the live loop's migrations")
