@@ -204,6 +204,17 @@ def main():
     live_moves = [(m['vm'], m['from'], m['to']) for m in migrations]
     sim_moves = [(m['vm'], m['from'], m['to']) for m in sim.get('migrations', [])]
     decisions = base.get('controller_decisions')
+    # The live loop's first round with migrate decisions vs the simulator's.
+    live_rounds = {}
+    for d in decisions if isinstance(decisions, list) else []:
+        if d.get('action') == 'migrate' and str(d.get('outcome', '')).startswith('queued'):
+            live_rounds.setdefault(d.get('round'), set()).add((d.get('vm'), d.get('from'),
+                                                               d.get('to')))
+    sim_rounds = {}
+    for m in sim.get('migrations', []):
+        sim_rounds.setdefault(m.get('round'), set()).add((m['vm'], m['from'], m['to']))
+    first_live = live_rounds[min(live_rounds)] if live_rounds else set()
+    first_sim = sim_rounds[min(sim_rounds)] if sim_rounds else set()
     s = {
         'experiment': 'hotspot', 'policy': a.policy, 'hot_host': 'th1', 'hot_at_s': a.hot_at,
         'migrations': migrations,
@@ -218,8 +229,9 @@ def main():
         'live_moves': live_moves,
         'simulator_moves': sim_moves,
         'matches_simulator': bool(live_moves) and live_moves == sim_moves,
-        'first_migration_matches_simulator': bool(live_moves) and bool(sim_moves) and
-        live_moves[0] == sim_moves[0],
+        'first_round_matches_simulator': bool(first_live) and first_live == first_sim,
+        'first_round_live': sorted(first_live),
+        'first_round_simulator': sorted(first_sim),
         'decisions': len(decisions) if isinstance(decisions, list) else decisions,
         'details': os.path.join(out, 'controller-decisions.json'),
         'reservations_left': base.get('reservations_left'),
@@ -243,8 +255,10 @@ def main():
         print('  simulator: %s %s -> %s  round %s' % (m['vm'], m['from'], m['to'], m['round']))
     if sim.get('error'):
         print('  simulator failed: %s' % sim['error'])
-    print('  cost before %s, after %s; hotspot resolved: %s; matches simulator: %s'
-          % (s['cost_before'], s['cost_after'], s['hotspot_resolved'], s['matches_simulator']))
+    print('  cost before %s, after %s; hotspot resolved: %s; matches simulator: %s '
+          '(first decision round: %s)' % (s['cost_before'], s['cost_after'],
+                                          s['hotspot_resolved'], s['matches_simulator'],
+                                          s['first_round_matches_simulator']))
     print('results: %s (summary.json, hotspot.png)' % out)
     return 0
 

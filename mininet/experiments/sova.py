@@ -148,15 +148,10 @@ def main():
     ctl_tl = holders(tb.rows['vf'], 'assigned')
     decisions = base.get('controller_decisions')
     vf_decisions = []
-    if isinstance(decisions, list):
-        for d in decisions:
-            act = (d.get('decision') or {}).get('action') or {}
-            kind = act.get('kind') or act.get('type') or next(iter(act), None) \
-                if isinstance(act, dict) else act
-            if isinstance(kind, str) and 'vf' in kind.lower():
-                vf_decisions.append({'round': d.get('round'), 'action': act,
-                                     'reason': (d.get('decision') or {}).get('reason'),
-                                     'outcome': d.get('outcome')})
+    for d in decisions if isinstance(decisions, list) else []:
+        if 'vf' in str(d.get('action', '')):
+            vf_decisions.append({k: d.get(k) for k in ('round', 'action', 'vm', 'host',
+                                                       'reason', 'outcome')})
     # Share of the samples (policy on) in which the VF of a host sits on
     # the VM of that host with the most packets/s.
     busiest = {}
