@@ -39,13 +39,25 @@ def offload_off(net):
             intf.node.cmd('ethtool -K %s tx off >/dev/null 2>&1' % intf.name)
 
 
-def controller_binary():
-    for profile in ('release', 'debug'):
-        p = os.path.join(ROOT, 'target', profile, 'shoal-controller')
-        if os.path.exists(p):
-            return p
-    raise SystemExit('shoal-controller is not built: run scripts/demo.sh '
-                     '(or cargo build --release) first')
+def binary(name, bin_dir=None):
+    """Path of a Shoal binary: ``bin_dir``, else ``$SHOAL_BIN_DIR``, else the
+    newer of ``target/release`` and ``target/debug``."""
+    for d in (bin_dir, os.environ.get('SHOAL_BIN_DIR')):
+        if d:
+            p = os.path.join(d, name)
+            if os.path.exists(p):
+                return p
+            raise SystemExit('%s not found in %s' % (name, d))
+    found = [os.path.join(ROOT, 'target', prof, name) for prof in ('release', 'debug')]
+    found = [p for p in found if os.path.exists(p)]
+    if not found:
+        raise SystemExit('%s is not built: run scripts/demo.sh (or cargo build '
+                         '--release -p shoal-controller -p shoal-hostd) first' % name)
+    return max(found, key=os.path.getmtime)
+
+
+def controller_binary(bin_dir=None):
+    return binary('shoal-controller', bin_dir)
 
 
 def start_controller(config_text, api, log_path, of_port=6653):
@@ -61,6 +73,30 @@ def start_controller(config_text, api, log_path, of_port=6653):
         stdout=log, stderr=log)
     wait_for(lambda: api_get(api, '/healthz'), 20, 'the controller API')
     return proc
+
+
+def http(api, method, path, body=None, token=None, timeout=5):
+    """One HTTP call to ``api`` (``host:port``). Returns ``(status, document)``:
+    the JSON body parsed (or the raw text when it is not JSON); status 0 and
+    the error text when the server cannot be reached."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request('http://%s%s' % (api, path), data=data, method=method)
+    if data is not None:
+        req.add_header('Content-Type', 'application/json')
+    if token:
+        req.add_header('Authorization', 'Bearer %s' % token)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            code, raw = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        code, raw = e.code, e.read()
+    except (urllib.error.URLError, OSError) as e:
+        return 0, str(e)
+    text = raw.decode(errors='replace')
+    try:
+        return code, json.loads(text) if text else None
+    except ValueError:
+        return code, text
 
 
 def api_get(api, path):

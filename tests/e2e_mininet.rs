@@ -1,0 +1,242 @@
+//! End to end through the Mininet testbed (`mininet/testbed.py`): the real
+//! controller, a 3-tier data center on Open vSwitch (userspace datapath)
+//! built by Mininet, one real `shoal-hostd` per hypervisor in its dom0
+//! namespace, VMs as Mininet hosts.
+//!
+//! Runs `mininet/scenarios/smoke.json` (1 core, 2 pods, 2 hypervisors, 4
+//! VMs, ~30 s) and checks its `summary.json`: every switch connected and
+//! every link found, both host daemons registered with their VMs, VMs
+//! answering pings across pods, the UDP flow across the core in the
+//! controller's traffic matrix at its rate, and a reserved migration across
+//! the core that finishes within its deadline with its reservation seen on
+//! every hop of its path and nothing left afterwards; then that the testbed
+//! removed every bridge, namespace and veth it made.
+//!
+//! `testbed_unit_tests` runs the Python unit tests of the testbed's pure
+//! parts (scenario validation, VMPatrol model, simulator translation).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal::{cargo_bin, e2e_lock, ensure_ovs, is_root, workspace_root};
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// The directory of freshly built `shoal-controller` and `shoal-hostd`
+/// (`cargo test` does not rebuild the binaries of other packages: build
+/// them here so the testbed never runs stale ones).
+fn bin_dir() -> PathBuf {
+    let ctl = cargo_bin("shoal-controller");
+    let release = ctl
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "shoal-controller",
+        "--bin",
+        "shoal-controller",
+        "--manifest-path",
+    ])
+    .arg(workspace_root().join("Cargo.toml"));
+    if release {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().expect("run cargo");
+    assert!(
+        st.success() && ctl.is_file(),
+        "cargo build -p shoal-controller failed"
+    );
+    let hostd = shoal::qemu::hostd_bin().expect("shoal-hostd");
+    assert_eq!(
+        hostd.parent(),
+        ctl.parent(),
+        "controller and hostd must come from the same target directory"
+    );
+    ctl.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Runs `cmd` with a time limit; on timeout sends SIGTERM (the testbed
+/// cleans up on it), then SIGKILL.
+fn run_with_limit(cmd: &mut Command, limit: Duration) -> (Option<i32>, bool) {
+    let mut child = cmd.spawn().expect("spawn the testbed");
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return (st.code(), false);
+        }
+        if start.elapsed() > limit {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let grace = Instant::now();
+            while grace.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(st)) = child.try_wait() {
+                    return (st.code(), true);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, true);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn f64_at(v: &Value, ptr: &str) -> f64 {
+    v.pointer(ptr)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{ptr} missing or not a number in {v}"))
+}
+
+#[test]
+fn testbed_smoke_scenario() {
+    assert!(
+        is_root(),
+        "end-to-end tests need root (run the README's test command)"
+    );
+    let _lock = e2e_lock().unwrap();
+    ensure_ovs().unwrap();
+    let bins = bin_dir();
+    let out = std::env::temp_dir().join(format!("shoal-tb-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let log = out.join("testbed.log");
+    let root = workspace_root();
+    let (code, timed_out) = run_with_limit(
+        Command::new(PYTHON)
+            .arg(root.join("mininet/testbed.py"))
+            .arg("--scenario")
+            .arg(root.join("mininet/scenarios/smoke.json"))
+            .arg("--out")
+            .arg(&out)
+            .arg("--bin-dir")
+            .arg(&bins)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(out.join("testbed.err")).unwrap()),
+        Duration::from_secs(110),
+    );
+    assert!(
+        !timed_out && code == Some(0),
+        "testbed exit {code:?} (timed out: {timed_out})\n{}\n{}",
+        tail(&log, 30),
+        tail(&out.join("testbed.err"), 30)
+    );
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+            .expect("summary.json");
+
+    // Topology up: 7 switches (core, 2 aggregation, 2 ToR, 2 hypervisor
+    // bridges), 6 links = 12 directed LLDP links.
+    let c = &s["checks"];
+    assert_eq!(c["switches_connected"], 7, "{c}");
+    assert_eq!(c["directed_links"], 12, "{c}");
+    assert_eq!(c["directed_links_expected"], 12, "{c}");
+    // Host daemons registered with their VMs.
+    assert_eq!(
+        c["hosts_registered"],
+        serde_json::json!(["th1", "th2"]),
+        "{c}"
+    );
+    assert_eq!(c["vms_registered"], 4, "{c}");
+    // VMs answer pings across pods.
+    assert!(f64_at(c, "/cross_pod_pings_sent") >= 10.0, "{c}");
+    assert_eq!(f64_at(c, "/cross_pod_ping_loss"), 0.0, "{c}");
+    // The UDP flow tv1 -> tv3 (10 Mbit/s of payload, 1400-byte datagrams:
+    // ~1.29 MB/s of frames) in the controller's matrix, and at the receiver.
+    let lambda = f64_at(&s, "/matrix_pairs/tv1>tv3");
+    assert!(
+        (1.1e6..1.5e6).contains(&lambda),
+        "λ(tv1, tv3) = {lambda} B/s"
+    );
+    let got = f64_at(&s, "/flows/tv1>tv3/mean_mbps");
+    assert!((8.0..10.5).contains(&got), "iperf3 receiver {got} Mbit/s");
+    assert!(
+        f64_at(&s, "/pings/tv4>tv2/replies") > 40.0,
+        "{}",
+        s["pings"]
+    );
+
+    // The reserved migration across the core.
+    let m = &s["migrations"][0];
+    assert_eq!(m["state"], "done", "{m}");
+    assert_eq!(m["mode"], "controller", "{m}");
+    assert_eq!(
+        m["path_bridges"],
+        serde_json::json!(["th1", "tt1", "ta1", "tc1", "ta2", "tt2", "th2"]),
+        "{m}"
+    );
+    assert_eq!(
+        m["reservation_hops_seen"], 7,
+        "a meter and a flow on every hop: {m}"
+    );
+    let took = f64_at(m, "/total_time_s");
+    assert!(took <= f64_at(m, "/deadline_s"), "deadline missed: {m}");
+    assert_eq!(
+        s["reservations_left"],
+        serde_json::json!({}),
+        "reservations left after the migration"
+    );
+    for f in [
+        "throughput.csv",
+        "lambda.csv",
+        "hosts.csv",
+        "throughput.png",
+        "ping.png",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+
+    // Nothing of the testbed is left.
+    let bridges = shoal::sh("ovs-vsctl", &["list-br"]).unwrap();
+    for b in ["tc1", "ta1", "ta2", "tt1", "tt2", "th1", "th2"] {
+        assert!(
+            !bridges.split_whitespace().any(|x| x == b),
+            "bridge {b} left behind"
+        );
+    }
+    for ns in ["tv1", "tv2", "td1", "td2"] {
+        assert!(
+            !Path::new("/run/netns").join(ns).exists(),
+            "namespace {ns} left behind"
+        );
+    }
+    for link in ["tm1", "tm2", "tv1-p", "th1-up", "tc1-eth1"] {
+        assert!(
+            !Path::new("/sys/class/net").join(link).exists(),
+            "interface {link} left behind"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn testbed_unit_tests() {
+    let root = workspace_root();
+    let out = Command::new(PYTHON)
+        .args(["-m", "unittest", "discover", "-s"])
+        .arg(root.join("mininet"))
+        .args(["-p", "test_*.py"])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
