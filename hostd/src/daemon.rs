@@ -149,9 +149,14 @@ pub fn vm_sum_metrics(
     memory_mb: Option<u64>,
 ) {
     let cores = f64::from(cores.unwrap_or(1).max(1));
-    let cpu: f64 = vms.iter().map(|v| v.cpu_cores).sum();
+    // A VM still arriving does not run here yet (its source counts it).
+    let here = || {
+        vms.iter()
+            .filter(|v| v.state != shoal_common::proto::VmState::Incoming)
+    };
+    let cpu: f64 = here().map(|v| v.cpu_cores).sum();
     host.cpu_util = (cpu / cores).clamp(0.0, 1.0);
-    host.mem_used_mb = vms.iter().map(|v| v.used_memory_mb).sum();
+    host.mem_used_mb = here().map(|v| v.used_memory_mb).sum();
     if let Some(m) = memory_mb {
         host.mem_total_mb = m;
     }
@@ -443,5 +448,13 @@ mod vm_sum_tests {
         assert_eq!(h.nic_tx_bytes_per_s, 7.0, "network stays real");
         vm_sum_metrics(&mut h, &[vm(9.0, 0)], Some(4), None);
         assert_eq!(h.cpu_util, 1.0);
+        let mut incoming = vm(2.0, 100);
+        incoming.state = VmState::Incoming;
+        vm_sum_metrics(&mut h, &[vm(1.0, 50), incoming], Some(4), None);
+        assert!(
+            (h.cpu_util - 0.25).abs() < 1e-12,
+            "an arriving VM is not counted"
+        );
+        assert_eq!(h.mem_used_mb, 50);
     }
 }
