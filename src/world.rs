@@ -150,3 +150,71 @@ interval_s = 1.0
     )?;
     Ok(cfg)
 }
+
+/// The directory of freshly built `shoal-controller` and `shoal-hostd`
+/// (`cargo test` does not rebuild the binaries of other packages: build
+/// them here so the testbed never runs stale ones).
+pub fn fresh_bin_dir() -> std::path::PathBuf {
+    let ctl = crate::cargo_bin("shoal-controller");
+    let release = ctl
+        .parent()
+        .and_then(std::path::Path::file_name)
+        .is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "shoal-controller",
+        "--bin",
+        "shoal-controller",
+        "--manifest-path",
+    ])
+    .arg(crate::workspace_root().join("Cargo.toml"));
+    if release {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().expect("run cargo");
+    assert!(
+        st.success() && ctl.is_file(),
+        "cargo build -p shoal-controller failed"
+    );
+    let hostd = crate::qemu::hostd_bin().expect("shoal-hostd");
+    assert_eq!(
+        hostd.parent(),
+        ctl.parent(),
+        "controller and hostd must come from the same target directory"
+    );
+    ctl.parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Runs `cmd` with a time limit; on timeout sends SIGTERM (the testbed
+/// cleans up on it), then SIGKILL.
+pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> (Option<i32>, bool) {
+    let mut child = cmd.spawn().expect("spawn the testbed");
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return (st.code(), false);
+        }
+        if start.elapsed() > limit {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let grace = std::time::Instant::now();
+            while grace.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(st)) = child.try_wait() {
+                    return (st.code(), true);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, true);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

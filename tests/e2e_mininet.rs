@@ -15,80 +15,15 @@
 //! `testbed_unit_tests` runs the Python unit tests of the testbed's pure
 //! parts (scenario validation, VMPatrol model, simulator translation).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use shoal::{cargo_bin, e2e_lock, ensure_ovs, is_root, workspace_root};
+use shoal::world::{fresh_bin_dir, run_with_limit};
+use shoal::{e2e_lock, ensure_ovs, is_root, workspace_root};
 
 const PYTHON: &str = "/usr/bin/python3";
-
-/// The directory of freshly built `shoal-controller` and `shoal-hostd`
-/// (`cargo test` does not rebuild the binaries of other packages: build
-/// them here so the testbed never runs stale ones).
-fn bin_dir() -> PathBuf {
-    let ctl = cargo_bin("shoal-controller");
-    let release = ctl
-        .parent()
-        .and_then(Path::file_name)
-        .is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "-q",
-        "-p",
-        "shoal-controller",
-        "--bin",
-        "shoal-controller",
-        "--manifest-path",
-    ])
-    .arg(workspace_root().join("Cargo.toml"));
-    if release {
-        cmd.arg("--release");
-    }
-    let st = cmd.status().expect("run cargo");
-    assert!(
-        st.success() && ctl.is_file(),
-        "cargo build -p shoal-controller failed"
-    );
-    let hostd = shoal::qemu::hostd_bin().expect("shoal-hostd");
-    assert_eq!(
-        hostd.parent(),
-        ctl.parent(),
-        "controller and hostd must come from the same target directory"
-    );
-    ctl.parent().map(Path::to_path_buf).unwrap_or_default()
-}
-
-/// Runs `cmd` with a time limit; on timeout sends SIGTERM (the testbed
-/// cleans up on it), then SIGKILL.
-fn run_with_limit(cmd: &mut Command, limit: Duration) -> (Option<i32>, bool) {
-    let mut child = cmd.spawn().expect("spawn the testbed");
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            return (st.code(), false);
-        }
-        if start.elapsed() > limit {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let grace = Instant::now();
-            while grace.elapsed() < Duration::from_secs(20) {
-                if let Ok(Some(st)) = child.try_wait() {
-                    return (st.code(), true);
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            return (None, true);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -110,7 +45,7 @@ fn testbed_smoke_scenario() {
     );
     let _lock = e2e_lock().unwrap();
     ensure_ovs().unwrap();
-    let bins = bin_dir();
+    let bins = fresh_bin_dir();
     let out = std::env::temp_dir().join(format!("shoal-tb-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();

@@ -51,7 +51,10 @@ def build_scenario(a):
         'hostd': {'interval_s': a.interval_s},
         'vm_defaults': {'memory_mb': 64, 'series': cpu(0.1)},
         'vms': {'tv3': {'series': cpu(0.4)}, 'tv6': {'series': cpu(0.4)}},
-        'actions': [{'at_s': a.policy_at, 'do': 'policy', 'name': 'sova'}],
+        # A sample "has traffic" above 50 packets per interval: every VM sees
+        # a few background frames (LLDP probes, ARP) even when idle.
+        'actions': [{'at_s': a.policy_at, 'do': 'policy', 'name': 'sova',
+                     'options': {'sova': {'traffic_floor_packets': 50}}}],
         'traffic': [
             {'src': 'tv1', 'dst': 'tv4', 'proto': 'udp', 'mbps': a.step_mbps * 2,
              'start_s': 3, 'stop_s': s2, 'label': 'tv1>tv4'},

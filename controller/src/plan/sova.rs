@@ -45,6 +45,22 @@ pub struct SovaOptions {
     /// background frames per interval (LLDP probes, ARP); a floor such as
     /// 50 packets per interval keeps idle VMs from looking busy.
     pub traffic_floor_packets: f64,
+    /// Over which samples `Traffic_avg` takes its min and max: `host` (all
+    /// VMs of the host in the window, default: the VF goes to the VMs that
+    /// send the most) or `vm` (each VM's own window: rewards a VM whose
+    /// traffic grows, and briefly one whose traffic just stopped).
+    pub nf_scope: NfScope,
+}
+
+/// Normalisation scope of the network factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NfScope {
+    /// Min/max over all VMs of the host.
+    #[default]
+    Host,
+    /// Min/max over the VM's own samples.
+    Vm,
 }
 
 impl Default for SovaOptions {
@@ -54,6 +70,7 @@ impl Default for SovaOptions {
             num: 5,
             q: None,
             traffic_floor_packets: 0.0,
+            nf_scope: NfScope::Host,
         }
     }
 }
@@ -111,15 +128,20 @@ pub fn io_factor(vm: &VmState, num: usize) -> f64 {
 }
 
 /// Network factor over the last `num` samples of packet counts.
-pub fn network_factor(vm: &VmState, num: usize, epsilon: f64, floor: f64) -> f64 {
-    let start = vm.history.len().saturating_sub(num);
-    let w = vm.history.get(start..).unwrap_or(&[]);
-    if w.is_empty() {
+///
+/// `range` gives the (min, max) to normalise with; `None` = the VM's own.
+pub fn network_factor(
+    vm: &VmState,
+    num: usize,
+    epsilon: f64,
+    floor: f64,
+    range: Option<(f64, f64)>,
+) -> f64 {
+    let t = window(vm, num);
+    if t.is_empty() {
         return 0.0;
     }
-    let t: Vec<f64> = w.iter().map(|s| s.packets.max(0.0)).collect();
-    let min = t.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = t.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (min, max) = range.unwrap_or_else(|| packet_range(&t));
     let active: Vec<f64> = t.iter().copied().filter(|&x| x > floor.max(0.0)).collect();
     let freq = active.len() as f64 / t.len() as f64;
     let avg = if active.is_empty() || max <= min {
@@ -128,6 +150,25 @@ pub fn network_factor(vm: &VmState, num: usize, epsilon: f64, floor: f64) -> f64
         active.iter().map(|x| (x - min) / (max - min)).sum::<f64>() / active.len() as f64
     };
     epsilon * freq + (1.0 - epsilon) * avg
+}
+
+/// (min, max) of packet counts.
+fn packet_range(t: &[f64]) -> (f64, f64) {
+    (
+        t.iter().copied().fold(f64::INFINITY, f64::min),
+        t.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+/// The last `num` packet counts of a VM.
+fn window(vm: &VmState, num: usize) -> Vec<f64> {
+    let start = vm.history.len().saturating_sub(num);
+    vm.history
+        .get(start..)
+        .unwrap_or(&[])
+        .iter()
+        .map(|s| s.packets.max(0.0))
+        .collect()
 }
 
 /// `sqrt(Σ (r_i / mean − 1)²)`, 0 when `mean` is not positive.
@@ -296,6 +337,17 @@ impl Sova {
     /// Algorithm 1 steps 2–3 on host `h`.
     fn assign_vfs(&self, view: &View, h: usize, p: usize, vms: &[usize], out: &mut Vec<Decision>) {
         let n = vms.len();
+        let range = match self.opts.nf_scope {
+            NfScope::Vm => None,
+            NfScope::Host => {
+                let all: Vec<f64> = vms
+                    .iter()
+                    .filter_map(|&v| view.vms.get(v))
+                    .flat_map(|x| window(x, self.opts.num))
+                    .collect();
+                (!all.is_empty()).then(|| packet_range(&all))
+            }
+        };
         let scored: Vec<(f64, f64, usize)> = vms
             .iter()
             .map(|&v| {
@@ -308,6 +360,7 @@ impl Sova {
                             self.opts.num,
                             self.opts.epsilon,
                             self.opts.traffic_floor_packets,
+                            range,
                         )
                     }),
                     v,
@@ -392,10 +445,10 @@ mod tests {
         };
         let idle = vm(&[3.0, 3.0, 3.0]);
         let busy = vm(&[1000.0, 1500.0, 2000.0]);
-        assert!((network_factor(&idle, 5, 0.5, 0.0) - 0.5).abs() < 1e-12);
-        assert_eq!(network_factor(&idle, 5, 0.5, 50.0), 0.0);
-        assert!((network_factor(&busy, 5, 0.5, 50.0) - 0.75).abs() < 1e-12);
-        assert!((network_factor(&busy, 5, 0.5, 0.0) - 0.75).abs() < 1e-12);
+        assert!((network_factor(&idle, 5, 0.5, 0.0, None) - 0.5).abs() < 1e-12);
+        assert_eq!(network_factor(&idle, 5, 0.5, 50.0, None), 0.0);
+        assert!((network_factor(&busy, 5, 0.5, 50.0, None) - 0.75).abs() < 1e-12);
+        assert!((network_factor(&busy, 5, 0.5, 0.0, None) - 0.75).abs() < 1e-12);
     }
 
     /// Host a has p = 2 VFs and n = 6 VMs: q = 2 + ⌈4/2⌉ = 4.
@@ -442,26 +495,36 @@ mod tests {
         }
         let (snap, hot) = dc.build(5);
         let vm = &snap.vms["v3"];
-        assert!((network_factor(vm, 5, 0.5, 0.0) - 0.775).abs() < 1e-12);
-        assert!((network_factor(&snap.vms["v4"], 5, 0.5, 0.0) - 0.6).abs() < 1e-12);
-        let d = Sova::new(Default::default(), Default::default()).plan(&snap, &hot);
-        let acts: Vec<Action> = d.into_iter().map(|d| d.action).collect();
-        let vf = |vm: &str| (vm.to_string(), "a".to_string());
-        let expect = vec![
-            Action::DetachVf {
-                vm: vf("v5").0,
-                host: vf("v5").1,
-            },
-            Action::AttachVf {
-                vm: vf("v3").0,
-                host: vf("v3").1,
-            },
-            Action::AttachVf {
-                vm: vf("v4").0,
-                host: vf("v4").1,
-            },
-        ];
-        assert_eq!(acts, expect);
+        assert!((network_factor(vm, 5, 0.5, 0.0, None) - 0.775).abs() < 1e-12);
+        assert!((network_factor(&snap.vms["v4"], 5, 0.5, 0.0, None) - 0.6).abs() < 1e-12);
+        let per_vm = SovaOptions {
+            nf_scope: NfScope::Vm,
+            ..Default::default()
+        };
+        let acts = |opts: SovaOptions| -> Vec<Action> {
+            Sova::new(Default::default(), opts)
+                .plan(&snap, &hot)
+                .into_iter()
+                .map(|d| d.action)
+                .collect()
+        };
+        let detach = |vm: &str| Action::DetachVf {
+            vm: vm.into(),
+            host: "a".into(),
+        };
+        let attach = |vm: &str| Action::AttachVf {
+            vm: vm.into(),
+            host: "a".into(),
+        };
+        assert_eq!(acts(per_vm), vec![detach("v5"), attach("v3"), attach("v4")]);
+        // Host scope (the default): min 0, max 210 over all six VMs.
+        // v2: freq 1, avg 10/210 = .0476 → NF .524; v3: freq .8, avg
+        // (50+100+50+100)/4/210 = .357 → NF .579; v4: freq .2, avg
+        // 100/210 = .476 → NF .338; v1 0. Top-2 NF of {v1..v4}: v3, v2.
+        assert_eq!(
+            acts(SovaOptions::default()),
+            vec![detach("v5"), attach("v2"), attach("v3")]
+        );
     }
 
     /// Hotspot a (CPU 7/8), cold spots b and c. Volumes use (cpu, mem,
