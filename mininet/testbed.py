@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from mininet.log import setLogLevel  # noqa: E402
 
+import calibrate  # noqa: E402
 import dc  # noqa: E402
 import scenario as scn  # noqa: E402
 import shoalnet  # noqa: E402
@@ -49,6 +50,7 @@ MIGRATION_PORT0 = 4444
 # (connection setup, pacing granularity and the final switch-over are not in
 # the model).
 HOSTD_MODE_DEADLINE_SHARE = 0.85
+UDP_PAYLOAD_BYTES = 1400
 ACTIVE_MIGRATION_STATES = ('queued', 'reserving', 'running', 'verifying', 'accepted')
 FINAL_MIGRATION_STATES = ('done', 'failed', 'cancelled', 'succeeded')
 
@@ -199,6 +201,61 @@ class ProcEmulator(threading.Thread):
                     pass
 
 
+class CpuSampler(threading.Thread):
+    """Once a second: how much CPU ovs-vswitchd (the whole process and its
+    busiest thread, the userspace datapath's forwarding thread), the
+    controller and the host daemons used since the last sample, and how busy
+    the whole machine was (share of all cores). A datapath thread near a
+    whole core means the switches, not the links, limit the traffic."""
+
+    def __init__(self, tb, step=1.0):
+        super().__init__(daemon=True)
+        self.tb, self.step = tb, step
+        self.stop_ev = threading.Event()
+
+    @staticmethod
+    def machine_ticks():
+        try:
+            with open('/proc/stat') as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+            return sum(v), v[3] + (v[4] if len(v) > 4 else 0)
+        except (OSError, ValueError, IndexError):
+            return None, None
+
+    def run(self):
+        hz = calibrate.CpuMeter.HZ
+        ovs_pid = calibrate.ovs_pid()
+        prev = None
+        prev_drops = None
+        while not self.stop_ev.wait(self.step):
+            now = time.monotonic()
+            ours = [p.pid for name, p in list(self.tb.procs)
+                    if name == 'controller' or name.startswith('hostd-')]
+            ovs_total, ovs_threads = calibrate.cpu_ticks(ovs_pid) if ovs_pid else (None, {})
+            shoal = sum(calibrate.cpu_ticks(p)[0] or 0 for p in ours)
+            m_all, m_idle = self.machine_ticks()
+            cur = (now, ovs_total, ovs_threads, shoal, m_all, m_idle)
+            if prev is not None and ovs_total is not None and prev[1] is not None:
+                dt = max(1e-3, now - prev[0])
+                busiest = max([ovs_threads[k] - prev[2].get(k, ovs_threads[k])
+                               for k in ovs_threads] or [0])
+                d_all = (m_all - prev[4]) if m_all is not None and prev[4] is not None else 0
+                row = {'t_s': round(self.tb.now(), 3),
+                       'ovs_cores': round((ovs_total - prev[1]) / hz / dt, 3),
+                       'ovs_thread': round(busiest / hz / dt, 3),
+                       'shoal_cores': round(max(0, shoal - prev[3]) / hz / dt, 3),
+                       'machine_busy': (round(1 - (m_idle - prev[5]) / d_all, 3)
+                                        if d_all > 0 else None)}
+                backlog, drops = calibrate.packet_socket_backlog(ovs_pid)
+                row['ovs_rx_backlog_kb'] = None if backlog is None else round(backlog / 1024, 1)
+                row['ovs_rx_drops'] = (drops - prev_drops if drops is not None
+                                       and prev_drops is not None else None)
+                prev_drops = drops
+                with self.tb.data_lock:
+                    self.tb.rows['cpu'].append(row)
+            prev = cur
+
+
 class LineReader(threading.Thread):
     """Reads a child's output line by line, stamping each line on arrival."""
 
@@ -217,6 +274,9 @@ class LineReader(threading.Thread):
 
 IPERF_LINE = re.compile(r'\[\s*\d+\]\s+([\d.]+)-([\d.]+)\s+sec\s+([\d.]+)\s+(\w?)Bytes\s+'
                         r'([\d.]+)\s+(\w?)bits/sec')
+# UDP receiver totals: "... 0.029 ms  3/8929 (0.034%)  receiver".
+IPERF_UDP_TOTAL = re.compile(r'([\d.]+)\s+ms\s+(\d+)/(\d+)\s')
+BYTE_UNIT = {'': 1.0, 'K': 2.0 ** 10, 'M': 2.0 ** 20, 'G': 2.0 ** 30}
 PING_LINE = re.compile(r'\[([\d.]+)\].*icmp_seq=(\d+).*time=([\d.]+) ms')
 UNIT = {'': 1e-6, 'K': 1e-3, 'M': 1.0, 'G': 1e3}
 
@@ -240,7 +300,8 @@ class Testbed:
         self.stop_ev = threading.Event()
         self.data_lock = threading.Lock()
         self.rows = {k: [] for k in ('throughput', 'ping', 'lambda', 'hosts', 'migrations',
-                                     'reservations', 'vf', 'events', 'decisions')}
+                                     'reservations', 'vf', 'events', 'decisions', 'cpu')}
+        self.flow_totals = {}    # label -> the iperf3 receiver's end-of-run totals
         self.migrations = []
         self.mode = None
         self.checks = {}
@@ -551,6 +612,9 @@ class Testbed:
         sampler = threading.Thread(target=self.sampler, daemon=True)
         sampler.start()
         self.threads.append(sampler)
+        cpu = CpuSampler(self)
+        cpu.start()
+        self.threads.append(cpu)
         next_progress = 0.0
         for at, kind, obj in events:
             while self.now() < at:
@@ -577,6 +641,7 @@ class Testbed:
             time.sleep(0.2)
         self.wait_migrations(60)
         self.stop_ev.set()
+        cpu.stop_ev.set()
         sampler.join(timeout=10)
         self.log('timeline done')
 
@@ -609,6 +674,8 @@ class Testbed:
             if line.startswith('- - -'):
                 state['sep'] = True
             m = IPERF_LINE.search(line)
+            if m and state['sep'] and 'receiver' in line:
+                self.record_total(f, m, line)
             if m and not state['sep']:
                 mbps = float(m.group(5)) * UNIT.get(m.group(6), 1.0)
                 with self.data_lock:
@@ -620,13 +687,32 @@ class Testbed:
         r.start()
         self.threads.append(r)
 
+    def record_total(self, f, m, line):
+        """The receiver's totals over the whole flow (its last line): bytes
+        received and, for UDP, datagrams lost of those sent. A rate taken
+        from these is stable where per-second samples are not (iperf3 catches
+        up in bursts after it was held back)."""
+        t0, t1 = float(m.group(1)), float(m.group(2))
+        tot = {'interval_s': round(t1 - t0, 3),
+               'received_bytes': int(float(m.group(3)) * BYTE_UNIT.get(m.group(4), 1.0))}
+        u = IPERF_UDP_TOTAL.search(line[m.end():])
+        if u and f['proto'] == 'udp':
+            lost, sent = int(u.group(2)), int(u.group(3))
+            tot.update({'datagrams_sent': sent, 'datagrams_lost': lost,
+                        'received_bytes': (sent - lost) * UDP_PAYLOAD_BYTES,
+                        'sent_bytes': sent * UDP_PAYLOAD_BYTES})
+        if tot['interval_s'] > 0:
+            tot['mbps'] = round(tot['received_bytes'] * 8 / tot['interval_s'] / 1e6, 4)
+        with self.data_lock:
+            self.flow_totals[f['label']] = tot
+
     def start_client(self, f):
         node = self.dc.node(f['src'])
         dur = max(1, int(round(f['stop_s'] - f['start_s'])))
         cmd = 'iperf3 -c %s -p %d -t %d -i 1 --forceflush' % (
             self.dc.vm_info[f['dst']]['ip'], f['port'], dur)
         if f['proto'] == 'udp':
-            cmd += ' -u -l 1400 -b %gM' % f['mbps']
+            cmd += ' -u -l %d -b %gM' % (UDP_PAYLOAD_BYTES, f['mbps'])
         elif f['pacing'] == 'socket':
             # Kernel pacing (SO_MAX_PACING_RATE): a steady rate with no
             # catch-up bursts after the flow was held back.
@@ -1036,6 +1122,8 @@ class Testbed:
             'vf': ['t_s', 'vm', 'host', 'vf_attached', 'vf_link_up', 'assigned',
                    'tx_packets_per_s', 'rx_packets_per_s'],
             'events': ['t_s', 'kind', 'detail'],
+            'cpu': ['t_s', 'ovs_cores', 'ovs_thread', 'shoal_cores', 'machine_busy',
+                    'ovs_rx_backlog_kb', 'ovs_rx_drops'],
         }
         with self.data_lock:
             for name, cols in specs.items():
@@ -1068,6 +1156,18 @@ class Testbed:
                  if r['flow'] == label and t_from < r['t_s'] <= t_to]
         return (statistics.mean(v) if v else None), len(v)
 
+    def cpu_stats(self, t_from, t_to):
+        """Mean and max of each CPU column (cores) over [t_from, t_to]."""
+        with self.data_lock:
+            rows = [r for r in self.rows['cpu'] if t_from < r['t_s'] <= t_to]
+        out = {'samples': len(rows)}
+        for k in ('ovs_cores', 'ovs_thread', 'shoal_cores', 'machine_busy',
+                  'ovs_rx_backlog_kb', 'ovs_rx_drops'):
+            v = [r[k] for r in rows if r[k] is not None]
+            out[k + '_mean'] = round(statistics.mean(v), 3) if v else None
+            out[k + '_max'] = round(max(v), 3) if v else None
+        return out
+
     def ping_stats(self, src, dst, t_from, t_to):
         with self.data_lock:
             v = [r['rtt_ms'] for r in self.rows['ping']
@@ -1082,6 +1182,15 @@ class Testbed:
             v = [r['bytes_per_s'] or 0 for r in self.rows['lambda']
                  if r['src'] == src and r['dst'] == dst]
         return max(v) if v else 0.0
+
+    def matrix_rate_median(self, src, dst):
+        """Median of the non-zero λ(src, dst) samples, bytes/s: the steady
+        rate, unmoved by the samples whose window covers only part of the
+        flow or a catch-up burst of its sender."""
+        with self.data_lock:
+            v = [r['bytes_per_s'] for r in self.rows['lambda']
+                 if r['src'] == src and r['dst'] == dst and r['bytes_per_s']]
+        return statistics.median(v) if v else 0.0
 
     def migration_summary(self, rec):
         out = {k: rec.get(k) for k in ('id', 'vm', 'from', 'to', 'deadline_s', 'reserve',
@@ -1210,7 +1319,10 @@ def execute(sc, out, bin_dir=None, plots=True, extra=None, quiet=False, collect=
         for f in sc['traffic']:
             mean, n = tb.flow_stats(f['label'], f['start_s'], f['stop_s'] + 2)
             summary['flows'][f['label']] = {'mean_mbps': mean, 'samples': n,
-                                            'offered_mbps': f['mbps'], 'proto': f['proto']}
+                                            'offered_mbps': f['mbps'], 'proto': f['proto'],
+                                            'duration_s': max(1, int(round(f['stop_s'] - f['start_s']))),
+                                            'totals': tb.flow_totals.get(f['label'])}
+        summary['cpu'] = tb.cpu_stats(0, tb.now() + 1)
         summary['pings'] = {}
         for p in sc['pings']:
             mean, sd, n = tb.ping_stats(p['src'], p['dst'], p['start_s'], p['stop_s'])
@@ -1218,6 +1330,9 @@ def execute(sc, out, bin_dir=None, plots=True, extra=None, quiet=False, collect=
                 'rtt_ms_mean': mean, 'rtt_ms_stdev': sd, 'replies': n}
         summary['matrix_pairs'] = {
             '%s>%s' % tuple(pr): tb.matrix_rate(*pr) for pr in sc['checks']['matrix_pairs']}
+        summary['matrix_pairs_median'] = {
+            '%s>%s' % tuple(pr): tb.matrix_rate_median(*pr)
+            for pr in sc['checks']['matrix_pairs']}
         summary['reservations_left'] = tb.after_migrations() if tb.migrations else {}
         if collect:
             summary.update(collect(tb))

@@ -30,8 +30,26 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+import calibrate  # noqa: E402
 import scenario as scn  # noqa: E402
 import testbed  # noqa: E402
+
+# The experiment at its reference scale (100 Mbit/s links); with a
+# calibrated link rate everything that is a rate or an amount scales with it,
+# so that the ratios of competitor, migration and link stay the same.
+REFERENCE_LINK_MBPS = 100.0
+REFERENCE = {'competitor_mbps': 60.0, 'memory_mb': 96.0, 'dirty_mbps': 1.0}
+# A run means nothing (the machine, not the network, was measured) when:
+# the datapath thread of ovs-vswitchd was this busy on average during the
+# migration (cores) ...
+OVS_THREAD_BUSY = 0.85
+# ... or the competitor reached less than this share of its offered rate
+# before the migration (nothing to protect: the path was already short) ...
+COMPETITOR_BEFORE_MIN = 0.85
+# ... or, without reservation, competitor and migration together carried
+# less than this share of the bottleneck link (two greedy flows fill a link
+# that is the bottleneck; when they do not, the CPU was).
+LINK_FILL_MIN = 0.75
 
 
 def build_scenario(a, reserve):
@@ -77,6 +95,7 @@ def window_stats(tb, rec, before_s):
     pb = tb.ping_stats('tv2', 'tv4', start - before_s + 1, start)
     pd = tb.ping_stats('tv2', 'tv4', start, end)
     return {
+        'cpu_during': tb.cpu_stats(start, end), 'cpu_before': tb.cpu_stats(start - before_s, start),
         'competitor_mbps_before': before_tp, 'competitor_mbps_during': during_tp,
         'competitor_samples_before': nb, 'competitor_samples_during': nd,
         'ratio': (during_tp / before_tp) if before_tp and during_tp is not None else None,
@@ -98,6 +117,58 @@ def run_once(a, reserve):
     stats = window_stats(tb, rec, a.before_s)
     mig = tb.migration_summary(rec)
     return tb, summary, rec, mig, stats
+
+
+def scale(a):
+    """Fills in the link rate (calibrated unless given) and the rates and
+    amounts that scale with it; returns the calibration (or None)."""
+    cal = None
+    if a.link_mbps is None:
+        cal = calibrate.measure(hops=7)
+        a.link_mbps = calibrate.choose_link_mbps(cal)
+        print(calibrate.describe(cal, a.link_mbps), flush=True)
+    f = a.link_mbps / REFERENCE_LINK_MBPS
+    if a.competitor_mbps is None:
+        a.competitor_mbps = round(REFERENCE['competitor_mbps'] * f, 1)
+    if a.memory_mb is None:
+        a.memory_mb = max(16, int(round(REFERENCE['memory_mb'] * f)))
+    if a.dirty_mbps is None:
+        a.dirty_mbps = round(REFERENCE['dirty_mbps'] * f, 3)
+    print('experiment scale: links %g Mbit/s, competitor %g Mbit/s, VM %d MiB dirtying %g MiB/s, '
+          'deadline %g s' % (a.link_mbps, a.competitor_mbps, a.memory_mb, a.dirty_mbps,
+                             a.deadline_s), flush=True)
+    return cal
+
+
+def verdict(a, s, runs):
+    """Reasons why the runs measured the machine rather than the network
+    (empty: the run is conclusive)."""
+    reasons = []
+    for name, (_, _, _, _, st) in runs.items():
+        thr = (st.get('cpu_during') or {}).get('ovs_thread_mean')
+        if thr is not None and thr >= OVS_THREAD_BUSY:
+            reasons.append('%s reservation: the datapath thread of ovs-vswitchd used %.0f%% of a '
+                           'core during the migration (limit %.0f%%)'
+                           % (name, 100 * thr, 100 * OVS_THREAD_BUSY))
+        before = st.get('competitor_mbps_before')
+        if before is None or before < COMPETITOR_BEFORE_MIN * a.competitor_mbps:
+            reasons.append('%s reservation: the competitor reached %s of its %g Mbit/s before the '
+                           'migration (at least %.0f%% expected)'
+                           % (name, 'nothing' if before is None else '%.1f Mbit/s' % before,
+                              a.competitor_mbps, 100 * COMPETITOR_BEFORE_MIN))
+    if 'without' in runs:
+        mig_mbps = s.get('migration_mbps_without')
+        comp = s.get('competitor_mbps_during_without')
+        if mig_mbps is not None and comp is not None:
+            fill = (mig_mbps + comp) / a.link_mbps
+            s['link_fill_without'] = round(fill, 3)
+            if fill < LINK_FILL_MIN:
+                reasons.append('without reservation: competitor (%.1f) and migration (%.1f '
+                               'Mbit/s) filled only %.0f%% of the %g Mbit/s bottleneck link '
+                               '(at least %.0f%% expected): the CPU, not the link, limited them'
+                               % (comp, mig_mbps, 100 * fill, a.link_mbps,
+                                  100 * LINK_FILL_MIN))
+    return reasons
 
 
 def plot(a, runs):
@@ -139,11 +210,15 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--out', required=True, help='output directory')
     ap.add_argument('--bin-dir', help='where shoal-controller and shoal-hostd are')
-    ap.add_argument('--link-mbps', type=float, default=100.0, help='every link (≤ 100)')
-    ap.add_argument('--competitor-mbps', type=float, default=60.0,
-                    help='iperf3 -b of the competing TCP flow')
-    ap.add_argument('--memory-mb', type=int, default=96, help="migrating VM's memory (MiB)")
-    ap.add_argument('--dirty-mbps', type=float, default=1.0, help='its dirty rate (MiB/s)')
+    ap.add_argument('--link-mbps', type=float,
+                    help='every link (<= 100); default: calibrated on this machine '
+                    '(mininet/calibrate.py), at most 100')
+    ap.add_argument('--competitor-mbps', type=float,
+                    help='iperf3 -b of the competing TCP flow (default: 60%% of the link)')
+    ap.add_argument('--memory-mb', type=int,
+                    help="migrating VM's memory in MiB (default: 96 x link/100)")
+    ap.add_argument('--dirty-mbps', type=float,
+                    help='its dirty rate in MiB/s (default: 1.0 x link/100)')
     ap.add_argument('--deadline-s', type=float, default=40.0, help='migration deadline')
     ap.add_argument('--warmup-s', type=float, default=3.0, help='before the flows start')
     ap.add_argument('--before-s', type=float, default=15.0,
@@ -158,8 +233,15 @@ def main():
     a = ap.parse_args()
     a.out = os.path.abspath(a.out)
     os.makedirs(a.out, exist_ok=True)
+    if a.link_mbps is not None and not 0 < a.link_mbps <= 100:
+        ap.error('--link-mbps must be in (0, 100]')
     testbed.install_signal_handlers()
     runs = {}
+    try:
+        cal = scale(a)
+    except calibrate.CalibrationError as e:
+        print('vmpatrol failed: %s' % e, file=sys.stderr)
+        return 1
     try:
         for name in ('with', 'without'):
             if a.only and a.only != name:
@@ -173,7 +255,8 @@ def main():
         return 1
     s = {'experiment': 'vmpatrol', 'link_mbps': a.link_mbps,
          'competitor_offered_mbps': a.competitor_mbps, 'memory_mb': a.memory_mb,
-         'dirty_mbps': a.dirty_mbps, 'deadline_s': a.deadline_s}
+         'dirty_mbps': a.dirty_mbps, 'deadline_s': a.deadline_s,
+         'calibration': cal, 'link_mbps_source': 'calibrated' if cal else 'given'}
     for name, (tb, summary, rec, mig, st) in runs.items():
         s['competing_throughput_ratio_%s' % name] = st['ratio']
         s['competitor_mbps_before_%s_run' % name] = st['competitor_mbps_before']
@@ -190,6 +273,12 @@ def main():
         s['bandwidth_bytes_per_s_%s' % name] = mig.get('bandwidth_bytes_per_s')
         s['transferred_bytes_%s' % name] = mig.get('transferred_bytes')
         s['downtime_ms_%s' % name] = mig.get('downtime_ms')
+        s['cpu_during_%s' % name] = st['cpu_during']
+        s['cpu_before_%s_run' % name] = st['cpu_before']
+        tb_s = s['migration_time_s_%s' % name]
+        s['migration_mbps_%s' % name] = (
+            round(mig['transferred_bytes'] * 8 / tb_s / 1e6, 3)
+            if mig.get('transferred_bytes') and tb_s else None)
         s['migration_driver_%s' % name] = rec['mode']
         s['details_%s' % name] = os.path.join(a.out, name, 'summary.json')
         if name == 'with':
@@ -221,12 +310,19 @@ def main():
             s.get('reservation_hops_seen') == s.get('reservation_path_hops'),
             'reservation_gone_after': bool(s.get('reservation_gone_after')),
         }
+    reasons = verdict(a, s, runs) if runs else ['no run']
+    s['verdict'] = 'inconclusive' if reasons else 'conclusive'
+    s['inconclusive_reasons'] = reasons
+    s['verdict_text'] = ('inconclusive: the machine was too busy: ' + '; '.join(reasons)
+                         if reasons else 'conclusive: the network, not the CPU, was measured')
     if not a.no_plots and runs:
         s['plot'] = plot(a, runs)
     path = os.path.join(a.out, 'summary.json')
     with open(path, 'w') as f:
         json.dump(s, f, indent=2, default=str)
     print('=== VMPatrol summary')
+    print('  %-38s %s' % ('links', '%g Mbit/s (%s)' % (
+        a.link_mbps, calibrate.describe(cal, a.link_mbps) if cal else 'given')))
     for k in ('competing_throughput_ratio_with', 'competing_throughput_ratio_without',
               'ping_ms_mean_before', 'ping_ms_mean_with', 'ping_ms_mean_without',
               'migration_time_s_with', 'deadline_s', 'predicted_time_s',
@@ -236,7 +332,9 @@ def main():
             print('  %-38s %s' % (k, ('%.3f' % v) if isinstance(v, float) else v))
     if 'acceptance' in s:
         for k, v in s['acceptance'].items():
-            print('  %-38s %s' % (k, 'yes' if v else 'NO'))
+            print('  %-38s %s' % (k, 'yes' if v else (
+                'NO' if not reasons else 'no (the run is inconclusive)')))
+    print('  %-38s %s' % ('verdict', s['verdict_text']))
     print('results: %s (summary.json, vmpatrol.png; per run: with/, without/)' % a.out)
     return 0
 
