@@ -71,6 +71,13 @@ TOPOLOGY_DEFAULTS = {
     'host_cores': 4,          # emulated host capacity (see testbed.py: ProcEmulator)
     'host_memory_mb': 1024,
     'mgmt_net': '10.99',      # management /30s: 10.99.i.0/30 (root .1, dom0 .2)
+    # MTU of every data-plane link (fabric, uplinks, VM and dom0 ports).
+    # Jumbo frames, as data-center fabrics and migration networks use them:
+    # the userspace datapath's cost is per packet, and 9000-byte frames cut
+    # the packets of a bulk flow (migration, TCP competitor) about six-fold,
+    # so that the links, not ovs-vswitchd's one forwarding thread, are what
+    # an experiment measures (docs/testbed.md, "Sizing").
+    'mtu': 9000,
 }
 
 
@@ -102,6 +109,9 @@ def topology_params(raw):
     v = p['host_memory_mb']
     if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 64:
         raise TopologyError('topology.host_memory_mb: must be >= 64, got %r' % (v,))
+    v = p['mtu']
+    if not isinstance(v, int) or isinstance(v, bool) or not 1280 <= v <= 9000:
+        raise TopologyError('topology.mtu: must be an integer in [1280, 9000], got %r' % (v,))
     parts = str(p['mgmt_net']).split('.')
     if len(parts) != 2 or not all(x.isdigit() and 0 <= int(x) <= 255 for x in parts):
         raise TopologyError('topology.mgmt_net: must be two octets like "10.99", got %r'
@@ -305,6 +315,7 @@ class DataCenter:
         state.add('pids', [h.pid for h in net.hosts])
         net.start()
         shoalnet.offload_off(net)
+        shoalnet.set_mtu(net, p['mtu'])
         for n in self.all_switches():
             subprocess.run(['ovs-vsctl', 'set', 'bridge', n,
                             'external_ids:shoal-testbed=%s' % self.run_id], check=False)

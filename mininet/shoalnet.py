@@ -39,6 +39,14 @@ def offload_off(net):
             intf.node.cmd('ethtool -K %s tx off >/dev/null 2>&1' % intf.name)
 
 
+def set_mtu(net, mtu):
+    """The same MTU on both ends of every link (the ends inside hosts too,
+    so that their TCP segments fill it)."""
+    for link in net.links:
+        for intf in (link.intf1, link.intf2):
+            intf.node.cmd('ip link set dev %s mtu %d' % (intf.name, mtu))
+
+
 def binary(name, bin_dir=None):
     """Path of a Shoal binary: ``bin_dir``, else ``$SHOAL_BIN_DIR``, else the
     newer of ``target/release`` and ``target/debug``."""

@@ -357,6 +357,7 @@ class Testbed:
         with open(os.path.join(self.run_dir, 'token'), 'w') as f:
             f.write(self.token + '\n')
         subprocess.run([os.path.join(shoalnet.ROOT, 'ovs-scripts', 'start-ovs.sh')], check=True)
+        self.ovs_prio = calibrate.boost(calibrate.ovs_pid())
         self.dc = dc.DataCenter(self.sc['topology'], 'tb-%d' % os.getpid())
         self.dc.check_free()
         self.dc.write_description(os.path.join(self.out, 'topology.json'))
@@ -1259,6 +1260,8 @@ class Testbed:
             self.dc.stop()
         if os.path.isdir(self.run_dir):
             shutil.rmtree(self.run_dir, ignore_errors=True)
+        calibrate.restore(getattr(self, 'ovs_prio', {}))
+        self.ovs_prio = {}
         if self.lock_file:
             self.lock_file.close()
             self.lock_file = None
