@@ -77,6 +77,23 @@ class IperfTotals(unittest.TestCase):
         self.assertNotIn('sent_bytes', t)
 
 
+class HopRates(unittest.TestCase):
+    def test_busiest_port_per_bridge_and_drops_in_the_window(self):
+        import threading
+        tb = testbed.Testbed.__new__(testbed.Testbed)
+        tb.data_lock = threading.Lock()
+        row = lambda t, b, p, tx, d: {'t_s': t, 'bridge': b, 'port': p,  # noqa: E731
+                                      'tx_bytes_per_s': tx, 'rx_bytes_per_s': 0,
+                                      'tx_dropped': d, 'rx_dropped': 0}
+        tb.rows = {'ports': [row(1, 'th1', 1, 12.5e6, 0), row(1, 'th1', 2, 1e3, 0),
+                             row(2, 'th1', 1, 11.5e6, 4), row(2, 'th1', 2, 1e3, 0),
+                             row(3, 'th1', 1, 99e6, 9),   # outside the window
+                             row(2, 'tt1', 3, None, None)]}
+        h = tb.hop_rates(['th1', 'tt1'], 0, 2)
+        self.assertEqual(h['th1'], {'port': 1, 'tx_mbps': 96.0, 'dropped': 4})
+        self.assertEqual(h['tt1'], {'port': None, 'tx_mbps': None, 'dropped': 0})
+
+
 class Verdict(unittest.TestCase):
     def args(self):
         return argparse.Namespace(link_mbps=100.0, competitor_mbps=60.0)

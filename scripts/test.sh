@@ -24,7 +24,7 @@ for s in hostd/guest/build.sh; do
   if [ -x "$s" ]; then step "test guest"; "$s"; fi
 done
 step "tests"
-cargo test --workspace --locked -- --test-threads=2
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2
 if [ -x controller/ofp/fuzz/check-build.sh ]; then
   step "fuzz target builds"
   controller/ofp/fuzz/check-build.sh

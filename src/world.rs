@@ -201,6 +201,12 @@ pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> (Option<i32>, bool)
             return (st.code(), false);
         }
         if start.elapsed() > limit {
+            // SIGUSR1 first: the testbed prints every thread's stack to its
+            // stderr, so that an overrun says where it was stuck.
+            let _ = Command::new("kill")
+                .args(["-USR1", &child.id().to_string()])
+                .status();
+            std::thread::sleep(Duration::from_secs(1));
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();

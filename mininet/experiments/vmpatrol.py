@@ -38,6 +38,7 @@ import testbed  # noqa: E402
 # calibrated link rate everything that is a rate or an amount scales with it,
 # so that the ratios of competitor, migration and link stay the same.
 REFERENCE_LINK_MBPS = 100.0
+PATH = ['th1', 'tt1', 'ta1', 'tc1', 'ta2', 'tt2', 'th2']
 REFERENCE = {'competitor_mbps': 60.0, 'memory_mb': 96.0, 'dirty_mbps': 1.0}
 # A run means nothing (the machine, not the network, was measured) when:
 # on average this much (KiB) waited in ovs-vswitchd's receive queues during
@@ -98,6 +99,7 @@ def window_stats(tb, rec, before_s):
     pd = tb.ping_stats('tv2', 'tv4', start, end)
     return {
         'cpu_during': tb.cpu_stats(start, end), 'cpu_before': tb.cpu_stats(start - before_s, start),
+        'hops_during': tb.hop_rates(rec['path_bridges'] or PATH, start + 1, end),
         'competitor_mbps_before': before_tp, 'competitor_mbps_during': during_tp,
         'competitor_samples_before': nb, 'competitor_samples_during': nd,
         'ratio': (during_tp / before_tp) if before_tp and during_tp is not None else None,
@@ -289,6 +291,7 @@ def main():
         s['transferred_bytes_%s' % name] = mig.get('transferred_bytes')
         s['downtime_ms_%s' % name] = mig.get('downtime_ms')
         s['cpu_during_%s' % name] = st['cpu_during']
+        s['hops_during_%s' % name] = st['hops_during']
         s['cpu_before_%s_run' % name] = st['cpu_before']
         tb_s = s['migration_time_s_%s' % name]
         s['migration_mbps_%s' % name] = (
