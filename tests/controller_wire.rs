@@ -9,8 +9,8 @@ use ofp::{
     ErrorKind, Hello, Message, MultipartReply, MultipartReplyBody, OfpMessage, PortDesc,
     SwitchFeatures,
 };
+use shoal_controller::app::{self, Running};
 use shoal_controller::config::Config;
-use shoal_controller::runtime::{self, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -30,7 +30,7 @@ interval_s = 1.0
 "#,
     )
     .unwrap();
-    runtime::start(cfg.validate().unwrap()).await.unwrap()
+    app::start(cfg.validate().unwrap()).await.unwrap()
 }
 
 /// Reads one whole OpenFlow message (raw bytes) or None on EOF/timeout.

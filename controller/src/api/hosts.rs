@@ -20,9 +20,10 @@ use serde::Serialize;
 use shoal_common::proto::{HostMetrics, Registration, Report, VmInventory, VmMetrics};
 use tracing::{info, warn};
 
-use super::{dpid_str, ApiError};
-use crate::hosts::HostError;
-use crate::runtime::{now_unix_ms, HostEvent, Shared};
+use super::ApiError;
+use crate::knowledge::clock::now_unix_ms;
+use crate::mapek::state::{HostEvent, Shared};
+use crate::monitor::dpid::dpid_str;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -41,17 +42,6 @@ impl From<JsonRejection> for ApiError {
         match r {
             JsonRejection::JsonDataError(e) => ApiError::Unprocessable(e.body_text()),
             other => ApiError::BadRequest(other.body_text()),
-        }
-    }
-}
-
-impl From<HostError> for ApiError {
-    fn from(e: HostError) -> Self {
-        match e {
-            HostError::Unknown(id) => {
-                ApiError::NotFound(format!("host {id} is not registered: register first"))
-            }
-            HostError::Invalid(m) => ApiError::Unprocessable(m),
         }
     }
 }
@@ -221,7 +211,7 @@ pub struct HostView {
     pub metrics: Option<HostMetrics>,
 }
 
-fn host_view(id: &str, e: &crate::hosts::HostEntry, now: i64) -> HostView {
+fn host_view(id: &str, e: &crate::monitor::hosts::HostEntry, now: i64) -> HostView {
     let r = &e.registration;
     HostView {
         id: id.to_string(),
@@ -299,7 +289,7 @@ pub struct VmView {
     pub history_len: usize,
 }
 
-fn vm_view(hosts: &crate::hosts::HostRegistry, name: &str) -> Option<VmView> {
+fn vm_view(hosts: &crate::monitor::hosts::HostRegistry, name: &str) -> Option<VmView> {
     let (host, inv) = hosts.vm_inventory(name)?;
     let e = hosts.host(host)?;
     Some(VmView {

@@ -17,9 +17,13 @@ use axum::{Json, Router};
 use ofp::MacAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::config::parse_dpid;
-use crate::runtime::Shared;
-use crate::topology::PortRef;
+use crate::execute::orchestrator::OrchError;
+use crate::knowledge::state::{Knowledge, Poisoned};
+use crate::mapek::state::Shared;
+use crate::monitor::dpid::dpid_str;
+use crate::monitor::dpid::parse_dpid;
+use crate::monitor::hosts::HostError;
+use crate::monitor::topology::PortRef;
 
 pub mod hosts;
 pub mod ops;
@@ -108,6 +112,58 @@ impl From<QueryRejection> for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// An error of a layer below the API, as the API sees it.
+#[derive(Debug)]
+pub enum LayerError {
+    /// The orchestrator refused or could not find a migration.
+    Orch(OrchError),
+    /// The host registry refused a registration or report.
+    Host(HostError),
+    /// A knowledge lock is poisoned.
+    Poisoned(Poisoned),
+}
+
+/// The one mapping of the lower layers' errors to API errors (and so, with
+/// [`ApiError::status`], to HTTP status codes).
+pub fn map_error(e: LayerError) -> ApiError {
+    match e {
+        LayerError::Orch(e) => match e {
+            OrchError::UnknownVm(_) | OrchError::UnknownHost(_) | OrchError::NotFound(_) => {
+                ApiError::NotFound(e.to_string())
+            }
+            OrchError::NoRoom(_) | OrchError::Conflict(_) => ApiError::Conflict(e.to_string()),
+            OrchError::Infeasible(_) | OrchError::Invalid(_) => {
+                ApiError::Unprocessable(e.to_string())
+            }
+        },
+        LayerError::Host(e) => match e {
+            HostError::Unknown(id) => {
+                ApiError::NotFound(format!("host {id} is not registered: register first"))
+            }
+            HostError::Invalid(m) => ApiError::Unprocessable(m),
+        },
+        LayerError::Poisoned(p) => ApiError::Internal(p.to_string()),
+    }
+}
+
+impl From<OrchError> for ApiError {
+    fn from(e: OrchError) -> Self {
+        map_error(LayerError::Orch(e))
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(e: HostError) -> Self {
+        map_error(LayerError::Host(e))
+    }
+}
+
+impl From<Poisoned> for ApiError {
+    fn from(e: Poisoned) -> Self {
+        map_error(LayerError::Poisoned(e))
+    }
+}
+
 /// The read side of the API. Later stages add their routes to this router.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -137,11 +193,6 @@ async fn openapi() -> Response {
         OPENAPI,
     )
         .into_response()
-}
-
-/// Formats a datapath id as 16 hex digits.
-pub fn dpid_str(dpid: u64) -> String {
-    format!("{dpid:016x}")
 }
 
 #[derive(Serialize)]
@@ -193,7 +244,7 @@ async fn switches(State(s): State<Arc<Shared>>) -> ApiResult<Vec<SwitchView>> {
 struct PortView {
     port_no: u32,
     name: String,
-    #[serde(with = "crate::macser")]
+    #[serde(with = "crate::monitor::macser")]
     hw_addr: MacAddr,
     up: bool,
     /// `edge` (host-facing), `link` (inter-switch) or `pending` (LLDP has
@@ -294,7 +345,7 @@ async fn links(State(s): State<Arc<Shared>>) -> ApiResult<Vec<LinkView>> {
 
 #[derive(Serialize)]
 struct EndpointView {
-    #[serde(with = "crate::macser")]
+    #[serde(with = "crate::monitor::macser")]
     mac: MacAddr,
     ip: Option<Ipv4Addr>,
     dpid: String,
@@ -346,10 +397,10 @@ pub struct MatrixQuery {
 #[derive(Debug, Serialize, Deserialize, Clone)]
 pub struct PairView {
     /// Source VM MAC.
-    #[serde(with = "crate::macser")]
+    #[serde(with = "crate::monitor::macser")]
     pub src: MacAddr,
     /// Destination VM MAC.
-    #[serde(with = "crate::macser")]
+    #[serde(with = "crate::monitor::macser")]
     pub dst: MacAddr,
     /// Source IP, when known.
     pub src_ip: Option<Ipv4Addr>,
@@ -388,10 +439,59 @@ async fn traffic_matrix(
             ));
         }
     }
-    Ok(Json(s.traffic_matrix(
+    Ok(Json(matrix_view(
+        &s,
         q.class,
         q.min_bytes_per_s.unwrap_or(0.0),
     )?))
+}
+
+/// The class of traffic between endpoints attached to `a` and `b`:
+/// IDC when both bridges belong to the same hypervisor (or are the same
+/// bridge), NIC otherwise.
+pub fn class_of(k: &Knowledge, a: Option<u64>, b: Option<u64>) -> TrafficClass {
+    match (a, b) {
+        (Some(a), Some(b)) if a == b => TrafficClass::Idc,
+        (Some(a), Some(b)) => match (k.hypervisor_of(a), k.hypervisor_of(b)) {
+            (Some(x), Some(y)) if x == y => TrafficClass::Idc,
+            _ => TrafficClass::Nic,
+        },
+        _ => TrafficClass::Nic,
+    }
+}
+
+/// The traffic matrix λ(u,v), optionally filtered.
+pub fn matrix_view(
+    s: &Shared,
+    class: Option<TrafficClass>,
+    min_bytes_per_s: f64,
+) -> Result<MatrixView, ApiError> {
+    let rates = s.monitor_lock()?.matrix.rates();
+    let topo = s.topo_read()?;
+    let interval = s.settings.poll_interval.as_secs_f64();
+    let mut pairs = Vec::with_capacity(rates.len());
+    for r in rates {
+        let (se, de) = (topo.endpoint(&r.src), topo.endpoint(&r.dst));
+        let c = class_of(s, se.map(|e| e.location.dpid), de.map(|e| e.location.dpid));
+        if class.is_some_and(|k| k != c) || r.bytes_per_s < min_bytes_per_s {
+            continue;
+        }
+        pairs.push(PairView {
+            src: r.src,
+            dst: r.dst,
+            src_ip: se.and_then(|e| e.ip),
+            dst_ip: de.and_then(|e| e.ip),
+            bytes_per_s: r.bytes_per_s,
+            total_bytes: r.total_bytes,
+            class: c,
+            dpid: dpid_str(r.dpid),
+        });
+    }
+    Ok(MatrixView {
+        window_s: interval * f64::from(s.settings.window_intervals),
+        interval_s: interval,
+        pairs,
+    })
 }
 
 /// Query selecting one switch.
@@ -470,6 +570,29 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(e.status().as_u16(), code, "{e:?}");
         }
+    }
+
+    #[test]
+    fn lower_layer_errors_map_to_statuses() {
+        let s = |e: LayerError| map_error(e).status().as_u16();
+        assert_eq!(s(LayerError::Orch(OrchError::UnknownVm("v".into()))), 404);
+        assert_eq!(s(LayerError::Orch(OrchError::UnknownHost("h".into()))), 404);
+        assert_eq!(s(LayerError::Orch(OrchError::NotFound("m".into()))), 404);
+        assert_eq!(s(LayerError::Orch(OrchError::NoRoom("x".into()))), 409);
+        assert_eq!(s(LayerError::Orch(OrchError::Conflict("x".into()))), 409);
+        assert_eq!(s(LayerError::Orch(OrchError::Infeasible("x".into()))), 422);
+        assert_eq!(s(LayerError::Orch(OrchError::Invalid("x".into()))), 422);
+        assert_eq!(s(LayerError::Host(HostError::Unknown("h".into()))), 404);
+        assert_eq!(s(LayerError::Host(HostError::Invalid("x".into()))), 422);
+        assert_eq!(s(LayerError::Poisoned(Poisoned("topology"))), 500);
+        assert_eq!(
+            map_error(LayerError::Poisoned(Poisoned("topology"))),
+            ApiError::Internal("topology lock poisoned".into())
+        );
+        assert_eq!(
+            map_error(LayerError::Host(HostError::Unknown("h1".into()))),
+            ApiError::NotFound("host h1 is not registered: register first".into())
+        );
     }
 
     #[test]

@@ -23,8 +23,8 @@ use tracing::info;
 
 use super::ApiError;
 use crate::execute::orchestrator::{Migration, MigrationRequest, Orchestrator};
-use crate::live::{DecisionView, PolicySettings, VfAssignment};
-use crate::runtime::Shared;
+use crate::mapek::round::{DecisionView, PolicySettings, VfAssignment};
+use crate::mapek::state::Shared;
 
 /// Routes of this module.
 pub fn routes() -> Router<Arc<Shared>> {

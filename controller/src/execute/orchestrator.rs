@@ -40,14 +40,15 @@ use shoal_common::proto::{
 use shoal_common::vmpatrol::{self, ModelError, ModelParams};
 use tracing::{info, warn};
 
-use crate::api::{dpid_str, ApiError};
-use crate::config::{ExecuteConfig, ReservationKind};
-use crate::cookie;
+use crate::config::{ExecuteConfig, ReservationKind, Settings};
 use crate::execute::queues::{QueueManager, QueueReservation, SystemTc, TcpMatch};
-use crate::forwarding::{PRIO_MIGRATION, TABLE_CLASSIFY, TABLE_EDGE};
+use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::live::port_capacity_bps;
-use crate::runtime::{now_unix_ms, Shared};
-use crate::topology::{PortRef, Topology};
+use crate::knowledge::state::Knowledge;
+use crate::monitor::cookie;
+use crate::monitor::dpid::dpid_str;
+use crate::monitor::forwarding::{PRIO_MIGRATION, TABLE_CLASSIFY, TABLE_EDGE};
+use crate::monitor::topology::{PortRef, Topology};
 
 const MIB: f64 = 1_048_576.0;
 /// First meter id used for migrations.
@@ -253,16 +254,33 @@ pub enum OrchError {
     Invalid(String),
 }
 
-impl From<OrchError> for ApiError {
-    fn from(e: OrchError) -> Self {
-        match e {
-            OrchError::UnknownVm(_) | OrchError::UnknownHost(_) | OrchError::NotFound(_) => {
-                ApiError::NotFound(e.to_string())
-            }
-            OrchError::NoRoom(_) | OrchError::Conflict(_) => ApiError::Conflict(e.to_string()),
-            OrchError::Infeasible(_) | OrchError::Invalid(_) => {
-                ApiError::Unprocessable(e.to_string())
-            }
+/// What the orchestrator needs of the settings.
+#[derive(Debug, Clone)]
+pub struct OrchConfig {
+    /// Execute settings.
+    pub execute: ExecuteConfig,
+    /// Downtime goal of migrations, s.
+    pub downtime_goal_s: f64,
+    /// Minimum pre-copy progress, MB.
+    pub min_progress_mb: f64,
+    /// CPU threshold a destination must stay below.
+    pub cpu_threshold: f64,
+    /// S-CORE link weights for communication cost.
+    pub weights: [f64; 4],
+    /// Bearer token for the host daemons.
+    pub token: Option<String>,
+}
+
+impl OrchConfig {
+    /// The orchestrator's part of `s`.
+    pub fn from_settings(s: &Settings) -> Self {
+        OrchConfig {
+            execute: s.execute.clone(),
+            downtime_goal_s: s.policy.options.constraints.downtime_goal_s,
+            min_progress_mb: s.policy.options.constraints.min_progress_mb,
+            cpu_threshold: s.policy.hotspot.thresholds.cpu,
+            weights: s.policy.options.score.weights,
+            token: s.token.clone(),
         }
     }
 }
@@ -282,8 +300,11 @@ struct HostFacts {
 
 /// The orchestrator.
 pub struct Orchestrator {
-    shared: Weak<Shared>,
+    shared: Weak<Knowledge>,
     cfg: ExecuteConfig,
+    downtime_goal_s: f64,
+    min_progress_mb: f64,
+    token: Option<String>,
     http: HttpClient,
     state: Mutex<OrchState>,
     queues: Option<QueueManager>,
@@ -326,9 +347,9 @@ pub fn hops_of(path: &[(u64, Option<u32>)]) -> Vec<(u64, Option<u32>)> {
 }
 
 impl Orchestrator {
-    /// A new orchestrator for `shared`.
-    pub async fn new(shared: &Arc<Shared>) -> Arc<Orchestrator> {
-        let cfg = shared.settings.execute.clone();
+    /// A new orchestrator reading and recording `knowledge`.
+    pub async fn new(knowledge: &Arc<Knowledge>, oc: OrchConfig) -> Arc<Orchestrator> {
+        let cfg = oc.execute;
         let queues = if cfg.reservation == ReservationKind::Queue {
             match crate::execute::ovsdb::OvsdbClient::connect(&cfg.ovsdb).await {
                 Ok(c) => Some(QueueManager::new(c, Arc::new(SystemTc::new()))),
@@ -340,19 +361,21 @@ impl Orchestrator {
         } else {
             None
         };
-        let weights = shared.settings.policy.options.score.weights;
         Arc::new(Orchestrator {
-            shared: Arc::downgrade(shared),
+            shared: Arc::downgrade(knowledge),
             http: HttpClient::new(Duration::from_secs_f64(cfg.hostd_timeout_s)),
-            cpu_threshold: shared.settings.policy.hotspot.thresholds.cpu,
+            cpu_threshold: oc.cpu_threshold,
+            downtime_goal_s: oc.downtime_goal_s,
+            min_progress_mb: oc.min_progress_mb,
+            token: oc.token,
             cfg,
             state: Mutex::new(OrchState::default()),
             queues,
-            weights,
+            weights: oc.weights,
         })
     }
 
-    fn shared(&self) -> Option<Arc<Shared>> {
+    fn shared(&self) -> Option<Arc<Knowledge>> {
         self.shared.upgrade()
     }
 
@@ -427,7 +450,7 @@ impl Orchestrator {
         }
     }
 
-    fn host_facts(s: &Shared, id: &str) -> Option<HostFacts> {
+    fn host_facts(s: &Knowledge, id: &str) -> Option<HostFacts> {
         let hosts = s.hosts_read().ok()?;
         let e = hosts.host(id)?;
         let reg = &e.registration;
@@ -580,9 +603,7 @@ impl Orchestrator {
                         let cap = p
                             .iter()
                             .filter_map(|(d, port)| port.map(|pt| (*d, pt)))
-                            .map(|(d, pt)| {
-                                port_capacity_bps(&topo, d, pt, s.settings.link_capacity_bps)
-                            })
+                            .map(|(d, pt)| port_capacity_bps(&topo, d, pt, s.link_capacity_bps))
                             .fold(f64::INFINITY, f64::min);
                         (p, cap)
                     }
@@ -607,8 +628,8 @@ impl Orchestrator {
         let params = ModelParams {
             memory_mb,
             dirty_mbps: dirty_max,
-            downtime_goal_s: s.settings.policy.options.constraints.downtime_goal_s,
-            min_progress_mb: s.settings.policy.options.constraints.min_progress_mb,
+            downtime_goal_s: self.downtime_goal_s,
+            min_progress_mb: self.min_progress_mb,
         };
         let planned_s = deadline_s * (1.0 - self.cfg.deadline_margin);
         let need = vmpatrol::min_bandwidth_for_deadline(&params, planned_s, max_bytes / MIB)
@@ -710,8 +731,8 @@ impl Orchestrator {
     }
 
     /// Overall communication cost now, optionally with `moved = (vm, host)`.
-    fn communication_cost(&self, s: &Shared, moved: Option<(&str, &str)>) -> Option<f64> {
-        let mut snap = crate::live::snapshot_now(s, 0, Vec::new(), Vec::new(), BTreeMap::new())?;
+    fn communication_cost(&self, s: &Knowledge, moved: Option<(&str, &str)>) -> Option<f64> {
+        let mut snap = s.snapshot(0, 2, Vec::new(), Vec::new(), BTreeMap::new())?;
         if let Some((vm, host)) = moved {
             if let Some(v) = snap.vms.get_mut(vm) {
                 v.host = host.to_string();
@@ -760,13 +781,13 @@ impl Orchestrator {
         }
     }
 
-    async fn clean_stale(&self, s: &Shared) {
+    async fn clean_stale(&self, s: &Knowledge) {
         let stale = std::mem::take(&mut lock(&self.state).stale);
         let mut keep = Vec::new();
         for r in stale {
             let done = match r.kind.as_str() {
                 "meter" | "flow" => {
-                    let Some(dpid) = crate::config::parse_dpid(&r.target) else {
+                    let Some(dpid) = crate::monitor::dpid::parse_dpid(&r.target) else {
                         continue;
                     };
                     let Some(h) = s.switch_handle(dpid) else {
@@ -820,7 +841,7 @@ impl Orchestrator {
     /// Admission: hosts free, and a candidate path (the forwarding path
     /// first, then loop-free detours up to two hops longer) whose every hop
     /// has enough bandwidth; the first such path wins.
-    fn admit(&self, s: &Shared, m: &Migration) -> Result<Vec<Hop>, String> {
+    fn admit(&self, s: &Knowledge, m: &Migration) -> Result<Vec<Hop>, String> {
         let candidates: Vec<Vec<Hop>> = match (
             Self::host_facts(s, &m.from).and_then(|h| h.bridge),
             Self::host_facts(s, &m.to).and_then(|h| h.bridge),
@@ -857,7 +878,12 @@ impl Orchestrator {
         Err(first_err.unwrap_or_else(|| "no path".into()))
     }
 
-    fn admit_hops(&self, s: &Shared, m: &Migration, candidate: &[Hop]) -> Result<Vec<Hop>, String> {
+    fn admit_hops(
+        &self,
+        s: &Knowledge,
+        m: &Migration,
+        candidate: &[Hop],
+    ) -> Result<Vec<Hop>, String> {
         let active = self.active();
         let busy = |h: &str| {
             active
@@ -903,7 +929,7 @@ impl Orchestrator {
         let need = m.bandwidth_bytes_per_s * 8.0 * self.cfg.meter_headroom;
         let mut hops = Vec::new();
         for h in candidate {
-            let Some(dpid) = crate::config::parse_dpid(&h.dpid) else {
+            let Some(dpid) = crate::monitor::dpid::parse_dpid(&h.dpid) else {
                 return Err(format!("bad hop {}", h.dpid));
             };
             if topo.switch(dpid).is_none() {
@@ -911,7 +937,7 @@ impl Orchestrator {
             }
             let mut hop = h.clone();
             if let Some(p) = h.out_port {
-                let cap = port_capacity_bps(&topo, dpid, p, s.settings.link_capacity_bps);
+                let cap = port_capacity_bps(&topo, dpid, p, s.link_capacity_bps);
                 let (res, n) = reserved
                     .get(&(h.dpid.clone(), p))
                     .copied()
@@ -939,7 +965,7 @@ impl Orchestrator {
         Ok(hops)
     }
 
-    async fn try_start(&self, s: &Shared, m: Migration) {
+    async fn try_start(&self, s: &Knowledge, m: Migration) {
         let hops = match self.admit(s, &m) {
             Ok(h) => h,
             Err(why) => {
@@ -997,7 +1023,7 @@ impl Orchestrator {
     /// installed so far (for rollback).
     async fn reserve(
         &self,
-        s: &Shared,
+        s: &Knowledge,
         m: &Migration,
     ) -> Result<Vec<Reservation>, (Vec<Reservation>, String)> {
         let mut done = Vec::new();
@@ -1025,7 +1051,7 @@ impl Orchestrator {
             }
         };
         for (i, hop) in m.hops.iter().enumerate() {
-            let Some(dpid) = crate::config::parse_dpid(&hop.dpid) else {
+            let Some(dpid) = crate::monitor::dpid::parse_dpid(&hop.dpid) else {
                 return Err((done, format!("bad hop {}", hop.dpid)));
             };
             let last = i + 1 == m.hops.len();
@@ -1151,7 +1177,7 @@ impl Orchestrator {
         Ok(done)
     }
 
-    async fn release(&self, s: &Shared, rs: &[Reservation]) {
+    async fn release(&self, s: &Knowledge, rs: &[Reservation]) {
         // Flows first (they reference the meters), then meters, then queues.
         let mut order: Vec<&Reservation> = rs.iter().collect();
         order.sort_by_key(|r| match r.kind.as_str() {
@@ -1162,7 +1188,7 @@ impl Orchestrator {
         for r in order {
             let ok = match r.kind.as_str() {
                 "flow" | "meter" => {
-                    let dpid = crate::config::parse_dpid(&r.target);
+                    let dpid = crate::monitor::dpid::parse_dpid(&r.target);
                     match dpid.and_then(|d| s.switch_handle(d)) {
                         Some(h) => {
                             let msg = if r.kind == "flow" {
@@ -1202,18 +1228,12 @@ impl Orchestrator {
         }
     }
 
-    async fn put_command(
-        &self,
-        s: &Shared,
-        api: &str,
-        id: &str,
-        cmd: &proto::Command,
-    ) -> Result<(), String> {
+    async fn put_command(&self, api: &str, id: &str, cmd: &proto::Command) -> Result<(), String> {
         let body = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
         let url = format!("{api}{}", proto::command_path(id));
         match self
             .http
-            .send(Method::PUT, &url, s.token.as_deref(), Some(body))
+            .send(Method::PUT, &url, self.token.as_deref(), Some(body))
             .await
         {
             Ok((200 | 202, _)) => Ok(()),
@@ -1228,7 +1248,7 @@ impl Orchestrator {
         }
     }
 
-    async fn command_hosts(&self, s: &Shared, m: &Migration) -> Result<(), String> {
+    async fn command_hosts(&self, s: &Knowledge, m: &Migration) -> Result<(), String> {
         let src = Self::host_facts(s, &m.from).ok_or_else(|| format!("host {} is gone", m.from))?;
         let dst = Self::host_facts(s, &m.to).ok_or_else(|| format!("host {} is gone", m.to))?;
         let inv = s
@@ -1241,9 +1261,7 @@ impl Orchestrator {
             destination_host: m.to.clone(),
             destination_addr: m.dst_addr.clone(),
             max_bandwidth_bytes_per_s: m.bandwidth_bytes_per_s.ceil().max(1.0) as u64,
-            downtime_limit_ms: (s.settings.policy.options.constraints.downtime_goal_s * 1000.0)
-                .round()
-                .max(1.0) as u64,
+            downtime_limit_ms: (self.downtime_goal_s * 1000.0).round().max(1.0) as u64,
             deadline_s: m.deadline_s,
             destination_api: None,
             incoming_command_id: None,
@@ -1255,7 +1273,6 @@ impl Orchestrator {
         };
         let in_id = format!("{}-in", m.id);
         self.put_command(
-            s,
             &dst.api_url,
             &in_id,
             &proto::Command::PrepareIncoming(incoming),
@@ -1268,7 +1285,6 @@ impl Orchestrator {
             ..spec
         };
         self.put_command(
-            s,
             &src.api_url,
             &format!("{}-out", m.id),
             &proto::Command::Migrate(out),
@@ -1277,16 +1293,11 @@ impl Orchestrator {
         .map_err(|e| format!("migrate at {}: {e}", m.from))
     }
 
-    async fn status(
-        &self,
-        s: &Shared,
-        api: &str,
-        id: &str,
-    ) -> Result<Option<CommandStatus>, String> {
+    async fn status(&self, api: &str, id: &str) -> Result<Option<CommandStatus>, String> {
         let url = format!("{api}{}", proto::command_path(id));
         match self
             .http
-            .send(Method::GET, &url, s.token.as_deref(), None)
+            .send(Method::GET, &url, self.token.as_deref(), None)
             .await
         {
             Ok((200, body)) => serde_json::from_slice(&body)
@@ -1298,12 +1309,12 @@ impl Orchestrator {
         }
     }
 
-    async fn follow(&self, s: &Shared, m: Migration) {
+    async fn follow(&self, s: &Knowledge, m: Migration) {
         let Some(src) = Self::host_facts(s, &m.from) else {
             return;
         };
         let now = now_unix_ms();
-        match self.status(s, &src.api_url, &format!("{}-out", m.id)).await {
+        match self.status(&src.api_url, &format!("{}-out", m.id)).await {
             Ok(Some(st)) => {
                 lock(&self.state).last_contact.insert(m.id.clone(), now);
                 match st.state {
@@ -1361,7 +1372,7 @@ impl Orchestrator {
         }
     }
 
-    async fn verify(&self, s: &Shared, m: Migration) {
+    async fn verify(&self, s: &Knowledge, m: Migration) {
         let dst_bridge = Self::host_facts(s, &m.to).and_then(|h| h.bridge);
         let mac = s
             .hosts_read()
@@ -1395,7 +1406,7 @@ impl Orchestrator {
         }
     }
 
-    fn finish(&self, s: &Shared, id: &str, state: MigState, error: Option<String>) {
+    fn finish(&self, s: &Knowledge, id: &str, state: MigState, error: Option<String>) {
         let Some(m) = self.update(id, |x| {
             x.state = state;
             x.error = error.clone();
@@ -1467,17 +1478,6 @@ mod tests {
     fn availability_never_negative() {
         assert_eq!(available_bps(100e6, 40e6, 30e6), 30e6);
         assert_eq!(available_bps(100e6, 90e6, 30e6), 0.0);
-    }
-
-    #[test]
-    fn errors_map_to_statuses() {
-        let s = |e: OrchError| ApiError::from(e).status().as_u16();
-        assert_eq!(s(OrchError::UnknownVm("x".into())), 404);
-        assert_eq!(s(OrchError::UnknownHost("x".into())), 404);
-        assert_eq!(s(OrchError::NoRoom("x".into())), 409);
-        assert_eq!(s(OrchError::Conflict("x".into())), 409);
-        assert_eq!(s(OrchError::Infeasible("x".into())), 422);
-        assert_eq!(s(OrchError::Invalid("x".into())), 422);
     }
 
     #[test]

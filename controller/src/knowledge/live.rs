@@ -8,14 +8,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::api::dpid_str;
-use crate::hosts::HostRegistry;
 use crate::knowledge::snapshot::{
     HostLocation, HostSample, HostState, HotspotEvent, LinkInfo, MigrationRecord, Snapshot,
     SwitchInfo, SwitchLevel, Topology as SnapTopology, VmSample, VmState,
 };
-use crate::monitor::{PairRate, PortRate};
-use crate::topology::Topology;
+use crate::monitor::dpid::dpid_str;
+use crate::monitor::hosts::HostRegistry;
+use crate::monitor::stats::{PairRate, PortRate};
+use crate::monitor::topology::Topology;
 
 /// Everything the builder reads, gathered under the caller's locks.
 pub struct LiveInputs<'a> {
@@ -295,8 +295,8 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hosts::tests::{reg, report, vm};
-    use crate::topology::tests::build;
+    use crate::monitor::hosts::tests::{reg, report, vm};
+    use crate::monitor::topology::tests::build;
     use ofp::MacAddr;
     use std::time::Instant;
 

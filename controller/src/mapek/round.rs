@@ -19,10 +19,10 @@ use tracing::{info, warn};
 
 use crate::analyze::{self, HotspotConfig, HotspotReport};
 use crate::execute::orchestrator::{MigState, MigrationRequest, Orchestrator};
-use crate::knowledge::live::{build_snapshot, LiveInputs};
+use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
+use crate::mapek::state::Shared;
 use crate::plan::{self, Action, Decision, Policy, PolicyOptions};
-use crate::runtime::{now_unix_ms, Shared};
 
 /// Decisions kept in memory for the API (older ones are in the store).
 const RECENT_DECISIONS: usize = 500;
@@ -159,31 +159,19 @@ pub fn snapshot_now(
     hotspot_history: Vec<HotspotEvent>,
     last_migration_s: BTreeMap<String, f64>,
 ) -> Option<Snapshot> {
-    let rates = s.monitor_lock().ok()?.matrix.rates();
-    let ports = s.monitor_lock().ok()?.port_rates();
-    let hosts = s.hosts_read().ok()?;
-    let topo = s.topo_read().ok()?;
     let history = s
         .live
         .lock()
         .map(|l| l.settings.hotspot.n.max(l.settings.options.sova.num))
         .unwrap_or(5)
         .max(2);
-    Some(build_snapshot(&LiveInputs {
-        hosts: &hosts,
-        topo: &topo,
-        rates: &rates,
-        ports: &ports,
-        link_capacity_bps: s.settings.link_capacity_bps,
-        start_unix_ms: s.start_unix_ms,
-        now_unix_ms: now_unix_ms(),
-        interval_s: s.settings.poll_interval.as_secs_f64(),
+    s.knowledge.snapshot(
         round,
         history,
         migrations,
         hotspot_history,
         last_migration_s,
-    }))
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
