@@ -20,7 +20,7 @@ use crate::execute::orchestrator::{OrchConfig, Orchestrator};
 use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::store::Store;
 use crate::mapek::core::core_loop;
-use crate::mapek::round::PolicySettings;
+use crate::mapek::live::PolicySettings;
 use crate::mapek::state::{HostEvent, Shared};
 use crate::monitor::openflow::{self, ConnConfig, ConnContext, SwitchEvent};
 

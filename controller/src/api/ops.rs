@@ -23,7 +23,7 @@ use tracing::info;
 
 use super::ApiError;
 use crate::execute::orchestrator::{Migration, MigrationRequest, Orchestrator};
-use crate::mapek::round::{DecisionView, PolicySettings, VfAssignment};
+use crate::mapek::live::{DecisionView, PolicySettings, VfAssignment};
 use crate::mapek::state::Shared;
 
 /// Routes of this module.

@@ -738,7 +738,7 @@ impl Orchestrator {
                 v.host = host.to_string();
             }
         }
-        Some(crate::sim::physics::communication_cost(
+        Some(crate::plan::physics::communication_cost(
             &snap,
             &self.weights,
         ))

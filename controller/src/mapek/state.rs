@@ -15,7 +15,7 @@ use crate::config::Settings;
 use crate::execute::orchestrator::Orchestrator;
 use crate::knowledge::state::{Knowledge, KnowledgeConfig};
 use crate::knowledge::store::Store;
-use crate::mapek::round::{LiveState, PolicySettings};
+use crate::mapek::live::{LiveState, PolicySettings};
 
 /// State shared by the core, the pollers, the live loop and the API.
 #[derive(Debug)]

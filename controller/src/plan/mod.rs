@@ -25,6 +25,7 @@
 
 pub mod constraints;
 pub mod idc;
+pub mod physics;
 pub mod sandpiper;
 pub mod score;
 pub mod sova;

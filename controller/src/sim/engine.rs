@@ -18,13 +18,13 @@
 //! are both evaluated with the last round's traffic (the initial vs the
 //! final placement).
 
-use super::physics;
 use super::reference;
 use super::scenario::Scenario;
 use super::SimError;
 use crate::analyze::{self, HotspotConfig};
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot, VmSample};
 use crate::plan::constraints::{migration_cost, HOTSPOT_DEFAULTS};
+use crate::plan::physics;
 use crate::plan::{build_policy, Action, Decision, PolicyOptions};
 use serde::Serialize;
 use std::collections::HashMap;

@@ -14,7 +14,8 @@
 
 pub mod engine;
 pub mod generate;
-pub mod physics;
+/// The physics (moved to [`crate::plan::physics`], shared with Execute).
+pub use crate::plan::physics;
 pub mod reference;
 pub mod rng;
 pub mod scenario;

@@ -31,11 +31,11 @@
 //! search + annealing reaches a deep local optimum in about ten seconds at
 //! full scale (release build), and is deterministic for a seed.
 
-use super::physics;
 use super::rng::Rng;
 use crate::analyze::Thresholds;
 use crate::knowledge::snapshot::Snapshot;
 use crate::plan::constraints::{Ledger, Resolved};
+use crate::plan::physics;
 use crate::plan::score::cumulative_weights;
 use crate::plan::view::View;
 
