@@ -9,8 +9,10 @@ use std::time::Instant;
 use serde_json::Value;
 use shoal_common::proto::{BackendKind, HostMetrics, VmBackendSpec, VmMetrics, VmState};
 
+use crate::netns::NetnsRuntime;
 use crate::procfs::{self, counter_delta, CpuTimes, NetCounters, ProcCpu, SchedStat};
-use crate::state::{lock, Runtime, Vm};
+use crate::qemu::QemuRuntime;
+use crate::state::{lock, Vm};
 
 /// A sensor read failed.
 #[derive(Debug, thiserror::Error)]
@@ -199,8 +201,10 @@ impl VmSensor {
             dirty_rate_mbps: snap.dirty_rate_mbps,
             vf_attached: snap.vf_device.is_some(),
         };
-        match &vm.runtime {
-            Runtime::Qemu(rt) => {
+        let qemu = vm.runtime.downcast::<QemuRuntime>();
+        let netns = vm.runtime.downcast::<NetnsRuntime>();
+        match (qemu, netns) {
+            (Some(rt), _) => {
                 if rt.exited().is_some() {
                     m.state = VmState::Failed;
                     prev.at = Some(now);
@@ -308,7 +312,7 @@ impl VmSensor {
                     }
                 }
             }
-            Runtime::Netns(rt) => {
+            (None, Some(rt)) => {
                 if let VmBackendSpec::Netns {
                     namespace, iface, ..
                 } = &snap.inv.spec
@@ -352,6 +356,7 @@ impl VmSensor {
                     }
                 }
             }
+            (None, None) => {}
         }
         if m.backend == BackendKind::Qemu {
             m.cpu_util = (m.cpu_cores / vcpus).clamp(0.0, 1.0);
