@@ -18,7 +18,7 @@ use crate::api;
 use crate::config::Settings;
 use crate::execute::orchestrator::{OrchConfig, Orchestrator};
 use crate::knowledge::clock::now_unix_ms;
-use crate::knowledge::store::Store;
+use crate::knowledge::store::{SqliteStore, Store, StoreExt};
 use crate::mapek::core::core_loop;
 use crate::mapek::live::PolicySettings;
 use crate::mapek::state::{HostEvent, Shared};
@@ -50,21 +50,22 @@ pub enum RunError {
     },
 }
 
-fn open_store(path: &str) -> Result<Arc<Store>, RunError> {
+fn open_store(path: &str) -> Result<Arc<dyn Store>, RunError> {
     let r = if path == ":memory:" {
-        Store::open_in_memory()
+        SqliteStore::open_in_memory()
     } else {
-        Store::open(std::path::Path::new(path))
+        SqliteStore::open(std::path::Path::new(path))
     };
-    r.map(Arc::new).map_err(|source| RunError::Store {
-        path: path.to_string(),
-        source,
-    })
+    r.map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|source| RunError::Store {
+            path: path.to_string(),
+            source,
+        })
 }
 
 /// Loads the hosts of an earlier run from the store, so that reports of
 /// hosts registered before a restart are accepted at once.
-fn restore_hosts(shared: &Shared, store: &Store) {
+fn restore_hosts(shared: &Shared, store: &dyn Store) {
     let rows: Vec<(
         String,
         shoal_common::proto::Registration,
@@ -152,7 +153,7 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     let store = open_store(&settings.db)?;
     let (host_tx, host_rx) = mpsc::unbounded_channel::<HostEvent>();
     let shared = Shared::with(settings, Some(store.clone()), Some(host_tx));
-    restore_hosts(&shared, &store);
+    restore_hosts(&shared, store.as_ref());
     if !shared.settings.policy_pinned {
         match store.config::<PolicySettings>("policy") {
             Ok(Some(p)) => {

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use super::ApiError;
 use crate::knowledge::clock::now_unix_ms;
+use crate::knowledge::store::StoreExt;
 use crate::mapek::state::{HostEvent, Shared};
 use crate::monitor::dpid::dpid_str;
 

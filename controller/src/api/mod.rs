@@ -18,7 +18,7 @@ use ofp::MacAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::execute::orchestrator::OrchError;
-use crate::knowledge::state::{Knowledge, Poisoned};
+use crate::knowledge::state::Poisoned;
 use crate::mapek::state::Shared;
 use crate::monitor::dpid::dpid_str;
 use crate::monitor::dpid::parse_dpid;
@@ -223,6 +223,8 @@ struct SwitchView {
 }
 
 async fn switches(State(s): State<Arc<Shared>>) -> ApiResult<Vec<SwitchView>> {
+    // Lock order: hosts (in hypervisor_map) before topo.
+    let hv = s.hypervisor_map();
     let topo = s.topo_read()?;
     Ok(Json(
         topo.switches()
@@ -231,7 +233,7 @@ async fn switches(State(s): State<Arc<Shared>>) -> ApiResult<Vec<SwitchView>> {
                 dpid: dpid_str(sw.dpid),
                 peer: sw.peer.to_string(),
                 description: sw.description.clone(),
-                hypervisor: s.hypervisor_of(sw.dpid),
+                hypervisor: hv.get(&sw.dpid).cloned(),
                 n_tables: sw.features.n_tables,
                 ports: sw.ports.len(),
                 connected_s: sw.connected_at.elapsed().as_secs_f64(),
@@ -356,6 +358,8 @@ struct EndpointView {
 }
 
 async fn endpoints(State(s): State<Arc<Shared>>) -> ApiResult<Vec<EndpointView>> {
+    // Lock order: hosts (in hypervisor_map) before topo.
+    let hv = s.hypervisor_map();
     let topo = s.topo_read()?;
     let mut v: Vec<EndpointView> = topo
         .endpoints()
@@ -364,7 +368,7 @@ async fn endpoints(State(s): State<Arc<Shared>>) -> ApiResult<Vec<EndpointView>>
             ip: e.ip,
             dpid: dpid_str(e.location.dpid),
             port: e.location.port,
-            hypervisor: s.hypervisor_of(e.location.dpid),
+            hypervisor: hv.get(&e.location.dpid).cloned(),
             last_seen_s: e.last_seen.elapsed().as_secs_f64(),
             moves: e.moves,
         })
@@ -448,11 +452,11 @@ async fn traffic_matrix(
 
 /// The class of traffic between endpoints attached to `a` and `b`:
 /// IDC when both bridges belong to the same hypervisor (or are the same
-/// bridge), NIC otherwise.
-pub fn class_of(k: &Knowledge, a: Option<u64>, b: Option<u64>) -> TrafficClass {
+/// bridge), NIC otherwise. `hv`: [`crate::knowledge::state::Knowledge::hypervisor_map`].
+pub fn class_of(hv: &BTreeMap<u64, String>, a: Option<u64>, b: Option<u64>) -> TrafficClass {
     match (a, b) {
         (Some(a), Some(b)) if a == b => TrafficClass::Idc,
-        (Some(a), Some(b)) => match (k.hypervisor_of(a), k.hypervisor_of(b)) {
+        (Some(a), Some(b)) => match (hv.get(&a), hv.get(&b)) {
             (Some(x), Some(y)) if x == y => TrafficClass::Idc,
             _ => TrafficClass::Nic,
         },
@@ -467,12 +471,18 @@ pub fn matrix_view(
     min_bytes_per_s: f64,
 ) -> Result<MatrixView, ApiError> {
     let rates = s.monitor_lock()?.matrix.rates();
+    // Lock order: hosts (in hypervisor_map) before topo.
+    let hv = s.hypervisor_map();
     let topo = s.topo_read()?;
     let interval = s.settings.poll_interval.as_secs_f64();
     let mut pairs = Vec::with_capacity(rates.len());
     for r in rates {
         let (se, de) = (topo.endpoint(&r.src), topo.endpoint(&r.dst));
-        let c = class_of(s, se.map(|e| e.location.dpid), de.map(|e| e.location.dpid));
+        let c = class_of(
+            &hv,
+            se.map(|e| e.location.dpid),
+            de.map(|e| e.location.dpid),
+        );
         if class.is_some_and(|k| k != c) || r.bytes_per_s < min_bytes_per_s {
             continue;
         }

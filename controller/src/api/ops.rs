@@ -23,6 +23,7 @@ use tracing::info;
 
 use super::ApiError;
 use crate::execute::orchestrator::{Migration, MigrationRequest, Orchestrator};
+use crate::knowledge::store::StoreExt;
 use crate::mapek::live::{DecisionView, PolicySettings, VfAssignment};
 use crate::mapek::state::Shared;
 

@@ -3,6 +3,7 @@
 //! project's own OVSDB client).
 #![warn(missing_docs)]
 
+pub mod handles;
 pub mod orchestrator;
 pub mod ovsdb;
 pub mod queues;

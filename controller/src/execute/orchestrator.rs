@@ -41,10 +41,12 @@ use shoal_common::vmpatrol::{self, ModelError, ModelParams};
 use tracing::{info, warn};
 
 use crate::config::{ExecuteConfig, ReservationKind, Settings};
+use crate::execute::handles::{Handles, Switches};
 use crate::execute::queues::{QueueManager, QueueReservation, SystemTc, TcpMatch};
-use crate::knowledge::clock::now_unix_ms;
+use crate::knowledge::clock::Clock;
 use crate::knowledge::live::port_capacity_bps;
 use crate::knowledge::state::Knowledge;
+use crate::knowledge::store::{Store, StoreExt};
 use crate::monitor::cookie;
 use crate::monitor::dpid::dpid_str;
 use crate::monitor::forwarding::{PRIO_MIGRATION, TABLE_CLASSIFY, TABLE_EDGE};
@@ -301,6 +303,9 @@ struct HostFacts {
 /// The orchestrator.
 pub struct Orchestrator {
     shared: Weak<Knowledge>,
+    switches: Arc<dyn Switches>,
+    store: Option<Arc<dyn Store>>,
+    clock: Arc<dyn Clock>,
     cfg: ExecuteConfig,
     downtime_goal_s: f64,
     min_progress_mb: f64,
@@ -347,8 +352,18 @@ pub fn hops_of(path: &[(u64, Option<u32>)]) -> Vec<(u64, Option<u32>)> {
 }
 
 impl Orchestrator {
-    /// A new orchestrator reading and recording `knowledge`.
+    /// A new orchestrator reading `knowledge`, driving its switches and
+    /// recording in its store.
     pub async fn new(knowledge: &Arc<Knowledge>, oc: OrchConfig) -> Arc<Orchestrator> {
+        Self::with_handles(knowledge, oc, Handles::of(knowledge)).await
+    }
+
+    /// A new orchestrator reading `knowledge` and working through `handles`.
+    pub async fn with_handles(
+        knowledge: &Arc<Knowledge>,
+        oc: OrchConfig,
+        handles: Handles,
+    ) -> Arc<Orchestrator> {
         let cfg = oc.execute;
         let queues = if cfg.reservation == ReservationKind::Queue {
             match crate::execute::ovsdb::OvsdbClient::connect(&cfg.ovsdb).await {
@@ -363,6 +378,9 @@ impl Orchestrator {
         };
         Arc::new(Orchestrator {
             shared: Arc::downgrade(knowledge),
+            switches: handles.switches,
+            store: handles.store,
+            clock: handles.clock,
             http: HttpClient::new(Duration::from_secs_f64(cfg.hostd_timeout_s)),
             cpu_threshold: oc.cpu_threshold,
             downtime_goal_s: oc.downtime_goal_s,
@@ -381,8 +399,7 @@ impl Orchestrator {
 
     /// Loads the migrations and reservations of an earlier run.
     pub fn restore(&self) {
-        let Some(s) = self.shared() else { return };
-        let Some(store) = &s.store else { return };
+        let Some(store) = &self.store else { return };
         let migs: Vec<Migration> = match store.migrations(None, 10_000) {
             Ok(m) => m,
             Err(e) => {
@@ -439,13 +456,11 @@ impl Orchestrator {
     }
 
     fn persist(&self, m: &Migration) {
-        if let Some(s) = self.shared() {
-            if let Some(store) = &s.store {
-                if let Err(e) =
-                    store.put_migration(&m.id, &m.vm, m.state.as_str(), m, now_unix_ms())
-                {
-                    warn!(id = %m.id, error = %e, "cannot persist migration");
-                }
+        if let Some(store) = &self.store {
+            if let Err(e) =
+                store.put_migration(&m.id, &m.vm, m.state.as_str(), m, self.clock.now_unix_ms())
+            {
+                warn!(id = %m.id, error = %e, "cannot persist migration");
             }
         }
     }
@@ -649,7 +664,7 @@ impl Orchestrator {
         };
 
         let cost_before = self.communication_cost(&s, None);
-        let now = now_unix_ms();
+        let now = self.clock.now_unix_ms();
         let m = {
             let mut st = lock(&self.state);
             let seq = st.seq;
@@ -721,7 +736,7 @@ impl Orchestrator {
                 )));
             }
             m.state = MigState::Cancelled;
-            m.ended_unix_ms = Some(now_unix_ms());
+            m.ended_unix_ms = Some(self.clock.now_unix_ms());
             m.queued_reason = None;
             m.clone()
         };
@@ -759,7 +774,7 @@ impl Orchestrator {
     /// One round: stale cleanups, following, admission.
     pub async fn tick(&self) {
         let Some(s) = self.shared() else { return };
-        self.clean_stale(&s).await;
+        self.clean_stale().await;
         for m in self.active() {
             match m.state {
                 MigState::Running => self.follow(&s, m).await,
@@ -781,7 +796,7 @@ impl Orchestrator {
         }
     }
 
-    async fn clean_stale(&self, s: &Knowledge) {
+    async fn clean_stale(&self) {
         let stale = std::mem::take(&mut lock(&self.state).stale);
         let mut keep = Vec::new();
         for r in stale {
@@ -790,7 +805,7 @@ impl Orchestrator {
                     let Some(dpid) = crate::monitor::dpid::parse_dpid(&r.target) else {
                         continue;
                     };
-                    let Some(h) = s.switch_handle(dpid) else {
+                    let Some(h) = self.switches.switch(dpid) else {
                         keep.push(r);
                         continue;
                     };
@@ -817,8 +832,8 @@ impl Orchestrator {
             };
             if done {
                 info!(kind = %r.kind, target = %r.target, migration = %r.migration, "stale reservation removed");
-                if let Some(store) = &s.store {
-                    let _ = store.remove_reservation(r.id, now_unix_ms());
+                if let Some(store) = &self.store {
+                    let _ = store.remove_reservation(r.id, self.clock.now_unix_ms());
                 }
             } else {
                 keep.push(r);
@@ -988,9 +1003,8 @@ impl Orchestrator {
             match self.reserve(s, &m).await {
                 Ok(r) => r,
                 Err((installed, why)) => {
-                    self.release(s, &installed).await;
+                    self.release(&installed).await;
                     self.finish(
-                        s,
                         &m.id,
                         MigState::Failed,
                         Some(format!("reservation failed: {why}")),
@@ -1004,7 +1018,7 @@ impl Orchestrator {
         self.update(&m.id, |x| x.reservations = reservations.clone());
         match self.command_hosts(s, &m).await {
             Ok(()) => {
-                let now = now_unix_ms();
+                let now = self.clock.now_unix_ms();
                 lock(&self.state).last_contact.insert(m.id.clone(), now);
                 self.update(&m.id, |x| {
                     x.state = MigState::Running;
@@ -1013,8 +1027,8 @@ impl Orchestrator {
                 info!(id = %m.id, vm = %m.vm, hops = m.hops.len(), reservations = reservations.len(), "migration started");
             }
             Err(why) => {
-                self.release(s, &reservations).await;
-                self.finish(s, &m.id, MigState::Failed, Some(why));
+                self.release(&reservations).await;
+                self.finish(&m.id, MigState::Failed, Some(why));
             }
         }
     }
@@ -1041,11 +1055,11 @@ impl Orchestrator {
         let rate_bps = m.bandwidth_bytes_per_s * 8.0 * self.cfg.meter_headroom;
         let meter_id = METER_BASE + (m.seq % 60_000) as u32;
         let cookie = cookie::make(cookie::KIND_MIGRATION_FIRST, m.seq + 1);
-        let store = s.store.clone();
+        let store = self.store.clone();
         let record = |kind: &str, target: &str, detail: serde_json::Value| -> Result<i64, String> {
             match &store {
                 Some(st) => st
-                    .add_reservation(&m.id, kind, target, &detail, now_unix_ms())
+                    .add_reservation(&m.id, kind, target, &detail, self.clock.now_unix_ms())
                     .map_err(|e| e.to_string()),
                 None => Ok(0),
             }
@@ -1089,8 +1103,14 @@ impl Orchestrator {
                 {
                     Ok(qr) => {
                         if let Some(st) = &store {
-                            let _ = st.remove_reservation(id, now_unix_ms());
-                            let _ = st.add_reservation(&m.id, "queue", &name, &qr, now_unix_ms());
+                            let _ = st.remove_reservation(id, self.clock.now_unix_ms());
+                            let _ = st.add_reservation(
+                                &m.id,
+                                "queue",
+                                &name,
+                                &qr,
+                                self.clock.now_unix_ms(),
+                            );
                         }
                         done.push(Reservation {
                             kind: "queue".into(),
@@ -1105,7 +1125,7 @@ impl Orchestrator {
                 }
                 continue;
             }
-            let Some(h) = s.switch_handle(dpid) else {
+            let Some(h) = self.switches.switch(dpid) else {
                 return Err((done, format!("switch {} is not connected", hop.dpid)));
             };
             let target = dpid_str(dpid);
@@ -1177,7 +1197,7 @@ impl Orchestrator {
         Ok(done)
     }
 
-    async fn release(&self, s: &Knowledge, rs: &[Reservation]) {
+    async fn release(&self, rs: &[Reservation]) {
         // Flows first (they reference the meters), then meters, then queues.
         let mut order: Vec<&Reservation> = rs.iter().collect();
         order.sort_by_key(|r| match r.kind.as_str() {
@@ -1189,7 +1209,7 @@ impl Orchestrator {
             let ok = match r.kind.as_str() {
                 "flow" | "meter" => {
                     let dpid = crate::monitor::dpid::parse_dpid(&r.target);
-                    match dpid.and_then(|d| s.switch_handle(d)) {
+                    match dpid.and_then(|d| self.switches.switch(d)) {
                         Some(h) => {
                             let msg = if r.kind == "flow" {
                                 r.cookie.map(delete_flows)
@@ -1211,13 +1231,13 @@ impl Orchestrator {
                 _ => true,
             };
             if ok {
-                if let Some(st) = &s.store {
-                    let _ = st.remove_reservation(r.store_id, now_unix_ms());
+                if let Some(st) = &self.store {
+                    let _ = st.remove_reservation(r.store_id, self.clock.now_unix_ms());
                 }
             } else {
                 // Remove it later, once the switch is back.
                 warn!(kind = %r.kind, target = %r.target, "reservation not removed yet; will retry");
-                if let Some(st) = &s.store {
+                if let Some(st) = &self.store {
                     if let Ok(rows) = st.live_reservations(None) {
                         lock(&self.state)
                             .stale
@@ -1313,7 +1333,7 @@ impl Orchestrator {
         let Some(src) = Self::host_facts(s, &m.from) else {
             return;
         };
-        let now = now_unix_ms();
+        let now = self.clock.now_unix_ms();
         match self.status(&src.api_url, &format!("{}-out", m.id)).await {
             Ok(Some(st)) => {
                 lock(&self.state).last_contact.insert(m.id.clone(), now);
@@ -1333,8 +1353,8 @@ impl Orchestrator {
                     CommandState::Failed => {
                         let why = st.error.unwrap_or_else(|| "failed at the source".into());
                         self.update(&m.id, |x| x.progress = st.progress.clone());
-                        self.release(s, &m.reservations).await;
-                        self.finish(s, &m.id, MigState::Failed, Some(why));
+                        self.release(&m.reservations).await;
+                        self.finish(&m.id, MigState::Failed, Some(why));
                     }
                     _ => {
                         self.update(&m.id, |x| x.progress = st.progress.clone());
@@ -1343,9 +1363,8 @@ impl Orchestrator {
             }
             Ok(None) => {
                 // The source never got it (restart before the command).
-                self.release(s, &m.reservations).await;
+                self.release(&m.reservations).await;
                 self.finish(
-                    s,
                     &m.id,
                     MigState::Failed,
                     Some("the source host has no such migration (never started)".into()),
@@ -1360,9 +1379,8 @@ impl Orchestrator {
                 let started = m.started_unix_ms.unwrap_or(now);
                 let limit = started + ((m.deadline_s + 30.0) * 1000.0) as i64;
                 if now - last > LOST_CONTACT.as_millis() as i64 || now > limit {
-                    self.release(s, &m.reservations).await;
+                    self.release(&m.reservations).await;
                     self.finish(
-                        s,
                         &m.id,
                         MigState::Failed,
                         Some(format!("lost contact with the source hostd: {e}")),
@@ -1387,18 +1405,17 @@ impl Orchestrator {
                 .unwrap_or(false),
             _ => false,
         };
-        let waited = now_unix_ms() - m.started_unix_ms.unwrap_or(0);
+        let waited = self.clock.now_unix_ms() - m.started_unix_ms.unwrap_or(0);
         let timeout = ((m.deadline_s + self.cfg.verify_timeout_s) * 1000.0) as i64;
-        let bridge_known = dst_bridge.is_some_and(|b| s.switch_handle(b).is_some());
+        let bridge_known = dst_bridge.is_some_and(|b| self.switches.switch(b).is_some());
         if seen || (!bridge_known && waited > 0) {
-            self.release(s, &m.reservations).await;
+            self.release(&m.reservations).await;
             let after = self.communication_cost(s, Some((&m.vm, &m.to)));
             self.update(&m.id, |x| x.cost_after = after);
-            self.finish(s, &m.id, MigState::Done, None);
+            self.finish(&m.id, MigState::Done, None);
         } else if waited > timeout {
-            self.release(s, &m.reservations).await;
+            self.release(&m.reservations).await;
             self.finish(
-                s,
                 &m.id,
                 MigState::Failed,
                 Some(format!("the VM did not show up at {}'s bridge", m.to)),
@@ -1406,17 +1423,17 @@ impl Orchestrator {
         }
     }
 
-    fn finish(&self, s: &Knowledge, id: &str, state: MigState, error: Option<String>) {
+    fn finish(&self, id: &str, state: MigState, error: Option<String>) {
         let Some(m) = self.update(id, |x| {
             x.state = state;
             x.error = error.clone();
-            x.ended_unix_ms = Some(now_unix_ms());
+            x.ended_unix_ms = Some(self.clock.now_unix_ms());
             x.reservations.clear();
         }) else {
             return;
         };
         lock(&self.state).last_contact.remove(id);
-        if let (Some(store), Some(d)) = (&s.store, m.decision_id) {
+        if let (Some(store), Some(d)) = (&self.store, m.decision_id) {
             let _ = store.set_decision_outcome(d, &format!("{} ({})", m.state.as_str(), m.id));
         }
         match state {

@@ -7,18 +7,22 @@
 //!
 //! # Lock order
 //!
-//! This is the one lock order of the controller (the loop's own state in
-//! [`crate::mapek`] and the orchestrator's table come after all of these):
+//! This is the one lock order of the controller. A section that needs two
+//! of these locks takes them in this order (and may skip any); none is held
+//! across `.await`:
 //!
-//! 1. `monitor` (statistics; taken and released alone, never held while
-//!    taking another lock);
-//! 2. `hosts` (host registry);
-//! 3. `topo` (LLDP topology);
-//! 4. `hypervisors`;
-//! 5. `switches`.
+//! 1. `hosts` (host registry);
+//! 2. `topo` (LLDP topology);
+//! 3. `hypervisors` (static bridge → hypervisor map);
+//! 4. `switches` (connected switch handles);
+//! 5. `monitor` (statistics);
+//! 6. the loop's `live` state ([`crate::mapek::state::Shared::live`]) and
+//!    the orchestrator's migration table: leaves, nothing else is taken
+//!    while one of them is held.
 //!
-//! A section that needs two of them takes them in this order, e.g. `hosts`
-//! then `topo` ([`Knowledge::snapshot`]). Never hold one across `.await`.
+//! For example [`Knowledge::snapshot`] takes `monitor` alone first, then
+//! `hosts` and `topo`; the API reads [`Knowledge::hypervisor_map`] (hosts,
+//! then hypervisors) *before* it takes `topo`, never while holding it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
@@ -78,7 +82,7 @@ pub struct Knowledge {
     /// Registered hosts and their VMs.
     pub hosts: RwLock<HostRegistry>,
     /// The persistent knowledge store (None: not persisted).
-    pub store: Option<Arc<Store>>,
+    pub store: Option<Arc<dyn Store>>,
     /// Connected switches (the core keeps this current).
     pub switches: RwLock<HashMap<u64, SwitchHandle>>,
 }
@@ -88,7 +92,7 @@ impl Knowledge {
     pub fn new(
         cfg: &KnowledgeConfig,
         hypervisors: BTreeMap<u64, String>,
-        store: Option<Arc<Store>>,
+        store: Option<Arc<dyn Store>>,
     ) -> Self {
         let monitor = Monitor::new(
             cfg.window_intervals as usize,
@@ -149,6 +153,20 @@ impl Knowledge {
                 .ok()
                 .and_then(|h| h.get(&dpid).cloned())
         })
+    }
+
+    /// Every bridge's hypervisor: the host that registered it, else the
+    /// static configuration (as [`Knowledge::hypervisor_of`], for all
+    /// bridges at once; takes `hosts`, then `hypervisors`).
+    pub fn hypervisor_map(&self) -> BTreeMap<u64, String> {
+        let registered = self.hosts.read().map(|h| h.bridges()).unwrap_or_default();
+        let mut all = self
+            .hypervisors
+            .read()
+            .map(|h| h.clone())
+            .unwrap_or_default();
+        all.extend(registered);
+        all
     }
 
     /// The snapshot now (None if a lock is poisoned). `history`: samples

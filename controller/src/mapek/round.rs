@@ -20,6 +20,7 @@ use crate::analyze;
 use crate::execute::orchestrator::{MigState, MigrationRequest, Orchestrator};
 use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
+use crate::knowledge::store::StoreExt;
 use crate::mapek::live::DecisionView;
 use crate::mapek::state::Shared;
 use crate::plan::{Action, Decision};

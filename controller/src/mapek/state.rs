@@ -71,7 +71,7 @@ impl Shared {
     /// Fresh state from settings, with a store and a host event channel.
     pub fn with(
         settings: Settings,
-        store: Option<Arc<Store>>,
+        store: Option<Arc<dyn Store>>,
         host_events: Option<mpsc::UnboundedSender<HostEvent>>,
     ) -> Self {
         let p = &settings.policy;
