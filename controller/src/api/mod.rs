@@ -1,5 +1,12 @@
 //! REST API for engineers (axum), versioned under `/api/v1`.
 //!
+//! - **Owns**: routes, request validation, JSON views, and the one mapping
+//!   of the lower layers' typed errors to HTTP statuses ([`map_error`]).
+//! - **Reads**: the loop's [`Shared`] state (and through it the knowledge
+//!   and the orchestrator).
+//! - **May not touch**: nothing below may import it; it holds no state of
+//!   its own.
+//!
 //! Every error is JSON `{"error": "..."}`; [`ApiError::status`] is the one
 //! place that maps errors to HTTP status codes. The OpenAPI description is
 //! served at `/api/v1/openapi.json` (source: `docs/openapi.json`).

@@ -1,5 +1,16 @@
-//! Monitor: switch connections, forwarding, topology, statistics polling,
-//! packet parsing, cookies and host reports.
+//! Monitor: the lowest stage of the MAPE-K loop.
+//!
+//! - **Owns**: the switch connections ([`openflow`]: listener, handshake,
+//!   xid-matched requests), forwarding decisions ([`forwarding`], pure:
+//!   returns OpenFlow messages), LLDP link discovery and endpoint location
+//!   ([`topology`]), statistics accounting and the traffic matrix λ(u,v)
+//!   ([`stats`]), packet parsing ([`packet`]), flow cookies ([`cookie`]),
+//!   the host registry fed by the host daemons' reports ([`hosts`]), and
+//!   datapath-id formatting ([`dpid`]).
+//! - **Reads**: OpenFlow messages, host reports, `ofp` and `shoal-common`.
+//! - **May not touch**: anything above it — knowledge, analyze, plan,
+//!   execute, the loop or the API. The tasks that drive these types (the
+//!   forwarding core and the pollers) live in [`crate::mapek::core`].
 
 pub mod cookie;
 pub mod dpid;
