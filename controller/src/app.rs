@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::execute::orchestrator::{OrchConfig, Orchestrator};
 use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::store::{SqliteStore, Store, StoreExt};
-use crate::mapek::core::core_loop;
+use crate::mapek::core::{core_loop, CoreConfig};
 use crate::mapek::live::PolicySettings;
 use crate::mapek::state::{HostEvent, Shared};
 use crate::monitor::openflow::{self, ConnConfig, ConnContext, SwitchEvent};
@@ -77,7 +77,7 @@ fn restore_hosts(shared: &Shared, store: &dyn Store) {
             return;
         }
     };
-    let Ok(mut hosts) = shared.hosts.write() else {
+    let Ok(mut hosts) = shared.knowledge.hosts.write() else {
         return;
     };
     for (id, reg, _) in rows {
@@ -179,14 +179,15 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
             multipart_cap_bytes: shared.settings.multipart_cap_bytes,
         },
         events: ev_tx,
-        monitor: shared.monitor.clone(),
+        monitor: shared.knowledge.monitor.clone(),
         shutdown: shutdown_rx.clone(),
-        packet_in_drops: shared.packet_in_drops.clone(),
+        packet_in_drops: shared.knowledge.packet_in_drops.clone(),
     };
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(openflow::serve(of_listener, ctx)));
     tasks.push(tokio::spawn(core_loop(
-        shared.clone(),
+        shared.knowledge.clone(),
+        CoreConfig::from_settings(&shared.settings),
         ev_rx,
         shutdown_rx.clone(),
     )));

@@ -104,11 +104,11 @@ async fn register(
     let Json(reg) = body?;
     let now = now_unix_ms();
     let (out, n) = {
-        let mut hosts = s.hosts_write()?;
+        let mut hosts = s.knowledge.hosts_write()?;
         let n = reg.vms.len();
         (hosts.register(&id, reg.clone(), now)?, n)
     };
-    if let Some(store) = &s.store {
+    if let Some(store) = &s.knowledge.store {
         let r = store.put_host(&id, &reg, now).and_then(|_| {
             reg.vms.iter().try_for_each(|v| {
                 store
@@ -160,8 +160,8 @@ async fn report(
     let Json(rep) = body?;
     let now = now_unix_ms();
     let seq = rep.seq;
-    let fresh = s.hosts_write()?.report(&id, rep.clone(), now)?;
-    if let Some(store) = &s.store {
+    let fresh = s.knowledge.hosts_write()?.report(&id, rep.clone(), now)?;
+    if let Some(store) = &s.knowledge.store {
         if let Err(e) = store.put_report(&id, &rep, now) {
             warn!(host = %id, error = %e, "cannot persist report");
         }
@@ -236,7 +236,7 @@ fn host_view(id: &str, e: &crate::monitor::hosts::HostEntry, now: i64) -> HostVi
 
 async fn list_hosts(State(s): State<Arc<Shared>>) -> ApiResult<Vec<HostView>> {
     let now = now_unix_ms();
-    let hosts = s.hosts_read()?;
+    let hosts = s.knowledge.hosts_read()?;
     Ok(Json(
         hosts
             .hosts()
@@ -260,7 +260,7 @@ async fn get_host(
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<HostDetail> {
     let Path(id) = id?;
-    let hosts = s.hosts_read()?;
+    let hosts = s.knowledge.hosts_read()?;
     let e = hosts
         .host(&id)
         .ok_or_else(|| ApiError::NotFound(format!("host {id} is not registered")))?;
@@ -307,7 +307,7 @@ fn vm_view(hosts: &crate::monitor::hosts::HostRegistry, name: &str) -> Option<Vm
 }
 
 async fn list_vms(State(s): State<Arc<Shared>>) -> ApiResult<Vec<VmView>> {
-    let hosts = s.hosts_read()?;
+    let hosts = s.knowledge.hosts_read()?;
     Ok(Json(
         hosts
             .vms()
@@ -330,7 +330,7 @@ async fn get_vm(
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<VmDetail> {
     let Path(name) = name?;
-    let hosts = s.hosts_read()?;
+    let hosts = s.knowledge.hosts_read()?;
     let view = vm_view(&hosts, &name).ok_or_else(|| ApiError::NotFound(format!("no VM {name}")))?;
     let history = hosts
         .host(&view.host)

@@ -210,11 +210,11 @@ struct Health {
 }
 
 async fn healthz(State(s): State<Arc<Shared>>) -> ApiResult<Health> {
-    let n = s.topo_read()?.switches().len();
+    let n = s.knowledge.topo_read()?.switches().len();
     Ok(Json(Health {
         status: "ok",
         switches: n,
-        uptime_s: s.started.elapsed().as_secs_f64(),
+        uptime_s: s.knowledge.started.elapsed().as_secs_f64(),
     }))
 }
 
@@ -231,8 +231,8 @@ struct SwitchView {
 
 async fn switches(State(s): State<Arc<Shared>>) -> ApiResult<Vec<SwitchView>> {
     // Lock order: hosts (in hypervisor_map) before topo.
-    let hv = s.hypervisor_map();
-    let topo = s.topo_read()?;
+    let hv = s.knowledge.hypervisor_map();
+    let topo = s.knowledge.topo_read()?;
     Ok(Json(
         topo.switches()
             .values()
@@ -292,7 +292,7 @@ async fn switch_ports(
 ) -> ApiResult<Vec<PortView>> {
     let Path(raw) = p?;
     let dpid = path_dpid(&raw)?;
-    let topo = s.topo_read()?;
+    let topo = s.knowledge.topo_read()?;
     let sw = topo
         .switch(dpid)
         .ok_or_else(|| ApiError::NotFound(format!("switch {} is not connected", dpid_str(dpid))))?;
@@ -339,7 +339,7 @@ struct LinkView {
 }
 
 async fn links(State(s): State<Arc<Shared>>) -> ApiResult<Vec<LinkView>> {
-    let topo = s.topo_read()?;
+    let topo = s.knowledge.topo_read()?;
     Ok(Json(
         topo.links()
             .map(|l| LinkView {
@@ -366,8 +366,8 @@ struct EndpointView {
 
 async fn endpoints(State(s): State<Arc<Shared>>) -> ApiResult<Vec<EndpointView>> {
     // Lock order: hosts (in hypervisor_map) before topo.
-    let hv = s.hypervisor_map();
-    let topo = s.topo_read()?;
+    let hv = s.knowledge.hypervisor_map();
+    let topo = s.knowledge.topo_read()?;
     let mut v: Vec<EndpointView> = topo
         .endpoints()
         .map(|e| EndpointView {
@@ -477,10 +477,10 @@ pub fn matrix_view(
     class: Option<TrafficClass>,
     min_bytes_per_s: f64,
 ) -> Result<MatrixView, ApiError> {
-    let rates = s.monitor_lock()?.matrix.rates();
+    let rates = s.knowledge.monitor_lock()?.matrix.rates();
     // Lock order: hosts (in hypervisor_map) before topo.
-    let hv = s.hypervisor_map();
-    let topo = s.topo_read()?;
+    let hv = s.knowledge.hypervisor_map();
+    let topo = s.knowledge.topo_read()?;
     let interval = s.settings.poll_interval.as_secs_f64();
     let mut pairs = Vec::with_capacity(rates.len());
     for r in rates {
@@ -547,7 +547,7 @@ async fn port_stats(
     q: Result<Query<DpidQuery>, QueryRejection>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let Query(q) = q?;
-    let rows = s.monitor_lock()?.port_rates();
+    let rows = s.knowledge.monitor_lock()?.port_rates();
     stats_rows(rows, |r| r.dpid, &q)
 }
 
@@ -556,7 +556,7 @@ async fn queue_stats(
     q: Result<Query<DpidQuery>, QueryRejection>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let Query(q) = q?;
-    let rows = s.monitor_lock()?.queue_rates();
+    let rows = s.knowledge.monitor_lock()?.queue_rates();
     stats_rows(rows, |r| r.dpid, &q)
 }
 
@@ -565,7 +565,7 @@ async fn meter_stats(
     q: Result<Query<DpidQuery>, QueryRejection>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let Query(q) = q?;
-    let rows = s.monitor_lock()?.meter_rates();
+    let rows = s.knowledge.monitor_lock()?.meter_rates();
     stats_rows(rows, |r| r.dpid, &q)
 }
 

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::mapek::state::Shared;
+use crate::knowledge::state::Knowledge;
 use crate::monitor::cookie;
 use crate::monitor::dpid::dpid_str;
 use crate::monitor::forwarding::{Forwarding, FwdConfig, Outgoing, TABLE_EDGE};
@@ -44,12 +44,42 @@ async fn dispatch(handles: &HashMap<u64, SwitchHandle>, outs: Vec<Outgoing>) {
     }
 }
 
+/// What the forwarding core and the pollers need of the settings.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Forwarding timeouts and port confirmation.
+    pub fwd: FwdConfig,
+    /// LLDP probe interval.
+    pub lldp_interval: Duration,
+    /// A link not seen for this long is gone.
+    pub link_timeout: Duration,
+    /// Statistics polling interval.
+    pub poll_interval: Duration,
+}
+
 struct Core {
-    shared: Arc<Shared>,
+    shared: Arc<Knowledge>,
+    cfg: CoreConfig,
     fwd: Forwarding,
     handles: HashMap<u64, SwitchHandle>,
     pollers: HashMap<u64, JoinHandle<()>>,
     shutdown: watch::Receiver<bool>,
+}
+
+impl CoreConfig {
+    /// The core's part of `s`.
+    pub fn from_settings(s: &crate::config::Settings) -> Self {
+        CoreConfig {
+            fwd: FwdConfig {
+                pair_idle_timeout_s: s.pair_idle_timeout_s,
+                dest_idle_timeout_s: s.dest_idle_timeout_s,
+                port_confirm: s.port_confirm,
+            },
+            lldp_interval: s.lldp_interval,
+            link_timeout: s.link_timeout,
+            poll_interval: s.poll_interval,
+        }
+    }
 }
 
 impl Core {
@@ -123,6 +153,7 @@ impl Core {
                 let poller = tokio::spawn(poll_switch(
                     handle,
                     self.shared.clone(),
+                    self.cfg.poll_interval,
                     self.shutdown.clone(),
                 ));
                 self.pollers.insert(dpid, poller);
@@ -228,7 +259,7 @@ impl Core {
         let now = Instant::now();
         let (probes, change) = {
             let mut topo = self.topo_write();
-            let change = topo.expire_links(now, self.shared.settings.link_timeout);
+            let change = topo.expire_links(now, self.cfg.link_timeout);
             (self.fwd.lldp_probes(&topo), change)
         };
         let mut outs = probes;
@@ -242,7 +273,8 @@ impl Core {
 
 /// Runs the forwarding core until shutdown.
 pub async fn core_loop(
-    shared: Arc<Shared>,
+    shared: Arc<Knowledge>,
+    cfg: CoreConfig,
     mut events: mpsc::Receiver<SwitchEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -251,20 +283,14 @@ pub async fn core_loop(
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1)
         << 8;
-    let fwd = Forwarding::new(
-        FwdConfig {
-            pair_idle_timeout_s: shared.settings.pair_idle_timeout_s,
-            dest_idle_timeout_s: shared.settings.dest_idle_timeout_s,
-            port_confirm: shared.settings.port_confirm,
-        },
-        cookie_start,
-    );
-    let mut lldp = tokio::time::interval(shared.settings.lldp_interval);
+    let fwd = Forwarding::new(cfg.fwd.clone(), cookie_start);
+    let mut lldp = tokio::time::interval(cfg.lldp_interval);
     lldp.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut replay = tokio::time::interval(Duration::from_millis(100));
     replay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut core = Core {
         shared,
+        cfg,
         fwd,
         handles: HashMap::new(),
         pollers: HashMap::new(),
@@ -308,9 +334,13 @@ fn jitter_fraction(dpid: u64) -> f64 {
 }
 
 /// Polls one switch every interval until its connection ends.
-async fn poll_switch(h: SwitchHandle, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn poll_switch(
+    h: SwitchHandle,
+    shared: Arc<Knowledge>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let dpid = h.dpid();
-    let interval = shared.settings.poll_interval;
     let delay = crate::monitor::stats::first_poll_delay(interval, jitter_fraction(dpid));
     let start = tokio::time::Instant::now() + delay;
     let mut tick = tokio::time::interval_at(start, interval);
@@ -334,7 +364,7 @@ async fn poll_switch(h: SwitchHandle, shared: Arc<Shared>, mut shutdown: watch::
     }
 }
 
-async fn poll_once(h: &SwitchHandle, shared: &Shared) -> Result<(), OfError> {
+async fn poll_once(h: &SwitchHandle, shared: &Knowledge) -> Result<(), OfError> {
     let dpid = h.dpid();
     // Pair flows only: the first-hop flows λ is read from.
     let n = h

@@ -80,7 +80,7 @@ pub async fn run(
 
 /// One evaluation.
 pub async fn round(s: &Arc<Shared>, orch: &Orchestrator, http: &HttpClient) {
-    let start_ms = s.start_unix_ms;
+    let start_ms = s.knowledge.start_unix_ms;
     let secs = |ms: i64| (ms - start_ms) as f64 / 1000.0;
     let all = orch.list();
     let interval_ms = s.settings.poll_interval.as_millis() as i64;
@@ -162,6 +162,7 @@ pub async fn round(s: &Arc<Shared>, orch: &Orchestrator, http: &HttpClient) {
         };
         let at = now_unix_ms();
         let id = s
+            .knowledge
             .store
             .as_ref()
             .and_then(|st| {
@@ -171,7 +172,7 @@ pub async fn round(s: &Arc<Shared>, orch: &Orchestrator, http: &HttpClient) {
             .unwrap_or(0);
         if let Action::Migrate { .. } = &d.action {
             if let Some(mig) = outcome.strip_prefix("queued as ") {
-                if let (Some(st), Some(m)) = (&s.store, orch.get(mig)) {
+                if let (Some(st), Some(m)) = (&s.knowledge.store, orch.get(mig)) {
                     let mut m = m;
                     m.decision_id = Some(id);
                     let _ = st.put_migration(&m.id, &m.vm, m.state.as_str(), &m, at);
@@ -293,7 +294,7 @@ async fn send_command(
     id: &str,
     cmd: proto::Command,
 ) -> String {
-    let api = s.hosts_read().ok().and_then(|h| {
+    let api = s.knowledge.hosts_read().ok().and_then(|h| {
         h.host(host)
             .map(|e| e.registration.api_url.trim_end_matches('/').to_string())
     });

@@ -6,7 +6,6 @@
 //! [`crate::knowledge::state`], then `live`, then the orchestrator's own
 //! table. Never hold one across `.await`.
 
-use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -32,13 +31,6 @@ pub struct Shared {
     pub live: Mutex<LiveState>,
     /// The migration orchestrator (set once at start).
     pub orchestrator: std::sync::OnceLock<Arc<Orchestrator>>,
-}
-
-impl Deref for Shared {
-    type Target = Knowledge;
-    fn deref(&self) -> &Knowledge {
-        &self.knowledge
-    }
 }
 
 /// A new event reported by a host daemon.
