@@ -287,6 +287,19 @@ impl OrchConfig {
     }
 }
 
+/// What a migration request needs to know about its VM.
+#[derive(Debug, Clone)]
+struct VmFacts {
+    /// The host it runs on.
+    from: String,
+    /// Its memory, MB (as last reported).
+    memory_mb: f64,
+    /// Its CPU use, cores.
+    cpu_cores: f64,
+    /// The largest dirty rate its host reported for it, MB/s.
+    dirty_max: f64,
+}
+
 /// Everything about a host the orchestrator needs.
 #[derive(Debug, Clone)]
 struct HostFacts {
@@ -502,167 +515,34 @@ impl Orchestrator {
         let reserve = req
             .reserve
             .unwrap_or(self.cfg.reservation != ReservationKind::None);
-        let (from, inv, vm_metrics, dirty_max) = {
-            let hosts = s
-                .hosts_read()
-                .map_err(|e| OrchError::Conflict(e.to_string()))?;
-            let (from, inv) = hosts
-                .vm_inventory(&req.vm)
-                .ok_or_else(|| OrchError::UnknownVm(req.vm.clone()))?;
-            if hosts.vm_metrics(&req.vm).is_none() {
-                return Err(OrchError::Conflict(format!(
-                    "VM {} has not been reported by its host yet: its dirty rate is unknown",
-                    req.vm
-                )));
-            }
-            let dirty_max = hosts
-                .host(from)
-                .map(|e| {
-                    e.reports
-                        .iter()
-                        .filter_map(|r| r.vms.iter().find(|v| v.name == req.vm))
-                        .filter_map(|v| v.dirty_rate_mbps)
-                        .fold(0.0f64, f64::max)
-                })
-                .unwrap_or(0.0);
-            (
-                from.to_string(),
-                inv.clone(),
-                hosts.vm_metrics(&req.vm).cloned(),
-                dirty_max,
-            )
-        };
+        let vm = Self::vm_facts(&s, &req.vm)?;
         if self.active().iter().any(|m| m.vm == req.vm) {
             return Err(OrchError::Conflict(format!(
                 "VM {} already has a migration under way",
                 req.vm
             )));
         }
-        let memory_mb = vm_metrics
-            .as_ref()
-            .map(|m| m.memory_mb)
-            .unwrap_or(inv.memory_mb) as f64;
-        let vm_cpu = vm_metrics.as_ref().map(|m| m.cpu_cores).unwrap_or(0.0);
-        let src =
-            Self::host_facts(&s, &from).ok_or_else(|| OrchError::UnknownHost(from.clone()))?;
-
-        // Destination: given, or the least loaded host with room.
+        let src = Self::host_facts(&s, &vm.from)
+            .ok_or_else(|| OrchError::UnknownHost(vm.from.clone()))?;
+        // Memory of the migrations already heading to each host.
         let inbound: BTreeMap<String, f64> =
             self.active().iter().fold(BTreeMap::new(), |mut acc, m| {
                 *acc.entry(m.to.clone()).or_insert(0.0) += m.memory_mb;
                 acc
             });
-        let room = |id: &str, h: &HostFacts| -> Result<(), String> {
-            let used = h.vm_memory_mb + inbound.get(id).copied().unwrap_or(0.0);
-            if used + memory_mb > h.memory_mb {
-                return Err(format!(
-                    "destination {id} has no room: {used:.0} of {:.0} MB memory allocated, the VM needs {memory_mb:.0} MB",
-                    h.memory_mb
-                ));
-            }
-            let cpu_after = h.cpu_util + vm_cpu / h.cores;
-            if cpu_after > self.cpu_threshold {
-                return Err(format!(
-                    "destination {id} has no room: CPU would be {:.0} % (threshold {:.0} %)",
-                    cpu_after * 100.0,
-                    self.cpu_threshold * 100.0
-                ));
-            }
-            Ok(())
-        };
-        let to = if req.destination == "auto" {
-            let ids: Vec<String> = s
-                .hosts_read()
-                .map(|h| h.hosts().keys().cloned().collect())
-                .unwrap_or_default();
-            let mut best: Option<(f64, String)> = None;
-            for id in ids {
-                if id == from {
-                    continue;
-                }
-                let Some(h) = Self::host_facts(&s, &id) else {
-                    continue;
-                };
-                if room(&id, &h).is_ok() && best.as_ref().is_none_or(|(c, _)| h.cpu_util < *c) {
-                    best = Some((h.cpu_util, id));
-                }
-            }
-            best.map(|(_, id)| id)
-                .ok_or_else(|| OrchError::NoRoom("no other host has room for the VM".into()))?
-        } else {
-            req.destination.clone()
-        };
-        if to == from {
-            return Err(OrchError::Conflict(format!(
-                "VM {} already runs on {to}",
-                req.vm
-            )));
-        }
+        let to = self.destination(&s, &req, &vm, &inbound)?;
         let dst = Self::host_facts(&s, &to).ok_or_else(|| OrchError::UnknownHost(to.clone()))?;
-        room(&to, &dst).map_err(OrchError::NoRoom)?;
+        self.room(&to, &dst, &vm, &inbound)
+            .map_err(OrchError::NoRoom)?;
         let dst_ip: Ipv4Addr = dst.dom0.parse().map_err(|_| {
             OrchError::Invalid(format!(
                 "destination dom0 address {:?} is not IPv4",
                 dst.dom0
             ))
         })?;
-
-        // Path and bandwidth.
-        let (path, bottleneck_bps) = {
-            let topo = s
-                .topo_read()
-                .map_err(|e| OrchError::Conflict(e.to_string()))?;
-            match (src.bridge, dst.bridge) {
-                (Some(a), Some(b)) => match topo.path(a, b) {
-                    Some(p) => {
-                        let cap = p
-                            .iter()
-                            .filter_map(|(d, port)| port.map(|pt| (*d, pt)))
-                            .map(|(d, pt)| port_capacity_bps(&topo, d, pt, s.link_capacity_bps))
-                            .fold(f64::INFINITY, f64::min);
-                        (p, cap)
-                    }
-                    None if reserve => {
-                        return Err(OrchError::Infeasible(format!(
-                        "no path between the bridges of {from} and {to}: cannot reserve bandwidth"
-                    )))
-                    }
-                    None => (Vec::new(), src.nic_bps.min(dst.nic_bps)),
-                },
-                _ if reserve => {
-                    return Err(OrchError::Infeasible(format!(
-                        "{from} or {to} registered no bridge: cannot reserve bandwidth on a path"
-                    )))
-                }
-                _ => (Vec::new(), src.nic_bps.min(dst.nic_bps)),
-            }
-        };
-        let bottleneck_bps = bottleneck_bps.min(src.nic_bps).min(dst.nic_bps);
-        let max_bytes = (bottleneck_bps / 8.0 / self.cfg.meter_headroom)
-            .min(self.cfg.max_bandwidth_bytes_per_s);
-        let params = ModelParams {
-            memory_mb,
-            dirty_mbps: dirty_max,
-            downtime_goal_s: self.downtime_goal_s,
-            min_progress_mb: self.min_progress_mb,
-        };
-        let planned_s = deadline_s * (1.0 - self.cfg.deadline_margin);
-        let need = vmpatrol::min_bandwidth_for_deadline(&params, planned_s, max_bytes / MIB)
-            .map_err(|e| match e {
-                ModelError::DeadlineInfeasible { .. } => OrchError::Infeasible(format!(
-                    "deadline {deadline_s} s cannot be met: moving {memory_mb:.0} MB with a dirty rate of {dirty_max:.1} MB/s needs more than the {:.1} MB/s the path offers",
-                    max_bytes / MIB
-                )),
-                other => OrchError::Infeasible(other.to_string()),
-            })?;
-        let (bandwidth, predicted) = if reserve {
-            (need.bandwidth_mbps * MIB, need)
-        } else {
-            let at_max = vmpatrol::predict(&params, max_bytes / MIB)
-                .map_err(|e| OrchError::Infeasible(e.to_string()))?;
-            (self.cfg.max_bandwidth_bytes_per_s, at_max)
-        };
-
+        let (path, bottleneck_bps) = Self::path(&s, &src, &dst, &vm.from, &to, reserve)?;
+        let (bandwidth, predicted) =
+            self.bandwidth(&vm, &src, &dst, bottleneck_bps, deadline_s, reserve)?;
         let cost_before = self.communication_cost(&s, None);
         let now = self.clock.now_unix_ms();
         let m = {
@@ -673,15 +553,15 @@ impl Orchestrator {
             let m = Migration {
                 id: format!("mig-{now}-{seq}"),
                 vm: req.vm.clone(),
-                from: from.clone(),
+                from: vm.from.clone(),
                 to: to.clone(),
                 state: MigState::Queued,
                 reason,
                 deadline_s,
                 reserve,
                 bandwidth_bytes_per_s: bandwidth,
-                memory_mb,
-                dirty_rate_mbps: dirty_max,
+                memory_mb: vm.memory_mb,
+                dirty_rate_mbps: vm.dirty_max,
                 predicted: Some(Predicted {
                     time_s: predicted.time_s,
                     traffic_bytes: predicted.traffic_mb * MIB,
@@ -719,6 +599,187 @@ impl Orchestrator {
         self.persist(&m);
         info!(id = %m.id, vm = %m.vm, from = %m.from, to = %m.to, bandwidth_mbps = bandwidth / MIB, deadline_s, reserve, "migration queued");
         Ok(m)
+    }
+
+    /// What a migration request needs to know about its VM.
+    fn vm_facts(s: &Knowledge, name: &str) -> Result<VmFacts, OrchError> {
+        let hosts = s
+            .hosts_read()
+            .map_err(|e| OrchError::Conflict(e.to_string()))?;
+        let (from, _) = hosts
+            .vm_inventory(name)
+            .ok_or_else(|| OrchError::UnknownVm(name.to_string()))?;
+        let Some(metrics) = hosts.vm_metrics(name) else {
+            return Err(OrchError::Conflict(format!(
+                "VM {name} has not been reported by its host yet: its dirty rate is unknown"
+            )));
+        };
+        let dirty_max = hosts
+            .host(from)
+            .map(|e| {
+                e.reports
+                    .iter()
+                    .filter_map(|r| r.vms.iter().find(|v| v.name == name))
+                    .filter_map(|v| v.dirty_rate_mbps)
+                    .fold(0.0f64, f64::max)
+            })
+            .unwrap_or(0.0);
+        Ok(VmFacts {
+            from: from.to_string(),
+            memory_mb: metrics.memory_mb as f64,
+            cpu_cores: metrics.cpu_cores,
+            dirty_max,
+        })
+    }
+
+    /// Whether host `id` can take the VM: memory (with the migrations
+    /// already heading there) and CPU below the threshold.
+    fn room(
+        &self,
+        id: &str,
+        h: &HostFacts,
+        vm: &VmFacts,
+        inbound: &BTreeMap<String, f64>,
+    ) -> Result<(), String> {
+        let memory_mb = vm.memory_mb;
+        let used = h.vm_memory_mb + inbound.get(id).copied().unwrap_or(0.0);
+        if used + memory_mb > h.memory_mb {
+            return Err(format!(
+                "destination {id} has no room: {used:.0} of {:.0} MB memory allocated, the VM needs {memory_mb:.0} MB",
+                h.memory_mb
+            ));
+        }
+        let cpu_after = h.cpu_util + vm.cpu_cores / h.cores;
+        if cpu_after > self.cpu_threshold {
+            return Err(format!(
+                "destination {id} has no room: CPU would be {:.0} % (threshold {:.0} %)",
+                cpu_after * 100.0,
+                self.cpu_threshold * 100.0
+            ));
+        }
+        Ok(())
+    }
+
+    /// The destination: the one asked for, or (`auto`) the least loaded
+    /// other host with room.
+    fn destination(
+        &self,
+        s: &Knowledge,
+        req: &MigrationRequest,
+        vm: &VmFacts,
+        inbound: &BTreeMap<String, f64>,
+    ) -> Result<String, OrchError> {
+        let to = if req.destination == "auto" {
+            let ids: Vec<String> = s
+                .hosts_read()
+                .map(|h| h.hosts().keys().cloned().collect())
+                .unwrap_or_default();
+            let mut best: Option<(f64, String)> = None;
+            for id in ids {
+                if id == vm.from {
+                    continue;
+                }
+                let Some(h) = Self::host_facts(s, &id) else {
+                    continue;
+                };
+                if self.room(&id, &h, vm, inbound).is_ok()
+                    && best.as_ref().is_none_or(|(c, _)| h.cpu_util < *c)
+                {
+                    best = Some((h.cpu_util, id));
+                }
+            }
+            best.map(|(_, id)| id)
+                .ok_or_else(|| OrchError::NoRoom("no other host has room for the VM".into()))?
+        } else {
+            req.destination.clone()
+        };
+        if to == vm.from {
+            return Err(OrchError::Conflict(format!(
+                "VM {} already runs on {to}",
+                req.vm
+            )));
+        }
+        Ok(to)
+    }
+
+    /// The path between the two hosts' bridges and its bottleneck capacity,
+    /// bit/s (no path: the smaller NIC, unless bandwidth is to be reserved).
+    fn path(
+        s: &Knowledge,
+        src: &HostFacts,
+        dst: &HostFacts,
+        from: &str,
+        to: &str,
+        reserve: bool,
+    ) -> Result<(Vec<(u64, Option<u32>)>, f64), OrchError> {
+        let topo = s
+            .topo_read()
+            .map_err(|e| OrchError::Conflict(e.to_string()))?;
+        let (path, bottleneck_bps) = match (src.bridge, dst.bridge) {
+            (Some(a), Some(b)) => match topo.path(a, b) {
+                Some(p) => {
+                    let cap = p
+                        .iter()
+                        .filter_map(|(d, port)| port.map(|pt| (*d, pt)))
+                        .map(|(d, pt)| port_capacity_bps(&topo, d, pt, s.link_capacity_bps))
+                        .fold(f64::INFINITY, f64::min);
+                    (p, cap)
+                }
+                None if reserve => {
+                    return Err(OrchError::Infeasible(format!(
+                        "no path between the bridges of {from} and {to}: cannot reserve bandwidth"
+                    )))
+                }
+                None => (Vec::new(), src.nic_bps.min(dst.nic_bps)),
+            },
+            _ if reserve => {
+                return Err(OrchError::Infeasible(format!(
+                    "{from} or {to} registered no bridge: cannot reserve bandwidth on a path"
+                )))
+            }
+            _ => (Vec::new(), src.nic_bps.min(dst.nic_bps)),
+        };
+        Ok((path, bottleneck_bps))
+    }
+
+    /// The bandwidth to give the migration, bytes/s, and the VMPatrol
+    /// prediction at that bandwidth: the least that meets the deadline when
+    /// reserving, else the configured maximum.
+    fn bandwidth(
+        &self,
+        vm: &VmFacts,
+        src: &HostFacts,
+        dst: &HostFacts,
+        bottleneck_bps: f64,
+        deadline_s: f64,
+        reserve: bool,
+    ) -> Result<(f64, vmpatrol::Prediction), OrchError> {
+        let (memory_mb, dirty_max) = (vm.memory_mb, vm.dirty_max);
+        let bottleneck_bps = bottleneck_bps.min(src.nic_bps).min(dst.nic_bps);
+        let max_bytes = (bottleneck_bps / 8.0 / self.cfg.meter_headroom)
+            .min(self.cfg.max_bandwidth_bytes_per_s);
+        let params = ModelParams {
+            memory_mb,
+            dirty_mbps: dirty_max,
+            downtime_goal_s: self.downtime_goal_s,
+            min_progress_mb: self.min_progress_mb,
+        };
+        let planned_s = deadline_s * (1.0 - self.cfg.deadline_margin);
+        let need = vmpatrol::min_bandwidth_for_deadline(&params, planned_s, max_bytes / MIB)
+            .map_err(|e| match e {
+                ModelError::DeadlineInfeasible { .. } => OrchError::Infeasible(format!(
+                    "deadline {deadline_s} s cannot be met: moving {memory_mb:.0} MB with a dirty rate of {dirty_max:.1} MB/s needs more than the {:.1} MB/s the path offers",
+                    max_bytes / MIB
+                )),
+                other => OrchError::Infeasible(other.to_string()),
+            })?;
+        if reserve {
+            Ok((need.bandwidth_mbps * MIB, need))
+        } else {
+            let at_max = vmpatrol::predict(&params, max_bytes / MIB)
+                .map_err(|e| OrchError::Infeasible(e.to_string()))?;
+            Ok((self.cfg.max_bandwidth_bytes_per_s, at_max))
+        }
     }
 
     /// Cancels a queued migration.

@@ -16,12 +16,12 @@ use shoal_common::http::Method;
 use shoal_common::proto;
 use tracing::{info, warn};
 
-use crate::analyze;
-use crate::execute::orchestrator::{MigState, MigrationRequest, Orchestrator};
+use crate::analyze::{self, HotspotReport};
+use crate::execute::orchestrator::{MigState, Migration, MigrationRequest, Orchestrator};
 use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
 use crate::knowledge::store::StoreExt;
-use crate::mapek::live::DecisionView;
+use crate::mapek::live::{DecisionView, PolicySettings};
 use crate::mapek::state::Shared;
 use crate::plan::{Action, Decision};
 
@@ -78,13 +78,49 @@ pub async fn run(
     }
 }
 
-/// One evaluation.
+/// One evaluation: snapshot → Analyze → Plan → Execute (or only record).
 pub async fn round(s: &Arc<Shared>, orch: &Orchestrator, http: &HttpClient) {
-    let start_ms = s.knowledge.start_unix_ms;
-    let secs = |ms: i64| (ms - start_ms) as f64 / 1000.0;
     let all = orch.list();
-    let interval_ms = s.settings.poll_interval.as_millis() as i64;
-    let now = now_unix_ms();
+    let (migrations, last_migration_s) = migration_records(
+        &all,
+        s.knowledge.start_unix_ms,
+        now_unix_ms(),
+        s.settings.poll_interval.as_millis() as i64,
+    );
+    let (round_no, history) = {
+        let mut l = lock(&s.live);
+        l.round += 1;
+        (l.round, l.hotspot_history.iter().cloned().collect())
+    };
+    let Some(mut snap) = snapshot_now(s, round_no, migrations, history, last_migration_s) else {
+        return;
+    };
+    apply_running(&mut snap, &all);
+    let (report, decisions, settings) = analyze_and_plan(s, &snap, round_no);
+    if !report.hot.is_empty() {
+        info!(round = round_no, hot = ?report.hot.keys().collect::<Vec<_>>(), "hotspots");
+    }
+    let pingpong_s = settings.pingpong_intervals * s.settings.poll_interval.as_secs_f64();
+    for d in decisions {
+        let outcome = if settings.dry_run {
+            "dry_run".to_string()
+        } else {
+            execute(s, orch, http, &d, &all, pingpong_s, round_no).await
+        };
+        record(s, orch, round_no, &settings, d, outcome);
+    }
+}
+
+/// The migrations the snapshot shows (running, or ended within the last
+/// interval and not cancelled) and when each VM's last migration ended, in
+/// seconds since `start_ms`.
+fn migration_records(
+    all: &[Migration],
+    start_ms: i64,
+    now: i64,
+    interval_ms: i64,
+) -> (Vec<MigrationRecord>, BTreeMap<String, f64>) {
+    let secs = |ms: i64| (ms - start_ms) as f64 / 1000.0;
     let migrations: Vec<MigrationRecord> = all
         .iter()
         .filter(|m| {
@@ -108,102 +144,105 @@ pub async fn round(s: &Arc<Shared>, orch: &Orchestrator, http: &HttpClient) {
             *slot = slot.max(t);
         }
     }
-    let (round_no, history) = {
-        let mut l = lock(&s.live);
-        l.round += 1;
-        (l.round, l.hotspot_history.iter().cloned().collect())
-    };
-    let Some(mut snap) = snapshot_now(s, round_no, migrations, history, last_migration_s) else {
-        return;
-    };
-    // Plan on the placement after the migrations already under way (as the
-    // simulator does: a decided migration changes the placement at once),
-    // and keep their VMs cooling down.
+    (migrations, last_migration_s)
+}
+
+/// Plans on the placement after the migrations already under way (as the
+/// simulator does: a decided migration changes the placement at once), and
+/// keeps their VMs cooling down.
+fn apply_running(snap: &mut Snapshot, all: &[Migration]) {
     for m in all.iter().filter(|m| !m.state.is_final()) {
         if let Some(v) = snap.vms.get_mut(&m.vm) {
             v.host = m.to.clone();
             v.last_migration_s = Some(snap.now_s);
         }
     }
-    let (report, decisions, settings) = {
-        let mut l = lock(&s.live);
-        let settings = l.settings.clone();
-        let report = analyze::detect(&snap, &settings.hotspot);
-        let decisions = match l.policy.as_mut() {
-            Some(p) => p.plan(&snap, &report),
-            None => Vec::new(),
-        };
-        for (host, h) in &report.hot {
-            l.hotspot_history.push_back(HotspotEvent {
-                round: round_no,
-                host: host.clone(),
-                resources: h
-                    .evidence
-                    .iter()
-                    .map(|e| e.resource.as_str().to_string())
-                    .collect(),
-            });
-        }
-        while l.hotspot_history.len() > HOTSPOT_HISTORY {
-            l.hotspot_history.pop_front();
-        }
-        l.hotspots = Some(report.clone());
-        (report, decisions, settings)
+}
+
+/// Analyze and Plan under the `live` lock; records the hotspots.
+fn analyze_and_plan(
+    s: &Shared,
+    snap: &Snapshot,
+    round_no: u64,
+) -> (HotspotReport, Vec<Decision>, PolicySettings) {
+    let mut l = lock(&s.live);
+    let settings = l.settings.clone();
+    let report = analyze::detect(snap, &settings.hotspot);
+    let decisions = match l.policy.as_mut() {
+        Some(p) => p.plan(snap, &report),
+        None => Vec::new(),
     };
-    if !report.hot.is_empty() {
-        info!(round = round_no, hot = ?report.hot.keys().collect::<Vec<_>>(), "hotspots");
-    }
-    let pingpong_s = settings.pingpong_intervals * s.settings.poll_interval.as_secs_f64();
-    for d in decisions {
-        let outcome = if settings.dry_run {
-            "dry_run".to_string()
-        } else {
-            execute(s, orch, http, &d, &all, pingpong_s, round_no).await
-        };
-        let at = now_unix_ms();
-        let id = s
-            .knowledge
-            .store
-            .as_ref()
-            .and_then(|st| {
-                st.record_decision(round_no as i64, at, &settings.name, &d, &outcome)
-                    .ok()
-            })
-            .unwrap_or(0);
-        if let Action::Migrate { .. } = &d.action {
-            if let Some(mig) = outcome.strip_prefix("queued as ") {
-                if let (Some(st), Some(m)) = (&s.knowledge.store, orch.get(mig)) {
-                    let mut m = m;
-                    m.decision_id = Some(id);
-                    let _ = st.put_migration(&m.id, &m.vm, m.state.as_str(), &m, at);
-                }
-            }
-        }
-        info!(round = round_no, policy = %settings.name, action = ?d.action, reason = %d.reason, score = d.score, %outcome, "decision");
-        let mut l = lock(&s.live);
-        if let Action::AttachVf { vm, host } | Action::DetachVf { vm, host } = &d.action {
-            let kind = if matches!(d.action, Action::AttachVf { .. }) {
-                "attach"
-            } else {
-                "detach"
-            };
-            let q = l.vf_changes.entry(host.clone()).or_default();
-            q.push_back((round_no, vm.clone(), kind.to_string()));
-            while q.len() > 50 {
-                q.pop_front();
-            }
-        }
-        l.decisions.push_back(DecisionView {
-            id,
+    for (host, h) in &report.hot {
+        l.hotspot_history.push_back(HotspotEvent {
             round: round_no,
-            at_unix_ms: at,
-            policy: settings.name.clone(),
-            decision: d,
-            outcome,
+            host: host.clone(),
+            resources: h
+                .evidence
+                .iter()
+                .map(|e| e.resource.as_str().to_string())
+                .collect(),
         });
-        while l.decisions.len() > RECENT_DECISIONS {
-            l.decisions.pop_front();
+    }
+    while l.hotspot_history.len() > HOTSPOT_HISTORY {
+        l.hotspot_history.pop_front();
+    }
+    l.hotspots = Some(report.clone());
+    (report, decisions, settings)
+}
+
+/// Records a decision and its outcome: in the store (linking a queued
+/// migration to it), in the log, and in the recent decisions and VF changes.
+fn record(
+    s: &Shared,
+    orch: &Orchestrator,
+    round_no: u64,
+    settings: &PolicySettings,
+    d: Decision,
+    outcome: String,
+) {
+    let at = now_unix_ms();
+    let id = s
+        .knowledge
+        .store
+        .as_ref()
+        .and_then(|st| {
+            st.record_decision(round_no as i64, at, &settings.name, &d, &outcome)
+                .ok()
+        })
+        .unwrap_or(0);
+    if let Action::Migrate { .. } = &d.action {
+        if let Some(mig) = outcome.strip_prefix("queued as ") {
+            if let (Some(st), Some(m)) = (&s.knowledge.store, orch.get(mig)) {
+                let mut m = m;
+                m.decision_id = Some(id);
+                let _ = st.put_migration(&m.id, &m.vm, m.state.as_str(), &m, at);
+            }
         }
+    }
+    info!(round = round_no, policy = %settings.name, action = ?d.action, reason = %d.reason, score = d.score, %outcome, "decision");
+    let mut l = lock(&s.live);
+    if let Action::AttachVf { vm, host } | Action::DetachVf { vm, host } = &d.action {
+        let kind = if matches!(d.action, Action::AttachVf { .. }) {
+            "attach"
+        } else {
+            "detach"
+        };
+        let q = l.vf_changes.entry(host.clone()).or_default();
+        q.push_back((round_no, vm.clone(), kind.to_string()));
+        while q.len() > 50 {
+            q.pop_front();
+        }
+    }
+    l.decisions.push_back(DecisionView {
+        id,
+        round: round_no,
+        at_unix_ms: at,
+        policy: settings.name.clone(),
+        decision: d,
+        outcome,
+    });
+    while l.decisions.len() > RECENT_DECISIONS {
+        l.decisions.pop_front();
     }
 }
 
