@@ -287,6 +287,9 @@ impl OrchConfig {
     }
 }
 
+/// A path through the switches: (dpid, egress port) per hop.
+type SwitchPath = Vec<(u64, Option<u32>)>;
+
 /// What a migration request needs to know about its VM.
 #[derive(Debug, Clone)]
 struct VmFacts {
@@ -711,7 +714,7 @@ impl Orchestrator {
         from: &str,
         to: &str,
         reserve: bool,
-    ) -> Result<(Vec<(u64, Option<u32>)>, f64), OrchError> {
+    ) -> Result<(SwitchPath, f64), OrchError> {
         let topo = s
             .topo_read()
             .map_err(|e| OrchError::Conflict(e.to_string()))?;
