@@ -287,6 +287,62 @@ impl OrchConfig {
     }
 }
 
+/// The migration's TCP connection and what is reserved for it on a hop.
+#[derive(Debug, Clone, Copy)]
+struct MigrationFlow {
+    src_ip: Ipv4Addr,
+    dst_ip: Ipv4Addr,
+    port: u16,
+    /// Reserved rate, bit/s (with the meter headroom).
+    rate_bps: f64,
+    meter_id: u32,
+    cookie: u64,
+}
+
+impl MigrationFlow {
+    /// The OpenFlow messages of one hop: the meter (when metering) and the
+    /// classify-table flow of the connection, out of `out_port` (or on to
+    /// the edge table at the last hop).
+    fn messages(&self, use_meter: bool, last: bool, out_port: Option<u32>) -> Vec<Message> {
+        let mut msgs = Vec::new();
+        if use_meter {
+            let kbps =
+                ((self.rate_bps / 1000.0).round() as u64).clamp(1, u64::from(u32::MAX)) as u32;
+            msgs.push(Message::MeterMod(MeterMod {
+                command: MeterModCommand::Add,
+                flags: meter_flags::KBPS | meter_flags::STATS,
+                meter_id: self.meter_id,
+                bands: vec![MeterBand::Drop {
+                    rate: kbps,
+                    burst_size: 0,
+                }],
+            }));
+        }
+        let mut ins = Vec::new();
+        if use_meter {
+            ins.push(Instruction::Meter(self.meter_id));
+        }
+        match (last, out_port) {
+            (false, Some(p)) => ins.push(Instruction::ApplyActions(vec![Action::output(p)])),
+            _ => ins.push(Instruction::GotoTable(TABLE_EDGE)),
+        }
+        msgs.push(Message::FlowMod(FlowMod {
+            table_id: TABLE_CLASSIFY,
+            priority: PRIO_MIGRATION,
+            cookie: self.cookie,
+            match_: Match::new()
+                .eth_type(0x0800)
+                .ip_proto(6)
+                .ipv4_src(self.src_ip)
+                .ipv4_dst(self.dst_ip)
+                .tcp_dst(self.port),
+            instructions: ins,
+            ..FlowMod::default()
+        }));
+        msgs
+    }
+}
+
 /// A path through the switches: (dpid, egress port) per hop.
 type SwitchPath = Vec<(u64, Option<u32>)>;
 
@@ -1119,6 +1175,14 @@ impl Orchestrator {
         let rate_bps = m.bandwidth_bytes_per_s * 8.0 * self.cfg.meter_headroom;
         let meter_id = METER_BASE + (m.seq % 60_000) as u32;
         let cookie = cookie::make(cookie::KIND_MIGRATION_FIRST, m.seq + 1);
+        let flow = MigrationFlow {
+            src_ip,
+            dst_ip,
+            port,
+            rate_bps,
+            meter_id,
+            cookie,
+        };
         let store = self.store.clone();
         let record = |kind: &str, target: &str, detail: serde_json::Value| -> Result<i64, String> {
             match &store {
@@ -1134,58 +1198,10 @@ impl Orchestrator {
             };
             let last = i + 1 == m.hops.len();
             if self.cfg.reservation == ReservationKind::Queue && !last {
-                let Some(q) = &self.queues else {
-                    return Err((
-                        done,
-                        "queue reservations need OVSDB, which is unreachable".into(),
-                    ));
-                };
-                let Some(out) = hop.out_port else { continue };
-                let name = s.topo_read().ok().and_then(|t| {
-                    t.switch(dpid)
-                        .and_then(|sw| sw.ports.get(&out).map(|p| p.desc.name.clone()))
-                });
-                let Some(name) = name else {
-                    return Err((done, format!("port {}:{out} unknown", hop.dpid)));
-                };
-                let cap = hop.capacity_bps.unwrap_or(rate_bps * 2.0);
-                let id = record("queue", &name, serde_json::json!({"port": name}))
-                    .map_err(|e| (done.clone(), e))?;
-                match q
-                    .reserve(
-                        &m.id,
-                        &name,
-                        cap as u64,
-                        rate_bps as u64,
-                        Some(TcpMatch {
-                            src: src_ip,
-                            dst: dst_ip,
-                            dst_port: port,
-                        }),
-                    )
-                    .await
-                {
-                    Ok(qr) => {
-                        if let Some(st) = &store {
-                            let _ = st.remove_reservation(id, self.clock.now_unix_ms());
-                            let _ = st.add_reservation(
-                                &m.id,
-                                "queue",
-                                &name,
-                                &qr,
-                                self.clock.now_unix_ms(),
-                            );
-                        }
-                        done.push(Reservation {
-                            kind: "queue".into(),
-                            target: name,
-                            meter_id: None,
-                            cookie: None,
-                            queue: Some(qr),
-                            store_id: id,
-                        });
-                    }
-                    Err(e) => return Err((done, e.to_string())),
+                match self.reserve_queue(s, m, hop, dpid, &flow, &record).await {
+                    Ok(Some(r)) => done.push(r),
+                    Ok(None) => {}
+                    Err(e) => return Err((done, e)),
                 }
                 continue;
             }
@@ -1216,41 +1232,7 @@ impl Orchestrator {
                 queue: None,
                 store_id: id,
             });
-            let mut msgs = Vec::new();
-            if use_meter {
-                let kbps =
-                    ((rate_bps / 1000.0).round() as u64).clamp(1, u64::from(u32::MAX)) as u32;
-                msgs.push(Message::MeterMod(MeterMod {
-                    command: MeterModCommand::Add,
-                    flags: meter_flags::KBPS | meter_flags::STATS,
-                    meter_id,
-                    bands: vec![MeterBand::Drop {
-                        rate: kbps,
-                        burst_size: 0,
-                    }],
-                }));
-            }
-            let mut ins = Vec::new();
-            if use_meter {
-                ins.push(Instruction::Meter(meter_id));
-            }
-            match (last, hop.out_port) {
-                (false, Some(p)) => ins.push(Instruction::ApplyActions(vec![Action::output(p)])),
-                _ => ins.push(Instruction::GotoTable(TABLE_EDGE)),
-            }
-            msgs.push(Message::FlowMod(FlowMod {
-                table_id: TABLE_CLASSIFY,
-                priority: PRIO_MIGRATION,
-                cookie,
-                match_: Match::new()
-                    .eth_type(0x0800)
-                    .ip_proto(6)
-                    .ipv4_src(src_ip)
-                    .ipv4_dst(dst_ip)
-                    .tcp_dst(port),
-                instructions: ins,
-                ..FlowMod::default()
-            }));
+            let msgs = flow.messages(use_meter, last, hop.out_port);
             if let Err(e) = h.send_batch(msgs).await {
                 return Err((done, e.to_string()));
             }
@@ -1259,6 +1241,60 @@ impl Orchestrator {
             }
         }
         Ok(done)
+    }
+
+    /// Reserves an OVS queue on the egress port of one hop (None: the hop
+    /// has no egress port).
+    async fn reserve_queue(
+        &self,
+        s: &Knowledge,
+        m: &Migration,
+        hop: &Hop,
+        dpid: u64,
+        flow: &MigrationFlow,
+        record: &(dyn Fn(&str, &str, serde_json::Value) -> Result<i64, String> + Sync),
+    ) -> Result<Option<Reservation>, String> {
+        let Some(q) = &self.queues else {
+            return Err("queue reservations need OVSDB, which is unreachable".into());
+        };
+        let Some(out) = hop.out_port else {
+            return Ok(None);
+        };
+        let name = s.topo_read().ok().and_then(|t| {
+            t.switch(dpid)
+                .and_then(|sw| sw.ports.get(&out).map(|p| p.desc.name.clone()))
+        });
+        let Some(name) = name else {
+            return Err(format!("port {}:{out} unknown", hop.dpid));
+        };
+        let cap = hop.capacity_bps.unwrap_or(flow.rate_bps * 2.0);
+        let id = record("queue", &name, serde_json::json!({"port": name}))?;
+        let qr = q
+            .reserve(
+                &m.id,
+                &name,
+                cap as u64,
+                flow.rate_bps as u64,
+                Some(TcpMatch {
+                    src: flow.src_ip,
+                    dst: flow.dst_ip,
+                    dst_port: flow.port,
+                }),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(st) = &self.store {
+            let _ = st.remove_reservation(id, self.clock.now_unix_ms());
+            let _ = st.add_reservation(&m.id, "queue", &name, &qr, self.clock.now_unix_ms());
+        }
+        Ok(Some(Reservation {
+            kind: "queue".into(),
+            target: name,
+            meter_id: None,
+            cookie: None,
+            queue: Some(qr),
+            store_id: id,
+        }))
     }
 
     async fn release(&self, rs: &[Reservation]) {
@@ -1559,6 +1595,54 @@ mod tests {
     fn availability_never_negative() {
         assert_eq!(available_bps(100e6, 40e6, 30e6), 30e6);
         assert_eq!(available_bps(100e6, 90e6, 30e6), 0.0);
+    }
+
+    #[test]
+    fn hop_messages_meter_then_flow() {
+        let f = MigrationFlow {
+            src_ip: Ipv4Addr::new(10, 0, 0, 1),
+            dst_ip: Ipv4Addr::new(10, 0, 0, 2),
+            port: 4444,
+            rate_bps: 8e6,
+            meter_id: 1001,
+            cookie: 77,
+        };
+        let m = f.messages(true, false, Some(3));
+        assert_eq!(m.len(), 2);
+        match &m[0] {
+            Message::MeterMod(mm) => {
+                assert_eq!(mm.meter_id, 1001);
+                assert_eq!(
+                    mm.bands,
+                    vec![MeterBand::Drop {
+                        rate: 8000,
+                        burst_size: 0
+                    }]
+                );
+            }
+            _ => panic!("not a meter mod"),
+        }
+        match &m[1] {
+            Message::FlowMod(fm) => {
+                assert_eq!((fm.table_id, fm.cookie), (TABLE_CLASSIFY, 77));
+                assert_eq!(
+                    fm.instructions,
+                    vec![
+                        Instruction::Meter(1001),
+                        Instruction::ApplyActions(vec![Action::output(3)])
+                    ]
+                );
+            }
+            _ => panic!("not a flow mod"),
+        }
+        let last = f.messages(false, true, Some(3));
+        assert_eq!(last.len(), 1);
+        match &last[0] {
+            Message::FlowMod(fm) => {
+                assert_eq!(fm.instructions, vec![Instruction::GotoTable(TABLE_EDGE)])
+            }
+            _ => panic!("not a flow mod"),
+        }
     }
 
     #[test]
