@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ofp::{
     FlowStatsRequest, Message, MultipartReplyBody, MultipartRequest, MultipartRequestBody,
-    PortReason,
+    PacketIn, PortReason, PortStatus,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -109,125 +109,17 @@ impl Core {
     async fn on_event(&mut self, ev: SwitchEvent) {
         let now = Instant::now();
         match ev {
-            SwitchEvent::Connected {
-                dpid,
-                conn_id,
-                peer,
-                features,
-                ports,
-                description,
-                handle,
-            } => {
-                info!(dpid = %dpid_str(dpid), conn_id, ports = ports.len(), "switch ready");
-                let change = {
-                    let mut topo = self.topo_write();
-                    let ch = topo.switch_connected(dpid, conn_id, peer, features, ports, now);
-                    if let Some(d) = description {
-                        topo.set_description(dpid, d);
-                    }
-                    ch
-                };
-                if let Ok(mut sw) = self.shared.switches.write() {
-                    sw.insert(dpid, handle.clone());
-                }
-                if let Some(old) = self.handles.insert(dpid, handle.clone()) {
-                    if old.conn_id() != conn_id {
-                        old.close().await;
-                    }
-                }
-                let mut outs = self.fwd.switch_up(dpid);
-                {
-                    let topo = self.shared.topo.read().unwrap_or_else(|p| p.into_inner());
-                    outs.extend(
-                        self.fwd
-                            .lldp_probes(&topo)
-                            .into_iter()
-                            .filter(|o| o.dpid == dpid),
-                    );
-                }
-                outs.extend(self.after_change(&change, now));
-                dispatch(&self.handles, outs).await;
-                if let Some(p) = self.pollers.remove(&dpid) {
-                    p.abort();
-                }
-                let poller = tokio::spawn(poll_switch(
-                    handle,
-                    self.shared.clone(),
-                    self.cfg.poll_interval,
-                    self.shutdown.clone(),
-                ));
-                self.pollers.insert(dpid, poller);
-            }
+            SwitchEvent::Connected { .. } => self.on_connected(ev, now).await,
             SwitchEvent::Disconnected {
                 dpid,
                 conn_id,
                 reason,
-            } => {
-                let change = self.topo_write().switch_disconnected(dpid, conn_id);
-                let Some(change) = change else {
-                    debug!(dpid = %dpid_str(dpid), conn_id, "stale disconnect ignored");
-                    return;
-                };
-                info!(dpid = %dpid_str(dpid), %reason, "switch state cleared");
-                if self
-                    .handles
-                    .get(&dpid)
-                    .is_some_and(|h| h.conn_id() == conn_id)
-                {
-                    self.handles.remove(&dpid);
-                    if let Ok(mut sw) = self.shared.switches.write() {
-                        sw.remove(&dpid);
-                    }
-                }
-                if let Some(p) = self.pollers.remove(&dpid) {
-                    p.abort();
-                }
-                self.fwd.switch_down(dpid);
-                if let Ok(mut m) = self.shared.monitor.lock() {
-                    m.switch_gone(dpid);
-                }
-                let outs = self.after_change(&change, now);
-                dispatch(&self.handles, outs).await;
-            }
+            } => self.on_disconnected(dpid, conn_id, &reason, now).await,
             SwitchEvent::PacketIn { dpid, conn_id, msg } => {
-                if self
-                    .handles
-                    .get(&dpid)
-                    .is_none_or(|h| h.conn_id() != conn_id)
-                {
-                    return;
-                }
-                let res = {
-                    let mut topo = self.shared.topo.write().unwrap_or_else(|p| p.into_inner());
-                    self.fwd.packet_in(&mut topo, dpid, &msg, now)
-                };
-                let mut outs = res.out;
-                if !res.links.is_empty() {
-                    outs.extend(self.after_change(&res.links, now));
-                }
-                dispatch(&self.handles, outs).await;
+                self.on_packet_in(dpid, conn_id, &msg, now).await
             }
             SwitchEvent::PortStatus { dpid, conn_id, msg } => {
-                if self
-                    .handles
-                    .get(&dpid)
-                    .is_none_or(|h| h.conn_id() != conn_id)
-                {
-                    return;
-                }
-                let deleted = msg.reason == PortReason::Delete;
-                info!(dpid = %dpid_str(dpid), port = msg.desc.port_no, name = %msg.desc.name, reason = ?msg.reason, up = msg.desc.is_up(), "port status");
-                let port = msg.desc.port_no;
-                let change = self.topo_write().port_status(dpid, deleted, msg.desc, now);
-                let mut outs = self.after_change(&change, now);
-                if !deleted {
-                    let topo = self.shared.topo.read().unwrap_or_else(|p| p.into_inner());
-                    outs.extend(self.fwd.lldp_probes(&topo).into_iter().filter(|o| {
-                        o.dpid == dpid
-                            && matches!(&o.msg, Message::PacketOut(p) if p.actions == vec![ofp::Action::output(port)])
-                    }));
-                }
-                dispatch(&self.handles, outs).await;
+                self.on_port_status(dpid, conn_id, msg, now).await
             }
             SwitchEvent::FlowRemoved { dpid, msg } => {
                 self.fwd.flow_removed(dpid, msg.cookie, &msg.match_);
@@ -236,6 +128,135 @@ impl Core {
                 warn!(dpid = %dpid_str(dpid), xid, error = ?msg.kind, "switch error");
             }
         }
+    }
+
+    /// A switch finished its handshake: topology, handle, pipeline, LLDP
+    /// probes, and a fresh poller.
+    async fn on_connected(&mut self, ev: SwitchEvent, now: Instant) {
+        let SwitchEvent::Connected {
+            dpid,
+            conn_id,
+            peer,
+            features,
+            ports,
+            description,
+            handle,
+        } = ev
+        else {
+            return;
+        };
+        info!(dpid = %dpid_str(dpid), conn_id, ports = ports.len(), "switch ready");
+        let change = {
+            let mut topo = self.topo_write();
+            let ch = topo.switch_connected(dpid, conn_id, peer, features, ports, now);
+            if let Some(d) = description {
+                topo.set_description(dpid, d);
+            }
+            ch
+        };
+        if let Ok(mut sw) = self.shared.switches.write() {
+            sw.insert(dpid, handle.clone());
+        }
+        if let Some(old) = self.handles.insert(dpid, handle.clone()) {
+            if old.conn_id() != conn_id {
+                old.close().await;
+            }
+        }
+        let mut outs = self.fwd.switch_up(dpid);
+        {
+            let topo = self.shared.topo.read().unwrap_or_else(|p| p.into_inner());
+            outs.extend(
+                self.fwd
+                    .lldp_probes(&topo)
+                    .into_iter()
+                    .filter(|o| o.dpid == dpid),
+            );
+        }
+        outs.extend(self.after_change(&change, now));
+        dispatch(&self.handles, outs).await;
+        if let Some(p) = self.pollers.remove(&dpid) {
+            p.abort();
+        }
+        let poller = tokio::spawn(poll_switch(
+            handle,
+            self.shared.clone(),
+            self.cfg.poll_interval,
+            self.shutdown.clone(),
+        ));
+        self.pollers.insert(dpid, poller);
+    }
+
+    /// A switch connection ended (ignored when a newer one replaced it).
+    async fn on_disconnected(&mut self, dpid: u64, conn_id: u64, reason: &str, now: Instant) {
+        let change = self.topo_write().switch_disconnected(dpid, conn_id);
+        let Some(change) = change else {
+            debug!(dpid = %dpid_str(dpid), conn_id, "stale disconnect ignored");
+            return;
+        };
+        info!(dpid = %dpid_str(dpid), %reason, "switch state cleared");
+        if self
+            .handles
+            .get(&dpid)
+            .is_some_and(|h| h.conn_id() == conn_id)
+        {
+            self.handles.remove(&dpid);
+            if let Ok(mut sw) = self.shared.switches.write() {
+                sw.remove(&dpid);
+            }
+        }
+        if let Some(p) = self.pollers.remove(&dpid) {
+            p.abort();
+        }
+        self.fwd.switch_down(dpid);
+        if let Ok(mut m) = self.shared.monitor.lock() {
+            m.switch_gone(dpid);
+        }
+        let outs = self.after_change(&change, now);
+        dispatch(&self.handles, outs).await;
+    }
+
+    /// A PACKET_IN of the current connection of `dpid`.
+    async fn on_packet_in(&mut self, dpid: u64, conn_id: u64, msg: &PacketIn, now: Instant) {
+        if self
+            .handles
+            .get(&dpid)
+            .is_none_or(|h| h.conn_id() != conn_id)
+        {
+            return;
+        }
+        let res = {
+            let mut topo = self.shared.topo.write().unwrap_or_else(|p| p.into_inner());
+            self.fwd.packet_in(&mut topo, dpid, msg, now)
+        };
+        let mut outs = res.out;
+        if !res.links.is_empty() {
+            outs.extend(self.after_change(&res.links, now));
+        }
+        dispatch(&self.handles, outs).await;
+    }
+
+    /// A PORT_STATUS of the current connection of `dpid`.
+    async fn on_port_status(&mut self, dpid: u64, conn_id: u64, msg: PortStatus, now: Instant) {
+        if self
+            .handles
+            .get(&dpid)
+            .is_none_or(|h| h.conn_id() != conn_id)
+        {
+            return;
+        }
+        let deleted = msg.reason == PortReason::Delete;
+        info!(dpid = %dpid_str(dpid), port = msg.desc.port_no, name = %msg.desc.name, reason = ?msg.reason, up = msg.desc.is_up(), "port status");
+        let port = msg.desc.port_no;
+        let change = self.topo_write().port_status(dpid, deleted, msg.desc, now);
+        let mut outs = self.after_change(&change, now);
+        if !deleted {
+            let topo = self.shared.topo.read().unwrap_or_else(|p| p.into_inner());
+            outs.extend(self.fwd.lldp_probes(&topo).into_iter().filter(|o| {
+                o.dpid == dpid
+                    && matches!(&o.msg, Message::PacketOut(p) if p.actions == vec![ofp::Action::output(port)])
+            }));
+        }
+        dispatch(&self.handles, outs).await;
     }
 
     /// Replays PACKET_INs held for ports that are classified now.
