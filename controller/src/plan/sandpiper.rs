@@ -64,7 +64,7 @@ impl Policy for Sandpiper {
         let cap = self.opts.util_cap.clamp(0.0, 0.999_999);
         let hn = view.host_count();
         let mut nic = NicView::of(&view);
-        let host_vms = vms_by_host(&view);
+        let host_vms = view.vms_by_host();
         // Hot hosts, most loaded first.
         let mut sources: Vec<(f64, usize)> = hot
             .hot
@@ -177,17 +177,6 @@ impl NicView {
             }
         }
     }
-}
-
-/// The VMs of every host.
-fn vms_by_host(view: &View<'_>) -> Vec<Vec<usize>> {
-    let mut host_vms: Vec<Vec<usize>> = vec![Vec::new(); view.host_count()];
-    for v in 0..view.vm_count() {
-        if let Some(l) = host_vms.get_mut(view.host_of(v)) {
-            l.push(v);
-        }
-    }
-    host_vms
 }
 
 /// A VM's `vol` relative to its host, and its VSR (`vol / size_MB`).
