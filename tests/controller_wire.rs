@@ -3,14 +3,16 @@
 //! error responses and graceful shutdown. (Real Open vSwitch is exercised by
 //! the end-to-end tests in the workspace's `tests/`.)
 
+mod support;
+
 use std::time::Duration;
 
 use ofp::{
     ErrorKind, Hello, Message, MultipartReply, MultipartReplyBody, OfpMessage, PortDesc,
     SwitchFeatures,
 };
+use shoal_controller::app::{self, Running};
 use shoal_controller::config::Config;
-use shoal_controller::runtime::{self, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -30,7 +32,7 @@ interval_s = 1.0
 "#,
     )
     .unwrap();
-    runtime::start(cfg.validate().unwrap()).await.unwrap()
+    app::start(cfg.validate().unwrap()).await.unwrap()
 }
 
 /// Reads one whole OpenFlow message (raw bytes) or None on EOF/timeout.
@@ -146,7 +148,7 @@ async fn api(r: &Running, path: &str) -> (u16, serde_json::Value) {
     let addr = r.api_addr.to_string();
     let path = path.to_string();
     tokio::task::spawn_blocking(move || {
-        let (code, body) = shoal::http(&addr, "GET", &path, None, None).expect("API reachable");
+        let (code, body) = support::http(&addr, "GET", &path, None, None).expect("API reachable");
         (code, serde_json::from_str(&body).expect("JSON body"))
     })
     .await
@@ -288,7 +290,7 @@ async fn api_errors_are_json_with_status() {
     let r = start().await;
     let addr = r.api_addr.to_string();
     let rr = tokio::task::spawn_blocking(move || {
-        let r = |p: &str| shoal::http(&addr, "GET", p, None, None).unwrap();
+        let r = |p: &str| support::http(&addr, "GET", p, None, None).unwrap();
         (
             r("/api/v1/switches/zz/ports"),
             r("/api/v1/switches/0000000000000001/ports"),
@@ -323,10 +325,10 @@ async fn api_errors_are_json_with_status() {
 #[test]
 fn sigterm_shuts_down_gracefully() {
     use std::process::{Command, Stdio};
-    let of_port = shoal::free_port().unwrap();
-    let api = format!("127.0.0.1:{}", shoal::free_port().unwrap());
-    let mut child = shoal::ChildGuard::spawn(
-        Command::new(shoal::cargo_bin("shoal-controller"))
+    let of_port = support::free_port().unwrap();
+    let api = format!("127.0.0.1:{}", support::free_port().unwrap());
+    let mut child = support::ChildGuard::spawn(
+        Command::new(support::cargo_bin("shoal-controller"))
             .args([
                 "--db",
                 ":memory:",
@@ -339,8 +341,8 @@ fn sigterm_shuts_down_gracefully() {
             .stderr(Stdio::null()),
     )
     .unwrap();
-    shoal::wait_for("the API", Duration::from_secs(20), || {
-        shoal::http(&api, "GET", "/healthz", None, None).ok()
+    support::wait_for("the API", Duration::from_secs(20), || {
+        support::http(&api, "GET", "/healthz", None, None).ok()
     })
     .unwrap();
     let _switch = std::net::TcpStream::connect(("127.0.0.1", of_port)).unwrap();

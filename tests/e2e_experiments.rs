@@ -14,12 +14,14 @@
 //! reservation (meter + flow) is present on every hop of its path while it
 //! runs and gone afterwards.
 
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use shoal::world::{fresh_bin_dir, run_with_limit};
-use shoal::{e2e_lock, ensure_ovs, is_root, workspace_root};
+use support::world::{fresh_bin_dir, run_with_limit};
+use support::{e2e_lock, ensure_ovs, is_root, workspace_root};
 
 #[test]
 fn vmpatrol_experiment_on_the_testbed() {

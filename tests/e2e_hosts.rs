@@ -19,13 +19,15 @@
 //! keeps its MAC/IP, ping from the other VM resumes, and
 //! `/api/v1/endpoints` shows it at its new switch and port.
 
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shoal::qemu::{move_into_ns, Hostd};
-use shoal::world::write_controller_config;
-use shoal::{
+use support::qemu::{move_into_ns, Hostd};
+use support::world::write_controller_config;
+use support::{
     cargo_bin, e2e_lock, ensure_ovs, free_port, get_json, is_root, sh, wait_for, ChildGuard, Netns,
     NsHost, OvsBridge, Veth,
 };
@@ -270,7 +272,7 @@ scenario = "{}"
 
     // Wrong or missing token: 401, logged, nothing stored.
     let bad_reg = serde_json::to_string(&json!({"host_id": "h9"})).unwrap();
-    let (code, body) = shoal::http(
+    let (code, body) = support::http(
         &api,
         "PUT",
         "/api/v1/hosts/h9",
@@ -281,9 +283,9 @@ scenario = "{}"
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("error"));
     let (code, _) =
-        shoal::http(&api, "POST", "/api/v1/hosts/h1/reports", None, Some("{}")).unwrap();
+        support::http(&api, "POST", "/api/v1/hosts/h1/reports", None, Some("{}")).unwrap();
     assert_eq!(code, 401);
-    let (code, _) = shoal::http(
+    let (code, _) = support::http(
         &api,
         "POST",
         "/api/v1/hosts/h9/reports",

@@ -15,12 +15,14 @@
 //! moves the VM with the highest volume-to-size ratio (vm1) to the least
 //! loaded host with room (h3). A dry run first only records the decision.
 
+mod support;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use shoal::qemu::Hostd;
-use shoal::world::{start_controller, write_controller_config, Hypervisor};
-use shoal::{
+use support::qemu::Hostd;
+use support::world::{start_controller, write_controller_config, Hypervisor};
+use support::{
     cargo_bin, e2e_lock, ensure_ovs, free_port, get_json, http, is_root, wait_for, NsHost,
     OvsBridge, Veth,
 };

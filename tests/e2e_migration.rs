@@ -20,13 +20,15 @@
 //!    restarted on the same database: no reservation or migration flow is
 //!    left behind and the migration's final state is recorded.
 
+mod support;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shoal::qemu::Hostd;
-use shoal::world::{start_controller, write_controller_config, Hypervisor};
-use shoal::{
+use support::qemu::Hostd;
+use support::world::{start_controller, write_controller_config, Hypervisor};
+use support::{
     e2e_lock, ensure_ovs, free_port, get_json, http, is_root, sh, wait_for, NsHost, OvsBridge, Veth,
 };
 

@@ -15,13 +15,15 @@
 //! `testbed_unit_tests` runs the Python unit tests of the testbed's pure
 //! parts (scenario validation, VMPatrol model, simulator translation).
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use shoal::world::{fresh_bin_dir, run_with_limit};
-use shoal::{e2e_lock, ensure_ovs, is_root, workspace_root};
+use support::world::{fresh_bin_dir, run_with_limit};
+use support::{e2e_lock, ensure_ovs, is_root, workspace_root};
 
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -154,7 +156,7 @@ fn testbed_smoke_scenario() {
     }
 
     // Nothing of the testbed is left.
-    let bridges = shoal::sh("ovs-vsctl", &["list-br"]).unwrap();
+    let bridges = support::sh("ovs-vsctl", &["list-br"]).unwrap();
     for b in ["tc1", "ta1", "ta2", "tt1", "tt2", "th1", "th2"] {
         assert!(
             !bridges.split_whitespace().any(|x| x == b),

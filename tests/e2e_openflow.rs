@@ -20,12 +20,14 @@
 //! The switches run in a private OVS instance (own namespace), so killing
 //! its `ovs-vswitchd` touches nobody else.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoal::{
+use support::{
     cargo_bin, e2e_lock, free_port, get_json, is_root, wait_for, ChildGuard, NsHost, OvsBridge,
     PrivateOvs,
 };
@@ -469,7 +471,7 @@ fn openflow10_bridge_is_refused() {
         "end-to-end tests need root (run the README's test command)"
     );
     let _lock = e2e_lock().unwrap();
-    shoal::ensure_ovs().unwrap();
+    support::ensure_ovs().unwrap();
     let of_port = free_port().unwrap();
     let api_port = free_port().unwrap();
     let api = format!("127.0.0.1:{api_port}");
@@ -496,7 +498,7 @@ fn openflow10_bridge_is_refused() {
     })
     .unwrap();
     let br = OvsBridge::new("shof-v10", 0x10).unwrap();
-    shoal::sh(
+    support::sh(
         "ovs-vsctl",
         &["set", "bridge", "shof-v10", "protocols=OpenFlow10"],
     )

@@ -10,14 +10,16 @@
 //!
 //! Needs root and Open vSwitch.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shoal::qemu::{move_into_ns, set_standalone, ControllerSink, Hostd};
-use shoal::{
+use shoal_common::vmpatrol::{predict, ModelParams};
+use support::qemu::{move_into_ns, set_standalone, ControllerSink, Hostd};
+use support::{
     e2e_lock, ensure_ovs, free_port, is_root, sh, wait_for, Netns, NsHost, OvsBridge, Veth,
 };
-use shoal_common::vmpatrol::{predict, ModelParams};
 
 const TOKEN: &str = "shd-netns-token-91c2";
 const MIB: f64 = 1048576.0;
@@ -402,7 +404,7 @@ fn hostd_survives_a_controller_that_is_down() {
     );
     let hd = Hostd::start(None, &dir, &cfg, &api).expect("hostd");
     std::thread::sleep(Duration::from_secs(2));
-    let (code, _) = shoal::qemu::http(&api, "GET", "/healthz", None, None).unwrap();
+    let (code, _) = support::qemu::http(&api, "GET", "/healthz", None, None).unwrap();
     assert_eq!(code, 200, "hostd died while the controller was down");
     assert!(
         hd.log_text().contains("controller unreachable"),

@@ -10,14 +10,16 @@
 //! Needs root, Open vSwitch, QEMU and the test guest
 //! (`hostd/guest/install-qemu.sh`, `hostd/guest/build.sh`).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shoal::qemu::{
+use shoal_common::vmpatrol::{predict, ModelParams};
+use support::qemu::{
     last_uptime, move_into_ns, require_qemu_and_guest, set_standalone, ControllerSink, Hostd,
 };
-use shoal::{e2e_lock, ensure_ovs, is_root, wait_for, Netns, OvsBridge, Veth};
-use shoal_common::vmpatrol::{predict, ModelParams};
+use support::{e2e_lock, ensure_ovs, is_root, wait_for, Netns, OvsBridge, Veth};
 
 const TOKEN: &str = "shd-qemu-token-7f3a";
 const MIB: f64 = 1048576.0;
@@ -90,7 +92,7 @@ fn qemu_live_migration_through_hostd() {
     }
     move_into_ns("shdq-h1i", &h1, "eth0", Some("10.213.1.1/24"), None, true).unwrap();
     move_into_ns("shdq-h2i", &h2, "eth0", Some("10.213.1.2/24"), None, true).unwrap();
-    shoal::sh("ip", &["addr", "add", "10.213.1.254/24", "dev", "shdq-mi"]).unwrap();
+    support::sh("ip", &["addr", "add", "10.213.1.254/24", "dev", "shdq-mi"]).unwrap();
 
     // The guest's NIC is a tap of the same name in each hypervisor.
     for ns in [&h1, &h2] {
@@ -145,7 +147,7 @@ fn qemu_live_migration_through_hostd() {
     assert!(booted.is_ok(), "guest did not boot: {}", hd1.log_text());
 
     // The dirty rate can be changed at run time over the serial console.
-    shoal::qemu::set_guest_dirty_rate(&dir.join("h1/shdq-vm.serial"), 6).unwrap();
+    support::qemu::set_guest_dirty_rate(&dir.join("h1/shdq-vm.serial"), 6).unwrap();
     let changed = wait_for("guest takes the new rate", Duration::from_secs(5), || {
         std::fs::read_to_string(&src_console)
             .ok()
@@ -157,7 +159,7 @@ fn qemu_live_migration_through_hostd() {
     let (code, body) = hd1.call("GET", "/api/v1/vms", "wrong-token", None).unwrap();
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("error"), "{body}");
-    let (code, _) = shoal::qemu::http(&hd1.api, "GET", "/api/v1/vms", None, None).unwrap();
+    let (code, _) = support::qemu::http(&hd1.api, "GET", "/api/v1/vms", None, None).unwrap();
     assert_eq!(code, 401);
     assert!(
         wait_for("401 logged", Duration::from_secs(5), || {

@@ -18,16 +18,18 @@
 //! `ovs-vswitchd` that never applies the change (a private instance whose
 //! daemon is killed) roll the reservation back within the deadline.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use shoal::{e2e_lock, ensure_ovs, is_root, sh, wait_for, NsHost, OvsBridge, PrivateOvs};
 use shoal_controller::execute::ovsdb::{op, OvsdbClient, OvsdbError, DEFAULT_TARGET};
 use shoal_controller::execute::queues::{
     QueueConfig, QueueError, QueueManager, QueueReservation, SystemTc, TcFuture, TcRunner,
     TcpMatch, MARKER_KEY,
 };
+use support::{e2e_lock, ensure_ovs, is_root, sh, wait_for, NsHost, OvsBridge, PrivateOvs};
 
 const LINK: u64 = 100_000_000;
 const RATE: u64 = 20_000_000;
@@ -488,7 +490,7 @@ fn failed_classifier_rolls_the_reservation_back() {
     ensure_ovs().unwrap();
     let _lock = e2e_lock().unwrap();
     let br = OvsBridge::new("sdb-br1", 0x5db1).unwrap();
-    let _link = shoal::Veth::new("sdb-p3", "sdb-p3i").unwrap();
+    let _link = support::Veth::new("sdb-p3", "sdb-p3i").unwrap();
     br.add_port("sdb-p3", 3).unwrap();
     let _rows = RowsGuard;
     let rt = rt();

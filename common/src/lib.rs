@@ -1,5 +1,6 @@
 //! What Shoal's controller and host daemon share.
 //!
+//! - [`arp`]: the gratuitous ARP frame;
 //! - [`http`]: a small HTTP/1 client with timeouts and retry backoff, used
 //!   between controller and host daemons;
 //! - [`proto`]: the JSON wire types exchanged between `shoal-hostd` and the
@@ -10,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod arp;
 pub mod http;
 pub mod proto;
 pub mod vmpatrol;

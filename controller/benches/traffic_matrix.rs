@@ -16,8 +16,8 @@ use ofp::{
     Action, FlowStats, Instruction, MacAddr, Match, Message, MultipartReply, MultipartReplyBody,
     OfpMessage,
 };
-use shoal_controller::cookie;
-use shoal_controller::monitor::Monitor;
+use shoal_controller::monitor::cookie;
+use shoal_controller::monitor::stats::Monitor;
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);

@@ -40,7 +40,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cookie;
+use crate::monitor::cookie;
+use crate::monitor::dpid::parse_dpid;
 
 /// Configuration errors; each names the offending field.
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +207,7 @@ impl Default for HostdConfig {
     fn default() -> Self {
         HostdConfig {
             token_file: None,
-            history: crate::hosts::DEFAULT_HISTORY,
+            history: crate::monitor::hosts::DEFAULT_HISTORY,
         }
     }
 }
@@ -342,26 +343,6 @@ pub fn parse_u64(s: &str) -> Option<u64> {
     }
 }
 
-/// Parses a datapath id: 16 hex digits (`00000000000000a1`), `0x…`, or
-/// `aa:bb:…` colon-separated hex (as `ovs-ofctl` prints it).
-pub fn parse_dpid(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        return u64::from_str_radix(hex, 16).ok();
-    }
-    if s.contains(':') {
-        let hex: String = s.split(':').collect();
-        if hex.len() > 16 {
-            return None;
-        }
-        return u64::from_str_radix(&hex, 16).ok();
-    }
-    if s.len() == 16 {
-        return u64::from_str_radix(s, 16).ok();
-    }
-    s.parse().ok()
-}
-
 fn secs(field: &str, v: f64, min: f64, max: f64) -> Result<Duration, ConfigError> {
     if !v.is_finite() || v < min || v > max {
         return Err(ConfigError::Invalid {
@@ -453,13 +434,13 @@ impl Config {
         let of = &self.openflow;
         let topo = &self.topology;
         let mon = &self.monitor;
-        if !(1..=crate::monitor::MAX_WINDOW as u32).contains(&mon.window_intervals) {
+        if !(1..=crate::monitor::stats::MAX_WINDOW as u32).contains(&mon.window_intervals) {
             return Err(ConfigError::Invalid {
                 field: "monitor.window_intervals".into(),
                 message: format!(
                     "{} is outside [1, {}]",
                     mon.window_intervals,
-                    crate::monitor::MAX_WINDOW
+                    crate::monitor::stats::MAX_WINDOW
                 ),
             });
         }

@@ -168,7 +168,7 @@ fn run(args: RunArgs) -> i32 {
         }
     };
     rt.block_on(async move {
-        let running = match shoal_controller::runtime::start(settings).await {
+        let running = match shoal_controller::app::start(settings).await {
             Ok(r) => r,
             Err(e) => {
                 error!("{e}");

@@ -283,7 +283,7 @@ mod tests {
         };
         h.add_vm(Arc::new(crate::state::Vm::new(
             inv,
-            crate::state::Runtime::Netns(crate::netns::NetnsRuntime::new(None, 0)),
+            Box::new(crate::netns::NetnsRuntime::new(None, 0)),
             shoal_common::proto::VmState::Running,
         )));
         h

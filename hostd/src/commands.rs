@@ -3,15 +3,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use shoal_common::proto::{
     BackendKind, Command, CommandResult, CommandState, EventKind, MigrationSpec, VmBackendSpec,
     VmState,
 };
 
-use crate::config::{validate_vm, VfMode};
-use crate::state::{lock, Hostd, Runtime, Vm};
+use crate::backend::Backend;
+use crate::config::validate_vm;
+use crate::netns::NetnsBackend;
+use crate::qemu::QemuBackend;
+use crate::state::{lock, Hostd, Vm};
 
 /// Longest deadline accepted, seconds.
 const MAX_DEADLINE_S: f64 = 86_400.0;
@@ -166,6 +168,14 @@ fn finish(hostd: &Hostd, id: &str, cmd: &Command, outcome: Result<CommandResult,
     });
 }
 
+/// The backend of a VM kind.
+pub fn backend(kind: BackendKind) -> &'static dyn Backend {
+    match kind {
+        BackendKind::Qemu => &QemuBackend,
+        BackendKind::Netns => &NetnsBackend,
+    }
+}
+
 async fn execute(hostd: &Arc<Hostd>, id: &str, cmd: &Command) -> Result<CommandResult, String> {
     match cmd {
         Command::PrepareIncoming(spec) => {
@@ -173,24 +183,22 @@ async fn execute(hostd: &Arc<Hostd>, id: &str, cmd: &Command) -> Result<CommandR
                 .vm_spec
                 .as_ref()
                 .ok_or_else(|| "prepare_incoming needs vm_spec".to_string())?;
-            let r = match inv.spec.kind() {
-                BackendKind::Qemu => crate::qemu::prepare_incoming(hostd, inv, spec, id).await?,
-                BackendKind::Netns => crate::netns::prepare_incoming(hostd, inv, spec, id).await?,
-            };
+            let r = backend(inv.spec.kind())
+                .prepare_incoming(hostd, inv, spec, id)
+                .await?;
             Ok(CommandResult::Migration(r))
         }
         Command::Migrate(spec) => {
             let vm = get_vm(hostd, &spec.vm)?;
             lock(&vm.shared).state = VmState::MigratingOut;
-            let r = match &vm.runtime {
-                Runtime::Qemu(rt) => crate::qemu::migrate_out(hostd, &vm, rt, spec, id).await?,
-                Runtime::Netns(_) => crate::netns::migrate_out(hostd, &vm, spec, id).await?,
-            };
+            let r = backend(vm.runtime.kind())
+                .migrate_out(hostd, &vm, spec, id)
+                .await?;
             Ok(CommandResult::Migration(r))
         }
         Command::VfAttach { vm } => {
             let vm = get_vm(hostd, vm)?;
-            let device = vf_attach(hostd, &vm).await?;
+            let device = backend(vm.runtime.kind()).vf_attach(hostd, &vm).await?;
             lock(&vm.shared).vf_device = Some(device.clone());
             Ok(CommandResult::VfAttached { device })
         }
@@ -200,16 +208,15 @@ async fn execute(hostd: &Arc<Hostd>, id: &str, cmd: &Command) -> Result<CommandR
                 .vf_device
                 .clone()
                 .ok_or_else(|| "no VF attached".to_string())?;
-            vf_detach(&vm, &device).await?;
+            backend(vm.runtime.kind()).vf_detach(&vm, &device).await?;
             lock(&vm.shared).vf_device = None;
             Ok(CommandResult::VfDetached { device })
         }
         Command::MemoryResize { vm, target_mb } => {
             let vm = get_vm(hostd, vm)?;
-            let actual = match &vm.runtime {
-                Runtime::Qemu(rt) => crate::qemu::balloon(&rt.qmp, *target_mb).await?,
-                Runtime::Netns(_) => *target_mb,
-            };
+            let actual = backend(vm.runtime.kind())
+                .resize_memory(&vm, *target_mb)
+                .await?;
             lock(&vm.shared).inv.memory_mb = actual.max(1);
             hostd.inventory_changed();
             Ok(CommandResult::MemoryResized { actual_mb: actual })
@@ -219,71 +226,4 @@ async fn execute(hostd: &Arc<Hostd>, id: &str, cmd: &Command) -> Result<CommandR
 
 fn get_vm(hostd: &Hostd, name: &str) -> Result<Arc<Vm>, String> {
     hostd.vm(name).ok_or_else(|| format!("VM {name} is gone"))
-}
-
-async fn vf_attach(hostd: &Hostd, vm: &Vm) -> Result<String, String> {
-    let snap = vm.snapshot();
-    match (&vm.runtime, &snap.inv.spec) {
-        (
-            Runtime::Netns(_),
-            VmBackendSpec::Netns {
-                namespace,
-                vf_iface: Some(vf),
-                ..
-            },
-        ) => {
-            crate::netns::set_link(namespace, vf, true).await?;
-            Ok(vf.clone())
-        }
-        (Runtime::Qemu(rt), _) => match hostd.cfg.vf_mode {
-            VfMode::Emulated => {
-                crate::qemu::vf_attach_emulated(&rt.qmp, &vm.name, &hostd.cfg.testbed_vf_driver)
-                    .await
-            }
-            VfMode::Sriov => {
-                let pf = hostd
-                    .cfg
-                    .sriov_pf
-                    .as_deref()
-                    .ok_or_else(|| "no sriov_pf configured".to_string())?;
-                let used: Vec<u32> = hostd
-                    .all_vms()
-                    .iter()
-                    .filter_map(|v| v.snapshot().vf_device)
-                    .filter_map(|d| crate::sriov::vf_index(&d))
-                    .collect();
-                let total = crate::sriov::total_vfs(&hostd.cfg.sys_root, pf)?;
-                let idx = (0..total)
-                    .find(|i| !used.contains(i))
-                    .ok_or_else(|| format!("all {total} VFs of {pf} are in use"))?;
-                crate::sriov::attach(
-                    &rt.qmp,
-                    &hostd.cfg.sys_root,
-                    pf,
-                    idx,
-                    &vm.name,
-                    &snap.inv.mac,
-                )
-                .await
-            }
-        },
-        _ => Err("VM has no VF stand-in configured".into()),
-    }
-}
-
-/// Removes the VF (stand-in). `device` is what attach returned: the
-/// namespace interface (netns) or, for QEMU, informational (the QOM id is
-/// always `shdvf-<vm>`).
-async fn vf_detach(vm: &Vm, device: &str) -> Result<(), String> {
-    let snap = vm.snapshot();
-    match (&vm.runtime, &snap.inv.spec) {
-        (Runtime::Netns(_), VmBackendSpec::Netns { namespace, .. }) => {
-            crate::netns::set_link(namespace, device, false).await
-        }
-        (Runtime::Qemu(rt), _) => {
-            let qom_id = format!("shdvf-{}", vm.name);
-            crate::qemu::device_del(&rt.qmp, &qom_id, Duration::from_secs(10)).await
-        }
-        _ => Err("VM has no VF stand-in configured".into()),
-    }
 }

@@ -11,9 +11,9 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::Backoff;
-use crate::netns::NetnsRuntime;
+use crate::qemu::QemuRuntime;
 use crate::sensor::{host_net_dev, remember, HostSensor, VmSensor};
-use crate::state::{lock, Hostd, Runtime, Vm};
+use crate::state::{lock, Hostd, Vm};
 
 /// The daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,16 +53,10 @@ pub fn read_token(path: &std::path::Path) -> Result<String, DaemonError> {
 pub async fn start_vms(h: &Arc<Hostd>) -> Result<(), DaemonError> {
     for vc in &h.cfg.vms {
         let inv = vc.inventory();
-        let rt = match inv.spec.kind() {
-            proto::BackendKind::Qemu => Runtime::Qemu(
-                crate::qemu::launch(&h.cfg, &inv, None)
-                    .await
-                    .map_err(|e| DaemonError::Vm(inv.name.clone(), e))?,
-            ),
-            proto::BackendKind::Netns => Runtime::Netns(
-                NetnsRuntime::load(&inv).map_err(|e| DaemonError::Vm(inv.name.clone(), e))?,
-            ),
-        };
+        let rt = crate::commands::backend(inv.spec.kind())
+            .start(&h.cfg, &inv)
+            .await
+            .map_err(|e| DaemonError::Vm(inv.name.clone(), e))?;
         tracing::info!(vm = %inv.name, backend = ?inv.spec.kind(), "VM ready");
         h.add_vm(Arc::new(Vm::new(inv, rt, VmState::Running)));
     }
@@ -258,7 +252,7 @@ pub async fn dirty_rate_loop(h: Arc<Hostd>) {
     loop {
         tick.tick().await;
         for vm in h.all_vms() {
-            let Runtime::Qemu(rt) = &vm.runtime else {
+            let Some(rt) = vm.runtime.downcast::<QemuRuntime>() else {
                 continue;
             };
             {

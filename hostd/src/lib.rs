@@ -5,16 +5,19 @@
 //!   CPU/memory time series of namespace VMs);
 //! - [`daemon`] registers with the controller and reports every interval
 //!   (types in [`shoal_common::proto`]), with retries;
-//! - [`api`] is the effector API; [`commands`] carries commands out with the
-//!   [`qemu`] backend (real QEMU over [`qmp`]) or the [`netns`] backend
-//!   (namespace VMs whose pre-copy stream is sent for real), [`sriov`] for
-//!   real VFs.
+//! - [`api`] is the effector API; [`commands`] carries commands out through
+//!   the [`backend::Backend`] trait: the [`qemu`] backend (real QEMU over
+//!   [`qmp`]) or the [`netns`] backend (namespace VMs whose pre-copy stream
+//!   is sent for real), [`sriov`] for real VFs;
+//! - [`state`] holds the VMs, commands and events; it knows a VM's runtime
+//!   only through the [`vm_runtime::VmRuntime`] trait.
 //!
 //! See docs/hostd.md for usage, configuration and the API.
 
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod backend;
 pub mod commands;
 pub mod config;
 pub mod daemon;
@@ -29,3 +32,4 @@ pub mod sensor;
 pub mod sriov;
 pub mod state;
 pub mod sys;
+pub mod vm_runtime;

@@ -15,15 +15,19 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shoal_common::proto::{
-    MigrationProgress, MigrationResult, MigrationSpec, VmBackendSpec, VmInventory, VmState,
+    BackendKind, MigrationProgress, MigrationResult, MigrationSpec, VmBackendSpec, VmInventory,
+    VmState,
 };
 use shoal_common::vmpatrol::{predict, ModelParams, DEFAULT_MIN_PROGRESS_MB};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::backend::{Backend, BoxFuture};
+use crate::config::Config;
 use crate::scenario::{Sample, Scenario};
-use crate::state::{lock, Hostd, Runtime, Vm};
+use crate::state::{lock, Hostd, Vm};
 use crate::sys::run_cmd;
+use crate::vm_runtime::VmRuntime;
 
 const MIB: f64 = 1048576.0;
 const CHUNK: usize = 64 * 1024;
@@ -35,6 +39,97 @@ pub struct NetnsRuntime {
     pub scenario: Option<Scenario>,
     /// Unix ms of the scenario's `t = 0`.
     pub epoch_unix_ms: u64,
+}
+
+impl VmRuntime for NetnsRuntime {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Netns
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn fill_inventory(&self, inv: &mut VmInventory) {
+        if let VmBackendSpec::Netns {
+            scenario_epoch_unix_ms,
+            ..
+        } = &mut inv.spec
+        {
+            *scenario_epoch_unix_ms = Some(self.epoch_unix_ms);
+        }
+    }
+}
+
+/// The namespace backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetnsBackend;
+
+impl Backend for NetnsBackend {
+    fn start<'a>(
+        &'a self,
+        _cfg: &'a Config,
+        inv: &'a VmInventory,
+    ) -> BoxFuture<'a, Result<Box<dyn VmRuntime>, String>> {
+        Box::pin(async move { NetnsRuntime::load(inv).map(|r| Box::new(r) as Box<dyn VmRuntime>) })
+    }
+
+    fn prepare_incoming<'a>(
+        &'a self,
+        hostd: &'a Arc<Hostd>,
+        inv: &'a VmInventory,
+        spec: &'a MigrationSpec,
+        cmd_id: &'a str,
+    ) -> BoxFuture<'a, Result<MigrationResult, String>> {
+        Box::pin(prepare_incoming(hostd, inv, spec, cmd_id))
+    }
+
+    fn migrate_out<'a>(
+        &'a self,
+        hostd: &'a Arc<Hostd>,
+        vm: &'a Arc<Vm>,
+        spec: &'a MigrationSpec,
+        cmd_id: &'a str,
+    ) -> BoxFuture<'a, Result<MigrationResult, String>> {
+        Box::pin(migrate_out(hostd, vm, spec, cmd_id))
+    }
+
+    fn resize_memory<'a>(
+        &'a self,
+        _vm: &'a Vm,
+        target_mb: u64,
+    ) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move { Ok(target_mb) })
+    }
+
+    fn vf_attach<'a>(
+        &'a self,
+        _hostd: &'a Hostd,
+        vm: &'a Vm,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            match vm.snapshot().inv.spec {
+                VmBackendSpec::Netns {
+                    namespace,
+                    vf_iface: Some(vf),
+                    ..
+                } => {
+                    set_link(&namespace, &vf, true).await?;
+                    Ok(vf)
+                }
+                _ => Err("VM has no VF stand-in configured".into()),
+            }
+        })
+    }
+
+    fn vf_detach<'a>(&'a self, vm: &'a Vm, device: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            match vm.snapshot().inv.spec {
+                VmBackendSpec::Netns { namespace, .. } => set_link(&namespace, device, false).await,
+                _ => Err("VM has no VF stand-in configured".into()),
+            }
+        })
+    }
 }
 
 impl NetnsRuntime {
@@ -128,7 +223,7 @@ pub async fn migrate_out(
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(spec.deadline_s);
     let inv = vm.snapshot().inv;
-    let Runtime::Netns(rt) = &vm.runtime else {
+    let Some(rt) = vm.runtime.downcast::<NetnsRuntime>() else {
         return Err("internal: not a netns VM".into());
     };
     let dirty = rt.sample_now().map(|s| s.dirty_mbps).unwrap_or(0.0);
@@ -360,7 +455,7 @@ pub async fn prepare_incoming(
         .await
         .map_err(|e| format!("listen on {}: {e}", spec.destination_addr))?;
     let rt = NetnsRuntime::load(inv)?;
-    let vm = Arc::new(Vm::new(inv.clone(), Runtime::Netns(rt), VmState::Incoming));
+    let vm = Arc::new(Vm::new(inv.clone(), Box::new(rt), VmState::Incoming));
     lock(&vm.shared).busy = Some(cmd_id.to_string());
     hostd.add_vm(vm.clone());
     hostd.update_command(cmd_id, |s| {

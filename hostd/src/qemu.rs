@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 use serde_json::{json, Value};
 use shoal_common::proto::{
-    self, CommandState, CommandStatus, MigrationProgress, MigrationResult, MigrationSpec,
-    VmBackendSpec, VmInventory, VmState,
+    self, BackendKind, CommandState, CommandStatus, MigrationProgress, MigrationResult,
+    MigrationSpec, VmBackendSpec, VmInventory, VmState,
 };
 use tokio::sync::watch;
 
+use crate::backend::{Backend, BoxFuture};
 use crate::config::Config;
+use crate::config::VfMode;
 use crate::qmp::{Qmp, QmpError};
-use crate::state::{lock, Hostd, Runtime, Vm};
+use crate::state::{lock, Hostd, Vm};
+use crate::vm_runtime::VmRuntime;
 
 /// How long QEMU may take to open its QMP socket.
 const QMP_START_WAIT: Duration = Duration::from_secs(15);
@@ -61,6 +64,110 @@ pub struct QemuRuntime {
     /// Its files.
     pub paths: QemuPaths,
     exited: watch::Receiver<Option<String>>,
+}
+
+impl VmRuntime for QemuRuntime {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Qemu
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn qemu_of(vm: &Vm) -> Result<&QemuRuntime, String> {
+    vm.runtime
+        .downcast::<QemuRuntime>()
+        .ok_or_else(|| "internal: not a QEMU runtime".to_string())
+}
+
+/// The QEMU backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QemuBackend;
+
+impl Backend for QemuBackend {
+    fn start<'a>(
+        &'a self,
+        cfg: &'a Config,
+        inv: &'a VmInventory,
+    ) -> BoxFuture<'a, Result<Box<dyn VmRuntime>, String>> {
+        Box::pin(async move {
+            launch(cfg, inv, None)
+                .await
+                .map(|r| Box::new(r) as Box<dyn VmRuntime>)
+        })
+    }
+
+    fn prepare_incoming<'a>(
+        &'a self,
+        hostd: &'a Arc<Hostd>,
+        inv: &'a VmInventory,
+        spec: &'a MigrationSpec,
+        cmd_id: &'a str,
+    ) -> BoxFuture<'a, Result<MigrationResult, String>> {
+        Box::pin(prepare_incoming(hostd, inv, spec, cmd_id))
+    }
+
+    fn migrate_out<'a>(
+        &'a self,
+        hostd: &'a Arc<Hostd>,
+        vm: &'a Arc<Vm>,
+        spec: &'a MigrationSpec,
+        cmd_id: &'a str,
+    ) -> BoxFuture<'a, Result<MigrationResult, String>> {
+        Box::pin(async move { migrate_out(hostd, vm, qemu_of(vm)?, spec, cmd_id).await })
+    }
+
+    fn resize_memory<'a>(
+        &'a self,
+        vm: &'a Vm,
+        target_mb: u64,
+    ) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move { balloon(&qemu_of(vm)?.qmp, target_mb).await })
+    }
+
+    fn vf_attach<'a>(
+        &'a self,
+        hostd: &'a Hostd,
+        vm: &'a Vm,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let rt = qemu_of(vm)?;
+            match hostd.cfg.vf_mode {
+                VfMode::Emulated => {
+                    vf_attach_emulated(&rt.qmp, &vm.name, &hostd.cfg.testbed_vf_driver).await
+                }
+                VfMode::Sriov => {
+                    let pf = hostd
+                        .cfg
+                        .sriov_pf
+                        .as_deref()
+                        .ok_or_else(|| "no sriov_pf configured".to_string())?;
+                    let used: Vec<u32> = hostd
+                        .all_vms()
+                        .iter()
+                        .filter_map(|v| v.snapshot().vf_device)
+                        .filter_map(|d| crate::sriov::vf_index(&d))
+                        .collect();
+                    let total = crate::sriov::total_vfs(&hostd.cfg.sys_root, pf)?;
+                    let idx = (0..total)
+                        .find(|i| !used.contains(i))
+                        .ok_or_else(|| format!("all {total} VFs of {pf} are in use"))?;
+                    let mac = vm.snapshot().inv.mac;
+                    crate::sriov::attach(&rt.qmp, &hostd.cfg.sys_root, pf, idx, &vm.name, &mac)
+                        .await
+                }
+            }
+        })
+    }
+
+    fn vf_detach<'a>(&'a self, vm: &'a Vm, _device: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let qom_id = format!("shdvf-{}", vm.name);
+            device_del(&qemu_of(vm)?.qmp, &qom_id, Duration::from_secs(10)).await
+        })
+    }
 }
 
 impl QemuRuntime {
@@ -545,10 +652,10 @@ pub async fn prepare_incoming(
     let rt = launch(&hostd.cfg, inv, Some(&spec.destination_addr)).await?;
     let qmp = rt.qmp.clone();
     let mut events = qmp.subscribe();
-    let vm = Arc::new(Vm::new(inv.clone(), Runtime::Qemu(rt), VmState::Incoming));
+    let vm = Arc::new(Vm::new(inv.clone(), Box::new(rt), VmState::Incoming));
     lock(&vm.shared).busy = Some(cmd_id.to_string());
     hostd.add_vm(vm.clone());
-    let Runtime::Qemu(rt) = &vm.runtime else {
+    let Some(rt) = vm.runtime.downcast::<QemuRuntime>() else {
         return Err("internal: not a QEMU runtime".into());
     };
     let outcome: Result<(), String> = async {

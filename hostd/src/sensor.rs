@@ -9,8 +9,11 @@ use std::time::Instant;
 use serde_json::Value;
 use shoal_common::proto::{BackendKind, HostMetrics, VmBackendSpec, VmMetrics, VmState};
 
+use crate::netns::NetnsRuntime;
 use crate::procfs::{self, counter_delta, CpuTimes, NetCounters, ProcCpu, SchedStat};
-use crate::state::{lock, Runtime, Vm};
+use crate::qemu::QemuRuntime;
+use crate::scenario::Sample;
+use crate::state::{lock, Vm};
 
 /// A sensor read failed.
 #[derive(Debug, thiserror::Error)]
@@ -199,101 +202,19 @@ impl VmSensor {
             dirty_rate_mbps: snap.dirty_rate_mbps,
             vf_attached: snap.vf_device.is_some(),
         };
-        match &vm.runtime {
-            Runtime::Qemu(rt) => {
+        let qemu = vm.runtime.downcast::<QemuRuntime>();
+        let netns = vm.runtime.downcast::<NetnsRuntime>();
+        match (qemu, netns) {
+            (Some(rt), _) => {
                 if rt.exited().is_some() {
                     m.state = VmState::Failed;
                     prev.at = Some(now);
                     return m;
                 }
                 let pid_dir = proc_root.join(rt.pid.to_string());
-                // Process CPU.
-                match read(&pid_dir.join("stat")).and_then(|t| Ok(procfs::parse_pid_stat(&t)?)) {
-                    Ok(cpu) => {
-                        if let (Some(p), Some(dt)) = (prev.cpu, dt) {
-                            let ticks = counter_delta(p.utime + p.stime, cpu.utime + cpu.stime);
-                            if dt > 0.0 {
-                                m.cpu_cores = ticks as f64 / self.tick / dt;
-                            }
-                        }
-                        prev.cpu = Some(cpu);
-                    }
-                    Err(e) => tracing::debug!(vm = %vm.name, error = %e, "process stat"),
-                }
-                if let Ok(rss) =
-                    read(&pid_dir.join("status")).and_then(|t| Ok(procfs::parse_status_rss_kb(&t)?))
-                {
-                    m.used_memory_mb = rss / 1024;
-                }
-                // vCPU threads and their schedstat.
-                let tids: Vec<u32> = match rt.qmp.execute("query-cpus-fast", None).await {
-                    Ok(Value::Array(cpus)) => cpus
-                        .iter()
-                        .filter_map(|c| c.get("thread-id").and_then(Value::as_u64))
-                        .map(|t| t as u32)
-                        .collect(),
-                    Ok(other) => {
-                        tracing::warn!(vm = %vm.name, answer = %other, "odd query-cpus-fast answer");
-                        Vec::new()
-                    }
-                    Err(e) => {
-                        tracing::debug!(vm = %vm.name, error = %e, "query-cpus-fast");
-                        Vec::new()
-                    }
-                };
-                let mut run = 0u64;
-                let mut wait = 0u64;
-                let mut complete = !tids.is_empty();
-                let mut new_sched = HashMap::new();
-                for tid in &tids {
-                    let p = pid_dir.join("task").join(tid.to_string()).join("schedstat");
-                    match read(&p).and_then(|t| Ok(procfs::parse_schedstat(&t)?)) {
-                        Ok(s) => {
-                            match prev.sched.get(tid) {
-                                Some(old) => {
-                                    run += counter_delta(old.run_ns, s.run_ns);
-                                    wait += counter_delta(old.wait_ns, s.wait_ns);
-                                }
-                                None => complete = false,
-                            }
-                            new_sched.insert(*tid, s);
-                        }
-                        Err(e) => {
-                            complete = false;
-                            tracing::debug!(vm = %vm.name, tid, error = %e, "schedstat");
-                        }
-                    }
-                }
-                prev.sched = new_sched;
-                if let (true, Some(dt)) = (complete, dt) {
-                    let gotten = run as f64 / 1e6;
-                    let waited = wait as f64 / 1e6;
-                    let wall = dt * 1000.0 * tids.len() as f64;
-                    m.gotten_ms = Some(gotten);
-                    m.wait_ms = Some(waited);
-                    m.blocked_ms = Some((wall - gotten - waited).max(0.0));
-                }
-                // Memory size and balloon.
-                if let Ok(v) = rt.qmp.execute("query-memory-size-summary", None).await {
-                    if let Some(b) = v.get("base-memory").and_then(Value::as_u64) {
-                        let plugged = v.get("plugged-memory").and_then(Value::as_u64).unwrap_or(0);
-                        m.max_memory_mb = (b + plugged) >> 20;
-                        m.memory_mb = m.max_memory_mb;
-                    }
-                }
-                if let Ok(v) = rt.qmp.execute("query-balloon", None).await {
-                    if let Some(a) = v.get("actual").and_then(Value::as_u64) {
-                        m.memory_mb = a >> 20;
-                    }
-                }
-                if m.state == VmState::Running || m.state == VmState::Paused {
-                    if let Ok(v) = rt.qmp.execute("query-status", None).await {
-                        m.state = match v.get("status").and_then(Value::as_str) {
-                            Some("running") => VmState::Running,
-                            _ => VmState::Paused,
-                        };
-                    }
-                }
+                process_cpu_and_rss(self.tick, &vm.name, &pid_dir, prev, dt, &mut m);
+                vcpu_times(rt, &vm.name, &pid_dir, prev, dt, &mut m).await;
+                qemu_memory_and_state(rt, &mut m).await;
                 // Tap counters: the host side of the tap, so rx = VM tx.
                 if let VmBackendSpec::Qemu { tap: Some(tap), .. } = &snap.inv.spec {
                     if let Some(c) = host_net.and_then(|n| n.get(tap)).copied() {
@@ -308,50 +229,18 @@ impl VmSensor {
                     }
                 }
             }
-            Runtime::Netns(rt) => {
+            (None, Some(rt)) => {
                 if let VmBackendSpec::Netns {
                     namespace, iface, ..
                 } = &snap.inv.spec
                 {
-                    match crate::sys::read_in_netns(namespace, "net/dev").await {
-                        Ok(text) => match procfs::parse_net_dev(&text) {
-                            Ok(all) => {
-                                if let Some(c) = all.get(iface).copied() {
-                                    if let (Some(p), Some(dt)) = (prev.net, dt) {
-                                        let [tx, rx, txp, rxp] = net_rates(&p, &c, dt);
-                                        m.tx_bytes_per_s = tx;
-                                        m.rx_bytes_per_s = rx;
-                                        m.tx_packets_per_s = txp;
-                                        m.rx_packets_per_s = rxp;
-                                    }
-                                    prev.net = Some(c);
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(vm = %vm.name, error = %e, "namespace counters")
-                            }
-                        },
-                        Err(e) => {
-                            tracing::warn!(vm = %vm.name, error = %e, "namespace counters");
-                            m.state = VmState::Failed;
-                        }
-                    }
+                    netns_counters(&vm.name, namespace, iface, prev, dt, &mut m).await;
                 }
                 if let Some(s) = rt.sample_now() {
-                    m.cpu_util = s.cpu;
-                    m.cpu_cores = s.cpu * vcpus;
-                    m.used_memory_mb = (s.mem_mb.round() as u64).min(snap.inv.memory_mb);
-                    m.dirty_rate_mbps = Some(s.dirty_mbps);
-                    if let Some(dt) = dt {
-                        let wall = dt * 1000.0 * vcpus;
-                        let gotten = s.cpu * wall;
-                        let wait = s.wait * wall;
-                        m.gotten_ms = Some(gotten);
-                        m.wait_ms = Some(wait);
-                        m.blocked_ms = Some((wall - gotten - wait).max(0.0));
-                    }
+                    scenario_values(&s, vcpus, snap.inv.memory_mb, dt, &mut m);
                 }
             }
+            (None, None) => {}
         }
         if m.backend == BackendKind::Qemu {
             m.cpu_util = (m.cpu_cores / vcpus).clamp(0.0, 1.0);
@@ -361,6 +250,169 @@ impl VmSensor {
         }
         prev.at = Some(now);
         m
+    }
+}
+
+/// Process CPU (cores, from utime + stime) and resident memory of a QEMU.
+fn process_cpu_and_rss(
+    tick: f64,
+    name: &str,
+    pid_dir: &Path,
+    prev: &mut VmPrev,
+    dt: Option<f64>,
+    m: &mut VmMetrics,
+) {
+    match read(&pid_dir.join("stat")).and_then(|t| Ok(procfs::parse_pid_stat(&t)?)) {
+        Ok(cpu) => {
+            if let (Some(p), Some(dt)) = (prev.cpu, dt) {
+                let ticks = counter_delta(p.utime + p.stime, cpu.utime + cpu.stime);
+                if dt > 0.0 {
+                    m.cpu_cores = ticks as f64 / tick / dt;
+                }
+            }
+            prev.cpu = Some(cpu);
+        }
+        Err(e) => tracing::debug!(vm = %name, error = %e, "process stat"),
+    }
+    if let Ok(rss) =
+        read(&pid_dir.join("status")).and_then(|t| Ok(procfs::parse_status_rss_kb(&t)?))
+    {
+        m.used_memory_mb = rss / 1024;
+    }
+}
+
+/// vCPU threads (from QMP) and their schedstat: time gotten, waited and
+/// blocked (only when every thread has an earlier sample).
+async fn vcpu_times(
+    rt: &QemuRuntime,
+    name: &str,
+    pid_dir: &Path,
+    prev: &mut VmPrev,
+    dt: Option<f64>,
+    m: &mut VmMetrics,
+) {
+    let tids: Vec<u32> = match rt.qmp.execute("query-cpus-fast", None).await {
+        Ok(Value::Array(cpus)) => cpus
+            .iter()
+            .filter_map(|c| c.get("thread-id").and_then(Value::as_u64))
+            .map(|t| t as u32)
+            .collect(),
+        Ok(other) => {
+            tracing::warn!(vm = %name, answer = %other, "odd query-cpus-fast answer");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::debug!(vm = %name, error = %e, "query-cpus-fast");
+            Vec::new()
+        }
+    };
+    let mut run = 0u64;
+    let mut wait = 0u64;
+    let mut complete = !tids.is_empty();
+    let mut new_sched = HashMap::new();
+    for tid in &tids {
+        let p = pid_dir.join("task").join(tid.to_string()).join("schedstat");
+        match read(&p).and_then(|t| Ok(procfs::parse_schedstat(&t)?)) {
+            Ok(s) => {
+                match prev.sched.get(tid) {
+                    Some(old) => {
+                        run += counter_delta(old.run_ns, s.run_ns);
+                        wait += counter_delta(old.wait_ns, s.wait_ns);
+                    }
+                    None => complete = false,
+                }
+                new_sched.insert(*tid, s);
+            }
+            Err(e) => {
+                complete = false;
+                tracing::debug!(vm = %name, tid, error = %e, "schedstat");
+            }
+        }
+    }
+    prev.sched = new_sched;
+    if let (true, Some(dt)) = (complete, dt) {
+        let gotten = run as f64 / 1e6;
+        let waited = wait as f64 / 1e6;
+        let wall = dt * 1000.0 * tids.len() as f64;
+        m.gotten_ms = Some(gotten);
+        m.wait_ms = Some(waited);
+        m.blocked_ms = Some((wall - gotten - waited).max(0.0));
+    }
+}
+
+/// Memory size, balloon and run state of a QEMU (over QMP).
+async fn qemu_memory_and_state(rt: &QemuRuntime, m: &mut VmMetrics) {
+    if let Ok(v) = rt.qmp.execute("query-memory-size-summary", None).await {
+        if let Some(b) = v.get("base-memory").and_then(Value::as_u64) {
+            let plugged = v.get("plugged-memory").and_then(Value::as_u64).unwrap_or(0);
+            m.max_memory_mb = (b + plugged) >> 20;
+            m.memory_mb = m.max_memory_mb;
+        }
+    }
+    if let Ok(v) = rt.qmp.execute("query-balloon", None).await {
+        if let Some(a) = v.get("actual").and_then(Value::as_u64) {
+            m.memory_mb = a >> 20;
+        }
+    }
+    if m.state == VmState::Running || m.state == VmState::Paused {
+        if let Ok(v) = rt.qmp.execute("query-status", None).await {
+            m.state = match v.get("status").and_then(Value::as_str) {
+                Some("running") => VmState::Running,
+                _ => VmState::Paused,
+            };
+        }
+    }
+}
+
+/// Interface counters of a namespace VM (read inside its namespace); an
+/// unreadable namespace marks the VM failed.
+async fn netns_counters(
+    name: &str,
+    namespace: &str,
+    iface: &str,
+    prev: &mut VmPrev,
+    dt: Option<f64>,
+    m: &mut VmMetrics,
+) {
+    match crate::sys::read_in_netns(namespace, "net/dev").await {
+        Ok(text) => match procfs::parse_net_dev(&text) {
+            Ok(all) => {
+                if let Some(c) = all.get(iface).copied() {
+                    if let (Some(p), Some(dt)) = (prev.net, dt) {
+                        let [tx, rx, txp, rxp] = net_rates(&p, &c, dt);
+                        m.tx_bytes_per_s = tx;
+                        m.rx_bytes_per_s = rx;
+                        m.tx_packets_per_s = txp;
+                        m.rx_packets_per_s = rxp;
+                    }
+                    prev.net = Some(c);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(vm = %name, error = %e, "namespace counters")
+            }
+        },
+        Err(e) => {
+            tracing::warn!(vm = %name, error = %e, "namespace counters");
+            m.state = VmState::Failed;
+        }
+    }
+}
+
+/// CPU, memory, dirty rate and scheduling times of a namespace VM from its
+/// scenario.
+fn scenario_values(s: &Sample, vcpus: f64, memory_mb: u64, dt: Option<f64>, m: &mut VmMetrics) {
+    m.cpu_util = s.cpu;
+    m.cpu_cores = s.cpu * vcpus;
+    m.used_memory_mb = (s.mem_mb.round() as u64).min(memory_mb);
+    m.dirty_rate_mbps = Some(s.dirty_mbps);
+    if let Some(dt) = dt {
+        let wall = dt * 1000.0 * vcpus;
+        let gotten = s.cpu * wall;
+        let wait = s.wait * wall;
+        m.gotten_ms = Some(gotten);
+        m.wait_ms = Some(wait);
+        m.blocked_ms = Some((wall - gotten - wait).max(0.0));
     }
 }
 

@@ -11,20 +11,11 @@ use shoal_common::proto::{
 
 use crate::config::Config;
 use crate::http::HttpClient;
-use crate::netns::NetnsRuntime;
-use crate::qemu::QemuRuntime;
+use crate::vm_runtime::VmRuntime;
 
 /// Locks a std mutex, recovering the data if another thread panicked.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// How a VM runs on this host.
-pub enum Runtime {
-    /// A QEMU process.
-    Qemu(QemuRuntime),
-    /// A namespace VM.
-    Netns(NetnsRuntime),
 }
 
 /// Mutable facts about a VM.
@@ -49,14 +40,14 @@ pub struct Vm {
     /// VM name.
     pub name: String,
     /// Backend runtime.
-    pub runtime: Runtime,
+    pub runtime: Box<dyn VmRuntime>,
     /// Mutable facts.
     pub shared: Mutex<VmShared>,
 }
 
 impl Vm {
     /// A VM in state `state`.
-    pub fn new(inv: VmInventory, runtime: Runtime, state: VmState) -> Self {
+    pub fn new(inv: VmInventory, runtime: Box<dyn VmRuntime>, state: VmState) -> Self {
         Vm {
             name: inv.name.clone(),
             runtime,
@@ -80,16 +71,7 @@ impl Vm {
     pub fn status(&self) -> VmStatus {
         let s = lock(&self.shared);
         let mut inv = s.inv.clone();
-        if let (
-            Runtime::Netns(n),
-            shoal_common::proto::VmBackendSpec::Netns {
-                scenario_epoch_unix_ms,
-                ..
-            },
-        ) = (&self.runtime, &mut inv.spec)
-        {
-            *scenario_epoch_unix_ms = Some(n.epoch_unix_ms);
-        }
+        self.runtime.fill_inventory(&mut inv);
         VmStatus {
             inventory: inv,
             state: s.state,
@@ -364,7 +346,18 @@ impl Hostd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_common::proto::VmBackendSpec;
+    use shoal_common::proto::{BackendKind, VmBackendSpec};
+
+    /// A runtime that does nothing (the state never looks inside).
+    struct Idle;
+    impl VmRuntime for Idle {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Netns
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
 
     fn hostd_with_vm() -> Hostd {
         let h = Hostd::new(Config::default(), "h".into(), "t".into());
@@ -385,11 +378,7 @@ mod tests {
                 scenario_epoch_unix_ms: None,
             },
         };
-        h.add_vm(Arc::new(Vm::new(
-            inv,
-            Runtime::Netns(NetnsRuntime::new(None, 0)),
-            VmState::Running,
-        )));
+        h.add_vm(Arc::new(Vm::new(inv, Box::new(Idle), VmState::Running)));
         h
     }
 

@@ -52,24 +52,7 @@ pub async fn read_in_netns(ns: &str, rel: &str) -> std::io::Result<String> {
 
 /// A gratuitous ARP frame (broadcast ARP request for `ip` from `mac`
 /// about itself), 42 bytes: Ethernet header + ARP.
-pub fn garp_frame(mac: [u8; 6], ip: std::net::Ipv4Addr) -> [u8; 42] {
-    let mut f = [0u8; 42];
-    let ip = ip.octets();
-    let mut put = |at: usize, bytes: &[u8]| {
-        if let Some(dst) = f.get_mut(at..at + bytes.len()) {
-            dst.copy_from_slice(bytes);
-        }
-    };
-    put(0, &[0xff; 6]); // destination: broadcast
-    put(6, &mac); // source
-    put(12, &[0x08, 0x06]); // ARP
-    put(14, &[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]); // Ethernet/IPv4, request
-    put(22, &mac); // sender MAC
-    put(28, &ip); // sender IP
-    put(32, &[0; 6]); // target MAC: unknown
-    put(38, &ip); // target IP = sender IP: gratuitous
-    f
-}
+pub use shoal_common::arp::gratuitous_arp as garp_frame;
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {

@@ -1,5 +1,10 @@
 //! Analyze: hotspot detection (k-of-n + AR(1), ALGORITHMS.md §2), pure code.
 //!
+//! - **Owns**: hotspot detection and its configuration.
+//! - **Reads**: a knowledge [`Snapshot`] only.
+//! - **May not touch**: locks, the store, the network, the clock, or any
+//!   stage above it (plan, execute, the loop, the API).
+//!
 //! [`detect`] looks at the last `n` [`HostSample`]s of every host in a
 //! [`Snapshot`] and flags a resource hot when at least `k` of them exceed the
 //! threshold **and** the AR(1) prediction of the next observation exceeds it

@@ -20,9 +20,11 @@ use serde::Serialize;
 use shoal_common::proto::{HostMetrics, Registration, Report, VmInventory, VmMetrics};
 use tracing::{info, warn};
 
-use super::{dpid_str, ApiError};
-use crate::hosts::HostError;
-use crate::runtime::{now_unix_ms, HostEvent, Shared};
+use super::ApiError;
+use crate::knowledge::clock::now_unix_ms;
+use crate::knowledge::store::StoreExt;
+use crate::mapek::state::{HostEvent, Shared};
+use crate::monitor::dpid::dpid_str;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -41,17 +43,6 @@ impl From<JsonRejection> for ApiError {
         match r {
             JsonRejection::JsonDataError(e) => ApiError::Unprocessable(e.body_text()),
             other => ApiError::BadRequest(other.body_text()),
-        }
-    }
-}
-
-impl From<HostError> for ApiError {
-    fn from(e: HostError) -> Self {
-        match e {
-            HostError::Unknown(id) => {
-                ApiError::NotFound(format!("host {id} is not registered: register first"))
-            }
-            HostError::Invalid(m) => ApiError::Unprocessable(m),
         }
     }
 }
@@ -113,11 +104,11 @@ async fn register(
     let Json(reg) = body?;
     let now = now_unix_ms();
     let (out, n) = {
-        let mut hosts = s.hosts_write()?;
+        let mut hosts = s.knowledge.hosts_write()?;
         let n = reg.vms.len();
         (hosts.register(&id, reg.clone(), now)?, n)
     };
-    if let Some(store) = &s.store {
+    if let Some(store) = &s.knowledge.store {
         let r = store.put_host(&id, &reg, now).and_then(|_| {
             reg.vms.iter().try_for_each(|v| {
                 store
@@ -169,8 +160,8 @@ async fn report(
     let Json(rep) = body?;
     let now = now_unix_ms();
     let seq = rep.seq;
-    let fresh = s.hosts_write()?.report(&id, rep.clone(), now)?;
-    if let Some(store) = &s.store {
+    let fresh = s.knowledge.hosts_write()?.report(&id, rep.clone(), now)?;
+    if let Some(store) = &s.knowledge.store {
         if let Err(e) = store.put_report(&id, &rep, now) {
             warn!(host = %id, error = %e, "cannot persist report");
         }
@@ -221,7 +212,7 @@ pub struct HostView {
     pub metrics: Option<HostMetrics>,
 }
 
-fn host_view(id: &str, e: &crate::hosts::HostEntry, now: i64) -> HostView {
+fn host_view(id: &str, e: &crate::monitor::hosts::HostEntry, now: i64) -> HostView {
     let r = &e.registration;
     HostView {
         id: id.to_string(),
@@ -245,7 +236,7 @@ fn host_view(id: &str, e: &crate::hosts::HostEntry, now: i64) -> HostView {
 
 async fn list_hosts(State(s): State<Arc<Shared>>) -> ApiResult<Vec<HostView>> {
     let now = now_unix_ms();
-    let hosts = s.hosts_read()?;
+    let hosts = s.knowledge.hosts_read()?;
     Ok(Json(
         hosts
             .hosts()
@@ -269,7 +260,7 @@ async fn get_host(
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<HostDetail> {
     let Path(id) = id?;
-    let hosts = s.hosts_read()?;
+    let hosts = s.knowledge.hosts_read()?;
     let e = hosts
         .host(&id)
         .ok_or_else(|| ApiError::NotFound(format!("host {id} is not registered")))?;
@@ -299,7 +290,7 @@ pub struct VmView {
     pub history_len: usize,
 }
 
-fn vm_view(hosts: &crate::hosts::HostRegistry, name: &str) -> Option<VmView> {
+fn vm_view(hosts: &crate::monitor::hosts::HostRegistry, name: &str) -> Option<VmView> {
     let (host, inv) = hosts.vm_inventory(name)?;
     let e = hosts.host(host)?;
     Some(VmView {
@@ -316,7 +307,7 @@ fn vm_view(hosts: &crate::hosts::HostRegistry, name: &str) -> Option<VmView> {
 }
 
 async fn list_vms(State(s): State<Arc<Shared>>) -> ApiResult<Vec<VmView>> {
-    let hosts = s.hosts_read()?;
+    let hosts = s.knowledge.hosts_read()?;
     Ok(Json(
         hosts
             .vms()
@@ -339,7 +330,7 @@ async fn get_vm(
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<VmDetail> {
     let Path(name) = name?;
-    let hosts = s.hosts_read()?;
+    let hosts = s.knowledge.hosts_read()?;
     let view = vm_view(&hosts, &name).ok_or_else(|| ApiError::NotFound(format!("no VM {name}")))?;
     let history = hosts
         .host(&view.host)

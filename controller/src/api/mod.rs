@@ -1,5 +1,12 @@
 //! REST API for engineers (axum), versioned under `/api/v1`.
 //!
+//! - **Owns**: routes, request validation, JSON views, and the one mapping
+//!   of the lower layers' typed errors to HTTP statuses ([`map_error`]).
+//! - **Reads**: the loop's [`Shared`] state (and through it the knowledge
+//!   and the orchestrator).
+//! - **May not touch**: nothing below may import it; it holds no state of
+//!   its own.
+//!
 //! Every error is JSON `{"error": "..."}`; [`ApiError::status`] is the one
 //! place that maps errors to HTTP status codes. The OpenAPI description is
 //! served at `/api/v1/openapi.json` (source: `docs/openapi.json`).
@@ -17,9 +24,13 @@ use axum::{Json, Router};
 use ofp::MacAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::config::parse_dpid;
-use crate::runtime::Shared;
-use crate::topology::PortRef;
+use crate::execute::orchestrator::OrchError;
+use crate::knowledge::state::Poisoned;
+use crate::mapek::state::Shared;
+use crate::monitor::dpid::dpid_str;
+use crate::monitor::dpid::parse_dpid;
+use crate::monitor::hosts::HostError;
+use crate::monitor::topology::PortRef;
 
 pub mod hosts;
 pub mod ops;
@@ -108,6 +119,58 @@ impl From<QueryRejection> for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// An error of a layer below the API, as the API sees it.
+#[derive(Debug)]
+pub enum LayerError {
+    /// The orchestrator refused or could not find a migration.
+    Orch(OrchError),
+    /// The host registry refused a registration or report.
+    Host(HostError),
+    /// A knowledge lock is poisoned.
+    Poisoned(Poisoned),
+}
+
+/// The one mapping of the lower layers' errors to API errors (and so, with
+/// [`ApiError::status`], to HTTP status codes).
+pub fn map_error(e: LayerError) -> ApiError {
+    match e {
+        LayerError::Orch(e) => match e {
+            OrchError::UnknownVm(_) | OrchError::UnknownHost(_) | OrchError::NotFound(_) => {
+                ApiError::NotFound(e.to_string())
+            }
+            OrchError::NoRoom(_) | OrchError::Conflict(_) => ApiError::Conflict(e.to_string()),
+            OrchError::Infeasible(_) | OrchError::Invalid(_) => {
+                ApiError::Unprocessable(e.to_string())
+            }
+        },
+        LayerError::Host(e) => match e {
+            HostError::Unknown(id) => {
+                ApiError::NotFound(format!("host {id} is not registered: register first"))
+            }
+            HostError::Invalid(m) => ApiError::Unprocessable(m),
+        },
+        LayerError::Poisoned(p) => ApiError::Internal(p.to_string()),
+    }
+}
+
+impl From<OrchError> for ApiError {
+    fn from(e: OrchError) -> Self {
+        map_error(LayerError::Orch(e))
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(e: HostError) -> Self {
+        map_error(LayerError::Host(e))
+    }
+}
+
+impl From<Poisoned> for ApiError {
+    fn from(e: Poisoned) -> Self {
+        map_error(LayerError::Poisoned(e))
+    }
+}
+
 /// The read side of the API. Later stages add their routes to this router.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -139,11 +202,6 @@ async fn openapi() -> Response {
         .into_response()
 }
 
-/// Formats a datapath id as 16 hex digits.
-pub fn dpid_str(dpid: u64) -> String {
-    format!("{dpid:016x}")
-}
-
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
@@ -152,11 +210,11 @@ struct Health {
 }
 
 async fn healthz(State(s): State<Arc<Shared>>) -> ApiResult<Health> {
-    let n = s.topo_read()?.switches().len();
+    let n = s.knowledge.topo_read()?.switches().len();
     Ok(Json(Health {
         status: "ok",
         switches: n,
-        uptime_s: s.started.elapsed().as_secs_f64(),
+        uptime_s: s.knowledge.started.elapsed().as_secs_f64(),
     }))
 }
 
@@ -172,7 +230,9 @@ struct SwitchView {
 }
 
 async fn switches(State(s): State<Arc<Shared>>) -> ApiResult<Vec<SwitchView>> {
-    let topo = s.topo_read()?;
+    // Lock order: hosts (in hypervisor_map) before topo.
+    let hv = s.knowledge.hypervisor_map();
+    let topo = s.knowledge.topo_read()?;
     Ok(Json(
         topo.switches()
             .values()
@@ -180,7 +240,7 @@ async fn switches(State(s): State<Arc<Shared>>) -> ApiResult<Vec<SwitchView>> {
                 dpid: dpid_str(sw.dpid),
                 peer: sw.peer.to_string(),
                 description: sw.description.clone(),
-                hypervisor: s.hypervisor_of(sw.dpid),
+                hypervisor: hv.get(&sw.dpid).cloned(),
                 n_tables: sw.features.n_tables,
                 ports: sw.ports.len(),
                 connected_s: sw.connected_at.elapsed().as_secs_f64(),
@@ -193,7 +253,7 @@ async fn switches(State(s): State<Arc<Shared>>) -> ApiResult<Vec<SwitchView>> {
 struct PortView {
     port_no: u32,
     name: String,
-    #[serde(with = "crate::macser")]
+    #[serde(with = "crate::monitor::macser")]
     hw_addr: MacAddr,
     up: bool,
     /// `edge` (host-facing), `link` (inter-switch) or `pending` (LLDP has
@@ -232,7 +292,7 @@ async fn switch_ports(
 ) -> ApiResult<Vec<PortView>> {
     let Path(raw) = p?;
     let dpid = path_dpid(&raw)?;
-    let topo = s.topo_read()?;
+    let topo = s.knowledge.topo_read()?;
     let sw = topo
         .switch(dpid)
         .ok_or_else(|| ApiError::NotFound(format!("switch {} is not connected", dpid_str(dpid))))?;
@@ -279,7 +339,7 @@ struct LinkView {
 }
 
 async fn links(State(s): State<Arc<Shared>>) -> ApiResult<Vec<LinkView>> {
-    let topo = s.topo_read()?;
+    let topo = s.knowledge.topo_read()?;
     Ok(Json(
         topo.links()
             .map(|l| LinkView {
@@ -294,7 +354,7 @@ async fn links(State(s): State<Arc<Shared>>) -> ApiResult<Vec<LinkView>> {
 
 #[derive(Serialize)]
 struct EndpointView {
-    #[serde(with = "crate::macser")]
+    #[serde(with = "crate::monitor::macser")]
     mac: MacAddr,
     ip: Option<Ipv4Addr>,
     dpid: String,
@@ -305,7 +365,9 @@ struct EndpointView {
 }
 
 async fn endpoints(State(s): State<Arc<Shared>>) -> ApiResult<Vec<EndpointView>> {
-    let topo = s.topo_read()?;
+    // Lock order: hosts (in hypervisor_map) before topo.
+    let hv = s.knowledge.hypervisor_map();
+    let topo = s.knowledge.topo_read()?;
     let mut v: Vec<EndpointView> = topo
         .endpoints()
         .map(|e| EndpointView {
@@ -313,7 +375,7 @@ async fn endpoints(State(s): State<Arc<Shared>>) -> ApiResult<Vec<EndpointView>>
             ip: e.ip,
             dpid: dpid_str(e.location.dpid),
             port: e.location.port,
-            hypervisor: s.hypervisor_of(e.location.dpid),
+            hypervisor: hv.get(&e.location.dpid).cloned(),
             last_seen_s: e.last_seen.elapsed().as_secs_f64(),
             moves: e.moves,
         })
@@ -346,10 +408,10 @@ pub struct MatrixQuery {
 #[derive(Debug, Serialize, Deserialize, Clone)]
 pub struct PairView {
     /// Source VM MAC.
-    #[serde(with = "crate::macser")]
+    #[serde(with = "crate::monitor::macser")]
     pub src: MacAddr,
     /// Destination VM MAC.
-    #[serde(with = "crate::macser")]
+    #[serde(with = "crate::monitor::macser")]
     pub dst: MacAddr,
     /// Source IP, when known.
     pub src_ip: Option<Ipv4Addr>,
@@ -388,10 +450,65 @@ async fn traffic_matrix(
             ));
         }
     }
-    Ok(Json(s.traffic_matrix(
+    Ok(Json(matrix_view(
+        &s,
         q.class,
         q.min_bytes_per_s.unwrap_or(0.0),
     )?))
+}
+
+/// The class of traffic between endpoints attached to `a` and `b`:
+/// IDC when both bridges belong to the same hypervisor (or are the same
+/// bridge), NIC otherwise. `hv`: [`crate::knowledge::state::Knowledge::hypervisor_map`].
+pub fn class_of(hv: &BTreeMap<u64, String>, a: Option<u64>, b: Option<u64>) -> TrafficClass {
+    match (a, b) {
+        (Some(a), Some(b)) if a == b => TrafficClass::Idc,
+        (Some(a), Some(b)) => match (hv.get(&a), hv.get(&b)) {
+            (Some(x), Some(y)) if x == y => TrafficClass::Idc,
+            _ => TrafficClass::Nic,
+        },
+        _ => TrafficClass::Nic,
+    }
+}
+
+/// The traffic matrix λ(u,v), optionally filtered.
+pub fn matrix_view(
+    s: &Shared,
+    class: Option<TrafficClass>,
+    min_bytes_per_s: f64,
+) -> Result<MatrixView, ApiError> {
+    let rates = s.knowledge.monitor_lock()?.matrix.rates();
+    // Lock order: hosts (in hypervisor_map) before topo.
+    let hv = s.knowledge.hypervisor_map();
+    let topo = s.knowledge.topo_read()?;
+    let interval = s.settings.poll_interval.as_secs_f64();
+    let mut pairs = Vec::with_capacity(rates.len());
+    for r in rates {
+        let (se, de) = (topo.endpoint(&r.src), topo.endpoint(&r.dst));
+        let c = class_of(
+            &hv,
+            se.map(|e| e.location.dpid),
+            de.map(|e| e.location.dpid),
+        );
+        if class.is_some_and(|k| k != c) || r.bytes_per_s < min_bytes_per_s {
+            continue;
+        }
+        pairs.push(PairView {
+            src: r.src,
+            dst: r.dst,
+            src_ip: se.and_then(|e| e.ip),
+            dst_ip: de.and_then(|e| e.ip),
+            bytes_per_s: r.bytes_per_s,
+            total_bytes: r.total_bytes,
+            class: c,
+            dpid: dpid_str(r.dpid),
+        });
+    }
+    Ok(MatrixView {
+        window_s: interval * f64::from(s.settings.window_intervals),
+        interval_s: interval,
+        pairs,
+    })
 }
 
 /// Query selecting one switch.
@@ -430,7 +547,7 @@ async fn port_stats(
     q: Result<Query<DpidQuery>, QueryRejection>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let Query(q) = q?;
-    let rows = s.monitor_lock()?.port_rates();
+    let rows = s.knowledge.monitor_lock()?.port_rates();
     stats_rows(rows, |r| r.dpid, &q)
 }
 
@@ -439,7 +556,7 @@ async fn queue_stats(
     q: Result<Query<DpidQuery>, QueryRejection>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let Query(q) = q?;
-    let rows = s.monitor_lock()?.queue_rates();
+    let rows = s.knowledge.monitor_lock()?.queue_rates();
     stats_rows(rows, |r| r.dpid, &q)
 }
 
@@ -448,7 +565,7 @@ async fn meter_stats(
     q: Result<Query<DpidQuery>, QueryRejection>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let Query(q) = q?;
-    let rows = s.monitor_lock()?.meter_rates();
+    let rows = s.knowledge.monitor_lock()?.meter_rates();
     stats_rows(rows, |r| r.dpid, &q)
 }
 
@@ -470,6 +587,29 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(e.status().as_u16(), code, "{e:?}");
         }
+    }
+
+    #[test]
+    fn lower_layer_errors_map_to_statuses() {
+        let s = |e: LayerError| map_error(e).status().as_u16();
+        assert_eq!(s(LayerError::Orch(OrchError::UnknownVm("v".into()))), 404);
+        assert_eq!(s(LayerError::Orch(OrchError::UnknownHost("h".into()))), 404);
+        assert_eq!(s(LayerError::Orch(OrchError::NotFound("m".into()))), 404);
+        assert_eq!(s(LayerError::Orch(OrchError::NoRoom("x".into()))), 409);
+        assert_eq!(s(LayerError::Orch(OrchError::Conflict("x".into()))), 409);
+        assert_eq!(s(LayerError::Orch(OrchError::Infeasible("x".into()))), 422);
+        assert_eq!(s(LayerError::Orch(OrchError::Invalid("x".into()))), 422);
+        assert_eq!(s(LayerError::Host(HostError::Unknown("h".into()))), 404);
+        assert_eq!(s(LayerError::Host(HostError::Invalid("x".into()))), 422);
+        assert_eq!(s(LayerError::Poisoned(Poisoned("topology"))), 500);
+        assert_eq!(
+            map_error(LayerError::Poisoned(Poisoned("topology"))),
+            ApiError::Internal("topology lock poisoned".into())
+        );
+        assert_eq!(
+            map_error(LayerError::Host(HostError::Unknown("h1".into()))),
+            ApiError::NotFound("host h1 is not registered: register first".into())
+        );
     }
 
     #[test]

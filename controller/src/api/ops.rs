@@ -23,8 +23,9 @@ use tracing::info;
 
 use super::ApiError;
 use crate::execute::orchestrator::{Migration, MigrationRequest, Orchestrator};
-use crate::live::{DecisionView, PolicySettings, VfAssignment};
-use crate::runtime::Shared;
+use crate::knowledge::store::StoreExt;
+use crate::mapek::live::{DecisionView, PolicySettings, VfAssignment};
+use crate::mapek::state::Shared;
 
 /// Routes of this module.
 pub fn routes() -> Router<Arc<Shared>> {
@@ -143,7 +144,7 @@ async fn put_policy(
             .map_err(|_| ApiError::Internal("live state lock poisoned".into()))?;
         l.set(new.clone()).map_err(ApiError::Unprocessable)?;
     }
-    if let Some(store) = &s.store {
+    if let Some(store) = &s.knowledge.store {
         let _ = store.set_config("policy", &new);
     }
     info!(policy = %new.name, dry_run = new.dry_run, "policy changed");
@@ -157,7 +158,7 @@ async fn vf_assignments(State(s): State<Arc<Shared>>) -> Result<Json<Vec<VfAssig
         .map_err(|_| ApiError::Internal("live state lock poisoned".into()))?
         .vf_changes
         .clone();
-    let hosts = s.hosts_read()?;
+    let hosts = s.knowledge.hosts_read()?;
     Ok(Json(
         hosts
             .hosts()

@@ -40,14 +40,17 @@ use shoal_common::proto::{
 use shoal_common::vmpatrol::{self, ModelError, ModelParams};
 use tracing::{info, warn};
 
-use crate::api::{dpid_str, ApiError};
-use crate::config::{ExecuteConfig, ReservationKind};
-use crate::cookie;
+use crate::config::{ExecuteConfig, ReservationKind, Settings};
+use crate::execute::handles::{Handles, Switches};
 use crate::execute::queues::{QueueManager, QueueReservation, SystemTc, TcpMatch};
-use crate::forwarding::{PRIO_MIGRATION, TABLE_CLASSIFY, TABLE_EDGE};
+use crate::knowledge::clock::Clock;
 use crate::knowledge::live::port_capacity_bps;
-use crate::runtime::{now_unix_ms, Shared};
-use crate::topology::{PortRef, Topology};
+use crate::knowledge::state::Knowledge;
+use crate::knowledge::store::{Store, StoreExt};
+use crate::monitor::cookie;
+use crate::monitor::dpid::dpid_str;
+use crate::monitor::forwarding::{PRIO_MIGRATION, TABLE_CLASSIFY, TABLE_EDGE};
+use crate::monitor::topology::{PortRef, Topology};
 
 const MIB: f64 = 1_048_576.0;
 /// First meter id used for migrations.
@@ -253,18 +256,107 @@ pub enum OrchError {
     Invalid(String),
 }
 
-impl From<OrchError> for ApiError {
-    fn from(e: OrchError) -> Self {
-        match e {
-            OrchError::UnknownVm(_) | OrchError::UnknownHost(_) | OrchError::NotFound(_) => {
-                ApiError::NotFound(e.to_string())
-            }
-            OrchError::NoRoom(_) | OrchError::Conflict(_) => ApiError::Conflict(e.to_string()),
-            OrchError::Infeasible(_) | OrchError::Invalid(_) => {
-                ApiError::Unprocessable(e.to_string())
-            }
+/// What the orchestrator needs of the settings.
+#[derive(Debug, Clone)]
+pub struct OrchConfig {
+    /// Execute settings.
+    pub execute: ExecuteConfig,
+    /// Downtime goal of migrations, s.
+    pub downtime_goal_s: f64,
+    /// Minimum pre-copy progress, MB.
+    pub min_progress_mb: f64,
+    /// CPU threshold a destination must stay below.
+    pub cpu_threshold: f64,
+    /// S-CORE link weights for communication cost.
+    pub weights: [f64; 4],
+    /// Bearer token for the host daemons.
+    pub token: Option<String>,
+}
+
+impl OrchConfig {
+    /// The orchestrator's part of `s`.
+    pub fn from_settings(s: &Settings) -> Self {
+        OrchConfig {
+            execute: s.execute.clone(),
+            downtime_goal_s: s.policy.options.constraints.downtime_goal_s,
+            min_progress_mb: s.policy.options.constraints.min_progress_mb,
+            cpu_threshold: s.policy.hotspot.thresholds.cpu,
+            weights: s.policy.options.score.weights,
+            token: s.token.clone(),
         }
     }
+}
+
+/// The migration's TCP connection and what is reserved for it on a hop.
+#[derive(Debug, Clone, Copy)]
+struct MigrationFlow {
+    src_ip: Ipv4Addr,
+    dst_ip: Ipv4Addr,
+    port: u16,
+    /// Reserved rate, bit/s (with the meter headroom).
+    rate_bps: f64,
+    meter_id: u32,
+    cookie: u64,
+}
+
+impl MigrationFlow {
+    /// The OpenFlow messages of one hop: the meter (when metering) and the
+    /// classify-table flow of the connection, out of `out_port` (or on to
+    /// the edge table at the last hop).
+    fn messages(&self, use_meter: bool, last: bool, out_port: Option<u32>) -> Vec<Message> {
+        let mut msgs = Vec::new();
+        if use_meter {
+            let kbps =
+                ((self.rate_bps / 1000.0).round() as u64).clamp(1, u64::from(u32::MAX)) as u32;
+            msgs.push(Message::MeterMod(MeterMod {
+                command: MeterModCommand::Add,
+                flags: meter_flags::KBPS | meter_flags::STATS,
+                meter_id: self.meter_id,
+                bands: vec![MeterBand::Drop {
+                    rate: kbps,
+                    burst_size: 0,
+                }],
+            }));
+        }
+        let mut ins = Vec::new();
+        if use_meter {
+            ins.push(Instruction::Meter(self.meter_id));
+        }
+        match (last, out_port) {
+            (false, Some(p)) => ins.push(Instruction::ApplyActions(vec![Action::output(p)])),
+            _ => ins.push(Instruction::GotoTable(TABLE_EDGE)),
+        }
+        msgs.push(Message::FlowMod(FlowMod {
+            table_id: TABLE_CLASSIFY,
+            priority: PRIO_MIGRATION,
+            cookie: self.cookie,
+            match_: Match::new()
+                .eth_type(0x0800)
+                .ip_proto(6)
+                .ipv4_src(self.src_ip)
+                .ipv4_dst(self.dst_ip)
+                .tcp_dst(self.port),
+            instructions: ins,
+            ..FlowMod::default()
+        }));
+        msgs
+    }
+}
+
+/// A path through the switches: (dpid, egress port) per hop.
+type SwitchPath = Vec<(u64, Option<u32>)>;
+
+/// What a migration request needs to know about its VM.
+#[derive(Debug, Clone)]
+struct VmFacts {
+    /// The host it runs on.
+    from: String,
+    /// Its memory, MB (as last reported).
+    memory_mb: f64,
+    /// Its CPU use, cores.
+    cpu_cores: f64,
+    /// The largest dirty rate its host reported for it, MB/s.
+    dirty_max: f64,
 }
 
 /// Everything about a host the orchestrator needs.
@@ -282,8 +374,14 @@ struct HostFacts {
 
 /// The orchestrator.
 pub struct Orchestrator {
-    shared: Weak<Shared>,
+    shared: Weak<Knowledge>,
+    switches: Arc<dyn Switches>,
+    store: Option<Arc<dyn Store>>,
+    clock: Arc<dyn Clock>,
     cfg: ExecuteConfig,
+    downtime_goal_s: f64,
+    min_progress_mb: f64,
+    token: Option<String>,
     http: HttpClient,
     state: Mutex<OrchState>,
     queues: Option<QueueManager>,
@@ -326,9 +424,19 @@ pub fn hops_of(path: &[(u64, Option<u32>)]) -> Vec<(u64, Option<u32>)> {
 }
 
 impl Orchestrator {
-    /// A new orchestrator for `shared`.
-    pub async fn new(shared: &Arc<Shared>) -> Arc<Orchestrator> {
-        let cfg = shared.settings.execute.clone();
+    /// A new orchestrator reading `knowledge`, driving its switches and
+    /// recording in its store.
+    pub async fn new(knowledge: &Arc<Knowledge>, oc: OrchConfig) -> Arc<Orchestrator> {
+        Self::with_handles(knowledge, oc, Handles::of(knowledge)).await
+    }
+
+    /// A new orchestrator reading `knowledge` and working through `handles`.
+    pub async fn with_handles(
+        knowledge: &Arc<Knowledge>,
+        oc: OrchConfig,
+        handles: Handles,
+    ) -> Arc<Orchestrator> {
+        let cfg = oc.execute;
         let queues = if cfg.reservation == ReservationKind::Queue {
             match crate::execute::ovsdb::OvsdbClient::connect(&cfg.ovsdb).await {
                 Ok(c) => Some(QueueManager::new(c, Arc::new(SystemTc::new()))),
@@ -340,26 +448,30 @@ impl Orchestrator {
         } else {
             None
         };
-        let weights = shared.settings.policy.options.score.weights;
         Arc::new(Orchestrator {
-            shared: Arc::downgrade(shared),
+            shared: Arc::downgrade(knowledge),
+            switches: handles.switches,
+            store: handles.store,
+            clock: handles.clock,
             http: HttpClient::new(Duration::from_secs_f64(cfg.hostd_timeout_s)),
-            cpu_threshold: shared.settings.policy.hotspot.thresholds.cpu,
+            cpu_threshold: oc.cpu_threshold,
+            downtime_goal_s: oc.downtime_goal_s,
+            min_progress_mb: oc.min_progress_mb,
+            token: oc.token,
             cfg,
             state: Mutex::new(OrchState::default()),
             queues,
-            weights,
+            weights: oc.weights,
         })
     }
 
-    fn shared(&self) -> Option<Arc<Shared>> {
+    fn shared(&self) -> Option<Arc<Knowledge>> {
         self.shared.upgrade()
     }
 
     /// Loads the migrations and reservations of an earlier run.
     pub fn restore(&self) {
-        let Some(s) = self.shared() else { return };
-        let Some(store) = &s.store else { return };
+        let Some(store) = &self.store else { return };
         let migs: Vec<Migration> = match store.migrations(None, 10_000) {
             Ok(m) => m,
             Err(e) => {
@@ -416,18 +528,16 @@ impl Orchestrator {
     }
 
     fn persist(&self, m: &Migration) {
-        if let Some(s) = self.shared() {
-            if let Some(store) = &s.store {
-                if let Err(e) =
-                    store.put_migration(&m.id, &m.vm, m.state.as_str(), m, now_unix_ms())
-                {
-                    warn!(id = %m.id, error = %e, "cannot persist migration");
-                }
+        if let Some(store) = &self.store {
+            if let Err(e) =
+                store.put_migration(&m.id, &m.vm, m.state.as_str(), m, self.clock.now_unix_ms())
+            {
+                warn!(id = %m.id, error = %e, "cannot persist migration");
             }
         }
     }
 
-    fn host_facts(s: &Shared, id: &str) -> Option<HostFacts> {
+    fn host_facts(s: &Knowledge, id: &str) -> Option<HostFacts> {
         let hosts = s.hosts_read().ok()?;
         let e = hosts.host(id)?;
         let reg = &e.registration;
@@ -464,171 +574,36 @@ impl Orchestrator {
         let reserve = req
             .reserve
             .unwrap_or(self.cfg.reservation != ReservationKind::None);
-        let (from, inv, vm_metrics, dirty_max) = {
-            let hosts = s
-                .hosts_read()
-                .map_err(|e| OrchError::Conflict(e.to_string()))?;
-            let (from, inv) = hosts
-                .vm_inventory(&req.vm)
-                .ok_or_else(|| OrchError::UnknownVm(req.vm.clone()))?;
-            if hosts.vm_metrics(&req.vm).is_none() {
-                return Err(OrchError::Conflict(format!(
-                    "VM {} has not been reported by its host yet: its dirty rate is unknown",
-                    req.vm
-                )));
-            }
-            let dirty_max = hosts
-                .host(from)
-                .map(|e| {
-                    e.reports
-                        .iter()
-                        .filter_map(|r| r.vms.iter().find(|v| v.name == req.vm))
-                        .filter_map(|v| v.dirty_rate_mbps)
-                        .fold(0.0f64, f64::max)
-                })
-                .unwrap_or(0.0);
-            (
-                from.to_string(),
-                inv.clone(),
-                hosts.vm_metrics(&req.vm).cloned(),
-                dirty_max,
-            )
-        };
+        let vm = Self::vm_facts(&s, &req.vm)?;
         if self.active().iter().any(|m| m.vm == req.vm) {
             return Err(OrchError::Conflict(format!(
                 "VM {} already has a migration under way",
                 req.vm
             )));
         }
-        let memory_mb = vm_metrics
-            .as_ref()
-            .map(|m| m.memory_mb)
-            .unwrap_or(inv.memory_mb) as f64;
-        let vm_cpu = vm_metrics.as_ref().map(|m| m.cpu_cores).unwrap_or(0.0);
-        let src =
-            Self::host_facts(&s, &from).ok_or_else(|| OrchError::UnknownHost(from.clone()))?;
-
-        // Destination: given, or the least loaded host with room.
+        let src = Self::host_facts(&s, &vm.from)
+            .ok_or_else(|| OrchError::UnknownHost(vm.from.clone()))?;
+        // Memory of the migrations already heading to each host.
         let inbound: BTreeMap<String, f64> =
             self.active().iter().fold(BTreeMap::new(), |mut acc, m| {
                 *acc.entry(m.to.clone()).or_insert(0.0) += m.memory_mb;
                 acc
             });
-        let room = |id: &str, h: &HostFacts| -> Result<(), String> {
-            let used = h.vm_memory_mb + inbound.get(id).copied().unwrap_or(0.0);
-            if used + memory_mb > h.memory_mb {
-                return Err(format!(
-                    "destination {id} has no room: {used:.0} of {:.0} MB memory allocated, the VM needs {memory_mb:.0} MB",
-                    h.memory_mb
-                ));
-            }
-            let cpu_after = h.cpu_util + vm_cpu / h.cores;
-            if cpu_after > self.cpu_threshold {
-                return Err(format!(
-                    "destination {id} has no room: CPU would be {:.0} % (threshold {:.0} %)",
-                    cpu_after * 100.0,
-                    self.cpu_threshold * 100.0
-                ));
-            }
-            Ok(())
-        };
-        let to = if req.destination == "auto" {
-            let ids: Vec<String> = s
-                .hosts_read()
-                .map(|h| h.hosts().keys().cloned().collect())
-                .unwrap_or_default();
-            let mut best: Option<(f64, String)> = None;
-            for id in ids {
-                if id == from {
-                    continue;
-                }
-                let Some(h) = Self::host_facts(&s, &id) else {
-                    continue;
-                };
-                if room(&id, &h).is_ok() && best.as_ref().is_none_or(|(c, _)| h.cpu_util < *c) {
-                    best = Some((h.cpu_util, id));
-                }
-            }
-            best.map(|(_, id)| id)
-                .ok_or_else(|| OrchError::NoRoom("no other host has room for the VM".into()))?
-        } else {
-            req.destination.clone()
-        };
-        if to == from {
-            return Err(OrchError::Conflict(format!(
-                "VM {} already runs on {to}",
-                req.vm
-            )));
-        }
+        let to = self.destination(&s, &req, &vm, &inbound)?;
         let dst = Self::host_facts(&s, &to).ok_or_else(|| OrchError::UnknownHost(to.clone()))?;
-        room(&to, &dst).map_err(OrchError::NoRoom)?;
+        self.room(&to, &dst, &vm, &inbound)
+            .map_err(OrchError::NoRoom)?;
         let dst_ip: Ipv4Addr = dst.dom0.parse().map_err(|_| {
             OrchError::Invalid(format!(
                 "destination dom0 address {:?} is not IPv4",
                 dst.dom0
             ))
         })?;
-
-        // Path and bandwidth.
-        let (path, bottleneck_bps) = {
-            let topo = s
-                .topo_read()
-                .map_err(|e| OrchError::Conflict(e.to_string()))?;
-            match (src.bridge, dst.bridge) {
-                (Some(a), Some(b)) => match topo.path(a, b) {
-                    Some(p) => {
-                        let cap = p
-                            .iter()
-                            .filter_map(|(d, port)| port.map(|pt| (*d, pt)))
-                            .map(|(d, pt)| {
-                                port_capacity_bps(&topo, d, pt, s.settings.link_capacity_bps)
-                            })
-                            .fold(f64::INFINITY, f64::min);
-                        (p, cap)
-                    }
-                    None if reserve => {
-                        return Err(OrchError::Infeasible(format!(
-                        "no path between the bridges of {from} and {to}: cannot reserve bandwidth"
-                    )))
-                    }
-                    None => (Vec::new(), src.nic_bps.min(dst.nic_bps)),
-                },
-                _ if reserve => {
-                    return Err(OrchError::Infeasible(format!(
-                        "{from} or {to} registered no bridge: cannot reserve bandwidth on a path"
-                    )))
-                }
-                _ => (Vec::new(), src.nic_bps.min(dst.nic_bps)),
-            }
-        };
-        let bottleneck_bps = bottleneck_bps.min(src.nic_bps).min(dst.nic_bps);
-        let max_bytes = (bottleneck_bps / 8.0 / self.cfg.meter_headroom)
-            .min(self.cfg.max_bandwidth_bytes_per_s);
-        let params = ModelParams {
-            memory_mb,
-            dirty_mbps: dirty_max,
-            downtime_goal_s: s.settings.policy.options.constraints.downtime_goal_s,
-            min_progress_mb: s.settings.policy.options.constraints.min_progress_mb,
-        };
-        let planned_s = deadline_s * (1.0 - self.cfg.deadline_margin);
-        let need = vmpatrol::min_bandwidth_for_deadline(&params, planned_s, max_bytes / MIB)
-            .map_err(|e| match e {
-                ModelError::DeadlineInfeasible { .. } => OrchError::Infeasible(format!(
-                    "deadline {deadline_s} s cannot be met: moving {memory_mb:.0} MB with a dirty rate of {dirty_max:.1} MB/s needs more than the {:.1} MB/s the path offers",
-                    max_bytes / MIB
-                )),
-                other => OrchError::Infeasible(other.to_string()),
-            })?;
-        let (bandwidth, predicted) = if reserve {
-            (need.bandwidth_mbps * MIB, need)
-        } else {
-            let at_max = vmpatrol::predict(&params, max_bytes / MIB)
-                .map_err(|e| OrchError::Infeasible(e.to_string()))?;
-            (self.cfg.max_bandwidth_bytes_per_s, at_max)
-        };
-
+        let (path, bottleneck_bps) = Self::path(&s, &src, &dst, &vm.from, &to, reserve)?;
+        let (bandwidth, predicted) =
+            self.bandwidth(&vm, &src, &dst, bottleneck_bps, deadline_s, reserve)?;
         let cost_before = self.communication_cost(&s, None);
-        let now = now_unix_ms();
+        let now = self.clock.now_unix_ms();
         let m = {
             let mut st = lock(&self.state);
             let seq = st.seq;
@@ -637,15 +612,15 @@ impl Orchestrator {
             let m = Migration {
                 id: format!("mig-{now}-{seq}"),
                 vm: req.vm.clone(),
-                from: from.clone(),
+                from: vm.from.clone(),
                 to: to.clone(),
                 state: MigState::Queued,
                 reason,
                 deadline_s,
                 reserve,
                 bandwidth_bytes_per_s: bandwidth,
-                memory_mb,
-                dirty_rate_mbps: dirty_max,
+                memory_mb: vm.memory_mb,
+                dirty_rate_mbps: vm.dirty_max,
                 predicted: Some(Predicted {
                     time_s: predicted.time_s,
                     traffic_bytes: predicted.traffic_mb * MIB,
@@ -685,6 +660,187 @@ impl Orchestrator {
         Ok(m)
     }
 
+    /// What a migration request needs to know about its VM.
+    fn vm_facts(s: &Knowledge, name: &str) -> Result<VmFacts, OrchError> {
+        let hosts = s
+            .hosts_read()
+            .map_err(|e| OrchError::Conflict(e.to_string()))?;
+        let (from, _) = hosts
+            .vm_inventory(name)
+            .ok_or_else(|| OrchError::UnknownVm(name.to_string()))?;
+        let Some(metrics) = hosts.vm_metrics(name) else {
+            return Err(OrchError::Conflict(format!(
+                "VM {name} has not been reported by its host yet: its dirty rate is unknown"
+            )));
+        };
+        let dirty_max = hosts
+            .host(from)
+            .map(|e| {
+                e.reports
+                    .iter()
+                    .filter_map(|r| r.vms.iter().find(|v| v.name == name))
+                    .filter_map(|v| v.dirty_rate_mbps)
+                    .fold(0.0f64, f64::max)
+            })
+            .unwrap_or(0.0);
+        Ok(VmFacts {
+            from: from.to_string(),
+            memory_mb: metrics.memory_mb as f64,
+            cpu_cores: metrics.cpu_cores,
+            dirty_max,
+        })
+    }
+
+    /// Whether host `id` can take the VM: memory (with the migrations
+    /// already heading there) and CPU below the threshold.
+    fn room(
+        &self,
+        id: &str,
+        h: &HostFacts,
+        vm: &VmFacts,
+        inbound: &BTreeMap<String, f64>,
+    ) -> Result<(), String> {
+        let memory_mb = vm.memory_mb;
+        let used = h.vm_memory_mb + inbound.get(id).copied().unwrap_or(0.0);
+        if used + memory_mb > h.memory_mb {
+            return Err(format!(
+                "destination {id} has no room: {used:.0} of {:.0} MB memory allocated, the VM needs {memory_mb:.0} MB",
+                h.memory_mb
+            ));
+        }
+        let cpu_after = h.cpu_util + vm.cpu_cores / h.cores;
+        if cpu_after > self.cpu_threshold {
+            return Err(format!(
+                "destination {id} has no room: CPU would be {:.0} % (threshold {:.0} %)",
+                cpu_after * 100.0,
+                self.cpu_threshold * 100.0
+            ));
+        }
+        Ok(())
+    }
+
+    /// The destination: the one asked for, or (`auto`) the least loaded
+    /// other host with room.
+    fn destination(
+        &self,
+        s: &Knowledge,
+        req: &MigrationRequest,
+        vm: &VmFacts,
+        inbound: &BTreeMap<String, f64>,
+    ) -> Result<String, OrchError> {
+        let to = if req.destination == "auto" {
+            let ids: Vec<String> = s
+                .hosts_read()
+                .map(|h| h.hosts().keys().cloned().collect())
+                .unwrap_or_default();
+            let mut best: Option<(f64, String)> = None;
+            for id in ids {
+                if id == vm.from {
+                    continue;
+                }
+                let Some(h) = Self::host_facts(s, &id) else {
+                    continue;
+                };
+                if self.room(&id, &h, vm, inbound).is_ok()
+                    && best.as_ref().is_none_or(|(c, _)| h.cpu_util < *c)
+                {
+                    best = Some((h.cpu_util, id));
+                }
+            }
+            best.map(|(_, id)| id)
+                .ok_or_else(|| OrchError::NoRoom("no other host has room for the VM".into()))?
+        } else {
+            req.destination.clone()
+        };
+        if to == vm.from {
+            return Err(OrchError::Conflict(format!(
+                "VM {} already runs on {to}",
+                req.vm
+            )));
+        }
+        Ok(to)
+    }
+
+    /// The path between the two hosts' bridges and its bottleneck capacity,
+    /// bit/s (no path: the smaller NIC, unless bandwidth is to be reserved).
+    fn path(
+        s: &Knowledge,
+        src: &HostFacts,
+        dst: &HostFacts,
+        from: &str,
+        to: &str,
+        reserve: bool,
+    ) -> Result<(SwitchPath, f64), OrchError> {
+        let topo = s
+            .topo_read()
+            .map_err(|e| OrchError::Conflict(e.to_string()))?;
+        let (path, bottleneck_bps) = match (src.bridge, dst.bridge) {
+            (Some(a), Some(b)) => match topo.path(a, b) {
+                Some(p) => {
+                    let cap = p
+                        .iter()
+                        .filter_map(|(d, port)| port.map(|pt| (*d, pt)))
+                        .map(|(d, pt)| port_capacity_bps(&topo, d, pt, s.link_capacity_bps))
+                        .fold(f64::INFINITY, f64::min);
+                    (p, cap)
+                }
+                None if reserve => {
+                    return Err(OrchError::Infeasible(format!(
+                        "no path between the bridges of {from} and {to}: cannot reserve bandwidth"
+                    )))
+                }
+                None => (Vec::new(), src.nic_bps.min(dst.nic_bps)),
+            },
+            _ if reserve => {
+                return Err(OrchError::Infeasible(format!(
+                    "{from} or {to} registered no bridge: cannot reserve bandwidth on a path"
+                )))
+            }
+            _ => (Vec::new(), src.nic_bps.min(dst.nic_bps)),
+        };
+        Ok((path, bottleneck_bps))
+    }
+
+    /// The bandwidth to give the migration, bytes/s, and the VMPatrol
+    /// prediction at that bandwidth: the least that meets the deadline when
+    /// reserving, else the configured maximum.
+    fn bandwidth(
+        &self,
+        vm: &VmFacts,
+        src: &HostFacts,
+        dst: &HostFacts,
+        bottleneck_bps: f64,
+        deadline_s: f64,
+        reserve: bool,
+    ) -> Result<(f64, vmpatrol::Prediction), OrchError> {
+        let (memory_mb, dirty_max) = (vm.memory_mb, vm.dirty_max);
+        let bottleneck_bps = bottleneck_bps.min(src.nic_bps).min(dst.nic_bps);
+        let max_bytes = (bottleneck_bps / 8.0 / self.cfg.meter_headroom)
+            .min(self.cfg.max_bandwidth_bytes_per_s);
+        let params = ModelParams {
+            memory_mb,
+            dirty_mbps: dirty_max,
+            downtime_goal_s: self.downtime_goal_s,
+            min_progress_mb: self.min_progress_mb,
+        };
+        let planned_s = deadline_s * (1.0 - self.cfg.deadline_margin);
+        let need = vmpatrol::min_bandwidth_for_deadline(&params, planned_s, max_bytes / MIB)
+            .map_err(|e| match e {
+                ModelError::DeadlineInfeasible { .. } => OrchError::Infeasible(format!(
+                    "deadline {deadline_s} s cannot be met: moving {memory_mb:.0} MB with a dirty rate of {dirty_max:.1} MB/s needs more than the {:.1} MB/s the path offers",
+                    max_bytes / MIB
+                )),
+                other => OrchError::Infeasible(other.to_string()),
+            })?;
+        if reserve {
+            Ok((need.bandwidth_mbps * MIB, need))
+        } else {
+            let at_max = vmpatrol::predict(&params, max_bytes / MIB)
+                .map_err(|e| OrchError::Infeasible(e.to_string()))?;
+            Ok((self.cfg.max_bandwidth_bytes_per_s, at_max))
+        }
+    }
+
     /// Cancels a queued migration.
     pub fn cancel(&self, id: &str) -> Result<Migration, OrchError> {
         let m = {
@@ -700,7 +856,7 @@ impl Orchestrator {
                 )));
             }
             m.state = MigState::Cancelled;
-            m.ended_unix_ms = Some(now_unix_ms());
+            m.ended_unix_ms = Some(self.clock.now_unix_ms());
             m.queued_reason = None;
             m.clone()
         };
@@ -710,14 +866,14 @@ impl Orchestrator {
     }
 
     /// Overall communication cost now, optionally with `moved = (vm, host)`.
-    fn communication_cost(&self, s: &Shared, moved: Option<(&str, &str)>) -> Option<f64> {
-        let mut snap = crate::live::snapshot_now(s, 0, Vec::new(), Vec::new(), BTreeMap::new())?;
+    fn communication_cost(&self, s: &Knowledge, moved: Option<(&str, &str)>) -> Option<f64> {
+        let mut snap = s.snapshot(0, 2, Vec::new(), Vec::new(), BTreeMap::new())?;
         if let Some((vm, host)) = moved {
             if let Some(v) = snap.vms.get_mut(vm) {
                 v.host = host.to_string();
             }
         }
-        Some(crate::sim::physics::communication_cost(
+        Some(crate::plan::physics::communication_cost(
             &snap,
             &self.weights,
         ))
@@ -738,7 +894,7 @@ impl Orchestrator {
     /// One round: stale cleanups, following, admission.
     pub async fn tick(&self) {
         let Some(s) = self.shared() else { return };
-        self.clean_stale(&s).await;
+        self.clean_stale().await;
         for m in self.active() {
             match m.state {
                 MigState::Running => self.follow(&s, m).await,
@@ -760,16 +916,16 @@ impl Orchestrator {
         }
     }
 
-    async fn clean_stale(&self, s: &Shared) {
+    async fn clean_stale(&self) {
         let stale = std::mem::take(&mut lock(&self.state).stale);
         let mut keep = Vec::new();
         for r in stale {
             let done = match r.kind.as_str() {
                 "meter" | "flow" => {
-                    let Some(dpid) = crate::config::parse_dpid(&r.target) else {
+                    let Some(dpid) = crate::monitor::dpid::parse_dpid(&r.target) else {
                         continue;
                     };
-                    let Some(h) = s.switch_handle(dpid) else {
+                    let Some(h) = self.switches.switch(dpid) else {
                         keep.push(r);
                         continue;
                     };
@@ -796,8 +952,8 @@ impl Orchestrator {
             };
             if done {
                 info!(kind = %r.kind, target = %r.target, migration = %r.migration, "stale reservation removed");
-                if let Some(store) = &s.store {
-                    let _ = store.remove_reservation(r.id, now_unix_ms());
+                if let Some(store) = &self.store {
+                    let _ = store.remove_reservation(r.id, self.clock.now_unix_ms());
                 }
             } else {
                 keep.push(r);
@@ -820,7 +976,7 @@ impl Orchestrator {
     /// Admission: hosts free, and a candidate path (the forwarding path
     /// first, then loop-free detours up to two hops longer) whose every hop
     /// has enough bandwidth; the first such path wins.
-    fn admit(&self, s: &Shared, m: &Migration) -> Result<Vec<Hop>, String> {
+    fn admit(&self, s: &Knowledge, m: &Migration) -> Result<Vec<Hop>, String> {
         let candidates: Vec<Vec<Hop>> = match (
             Self::host_facts(s, &m.from).and_then(|h| h.bridge),
             Self::host_facts(s, &m.to).and_then(|h| h.bridge),
@@ -857,7 +1013,12 @@ impl Orchestrator {
         Err(first_err.unwrap_or_else(|| "no path".into()))
     }
 
-    fn admit_hops(&self, s: &Shared, m: &Migration, candidate: &[Hop]) -> Result<Vec<Hop>, String> {
+    fn admit_hops(
+        &self,
+        s: &Knowledge,
+        m: &Migration,
+        candidate: &[Hop],
+    ) -> Result<Vec<Hop>, String> {
         let active = self.active();
         let busy = |h: &str| {
             active
@@ -903,7 +1064,7 @@ impl Orchestrator {
         let need = m.bandwidth_bytes_per_s * 8.0 * self.cfg.meter_headroom;
         let mut hops = Vec::new();
         for h in candidate {
-            let Some(dpid) = crate::config::parse_dpid(&h.dpid) else {
+            let Some(dpid) = crate::monitor::dpid::parse_dpid(&h.dpid) else {
                 return Err(format!("bad hop {}", h.dpid));
             };
             if topo.switch(dpid).is_none() {
@@ -911,7 +1072,7 @@ impl Orchestrator {
             }
             let mut hop = h.clone();
             if let Some(p) = h.out_port {
-                let cap = port_capacity_bps(&topo, dpid, p, s.settings.link_capacity_bps);
+                let cap = port_capacity_bps(&topo, dpid, p, s.link_capacity_bps);
                 let (res, n) = reserved
                     .get(&(h.dpid.clone(), p))
                     .copied()
@@ -939,7 +1100,7 @@ impl Orchestrator {
         Ok(hops)
     }
 
-    async fn try_start(&self, s: &Shared, m: Migration) {
+    async fn try_start(&self, s: &Knowledge, m: Migration) {
         let hops = match self.admit(s, &m) {
             Ok(h) => h,
             Err(why) => {
@@ -962,9 +1123,8 @@ impl Orchestrator {
             match self.reserve(s, &m).await {
                 Ok(r) => r,
                 Err((installed, why)) => {
-                    self.release(s, &installed).await;
+                    self.release(&installed).await;
                     self.finish(
-                        s,
                         &m.id,
                         MigState::Failed,
                         Some(format!("reservation failed: {why}")),
@@ -978,7 +1138,7 @@ impl Orchestrator {
         self.update(&m.id, |x| x.reservations = reservations.clone());
         match self.command_hosts(s, &m).await {
             Ok(()) => {
-                let now = now_unix_ms();
+                let now = self.clock.now_unix_ms();
                 lock(&self.state).last_contact.insert(m.id.clone(), now);
                 self.update(&m.id, |x| {
                     x.state = MigState::Running;
@@ -987,8 +1147,8 @@ impl Orchestrator {
                 info!(id = %m.id, vm = %m.vm, hops = m.hops.len(), reservations = reservations.len(), "migration started");
             }
             Err(why) => {
-                self.release(s, &reservations).await;
-                self.finish(s, &m.id, MigState::Failed, Some(why));
+                self.release(&reservations).await;
+                self.finish(&m.id, MigState::Failed, Some(why));
             }
         }
     }
@@ -997,7 +1157,7 @@ impl Orchestrator {
     /// installed so far (for rollback).
     async fn reserve(
         &self,
-        s: &Shared,
+        s: &Knowledge,
         m: &Migration,
     ) -> Result<Vec<Reservation>, (Vec<Reservation>, String)> {
         let mut done = Vec::new();
@@ -1015,71 +1175,37 @@ impl Orchestrator {
         let rate_bps = m.bandwidth_bytes_per_s * 8.0 * self.cfg.meter_headroom;
         let meter_id = METER_BASE + (m.seq % 60_000) as u32;
         let cookie = cookie::make(cookie::KIND_MIGRATION_FIRST, m.seq + 1);
-        let store = s.store.clone();
+        let flow = MigrationFlow {
+            src_ip,
+            dst_ip,
+            port,
+            rate_bps,
+            meter_id,
+            cookie,
+        };
+        let store = self.store.clone();
         let record = |kind: &str, target: &str, detail: serde_json::Value| -> Result<i64, String> {
             match &store {
                 Some(st) => st
-                    .add_reservation(&m.id, kind, target, &detail, now_unix_ms())
+                    .add_reservation(&m.id, kind, target, &detail, self.clock.now_unix_ms())
                     .map_err(|e| e.to_string()),
                 None => Ok(0),
             }
         };
         for (i, hop) in m.hops.iter().enumerate() {
-            let Some(dpid) = crate::config::parse_dpid(&hop.dpid) else {
+            let Some(dpid) = crate::monitor::dpid::parse_dpid(&hop.dpid) else {
                 return Err((done, format!("bad hop {}", hop.dpid)));
             };
             let last = i + 1 == m.hops.len();
             if self.cfg.reservation == ReservationKind::Queue && !last {
-                let Some(q) = &self.queues else {
-                    return Err((
-                        done,
-                        "queue reservations need OVSDB, which is unreachable".into(),
-                    ));
-                };
-                let Some(out) = hop.out_port else { continue };
-                let name = s.topo_read().ok().and_then(|t| {
-                    t.switch(dpid)
-                        .and_then(|sw| sw.ports.get(&out).map(|p| p.desc.name.clone()))
-                });
-                let Some(name) = name else {
-                    return Err((done, format!("port {}:{out} unknown", hop.dpid)));
-                };
-                let cap = hop.capacity_bps.unwrap_or(rate_bps * 2.0);
-                let id = record("queue", &name, serde_json::json!({"port": name}))
-                    .map_err(|e| (done.clone(), e))?;
-                match q
-                    .reserve(
-                        &m.id,
-                        &name,
-                        cap as u64,
-                        rate_bps as u64,
-                        Some(TcpMatch {
-                            src: src_ip,
-                            dst: dst_ip,
-                            dst_port: port,
-                        }),
-                    )
-                    .await
-                {
-                    Ok(qr) => {
-                        if let Some(st) = &store {
-                            let _ = st.remove_reservation(id, now_unix_ms());
-                            let _ = st.add_reservation(&m.id, "queue", &name, &qr, now_unix_ms());
-                        }
-                        done.push(Reservation {
-                            kind: "queue".into(),
-                            target: name,
-                            meter_id: None,
-                            cookie: None,
-                            queue: Some(qr),
-                            store_id: id,
-                        });
-                    }
-                    Err(e) => return Err((done, e.to_string())),
+                match self.reserve_queue(s, m, hop, dpid, &flow, &record).await {
+                    Ok(Some(r)) => done.push(r),
+                    Ok(None) => {}
+                    Err(e) => return Err((done, e)),
                 }
                 continue;
             }
-            let Some(h) = s.switch_handle(dpid) else {
+            let Some(h) = self.switches.switch(dpid) else {
                 return Err((done, format!("switch {} is not connected", hop.dpid)));
             };
             let target = dpid_str(dpid);
@@ -1106,41 +1232,7 @@ impl Orchestrator {
                 queue: None,
                 store_id: id,
             });
-            let mut msgs = Vec::new();
-            if use_meter {
-                let kbps =
-                    ((rate_bps / 1000.0).round() as u64).clamp(1, u64::from(u32::MAX)) as u32;
-                msgs.push(Message::MeterMod(MeterMod {
-                    command: MeterModCommand::Add,
-                    flags: meter_flags::KBPS | meter_flags::STATS,
-                    meter_id,
-                    bands: vec![MeterBand::Drop {
-                        rate: kbps,
-                        burst_size: 0,
-                    }],
-                }));
-            }
-            let mut ins = Vec::new();
-            if use_meter {
-                ins.push(Instruction::Meter(meter_id));
-            }
-            match (last, hop.out_port) {
-                (false, Some(p)) => ins.push(Instruction::ApplyActions(vec![Action::output(p)])),
-                _ => ins.push(Instruction::GotoTable(TABLE_EDGE)),
-            }
-            msgs.push(Message::FlowMod(FlowMod {
-                table_id: TABLE_CLASSIFY,
-                priority: PRIO_MIGRATION,
-                cookie,
-                match_: Match::new()
-                    .eth_type(0x0800)
-                    .ip_proto(6)
-                    .ipv4_src(src_ip)
-                    .ipv4_dst(dst_ip)
-                    .tcp_dst(port),
-                instructions: ins,
-                ..FlowMod::default()
-            }));
+            let msgs = flow.messages(use_meter, last, hop.out_port);
             if let Err(e) = h.send_batch(msgs).await {
                 return Err((done, e.to_string()));
             }
@@ -1151,7 +1243,61 @@ impl Orchestrator {
         Ok(done)
     }
 
-    async fn release(&self, s: &Shared, rs: &[Reservation]) {
+    /// Reserves an OVS queue on the egress port of one hop (None: the hop
+    /// has no egress port).
+    async fn reserve_queue(
+        &self,
+        s: &Knowledge,
+        m: &Migration,
+        hop: &Hop,
+        dpid: u64,
+        flow: &MigrationFlow,
+        record: &(dyn Fn(&str, &str, serde_json::Value) -> Result<i64, String> + Sync),
+    ) -> Result<Option<Reservation>, String> {
+        let Some(q) = &self.queues else {
+            return Err("queue reservations need OVSDB, which is unreachable".into());
+        };
+        let Some(out) = hop.out_port else {
+            return Ok(None);
+        };
+        let name = s.topo_read().ok().and_then(|t| {
+            t.switch(dpid)
+                .and_then(|sw| sw.ports.get(&out).map(|p| p.desc.name.clone()))
+        });
+        let Some(name) = name else {
+            return Err(format!("port {}:{out} unknown", hop.dpid));
+        };
+        let cap = hop.capacity_bps.unwrap_or(flow.rate_bps * 2.0);
+        let id = record("queue", &name, serde_json::json!({"port": name}))?;
+        let qr = q
+            .reserve(
+                &m.id,
+                &name,
+                cap as u64,
+                flow.rate_bps as u64,
+                Some(TcpMatch {
+                    src: flow.src_ip,
+                    dst: flow.dst_ip,
+                    dst_port: flow.port,
+                }),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(st) = &self.store {
+            let _ = st.remove_reservation(id, self.clock.now_unix_ms());
+            let _ = st.add_reservation(&m.id, "queue", &name, &qr, self.clock.now_unix_ms());
+        }
+        Ok(Some(Reservation {
+            kind: "queue".into(),
+            target: name,
+            meter_id: None,
+            cookie: None,
+            queue: Some(qr),
+            store_id: id,
+        }))
+    }
+
+    async fn release(&self, rs: &[Reservation]) {
         // Flows first (they reference the meters), then meters, then queues.
         let mut order: Vec<&Reservation> = rs.iter().collect();
         order.sort_by_key(|r| match r.kind.as_str() {
@@ -1162,8 +1308,8 @@ impl Orchestrator {
         for r in order {
             let ok = match r.kind.as_str() {
                 "flow" | "meter" => {
-                    let dpid = crate::config::parse_dpid(&r.target);
-                    match dpid.and_then(|d| s.switch_handle(d)) {
+                    let dpid = crate::monitor::dpid::parse_dpid(&r.target);
+                    match dpid.and_then(|d| self.switches.switch(d)) {
                         Some(h) => {
                             let msg = if r.kind == "flow" {
                                 r.cookie.map(delete_flows)
@@ -1185,13 +1331,13 @@ impl Orchestrator {
                 _ => true,
             };
             if ok {
-                if let Some(st) = &s.store {
-                    let _ = st.remove_reservation(r.store_id, now_unix_ms());
+                if let Some(st) = &self.store {
+                    let _ = st.remove_reservation(r.store_id, self.clock.now_unix_ms());
                 }
             } else {
                 // Remove it later, once the switch is back.
                 warn!(kind = %r.kind, target = %r.target, "reservation not removed yet; will retry");
-                if let Some(st) = &s.store {
+                if let Some(st) = &self.store {
                     if let Ok(rows) = st.live_reservations(None) {
                         lock(&self.state)
                             .stale
@@ -1202,18 +1348,12 @@ impl Orchestrator {
         }
     }
 
-    async fn put_command(
-        &self,
-        s: &Shared,
-        api: &str,
-        id: &str,
-        cmd: &proto::Command,
-    ) -> Result<(), String> {
+    async fn put_command(&self, api: &str, id: &str, cmd: &proto::Command) -> Result<(), String> {
         let body = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
         let url = format!("{api}{}", proto::command_path(id));
         match self
             .http
-            .send(Method::PUT, &url, s.token.as_deref(), Some(body))
+            .send(Method::PUT, &url, self.token.as_deref(), Some(body))
             .await
         {
             Ok((200 | 202, _)) => Ok(()),
@@ -1228,7 +1368,7 @@ impl Orchestrator {
         }
     }
 
-    async fn command_hosts(&self, s: &Shared, m: &Migration) -> Result<(), String> {
+    async fn command_hosts(&self, s: &Knowledge, m: &Migration) -> Result<(), String> {
         let src = Self::host_facts(s, &m.from).ok_or_else(|| format!("host {} is gone", m.from))?;
         let dst = Self::host_facts(s, &m.to).ok_or_else(|| format!("host {} is gone", m.to))?;
         let inv = s
@@ -1241,9 +1381,7 @@ impl Orchestrator {
             destination_host: m.to.clone(),
             destination_addr: m.dst_addr.clone(),
             max_bandwidth_bytes_per_s: m.bandwidth_bytes_per_s.ceil().max(1.0) as u64,
-            downtime_limit_ms: (s.settings.policy.options.constraints.downtime_goal_s * 1000.0)
-                .round()
-                .max(1.0) as u64,
+            downtime_limit_ms: (self.downtime_goal_s * 1000.0).round().max(1.0) as u64,
             deadline_s: m.deadline_s,
             destination_api: None,
             incoming_command_id: None,
@@ -1255,7 +1393,6 @@ impl Orchestrator {
         };
         let in_id = format!("{}-in", m.id);
         self.put_command(
-            s,
             &dst.api_url,
             &in_id,
             &proto::Command::PrepareIncoming(incoming),
@@ -1268,7 +1405,6 @@ impl Orchestrator {
             ..spec
         };
         self.put_command(
-            s,
             &src.api_url,
             &format!("{}-out", m.id),
             &proto::Command::Migrate(out),
@@ -1277,16 +1413,11 @@ impl Orchestrator {
         .map_err(|e| format!("migrate at {}: {e}", m.from))
     }
 
-    async fn status(
-        &self,
-        s: &Shared,
-        api: &str,
-        id: &str,
-    ) -> Result<Option<CommandStatus>, String> {
+    async fn status(&self, api: &str, id: &str) -> Result<Option<CommandStatus>, String> {
         let url = format!("{api}{}", proto::command_path(id));
         match self
             .http
-            .send(Method::GET, &url, s.token.as_deref(), None)
+            .send(Method::GET, &url, self.token.as_deref(), None)
             .await
         {
             Ok((200, body)) => serde_json::from_slice(&body)
@@ -1298,12 +1429,12 @@ impl Orchestrator {
         }
     }
 
-    async fn follow(&self, s: &Shared, m: Migration) {
+    async fn follow(&self, s: &Knowledge, m: Migration) {
         let Some(src) = Self::host_facts(s, &m.from) else {
             return;
         };
-        let now = now_unix_ms();
-        match self.status(s, &src.api_url, &format!("{}-out", m.id)).await {
+        let now = self.clock.now_unix_ms();
+        match self.status(&src.api_url, &format!("{}-out", m.id)).await {
             Ok(Some(st)) => {
                 lock(&self.state).last_contact.insert(m.id.clone(), now);
                 match st.state {
@@ -1322,8 +1453,8 @@ impl Orchestrator {
                     CommandState::Failed => {
                         let why = st.error.unwrap_or_else(|| "failed at the source".into());
                         self.update(&m.id, |x| x.progress = st.progress.clone());
-                        self.release(s, &m.reservations).await;
-                        self.finish(s, &m.id, MigState::Failed, Some(why));
+                        self.release(&m.reservations).await;
+                        self.finish(&m.id, MigState::Failed, Some(why));
                     }
                     _ => {
                         self.update(&m.id, |x| x.progress = st.progress.clone());
@@ -1332,9 +1463,8 @@ impl Orchestrator {
             }
             Ok(None) => {
                 // The source never got it (restart before the command).
-                self.release(s, &m.reservations).await;
+                self.release(&m.reservations).await;
                 self.finish(
-                    s,
                     &m.id,
                     MigState::Failed,
                     Some("the source host has no such migration (never started)".into()),
@@ -1349,9 +1479,8 @@ impl Orchestrator {
                 let started = m.started_unix_ms.unwrap_or(now);
                 let limit = started + ((m.deadline_s + 30.0) * 1000.0) as i64;
                 if now - last > LOST_CONTACT.as_millis() as i64 || now > limit {
-                    self.release(s, &m.reservations).await;
+                    self.release(&m.reservations).await;
                     self.finish(
-                        s,
                         &m.id,
                         MigState::Failed,
                         Some(format!("lost contact with the source hostd: {e}")),
@@ -1361,7 +1490,7 @@ impl Orchestrator {
         }
     }
 
-    async fn verify(&self, s: &Shared, m: Migration) {
+    async fn verify(&self, s: &Knowledge, m: Migration) {
         let dst_bridge = Self::host_facts(s, &m.to).and_then(|h| h.bridge);
         let mac = s
             .hosts_read()
@@ -1376,18 +1505,17 @@ impl Orchestrator {
                 .unwrap_or(false),
             _ => false,
         };
-        let waited = now_unix_ms() - m.started_unix_ms.unwrap_or(0);
+        let waited = self.clock.now_unix_ms() - m.started_unix_ms.unwrap_or(0);
         let timeout = ((m.deadline_s + self.cfg.verify_timeout_s) * 1000.0) as i64;
-        let bridge_known = dst_bridge.is_some_and(|b| s.switch_handle(b).is_some());
+        let bridge_known = dst_bridge.is_some_and(|b| self.switches.switch(b).is_some());
         if seen || (!bridge_known && waited > 0) {
-            self.release(s, &m.reservations).await;
+            self.release(&m.reservations).await;
             let after = self.communication_cost(s, Some((&m.vm, &m.to)));
             self.update(&m.id, |x| x.cost_after = after);
-            self.finish(s, &m.id, MigState::Done, None);
+            self.finish(&m.id, MigState::Done, None);
         } else if waited > timeout {
-            self.release(s, &m.reservations).await;
+            self.release(&m.reservations).await;
             self.finish(
-                s,
                 &m.id,
                 MigState::Failed,
                 Some(format!("the VM did not show up at {}'s bridge", m.to)),
@@ -1395,17 +1523,17 @@ impl Orchestrator {
         }
     }
 
-    fn finish(&self, s: &Shared, id: &str, state: MigState, error: Option<String>) {
+    fn finish(&self, id: &str, state: MigState, error: Option<String>) {
         let Some(m) = self.update(id, |x| {
             x.state = state;
             x.error = error.clone();
-            x.ended_unix_ms = Some(now_unix_ms());
+            x.ended_unix_ms = Some(self.clock.now_unix_ms());
             x.reservations.clear();
         }) else {
             return;
         };
         lock(&self.state).last_contact.remove(id);
-        if let (Some(store), Some(d)) = (&s.store, m.decision_id) {
+        if let (Some(store), Some(d)) = (&self.store, m.decision_id) {
             let _ = store.set_decision_outcome(d, &format!("{} ({})", m.state.as_str(), m.id));
         }
         match state {
@@ -1470,14 +1598,51 @@ mod tests {
     }
 
     #[test]
-    fn errors_map_to_statuses() {
-        let s = |e: OrchError| ApiError::from(e).status().as_u16();
-        assert_eq!(s(OrchError::UnknownVm("x".into())), 404);
-        assert_eq!(s(OrchError::UnknownHost("x".into())), 404);
-        assert_eq!(s(OrchError::NoRoom("x".into())), 409);
-        assert_eq!(s(OrchError::Conflict("x".into())), 409);
-        assert_eq!(s(OrchError::Infeasible("x".into())), 422);
-        assert_eq!(s(OrchError::Invalid("x".into())), 422);
+    fn hop_messages_meter_then_flow() {
+        let f = MigrationFlow {
+            src_ip: Ipv4Addr::new(10, 0, 0, 1),
+            dst_ip: Ipv4Addr::new(10, 0, 0, 2),
+            port: 4444,
+            rate_bps: 8e6,
+            meter_id: 1001,
+            cookie: 77,
+        };
+        let m = f.messages(true, false, Some(3));
+        assert_eq!(m.len(), 2);
+        match &m[0] {
+            Message::MeterMod(mm) => {
+                assert_eq!(mm.meter_id, 1001);
+                assert_eq!(
+                    mm.bands,
+                    vec![MeterBand::Drop {
+                        rate: 8000,
+                        burst_size: 0
+                    }]
+                );
+            }
+            _ => panic!("not a meter mod"),
+        }
+        match &m[1] {
+            Message::FlowMod(fm) => {
+                assert_eq!((fm.table_id, fm.cookie), (TABLE_CLASSIFY, 77));
+                assert_eq!(
+                    fm.instructions,
+                    vec![
+                        Instruction::Meter(1001),
+                        Instruction::ApplyActions(vec![Action::output(3)])
+                    ]
+                );
+            }
+            _ => panic!("not a flow mod"),
+        }
+        let last = f.messages(false, true, Some(3));
+        assert_eq!(last.len(), 1);
+        match &last[0] {
+            Message::FlowMod(fm) => {
+                assert_eq!(fm.instructions, vec![Instruction::GotoTable(TABLE_EDGE)])
+            }
+            _ => panic!("not a flow mod"),
+        }
     }
 
     #[test]

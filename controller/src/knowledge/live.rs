@@ -8,14 +8,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::api::dpid_str;
-use crate::hosts::HostRegistry;
 use crate::knowledge::snapshot::{
     HostLocation, HostSample, HostState, HotspotEvent, LinkInfo, MigrationRecord, Snapshot,
     SwitchInfo, SwitchLevel, Topology as SnapTopology, VmSample, VmState,
 };
-use crate::monitor::{PairRate, PortRate};
-use crate::topology::Topology;
+use crate::monitor::dpid::dpid_str;
+use crate::monitor::hosts::{HostEntry, HostRegistry};
+use crate::monitor::stats::{PairRate, PortRate};
+use crate::monitor::topology::Topology;
 
 /// Everything the builder reads, gathered under the caller's locks.
 pub struct LiveInputs<'a> {
@@ -85,30 +85,55 @@ pub fn levels(topo: &Topology, bridges: &BTreeSet<u64>) -> BTreeMap<u64, usize> 
     dist
 }
 
-/// Builds the snapshot.
+/// Adjacency of the LLDP topology: dpid → (neighbour, local port, its port).
+type Adjacency = BTreeMap<u64, Vec<(u64, u32, u32)>>;
+
+/// Builds the snapshot: the switch tree and links, the hosts that
+/// reported, their VMs, and λ(u,v) between those VMs.
 pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
-    let origin = inp.start_unix_ms;
     let bridges = inp.hosts.bridges();
     let bridge_set: BTreeSet<u64> = bridges.keys().copied().collect();
     let dist = levels(inp.topo, &bridge_set);
     let adj = inp.topo.adjacency();
-    let tx_rate: BTreeMap<(u64, u32), f64> = inp
-        .ports
-        .iter()
-        .filter_map(|p| p.tx_bytes_per_s.map(|r| ((p.dpid, p.port), r * 8.0)))
-        .collect();
+    let topology = snapshot_topology(inp, &bridges, &dist, &adj);
+    let locations = topology.locate_all();
+    let hosts = reported_hosts(inp, &dist, &adj, &locations);
+    let (vms, mac_to_vm) = vm_states(inp, &hosts);
+    let traffic = traffic_between(inp.rates, &mac_to_vm);
+    Snapshot {
+        now_s: secs(inp.now_unix_ms, inp.start_unix_ms),
+        interval_s: inp.interval_s,
+        round: inp.round,
+        topology,
+        hosts,
+        vms,
+        traffic,
+        migrations: inp.migrations.clone(),
+        hotspot_history: inp.hotspot_history.clone(),
+    }
+}
 
-    // Switches with levels and uplinks; links with capacity and use.
+/// The level of a switch at `distance` hops from the nearest bridge.
+fn switch_level(distance: usize) -> SwitchLevel {
+    match distance {
+        1 => SwitchLevel::Tor,
+        2 => SwitchLevel::Aggregation,
+        _ => SwitchLevel::Core,
+    }
+}
+
+/// Switches with levels and uplinks; links with capacity and use.
+fn snapshot_topology(
+    inp: &LiveInputs<'_>,
+    bridges: &BTreeMap<u64, String>,
+    dist: &BTreeMap<u64, usize>,
+    adj: &Adjacency,
+) -> SnapTopology {
     let mut topology = SnapTopology::default();
-    for (&d, &k) in &dist {
+    for (&d, &k) in dist {
         if k == 0 {
             continue;
         }
-        let level = match k {
-            1 => SwitchLevel::Tor,
-            2 => SwitchLevel::Aggregation,
-            _ => SwitchLevel::Core,
-        };
         let uplinks: BTreeSet<String> = adj
             .get(&d)
             .map(Vec::as_slice)
@@ -120,28 +145,45 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
         topology.switches.insert(
             dpid_str(d),
             SwitchInfo {
-                level,
+                level: switch_level(k),
                 uplinks: uplinks.into_iter().collect(),
             },
         );
     }
+    topology.links = snapshot_links(inp, bridges, adj);
+    topology
+}
+
+/// Every link once, named by hypervisor (bridges) or dpid, with its
+/// capacity and the larger of its two directions' use, bit/s.
+fn snapshot_links(
+    inp: &LiveInputs<'_>,
+    bridges: &BTreeMap<u64, String>,
+    adj: &Adjacency,
+) -> Vec<LinkInfo> {
+    let tx_rate: BTreeMap<(u64, u32), f64> = inp
+        .ports
+        .iter()
+        .filter_map(|p| p.tx_bytes_per_s.map(|r| ((p.dpid, p.port), r * 8.0)))
+        .collect();
+    let name = |d: u64| match bridges.get(&d) {
+        Some(h) => h.clone(),
+        None => dpid_str(d),
+    };
+    let mut links = Vec::new();
     let mut seen = BTreeSet::new();
-    for (&a, nbrs) in &adj {
+    for (&a, nbrs) in adj {
         for &(b, ap, bp) in nbrs {
             if !seen.insert((a.min(b), a.max(b), ap.min(bp))) {
                 continue;
             }
-            let name = |d: u64| match bridges.get(&d) {
-                Some(h) => h.clone(),
-                None => dpid_str(d),
-            };
             let cap = port_capacity_bps(inp.topo, a, ap, inp.link_capacity_bps);
             let used = tx_rate
                 .get(&(a, ap))
                 .copied()
                 .unwrap_or(0.0)
                 .max(tx_rate.get(&(b, bp)).copied().unwrap_or(0.0));
-            topology.links.push(LinkInfo {
+            links.push(LinkInfo {
                 a: name(a),
                 b: name(b),
                 capacity_bps: cap,
@@ -149,10 +191,18 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
             });
         }
     }
-    let locations = topology.locate_all();
+    links
+}
 
-    // Hosts: only those that reported at least once (a host that only
-    // registered has no load to judge, its VMs no dirty rate).
+/// Hosts: only those that reported at least once (a host that only
+/// registered has no load to judge, its VMs no dirty rate).
+fn reported_hosts(
+    inp: &LiveInputs<'_>,
+    dist: &BTreeMap<u64, usize>,
+    adj: &Adjacency,
+    locations: &BTreeMap<String, HostLocation>,
+) -> BTreeMap<String, HostState> {
+    let origin = inp.start_unix_ms;
     let mut hosts = BTreeMap::new();
     for (id, e) in inp.hosts.hosts() {
         if e.reports.is_empty() {
@@ -203,8 +253,14 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
             },
         );
     }
+    hosts
+}
 
-    // VMs.
+/// The VMs of the reported hosts, and MAC (lower case) → VM name.
+fn vm_states(
+    inp: &LiveInputs<'_>,
+    hosts: &BTreeMap<String, HostState>,
+) -> (BTreeMap<String, VmState>, BTreeMap<String, String>) {
     let mut vms = BTreeMap::new();
     let mut mac_to_vm: BTreeMap<String, String> = BTreeMap::new();
     for (name, place) in inp.hosts.vms() {
@@ -218,28 +274,7 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
         let Some(e) = inp.hosts.host(host) else {
             continue;
         };
-        let mut history = Vec::new();
-        let mut dirty_max: f64 = 0.0;
-        let mut has_vf = false;
-        for r in &e.reports {
-            if let Some(m) = r.vms.iter().find(|v| &v.name == name) {
-                dirty_max = dirty_max.max(m.dirty_rate_mbps.unwrap_or(0.0));
-                has_vf = m.vf_attached;
-                history.push(VmSample {
-                    at_s: secs(r.at_unix_ms as i64, origin),
-                    cpu_cores: m.cpu_cores,
-                    mem_used_mb: m.used_memory_mb as f64,
-                    swap_out_pps: 0.0,
-                    packets: (m.tx_packets_per_s + m.rx_packets_per_s) * r.interval_s,
-                    blocked_s: m.blocked_ms.unwrap_or(0.0) / 1000.0,
-                    gotten_s: m.gotten_ms.unwrap_or(0.0) / 1000.0,
-                    tx_bytes_per_s: m.tx_bytes_per_s,
-                    rx_bytes_per_s: m.rx_bytes_per_s,
-                });
-            }
-        }
-        let skip = history.len().saturating_sub(inp.history);
-        let history: Vec<VmSample> = history.into_iter().skip(skip).collect();
+        let (history, dirty_max, has_vf) = vm_history(inp, e, name);
         let memory_mb = inp
             .hosts
             .vm_metrics(name)
@@ -261,10 +296,45 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
             },
         );
     }
+    (vms, mac_to_vm)
+}
 
-    // λ(u,v) between known VMs.
+/// A VM's samples from its host's reports (the last `history`), its
+/// largest dirty rate, and whether the latest report has a VF attached.
+fn vm_history(inp: &LiveInputs<'_>, e: &HostEntry, name: &str) -> (Vec<VmSample>, f64, bool) {
+    let origin = inp.start_unix_ms;
+    let mut history = Vec::new();
+    let mut dirty_max: f64 = 0.0;
+    let mut has_vf = false;
+    for r in &e.reports {
+        if let Some(m) = r.vms.iter().find(|v| v.name == name) {
+            dirty_max = dirty_max.max(m.dirty_rate_mbps.unwrap_or(0.0));
+            has_vf = m.vf_attached;
+            history.push(VmSample {
+                at_s: secs(r.at_unix_ms as i64, origin),
+                cpu_cores: m.cpu_cores,
+                mem_used_mb: m.used_memory_mb as f64,
+                swap_out_pps: 0.0,
+                packets: (m.tx_packets_per_s + m.rx_packets_per_s) * r.interval_s,
+                blocked_s: m.blocked_ms.unwrap_or(0.0) / 1000.0,
+                gotten_s: m.gotten_ms.unwrap_or(0.0) / 1000.0,
+                tx_bytes_per_s: m.tx_bytes_per_s,
+                rx_bytes_per_s: m.rx_bytes_per_s,
+            });
+        }
+    }
+    let skip = history.len().saturating_sub(inp.history);
+    let history: Vec<VmSample> = history.into_iter().skip(skip).collect();
+    (history, dirty_max, has_vf)
+}
+
+/// λ(u,v) between known VMs (pairs with traffic only).
+fn traffic_between(
+    rates: &[PairRate],
+    mac_to_vm: &BTreeMap<String, String>,
+) -> BTreeMap<String, BTreeMap<String, f64>> {
     let mut traffic: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-    for r in inp.rates {
+    for r in rates {
         let (Some(u), Some(v)) = (
             mac_to_vm.get(&r.src.to_string()),
             mac_to_vm.get(&r.dst.to_string()),
@@ -278,25 +348,14 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
                 .insert(v.clone(), r.bytes_per_s);
         }
     }
-
-    Snapshot {
-        now_s: secs(inp.now_unix_ms, origin),
-        interval_s: inp.interval_s,
-        round: inp.round,
-        topology,
-        hosts,
-        vms,
-        traffic,
-        migrations: inp.migrations.clone(),
-        hotspot_history: inp.hotspot_history.clone(),
-    }
+    traffic
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hosts::tests::{reg, report, vm};
-    use crate::topology::tests::build;
+    use crate::monitor::hosts::tests::{reg, report, vm};
+    use crate::monitor::topology::tests::build;
     use ofp::MacAddr;
     use std::time::Instant;
 

@@ -1,6 +1,16 @@
-//! Knowledge: state shared by the MAPE-K stages: the snapshot the
-//! policies read and the persistent store.
+//! Knowledge: what the stages know, and what survives a restart.
+//!
+//! - **Owns**: the live knowledge and its locks ([`state::Knowledge`], with
+//!   the one lock order of the controller), the [`snapshot::Snapshot`] the
+//!   policies read and its builder from live data ([`live`]), the
+//!   persistent store ([`store::Store`], SQLite behind it), and the clock
+//!   ([`clock`]).
+//! - **Reads**: the Monitor's types (topology, statistics, host registry,
+//!   switch handles).
+//! - **May not touch**: analyze, plan, execute, the loop or the API.
 
+pub mod clock;
 pub mod live;
 pub mod snapshot;
+pub mod state;
 pub mod store;

@@ -151,9 +151,210 @@ pub struct ReservationRow {
     pub removed_ms: Option<i64>,
 }
 
-/// The store.
+/// The knowledge store: what must survive a restart. Records cross the
+/// trait as JSON text (so that a backend needs no knowledge of the record
+/// types); [`StoreExt`] adds the typed calls every caller uses. The SQLite
+/// implementation is [`SqliteStore`]; the cluster work adds etcd.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Stores a configuration value (JSON text) under `key`.
+    fn set_config_json(&self, key: &str, json: &str) -> Result<(), StoreError>;
+    /// Reads a configuration value (JSON text).
+    fn config_json(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Stores a host's registration (replacing the previous one).
+    fn put_host_json(&self, id: &str, json: &str, at_ms: i64) -> Result<(), StoreError>;
+    /// Stores a host's latest report.
+    fn put_report_json(&self, id: &str, json: &str, at_ms: i64) -> Result<(), StoreError>;
+    /// All hosts: (id, registration, latest report), by id.
+    fn hosts_json(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError>;
+    /// Records where a VM is; when the host changed, appends a placement
+    /// history entry (atomically). Returns the previous host.
+    fn put_vm_json(
+        &self,
+        name: &str,
+        host: &str,
+        json: &str,
+        at_ms: i64,
+        reason: &str,
+    ) -> Result<Option<String>, StoreError>;
+    /// All VMs: (name, host, inventory), by name.
+    fn vms_json(&self) -> Result<Vec<(String, String, String)>, StoreError>;
+    /// Placement history, newest last (of one VM, or all), at most `limit`.
+    fn placements(&self, vm: Option<&str>, limit: usize) -> Result<Vec<Placement>, StoreError>;
+    /// Records a decision and its outcome; returns its id.
+    fn record_decision_json(
+        &self,
+        round: i64,
+        at_ms: i64,
+        policy: &str,
+        json: &str,
+        outcome: &str,
+    ) -> Result<i64, StoreError>;
+    /// Updates a decision's outcome.
+    fn set_decision_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError>;
+    /// The most recent decisions, newest last.
+    fn decisions(&self, limit: usize) -> Result<Vec<DecisionRow>, StoreError>;
+    /// Inserts or updates a migration record.
+    fn put_migration_json(
+        &self,
+        id: &str,
+        vm: &str,
+        state: &str,
+        json: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// One migration record.
+    fn migration_json(&self, id: &str) -> Result<Option<String>, StoreError>;
+    /// Migration records, oldest first; only those in `states` when given.
+    fn migrations_json(
+        &self,
+        states: Option<&[&str]>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Records a reservation; returns its id (record it *before* installing
+    /// it, so that a crash in between leaves a row to clean up).
+    fn add_reservation_json(
+        &self,
+        migration: &str,
+        kind: &str,
+        target: &str,
+        json: &str,
+        at_ms: i64,
+    ) -> Result<i64, StoreError>;
+    /// Marks a reservation removed.
+    fn remove_reservation(&self, id: i64, at_ms: i64) -> Result<(), StoreError>;
+    /// Reservations still in place (of one migration, or all).
+    fn live_reservations(&self, migration: Option<&str>)
+        -> Result<Vec<ReservationRow>, StoreError>;
+}
+
+/// The typed calls on any [`Store`] (records as JSON of `T`).
+pub trait StoreExt: Store {
+    /// Stores a configuration value under `key`.
+    fn set_config<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
+        self.set_config_json(key, &to_json("meta", value)?)
+    }
+    /// Reads a configuration value.
+    fn config<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        self.config_json(key)?
+            .map(|s| from_json("meta", &s))
+            .transpose()
+    }
+    /// Stores a host's registration (replacing the previous one).
+    fn put_host<T: Serialize>(
+        &self,
+        id: &str,
+        registration: &T,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.put_host_json(id, &to_json("hosts", registration)?, at_ms)
+    }
+    /// Stores a host's latest report.
+    fn put_report<T: Serialize>(&self, id: &str, report: &T, at_ms: i64) -> Result<(), StoreError> {
+        self.put_report_json(id, &to_json("hosts", report)?, at_ms)
+    }
+    /// All hosts: (id, registration, latest report).
+    #[allow(clippy::type_complexity)]
+    fn hosts<R: DeserializeOwned, P: DeserializeOwned>(
+        &self,
+    ) -> Result<Vec<(String, R, Option<P>)>, StoreError> {
+        let mut out = Vec::new();
+        for (id, reg, rep) in self.hosts_json()? {
+            out.push((
+                id,
+                from_json("hosts", &reg)?,
+                rep.map(|s| from_json("hosts", &s)).transpose()?,
+            ));
+        }
+        Ok(out)
+    }
+    /// Records where a VM is (see [`Store::put_vm_json`]).
+    fn put_vm<T: Serialize>(
+        &self,
+        name: &str,
+        host: &str,
+        inventory: &T,
+        at_ms: i64,
+        reason: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.put_vm_json(name, host, &to_json("vms", inventory)?, at_ms, reason)
+    }
+    /// All VMs: (name, host, inventory).
+    fn vms<T: DeserializeOwned>(&self) -> Result<Vec<(String, String, T)>, StoreError> {
+        let mut out = Vec::new();
+        for (n, h, inv) in self.vms_json()? {
+            out.push((n, h, from_json("vms", &inv)?));
+        }
+        Ok(out)
+    }
+    /// Records a decision and its outcome; returns its id.
+    fn record_decision<T: Serialize>(
+        &self,
+        round: i64,
+        at_ms: i64,
+        policy: &str,
+        decision: &T,
+        outcome: &str,
+    ) -> Result<i64, StoreError> {
+        self.record_decision_json(
+            round,
+            at_ms,
+            policy,
+            &to_json("decisions", decision)?,
+            outcome,
+        )
+    }
+    /// Inserts or updates a migration record.
+    fn put_migration<T: Serialize>(
+        &self,
+        id: &str,
+        vm: &str,
+        state: &str,
+        record: &T,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.put_migration_json(id, vm, state, &to_json("migrations", record)?, at_ms)
+    }
+    /// One migration.
+    fn migration<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>, StoreError> {
+        self.migration_json(id)?
+            .map(|s| from_json("migrations", &s))
+            .transpose()
+    }
+    /// Migrations, oldest first; only those in `states` when given.
+    fn migrations<T: DeserializeOwned>(
+        &self,
+        states: Option<&[&str]>,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        self.migrations_json(states, limit)?
+            .iter()
+            .map(|s| from_json("migrations", s))
+            .collect()
+    }
+    /// Records a reservation; returns its id.
+    fn add_reservation<T: Serialize>(
+        &self,
+        migration: &str,
+        kind: &str,
+        target: &str,
+        detail: &T,
+        at_ms: i64,
+    ) -> Result<i64, StoreError> {
+        self.add_reservation_json(
+            migration,
+            kind,
+            target,
+            &to_json("reservations", detail)?,
+            at_ms,
+        )
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
+
+/// The SQLite store.
 #[derive(Debug)]
-pub struct Store {
+pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
@@ -171,19 +372,19 @@ fn from_json<T: DeserializeOwned>(table: &'static str, s: &str) -> Result<T, Sto
     })
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;
         Self::init(conn)
     }
 
     /// A private in-memory database (tests, `--db :memory:`).
-    pub fn open_in_memory() -> Result<Store, StoreError> {
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Store, StoreError> {
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -209,7 +410,7 @@ impl Store {
                 }
             }
         }
-        Ok(Store {
+        Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
     }
@@ -217,12 +418,12 @@ impl Store {
     fn c(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
+}
 
+impl Store for SqliteStore {
     // ---- configuration ---------------------------------------------------
 
-    /// Stores a configuration value (JSON) under `key`.
-    pub fn set_config<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
-        let v = to_json("meta", value)?;
+    fn set_config_json(&self, key: &str, v: &str) -> Result<(), StoreError> {
         self.c()?.execute(
             "INSERT INTO meta(key, value) VALUES(?1, ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -231,8 +432,7 @@ impl Store {
         Ok(())
     }
 
-    /// Reads a configuration value.
-    pub fn config<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+    fn config_json(&self, key: &str) -> Result<Option<String>, StoreError> {
         let v: Option<String> = self
             .c()?
             .query_row(
@@ -241,19 +441,12 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
-        v.map(|s| from_json("meta", &s)).transpose()
+        Ok(v)
     }
 
     // ---- hosts and VMs ---------------------------------------------------
 
-    /// Stores a host's registration (replacing the previous one).
-    pub fn put_host<T: Serialize>(
-        &self,
-        id: &str,
-        registration: &T,
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
-        let j = to_json("hosts", registration)?;
+    fn put_host_json(&self, id: &str, j: &str, at_ms: i64) -> Result<(), StoreError> {
         self.c()?.execute(
             "INSERT INTO hosts(id, registration, registered_ms) VALUES(?1, ?2, ?3)
              ON CONFLICT(id) DO UPDATE SET registration = excluded.registration,
@@ -263,14 +456,7 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a host's latest report.
-    pub fn put_report<T: Serialize>(
-        &self,
-        id: &str,
-        report: &T,
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
-        let j = to_json("hosts", report)?;
+    fn put_report_json(&self, id: &str, j: &str, at_ms: i64) -> Result<(), StoreError> {
         self.c()?.execute(
             "UPDATE hosts SET last_report = ?2, last_report_ms = ?3 WHERE id = ?1",
             params![id, j, at_ms],
@@ -278,10 +464,7 @@ impl Store {
         Ok(())
     }
 
-    /// All hosts: (id, registration, latest report).
-    pub fn hosts<R: DeserializeOwned, P: DeserializeOwned>(
-        &self,
-    ) -> Result<Vec<(String, R, Option<P>)>, StoreError> {
+    fn hosts_json(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
         let c = self.c()?;
         let mut st = c.prepare("SELECT id, registration, last_report FROM hosts ORDER BY id")?;
         let rows = st.query_map([], |r| {
@@ -291,29 +474,17 @@ impl Store {
                 r.get::<_, Option<String>>(2)?,
             ))
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, reg, rep) = row?;
-            out.push((
-                id,
-                from_json("hosts", &reg)?,
-                rep.map(|s| from_json("hosts", &s)).transpose()?,
-            ));
-        }
-        Ok(out)
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Records where a VM is; when the host changed, appends a placement
-    /// history entry (in the same transaction). Returns the previous host.
-    pub fn put_vm<T: Serialize>(
+    fn put_vm_json(
         &self,
         name: &str,
         host: &str,
-        inventory: &T,
+        j: &str,
         at_ms: i64,
         reason: &str,
     ) -> Result<Option<String>, StoreError> {
-        let j = to_json("vms", inventory)?;
         let mut c = self.c()?;
         let tx = c.transaction()?;
         let prev: Option<String> = tx
@@ -337,8 +508,7 @@ impl Store {
         Ok(prev)
     }
 
-    /// All VMs: (name, host, inventory).
-    pub fn vms<T: DeserializeOwned>(&self) -> Result<Vec<(String, String, T)>, StoreError> {
+    fn vms_json(&self) -> Result<Vec<(String, String, String)>, StoreError> {
         let c = self.c()?;
         let mut st = c.prepare("SELECT name, host, inventory FROM vms ORDER BY name")?;
         let rows = st.query_map([], |r| {
@@ -348,16 +518,10 @@ impl Store {
                 r.get::<_, String>(2)?,
             ))
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (n, h, inv) = row?;
-            out.push((n, h, from_json("vms", &inv)?));
-        }
-        Ok(out)
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Placement history, newest last (of one VM, or all), at most `limit`.
-    pub fn placements(&self, vm: Option<&str>, limit: usize) -> Result<Vec<Placement>, StoreError> {
+    fn placements(&self, vm: Option<&str>, limit: usize) -> Result<Vec<Placement>, StoreError> {
         let c = self.c()?;
         let mut st = c.prepare(
             "SELECT vm, from_host, to_host, at_ms, reason FROM (
@@ -378,16 +542,14 @@ impl Store {
 
     // ---- decisions -------------------------------------------------------
 
-    /// Records a decision and its outcome; returns its id.
-    pub fn record_decision<T: Serialize>(
+    fn record_decision_json(
         &self,
         round: i64,
         at_ms: i64,
         policy: &str,
-        decision: &T,
+        j: &str,
         outcome: &str,
     ) -> Result<i64, StoreError> {
-        let j = to_json("decisions", decision)?;
         let c = self.c()?;
         c.execute(
             "INSERT INTO decisions(round, at_ms, policy, decision, outcome) VALUES(?1, ?2, ?3, ?4, ?5)",
@@ -396,8 +558,7 @@ impl Store {
         Ok(c.last_insert_rowid())
     }
 
-    /// Updates a decision's outcome.
-    pub fn set_decision_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
+    fn set_decision_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
         self.c()?.execute(
             "UPDATE decisions SET outcome = ?2 WHERE id = ?1",
             params![id, outcome],
@@ -405,8 +566,7 @@ impl Store {
         Ok(())
     }
 
-    /// The most recent decisions, newest last.
-    pub fn decisions(&self, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
+    fn decisions(&self, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
         let c = self.c()?;
         let mut st = c.prepare(
             "SELECT id, round, at_ms, policy, decision, outcome FROM (
@@ -440,17 +600,14 @@ impl Store {
 
     // ---- migrations ------------------------------------------------------
 
-    /// Inserts or updates a migration record (`state` is broken out for
-    /// queries).
-    pub fn put_migration<T: Serialize>(
+    fn put_migration_json(
         &self,
         id: &str,
         vm: &str,
         state: &str,
-        record: &T,
+        j: &str,
         at_ms: i64,
     ) -> Result<(), StoreError> {
-        let j = to_json("migrations", record)?;
         self.c()?.execute(
             "INSERT INTO migrations(id, vm, state, record, created_ms, updated_ms)
              VALUES(?1, ?2, ?3, ?4, ?5, ?5)
@@ -461,8 +618,7 @@ impl Store {
         Ok(())
     }
 
-    /// One migration.
-    pub fn migration<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>, StoreError> {
+    fn migration_json(&self, id: &str) -> Result<Option<String>, StoreError> {
         let s: Option<String> = self
             .c()?
             .query_row(
@@ -471,15 +627,14 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
-        s.map(|s| from_json("migrations", &s)).transpose()
+        Ok(s)
     }
 
-    /// Migrations, oldest first; only those in `states` when given.
-    pub fn migrations<T: DeserializeOwned>(
+    fn migrations_json(
         &self,
         states: Option<&[&str]>,
         limit: usize,
-    ) -> Result<Vec<T>, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let c = self.c()?;
         let mut st = c.prepare(
             "SELECT state, record FROM (
@@ -493,7 +648,7 @@ impl Store {
         for row in rows {
             let (state, rec) = row?;
             if states.is_none_or(|s| s.contains(&state.as_str())) {
-                out.push(from_json("migrations", &rec)?);
+                out.push(rec);
             }
         }
         Ok(out)
@@ -501,17 +656,14 @@ impl Store {
 
     // ---- reservations ----------------------------------------------------
 
-    /// Records a reservation; returns its id. Record it *before* installing
-    /// it, so that a crash in between leaves a row to clean up.
-    pub fn add_reservation<T: Serialize>(
+    fn add_reservation_json(
         &self,
         migration: &str,
         kind: &str,
         target: &str,
-        detail: &T,
+        j: &str,
         at_ms: i64,
     ) -> Result<i64, StoreError> {
-        let j = to_json("reservations", detail)?;
         let c = self.c()?;
         c.execute(
             "INSERT INTO reservations(migration, kind, target, detail, created_ms) VALUES(?1, ?2, ?3, ?4, ?5)",
@@ -520,8 +672,7 @@ impl Store {
         Ok(c.last_insert_rowid())
     }
 
-    /// Marks a reservation removed.
-    pub fn remove_reservation(&self, id: i64, at_ms: i64) -> Result<(), StoreError> {
+    fn remove_reservation(&self, id: i64, at_ms: i64) -> Result<(), StoreError> {
         self.c()?.execute(
             "UPDATE reservations SET removed_ms = ?2 WHERE id = ?1 AND removed_ms IS NULL",
             params![id, at_ms],
@@ -529,8 +680,7 @@ impl Store {
         Ok(())
     }
 
-    /// Reservations still in place (of one migration, or all).
-    pub fn live_reservations(
+    fn live_reservations(
         &self,
         migration: Option<&str>,
     ) -> Result<Vec<ReservationRow>, StoreError> {
@@ -574,7 +724,7 @@ mod tests {
 
     #[test]
     fn hosts_vms_and_placement_history() {
-        let s = Store::open_in_memory().unwrap();
+        let s = SqliteStore::open_in_memory().unwrap();
         s.put_host("hv1", &json!({"cores": 4}), 1).unwrap();
         s.put_report("hv1", &json!({"cpu": 0.5}), 2).unwrap();
         s.put_host("hv2", &json!({"cores": 8}), 3).unwrap();
@@ -611,7 +761,7 @@ mod tests {
         let path = dir.join("k.db");
         let _ = std::fs::remove_file(&path);
         {
-            let s = Store::open(&path).unwrap();
+            let s = SqliteStore::open(&path).unwrap();
             let id = s
                 .record_decision(3, 10, "sandpiper", &json!({"action": "migrate"}), "queued")
                 .unwrap();
@@ -646,7 +796,7 @@ mod tests {
             s.remove_reservation(r, 14).unwrap();
             s.set_config("policy", &json!({"name": "idc"})).unwrap();
         }
-        let s = Store::open(&path).unwrap();
+        let s = SqliteStore::open(&path).unwrap();
         let d = s.decisions(10).unwrap();
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].outcome, "executed");
@@ -666,7 +816,7 @@ mod tests {
 
     #[test]
     fn corrupt_records_are_errors_not_panics() {
-        let s = Store::open_in_memory().unwrap();
+        let s = SqliteStore::open_in_memory().unwrap();
         s.c()
             .unwrap()
             .execute(

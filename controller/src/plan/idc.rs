@@ -25,7 +25,9 @@
 
 use super::constraints::{Ledger, NoRoom, HOTSPOT_DEFAULTS};
 use super::view::View;
-use super::{Action, Alternative, ConstraintOptions, Decision, Details, PlanError, Policy};
+use super::{
+    Action, Alternative, ConstraintOptions, Decision, Details, MigrationCost, PlanError, Policy,
+};
 use crate::analyze::{HotspotReport, Resource};
 use crate::knowledge::snapshot::{ratio, Snapshot};
 use serde::{Deserialize, Serialize};
@@ -196,17 +198,17 @@ impl Idc {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn migrate(
+    /// Every (VM, destination) pair of hot host `i` with its value V_ijk,
+    /// best first, and the VMs that may not move.
+    fn candidates(
         &self,
         view: &View,
-        led: &mut Ledger,
+        led: &Ledger,
         i: usize,
         vms: &[usize],
         c_i: f64,
         m_i: f64,
-        hot: &HotspotReport,
-    ) -> Option<Decision> {
+    ) -> Option<(Vec<Cand>, Vec<Alternative>)> {
         let host_i = view.hosts.get(i)?;
         let nic_i = host_i.nic_bytes_per_s();
         let hn = view.host_count();
@@ -272,6 +274,21 @@ impl Idc {
                 .then(a.k_cpu.total_cmp(&b.k_cpu))
                 .then(a.k.cmp(&b.k))
         });
+        Some((cands, blocked_alts))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn migrate(
+        &self,
+        view: &View,
+        led: &mut Ledger,
+        i: usize,
+        vms: &[usize],
+        c_i: f64,
+        m_i: f64,
+        hot: &HotspotReport,
+    ) -> Option<Decision> {
+        let (cands, blocked_alts) = self.candidates(view, led, i, vms, c_i, m_i)?;
         let mut rejected: Vec<(usize, usize, f64, NoRoom)> = Vec::new();
         let mut pick = None;
         for (n, c) in cands.iter().enumerate() {
@@ -292,38 +309,7 @@ impl Idc {
         }
         let (n, cost) = pick?;
         let c = cands.get(n)?.clone();
-        let mut details = Details::default()
-            .metric("v", c.value)
-            .metric("cpu_ij", c.cpu_ij)
-            .metric("mem_ij", c.mem_ij)
-            .metric("c_i", c_i)
-            .metric("m_i", m_i)
-            .metric("is", c.is)
-            .metric("nsd", c.nsd)
-            .metric("nso", c.nso)
-            .metric("nds", c.nds)
-            .metric("nben", c.nben);
-        details.migration = Some(cost);
-        for (v, k, value, e) in rejected {
-            details.push_alternative(Alternative {
-                vm: Some(view.vm_name(v).into()),
-                host: Some(view.host_name(k).into()),
-                score: Some(value),
-                rejected: e.as_str(),
-            });
-        }
-        for a in blocked_alts {
-            details.push_alternative(a);
-        }
-        // Runner-up VM (best pair of another VM).
-        if let Some(o) = cands.iter().skip(n + 1).find(|o| o.v != c.v) {
-            details.push_alternative(Alternative {
-                vm: Some(view.vm_name(o.v).into()),
-                host: Some(view.host_name(o.k).into()),
-                score: Some(o.value),
-                rejected: "lower V".into(),
-            });
-        }
+        let details = explain(view, &cands, n, cost, rejected, blocked_alts, c_i, m_i);
         led.apply_move(c.v, c.k);
         let mut why = Vec::new();
         if m_i > 0.0 {
@@ -349,6 +335,57 @@ impl Idc {
             details,
         })
     }
+}
+
+/// The numbers behind the chosen pair and the alternatives: rejected
+/// destinations, VMs that may not move, and the runner-up VM.
+#[allow(clippy::too_many_arguments)]
+fn explain(
+    view: &View,
+    cands: &[Cand],
+    n: usize,
+    cost: MigrationCost,
+    rejected: Vec<(usize, usize, f64, NoRoom)>,
+    blocked_alts: Vec<Alternative>,
+    c_i: f64,
+    m_i: f64,
+) -> Details {
+    let Some(c) = cands.get(n) else {
+        return Details::default();
+    };
+    let mut details = Details::default()
+        .metric("v", c.value)
+        .metric("cpu_ij", c.cpu_ij)
+        .metric("mem_ij", c.mem_ij)
+        .metric("c_i", c_i)
+        .metric("m_i", m_i)
+        .metric("is", c.is)
+        .metric("nsd", c.nsd)
+        .metric("nso", c.nso)
+        .metric("nds", c.nds)
+        .metric("nben", c.nben);
+    details.migration = Some(cost);
+    for (v, k, value, e) in rejected {
+        details.push_alternative(Alternative {
+            vm: Some(view.vm_name(v).into()),
+            host: Some(view.host_name(k).into()),
+            score: Some(value),
+            rejected: e.as_str(),
+        });
+    }
+    for a in blocked_alts {
+        details.push_alternative(a);
+    }
+    // Runner-up VM (best pair of another VM).
+    if let Some(o) = cands.iter().skip(n + 1).find(|o| o.v != c.v) {
+        details.push_alternative(Alternative {
+            vm: Some(view.vm_name(o.v).into()),
+            host: Some(view.host_name(o.k).into()),
+            score: Some(o.value),
+            rejected: "lower V".into(),
+        });
+    }
+    details
 }
 
 #[cfg(test)]

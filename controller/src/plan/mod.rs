@@ -1,5 +1,11 @@
 //! Plan: migration / VF / memory policies, pure code (ALGORITHMS.md §3).
 //!
+//! - **Owns**: the policies, their constraints and scores, the shared
+//!   communication-cost physics ([`physics`]).
+//! - **Reads**: a knowledge [`Snapshot`] and Analyze's [`HotspotReport`].
+//! - **May not touch**: locks, the store, the network, the clock, or any
+//!   stage above it (the simulator, execute, the loop, the API).
+//!
 //! Every policy implements [`Policy`]: it sees the whole knowledge
 //! [`Snapshot`] and the [`HotspotReport`] of Analyze and returns an ordered
 //! list of [`Decision`]s (migrate, attach VF, detach VF, resize memory), each
@@ -25,6 +31,7 @@
 
 pub mod constraints;
 pub mod idc;
+pub mod physics;
 pub mod sandpiper;
 pub mod score;
 pub mod sova;

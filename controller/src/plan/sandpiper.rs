@@ -63,55 +63,14 @@ impl Policy for Sandpiper {
         );
         let cap = self.opts.util_cap.clamp(0.0, 0.999_999);
         let hn = view.host_count();
-        // Sandpiper's own NIC view: all VM traffic, IDC included.
-        let mut all_tx = vec![0.0; hn];
-        let mut all_rx = vec![0.0; hn];
-        for v in 0..view.vm_count() {
-            let s = view.vm_sample(v);
-            let h = view.host_of(v);
-            if let (Some(t), Some(r)) = (all_tx.get_mut(h), all_rx.get_mut(h)) {
-                *t += s.tx_bytes_per_s;
-                *r += s.rx_bytes_per_s;
-            }
-        }
-        let host_vol = |led: &Ledger, all_tx: &[f64], all_rx: &[f64], h: usize| -> f64 {
-            let nic = view.hosts.get(h).map_or(0.0, |x| x.nic_bytes_per_s());
-            let net = ratio(
-                all_tx
-                    .get(h)
-                    .copied()
-                    .unwrap_or(0.0)
-                    .max(all_rx.get(h).copied().unwrap_or(0.0)),
-                nic,
-            );
-            volume(led.cpu_util(h), led.mem_util(h), net, cap)
-        };
-        let vm_vol = |v: usize| -> (f64, f64) {
-            let s = view.vm_sample(v);
-            let h = view.host_of(v);
-            let host = view.hosts.get(h);
-            let cpu = ratio(s.cpu_cores, host.map_or(0.0, |x| x.cores));
-            let size = view.vms.get(v).map_or(0.0, |x| x.memory_mb);
-            let mem = ratio(size, host.map_or(0.0, |x| x.memory_mb));
-            let net = ratio(
-                s.tx_bytes_per_s.max(s.rx_bytes_per_s),
-                host.map_or(0.0, |x| x.nic_bytes_per_s()),
-            );
-            let vol = volume(cpu, mem, net, cap);
-            (vol, if size > 0.0 { vol / size } else { 0.0 })
-        };
-        let mut host_vms: Vec<Vec<usize>> = vec![Vec::new(); hn];
-        for v in 0..view.vm_count() {
-            if let Some(l) = host_vms.get_mut(view.host_of(v)) {
-                l.push(v);
-            }
-        }
+        let mut nic = NicView::of(&view);
+        let host_vms = view.vms_by_host();
         // Hot hosts, most loaded first.
         let mut sources: Vec<(f64, usize)> = hot
             .hot
             .keys()
             .filter_map(|id| view.host_id(id))
-            .map(|h| (host_vol(&led, &all_tx, &all_rx, h), h))
+            .map(|h| (nic.host_volume(&view, &led, h, cap), h))
             .collect();
         sources.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let mut out = Vec::new();
@@ -124,114 +83,211 @@ impl Policy for Sandpiper {
                 .filter(|r| hot.is_hot(view.host_name(x), *r))
                 .map(|r| r.as_str())
                 .collect();
-            let mut cands: Vec<(f64, f64, usize)> = host_vms
-                .get(x)
-                .map(|l| {
-                    l.iter()
-                        .map(|&v| {
-                            let (vol, vsr) = vm_vol(v);
-                            (vsr, vol, v)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+            let cands = candidates(&view, host_vms.get(x).map_or(&[][..], Vec::as_slice), cap);
             // Destinations: not hot, not the source, least loaded first.
             let mut dests: Vec<(f64, usize)> = (0..hn)
                 .filter(|&h| h != x && !hot.is_hotspot(view.host_name(h)))
-                .map(|h| (host_vol(&led, &all_tx, &all_rx, h), h))
+                .map(|h| (nic.host_volume(&view, &led, h, cap), h))
                 .collect();
             dests.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            let mut details = Details::default();
-            let mut chosen = None;
-            'vms: for (i, &(vsr, vol, v)) in cands.iter().enumerate() {
-                if let Some(b) = led.blocked(v) {
-                    details.push_alternative(Alternative {
-                        vm: Some(view.vm_name(v).into()),
-                        host: None,
-                        score: Some(vsr),
-                        rejected: b.as_str().into(),
-                    });
-                    continue;
-                }
-                let mut dest_alts = Vec::new();
-                for &(dvol, k) in &dests {
-                    match led.check(v, k) {
-                        Ok(cost) => {
-                            chosen = Some((i, vsr, vol, v, k, dvol, cost, dest_alts));
-                            break 'vms;
-                        }
-                        Err(e) => {
-                            if dest_alts.len() < 2 {
-                                dest_alts.push(Alternative {
-                                    vm: None,
-                                    host: Some(view.host_name(k).into()),
-                                    score: Some(dvol),
-                                    rejected: e.as_str(),
-                                });
-                            }
-                        }
-                    }
-                }
-                details.push_alternative(Alternative {
-                    vm: Some(view.vm_name(v).into()),
-                    host: None,
-                    score: Some(vsr),
-                    rejected: "no host with room".into(),
-                });
-            }
-            let Some((i, vsr, vol, v, k, dvol, cost, dest_alts)) = chosen else {
+            let Some((c, details)) = choose(&view, &led, &cands, &dests) else {
                 continue;
             };
-            for a in dest_alts {
-                details.push_alternative(a);
-            }
-            if let Some(&(nvsr, _, nv)) = cands.get(i + 1) {
-                details.push_alternative(Alternative {
-                    vm: Some(view.vm_name(nv).into()),
-                    host: None,
-                    score: Some(nvsr),
-                    rejected: "lower VSR".into(),
-                });
-            }
-            let size = view.vms.get(v).map_or(0.0, |x| x.memory_mb);
+            let size = view.vms.get(c.v).map_or(0.0, |x| x.memory_mb);
             let mut details = details
-                .metric("vsr", vsr)
-                .metric("vol", vol)
+                .metric("vsr", c.vsr)
+                .metric("vol", c.vol)
                 .metric("size_mb", size)
                 .metric("source_vol", src_vol)
-                .metric("dest_vol", dvol);
-            details.migration = Some(cost);
+                .metric("dest_vol", c.dvol);
+            details.migration = Some(c.cost);
             // Update Sandpiper's NIC view, then the shared ledger.
-            let s = view.vm_sample(v);
-            for (vec, d) in [
-                (&mut all_tx, s.tx_bytes_per_s),
-                (&mut all_rx, s.rx_bytes_per_s),
-            ] {
-                if let Some(a) = vec.get_mut(x) {
-                    *a -= d;
-                }
-                if let Some(a) = vec.get_mut(k) {
-                    *a += d;
-                }
-            }
-            led.apply_move(v, k);
+            nic.apply_move(&view, c.v, x, c.k);
+            led.apply_move(c.v, c.k);
             out.push(Decision {
                 action: Action::Migrate {
-                    vm: view.vm_name(v).into(),
+                    vm: view.vm_name(c.v).into(),
                     from: view.host_name(x).into(),
-                    to: view.host_name(k).into(),
+                    to: view.host_name(c.k).into(),
                 },
                 reason: format!(
                     "sandpiper: hotspot ({}); highest-VSR VM to the least loaded host with room",
                     resources.join(",")
                 ),
-                score: vsr,
+                score: c.vsr,
                 details,
             });
         }
         out
     }
+}
+
+/// Sandpiper's own NIC view: all VM traffic per host, IDC included.
+struct NicView {
+    tx: Vec<f64>,
+    rx: Vec<f64>,
+}
+
+impl NicView {
+    fn of(view: &View<'_>) -> Self {
+        let hn = view.host_count();
+        let mut all_tx = vec![0.0; hn];
+        let mut all_rx = vec![0.0; hn];
+        for v in 0..view.vm_count() {
+            let s = view.vm_sample(v);
+            let h = view.host_of(v);
+            if let (Some(t), Some(r)) = (all_tx.get_mut(h), all_rx.get_mut(h)) {
+                *t += s.tx_bytes_per_s;
+                *r += s.rx_bytes_per_s;
+            }
+        }
+        NicView {
+            tx: all_tx,
+            rx: all_rx,
+        }
+    }
+
+    /// A host's `vol` (CPU and memory from the ledger, network from this
+    /// view).
+    fn host_volume(&self, view: &View<'_>, led: &Ledger, h: usize, cap: f64) -> f64 {
+        let nic = view.hosts.get(h).map_or(0.0, |x| x.nic_bytes_per_s());
+        let net = ratio(
+            self.tx
+                .get(h)
+                .copied()
+                .unwrap_or(0.0)
+                .max(self.rx.get(h).copied().unwrap_or(0.0)),
+            nic,
+        );
+        volume(led.cpu_util(h), led.mem_util(h), net, cap)
+    }
+
+    /// Moves VM `v`'s traffic from host `x` to host `k`.
+    fn apply_move(&mut self, view: &View<'_>, v: usize, x: usize, k: usize) {
+        let s = view.vm_sample(v);
+        for (vec, d) in [
+            (&mut self.tx, s.tx_bytes_per_s),
+            (&mut self.rx, s.rx_bytes_per_s),
+        ] {
+            if let Some(a) = vec.get_mut(x) {
+                *a -= d;
+            }
+            if let Some(a) = vec.get_mut(k) {
+                *a += d;
+            }
+        }
+    }
+}
+
+/// A VM's `vol` relative to its host, and its VSR (`vol / size_MB`).
+fn vm_volume(view: &View<'_>, v: usize, cap: f64) -> (f64, f64) {
+    let s = view.vm_sample(v);
+    let h = view.host_of(v);
+    let host = view.hosts.get(h);
+    let cpu = ratio(s.cpu_cores, host.map_or(0.0, |x| x.cores));
+    let size = view.vms.get(v).map_or(0.0, |x| x.memory_mb);
+    let mem = ratio(size, host.map_or(0.0, |x| x.memory_mb));
+    let net = ratio(
+        s.tx_bytes_per_s.max(s.rx_bytes_per_s),
+        host.map_or(0.0, |x| x.nic_bytes_per_s()),
+    );
+    let vol = volume(cpu, mem, net, cap);
+    (vol, if size > 0.0 { vol / size } else { 0.0 })
+}
+
+/// The VMs of a hot host as (VSR, vol, VM), highest VSR first.
+fn candidates(view: &View<'_>, vms: &[usize], cap: f64) -> Vec<(f64, f64, usize)> {
+    let mut cands: Vec<(f64, f64, usize)> = vms
+        .iter()
+        .map(|&v| {
+            let (vol, vsr) = vm_volume(view, v, cap);
+            (vsr, vol, v)
+        })
+        .collect();
+    cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+    cands
+}
+
+/// The move chosen from one hot host.
+struct Choice {
+    vsr: f64,
+    vol: f64,
+    v: usize,
+    k: usize,
+    dvol: f64,
+    cost: super::MigrationCost,
+}
+
+/// The first candidate (highest VSR) with a destination that has room (the
+/// least loaded one), and the alternatives considered on the way.
+fn choose(
+    view: &View<'_>,
+    led: &Ledger,
+    cands: &[(f64, f64, usize)],
+    dests: &[(f64, usize)],
+) -> Option<(Choice, Details)> {
+    let mut details = Details::default();
+    let mut chosen = None;
+    'vms: for (i, &(vsr, vol, v)) in cands.iter().enumerate() {
+        if let Some(b) = led.blocked(v) {
+            details.push_alternative(Alternative {
+                vm: Some(view.vm_name(v).into()),
+                host: None,
+                score: Some(vsr),
+                rejected: b.as_str().into(),
+            });
+            continue;
+        }
+        let mut dest_alts = Vec::new();
+        for &(dvol, k) in dests {
+            match led.check(v, k) {
+                Ok(cost) => {
+                    chosen = Some((
+                        i,
+                        Choice {
+                            vsr,
+                            vol,
+                            v,
+                            k,
+                            dvol,
+                            cost,
+                        },
+                        dest_alts,
+                    ));
+                    break 'vms;
+                }
+                Err(e) => {
+                    if dest_alts.len() < 2 {
+                        dest_alts.push(Alternative {
+                            vm: None,
+                            host: Some(view.host_name(k).into()),
+                            score: Some(dvol),
+                            rejected: e.as_str(),
+                        });
+                    }
+                }
+            }
+        }
+        details.push_alternative(Alternative {
+            vm: Some(view.vm_name(v).into()),
+            host: None,
+            score: Some(vsr),
+            rejected: "no host with room".into(),
+        });
+    }
+    let (i, choice, dest_alts) = chosen?;
+    for a in dest_alts {
+        details.push_alternative(a);
+    }
+    if let Some(&(nvsr, _, nv)) = cands.get(i + 1) {
+        details.push_alternative(Alternative {
+            vm: Some(view.vm_name(nv).into()),
+            host: None,
+            score: Some(nvsr),
+            rejected: "lower VSR".into(),
+        });
+    }
+    Some((choice, details))
 }
 
 #[cfg(test)]

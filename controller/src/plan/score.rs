@@ -31,6 +31,8 @@
 //! [`View`]: no `O(V²)` step.
 
 use super::constraints::{Ledger, PolicyDefaults};
+/// `W(ℓ)` (defined with the communication cost in [`super::physics`]).
+pub use super::physics::cumulative_weights;
 use super::view::View;
 use super::{
     Action, Alternative, ConstraintOptions, Decision, Details, MigrationCost, PlanError, Policy,
@@ -55,19 +57,6 @@ pub const SCORE_DEFAULTS: PolicyDefaults = PolicyDefaults {
     max_migrations_per_source_host: 0,
     cooldown_intervals: 0.0,
 };
-
-/// `W(ℓ) = Σ_{i≤ℓ} c_i` for ℓ = 0..4.
-pub fn cumulative_weights(w: &[f64; 4]) -> [f64; 5] {
-    let mut out = [0.0; 5];
-    let mut acc = 0.0;
-    for (i, c) in w.iter().enumerate() {
-        acc += c;
-        if let Some(o) = out.get_mut(i + 1) {
-            *o = acc;
-        }
-    }
-    out
-}
 
 /// Which VM holds the token next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -541,7 +530,7 @@ mod tests {
             s.vms.get_mut(&vm).unwrap().host = to;
         }
         assert_eq!(
-            crate::sim::physics::communication_cost(&s, &DEFAULT_WEIGHTS),
+            crate::plan::physics::communication_cost(&s, &DEFAULT_WEIGHTS),
             0.0
         );
     }

@@ -26,7 +26,7 @@ use super::constraints::{Ledger, HOTSPOT_DEFAULTS};
 use super::view::View;
 use super::{Action, Alternative, ConstraintOptions, Decision, Details, PlanError, Policy};
 use crate::analyze::HotspotReport;
-use crate::knowledge::snapshot::{ratio, Snapshot, VmState};
+use crate::knowledge::snapshot::{ratio, HostState, Snapshot, VmState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -195,45 +195,8 @@ impl Policy for Sova {
             self.constraints.resolve(HOTSPOT_DEFAULTS),
         );
         let hn = view.host_count();
-        let t = hot.thresholds;
-        let host_util =
-            |led: &Ledger, h: usize| [led.cpu_util(h), led.mem_util(h), led.net_util(h)];
-        let host_volume = |led: &Ledger, h: usize| {
-            let r = host_util(led, h);
-            volume(&r, r.iter().sum::<f64>() / 3.0)
-        };
-        let mut host_vms: Vec<Vec<usize>> = vec![Vec::new(); hn];
-        for v in 0..view.vm_count() {
-            if let Some(l) = host_vms.get_mut(view.host_of(v)) {
-                l.push(v);
-            }
-        }
-        // Algorithm 2: hotspots, largest volume first, get a cold-spot target.
-        let mut sources: Vec<(f64, usize)> = hot
-            .hot
-            .keys()
-            .filter_map(|id| view.host_id(id))
-            .map(|h| (host_volume(&led, h), h))
-            .collect();
-        sources.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut targets: BTreeSet<usize> = BTreeSet::new();
-        let mut signal: Vec<Option<(usize, f64)>> = vec![None; hn];
-        for &(_, s) in &sources {
-            let best = (0..hn)
-                .filter(|&k| k != s && !targets.contains(&k) && !hot.is_hotspot(view.host_name(k)))
-                .filter(|&k| {
-                    let [c, m, n] = host_util(&led, k);
-                    c <= t.cpu && m <= t.mem && n <= t.net
-                })
-                .map(|k| (host_volume(&led, k), k))
-                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            if let Some((vol, k)) = best {
-                targets.insert(k);
-                if let Some(sig) = signal.get_mut(s) {
-                    *sig = Some((k, vol));
-                }
-            }
-        }
+        let host_vms = view.vms_by_host();
+        let signal = cold_spot_targets(&view, &led, hot);
         let mut out = Vec::new();
         // Algorithm 1 per host, in id order.
         for h in 0..hn {
@@ -242,95 +205,163 @@ impl Policy for Sova {
                 Some(x) => *x,
                 None => continue,
             };
-            let r = host_util(&led, h);
-            let mean = r.iter().sum::<f64>() / 3.0;
             let mut remaining = vms.clone();
             if let Some(Some((k, kvol))) = signal.get(h).copied() {
-                let mut by_mf: Vec<(f64, f64, usize)> = vms
-                    .iter()
-                    .map(|&v| {
-                        let s = view.vm_sample(v);
-                        let ru = [
-                            ratio(s.cpu_cores, host.cores),
-                            ratio(led.vm_mem.get(v).copied().unwrap_or(0.0), host.memory_mb),
-                            ratio(
-                                s.tx_bytes_per_s.max(s.rx_bytes_per_s),
-                                host.nic_bytes_per_s(),
-                            ),
-                        ];
-                        let vol = volume(&ru, mean);
-                        let size = led.vm_mem.get(v).copied().unwrap_or(0.0);
-                        (ratio(vol, size), vol, v)
-                    })
-                    .collect();
-                by_mf.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
-                let mut details = Details::default();
-                let mut pick = None;
-                for &(mf, vol, v) in &by_mf {
-                    let res = match led.blocked(v) {
-                        Some(b) => Err(b.as_str().to_string()),
-                        None => led.check(v, k).map_err(|e| e.as_str()),
-                    };
-                    match res {
-                        Ok(cost) => {
-                            pick = Some((mf, vol, v, cost));
-                            break;
-                        }
-                        Err(e) => details.push_alternative(Alternative {
-                            vm: Some(view.vm_name(v).into()),
-                            host: None,
-                            score: Some(mf),
-                            rejected: e,
-                        }),
-                    }
-                }
-                if let Some((mf, vol, v, cost)) = pick {
-                    if let Some(&(nmf, _, nv)) =
-                        by_mf.iter().find(|o| o.0 < mf || (o.0 == mf && o.2 > v))
-                    {
-                        details.push_alternative(Alternative {
-                            vm: Some(view.vm_name(nv).into()),
-                            host: None,
-                            score: Some(nmf),
-                            rejected: "smaller MF".into(),
-                        });
-                    }
-                    let mut details = details
-                        .metric("mf", mf)
-                        .metric("volume", vol)
-                        .metric("size_mb", led.vm_mem.get(v).copied().unwrap_or(0.0))
-                        .metric("source_volume", volume(&r, mean))
-                        .metric("target_volume", kvol);
-                    details.migration = Some(cost);
-                    if view.vms.get(v).is_some_and(|x| x.has_vf) {
-                        out.push(Decision {
-                            action: Action::DetachVf {
-                                vm: view.vm_name(v).into(),
-                                host: view.host_name(h).into(),
-                            },
-                            reason: "sova: revoke the VF of the VM chosen to migrate".into(),
-                            score: mf,
-                            details: Details::default(),
-                        });
-                    }
-                    led.apply_move(v, k);
+                if let Some(v) = migrate_one(&view, &mut led, h, host, &vms, k, kvol, &mut out) {
                     remaining.retain(|&x| x != v);
-                    out.push(Decision {
-                        action: Action::Migrate {
-                            vm: view.vm_name(v).into(),
-                            from: view.host_name(h).into(),
-                            to: view.host_name(k).into(),
-                        },
-                        reason: "sova: hotspot; largest MF = volume/size to the smallest-volume cold spot".into(),
-                        score: mf,
-                        details,
-                    });
                 }
             }
             self.assign_vfs(&view, h, host.vf_count as usize, &remaining, &mut out);
         }
         out
     }
+}
+
+/// A host's (CPU, memory, network) utilisation.
+fn host_util(led: &Ledger, h: usize) -> [f64; 3] {
+    [led.cpu_util(h), led.mem_util(h), led.net_util(h)]
+}
+
+/// A host's volume.
+fn host_volume(led: &Ledger, h: usize) -> f64 {
+    let r = host_util(led, h);
+    volume(&r, r.iter().sum::<f64>() / 3.0)
+}
+
+/// Algorithm 2: hotspots, largest volume first, each get a distinct cold
+/// spot (below every threshold, smallest volume) as target: per host,
+/// (target, its volume).
+fn cold_spot_targets(
+    view: &View<'_>,
+    led: &Ledger,
+    hot: &HotspotReport,
+) -> Vec<Option<(usize, f64)>> {
+    let hn = view.host_count();
+    let t = hot.thresholds;
+    let mut sources: Vec<(f64, usize)> = hot
+        .hot
+        .keys()
+        .filter_map(|id| view.host_id(id))
+        .map(|h| (host_volume(led, h), h))
+        .collect();
+    sources.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut targets: BTreeSet<usize> = BTreeSet::new();
+    let mut signal: Vec<Option<(usize, f64)>> = vec![None; hn];
+    for &(_, s) in &sources {
+        let best = (0..hn)
+            .filter(|&k| k != s && !targets.contains(&k) && !hot.is_hotspot(view.host_name(k)))
+            .filter(|&k| {
+                let [c, m, n] = host_util(led, k);
+                c <= t.cpu && m <= t.mem && n <= t.net
+            })
+            .map(|k| (host_volume(led, k), k))
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        if let Some((vol, k)) = best {
+            targets.insert(k);
+            if let Some(sig) = signal.get_mut(s) {
+                *sig = Some((k, vol));
+            }
+        }
+    }
+    signal
+}
+
+/// Algorithm 1 step 1 on hot host `h`: the VM with the largest MF =
+/// volume / size that fits goes to target `k` (its VF revoked first).
+/// Returns the VM moved.
+#[allow(clippy::too_many_arguments)]
+fn migrate_one(
+    view: &View<'_>,
+    led: &mut Ledger,
+    h: usize,
+    host: &HostState,
+    vms: &[usize],
+    k: usize,
+    kvol: f64,
+    out: &mut Vec<Decision>,
+) -> Option<usize> {
+    let r = host_util(led, h);
+    let mean = r.iter().sum::<f64>() / 3.0;
+    let mut by_mf: Vec<(f64, f64, usize)> = vms
+        .iter()
+        .map(|&v| {
+            let s = view.vm_sample(v);
+            let ru = [
+                ratio(s.cpu_cores, host.cores),
+                ratio(led.vm_mem.get(v).copied().unwrap_or(0.0), host.memory_mb),
+                ratio(
+                    s.tx_bytes_per_s.max(s.rx_bytes_per_s),
+                    host.nic_bytes_per_s(),
+                ),
+            ];
+            let vol = volume(&ru, mean);
+            let size = led.vm_mem.get(v).copied().unwrap_or(0.0);
+            (ratio(vol, size), vol, v)
+        })
+        .collect();
+    by_mf.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+    let mut details = Details::default();
+    let mut pick = None;
+    for &(mf, vol, v) in &by_mf {
+        let res = match led.blocked(v) {
+            Some(b) => Err(b.as_str().to_string()),
+            None => led.check(v, k).map_err(|e| e.as_str()),
+        };
+        match res {
+            Ok(cost) => {
+                pick = Some((mf, vol, v, cost));
+                break;
+            }
+            Err(e) => details.push_alternative(Alternative {
+                vm: Some(view.vm_name(v).into()),
+                host: None,
+                score: Some(mf),
+                rejected: e,
+            }),
+        }
+    }
+    if let Some((mf, vol, v, cost)) = pick {
+        if let Some(&(nmf, _, nv)) = by_mf.iter().find(|o| o.0 < mf || (o.0 == mf && o.2 > v)) {
+            details.push_alternative(Alternative {
+                vm: Some(view.vm_name(nv).into()),
+                host: None,
+                score: Some(nmf),
+                rejected: "smaller MF".into(),
+            });
+        }
+        let mut details = details
+            .metric("mf", mf)
+            .metric("volume", vol)
+            .metric("size_mb", led.vm_mem.get(v).copied().unwrap_or(0.0))
+            .metric("source_volume", volume(&r, mean))
+            .metric("target_volume", kvol);
+        details.migration = Some(cost);
+        if view.vms.get(v).is_some_and(|x| x.has_vf) {
+            out.push(Decision {
+                action: Action::DetachVf {
+                    vm: view.vm_name(v).into(),
+                    host: view.host_name(h).into(),
+                },
+                reason: "sova: revoke the VF of the VM chosen to migrate".into(),
+                score: mf,
+                details: Details::default(),
+            });
+        }
+        led.apply_move(v, k);
+        out.push(Decision {
+            action: Action::Migrate {
+                vm: view.vm_name(v).into(),
+                from: view.host_name(h).into(),
+                to: view.host_name(k).into(),
+            },
+            reason: "sova: hotspot; largest MF = volume/size to the smallest-volume cold spot"
+                .into(),
+            score: mf,
+            details,
+        });
+        return Some(v);
+    }
+    None
 }
 
 impl Sova {

@@ -110,7 +110,7 @@ impl Dc {
     /// Fills VM tx/rx from the matrix and gives every host `n` identical
     /// samples; returns the snapshot and the default detector's report.
     pub fn build(mut self, n: usize) -> (Snapshot, HotspotReport) {
-        let rates: Vec<(String, (f64, f64))> = crate::sim::physics::vm_rates(&self.snap)
+        let rates: Vec<(String, (f64, f64))> = crate::plan::physics::vm_rates(&self.snap)
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
@@ -122,7 +122,7 @@ impl Dc {
                 }
             }
         }
-        let samples = crate::sim::physics::host_samples(&self.snap, self.snap.now_s);
+        let samples = crate::plan::physics::host_samples(&self.snap, self.snap.now_s);
         for (id, s) in samples {
             if let Some(h) = self.snap.hosts.get_mut(&id) {
                 h.history = vec![s; n];

@@ -247,6 +247,17 @@ impl<'a> View<'a> {
         self.vm_latest.get(v).cloned().unwrap_or_default()
     }
 
+    /// The VMs of every host, by host index.
+    pub fn vms_by_host(&self) -> Vec<Vec<usize>> {
+        let mut host_vms: Vec<Vec<usize>> = vec![Vec::new(); self.host_count()];
+        for v in 0..self.vm_count() {
+            if let Some(l) = host_vms.get_mut(self.host_of(v)) {
+                l.push(v);
+            }
+        }
+        host_vms
+    }
+
     /// Host of VM `v` in the snapshot.
     pub fn host_of(&self, v: usize) -> usize {
         self.vm_host.get(v).copied().unwrap_or(0)

@@ -172,27 +172,11 @@ impl Policy for Violin {
             .iter()
             .map(|v| ewma_demand(v, self.opts.ewma_weight))
             .collect();
-        let is_high = |v: usize| demand.get(v).is_some_and(|&d| d > self.opts.high_demand);
-        let inv_cores = |h: usize| view.hosts.get(h).map_or(0.0, |x| ratio(1.0, x.cores));
-        let mut score = vec![0.0; hn];
-        for v in 0..view.vm_count() {
-            if is_high(v) {
-                let h = view.host_of(v);
-                if let Some(s) = score.get_mut(h) {
-                    *s += inv_cores(h);
-                }
-            }
-        }
-        let mut scores = Scores {
-            sum: score.iter().sum(),
-            sumsq: score.iter().map(|x| x * x).sum(),
-            score,
-        };
+        let mut scores = self.host_scores(&view, &demand);
         let mean = if hn > 0 { scores.sum / hn as f64 } else { 0.0 };
-        let domain_of = |h: usize| view.hosts.get(h).map_or("", |x| x.domain_or_pod());
         let mut domains: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for h in 0..hn {
-            domains.entry(domain_of(h)).or_default().push(h);
+            domains.entry(domain_of(&view, h)).or_default().push(h);
         }
         let mut sources: Vec<(f64, usize, bool)> = (0..hn)
             .filter_map(|h| {
@@ -208,113 +192,17 @@ impl Policy for Violin {
             if led.source_limit_reached(s) {
                 continue;
             }
-            let mut highs: Vec<usize> = (0..view.vm_count())
-                .filter(|&v| {
-                    led.host_of(v) == s && is_high(v) && !led.moved.get(v).copied().unwrap_or(true)
-                })
-                .collect();
-            highs.sort_by(|&a, &b| {
-                demand
-                    .get(b)
-                    .copied()
-                    .unwrap_or(0.0)
-                    .total_cmp(&demand.get(a).copied().unwrap_or(0.0))
-                    .then(a.cmp(&b))
-            });
-            let domain = domain_of(s);
-            let mut dests: Vec<usize> = domains.get(domain).map_or_else(Vec::new, |d| {
-                d.iter().copied().filter(|&k| k != s).collect()
-            });
-            dests.sort_by(|&a, &b| {
-                scores
-                    .get(a)
-                    .total_cmp(&scores.get(b))
-                    .then(led.cpu_util(a).total_cmp(&led.cpu_util(b)))
-                    .then(a.cmp(&b))
-            });
-            let std_now = scores.std();
-            let mut details = Details::default();
-            let mut done = false;
-            'vms: for &v in &highs {
-                if let Some(b) = led.blocked(v) {
-                    details.push_alternative(Alternative {
-                        vm: Some(view.vm_name(v).into()),
-                        host: None,
-                        score: demand.get(v).copied(),
-                        rejected: b.as_str().into(),
-                    });
-                    continue;
-                }
-                for &k in &dests {
-                    let after = scores.std_after(s, inv_cores(s), k, inv_cores(k));
-                    if after >= std_now - 1e-12 {
-                        details.push_alternative(Alternative {
-                            vm: Some(view.vm_name(v).into()),
-                            host: Some(view.host_name(k).into()),
-                            score: Some(after),
-                            rejected: "does not lower the std of host scores".into(),
-                        });
-                        continue;
-                    }
-                    match led.check(v, k) {
-                        Err(e) => details.push_alternative(Alternative {
-                            vm: Some(view.vm_name(v).into()),
-                            host: Some(view.host_name(k).into()),
-                            score: Some(after),
-                            rejected: e.as_str(),
-                        }),
-                        Ok(cost) => {
-                            let mut d = std::mem::take(&mut details)
-                                .metric("demand", demand.get(v).copied().unwrap_or(0.0))
-                                .metric("std_before", std_now)
-                                .metric("std_after", after)
-                                .metric("source_score", scores.get(s))
-                                .metric("dest_score", scores.get(k));
-                            d.migration = Some(cost);
-                            scores.apply(s, inv_cores(s), k, inv_cores(k));
-                            led.apply_move(v, k);
-                            out.push(Decision {
-                                action: Action::Migrate {
-                                    vm: view.vm_name(v).into(),
-                                    from: view.host_name(s).into(),
-                                    to: view.host_name(k).into(),
-                                },
-                                reason: format!(
-                                    "violin: lowers the std of host scores, least utilised host of domain {domain}"
-                                ),
-                                score: std_now - after,
-                                details: d,
-                            });
-                            done = true;
-                            break 'vms;
-                        }
-                    }
-                }
+            let domain = domain_of(&view, s);
+            let moved = self.move_within_domain(&view, &mut led, &mut scores, &demand, &domains, s);
+            if let Some(d) = moved {
+                out.push(d);
+                continue;
             }
-            if done || !cpu_hot {
+            if !cpu_hot {
                 continue;
             }
             // Domain overloaded: move a whole environment.
-            let mut envs: Vec<&str> = Vec::new();
-            let mut on_s: Vec<usize> = (0..view.vm_count())
-                .filter(|&v| led.host_of(v) == s)
-                .collect();
-            on_s.sort_by(|&a, &b| {
-                demand
-                    .get(b)
-                    .copied()
-                    .unwrap_or(0.0)
-                    .total_cmp(&demand.get(a).copied().unwrap_or(0.0))
-                    .then(a.cmp(&b))
-            });
-            for v in on_s {
-                if let Some(e) = view.vms.get(v).and_then(|x| x.environment.as_deref()) {
-                    if !envs.contains(&e) && !moved_envs.iter().any(|m| m == e) {
-                        envs.push(e);
-                    }
-                }
-            }
-            for env in envs {
+            for env in environments_on(&view, &led, &demand, s, &moved_envs) {
                 if let Some(ds) = self.move_environment(
                     &view,
                     &mut led,
@@ -335,7 +223,163 @@ impl Policy for Violin {
     }
 }
 
+/// `1 / cores` of host `h` (a high-demand VM's share of its host score).
+fn inv_cores(view: &View<'_>, h: usize) -> f64 {
+    view.hosts.get(h).map_or(0.0, |x| ratio(1.0, x.cores))
+}
+
+/// The domain of host `h` (its configured domain, else its pod).
+fn domain_of<'a>(view: &View<'a>, h: usize) -> &'a str {
+    view.hosts.get(h).map_or("", |x| x.domain_or_pod())
+}
+
+/// VMs by demand, highest first (ties by index).
+fn by_demand_desc(vms: &mut [usize], demand: &[f64]) {
+    vms.sort_by(|&a, &b| {
+        demand
+            .get(b)
+            .copied()
+            .unwrap_or(0.0)
+            .total_cmp(&demand.get(a).copied().unwrap_or(0.0))
+            .then(a.cmp(&b))
+    });
+}
+
+/// The environments of the VMs on host `s`, by their VMs' demand, except
+/// those moved already this round.
+fn environments_on<'a>(
+    view: &View<'a>,
+    led: &Ledger,
+    demand: &[f64],
+    s: usize,
+    moved_envs: &[String],
+) -> Vec<&'a str> {
+    let mut envs: Vec<&str> = Vec::new();
+    let mut on_s: Vec<usize> = (0..view.vm_count())
+        .filter(|&v| led.host_of(v) == s)
+        .collect();
+    by_demand_desc(&mut on_s, demand);
+    for v in on_s {
+        if let Some(e) = view.vms.get(v).and_then(|x| x.environment.as_deref()) {
+            if !envs.contains(&e) && !moved_envs.iter().any(|m| m == e) {
+                envs.push(e);
+            }
+        }
+    }
+    envs
+}
+
 impl Violin {
+    fn is_high(&self, demand: &[f64], v: usize) -> bool {
+        demand.get(v).is_some_and(|&d| d > self.opts.high_demand)
+    }
+
+    /// Host scores: Σ 1/cores over the host's high-demand VMs.
+    fn host_scores(&self, view: &View<'_>, demand: &[f64]) -> Scores {
+        let mut score = vec![0.0; view.host_count()];
+        for v in 0..view.vm_count() {
+            if self.is_high(demand, v) {
+                let h = view.host_of(v);
+                if let Some(s) = score.get_mut(h) {
+                    *s += inv_cores(view, h);
+                }
+            }
+        }
+        Scores {
+            sum: score.iter().sum(),
+            sumsq: score.iter().map(|x| x * x).sum(),
+            score,
+        }
+    }
+
+    /// Moves the highest-demand VM of host `s` that can go to the least
+    /// scored host of its domain where the std of host scores drops.
+    fn move_within_domain(
+        &self,
+        view: &View<'_>,
+        led: &mut Ledger,
+        scores: &mut Scores,
+        demand: &[f64],
+        domains: &BTreeMap<&str, Vec<usize>>,
+        s: usize,
+    ) -> Option<Decision> {
+        let mut highs: Vec<usize> = (0..view.vm_count())
+            .filter(|&v| {
+                led.host_of(v) == s
+                    && self.is_high(demand, v)
+                    && !led.moved.get(v).copied().unwrap_or(true)
+            })
+            .collect();
+        by_demand_desc(&mut highs, demand);
+        let domain = domain_of(view, s);
+        let mut dests: Vec<usize> = domains.get(domain).map_or_else(Vec::new, |d| {
+            d.iter().copied().filter(|&k| k != s).collect()
+        });
+        dests.sort_by(|&a, &b| {
+            scores
+                .get(a)
+                .total_cmp(&scores.get(b))
+                .then(led.cpu_util(a).total_cmp(&led.cpu_util(b)))
+                .then(a.cmp(&b))
+        });
+        let std_now = scores.std();
+        let mut details = Details::default();
+        for &v in &highs {
+            if let Some(b) = led.blocked(v) {
+                details.push_alternative(Alternative {
+                    vm: Some(view.vm_name(v).into()),
+                    host: None,
+                    score: demand.get(v).copied(),
+                    rejected: b.as_str().into(),
+                });
+                continue;
+            }
+            for &k in &dests {
+                let after = scores.std_after(s, inv_cores(view, s), k, inv_cores(view, k));
+                if after >= std_now - 1e-12 {
+                    details.push_alternative(Alternative {
+                        vm: Some(view.vm_name(v).into()),
+                        host: Some(view.host_name(k).into()),
+                        score: Some(after),
+                        rejected: "does not lower the std of host scores".into(),
+                    });
+                    continue;
+                }
+                match led.check(v, k) {
+                    Err(e) => details.push_alternative(Alternative {
+                        vm: Some(view.vm_name(v).into()),
+                        host: Some(view.host_name(k).into()),
+                        score: Some(after),
+                        rejected: e.as_str(),
+                    }),
+                    Ok(cost) => {
+                        let mut d = std::mem::take(&mut details)
+                            .metric("demand", demand.get(v).copied().unwrap_or(0.0))
+                            .metric("std_before", std_now)
+                            .metric("std_after", after)
+                            .metric("source_score", scores.get(s))
+                            .metric("dest_score", scores.get(k));
+                        d.migration = Some(cost);
+                        scores.apply(s, inv_cores(view, s), k, inv_cores(view, k));
+                        led.apply_move(v, k);
+                        return Some(Decision {
+                            action: Action::Migrate {
+                                vm: view.vm_name(v).into(),
+                                from: view.host_name(s).into(),
+                                to: view.host_name(k).into(),
+                            },
+                            reason: format!(
+                                "violin: lowers the std of host scores, least utilised host of domain {domain}"
+                            ),
+                            score: std_now - after,
+                            details: d,
+                        });
+                    }
+                }
+            }
+        }
+        None
+    }
     /// Moves every VM of `env` out of `domain` into another domain that can
     /// hold them all; `None` when no domain can (nothing is changed then).
     #[allow(clippy::too_many_arguments)]

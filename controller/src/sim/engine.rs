@@ -18,13 +18,13 @@
 //! are both evaluated with the last round's traffic (the initial vs the
 //! final placement).
 
-use super::physics;
 use super::reference;
 use super::scenario::Scenario;
 use super::SimError;
 use crate::analyze::{self, HotspotConfig};
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot, VmSample};
 use crate::plan::constraints::{migration_cost, HOTSPOT_DEFAULTS};
+use crate::plan::physics;
 use crate::plan::{build_policy, Action, Decision, PolicyOptions};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -87,6 +87,30 @@ pub struct Summary {
     pub reference_start: Option<String>,
 }
 
+impl Summary {
+    /// A summary before any round of `policy`.
+    pub fn empty(policy: &str, rounds: u32) -> Self {
+        Summary {
+            policy: policy.to_string(),
+            cost_before: 0.0,
+            cost_after: 0.0,
+            reduction: 0.0,
+            migrations: 0,
+            bytes_moved: 0.0,
+            hotspot_rounds: 0,
+            hotspot_host_rounds: 0,
+            vf_attached: 0,
+            vf_detached: 0,
+            resizes: 0,
+            rounds,
+            cost_by_round: Vec::new(),
+            reference_cost: None,
+            fraction_of_reference: None,
+            reference_start: None,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Line<'a> {
     round: u32,
@@ -125,24 +149,7 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
     let mut rates: HashMap<String, (f64, f64)> = rates_of(&snap);
     let resolved = cfg.options.constraints.resolve(HOTSPOT_DEFAULTS);
     let dt = scn.interval_s;
-    let mut summary = Summary {
-        policy: cfg.policy.clone(),
-        cost_before: 0.0,
-        cost_after: 0.0,
-        reduction: 0.0,
-        migrations: 0,
-        bytes_moved: 0.0,
-        hotspot_rounds: 0,
-        hotspot_host_rounds: 0,
-        vf_attached: 0,
-        vf_detached: 0,
-        resizes: 0,
-        rounds: cfg.rounds,
-        cost_by_round: Vec::new(),
-        reference_cost: None,
-        fraction_of_reference: None,
-        reference_start: None,
-    };
+    let mut summary = Summary::empty(&cfg.policy, cfg.rounds);
     let mut first: Option<Snapshot> = None;
     for r in 0..cfg.rounds {
         let ri = r as usize;
@@ -161,23 +168,7 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
             first = Some(snap.clone());
         }
         let report = analyze::detect(&snap, &cfg.hotspot);
-        if !report.hot.is_empty() {
-            summary.hotspot_rounds += 1;
-        }
-        summary.hotspot_host_rounds += report.hot.len() as u64;
-        for (host, h) in &report.hot {
-            snap.hotspot_history.push(HotspotEvent {
-                round: u64::from(r),
-                host: host.clone(),
-                resources: h
-                    .evidence
-                    .iter()
-                    .map(|e| e.resource.as_str().to_string())
-                    .collect(),
-            });
-        }
-        let keep_from = u64::from(r).saturating_sub(history as u64);
-        snap.hotspot_history.retain(|e| e.round >= keep_from);
+        record_hotspots(&mut snap, &report, r, history, &mut summary);
         let decisions = policy.plan(&snap, &report);
         let mut usage = usage_of(&snap);
         for d in &decisions {
@@ -194,6 +185,23 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
             .cost_by_round
             .push(physics::communication_cost(&snap, &weights));
     }
+    finish_summary(&mut summary, &snap, &initial, first, varies, cfg, &weights);
+    write_json(out, &SummaryLine { summary: &summary })?;
+    out.flush().map_err(|e| SimError::Io(e.to_string()))?;
+    Ok(summary)
+}
+
+/// Costs before (initial placement) and after, with the last round's
+/// traffic, and the reference optimum when asked for.
+fn finish_summary(
+    summary: &mut Summary,
+    snap: &Snapshot,
+    initial: &HashMap<String, String>,
+    first: Option<Snapshot>,
+    varies: bool,
+    cfg: &SimConfig,
+    weights: &[f64; 4],
+) {
     // Costs with the last round's traffic.
     let mut before = snap.clone();
     for (name, vm) in before.vms.iter_mut() {
@@ -201,8 +209,8 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
             vm.host = h.clone();
         }
     }
-    summary.cost_before = physics::communication_cost(&before, &weights);
-    summary.cost_after = physics::communication_cost(&snap, &weights);
+    summary.cost_before = physics::communication_cost(&before, weights);
+    summary.cost_after = physics::communication_cost(snap, weights);
     summary.reduction = if summary.cost_before > 0.0 {
         (summary.cost_before - summary.cost_after) / summary.cost_before
     } else {
@@ -218,7 +226,7 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
                     }
                 }
             }
-            let rf = reference::optimize(&base, cfg.hotspot.thresholds, &weights, cfg.seed);
+            let rf = reference::optimize(&base, cfg.hotspot.thresholds, weights, cfg.seed);
             summary.reference_cost = Some(rf.cost);
             summary.reference_start = Some(format!("{} ({} passes)", rf.start, rf.passes));
             let denom = summary.cost_before - rf.cost;
@@ -229,9 +237,33 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
             });
         }
     }
-    write_json(out, &SummaryLine { summary: &summary })?;
-    out.flush().map_err(|e| SimError::Io(e.to_string()))?;
-    Ok(summary)
+}
+
+/// Counts and records this round's hotspots, keeping `history` rounds.
+fn record_hotspots(
+    snap: &mut Snapshot,
+    report: &analyze::HotspotReport,
+    r: u32,
+    history: usize,
+    summary: &mut Summary,
+) {
+    if !report.hot.is_empty() {
+        summary.hotspot_rounds += 1;
+    }
+    summary.hotspot_host_rounds += report.hot.len() as u64;
+    for (host, h) in &report.hot {
+        snap.hotspot_history.push(HotspotEvent {
+            round: u64::from(r),
+            host: host.clone(),
+            resources: h
+                .evidence
+                .iter()
+                .map(|e| e.resource.as_str().to_string())
+                .collect(),
+        });
+    }
+    let keep_from = u64::from(r).saturating_sub(history as u64);
+    snap.hotspot_history.retain(|e| e.round >= keep_from);
 }
 
 /// Pushes the observations of round `r` (VM samples from the scenario

@@ -64,8 +64,36 @@ impl Default for GenerateOptions {
 /// VM memory, MB.
 const VM_MB: f64 = 1024.0;
 
-/// Builds the scenario.
+/// Builds the scenario: switches and hosts, environments, the initial
+/// placement, the VMs, then the traffic (the generator's random draws in
+/// this order).
 pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
+    let slots = check_options(o)?;
+    let mut rng = Rng::new(o.seed);
+    let racks = o.hosts / o.rack_size;
+    let switches = dc_switches(o, racks);
+    let hosts = dc_hosts(o, racks, slots);
+    let n = o.hosts * o.vms_per_host;
+    let (env_of, env_count) = environments(&mut rng, n);
+    let host_of = place(&mut rng, o, racks, &env_of, env_count);
+    let vms = dc_vms(&mut rng, &hosts, &host_of, &env_of, env_count);
+    let traffic = dc_traffic(&mut rng, o, racks, &host_of, &env_of, env_count, &vms);
+    Ok(Scenario {
+        name: format!(
+            "dc: {} hosts, racks of {}, {} VMs/host ({} slots), seed {}",
+            o.hosts, o.rack_size, o.vms_per_host, slots, o.seed
+        ),
+        interval_s: 10.0,
+        rounds: Some(10),
+        topology: TopologySpec { switches },
+        hosts,
+        vms,
+        traffic,
+    })
+}
+
+/// Checks the options; returns the VM slots per host.
+fn check_options(o: &GenerateOptions) -> Result<usize, SimError> {
     let arg = |f: &str, why: String| SimError::Args(format!("--{f}: {why}"));
     if o.hosts == 0 || o.hosts > 1_000_000 {
         return Err(arg(
@@ -100,14 +128,14 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
             format!("must be >= --vms-per-host {}, got {slots}", o.vms_per_host),
         ));
     }
-    let mut rng = Rng::new(o.seed);
-    let racks = o.hosts / o.rack_size;
+    Ok(slots)
+}
+
+/// Four cores, two aggregation switches per pod, one ToR per rack.
+fn dc_switches(o: &GenerateOptions, racks: usize) -> Vec<SwitchSpec> {
     let pods = racks.div_ceil(o.racks_per_pod);
-    let w_h = digits(o.hosts);
     let w_r = digits(racks);
     let w_p = digits(pods);
-
-    // Topology.
     let mut switches = Vec::new();
     let cores: Vec<String> = (0..4).map(|c| format!("core{c}")).collect();
     for c in &cores {
@@ -137,8 +165,15 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
             uplink_bps: Some(40e9),
         });
     }
+    switches
+}
+
+/// Identical hosts, memory for `slots` VMs at 90 %.
+fn dc_hosts(o: &GenerateOptions, racks: usize, slots: usize) -> Vec<HostSpec> {
+    let w_h = digits(o.hosts);
+    let w_r = digits(racks);
     let host_mem = (slots as f64 * VM_MB / 0.9 / 1024.0).ceil() * 1024.0;
-    let hosts: Vec<HostSpec> = (0..o.hosts)
+    (0..o.hosts)
         .map(|h| HostSpec {
             id: format!("h{h:0w_h$}"),
             tor: format!("tor{:0w_r$}", h / o.rack_size),
@@ -149,11 +184,12 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
             max_vms: Some(slots as u32),
             domain: None,
         })
-        .collect();
+        .collect()
+}
 
-    // Environments and placement.
-    let n = o.hosts * o.vms_per_host;
-    let w_v = digits(n);
+/// Environments of Pareto sizes (4..=128 VMs): the environment of every
+/// VM, and how many environments there are.
+fn environments(rng: &mut Rng, n: usize) -> (Vec<usize>, usize) {
     let mut env_of = Vec::with_capacity(n);
     let mut env_sizes = Vec::new();
     while env_of.len() < n {
@@ -164,11 +200,23 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
         env_sizes.push(size);
         env_of.extend(std::iter::repeat_n(e, size));
     }
-    let w_e = digits(env_sizes.len());
+    (env_of, env_sizes.len())
+}
+
+/// The initial placement: 40 % of an environment's VMs in its home rack,
+/// the rest in random racks, each on a random host with a free slot.
+fn place(
+    rng: &mut Rng,
+    o: &GenerateOptions,
+    racks: usize,
+    env_of: &[usize],
+    env_count: usize,
+) -> Vec<usize> {
+    let n = env_of.len();
     let mut free: Vec<usize> = vec![o.vms_per_host; o.hosts];
     let mut rack_free: Vec<usize> = vec![o.vms_per_host * o.rack_size; racks];
     let mut host_of = vec![0usize; n];
-    let mut home = vec![0usize; env_sizes.len()];
+    let mut home = vec![0usize; env_count];
     for h in home.iter_mut() {
         *h = rng.below(racks);
     }
@@ -202,19 +250,20 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
             *x = h;
         }
     }
-    let rack_of = |v: usize| host_of.get(v).copied().unwrap_or(0) / o.rack_size;
+    host_of
+}
 
-    // Members per (environment) and per rack.
-    let mut env_members: Vec<Vec<usize>> = vec![Vec::new(); env_sizes.len()];
-    let mut rack_members: Vec<Vec<usize>> = vec![Vec::new(); racks];
-    for v in 0..n {
-        if let Some(l) = env_members.get_mut(env_of.get(v).copied().unwrap_or(0)) {
-            l.push(v);
-        }
-        if let Some(l) = rack_members.get_mut(rack_of(v)) {
-            l.push(v);
-        }
-    }
+/// The VMs: 1 GB, Pareto dirty rates, constant random CPU.
+fn dc_vms(
+    rng: &mut Rng,
+    hosts: &[HostSpec],
+    host_of: &[usize],
+    env_of: &[usize],
+    env_count: usize,
+) -> Vec<VmSpec> {
+    let n = env_of.len();
+    let w_v = digits(n);
+    let w_e = digits(env_count);
     let mut vms = Vec::with_capacity(n);
     for v in 0..n {
         vms.push(VmSpec {
@@ -238,8 +287,34 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
             gotten_s: None,
         });
     }
+    vms
+}
 
-    // Traffic: pairs keyed (low, high) so a pair is drawn once.
+/// Traffic: every VM talks to 0–2 VMs of its environment in its rack (else
+/// of its rack) and 1–3 of its environment elsewhere (else anywhere outside
+/// the rack); pairs keyed (low, high) so a pair is drawn once.
+fn dc_traffic(
+    rng: &mut Rng,
+    o: &GenerateOptions,
+    racks: usize,
+    host_of: &[usize],
+    env_of: &[usize],
+    env_count: usize,
+    vms: &[VmSpec],
+) -> Vec<TrafficSpec> {
+    let n = env_of.len();
+    let rack_of = |v: usize| host_of.get(v).copied().unwrap_or(0) / o.rack_size;
+    // Members per (environment) and per rack.
+    let mut env_members: Vec<Vec<usize>> = vec![Vec::new(); env_count];
+    let mut rack_members: Vec<Vec<usize>> = vec![Vec::new(); racks];
+    for v in 0..n {
+        if let Some(l) = env_members.get_mut(env_of.get(v).copied().unwrap_or(0)) {
+            l.push(v);
+        }
+        if let Some(l) = rack_members.get_mut(rack_of(v)) {
+            l.push(v);
+        }
+    }
     let mut pairs: BTreeMap<(usize, usize), (f64, f64)> = BTreeMap::new();
     let mut add_pair = |rng: &mut Rng, u: usize, v: usize| {
         if u == v {
@@ -276,7 +351,7 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
                 rack.get(rng.below(rack.len())).copied()
             };
             if let Some(v) = v {
-                add_pair(&mut rng, u, v);
+                add_pair(rng, u, v);
             }
         }
         for _ in 0..k_out {
@@ -287,7 +362,7 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
                 (0..8).map(|_| rng.below(n)).find(|&v| rack_of(v) != r)
             };
             if let Some(v) = v {
-                add_pair(&mut rng, u, v);
+                add_pair(rng, u, v);
             }
         }
     }
@@ -308,18 +383,7 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
             }
         }
     }
-    Ok(Scenario {
-        name: format!(
-            "dc: {} hosts, racks of {}, {} VMs/host ({} slots), seed {}",
-            o.hosts, o.rack_size, o.vms_per_host, slots, o.seed
-        ),
-        interval_s: 10.0,
-        rounds: Some(10),
-        topology: TopologySpec { switches },
-        hosts,
-        vms,
-        traffic,
-    })
+    traffic
 }
 
 fn digits(n: usize) -> usize {

@@ -1,5 +1,9 @@
 //! Data-center simulator running the same Analyze/Plan code as the live loop.
 //!
+//! - **Owns**: scenarios, the simulated data center, the reference optimum.
+//! - **Reads**: knowledge snapshot types, analyze and plan.
+//! - **May not touch**: execute, the loop, the API (nothing live).
+//!
 //! `shoal-controller simulate --scenario FILE --policy NAME [options]
 //! [--rounds N] [--seed S]` loads and validates a scenario
 //! ([`scenario`], format in `docs/scenario.md`), runs rounds
@@ -14,7 +18,8 @@
 
 pub mod engine;
 pub mod generate;
-pub mod physics;
+/// The physics (moved to [`crate::plan::physics`], shared with Execute).
+pub use crate::plan::physics;
 pub mod reference;
 pub mod rng;
 pub mod scenario;

@@ -31,11 +31,11 @@
 //! search + annealing reaches a deep local optimum in about ten seconds at
 //! full scale (release build), and is deterministic for a seed.
 
-use super::physics;
 use super::rng::Rng;
 use crate::analyze::Thresholds;
-use crate::knowledge::snapshot::Snapshot;
+use crate::knowledge::snapshot::{HostState, Snapshot};
 use crate::plan::constraints::{Ledger, Resolved};
+use crate::plan::physics;
 use crate::plan::score::cumulative_weights;
 use crate::plan::view::View;
 
@@ -367,29 +367,10 @@ fn construct(snap: &Snapshot, t: Thresholds) -> Option<Snapshot> {
             h,
         )
     });
-    let traffic: Vec<f64> = (0..n)
-        .map(|u| view.peers(u).iter().map(|p| p.total()).sum())
-        .collect();
-    let mut global: Vec<usize> = (0..n).collect();
-    global.sort_by(|&a, &b| {
-        traffic
-            .get(b)
-            .copied()
-            .unwrap_or(0.0)
-            .total_cmp(&traffic.get(a).copied().unwrap_or(0.0))
-            .then(a.cmp(&b))
-    });
-    let mut gptr = 0usize;
-    let mut placed = vec![false; n];
-    let mut host_of = vec![usize::MAX; n];
-    let mut conn_host = vec![0.0f64; n];
-    let mut conn_rack = vec![0.0f64; n];
-    let mut host_cands: Vec<usize> = Vec::new();
-    let mut rack_cands: Vec<usize> = Vec::new();
-    let mut placed_count = 0usize;
+    let mut packer = Packer::new(&view);
     let mut prev_rack = None;
     for &h in &hosts {
-        if placed_count == n {
+        if packer.placed_count == n {
             break;
         }
         let Some(host) = view.hosts.get(h) else {
@@ -397,112 +378,20 @@ fn construct(snap: &Snapshot, t: Thresholds) -> Option<Snapshot> {
         };
         let rack = view.host_rack.get(h).copied();
         if prev_rack != Some(rack) {
-            for &c in &rack_cands {
-                if let Some(x) = conn_rack.get_mut(c) {
-                    *x = 0.0;
-                }
-            }
-            rack_cands.clear();
+            packer.next_rack();
             prev_rack = Some(rack);
         }
-        for &c in &host_cands {
-            if let Some(x) = conn_host.get_mut(c) {
-                *x = 0.0;
-            }
-        }
-        host_cands.clear();
-        let slots = host.max_vms.map_or(usize::MAX, |m| m as usize);
-        let cpu_cap = t.cpu * host.cores;
-        let mem_cap = host.memory_mb.min(t.mem * host.memory_mb);
-        let (mut count, mut cpu, mut mem) = (0usize, 0.0f64, 0.0f64);
-        let mut rejected: Vec<usize> = Vec::new();
-        loop {
-            if count >= slots {
-                break;
-            }
-            let is_free =
-                |v: &usize| !placed.get(*v).copied().unwrap_or(true) && !rejected.contains(v);
-            let pick = host_cands
-                .iter()
-                .copied()
-                .filter(is_free)
-                .max_by(|&a, &b| {
-                    let ka = (
-                        conn_host.get(a).copied().unwrap_or(0.0),
-                        conn_rack.get(a).copied().unwrap_or(0.0),
-                    );
-                    let kb = (
-                        conn_host.get(b).copied().unwrap_or(0.0),
-                        conn_rack.get(b).copied().unwrap_or(0.0),
-                    );
-                    ka.0.total_cmp(&kb.0)
-                        .then(ka.1.total_cmp(&kb.1))
-                        .then(b.cmp(&a))
-                })
-                .or_else(|| {
-                    rack_cands.iter().copied().filter(is_free).max_by(|&a, &b| {
-                        conn_rack
-                            .get(a)
-                            .copied()
-                            .unwrap_or(0.0)
-                            .total_cmp(&conn_rack.get(b).copied().unwrap_or(0.0))
-                            .then(b.cmp(&a))
-                    })
-                })
-                .or_else(|| {
-                    while global
-                        .get(gptr)
-                        .is_some_and(|v| placed.get(*v).copied().unwrap_or(true))
-                    {
-                        gptr += 1;
-                    }
-                    global
-                        .get(gptr..)
-                        .and_then(|rest| rest.iter().copied().find(|v| is_free(v)))
-                });
-            let Some(v) = pick else { break };
-            let vcpu = view.vm_latest.get(v).map_or(0.0, |s| s.cpu_cores);
-            let vmem = view.vms.get(v).map_or(0.0, |x| x.memory_mb);
-            if cpu + vcpu > cpu_cap || mem + vmem > mem_cap {
-                rejected.push(v);
-                if rejected.len() > 32 {
-                    break;
-                }
-                continue;
-            }
-            cpu += vcpu;
-            mem += vmem;
-            count += 1;
-            placed_count += 1;
-            if let Some(p) = placed.get_mut(v) {
-                *p = true;
-            }
-            if let Some(x) = host_of.get_mut(v) {
-                *x = h;
-            }
-            for p in view.peers(v) {
-                if placed.get(p.vm).copied().unwrap_or(true) {
-                    continue;
-                }
-                if let Some(x) = conn_host.get_mut(p.vm) {
-                    *x += p.total();
-                }
-                if let Some(x) = conn_rack.get_mut(p.vm) {
-                    *x += p.total();
-                }
-                host_cands.push(p.vm);
-                rack_cands.push(p.vm);
-            }
-        }
+        packer.next_host();
+        packer.fill(&view, h, host, t);
     }
-    if placed_count < n {
+    if packer.placed_count < n {
         return None;
     }
     let mut out = snap.clone();
     for (u, vm) in out.vms.values_mut().enumerate() {
         // `View` indexes exactly the VMs whose host is known, in name order;
         // validated scenarios have no others.
-        if let Some(h) = host_of.get(u).and_then(|&h| view.host_names.get(h)) {
+        if let Some(h) = packer.host_of.get(u).and_then(|&h| view.host_names.get(h)) {
             vm.host = h.to_string();
         }
     }
@@ -517,4 +406,178 @@ fn construct(snap: &Snapshot, t: Thresholds) -> Option<Snapshot> {
     (0..v2.host_count())
         .all(|h| led.host_within_limits(h))
         .then_some(out)
+}
+
+/// The greedy packing of [`construct`]: hosts are filled in topology order,
+/// each with the free VM most connected to the host, else to the rack, else
+/// the free VM with the most traffic overall.
+struct Packer {
+    /// VMs by total traffic, largest first.
+    global: Vec<usize>,
+    /// Next index of `global` that may be free.
+    gptr: usize,
+    placed: Vec<bool>,
+    host_of: Vec<usize>,
+    placed_count: usize,
+    /// Traffic of each free VM with the VMs on the current host / rack.
+    conn_host: Vec<f64>,
+    conn_rack: Vec<f64>,
+    host_cands: Vec<usize>,
+    rack_cands: Vec<usize>,
+}
+
+impl Packer {
+    fn new(view: &View<'_>) -> Self {
+        let n = view.vm_count();
+        let traffic: Vec<f64> = (0..n)
+            .map(|u| view.peers(u).iter().map(|p| p.total()).sum())
+            .collect();
+        let mut global: Vec<usize> = (0..n).collect();
+        global.sort_by(|&a, &b| {
+            traffic
+                .get(b)
+                .copied()
+                .unwrap_or(0.0)
+                .total_cmp(&traffic.get(a).copied().unwrap_or(0.0))
+                .then(a.cmp(&b))
+        });
+        Packer {
+            global,
+            gptr: 0,
+            placed: vec![false; n],
+            host_of: vec![usize::MAX; n],
+            placed_count: 0,
+            conn_host: vec![0.0; n],
+            conn_rack: vec![0.0; n],
+            host_cands: Vec::new(),
+            rack_cands: Vec::new(),
+        }
+    }
+
+    /// A new rack: no VM is connected to it yet.
+    fn next_rack(&mut self) {
+        for &c in &self.rack_cands {
+            if let Some(x) = self.conn_rack.get_mut(c) {
+                *x = 0.0;
+            }
+        }
+        self.rack_cands.clear();
+    }
+
+    /// A new host: no VM is connected to it yet.
+    fn next_host(&mut self) {
+        for &c in &self.host_cands {
+            if let Some(x) = self.conn_host.get_mut(c) {
+                *x = 0.0;
+            }
+        }
+        self.host_cands.clear();
+    }
+
+    /// Fills host `h` up to its slots and the CPU and memory thresholds.
+    fn fill(&mut self, view: &View<'_>, h: usize, host: &HostState, t: Thresholds) {
+        let slots = host.max_vms.map_or(usize::MAX, |m| m as usize);
+        let cpu_cap = t.cpu * host.cores;
+        let mem_cap = host.memory_mb.min(t.mem * host.memory_mb);
+        let (mut count, mut cpu, mut mem) = (0usize, 0.0f64, 0.0f64);
+        let mut rejected: Vec<usize> = Vec::new();
+        loop {
+            if count >= slots {
+                break;
+            }
+            let Some(v) = self.pick(&rejected) else { break };
+            let vcpu = view.vm_latest.get(v).map_or(0.0, |s| s.cpu_cores);
+            let vmem = view.vms.get(v).map_or(0.0, |x| x.memory_mb);
+            if cpu + vcpu > cpu_cap || mem + vmem > mem_cap {
+                rejected.push(v);
+                if rejected.len() > 32 {
+                    break;
+                }
+                continue;
+            }
+            cpu += vcpu;
+            mem += vmem;
+            count += 1;
+            self.place(view, v, h);
+        }
+    }
+
+    /// The next VM to try: most connected to the host, else to the rack,
+    /// else the one with the most traffic.
+    fn pick(&mut self, rejected: &[usize]) -> Option<usize> {
+        let placed = &self.placed;
+        let is_free = |v: &usize| !placed.get(*v).copied().unwrap_or(true) && !rejected.contains(v);
+        let (conn_host, conn_rack) = (&self.conn_host, &self.conn_rack);
+        let by_host = self
+            .host_cands
+            .iter()
+            .copied()
+            .filter(is_free)
+            .max_by(|&a, &b| {
+                let ka = (
+                    conn_host.get(a).copied().unwrap_or(0.0),
+                    conn_rack.get(a).copied().unwrap_or(0.0),
+                );
+                let kb = (
+                    conn_host.get(b).copied().unwrap_or(0.0),
+                    conn_rack.get(b).copied().unwrap_or(0.0),
+                );
+                ka.0.total_cmp(&kb.0)
+                    .then(ka.1.total_cmp(&kb.1))
+                    .then(b.cmp(&a))
+            });
+        if by_host.is_some() {
+            return by_host;
+        }
+        let by_rack = self
+            .rack_cands
+            .iter()
+            .copied()
+            .filter(is_free)
+            .max_by(|&a, &b| {
+                conn_rack
+                    .get(a)
+                    .copied()
+                    .unwrap_or(0.0)
+                    .total_cmp(&conn_rack.get(b).copied().unwrap_or(0.0))
+                    .then(b.cmp(&a))
+            });
+        if by_rack.is_some() {
+            return by_rack;
+        }
+        while self
+            .global
+            .get(self.gptr)
+            .is_some_and(|v| placed.get(*v).copied().unwrap_or(true))
+        {
+            self.gptr += 1;
+        }
+        self.global
+            .get(self.gptr..)
+            .and_then(|rest| rest.iter().copied().find(|v| is_free(v)))
+    }
+
+    /// Places VM `v` on host `h`; its free peers become candidates.
+    fn place(&mut self, view: &View<'_>, v: usize, h: usize) {
+        self.placed_count += 1;
+        if let Some(p) = self.placed.get_mut(v) {
+            *p = true;
+        }
+        if let Some(x) = self.host_of.get_mut(v) {
+            *x = h;
+        }
+        for p in view.peers(v) {
+            if self.placed.get(p.vm).copied().unwrap_or(true) {
+                continue;
+            }
+            if let Some(x) = self.conn_host.get_mut(p.vm) {
+                *x += p.total();
+            }
+            if let Some(x) = self.conn_rack.get_mut(p.vm) {
+                *x += p.total();
+            }
+            self.host_cands.push(p.vm);
+            self.rack_cands.push(p.vm);
+        }
+    }
 }

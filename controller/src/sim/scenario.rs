@@ -226,6 +226,10 @@ pub struct TrafficSpec {
     pub bytes_per_s: Series,
 }
 
+fn err(field: impl Into<String>, why: impl Into<String>) -> SimError {
+    SimError::scenario(field, why)
+}
+
 impl Scenario {
     /// Parses JSON; errors name the JSON path.
     pub fn from_json(text: &str) -> Result<Scenario, SimError> {
@@ -253,16 +257,21 @@ impl Scenario {
 
     /// Checks every semantic rule; the error names the field.
     pub fn validate(&self) -> Result<(), SimError> {
-        fn err(field: impl Into<String>, why: impl Into<String>) -> SimError {
-            SimError::scenario(field, why)
-        }
         if !(self.interval_s.is_finite() && self.interval_s > 0.0) {
             return Err(err(
                 "interval_s",
                 format!("must be > 0, got {}", self.interval_s),
             ));
         }
-        // Switches.
+        let switches = self.validate_switches()?;
+        let hosts = self.validate_hosts(&switches)?;
+        let (vms, placed) = self.validate_vms(&hosts)?;
+        self.validate_placement(&placed)?;
+        self.validate_traffic(&vms)
+    }
+
+    /// Switch ids unique, capacities positive, uplinks one level up.
+    fn validate_switches(&self) -> Result<BTreeMap<&str, SwitchLevel>, SimError> {
         let mut switches: BTreeMap<&str, SwitchLevel> = BTreeMap::new();
         for (i, s) in self.topology.switches.iter().enumerate() {
             let f = format!("topology.switches[{i}]");
@@ -305,7 +314,14 @@ impl Scenario {
                 }
             }
         }
-        // Hosts.
+        Ok(switches)
+    }
+
+    /// Host ids unique and not switch ids, ToRs known, sizes positive.
+    fn validate_hosts<'a>(
+        &'a self,
+        switches: &BTreeMap<&str, SwitchLevel>,
+    ) -> Result<BTreeMap<&'a str, &'a HostSpec>, SimError> {
         let mut hosts: BTreeMap<&str, &HostSpec> = BTreeMap::new();
         for (i, h) in self.hosts.iter().enumerate() {
             let f = format!("hosts[{i}]");
@@ -352,8 +368,17 @@ impl Scenario {
         if self.hosts.is_empty() {
             return Err(err("hosts", "at least one host is needed"));
         }
+        Ok(hosts)
+    }
+
+    /// VM names unique, hosts known, sizes and series valid; returns the
+    /// names and, per host, the initial (memory, VMs, VFs).
+    #[allow(clippy::type_complexity)]
+    fn validate_vms(
+        &self,
+        hosts: &BTreeMap<&str, &HostSpec>,
+    ) -> Result<(BTreeSet<&str>, BTreeMap<&str, (f64, u32, u32)>), SimError> {
         let largest = self.hosts.iter().map(|h| h.memory_mb).fold(0.0, f64::max);
-        // VMs.
         let mut vms: BTreeSet<&str> = BTreeSet::new();
         let mut mem: BTreeMap<&str, (f64, u32, u32)> = BTreeMap::new();
         for (i, v) in self.vms.iter().enumerate() {
@@ -430,6 +455,11 @@ impl Scenario {
             e.1 += 1;
             e.2 += u32::from(v.vf);
         }
+        Ok((vms, mem))
+    }
+
+    /// The initial placement fits every host (memory, VM slots, VFs).
+    fn validate_placement(&self, mem: &BTreeMap<&str, (f64, u32, u32)>) -> Result<(), SimError> {
         for (i, h) in self.hosts.iter().enumerate() {
             let (m, n, vf) = mem.get(h.id.as_str()).copied().unwrap_or_default();
             if m > h.memory_mb {
@@ -456,7 +486,11 @@ impl Scenario {
                 ));
             }
         }
-        // Traffic.
+        Ok(())
+    }
+
+    /// Traffic between known, distinct VMs, each pair once.
+    fn validate_traffic(&self, vms: &BTreeSet<&str>) -> Result<(), SimError> {
         let mut pairs: BTreeSet<(&str, &str)> = BTreeSet::new();
         for (i, t) in self.traffic.iter().enumerate() {
             let f = format!("traffic[{i}]");

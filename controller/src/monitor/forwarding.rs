@@ -33,9 +33,9 @@ use ofp::{
     OxmField, PacketIn, PacketOut, NO_BUFFER,
 };
 
-use crate::cookie::{self, CookieJar};
-use crate::packet::{self, ETH_TYPE_LLDP};
-use crate::topology::{Learned, LinkChange, PortRef, Topology};
+use crate::monitor::cookie::{self, CookieJar};
+use crate::monitor::packet::{self, ETH_TYPE_LLDP};
+use crate::monitor::topology::{Learned, LinkChange, PortRef, Topology};
 
 /// Classification table: LLDP, metered migration connections.
 pub const TABLE_CLASSIFY: u8 = 0;
@@ -729,7 +729,7 @@ impl Forwarding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::tests::{build, pr, triangle};
+    use crate::monitor::topology::tests::{build, pr, triangle};
     use ofp::PacketInReason;
     use std::net::Ipv4Addr;
 

@@ -1,5 +1,5 @@
 //! Serde for [`ofp::MacAddr`] as `"aa:bb:cc:dd:ee:ff"` (the codec crate has
-//! no serde dependency). Use with `#[serde(with = "crate::macser")]`.
+//! no serde dependency). Use with `#[serde(with = "crate::monitor::macser")]`.
 
 use ofp::MacAddr;
 use serde::{Deserialize, Deserializer, Serializer};

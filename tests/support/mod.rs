@@ -1,13 +1,16 @@
-//! Test-bed support for Shoal's end-to-end tests: network namespaces,
-//! Open vSwitch userspace bridges, veth links and child processes, each
-//! removed again when its guard is dropped.
+//! Test-bed support for Shoal's end-to-end tests (`mod support;` in each
+//! `tests/*.rs`): network namespaces, Open vSwitch userspace bridges, veth
+//! links and child processes, each removed again when its guard is dropped;
+//! [`qemu`] has the QEMU and hostd helpers, [`world`] the data-center world
+//! (controller, hypervisors, config files).
 //!
 //! Everything here creates its own objects with caller-chosen names and
 //! deletes only what it created: never bridges, namespaces or processes of
-//! somebody else. See `shared/spec/TESTBED.md` for the facts these helpers
-//! rely on (userspace datapath, TX checksum offload off for TCP).
+//! somebody else. See `docs/testbed.md` for the facts these helpers rely on
+//! (userspace datapath, TX checksum offload off for TCP).
 
-#![warn(missing_docs)]
+// Each test uses only part of the support code.
+#![allow(dead_code, unused_imports)]
 
 pub mod qemu;
 pub mod world;
@@ -47,7 +50,7 @@ pub enum TestbedError {
     Io(#[from] std::io::Error),
 }
 
-/// Result type of this crate.
+/// Result type of the test-bed helpers.
 pub type Result<T> = std::result::Result<T, TestbedError>;
 
 fn describe(cmd: &Command) -> String {

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::qemu::move_into_ns;
-use crate::{cargo_bin, get_json, sh, wait_for, ChildGuard, Netns, OvsBridge, Result, Veth};
+use super::qemu::move_into_ns;
+use super::{cargo_bin, get_json, sh, wait_for, ChildGuard, Netns, OvsBridge, Result, Veth};
 
 /// A hypervisor: a namespace whose `eth0` (dom0's data interface) is a port
 /// of an OVS bridge and whose `mgmt` reaches the root namespace over a
@@ -155,7 +155,7 @@ interval_s = 1.0
 /// (`cargo test` does not rebuild the binaries of other packages: build
 /// them here so the testbed never runs stale ones).
 pub fn fresh_bin_dir() -> std::path::PathBuf {
-    let ctl = crate::cargo_bin("shoal-controller");
+    let ctl = super::cargo_bin("shoal-controller");
     let release = ctl
         .parent()
         .and_then(std::path::Path::file_name)
@@ -171,7 +171,7 @@ pub fn fresh_bin_dir() -> std::path::PathBuf {
         "shoal-controller",
         "--manifest-path",
     ])
-    .arg(crate::workspace_root().join("Cargo.toml"));
+    .arg(super::workspace_root().join("Cargo.toml"));
     if release {
         cmd.arg("--release");
     }
@@ -180,7 +180,7 @@ pub fn fresh_bin_dir() -> std::path::PathBuf {
         st.success() && ctl.is_file(),
         "cargo build -p shoal-controller failed"
     );
-    let hostd = crate::qemu::hostd_bin().expect("shoal-hostd");
+    let hostd = super::qemu::hostd_bin().expect("shoal-hostd");
     assert_eq!(
         hostd.parent(),
         ctl.parent(),

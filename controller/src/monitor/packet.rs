@@ -223,20 +223,12 @@ pub fn parse_lldp(data: &[u8]) -> Result<LldpProbe, PacketError> {
     }
 }
 
-/// Builds a gratuitous ARP (request form, sender = target = `ip`) from `mac`.
+/// Builds a gratuitous ARP (request form, sender = target = `ip`) from `mac`,
+/// padded to the 60-byte Ethernet minimum (the frame is
+/// [`shoal_common::arp::gratuitous_arp`]).
 pub fn build_gratuitous_arp(mac: MacAddr, ip: Ipv4Addr) -> Vec<u8> {
-    let mut f = Vec::with_capacity(60);
-    f.extend_from_slice(&MacAddr::BROADCAST.0);
-    f.extend_from_slice(&mac.0);
-    f.extend_from_slice(&ETH_TYPE_ARP.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-    f.extend_from_slice(&mac.0);
-    f.extend_from_slice(&ip.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&ip.octets());
-    while f.len() < 60 {
-        f.push(0);
-    }
+    let mut f = shoal_common::arp::gratuitous_arp(mac.0, ip).to_vec();
+    f.resize(60, 0);
     f
 }
 

@@ -1,10 +1,10 @@
 //! Monitor: statistics replies → rates → the traffic matrix λ(u,v).
 //!
 //! Pure accounting (the pollers that fetch the replies live in
-//! [`crate::runtime`]): callers pass the monotonic time of each reply.
+//! [`crate::mapek::state`]): callers pass the monotonic time of each reply.
 //!
 //! λ(u,v) is read from the first-hop pair flows only (one per (source MAC,
-//! destination MAC), see [`crate::forwarding`]), so every byte is counted
+//! destination MAC), see [`crate::monitor::forwarding`]), so every byte is counted
 //! once. Each switch keeps a ring of its last poll times; each pair keeps the
 //! bytes it gained at each of those polls. λ = bytes of the last `window`
 //! polls of its switch ÷ the time those polls span. FLOW_REMOVED final
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use ofp::{MacAddr, MeterStats, PortStats, QueueStats};
 use serde::Serialize;
 
-use crate::cookie;
+use crate::monitor::cookie;
 
 /// Largest configurable window, in polling intervals.
 pub const MAX_WINDOW: usize = 6;
@@ -66,10 +66,10 @@ struct SwitchPolls {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PairRate {
     /// Source MAC.
-    #[serde(with = "crate::macser")]
+    #[serde(with = "crate::monitor::macser")]
     pub src: MacAddr,
     /// Destination MAC.
-    #[serde(with = "crate::macser")]
+    #[serde(with = "crate::monitor::macser")]
     pub dst: MacAddr,
     /// Switch holding the pair's first-hop flow.
     pub dpid: u64,

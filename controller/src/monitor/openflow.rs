@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::monitor::Monitor;
+use crate::monitor::stats::Monitor;
 
 /// OpenFlow message type numbers used by the framing layer.
 mod ty {

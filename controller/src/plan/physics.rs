@@ -1,5 +1,6 @@
 //! How the simulator turns VM demands, placement and traffic into
-//! observations (the simulated hostd reports).
+//! observations (the simulated hostd reports); the orchestrator uses the
+//! same communication cost. Pure: reads snapshots only.
 //!
 //! - VM `tx`/`rx` = its row / column sums of the traffic matrix;
 //! - host CPU = Σ VM CPU (cores) / host cores;
@@ -74,10 +75,23 @@ pub fn vm_rates(snap: &Snapshot) -> HashMap<&str, (f64, f64)> {
 }
 
 /// Overall communication cost `C = Σ_u Σ_v λ(u,v) · Σ_{i≤ℓ(u,v)} c_i` of the
+/// `W(ℓ) = Σ_{i≤ℓ} c_i` for ℓ = 0..4.
+pub fn cumulative_weights(w: &[f64; 4]) -> [f64; 5] {
+    let mut out = [0.0; 5];
+    let mut acc = 0.0;
+    for (i, c) in w.iter().enumerate() {
+        acc += c;
+        if let Some(o) = out.get_mut(i + 1) {
+            *o = acc;
+        }
+    }
+    out
+}
+
 /// snapshot's placement, with link weights `c_1..c_4`.
 pub fn communication_cost(snap: &Snapshot, weights: &[f64; 4]) -> f64 {
     let view = crate::plan::view::View::new(snap);
-    let cum = crate::plan::score::cumulative_weights(weights);
+    let cum = cumulative_weights(weights);
     let mut total = 0.0;
     for u in 0..view.vm_count() {
         let hu = view.host_of(u);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::{sh, workspace_root, ChildGuard, Netns, Result, TestbedError};
+use super::{sh, workspace_root, ChildGuard, Netns, Result, TestbedError};
 
 /// The setup command that installs QEMU and the guest's build tools.
 pub const INSTALL_QEMU: &str = "hostd/guest/install-qemu.sh";
@@ -133,7 +133,7 @@ pub fn move_into_ns(
     if up {
         ns.exec("ip", &["link", "set", new_name, "up"])?;
     }
-    crate::offload_off(Some(ns), new_name)
+    super::offload_off(Some(ns), new_name)
 }
 
 /// Builds `shoal-hostd` (same profile as the running test) once per test
@@ -144,7 +144,7 @@ pub fn hostd_bin() -> Result<PathBuf> {
         std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let bin = crate::cargo_bin("shoal-hostd");
+            let bin = super::cargo_bin("shoal-hostd");
             let release = bin
                 .parent()
                 .and_then(|p| p.file_name())
@@ -229,7 +229,7 @@ impl Hostd {
             log,
             api: api.to_string(),
         };
-        let ok = crate::wait_for("hostd /healthz", Duration::from_secs(30), || {
+        let ok = super::wait_for("hostd /healthz", Duration::from_secs(30), || {
             http(&h.api, "GET", "/healthz", None, None)
                 .ok()
                 .filter(|(c, _)| *c == 200)

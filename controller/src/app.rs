@@ -1,0 +1,235 @@
+//! The running controller: wires the Monitor (OpenFlow listener, forwarding
+//! core, statistics pollers), the knowledge, the orchestrator, the live
+//! MAPE-K loop and the REST API together, and shuts them down gracefully.
+//!
+//! This is the only module that sees every stage; the stages themselves
+//! only see the layers below them (docs/architecture.md).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::api;
+use crate::config::Settings;
+use crate::execute::orchestrator::{OrchConfig, Orchestrator};
+use crate::knowledge::clock::now_unix_ms;
+use crate::knowledge::store::{SqliteStore, Store, StoreExt};
+use crate::mapek::core::{core_loop, CoreConfig};
+use crate::mapek::live::PolicySettings;
+use crate::mapek::state::{HostEvent, Shared};
+use crate::monitor::openflow::{self, ConnConfig, ConnContext, SwitchEvent};
+
+/// Errors starting the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A task failed.
+    #[error("controller task failed: {0}")]
+    Task(String),
+    /// The knowledge store could not be opened.
+    #[error("cannot open the knowledge database {path}: {source}")]
+    Store {
+        /// Its path.
+        path: String,
+        /// Why.
+        source: crate::knowledge::store::StoreError,
+    },
+}
+
+fn open_store(path: &str) -> Result<Arc<dyn Store>, RunError> {
+    let r = if path == ":memory:" {
+        SqliteStore::open_in_memory()
+    } else {
+        SqliteStore::open(std::path::Path::new(path))
+    };
+    r.map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|source| RunError::Store {
+            path: path.to_string(),
+            source,
+        })
+}
+
+/// Loads the hosts of an earlier run from the store, so that reports of
+/// hosts registered before a restart are accepted at once.
+fn restore_hosts(shared: &Shared, store: &dyn Store) {
+    let rows: Vec<(
+        String,
+        shoal_common::proto::Registration,
+        Option<shoal_common::proto::Report>,
+    )> = match store.hosts() {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "cannot read hosts from the knowledge store");
+            return;
+        }
+    };
+    let Ok(mut hosts) = shared.knowledge.hosts.write() else {
+        return;
+    };
+    for (id, reg, _) in rows {
+        match hosts.register(&id, reg, now_unix_ms()) {
+            Ok(_) => info!(host = %id, "host restored from the knowledge store"),
+            Err(e) => warn!(host = %id, error = %e, "stored registration rejected"),
+        }
+    }
+}
+
+/// Consumes host events until a later stage takes them over.
+async fn drain_host_events(
+    mut rx: mpsc::UnboundedReceiver<HostEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            ev = rx.recv() => if ev.is_none() { return },
+            _ = shutdown.changed() => if *shutdown.borrow() { return },
+        }
+    }
+}
+
+/// A running controller.
+pub struct Running {
+    /// Shared state (for in-process callers and tests).
+    pub shared: Arc<Shared>,
+    /// Where switches connect.
+    pub of_addr: SocketAddr,
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, closes switch connections and the API, and waits
+    /// for the tasks (at most `grace`).
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let all = futures_join(self.tasks);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            warn!("shutdown grace period over; leaving remaining tasks");
+        }
+        info!("controller stopped");
+    }
+}
+
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Binds the listeners and starts every task.
+pub async fn start(settings: Settings) -> Result<Running, RunError> {
+    let of_listener = TcpListener::bind(settings.of_listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            what: "OpenFlow",
+            addr: settings.of_listen,
+            source,
+        })?;
+    let api_listener = TcpListener::bind(settings.api_listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            what: "REST API",
+            addr: settings.api_listen,
+            source,
+        })?;
+    let of_addr = of_listener.local_addr().unwrap_or(settings.of_listen);
+    let api_addr = api_listener.local_addr().unwrap_or(settings.api_listen);
+    let store = open_store(&settings.db)?;
+    let (host_tx, host_rx) = mpsc::unbounded_channel::<HostEvent>();
+    let shared = Shared::with(settings, Some(store.clone()), Some(host_tx));
+    restore_hosts(&shared, store.as_ref());
+    if !shared.settings.policy_pinned {
+        match store.config::<PolicySettings>("policy") {
+            Ok(Some(p)) => {
+                let name = p.name.clone();
+                match shared.live.lock().map(|mut l| l.set(p)) {
+                    Ok(Ok(())) => info!(policy = %name, "policy restored from the knowledge store"),
+                    Ok(Err(e)) => warn!(error = %e, "stored policy rejected"),
+                    Err(_) => {}
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot read the stored policy"),
+        }
+    }
+    let shared = Arc::new(shared);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (ev_tx, ev_rx) = mpsc::channel::<SwitchEvent>(8192);
+
+    let ctx = ConnContext {
+        cfg: ConnConfig {
+            echo_interval: shared.settings.echo_interval,
+            request_timeout: shared.settings.request_timeout,
+            multipart_cap_bytes: shared.settings.multipart_cap_bytes,
+        },
+        events: ev_tx,
+        monitor: shared.knowledge.monitor.clone(),
+        shutdown: shutdown_rx.clone(),
+        packet_in_drops: shared.knowledge.packet_in_drops.clone(),
+    };
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(openflow::serve(of_listener, ctx)));
+    tasks.push(tokio::spawn(core_loop(
+        shared.knowledge.clone(),
+        CoreConfig::from_settings(&shared.settings),
+        ev_rx,
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(drain_host_events(
+        host_rx,
+        shutdown_rx.clone(),
+    )));
+    let orch = Orchestrator::new(
+        &shared.knowledge,
+        OrchConfig::from_settings(&shared.settings),
+    )
+    .await;
+    orch.restore();
+    let _ = shared.orchestrator.set(orch.clone());
+    tasks.push(tokio::spawn(orch.clone().run(shutdown_rx.clone())));
+    tasks.push(tokio::spawn(crate::mapek::round::run(
+        shared.clone(),
+        orch,
+        shutdown_rx.clone(),
+    )));
+    let app = api::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let mut api_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let r = axum::serve(api_listener, app)
+            .with_graceful_shutdown(async move {
+                while api_shutdown.changed().await.is_ok() {
+                    if *api_shutdown.borrow() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        if let Err(e) = r {
+            warn!(error = %e, "REST API server failed");
+        }
+    }));
+    info!(%of_addr, %api_addr, "controller started");
+    Ok(Running {
+        shared,
+        of_addr,
+        api_addr,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}

@@ -1,0 +1,202 @@
+//! The live knowledge of the running controller and its locks.
+//!
+//! [`Knowledge`] holds what the Monitor stage keeps current (topology,
+//! statistics, host reports, connected switches) and the persistent store.
+//! The stages above read it through the accessors below; none of them sees
+//! the loop's own state or the API.
+//!
+//! # Lock order
+//!
+//! This is the one lock order of the controller. A section that needs two
+//! of these locks takes them in this order (and may skip any); none is held
+//! across `.await`:
+//!
+//! 1. `hosts` (host registry);
+//! 2. `topo` (LLDP topology);
+//! 3. `hypervisors` (static bridge → hypervisor map);
+//! 4. `switches` (connected switch handles);
+//! 5. `monitor` (statistics);
+//! 6. the loop's `live` state ([`crate::mapek::state::Shared::live`]) and
+//!    the orchestrator's migration table: leaves, nothing else is taken
+//!    while one of them is held.
+//!
+//! For example [`Knowledge::snapshot`] takes `monitor` alone first, then
+//! `hosts` and `topo`; the API reads [`Knowledge::hypervisor_map`] (hosts,
+//! then hypervisors) *before* it takes `topo`, never while holding it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use crate::knowledge::clock::now_unix_ms;
+use crate::knowledge::live::{build_snapshot, LiveInputs};
+use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
+use crate::knowledge::store::Store;
+use crate::monitor::hosts::HostRegistry;
+use crate::monitor::openflow::SwitchHandle;
+use crate::monitor::stats::Monitor;
+use crate::monitor::topology::Topology;
+
+/// A lock of the knowledge is poisoned (a thread panicked holding it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} lock poisoned")]
+pub struct Poisoned(pub &'static str);
+
+/// The fixed facts the knowledge needs to build snapshots.
+#[derive(Debug, Clone)]
+pub struct KnowledgeConfig {
+    /// Capacity of every link, bit/s (None: the port's speed).
+    pub link_capacity_bps: Option<f64>,
+    /// Monitoring interval.
+    pub poll_interval: Duration,
+    /// Statistics window, in intervals.
+    pub window_intervals: u32,
+    /// Flow cookie excluded from λ, and its mask.
+    pub excluded_cookie: u64,
+    /// Mask of [`KnowledgeConfig::excluded_cookie`].
+    pub excluded_cookie_mask: u64,
+    /// Reports kept per host.
+    pub host_history: usize,
+}
+
+/// The live knowledge (see the module doc for the lock order).
+#[derive(Debug)]
+pub struct Knowledge {
+    /// Start time.
+    pub started: Instant,
+    /// Start time, Unix ms (the time origin of snapshots).
+    pub start_unix_ms: i64,
+    /// Capacity of every link, bit/s (None: the port's speed).
+    pub link_capacity_bps: Option<f64>,
+    /// Monitoring interval.
+    pub poll_interval: Duration,
+    /// The topology (written by the core task only).
+    pub topo: RwLock<Topology>,
+    /// The monitor.
+    pub monitor: Arc<Mutex<Monitor>>,
+    /// Datapath id → hypervisor name.
+    pub hypervisors: RwLock<BTreeMap<u64, String>>,
+    /// PACKET_INs dropped because the core was saturated.
+    pub packet_in_drops: Arc<AtomicU64>,
+    /// Registered hosts and their VMs.
+    pub hosts: RwLock<HostRegistry>,
+    /// The persistent knowledge store (None: not persisted).
+    pub store: Option<Arc<dyn Store>>,
+    /// Connected switches (the core keeps this current).
+    pub switches: RwLock<HashMap<u64, SwitchHandle>>,
+}
+
+impl Knowledge {
+    /// Empty knowledge.
+    pub fn new(
+        cfg: &KnowledgeConfig,
+        hypervisors: BTreeMap<u64, String>,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
+        let monitor = Monitor::new(
+            cfg.window_intervals as usize,
+            cfg.excluded_cookie,
+            cfg.excluded_cookie_mask,
+        );
+        Knowledge {
+            started: Instant::now(),
+            start_unix_ms: now_unix_ms(),
+            link_capacity_bps: cfg.link_capacity_bps,
+            poll_interval: cfg.poll_interval,
+            topo: RwLock::new(Topology::new()),
+            monitor: Arc::new(Mutex::new(monitor)),
+            hypervisors: RwLock::new(hypervisors),
+            packet_in_drops: Arc::new(AtomicU64::new(0)),
+            hosts: RwLock::new(HostRegistry::new(cfg.host_history)),
+            store,
+            switches: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The handle of a connected switch.
+    pub fn switch_handle(&self, dpid: u64) -> Option<SwitchHandle> {
+        self.switches.read().ok()?.get(&dpid).cloned()
+    }
+
+    /// Read access to the topology.
+    pub fn topo_read(&self) -> Result<RwLockReadGuard<'_, Topology>, Poisoned> {
+        self.topo.read().map_err(|_| Poisoned("topology"))
+    }
+
+    /// The monitor.
+    pub fn monitor_lock(&self) -> Result<MutexGuard<'_, Monitor>, Poisoned> {
+        self.monitor.lock().map_err(|_| Poisoned("monitor"))
+    }
+
+    /// Read access to the host registry.
+    pub fn hosts_read(&self) -> Result<RwLockReadGuard<'_, HostRegistry>, Poisoned> {
+        self.hosts.read().map_err(|_| Poisoned("host registry"))
+    }
+
+    /// Write access to the host registry.
+    pub fn hosts_write(&self) -> Result<RwLockWriteGuard<'_, HostRegistry>, Poisoned> {
+        self.hosts.write().map_err(|_| Poisoned("host registry"))
+    }
+
+    /// The hypervisor a bridge belongs to: the host that registered it,
+    /// else the static configuration.
+    pub fn hypervisor_of(&self, dpid: u64) -> Option<String> {
+        let registered = self
+            .hosts
+            .read()
+            .ok()
+            .and_then(|h| h.bridges().get(&dpid).cloned());
+        registered.or_else(|| {
+            self.hypervisors
+                .read()
+                .ok()
+                .and_then(|h| h.get(&dpid).cloned())
+        })
+    }
+
+    /// Every bridge's hypervisor: the host that registered it, else the
+    /// static configuration (as [`Knowledge::hypervisor_of`], for all
+    /// bridges at once; takes `hosts`, then `hypervisors`).
+    pub fn hypervisor_map(&self) -> BTreeMap<u64, String> {
+        let registered = self.hosts.read().map(|h| h.bridges()).unwrap_or_default();
+        let mut all = self
+            .hypervisors
+            .read()
+            .map(|h| h.clone())
+            .unwrap_or_default();
+        all.extend(registered);
+        all
+    }
+
+    /// The snapshot now (None if a lock is poisoned). `history`: samples
+    /// kept per host and VM.
+    pub fn snapshot(
+        &self,
+        round: u64,
+        history: usize,
+        migrations: Vec<MigrationRecord>,
+        hotspot_history: Vec<HotspotEvent>,
+        last_migration_s: BTreeMap<String, f64>,
+    ) -> Option<Snapshot> {
+        let rates = self.monitor_lock().ok()?.matrix.rates();
+        let ports = self.monitor_lock().ok()?.port_rates();
+        let hosts = self.hosts_read().ok()?;
+        let topo = self.topo_read().ok()?;
+        Some(build_snapshot(&LiveInputs {
+            hosts: &hosts,
+            topo: &topo,
+            rates: &rates,
+            ports: &ports,
+            link_capacity_bps: self.link_capacity_bps,
+            start_unix_ms: self.start_unix_ms,
+            now_unix_ms: now_unix_ms(),
+            interval_s: self.poll_interval.as_secs_f64(),
+            round,
+            history,
+            migrations,
+            hotspot_history,
+            last_migration_s,
+        }))
+    }
+}

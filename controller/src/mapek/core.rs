@@ -1,0 +1,445 @@
+//! The forwarding core and the statistics pollers.
+//!
+//! One core task owns the forwarding state and applies switch events in
+//! order; it shares the topology with the API through a lock held only for
+//! short, non-async sections. One poller task per switch fetches flow, port,
+//! queue and meter statistics every interval, starting at a random offset
+//! (jitter) and never with two polls of one switch in flight.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ofp::{
+    FlowStatsRequest, Message, MultipartReplyBody, MultipartRequest, MultipartRequestBody,
+    PacketIn, PortReason, PortStatus,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::knowledge::state::Knowledge;
+use crate::monitor::cookie;
+use crate::monitor::dpid::dpid_str;
+use crate::monitor::forwarding::{Forwarding, FwdConfig, Outgoing, TABLE_EDGE};
+use crate::monitor::openflow::{OfError, SwitchEvent, SwitchHandle};
+use crate::monitor::topology::{LinkChange, Topology};
+
+/// Sends messages grouped per switch, in order, each group followed by a
+/// BARRIER.
+async fn dispatch(handles: &HashMap<u64, SwitchHandle>, outs: Vec<Outgoing>) {
+    let mut groups: Vec<(u64, Vec<Message>)> = Vec::new();
+    for o in outs {
+        match groups.iter_mut().find(|(d, _)| *d == o.dpid) {
+            Some((_, v)) => v.push(o.msg),
+            None => groups.push((o.dpid, vec![o.msg])),
+        }
+    }
+    for (dpid, msgs) in groups {
+        if let Some(h) = handles.get(&dpid) {
+            if let Err(e) = h.send_batch(msgs).await {
+                debug!(dpid = %dpid_str(dpid), error = %e, "batch not sent");
+            }
+        }
+    }
+}
+
+/// What the forwarding core and the pollers need of the settings.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Forwarding timeouts and port confirmation.
+    pub fwd: FwdConfig,
+    /// LLDP probe interval.
+    pub lldp_interval: Duration,
+    /// A link not seen for this long is gone.
+    pub link_timeout: Duration,
+    /// Statistics polling interval.
+    pub poll_interval: Duration,
+}
+
+struct Core {
+    shared: Arc<Knowledge>,
+    cfg: CoreConfig,
+    fwd: Forwarding,
+    handles: HashMap<u64, SwitchHandle>,
+    pollers: HashMap<u64, JoinHandle<()>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl CoreConfig {
+    /// The core's part of `s`.
+    pub fn from_settings(s: &crate::config::Settings) -> Self {
+        CoreConfig {
+            fwd: FwdConfig {
+                pair_idle_timeout_s: s.pair_idle_timeout_s,
+                dest_idle_timeout_s: s.dest_idle_timeout_s,
+                port_confirm: s.port_confirm,
+            },
+            lldp_interval: s.lldp_interval,
+            link_timeout: s.link_timeout,
+            poll_interval: s.poll_interval,
+        }
+    }
+}
+
+impl Core {
+    fn topo_write(&self) -> std::sync::RwLockWriteGuard<'_, Topology> {
+        // The core is the only writer and never panics while holding the
+        // lock; recover the data if a reader panicked.
+        self.shared
+            .topo
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Reacts to a change of the link table and brings flows up to date.
+    fn after_change(&mut self, change: &LinkChange, now: Instant) -> Vec<Outgoing> {
+        let topo = self.shared.topo.read().unwrap_or_else(|p| p.into_inner());
+        for (a, b) in &change.added {
+            info!(src = %format!("{:016x}:{}", a.dpid, a.port), dst = %format!("{:016x}:{}", b.dpid, b.port), "link up");
+        }
+        for (a, b) in &change.removed {
+            info!(src = %format!("{:016x}:{}", a.dpid, a.port), dst = %format!("{:016x}:{}", b.dpid, b.port), "link down");
+        }
+        let mut v = self.fwd.links_changed(&topo, change);
+        v.extend(self.fwd.reconcile(&topo, now));
+        v
+    }
+
+    async fn on_event(&mut self, ev: SwitchEvent) {
+        let now = Instant::now();
+        match ev {
+            SwitchEvent::Connected { .. } => self.on_connected(ev, now).await,
+            SwitchEvent::Disconnected {
+                dpid,
+                conn_id,
+                reason,
+            } => self.on_disconnected(dpid, conn_id, &reason, now).await,
+            SwitchEvent::PacketIn { dpid, conn_id, msg } => {
+                self.on_packet_in(dpid, conn_id, &msg, now).await
+            }
+            SwitchEvent::PortStatus { dpid, conn_id, msg } => {
+                self.on_port_status(dpid, conn_id, msg, now).await
+            }
+            SwitchEvent::FlowRemoved { dpid, msg } => {
+                self.fwd.flow_removed(dpid, msg.cookie, &msg.match_);
+            }
+            SwitchEvent::Error { dpid, xid, msg } => {
+                warn!(dpid = %dpid_str(dpid), xid, error = ?msg.kind, "switch error");
+            }
+        }
+    }
+
+    /// A switch finished its handshake: topology, handle, pipeline, LLDP
+    /// probes, and a fresh poller.
+    async fn on_connected(&mut self, ev: SwitchEvent, now: Instant) {
+        let SwitchEvent::Connected {
+            dpid,
+            conn_id,
+            peer,
+            features,
+            ports,
+            description,
+            handle,
+        } = ev
+        else {
+            return;
+        };
+        info!(dpid = %dpid_str(dpid), conn_id, ports = ports.len(), "switch ready");
+        let change = {
+            let mut topo = self.topo_write();
+            let ch = topo.switch_connected(dpid, conn_id, peer, features, ports, now);
+            if let Some(d) = description {
+                topo.set_description(dpid, d);
+            }
+            ch
+        };
+        if let Ok(mut sw) = self.shared.switches.write() {
+            sw.insert(dpid, handle.clone());
+        }
+        if let Some(old) = self.handles.insert(dpid, handle.clone()) {
+            if old.conn_id() != conn_id {
+                old.close().await;
+            }
+        }
+        let mut outs = self.fwd.switch_up(dpid);
+        {
+            let topo = self.shared.topo.read().unwrap_or_else(|p| p.into_inner());
+            outs.extend(
+                self.fwd
+                    .lldp_probes(&topo)
+                    .into_iter()
+                    .filter(|o| o.dpid == dpid),
+            );
+        }
+        outs.extend(self.after_change(&change, now));
+        dispatch(&self.handles, outs).await;
+        if let Some(p) = self.pollers.remove(&dpid) {
+            p.abort();
+        }
+        let poller = tokio::spawn(poll_switch(
+            handle,
+            self.shared.clone(),
+            self.cfg.poll_interval,
+            self.shutdown.clone(),
+        ));
+        self.pollers.insert(dpid, poller);
+    }
+
+    /// A switch connection ended (ignored when a newer one replaced it).
+    async fn on_disconnected(&mut self, dpid: u64, conn_id: u64, reason: &str, now: Instant) {
+        let change = self.topo_write().switch_disconnected(dpid, conn_id);
+        let Some(change) = change else {
+            debug!(dpid = %dpid_str(dpid), conn_id, "stale disconnect ignored");
+            return;
+        };
+        info!(dpid = %dpid_str(dpid), %reason, "switch state cleared");
+        if self
+            .handles
+            .get(&dpid)
+            .is_some_and(|h| h.conn_id() == conn_id)
+        {
+            self.handles.remove(&dpid);
+            if let Ok(mut sw) = self.shared.switches.write() {
+                sw.remove(&dpid);
+            }
+        }
+        if let Some(p) = self.pollers.remove(&dpid) {
+            p.abort();
+        }
+        self.fwd.switch_down(dpid);
+        if let Ok(mut m) = self.shared.monitor.lock() {
+            m.switch_gone(dpid);
+        }
+        let outs = self.after_change(&change, now);
+        dispatch(&self.handles, outs).await;
+    }
+
+    /// A PACKET_IN of the current connection of `dpid`.
+    async fn on_packet_in(&mut self, dpid: u64, conn_id: u64, msg: &PacketIn, now: Instant) {
+        if self
+            .handles
+            .get(&dpid)
+            .is_none_or(|h| h.conn_id() != conn_id)
+        {
+            return;
+        }
+        let res = {
+            let mut topo = self.shared.topo.write().unwrap_or_else(|p| p.into_inner());
+            self.fwd.packet_in(&mut topo, dpid, msg, now)
+        };
+        let mut outs = res.out;
+        if !res.links.is_empty() {
+            outs.extend(self.after_change(&res.links, now));
+        }
+        dispatch(&self.handles, outs).await;
+    }
+
+    /// A PORT_STATUS of the current connection of `dpid`.
+    async fn on_port_status(&mut self, dpid: u64, conn_id: u64, msg: PortStatus, now: Instant) {
+        if self
+            .handles
+            .get(&dpid)
+            .is_none_or(|h| h.conn_id() != conn_id)
+        {
+            return;
+        }
+        let deleted = msg.reason == PortReason::Delete;
+        info!(dpid = %dpid_str(dpid), port = msg.desc.port_no, name = %msg.desc.name, reason = ?msg.reason, up = msg.desc.is_up(), "port status");
+        let port = msg.desc.port_no;
+        let change = self.topo_write().port_status(dpid, deleted, msg.desc, now);
+        let mut outs = self.after_change(&change, now);
+        if !deleted {
+            let topo = self.shared.topo.read().unwrap_or_else(|p| p.into_inner());
+            outs.extend(self.fwd.lldp_probes(&topo).into_iter().filter(|o| {
+                o.dpid == dpid
+                    && matches!(&o.msg, Message::PacketOut(p) if p.actions == vec![ofp::Action::output(port)])
+            }));
+        }
+        dispatch(&self.handles, outs).await;
+    }
+
+    /// Replays PACKET_INs held for ports that are classified now.
+    async fn on_replay(&mut self) {
+        if self.fwd.deferred_len() == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let res = {
+            let mut topo = self.shared.topo.write().unwrap_or_else(|p| p.into_inner());
+            self.fwd.replay_deferred(&mut topo, now)
+        };
+        let mut outs = res.out;
+        if !res.links.is_empty() {
+            outs.extend(self.after_change(&res.links, now));
+        }
+        dispatch(&self.handles, outs).await;
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        let (probes, change) = {
+            let mut topo = self.topo_write();
+            let change = topo.expire_links(now, self.cfg.link_timeout);
+            (self.fwd.lldp_probes(&topo), change)
+        };
+        let mut outs = probes;
+        outs.extend(self.after_change(&change, now));
+        dispatch(&self.handles, outs).await;
+        if let Ok(mut m) = self.shared.monitor.lock() {
+            m.matrix.gc();
+        }
+    }
+}
+
+/// Runs the forwarding core until shutdown.
+pub async fn core_loop(
+    shared: Arc<Knowledge>,
+    cfg: CoreConfig,
+    mut events: mpsc::Receiver<SwitchEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let cookie_start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
+        << 8;
+    let fwd = Forwarding::new(cfg.fwd.clone(), cookie_start);
+    let mut lldp = tokio::time::interval(cfg.lldp_interval);
+    lldp.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut replay = tokio::time::interval(Duration::from_millis(100));
+    replay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut core = Core {
+        shared,
+        cfg,
+        fwd,
+        handles: HashMap::new(),
+        pollers: HashMap::new(),
+        shutdown: shutdown.clone(),
+    };
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => core.on_event(ev).await,
+                None => break,
+            },
+            _ = lldp.tick() => core.on_tick().await,
+            _ = replay.tick() => core.on_replay().await,
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { break; }
+            }
+        }
+    }
+    for (_, p) in core.pollers.drain() {
+        p.abort();
+    }
+    for (_, h) in core.handles.drain() {
+        h.close().await;
+    }
+    info!("forwarding core stopped");
+}
+
+/// A pseudo-random fraction in [0, 1) from the datapath id and the clock,
+/// for the poll start jitter.
+fn jitter_fraction(dpid: u64) -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = dpid ^ nanos.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
+    // SplitMix64 finaliser.
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Polls one switch every interval until its connection ends.
+async fn poll_switch(
+    h: SwitchHandle,
+    shared: Arc<Knowledge>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let dpid = h.dpid();
+    let delay = crate::monitor::stats::first_poll_delay(interval, jitter_fraction(dpid));
+    let start = tokio::time::Instant::now() + delay;
+    let mut tick = tokio::time::interval_at(start, interval);
+    // A tick that comes due while a poll is still waiting for its reply is
+    // skipped: never two polls of one switch in flight.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    debug!(dpid = %dpid_str(dpid), ?delay, "poller started");
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { return; }
+                continue;
+            }
+        }
+        match poll_once(&h, &shared).await {
+            Ok(()) => {}
+            Err(OfError::Disconnected { .. }) => return,
+            Err(e) => warn!(dpid = %dpid_str(dpid), error = %e, "poll failed"),
+        }
+    }
+}
+
+async fn poll_once(h: &SwitchHandle, shared: &Knowledge) -> Result<(), OfError> {
+    let dpid = h.dpid();
+    // Pair flows only: the first-hop flows λ is read from.
+    let n = h
+        .poll_flows(FlowStatsRequest {
+            table_id: TABLE_EDGE,
+            cookie: cookie::kind_value(cookie::KIND_PAIR),
+            cookie_mask: cookie::KIND_MASK,
+            ..FlowStatsRequest::default()
+        })
+        .await?;
+    debug!(dpid = %dpid_str(dpid), pairs = n, "flow stats");
+    let mp = |body| MultipartRequest { flags: 0, body };
+    let ports = h
+        .multipart(mp(MultipartRequestBody::PortStats {
+            port_no: ofp::port_no::ANY,
+        }))
+        .await?;
+    if let MultipartReplyBody::PortStats(p) = ports.body {
+        if let Ok(mut m) = shared.monitor.lock() {
+            m.ingest_port_stats(dpid, Instant::now(), &p);
+        }
+    }
+    match h
+        .multipart(mp(MultipartRequestBody::Queue {
+            port_no: ofp::port_no::ANY,
+            queue_id: 0xffff_ffff,
+        }))
+        .await
+    {
+        Ok(r) => {
+            if let MultipartReplyBody::Queue(q) = r.body {
+                if let Ok(mut m) = shared.monitor.lock() {
+                    m.ingest_queue_stats(dpid, Instant::now(), &q);
+                }
+            }
+        }
+        Err(OfError::Rejected { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    match h
+        .multipart(mp(MultipartRequestBody::Meter {
+            meter_id: ofp::METER_ALL,
+        }))
+        .await
+    {
+        Ok(r) => {
+            if let MultipartReplyBody::Meter(ms) = r.body {
+                if let Ok(mut m) = shared.monitor.lock() {
+                    m.ingest_meter_stats(dpid, Instant::now(), &ms);
+                }
+            }
+        }
+        Err(OfError::Rejected { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! The live MAPE-K loop: every monitoring interval, Analyze + Plan with the
+//! configured policy on a snapshot of the knowledge, then Execute the
+//! decisions (migrations through the orchestrator, VF changes and memory
+//! resizes through the host daemons) — or only record them (`dry_run`).
+//!
+//! Stability: the policies honour a cooldown per VM (from the last
+//! migration times given in the snapshot); on top, a VM is never moved back
+//! to a host it left less than `pingpong_intervals` ago.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_common::http::HttpClient;
+use shoal_common::http::Method;
+use shoal_common::proto;
+use tracing::{info, warn};
+
+use crate::analyze::{self, HotspotReport};
+use crate::execute::orchestrator::{MigState, Migration, MigrationRequest, Orchestrator};
+use crate::knowledge::clock::now_unix_ms;
+use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
+use crate::knowledge::store::StoreExt;
+use crate::mapek::live::{DecisionView, PolicySettings};
+use crate::mapek::state::Shared;
+use crate::plan::{Action, Decision};
+
+/// Decisions kept in memory for the API (older ones are in the store).
+const RECENT_DECISIONS: usize = 500;
+/// Hotspot events kept.
+const HOTSPOT_HISTORY: usize = 200;
+
+/// The snapshot now, from the shared state.
+pub fn snapshot_now(
+    s: &Shared,
+    round: u64,
+    migrations: Vec<MigrationRecord>,
+    hotspot_history: Vec<HotspotEvent>,
+    last_migration_s: BTreeMap<String, f64>,
+) -> Option<Snapshot> {
+    let history = s
+        .live
+        .lock()
+        .map(|l| l.settings.hotspot.n.max(l.settings.options.sova.num))
+        .unwrap_or(5)
+        .max(2);
+    s.knowledge.snapshot(
+        round,
+        history,
+        migrations,
+        hotspot_history,
+        last_migration_s,
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the loop until shutdown.
+pub async fn run(
+    shared: Arc<Shared>,
+    orch: Arc<Orchestrator>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let interval = shared.settings.poll_interval;
+    // Start one interval in, so that reports and statistics exist.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let http = HttpClient::new(Duration::from_secs_f64(
+        shared.settings.execute.hostd_timeout_s,
+    ));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => round(&shared, &orch, &http).await,
+            _ = shutdown.changed() => if *shutdown.borrow() { break },
+        }
+    }
+}
+
+/// One evaluation: snapshot → Analyze → Plan → Execute (or only record).
+pub async fn round(s: &Arc<Shared>, orch: &Orchestrator, http: &HttpClient) {
+    let all = orch.list();
+    let (migrations, last_migration_s) = migration_records(
+        &all,
+        s.knowledge.start_unix_ms,
+        now_unix_ms(),
+        s.settings.poll_interval.as_millis() as i64,
+    );
+    let (round_no, history) = {
+        let mut l = lock(&s.live);
+        l.round += 1;
+        (l.round, l.hotspot_history.iter().cloned().collect())
+    };
+    let Some(mut snap) = snapshot_now(s, round_no, migrations, history, last_migration_s) else {
+        return;
+    };
+    apply_running(&mut snap, &all);
+    let (report, decisions, settings) = analyze_and_plan(s, &snap, round_no);
+    if !report.hot.is_empty() {
+        info!(round = round_no, hot = ?report.hot.keys().collect::<Vec<_>>(), "hotspots");
+    }
+    let pingpong_s = settings.pingpong_intervals * s.settings.poll_interval.as_secs_f64();
+    for d in decisions {
+        let outcome = if settings.dry_run {
+            "dry_run".to_string()
+        } else {
+            execute(s, orch, http, &d, &all, pingpong_s, round_no).await
+        };
+        record(s, orch, round_no, &settings, d, outcome);
+    }
+}
+
+/// The migrations the snapshot shows (running, or ended within the last
+/// interval and not cancelled) and when each VM's last migration ended, in
+/// seconds since `start_ms`.
+fn migration_records(
+    all: &[Migration],
+    start_ms: i64,
+    now: i64,
+    interval_ms: i64,
+) -> (Vec<MigrationRecord>, BTreeMap<String, f64>) {
+    let secs = |ms: i64| (ms - start_ms) as f64 / 1000.0;
+    let migrations: Vec<MigrationRecord> = all
+        .iter()
+        .filter(|m| {
+            !m.state.is_final()
+                || (m.state != MigState::Cancelled
+                    && m.ended_unix_ms.is_some_and(|e| now - e < interval_ms))
+        })
+        .map(|m| MigrationRecord {
+            vm: m.vm.clone(),
+            from: m.from.clone(),
+            to: m.to.clone(),
+            started_s: secs(m.started_unix_ms.unwrap_or(m.created_unix_ms)),
+            ended_s: m.ended_unix_ms.map(secs),
+        })
+        .collect();
+    let mut last_migration_s: BTreeMap<String, f64> = BTreeMap::new();
+    for m in all.iter().filter(|m| m.state == MigState::Done) {
+        if let Some(e) = m.ended_unix_ms {
+            let t = secs(e);
+            let slot = last_migration_s.entry(m.vm.clone()).or_insert(t);
+            *slot = slot.max(t);
+        }
+    }
+    (migrations, last_migration_s)
+}
+
+/// Plans on the placement after the migrations already under way (as the
+/// simulator does: a decided migration changes the placement at once), and
+/// keeps their VMs cooling down.
+fn apply_running(snap: &mut Snapshot, all: &[Migration]) {
+    for m in all.iter().filter(|m| !m.state.is_final()) {
+        if let Some(v) = snap.vms.get_mut(&m.vm) {
+            v.host = m.to.clone();
+            v.last_migration_s = Some(snap.now_s);
+        }
+    }
+}
+
+/// Analyze and Plan under the `live` lock; records the hotspots.
+fn analyze_and_plan(
+    s: &Shared,
+    snap: &Snapshot,
+    round_no: u64,
+) -> (HotspotReport, Vec<Decision>, PolicySettings) {
+    let mut l = lock(&s.live);
+    let settings = l.settings.clone();
+    let report = analyze::detect(snap, &settings.hotspot);
+    let decisions = match l.policy.as_mut() {
+        Some(p) => p.plan(snap, &report),
+        None => Vec::new(),
+    };
+    for (host, h) in &report.hot {
+        l.hotspot_history.push_back(HotspotEvent {
+            round: round_no,
+            host: host.clone(),
+            resources: h
+                .evidence
+                .iter()
+                .map(|e| e.resource.as_str().to_string())
+                .collect(),
+        });
+    }
+    while l.hotspot_history.len() > HOTSPOT_HISTORY {
+        l.hotspot_history.pop_front();
+    }
+    l.hotspots = Some(report.clone());
+    (report, decisions, settings)
+}
+
+/// Records a decision and its outcome: in the store (linking a queued
+/// migration to it), in the log, and in the recent decisions and VF changes.
+fn record(
+    s: &Shared,
+    orch: &Orchestrator,
+    round_no: u64,
+    settings: &PolicySettings,
+    d: Decision,
+    outcome: String,
+) {
+    let at = now_unix_ms();
+    let id = s
+        .knowledge
+        .store
+        .as_ref()
+        .and_then(|st| {
+            st.record_decision(round_no as i64, at, &settings.name, &d, &outcome)
+                .ok()
+        })
+        .unwrap_or(0);
+    if let Action::Migrate { .. } = &d.action {
+        if let Some(mig) = outcome.strip_prefix("queued as ") {
+            if let (Some(st), Some(m)) = (&s.knowledge.store, orch.get(mig)) {
+                let mut m = m;
+                m.decision_id = Some(id);
+                let _ = st.put_migration(&m.id, &m.vm, m.state.as_str(), &m, at);
+            }
+        }
+    }
+    info!(round = round_no, policy = %settings.name, action = ?d.action, reason = %d.reason, score = d.score, %outcome, "decision");
+    let mut l = lock(&s.live);
+    if let Action::AttachVf { vm, host } | Action::DetachVf { vm, host } = &d.action {
+        let kind = if matches!(d.action, Action::AttachVf { .. }) {
+            "attach"
+        } else {
+            "detach"
+        };
+        let q = l.vf_changes.entry(host.clone()).or_default();
+        q.push_back((round_no, vm.clone(), kind.to_string()));
+        while q.len() > 50 {
+            q.pop_front();
+        }
+    }
+    l.decisions.push_back(DecisionView {
+        id,
+        round: round_no,
+        at_unix_ms: at,
+        policy: settings.name.clone(),
+        decision: d,
+        outcome,
+    });
+    while l.decisions.len() > RECENT_DECISIONS {
+        l.decisions.pop_front();
+    }
+}
+
+/// Carries out one decision; returns its outcome text.
+async fn execute(
+    s: &Shared,
+    orch: &Orchestrator,
+    http: &HttpClient,
+    d: &Decision,
+    all: &[crate::execute::orchestrator::Migration],
+    pingpong_s: f64,
+    round: u64,
+) -> String {
+    match &d.action {
+        Action::Migrate { vm, from, to } => {
+            let now = now_unix_ms();
+            let back = all.iter().any(|m| {
+                m.state == MigState::Done
+                    && &m.vm == vm
+                    && &m.from == to
+                    && &m.to == from
+                    && m.ended_unix_ms
+                        .is_some_and(|e| (now - e) as f64 / 1000.0 < pingpong_s)
+            });
+            if back {
+                return format!(
+                    "skipped: {vm} left {to} less than {pingpong_s:.0} s ago (ping-pong)"
+                );
+            }
+            match orch.submit(
+                MigrationRequest {
+                    vm: vm.clone(),
+                    destination: to.clone(),
+                    deadline_s: None,
+                    reserve: None,
+                },
+                format!("round {round}: {}", d.reason),
+                None,
+            ) {
+                Ok(m) => format!("queued as {}", m.id),
+                Err(e) => format!("rejected: {e}"),
+            }
+        }
+        Action::AttachVf { vm, host } => {
+            send_command(
+                s,
+                http,
+                host,
+                &format!("vf-{round}-{vm}"),
+                proto::Command::VfAttach { vm: vm.clone() },
+            )
+            .await
+        }
+        Action::DetachVf { vm, host } => {
+            send_command(
+                s,
+                http,
+                host,
+                &format!("vfd-{round}-{vm}"),
+                proto::Command::VfDetach { vm: vm.clone() },
+            )
+            .await
+        }
+        Action::Resize {
+            vm,
+            host,
+            target_mb,
+        } => {
+            send_command(
+                s,
+                http,
+                host,
+                &format!("mem-{round}-{vm}"),
+                proto::Command::MemoryResize {
+                    vm: vm.clone(),
+                    target_mb: target_mb.round().max(1.0) as u64,
+                },
+            )
+            .await
+        }
+    }
+}
+
+async fn send_command(
+    s: &Shared,
+    http: &HttpClient,
+    host: &str,
+    id: &str,
+    cmd: proto::Command,
+) -> String {
+    let api = s.knowledge.hosts_read().ok().and_then(|h| {
+        h.host(host)
+            .map(|e| e.registration.api_url.trim_end_matches('/').to_string())
+    });
+    let Some(api) = api else {
+        return format!("rejected: host {host} is not registered");
+    };
+    let body = match serde_json::to_vec(&cmd) {
+        Ok(b) => b,
+        Err(e) => return format!("rejected: {e}"),
+    };
+    let url = format!("{api}{}", proto::command_path(id));
+    match http
+        .send(Method::PUT, &url, s.token.as_deref(), Some(body))
+        .await
+    {
+        Ok((200 | 202, _)) => format!("sent to {host} as {id}"),
+        Ok((code, b)) => {
+            let text = String::from_utf8_lossy(&b)
+                .chars()
+                .take(200)
+                .collect::<String>();
+            warn!(%host, code, %text, "hostd refused a command");
+            format!("refused by {host} ({code}): {text}")
+        }
+        Err(e) => format!("failed: {e}"),
+    }
+}
