@@ -94,6 +94,21 @@ class HopRates(unittest.TestCase):
         self.assertEqual(h['tt1'], {'port': None, 'tx_mbps': None, 'dropped': 0})
 
 
+class MatrixMedian(unittest.TestCase):
+    def test_only_samples_whose_window_lies_inside_the_flow_count(self):
+        import threading
+        tb = testbed.Testbed.__new__(testbed.Testbed)
+        tb.data_lock = threading.Lock()
+        tb.sc = {'controller': {'window_intervals': 3, 'interval_s': 1.0},
+                 'traffic': [{'src': 'a', 'dst': 'b', 'start_s': 3, 'stop_s': 11}]}
+        ramp = {4: 3e5, 5: 6e5, 6: 9e5, 7: 1.2e6, 8: 1.29e6, 9: 1.28e6, 10: 1.3e6, 11: 1.29e6,
+                12: 9e5, 13: 5e5, 14: 2e5}
+        tb.rows = {'lambda': [{'t_s': t, 'src': 'a', 'dst': 'b', 'bytes_per_s': v}
+                              for t, v in ramp.items()]}
+        self.assertEqual(tb.matrix_rate_median('a', 'b'), 1.29e6)   # samples 8..11
+        self.assertEqual(tb.matrix_rate_median('b', 'a'), 0.0)
+
+
 class Verdict(unittest.TestCase):
     def args(self):
         return argparse.Namespace(link_mbps=100.0, competitor_mbps=60.0)

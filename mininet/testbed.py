@@ -1246,12 +1246,23 @@ class Testbed:
         return max(v) if v else 0.0
 
     def matrix_rate_median(self, src, dst):
-        """Median of the non-zero λ(src, dst) samples, bytes/s: the steady
-        rate, unmoved by the samples whose window covers only part of the
-        flow or a catch-up burst of its sender."""
+        """Median of the λ(src, dst) samples whose window lies wholly
+        inside a scenario flow from src to dst (from a full λ window plus two
+        poll intervals after the flow started, to its end), bytes/s: the
+        steady rate, unmoved by samples that cover only part of the flow or
+        a catch-up burst of its sender. Without such a flow: the median of
+        the non-zero samples."""
+        ctl = self.sc['controller']
+        settle = (ctl['window_intervals'] + 2) * ctl['interval_s']
+        spans = [(f['start_s'] + settle, f['stop_s']) for f in self.sc['traffic']
+                 if f['src'] == src and f['dst'] == dst]
         with self.data_lock:
-            v = [r['bytes_per_s'] for r in self.rows['lambda']
-                 if r['src'] == src and r['dst'] == dst and r['bytes_per_s']]
+            rows = [r for r in self.rows['lambda'] if r['src'] == src and r['dst'] == dst]
+        if spans:
+            v = [r['bytes_per_s'] or 0 for r in rows
+                 if any(a <= r['t_s'] <= b for a, b in spans)]
+        else:
+            v = [r['bytes_per_s'] for r in rows if r['bytes_per_s']]
         return statistics.median(v) if v else 0.0
 
     def migration_summary(self, rec):

@@ -95,15 +95,15 @@ fn testbed_smoke_scenario() {
     assert_eq!(f64_at(c, "/cross_pod_ping_loss"), 0.0, "{c}");
     // The UDP flow tv1 -> tv3 (10 Mbit/s of payload, 1400-byte datagrams:
     // ~1.29 MB/s of frames) in the controller's matrix, and at the receiver.
-    // λ: the median of the samples while the flow runs (a sample whose window
-    // holds a catch-up burst of iperf3, or only part of the flow, is not the
-    // flow's rate). Receiver: the totals of the whole flow (bytes received
+    // λ: the median of the samples whose λ window lies wholly inside the
+    // flow (a sample whose window holds a catch-up burst of iperf3, or only
+    // part of the flow, is not the flow's rate). Receiver: the totals of the whole flow (bytes received
     // of bytes sent), never the per-second samples, which iperf3 fills in
     // bursts after it was held back.
     let lambda = f64_at(&s, "/matrix_pairs_median/tv1>tv3");
     assert!(
         (1.1e6..1.5e6).contains(&lambda),
-        "median λ(tv1, tv3) = {lambda} B/s; all samples: {}",
+        "median λ(tv1, tv3) = {lambda} B/s; largest sample: {}",
         s["matrix_pairs"]
     );
     let flow = &s["flows"]["tv1>tv3"];
