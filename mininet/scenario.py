@@ -302,7 +302,7 @@ def to_toml(d, prefix=''):
     return '\n'.join(lines).strip('\n') + '\n' if not prefix else '\n'.join(lines).strip('\n')
 
 
-# ---- VMPatrol (ALGORITHMS.md §3.6), the same rules as shoal_common::vmpatrol ----
+# ---- VMPatrol pre-copy model, the same rules as shoal_common::vmpatrol ----
 
 DOWNTIME_GOAL_S = 0.3
 MIN_PROGRESS_MB = 1.0

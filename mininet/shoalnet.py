@@ -1,6 +1,6 @@
 """Shared helpers for Shoal's Mininet scripts (Python 3, Mininet 2.3 API).
 
-Everything here follows shared/spec/TESTBED.md: Open vSwitch on the
+Everything here follows docs/testbed.md: Open vSwitch on the
 userspace datapath (``datapath='user'``), OpenFlow 1.3 only, the controller
 reached over TCP, TX checksum offload off on every veth end (TCP through a
 userspace bridge fails otherwise), link rates with ``bw=`` only.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start Open vSwitch (ovsdb-server + ovs-vswitchd) without a service manager,
-# as verified in shared/spec/TESTBED.md. Idempotent: does nothing when both
+# as described in docs/testbed.md. Idempotent: does nothing when both
 # daemons already answer. Bridges must use datapath_type=netdev (userspace).
 set -euo pipefail
 RUN=${OVS_RUNDIR:-/var/run/openvswitch}

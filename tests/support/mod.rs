@@ -362,7 +362,7 @@ impl Drop for OvsBridge {
 }
 
 /// Turns TX checksum offload off on `iface` (optionally inside `ns`):
-/// TCP through a userspace bridge needs it (TESTBED.md).
+/// TCP through a userspace bridge needs it (docs/testbed.md).
 pub fn offload_off(ns: Option<&Netns>, iface: &str) -> Result<()> {
     match ns {
         Some(ns) => ns.exec("ethtool", &["-K", iface, "tx", "off"]).map(|_| ()),
