@@ -5,8 +5,8 @@
 //!   between controller and host daemons;
 //! - [`proto`]: the JSON wire types exchanged between `shoal-hostd` and the
 //!   controller (registration, reports, commands, command status);
-//! - [`vmpatrol`]: the VMPatrol pre-copy live-migration model (ALGORITHMS.md
-//!   §3.6), used by the controller's planner and orchestrator and by hostd's
+//! - [`vmpatrol`]: the VMPatrol pre-copy live-migration model,
+//!   used by the controller's planner and orchestrator and by hostd's
 //!   namespace backend, which sends the modelled pre-copy stream for real.
 
 #![warn(missing_docs)]

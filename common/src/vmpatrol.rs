@@ -1,4 +1,4 @@
-//! The VMPatrol pre-copy live-migration model (ALGORITHMS.md §3.6).
+//! The VMPatrol pre-copy live-migration model.
 //!
 //! Units throughout: memory in MB (2^20 bytes), rates in MB/s, times in
 //! seconds. Symbols: `M` memory, `R` page dirty rate, `L` migration

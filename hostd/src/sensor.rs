@@ -1,5 +1,5 @@
 //! The sensor: host and per-VM metrics over one interval, from procfs,
-//! schedstat, QMP and namespace interface counters (ALGORITHMS.md §1).
+//! schedstat, QMP and namespace interface counters.
 //! Rates use the monotonic clock; counters that go backwards count as reset.
 
 use std::collections::HashMap;

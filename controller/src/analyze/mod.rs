@@ -1,4 +1,4 @@
-//! Analyze: hotspot detection (k-of-n + AR(1), ALGORITHMS.md §2), pure code.
+//! Analyze: hotspot detection (k-of-n + AR(1)), pure code.
 //!
 //! - **Owns**: hotspot detection and its configuration.
 //! - **Reads**: a knowledge [`Snapshot`] only.
@@ -30,7 +30,7 @@ pub enum AnalyzeError {
     },
 }
 
-/// Detector configuration (defaults of ALGORITHMS.md §2).
+/// Detector configuration (the published defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HotspotConfig {

@@ -19,5 +19,5 @@ pub mod orchestrator;
 pub mod ovsdb;
 pub mod queues;
 
-/// The VMPatrol pre-copy model (ALGORITHMS.md §3.6), shared with hostd.
+/// The VMPatrol pre-copy model, shared with hostd.
 pub use shoal_common::vmpatrol;

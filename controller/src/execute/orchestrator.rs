@@ -1,4 +1,4 @@
-//! The migration orchestrator (VMPatrol, ALGORITHMS.md §3.6).
+//! The migration orchestrator (VMPatrol).
 //!
 //! A rolling queue: a submitted migration waits until its hosts and every
 //! link of its path are free enough, then

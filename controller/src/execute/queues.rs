@@ -1,5 +1,5 @@
-//! Migration-queue reservations on Open vSwitch ports (VMPatrol,
-//! ALGORITHMS.md §3.6), through the project's own OVSDB client.
+//! Migration-queue reservations on Open vSwitch ports (VMPatrol),
+//! through the project's own OVSDB client.
 //!
 //! A reservation on an egress port is one `linux-htb` QoS row with two
 //! queues — queue 0, the default, up to the link rate; queue 1, the
@@ -13,7 +13,7 @@
 //! class 1:1, the qdisc's default, queue 1 is class 1:2 under the root class
 //! 1:fffe). On the kernel datapath an OpenFlow `set_queue:1` steers the
 //! migration flow into class 1:2; on the userspace (netdev) datapath
-//! `set_queue` does not steer (TESTBED.md), so the optional classifier adds
+//! `set_queue` does not steer (docs/testbed.md), so the optional classifier adds
 //! `tc filter add dev PORT parent 1: protocol ip prio P u32 match ip protocol
 //! 6 0xff match ip src S/32 match ip dst D/32 match ip dport PORT 0xffff
 //! flowid 1:2` through a [`TcRunner`]. That part runs `tc` locally, so it

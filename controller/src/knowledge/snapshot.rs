@@ -68,7 +68,7 @@ pub struct Snapshot {
 ///
 /// Two VMs on the same host are at level 0, same rack level 1, same pod
 /// level 2, same cluster (reachable through one core layer) level 3, and
-/// level 4 otherwise (ALGORITHMS.md §3.3).
+/// level 4 otherwise.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HostLocation {
     /// Rack (ToR switch id).

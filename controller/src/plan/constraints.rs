@@ -1,4 +1,4 @@
-//! The constraints every policy shares (ALGORITHMS.md §3), in one place.
+//! The constraints every policy shares, in one place.
 //!
 //! - a destination must have room after the move: CPU, memory and NIC
 //!   utilisation at most their thresholds, free memory ≥ the VM's size, a
@@ -110,7 +110,7 @@ pub struct PolicyDefaults {
     pub cooldown_intervals: f64,
 }
 
-/// The defaults of ALGORITHMS.md §3.
+/// The published defaults.
 pub const HOTSPOT_DEFAULTS: PolicyDefaults = PolicyDefaults {
     max_migrations_per_source_host: 1,
     cooldown_intervals: 10.0,

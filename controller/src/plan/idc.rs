@@ -1,4 +1,4 @@
-//! IDC-aware migration (ALGORITHMS.md §3.2).
+//! IDC-aware migration.
 //!
 //! For VM `j` on hotspot host `i` and destination `k` (bytes/s, both
 //! directions): `Is` = traffic of `j` with VMs on `i` (IDC today), `Nsd` =

@@ -1,4 +1,4 @@
-//! Plan: migration / VF / memory policies, pure code (ALGORITHMS.md §3).
+//! Plan: migration / VF / memory policies, pure code.
 //!
 //! - **Owns**: the policies, their constraints and scores, the shared
 //!   communication-cost physics ([`physics`]).
@@ -141,7 +141,7 @@ pub struct Alternative {
     pub rejected: String,
 }
 
-/// VMPatrol estimate of a migration's cost (ALGORITHMS.md §3.6).
+/// VMPatrol estimate of a migration's cost.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MigrationCost {
     /// Bandwidth `L` assumed, MB/s.

@@ -1,4 +1,4 @@
-//! Sandpiper, the baseline (Wood et al., NSDI 2007; ALGORITHMS.md §3.1).
+//! Sandpiper, the baseline (Wood et al., NSDI 2007).
 //!
 //! `vol = 1 / ((1 − cpu)(1 − mem)(1 − net))` with utilisations relative to
 //! the host's capacity, each capped at `util_cap` (0.99); `VSR = vol / size_MB`.

@@ -1,4 +1,4 @@
-//! S-CORE: communication-cost reduction by migration (ALGORITHMS.md §3.3).
+//! S-CORE: communication-cost reduction by migration.
 //!
 //! Levels: 0 same host, 1 same rack, 2 same pod, 3 same cluster, 4 beyond.
 //! With link weights `c_1..c_4` (default `e^0, e^1, e^3, e^5`) and

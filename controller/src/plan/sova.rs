@@ -1,4 +1,4 @@
-//! Sova: coordination of dynamic SR-IOV and migration (ALGORITHMS.md §3.4).
+//! Sova: coordination of dynamic SR-IOV and migration.
 //!
 //! Per VM over its last `num` samples:
 //! - I/O factor `IF = mean(blocked / gotten)` (samples with no CPU time

@@ -1,4 +1,4 @@
-//! VIOLIN: adaptive virtual environments (ALGORITHMS.md §3.5).
+//! VIOLIN: adaptive virtual environments.
 //!
 //! - Per VM, an exponentially weighted average of its CPU demand (CPU used
 //!   over its vCPUs), over its sample window, weight `ewma_weight` on the
