@@ -6,7 +6,7 @@
 //! only see the layers below them (docs/architecture.md).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -14,14 +14,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::api;
+use crate::api::{self, ApiSettings, ApiState};
 use crate::config::Settings;
+use crate::execute::handles::{Handles, HttpHostd};
 use crate::execute::orchestrator::{OrchConfig, Orchestrator};
 use crate::knowledge::clock::now_unix_ms;
+use crate::knowledge::state::Knowledge;
 use crate::knowledge::store::{SqliteStore, Store, StoreExt};
 use crate::mapek::core::{core_loop, CoreConfig};
-use crate::mapek::live::PolicySettings;
-use crate::mapek::state::{HostEvent, Shared};
+use crate::mapek::live::{LiveState, PolicySettings};
+use crate::mapek::round::RoundCtx;
+use crate::mapek::state::{self, HostEvent};
 use crate::monitor::openflow::{self, ConnConfig, ConnContext, SwitchEvent};
 
 /// Errors starting the controller.
@@ -65,7 +68,7 @@ fn open_store(path: &str) -> Result<Arc<dyn Store>, RunError> {
 
 /// Loads the hosts of an earlier run from the store, so that reports of
 /// hosts registered before a restart are accepted at once.
-fn restore_hosts(shared: &Shared, store: &dyn Store) {
+fn restore_hosts(knowledge: &Knowledge, store: &dyn Store) {
     let rows: Vec<(
         String,
         shoal_common::proto::Registration,
@@ -77,7 +80,7 @@ fn restore_hosts(shared: &Shared, store: &dyn Store) {
             return;
         }
     };
-    let Ok(mut hosts) = shared.knowledge.hosts.write() else {
+    let Ok(mut hosts) = knowledge.hosts_write() else {
         return;
     };
     for (id, reg, _) in rows {
@@ -103,8 +106,12 @@ async fn drain_host_events(
 
 /// A running controller.
 pub struct Running {
-    /// Shared state (for in-process callers and tests).
-    pub shared: Arc<Shared>,
+    /// The live knowledge (for in-process callers and tests).
+    pub knowledge: Arc<Knowledge>,
+    /// The loop's live state.
+    pub live: Arc<Mutex<LiveState>>,
+    /// The migration orchestrator.
+    pub orchestrator: Arc<Orchestrator>,
     /// Where switches connect.
     pub of_addr: SocketAddr,
     /// Where the API listens.
@@ -152,42 +159,42 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     let api_addr = api_listener.local_addr().unwrap_or(settings.api_listen);
     let store = open_store(&settings.db)?;
     let (host_tx, host_rx) = mpsc::unbounded_channel::<HostEvent>();
-    let shared = Shared::with(settings, Some(store.clone()), Some(host_tx));
-    restore_hosts(&shared, store.as_ref());
-    if !shared.settings.policy_pinned {
+    let knowledge = Arc::new(state::knowledge(&settings, Some(store.clone())));
+    restore_hosts(&knowledge, store.as_ref());
+    let mut live = state::live_state(&settings);
+    if !settings.policy_pinned {
         match store.config::<PolicySettings>("policy") {
             Ok(Some(p)) => {
                 let name = p.name.clone();
-                match shared.live.lock().map(|mut l| l.set(p)) {
-                    Ok(Ok(())) => info!(policy = %name, "policy restored from the knowledge store"),
-                    Ok(Err(e)) => warn!(error = %e, "stored policy rejected"),
-                    Err(_) => {}
+                match live.set(p) {
+                    Ok(()) => info!(policy = %name, "policy restored from the knowledge store"),
+                    Err(e) => warn!(error = %e, "stored policy rejected"),
                 }
             }
             Ok(None) => {}
             Err(e) => warn!(error = %e, "cannot read the stored policy"),
         }
     }
-    let shared = Arc::new(shared);
+    let live = Arc::new(Mutex::new(live));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ev_tx, ev_rx) = mpsc::channel::<SwitchEvent>(8192);
 
     let ctx = ConnContext {
         cfg: ConnConfig {
-            echo_interval: shared.settings.echo_interval,
-            request_timeout: shared.settings.request_timeout,
-            multipart_cap_bytes: shared.settings.multipart_cap_bytes,
+            echo_interval: settings.echo_interval,
+            request_timeout: settings.request_timeout,
+            multipart_cap_bytes: settings.multipart_cap_bytes,
         },
         events: ev_tx,
-        monitor: shared.knowledge.monitor.clone(),
+        monitor: knowledge.monitor.clone(),
         shutdown: shutdown_rx.clone(),
-        packet_in_drops: shared.knowledge.packet_in_drops.clone(),
+        packet_in_drops: knowledge.packet_in_drops.clone(),
     };
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(openflow::serve(of_listener, ctx)));
     tasks.push(tokio::spawn(core_loop(
-        shared.knowledge.clone(),
-        CoreConfig::from_settings(&shared.settings),
+        knowledge.clone(),
+        CoreConfig::from_settings(&settings),
         ev_rx,
         shutdown_rx.clone(),
     )));
@@ -195,20 +202,39 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         host_rx,
         shutdown_rx.clone(),
     )));
-    let orch = Orchestrator::new(
-        &shared.knowledge,
-        OrchConfig::from_settings(&shared.settings),
+    let hostd = Arc::new(HttpHostd::new(
+        Duration::from_secs_f64(settings.execute.hostd_timeout_s),
+        settings.token.clone(),
+    ));
+    let orch = Orchestrator::with_handles(
+        OrchConfig::from_settings(&settings),
+        Handles::of(&knowledge, hostd.clone()),
     )
     .await;
     orch.restore();
-    let _ = shared.orchestrator.set(orch.clone());
     tasks.push(tokio::spawn(orch.clone().run(shutdown_rx.clone())));
+    let round_ctx = RoundCtx {
+        fabric: knowledge.clone(),
+        store: Some(store.clone()),
+        start_unix_ms: knowledge.start_unix_ms,
+        poll_interval: settings.poll_interval,
+        live: live.clone(),
+        hostd,
+    };
     tasks.push(tokio::spawn(crate::mapek::round::run(
-        shared.clone(),
-        orch,
+        round_ctx,
+        orch.clone(),
         shutdown_rx.clone(),
     )));
-    let app = api::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let api_state = Arc::new(ApiState {
+        knowledge: knowledge.clone(),
+        live: live.clone(),
+        orchestrator: orch.clone(),
+        settings: ApiSettings::of(&settings),
+        token: settings.token.clone(),
+        host_events: Some(host_tx),
+    });
+    let app = api::router(api_state).into_make_service_with_connect_info::<SocketAddr>();
     let mut api_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let r = axum::serve(api_listener, app)
@@ -226,7 +252,9 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     }));
     info!(%of_addr, %api_addr, "controller started");
     Ok(Running {
-        shared,
+        knowledge,
+        live,
+        orchestrator: orch,
         of_addr,
         api_addr,
         shutdown: shutdown_tx,

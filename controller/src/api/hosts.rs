@@ -21,15 +21,16 @@ use shoal_common::proto::{HostMetrics, Registration, Report, VmInventory, VmMetr
 use tracing::{info, warn};
 
 use super::ApiError;
+use crate::api::ApiState;
 use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::store::StoreExt;
-use crate::mapek::state::{HostEvent, Shared};
+use crate::mapek::state::HostEvent;
 use crate::monitor::dpid::dpid_str;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// Routes of this module.
-pub fn routes() -> Router<Arc<Shared>> {
+pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v1/hosts", get(list_hosts))
         .route("/api/v1/hosts/{id}", put(register).get(get_host))
@@ -49,7 +50,7 @@ impl From<JsonRejection> for ApiError {
 
 /// Checks the bearer token; a missing or wrong one is a 401 and a log line.
 pub fn authorize(
-    s: &Shared,
+    s: &ApiState,
     headers: &HeaderMap,
     peer: SocketAddr,
     what: &str,
@@ -93,7 +94,7 @@ struct Registered {
 }
 
 async fn register(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
@@ -149,7 +150,7 @@ struct Accepted {
 }
 
 async fn report(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
@@ -234,7 +235,7 @@ fn host_view(id: &str, e: &crate::monitor::hosts::HostEntry, now: i64) -> HostVi
     }
 }
 
-async fn list_hosts(State(s): State<Arc<Shared>>) -> ApiResult<Vec<HostView>> {
+async fn list_hosts(State(s): State<Arc<ApiState>>) -> ApiResult<Vec<HostView>> {
     let now = now_unix_ms();
     let hosts = s.knowledge.hosts_read()?;
     Ok(Json(
@@ -256,7 +257,7 @@ struct HostDetail {
 }
 
 async fn get_host(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<HostDetail> {
     let Path(id) = id?;
@@ -306,7 +307,7 @@ fn vm_view(hosts: &crate::monitor::hosts::HostRegistry, name: &str) -> Option<Vm
     })
 }
 
-async fn list_vms(State(s): State<Arc<Shared>>) -> ApiResult<Vec<VmView>> {
+async fn list_vms(State(s): State<Arc<ApiState>>) -> ApiResult<Vec<VmView>> {
     let hosts = s.knowledge.hosts_read()?;
     Ok(Json(
         hosts
@@ -326,7 +327,7 @@ struct VmDetail {
 }
 
 async fn get_vm(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<VmDetail> {
     let Path(name) = name?;

@@ -2,8 +2,8 @@
 //!
 //! - **Owns**: routes, request validation, JSON views, and the one mapping
 //!   of the lower layers' typed errors to HTTP statuses ([`map_error`]).
-//! - **Reads**: the loop's [`Shared`] state (and through it the knowledge
-//!   and the orchestrator).
+//! - **Reads**: its [`ApiState`]: the knowledge, the loop's live state,
+//!   the orchestrator, the few settings it reports.
 //! - **May not touch**: nothing below may import it; it holds no state of
 //!   its own.
 //!
@@ -13,7 +13,8 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -24,9 +25,12 @@ use axum::{Json, Router};
 use ofp::MacAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::execute::orchestrator::OrchError;
-use crate::knowledge::state::Poisoned;
-use crate::mapek::state::Shared;
+use tokio::sync::mpsc;
+
+use crate::execute::orchestrator::{OrchError, Orchestrator};
+use crate::knowledge::state::{Knowledge, Poisoned};
+use crate::mapek::live::LiveState;
+use crate::mapek::state::HostEvent;
 use crate::monitor::dpid::dpid_str;
 use crate::monitor::dpid::parse_dpid;
 use crate::monitor::hosts::HostError;
@@ -34,6 +38,45 @@ use crate::monitor::topology::PortRef;
 
 pub mod hosts;
 pub mod ops;
+
+/// What the API serves and changes: the handles it is given at start.
+#[derive(Debug)]
+pub struct ApiState {
+    /// The live knowledge (topology, statistics, hosts, store).
+    pub knowledge: Arc<Knowledge>,
+    /// The loop's live state (policy, hotspots, decisions).
+    pub live: Arc<Mutex<LiveState>>,
+    /// The migration orchestrator.
+    pub orchestrator: Arc<Orchestrator>,
+    /// The settings the API reports.
+    pub settings: ApiSettings,
+    /// Bearer token shared with the host daemons.
+    pub token: Option<String>,
+    /// Where new host events (deduplicated) go.
+    pub host_events: Option<mpsc::UnboundedSender<HostEvent>>,
+}
+
+/// The settings the API reports or uses to classify.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiSettings {
+    /// How long a port must stay free of LLDP to be an edge port.
+    pub port_confirm: Duration,
+    /// The statistics interval.
+    pub poll_interval: Duration,
+    /// Intervals in the rate window.
+    pub window_intervals: u32,
+}
+
+impl ApiSettings {
+    /// The API's part of `settings`.
+    pub fn of(settings: &crate::config::Settings) -> Self {
+        ApiSettings {
+            port_confirm: settings.port_confirm,
+            poll_interval: settings.poll_interval,
+            window_intervals: settings.window_intervals,
+        }
+    }
+}
 
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
@@ -172,7 +215,7 @@ impl From<Poisoned> for ApiError {
 }
 
 /// The read side of the API. Later stages add their routes to this router.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/openapi.json", get(openapi))
@@ -187,7 +230,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(hosts::routes())
         .merge(ops::routes())
         .fallback(not_found)
-        .with_state(shared)
+        .with_state(state)
 }
 
 async fn not_found() -> ApiError {
@@ -209,7 +252,7 @@ struct Health {
     uptime_s: f64,
 }
 
-async fn healthz(State(s): State<Arc<Shared>>) -> ApiResult<Health> {
+async fn healthz(State(s): State<Arc<ApiState>>) -> ApiResult<Health> {
     let n = s.knowledge.topo_read()?.switches().len();
     Ok(Json(Health {
         status: "ok",
@@ -229,7 +272,7 @@ struct SwitchView {
     connected_s: f64,
 }
 
-async fn switches(State(s): State<Arc<Shared>>) -> ApiResult<Vec<SwitchView>> {
+async fn switches(State(s): State<Arc<ApiState>>) -> ApiResult<Vec<SwitchView>> {
     // Lock order: hosts (in hypervisor_map) before topo.
     let hv = s.knowledge.hypervisor_map();
     let topo = s.knowledge.topo_read()?;
@@ -287,7 +330,7 @@ fn path_dpid(raw: &str) -> Result<u64, ApiError> {
 }
 
 async fn switch_ports(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Vec<PortView>> {
     let Path(raw) = p?;
@@ -338,7 +381,7 @@ struct LinkView {
     last_seen_s: f64,
 }
 
-async fn links(State(s): State<Arc<Shared>>) -> ApiResult<Vec<LinkView>> {
+async fn links(State(s): State<Arc<ApiState>>) -> ApiResult<Vec<LinkView>> {
     let topo = s.knowledge.topo_read()?;
     Ok(Json(
         topo.links()
@@ -364,7 +407,7 @@ struct EndpointView {
     moves: u32,
 }
 
-async fn endpoints(State(s): State<Arc<Shared>>) -> ApiResult<Vec<EndpointView>> {
+async fn endpoints(State(s): State<Arc<ApiState>>) -> ApiResult<Vec<EndpointView>> {
     // Lock order: hosts (in hypervisor_map) before topo.
     let hv = s.knowledge.hypervisor_map();
     let topo = s.knowledge.topo_read()?;
@@ -439,7 +482,7 @@ pub struct MatrixView {
 }
 
 async fn traffic_matrix(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     q: Result<Query<MatrixQuery>, QueryRejection>,
 ) -> ApiResult<MatrixView> {
     let Query(q) = q?;
@@ -473,7 +516,7 @@ pub fn class_of(hv: &BTreeMap<u64, String>, a: Option<u64>, b: Option<u64>) -> T
 
 /// The traffic matrix λ(u,v), optionally filtered.
 pub fn matrix_view(
-    s: &Shared,
+    s: &ApiState,
     class: Option<TrafficClass>,
     min_bytes_per_s: f64,
 ) -> Result<MatrixView, ApiError> {
@@ -543,7 +586,7 @@ fn stats_rows<T: Serialize>(
 }
 
 async fn port_stats(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     q: Result<Query<DpidQuery>, QueryRejection>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let Query(q) = q?;
@@ -552,7 +595,7 @@ async fn port_stats(
 }
 
 async fn queue_stats(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     q: Result<Query<DpidQuery>, QueryRejection>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let Query(q) = q?;
@@ -561,7 +604,7 @@ async fn queue_stats(
 }
 
 async fn meter_stats(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     q: Result<Query<DpidQuery>, QueryRejection>,
 ) -> ApiResult<Vec<serde_json::Value>> {
     let Query(q) = q?;

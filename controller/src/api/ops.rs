@@ -22,13 +22,13 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::ApiError;
+use crate::api::ApiState;
 use crate::execute::orchestrator::{Migration, MigrationRequest, Orchestrator};
 use crate::knowledge::store::StoreExt;
 use crate::mapek::live::{DecisionView, PolicySettings, VfAssignment};
-use crate::mapek::state::Shared;
 
 /// Routes of this module.
-pub fn routes() -> Router<Arc<Shared>> {
+pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v1/migrations", get(list).post(create))
         .route("/api/v1/migrations/{id}", get(one).delete(cancel))
@@ -38,17 +38,16 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/api/v1/vf-assignments", get(vf_assignments))
 }
 
-fn orch(s: &Shared) -> Result<&Arc<Orchestrator>, ApiError> {
-    s.orchestrator()
-        .ok_or_else(|| ApiError::Unavailable("the orchestrator is not running".into()))
+fn orch(s: &ApiState) -> Result<&Arc<Orchestrator>, ApiError> {
+    Ok(&s.orchestrator)
 }
 
-async fn list(State(s): State<Arc<Shared>>) -> Result<Json<Vec<Migration>>, ApiError> {
+async fn list(State(s): State<Arc<ApiState>>) -> Result<Json<Vec<Migration>>, ApiError> {
     Ok(Json(orch(&s)?.list()))
 }
 
 async fn one(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Migration>, ApiError> {
     let Path(id) = id?;
@@ -59,7 +58,7 @@ async fn one(
 }
 
 async fn create(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     body: Result<Json<MigrationRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
@@ -70,7 +69,7 @@ async fn create(
 }
 
 async fn cancel(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Migration>, ApiError> {
     let Path(id) = id?;
@@ -86,7 +85,7 @@ pub struct Limit {
 }
 
 async fn decisions(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     q: Result<Query<Limit>, QueryRejection>,
 ) -> Result<Json<Vec<DecisionView>>, ApiError> {
     let Query(q) = q?;
@@ -109,7 +108,7 @@ struct Hotspots {
     history: Vec<crate::knowledge::snapshot::HotspotEvent>,
 }
 
-async fn hotspots(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn hotspots(State(s): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let l = s
         .live
         .lock()
@@ -124,7 +123,7 @@ async fn hotspots(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-async fn get_policy(State(s): State<Arc<Shared>>) -> Result<Json<PolicySettings>, ApiError> {
+async fn get_policy(State(s): State<Arc<ApiState>>) -> Result<Json<PolicySettings>, ApiError> {
     let l = s
         .live
         .lock()
@@ -133,7 +132,7 @@ async fn get_policy(State(s): State<Arc<Shared>>) -> Result<Json<PolicySettings>
 }
 
 async fn put_policy(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<ApiState>>,
     body: Result<Json<PolicySettings>, JsonRejection>,
 ) -> Result<Json<PolicySettings>, ApiError> {
     let Json(new) = body?;
@@ -151,7 +150,9 @@ async fn put_policy(
     Ok(Json(new))
 }
 
-async fn vf_assignments(State(s): State<Arc<Shared>>) -> Result<Json<Vec<VfAssignment>>, ApiError> {
+async fn vf_assignments(
+    State(s): State<Arc<ApiState>>,
+) -> Result<Json<Vec<VfAssignment>>, ApiError> {
     let changes = s
         .live
         .lock()

@@ -1,20 +1,29 @@
 //! The narrow handles the orchestrator works through, so that a test, the
-//! simulator or a cluster deployment can substitute them: OpenFlow to the
-//! switches ([`Switches`], [`SwitchLink`]), the knowledge store
+//! simulator or a cluster deployment can substitute them: the read-only
+//! view of the fabric ([`FabricView`]: topology, hosts, statistics),
+//! OpenFlow to the switches ([`Switches`], [`SwitchLink`]), the host
+//! daemons ([`HostdClient`]), the knowledge store
 //! ([`crate::knowledge::store::Store`]) and the clock
-//! ([`crate::knowledge::clock::Clock`]). The topology, host and statistics
-//! view is the [`Knowledge`] read side; host daemons are reached over HTTP.
+//! ([`crate::knowledge::clock::Clock`]).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLockReadGuard};
+use std::time::Duration;
 
 use ofp::Message;
+use shoal_common::http::{HttpClient, Method};
+use shoal_common::proto::{self, CommandStatus};
 
 use crate::knowledge::clock::{Clock, SystemClock};
-use crate::knowledge::state::Knowledge;
+use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
+use crate::knowledge::state::{Knowledge, Poisoned};
 use crate::knowledge::store::Store;
+use crate::monitor::hosts::HostRegistry;
 use crate::monitor::openflow::{OfError, SwitchHandle};
+use crate::monitor::stats::PortRate;
+use crate::monitor::topology::Topology;
 
 /// A boxed, sendable future (the traits are object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,11 +63,226 @@ impl Switches for Knowledge {
     }
 }
 
-/// Everything the orchestrator writes to or waits on.
+/// The read-only view of the fabric: what Monitor keeps current. Guards
+/// are taken in the lock order of [`crate::knowledge::state`] (hosts
+/// before topology) and never held across `.await`.
+pub trait FabricView: Send + Sync {
+    /// The LLDP topology (switches, links, endpoints, paths).
+    fn topology(&self) -> Result<RwLockReadGuard<'_, Topology>, Poisoned>;
+    /// The registered hosts with their latest reports.
+    fn hosts(&self) -> Result<RwLockReadGuard<'_, HostRegistry>, Poisoned>;
+    /// The latest rate of every switch port, sorted (empty if the
+    /// statistics lock is poisoned).
+    fn port_rates(&self) -> Vec<PortRate>;
+    /// The configured link capacity, bit/s (None: each port's reported
+    /// speed).
+    fn link_capacity_bps(&self) -> Option<f64>;
+    /// The knowledge snapshot the planners read (None if a lock is
+    /// poisoned); see [`Knowledge::snapshot`].
+    fn snapshot(
+        &self,
+        round: u64,
+        history: usize,
+        migrations: Vec<MigrationRecord>,
+        hotspot_history: Vec<HotspotEvent>,
+        last_migration_s: BTreeMap<String, f64>,
+    ) -> Option<Snapshot>;
+}
+
+impl FabricView for Knowledge {
+    fn topology(&self) -> Result<RwLockReadGuard<'_, Topology>, Poisoned> {
+        self.topo_read()
+    }
+    fn hosts(&self) -> Result<RwLockReadGuard<'_, HostRegistry>, Poisoned> {
+        self.hosts_read()
+    }
+    fn port_rates(&self) -> Vec<PortRate> {
+        self.monitor_lock()
+            .map(|m| m.port_rates())
+            .unwrap_or_default()
+    }
+    fn link_capacity_bps(&self) -> Option<f64> {
+        self.link_capacity_bps
+    }
+    fn snapshot(
+        &self,
+        round: u64,
+        history: usize,
+        migrations: Vec<MigrationRecord>,
+        hotspot_history: Vec<HotspotEvent>,
+        last_migration_s: BTreeMap<String, f64>,
+    ) -> Option<Snapshot> {
+        Knowledge::snapshot(
+            self,
+            round,
+            history,
+            migrations,
+            hotspot_history,
+            last_migration_s,
+        )
+    }
+}
+
+/// Why a host daemon did not take or answer a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostdError {
+    /// The command could not be encoded.
+    #[error("cannot encode the command: {0}")]
+    Encode(String),
+    /// No answer (connection, timeout).
+    #[error("{url}: {reason}")]
+    Transport {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The daemon answered with an unexpected status.
+    #[error("{url} answered {code}: {body}")]
+    Refused {
+        /// The URL asked.
+        url: String,
+        /// HTTP status.
+        code: u16,
+        /// The start of the answer (at most 300 characters).
+        body: String,
+    },
+    /// The answer did not parse.
+    #[error("bad status from {url}: {reason}")]
+    BadReply {
+        /// The URL asked.
+        url: String,
+        /// The parse error.
+        reason: String,
+    },
+}
+
+/// The host daemons' effector API (commands and their status).
+pub trait HostdClient: Send + Sync {
+    /// `PUT`s command `id` to the daemon at `api` (base URL); accepted
+    /// (200/202) or an error.
+    fn put_command<'a>(
+        &'a self,
+        api: &'a str,
+        id: &'a str,
+        cmd: &'a proto::Command,
+    ) -> BoxFuture<'a, Result<(), HostdError>>;
+    /// The status of command `id` at `api` (None: the daemon does not know
+    /// it).
+    fn command_status<'a>(
+        &'a self,
+        api: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>>;
+}
+
+/// [`HostdClient`] over HTTP with the shared bearer token.
+#[derive(Clone)]
+pub struct HttpHostd {
+    http: HttpClient,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for HttpHostd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpHostd")
+    }
+}
+
+impl HttpHostd {
+    /// A client with per-request `timeout` and bearer `token`.
+    pub fn new(timeout: Duration, token: Option<String>) -> Self {
+        HttpHostd {
+            http: HttpClient::new(timeout),
+            token,
+        }
+    }
+}
+
+fn clip(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).chars().take(300).collect()
+}
+
+impl HttpHostd {
+    /// One request to command `id` at `api`: the status and body, or the
+    /// transport error.
+    async fn call(
+        &self,
+        method: Method,
+        api: &str,
+        id: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(String, u16, bytes::Bytes), HostdError> {
+        let url = format!("{api}{}", proto::command_path(id));
+        match self
+            .http
+            .send(method, &url, self.token.as_deref(), body)
+            .await
+        {
+            Ok((code, b)) => Ok((url, code, b)),
+            Err(e) => Err(HostdError::Transport {
+                url,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+impl HostdClient for HttpHostd {
+    fn put_command<'a>(
+        &'a self,
+        api: &'a str,
+        id: &'a str,
+        cmd: &'a proto::Command,
+    ) -> BoxFuture<'a, Result<(), HostdError>> {
+        Box::pin(async move {
+            let body = serde_json::to_vec(cmd).map_err(|e| HostdError::Encode(e.to_string()))?;
+            match self.call(Method::PUT, api, id, Some(body)).await? {
+                (_, 200 | 202, _) => Ok(()),
+                (url, code, b) => Err(HostdError::Refused {
+                    url,
+                    code,
+                    body: clip(&b),
+                }),
+            }
+        })
+    }
+
+    fn command_status<'a>(
+        &'a self,
+        api: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
+        Box::pin(async move {
+            match self.call(Method::GET, api, id, None).await? {
+                (url, 200, body) => {
+                    serde_json::from_slice(&body)
+                        .map(Some)
+                        .map_err(|e| HostdError::BadReply {
+                            url,
+                            reason: e.to_string(),
+                        })
+                }
+                (_, 404, _) => Ok(None),
+                (url, code, b) => Err(HostdError::Refused {
+                    url,
+                    code,
+                    body: clip(&b),
+                }),
+            }
+        })
+    }
+}
+
+/// Everything the orchestrator reads, writes to or waits on.
 #[derive(Clone)]
 pub struct Handles {
+    /// The fabric it reads (held weakly by the orchestrator).
+    pub fabric: Arc<dyn FabricView>,
     /// OpenFlow to the switches.
     pub switches: Arc<dyn Switches>,
+    /// The host daemons.
+    pub hostd: Arc<dyn HostdClient>,
     /// Where migrations, reservations and decision outcomes are recorded.
     pub store: Option<Arc<dyn Store>>,
     /// Wall-clock time of records.
@@ -66,11 +290,13 @@ pub struct Handles {
 }
 
 impl Handles {
-    /// The handles of the running controller: its switches, its store, the
-    /// system clock.
-    pub fn of(knowledge: &Arc<Knowledge>) -> Self {
+    /// The handles of the running controller: its knowledge and switches,
+    /// host daemons over HTTP, its store, the system clock.
+    pub fn of(knowledge: &Arc<Knowledge>, hostd: Arc<dyn HostdClient>) -> Self {
         Handles {
+            fabric: knowledge.clone(),
             switches: knowledge.clone(),
+            hostd,
             store: knowledge.store.clone(),
             clock: Arc::new(SystemClock),
         }

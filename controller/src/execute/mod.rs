@@ -4,11 +4,12 @@
 //!
 //! - **Owns**: migrations and their life cycle, bandwidth reservations,
 //!   the commands sent to host daemons.
-//! - **Reads**: the knowledge (topology, hosts, statistics) through
-//!   [`crate::knowledge::state::Knowledge`]'s read accessors, the settings
+//! - **Reads**: the fabric (topology, hosts, statistics) through the
+//!   read-only [`handles::FabricView`], the settings
 //!   it is given ([`orchestrator::OrchConfig`]), Plan's pure physics.
 //! - **Writes through** the narrow [`handles`]: switches (OpenFlow batches
-//!   and barriers), the store, the clock; host daemons over HTTP.
+//!   and barriers), host daemons ([`handles::HostdClient`]), the store, the
+//!   clock.
 //! - **May not touch**: the loop's state, the API (its errors are
 //!   [`orchestrator::OrchError`], mapped to HTTP statuses by
 //!   [`crate::api::map_error`]).

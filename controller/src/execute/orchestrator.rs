@@ -32,8 +32,6 @@ use ofp::{
     MeterModCommand,
 };
 use serde::{Deserialize, Serialize};
-use shoal_common::http::HttpClient;
-use shoal_common::http::Method;
 use shoal_common::proto::{
     self, CommandState, CommandStatus, MigrationProgress, MigrationResult, MigrationSpec,
 };
@@ -41,7 +39,7 @@ use shoal_common::vmpatrol::{self, ModelError, ModelParams};
 use tracing::{info, warn};
 
 use crate::config::{ExecuteConfig, ReservationKind, Settings};
-use crate::execute::handles::{Handles, Switches};
+use crate::execute::handles::{FabricView, Handles, HostdClient, HttpHostd, Switches};
 use crate::execute::queues::{QueueManager, QueueReservation, SystemTc, TcpMatch};
 use crate::knowledge::clock::Clock;
 use crate::knowledge::live::port_capacity_bps;
@@ -374,15 +372,14 @@ struct HostFacts {
 
 /// The orchestrator.
 pub struct Orchestrator {
-    shared: Weak<Knowledge>,
+    fabric: Weak<dyn FabricView>,
     switches: Arc<dyn Switches>,
+    hostd: Arc<dyn HostdClient>,
     store: Option<Arc<dyn Store>>,
     clock: Arc<dyn Clock>,
     cfg: ExecuteConfig,
     downtime_goal_s: f64,
     min_progress_mb: f64,
-    token: Option<String>,
-    http: HttpClient,
     state: Mutex<OrchState>,
     queues: Option<QueueManager>,
     /// CPU threshold a destination must stay below.
@@ -427,15 +424,16 @@ impl Orchestrator {
     /// A new orchestrator reading `knowledge`, driving its switches and
     /// recording in its store.
     pub async fn new(knowledge: &Arc<Knowledge>, oc: OrchConfig) -> Arc<Orchestrator> {
-        Self::with_handles(knowledge, oc, Handles::of(knowledge)).await
+        let hostd = Arc::new(HttpHostd::new(
+            Duration::from_secs_f64(oc.execute.hostd_timeout_s),
+            oc.token.clone(),
+        ));
+        Self::with_handles(oc, Handles::of(knowledge, hostd)).await
     }
 
-    /// A new orchestrator reading `knowledge` and working through `handles`.
-    pub async fn with_handles(
-        knowledge: &Arc<Knowledge>,
-        oc: OrchConfig,
-        handles: Handles,
-    ) -> Arc<Orchestrator> {
+    /// A new orchestrator working through `handles` (it holds the fabric
+    /// view weakly: it stops acting once the fabric is gone).
+    pub async fn with_handles(oc: OrchConfig, handles: Handles) -> Arc<Orchestrator> {
         let cfg = oc.execute;
         let queues = if cfg.reservation == ReservationKind::Queue {
             match crate::execute::ovsdb::OvsdbClient::connect(&cfg.ovsdb).await {
@@ -449,15 +447,14 @@ impl Orchestrator {
             None
         };
         Arc::new(Orchestrator {
-            shared: Arc::downgrade(knowledge),
+            fabric: Arc::downgrade(&handles.fabric),
             switches: handles.switches,
+            hostd: handles.hostd,
             store: handles.store,
             clock: handles.clock,
-            http: HttpClient::new(Duration::from_secs_f64(cfg.hostd_timeout_s)),
             cpu_threshold: oc.cpu_threshold,
             downtime_goal_s: oc.downtime_goal_s,
             min_progress_mb: oc.min_progress_mb,
-            token: oc.token,
             cfg,
             state: Mutex::new(OrchState::default()),
             queues,
@@ -465,8 +462,8 @@ impl Orchestrator {
         })
     }
 
-    fn shared(&self) -> Option<Arc<Knowledge>> {
-        self.shared.upgrade()
+    fn fabric(&self) -> Option<Arc<dyn FabricView>> {
+        self.fabric.upgrade()
     }
 
     /// Loads the migrations and reservations of an earlier run.
@@ -537,8 +534,8 @@ impl Orchestrator {
         }
     }
 
-    fn host_facts(s: &Knowledge, id: &str) -> Option<HostFacts> {
-        let hosts = s.hosts_read().ok()?;
+    fn host_facts(s: &dyn FabricView, id: &str) -> Option<HostFacts> {
+        let hosts = s.hosts().ok()?;
         let e = hosts.host(id)?;
         let reg = &e.registration;
         let vm_memory_mb = reg.vms.iter().map(|v| v.memory_mb as f64).sum();
@@ -563,7 +560,7 @@ impl Orchestrator {
         decision_id: Option<i64>,
     ) -> Result<Migration, OrchError> {
         let s = self
-            .shared()
+            .fabric()
             .ok_or_else(|| OrchError::Conflict("controller is shutting down".into()))?;
         let deadline_s = req.deadline_s.unwrap_or(self.cfg.default_deadline_s);
         if !(deadline_s.is_finite() && deadline_s > 0.0) {
@@ -574,14 +571,14 @@ impl Orchestrator {
         let reserve = req
             .reserve
             .unwrap_or(self.cfg.reservation != ReservationKind::None);
-        let vm = Self::vm_facts(&s, &req.vm)?;
+        let vm = Self::vm_facts(&*s, &req.vm)?;
         if self.active().iter().any(|m| m.vm == req.vm) {
             return Err(OrchError::Conflict(format!(
                 "VM {} already has a migration under way",
                 req.vm
             )));
         }
-        let src = Self::host_facts(&s, &vm.from)
+        let src = Self::host_facts(&*s, &vm.from)
             .ok_or_else(|| OrchError::UnknownHost(vm.from.clone()))?;
         // Memory of the migrations already heading to each host.
         let inbound: BTreeMap<String, f64> =
@@ -589,8 +586,8 @@ impl Orchestrator {
                 *acc.entry(m.to.clone()).or_insert(0.0) += m.memory_mb;
                 acc
             });
-        let to = self.destination(&s, &req, &vm, &inbound)?;
-        let dst = Self::host_facts(&s, &to).ok_or_else(|| OrchError::UnknownHost(to.clone()))?;
+        let to = self.destination(&*s, &req, &vm, &inbound)?;
+        let dst = Self::host_facts(&*s, &to).ok_or_else(|| OrchError::UnknownHost(to.clone()))?;
         self.room(&to, &dst, &vm, &inbound)
             .map_err(OrchError::NoRoom)?;
         let dst_ip: Ipv4Addr = dst.dom0.parse().map_err(|_| {
@@ -599,10 +596,10 @@ impl Orchestrator {
                 dst.dom0
             ))
         })?;
-        let (path, bottleneck_bps) = Self::path(&s, &src, &dst, &vm.from, &to, reserve)?;
+        let (path, bottleneck_bps) = Self::path(&*s, &src, &dst, &vm.from, &to, reserve)?;
         let (bandwidth, predicted) =
             self.bandwidth(&vm, &src, &dst, bottleneck_bps, deadline_s, reserve)?;
-        let cost_before = self.communication_cost(&s, None);
+        let cost_before = self.communication_cost(&*s, None);
         let now = self.clock.now_unix_ms();
         let m = {
             let mut st = lock(&self.state);
@@ -661,10 +658,8 @@ impl Orchestrator {
     }
 
     /// What a migration request needs to know about its VM.
-    fn vm_facts(s: &Knowledge, name: &str) -> Result<VmFacts, OrchError> {
-        let hosts = s
-            .hosts_read()
-            .map_err(|e| OrchError::Conflict(e.to_string()))?;
+    fn vm_facts(s: &dyn FabricView, name: &str) -> Result<VmFacts, OrchError> {
+        let hosts = s.hosts().map_err(|e| OrchError::Conflict(e.to_string()))?;
         let (from, _) = hosts
             .vm_inventory(name)
             .ok_or_else(|| OrchError::UnknownVm(name.to_string()))?;
@@ -723,14 +718,14 @@ impl Orchestrator {
     /// other host with room.
     fn destination(
         &self,
-        s: &Knowledge,
+        s: &dyn FabricView,
         req: &MigrationRequest,
         vm: &VmFacts,
         inbound: &BTreeMap<String, f64>,
     ) -> Result<String, OrchError> {
         let to = if req.destination == "auto" {
             let ids: Vec<String> = s
-                .hosts_read()
+                .hosts()
                 .map(|h| h.hosts().keys().cloned().collect())
                 .unwrap_or_default();
             let mut best: Option<(f64, String)> = None;
@@ -764,7 +759,7 @@ impl Orchestrator {
     /// The path between the two hosts' bridges and its bottleneck capacity,
     /// bit/s (no path: the smaller NIC, unless bandwidth is to be reserved).
     fn path(
-        s: &Knowledge,
+        s: &dyn FabricView,
         src: &HostFacts,
         dst: &HostFacts,
         from: &str,
@@ -772,7 +767,7 @@ impl Orchestrator {
         reserve: bool,
     ) -> Result<(SwitchPath, f64), OrchError> {
         let topo = s
-            .topo_read()
+            .topology()
             .map_err(|e| OrchError::Conflict(e.to_string()))?;
         let (path, bottleneck_bps) = match (src.bridge, dst.bridge) {
             (Some(a), Some(b)) => match topo.path(a, b) {
@@ -780,7 +775,7 @@ impl Orchestrator {
                     let cap = p
                         .iter()
                         .filter_map(|(d, port)| port.map(|pt| (*d, pt)))
-                        .map(|(d, pt)| port_capacity_bps(&topo, d, pt, s.link_capacity_bps))
+                        .map(|(d, pt)| port_capacity_bps(&topo, d, pt, s.link_capacity_bps()))
                         .fold(f64::INFINITY, f64::min);
                     (p, cap)
                 }
@@ -866,7 +861,7 @@ impl Orchestrator {
     }
 
     /// Overall communication cost now, optionally with `moved = (vm, host)`.
-    fn communication_cost(&self, s: &Knowledge, moved: Option<(&str, &str)>) -> Option<f64> {
+    fn communication_cost(&self, s: &dyn FabricView, moved: Option<(&str, &str)>) -> Option<f64> {
         let mut snap = s.snapshot(0, 2, Vec::new(), Vec::new(), BTreeMap::new())?;
         if let Some((vm, host)) = moved {
             if let Some(v) = snap.vms.get_mut(vm) {
@@ -893,12 +888,12 @@ impl Orchestrator {
 
     /// One round: stale cleanups, following, admission.
     pub async fn tick(&self) {
-        let Some(s) = self.shared() else { return };
+        let Some(s) = self.fabric() else { return };
         self.clean_stale().await;
         for m in self.active() {
             match m.state {
-                MigState::Running => self.follow(&s, m).await,
-                MigState::Verifying => self.verify(&s, m).await,
+                MigState::Running => self.follow(&*s, m).await,
+                MigState::Verifying => self.verify(&*s, m).await,
                 _ => {}
             }
         }
@@ -912,7 +907,7 @@ impl Orchestrator {
             v
         };
         for m in queued {
-            self.try_start(&s, m).await;
+            self.try_start(&*s, m).await;
         }
     }
 
@@ -976,11 +971,11 @@ impl Orchestrator {
     /// Admission: hosts free, and a candidate path (the forwarding path
     /// first, then loop-free detours up to two hops longer) whose every hop
     /// has enough bandwidth; the first such path wins.
-    fn admit(&self, s: &Knowledge, m: &Migration) -> Result<Vec<Hop>, String> {
+    fn admit(&self, s: &dyn FabricView, m: &Migration) -> Result<Vec<Hop>, String> {
         let candidates: Vec<Vec<Hop>> = match (
             Self::host_facts(s, &m.from).and_then(|h| h.bridge),
             Self::host_facts(s, &m.to).and_then(|h| h.bridge),
-            s.topo_read().ok(),
+            s.topology().ok(),
         ) {
             (Some(a), Some(b), Some(topo)) => topo
                 .paths(a, b, 2, 8)
@@ -1015,7 +1010,7 @@ impl Orchestrator {
 
     fn admit_hops(
         &self,
-        s: &Knowledge,
+        s: &dyn FabricView,
         m: &Migration,
         candidate: &[Hop],
     ) -> Result<Vec<Hop>, String> {
@@ -1035,11 +1030,8 @@ impl Orchestrator {
         if !m.reserve {
             return Ok(candidate.to_vec());
         }
-        let topo = s.topo_read().map_err(|e| e.to_string())?;
-        let ports = s
-            .monitor_lock()
-            .map(|mon| mon.port_rates())
-            .unwrap_or_default();
+        let topo = s.topology().map_err(|e| e.to_string())?;
+        let ports = s.port_rates();
         let used: BTreeMap<(u64, u32), f64> = ports
             .iter()
             .filter_map(|p| p.tx_bytes_per_s.map(|r| ((p.dpid, p.port), r * 8.0)))
@@ -1072,7 +1064,7 @@ impl Orchestrator {
             }
             let mut hop = h.clone();
             if let Some(p) = h.out_port {
-                let cap = port_capacity_bps(&topo, dpid, p, s.link_capacity_bps);
+                let cap = port_capacity_bps(&topo, dpid, p, s.link_capacity_bps());
                 let (res, n) = reserved
                     .get(&(h.dpid.clone(), p))
                     .copied()
@@ -1100,7 +1092,7 @@ impl Orchestrator {
         Ok(hops)
     }
 
-    async fn try_start(&self, s: &Knowledge, m: Migration) {
+    async fn try_start(&self, s: &dyn FabricView, m: Migration) {
         let hops = match self.admit(s, &m) {
             Ok(h) => h,
             Err(why) => {
@@ -1157,7 +1149,7 @@ impl Orchestrator {
     /// installed so far (for rollback).
     async fn reserve(
         &self,
-        s: &Knowledge,
+        s: &dyn FabricView,
         m: &Migration,
     ) -> Result<Vec<Reservation>, (Vec<Reservation>, String)> {
         let mut done = Vec::new();
@@ -1247,7 +1239,7 @@ impl Orchestrator {
     /// has no egress port).
     async fn reserve_queue(
         &self,
-        s: &Knowledge,
+        s: &dyn FabricView,
         m: &Migration,
         hop: &Hop,
         dpid: u64,
@@ -1260,7 +1252,7 @@ impl Orchestrator {
         let Some(out) = hop.out_port else {
             return Ok(None);
         };
-        let name = s.topo_read().ok().and_then(|t| {
+        let name = s.topology().ok().and_then(|t| {
             t.switch(dpid)
                 .and_then(|sw| sw.ports.get(&out).map(|p| p.desc.name.clone()))
         });
@@ -1348,31 +1340,11 @@ impl Orchestrator {
         }
     }
 
-    async fn put_command(&self, api: &str, id: &str, cmd: &proto::Command) -> Result<(), String> {
-        let body = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
-        let url = format!("{api}{}", proto::command_path(id));
-        match self
-            .http
-            .send(Method::PUT, &url, self.token.as_deref(), Some(body))
-            .await
-        {
-            Ok((200 | 202, _)) => Ok(()),
-            Ok((code, b)) => Err(format!(
-                "{url} answered {code}: {}",
-                String::from_utf8_lossy(&b)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            )),
-            Err(e) => Err(format!("{url}: {e}")),
-        }
-    }
-
-    async fn command_hosts(&self, s: &Knowledge, m: &Migration) -> Result<(), String> {
+    async fn command_hosts(&self, s: &dyn FabricView, m: &Migration) -> Result<(), String> {
         let src = Self::host_facts(s, &m.from).ok_or_else(|| format!("host {} is gone", m.from))?;
         let dst = Self::host_facts(s, &m.to).ok_or_else(|| format!("host {} is gone", m.to))?;
         let inv = s
-            .hosts_read()
+            .hosts()
             .ok()
             .and_then(|h| h.vm_inventory(&m.vm).map(|(_, i)| i.clone()))
             .ok_or_else(|| format!("VM {} is gone", m.vm))?;
@@ -1414,22 +1386,20 @@ impl Orchestrator {
     }
 
     async fn status(&self, api: &str, id: &str) -> Result<Option<CommandStatus>, String> {
-        let url = format!("{api}{}", proto::command_path(id));
-        match self
-            .http
-            .send(Method::GET, &url, self.token.as_deref(), None)
+        self.hostd
+            .command_status(api, id)
             .await
-        {
-            Ok((200, body)) => serde_json::from_slice(&body)
-                .map(Some)
-                .map_err(|e| format!("bad status from {url}: {e}")),
-            Ok((404, _)) => Ok(None),
-            Ok((code, _)) => Err(format!("{url} answered {code}")),
-            Err(e) => Err(e.to_string()),
-        }
+            .map_err(|e| e.to_string())
     }
 
-    async fn follow(&self, s: &Knowledge, m: Migration) {
+    async fn put_command(&self, api: &str, id: &str, cmd: &proto::Command) -> Result<(), String> {
+        self.hostd
+            .put_command(api, id, cmd)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn follow(&self, s: &dyn FabricView, m: Migration) {
         let Some(src) = Self::host_facts(s, &m.from) else {
             return;
         };
@@ -1490,16 +1460,16 @@ impl Orchestrator {
         }
     }
 
-    async fn verify(&self, s: &Knowledge, m: Migration) {
+    async fn verify(&self, s: &dyn FabricView, m: Migration) {
         let dst_bridge = Self::host_facts(s, &m.to).and_then(|h| h.bridge);
         let mac = s
-            .hosts_read()
+            .hosts()
             .ok()
             .and_then(|h| h.vm_inventory(&m.vm).map(|(_, i)| i.mac.clone()))
             .and_then(|m| m.parse::<ofp::MacAddr>().ok());
         let seen = match (dst_bridge, mac) {
             (Some(b), Some(mac)) => s
-                .topo_read()
+                .topology()
                 .ok()
                 .and_then(|t| t.endpoint(&mac).map(|e| e.location.dpid == b))
                 .unwrap_or(false),

@@ -16,7 +16,7 @@
 //! 3. `hypervisors` (static bridge → hypervisor map);
 //! 4. `switches` (connected switch handles);
 //! 5. `monitor` (statistics);
-//! 6. the loop's `live` state ([`crate::mapek::state::Shared::live`]) and
+//! 6. the loop's `live` state ([`crate::mapek::live::LiveState`]) and
 //!    the orchestrator's migration table: leaves, nothing else is taken
 //!    while one of them is held.
 //!

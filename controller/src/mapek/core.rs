@@ -58,7 +58,7 @@ pub struct CoreConfig {
 }
 
 struct Core {
-    shared: Arc<Knowledge>,
+    knowledge: Arc<Knowledge>,
     cfg: CoreConfig,
     fwd: Forwarding,
     handles: HashMap<u64, SwitchHandle>,
@@ -86,7 +86,7 @@ impl Core {
     fn topo_write(&self) -> std::sync::RwLockWriteGuard<'_, Topology> {
         // The core is the only writer and never panics while holding the
         // lock; recover the data if a reader panicked.
-        self.shared
+        self.knowledge
             .topo
             .write()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -94,7 +94,11 @@ impl Core {
 
     /// Reacts to a change of the link table and brings flows up to date.
     fn after_change(&mut self, change: &LinkChange, now: Instant) -> Vec<Outgoing> {
-        let topo = self.shared.topo.read().unwrap_or_else(|p| p.into_inner());
+        let topo = self
+            .knowledge
+            .topo
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         for (a, b) in &change.added {
             info!(src = %format!("{:016x}:{}", a.dpid, a.port), dst = %format!("{:016x}:{}", b.dpid, b.port), "link up");
         }
@@ -154,7 +158,7 @@ impl Core {
             }
             ch
         };
-        if let Ok(mut sw) = self.shared.switches.write() {
+        if let Ok(mut sw) = self.knowledge.switches.write() {
             sw.insert(dpid, handle.clone());
         }
         if let Some(old) = self.handles.insert(dpid, handle.clone()) {
@@ -164,7 +168,11 @@ impl Core {
         }
         let mut outs = self.fwd.switch_up(dpid);
         {
-            let topo = self.shared.topo.read().unwrap_or_else(|p| p.into_inner());
+            let topo = self
+                .knowledge
+                .topo
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
             outs.extend(
                 self.fwd
                     .lldp_probes(&topo)
@@ -179,7 +187,7 @@ impl Core {
         }
         let poller = tokio::spawn(poll_switch(
             handle,
-            self.shared.clone(),
+            self.knowledge.clone(),
             self.cfg.poll_interval,
             self.shutdown.clone(),
         ));
@@ -200,7 +208,7 @@ impl Core {
             .is_some_and(|h| h.conn_id() == conn_id)
         {
             self.handles.remove(&dpid);
-            if let Ok(mut sw) = self.shared.switches.write() {
+            if let Ok(mut sw) = self.knowledge.switches.write() {
                 sw.remove(&dpid);
             }
         }
@@ -208,7 +216,7 @@ impl Core {
             p.abort();
         }
         self.fwd.switch_down(dpid);
-        if let Ok(mut m) = self.shared.monitor.lock() {
+        if let Ok(mut m) = self.knowledge.monitor.lock() {
             m.switch_gone(dpid);
         }
         let outs = self.after_change(&change, now);
@@ -225,7 +233,11 @@ impl Core {
             return;
         }
         let res = {
-            let mut topo = self.shared.topo.write().unwrap_or_else(|p| p.into_inner());
+            let mut topo = self
+                .knowledge
+                .topo
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             self.fwd.packet_in(&mut topo, dpid, msg, now)
         };
         let mut outs = res.out;
@@ -250,7 +262,11 @@ impl Core {
         let change = self.topo_write().port_status(dpid, deleted, msg.desc, now);
         let mut outs = self.after_change(&change, now);
         if !deleted {
-            let topo = self.shared.topo.read().unwrap_or_else(|p| p.into_inner());
+            let topo = self
+                .knowledge
+                .topo
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
             outs.extend(self.fwd.lldp_probes(&topo).into_iter().filter(|o| {
                 o.dpid == dpid
                     && matches!(&o.msg, Message::PacketOut(p) if p.actions == vec![ofp::Action::output(port)])
@@ -266,7 +282,11 @@ impl Core {
         }
         let now = Instant::now();
         let res = {
-            let mut topo = self.shared.topo.write().unwrap_or_else(|p| p.into_inner());
+            let mut topo = self
+                .knowledge
+                .topo
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             self.fwd.replay_deferred(&mut topo, now)
         };
         let mut outs = res.out;
@@ -286,7 +306,7 @@ impl Core {
         let mut outs = probes;
         outs.extend(self.after_change(&change, now));
         dispatch(&self.handles, outs).await;
-        if let Ok(mut m) = self.shared.monitor.lock() {
+        if let Ok(mut m) = self.knowledge.monitor.lock() {
             m.matrix.gc();
         }
     }
@@ -294,7 +314,7 @@ impl Core {
 
 /// Runs the forwarding core until shutdown.
 pub async fn core_loop(
-    shared: Arc<Knowledge>,
+    knowledge: Arc<Knowledge>,
     cfg: CoreConfig,
     mut events: mpsc::Receiver<SwitchEvent>,
     mut shutdown: watch::Receiver<bool>,
@@ -310,7 +330,7 @@ pub async fn core_loop(
     let mut replay = tokio::time::interval(Duration::from_millis(100));
     replay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut core = Core {
-        shared,
+        knowledge,
         cfg,
         fwd,
         handles: HashMap::new(),
@@ -357,7 +377,7 @@ fn jitter_fraction(dpid: u64) -> f64 {
 /// Polls one switch every interval until its connection ends.
 async fn poll_switch(
     h: SwitchHandle,
-    shared: Arc<Knowledge>,
+    knowledge: Arc<Knowledge>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -377,7 +397,7 @@ async fn poll_switch(
                 continue;
             }
         }
-        match poll_once(&h, &shared).await {
+        match poll_once(&h, &knowledge).await {
             Ok(()) => {}
             Err(OfError::Disconnected { .. }) => return,
             Err(e) => warn!(dpid = %dpid_str(dpid), error = %e, "poll failed"),
@@ -385,7 +405,7 @@ async fn poll_switch(
     }
 }
 
-async fn poll_once(h: &SwitchHandle, shared: &Knowledge) -> Result<(), OfError> {
+async fn poll_once(h: &SwitchHandle, knowledge: &Knowledge) -> Result<(), OfError> {
     let dpid = h.dpid();
     // Pair flows only: the first-hop flows λ is read from.
     let n = h
@@ -404,7 +424,7 @@ async fn poll_once(h: &SwitchHandle, shared: &Knowledge) -> Result<(), OfError> 
         }))
         .await?;
     if let MultipartReplyBody::PortStats(p) = ports.body {
-        if let Ok(mut m) = shared.monitor.lock() {
+        if let Ok(mut m) = knowledge.monitor.lock() {
             m.ingest_port_stats(dpid, Instant::now(), &p);
         }
     }
@@ -417,7 +437,7 @@ async fn poll_once(h: &SwitchHandle, shared: &Knowledge) -> Result<(), OfError> 
     {
         Ok(r) => {
             if let MultipartReplyBody::Queue(q) = r.body {
-                if let Ok(mut m) = shared.monitor.lock() {
+                if let Ok(mut m) = knowledge.monitor.lock() {
                     m.ingest_queue_stats(dpid, Instant::now(), &q);
                 }
             }
@@ -433,7 +453,7 @@ async fn poll_once(h: &SwitchHandle, shared: &Knowledge) -> Result<(), OfError> 
     {
         Ok(r) => {
             if let MultipartReplyBody::Meter(ms) = r.body {
-                if let Ok(mut m) = shared.monitor.lock() {
+                if let Ok(mut m) = knowledge.monitor.lock() {
                     m.ingest_meter_stats(dpid, Instant::now(), &ms);
                 }
             }

@@ -1,7 +1,7 @@
 //! The MAPE-K loop that wires the stages at run time.
 //!
-//! - **Owns**: the loop's shared state ([`state::Shared`]: the knowledge,
-//!   the settings, the live policy state of [`live`], the orchestrator),
+//! - **Owns**: building the loop's state from the settings ([`state`]),
+//!   the live policy state ([`live`]),
 //!   the forwarding core and the statistics pollers ([`core`]: Monitor
 //!   tasks), and one live round ([`round`]: snapshot → Analyze → Plan →
 //!   Execute, or only record in a dry run).

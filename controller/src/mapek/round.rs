@@ -11,18 +11,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_common::http::HttpClient;
-use shoal_common::http::Method;
 use shoal_common::proto;
 use tracing::{info, warn};
 
 use crate::analyze::{self, HotspotReport};
+use crate::execute::handles::{FabricView, HostdClient, HostdError};
 use crate::execute::orchestrator::{MigState, Migration, MigrationRequest, Orchestrator};
 use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
-use crate::knowledge::store::StoreExt;
-use crate::mapek::live::{DecisionView, PolicySettings};
-use crate::mapek::state::Shared;
+use crate::knowledge::store::{Store, StoreExt};
+use crate::mapek::live::{DecisionView, LiveState, PolicySettings};
 use crate::plan::{Action, Decision};
 
 /// Decisions kept in memory for the API (older ones are in the store).
@@ -30,9 +28,28 @@ const RECENT_DECISIONS: usize = 500;
 /// Hotspot events kept.
 const HOTSPOT_HISTORY: usize = 200;
 
-/// The snapshot now, from the shared state.
+/// What a round reads and writes: the fabric view, the store, the loop's
+/// live state, the host daemons. Nothing else (no API, no settings file).
+#[derive(Clone)]
+pub struct RoundCtx {
+    /// The read-only fabric (topology, hosts, statistics).
+    pub fabric: Arc<dyn FabricView>,
+    /// Where decisions are recorded (None: in memory only).
+    pub store: Option<Arc<dyn Store>>,
+    /// When the controller started (Unix ms; the snapshot's time origin).
+    pub start_unix_ms: i64,
+    /// The monitoring interval (one round per interval).
+    pub poll_interval: Duration,
+    /// The loop's live state (policy, hotspots, decisions), shared with the
+    /// API.
+    pub live: Arc<Mutex<LiveState>>,
+    /// The host daemons (VF and memory commands).
+    pub hostd: Arc<dyn HostdClient>,
+}
+
+/// The snapshot now, from the round's context.
 pub fn snapshot_now(
-    s: &Shared,
+    s: &RoundCtx,
     round: u64,
     migrations: Vec<MigrationRecord>,
     hotspot_history: Vec<HotspotEvent>,
@@ -44,7 +61,7 @@ pub fn snapshot_now(
         .map(|l| l.settings.hotspot.n.max(l.settings.options.sova.num))
         .unwrap_or(5)
         .max(2);
-    s.knowledge.snapshot(
+    s.fabric.snapshot(
         round,
         history,
         migrations,
@@ -59,33 +76,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Runs the loop until shutdown.
 pub async fn run(
-    shared: Arc<Shared>,
+    ctx: RoundCtx,
     orch: Arc<Orchestrator>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let interval = shared.settings.poll_interval;
+    let interval = ctx.poll_interval;
     // Start one interval in, so that reports and statistics exist.
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let http = HttpClient::new(Duration::from_secs_f64(
-        shared.settings.execute.hostd_timeout_s,
-    ));
     loop {
         tokio::select! {
-            _ = tick.tick() => round(&shared, &orch, &http).await,
+            _ = tick.tick() => round(&ctx, &orch).await,
             _ = shutdown.changed() => if *shutdown.borrow() { break },
         }
     }
 }
 
 /// One evaluation: snapshot → Analyze → Plan → Execute (or only record).
-pub async fn round(s: &Arc<Shared>, orch: &Orchestrator, http: &HttpClient) {
+pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
     let all = orch.list();
     let (migrations, last_migration_s) = migration_records(
         &all,
-        s.knowledge.start_unix_ms,
+        s.start_unix_ms,
         now_unix_ms(),
-        s.settings.poll_interval.as_millis() as i64,
+        s.poll_interval.as_millis() as i64,
     );
     let (round_no, history) = {
         let mut l = lock(&s.live);
@@ -100,12 +114,12 @@ pub async fn round(s: &Arc<Shared>, orch: &Orchestrator, http: &HttpClient) {
     if !report.hot.is_empty() {
         info!(round = round_no, hot = ?report.hot.keys().collect::<Vec<_>>(), "hotspots");
     }
-    let pingpong_s = settings.pingpong_intervals * s.settings.poll_interval.as_secs_f64();
+    let pingpong_s = settings.pingpong_intervals * s.poll_interval.as_secs_f64();
     for d in decisions {
         let outcome = if settings.dry_run {
             "dry_run".to_string()
         } else {
-            execute(s, orch, http, &d, &all, pingpong_s, round_no).await
+            execute(s, orch, &d, &all, pingpong_s, round_no).await
         };
         record(s, orch, round_no, &settings, d, outcome);
     }
@@ -161,7 +175,7 @@ fn apply_running(snap: &mut Snapshot, all: &[Migration]) {
 
 /// Analyze and Plan under the `live` lock; records the hotspots.
 fn analyze_and_plan(
-    s: &Shared,
+    s: &RoundCtx,
     snap: &Snapshot,
     round_no: u64,
 ) -> (HotspotReport, Vec<Decision>, PolicySettings) {
@@ -193,7 +207,7 @@ fn analyze_and_plan(
 /// Records a decision and its outcome: in the store (linking a queued
 /// migration to it), in the log, and in the recent decisions and VF changes.
 fn record(
-    s: &Shared,
+    s: &RoundCtx,
     orch: &Orchestrator,
     round_no: u64,
     settings: &PolicySettings,
@@ -202,7 +216,6 @@ fn record(
 ) {
     let at = now_unix_ms();
     let id = s
-        .knowledge
         .store
         .as_ref()
         .and_then(|st| {
@@ -212,7 +225,7 @@ fn record(
         .unwrap_or(0);
     if let Action::Migrate { .. } = &d.action {
         if let Some(mig) = outcome.strip_prefix("queued as ") {
-            if let (Some(st), Some(m)) = (&s.knowledge.store, orch.get(mig)) {
+            if let (Some(st), Some(m)) = (&s.store, orch.get(mig)) {
                 let mut m = m;
                 m.decision_id = Some(id);
                 let _ = st.put_migration(&m.id, &m.vm, m.state.as_str(), &m, at);
@@ -248,9 +261,8 @@ fn record(
 
 /// Carries out one decision; returns its outcome text.
 async fn execute(
-    s: &Shared,
+    s: &RoundCtx,
     orch: &Orchestrator,
-    http: &HttpClient,
     d: &Decision,
     all: &[crate::execute::orchestrator::Migration],
     pingpong_s: f64,
@@ -289,7 +301,6 @@ async fn execute(
         Action::AttachVf { vm, host } => {
             send_command(
                 s,
-                http,
                 host,
                 &format!("vf-{round}-{vm}"),
                 proto::Command::VfAttach { vm: vm.clone() },
@@ -299,7 +310,6 @@ async fn execute(
         Action::DetachVf { vm, host } => {
             send_command(
                 s,
-                http,
                 host,
                 &format!("vfd-{round}-{vm}"),
                 proto::Command::VfDetach { vm: vm.clone() },
@@ -313,7 +323,6 @@ async fn execute(
         } => {
             send_command(
                 s,
-                http,
                 host,
                 &format!("mem-{round}-{vm}"),
                 proto::Command::MemoryResize {
@@ -326,38 +335,140 @@ async fn execute(
     }
 }
 
-async fn send_command(
-    s: &Shared,
-    http: &HttpClient,
-    host: &str,
-    id: &str,
-    cmd: proto::Command,
-) -> String {
-    let api = s.knowledge.hosts_read().ok().and_then(|h| {
+async fn send_command(s: &RoundCtx, host: &str, id: &str, cmd: proto::Command) -> String {
+    let api = s.fabric.hosts().ok().and_then(|h| {
         h.host(host)
             .map(|e| e.registration.api_url.trim_end_matches('/').to_string())
     });
     let Some(api) = api else {
         return format!("rejected: host {host} is not registered");
     };
-    let body = match serde_json::to_vec(&cmd) {
-        Ok(b) => b,
-        Err(e) => return format!("rejected: {e}"),
-    };
-    let url = format!("{api}{}", proto::command_path(id));
-    match http
-        .send(Method::PUT, &url, s.token.as_deref(), Some(body))
-        .await
-    {
-        Ok((200 | 202, _)) => format!("sent to {host} as {id}"),
-        Ok((code, b)) => {
-            let text = String::from_utf8_lossy(&b)
-                .chars()
-                .take(200)
-                .collect::<String>();
-            warn!(%host, code, %text, "hostd refused a command");
-            format!("refused by {host} ({code}): {text}")
+    match s.hostd.put_command(&api, id, &cmd).await {
+        Ok(()) => format!("sent to {host} as {id}"),
+        Err(HostdError::Encode(e)) => format!("rejected: {e}"),
+        Err(HostdError::Refused { code, body, .. }) => {
+            warn!(%host, code, text = %body, "hostd refused a command");
+            format!("refused by {host} ({code}): {body}")
         }
         Err(e) => format!("failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::execute::handles::{BoxFuture, Handles, Switches};
+    use crate::execute::orchestrator::OrchConfig;
+    use crate::knowledge::clock::SystemClock;
+    use crate::mapek::state;
+    use crate::monitor::hosts::tests::{reg, vm};
+    use shoal_common::proto::CommandStatus;
+
+    /// Records commands; refuses the VF detaches (ids `vfd-…`).
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, String, proto::Command)>>);
+
+    impl HostdClient for Recorder {
+        fn put_command<'a>(
+            &'a self,
+            api: &'a str,
+            id: &'a str,
+            cmd: &'a proto::Command,
+        ) -> BoxFuture<'a, Result<(), HostdError>> {
+            Box::pin(async move {
+                lock(&self.0).push((api.to_string(), id.to_string(), cmd.clone()));
+                if id.starts_with("vfd-") {
+                    return Err(HostdError::Refused {
+                        url: format!("{api}/x"),
+                        code: 409,
+                        body: "busy".into(),
+                    });
+                }
+                Ok(())
+            })
+        }
+        fn command_status<'a>(
+            &'a self,
+            _api: &'a str,
+            _id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
+            Box::pin(async { Ok(None) })
+        }
+    }
+
+    fn decision(action: Action) -> Decision {
+        Decision {
+            action,
+            reason: "test".into(),
+            score: 1.0,
+            details: Default::default(),
+        }
+    }
+
+    struct NoSwitches;
+    impl Switches for NoSwitches {
+        fn switch(&self, _dpid: u64) -> Option<Box<dyn crate::execute::handles::SwitchLink>> {
+            None
+        }
+    }
+
+    /// A round's VF commands go through the [`HostdClient`] handle it is
+    /// given, to the registered host's API, and a refusal becomes the
+    /// decision's outcome.
+    #[tokio::test]
+    async fn vf_commands_go_through_the_hostd_handle() {
+        let settings = Config::from_toml("")
+            .and_then(|c| c.validate())
+            .expect("default settings");
+        let knowledge = Arc::new(state::knowledge(&settings, None));
+        knowledge
+            .hosts_write()
+            .expect("hosts")
+            .register("h1", reg("h1", 7, vec![vm("v1", "02:00:00:00:00:01")]), 0)
+            .expect("register");
+        let rec = Arc::new(Recorder::default());
+        let orch = Orchestrator::with_handles(
+            OrchConfig::from_settings(&settings),
+            Handles {
+                fabric: knowledge.clone(),
+                switches: Arc::new(NoSwitches),
+                hostd: rec.clone(),
+                store: None,
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .await;
+        let ctx = RoundCtx {
+            fabric: knowledge.clone(),
+            store: None,
+            start_unix_ms: 0,
+            poll_interval: Duration::from_secs(1),
+            live: Arc::new(Mutex::new(state::live_state(&settings))),
+            hostd: rec.clone(),
+        };
+        let attach = decision(Action::AttachVf {
+            vm: "v1".into(),
+            host: "h1".into(),
+        });
+        let out = execute(&ctx, &orch, &attach, &[], 0.0, 3).await;
+        assert_eq!(out, "sent to h1 as vf-3-v1");
+        let detach = decision(Action::DetachVf {
+            vm: "v1".into(),
+            host: "h1".into(),
+        });
+        let out = execute(&ctx, &orch, &detach, &[], 0.0, 4).await;
+        assert_eq!(out, "refused by h1 (409): busy");
+        let unknown = decision(Action::AttachVf {
+            vm: "v1".into(),
+            host: "nowhere".into(),
+        });
+        let out = execute(&ctx, &orch, &unknown, &[], 0.0, 5).await;
+        assert_eq!(out, "rejected: host nowhere is not registered");
+        let sent = lock(&rec.0).clone();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].0, "http://127.0.0.1:7070");
+        assert_eq!(sent[0].1, "vf-3-v1");
+        assert_eq!(sent[0].2, proto::Command::VfAttach { vm: "v1".into() });
     }
 }
