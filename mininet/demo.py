@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mininet.log import setLogLevel  # noqa: E402
 from mininet.net import Mininet  # noqa: E402
 
+import scenario  # noqa: E402
 import shoalnet  # noqa: E402
 
 CONFIG = """
@@ -52,8 +53,12 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     setLogLevel('warning')
 
+    # Every API route but /healthz needs a token: an operator token for the
+    # demo (out/demo/operator.token, mode 0600).
+    auth = scenario.to_toml(shoalnet.operator_auth(os.path.abspath(args.out)))
     ctl = shoalnet.start_controller(
-        CONFIG.format(interval=args.interval, hv1=shoalnet.dpid(0x21), hv2=shoalnet.dpid(0x22)),
+        CONFIG.format(interval=args.interval, hv1=shoalnet.dpid(0x21), hv2=shoalnet.dpid(0x22))
+        + auth,
         args.api, os.path.join(args.out, 'controller.log'), args.of_port)
     net = Mininet(switch=shoalnet.UserOVS, controller=None,
                   autoSetMacs=True, build=False)

@@ -280,6 +280,10 @@ def _toml_value(v, where):
         return json.dumps(v)
     if isinstance(v, list):
         return '[%s]' % ', '.join(_toml_value(x, where) for x in v)
+    if isinstance(v, dict):
+        # An inline table (inside arrays, e.g. [auth] operators).
+        return '{ %s }' % ', '.join('%s = %s' % (k, _toml_value(x, where + '.' + k))
+                                     for k, x in v.items())
     raise ValueError('%s: unsupported value %r' % (where, v))
 
 

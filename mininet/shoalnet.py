@@ -7,6 +7,7 @@ userspace bridge fails otherwise), link rates with ``bw=`` only.
 """
 
 import json
+import secrets
 import os
 import subprocess
 import time
@@ -68,6 +69,51 @@ def controller_binary(bin_dir=None):
     return binary('shoal-controller', bin_dir)
 
 
+# The operator token api_get and http present when no token is given (set by
+# operator_auth). Every controller route but /healthz needs one.
+OPERATOR_TOKEN = None
+
+
+def write_secret(path, token):
+    """Writes ``token`` to ``path`` readable by its owner only (the
+    controller and hostd refuse token files open to group or others)."""
+    if os.path.exists(path):
+        os.remove(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        f.write(token + '\n')
+
+
+def new_token():
+    """A fresh random token."""
+    return secrets.token_hex(24)
+
+
+def operator_auth(directory, hosts=()):
+    """Writes the credentials of a test bed into ``directory``: a read+write
+    operator token (remembered for api_get/http), the controller's token
+    for host daemons (``controller.token``) and one token per host in
+    ``hosts/<id>.token``. Returns the controller's ``auth`` and ``hostd``
+    tables (dicts, for scenario.to_toml)."""
+    global OPERATOR_TOKEN
+    OPERATOR_TOKEN = new_token()
+    op = os.path.join(directory, 'operator.token')
+    write_secret(op, OPERATOR_TOKEN)
+    write_secret(os.path.join(directory, 'controller.token'), new_token())
+    hdir = os.path.join(directory, 'hosts')
+    os.makedirs(hdir, exist_ok=True)
+    for h in hosts:
+        write_secret(os.path.join(hdir, '%s.token' % h), new_token())
+    return {'auth': {'host_tokens_dir': hdir,
+                     'operators': [{'name': 'testbed', 'role': 'write', 'token_file': op}]},
+            'hostd': {'token_file': os.path.join(directory, 'controller.token')}}
+
+
+def read_token(path):
+    with open(path) as f:
+        return f.readline().strip()
+
+
 def start_controller(config_text, api, log_path, of_port=6653):
     """Starts shoal-controller with a TOML config; returns the Popen."""
     cfg = log_path + '.toml'
@@ -91,6 +137,7 @@ def http(api, method, path, body=None, token=None, timeout=5):
     req = urllib.request.Request('http://%s%s' % (api, path), data=data, method=method)
     if data is not None:
         req.add_header('Content-Type', 'application/json')
+    token = token or OPERATOR_TOKEN
     if token:
         req.add_header('Authorization', 'Bearer %s' % token)
     try:
@@ -109,8 +156,11 @@ def http(api, method, path, body=None, token=None, timeout=5):
 
 def api_get(api, path):
     """GET a JSON document from the controller, or None."""
+    req = urllib.request.Request('http://%s%s' % (api, path))
+    if OPERATOR_TOKEN:
+        req.add_header('Authorization', 'Bearer %s' % OPERATOR_TOKEN)
     try:
-        with urllib.request.urlopen('http://%s%s' % (api, path), timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read().decode())
     except (urllib.error.URLError, OSError, ValueError):
         return None

@@ -310,7 +310,9 @@ class Testbed:
         self.mode = None
         self.checks = {}
         self.next_cmd = 1
-        self.token = 'shoal-tb-%d-%d' % (os.getpid(), int(time.time()))
+        self.token = None        # the operator's (read+write) token
+        self.ctl_token = None    # what the controller (and the testbed) present to hostd
+        self.auth_tables = {}
         self.run_dir = '/tmp/shoal-tb-%d' % os.getpid()
         self.api = None
         self.of_port = None
@@ -358,8 +360,6 @@ class Testbed:
         shutil.rmtree(self.run_dir, ignore_errors=True)
         os.makedirs(self.run_dir)
         self.state = State(os.path.join(self.run_dir, 'state.json'))
-        with open(os.path.join(self.run_dir, 'token'), 'w') as f:
-            f.write(self.token + '\n')
         subprocess.run([os.path.join(shoalnet.ROOT, 'ovs-scripts', 'start-ovs.sh')], check=True)
         self.ovs_prio = calibrate.boost(calibrate.ovs_pid())
         # The emulated hosts (Mininet shells, iperf3, ping, controller, host
@@ -374,6 +374,11 @@ class Testbed:
             self.own_nice = None
         self.dc = dc.DataCenter(self.sc['topology'], 'tb-%d' % os.getpid())
         self.dc.check_free()
+        # Credentials: an operator token, the controller's token for the host
+        # daemons, one token per host (files readable by root only).
+        self.auth_tables = shoalnet.operator_auth(self.run_dir, self.dc.hyps)
+        self.token = shoalnet.OPERATOR_TOKEN
+        self.ctl_token = shoalnet.read_token(os.path.join(self.run_dir, 'controller.token'))
         self.dc.write_description(os.path.join(self.out, 'topology.json'))
         with open(os.path.join(self.out, 'scenario.json'), 'w') as f:
             json.dump(self.sc, f, indent=2)
@@ -430,7 +435,6 @@ class Testbed:
             'of_listen': '127.0.0.1:%d' % self.of_port,
             'api_listen': '0.0.0.0:%d' % api_port,
             'db': db,
-            'hostd': {'token_file': os.path.join(self.run_dir, 'token')},
             'topology': {'lldp_interval_s': float(ctl['lldp_interval_s']),
                          'port_confirm_s': float(ctl['port_confirm_s']),
                          'link_capacity_bps': min(p['link_mbps'], p['host_link_mbps']) * 1e6},
@@ -441,6 +445,7 @@ class Testbed:
             # An unreserved migration is capped at the hypervisor's NIC.
             tables['execute'] = {'reservation': 'meter',
                                  'max_bandwidth_bytes_per_s': p['host_link_mbps'] * 1e6 / 8}
+        tables.update(self.auth_tables)
         cfg = scn.to_toml(scn.merge(tables, ctl['config']))
         self.ctl_cfg = os.path.join(self.out, 'controller.toml')
         with open(self.ctl_cfg, 'w') as f:
@@ -520,7 +525,7 @@ class Testbed:
         return '%s:%d' % (self.dc.dom0_info[h]['mgmt_ip'], HOSTD_PORT)
 
     def hostd_call(self, h, method, path, body=None, timeout=3):
-        return shoalnet.http(self.hostd_api(h), method, path, body, self.token, timeout)
+        return shoalnet.http(self.hostd_api(h), method, path, body, self.ctl_token, timeout)
 
     def start_hostds(self):
         d = self.dc
@@ -552,7 +557,8 @@ class Testbed:
                 'listen = "%s:%d"' % (info['mgmt_ip'], HOSTD_PORT),
                 'api_url = "http://%s:%d"' % (info['mgmt_ip'], HOSTD_PORT),
                 'dom0_addr = "%s"' % info['data_ip'],
-                'token_file = "%s"' % os.path.join(self.run_dir, 'token'),
+                'token_file = "%s"' % os.path.join(self.run_dir, 'hosts', '%s.token' % h),
+                'controller_token_file = "%s"' % os.path.join(self.run_dir, 'controller.token'),
                 'interval_s = %s' % float(hd['interval_s']),
                 'uplink = "%s"' % info['uplink'],
                 'nic_bps = %d' % int(self.sc['topology']['host_link_mbps'] * 1e6),
@@ -858,7 +864,8 @@ class Testbed:
         spec = {'vm': vm, 'destination_host': dst,
                 'destination_addr': '%s:%d' % (d0['data_ip'], MIGRATION_PORT0 + rec['n']),
                 'max_bandwidth_bytes_per_s': int(cap * 2 ** 20), 'downtime_limit_ms': 300,
-                'deadline_s': float(rec['deadline_s'])}
+                'deadline_s': float(rec['deadline_s']),
+                'peer_token': shoalnet.new_token()}
         inc = dict(spec, kind='prepare_incoming', vm_spec=inv)
         in_id = 'tb-in-%d' % rec['n']
         code, resp = self.hostd_call(dst, 'PUT', '/api/v1/commands/%s' % in_id, inc)

@@ -17,11 +17,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn start() -> Running {
-    let cfg = Config::from_toml(
+    let dir = std::env::temp_dir().join(format!("shoal-wire-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let auth = support::creds::controller_auth(&dir, &[]).unwrap();
+    let cfg = Config::from_toml(&format!(
         r#"
 of_listen = "127.0.0.1:0"
 api_listen = "127.0.0.1:0"
 db = ":memory:"
+{auth}
 [openflow]
 echo_interval_s = 0.3
 request_timeout_s = 2.0
@@ -29,8 +33,8 @@ request_timeout_s = 2.0
 lldp_interval_s = 0.5
 [monitor]
 interval_s = 1.0
-"#,
-    )
+"#
+    ))
     .unwrap();
     app::start(cfg.validate().unwrap()).await.unwrap()
 }
@@ -148,7 +152,14 @@ async fn api(r: &Running, path: &str) -> (u16, serde_json::Value) {
     let addr = r.api_addr.to_string();
     let path = path.to_string();
     tokio::task::spawn_blocking(move || {
-        let (code, body) = support::http(&addr, "GET", &path, None, None).expect("API reachable");
+        let (code, body) = support::http(
+            &addr,
+            "GET",
+            &path,
+            Some(support::creds::READER_TOKEN),
+            None,
+        )
+        .expect("API reachable");
         (code, serde_json::from_str(&body).expect("JSON body"))
     })
     .await
@@ -290,7 +301,9 @@ async fn api_errors_are_json_with_status() {
     let r = start().await;
     let addr = r.api_addr.to_string();
     let rr = tokio::task::spawn_blocking(move || {
-        let r = |p: &str| support::http(&addr, "GET", p, None, None).unwrap();
+        let r = |p: &str| {
+            support::http(&addr, "GET", p, Some(support::creds::READER_TOKEN), None).unwrap()
+        };
         (
             r("/api/v1/switches/zz/ports"),
             r("/api/v1/switches/0000000000000001/ports"),

@@ -32,7 +32,8 @@ use support::{
     NsHost, OvsBridge, Veth,
 };
 
-const TOKEN: &str = "she-token-7d1e";
+/// What the controller (and so the test, commanding hostd) presents.
+const TOKEN: &str = support::creds::CONTROLLER_TOKEN;
 const VM1_MAC: &str = "02:5e:00:00:00:01";
 const VM2_MAC: &str = "02:5e:00:00:00:02";
 
@@ -70,8 +71,7 @@ controller = "http://{api}"
 listen = "{mgmt}:7070"
 api_url = "http://{mgmt}:7070"
 dom0_addr = "{data}"
-token_file = "{token}"
-interval_s = 1
+{auth}interval_s = 1
 uplink = "eth0"
 bridge = "{bridge}"
 vf_count = 1
@@ -79,7 +79,7 @@ run_dir = "{run}"
 http_timeout_s = 3
 {vm}
 "#,
-        token = dir.join("token").display(),
+        auth = support::creds::hostd_auth(dir, id),
         run = dir.join(id).display(),
     )
 }
@@ -109,13 +109,13 @@ fn controller_tracks_hosts_vms_and_a_migrated_vm() {
     let dir = std::env::temp_dir().join(format!("she-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
 
     // Controller.
     let of_port = free_port().unwrap();
     let api_port = free_port().unwrap();
     let api = format!("127.0.0.1:{api_port}");
-    let cfg = write_controller_config(&dir, of_port, api_port, ":memory:", "").unwrap();
+    let cfg = write_controller_config(&dir, of_port, api_port, ":memory:", &["h1", "h2", "h9"], "")
+        .unwrap();
     let log_path = dir.join("controller.log");
     let _ctl = ChildGuard::spawn(
         Command::new(cargo_bin("shoal-controller"))
@@ -289,7 +289,7 @@ scenario = "{}"
         &api,
         "POST",
         "/api/v1/hosts/h9/reports",
-        Some(TOKEN),
+        Some(&support::creds::host_token("h9")),
         Some("{}"),
     )
     .unwrap();

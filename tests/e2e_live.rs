@@ -27,8 +27,6 @@ use support::{
     OvsBridge, Veth,
 };
 
-const TOKEN: &str = "sli-token-51c0";
-
 fn vm_toml(name: &str, mac: &str, ip: &str, scenario: &std::path::Path) -> String {
     format!(
         "[[vm]]\nname = \"{name}\"\nmac = \"{mac}\"\nip = \"{ip}\"\nmemory_mb = 64\nbackend = \"netns\"\nnamespace = \"{name}\"\niface = \"eth0\"\nport = \"{name}-p\"\nscenario = \"{}\"\n",
@@ -37,7 +35,14 @@ fn vm_toml(name: &str, mac: &str, ip: &str, scenario: &std::path::Path) -> Strin
 }
 
 fn put_policy(api: &str, body: Value) -> (u16, String) {
-    http(api, "PUT", "/api/v1/policy", None, Some(&body.to_string())).unwrap()
+    http(
+        api,
+        "PUT",
+        "/api/v1/policy",
+        Some(support::creds::OPERATOR_TOKEN),
+        Some(&body.to_string()),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -51,7 +56,6 @@ fn live_loop_resolves_a_hotspot_like_the_simulator() {
     let dir = std::env::temp_dir().join(format!("sli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
 
     let of_port = free_port().unwrap();
     let api_port = free_port().unwrap();
@@ -61,6 +65,7 @@ fn live_loop_resolves_a_hotspot_like_the_simulator() {
         of_port,
         api_port,
         ":memory:",
+        &["h1", "h2", "h3"],
         "[execute]\ndefault_deadline_s = 15\n",
     )
     .unwrap();

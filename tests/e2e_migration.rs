@@ -32,7 +32,6 @@ use support::{
     e2e_lock, ensure_ovs, free_port, get_json, http, is_root, sh, wait_for, NsHost, OvsBridge, Veth,
 };
 
-const TOKEN: &str = "smg-token-3f8a";
 const VM1_MAC: &str = "02:6a:00:00:00:01";
 
 fn post(api: &str, body: Value) -> (u16, Value) {
@@ -40,7 +39,7 @@ fn post(api: &str, body: Value) -> (u16, Value) {
         api,
         "POST",
         "/api/v1/migrations",
-        None,
+        Some(support::creds::OPERATOR_TOKEN),
         Some(&body.to_string()),
     )
     .unwrap();
@@ -88,7 +87,6 @@ fn reserved_migration_and_controller_crash() {
     let dir = std::env::temp_dir().join(format!("smg-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
 
     let of_port = free_port().unwrap();
     let api_port = free_port().unwrap();
@@ -98,6 +96,7 @@ fn reserved_migration_and_controller_crash() {
         of_port,
         api_port,
         &dir.join("shoal.db").display().to_string(),
+        &["h1", "h2", "h3"],
         "[execute]\nreservation = \"meter\"\n",
     )
     .unwrap();
@@ -279,7 +278,7 @@ fn reserved_migration_and_controller_crash() {
         &api,
         "DELETE",
         &format!("/api/v1/migrations/{id}"),
-        None,
+        Some(support::creds::OPERATOR_TOKEN),
         None,
     )
     .unwrap();

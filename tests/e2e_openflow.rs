@@ -256,6 +256,7 @@ fn openflow_core_on_real_ovs() {
     let dir = std::env::temp_dir().join("shoal-e2e-openflow");
     let _ = std::fs::create_dir_all(&dir);
     let cfg = dir.join("controller.toml");
+    let auth = support::creds::controller_auth(&dir, &[]).unwrap();
     std::fs::write(
         &cfg,
         format!(
@@ -263,6 +264,7 @@ fn openflow_core_on_real_ovs() {
 of_listen = "{ip}:{of_port}"
 api_listen = "{api}"
 db = ":memory:"
+{auth}
 [openflow]
 echo_interval_s = 1.0
 [topology]

@@ -21,7 +21,8 @@ use support::{
     e2e_lock, ensure_ovs, free_port, is_root, sh, wait_for, Netns, NsHost, OvsBridge, Veth,
 };
 
-const TOKEN: &str = "shd-netns-token-91c2";
+/// The controller's token: what commands hostd.
+const TOKEN: &str = support::creds::CONTROLLER_TOKEN;
 const MIB: f64 = 1048576.0;
 
 fn poll_command(h: &Hostd, id: &str, timeout: Duration) -> Value {
@@ -64,8 +65,7 @@ fn config(
 controller = "http://{controller}"
 listen = "{ip}:7070"
 dom0_addr = "{ip}"
-token_file = "{token}"
-interval_s = 1
+{auth}interval_s = 1
 uplink = "eth0"
 bridge = "{bridge}"
 vf_count = 1
@@ -73,7 +73,7 @@ run_dir = "{run}"
 http_timeout_s = 3
 {vm}
 "#,
-        token = dir.join("token").display(),
+        auth = support::creds::hostd_auth(dir, id),
         run = dir.join(id).display(),
     )
 }
@@ -88,7 +88,7 @@ fn netns_vm_migrates_and_keeps_its_address() {
     let dir = std::env::temp_dir().join(format!("shd-netns-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    support::creds::controller_auth(&dir, &["h1", "h2"]).unwrap();
 
     let b1 = OvsBridge::new("shdn-b1", 0x5d_1001).unwrap();
     let b2 = OvsBridge::new("shdn-b2", 0x5d_1002).unwrap();
@@ -153,7 +153,7 @@ fn netns_vm_migrates_and_keeps_its_address() {
             {"t": 0, "cpu": 0.3, "mem_mb": 40, "dirty_mbps": 4, "wait": 0.1}]}"#,
     )
     .unwrap();
-    let sink = ControllerSink::start("10.214.0.254:0", TOKEN).unwrap();
+    let sink = ControllerSink::start("10.214.0.254:0").unwrap();
     let vm_toml = format!(
         r#"[[vm]]
 name = "shdn-vm1"
@@ -394,12 +394,12 @@ fn hostd_survives_a_controller_that_is_down() {
     let dir = std::env::temp_dir().join(format!("shd-ctl-down-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    support::creds::controller_auth(&dir, &["shd-lonely"]).unwrap();
     let ctl_port = free_port().unwrap();
     let api = format!("127.0.0.1:{}", free_port().unwrap());
     let cfg = format!(
-        "host_id = \"shd-lonely\"\ncontroller = \"http://127.0.0.1:{ctl_port}\"\nlisten = \"{api}\"\ntoken_file = \"{}\"\ninterval_s = 0.5\nrun_dir = \"{}\"\nhttp_timeout_s = 1\n",
-        dir.join("token").display(),
+        "host_id = \"shd-lonely\"\ncontroller = \"http://127.0.0.1:{ctl_port}\"\nlisten = \"{api}\"\n{}interval_s = 0.5\nrun_dir = \"{}\"\nhttp_timeout_s = 1\n",
+        support::creds::hostd_auth(&dir, "shd-lonely"),
         dir.join("run").display()
     );
     let hd = Hostd::start(None, &dir, &cfg, &api).expect("hostd");
@@ -412,7 +412,7 @@ fn hostd_survives_a_controller_that_is_down() {
         hd.log_text()
     );
     // The controller comes up: registration, then reports.
-    let sink = ControllerSink::start(&format!("127.0.0.1:{ctl_port}"), TOKEN).unwrap();
+    let sink = ControllerSink::start(&format!("127.0.0.1:{ctl_port}")).unwrap();
     let got = wait_for("registration and a report", Duration::from_secs(20), || {
         let reg = sink.bodies("PUT", "/api/v1/hosts/shd-lonely");
         let rep = sink.bodies("POST", "/api/v1/hosts/shd-lonely/reports");
@@ -425,7 +425,8 @@ fn hostd_survives_a_controller_that_is_down() {
     assert!((0.0..=1.0).contains(&cpu));
     assert!(rep["seq"].as_u64().unwrap() >= 1);
     let req = sink.requests.lock().unwrap();
-    assert!(req.iter().all(|r| r.auth == format!("Bearer {TOKEN}")));
+    let own = format!("Bearer {}", support::creds::host_token("shd-lonely"));
+    assert!(req.iter().all(|r| r.auth == own));
     drop(req);
     drop(hd);
     let _ = std::fs::remove_dir_all(&dir);

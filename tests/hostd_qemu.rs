@@ -21,7 +21,11 @@ use support::qemu::{
 };
 use support::{e2e_lock, ensure_ovs, is_root, wait_for, Netns, OvsBridge, Veth};
 
-const TOKEN: &str = "shd-qemu-token-7f3a";
+/// The controller's token: what commands hostd.
+const TOKEN: &str = support::creds::CONTROLLER_TOKEN;
+/// One-time peer tokens of the two migrations (the controller makes them).
+const PEER0: &str = "peer-token-shdq-0-8a1f3c5e";
+const PEER1: &str = "peer-token-shdq-1-2b7d9e04";
 const MIB: f64 = 1048576.0;
 
 fn hostd_config(id: &str, ip: &str, controller: &str, dir: &std::path::Path, vm: &str) -> String {
@@ -30,8 +34,7 @@ fn hostd_config(id: &str, ip: &str, controller: &str, dir: &std::path::Path, vm:
 controller = "http://{controller}"
 listen = "{ip}:7070"
 dom0_addr = "{ip}"
-token_file = "{token}"
-interval_s = 1
+{auth}interval_s = 1
 uplink = "eth0"
 bridge = "shdq-br"
 run_dir = "{run}"
@@ -39,7 +42,7 @@ dirty_rate_period_s = 2
 http_timeout_s = 3
 {vm}
 "#,
-        token = dir.join("token").display(),
+        auth = support::creds::hostd_auth(dir, id),
         run = dir.join(id).display(),
     )
 }
@@ -74,7 +77,7 @@ fn qemu_live_migration_through_hostd() {
     let dir = std::env::temp_dir().join(format!("shd-qemu-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    support::creds::controller_auth(&dir, &["h1", "h2"]).unwrap();
 
     // Hypervisors h1, h2 and a management port for the test, on one bridge.
     let br = OvsBridge::new("shdq-br", 0x5d_0001).expect("bridge");
@@ -105,7 +108,7 @@ fn qemu_live_migration_through_hostd() {
             .unwrap();
     }
 
-    let sink = ControllerSink::start("10.213.1.254:0", TOKEN).unwrap();
+    let sink = ControllerSink::start("10.213.1.254:0").unwrap();
     let args = guest.args(
         128,
         5,
@@ -229,6 +232,7 @@ fn qemu_live_migration_through_hostd() {
         "kind": "prepare_incoming", "vm": "shdq-vm", "destination_host": "h2",
         "destination_addr": "10.213.1.2:4443", "max_bandwidth_bytes_per_s": 1u64 << 20,
         "downtime_limit_ms": 300, "deadline_s": 20.0, "vm_spec": inventory,
+        "peer_token": PEER0,
     });
     let (code, body) = hd2
         .call(
@@ -239,11 +243,39 @@ fn qemu_live_migration_through_hostd() {
         )
         .unwrap();
     assert_eq!(code, 202, "{body}");
+    // Only the controller's token commands a hostd: a host's own token
+    // does not, and the migration's peer token only reads the status of
+    // the command that carries it.
+    let h1_token = support::creds::host_token("h1");
+    let slow_text = slow_in.to_string();
+    for (method, path, token) in [
+        ("GET", "/api/v1/vms", h1_token.as_str()),
+        ("PUT", "/api/v1/commands/shdq-x", h1_token.as_str()),
+        ("GET", "/api/v1/vms", PEER0),
+        ("GET", "/api/v1/commands", PEER0),
+        ("GET", "/api/v1/commands/shdq-in-1", PEER0),
+        ("PUT", "/api/v1/commands/shdq-in-0", PEER0),
+    ] {
+        let (code, body) = hd2
+            .call(
+                method,
+                path,
+                token,
+                Some(slow_text.as_str()).filter(|_| method == "PUT"),
+            )
+            .unwrap();
+        assert_eq!(code, 401, "{method} {path}: {body}");
+    }
+    let (code, body) = hd2
+        .call("GET", "/api/v1/commands/shdq-in-0", PEER0, None)
+        .unwrap();
+    assert_eq!(code, 200, "the peer token reads its command: {body}");
     let slow = json!({
         "kind": "migrate", "vm": "shdq-vm", "destination_host": "h2",
         "destination_addr": "10.213.1.2:4443", "max_bandwidth_bytes_per_s": 1u64 << 20,
         "downtime_limit_ms": 300, "deadline_s": 3.0,
         "destination_api": "http://10.213.1.2:7070", "incoming_command_id": "shdq-in-0",
+        "peer_token": PEER0,
     });
     let (code, body) = hd1
         .call(
@@ -285,6 +317,7 @@ fn qemu_live_migration_through_hostd() {
         "kind": "prepare_incoming", "vm": "shdq-vm", "destination_host": "h2",
         "destination_addr": "10.213.1.2:4444", "max_bandwidth_bytes_per_s": bw,
         "downtime_limit_ms": 300, "deadline_s": 45.0, "vm_spec": inventory,
+        "peer_token": PEER1,
     });
     let (code, body) = hd2
         .call(
@@ -311,6 +344,7 @@ fn qemu_live_migration_through_hostd() {
         "destination_addr": "10.213.1.2:4444", "max_bandwidth_bytes_per_s": bw,
         "downtime_limit_ms": 300, "deadline_s": 45.0,
         "destination_api": "http://10.213.1.2:7070", "incoming_command_id": "shdq-in-1",
+        "peer_token": PEER1,
     });
     let (code, body) = hd1
         .call(

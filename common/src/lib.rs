@@ -3,6 +3,8 @@
 //! - [`arp`]: the gratuitous ARP frame;
 //! - [`http`]: a small HTTP/1 client with timeouts and retry backoff, used
 //!   between controller and host daemons;
+//! - [`secret`]: bearer tokens (files only the owner may read, never
+//!   printed, compared in constant time);
 //! - [`proto`]: the JSON wire types exchanged between `shoal-hostd` and the
 //!   controller (registration, reports, commands, command status);
 //! - [`vmpatrol`]: the VMPatrol pre-copy live-migration model,
@@ -14,4 +16,5 @@
 pub mod arp;
 pub mod http;
 pub mod proto;
+pub mod secret;
 pub mod vmpatrol;

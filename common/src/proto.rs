@@ -382,6 +382,11 @@ pub struct MigrationSpec {
     /// destination (qemu).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incoming_command_id: Option<String>,
+    /// A one-time token the controller gives both ends of a migration: the
+    /// source presents it to the destination hostd to read the status of
+    /// the `prepare_incoming` command (and nothing else); never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_token: Option<String>,
     /// `prepare_incoming` only: the VM's inventory entry on the source
     /// (what the destination needs to run it: identical QEMU arguments, the
     /// namespace and ports of a netns VM).

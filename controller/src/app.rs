@@ -231,7 +231,7 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         live: live.clone(),
         orchestrator: orch.clone(),
         settings: ApiSettings::of(&settings),
-        token: settings.token.clone(),
+        auth: api::auth::Auth::new(&settings.auth),
         host_events: Some(host_tx),
     });
     let app = api::router(api_state).into_make_service_with_connect_info::<SocketAddr>();

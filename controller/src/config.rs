@@ -27,6 +27,17 @@
 //! excluded_cookie = "0x5348100000000000"       # migration flows: excluded from λ
 //! excluded_cookie_mask = "0xfffff00000000000"
 //!
+//! # Who may use the REST API (every route but /healthz needs a token).
+//! [auth]
+//! host_tokens_dir = "/etc/shoal/hosts"   # <host-id>.token: each hostd's own token
+//! operators = [
+//!   { name = "ops", role = "write", token_file = "/etc/shoal/ops.token" },
+//!   { name = "noc", role = "read",  token_file = "/etc/shoal/noc.token" },
+//! ]
+//!
+//! [hostd]
+//! token_file = "/etc/shoal/controller.token"   # what the controller presents to hostd
+//!
 //! # Which hypervisor each bridge belongs to: VMs behind bridges of the same
 //! # hypervisor talk IDC, everything else is NIC traffic.
 //! [hypervisors]
@@ -39,6 +50,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shoal_common::secret::Secret;
 
 use crate::monitor::cookie;
 use crate::monitor::dpid::parse_dpid;
@@ -97,6 +109,8 @@ pub struct Config {
     pub db: String,
     /// Host daemon settings.
     pub hostd: HostdConfig,
+    /// Credentials of operators and host daemons.
+    pub auth: AuthConfig,
     /// The live MAPE-K loop: policy and its options.
     pub policy: PolicyConfig,
     /// The migration orchestrator.
@@ -192,12 +206,65 @@ impl Default for ExecuteConfig {
     }
 }
 
+/// What an operator may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Every `GET`.
+    Read,
+    /// Every `GET`, and changes (migrations, policy).
+    Write,
+}
+
+/// One operator credential.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Name (for the log).
+    pub name: String,
+    /// `read` or `write`.
+    pub role: Role,
+    /// File whose first line is the token (mode 0600 or stricter).
+    pub token_file: std::path::PathBuf,
+}
+
+/// Who may use the REST API.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Operator credentials.
+    pub operators: Vec<OperatorConfig>,
+    /// Directory of host daemon tokens: `<host-id>.token` holds the token
+    /// of that host, which may register and report only as itself.
+    pub host_tokens_dir: Option<std::path::PathBuf>,
+}
+
+/// An operator credential, loaded.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    /// Name (for the log).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// Its token.
+    pub token: Secret,
+}
+
+/// The credentials the API accepts, loaded.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// Operators.
+    pub operators: Vec<Operator>,
+    /// Host id → that host daemon's token.
+    pub hosts: BTreeMap<String, Secret>,
+}
+
 /// Host daemon settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostdConfig {
-    /// File whose first line is the bearer token shared with every hostd
-    /// (None: host daemons are refused).
+    /// File whose first line is the token the controller presents to host
+    /// daemons (their `controller_token_file`); None: no commands to hosts.
     pub token_file: Option<std::path::PathBuf>,
     /// Reports kept per host.
     pub history: usize,
@@ -225,6 +292,7 @@ impl Default for Config {
             hypervisors: BTreeMap::new(),
             db: "shoal.db".into(),
             hostd: HostdConfig::default(),
+            auth: AuthConfig::default(),
             policy: PolicyConfig::default(),
             execute: ExecuteConfig::default(),
         }
@@ -390,8 +458,10 @@ pub struct Settings {
     pub hypervisors: BTreeMap<u64, String>,
     /// Knowledge database path (`:memory:` for none on disk).
     pub db: String,
-    /// Bearer token shared with the host daemons.
-    pub token: Option<String>,
+    /// The token the controller presents to host daemons.
+    pub token: Option<Secret>,
+    /// The credentials the API accepts.
+    pub auth: AuthSettings,
     /// Reports kept per host.
     pub host_history: usize,
     /// Link capacity override, bit/s.
@@ -403,6 +473,14 @@ pub struct Settings {
     /// The policy was given on the command line: a policy persisted at run
     /// time before a restart does not replace it.
     pub policy_pinned: bool,
+}
+
+/// Loads a token file for `field`.
+fn secret_file(field: &str, path: &Path) -> Result<Secret, ConfigError> {
+    Secret::from_file(path).map_err(|e| ConfigError::Invalid {
+        field: field.into(),
+        message: e.to_string(),
+    })
 }
 
 impl Config {
@@ -493,21 +571,9 @@ impl Config {
         }
         let token = match &self.hostd.token_file {
             None => None,
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Invalid {
-                    field: "hostd.token_file".into(),
-                    message: format!("cannot read {}: {e}", p.display()),
-                })?;
-                let t = text.lines().next().unwrap_or("").trim().to_string();
-                if t.is_empty() {
-                    return Err(ConfigError::Invalid {
-                        field: "hostd.token_file".into(),
-                        message: format!("{} has an empty first line", p.display()),
-                    });
-                }
-                Some(t)
-            }
+            Some(p) => Some(secret_file("hostd.token_file", p)?),
         };
+        let auth = self.load_auth(token.as_ref())?;
         if self.db.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 field: "db".into(),
@@ -548,12 +614,93 @@ impl Config {
             hypervisors,
             db: self.db.clone(),
             token,
+            auth,
             host_history: self.hostd.history.max(1),
             link_capacity_bps: self.topology.link_capacity_bps,
             policy: self.policy.clone(),
             execute: self.execute.clone(),
             policy_pinned: false,
         })
+    }
+
+    /// Loads every credential of `[auth]` (token files must be mode 0600 or
+    /// stricter; host ids are the file names).
+    fn load_auth(&self, own: Option<&Secret>) -> Result<AuthSettings, ConfigError> {
+        let mut out = AuthSettings::default();
+        for (i, o) in self.auth.operators.iter().enumerate() {
+            let field = format!("auth.operators[{i}]");
+            if o.name.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: format!("{field}.name"),
+                    message: "empty".into(),
+                });
+            }
+            let token = secret_file(&format!("{field}.token_file"), &o.token_file)?;
+            out.operators.push(Operator {
+                name: o.name.clone(),
+                role: o.role,
+                token,
+            });
+        }
+        if let Some(dir) = &self.auth.host_tokens_dir {
+            let field = "auth.host_tokens_dir";
+            let entries = std::fs::read_dir(dir).map_err(|e| ConfigError::Invalid {
+                field: field.into(),
+                message: format!("cannot read {}: {e}", dir.display()),
+            })?;
+            for e in entries {
+                let e = e.map_err(|e| ConfigError::Invalid {
+                    field: field.into(),
+                    message: format!("cannot read {}: {e}", dir.display()),
+                })?;
+                let path = e.path();
+                if path.extension().and_then(|x| x.to_str()) != Some("token") {
+                    continue;
+                }
+                let host = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .filter(|h| shoal_common::proto::valid_command_id(h))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        field: field.into(),
+                        message: format!(
+                            "{}: the name must be <host-id>.token with a host id of [A-Za-z0-9._-]",
+                            path.display()
+                        ),
+                    })?
+                    .to_string();
+                let token = secret_file(field, &path)?;
+                out.hosts.insert(host, token);
+            }
+        }
+        let mut all: Vec<(&Secret, String)> = out
+            .operators
+            .iter()
+            .map(|o| (&o.token, format!("operator {}", o.name)))
+            .chain(out.hosts.iter().map(|(h, t)| (t, format!("host {h}"))))
+            .collect();
+        // The controller's own credential must not double as one the API
+        // accepts.
+        if let Some(s) = own {
+            if all.iter().any(|(x, _)| x.matches(s.expose())) {
+                return Err(ConfigError::Invalid {
+                    field: "hostd.token_file".into(),
+                    message:
+                        "the controller's token must differ from every operator and host token"
+                            .into(),
+                });
+            }
+        }
+        all.sort_by(|a, b| a.1.cmp(&b.1));
+        for (i, (a, an)) in all.iter().enumerate() {
+            if let Some((_, bn)) = all[i + 1..].iter().find(|(b, _)| a.matches(b.expose())) {
+                return Err(ConfigError::Invalid {
+                    field: "auth".into(),
+                    message: format!("{an} and {bn} have the same token"),
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn validate_policy(&self) -> Result<(), ConfigError> {
@@ -703,8 +850,27 @@ window_intervals = 2
         let doc = include_str!("../../docs/configuration.md");
         let start = doc.find("```toml\n").unwrap() + 8;
         let len = doc[start..].find("```").unwrap();
-        let c = Config::from_toml(&doc[start..start + len]).unwrap();
+        // Its token files, in a private directory instead of /etc/shoal.
+        let dir = std::env::temp_dir().join(format!("shoal-cfgdoc-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("hosts")).unwrap();
+        for (f, t) in [
+            ("controller.token", "controller-token-0123456789"),
+            ("ops.token", "operator-token-ops-0123456789"),
+            ("noc.token", "operator-token-noc-0123456789"),
+            ("hosts/h1.token", "host-token-h1-0123456789"),
+        ] {
+            let p = dir.join(f);
+            std::fs::write(&p, t).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let text = doc[start..start + len].replace("/etc/shoal", &dir.display().to_string());
+        let c = Config::from_toml(&text).unwrap();
         let s = c.validate().unwrap();
+        assert_eq!(s.auth.operators.len(), 2);
+        assert_eq!(s.auth.hosts.len(), 1);
+        assert!(!format!("{s:?}").contains("0123456789"), "tokens in Debug");
+        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(s.execute.reservation, ReservationKind::Meter);
         assert_eq!(s.hypervisors.len(), 2);
         assert_eq!(s.link_capacity_bps, Some(1e8));

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use shoal_common::proto::{self, Command, ErrorBody};
+use shoal_common::secret::{bearer, Secret};
 
 use crate::state::{AcceptError, Hostd};
 
@@ -74,29 +75,49 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Constant-time comparison of the presented token with the expected one.
-pub fn token_matches(expected: &str, headers: &HeaderMap) -> bool {
-    let Some(presented) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+/// The bearer token of a request, if any.
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    bearer(
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Whether `token` may make this request: the controller's token may do
+/// anything; a migration's one-time peer token may only read the status
+/// of the `prepare_incoming` command that carries it.
+fn allowed(h: &Hostd, method: &Method, path: &str, token: &str) -> bool {
+    if h.controller_token
+        .as_ref()
+        .is_some_and(|t| t.matches(token))
+    {
+        return true;
+    }
+    if method != Method::GET {
+        return false;
+    }
+    let Some(id) = path
+        .strip_prefix(proto::HOSTD_COMMANDS_PATH)
+        .and_then(|r| r.strip_prefix('/'))
     else {
         return false;
     };
-    if expected.is_empty() {
-        return false;
+    match h.command(id).map(|s| s.command) {
+        Some(proto::Command::PrepareIncoming(spec)) => spec
+            .peer_token
+            .as_deref()
+            .and_then(|p| Secret::new(p).ok())
+            .is_some_and(|p| p.matches(token)),
+        _ => false,
     }
-    let (a, b) = (expected.as_bytes(), presented.trim().as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff)) as usize;
-    }
-    diff == 0
 }
 
 async fn auth(State(h): State<Arc<Hostd>>, req: Request, next: Next) -> Response {
-    if token_matches(&h.token, req.headers()) {
-        return next.run(req).await;
+    if let Some(t) = presented(req.headers()) {
+        if allowed(&h, req.method(), req.uri().path(), t) {
+            return next.run(req).await;
+        }
     }
     let peer = req
         .extensions()
@@ -219,6 +240,9 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
+    const CTL: &str = "controller-token-0123456789";
+    const HOST: &str = "host-token-h-0123456789";
+
     #[test]
     fn error_statuses() {
         assert_eq!(ApiError::Unauthorized.status(), StatusCode::UNAUTHORIZED);
@@ -246,23 +270,31 @@ mod tests {
     }
 
     #[test]
-    fn tokens() {
-        let mut h = HeaderMap::new();
-        assert!(!token_matches("s3cret", &h));
-        h.insert("authorization", "Bearer s3cret".parse().unwrap());
-        assert!(token_matches("s3cret", &h));
-        assert!(!token_matches("s3cre", &h));
-        assert!(!token_matches("s3cretx", &h));
-        assert!(!token_matches("", &h));
-        h.insert("authorization", "Basic s3cret".parse().unwrap());
-        assert!(!token_matches("s3cret", &h));
+    fn only_the_controller_token_passes() {
+        let h = hostd();
+        let get = Method::GET;
+        assert!(allowed(&h, &get, "/api/v1/vms", CTL));
+        assert!(allowed(&h, &Method::PUT, "/api/v1/commands/c1", CTL));
+        assert!(!allowed(&h, &get, "/api/v1/vms", HOST));
+        assert!(!allowed(&h, &get, "/api/v1/vms", &CTL[1..]));
+        assert!(!allowed(
+            &h,
+            &get,
+            "/api/v1/commands/c1",
+            "peer-token-0123456789"
+        ));
+        let mut m = HeaderMap::new();
+        assert_eq!(presented(&m), None);
+        m.insert("authorization", "Basic x".parse().unwrap());
+        assert_eq!(presented(&m), None);
     }
 
     fn hostd() -> Arc<Hostd> {
         let h = Arc::new(Hostd::new(
             crate::config::Config::default(),
             "h".into(),
-            "tok".into(),
+            Secret::new(HOST).unwrap(),
+            Some(Secret::new(CTL).unwrap()),
         ));
         let inv = shoal_common::proto::VmInventory {
             name: "v".into(),
@@ -321,18 +353,18 @@ mod tests {
         assert!(v["error"].is_string());
         let (s, _) = call(&app, "GET", "/api/v1/vms", Some("wrong"), "").await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
-        let (s, v) = call(&app, "GET", "/api/v1/vms", Some("tok"), "").await;
+        let (s, v) = call(&app, "GET", "/api/v1/vms", Some(CTL), "").await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(v[0]["inventory"]["name"], "v");
-        let (s, _) = call(&app, "GET", "/api/v1/vms/nope", Some("tok"), "").await;
+        let (s, _) = call(&app, "GET", "/api/v1/vms/nope", Some(CTL), "").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
-        let (s, v) = call(&app, "PUT", "/api/v1/commands/c1", Some("tok"), "{bad").await;
+        let (s, v) = call(&app, "PUT", "/api/v1/commands/c1", Some(CTL), "{bad").await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
         let (s, _) = call(
             &app,
             "PUT",
             "/api/v1/commands/c1",
-            Some("tok"),
+            Some(CTL),
             r#"{"kind":"nope"}"#,
         )
         .await;
@@ -341,7 +373,7 @@ mod tests {
             &app,
             "PUT",
             "/api/v1/commands/c1",
-            Some("tok"),
+            Some(CTL),
             r#"{"kind":"memory_resize","vm":"v","target_mb":0}"#,
         )
         .await;
@@ -350,29 +382,29 @@ mod tests {
             &app,
             "PUT",
             "/api/v1/commands/c1",
-            Some("tok"),
+            Some(CTL),
             r#"{"kind":"memory_resize","vm":"ghost","target_mb":8}"#,
         )
         .await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         let mig = r#"{"kind":"migrate","vm":"v","destination_host":"h2","destination_addr":"not-an-addr","max_bandwidth_bytes_per_s":1000,"downtime_limit_ms":300,"deadline_s":10}"#;
-        let (s, v) = call(&app, "PUT", "/api/v1/commands/m1", Some("tok"), mig).await;
+        let (s, v) = call(&app, "PUT", "/api/v1/commands/m1", Some(CTL), mig).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-        let (s, _) = call(&app, "PUT", "/api/v1/commands/bad%2Fid", Some("tok"), "{}").await;
+        let (s, _) = call(&app, "PUT", "/api/v1/commands/bad%2Fid", Some(CTL), "{}").await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         // A netns resize succeeds; replay → 200 same; other body → 409.
         let body = r#"{"kind":"memory_resize","vm":"v","target_mb":32}"#;
-        let (s, v) = call(&app, "PUT", "/api/v1/commands/r1", Some("tok"), body).await;
+        let (s, v) = call(&app, "PUT", "/api/v1/commands/r1", Some(CTL), body).await;
         assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-        let (s, v) = call(&app, "PUT", "/api/v1/commands/r1", Some("tok"), body).await;
+        let (s, v) = call(&app, "PUT", "/api/v1/commands/r1", Some(CTL), body).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(v["id"], "r1");
         let other = r#"{"kind":"memory_resize","vm":"v","target_mb":16}"#;
-        let (s, _) = call(&app, "PUT", "/api/v1/commands/r1", Some("tok"), other).await;
+        let (s, _) = call(&app, "PUT", "/api/v1/commands/r1", Some(CTL), other).await;
         assert_eq!(s, StatusCode::CONFLICT);
         let mut done = serde_json::Value::Null;
         for _ in 0..50 {
-            let (_, v) = call(&app, "GET", "/api/v1/commands/r1", Some("tok"), "").await;
+            let (_, v) = call(&app, "GET", "/api/v1/commands/r1", Some(CTL), "").await;
             if v["state"] == "succeeded" {
                 done = v;
                 break;
@@ -380,13 +412,13 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert_eq!(done["result"]["actual_mb"], 32, "{done}");
-        let (s, _) = call(&app, "GET", "/api/v1/commands/zzz", Some("tok"), "").await;
+        let (s, _) = call(&app, "GET", "/api/v1/commands/zzz", Some(CTL), "").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         let big = format!(
             "{{\"kind\":\"vf_attach\",\"vm\":\"{}\"}}",
             "x".repeat(MAX_BODY)
         );
-        let (s, v) = call(&app, "PUT", "/api/v1/commands/big", Some("tok"), &big).await;
+        let (s, v) = call(&app, "PUT", "/api/v1/commands/big", Some(CTL), &big).await;
         assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(v["error"].is_string(), "{v}");
     }
@@ -406,7 +438,7 @@ mod tests {
             &app,
             "PUT",
             "/api/v1/commands/r2",
-            Some("tok"),
+            Some(CTL),
             r#"{"kind":"memory_resize","vm":"v","target_mb":8}"#,
         )
         .await;

@@ -19,6 +19,9 @@ use crate::state::{lock, Hostd, Vm};
 const MAX_DEADLINE_S: f64 = 86_400.0;
 
 fn validate_migration(spec: &MigrationSpec) -> Result<(), String> {
+    if let Some(t) = &spec.peer_token {
+        shoal_common::secret::Secret::new(t).map_err(|e| format!("peer_token: {e}"))?;
+    }
     spec.destination_addr.parse::<SocketAddr>().map_err(|e| {
         format!(
             "destination_addr {:?}: {e} (want IP:PORT)",
@@ -50,10 +53,13 @@ pub fn validate(hostd: &Hostd, cmd: &Command) -> Result<(), String> {
         Command::Migrate(spec) => {
             validate_migration(spec)?;
             if backend == Some(BackendKind::Qemu)
-                && (spec.destination_api.is_none() || spec.incoming_command_id.is_none())
+                && (spec.destination_api.is_none()
+                    || spec.incoming_command_id.is_none()
+                    || spec.peer_token.is_none())
             {
                 return Err(
-                    "migrating a QEMU VM needs destination_api and incoming_command_id".into(),
+                    "migrating a QEMU VM needs destination_api, incoming_command_id and peer_token"
+                        .into(),
                 );
             }
             if let Some(api) = &spec.destination_api {

@@ -130,9 +130,15 @@ pub struct Config {
     /// (default: `http://<dom0_addr or listen IP>:<listen port>`).
     #[serde(default)]
     pub api_url: Option<String>,
-    /// File holding the bearer token (shared by controller and hostds).
+    /// File holding this host's own token, presented to the controller
+    /// (the controller binds it to this host id). Mode 0600 or stricter.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// File holding the controller's token: the only credential this
+    /// daemon's API accepts (without it every call but `/healthz` is
+    /// refused). Mode 0600 or stricter.
+    #[serde(default)]
+    pub controller_token_file: Option<PathBuf>,
     /// Report interval, seconds.
     #[serde(default = "default_interval")]
     pub interval_s: f64,
@@ -226,6 +232,7 @@ impl Default for Config {
             listen: default_listen(),
             api_url: None,
             token_file: None,
+            controller_token_file: None,
             interval_s: default_interval(),
             dom0_addr: None,
             uplink: None,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use shoal_common::proto::{self, BridgeAttachment, Registration, Report, VmState};
+use shoal_common::secret::Secret;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -38,15 +39,9 @@ pub enum DaemonError {
     Sensor(#[from] crate::sensor::SensorError),
 }
 
-/// Reads the bearer token (first line, trimmed; must not be empty).
-pub fn read_token(path: &std::path::Path) -> Result<String, DaemonError> {
-    let t = std::fs::read_to_string(path)
-        .map_err(|e| DaemonError::Token(format!("{}: {e}", path.display())))?;
-    let t = t.lines().next().unwrap_or("").trim().to_string();
-    if t.is_empty() {
-        return Err(DaemonError::Token(format!("{} is empty", path.display())));
-    }
-    Ok(t)
+/// Reads a token file (first line; mode 0600 or stricter).
+pub fn read_token(path: &std::path::Path) -> Result<Secret, DaemonError> {
+    Secret::from_file(path).map_err(|e| DaemonError::Token(e.to_string()))
 }
 
 /// Starts every configured VM. A QEMU that fails to start is an error.
@@ -291,7 +286,7 @@ pub async fn reporter_loop(
             let json = serde_json::to_vec(&body).unwrap_or_default();
             match h
                 .http
-                .send(Method::PUT, &reg_url, Some(&h.token), Some(json))
+                .send(Method::PUT, &reg_url, Some(h.token.expose()), Some(json))
                 .await
             {
                 Ok((code, _)) if (200..300).contains(&code) => {
@@ -333,7 +328,7 @@ pub async fn reporter_loop(
         let json = serde_json::to_vec(&report).unwrap_or_default();
         match h
             .http
-            .send(Method::POST, &rep_url, Some(&h.token), Some(json))
+            .send(Method::POST, &rep_url, Some(h.token.expose()), Some(json))
             .await
         {
             Ok((code, _)) if (200..300).contains(&code) => {
@@ -366,10 +361,17 @@ pub async fn reporter_loop(
 }
 
 /// Runs the daemon until SIGINT/SIGTERM. VMs keep running after it exits.
-pub async fn run(cfg: Config, token: String) -> Result<(), DaemonError> {
+pub async fn run(
+    cfg: Config,
+    token: Secret,
+    controller_token: Option<Secret>,
+) -> Result<(), DaemonError> {
     cfg.validate()?;
     let host_id = cfg.host_id.clone().unwrap_or_else(crate::sys::hostname);
-    let h = Arc::new(Hostd::new(cfg, host_id, token));
+    if controller_token.is_none() {
+        tracing::warn!("no controller_token_file: the API refuses every call but /healthz");
+    }
+    let h = Arc::new(Hostd::new(cfg, host_id, token, controller_token));
     let host = HostSensor::new(h.cfg.proc_root.clone(), h.cfg.uplink.clone());
     let (cores, memory_mb) = host.capacity()?;
     let cores = h.cfg.cores.unwrap_or(cores);

@@ -79,11 +79,15 @@ fn real_main(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .clone()
         .ok_or("a token file is required (--token-file or token_file)")?;
     let token = daemon::read_token(&token_file)?;
+    let controller_token = match &cfg.controller_token_file {
+        Some(p) => Some(daemon::read_token(p)?),
+        None => None,
+    };
     // Two worker threads are plenty; keeps the daemon small.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(daemon::run(cfg, token))?;
+    rt.block_on(daemon::run(cfg, token, controller_token))?;
     Ok(())
 }

@@ -457,11 +457,17 @@ pub async fn migrate_out(
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(spec.deadline_s);
     let q = &rt.qmp;
-    let (Some(api), Some(incoming_id)) = (&spec.destination_api, &spec.incoming_command_id) else {
-        return Err("qemu migration needs destination_api and incoming_command_id".into());
+    let (Some(api), Some(incoming_id), Some(token)) = (
+        &spec.destination_api,
+        &spec.incoming_command_id,
+        &spec.peer_token,
+    ) else {
+        return Err(
+            "qemu migration needs destination_api, incoming_command_id and peer_token".into(),
+        );
     };
     // The destination QEMU must listen before the source connects.
-    wait_destination_ready(hostd, api, incoming_id, deadline).await?;
+    wait_destination_ready(hostd, api, incoming_id, token, deadline).await?;
     if let Err(e) = q
         .execute(
             "migrate-set-capabilities",
@@ -544,7 +550,7 @@ pub async fn migrate_out(
 
     // The source can say completed while the destination is still inmigrate:
     // wait for the destination hostd to see the VM running.
-    if let Err(e) = wait_destination(hostd, api, incoming_id, deadline).await {
+    if let Err(e) = wait_destination(hostd, api, incoming_id, token, deadline).await {
         let resumed = ensure_running(q).await;
         return Err(format!(
             "destination did not take over: {e}; {}",
@@ -565,12 +571,13 @@ pub async fn migrate_out(
 }
 
 /// The destination hostd's view of its `prepare_incoming` command.
-async fn destination_status(hostd: &Hostd, url: &str) -> Result<CommandStatus, String> {
-    match hostd
-        .http
-        .send(Method::GET, url, Some(&hostd.token), None)
-        .await
-    {
+/// `token` is the migration's one-time peer token.
+async fn destination_status(
+    hostd: &Hostd,
+    url: &str,
+    token: &str,
+) -> Result<CommandStatus, String> {
+    match hostd.http.send(Method::GET, url, Some(token), None).await {
         Ok((200, body)) => serde_json::from_slice::<CommandStatus>(&body)
             .map_err(|e| format!("bad answer from {url}: {e}")),
         Ok((code, body)) => Err(format!(
@@ -587,12 +594,13 @@ async fn wait_destination_ready(
     hostd: &Hostd,
     api: &str,
     id: &str,
+    token: &str,
     deadline: Instant,
 ) -> Result<(), String> {
     let url = format!("{}{}", api.trim_end_matches('/'), proto::command_path(id));
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
-        match destination_status(hostd, &url).await {
+        match destination_status(hostd, &url, token).await {
             Ok(st) if st.state == CommandState::Failed => {
                 return Err(format!(
                     "destination command {id} failed: {}",
@@ -616,6 +624,7 @@ async fn wait_destination(
     hostd: &Hostd,
     api: &str,
     id: &str,
+    token: &str,
     deadline: Instant,
 ) -> Result<(), String> {
     let url = format!("{}{}", api.trim_end_matches('/'), proto::command_path(id));
@@ -623,7 +632,7 @@ async fn wait_destination(
     // The destination needs a moment after the source's completion.
     let deadline = deadline.max(Instant::now() + Duration::from_secs(10));
     while Instant::now() < deadline {
-        match destination_status(hostd, &url).await {
+        match destination_status(hostd, &url, token).await {
             Ok(st) if st.state == CommandState::Succeeded => return Ok(()),
             Ok(st) if st.state == CommandState::Failed => {
                 return Err(format!(

@@ -8,6 +8,7 @@ use shoal_common::proto::{
     Command, CommandState, CommandStatus, Event, EventKind, VmInventory, VmMetrics, VmState,
     VmStatus,
 };
+use shoal_common::secret::Secret;
 
 use crate::config::Config;
 use crate::http::HttpClient;
@@ -186,8 +187,11 @@ pub struct Hostd {
     pub cfg: Config,
     /// Host id.
     pub host_id: String,
-    /// Bearer token (empty: none configured, every call is refused).
-    pub token: String,
+    /// This host's own token, presented to the controller.
+    pub token: Secret,
+    /// The controller's token: the only credential the API accepts (None:
+    /// every call is refused).
+    pub controller_token: Option<Secret>,
     /// VMs by name.
     pub vms: Mutex<BTreeMap<String, Arc<Vm>>>,
     /// Commands by id.
@@ -204,12 +208,18 @@ pub struct Hostd {
 
 impl Hostd {
     /// A daemon state without VMs.
-    pub fn new(cfg: Config, host_id: String, token: String) -> Self {
+    pub fn new(
+        cfg: Config,
+        host_id: String,
+        token: Secret,
+        controller_token: Option<Secret>,
+    ) -> Self {
         let http = HttpClient::new(std::time::Duration::from_secs_f64(cfg.http_timeout_s));
         Hostd {
             cfg,
             host_id,
             token,
+            controller_token,
             vms: Mutex::new(BTreeMap::new()),
             commands: Mutex::new(CommandTable::default()),
             events: Mutex::new(EventQueue::default()),
@@ -360,7 +370,12 @@ mod tests {
     }
 
     fn hostd_with_vm() -> Hostd {
-        let h = Hostd::new(Config::default(), "h".into(), "t".into());
+        let h = Hostd::new(
+            Config::default(),
+            "h".into(),
+            Secret::new("host-token-0123456789").unwrap(),
+            None,
+        );
         let inv = VmInventory {
             name: "v".into(),
             mac: "52:54:00:00:00:01".into(),

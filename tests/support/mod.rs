@@ -12,6 +12,7 @@
 // Each test uses only part of the support code.
 #![allow(dead_code, unused_imports)]
 
+pub mod creds;
 pub mod qemu;
 pub mod world;
 
@@ -680,9 +681,10 @@ pub fn cargo_bin(name: &str) -> PathBuf {
 
 pub use qemu::http;
 
-/// GET `path` from `addr` and parse the JSON body (errors on non-2xx).
+/// GET `path` from `addr` as the read-only operator of [`creds`] and parse
+/// the JSON body (errors on non-2xx).
 pub fn get_json(addr: &str, path: &str) -> Result<serde_json::Value> {
-    let (code, body) = qemu::http(addr, "GET", path, None, None)?;
+    let (code, body) = qemu::http(addr, "GET", path, Some(creds::READER_TOKEN), None)?;
     if !(200..300).contains(&code) {
         return Err(TestbedError::Failed {
             cmd: format!("GET {path}"),
@@ -695,4 +697,30 @@ pub fn get_json(addr: &str, path: &str) -> Result<serde_json::Value> {
         status: "bad JSON".into(),
         stderr: e.to_string(),
     })
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `<tmp>/<prefix>-<pid>-<n>`.
+    pub fn new(prefix: &str) -> Result<TempDir> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

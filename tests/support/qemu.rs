@@ -336,7 +336,8 @@ pub struct Recorded {
 }
 
 /// Records the registrations and reports hostds send (answers 200 `{}`,
-/// or 401 on a wrong token). Stops on drop.
+/// or 401 unless the request carries the token of the host it names,
+/// [`super::creds::host_token`]). Stops on drop.
 pub struct ControllerSink {
     /// `IP:PORT` it listens on.
     pub addr: String,
@@ -347,19 +348,19 @@ pub struct ControllerSink {
 
 impl ControllerSink {
     /// Listens on `bind` (`IP:0` for any port).
-    pub fn start(bind: &str, token: &str) -> Result<ControllerSink> {
+    pub fn start(bind: &str) -> Result<ControllerSink> {
         let l = TcpListener::bind(bind)?;
         l.set_nonblocking(true)?;
         let addr = l.local_addr()?.to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (r, st, tok) = (requests.clone(), stop.clone(), token.to_string());
+        let (r, st) = (requests.clone(), stop.clone());
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((s, _)) => {
-                        let (r, tok) = (r.clone(), tok.clone());
-                        std::thread::spawn(move || serve_one(s, &r, &tok));
+                        let r = r.clone();
+                        std::thread::spawn(move || serve_one(s, &r));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -392,7 +393,7 @@ impl Drop for ControllerSink {
     }
 }
 
-fn serve_one(s: TcpStream, log: &Mutex<Vec<Recorded>>, token: &str) {
+fn serve_one(s: TcpStream, log: &Mutex<Vec<Recorded>>) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let mut w = match s.try_clone() {
         Ok(w) => w,
@@ -432,7 +433,11 @@ fn serve_one(s: TcpStream, log: &Mutex<Vec<Recorded>>, token: &str) {
             return;
         }
         let auth = headers.get("authorization").cloned().unwrap_or_default();
-        let ok = auth == format!("Bearer {token}");
+        let host = path
+            .strip_prefix("/api/v1/hosts/")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or("");
+        let ok = !host.is_empty() && auth == format!("Bearer {}", super::creds::host_token(host));
         if let Ok(mut l) = log.lock() {
             l.push(Recorded {
                 method,

@@ -79,8 +79,7 @@ controller = "http://{root}:{api_port}"
 listen = "{mgmt}:7070"
 api_url = "http://{mgmt}:7070"
 dom0_addr = "{data}"
-token_file = "{token}"
-interval_s = 1
+{auth}interval_s = 1
 run_dir = "{run}"
 http_timeout_s = 3
 {bridge}{extra}
@@ -88,7 +87,7 @@ http_timeout_s = 3
             root = self.root_ip,
             mgmt = self.mgmt_ip,
             data = self.data_ip,
-            token = dir.join("token").display(),
+            auth = super::creds::hostd_auth(dir, id),
             run = dir.join(id).display(),
         )
     }
@@ -119,33 +118,33 @@ pub fn start_controller(dir: &Path, cfg: &Path, log: &str, api: &str) -> Result<
 /// Writes `dir/controller.toml` for the end-to-end tests: OpenFlow on
 /// 127.0.0.1:`of_port`, the API on 0.0.0.0:`api_port` (hypervisor
 /// namespaces reach it over their management links), the knowledge store at
-/// `db`, the token in `dir/token`, fast timers (Δ = 1 s), 100 Mbit/s links;
-/// `extra` is appended (more sections).
+/// `db`, the credentials of [`super::creds`] (token files in `dir`, one per
+/// host of `hosts`), fast timers (Δ = 1 s), 100 Mbit/s links; `extra` is
+/// appended (more sections).
 pub fn write_controller_config(
     dir: &Path,
     of_port: u16,
     api_port: u16,
     db: &str,
+    hosts: &[&str],
     extra: &str,
 ) -> Result<std::path::PathBuf> {
     let cfg = dir.join("controller.toml");
+    let auth = super::creds::controller_auth(dir, hosts)?;
     std::fs::write(
         &cfg,
         format!(
             r#"of_listen = "127.0.0.1:{of_port}"
 api_listen = "0.0.0.0:{api_port}"
 db = "{db}"
-[hostd]
-token_file = "{token}"
-[topology]
+{auth}[topology]
 lldp_interval_s = 1.0
 port_confirm_s = 1.5
 link_capacity_bps = 100000000
 [monitor]
 interval_s = 1.0
 {extra}
-"#,
-            token = dir.join("token").display()
+"#
         ),
     )?;
     Ok(cfg)

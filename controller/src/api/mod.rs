@@ -36,6 +36,7 @@ use crate::monitor::dpid::parse_dpid;
 use crate::monitor::hosts::HostError;
 use crate::monitor::topology::PortRef;
 
+pub mod auth;
 pub mod hosts;
 pub mod ops;
 
@@ -50,8 +51,8 @@ pub struct ApiState {
     pub orchestrator: Arc<Orchestrator>,
     /// The settings the API reports.
     pub settings: ApiSettings,
-    /// Bearer token shared with the host daemons.
-    pub token: Option<String>,
+    /// The credentials it accepts.
+    pub auth: auth::Auth,
     /// Where new host events (deduplicated) go.
     pub host_events: Option<mpsc::UnboundedSender<HostEvent>>,
 }
@@ -99,6 +100,12 @@ pub enum ApiError {
     /// Missing or wrong credentials.
     #[error("{0}")]
     Unauthorized(String),
+    /// Known credentials without the right to do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The route exists, the method does not.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// A dependency (switch, host daemon) is not reachable right now.
     #[error("{0}")]
     Unavailable(String),
@@ -117,6 +124,8 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -230,7 +239,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(hosts::routes())
         .merge(ops::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ))
         .with_state(state)
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed here; see /api/v1/openapi.json"
+    ))
 }
 
 async fn not_found() -> ApiError {

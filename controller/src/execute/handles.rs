@@ -15,6 +15,7 @@ use std::time::Duration;
 use ofp::Message;
 use shoal_common::http::{HttpClient, Method};
 use shoal_common::proto::{self, CommandStatus};
+use shoal_common::secret::Secret;
 
 use crate::knowledge::clock::{Clock, SystemClock};
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
@@ -180,7 +181,7 @@ pub trait HostdClient: Send + Sync {
 #[derive(Clone)]
 pub struct HttpHostd {
     http: HttpClient,
-    token: Option<String>,
+    token: Option<Secret>,
 }
 
 impl std::fmt::Debug for HttpHostd {
@@ -191,7 +192,7 @@ impl std::fmt::Debug for HttpHostd {
 
 impl HttpHostd {
     /// A client with per-request `timeout` and bearer `token`.
-    pub fn new(timeout: Duration, token: Option<String>) -> Self {
+    pub fn new(timeout: Duration, token: Option<Secret>) -> Self {
         HttpHostd {
             http: HttpClient::new(timeout),
             token,
@@ -216,7 +217,7 @@ impl HttpHostd {
         let url = format!("{api}{}", proto::command_path(id));
         match self
             .http
-            .send(method, &url, self.token.as_deref(), body)
+            .send(method, &url, self.token.as_ref().map(Secret::expose), body)
             .await
         {
             Ok((code, b)) => Ok((url, code, b)),

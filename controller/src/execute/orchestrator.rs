@@ -267,8 +267,8 @@ pub struct OrchConfig {
     pub cpu_threshold: f64,
     /// S-CORE link weights for communication cost.
     pub weights: [f64; 4],
-    /// Bearer token for the host daemons.
-    pub token: Option<String>,
+    /// The token presented to the host daemons.
+    pub token: Option<shoal_common::secret::Secret>,
 }
 
 impl OrchConfig {
@@ -1357,6 +1357,7 @@ impl Orchestrator {
             deadline_s: m.deadline_s,
             destination_api: None,
             incoming_command_id: None,
+            peer_token: Some(shoal_common::secret::random_token()?.expose().to_string()),
             vm_spec: None,
         };
         let incoming = MigrationSpec {

@@ -1,0 +1,238 @@
+//! Who may call what: every route except `/healthz` needs a bearer token.
+//!
+//! Two kinds of credentials ([`crate::config::AuthSettings`]):
+//! - **operators**, `read` (every `GET`) or `write` (also migrations and
+//!   the policy);
+//! - **host daemons**, each with its own token bound to its host id: it may
+//!   `PUT /api/v1/hosts/{its id}` and `POST /api/v1/hosts/{its
+//!   id}/reports`, and nothing else (not even reads).
+//!
+//! The rule is one function ([`need`]) applied by one middleware
+//! ([`require`]) in front of every route, the fallback (404) and the 405
+//! answers: a request is authenticated before the router says anything
+//! about it. A missing or unknown token is 401, a known one without the
+//! right is 403; both are logged with the peer, never with the token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use shoal_common::secret::{bearer, Secret};
+use tracing::warn;
+
+use crate::api::{ApiError, ApiState};
+use crate::config::{AuthSettings, Role};
+
+/// Who a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// An operator.
+    Operator {
+        /// Its configured name.
+        name: String,
+        /// What it may do.
+        role: Role,
+    },
+    /// A host daemon (its host id).
+    Host(String),
+}
+
+/// What a request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing (`/healthz`).
+    Public,
+    /// Any operator.
+    Read,
+    /// A `write` operator.
+    Write,
+    /// The host daemon of this host id.
+    Host(String),
+}
+
+/// The credentials the API accepts.
+#[derive(Debug, Default)]
+pub struct Auth {
+    operators: Vec<(Secret, String, Role)>,
+    hosts: Vec<(Secret, String)>,
+}
+
+impl Auth {
+    /// From the loaded settings.
+    pub fn new(s: &AuthSettings) -> Self {
+        Auth {
+            operators: s
+                .operators
+                .iter()
+                .map(|o| (o.token.clone(), o.name.clone(), o.role))
+                .collect(),
+            hosts: s
+                .hosts
+                .iter()
+                .map(|(h, t)| (t.clone(), h.clone()))
+                .collect(),
+        }
+    }
+
+    /// Who presents `token` (every credential is compared, in constant
+    /// time each).
+    pub fn identify(&self, token: &str) -> Option<Principal> {
+        let mut found = None;
+        for (t, name, role) in &self.operators {
+            if t.matches(token) {
+                found = Some(Principal::Operator {
+                    name: name.clone(),
+                    role: *role,
+                });
+            }
+        }
+        for (t, host) in &self.hosts {
+            if t.matches(token) {
+                found = Some(Principal::Host(host.clone()));
+            }
+        }
+        found
+    }
+}
+
+/// What `method path` needs.
+pub fn need(method: &Method, path: &str) -> Need {
+    if path == "/healthz" && (method == Method::GET || method == Method::HEAD) {
+        return Need::Public;
+    }
+    if let Some(rest) = path.strip_prefix("/api/v1/hosts/") {
+        let mut parts = rest.split('/');
+        let id = parts.next().unwrap_or("");
+        let tail: Vec<&str> = parts.collect();
+        let host_write = matches!(
+            (method, tail.as_slice()),
+            (&Method::PUT, []) | (&Method::POST, ["reports"])
+        );
+        if host_write && !id.is_empty() {
+            return Need::Host(id.to_string());
+        }
+    }
+    if method == Method::GET || method == Method::HEAD {
+        Need::Read
+    } else {
+        Need::Write
+    }
+}
+
+/// Whether `who` may do what `need` asks.
+pub fn allowed(who: &Principal, need: &Need) -> bool {
+    match (need, who) {
+        (Need::Public, _) => true,
+        (Need::Read, Principal::Operator { .. }) => true,
+        (Need::Write, Principal::Operator { role, .. }) => *role == Role::Write,
+        (Need::Host(id), Principal::Host(h)) => id == h,
+        _ => false,
+    }
+}
+
+/// The middleware in front of every route.
+pub async fn require(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let need = need(req.method(), req.uri().path());
+    if need == Need::Public {
+        return next.run(req).await;
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let presented = bearer(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let Some(token) = presented else {
+        warn!(%peer, %method, %path, "rejected: no bearer token");
+        return unauthorized("missing bearer token");
+    };
+    let Some(who) = s.auth.identify(token) else {
+        warn!(%peer, %method, %path, "rejected: wrong bearer token");
+        return unauthorized("wrong bearer token");
+    };
+    if !allowed(&who, &need) {
+        warn!(%peer, %method, %path, who = ?who, "rejected: not allowed");
+        return ApiError::Forbidden(format!("{} may not {method} {path}", describe(&who)))
+            .into_response();
+    }
+    let mut req = req;
+    req.extensions_mut().insert(who);
+    next.run(req).await
+}
+
+fn describe(who: &Principal) -> String {
+    match who {
+        Principal::Operator { name, role } => format!("operator {name} ({role:?})"),
+        Principal::Host(h) => format!("host {h}"),
+    }
+}
+
+fn unauthorized(msg: &str) -> Response {
+    let mut r = ApiError::Unauthorized(msg.into()).into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        let s = |t: &str| Secret::new(t).expect("token");
+        Auth {
+            operators: vec![
+                (s("operator-write-token-1"), "ops".into(), Role::Write),
+                (s("operator-read-token-22"), "noc".into(), Role::Read),
+            ],
+            hosts: vec![(s("host-h1-token-333333"), "h1".into())],
+        }
+    }
+
+    #[test]
+    fn needs() {
+        assert_eq!(need(&Method::GET, "/healthz"), Need::Public);
+        assert_eq!(need(&Method::POST, "/healthz"), Need::Write);
+        assert_eq!(need(&Method::GET, "/api/v1/links"), Need::Read);
+        assert_eq!(need(&Method::GET, "/api/v1/hosts/h1"), Need::Read);
+        assert_eq!(
+            need(&Method::PUT, "/api/v1/hosts/h1"),
+            Need::Host("h1".into())
+        );
+        assert_eq!(
+            need(&Method::POST, "/api/v1/hosts/h1/reports"),
+            Need::Host("h1".into())
+        );
+        assert_eq!(need(&Method::POST, "/api/v1/hosts/h1/other"), Need::Write);
+        assert_eq!(need(&Method::PUT, "/api/v1/hosts/"), Need::Write);
+        assert_eq!(need(&Method::DELETE, "/api/v1/migrations/m1"), Need::Write);
+        assert_eq!(need(&Method::PUT, "/api/v1/policy"), Need::Write);
+    }
+
+    #[test]
+    fn roles() {
+        let a = auth();
+        let w = a.identify("operator-write-token-1").expect("ops");
+        let r = a.identify("operator-read-token-22").expect("noc");
+        let h = a.identify("host-h1-token-333333").expect("h1");
+        assert_eq!(a.identify("operator-write-token-"), None);
+        assert_eq!(a.identify(""), None);
+        assert!(allowed(&w, &Need::Write) && allowed(&w, &Need::Read));
+        assert!(allowed(&r, &Need::Read) && !allowed(&r, &Need::Write));
+        assert!(!allowed(&h, &Need::Read) && !allowed(&h, &Need::Write));
+        assert!(allowed(&h, &Need::Host("h1".into())));
+        assert!(!allowed(&h, &Need::Host("h2".into())));
+        assert!(!allowed(&w, &Need::Host("h1".into())));
+    }
+}

@@ -1,0 +1,220 @@
+//! Adversarial: the controller's REST API as an outsider, a read-only
+//! operator and a host daemon would try it (a real `shoal-controller`
+//! process; no switches needed).
+//!
+//! Every route of `docs/openapi.json` except `/healthz` answers 401
+//! without a token or with a wrong one; a read-only operator gets 403 on
+//! every write; a host daemon's token reads nothing and registers or
+//! reports only as its own host; a write operator passes. Errors (401, 403,
+//! 404, 405) are JSON. Token files readable by group/others are refused at
+//! start, and no token ever appears in the log.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::creds::{self, host_token, OPERATOR_TOKEN, READER_TOKEN};
+use support::qemu::http;
+use support::{cargo_bin, free_port, wait_for, ChildGuard};
+
+/// Every (method, concrete path) of the OpenAPI description.
+fn routes() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(support::workspace_root().join("docs/openapi.json"))
+        .expect("docs/openapi.json");
+    let doc: Value = serde_json::from_str(&text).expect("OpenAPI JSON");
+    let mut out = Vec::new();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        let concrete = path
+            .replace("{dpid}", "0000000000000001")
+            .replace("{id}", "h1")
+            .replace("{name}", "vm1");
+        for m in ["get", "put", "post", "delete", "patch"] {
+            if ops.get(m).is_some() {
+                out.push((m.to_uppercase(), concrete.clone()));
+            }
+        }
+    }
+    assert!(out.len() >= 20, "too few routes: {out:?}");
+    out
+}
+
+fn is_write(method: &str) -> bool {
+    method != "GET"
+}
+
+fn body_for(method: &str, path: &str) -> Option<&'static str> {
+    match (method, path) {
+        ("PUT", "/api/v1/policy") => Some(r#"{"name":"none"}"#),
+        ("POST", "/api/v1/migrations") => Some(r#"{"vm":"vm1","destination":"h2"}"#),
+        ("PUT", p) if p.starts_with("/api/v1/hosts/") => Some("{}"),
+        ("POST", _) => Some("{}"),
+        _ => None,
+    }
+}
+
+fn json_error(code: u16, body: &str, what: &str) {
+    let v: Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("{what}: {code} body is not JSON ({e}): {body:?}"));
+    assert!(
+        v["error"].is_string(),
+        "{what}: {code} without error: {body}"
+    );
+}
+
+struct Ctl {
+    _child: ChildGuard,
+    api: String,
+    log: std::path::PathBuf,
+}
+
+fn start(dir: &Path) -> Ctl {
+    let auth = creds::controller_auth(dir, &["h1", "h2"]).expect("token files");
+    let api_port = free_port().expect("port");
+    let of_port = free_port().expect("port");
+    let cfg = dir.join("controller.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "of_listen = \"127.0.0.1:{of_port}\"\napi_listen = \"127.0.0.1:{api_port}\"\ndb = \":memory:\"\n{auth}"
+        ),
+    )
+    .expect("config");
+    let log = dir.join("controller.log");
+    let child = ChildGuard::spawn(
+        Command::new(cargo_bin("shoal-controller"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log")),
+    )
+    .expect("start controller");
+    let api = format!("127.0.0.1:{api_port}");
+    wait_for("the controller API", Duration::from_secs(20), || {
+        http(&api, "GET", "/healthz", None, None)
+            .ok()
+            .filter(|(c, _)| *c == 200)
+    })
+    .expect("controller up");
+    Ctl {
+        _child: child,
+        api,
+        log,
+    }
+}
+
+#[test]
+fn every_route_but_healthz_is_authenticated_and_authorized() {
+    let dir = support::TempDir::new("sau").expect("tempdir");
+    let c = start(dir.path());
+    let call = |m: &str, p: &str, t: Option<&str>| {
+        http(&c.api, m, p, t, body_for(m, p)).unwrap_or_else(|e| panic!("{m} {p}: {e}"))
+    };
+    let (code, _) = call("GET", "/healthz", None);
+    assert_eq!(code, 200, "/healthz stays open");
+    let h1 = host_token("h1");
+    for (m, p) in routes() {
+        if p == "/healthz" {
+            continue;
+        }
+        let what = format!("{m} {p}");
+        // Outsiders: no token, a wrong token, a token of the wrong scheme.
+        for t in [None, Some("not-a-token"), Some("")] {
+            let (code, body) = call(&m, &p, t);
+            assert_eq!(code, 401, "{what} with {t:?}: {body}");
+            json_error(code, &body, &what);
+        }
+        // A read-only operator reads, never writes.
+        let (code, body) = call(&m, &p, Some(READER_TOKEN));
+        if is_write(&m) {
+            assert_eq!(code, 403, "{what} as reader: {body}");
+            json_error(code, &body, &what);
+        } else {
+            assert!(
+                code != 401 && code != 403,
+                "{what} as reader: {code} {body}"
+            );
+        }
+        // A host daemon: only its own registration and reports.
+        let own =
+            p == "/api/v1/hosts/h1" && m == "PUT" || p == "/api/v1/hosts/h1/reports" && m == "POST";
+        let (code, body) = call(&m, &p, Some(&h1));
+        if own {
+            assert!(code != 401 && code != 403, "{what} as h1: {code} {body}");
+        } else {
+            assert_eq!(code, 403, "{what} as h1: {body}");
+            json_error(code, &body, &what);
+        }
+        // The write operator passes authorization everywhere but on the
+        // hosts' own routes.
+        let host_route = p.starts_with("/api/v1/hosts/h1") && is_write(&m);
+        let (code, body) = call(&m, &p, Some(OPERATOR_TOKEN));
+        if host_route {
+            assert_eq!(code, 403, "{what} as operator: {body}");
+        } else {
+            assert!(
+                code != 401 && code != 403,
+                "{what} as operator: {code} {body}"
+            );
+        }
+    }
+    // Another host's token cannot act as h2.
+    for (m, p) in [
+        ("PUT", "/api/v1/hosts/h2"),
+        ("POST", "/api/v1/hosts/h2/reports"),
+    ] {
+        let (code, body) = call(m, p, Some(&h1));
+        assert_eq!(code, 403, "{m} {p} with h1's token: {body}");
+    }
+    // Unknown routes and wrong methods: authenticated first, then JSON.
+    let (code, body) = call("GET", "/api/v1/nothing-here", None);
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = call("GET", "/api/v1/nothing-here", Some(READER_TOKEN));
+    assert_eq!(code, 404);
+    json_error(code, &body, "404");
+    let (code, body) = call("PATCH", "/api/v1/links", Some(OPERATOR_TOKEN));
+    assert_eq!(code, 405, "{body}");
+    json_error(code, &body, "405");
+    // No token in the log.
+    let log = std::fs::read_to_string(&c.log).unwrap_or_default();
+    for t in [
+        OPERATOR_TOKEN,
+        READER_TOKEN,
+        creds::CONTROLLER_TOKEN,
+        h1.as_str(),
+    ] {
+        assert!(!log.contains(t), "token {t} in the log");
+    }
+    assert!(log.contains("rejected"), "refusals are logged: {log}");
+}
+
+#[test]
+fn token_files_open_to_others_are_refused() {
+    let dir = support::TempDir::new("sau").expect("tempdir");
+    let auth = creds::controller_auth(dir.path(), &["h1"]).expect("token files");
+    let op = dir.path().join("operator.token");
+    std::fs::set_permissions(&op, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let cfg = dir.path().join("controller.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "api_listen = \"127.0.0.1:0\"\nof_listen = \"127.0.0.1:0\"\ndb = \":memory:\"\n{auth}"
+        ),
+    )
+    .expect("config");
+    let out = Command::new(cargo_bin("shoal-controller"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "started with a 0644 token file");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("operator.token") && err.contains("group or others"),
+        "unclear error: {err}"
+    );
+    assert!(!err.contains(OPERATOR_TOKEN), "token in the error: {err}");
+}
