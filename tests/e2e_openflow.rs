@@ -481,8 +481,13 @@ fn openflow10_bridge_is_refused() {
     let _ = std::fs::create_dir_all(&dir);
     let log_path = dir.join("controller.log");
     let log = std::fs::File::create(&log_path).unwrap();
+    let cfg = dir.join("controller.toml");
+    std::fs::write(&cfg, support::creds::controller_auth(&dir, &[]).unwrap()).unwrap();
     let _ctl = ChildGuard::spawn(
         Command::new(cargo_bin("shoal-controller"))
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg)
             .args([
                 "--db",
                 ":memory:",
