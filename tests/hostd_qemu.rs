@@ -478,3 +478,134 @@ fn qemu_live_migration_through_hostd() {
     eprintln!("qemu e2e took {:?}", t0.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A `prepare_incoming` body for VM `vm` whose inventory carries `spec`.
+fn incoming_body(vm: &str, addr: &str, spec: Value) -> String {
+    json!({
+        "kind": "prepare_incoming", "vm": vm, "destination_host": "hx",
+        "destination_addr": addr, "max_bandwidth_bytes_per_s": 1u64 << 20,
+        "downtime_limit_ms": 300, "deadline_s": 4.0,
+        "vm_spec": {"name": vm, "mac": "52:54:00:5d:00:09", "vcpus": 1,
+                    "memory_mb": 64, "max_memory_mb": 64, "spec": spec},
+    })
+    .to_string()
+}
+
+/// Security: a destination never runs a QEMU command line that came over
+/// the wire. A real hostd is sent `prepare_incoming` commands whose VM spec
+/// carries QEMU options of the sender's choosing (`-virtfs` sharing `/`,
+/// `-drive file=/etc/shadow`, a TCP `--monitor`, a tap with a `script=`):
+/// each is refused with a 4xx JSON error, no command exists afterwards and
+/// hostd has no QEMU child. A well-formed command on the same hostd does
+/// start QEMU (so the check for a QEMU child is not vacuous).
+#[test]
+fn prepare_incoming_refuses_foreign_qemu_options() {
+    assert!(is_root(), "the end-to-end tests need root");
+    let _lock = e2e_lock().expect("e2e lock");
+    let guest = require_qemu_and_guest().unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("shd-qemu-refuse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    let api = format!("127.0.0.1:{}", support::free_port().unwrap());
+    let cfg = format!(
+        "host_id = \"hx\"\nlisten = \"{api}\"\ntoken_file = \"{}\"\ninterval_s = 1\nrun_dir = \"{}\"\ndirty_rate_period_s = 0\n",
+        dir.join("token").display(),
+        dir.join("run").display()
+    );
+    let hd = Hostd::start(None, &dir.join("hx"), &cfg, &api).expect("hostd");
+    let hostd_pid = hd.child.id();
+    let migration_addr = format!("127.0.0.1:{}", support::free_port().unwrap());
+
+    let machine = guest.args(64, 0, None, &[]);
+    let with = |extra: &[&str]| {
+        let mut a = machine.clone();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        json!({"backend": "qemu", "args": a})
+    };
+    let attacks = [
+        (
+            "virtfs",
+            with(&[
+                "-virtfs",
+                "local,path=/,mount_tag=root,security_model=passthrough,id=fs0",
+            ]),
+        ),
+        (
+            "shadow",
+            with(&[
+                "-drive",
+                "file=/etc/shadow,format=raw,if=virtio,readonly=on",
+            ]),
+        ),
+        (
+            "monitor",
+            with(&["--monitor", "tcp:127.0.0.1:45555,server=on,wait=off"]),
+        ),
+        (
+            "tap-script",
+            with(&[
+                "-netdev",
+                "tap,id=n0,ifname=shdx-t0,script=/bin/true,downscript=no",
+            ]),
+        ),
+    ];
+    for (what, spec) in &attacks {
+        let id = format!("shdx-{what}");
+        let body = incoming_body("shdx-evil", &migration_addr, spec.clone());
+        let (code, answer) = hd
+            .call("PUT", &format!("/api/v1/commands/{id}"), TOKEN, Some(&body))
+            .unwrap();
+        let refused = (400..500).contains(&code)
+            && serde_json::from_str::<Value>(&answer)
+                .map(|v| v["error"].is_string())
+                .unwrap_or(false);
+        // Give an accepted command the time to start its QEMU.
+        std::thread::sleep(Duration::from_millis(1500));
+        let children = support::qemu::qemu_children(hostd_pid);
+        support::qemu::kill_pids(&children);
+        assert!(
+            refused,
+            "{what}: prepare_incoming answered {code} {answer}, want a 4xx JSON error; \
+             hostd's QEMU children: {children:?}"
+        );
+        assert!(
+            children.is_empty(),
+            "{what}: hostd started QEMU: {children:?}"
+        );
+        let (code, _) = hd
+            .call("GET", &format!("/api/v1/commands/{id}"), TOKEN, None)
+            .unwrap();
+        assert_eq!(code, 404, "{what}: the refused command exists");
+    }
+    let (_, vms) = hd.call("GET", "/api/v1/vms", TOKEN, None).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&vms).unwrap(), json!([]));
+
+    // Control: a well-formed command starts a QEMU child (which ends when
+    // no migration arrives before the deadline).
+    let good = json!({"backend": "qemu", "args": machine});
+    let body = incoming_body("shdx-good", &migration_addr, good);
+    let (code, answer) = hd
+        .call("PUT", "/api/v1/commands/shdx-good", TOKEN, Some(&body))
+        .unwrap();
+    assert_eq!(code, 202, "{answer}");
+    let started = wait_for("QEMU of the good command", Duration::from_secs(10), || {
+        let c = support::qemu::qemu_children(hostd_pid);
+        (!c.is_empty()).then_some(c)
+    });
+    assert!(
+        started.is_ok(),
+        "no QEMU for a well-formed command: {}",
+        hd.log_text()
+    );
+    let done = poll_command(&hd, "shdx-good", Duration::from_secs(20));
+    assert_eq!(done["state"], "failed", "{done}");
+    let gone = wait_for("QEMU stopped", Duration::from_secs(10), || {
+        support::qemu::qemu_children(hostd_pid)
+            .is_empty()
+            .then_some(())
+    });
+    assert!(gone.is_ok(), "QEMU still runs after the deadline");
+    drop(hd);
+    let _ = std::fs::remove_dir_all(&dir);
+}

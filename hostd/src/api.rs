@@ -391,6 +391,137 @@ mod tests {
         assert!(v["error"].is_string(), "{v}");
     }
 
+    /// A scratch directory for one test, empty.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("shd-api-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A `prepare_incoming` body for VM `vm` with inventory spec `spec`.
+    fn incoming(vm: &str, spec: serde_json::Value) -> String {
+        serde_json::json!({
+            "kind": "prepare_incoming", "vm": vm, "destination_host": "h",
+            "destination_addr": "127.0.0.1:1", "max_bandwidth_bytes_per_s": 1000,
+            "downtime_limit_ms": 300, "deadline_s": 2.0,
+            "vm_spec": {"name": vm, "mac": "52:54:00:00:00:09", "vcpus": 1,
+                        "memory_mb": 64, "max_memory_mb": 64, "spec": spec},
+        })
+        .to_string()
+    }
+
+    /// A QEMU command line on the wire is refused with a 4xx and starts no
+    /// process: the "QEMU" here is a script that leaves a marker file when
+    /// it runs.
+    #[tokio::test]
+    async fn prepare_incoming_refuses_a_command_line_from_the_wire() {
+        let dir = scratch("cmdline");
+        let marker = dir.join("qemu-ran");
+        let fake = dir.join("fake-qemu.sh");
+        std::fs::write(
+            &fake,
+            format!("#!/bin/sh\necho \"$@\" >> {}\n", marker.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = crate::config::Config {
+            qemu_binary: fake.display().to_string(),
+            run_dir: dir.join("run"),
+            ..Default::default()
+        };
+        let app = router(Arc::new(Hostd::new(cfg, "h".into(), "tok".into())));
+        for (i, args) in [
+            serde_json::json!([
+                "-m",
+                "64",
+                "-virtfs",
+                "local,path=/,mount_tag=r,security_model=passthrough"
+            ]),
+            serde_json::json!(["-m", "64", "-drive", "file=/etc/shadow,format=raw"]),
+            serde_json::json!([
+                "-m",
+                "64",
+                "--monitor",
+                "tcp:127.0.0.1:4555,server=on,wait=off"
+            ]),
+            serde_json::json!(["-m", "64", "-netdev", "tap,id=n0,script=/tmp/evil.sh"]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let body = incoming("evil", serde_json::json!({"backend": "qemu", "args": args}));
+            let (s, v) = call(
+                &app,
+                "PUT",
+                &format!("/api/v1/commands/e{i}"),
+                Some("tok"),
+                &body,
+            )
+            .await;
+            assert!(s.is_client_error(), "{args}: accepted with {s}: {v}");
+            assert!(v["error"].is_string(), "{v}");
+            let (s, _) = call(
+                &app,
+                "GET",
+                &format!("/api/v1/commands/e{i}"),
+                Some("tok"),
+                "",
+            )
+            .await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{args}: the command exists");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(
+            !marker.exists(),
+            "a process was started: {}",
+            std::fs::read_to_string(&marker).unwrap_or_default()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Paths and names of a netns VM from the wire: a scenario file outside
+    /// the host's scenario directory and an interface name `ip` would not
+    /// take (longer than 15 bytes) are refused with a 4xx.
+    #[tokio::test]
+    async fn prepare_incoming_refuses_foreign_paths_and_bad_names() {
+        let cfg = crate::config::Config {
+            bridge: Some("br0".into()),
+            ..Default::default()
+        };
+        let app = router(Arc::new(Hostd::new(cfg, "h".into(), "tok".into())));
+        let netns = |scenario: Option<&str>, iface: &str, port: &str| {
+            let mut s = serde_json::json!({"backend": "netns", "namespace": "nsx",
+                                           "iface": iface, "port": port});
+            if let Some(p) = scenario {
+                s["scenario"] = serde_json::json!(p);
+            }
+            s
+        };
+        for (i, spec) in [
+            netns(Some("/etc/shadow"), "eth0", "p0"),
+            netns(Some("../../../../etc/shadow"), "eth0", "p0"),
+            netns(None, "eth0-far-too-long", "p0"),
+            netns(None, "eth0", "-p0"),
+            netns(None, "eth0", "port-far-too-long"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let body = incoming("nvm", spec.clone());
+            let (s, v) = call(
+                &app,
+                "PUT",
+                &format!("/api/v1/commands/n{i}"),
+                Some("tok"),
+                &body,
+            )
+            .await;
+            assert!(s.is_client_error(), "{spec}: accepted with {s}: {v}");
+        }
+    }
+
     /// A command on a VM that is migrating is refused with 409.
     #[tokio::test]
     async fn busy_vm_conflicts() {

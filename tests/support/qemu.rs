@@ -465,3 +465,45 @@ pub fn last_uptime(console_log: &Path) -> Option<u64> {
         .filter_map(|r| r.split_whitespace().next()?.parse().ok())
         .next()
 }
+
+/// The QEMU processes whose parent is `parent` (a hostd): (pid, command
+/// line with spaces between the arguments).
+pub fn qemu_children(parent: u32) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // `/proc/PID/stat`: "pid (comm) state ppid ..."; comm may hold spaces.
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.contains("qemu")) {
+            out.push((pid, args.join(" ")));
+        }
+    }
+    out
+}
+
+/// Kills the given processes (SIGKILL, by pid).
+pub fn kill_pids(pids: &[(u32, String)]) {
+    for (pid, _) in pids {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+}
