@@ -28,16 +28,12 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// QEMU arguments of a `mem_mb` TCG guest dirtying `dirty_mbps` MiB/s,
-    /// its `eth0` (if it has a virtio-net NIC) at `ip` (`A.B.C.D/P`), plus
-    /// `extra` (the identical part; hostd adds QMP, serial and `-incoming`).
-    pub fn args(
-        &self,
-        mem_mb: u32,
-        dirty_mbps: u32,
-        ip: Option<&str>,
-        extra: &[&str],
-    ) -> Vec<String> {
+    /// A machine template (`[templates.NAME] args`, see docs/hostd.md) of a
+    /// TCG guest dirtying `dirty_mbps` MiB/s, its `eth0` (if it has a
+    /// virtio-net NIC) at `ip` (`A.B.C.D/P`), plus `extra` (more template
+    /// arguments). Memory and vCPUs are the placeholders `{memory_mb}` and
+    /// `{vcpus}`; hostd adds QMP, serial and `-incoming`.
+    pub fn template(&self, dirty_mbps: u32, ip: Option<&str>, extra: &[&str]) -> Vec<String> {
         let mut append = format!("console=ttyS0 quiet panic=-1 shoal.dirty={dirty_mbps}");
         if let Some(ip) = ip {
             append.push_str(&format!(" shoal.ip={ip}"));
@@ -46,9 +42,9 @@ impl Guest {
             "-accel",
             "tcg,tb-size=16",
             "-m",
-            &mem_mb.to_string(),
+            "{memory_mb}",
             "-smp",
-            "1",
+            "{vcpus}",
             "-nodefaults",
             "-vga",
             "none",
@@ -68,6 +64,14 @@ impl Guest {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     }
+}
+
+/// `[templates.NAME]` with `args` for a hostd configuration (TOML).
+pub fn template_toml(name: &str, args: &[String]) -> String {
+    format!(
+        "[templates.{name}]\nargs = {}\n",
+        serde_json::to_string(args).unwrap_or_default()
+    )
 }
 
 /// Checks that QEMU is installed and the test guest is built; the error

@@ -61,7 +61,8 @@ impl Hypervisor {
     }
 
     /// A hostd configuration for this hypervisor (netns backend, interval
-    /// 1 s); `extra` is appended (VMs, testbed options).
+    /// 1 s, scenario files in `dir`); `extra` is appended (VMs, testbed
+    /// options).
     pub fn hostd_config(
         &self,
         id: &str,
@@ -82,6 +83,7 @@ dom0_addr = "{data}"
 token_file = "{token}"
 interval_s = 1
 run_dir = "{run}"
+scenario_dir = "{scenarios}"
 http_timeout_s = 3
 {bridge}{extra}
 "#,
@@ -90,6 +92,7 @@ http_timeout_s = 3
             data = self.data_ip,
             token = dir.join("token").display(),
             run = dir.join(id).display(),
+            scenarios = dir.display(),
         )
     }
 
