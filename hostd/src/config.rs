@@ -481,22 +481,7 @@ pub fn validate_vm(inv: &VmInventory, host: &Config) -> Result<(), VmSpecError> 
             disk,
             tap,
         } => {
-            let tpl = host
-                .templates
-                .get(template)
-                .ok_or_else(|| VmSpecError::UnknownTemplate {
-                    vm: vm(),
-                    template: template.clone(),
-                    known: if host.templates.is_empty() {
-                        "none".into()
-                    } else {
-                        host.templates
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    },
-                })?;
+            let tpl = host.template(&inv.name, template)?;
             let tpl_err = |source| VmSpecError::Template {
                 vm: vm(),
                 template: template.clone(),
@@ -651,6 +636,26 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The machine template `name` that VM `vm` asks for, if this host
+    /// defines it.
+    pub fn template(&self, vm: &str, name: &str) -> Result<&MachineTemplate, VmSpecError> {
+        self.templates
+            .get(name)
+            .ok_or_else(|| VmSpecError::UnknownTemplate {
+                vm: vm.to_string(),
+                template: name.to_string(),
+                known: if self.templates.is_empty() {
+                    "none".into()
+                } else {
+                    self.templates
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            })
     }
 
     /// The advertised effector URL.

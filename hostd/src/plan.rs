@@ -162,13 +162,7 @@ pub async fn plan(cfg: &Config, inv: &VmInventory) -> Result<VmPlan, PlanError> 
                 template: template.clone(),
                 source,
             };
-            let Some(tpl) = cfg.templates.get(template) else {
-                // validate_vm refuses this already; say the same here.
-                return Err(validate_vm(inv, cfg).err().map_or_else(
-                    || PlanError::Join(format!("template {template} vanished")),
-                    PlanError::Spec,
-                ));
-            };
+            let tpl = cfg.template(vm, template)?;
             let disk = match (disk, &cfg.image_dir) {
                 (Some(d), Some(dir)) => Some(resolve_disk(vm, dir.clone(), d).await?),
                 _ => None,
