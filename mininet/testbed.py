@@ -547,7 +547,9 @@ class Testbed:
                          'ip = "%s"' % v['ip'], 'vcpus = %d' % spec['vcpus'],
                          'memory_mb = %d' % spec['memory_mb'], 'backend = "netns"',
                          'namespace = "%s"' % vm, 'iface = "%s"' % v['iface'],
-                         'port = "%s"' % v['port'], 'scenario = "%s"' % series]
+                         'port = "%s"' % v['port'],
+                         # relative to scenario_dir (hostd confines it there)
+                         'scenario = "%s"' % os.path.basename(series)]
                 if self.sc['topology']['vf_per_host'] > 0:
                     lines += ['vf_iface = "%s"' % v['vf_iface'], 'vf_port = "%s"' % v['vf_port']]
                 vms.append('\n'.join(lines))
@@ -565,6 +567,7 @@ class Testbed:
                 'bridge = "%s"' % h,
                 'vf_count = %d' % self.sc['topology']['vf_per_host'],
                 'run_dir = "%s"' % os.path.join(self.run_dir, 'hostd-%s' % h),
+                'scenario_dir = "%s"' % self.run_dir,
                 'proc_root = "%s"' % self.emu.root(h),
                 'host_metrics = "vms"',
                 'cores = %d' % self.sc['topology']['host_cores'],

@@ -76,11 +76,13 @@ uplink = "eth0"
 bridge = "{bridge}"
 vf_count = 1
 run_dir = "{run}"
+scenario_dir = "{scenarios}"
 http_timeout_s = 3
 {vm}
 "#,
         auth = support::creds::hostd_auth(dir, id),
         run = dir.join(id).display(),
+        scenarios = dir.display(),
     )
 }
 
@@ -193,9 +195,8 @@ backend = "netns"
 namespace = "she-vm1"
 iface = "eth0"
 port = "she-v1"
-scenario = "{}"
-"#,
-        scenario.display()
+scenario = "vm1.json"
+"#
     );
     let ctl_api_1 = format!("10.216.1.1:{api_port}");
     let ctl_api_2 = format!("10.216.2.1:{api_port}");

@@ -27,10 +27,10 @@ use support::{
     OvsBridge, Veth,
 };
 
-fn vm_toml(name: &str, mac: &str, ip: &str, scenario: &std::path::Path) -> String {
+/// A netns VM whose scenario is `{name}.json` in the hosts' scenario_dir.
+fn vm_toml(name: &str, mac: &str, ip: &str) -> String {
     format!(
-        "[[vm]]\nname = \"{name}\"\nmac = \"{mac}\"\nip = \"{ip}\"\nmemory_mb = 64\nbackend = \"netns\"\nnamespace = \"{name}\"\niface = \"eth0\"\nport = \"{name}-p\"\nscenario = \"{}\"\n",
-        scenario.display()
+        "[[vm]]\nname = \"{name}\"\nmac = \"{mac}\"\nip = \"{ip}\"\nmemory_mb = 64\nbackend = \"netns\"\nnamespace = \"{name}\"\niface = \"eth0\"\nport = \"{name}-p\"\nscenario = \"{name}.json\"\n"
     )
 }
 
@@ -148,27 +148,12 @@ fn live_loop_resolves_a_hotspot_like_the_simulator() {
     let testbed = "cores = 2\nmemory_mb = 1024\nhost_metrics = \"vms\"\n";
     let cfg1 = format!(
         "{testbed}{}{}",
-        vm_toml(
-            "sli-vm1",
-            "02:6b:00:00:00:01",
-            "10.220.1.1",
-            &dir.join("sli-vm1.json")
-        ),
-        vm_toml(
-            "sli-vm2",
-            "02:6b:00:00:00:02",
-            "10.220.1.2",
-            &dir.join("sli-vm2.json")
-        )
+        vm_toml("sli-vm1", "02:6b:00:00:00:01", "10.220.1.1"),
+        vm_toml("sli-vm2", "02:6b:00:00:00:02", "10.220.1.2")
     );
     let cfg2 = format!(
         "{testbed}{}",
-        vm_toml(
-            "sli-vm3",
-            "02:6b:00:00:00:03",
-            "10.220.1.3",
-            &dir.join("sli-vm3.json")
-        )
+        vm_toml("sli-vm3", "02:6b:00:00:00:03", "10.220.1.3")
     );
     let mut hostds = Vec::new();
     for (i, extra) in [cfg1, cfg2, testbed.to_string()].iter().enumerate() {

@@ -146,8 +146,7 @@ fn reserved_migration_and_controller_crash() {
     // Host CPU/memory from the VMs (all hypervisors share this machine).
     let testbed = "cores = 2\nhost_metrics = \"vms\"\n";
     let vm_toml = format!(
-        "[[vm]]\nname = \"smg-vm1\"\nmac = \"{VM1_MAC}\"\nip = \"10.218.1.1\"\nmemory_mb = 24\nbackend = \"netns\"\nnamespace = \"smg-vm1\"\niface = \"eth0\"\nport = \"smg-v1\"\nscenario = \"{}\"\n",
-        scenario.display()
+        "[[vm]]\nname = \"smg-vm1\"\nmac = \"{VM1_MAC}\"\nip = \"10.218.1.1\"\nmemory_mb = 24\nbackend = \"netns\"\nnamespace = \"smg-vm1\"\niface = \"eth0\"\nport = \"smg-v1\"\nscenario = \"vm1.json\"\n"
     );
     let hd1 = Hostd::start(
         Some(&h1.ns),

@@ -70,11 +70,13 @@ uplink = "eth0"
 bridge = "{bridge}"
 vf_count = 1
 run_dir = "{run}"
+scenario_dir = "{scenarios}"
 http_timeout_s = 3
 {vm}
 "#,
         auth = support::creds::hostd_auth(dir, id),
         run = dir.join(id).display(),
+        scenarios = dir.display(),
     )
 }
 
@@ -154,8 +156,7 @@ fn netns_vm_migrates_and_keeps_its_address() {
     )
     .unwrap();
     let sink = ControllerSink::start("10.214.0.254:0").unwrap();
-    let vm_toml = format!(
-        r#"[[vm]]
+    let vm_toml = r#"[[vm]]
 name = "shdn-vm1"
 mac = "02:5d:00:00:00:01"
 ip = "10.214.1.1"
@@ -166,14 +167,12 @@ iface = "eth0"
 port = "shdn-v1"
 vf_iface = "vf0"
 vf_port = "shdn-f1"
-scenario = "{}"
-"#,
-        scenario.display()
-    );
+scenario = "vm1-scenario.json"
+"#;
     let hd1 = Hostd::start(
         Some(&h1),
         &dir.join("h1"),
-        &config("h1", "10.214.0.1", "shdn-b1", &sink.addr, &dir, &vm_toml),
+        &config("h1", "10.214.0.1", "shdn-b1", &sink.addr, &dir, vm_toml),
         "10.214.0.1:7070",
     )
     .expect("hostd h1");

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use shoal_common::vmpatrol::{predict, ModelParams};
 use support::qemu::{
-    last_uptime, move_into_ns, require_qemu_and_guest, set_standalone, ControllerSink, Hostd,
+    last_uptime, move_into_ns, require_qemu_and_guest, set_standalone, template_toml,
+    ControllerSink, Hostd,
 };
 use support::{e2e_lock, ensure_ovs, is_root, wait_for, Netns, OvsBridge, Veth};
 
@@ -109,22 +110,31 @@ fn qemu_live_migration_through_hostd() {
     }
 
     let sink = ControllerSink::start("10.213.1.254:0").unwrap();
-    let args = guest.args(
-        128,
-        5,
-        Some("10.213.9.2/24"),
-        &[
-            "-device",
-            "virtio-balloon-pci,id=balloon0",
-            "-netdev",
-            "tap,id=n0,ifname=shdq-tap,script=no,downscript=no",
-            "-device",
-            "virtio-net-pci,netdev=n0,mac=52:54:00:5d:00:01",
-        ],
+    // Both hypervisors define the machine template (the destination builds
+    // QEMU's command line from its own) and share the image directory.
+    let template = template_toml(
+        "shdq-guest",
+        &guest.template(
+            5,
+            Some("10.213.9.2/24"),
+            &[
+                "-device",
+                "virtio-balloon-pci,id=balloon0",
+                "-netdev",
+                "tap,id=n0,ifname={tap},script=no,downscript=no",
+                "-device",
+                "virtio-net-pci,netdev=n0,mac={mac}",
+                "-drive",
+                "file={disk},format=raw,if=virtio,readonly=on",
+            ],
+        ),
     );
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::write(images.join("shdq-vm.img"), vec![0u8; 1 << 20]).unwrap();
+    let host_toml = format!("image_dir = \"{}\"\n{template}", images.display());
     let vm_toml = format!(
-        "[[vm]]\nname = \"shdq-vm\"\nmac = \"52:54:00:5d:00:01\"\nip = \"10.213.2.1\"\nmemory_mb = 128\nbackend = \"qemu\"\ntap = \"shdq-tap\"\nargs = {}\n",
-        serde_json::to_string(&args).unwrap()
+        "{host_toml}[[vm]]\nname = \"shdq-vm\"\nmac = \"52:54:00:5d:00:01\"\nip = \"10.213.2.1\"\nmemory_mb = 128\nbackend = \"qemu\"\ntemplate = \"shdq-guest\"\ndisk = \"shdq-vm.img\"\ntap = \"shdq-tap\"\n"
     );
     let hd1 = Hostd::start(
         Some(&h1),
@@ -136,7 +146,7 @@ fn qemu_live_migration_through_hostd() {
     let hd2 = Hostd::start(
         Some(&h2),
         &dir.join("h2"),
-        &hostd_config("h2", "10.213.1.2", &sink.addr, &dir, ""),
+        &hostd_config("h2", "10.213.1.2", &sink.addr, &dir, &host_toml),
         "10.213.1.2:7070",
     )
     .expect("hostd h2");
@@ -218,6 +228,11 @@ fn qemu_live_migration_through_hostd() {
     let regs = sink.bodies("PUT", "/api/v1/hosts/h1");
     let reg = regs.last().expect("h1 registered");
     assert_eq!(reg["vms"][0]["name"], "shdq-vm");
+    // The inventory names the template: no command line travels.
+    assert_eq!(
+        reg["vms"][0]["spec"],
+        json!({"backend": "qemu", "template": "shdq-guest", "disk": "shdq-vm.img", "tap": "shdq-tap"})
+    );
     assert_eq!(reg["bridge"]["name"], "shdq-br");
     assert_eq!(reg["bridge"]["datapath_id"], 0x5d_0001);
 
@@ -510,5 +525,213 @@ fn qemu_live_migration_through_hostd() {
     });
     assert!(left.is_ok(), "no vm_left event");
     eprintln!("qemu e2e took {:?}", t0.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `prepare_incoming` body for VM `vm` whose inventory carries `spec`.
+fn incoming_body(vm: &str, addr: &str, spec: Value) -> String {
+    json!({
+        "kind": "prepare_incoming", "vm": vm, "destination_host": "hx",
+        "destination_addr": addr, "max_bandwidth_bytes_per_s": 1u64 << 20,
+        "downtime_limit_ms": 300, "deadline_s": 4.0,
+        "vm_spec": {"name": vm, "mac": "52:54:00:5d:00:09", "vcpus": 1,
+                    "memory_mb": 64, "max_memory_mb": 64, "spec": spec},
+    })
+    .to_string()
+}
+
+/// Security: a destination never runs a QEMU command line that came over
+/// the wire, nor a template it does not define, nor a disk outside its
+/// `image_dir`. A real hostd (with a template and an image directory) is
+/// sent `prepare_incoming` commands whose VM spec carries QEMU options of
+/// the sender's choosing (the old `args`: `-virtfs` sharing `/`, `-drive
+/// file=/etc/shadow`, a TCP `--monitor`, a tap with a `script=`; or `args`
+/// next to a valid template), an unknown template, disks outside the image
+/// directory (absolute, `..`, symlinks out) and bad names: each is refused
+/// with a 4xx JSON error, no command exists afterwards and hostd has no
+/// QEMU child. A well-formed command on the same hostd does start QEMU, with
+/// the template's arguments and the disk's real path (so the check for a
+/// QEMU child is not vacuous).
+#[test]
+fn prepare_incoming_refuses_foreign_qemu_options() {
+    assert!(is_root(), "the end-to-end tests need root");
+    let _lock = e2e_lock().expect("e2e lock");
+    let guest = require_qemu_and_guest().unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("shd-qemu-refuse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    support::creds::controller_auth(&dir, &["hx"]).unwrap();
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::write(images.join("disk.img"), vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(dir.join("outside.img"), vec![0u8; 1 << 20]).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", images.join("shadow")).unwrap();
+    std::os::unix::fs::symlink("../outside.img", images.join("up")).unwrap();
+    let template = template_toml(
+        "shdx-tiny",
+        &guest.template(
+            0,
+            None,
+            &["-drive", "file={disk},format=raw,if=virtio,readonly=on"],
+        ),
+    );
+    let api = format!("127.0.0.1:{}", support::free_port().unwrap());
+    let cfg = format!(
+        "host_id = \"hx\"\nlisten = \"{api}\"\n{}interval_s = 1\nrun_dir = \"{}\"\ndirty_rate_period_s = 0\nimage_dir = \"{}\"\n{template}max_memory_mb = 256\n",
+        support::creds::hostd_auth(&dir, "hx"),
+        dir.join("run").display(),
+        images.display()
+    );
+    let hd = Hostd::start(None, &dir.join("hx"), &cfg, &api).expect("hostd");
+    let hostd_pid = hd.child.id();
+    let migration_addr = format!("127.0.0.1:{}", support::free_port().unwrap());
+
+    // The old scheme: the whole command line on the wire.
+    let mut machine = guest.template(0, None, &[]);
+    for a in machine.iter_mut() {
+        *a = a.replace("{memory_mb}", "64").replace("{vcpus}", "1");
+    }
+    let with = |extra: &[&str]| {
+        let mut a = machine.clone();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        json!({"backend": "qemu", "args": a})
+    };
+    // The template scheme, with one field changed or added.
+    let tpl = |extra: Value| {
+        let mut s = json!({"backend": "qemu", "template": "shdx-tiny", "disk": "disk.img"});
+        if let (Some(o), Some(e)) = (s.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        s
+    };
+    let mut attacks: Vec<(&str, String)> = [
+        (
+            "virtfs",
+            with(&[
+                "-virtfs",
+                "local,path=/,mount_tag=root,security_model=passthrough,id=fs0",
+            ]),
+        ),
+        (
+            "shadow",
+            with(&["-drive", "file=/etc/shadow,format=raw,if=virtio,readonly=on"]),
+        ),
+        (
+            "monitor",
+            with(&["--monitor", "tcp:127.0.0.1:45555,server=on,wait=off"]),
+        ),
+        (
+            "tap-script",
+            with(&[
+                "-netdev",
+                "tap,id=n0,ifname=shdx-t0,script=/bin/true,downscript=no",
+            ]),
+        ),
+        (
+            "template-plus-args",
+            tpl(json!({"args": ["-virtfs", "local,path=/,mount_tag=root,security_model=passthrough"]})),
+        ),
+        ("unknown-template", tpl(json!({"template": "shdx-huge"}))),
+        ("disk-absolute", tpl(json!({"disk": "/etc/shadow"}))),
+        ("disk-dotdot", tpl(json!({"disk": "../outside.img"}))),
+        ("disk-symlink-shadow", tpl(json!({"disk": "shadow"}))),
+        ("disk-symlink-up", tpl(json!({"disk": "up"}))),
+        ("disk-options", tpl(json!({"disk": "disk.img,file.locking=off"}))),
+        ("tap-options", tpl(json!({"tap": "t0,script=/x"}))),
+    ]
+    .into_iter()
+    .map(|(w, spec)| (w, incoming_body("shdx-evil", &migration_addr, spec)))
+    .collect();
+    let good_spec = tpl(json!({}));
+    let good: Value = serde_json::from_str(&incoming_body(
+        "shdx-evil",
+        &migration_addr,
+        good_spec.clone(),
+    ))
+    .unwrap();
+    let mut variant = |what: &'static str, f: &dyn Fn(&mut Value)| {
+        let mut v = good.clone();
+        f(&mut v);
+        attacks.push((what, v.to_string()));
+    };
+    variant("bad-mac", &|v| {
+        v["vm_spec"]["mac"] = json!("52:54:00:5d:00:09,x")
+    });
+    variant("bad-name", &|v| {
+        v["vm"] = json!("-shdx");
+        v["vm_spec"]["name"] = json!("-shdx");
+    });
+    variant("too-much-memory", &|v| {
+        v["vm_spec"]["memory_mb"] = json!(512);
+        v["vm_spec"]["max_memory_mb"] = json!(512);
+    });
+    variant("unknown-inventory-field", &|v| {
+        v["vm_spec"]["qemu_args"] = json!(["-S"]);
+    });
+    for (what, body) in &attacks {
+        let id = format!("shdx-{what}");
+        let (code, answer) = hd
+            .call("PUT", &format!("/api/v1/commands/{id}"), TOKEN, Some(body))
+            .unwrap();
+        let refused = (400..500).contains(&code)
+            && serde_json::from_str::<Value>(&answer)
+                .map(|v| v["error"].is_string())
+                .unwrap_or(false);
+        // Give an accepted command the time to start its QEMU.
+        std::thread::sleep(Duration::from_millis(1500));
+        let children = support::qemu::qemu_children(hostd_pid);
+        support::qemu::kill_pids(&children);
+        assert!(
+            refused,
+            "{what}: prepare_incoming answered {code} {answer}, want a 4xx JSON error; \
+             hostd's QEMU children: {children:?}"
+        );
+        assert!(
+            children.is_empty(),
+            "{what}: hostd started QEMU: {children:?}"
+        );
+        let (code, _) = hd
+            .call("GET", &format!("/api/v1/commands/{id}"), TOKEN, None)
+            .unwrap();
+        assert_eq!(code, 404, "{what}: the refused command exists");
+        eprintln!("{what}: refused: {answer}");
+    }
+    let (_, vms) = hd.call("GET", "/api/v1/vms", TOKEN, None).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&vms).unwrap(), json!([]));
+    assert!(
+        hd.log_text().contains("command refused"),
+        "refusals are not logged"
+    );
+
+    // Control: a well-formed command starts a QEMU child, built from the
+    // template with the disk's real path (it ends when no migration arrives
+    // before the deadline).
+    let body = incoming_body("shdx-good", &migration_addr, good_spec);
+    let (code, answer) = hd
+        .call("PUT", "/api/v1/commands/shdx-good", TOKEN, Some(&body))
+        .unwrap();
+    assert_eq!(code, 202, "{answer}");
+    let started = wait_for("QEMU of the good command", Duration::from_secs(10), || {
+        let c = support::qemu::qemu_children(hostd_pid);
+        (!c.is_empty()).then_some(c)
+    })
+    .unwrap_or_else(|e| panic!("{e}: no QEMU for a well-formed command: {}", hd.log_text()));
+    let disk = images.join("disk.img").canonicalize().unwrap();
+    let line = &started[0].1;
+    assert!(
+        line.contains(" -m 64 -smp 1 ")
+            && line.contains(&format!("file={},format=raw", disk.display()))
+            && line.contains("-name shdx-good"),
+        "{line}"
+    );
+    let done = poll_command(&hd, "shdx-good", Duration::from_secs(20));
+    assert_eq!(done["state"], "failed", "{done}");
+    let gone = wait_for("QEMU stopped", Duration::from_secs(10), || {
+        support::qemu::qemu_children(hostd_pid)
+            .is_empty()
+            .then_some(())
+    });
+    assert!(gone.is_ok(), "QEMU still runs after the deadline");
+    drop(hd);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -21,7 +21,9 @@
 //! Units are in the field names where possible (`_mb` = MiB = 2^20 bytes,
 //! `_bytes`, `_per_s`, `_ms`, `_s`); utilisations are fractions in `[0, 1]`.
 //! Timestamps are Unix milliseconds (`_unix_ms`). Unknown fields are ignored
-//! on input, so either side may add optional fields later.
+//! on input, so either side may add optional fields later, except in a VM's
+//! definition ([`VmInventory`], [`VmBackendSpec`]): that is what a
+//! destination starts a VM from, so anything unknown there is refused.
 
 use serde::{Deserialize, Serialize};
 
@@ -91,18 +93,30 @@ pub enum BackendKind {
 
 /// Backend-specific definition of a VM: what a destination hostd needs to
 /// run the same VM (`prepare_incoming` carries it).
+///
+/// Only data travels here, never a command line: a QEMU VM names a machine
+/// template that the host running it defines in its own configuration, and
+/// paths are relative to directories that host configures. Unknown fields
+/// are refused (so an old-style `args` list is an error, not ignored); the
+/// receiving hostd checks every value before it uses one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "backend", rename_all = "snake_case")]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
 pub enum VmBackendSpec {
     /// A QEMU process.
     Qemu {
-        /// The machine arguments (everything after the program name),
-        /// identical on source and destination. hostd adds its own
-        /// host-local arguments (`-name`, `-qmp`, `-serial`, `-pidfile`,
-        /// `-incoming`), so these must not contain them.
-        args: Vec<String>,
+        /// Name of the machine template (`[templates.NAME]` in the
+        /// configuration of the hostd that runs the VM): the QEMU arguments
+        /// come from there, never from the wire.
+        template: String,
+        /// Disk image, a path relative to the host's `image_dir` (plain
+        /// components of `[A-Za-z0-9._-]`, no `..`); substituted for
+        /// `{disk}` in the template as the resolved absolute path.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disk: Option<String>,
         /// Name of the tap interface the VM's NIC uses in the hypervisor's
-        /// namespace, for tx/rx counters (none: no network counters).
+        /// namespace (an interface name: ≤ 15 of `[A-Za-z0-9._-]`, not
+        /// starting with `-`): `{tap}` in the template and the source of the
+        /// tx/rx counters (none: no network counters).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tap: Option<String>,
     },
@@ -122,8 +136,9 @@ pub enum VmBackendSpec {
         /// Bridge port of the VF stand-in, moved along on migration.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vf_port: Option<String>,
-        /// Path of the scenario time-series file (CPU/memory/dirty rate);
-        /// see docs/hostd.md.
+        /// Scenario time-series file (CPU/memory/dirty rate; see
+        /// docs/hostd.md), a path relative to the host's `scenario_dir`
+        /// (plain components of `[A-Za-z0-9._-]`, no `..`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scenario: Option<String>,
         /// Unix ms at which the scenario's `t = 0` lies; kept across
@@ -143,8 +158,10 @@ impl VmBackendSpec {
     }
 }
 
-/// One VM in a host's inventory.
+/// One VM in a host's inventory. Unknown fields are refused (it is what a
+/// destination starts a VM from).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VmInventory {
     /// Unique VM name (data-center wide).
     pub name: String,
@@ -388,8 +405,8 @@ pub struct MigrationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_token: Option<String>,
     /// `prepare_incoming` only: the VM's inventory entry on the source
-    /// (what the destination needs to run it: identical QEMU arguments, the
-    /// namespace and ports of a netns VM).
+    /// (what the destination needs to run it: the machine template's name,
+    /// disk and tap of a QEMU VM; the namespace and ports of a netns VM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_spec: Option<VmInventory>,
 }
@@ -398,8 +415,8 @@ pub struct MigrationSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Command {
-    /// On the destination: get ready to receive `vm` (qemu: start QEMU with
-    /// identical arguments and `-incoming tcp:destination_addr`; netns:
+    /// On the destination: get ready to receive `vm` (qemu: start QEMU from
+    /// the named template and `-incoming tcp:destination_addr`; netns:
     /// listen for the pre-copy stream). Succeeds once the VM runs here.
     PrepareIncoming(MigrationSpec),
     /// On the source: migrate `vm` to `destination_addr`.
@@ -646,7 +663,8 @@ mod tests {
             memory_mb: 128,
             max_memory_mb: 128,
             spec: VmBackendSpec::Qemu {
-                args: vec!["-m".into(), "128".into()],
+                template: "small".into(),
+                disk: Some("web/v.qcow2".into()),
                 tap: None,
             },
         };
@@ -655,5 +673,38 @@ mod tests {
         let back: VmInventory = serde_json::from_str(&s).unwrap();
         assert_eq!(back, inv);
         assert_eq!(back.spec.kind(), BackendKind::Qemu);
+    }
+
+    /// A command line on the wire (the old `args`), or anything else the
+    /// spec does not define, is an error, not ignored.
+    #[test]
+    fn unknown_fields_in_a_vm_definition_are_refused() {
+        let spec = |extra: serde_json::Value| {
+            let mut s = serde_json::json!({"backend": "qemu", "template": "small"});
+            if let (Some(o), Some(e)) = (s.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            s
+        };
+        assert!(serde_json::from_value::<VmBackendSpec>(spec(serde_json::json!({}))).is_ok());
+        for extra in [
+            serde_json::json!({"args": ["-virtfs", "local,path=/"]}),
+            serde_json::json!({"extra_args": []}),
+            serde_json::json!({"qemu_binary": "/bin/sh"}),
+        ] {
+            let e = serde_json::from_value::<VmBackendSpec>(spec(extra.clone())).unwrap_err();
+            assert!(e.to_string().contains("unknown field"), "{extra}: {e}");
+        }
+        // The old shape (args, no template) is refused as well.
+        let old = serde_json::json!({"backend": "qemu", "args": ["-m", "64"]});
+        assert!(serde_json::from_value::<VmBackendSpec>(old).is_err());
+        let netns = serde_json::json!({"backend": "netns", "namespace": "n", "iface": "eth0",
+                                       "port": "p", "args": ["x"]});
+        assert!(serde_json::from_value::<VmBackendSpec>(netns).is_err());
+        // An inventory entry with an unknown field is refused too.
+        let inv = serde_json::json!({"name": "v", "mac": "52:54:00:00:00:01", "vcpus": 1,
+            "memory_mb": 64, "max_memory_mb": 64, "args": ["-m", "64"],
+            "spec": {"backend": "qemu", "template": "small"}});
+        assert!(serde_json::from_value::<VmInventory>(inv).is_err());
     }
 }

@@ -46,6 +46,10 @@ pids+=($!)
   echo "token_file = \"$dir/token\""
   echo "interval_s = 10"
   echo "run_dir = \"$dir/run\""
+  cat <<TEMPLATE
+[templates.footprint]
+args = ["-accel", "tcg,tb-size=16", "-m", "{memory_mb}", "-smp", "{vcpus}", "-nodefaults", "-vga", "none", "-display", "none", "-no-reboot", "-kernel", "$guest/vmlinuz", "-initrd", "$guest/initramfs.gz", "-append", "console=ttyS0 quiet panic=-1 shoal.dirty=5"]
+TEMPLATE
   for i in $(seq 1 "$N"); do
     cat <<VM
 [[vm]]
@@ -53,7 +57,7 @@ name = "shd-fp$i"
 mac = "52:54:00:5d:ff:0$i"
 memory_mb = 128
 backend = "qemu"
-args = ["-accel", "tcg,tb-size=16", "-m", "128", "-smp", "1", "-nodefaults", "-vga", "none", "-display", "none", "-no-reboot", "-kernel", "$guest/vmlinuz", "-initrd", "$guest/initramfs.gz", "-append", "console=ttyS0 quiet panic=-1 shoal.dirty=5"]
+template = "footprint"
 VM
   done
 } > "$dir/hostd.toml"

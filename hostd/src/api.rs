@@ -165,10 +165,15 @@ async fn put_command(
             "command {id} exists with a different body"
         )));
     }
-    crate::commands::validate(&h, &cmd).map_err(ApiError::Unprocessable)?;
+    // Everything from the wire is checked (and a VM definition resolved
+    // against this host's own configuration) before the command exists.
+    let plan = crate::commands::check(&h, &cmd).await.map_err(|e| {
+        tracing::warn!(command = %id, kind = cmd.kind_name(), error = %e, "command refused");
+        ApiError::Unprocessable(e)
+    })?;
     let (status, created) = h.accept(&id, &cmd)?;
     if created {
-        crate::commands::spawn(h.clone(), id.clone(), cmd);
+        crate::commands::spawn(h.clone(), id.clone(), cmd, plan);
         tracing::info!(command = %id, kind = status.command.kind_name(), "command accepted");
         Ok((StatusCode::ACCEPTED, Json(status)).into_response())
     } else {
@@ -421,6 +426,246 @@ mod tests {
         let (s, v) = call(&app, "PUT", "/api/v1/commands/big", Some(CTL), &big).await;
         assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(v["error"].is_string(), "{v}");
+    }
+
+    /// A scratch directory for one test, empty.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("shd-api-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A `prepare_incoming` body for VM `vm` with inventory spec `spec`.
+    fn incoming(vm: &str, spec: serde_json::Value) -> String {
+        serde_json::json!({
+            "kind": "prepare_incoming", "vm": vm, "destination_host": "h",
+            "destination_addr": "127.0.0.1:1", "max_bandwidth_bytes_per_s": 1000,
+            "downtime_limit_ms": 300, "deadline_s": 2.0,
+            "vm_spec": {"name": vm, "mac": "52:54:00:00:00:09", "vcpus": 1,
+                        "memory_mb": 64, "max_memory_mb": 64, "spec": spec},
+        })
+        .to_string()
+    }
+
+    /// A QEMU command line on the wire is refused with a 4xx and starts no
+    /// process: the "QEMU" here is a script that leaves a marker file when
+    /// it runs.
+    #[tokio::test]
+    async fn prepare_incoming_refuses_a_command_line_from_the_wire() {
+        let dir = scratch("cmdline");
+        let marker = dir.join("qemu-ran");
+        let fake = dir.join("fake-qemu.sh");
+        std::fs::write(
+            &fake,
+            format!("#!/bin/sh\necho \"$@\" >> {}\n", marker.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let images = dir.join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        std::fs::write(images.join("ok.img"), "").unwrap();
+        std::fs::write(dir.join("outside.img"), "").unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", images.join("shadow")).unwrap();
+        std::os::unix::fs::symlink("../outside.img", images.join("up")).unwrap();
+        let mut cfg = crate::config::Config {
+            qemu_binary: fake.display().to_string(),
+            run_dir: dir.join("run"),
+            image_dir: Some(images),
+            ..Default::default()
+        };
+        cfg.templates.insert(
+            "small".into(),
+            crate::template::MachineTemplate {
+                args: ["-m", "{memory_mb}", "-drive", "file={disk},if=virtio"]
+                    .map(String::from)
+                    .to_vec(),
+                max_memory_mb: Some(256),
+                max_vcpus: None,
+            },
+        );
+        let app = router(Arc::new(Hostd::new(
+            cfg,
+            "h".into(),
+            Secret::new(HOST).unwrap(),
+            Some(Secret::new(CTL).unwrap()),
+        )));
+        let qemu = |extra: serde_json::Value| {
+            let mut s =
+                serde_json::json!({"backend": "qemu", "template": "small", "disk": "ok.img"});
+            if let (Some(o), Some(e)) = (s.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            s
+        };
+        let old_args = |extra: &[&str]| {
+            let mut a = vec!["-m", "64"];
+            a.extend(extra);
+            serde_json::json!({"backend": "qemu", "args": a})
+        };
+        let cases = [
+            // The old scheme: a command line on the wire.
+            old_args(&[
+                "-virtfs",
+                "local,path=/,mount_tag=r,security_model=passthrough",
+            ]),
+            old_args(&["-drive", "file=/etc/shadow,format=raw"]),
+            old_args(&["--monitor", "tcp:127.0.0.1:4555,server=on,wait=off"]),
+            old_args(&["-netdev", "tap,id=n0,script=/tmp/evil.sh"]),
+            // Extra arguments smuggled next to a valid template.
+            qemu(serde_json::json!({"args": ["-virtfs", "local,path=/"]})),
+            qemu(serde_json::json!({"extra_args": ["-S"]})),
+            // Templates this host does not have; disks outside image_dir.
+            qemu(serde_json::json!({"template": "huge"})),
+            qemu(serde_json::json!({"disk": "/etc/shadow"})),
+            qemu(serde_json::json!({"disk": "../outside.img"})),
+            qemu(serde_json::json!({"disk": "shadow"})),
+            qemu(serde_json::json!({"disk": "up"})),
+            qemu(serde_json::json!({"disk": "ok.img,file.driver=ssh"})),
+            qemu(serde_json::json!({"tap": "t0,script=/tmp/evil.sh"})),
+        ];
+        for (i, spec) in cases.into_iter().enumerate() {
+            let body = incoming("evil", spec.clone());
+            let (s, v) = call(
+                &app,
+                "PUT",
+                &format!("/api/v1/commands/e{i}"),
+                Some(CTL),
+                &body,
+            )
+            .await;
+            assert!(s.is_client_error(), "{spec}: accepted with {s}: {v}");
+            assert!(v["error"].is_string(), "{v}");
+            let (s, _) = call(
+                &app,
+                "GET",
+                &format!("/api/v1/commands/e{i}"),
+                Some(CTL),
+                "",
+            )
+            .await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{spec}: the command exists");
+        }
+        // Bad values of the VM itself.
+        let bad_vm = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&incoming("evil", qemu(serde_json::json!({})))).unwrap();
+            f(&mut v);
+            v.to_string()
+        };
+        for (i, body) in [
+            bad_vm(&|v| v["vm_spec"]["mac"] = "52:54:00:00:00:01,x".into()),
+            bad_vm(&|v| {
+                v["vm"] = "-evil".into();
+                v["vm_spec"]["name"] = "-evil".into()
+            }),
+            bad_vm(&|v| {
+                v["vm_spec"]["memory_mb"] = 512.into();
+                v["vm_spec"]["max_memory_mb"] = 512.into()
+            }),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (s, v) = call(
+                &app,
+                "PUT",
+                &format!("/api/v1/commands/b{i}"),
+                Some(CTL),
+                &body,
+            )
+            .await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {v}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(
+            !marker.exists(),
+            "a process was started: {}",
+            std::fs::read_to_string(&marker).unwrap_or_default()
+        );
+        // Control: a valid definition does start "QEMU", with the
+        // template's arguments and the real path of the disk.
+        let body = incoming("good", qemu(serde_json::json!({})));
+        let (s, v) = call(&app, "PUT", "/api/v1/commands/g1", Some(CTL), &body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        let mut ran = String::new();
+        for _ in 0..100 {
+            ran = std::fs::read_to_string(&marker).unwrap_or_default();
+            if !ran.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let disk = dir.join("images/ok.img").canonicalize().unwrap();
+        assert!(
+            ran.starts_with(&format!(
+                "-m 64 -drive file={},if=virtio -name good ",
+                disk.display()
+            )),
+            "{ran}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Paths and names of a netns VM from the wire: a scenario file outside
+    /// the host's scenario directory and an interface name `ip` would not
+    /// take (longer than 15 bytes) are refused with a 4xx.
+    #[tokio::test]
+    async fn prepare_incoming_refuses_foreign_paths_and_bad_names() {
+        let dir = scratch("netns");
+        let scenarios = dir.join("scenarios");
+        std::fs::create_dir_all(&scenarios).unwrap();
+        let mut big = String::from(r#"{"points": [{"t": 0, "cpu": 0.5, "mem_mb": 1}]}"#);
+        big.push_str(&" ".repeat(crate::plan::MAX_SCENARIO_BYTES as usize));
+        std::fs::write(scenarios.join("big.json"), big).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", scenarios.join("shadow.json")).unwrap();
+        let cfg = crate::config::Config {
+            bridge: Some("br0".into()),
+            uplink: Some("eth9".into()),
+            scenario_dir: Some(scenarios),
+            ..Default::default()
+        };
+        let app = router(Arc::new(Hostd::new(
+            cfg,
+            "h".into(),
+            Secret::new(HOST).unwrap(),
+            Some(Secret::new(CTL).unwrap()),
+        )));
+        let netns = |scenario: Option<&str>, iface: &str, port: &str| {
+            let mut s = serde_json::json!({"backend": "netns", "namespace": "nsx",
+                                           "iface": iface, "port": port});
+            if let Some(p) = scenario {
+                s["scenario"] = serde_json::json!(p);
+            }
+            s
+        };
+        for (i, spec) in [
+            netns(Some("/etc/shadow"), "eth0", "p0"),
+            netns(Some("../../../../etc/shadow"), "eth0", "p0"),
+            netns(None, "eth0-far-too-long", "p0"),
+            netns(None, "eth0", "-p0"),
+            netns(None, "eth0", "port-far-too-long"),
+            netns(Some("shadow.json"), "eth0", "p0"),
+            netns(Some("big.json"), "eth0", "p0"),
+            netns(None, "eth0", "eth9"),
+            netns(None, "eth0", "br0"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let body = incoming("nvm", spec.clone());
+            let (s, v) = call(
+                &app,
+                "PUT",
+                &format!("/api/v1/commands/n{i}"),
+                Some(CTL),
+                &body,
+            )
+            .await;
+            assert!(s.is_client_error(), "{spec}: accepted with {s}: {v}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A command on a VM that is migrating is refused with 409.

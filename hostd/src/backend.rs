@@ -11,6 +11,7 @@ use std::sync::Arc;
 use shoal_common::proto::{MigrationResult, MigrationSpec, VmInventory};
 
 use crate::config::Config;
+use crate::plan::VmPlan;
 use crate::state::{Hostd, Vm};
 use crate::vm_runtime::VmRuntime;
 
@@ -19,18 +20,22 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A VM backend.
 pub trait Backend: Send + Sync {
-    /// Starts (or loads) a configured VM.
+    /// Starts (or loads) a configured VM from its checked plan
+    /// ([`crate::plan::plan`]).
     fn start<'a>(
         &'a self,
         cfg: &'a Config,
         inv: &'a VmInventory,
+        plan: VmPlan,
     ) -> BoxFuture<'a, Result<Box<dyn VmRuntime>, String>>;
 
-    /// Destination side of a migration: prepares the incoming VM.
+    /// Destination side of a migration: prepares the incoming VM from its
+    /// checked plan (built before the command was accepted).
     fn prepare_incoming<'a>(
         &'a self,
         hostd: &'a Arc<Hostd>,
         inv: &'a VmInventory,
+        plan: VmPlan,
         spec: &'a MigrationSpec,
         cmd_id: &'a str,
     ) -> BoxFuture<'a, Result<MigrationResult, String>>;

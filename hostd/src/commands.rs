@@ -12,6 +12,7 @@ use shoal_common::proto::{
 use crate::backend::Backend;
 use crate::config::validate_vm;
 use crate::netns::NetnsBackend;
+use crate::plan::{plan, VmPlan};
 use crate::qemu::QemuBackend;
 use crate::state::{lock, Hostd, Vm};
 
@@ -44,8 +45,25 @@ fn validate_migration(spec: &MigrationSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks that `cmd` can be carried out on this host (422 when not).
+/// Checks that `cmd` can be carried out on this host (422 when not) and,
+/// for `prepare_incoming`, builds the incoming VM's plan from this host's
+/// configuration ([`crate::plan`]: template, disk, scenario): a VM
+/// definition that does not fit is refused here, before anything starts.
 /// Whether the VM exists and is free is decided by [`Hostd::accept`].
+pub async fn check(hostd: &Hostd, cmd: &Command) -> Result<Option<VmPlan>, String> {
+    validate(hostd, cmd)?;
+    match cmd {
+        Command::PrepareIncoming(MigrationSpec {
+            vm_spec: Some(inv), ..
+        }) => plan(&hostd.cfg, inv)
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        _ => Ok(None),
+    }
+}
+
+/// The checks of [`check`] that need no file system.
 pub fn validate(hostd: &Hostd, cmd: &Command) -> Result<(), String> {
     let vm = hostd.vm(cmd.vm());
     let backend = vm.as_ref().map(|v| v.snapshot().inv.spec.kind());
@@ -76,7 +94,7 @@ pub fn validate(hostd: &Hostd, cmd: &Command) -> Result<(), String> {
             if inv.name != spec.vm {
                 return Err(format!("vm_spec is for {}, not {}", inv.name, spec.vm));
             }
-            validate_vm(inv)?;
+            validate_vm(inv, &hostd.cfg).map_err(|e| e.to_string())?;
             if inv.spec.kind() == BackendKind::Netns && hostd.cfg.bridge.is_none() {
                 return Err("this host has no bridge configured for netns VMs".into());
             }
@@ -115,12 +133,13 @@ pub fn validate(hostd: &Hostd, cmd: &Command) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts carrying out an accepted command in its own task.
-pub fn spawn(hostd: Arc<Hostd>, id: String, cmd: Command) {
+/// Starts carrying out an accepted command in its own task; `plan` is what
+/// [`check`] returned for it.
+pub fn spawn(hostd: Arc<Hostd>, id: String, cmd: Command, plan: Option<VmPlan>) {
     tokio::spawn(async move {
         hostd.update_command(&id, |s| s.state = CommandState::Running);
         tracing::info!(command = %id, kind = cmd.kind_name(), vm = cmd.vm(), "command started");
-        let outcome = execute(&hostd, &id, &cmd).await;
+        let outcome = execute(&hostd, &id, &cmd, plan).await;
         finish(&hostd, &id, &cmd, outcome);
     });
 }
@@ -182,15 +201,22 @@ pub fn backend(kind: BackendKind) -> &'static dyn Backend {
     }
 }
 
-async fn execute(hostd: &Arc<Hostd>, id: &str, cmd: &Command) -> Result<CommandResult, String> {
+async fn execute(
+    hostd: &Arc<Hostd>,
+    id: &str,
+    cmd: &Command,
+    plan: Option<VmPlan>,
+) -> Result<CommandResult, String> {
     match cmd {
         Command::PrepareIncoming(spec) => {
             let inv = spec
                 .vm_spec
                 .as_ref()
                 .ok_or_else(|| "prepare_incoming needs vm_spec".to_string())?;
+            let plan =
+                plan.ok_or_else(|| "internal: prepare_incoming without a plan".to_string())?;
             let r = backend(inv.spec.kind())
-                .prepare_incoming(hostd, inv, spec, id)
+                .prepare_incoming(hostd, inv, plan, spec, id)
                 .await?;
             Ok(CommandResult::Migration(r))
         }

@@ -48,8 +48,11 @@ pub fn read_token(path: &std::path::Path) -> Result<Secret, DaemonError> {
 pub async fn start_vms(h: &Arc<Hostd>) -> Result<(), DaemonError> {
     for vc in &h.cfg.vms {
         let inv = vc.inventory();
+        let plan = crate::plan::plan(&h.cfg, &inv)
+            .await
+            .map_err(|e| DaemonError::Vm(inv.name.clone(), e.to_string()))?;
         let rt = crate::commands::backend(inv.spec.kind())
-            .start(&h.cfg, &inv)
+            .start(&h.cfg, &inv, plan)
             .await
             .map_err(|e| DaemonError::Vm(inv.name.clone(), e))?;
         tracing::info!(vm = %inv.name, backend = ?inv.spec.kind(), "VM ready");

@@ -10,7 +10,11 @@
 //!   [`qmp`]) or the [`netns`] backend (namespace VMs whose pre-copy stream
 //!   is sent for real), [`sriov`] for real VFs;
 //! - [`state`] holds the VMs, commands and events; it knows a VM's runtime
-//!   only through the [`vm_runtime::VmRuntime`] trait.
+//!   only through the [`vm_runtime::VmRuntime`] trait;
+//! - [`plan`] turns a VM definition (configured, or from a `prepare_incoming`
+//!   on the wire) into what runs here: QEMU arguments only from this host's
+//!   machine [`template`]s, disk and scenario paths confined to configured
+//!   directories ([`confine`]). No command line travels on the wire.
 //!
 //! See docs/hostd.md for usage, configuration and the API.
 
@@ -20,10 +24,12 @@ pub mod api;
 pub mod backend;
 pub mod commands;
 pub mod config;
+pub mod confine;
 pub mod daemon;
 /// Outgoing HTTP (shared with the controller).
 pub use shoal_common::http;
 pub mod netns;
+pub mod plan;
 pub mod procfs;
 pub mod qemu;
 pub mod qmp;
@@ -32,4 +38,5 @@ pub mod sensor;
 pub mod sriov;
 pub mod state;
 pub mod sys;
+pub mod template;
 pub mod vm_runtime;

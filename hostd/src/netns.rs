@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::backend::{Backend, BoxFuture};
 use crate::config::Config;
+use crate::plan::VmPlan;
 use crate::scenario::{Sample, Scenario};
 use crate::state::{lock, Hostd, Vm};
 use crate::sys::run_cmd;
@@ -70,18 +71,25 @@ impl Backend for NetnsBackend {
         &'a self,
         _cfg: &'a Config,
         inv: &'a VmInventory,
+        plan: VmPlan,
     ) -> BoxFuture<'a, Result<Box<dyn VmRuntime>, String>> {
-        Box::pin(async move { NetnsRuntime::load(inv).map(|r| Box::new(r) as Box<dyn VmRuntime>) })
+        Box::pin(async move {
+            NetnsRuntime::from_plan(inv, plan).map(|r| Box::new(r) as Box<dyn VmRuntime>)
+        })
     }
 
     fn prepare_incoming<'a>(
         &'a self,
         hostd: &'a Arc<Hostd>,
         inv: &'a VmInventory,
+        plan: VmPlan,
         spec: &'a MigrationSpec,
         cmd_id: &'a str,
     ) -> BoxFuture<'a, Result<MigrationResult, String>> {
-        Box::pin(prepare_incoming(hostd, inv, spec, cmd_id))
+        Box::pin(async move {
+            let rt = NetnsRuntime::from_plan(inv, plan)?;
+            prepare_incoming(hostd, inv, rt, spec, cmd_id).await
+        })
     }
 
     fn migrate_out<'a>(
@@ -141,22 +149,21 @@ impl NetnsRuntime {
         }
     }
 
-    /// Loads the scenario named in `inv` (epoch: the one in `inv`, else now).
-    pub fn load(inv: &VmInventory) -> Result<Self, String> {
-        let VmBackendSpec::Netns {
-            scenario,
-            scenario_epoch_unix_ms,
-            ..
-        } = &inv.spec
+    /// The runtime of `inv` from its checked plan (scenario read by
+    /// [`crate::plan`]); the epoch is the one in `inv`, else now.
+    pub fn from_plan(inv: &VmInventory, plan: VmPlan) -> Result<Self, String> {
+        let (
+            VmBackendSpec::Netns {
+                scenario_epoch_unix_ms,
+                ..
+            },
+            VmPlan::Netns { scenario },
+        ) = (&inv.spec, plan)
         else {
-            return Err(format!("VM {} is not a netns VM", inv.name));
-        };
-        let sc = match scenario {
-            Some(p) => Some(Scenario::load(p).map_err(|e| e.to_string())?),
-            None => None,
+            return Err(format!("internal: VM {} is not a netns VM", inv.name));
         };
         Ok(NetnsRuntime::new(
-            sc,
+            scenario,
             scenario_epoch_unix_ms.unwrap_or_else(crate::sys::unix_ms),
         ))
     }
@@ -398,22 +405,27 @@ pub async fn gratuitous_arp(ns: &str, iface: &str, mac: &str, ip: &str) -> Resul
         .map_err(|e| format!("gratuitous ARP from {ns}/{iface}: {e}"))
 }
 
+/// The `ip` arguments that set `iface` in namespace `ns` up or down. The
+/// names were checked ([`crate::config::validate_vm`]: no leading `-`, no
+/// spaces); `dev` makes `iface` a device name even when it reads like a
+/// keyword (`up`, `name`, ...).
+pub fn set_link_args<'a>(ns: &'a str, iface: &'a str, up: bool) -> [&'a str; 7] {
+    [
+        "-n",
+        ns,
+        "link",
+        "set",
+        "dev",
+        iface,
+        if up { "up" } else { "down" },
+    ]
+}
+
 /// Sets an interface inside a namespace up or down (the VF stand-in).
 pub async fn set_link(ns: &str, iface: &str, up: bool) -> Result<(), String> {
-    run_cmd(
-        "ip",
-        &[
-            "-n",
-            ns,
-            "link",
-            "set",
-            iface,
-            if up { "up" } else { "down" },
-        ],
-        CMD_TIMEOUT,
-    )
-    .await
-    .map(|_| ())
+    run_cmd("ip", &set_link_args(ns, iface, up), CMD_TIMEOUT)
+        .await
+        .map(|_| ())
 }
 
 async fn read_header(rd: &mut BufReader<TcpStream>) -> Result<StreamHeader, String> {
@@ -427,10 +439,12 @@ async fn read_header(rd: &mut BufReader<TcpStream>) -> Result<StreamHeader, Stri
 }
 
 /// Destination side: receive the stream, switch the port(s) over, send the
-/// gratuitous ARP, answer the source.
+/// gratuitous ARP, answer the source. `rt` is the VM's runtime, built from
+/// its checked plan.
 pub async fn prepare_incoming(
     hostd: &Arc<Hostd>,
     inv: &VmInventory,
+    rt: NetnsRuntime,
     spec: &MigrationSpec,
     cmd_id: &str,
 ) -> Result<MigrationResult, String> {
@@ -454,7 +468,6 @@ pub async fn prepare_incoming(
     let listener = TcpListener::bind(spec.destination_addr.as_str())
         .await
         .map_err(|e| format!("listen on {}: {e}", spec.destination_addr))?;
-    let rt = NetnsRuntime::load(inv)?;
     let vm = Arc::new(Vm::new(inv.clone(), Box::new(rt), VmState::Incoming));
     lock(&vm.shared).busy = Some(cmd_id.to_string());
     hostd.add_vm(vm.clone());
@@ -591,6 +604,15 @@ mod tests {
         assert_eq!(round_bytes(64.0, 0.0, 16.0, 0.3).unwrap(), vec![64 << 20]);
         // L <= R never converges.
         assert!(round_bytes(64.0, 20.0, 16.0, 0.3).is_err());
+    }
+
+    #[test]
+    fn ip_takes_names_as_device_names() {
+        assert_eq!(
+            set_link_args("ns1", "up", true),
+            ["-n", "ns1", "link", "set", "dev", "up", "up"]
+        );
+        assert_eq!(set_link_args("ns1", "vf0", false)[6], "down");
     }
 
     #[test]

@@ -9,13 +9,14 @@ use hyper::Method;
 use serde_json::{json, Value};
 use shoal_common::proto::{
     self, BackendKind, CommandState, CommandStatus, MigrationProgress, MigrationResult,
-    MigrationSpec, VmBackendSpec, VmInventory, VmState,
+    MigrationSpec, VmInventory, VmState,
 };
 use tokio::sync::watch;
 
 use crate::backend::{Backend, BoxFuture};
 use crate::config::Config;
 use crate::config::VfMode;
+use crate::plan::VmPlan;
 use crate::qmp::{Qmp, QmpError};
 use crate::state::{lock, Hostd, Vm};
 use crate::vm_runtime::VmRuntime;
@@ -76,6 +77,14 @@ impl VmRuntime for QemuRuntime {
     }
 }
 
+/// The machine arguments of a QEMU plan.
+fn machine_args(plan: VmPlan) -> Result<Vec<String>, String> {
+    match plan {
+        VmPlan::Qemu { machine_args } => Ok(machine_args),
+        VmPlan::Netns { .. } => Err("internal: not a QEMU plan".into()),
+    }
+}
+
 fn qemu_of(vm: &Vm) -> Result<&QemuRuntime, String> {
     vm.runtime
         .downcast::<QemuRuntime>()
@@ -91,9 +100,10 @@ impl Backend for QemuBackend {
         &'a self,
         cfg: &'a Config,
         inv: &'a VmInventory,
+        plan: VmPlan,
     ) -> BoxFuture<'a, Result<Box<dyn VmRuntime>, String>> {
         Box::pin(async move {
-            launch(cfg, inv, None)
+            launch(cfg, inv, &machine_args(plan)?, None)
                 .await
                 .map(|r| Box::new(r) as Box<dyn VmRuntime>)
         })
@@ -103,10 +113,13 @@ impl Backend for QemuBackend {
         &'a self,
         hostd: &'a Arc<Hostd>,
         inv: &'a VmInventory,
+        plan: VmPlan,
         spec: &'a MigrationSpec,
         cmd_id: &'a str,
     ) -> BoxFuture<'a, Result<MigrationResult, String>> {
-        Box::pin(prepare_incoming(hostd, inv, spec, cmd_id))
+        Box::pin(
+            async move { prepare_incoming(hostd, inv, &machine_args(plan)?, spec, cmd_id).await },
+        )
     }
 
     fn migrate_out<'a>(
@@ -209,20 +222,19 @@ fn chardev_path(p: &std::path::Path) -> String {
     p.display().to_string().replace(',', ",,")
 }
 
-/// The full QEMU argument list for `inv` on this host: the VM's own
-/// arguments (identical on every host) + the host-local ones.
+/// The full QEMU argument list for VM `name` on this host: the machine
+/// arguments (from this host's template, see [`crate::plan`]) + the
+/// host-local ones.
 pub fn qemu_args(
-    inv: &VmInventory,
+    name: &str,
+    machine_args: &[String],
     paths: &QemuPaths,
     incoming: Option<&str>,
-) -> Result<Vec<String>, String> {
-    let VmBackendSpec::Qemu { args, .. } = &inv.spec else {
-        return Err(format!("VM {} is not a QEMU VM", inv.name));
-    };
-    let mut v = args.clone();
+) -> Vec<String> {
+    let mut v = machine_args.to_vec();
     v.extend([
         "-name".to_string(),
-        inv.name.clone(),
+        name.to_string(),
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", chardev_path(&paths.qmp)),
         "-chardev".into(),
@@ -242,7 +254,7 @@ pub fn qemu_args(
         v.push("-incoming".into());
         v.push(format!("tcp:{addr}"));
     }
-    Ok(v)
+    v
 }
 
 fn tail(path: &std::path::Path, n: usize) -> String {
@@ -254,11 +266,13 @@ fn tail(path: &std::path::Path, n: usize) -> String {
         .unwrap_or_default()
 }
 
-/// Starts QEMU for `inv` (with `-incoming tcp:ADDR` when `incoming` is set)
-/// and connects to its QMP socket.
+/// Starts QEMU for `inv` with `machine_args` (from its checked plan) and
+/// the host-local arguments (with `-incoming tcp:ADDR` when `incoming` is
+/// set), and connects to its QMP socket.
 pub async fn launch(
     cfg: &Config,
     inv: &VmInventory,
+    machine_args: &[String],
     incoming: Option<&str>,
 ) -> Result<QemuRuntime, String> {
     std::fs::create_dir_all(&cfg.run_dir)
@@ -267,7 +281,7 @@ pub async fn launch(
     for p in [&paths.qmp, &paths.serial] {
         let _ = std::fs::remove_file(p);
     }
-    let args = qemu_args(inv, &paths, incoming)?;
+    let args = qemu_args(&inv.name, machine_args, &paths, incoming);
     let stderr = std::fs::File::create(&paths.stderr_log)
         .map_err(|e| format!("cannot create {}: {e}", paths.stderr_log.display()))?;
     let mut child = tokio::process::Command::new(&cfg.qemu_binary)
@@ -648,17 +662,19 @@ async fn wait_destination(
     Err(format!("timed out: {last}"))
 }
 
-/// Destination side: start QEMU with identical arguments and `-incoming`,
-/// wait until the VM runs. The VM is registered here as `Incoming` at once.
+/// Destination side: start QEMU with the machine arguments of this host's
+/// template and `-incoming`, wait until the VM runs. The VM is registered
+/// here as `Incoming` at once.
 pub async fn prepare_incoming(
     hostd: &Arc<Hostd>,
     inv: &VmInventory,
+    machine_args: &[String],
     spec: &MigrationSpec,
     cmd_id: &str,
 ) -> Result<MigrationResult, String> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(spec.deadline_s);
-    let rt = launch(&hostd.cfg, inv, Some(&spec.destination_addr)).await?;
+    let rt = launch(&hostd.cfg, inv, machine_args, Some(&spec.destination_addr)).await?;
     let qmp = rt.qmp.clone();
     let mut events = qmp.subscribe();
     let vm = Arc::new(Vm::new(inv.clone(), Box::new(rt), VmState::Incoming));
@@ -855,25 +871,15 @@ mod tests {
     }
 
     #[test]
-    fn args_are_identical_plus_local() {
-        let inv = VmInventory {
-            name: "v".into(),
-            mac: "52:54:00:00:00:01".into(),
-            ip: None,
-            vcpus: 1,
-            memory_mb: 128,
-            max_memory_mb: 128,
-            spec: VmBackendSpec::Qemu {
-                args: vec!["-m".into(), "128".into()],
-                tap: None,
-            },
-        };
+    fn args_are_the_machine_plus_local() {
+        let machine = vec!["-m".to_string(), "128".to_string()];
         let p = QemuPaths::new(std::path::Path::new("/r,x"), "v");
-        let a = qemu_args(&inv, &p, Some("10.0.0.2:4444")).unwrap();
+        let a = qemu_args("v", &machine, &p, Some("10.0.0.2:4444"));
         assert_eq!(&a[..2], &["-m", "128"]);
         assert!(a.contains(&"unix:/r,,x/v.qmp,server=on,wait=off".to_string()));
         assert_eq!(&a[a.len() - 2..], &["-incoming", "tcp:10.0.0.2:4444"]);
-        let b = qemu_args(&inv, &p, None).unwrap();
+        let b = qemu_args("v", &machine, &p, None);
         assert!(!b.contains(&"-incoming".to_string()));
+        assert!(machine_args(VmPlan::Netns { scenario: None }).is_err());
     }
 }

@@ -22,20 +22,15 @@
 //! `interpolation`: `linear` (default) or `hold` (step: the last point at or
 //! before `t`). `after_end`: `hold` (default: the last point forever) or
 //! `loop` (the series repeats with period = the last point's `t`).
+//!
+//! The files are read by [`crate::plan`] (confined to `scenario_dir`, size
+//! capped, off the async runtime); this module only parses text.
 
 use serde::Deserialize;
 
 /// The scenario file is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    /// The file cannot be read.
-    #[error("cannot read scenario {path}: {source}")]
-    Io {
-        /// Path of the file.
-        path: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// Not valid JSON for the format.
     #[error("scenario {path}: {source}")]
     Json {
@@ -154,15 +149,6 @@ impl Scenario {
             return Err(bad("after_end = loop needs a last point with t > 0".into()));
         }
         Ok(s)
-    }
-
-    /// Reads and validates a scenario file.
-    pub fn load(path: &str) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
-            path: path.to_string(),
-            source,
-        })?;
-        Self::parse(&text, path)
     }
 
     /// The values at `t` seconds since the epoch (negative `t` = 0).

@@ -54,14 +54,24 @@ pub async fn read_in_netns(ns: &str, rel: &str) -> std::io::Result<String> {
 /// about itself), 42 bytes: Ethernet header + ARP.
 pub use shoal_common::arp::gratuitous_arp as garp_frame;
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
+/// Parses `aa:bb:cc:dd:ee:ff`: six groups of exactly two hex digits (either
+/// case), nothing else.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];
     let mut parts = s.split(':');
     for b in out.iter_mut() {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+        let p = parts.next()?;
+        if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
     }
     parts.next().is_none().then_some(out)
+}
+
+/// `aa:bb:cc:dd:ee:ff`, lower case.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
 }
 
 /// Sends one gratuitous ARP out of `iface` inside namespace `ns` through a
@@ -224,6 +234,11 @@ mod tests {
         assert_eq!(parse_mac("02:5d:00:00:00"), None);
         assert_eq!(parse_mac("02:5d:00:00:00:01:02"), None);
         assert_eq!(parse_mac("zz:5d:00:00:00:01"), None);
+        assert_eq!(parse_mac("+2:5d:00:00:00:01"), None);
+        assert_eq!(parse_mac("2:5d:00:00:00:01"), None);
+        assert_eq!(parse_mac("002:5d:00:00:00:01"), None);
+        assert_eq!(parse_mac("02:5D:00:00:00:01"), Some(mac));
+        assert_eq!(format_mac(mac), "02:5d:00:00:00:01");
     }
 
     #[tokio::test]

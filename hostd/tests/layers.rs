@@ -20,8 +20,11 @@ const LAYERS: &[Layer<'static>] = &[
         &[
             "sys.rs",
             "procfs.rs",
+            "template.rs",
+            "confine.rs",
             "config.rs",
             "scenario.rs",
+            "plan.rs",
             "qmp.rs",
             "sriov.rs",
             "vm_runtime.rs",

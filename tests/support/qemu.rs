@@ -28,16 +28,12 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// QEMU arguments of a `mem_mb` TCG guest dirtying `dirty_mbps` MiB/s,
-    /// its `eth0` (if it has a virtio-net NIC) at `ip` (`A.B.C.D/P`), plus
-    /// `extra` (the identical part; hostd adds QMP, serial and `-incoming`).
-    pub fn args(
-        &self,
-        mem_mb: u32,
-        dirty_mbps: u32,
-        ip: Option<&str>,
-        extra: &[&str],
-    ) -> Vec<String> {
+    /// A machine template (`[templates.NAME] args`, see docs/hostd.md) of a
+    /// TCG guest dirtying `dirty_mbps` MiB/s, its `eth0` (if it has a
+    /// virtio-net NIC) at `ip` (`A.B.C.D/P`), plus `extra` (more template
+    /// arguments). Memory and vCPUs are the placeholders `{memory_mb}` and
+    /// `{vcpus}`; hostd adds QMP, serial and `-incoming`.
+    pub fn template(&self, dirty_mbps: u32, ip: Option<&str>, extra: &[&str]) -> Vec<String> {
         let mut append = format!("console=ttyS0 quiet panic=-1 shoal.dirty={dirty_mbps}");
         if let Some(ip) = ip {
             append.push_str(&format!(" shoal.ip={ip}"));
@@ -46,9 +42,9 @@ impl Guest {
             "-accel",
             "tcg,tb-size=16",
             "-m",
-            &mem_mb.to_string(),
+            "{memory_mb}",
             "-smp",
-            "1",
+            "{vcpus}",
             "-nodefaults",
             "-vga",
             "none",
@@ -68,6 +64,14 @@ impl Guest {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     }
+}
+
+/// `[templates.NAME]` with `args` for a hostd configuration (TOML).
+pub fn template_toml(name: &str, args: &[String]) -> String {
+    format!(
+        "[templates.{name}]\nargs = {}\n",
+        serde_json::to_string(args).unwrap_or_default()
+    )
 }
 
 /// Checks that QEMU is installed and the test guest is built; the error
@@ -469,4 +473,46 @@ pub fn last_uptime(console_log: &Path) -> Option<u64> {
         .filter_map(|l| l.trim().strip_prefix("shoal-uptime "))
         .filter_map(|r| r.split_whitespace().next()?.parse().ok())
         .next()
+}
+
+/// The QEMU processes whose parent is `parent` (a hostd): (pid, command
+/// line with spaces between the arguments).
+pub fn qemu_children(parent: u32) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // `/proc/PID/stat`: "pid (comm) state ppid ..."; comm may hold spaces.
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.contains("qemu")) {
+            out.push((pid, args.join(" ")));
+        }
+    }
+    out
+}
+
+/// Kills the given processes (SIGKILL, by pid).
+pub fn kill_pids(pids: &[(u32, String)]) {
+    for (pid, _) in pids {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
 }

@@ -61,7 +61,8 @@ impl Hypervisor {
     }
 
     /// A hostd configuration for this hypervisor (netns backend, interval
-    /// 1 s); `extra` is appended (VMs, testbed options).
+    /// 1 s, scenario files in `dir`); `extra` is appended (VMs, testbed
+    /// options).
     pub fn hostd_config(
         &self,
         id: &str,
@@ -81,6 +82,7 @@ api_url = "http://{mgmt}:7070"
 dom0_addr = "{data}"
 {auth}interval_s = 1
 run_dir = "{run}"
+scenario_dir = "{scenarios}"
 http_timeout_s = 3
 {bridge}{extra}
 "#,
@@ -89,6 +91,7 @@ http_timeout_s = 3
             data = self.data_ip,
             auth = super::creds::hostd_auth(dir, id),
             run = dir.join(id).display(),
+            scenarios = dir.display(),
         )
     }
 
