@@ -67,28 +67,38 @@ fn open_store(path: &str) -> Result<Arc<dyn Store>, RunError> {
 }
 
 /// Loads the hosts of an earlier run from the store, so that reports of
-/// hosts registered before a restart are accepted at once.
-fn restore_hosts(knowledge: &Knowledge, store: &dyn Store) {
-    let rows: Vec<(
-        String,
-        shoal_common::proto::Registration,
-        Option<shoal_common::proto::Report>,
-    )> = match store.hosts() {
+/// hosts registered before a restart are accepted at once. A stored
+/// registration that no longer decodes (e.g. written by an older version)
+/// is skipped with a warning: that host registers again on its next report.
+fn restore_hosts(knowledge: &Knowledge, store: &dyn Store) -> usize {
+    let rows = match store.hosts_json() {
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "cannot read hosts from the knowledge store");
-            return;
+            return 0;
         }
     };
     let Ok(mut hosts) = knowledge.hosts_write() else {
-        return;
+        return 0;
     };
-    for (id, reg, _) in rows {
+    let mut restored = 0;
+    for (id, json, _) in rows {
+        let reg = match serde_json::from_str::<shoal_common::proto::Registration>(&json) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(host = %id, error = %e, "stored registration does not decode; the host must register again");
+                continue;
+            }
+        };
         match hosts.register(&id, reg, now_unix_ms()) {
-            Ok(_) => info!(host = %id, "host restored from the knowledge store"),
+            Ok(_) => {
+                restored += 1;
+                info!(host = %id, "host restored from the knowledge store");
+            }
             Err(e) => warn!(host = %id, error = %e, "stored registration rejected"),
         }
     }
+    restored
 }
 
 /// Consumes host events until a later stage takes them over.
@@ -260,4 +270,30 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         shutdown: shutdown_tx,
         tasks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::hosts::tests::{reg, vm};
+
+    /// One registration that no longer decodes does not keep the others
+    /// from being restored.
+    #[test]
+    fn an_undecodable_registration_skips_only_its_host() {
+        let store = SqliteStore::open_in_memory().expect("store");
+        store
+            .put_host_json("old", r#"{"host_id":"old","args":["-m","64"]}"#, 1)
+            .expect("put");
+        let good = reg("h1", 7, vec![vm("v1", "02:00:00:00:00:01")]);
+        store
+            .put_host_json("h1", &serde_json::to_string(&good).expect("json"), 1)
+            .expect("put");
+        let settings = crate::config::Config::default()
+            .validate()
+            .expect("settings");
+        let k = crate::mapek::state::knowledge(&settings, None);
+        assert_eq!(restore_hosts(&k, &store), 1);
+        assert!(k.hosts_read().expect("hosts").host("h1").is_some());
+    }
 }
