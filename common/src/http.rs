@@ -1,6 +1,7 @@
-//! Outgoing HTTP (hostd → controller, hostd → hostd): hyper 1 with the
-//! hyper-util legacy client, a timeout on every call, and exponential
-//! backoff with jitter for retries.
+//! Outgoing HTTP (hostd → controller, controller → hostd, hostd → hostd):
+//! hyper 1 with the hyper-util legacy client, `http://` and `https://`
+//! (rustls, trusting only a configured CA), a timeout on every call, and
+//! exponential backoff with jitter for retries.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 pub use hyper::Method;
 use hyper::{Request, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -36,7 +38,7 @@ pub enum HttpError {
 /// A small HTTP/1 client (cheap to clone).
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -44,13 +46,32 @@ impl HttpClient {
     /// A client whose every call (connect + request + whole answer) is
     /// bounded by `timeout`.
     pub fn new(timeout: Duration) -> Self {
+        Self::with_tls(timeout, None)
+    }
+
+    /// Like [`HttpClient::new`]; `https://` URLs are verified against the
+    /// CA of `tls` ([`crate::tls::client_config`]); without it they fail.
+    pub fn with_tls(timeout: Duration, tls: Option<rustls::ClientConfig>) -> Self {
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(timeout));
         conn.set_nodelay(true);
+        conn.enforce_http(false);
+        // Without a CA nothing is trusted: https:// URLs fail to verify.
+        // (`builder()` uses ring, the only provider compiled in.)
+        let tls = tls.unwrap_or_else(|| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(conn);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(2)
-            .build(conn);
+            .build(https);
         HttpClient { client, timeout }
     }
 
@@ -66,8 +87,10 @@ impl HttpClient {
         let uri: Uri = url
             .parse()
             .map_err(|e| HttpError::BadUrl(format!("{url}: {e}")))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(HttpError::BadUrl(format!("{url}: need http://HOST")));
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(HttpError::BadUrl(format!(
+                "{url}: need http://HOST or https://HOST"
+            )));
         }
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(t) = token {

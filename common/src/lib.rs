@@ -5,6 +5,8 @@
 //!   between controller and host daemons;
 //! - [`secret`]: bearer tokens (files only the owner may read, never
 //!   printed, compared in constant time);
+//! - [`tls`]: rustls server and client configurations from PEM files, and
+//!   a listener that completes TLS handshakes concurrently;
 //! - [`proto`]: the JSON wire types exchanged between `shoal-hostd` and the
 //!   controller (registration, reports, commands, command status);
 //! - [`vmpatrol`]: the VMPatrol pre-copy live-migration model,
@@ -17,4 +19,5 @@ pub mod arp;
 pub mod http;
 pub mod proto;
 pub mod secret;
+pub mod tls;
 pub mod vmpatrol;

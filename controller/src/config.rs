@@ -111,6 +111,8 @@ pub struct Config {
     pub hostd: HostdConfig,
     /// Credentials of operators and host daemons.
     pub auth: AuthConfig,
+    /// TLS on the REST API, to the host daemons and on OpenFlow.
+    pub tls: TlsConfig,
     /// The live MAPE-K loop: policy and its options.
     pub policy: PolicyConfig,
     /// The migration orchestrator.
@@ -239,6 +241,39 @@ pub struct AuthConfig {
     pub host_tokens_dir: Option<std::path::PathBuf>,
 }
 
+/// TLS files (PEM). Each channel is plain TCP when its files are absent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// REST API certificate (chain); with `api_key_file`, the API is HTTPS.
+    pub api_cert_file: Option<std::path::PathBuf>,
+    /// REST API private key (mode 0600 or stricter).
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// CA that signed the host daemons' API certificates (their `https://`
+    /// URLs are verified against it and nothing else).
+    pub hostd_ca_file: Option<std::path::PathBuf>,
+    /// OpenFlow certificate (e.g. `ovs-pki`'s `ctl-cert.pem`); with the key
+    /// and the CA, switches connect with `ssl:IP:PORT`.
+    pub openflow_cert_file: Option<std::path::PathBuf>,
+    /// OpenFlow private key (`ctl-privkey.pem`).
+    pub openflow_key_file: Option<std::path::PathBuf>,
+    /// CA that signed the switches' certificates (`switchca/cacert.pem`):
+    /// a switch without one is refused.
+    pub openflow_ca_file: Option<std::path::PathBuf>,
+}
+
+/// TLS configurations, loaded.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// The REST API's server configuration (None: plain HTTP).
+    pub api: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The client configuration for `https://` host daemons (None: only
+    /// `http://` ones work).
+    pub hostd: Option<rustls::ClientConfig>,
+    /// The OpenFlow listener's server configuration (None: plain TCP).
+    pub openflow: Option<std::sync::Arc<rustls::ServerConfig>>,
+}
+
 /// An operator credential, loaded.
 #[derive(Debug, Clone)]
 pub struct Operator {
@@ -293,6 +328,7 @@ impl Default for Config {
             db: "shoal.db".into(),
             hostd: HostdConfig::default(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             policy: PolicyConfig::default(),
             execute: ExecuteConfig::default(),
         }
@@ -462,6 +498,8 @@ pub struct Settings {
     pub token: Option<Secret>,
     /// The credentials the API accepts.
     pub auth: AuthSettings,
+    /// TLS configurations.
+    pub tls: TlsSettings,
     /// Reports kept per host.
     pub host_history: usize,
     /// Link capacity override, bit/s.
@@ -574,6 +612,7 @@ impl Config {
             Some(p) => Some(secret_file("hostd.token_file", p)?),
         };
         let auth = self.load_auth(token.as_ref())?;
+        let tls = self.load_tls()?;
         if self.db.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 field: "db".into(),
@@ -615,6 +654,7 @@ impl Config {
             db: self.db.clone(),
             token,
             auth,
+            tls,
             host_history: self.hostd.history.max(1),
             link_capacity_bps: self.topology.link_capacity_bps,
             policy: self.policy.clone(),
@@ -701,6 +741,52 @@ impl Config {
             }
         }
         Ok(out)
+    }
+
+    /// Loads the TLS files of `[tls]` (a certificate without its key, or
+    /// the reverse, is an error).
+    fn load_tls(&self) -> Result<TlsSettings, ConfigError> {
+        use shoal_common::tls;
+        let t = &self.tls;
+        let bad = |field: &str, e: tls::TlsError| ConfigError::Invalid {
+            field: format!("tls.{field}"),
+            message: e.to_string(),
+        };
+        let pair = |c: &Option<std::path::PathBuf>,
+                    k: &Option<std::path::PathBuf>,
+                    what: &str|
+         -> Result<Option<(std::path::PathBuf, std::path::PathBuf)>, ConfigError> {
+            match (c, k) {
+                (Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
+                (None, None) => Ok(None),
+                _ => Err(ConfigError::Invalid {
+                    field: format!("tls.{what}_cert_file"),
+                    message: format!("{what}_cert_file and {what}_key_file go together"),
+                }),
+            }
+        };
+        let api = match pair(&t.api_cert_file, &t.api_key_file, "api")? {
+            Some((c, k)) => Some(tls::server_config(&c, &k, None).map_err(|e| bad("api_cert_file", e))?),
+            None => None,
+        };
+        let hostd = match &t.hostd_ca_file {
+            Some(ca) => Some(tls::client_config(ca, None).map_err(|e| bad("hostd_ca_file", e))?),
+            None => None,
+        };
+        let openflow = match pair(&t.openflow_cert_file, &t.openflow_key_file, "openflow")? {
+            Some((c, k)) => {
+                let ca = t.openflow_ca_file.as_ref().ok_or_else(|| ConfigError::Invalid {
+                    field: "tls.openflow_ca_file".into(),
+                    message: "OpenFlow over TLS needs the CA of the switches' certificates".into(),
+                })?;
+                Some(
+                    tls::server_config(&c, &k, Some(ca))
+                        .map_err(|e| bad("openflow_cert_file", e))?,
+                )
+            }
+            None => None,
+        };
+        Ok(TlsSettings { api, hostd, openflow })
     }
 
     fn validate_policy(&self) -> Result<(), ConfigError> {
