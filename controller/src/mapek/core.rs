@@ -196,7 +196,7 @@ impl Core {
 
     /// A switch connection ended (ignored when a newer one replaced it).
     async fn on_disconnected(&mut self, dpid: u64, conn_id: u64, reason: &str, now: Instant) {
-        let change = self.topo_write().switch_disconnected(dpid, conn_id);
+        let change = self.topo_write().switch_disconnected(dpid, conn_id, now);
         let Some(change) = change else {
             debug!(dpid = %dpid_str(dpid), conn_id, "stale disconnect ignored");
             return;

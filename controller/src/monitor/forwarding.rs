@@ -24,6 +24,21 @@
 //! controller, which installs exactly one pair flow at the sender's first-hop
 //! switch (idle timeout, `SEND_FLOW_REM`): the flows λ(u,v) is read from.
 //! Unicast follows shortest paths; broadcast follows the spanning tree.
+//!
+//! Link changes ([`Forwarding::links_changed`]) never flush the network's
+//! flows. A *cable* (a port pair, either direction) changed when it went
+//! down (no direction left) or came up (its first direction seen); a
+//! direction that comes or goes while the other stays changes no path. For
+//! each changed cable, on the switches at its two ends, the pair and
+//! destination flows that output to its port are deleted (and, for a cable
+//! that came up, pair flows whose in-port it is: a port that turned out to
+//! be a link); every pair flow whose recorded path uses one of its ports is
+//! deleted by its exact cookie at its first hop and re-installed by
+//! [`Forwarding::reconcile`] along the new shortest path. All other flows
+//! stay as they are: their paths did not use the cable and are still valid.
+//! Repeated changes of one cable are damped by the topology
+//! ([`crate::monitor::topology::FLAP_MAX_CHANGES`] per
+//! [`crate::monitor::topology::FLAP_WINDOW`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -102,6 +117,9 @@ pub struct PairFlow {
     pub cookie: u64,
     /// Switches of the path, first hop first.
     pub path: Vec<u64>,
+    /// The output port of every hop, first hop first (the last one is the
+    /// destination's edge port).
+    pub hops: Vec<PortRef>,
     /// Needs to be installed again (its switch reconnected, the topology
     /// changed, or an endpoint moved).
     pub stale: bool,
@@ -184,6 +202,36 @@ fn delete_kind(dpid: u64, kind: u8) -> Outgoing {
             table_id: 0xff,
             cookie: cookie::kind_value(kind),
             cookie_mask: cookie::KIND_MASK,
+            ..FlowMod::default()
+        },
+    )
+}
+
+/// A FLOW_MOD deleting, in all tables, every flow of cookie `kind` that
+/// outputs to `port`.
+fn delete_out_port(dpid: u64, kind: u8, port: u32) -> Outgoing {
+    out(
+        dpid,
+        FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: 0xff,
+            cookie: cookie::kind_value(kind),
+            cookie_mask: cookie::KIND_MASK,
+            out_port: port,
+            ..FlowMod::default()
+        },
+    )
+}
+
+/// A FLOW_MOD deleting the flow(s) of exactly this cookie in all tables.
+fn delete_cookie(dpid: u64, c: u64) -> Outgoing {
+    out(
+        dpid,
+        FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: 0xff,
+            cookie: c,
+            cookie_mask: u64::MAX,
             ..FlowMod::default()
         },
     )
@@ -367,26 +415,58 @@ impl Forwarding {
         }
     }
 
-    /// Links appeared or disappeared: paths may have changed, so every
-    /// pair and destination flow is removed (their final counters arrive
-    /// as FLOW_REMOVED) and the pairs are re-installed by
-    /// [`Forwarding::reconcile`] along the new shortest paths.
+    /// Links appeared or disappeared (`topo` is the topology after the
+    /// change): removes only the flows that used a changed cable (the rule
+    /// is in the module documentation; their final counters arrive as
+    /// FLOW_REMOVED) and marks the pairs that used it for re-installation
+    /// by [`Forwarding::reconcile`] along the new shortest paths.
     pub fn links_changed(&mut self, topo: &Topology, change: &LinkChange) -> Vec<Outgoing> {
-        if change.is_empty() {
+        // Ends of cables that went down (no direction left).
+        let mut down: BTreeSet<PortRef> = BTreeSet::new();
+        for &(a, b) in &change.removed {
+            if !topo.has_link(a, b) && !topo.has_link(b, a) {
+                down.extend([a, b]);
+            }
+        }
+        // Ends of cables that came up (not just their second direction).
+        let mut up: BTreeSet<PortRef> = BTreeSet::new();
+        for &(a, b) in &change.added {
+            let reverse_was_up = topo.has_link(b, a) && !change.added.contains(&(b, a));
+            if !reverse_was_up {
+                up.extend([a, b]);
+            }
+        }
+        let changed: BTreeSet<PortRef> = down.union(&up).copied().collect();
+        if changed.is_empty() {
             return Vec::new();
         }
-        for p in self.pairs.values_mut() {
-            p.stale = true;
+        let live = |p: &PortRef| topo.switch(p.dpid).is_some();
+        let mut v = Vec::new();
+        for p in changed.iter().filter(|p| live(p)) {
+            v.push(delete_out_port(p.dpid, cookie::KIND_PAIR, p.port));
+            v.push(delete_out_port(p.dpid, cookie::KIND_DEST, p.port));
         }
-        topo.switches()
-            .keys()
-            .flat_map(|&d| {
-                [
-                    delete_kind(d, cookie::KIND_PAIR),
-                    delete_kind(d, cookie::KIND_DEST),
-                ]
-            })
-            .collect()
+        for p in up.iter().filter(|p| live(p)) {
+            v.push(delete_matching(
+                p.dpid,
+                cookie::KIND_PAIR,
+                Match::new().in_port(p.port),
+            ));
+        }
+        let mut affected: Vec<(u64, u64)> = Vec::new();
+        for p in self.pairs.values_mut() {
+            if changed.contains(&p.first_hop) || p.hops.iter().any(|h| changed.contains(h)) {
+                p.stale = true;
+                affected.push((p.first_hop.dpid, p.cookie));
+            }
+        }
+        affected.sort_unstable();
+        for (dpid, c) in affected {
+            if topo.switch(dpid).is_some() {
+                v.push(delete_cookie(dpid, c));
+            }
+        }
+        v
     }
 
     /// Brings topology-dependent flows up to date: inter-switch dispatch and
@@ -527,6 +607,13 @@ impl Forwarding {
                 first_hop: src,
                 cookie,
                 path: path.iter().map(|(d, _)| *d).collect(),
+                hops: path
+                    .iter()
+                    .map(|&(dpid, port)| PortRef {
+                        dpid,
+                        port: port.unwrap_or(dst.port),
+                    })
+                    .collect(),
                 stale: false,
                 installed_at: now,
             },
@@ -1032,7 +1119,7 @@ mod tests {
         assert!(f.pairs()[&(mac(1), mac(3))].stale);
         // While s2 is away there is no path: nothing installed, pair kept.
         let sw2 = topo.switch(2).unwrap().clone();
-        topo.switch_disconnected(2, sw2.conn_id);
+        topo.switch_disconnected(2, sw2.conn_id, now);
         assert!(adds(&f.reconcile(&topo, now))
             .iter()
             .all(|(_, fm)| fm.priority != PRIO_PAIR));
@@ -1052,6 +1139,108 @@ mod tests {
             .unwrap();
         assert_eq!(pair.0, 1);
         assert!(!f.pairs()[&(mac(1), mac(3))].stale);
+    }
+
+    /// Line s1 - s2 - s3 (s1:2-s2:2, s2:3-s3:2), one host on port 1 of
+    /// each switch, flows installed for h1 -> h2 (over s1-s2 only) and
+    /// h2 -> h3 (over s2-s3 only).
+    fn two_pairs() -> (Topology, Forwarding, Instant) {
+        let (mut topo, mut f, now) = setup();
+        for d in [1u64, 2, 3] {
+            f.packet_in(
+                &mut topo,
+                d,
+                &pin(1, eth(MacAddr::BROADCAST, mac(d as u8))),
+                now,
+            );
+        }
+        f.packet_in(&mut topo, 1, &pin(1, eth(mac(2), mac(1))), now);
+        f.packet_in(&mut topo, 2, &pin(1, eth(mac(3), mac(2))), now);
+        assert_eq!(f.pairs().len(), 2);
+        (topo, f, now)
+    }
+
+    /// True for a DELETE that would remove every flow of a kind on its
+    /// switch (no match, any output port, no exact cookie).
+    fn deletes_a_whole_kind(fm: &FlowMod) -> bool {
+        fm.command == FlowModCommand::Delete
+            && fm.match_ == Match::new()
+            && fm.out_port == port_no::ANY
+            && fm.cookie_mask != u64::MAX
+    }
+
+    #[test]
+    fn link_removal_deletes_only_the_flows_on_that_link() {
+        let (mut topo, mut f, now) = two_pairs();
+        let c23 = f.pairs()[&(mac(2), mac(3))].cookie;
+        // The s2-s3 cable goes down (s3:2 reports LINK_DOWN).
+        let mut down = topo.switch(3).unwrap().ports[&2].desc.clone();
+        down.state = 1;
+        let change = topo.port_status(3, false, down, now);
+        assert_eq!(change.removed.len(), 2);
+        let v = f.links_changed(&topo, &change);
+        let dels: Vec<(u64, &FlowMod)> = flow_mods(&v)
+            .into_iter()
+            .filter(|(_, fm)| fm.command == FlowModCommand::Delete)
+            .collect();
+        assert!(!dels.is_empty(), "the flows over s2-s3 must go");
+        for (d, fm) in &dels {
+            assert!(!deletes_a_whole_kind(fm), "flush on s{d}: {fm:?}");
+            // Each delete names the changed link's port on its switch, or
+            // the exact cookie of the pair that used it.
+            let on_link = (*d, fm.out_port) == (2, 3) || (*d, fm.out_port) == (3, 2);
+            let exact = fm.cookie == c23 && fm.cookie_mask == u64::MAX;
+            assert!(on_link || exact, "unrelated delete on s{d}: {fm:?}");
+        }
+        assert!(dels.iter().all(|(d, _)| *d != 1), "s1 is not on the link");
+        // Only the pair that used the link is re-routed.
+        assert!(f.pairs()[&(mac(2), mac(3))].stale);
+        assert!(!f.pairs()[&(mac(1), mac(2))].stale);
+        let v = f.reconcile(&topo, now);
+        assert!(adds(&v).iter().all(|(_, fm)| fm.priority != PRIO_PAIR));
+    }
+
+    #[test]
+    fn link_added_deletes_nothing_in_use() {
+        let t0 = Instant::now();
+        // s1 - s2 - s3 as in setup(), then a new cable s1:3 - s3:3.
+        let mut topo = build(
+            t0,
+            &[(1, 4), (2, 3), (3, 3)],
+            &[((1, 2), (2, 2)), ((2, 3), (3, 2))],
+        );
+        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let now = t0 + Duration::from_secs(3);
+        f.packet_in(&mut topo, 3, &pin(1, eth(MacAddr::BROADCAST, mac(3))), now);
+        f.packet_in(&mut topo, 1, &pin(1, eth(mac(3), mac(1))), now);
+        let mut change = topo.lldp_seen(pr(1, 3), pr(3, 3), now);
+        let back = topo.lldp_seen(pr(3, 3), pr(1, 3), now);
+        change.added.extend(back.added);
+        assert_eq!(change.added.len(), 2);
+        let v = f.links_changed(&topo, &change);
+        for (d, fm) in flow_mods(&v) {
+            assert!(!deletes_a_whole_kind(fm), "flush on s{d}: {fm:?}");
+        }
+        // The existing path s1-s2-s3 still works: the pair stays as it is.
+        assert!(!f.pairs()[&(mac(1), mac(3))].stale);
+    }
+
+    #[test]
+    fn one_direction_going_away_changes_no_flow() {
+        let (mut topo, mut f, now) = two_pairs();
+        // Only s3 -> s2 stops being seen; s2 -> s3 still carries the cable.
+        let later = now + Duration::from_secs(10);
+        for (a, b) in [
+            (pr(1, 2), pr(2, 2)),
+            (pr(2, 2), pr(1, 2)),
+            (pr(2, 3), pr(3, 2)),
+        ] {
+            topo.lldp_seen(a, b, later);
+        }
+        let change = topo.expire_links(later, Duration::from_secs(5));
+        assert_eq!(change.removed, vec![(pr(3, 2), pr(2, 3))]);
+        assert!(f.links_changed(&topo, &change).is_empty());
+        assert!(f.pairs().values().all(|p| !p.stale));
     }
 
     #[test]
