@@ -25,6 +25,10 @@
 //! switch (idle timeout, `SEND_FLOW_REM`): the flows λ(u,v) is read from.
 //! Unicast follows shortest paths; broadcast follows the spanning tree.
 //!
+//! LLDP frames are checked by [`crate::monitor::lldp::LldpGuard`] before
+//! they may change the topology: only Shoal's own authenticated, fresh,
+//! not replayed probes that did not arrive at a host's port count.
+//!
 //! Link changes ([`Forwarding::links_changed`]) never flush the network's
 //! flows. A *cable* (a port pair, either direction) changed when it went
 //! down (no direction left) or came up (its first direction seen); a
@@ -49,6 +53,7 @@ use ofp::{
 };
 
 use crate::monitor::cookie::{self, CookieJar};
+use crate::monitor::lldp::{Ignored, LldpGuard, Verdict};
 use crate::monitor::packet::{self, ETH_TYPE_LLDP};
 use crate::monitor::topology::{Learned, LinkChange, PortRef, Topology};
 
@@ -143,6 +148,8 @@ pub struct PacketInOutcome {
     pub links: LinkChange,
     /// Whether/how the source was learnt.
     pub learned: Option<Learned>,
+    /// An LLDP frame that was ignored (already counted).
+    pub lldp_ignored: Option<Ignored>,
 }
 
 /// Most PACKET_INs held while their port waits for classification.
@@ -163,6 +170,8 @@ pub struct Forwarding {
     /// Spanning tree of the topology version it was computed for (flooding
     /// asks for it on every broadcast PACKET_IN).
     tree_cache: Option<(u64, BTreeMap<u64, BTreeSet<u32>>)>,
+    /// Signs our LLDP probes and checks received LLDP.
+    lldp: LldpGuard,
 }
 
 fn flow_mod(
@@ -273,8 +282,8 @@ fn packet_out(dpid: u64, pin: &PacketIn, in_port: u32, ports: &[u32]) -> Outgoin
 impl Forwarding {
     /// A new state machine; `cookie_start` seeds cookie sequence numbers
     /// (e.g. from the wall clock, so a restarted controller does not reuse
-    /// cookies of flows still installed).
-    pub fn new(cfg: FwdConfig, cookie_start: u64) -> Self {
+    /// cookies of flows still installed); `lldp` signs and checks LLDP.
+    pub fn new(cfg: FwdConfig, cookie_start: u64, lldp: LldpGuard) -> Self {
         Forwarding {
             cfg,
             cookies: CookieJar::starting_at(cookie_start),
@@ -282,6 +291,7 @@ impl Forwarding {
             base: HashMap::new(),
             deferred: std::collections::VecDeque::new(),
             tree_cache: None,
+            lldp,
         }
     }
 
@@ -667,18 +677,15 @@ impl Forwarding {
             return res;
         };
         if frame.ethertype == ETH_TYPE_LLDP {
-            if let Ok(probe) = packet::parse_lldp(&pin.data) {
-                res.links = topo.lldp_seen(
-                    PortRef {
-                        dpid: probe.dpid,
-                        port: probe.port,
-                    },
-                    PortRef {
-                        dpid,
-                        port: in_port,
-                    },
-                    now,
-                );
+            let at = PortRef {
+                dpid,
+                port: in_port,
+            };
+            let confirm = self.cfg.port_confirm;
+            let hosts = |p: PortRef| topo.hosts_at(p, now, confirm);
+            match self.lldp.check(&pin.data, at, hosts, now) {
+                Verdict::Accept { src } => res.links = topo.lldp_seen(src, at, now),
+                Verdict::Ignore(i) => res.lldp_ignored = Some(i),
             }
             return res;
         }
@@ -790,8 +797,9 @@ impl Forwarding {
         }
     }
 
-    /// LLDP probes out of every live port of every switch.
-    pub fn lldp_probes(&self, topo: &Topology) -> Vec<Outgoing> {
+    /// LLDP probes out of every live port of every switch, authenticated
+    /// and stamped with the probe clock at `now`.
+    pub fn lldp_probes(&self, topo: &Topology, now: Instant) -> Vec<Outgoing> {
         let mut v = Vec::new();
         for (&dpid, sw) in topo.switches() {
             for (&port, st) in &sw.ports {
@@ -804,7 +812,7 @@ impl Forwarding {
                         buffer_id: NO_BUFFER,
                         in_port: port_no::CONTROLLER,
                         actions: vec![Action::output(port)],
-                        data: packet::build_lldp(dpid, port, st.desc.hw_addr),
+                        data: self.lldp.probe(dpid, port, st.desc.hw_addr, now),
                     }),
                 });
             }
@@ -816,12 +824,21 @@ impl Forwarding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::lldp::IgnoreReason;
     use crate::monitor::topology::tests::{build, pr, triangle};
     use ofp::PacketInReason;
     use std::net::Ipv4Addr;
 
     fn mac(n: u8) -> MacAddr {
         MacAddr([0, 0, 0, 0, 0, n])
+    }
+
+    fn fresh() -> Forwarding {
+        Forwarding::new(
+            FwdConfig::default(),
+            0,
+            crate::monitor::lldp::tests::guard(Instant::now()),
+        )
     }
 
     fn eth(dst: MacAddr, src: MacAddr) -> Vec<u8> {
@@ -893,13 +910,13 @@ mod tests {
             &[(1, 4), (2, 3), (3, 3)],
             &[((1, 2), (2, 2)), ((2, 3), (3, 2))],
         );
-        let fwd = Forwarding::new(FwdConfig::default(), 0);
+        let fwd = fresh();
         (topo, fwd, t0 + Duration::from_secs(3))
     }
 
     #[test]
     fn switch_up_installs_base_pipeline() {
-        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let mut f = fresh();
         let v = f.switch_up(7);
         let dels = flow_mods(&v)
             .iter()
@@ -934,7 +951,7 @@ mod tests {
     fn reconcile_installs_tree_broadcast_once() {
         let t0 = Instant::now();
         let topo = triangle(t0);
-        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let mut f = fresh();
         let now = t0 + Duration::from_secs(3);
         let v = f.reconcile(&topo, now);
         let a = adds(&v);
@@ -970,7 +987,7 @@ mod tests {
     fn unconfirmed_ports_neither_learn_nor_flood_until_confirmed() {
         let t0 = Instant::now();
         let mut topo = triangle(t0);
-        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let mut f = fresh();
         let r = f.packet_in(&mut topo, 1, &pin(1, eth(MacAddr::BROADCAST, mac(1))), t0);
         assert!(r.out.is_empty());
         assert!(topo.endpoint(&mac(1)).is_none());
@@ -995,7 +1012,7 @@ mod tests {
     fn broadcast_from_edge_learns_and_floods_along_tree() {
         let t0 = Instant::now();
         let mut topo = triangle(t0);
-        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let mut f = fresh();
         let now = t0 + Duration::from_secs(3);
         let r = f.packet_in(&mut topo, 2, &pin(1, eth(MacAddr::BROADCAST, mac(2))), now);
         assert_eq!(r.learned, Some(Learned::New));
@@ -1209,7 +1226,7 @@ mod tests {
             &[(1, 4), (2, 3), (3, 3)],
             &[((1, 2), (2, 2)), ((2, 3), (3, 2))],
         );
-        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let mut f = fresh();
         let now = t0 + Duration::from_secs(3);
         f.packet_in(&mut topo, 3, &pin(1, eth(MacAddr::BROADCAST, mac(3))), now);
         f.packet_in(&mut topo, 1, &pin(1, eth(mac(3), mac(1))), now);
@@ -1223,6 +1240,108 @@ mod tests {
         }
         // The existing path s1-s2-s3 still works: the pair stays as it is.
         assert!(!f.pairs()[&(mac(1), mac(3))].stale);
+    }
+
+    /// An LLDP frame as a VM could send it: chassis and port id of a real
+    /// switch port, no authentication.
+    fn untagged_lldp(dpid: u64, port: u32) -> Vec<u8> {
+        let mut f = packet::LLDP_DST.0.to_vec();
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 0x66]);
+        f.extend_from_slice(&ETH_TYPE_LLDP.to_be_bytes());
+        let tlv = |f: &mut Vec<u8>, ty: u16, v: &[u8]| {
+            f.extend_from_slice(&((ty << 9) | v.len() as u16).to_be_bytes());
+            f.extend_from_slice(v);
+        };
+        tlv(&mut f, 1, format!("\x07dpid:{dpid:016x}").as_bytes());
+        tlv(&mut f, 2, format!("\x07{port}").as_bytes());
+        tlv(&mut f, 3, &120u16.to_be_bytes());
+        tlv(&mut f, 0, &[]);
+        f.resize(60, 0);
+        f
+    }
+
+    #[test]
+    fn forged_untagged_lldp_from_an_edge_port_makes_no_link() {
+        let (mut topo, mut f, now) = two_pairs();
+        let links_before: Vec<_> = topo.links().map(|l| (l.src, l.dst)).collect();
+        // The VM at s3:1 claims to be s1:2 (a real inter-switch port).
+        let r = f.packet_in(&mut topo, 3, &pin(1, untagged_lldp(1, 2)), now);
+        assert!(r.links.is_empty(), "forged link: {:?}", r.links);
+        assert!(r.out.is_empty());
+        let links_after: Vec<_> = topo.links().map(|l| (l.src, l.dst)).collect();
+        assert_eq!(links_after, links_before);
+        assert!(topo.endpoint(&mac(3)).is_some(), "the VM was forgotten");
+        let ig = r.lldp_ignored.expect("counted as ignored");
+        assert_eq!(ig.reason, IgnoreReason::NoTag);
+        assert_eq!((ig.at, ig.claimed), (pr(3, 1), Some(pr(1, 2))));
+        assert!(ig.warn);
+    }
+
+    /// The probe `f` sends out of `(dpid, port)` at `now`.
+    fn probe_of(f: &Forwarding, topo: &Topology, dpid: u64, port: u32, now: Instant) -> Vec<u8> {
+        f.lldp_probes(topo, now)
+            .into_iter()
+            .find_map(|o| match o.msg {
+                Message::PacketOut(p)
+                    if o.dpid == dpid && p.actions == vec![Action::output(port)] =>
+                {
+                    Some(p.data)
+                }
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn replayed_and_relayed_probes_make_no_link() {
+        let (mut topo, mut f, now) = two_pairs();
+        let links_before: Vec<_> = topo.links().map(|l| (l.src, l.dst)).collect();
+        // A genuine probe of s1:2 reaches s2:2 (a real link): accepted.
+        let genuine = probe_of(&f, &topo, 1, 2, now);
+        let r = f.packet_in(&mut topo, 2, &pin(2, genuine.clone()), now);
+        assert!(r.lldp_ignored.is_none() && r.links.is_empty());
+        // The VM at s3:1 replays it: the tag is valid, the timestamp is not new.
+        let later = now + Duration::from_millis(300);
+        let r = f.packet_in(&mut topo, 3, &pin(1, genuine), later);
+        assert_eq!(
+            r.lldp_ignored.map(|i| i.reason),
+            Some(IgnoreReason::Replayed)
+        );
+        // The probe s1 sends out of the VM port s1:1 (h1 receives it), relayed
+        // by an accomplice to the VM at s3:1: fresh, but a host is there.
+        let relayed = probe_of(&f, &topo, 1, 1, later);
+        let r = f.packet_in(&mut topo, 3, &pin(1, relayed.clone()), later);
+        assert_eq!(
+            r.lldp_ignored.map(|i| i.reason),
+            Some(IgnoreReason::EdgePort)
+        );
+        assert!(!r.lldp_ignored.unwrap().warn, "one warning per port");
+        // h1 sends its own port's probe back in.
+        let r = f.packet_in(&mut topo, 1, &pin(1, relayed.clone()), later);
+        assert_eq!(
+            r.lldp_ignored.map(|i| i.reason),
+            Some(IgnoreReason::EdgePort)
+        );
+        // Much later the relayed probe is stale.
+        let r = f.packet_in(
+            &mut topo,
+            3,
+            &pin(1, relayed),
+            later + Duration::from_secs(8),
+        );
+        assert_eq!(r.lldp_ignored.map(|i| i.reason), Some(IgnoreReason::Stale));
+        let links_after: Vec<_> = topo.links().map(|l| (l.src, l.dst)).collect();
+        assert_eq!(links_after, links_before);
+        let c = f.lldp.counters().read();
+        assert_eq!(c.accepted, 1);
+        assert_eq!(
+            (
+                c.ignored["replayed"],
+                c.ignored["edge_port"],
+                c.ignored["stale"]
+            ),
+            (1, 2, 1)
+        );
     }
 
     #[test]
@@ -1247,8 +1366,8 @@ mod tests {
     fn lldp_probe_out_and_back_makes_a_link() {
         let t0 = Instant::now();
         let mut topo = build(t0, &[(2, 3), (3, 3)], &[]);
-        let mut f = Forwarding::new(FwdConfig::default(), 0);
-        let probes = f.lldp_probes(&topo);
+        let mut f = fresh();
+        let probes = f.lldp_probes(&topo, t0);
         assert_eq!(probes.len(), 6, "one per port");
         let po = probes
             .iter()

@@ -529,6 +529,25 @@ impl Topology {
             && !self.is_link_port(p)
     }
 
+    /// True when `p` is a confirmed edge port (see [`Topology::is_edge_port`])
+    /// at which an endpoint has been seen since the port last came up: a
+    /// host is there, so no LLDP probe of ours can genuinely arrive at it.
+    pub fn hosts_at(&self, p: PortRef, now: Instant, confirm: Duration) -> bool {
+        let Some(up_since) = self
+            .switches
+            .get(&p.dpid)
+            .and_then(|s| s.ports.get(&p.port))
+            .map(|ps| ps.up_since)
+        else {
+            return false;
+        };
+        self.is_edge_port(p, now, confirm)
+            && self
+                .endpoints
+                .values()
+                .any(|e| e.location == p && e.last_seen >= up_since)
+    }
+
     /// Confirmed edge ports of a switch, ascending.
     pub fn edge_ports(&self, dpid: u64, now: Instant, confirm: Duration) -> Vec<u32> {
         self.switches
@@ -978,5 +997,29 @@ pub(crate) mod tests {
         assert_eq!(t.lldp_seen(a, b, later).added, vec![(a, b)]);
         // The reverse direction of a cable that is up is never damped.
         assert_eq!(t.lldp_seen(b, a, later).added, vec![(b, a)]);
+    }
+
+    #[test]
+    fn host_ports_are_edge_ports_with_an_endpoint_seen_since_they_came_up() {
+        let t0 = Instant::now();
+        let mut t = triangle(t0);
+        let confirm = Duration::from_secs(1);
+        let now = t0 + Duration::from_secs(2);
+        assert!(!t.hosts_at(pr(1, 1), now, confirm), "no host yet");
+        let m = MacAddr([0, 0, 0, 0, 0, 1]);
+        assert_eq!(t.learn(m, None, pr(1, 1), now, confirm), Learned::New);
+        assert!(t.hosts_at(pr(1, 1), now, confirm));
+        assert!(!t.hosts_at(pr(1, 2), now, confirm), "a link port");
+        assert!(!t.hosts_at(pr(9, 1), now, confirm), "no such switch");
+        // The port goes down and up again (re-cabled): the host seen before
+        // does not count any more.
+        let mut down = port(1);
+        down.state = 1;
+        let later = now + Duration::from_secs(1);
+        t.port_status(1, false, down, later);
+        t.port_status(1, false, port(1), later);
+        let confirmed = later + Duration::from_secs(1);
+        assert!(t.is_edge_port(pr(1, 1), confirmed, confirm));
+        assert!(!t.hosts_at(pr(1, 1), confirmed, confirm));
     }
 }
