@@ -753,6 +753,52 @@ pub(crate) mod tests {
         assert!(!b.verify(&c, &p, &tag));
     }
 
+    proptest::proptest! {
+        /// Hostile bytes never panic the guard and are never accepted.
+        #[test]
+        fn random_frames_are_never_accepted(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)
+        ) {
+            let t0 = Instant::now();
+            let mut g = guard(t0);
+            let accepted = matches!(g.check(&data, pr(1, 1), no_hosts, t0), Verdict::Accept { .. });
+            proptest::prop_assert!(!accepted);
+        }
+
+        /// Any change of one byte of the chassis id, port id or
+        /// authentication TLV (header or value) makes a genuine probe
+        /// fail.
+        #[test]
+        fn one_changed_byte_of_the_signed_tlvs_is_caught(
+            pick in 0usize..1000,
+            flip in 1u8..=255,
+        ) {
+            let t0 = Instant::now();
+            let mut g = guard(t0);
+            let f = g.probe(0x11, 3, SRC, t0);
+            // Chassis TLV 14..38, port TLV 38..42, TTL 42..46, tag 46..92.
+            let signed: Vec<usize> = (14..42).chain(46..92).collect();
+            let i = signed[pick % signed.len()];
+            let mut bad = f.clone();
+            bad[i] ^= flip;
+            let accepted = matches!(g.check(&bad, pr(0x21, 10), no_hosts, t0), Verdict::Accept { .. });
+            proptest::prop_assert!(!accepted, "byte {} ^ {:#x}", i, flip);
+        }
+    }
+
+    #[test]
+    fn probe_layout_is_as_documented() {
+        let t0 = Instant::now();
+        let f = guard(t0).probe(0x11, 3, SRC, t0);
+        assert_eq!(f.len(), 14 + 24 + 4 + 4 + 46 + 2);
+        assert_eq!(&f[14..16], &[0x02, 22]); // chassis id, 22 bytes
+        assert_eq!(&f[38..40], &[0x04, 2]); // port id, 2 bytes
+        assert_eq!(&f[42..44], &[0x06, 2]); // TTL
+        assert_eq!(&f[46..52], &[0xfe, 44, 0x02, 0x53, 0x48, 0x01]); // tag
+        assert_eq!(&f[52..60], &T0_MS.to_be_bytes()); // timestamp
+        assert_eq!(&f[92..94], &[0, 0]); // End
+    }
+
     #[cfg(unix)]
     #[test]
     fn secret_file_must_be_private() {
