@@ -524,3 +524,424 @@ fn openflow10_bridge_is_refused() {
         .len();
     assert_eq!(n, 0);
 }
+
+/// Sends and sniffs raw Ethernet frames over an `AF_PACKET` socket (run
+/// with the system Python inside a namespace):
+/// `sniff IFACE NEEDLE_HEX TIMEOUT_S` prints the first LLDP frame holding
+/// NEEDLE as hex; `send IFACE COUNT INTERVAL_S HEX...` sends each frame
+/// COUNT times, INTERVAL_S apart.
+const RAW_FRAMES_PY: &str = r#"
+import socket, sys, time
+ETH_P_ALL = 3
+def sniff(iface, needle, timeout):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    s.bind((iface, 0))
+    s.settimeout(0.2)
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            f = s.recv(4096)
+        except socket.timeout:
+            continue
+        if len(f) > 14 and f[12:14] == b"\x88\xcc" and needle in f:
+            print(f.hex())
+            return 0
+    return 1
+def send(iface, count, interval, frames):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((iface, 0))
+    for _ in range(count):
+        for f in frames:
+            s.send(f)
+        time.sleep(interval)
+    return 0
+if sys.argv[1] == "sniff":
+    sys.exit(sniff(sys.argv[2], bytes.fromhex(sys.argv[3]), float(sys.argv[4])))
+else:
+    sys.exit(send(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]),
+                  [bytes.fromhex(h) for h in sys.argv[5:]]))
+"#;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+fn lldp_tlv(f: &mut Vec<u8>, ty: u16, value: &[u8]) {
+    f.extend_from_slice(&((ty << 9) | value.len() as u16).to_be_bytes());
+    f.extend_from_slice(value);
+}
+
+/// An LLDP frame built by hand, as a hostile VM would: chassis id and port
+/// id (both subtype 7, "locally assigned") of a real switch port, TTL 120,
+/// `extra` TLVs, End.
+fn forged_lldp(src: [u8; 6], chassis: &str, port: &str, extra: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut f = vec![0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e];
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xcc]);
+    let mut v = vec![7u8];
+    v.extend_from_slice(chassis.as_bytes());
+    lldp_tlv(&mut f, 1, &v);
+    let mut v = vec![7u8];
+    v.extend_from_slice(port.as_bytes());
+    lldp_tlv(&mut f, 2, &v);
+    lldp_tlv(&mut f, 3, &120u16.to_be_bytes());
+    for (ty, v) in extra {
+        lldp_tlv(&mut f, *ty, v);
+    }
+    lldp_tlv(&mut f, 0, &[]);
+    f.resize(f.len().max(60), 0);
+    f
+}
+
+/// One flow entry of `ovs-ofctl dump-flows`.
+#[derive(Debug, Clone)]
+struct FlowEntry {
+    cookie: u64,
+    duration_s: f64,
+    n_packets: u64,
+}
+
+/// Shoal's pair (kind 03) and destination (kind 04) flows of a bridge,
+/// keyed by "table priority,match".
+fn forwarding_flows(br: &OvsBridge) -> std::collections::BTreeMap<String, FlowEntry> {
+    let text = br.ofctl("dump-flows", &[]).unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let field = |name: &str| {
+            line.split([',', ' '])
+                .find_map(|t| t.trim().strip_prefix(name))
+                .map(str::to_string)
+        };
+        let (Some(cookie), Some(dur), Some(table), Some(np)) = (
+            field("cookie=0x"),
+            field("duration="),
+            field("table="),
+            field("n_packets="),
+        ) else {
+            continue;
+        };
+        let Ok(cookie) = u64::from_str_radix(&cookie, 16) else {
+            continue;
+        };
+        if !matches!(cookie >> 40, 0x53_4803 | 0x53_4804) {
+            continue;
+        }
+        let Some(m) = line
+            .split_once("priority=")
+            .and_then(|(_, rest)| rest.split_once(" actions="))
+            .map(|(m, _)| m.to_string())
+        else {
+            continue;
+        };
+        out.insert(
+            format!("{} {table} {m}", br.name()),
+            FlowEntry {
+                cookie,
+                duration_s: dur.trim_end_matches('s').parse().unwrap_or(0.0),
+                n_packets: np.parse().unwrap_or(0),
+            },
+        );
+    }
+    out
+}
+
+/// A "VM" on an edge port forges LLDP frames with the chassis and port ids
+/// of real switches (untagged, with a made-up tag, a genuine probe of a real
+/// link replayed, a genuine probe relayed from another VM's port, and the
+/// same again once stale): the controller must not believe any of them —
+/// `/api/v1/links` stays exactly the cabling throughout, no forwarding
+/// flow is flushed (same cookies, durations and packet counters running
+/// on), every frame is counted as ignored by reason, one warning per port
+/// is logged, and a ping between two other hosts keeps working.
+#[test]
+fn forged_lldp_from_a_vm_is_ignored() {
+    assert!(
+        is_root(),
+        "end-to-end tests need root (run the README's test command)"
+    );
+    let _lock = e2e_lock().unwrap();
+    let py = "/usr/bin/python3";
+    assert!(
+        std::path::Path::new(py).exists(),
+        "{py} is missing (the AF_PACKET helper needs the system Python)"
+    );
+    let net = build();
+    let of_port = free_port().unwrap();
+    let api_port = free_port().unwrap();
+    let api = format!("127.0.0.1:{api_port}");
+    let dir = std::env::temp_dir().join("shoal-e2e-forged-lldp");
+    let _ = std::fs::create_dir_all(&dir);
+    let script = dir.join("raw_frames.py");
+    std::fs::write(&script, RAW_FRAMES_PY).unwrap();
+    let script = script.to_string_lossy().into_owned();
+    let cfg = dir.join("controller.toml");
+    let link_timeout_s = 6.0;
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+of_listen = "{ip}:{of_port}"
+api_listen = "{api}"
+db = ":memory:"
+[openflow]
+echo_interval_s = 1.0
+[topology]
+lldp_interval_s = 1.0
+link_timeout_s = {link_timeout_s}
+port_confirm_s = 1.5
+[forwarding]
+pair_idle_timeout_s = 60
+dest_idle_timeout_s = 60
+[monitor]
+interval_s = {INTERVAL_S}
+"#,
+            ip = net.ovs.controller_ip()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("controller.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _ctl = ChildGuard::spawn(
+        Command::new(cargo_bin("shoal-controller"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .args(["--log", "info"])
+            .stdout(Stdio::null())
+            .stderr(log),
+    )
+    .unwrap();
+    wait_for("the API", Duration::from_secs(20), || {
+        get_json(&api, "/healthz").ok()
+    })
+    .unwrap();
+    let target = format!("tcp:{}:{of_port}", net.ovs.controller_ip());
+    for b in &net.bridges {
+        b.set_controller(&target).unwrap();
+    }
+    wait_topology(&api);
+    std::thread::sleep(Duration::from_secs(2));
+    // Every host speaks, so every edge port is known to have a host.
+    for i in 0..4 {
+        for j in 0..4 {
+            if i != j {
+                let (a, b) = (host(&net, i), host(&net, j));
+                assert!(a.ping(&b.ip, 2), "h{} cannot ping h{}", i + 1, j + 1);
+            }
+        }
+    }
+    let (h1, h2, h4) = (host(&net, 0), host(&net, 1), host(&net, 3));
+    let h4_mac = [2, 0, 0, 0, 0x77, 0x04];
+
+    // Genuine probes, captured: agg:3 -> hv3:10 on the cable inside the
+    // switches' namespace (a real link's probe), and hv1:2's probe as the
+    // VM h2 receives it on its own port.
+    let sniff = |cmd: Command| -> std::process::Child {
+        let mut cmd = cmd;
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.spawn().expect("sniffer")
+    };
+    let agg_chassis = hex(b"dpid:0000000000000011");
+    let hv1_chassis = hex(b"dpid:0000000000000021");
+    let link_sniffer = sniff(
+        net.ovs
+            .ovs()
+            .command(py, &[&script, "sniff", "shof-3a", &agg_chassis, "5"]),
+    );
+    let relay_sniffer = sniff(
+        h2.ns
+            .command(py, &[&script, "sniff", "eth0", &hv1_chassis, "5"]),
+    );
+    let genuine_link =
+        unhex(String::from_utf8_lossy(&link_sniffer.wait_with_output().unwrap().stdout).trim());
+    let genuine_relay =
+        unhex(String::from_utf8_lossy(&relay_sniffer.wait_with_output().unwrap().stdout).trim());
+    let captured = Instant::now();
+    assert!(genuine_link.len() >= 60, "no probe of agg:3 captured");
+    assert!(genuine_relay.len() >= 60, "no probe of hv1:2 captured");
+
+    // Steady traffic between two other hosts, and its flows.
+    assert!(h1.ping("10.77.0.3", 3), "h1 cannot ping h3");
+    let ping = h1
+        .ns
+        .command(
+            "ping",
+            &["-c", "300", "-i", "0.05", "-W", "1", "-q", "10.77.0.3"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ping");
+    std::thread::sleep(Duration::from_millis(500));
+    let flows_before: std::collections::BTreeMap<String, FlowEntry> =
+        net.bridges.iter().flat_map(forwarding_flows).collect();
+    let snap_at = Instant::now();
+    assert!(
+        flows_before.len() >= 4,
+        "expected the h1<->h3 flows at least: {flows_before:?}"
+    );
+    let counters_before = get_json(&api, "/api/v1/topology/lldp").ok();
+
+    // The attack: untagged, badly tagged, replayed and relayed frames.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut fake_tag = vec![0x02, 0x53, 0x48, 0x01];
+    fake_tag.extend_from_slice(&now_ms.to_be_bytes());
+    fake_tag.extend_from_slice(&[0xa5; 32]);
+    let untagged = forged_lldp(h4_mac, "dpid:0000000000000011", "2", &[]);
+    let bad_tag = forged_lldp(h4_mac, "dpid:0000000000000021", "11", &[(127, fake_tag)]);
+    let send = |frames: &[&[u8]], count: u32| {
+        let mut args: Vec<String> = vec![
+            script.clone(),
+            "send".into(),
+            "eth0".into(),
+            count.to_string(),
+            "0.1".into(),
+        ];
+        args.extend(frames.iter().map(|f| hex(f)));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        h4.ns
+            .command(py, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sender")
+    };
+    let want = expected_links();
+    let mut seen_links = Vec::new();
+    let mut watch_links = |until: Instant| {
+        while Instant::now() < until {
+            let l = links(&api);
+            if l != want {
+                seen_links.push(l);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Fresh (within the link timeout): replayed and relayed probes.
+    let mut s1 = send(&[&untagged, &bad_tag, &genuine_link, &genuine_relay], 15);
+    watch_links(Instant::now() + Duration::from_secs(2));
+    let _ = s1.wait();
+    // Stale: the same captures once older than the link timeout.
+    let stale_at = captured + Duration::from_secs_f64(link_timeout_s + 1.0);
+    watch_links(stale_at);
+    let mut s2 = send(&[&untagged, &bad_tag, &genuine_link, &genuine_relay], 15);
+    watch_links(Instant::now() + Duration::from_secs(2));
+    let _ = s2.wait();
+    watch_links(Instant::now() + Duration::from_secs(2));
+
+    // Every check runs; all failures are reported together.
+    let mut problems: Vec<String> = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            problems.push(what);
+        }
+    };
+    // No link was invented, not even for a moment.
+    check(
+        seen_links.is_empty(),
+        format!(
+            "links differed from the cabling during the attack ({} of the readings), extra/missing: {:?}",
+            seen_links.len(),
+            seen_links
+                .iter()
+                .flat_map(|l| l.symmetric_difference(&want).cloned().collect::<Vec<_>>())
+                .collect::<BTreeSet<_>>()
+        ),
+    );
+    // No flow was flushed: same cookie, duration and counters running on.
+    let elapsed = snap_at.elapsed().as_secs_f64();
+    let flows_after: std::collections::BTreeMap<String, FlowEntry> =
+        net.bridges.iter().flat_map(forwarding_flows).collect();
+    for (k, before) in &flows_before {
+        let Some(after) = flows_after.get(k) else {
+            check(false, format!("flow {k} was removed during the attack"));
+            continue;
+        };
+        check(
+            after.cookie == before.cookie,
+            format!(
+                "flow {k} was re-installed: cookie {:#x} then {:#x}",
+                before.cookie, after.cookie
+            ),
+        );
+        check(
+            after.duration_s >= before.duration_s + elapsed - 1.5,
+            format!(
+                "flow {k} was reset: duration {} s then {} s ({elapsed:.1} s later)",
+                before.duration_s, after.duration_s
+            ),
+        );
+        check(
+            after.n_packets >= before.n_packets,
+            format!(
+                "flow {k} counters reset: {} then {} packets",
+                before.n_packets, after.n_packets
+            ),
+        );
+    }
+    // The ping between two other hosts went on.
+    let out = ping.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let loss: f64 = text
+        .split(',')
+        .find_map(|p| p.trim().strip_suffix("% packet loss"))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(100.0);
+    check(
+        loss <= 2.0,
+        format!("h1 -> h3 lost {loss} % during the attack: {text}"),
+    );
+    // Every kind of frame was counted as ignored.
+    match get_json(&api, "/api/v1/topology/lldp") {
+        Ok(c) => {
+            eprintln!("LLDP counters before {counters_before:?}, after {c}");
+            let ign = |r: &str| c["ignored"][r].as_u64().unwrap_or(0);
+            check(
+                ign("no_tag") >= 25,
+                format!("untagged frames not counted: {c}"),
+            );
+            check(
+                ign("bad_tag") >= 25,
+                format!("badly tagged frames not counted: {c}"),
+            );
+            check(
+                ign("replayed") >= 1,
+                format!("replayed probe not counted: {c}"),
+            );
+            check(
+                ign("edge_port") >= 1,
+                format!("relayed probe not counted: {c}"),
+            );
+            check(ign("stale") >= 2, format!("stale probes not counted: {c}"));
+            check(
+                c["accepted"].as_u64().unwrap_or(0) > 0,
+                format!("no probe accepted: {c}"),
+            );
+        }
+        Err(e) => check(false, format!("no LLDP counters: {e}")),
+    }
+    // One warning for the VM's port, not one per frame.
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let warns = log
+        .lines()
+        .filter(|l| l.contains("LLDP frame ignored") && l.contains("0000000000000023"))
+        .count();
+    check(
+        warns == 1,
+        format!("{warns} warnings logged for the VM's port hv3:1 (want 1)"),
+    );
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}

@@ -46,7 +46,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// The certificates of a PEM file (at least one).
-pub fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |reason: String| TlsError::File {
         what,
         path: path.to_path_buf(),
@@ -129,7 +132,10 @@ pub fn server_config(
 
 /// A client configuration trusting exactly the CA in `ca`; with `identity`
 /// (certificate, key) it presents a client certificate.
-pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<ClientConfig, TlsError> {
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<ClientConfig, TlsError> {
     let b = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?

@@ -25,6 +25,7 @@ use crate::mapek::core::{core_loop, CoreConfig};
 use crate::mapek::live::{LiveState, PolicySettings};
 use crate::mapek::round::RoundCtx;
 use crate::mapek::state::{self, HostEvent};
+use crate::monitor::lldp::LldpSecret;
 use crate::monitor::openflow::{self, ConnConfig, ConnContext, SwitchEvent};
 
 /// Errors starting the controller.
@@ -43,6 +44,9 @@ pub enum RunError {
     /// A task failed.
     #[error("controller task failed: {0}")]
     Task(String),
+    /// No LLDP secret could be drawn.
+    #[error("{0}")]
+    Secret(#[from] crate::monitor::lldp::SecretError),
     /// The knowledge store could not be opened.
     #[error("cannot open the knowledge database {path}: {source}")]
     Store {
@@ -202,9 +206,14 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     };
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(openflow::serve(of_listener, ctx)));
+    let lldp_secret = match settings.lldp_secret.clone() {
+        Some(s) => s,
+        None => LldpSecret::random()?,
+    };
+    info!(source = ?lldp_secret.source(), "LLDP probes are authenticated (HMAC-SHA256)");
     tasks.push(tokio::spawn(core_loop(
         knowledge.clone(),
-        CoreConfig::from_settings(&settings),
+        CoreConfig::from_settings(&settings, lldp_secret),
         ev_rx,
         shutdown_rx.clone(),
     )));

@@ -16,6 +16,7 @@
 //! lldp_interval_s = 2.0      # LLDP probes on every port
 //! link_timeout_s = 7.0       # a link unseen for this long expires
 //! port_confirm_s = 2.5       # a new port is an edge port only after this long without LLDP
+//! # lldp_secret_file = "/etc/shoal/lldp.key"  # shared probe key (mode 0600); default: random per run
 //!
 //! [forwarding]
 //! pair_idle_timeout_s = 10   # first-hop (src MAC, dst MAC) flows
@@ -54,6 +55,7 @@ use shoal_common::secret::Secret;
 
 use crate::monitor::cookie;
 use crate::monitor::dpid::parse_dpid;
+use crate::monitor::lldp::LldpSecret;
 
 /// Configuration errors; each names the offending field.
 #[derive(Debug, thiserror::Error)]
@@ -380,6 +382,11 @@ pub struct TopologyConfig {
     pub port_confirm_s: f64,
     /// Capacity of every link, bit/s (None: the port's reported speed).
     pub link_capacity_bps: Option<f64>,
+    /// File holding the key LLDP probes are authenticated with (at least
+    /// 16 bytes; surrounding whitespace ignored), for controllers sharing
+    /// one fabric. Must not be accessible by group or others. None: a
+    /// random key per run.
+    pub lldp_secret_file: Option<std::path::PathBuf>,
 }
 
 impl Default for TopologyConfig {
@@ -389,6 +396,7 @@ impl Default for TopologyConfig {
             link_timeout_s: 7.0,
             port_confirm_s: 2.5,
             link_capacity_bps: None,
+            lldp_secret_file: None,
         }
     }
 }
@@ -504,6 +512,8 @@ pub struct Settings {
     pub host_history: usize,
     /// Link capacity override, bit/s.
     pub link_capacity_bps: Option<f64>,
+    /// The configured LLDP key (None: draw a random one at start).
+    pub lldp_secret: Option<crate::monitor::lldp::LldpSecret>,
     /// The live loop's policy.
     pub policy: PolicyConfig,
     /// The orchestrator.
@@ -629,6 +639,13 @@ impl Config {
         }
         self.validate_policy()?;
         self.validate_execute()?;
+        let lldp_secret = match &self.topology.lldp_secret_file {
+            None => None,
+            Some(p) => Some(LldpSecret::from_file(p).map_err(|e| ConfigError::Invalid {
+                field: "topology.lldp_secret_file".into(),
+                message: e.to_string(),
+            })?),
+        };
         Ok(Settings {
             of_listen: self.of_listen,
             api_listen: self.api_listen,
@@ -657,6 +674,7 @@ impl Config {
             tls,
             host_history: self.hostd.history.max(1),
             link_capacity_bps: self.topology.link_capacity_bps,
+            lldp_secret,
             policy: self.policy.clone(),
             execute: self.execute.clone(),
             policy_pinned: false,
@@ -752,21 +770,24 @@ impl Config {
             field: format!("tls.{field}"),
             message: e.to_string(),
         };
-        let pair = |c: &Option<std::path::PathBuf>,
-                    k: &Option<std::path::PathBuf>,
-                    what: &str|
-         -> Result<Option<(std::path::PathBuf, std::path::PathBuf)>, ConfigError> {
-            match (c, k) {
-                (Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
-                (None, None) => Ok(None),
-                _ => Err(ConfigError::Invalid {
-                    field: format!("tls.{what}_cert_file"),
-                    message: format!("{what}_cert_file and {what}_key_file go together"),
-                }),
-            }
-        };
+        let pair =
+            |c: &Option<std::path::PathBuf>,
+             k: &Option<std::path::PathBuf>,
+             what: &str|
+             -> Result<Option<(std::path::PathBuf, std::path::PathBuf)>, ConfigError> {
+                match (c, k) {
+                    (Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
+                    (None, None) => Ok(None),
+                    _ => Err(ConfigError::Invalid {
+                        field: format!("tls.{what}_cert_file"),
+                        message: format!("{what}_cert_file and {what}_key_file go together"),
+                    }),
+                }
+            };
         let api = match pair(&t.api_cert_file, &t.api_key_file, "api")? {
-            Some((c, k)) => Some(tls::server_config(&c, &k, None).map_err(|e| bad("api_cert_file", e))?),
+            Some((c, k)) => {
+                Some(tls::server_config(&c, &k, None).map_err(|e| bad("api_cert_file", e))?)
+            }
             None => None,
         };
         let hostd = match &t.hostd_ca_file {
@@ -775,10 +796,14 @@ impl Config {
         };
         let openflow = match pair(&t.openflow_cert_file, &t.openflow_key_file, "openflow")? {
             Some((c, k)) => {
-                let ca = t.openflow_ca_file.as_ref().ok_or_else(|| ConfigError::Invalid {
-                    field: "tls.openflow_ca_file".into(),
-                    message: "OpenFlow over TLS needs the CA of the switches' certificates".into(),
-                })?;
+                let ca = t
+                    .openflow_ca_file
+                    .as_ref()
+                    .ok_or_else(|| ConfigError::Invalid {
+                        field: "tls.openflow_ca_file".into(),
+                        message: "OpenFlow over TLS needs the CA of the switches' certificates"
+                            .into(),
+                    })?;
                 Some(
                     tls::server_config(&c, &k, Some(ca))
                         .map_err(|e| bad("openflow_cert_file", e))?,
@@ -786,7 +811,11 @@ impl Config {
             }
             None => None,
         };
-        Ok(TlsSettings { api, hostd, openflow })
+        Ok(TlsSettings {
+            api,
+            hostd,
+            openflow,
+        })
     }
 
     fn validate_policy(&self) -> Result<(), ConfigError> {
@@ -960,6 +989,38 @@ window_intervals = 2
         assert_eq!(s.execute.reservation, ReservationKind::Meter);
         assert_eq!(s.hypervisors.len(), 2);
         assert_eq!(s.link_capacity_bps, Some(1e8));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn lldp_secret_file_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("shoal-cfg-lldp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("lldp.key");
+        std::fs::write(&key, "k3y-shared-by-two-controllers\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let toml = format!(
+            "[topology]\nlldp_secret_file = {:?}\n",
+            key.display().to_string()
+        );
+        let e = Config::from_toml(&toml).unwrap().validate().unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("topology.lldp_secret_file"), "{msg}");
+        assert!(
+            msg.contains("group or others") && msg.contains("0644"),
+            "{msg}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = Config::from_toml(&toml).unwrap().validate().unwrap();
+        assert!(s.lldp_secret.is_some());
+        assert!(
+            !format!("{s:?}").contains("k3y-shared"),
+            "secret in Debug output"
+        );
+        // No file: a random key is drawn at start.
+        assert!(Config::default().validate().unwrap().lldp_secret.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

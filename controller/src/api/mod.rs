@@ -34,7 +34,9 @@ use crate::mapek::state::HostEvent;
 use crate::monitor::dpid::dpid_str;
 use crate::monitor::dpid::parse_dpid;
 use crate::monitor::hosts::HostError;
+use crate::monitor::lldp::{LldpCounts, SecretSource, MAX_FUTURE_SKEW};
 use crate::monitor::topology::PortRef;
+use crate::monitor::topology::{FLAP_MAX_CHANGES, FLAP_WINDOW};
 
 pub mod auth;
 pub mod hosts;
@@ -66,6 +68,10 @@ pub struct ApiSettings {
     pub poll_interval: Duration,
     /// Intervals in the rate window.
     pub window_intervals: u32,
+    /// A link unseen this long expires; also the oldest LLDP probe accepted.
+    pub link_timeout: Duration,
+    /// Where the LLDP key comes from.
+    pub lldp_secret_source: SecretSource,
 }
 
 impl ApiSettings {
@@ -75,6 +81,12 @@ impl ApiSettings {
             port_confirm: settings.port_confirm,
             poll_interval: settings.poll_interval,
             window_intervals: settings.window_intervals,
+            link_timeout: settings.link_timeout,
+            lldp_secret_source: if settings.lldp_secret.is_some() {
+                SecretSource::File
+            } else {
+                SecretSource::Random
+            },
         }
     }
 }
@@ -231,6 +243,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/switches", get(switches))
         .route("/api/v1/switches/{dpid}/ports", get(switch_ports))
         .route("/api/v1/links", get(links))
+        .route("/api/v1/topology/lldp", get(lldp_view))
         .route("/api/v1/endpoints", get(endpoints))
         .route("/api/v1/traffic-matrix", get(traffic_matrix))
         .route("/api/v1/ports/stats", get(port_stats))
@@ -413,6 +426,40 @@ async fn links(State(s): State<Arc<ApiState>>) -> ApiResult<Vec<LinkView>> {
             })
             .collect(),
     ))
+}
+
+/// `GET /api/v1/topology/lldp`: how LLDP is authenticated, what was
+/// accepted and ignored, and cable damping.
+#[derive(Serialize)]
+struct LldpView {
+    secret_source: SecretSource,
+    max_age_s: f64,
+    max_future_skew_s: f64,
+    #[serde(flatten)]
+    counts: LldpCounts,
+    damping: DampingView,
+}
+
+#[derive(Serialize)]
+struct DampingView {
+    window_s: f64,
+    max_changes: usize,
+    link_ups_damped: u64,
+}
+
+async fn lldp_view(State(s): State<Arc<ApiState>>) -> ApiResult<LldpView> {
+    let damped = s.knowledge.topo_read()?.damped_link_ups();
+    Ok(Json(LldpView {
+        secret_source: s.settings.lldp_secret_source,
+        max_age_s: s.settings.link_timeout.as_secs_f64(),
+        max_future_skew_s: MAX_FUTURE_SKEW.as_secs_f64(),
+        counts: s.knowledge.lldp.read(),
+        damping: DampingView {
+            window_s: FLAP_WINDOW.as_secs_f64(),
+            max_changes: FLAP_MAX_CHANGES,
+            link_ups_damped: damped,
+        },
+    }))
 }
 
 #[derive(Serialize)]
@@ -684,6 +731,7 @@ mod tests {
             "/api/v1/switches",
             "/api/v1/switches/{dpid}/ports",
             "/api/v1/links",
+            "/api/v1/topology/lldp",
             "/api/v1/endpoints",
             "/api/v1/traffic-matrix",
             "/api/v1/ports/stats",

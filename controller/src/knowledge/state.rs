@@ -34,6 +34,7 @@ use crate::knowledge::live::{build_snapshot, LiveInputs};
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
 use crate::knowledge::store::Store;
 use crate::monitor::hosts::HostRegistry;
+use crate::monitor::lldp::LldpCounters;
 use crate::monitor::openflow::SwitchHandle;
 use crate::monitor::stats::Monitor;
 use crate::monitor::topology::Topology;
@@ -85,6 +86,8 @@ pub struct Knowledge {
     pub store: Option<Arc<dyn Store>>,
     /// Connected switches (the core keeps this current).
     pub switches: RwLock<HashMap<u64, SwitchHandle>>,
+    /// LLDP frames accepted and ignored, by reason (the core counts).
+    pub lldp: Arc<LldpCounters>,
 }
 
 impl Knowledge {
@@ -111,6 +114,7 @@ impl Knowledge {
             hosts: RwLock::new(HostRegistry::new(cfg.host_history)),
             store,
             switches: RwLock::new(HashMap::new()),
+            lldp: Arc::new(LldpCounters::default()),
         }
     }
 

@@ -22,6 +22,7 @@ use crate::knowledge::state::Knowledge;
 use crate::monitor::cookie;
 use crate::monitor::dpid::dpid_str;
 use crate::monitor::forwarding::{Forwarding, FwdConfig, Outgoing, TABLE_EDGE};
+use crate::monitor::lldp::{GuardConfig, LldpGuard, LldpSecret, ProbeClock};
 use crate::monitor::openflow::{OfError, SwitchEvent, SwitchHandle};
 use crate::monitor::topology::{LinkChange, Topology};
 
@@ -55,6 +56,8 @@ pub struct CoreConfig {
     pub link_timeout: Duration,
     /// Statistics polling interval.
     pub poll_interval: Duration,
+    /// The key LLDP probes are authenticated with.
+    pub lldp_secret: LldpSecret,
 }
 
 struct Core {
@@ -67,8 +70,8 @@ struct Core {
 }
 
 impl CoreConfig {
-    /// The core's part of `s`.
-    pub fn from_settings(s: &crate::config::Settings) -> Self {
+    /// The core's part of `s`, with the LLDP secret of this run.
+    pub fn from_settings(s: &crate::config::Settings, lldp_secret: LldpSecret) -> Self {
         CoreConfig {
             fwd: FwdConfig {
                 pair_idle_timeout_s: s.pair_idle_timeout_s,
@@ -78,6 +81,7 @@ impl CoreConfig {
             lldp_interval: s.lldp_interval,
             link_timeout: s.link_timeout,
             poll_interval: s.poll_interval,
+            lldp_secret,
         }
     }
 }
@@ -175,7 +179,7 @@ impl Core {
                 .unwrap_or_else(|p| p.into_inner());
             outs.extend(
                 self.fwd
-                    .lldp_probes(&topo)
+                    .lldp_probes(&topo, now)
                     .into_iter()
                     .filter(|o| o.dpid == dpid),
             );
@@ -196,7 +200,7 @@ impl Core {
 
     /// A switch connection ended (ignored when a newer one replaced it).
     async fn on_disconnected(&mut self, dpid: u64, conn_id: u64, reason: &str, now: Instant) {
-        let change = self.topo_write().switch_disconnected(dpid, conn_id);
+        let change = self.topo_write().switch_disconnected(dpid, conn_id, now);
         let Some(change) = change else {
             debug!(dpid = %dpid_str(dpid), conn_id, "stale disconnect ignored");
             return;
@@ -240,6 +244,15 @@ impl Core {
                 .unwrap_or_else(|p| p.into_inner());
             self.fwd.packet_in(&mut topo, dpid, msg, now)
         };
+        if let Some(i) = res.lldp_ignored.filter(|i| i.warn) {
+            warn!(
+                dpid = %dpid_str(i.at.dpid),
+                port = i.at.port,
+                reason = i.reason.as_str(),
+                claimed = %i.claimed.map(|c| format!("{}:{}", dpid_str(c.dpid), c.port)).unwrap_or_else(|| "-".into()),
+                "LLDP frame ignored (further ones at this port are only counted for a minute)"
+            );
+        }
         let mut outs = res.out;
         if !res.links.is_empty() {
             outs.extend(self.after_change(&res.links, now));
@@ -267,7 +280,7 @@ impl Core {
                 .topo
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
-            outs.extend(self.fwd.lldp_probes(&topo).into_iter().filter(|o| {
+            outs.extend(self.fwd.lldp_probes(&topo, now).into_iter().filter(|o| {
                 o.dpid == dpid
                     && matches!(&o.msg, Message::PacketOut(p) if p.actions == vec![ofp::Action::output(port)])
             }));
@@ -301,7 +314,7 @@ impl Core {
         let (probes, change) = {
             let mut topo = self.topo_write();
             let change = topo.expire_links(now, self.cfg.link_timeout);
-            (self.fwd.lldp_probes(&topo), change)
+            (self.fwd.lldp_probes(&topo, now), change)
         };
         let mut outs = probes;
         outs.extend(self.after_change(&change, now));
@@ -324,7 +337,18 @@ pub async fn core_loop(
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1)
         << 8;
-    let fwd = Forwarding::new(cfg.fwd.clone(), cookie_start);
+    let guard = LldpGuard::new(
+        GuardConfig {
+            secret: cfg.lldp_secret.clone(),
+            max_age: cfg.link_timeout,
+        },
+        ProbeClock::new(
+            knowledge.started,
+            u64::try_from(knowledge.start_unix_ms).unwrap_or(0),
+        ),
+        knowledge.lldp.clone(),
+    );
+    let fwd = Forwarding::new(cfg.fwd.clone(), cookie_start, guard);
     let mut lldp = tokio::time::interval(cfg.lldp_interval);
     lldp.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut replay = tokio::time::interval(Duration::from_millis(100));

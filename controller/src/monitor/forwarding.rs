@@ -24,6 +24,25 @@
 //! controller, which installs exactly one pair flow at the sender's first-hop
 //! switch (idle timeout, `SEND_FLOW_REM`): the flows λ(u,v) is read from.
 //! Unicast follows shortest paths; broadcast follows the spanning tree.
+//!
+//! LLDP frames are checked by [`crate::monitor::lldp::LldpGuard`] before
+//! they may change the topology: only Shoal's own authenticated, fresh,
+//! not replayed probes that did not arrive at a host's port count.
+//!
+//! Link changes ([`Forwarding::links_changed`]) never flush the network's
+//! flows. A *cable* (a port pair, either direction) changed when it went
+//! down (no direction left) or came up (its first direction seen); a
+//! direction that comes or goes while the other stays changes no path. For
+//! each changed cable, on the switches at its two ends, the pair and
+//! destination flows that output to its port are deleted (and, for a cable
+//! that came up, pair flows whose in-port it is: a port that turned out to
+//! be a link); every pair flow whose recorded path uses one of its ports is
+//! deleted by its exact cookie at its first hop and re-installed by
+//! [`Forwarding::reconcile`] along the new shortest path. All other flows
+//! stay as they are: their paths did not use the cable and are still valid.
+//! Repeated changes of one cable are damped by the topology
+//! ([`crate::monitor::topology::FLAP_MAX_CHANGES`] per
+//! [`crate::monitor::topology::FLAP_WINDOW`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -34,6 +53,7 @@ use ofp::{
 };
 
 use crate::monitor::cookie::{self, CookieJar};
+use crate::monitor::lldp::{Ignored, LldpGuard, Verdict};
 use crate::monitor::packet::{self, ETH_TYPE_LLDP};
 use crate::monitor::topology::{Learned, LinkChange, PortRef, Topology};
 
@@ -102,6 +122,9 @@ pub struct PairFlow {
     pub cookie: u64,
     /// Switches of the path, first hop first.
     pub path: Vec<u64>,
+    /// The output port of every hop, first hop first (the last one is the
+    /// destination's edge port).
+    pub hops: Vec<PortRef>,
     /// Needs to be installed again (its switch reconnected, the topology
     /// changed, or an endpoint moved).
     pub stale: bool,
@@ -125,6 +148,8 @@ pub struct PacketInOutcome {
     pub links: LinkChange,
     /// Whether/how the source was learnt.
     pub learned: Option<Learned>,
+    /// An LLDP frame that was ignored (already counted).
+    pub lldp_ignored: Option<Ignored>,
 }
 
 /// Most PACKET_INs held while their port waits for classification.
@@ -145,6 +170,8 @@ pub struct Forwarding {
     /// Spanning tree of the topology version it was computed for (flooding
     /// asks for it on every broadcast PACKET_IN).
     tree_cache: Option<(u64, BTreeMap<u64, BTreeSet<u32>>)>,
+    /// Signs our LLDP probes and checks received LLDP.
+    lldp: LldpGuard,
 }
 
 fn flow_mod(
@@ -189,6 +216,36 @@ fn delete_kind(dpid: u64, kind: u8) -> Outgoing {
     )
 }
 
+/// A FLOW_MOD deleting, in all tables, every flow of cookie `kind` that
+/// outputs to `port`.
+fn delete_out_port(dpid: u64, kind: u8, port: u32) -> Outgoing {
+    out(
+        dpid,
+        FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: 0xff,
+            cookie: cookie::kind_value(kind),
+            cookie_mask: cookie::KIND_MASK,
+            out_port: port,
+            ..FlowMod::default()
+        },
+    )
+}
+
+/// A FLOW_MOD deleting the flow(s) of exactly this cookie in all tables.
+fn delete_cookie(dpid: u64, c: u64) -> Outgoing {
+    out(
+        dpid,
+        FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: 0xff,
+            cookie: c,
+            cookie_mask: u64::MAX,
+            ..FlowMod::default()
+        },
+    )
+}
+
 /// A FLOW_MOD deleting, in all tables, every flow whose match includes `m`
 /// and whose cookie is of `kind`.
 fn delete_matching(dpid: u64, kind: u8, m: Match) -> Outgoing {
@@ -225,8 +282,8 @@ fn packet_out(dpid: u64, pin: &PacketIn, in_port: u32, ports: &[u32]) -> Outgoin
 impl Forwarding {
     /// A new state machine; `cookie_start` seeds cookie sequence numbers
     /// (e.g. from the wall clock, so a restarted controller does not reuse
-    /// cookies of flows still installed).
-    pub fn new(cfg: FwdConfig, cookie_start: u64) -> Self {
+    /// cookies of flows still installed); `lldp` signs and checks LLDP.
+    pub fn new(cfg: FwdConfig, cookie_start: u64, lldp: LldpGuard) -> Self {
         Forwarding {
             cfg,
             cookies: CookieJar::starting_at(cookie_start),
@@ -234,6 +291,7 @@ impl Forwarding {
             base: HashMap::new(),
             deferred: std::collections::VecDeque::new(),
             tree_cache: None,
+            lldp,
         }
     }
 
@@ -367,26 +425,58 @@ impl Forwarding {
         }
     }
 
-    /// Links appeared or disappeared: paths may have changed, so every
-    /// pair and destination flow is removed (their final counters arrive
-    /// as FLOW_REMOVED) and the pairs are re-installed by
-    /// [`Forwarding::reconcile`] along the new shortest paths.
+    /// Links appeared or disappeared (`topo` is the topology after the
+    /// change): removes only the flows that used a changed cable (the rule
+    /// is in the module documentation; their final counters arrive as
+    /// FLOW_REMOVED) and marks the pairs that used it for re-installation
+    /// by [`Forwarding::reconcile`] along the new shortest paths.
     pub fn links_changed(&mut self, topo: &Topology, change: &LinkChange) -> Vec<Outgoing> {
-        if change.is_empty() {
+        // Ends of cables that went down (no direction left).
+        let mut down: BTreeSet<PortRef> = BTreeSet::new();
+        for &(a, b) in &change.removed {
+            if !topo.has_link(a, b) && !topo.has_link(b, a) {
+                down.extend([a, b]);
+            }
+        }
+        // Ends of cables that came up (not just their second direction).
+        let mut up: BTreeSet<PortRef> = BTreeSet::new();
+        for &(a, b) in &change.added {
+            let reverse_was_up = topo.has_link(b, a) && !change.added.contains(&(b, a));
+            if !reverse_was_up {
+                up.extend([a, b]);
+            }
+        }
+        let changed: BTreeSet<PortRef> = down.union(&up).copied().collect();
+        if changed.is_empty() {
             return Vec::new();
         }
-        for p in self.pairs.values_mut() {
-            p.stale = true;
+        let live = |p: &PortRef| topo.switch(p.dpid).is_some();
+        let mut v = Vec::new();
+        for p in changed.iter().filter(|p| live(p)) {
+            v.push(delete_out_port(p.dpid, cookie::KIND_PAIR, p.port));
+            v.push(delete_out_port(p.dpid, cookie::KIND_DEST, p.port));
         }
-        topo.switches()
-            .keys()
-            .flat_map(|&d| {
-                [
-                    delete_kind(d, cookie::KIND_PAIR),
-                    delete_kind(d, cookie::KIND_DEST),
-                ]
-            })
-            .collect()
+        for p in up.iter().filter(|p| live(p)) {
+            v.push(delete_matching(
+                p.dpid,
+                cookie::KIND_PAIR,
+                Match::new().in_port(p.port),
+            ));
+        }
+        let mut affected: Vec<(u64, u64)> = Vec::new();
+        for p in self.pairs.values_mut() {
+            if changed.contains(&p.first_hop) || p.hops.iter().any(|h| changed.contains(h)) {
+                p.stale = true;
+                affected.push((p.first_hop.dpid, p.cookie));
+            }
+        }
+        affected.sort_unstable();
+        for (dpid, c) in affected {
+            if topo.switch(dpid).is_some() {
+                v.push(delete_cookie(dpid, c));
+            }
+        }
+        v
     }
 
     /// Brings topology-dependent flows up to date: inter-switch dispatch and
@@ -527,6 +617,13 @@ impl Forwarding {
                 first_hop: src,
                 cookie,
                 path: path.iter().map(|(d, _)| *d).collect(),
+                hops: path
+                    .iter()
+                    .map(|&(dpid, port)| PortRef {
+                        dpid,
+                        port: port.unwrap_or(dst.port),
+                    })
+                    .collect(),
                 stale: false,
                 installed_at: now,
             },
@@ -580,18 +677,15 @@ impl Forwarding {
             return res;
         };
         if frame.ethertype == ETH_TYPE_LLDP {
-            if let Ok(probe) = packet::parse_lldp(&pin.data) {
-                res.links = topo.lldp_seen(
-                    PortRef {
-                        dpid: probe.dpid,
-                        port: probe.port,
-                    },
-                    PortRef {
-                        dpid,
-                        port: in_port,
-                    },
-                    now,
-                );
+            let at = PortRef {
+                dpid,
+                port: in_port,
+            };
+            let confirm = self.cfg.port_confirm;
+            let hosts = |p: PortRef| topo.hosts_at(p, now, confirm);
+            match self.lldp.check(&pin.data, at, hosts, now) {
+                Verdict::Accept { src } => res.links = topo.lldp_seen(src, at, now),
+                Verdict::Ignore(i) => res.lldp_ignored = Some(i),
             }
             return res;
         }
@@ -703,8 +797,9 @@ impl Forwarding {
         }
     }
 
-    /// LLDP probes out of every live port of every switch.
-    pub fn lldp_probes(&self, topo: &Topology) -> Vec<Outgoing> {
+    /// LLDP probes out of every live port of every switch, authenticated
+    /// and stamped with the probe clock at `now`.
+    pub fn lldp_probes(&self, topo: &Topology, now: Instant) -> Vec<Outgoing> {
         let mut v = Vec::new();
         for (&dpid, sw) in topo.switches() {
             for (&port, st) in &sw.ports {
@@ -717,7 +812,7 @@ impl Forwarding {
                         buffer_id: NO_BUFFER,
                         in_port: port_no::CONTROLLER,
                         actions: vec![Action::output(port)],
-                        data: packet::build_lldp(dpid, port, st.desc.hw_addr),
+                        data: self.lldp.probe(dpid, port, st.desc.hw_addr, now),
                     }),
                 });
             }
@@ -729,12 +824,21 @@ impl Forwarding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::lldp::IgnoreReason;
     use crate::monitor::topology::tests::{build, pr, triangle};
     use ofp::PacketInReason;
     use std::net::Ipv4Addr;
 
     fn mac(n: u8) -> MacAddr {
         MacAddr([0, 0, 0, 0, 0, n])
+    }
+
+    fn fresh() -> Forwarding {
+        Forwarding::new(
+            FwdConfig::default(),
+            0,
+            crate::monitor::lldp::tests::guard(Instant::now()),
+        )
     }
 
     fn eth(dst: MacAddr, src: MacAddr) -> Vec<u8> {
@@ -806,13 +910,13 @@ mod tests {
             &[(1, 4), (2, 3), (3, 3)],
             &[((1, 2), (2, 2)), ((2, 3), (3, 2))],
         );
-        let fwd = Forwarding::new(FwdConfig::default(), 0);
+        let fwd = fresh();
         (topo, fwd, t0 + Duration::from_secs(3))
     }
 
     #[test]
     fn switch_up_installs_base_pipeline() {
-        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let mut f = fresh();
         let v = f.switch_up(7);
         let dels = flow_mods(&v)
             .iter()
@@ -847,7 +951,7 @@ mod tests {
     fn reconcile_installs_tree_broadcast_once() {
         let t0 = Instant::now();
         let topo = triangle(t0);
-        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let mut f = fresh();
         let now = t0 + Duration::from_secs(3);
         let v = f.reconcile(&topo, now);
         let a = adds(&v);
@@ -883,7 +987,7 @@ mod tests {
     fn unconfirmed_ports_neither_learn_nor_flood_until_confirmed() {
         let t0 = Instant::now();
         let mut topo = triangle(t0);
-        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let mut f = fresh();
         let r = f.packet_in(&mut topo, 1, &pin(1, eth(MacAddr::BROADCAST, mac(1))), t0);
         assert!(r.out.is_empty());
         assert!(topo.endpoint(&mac(1)).is_none());
@@ -908,7 +1012,7 @@ mod tests {
     fn broadcast_from_edge_learns_and_floods_along_tree() {
         let t0 = Instant::now();
         let mut topo = triangle(t0);
-        let mut f = Forwarding::new(FwdConfig::default(), 0);
+        let mut f = fresh();
         let now = t0 + Duration::from_secs(3);
         let r = f.packet_in(&mut topo, 2, &pin(1, eth(MacAddr::BROADCAST, mac(2))), now);
         assert_eq!(r.learned, Some(Learned::New));
@@ -1032,7 +1136,7 @@ mod tests {
         assert!(f.pairs()[&(mac(1), mac(3))].stale);
         // While s2 is away there is no path: nothing installed, pair kept.
         let sw2 = topo.switch(2).unwrap().clone();
-        topo.switch_disconnected(2, sw2.conn_id);
+        topo.switch_disconnected(2, sw2.conn_id, now);
         assert!(adds(&f.reconcile(&topo, now))
             .iter()
             .all(|(_, fm)| fm.priority != PRIO_PAIR));
@@ -1054,12 +1158,216 @@ mod tests {
         assert!(!f.pairs()[&(mac(1), mac(3))].stale);
     }
 
+    /// Line s1 - s2 - s3 (s1:2-s2:2, s2:3-s3:2), one host on port 1 of
+    /// each switch, flows installed for h1 -> h2 (over s1-s2 only) and
+    /// h2 -> h3 (over s2-s3 only).
+    fn two_pairs() -> (Topology, Forwarding, Instant) {
+        let (mut topo, mut f, now) = setup();
+        for d in [1u64, 2, 3] {
+            f.packet_in(
+                &mut topo,
+                d,
+                &pin(1, eth(MacAddr::BROADCAST, mac(d as u8))),
+                now,
+            );
+        }
+        f.packet_in(&mut topo, 1, &pin(1, eth(mac(2), mac(1))), now);
+        f.packet_in(&mut topo, 2, &pin(1, eth(mac(3), mac(2))), now);
+        assert_eq!(f.pairs().len(), 2);
+        (topo, f, now)
+    }
+
+    /// True for a DELETE that would remove every flow of a kind on its
+    /// switch (no match, any output port, no exact cookie).
+    fn deletes_a_whole_kind(fm: &FlowMod) -> bool {
+        fm.command == FlowModCommand::Delete
+            && fm.match_ == Match::new()
+            && fm.out_port == port_no::ANY
+            && fm.cookie_mask != u64::MAX
+    }
+
+    #[test]
+    fn link_removal_deletes_only_the_flows_on_that_link() {
+        let (mut topo, mut f, now) = two_pairs();
+        let c23 = f.pairs()[&(mac(2), mac(3))].cookie;
+        // The s2-s3 cable goes down (s3:2 reports LINK_DOWN).
+        let mut down = topo.switch(3).unwrap().ports[&2].desc.clone();
+        down.state = 1;
+        let change = topo.port_status(3, false, down, now);
+        assert_eq!(change.removed.len(), 2);
+        let v = f.links_changed(&topo, &change);
+        let dels: Vec<(u64, &FlowMod)> = flow_mods(&v)
+            .into_iter()
+            .filter(|(_, fm)| fm.command == FlowModCommand::Delete)
+            .collect();
+        assert!(!dels.is_empty(), "the flows over s2-s3 must go");
+        for (d, fm) in &dels {
+            assert!(!deletes_a_whole_kind(fm), "flush on s{d}: {fm:?}");
+            // Each delete names the changed link's port on its switch, or
+            // the exact cookie of the pair that used it.
+            let on_link = (*d, fm.out_port) == (2, 3) || (*d, fm.out_port) == (3, 2);
+            let exact = fm.cookie == c23 && fm.cookie_mask == u64::MAX;
+            assert!(on_link || exact, "unrelated delete on s{d}: {fm:?}");
+        }
+        assert!(dels.iter().all(|(d, _)| *d != 1), "s1 is not on the link");
+        // Only the pair that used the link is re-routed.
+        assert!(f.pairs()[&(mac(2), mac(3))].stale);
+        assert!(!f.pairs()[&(mac(1), mac(2))].stale);
+        let v = f.reconcile(&topo, now);
+        assert!(adds(&v).iter().all(|(_, fm)| fm.priority != PRIO_PAIR));
+    }
+
+    #[test]
+    fn link_added_deletes_nothing_in_use() {
+        let t0 = Instant::now();
+        // s1 - s2 - s3 as in setup(), then a new cable s1:3 - s3:3.
+        let mut topo = build(
+            t0,
+            &[(1, 4), (2, 3), (3, 3)],
+            &[((1, 2), (2, 2)), ((2, 3), (3, 2))],
+        );
+        let mut f = fresh();
+        let now = t0 + Duration::from_secs(3);
+        f.packet_in(&mut topo, 3, &pin(1, eth(MacAddr::BROADCAST, mac(3))), now);
+        f.packet_in(&mut topo, 1, &pin(1, eth(mac(3), mac(1))), now);
+        let mut change = topo.lldp_seen(pr(1, 3), pr(3, 3), now);
+        let back = topo.lldp_seen(pr(3, 3), pr(1, 3), now);
+        change.added.extend(back.added);
+        assert_eq!(change.added.len(), 2);
+        let v = f.links_changed(&topo, &change);
+        for (d, fm) in flow_mods(&v) {
+            assert!(!deletes_a_whole_kind(fm), "flush on s{d}: {fm:?}");
+        }
+        // The existing path s1-s2-s3 still works: the pair stays as it is.
+        assert!(!f.pairs()[&(mac(1), mac(3))].stale);
+    }
+
+    /// An LLDP frame as a VM could send it: chassis and port id of a real
+    /// switch port, no authentication.
+    fn untagged_lldp(dpid: u64, port: u32) -> Vec<u8> {
+        let mut f = packet::LLDP_DST.0.to_vec();
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 0x66]);
+        f.extend_from_slice(&ETH_TYPE_LLDP.to_be_bytes());
+        let tlv = |f: &mut Vec<u8>, ty: u16, v: &[u8]| {
+            f.extend_from_slice(&((ty << 9) | v.len() as u16).to_be_bytes());
+            f.extend_from_slice(v);
+        };
+        tlv(&mut f, 1, format!("\x07dpid:{dpid:016x}").as_bytes());
+        tlv(&mut f, 2, format!("\x07{port}").as_bytes());
+        tlv(&mut f, 3, &120u16.to_be_bytes());
+        tlv(&mut f, 0, &[]);
+        f.resize(60, 0);
+        f
+    }
+
+    #[test]
+    fn forged_untagged_lldp_from_an_edge_port_makes_no_link() {
+        let (mut topo, mut f, now) = two_pairs();
+        let links_before: Vec<_> = topo.links().map(|l| (l.src, l.dst)).collect();
+        // The VM at s3:1 claims to be s1:2 (a real inter-switch port).
+        let r = f.packet_in(&mut topo, 3, &pin(1, untagged_lldp(1, 2)), now);
+        assert!(r.links.is_empty(), "forged link: {:?}", r.links);
+        assert!(r.out.is_empty());
+        let links_after: Vec<_> = topo.links().map(|l| (l.src, l.dst)).collect();
+        assert_eq!(links_after, links_before);
+        assert!(topo.endpoint(&mac(3)).is_some(), "the VM was forgotten");
+        let ig = r.lldp_ignored.expect("counted as ignored");
+        assert_eq!(ig.reason, IgnoreReason::NoTag);
+        assert_eq!((ig.at, ig.claimed), (pr(3, 1), Some(pr(1, 2))));
+        assert!(ig.warn);
+    }
+
+    /// The probe `f` sends out of `(dpid, port)` at `now`.
+    fn probe_of(f: &Forwarding, topo: &Topology, dpid: u64, port: u32, now: Instant) -> Vec<u8> {
+        f.lldp_probes(topo, now)
+            .into_iter()
+            .find_map(|o| match o.msg {
+                Message::PacketOut(p)
+                    if o.dpid == dpid && p.actions == vec![Action::output(port)] =>
+                {
+                    Some(p.data)
+                }
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn replayed_and_relayed_probes_make_no_link() {
+        let (mut topo, mut f, now) = two_pairs();
+        let links_before: Vec<_> = topo.links().map(|l| (l.src, l.dst)).collect();
+        // A genuine probe of s1:2 reaches s2:2 (a real link): accepted.
+        let genuine = probe_of(&f, &topo, 1, 2, now);
+        let r = f.packet_in(&mut topo, 2, &pin(2, genuine.clone()), now);
+        assert!(r.lldp_ignored.is_none() && r.links.is_empty());
+        // The VM at s3:1 replays it: the tag is valid, the timestamp is not new.
+        let later = now + Duration::from_millis(300);
+        let r = f.packet_in(&mut topo, 3, &pin(1, genuine), later);
+        assert_eq!(
+            r.lldp_ignored.map(|i| i.reason),
+            Some(IgnoreReason::Replayed)
+        );
+        // The probe s1 sends out of the VM port s1:1 (h1 receives it), relayed
+        // by an accomplice to the VM at s3:1: fresh, but a host is there.
+        let relayed = probe_of(&f, &topo, 1, 1, later);
+        let r = f.packet_in(&mut topo, 3, &pin(1, relayed.clone()), later);
+        assert_eq!(
+            r.lldp_ignored.map(|i| i.reason),
+            Some(IgnoreReason::EdgePort)
+        );
+        assert!(!r.lldp_ignored.unwrap().warn, "one warning per port");
+        // h1 sends its own port's probe back in.
+        let r = f.packet_in(&mut topo, 1, &pin(1, relayed.clone()), later);
+        assert_eq!(
+            r.lldp_ignored.map(|i| i.reason),
+            Some(IgnoreReason::EdgePort)
+        );
+        // Much later the relayed probe is stale.
+        let r = f.packet_in(
+            &mut topo,
+            3,
+            &pin(1, relayed),
+            later + Duration::from_secs(8),
+        );
+        assert_eq!(r.lldp_ignored.map(|i| i.reason), Some(IgnoreReason::Stale));
+        let links_after: Vec<_> = topo.links().map(|l| (l.src, l.dst)).collect();
+        assert_eq!(links_after, links_before);
+        let c = f.lldp.counters().read();
+        assert_eq!(c.accepted, 1);
+        assert_eq!(
+            (
+                c.ignored["replayed"],
+                c.ignored["edge_port"],
+                c.ignored["stale"]
+            ),
+            (1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn one_direction_going_away_changes_no_flow() {
+        let (mut topo, mut f, now) = two_pairs();
+        // Only s3 -> s2 stops being seen; s2 -> s3 still carries the cable.
+        let later = now + Duration::from_secs(10);
+        for (a, b) in [
+            (pr(1, 2), pr(2, 2)),
+            (pr(2, 2), pr(1, 2)),
+            (pr(2, 3), pr(3, 2)),
+        ] {
+            topo.lldp_seen(a, b, later);
+        }
+        let change = topo.expire_links(later, Duration::from_secs(5));
+        assert_eq!(change.removed, vec![(pr(3, 2), pr(2, 3))]);
+        assert!(f.links_changed(&topo, &change).is_empty());
+        assert!(f.pairs().values().all(|p| !p.stale));
+    }
+
     #[test]
     fn lldp_probe_out_and_back_makes_a_link() {
         let t0 = Instant::now();
         let mut topo = build(t0, &[(2, 3), (3, 3)], &[]);
-        let mut f = Forwarding::new(FwdConfig::default(), 0);
-        let probes = f.lldp_probes(&topo);
+        let mut f = fresh();
+        let probes = f.lldp_probes(&topo, t0);
         assert_eq!(probes.len(), 6, "one per port");
         let po = probes
             .iter()

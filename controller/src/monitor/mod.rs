@@ -3,7 +3,8 @@
 //! - **Owns**: the switch connections ([`openflow`]: listener, handshake,
 //!   xid-matched requests), forwarding decisions ([`forwarding`], pure:
 //!   returns OpenFlow messages), LLDP link discovery and endpoint location
-//!   ([`topology`]), statistics accounting and the traffic matrix λ(u,v)
+//!   ([`topology`]), LLDP probe authentication and the checks received
+//!   LLDP must pass ([`lldp`]), statistics accounting and the traffic matrix λ(u,v)
 //!   ([`stats`]), packet parsing ([`packet`]), flow cookies ([`cookie`]),
 //!   the host registry fed by the host daemons' reports ([`hosts`]), and
 //!   datapath-id formatting ([`dpid`]).
@@ -16,6 +17,7 @@ pub mod cookie;
 pub mod dpid;
 pub mod forwarding;
 pub mod hosts;
+pub mod lldp;
 pub mod macser;
 pub mod openflow;
 pub mod packet;

@@ -7,6 +7,13 @@
 //! link in either direction uses it. Endpoints are learnt only at edge ports
 //! (never at inter-switch ports) and move when their MAC appears at a new
 //! edge port.
+//!
+//! Cable damping: a cable (the two ports of a link, either direction) that
+//! came up or went down [`FLAP_MAX_CHANGES`] times within [`FLAP_WINDOW`]
+//! is not brought up again until the oldest of those changes is older than
+//! the window; going down is never delayed (a dead cable must not carry
+//! traffic). So a flapping cable changes the topology at most
+//! [`FLAP_MAX_CHANGES`] times a window.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -50,6 +57,12 @@ pub struct PortState {
     /// it is confirmed after [`LATE_PORT_CONFIRM`] at most.
     pub late: bool,
 }
+
+/// Period over which a cable's up/down changes are counted for damping.
+pub const FLAP_WINDOW: Duration = Duration::from_secs(60);
+/// Changes of one cable within [`FLAP_WINDOW`] after which it is not
+/// brought up again until the window has passed the oldest of them.
+pub const FLAP_MAX_CHANGES: usize = 4;
 
 /// Longest confirmation delay of a port that appears on a connected switch.
 pub const LATE_PORT_CONFIRM: Duration = Duration::from_millis(500);
@@ -171,6 +184,19 @@ pub struct Topology {
     endpoints: HashMap<MacAddr, Endpoint>,
     /// Bumped on every change of switches, ports or links.
     version: u64,
+    /// Recent up/down changes per cable (ports in ascending order).
+    flaps: HashMap<(PortRef, PortRef), VecDeque<Instant>>,
+    /// Cable ups held back by damping, since start.
+    damped: u64,
+}
+
+/// The key of the cable between two ports (direction-free).
+fn cable(a: PortRef, b: PortRef) -> (PortRef, PortRef) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
 }
 
 impl Topology {
@@ -220,7 +246,7 @@ impl Topology {
         ports: Vec<PortDesc>,
         now: Instant,
     ) -> LinkChange {
-        let change = self.remove_switch_links(dpid);
+        let change = self.remove_switch_links(dpid, now);
         let ports = ports
             .into_iter()
             .filter(|p| p.port_no <= port_no::MAX)
@@ -262,18 +288,23 @@ impl Topology {
     /// notice of an older connection is ignored. Endpoints attached to it are
     /// kept (they are VMs, not switch state) but will be re-validated by the
     /// next frame they send.
-    pub fn switch_disconnected(&mut self, dpid: u64, conn_id: u64) -> Option<LinkChange> {
+    pub fn switch_disconnected(
+        &mut self,
+        dpid: u64,
+        conn_id: u64,
+        now: Instant,
+    ) -> Option<LinkChange> {
         match self.switches.get(&dpid) {
             Some(s) if s.conn_id == conn_id => {}
             _ => return None,
         }
         self.switches.remove(&dpid);
-        let change = self.remove_switch_links(dpid);
+        let change = self.remove_switch_links(dpid, now);
         self.version += 1;
         Some(change)
     }
 
-    fn remove_switch_links(&mut self, dpid: u64) -> LinkChange {
+    fn remove_switch_links(&mut self, dpid: u64, now: Instant) -> LinkChange {
         let mut change = LinkChange::default();
         self.links.retain(|_, l| {
             let keep = l.src.dpid != dpid && l.dst.dpid != dpid;
@@ -285,7 +316,64 @@ impl Topology {
         if !change.removed.is_empty() {
             self.version += 1;
         }
+        self.note_removed(&change, now);
         change
+    }
+
+    /// True when the directed link `src` → `dst` is known.
+    pub fn has_link(&self, src: PortRef, dst: PortRef) -> bool {
+        self.links.get(&src).is_some_and(|l| l.dst == dst)
+    }
+
+    /// Cable ups held back by damping since start.
+    pub fn damped_link_ups(&self) -> u64 {
+        self.damped
+    }
+
+    /// Recent changes of the cable `key` within the window, pruned.
+    fn recent_changes(&mut self, key: (PortRef, PortRef), now: Instant) -> usize {
+        let Some(q) = self.flaps.get_mut(&key) else {
+            return 0;
+        };
+        while q
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= FLAP_WINDOW)
+        {
+            q.pop_front();
+        }
+        let n = q.len();
+        if n == 0 {
+            self.flaps.remove(&key);
+        }
+        n
+    }
+
+    fn note_change(&mut self, key: (PortRef, PortRef), now: Instant) {
+        if self.flaps.len() >= 4096 {
+            self.flaps.retain(|_, q| {
+                q.back()
+                    .is_some_and(|t| now.saturating_duration_since(*t) < FLAP_WINDOW)
+            });
+        }
+        let q = self.flaps.entry(key).or_default();
+        q.push_back(now);
+        while q.len() > FLAP_MAX_CHANGES {
+            q.pop_front();
+        }
+    }
+
+    /// Records a cable-down change for every removed link whose reverse
+    /// direction is gone too.
+    fn note_removed(&mut self, change: &LinkChange, now: Instant) {
+        let gone: BTreeSet<(PortRef, PortRef)> = change
+            .removed
+            .iter()
+            .filter(|&&(a, b)| !self.has_link(b, a) && !self.has_link(a, b))
+            .map(|&(a, b)| cable(a, b))
+            .collect();
+        for key in gone {
+            self.note_change(key, now);
+        }
     }
 
     /// Applies a PORT_STATUS: adds, modifies or deletes the port; a port that
@@ -334,6 +422,7 @@ impl Topology {
                 keep
             });
         }
+        self.note_removed(&change, now);
         change
     }
 
@@ -343,6 +432,16 @@ impl Topology {
         let mut change = LinkChange::default();
         if src == dst || !self.has_port(src) || !self.has_port(dst) {
             return change;
+        }
+        let fresh = !self.has_link(src, dst);
+        if fresh && !self.has_link(dst, src) {
+            // The cable comes up: damped when it changed too often lately.
+            let key = cable(src, dst);
+            if self.recent_changes(key, now) >= FLAP_MAX_CHANGES {
+                self.damped += 1;
+                return change;
+            }
+            self.note_change(key, now);
         }
         match self.links.get_mut(&src) {
             Some(l) if l.dst == dst => l.last_seen = now,
@@ -375,6 +474,8 @@ impl Topology {
             // Endpoints wrongly learnt at what is now an inter-switch port.
             self.endpoints
                 .retain(|_, e| e.location != src && e.location != dst);
+            // A re-cabled port: its old cable may be gone now.
+            self.note_removed(&change, now);
         }
         change
     }
@@ -392,6 +493,7 @@ impl Topology {
         if !change.is_empty() {
             self.version += 1;
         }
+        self.note_removed(&change, now);
         change
     }
 
@@ -425,6 +527,25 @@ impl Topology {
             && now.saturating_duration_since(port.up_since) >= confirm_port
             && now.saturating_duration_since(sw.connected_at) >= confirm
             && !self.is_link_port(p)
+    }
+
+    /// True when `p` is a confirmed edge port (see [`Topology::is_edge_port`])
+    /// at which an endpoint has been seen since the port last came up: a
+    /// host is there, so no LLDP probe of ours can genuinely arrive at it.
+    pub fn hosts_at(&self, p: PortRef, now: Instant, confirm: Duration) -> bool {
+        let Some(up_since) = self
+            .switches
+            .get(&p.dpid)
+            .and_then(|s| s.ports.get(&p.port))
+            .map(|ps| ps.up_since)
+        else {
+            return false;
+        };
+        self.is_edge_port(p, now, confirm)
+            && self
+                .endpoints
+                .values()
+                .any(|e| e.location == p && e.last_seen >= up_since)
     }
 
     /// Confirmed edge ports of a switch, ascending.
@@ -822,8 +943,8 @@ pub(crate) mod tests {
     fn disconnect_clears_switch_state_but_not_a_newer_connection() {
         let t0 = Instant::now();
         let mut t = triangle(t0);
-        assert!(t.switch_disconnected(2, 999).is_none());
-        let ch = t.switch_disconnected(2, 2).unwrap();
+        assert!(t.switch_disconnected(2, 999, t0).is_none());
+        let ch = t.switch_disconnected(2, 2, t0).unwrap();
         assert_eq!(ch.removed.len(), 4);
         assert!(t.switch(2).is_none());
         assert_eq!(t.links().count(), 2);
@@ -842,5 +963,63 @@ pub(crate) mod tests {
         let ch = t.lldp_seen(pr(2, 2), pr(1, 2), now);
         assert_eq!(ch.added.len(), 1);
         assert!(t.endpoint(&m).is_none());
+    }
+    #[test]
+    fn a_flapping_cable_is_damped() {
+        let t0 = Instant::now();
+        let mut t = build(t0, &[(1, 2), (2, 2)], &[((1, 2), (2, 2))]);
+        let (a, b) = (pr(1, 2), pr(2, 2));
+        let mut down = port(2);
+        down.state = 1;
+        let mut now = t0;
+        // Up (1), down (2), up (3), down (4): all go through.
+        for i in 0..2 {
+            now += Duration::from_secs(1);
+            let ch = t.port_status(1, false, down.clone(), now);
+            assert_eq!(ch.removed.len(), 2, "down #{i}");
+            now += Duration::from_secs(1);
+            t.port_status(1, false, port(2), now);
+            if i == 0 {
+                let ch = t.lldp_seen(a, b, now);
+                assert_eq!(ch.added, vec![(a, b)], "up again");
+                t.lldp_seen(b, a, now);
+            }
+        }
+        // A fourth change inside the window: the cable stays down, although
+        // the probes keep arriving; going down was never delayed.
+        assert_eq!(t.links().count(), 0);
+        assert!(t.lldp_seen(a, b, now).is_empty());
+        assert!(t.lldp_seen(b, a, now).is_empty());
+        assert_eq!(t.damped_link_ups(), 2);
+        assert!(!t.is_link_port(a));
+        // Once the oldest change is older than the window it comes back.
+        let later = t0 + FLAP_WINDOW + Duration::from_millis(1);
+        assert_eq!(t.lldp_seen(a, b, later).added, vec![(a, b)]);
+        // The reverse direction of a cable that is up is never damped.
+        assert_eq!(t.lldp_seen(b, a, later).added, vec![(b, a)]);
+    }
+
+    #[test]
+    fn host_ports_are_edge_ports_with_an_endpoint_seen_since_they_came_up() {
+        let t0 = Instant::now();
+        let mut t = triangle(t0);
+        let confirm = Duration::from_secs(1);
+        let now = t0 + Duration::from_secs(2);
+        assert!(!t.hosts_at(pr(1, 1), now, confirm), "no host yet");
+        let m = MacAddr([0, 0, 0, 0, 0, 1]);
+        assert_eq!(t.learn(m, None, pr(1, 1), now, confirm), Learned::New);
+        assert!(t.hosts_at(pr(1, 1), now, confirm));
+        assert!(!t.hosts_at(pr(1, 2), now, confirm), "a link port");
+        assert!(!t.hosts_at(pr(9, 1), now, confirm), "no such switch");
+        // The port goes down and up again (re-cabled): the host seen before
+        // does not count any more.
+        let mut down = port(1);
+        down.state = 1;
+        let later = now + Duration::from_secs(1);
+        t.port_status(1, false, down, later);
+        t.port_status(1, false, port(1), later);
+        let confirmed = later + Duration::from_secs(1);
+        assert!(t.is_edge_port(pr(1, 1), confirmed, confirm));
+        assert!(!t.hosts_at(pr(1, 1), confirmed, confirm));
     }
 }
