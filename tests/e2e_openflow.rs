@@ -682,6 +682,7 @@ fn forged_lldp_from_a_vm_is_ignored() {
     let script = script.to_string_lossy().into_owned();
     let cfg = dir.join("controller.toml");
     let link_timeout_s = 6.0;
+    let auth = support::creds::controller_auth(&dir, &[]).unwrap();
     std::fs::write(
         &cfg,
         format!(
@@ -689,6 +690,7 @@ fn forged_lldp_from_a_vm_is_ignored() {
 of_listen = "{ip}:{of_port}"
 api_listen = "{api}"
 db = ":memory:"
+{auth}
 [openflow]
 echo_interval_s = 1.0
 [topology]
