@@ -205,7 +205,11 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         packet_in_drops: knowledge.packet_in_drops.clone(),
     };
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(openflow::serve(of_listener, ctx)));
+    tasks.push(tokio::spawn(openflow::serve(
+        of_listener,
+        ctx,
+        settings.tls.openflow.clone(),
+    )));
     let lldp_secret = match settings.lldp_secret.clone() {
         Some(s) => s,
         None => LldpSecret::random()?,
@@ -221,9 +225,10 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         host_rx,
         shutdown_rx.clone(),
     )));
-    let hostd = Arc::new(HttpHostd::new(
+    let hostd = Arc::new(HttpHostd::with_tls(
         Duration::from_secs_f64(settings.execute.hostd_timeout_s),
         settings.token.clone(),
+        settings.tls.hostd.clone(),
     ));
     let orch = Orchestrator::with_handles(
         OrchConfig::from_settings(&settings),
@@ -255,21 +260,45 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     });
     let app = api::router(api_state).into_make_service_with_connect_info::<SocketAddr>();
     let mut api_shutdown = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let r = axum::serve(api_listener, app)
-            .with_graceful_shutdown(async move {
-                while api_shutdown.changed().await.is_ok() {
-                    if *api_shutdown.borrow() {
-                        break;
-                    }
-                }
-            })
-            .await;
-        if let Err(e) = r {
-            warn!(error = %e, "REST API server failed");
+    let stopped = async move {
+        while api_shutdown.changed().await.is_ok() {
+            if *api_shutdown.borrow() {
+                break;
+            }
         }
-    }));
-    info!(%of_addr, %api_addr, "controller started");
+    };
+    match settings.tls.api.clone() {
+        Some(cfg) => {
+            let tls = shoal_common::tls::TlsListener::new(api_listener, cfg).map_err(|source| {
+                RunError::Bind {
+                    what: "REST API (TLS)",
+                    addr: settings.api_listen,
+                    source,
+                }
+            })?;
+            tasks.push(tokio::spawn(async move {
+                // `tap_io` gives the connections' peer addresses to
+                // `ConnectInfo<SocketAddr>` (axum implements that for
+                // tapped listeners).
+                use axum::serve::ListenerExt;
+                let r = axum::serve(tls.tap_io(|_| {}), app)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+                if let Err(e) = r {
+                    warn!(error = %e, "REST API server failed");
+                }
+            }));
+        }
+        None => tasks.push(tokio::spawn(async move {
+            let r = axum::serve(api_listener, app)
+                .with_graceful_shutdown(stopped)
+                .await;
+            if let Err(e) = r {
+                warn!(error = %e, "REST API server failed");
+            }
+        })),
+    }
+    info!(%of_addr, %api_addr, api_tls = settings.tls.api.is_some(), openflow_tls = settings.tls.openflow.is_some(), "controller started");
     Ok(Running {
         knowledge,
         live,

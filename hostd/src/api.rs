@@ -237,6 +237,22 @@ pub async fn serve(h: Arc<Hostd>, listener: tokio::net::TcpListener) -> std::io:
     .await
 }
 
+/// Serves the API over TLS on `listener` until the process ends.
+pub async fn serve_tls(
+    h: Arc<Hostd>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let l = shoal_common::tls::TlsListener::new(listener, tls)?;
+    // `tap_io`: axum then gives the peer address to ConnectInfo.
+    axum::serve(
+        l.tap_io(|_| {}),
+        router(h).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,8 +81,8 @@ pub fn validate(hostd: &Hostd, cmd: &Command) -> Result<(), String> {
                 );
             }
             if let Some(api) = &spec.destination_api {
-                if !api.starts_with("http://") {
-                    return Err("destination_api must be an http:// URL".into());
+                if !(api.starts_with("http://") || api.starts_with("https://")) {
+                    return Err("destination_api must be an http:// or https:// URL".into());
                 }
             }
         }

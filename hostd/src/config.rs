@@ -144,6 +144,17 @@ pub struct Config {
     /// refused). Mode 0600 or stricter.
     #[serde(default)]
     pub controller_token_file: Option<PathBuf>,
+    /// Certificate (PEM chain) of the effector API; with `tls_key_file` it
+    /// serves HTTPS (and the advertised URL is `https://`).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key of the effector API (mode 0600 or stricter).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA that `https://` peers must be signed by: the controller and the
+    /// other host daemons (nothing else is trusted).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Report interval, seconds.
     #[serde(default = "default_interval")]
     pub interval_s: f64,
@@ -253,6 +264,9 @@ impl Default for Config {
             api_url: None,
             token_file: None,
             controller_token_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            ca_file: None,
             interval_s: default_interval(),
             dom0_addr: None,
             uplink: None,
@@ -613,8 +627,10 @@ impl Config {
             }
         }
         if let Some(c) = &self.controller {
-            if !(c.starts_with("http://")) {
-                return bad(format!("controller URL must start with http://, got {c:?}"));
+            if !(c.starts_with("http://") || c.starts_with("https://")) {
+                return bad(format!(
+                    "controller URL must start with http:// or https://, got {c:?}"
+                ));
             }
         }
         for n in [&self.bridge, &self.uplink, &self.sriov_pf]
@@ -677,7 +693,12 @@ impl Config {
         } else {
             self.listen.ip().to_string()
         };
-        format!("http://{ip}:{}", self.listen.port())
+        let scheme = if self.tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{ip}:{}", self.listen.port())
     }
 }
 

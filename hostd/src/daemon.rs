@@ -25,6 +25,9 @@ pub enum DaemonError {
     /// The token file is unusable.
     #[error("token: {0}")]
     Token(String),
+    /// A TLS file is unusable.
+    #[error(transparent)]
+    Tls(#[from] shoal_common::tls::TlsError),
     /// A VM could not be set up.
     #[error("VM {0}: {1}")]
     Vm(String, String),
@@ -374,7 +377,27 @@ pub async fn run(
     if controller_token.is_none() {
         tracing::warn!("no controller_token_file: the API refuses every call but /healthz");
     }
-    let h = Arc::new(Hostd::new(cfg, host_id, token, controller_token));
+    let server_tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        (Some(c), Some(k)) => Some(shoal_common::tls::server_config(c, k, None)?),
+        (None, None) => None,
+        _ => {
+            return Err(DaemonError::Token(
+                "tls_cert_file and tls_key_file go together".into(),
+            ))
+        }
+    };
+    let client_tls = match &cfg.ca_file {
+        Some(ca) => Some(shoal_common::tls::client_config(ca, None)?),
+        None => None,
+    };
+    let mut hostd = Hostd::new(cfg, host_id, token, controller_token);
+    if let Some(t) = client_tls {
+        hostd.http = shoal_common::http::HttpClient::with_tls(
+            std::time::Duration::from_secs_f64(hostd.cfg.http_timeout_s),
+            Some(t),
+        );
+    }
+    let h = Arc::new(hostd);
     let host = HostSensor::new(h.cfg.proc_root.clone(), h.cfg.uplink.clone());
     let (cores, memory_mb) = host.capacity()?;
     let cores = h.cfg.cores.unwrap_or(cores);
@@ -384,7 +407,10 @@ pub async fn run(
         .map_err(|e| DaemonError::Listen(h.cfg.listen.to_string(), e))?;
     start_vms(&h).await?;
     tracing::info!(host = %h.host_id, listen = %h.cfg.listen, vms = h.all_vms().len(), "shoal-hostd running");
-    let api = tokio::spawn(crate::api::serve(h.clone(), listener));
+    let api = match server_tls {
+        Some(tls) => tokio::spawn(crate::api::serve_tls(h.clone(), listener, tls)),
+        None => tokio::spawn(crate::api::serve(h.clone(), listener)),
+    };
     let (tx, rx) = watch::channel(None);
     tokio::spawn(sensor_loop(h.clone(), host, tx));
     tokio::spawn(dirty_rate_loop(h.clone()));

@@ -209,6 +209,45 @@ impl Hostd {
     /// `ns` (None: this namespace), logging to `dir/hostd.log`; waits until
     /// `/healthz` answers on `api`.
     pub fn start(ns: Option<&Netns>, dir: &Path, config: &str, api: &str) -> Result<Hostd> {
+        let a = api.to_string();
+        Self::start_until(ns, dir, config, api, move || {
+            http(&a, "GET", "/healthz", None, None)
+                .ok()
+                .is_some_and(|(c, _)| c == 200)
+        })
+    }
+
+    /// Like [`Hostd::start`] for a hostd serving HTTPS: waits until
+    /// `https://{api}/healthz` answers through `client`.
+    pub fn start_tls(
+        ns: Option<&Netns>,
+        dir: &Path,
+        config: &str,
+        api: &str,
+        client: &shoal_common::http::HttpClient,
+    ) -> Result<Hostd> {
+        let url = format!("https://{api}/healthz");
+        let client = client.clone();
+        Self::start_until(ns, dir, config, api, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()
+                .and_then(|rt| {
+                    rt.block_on(client.send(shoal_common::http::Method::GET, &url, None, None))
+                        .ok()
+                })
+                .is_some_and(|(c, _)| c == 200)
+        })
+    }
+
+    fn start_until(
+        ns: Option<&Netns>,
+        dir: &Path,
+        config: &str,
+        api: &str,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<Hostd> {
         std::fs::create_dir_all(dir)?;
         let cfg = dir.join("hostd.toml");
         std::fs::write(&cfg, config)?;
@@ -234,9 +273,7 @@ impl Hostd {
             api: api.to_string(),
         };
         let ok = super::wait_for("hostd /healthz", Duration::from_secs(30), || {
-            http(&h.api, "GET", "/healthz", None, None)
-                .ok()
-                .filter(|(c, _)| *c == 200)
+            ready().then_some(())
         });
         if let Err(e) = ok {
             let text = std::fs::read_to_string(&h.log).unwrap_or_default();

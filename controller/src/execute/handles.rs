@@ -193,8 +193,18 @@ impl std::fmt::Debug for HttpHostd {
 impl HttpHostd {
     /// A client with per-request `timeout` and bearer `token`.
     pub fn new(timeout: Duration, token: Option<Secret>) -> Self {
+        Self::with_tls(timeout, token, None)
+    }
+
+    /// Like [`HttpHostd::new`]; `https://` host daemons are verified
+    /// against the CA of `tls`.
+    pub fn with_tls(
+        timeout: Duration,
+        token: Option<Secret>,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Self {
         HttpHostd {
-            http: HttpClient::new(timeout),
+            http: HttpClient::with_tls(timeout, tls),
             token,
         }
     }

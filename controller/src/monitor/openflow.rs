@@ -28,8 +28,8 @@ use ofp::{
     ErrorKind, ErrorMsg, FlowRemoved, Hello, Message, MultipartReply, MultipartRequest, OfpMessage,
     PacketIn, PortDesc, PortStatus, SwitchFeatures, OFP_VERSION,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -386,15 +386,35 @@ static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 static ROLE_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts switches on `listener` until shutdown; one task per switch.
-pub async fn serve(listener: TcpListener, ctx: ConnContext) {
+/// With `tls`, a switch must complete a TLS handshake (and present a
+/// certificate of the configured CA) within the request timeout first.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: ConnContext,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) {
     let mut shutdown = ctx.shutdown.clone();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((sock, peer)) => {
                     let ctx = ctx.clone();
+                    let acceptor = acceptor.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = run_connection(sock, peer, ctx).await {
+                        let _ = sock.set_nodelay(true);
+                        let r = match acceptor {
+                            None => run_connection(sock, peer, ctx).await,
+                            Some(a) => {
+                                let hs = tokio::time::timeout(ctx.cfg.request_timeout, a.accept(sock)).await;
+                                match hs {
+                                    Ok(Ok(s)) => run_connection(s, peer, ctx).await,
+                                    Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                                    Err(_) => Err("TLS handshake timed out".to_string()),
+                                }
+                            }
+                        };
+                        if let Err(e) = r {
                             info!(%peer, error = %e, "switch connection ended");
                         }
                     });
@@ -415,7 +435,7 @@ pub async fn serve(listener: TcpListener, ctx: ConnContext) {
 /// Reads from `sock` into `buf` until one whole message is framed; returns
 /// its bytes. `Ok(None)` on EOF.
 async fn read_frame(
-    sock: &mut tokio::net::tcp::OwnedReadHalf,
+    sock: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
 ) -> Result<Option<Vec<u8>>, String> {
     loop {
@@ -464,10 +484,12 @@ fn negotiate(hello: &Hello) -> Result<(), String> {
     }
 }
 
-async fn run_connection(sock: TcpStream, peer: SocketAddr, ctx: ConnContext) -> Result<(), String> {
-    let _ = sock.set_nodelay(true);
+async fn run_connection<S>(sock: S, peer: SocketAddr, ctx: ConnContext) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let conn_id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
-    let (mut rd, mut wr) = sock.into_split();
+    let (mut rd, mut wr) = tokio::io::split(sock);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let hs_timeout = ctx.cfg.request_timeout;
 
@@ -687,7 +709,7 @@ async fn bring_up(
 async fn reader_loop(
     dpid: u64,
     conn_id: u64,
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    rd: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
     wtx: &mpsc::Sender<Vec<u8>>,
     cmd_rx: &mut mpsc::Receiver<CommandBox>,
