@@ -268,7 +268,7 @@ class DataCenter:
                              'leftovers of a crashed run: /usr/bin/python3 mininet/cleanup.py)'
                              % ', '.join(busy))
 
-    def build(self, of_port, state):
+    def build(self, of_port, state, protocol='tcp'):
         """Creates switches, hosts and links and starts the switches.
 
         ``state`` (a testbed.State) records every object as it is made so
@@ -278,7 +278,7 @@ class DataCenter:
         net = Mininet(switch=shoalnet.UserOVS, controller=None, autoSetMacs=False,
                       build=False, ipBase='10.0.0.0/%d' % DATA_PREFIX, waitConnected=False)
         self.net = net
-        net.addController(shoalnet.remote_controller(of_port))
+        net.addController(shoalnet.remote_controller(of_port, protocol))
         for n in self.all_switches():
             net.addSwitch(n, dpid='%016x' % self.dpids[n])
         bw = dict(bw=p['link_mbps'], txo=False)

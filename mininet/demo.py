@@ -49,6 +49,9 @@ def main():
     ap.add_argument('--interval', type=float, default=2.0, help='polling interval, s')
     ap.add_argument('--seconds', type=int, default=15, help='iperf3 duration, s')
     ap.add_argument('--out', default='out/demo', help='directory for logs and results')
+    ap.add_argument('--no-tls', action='store_true',
+                    help='plain TCP/HTTP (default: OpenFlow over TLS with ovs-pki '
+                    'certificates, HTTPS API)')
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     setLogLevel('warning')
@@ -56,14 +59,28 @@ def main():
     # Every API route but /healthz needs a token: an operator token for the
     # demo (out/demo/operator.token, mode 0600).
     auth = scenario.to_toml(shoalnet.operator_auth(os.path.abspath(args.out)))
-    ctl = shoalnet.start_controller(
-        CONFIG.format(interval=args.interval, hv1=shoalnet.dpid(0x21), hv2=shoalnet.dpid(0x22))
-        + auth,
-        args.api, os.path.join(args.out, 'controller.log'), args.of_port)
+    pki = None
+    if not args.no_tls:
+        # OpenFlow over TLS (switch certificates from ovs-pki), HTTPS API.
+        pki = shoalnet.Pki(os.path.join(os.path.abspath(args.out), 'tls'), ['127.0.0.1'])
+        pki.ovs_set_ssl()
+        shoalnet.set_tls(pki.ca)
+        auth += scenario.to_toml(pki.controller_tables())
+        print('*** TLS: OpenFlow ssl:127.0.0.1:%d (ovs-pki), API https://%s'
+              % (args.of_port, args.api))
+    try:
+        ctl = shoalnet.start_controller(
+            CONFIG.format(interval=args.interval, hv1=shoalnet.dpid(0x21),
+                          hv2=shoalnet.dpid(0x22)) + auth,
+            args.api, os.path.join(args.out, 'controller.log'), args.of_port)
+    except BaseException:
+        if pki:
+            pki.ovs_restore()
+        raise
     net = Mininet(switch=shoalnet.UserOVS, controller=None,
                   autoSetMacs=True, build=False)
     try:
-        net.addController(shoalnet.remote_controller(args.of_port))
+        net.addController(shoalnet.remote_controller(args.of_port, 'ssl' if pki else 'tcp'))
         s1 = net.addSwitch('s1', dpid=shoalnet.dpid(0x1))
         s2 = net.addSwitch('s2', dpid=shoalnet.dpid(0x21))
         s3 = net.addSwitch('s3', dpid=shoalnet.dpid(0x22))
@@ -113,6 +130,8 @@ def main():
         net.stop()
         ctl.terminate()
         ctl.wait(timeout=10)
+        if pki:
+            pki.ovs_restore()
 
 
 if __name__ == '__main__':

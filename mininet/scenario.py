@@ -99,7 +99,7 @@ DEFAULT_SERIES = {'interpolation': 'hold',
 CONTROLLER_DEFAULTS = {
     'interval_s': 2.0, 'window_intervals': 3, 'lldp_interval_s': 1.0,
     'port_confirm_s': 2.0, 'config': {}, 'policy': None, 'dry_run': False,
-    'args': [], 'of_port': 6653,
+    'args': [], 'of_port': 6653, 'tls': False,
 }
 
 
@@ -142,6 +142,8 @@ def load(src):
         raise ScenarioError('controller.policy: must be a string or null')
     if not isinstance(ctl['args'], list) or not all(isinstance(a, str) for a in ctl['args']):
         raise ScenarioError('controller.args: must be an array of strings')
+    if not isinstance(ctl['tls'], bool):
+        raise ScenarioError('controller.tls: must be true or false')
     sc['controller'] = ctl
     hd = _obj(raw.get('hostd', {}), 'hostd', {'interval_s'})
     sc['hostd'] = {'interval_s': _num(hd.get('interval_s', ctl['interval_s']),

@@ -7,8 +7,9 @@ userspace bridge fails otherwise), link rates with ``bw=`` only.
 """
 
 import json
-import secrets
 import os
+import secrets
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -29,8 +30,114 @@ class UserOVS(OVSSwitch):
         super().__init__(name, **params)
 
 
-def remote_controller(port=6653):
-    return RemoteController('c0', ip='127.0.0.1', port=port)
+def remote_controller(port=6653, protocol='tcp'):
+    """The controller target of the switches: ``tcp:`` or ``ssl:``
+    (OpenFlow over TLS with the certificates of ``Pki.ovs_set_ssl``)."""
+    return RemoteController('c0', ip='127.0.0.1', port=port, protocol=protocol)
+
+
+# https:// for every API call once set_tls(ca) was called: the controller's
+# and the host daemons' certificates are checked against that CA only.
+SCHEME = 'http'
+SSL_CTX = None
+
+
+def set_tls(ca_file):
+    """Talk HTTPS (verified against ``ca_file``) to every API; None: HTTP."""
+    global SCHEME, SSL_CTX
+    if ca_file:
+        SCHEME, SSL_CTX = 'https', ssl.create_default_context(cafile=ca_file)
+    else:
+        SCHEME, SSL_CTX = 'http', None
+
+
+def _run_quiet(args, cwd):
+    r = subprocess.run(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+    if r.returncode != 0:
+        raise RuntimeError('%s: %s' % (' '.join(args), r.stdout.strip()[-500:]))
+
+
+class Pki:
+    """The certificates of a TLS test bed, in ``directory``:
+
+    - OpenFlow: Open vSwitch's own PKI (``ovs-pki``): ``ctl-*`` for the
+      controller, ``sc-*`` for the switches, and the two CAs;
+    - HTTPS: a CA and one server certificate whose subject alternative names
+      are ``ips`` (the controller's and every host daemon's API address).
+    """
+
+    def __init__(self, directory, ips):
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        pki = os.path.join(directory, 'pki')
+        log = os.path.join(directory, 'ovs-pki.log')
+        _run_quiet(['ovs-pki', 'init', '--force', '--dir=%s' % pki, '-l', log], directory)
+        for name, kind in (('ctl', 'controller'), ('sc', 'switch')):
+            _run_quiet(['ovs-pki', 'req+sign', name, kind, '--force', '--dir=%s' % pki,
+                        '-l', log], directory)
+        ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
+        _run_quiet(['openssl', 'req', '-x509'] + ec +
+                   ['-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2',
+                    '-subj', '/CN=shoal-testbed-ca',
+                    '-addext', 'basicConstraints=critical,CA:TRUE',
+                    '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], directory)
+        _run_quiet(['openssl', 'req'] + ec +
+                   ['-keyout', 'server.key', '-out', 'server.csr',
+                    '-subj', '/CN=shoal-testbed'], directory)
+        with open(os.path.join(directory, 'ext.cnf'), 'w') as f:
+            f.write('subjectAltName=%s\nbasicConstraints=CA:FALSE\n'
+                    'extendedKeyUsage=serverAuth,clientAuth\n'
+                    % ','.join('IP:%s' % ip for ip in sorted(set(ips))))
+        _run_quiet(['openssl', 'x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem',
+                    '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem',
+                    '-days', '2', '-extfile', 'ext.cnf'], directory)
+        for k in ('server.key', 'ca.key', 'ctl-privkey.pem', 'sc-privkey.pem'):
+            os.chmod(os.path.join(directory, k), 0o600)
+        self.ca = os.path.join(directory, 'ca.pem')
+        self.cert = os.path.join(directory, 'server.pem')
+        self.key = os.path.join(directory, 'server.key')
+        self.previous_ssl = None
+
+    def controller_tables(self):
+        """The controller's ``[tls]`` table: HTTPS API, https:// host
+        daemons, OpenFlow over TLS requiring a switch certificate."""
+        d = self.dir
+        return {'tls': {'api_cert_file': self.cert, 'api_key_file': self.key,
+                        'hostd_ca_file': self.ca,
+                        'openflow_cert_file': os.path.join(d, 'ctl-cert.pem'),
+                        'openflow_key_file': os.path.join(d, 'ctl-privkey.pem'),
+                        'openflow_ca_file': os.path.join(d, 'pki', 'switchca', 'cacert.pem')}}
+
+    def hostd_lines(self):
+        """A host daemon's TLS lines: HTTPS API, the CA of its peers."""
+        return ['tls_cert_file = "%s"' % self.cert, 'tls_key_file = "%s"' % self.key,
+                'ca_file = "%s"' % self.ca]
+
+    def ovs_set_ssl(self):
+        """Gives Open vSwitch the switch certificate (``ovs-vsctl set-ssl``),
+        remembering what was set before for ``ovs_restore``."""
+        r = subprocess.run(['ovs-vsctl', 'get-ssl'], stdout=subprocess.PIPE, text=True)
+        self.previous_ssl = r.stdout if r.returncode == 0 else ''
+        d = self.dir
+        subprocess.run(['ovs-vsctl', 'set-ssl', os.path.join(d, 'sc-privkey.pem'),
+                        os.path.join(d, 'sc-cert.pem'),
+                        os.path.join(d, 'pki', 'controllerca', 'cacert.pem')], check=True)
+
+    def ovs_restore(self):
+        """Puts Open vSwitch's SSL settings back as they were."""
+        if self.previous_ssl is None:
+            return
+        prev = {}
+        for line in self.previous_ssl.splitlines():
+            k, _, v = line.partition(':')
+            prev[k.strip()] = v.strip()
+        if prev.get('Private key') and prev.get('Certificate') and prev.get('CA Certificate'):
+            subprocess.run(['ovs-vsctl', 'set-ssl', prev['Private key'], prev['Certificate'],
+                            prev['CA Certificate']], check=False)
+        else:
+            subprocess.run(['ovs-vsctl', 'del-ssl'], check=False)
+        self.previous_ssl = None
 
 
 def offload_off(net):
@@ -134,14 +241,14 @@ def http(api, method, path, body=None, token=None, timeout=5):
     the JSON body parsed (or the raw text when it is not JSON); status 0 and
     the error text when the server cannot be reached."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request('http://%s%s' % (api, path), data=data, method=method)
+    req = urllib.request.Request('%s://%s%s' % (SCHEME, api, path), data=data, method=method)
     if data is not None:
         req.add_header('Content-Type', 'application/json')
     token = token or OPERATOR_TOKEN
     if token:
         req.add_header('Authorization', 'Bearer %s' % token)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=SSL_CTX) as r:
             code, raw = r.status, r.read()
     except urllib.error.HTTPError as e:
         code, raw = e.code, e.read()
@@ -156,11 +263,11 @@ def http(api, method, path, body=None, token=None, timeout=5):
 
 def api_get(api, path):
     """GET a JSON document from the controller, or None."""
-    req = urllib.request.Request('http://%s%s' % (api, path))
+    req = urllib.request.Request('%s://%s%s' % (SCHEME, api, path))
     if OPERATOR_TOKEN:
         req.add_header('Authorization', 'Bearer %s' % OPERATOR_TOKEN)
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5, context=SSL_CTX) as r:
             return json.loads(r.read().decode())
     except (urllib.error.URLError, OSError, ValueError):
         return None

@@ -378,6 +378,15 @@ class Testbed:
         # daemons, one token per host (files readable by root only).
         self.auth_tables = shoalnet.operator_auth(self.run_dir, self.dc.hyps)
         self.token = shoalnet.OPERATOR_TOKEN
+        self.pki = None
+        if self.sc['controller']['tls']:
+            # TLS on every channel: OpenFlow (ssl: with ovs-pki certificates),
+            # the controller's and the host daemons' APIs (HTTPS).
+            ips = ['127.0.0.1'] + [i[k] for i in self.dc.dom0_info.values()
+                                   for k in ('mgmt_root_ip', 'mgmt_ip')]
+            self.pki = shoalnet.Pki(os.path.join(self.run_dir, 'tls'), ips)
+            self.pki.ovs_set_ssl()
+            shoalnet.set_tls(self.pki.ca)
         self.ctl_token = shoalnet.read_token(os.path.join(self.run_dir, 'controller.token'))
         self.dc.write_description(os.path.join(self.out, 'topology.json'))
         with open(os.path.join(self.out, 'scenario.json'), 'w') as f:
@@ -390,7 +399,7 @@ class Testbed:
                  % (len(self.dc.cores), len(self.dc.aggs), len(self.dc.tors), len(self.dc.hyps),
                     len(self.dc.vm_info), p['link_mbps']))
         setLogLevel('warning')
-        self.dc.build(self.of_port, self.state)
+        self.dc.build(self.of_port, self.state, 'ssl' if self.pki else 'tcp')
         self.state.add('links', [self.dc.dom0_info[h]['mgmt_root'] for h in self.dc.hyps])
         n_links = self.dc.n_directed_links()
         self.log('waiting for the controller to connect %d switches and find %d directed links'
@@ -401,6 +410,7 @@ class Testbed:
             raise TestbedError('the controller found %s of %d directed links (see %s)'
                                % (self.count('/api/v1/links'), n_links, self.ctl_log))
         self.checks['switches_connected'] = self.count('/api/v1/switches')
+        self.checks['transport'] = self.transport(n_sw)
         self.checks['directed_links'] = self.count('/api/v1/links')
         self.checks['directed_links_expected'] = n_links
         time.sleep(self.sc['controller']['port_confirm_s'] + 0.5)
@@ -412,6 +422,28 @@ class Testbed:
         self.emu = ProcEmulator(self)
         self.emu.start()
         self.start_hostds()
+
+    def transport(self, n_switches, timeout=20):
+        """How the testbed's switches reach the controller, as Open vSwitch
+        reports it: {'ssl': n, 'tcp': n} of connected controller targets on
+        this run's OpenFlow port, and the API scheme. Open vSwitch refreshes
+        `is_connected` every few seconds: waits (up to ``timeout``) until
+        ``n_switches`` are shown connected."""
+        deadline = time.time() + timeout
+        while True:
+            out = {'ssl': 0, 'tcp': 0, 'api': shoalnet.SCHEME}
+            r = subprocess.run(['ovs-vsctl', '--format=csv', '--data=bare', '--no-headings',
+                                '--columns=target,is_connected', 'list', 'Controller'],
+                               stdout=subprocess.PIPE, text=True)
+            for line in r.stdout.splitlines():
+                target, _, connected = line.partition(',')
+                proto = target.split(':')[0]
+                if (target.endswith(':%d' % self.of_port) and connected.strip() == 'true'
+                        and proto in out):
+                    out[proto] += 1
+            if out['ssl'] + out['tcp'] >= n_switches or time.time() > deadline:
+                return out
+            time.sleep(1)
 
     def count(self, path):
         v = shoalnet.api_get(self.api, path)
@@ -446,6 +478,8 @@ class Testbed:
             tables['execute'] = {'reservation': 'meter',
                                  'max_bandwidth_bytes_per_s': p['host_link_mbps'] * 1e6 / 8}
         tables.update(self.auth_tables)
+        if self.pki:
+            tables.update(self.pki.controller_tables())
         cfg = scn.to_toml(scn.merge(tables, ctl['config']))
         self.ctl_cfg = os.path.join(self.out, 'controller.toml')
         with open(self.ctl_cfg, 'w') as f:
@@ -555,9 +589,9 @@ class Testbed:
                 vms.append('\n'.join(lines))
             cfg = '\n'.join([
                 'host_id = "%s"' % h,
-                'controller = "http://%s:%d"' % (info['mgmt_root_ip'], api_port),
+                'controller = "%s://%s:%d"' % (shoalnet.SCHEME, info['mgmt_root_ip'], api_port),
                 'listen = "%s:%d"' % (info['mgmt_ip'], HOSTD_PORT),
-                'api_url = "http://%s:%d"' % (info['mgmt_ip'], HOSTD_PORT),
+                'api_url = "%s://%s:%d"' % (shoalnet.SCHEME, info['mgmt_ip'], HOSTD_PORT),
                 'dom0_addr = "%s"' % info['data_ip'],
                 'token_file = "%s"' % os.path.join(self.run_dir, 'hosts', '%s.token' % h),
                 'controller_token_file = "%s"' % os.path.join(self.run_dir, 'controller.token'),
@@ -573,8 +607,8 @@ class Testbed:
                 'cores = %d' % self.sc['topology']['host_cores'],
                 'memory_mb = %d' % self.sc['topology']['host_memory_mb'],
                 'dirty_rate_period_s = 0',
-                'http_timeout_s = 3',
-                ''] + vms) + '\n'
+                'http_timeout_s = 3'] + (self.pki.hostd_lines() if self.pki else [])
+                + [''] + vms) + '\n'
             path = os.path.join(self.out, 'hostd-%s.toml' % h)
             with open(path, 'w') as f:
                 f.write(cfg)
@@ -874,7 +908,7 @@ class Testbed:
         code, resp = self.hostd_call(dst, 'PUT', '/api/v1/commands/%s' % in_id, inc)
         if code not in (200, 202):
             raise TestbedError('hostd %s prepare_incoming -> %s %s' % (dst, code, resp))
-        mig = dict(spec, kind='migrate', destination_api='http://%s' % self.hostd_api(dst),
+        mig = dict(spec, kind='migrate', destination_api='%s://%s' % (shoalnet.SCHEME, self.hostd_api(dst)),
                    incoming_command_id=in_id)
         code, resp = self.hostd_call(src, 'PUT', '/api/v1/commands/%s' % rec['id'], mig)
         if code not in (200, 202):
@@ -1340,6 +1374,9 @@ class Testbed:
         self.procs = []
         if self.dc:
             self.dc.stop()
+        if getattr(self, 'pki', None):
+            self.pki.ovs_restore()
+            shoalnet.set_tls(None)
         if os.path.isdir(self.run_dir):
             shutil.rmtree(self.run_dir, ignore_errors=True)
         calibrate.restore(getattr(self, 'ovs_prio', {}))

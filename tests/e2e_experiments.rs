@@ -103,6 +103,15 @@ fn vmpatrol_experiment_on_the_testbed() {
     ] {
         assert!(s[k].is_number(), "{k} missing: {s}");
     }
+    // The demo runs over TLS on every channel: every switch of both runs
+    // reached the controller over ssl: (as Open vSwitch reports it), none
+    // over tcp:, and the APIs spoke HTTPS.
+    for run in ["transport_with", "transport_without"] {
+        let t = &s[run];
+        assert!(t["ssl"].as_u64().unwrap_or(0) >= 5, "{run}: {t}");
+        assert_eq!(t["tcp"], 0, "{run}: {t}");
+        assert_eq!(t["api"], "https", "{run}: {t}");
+    }
     assert!(out.join("vmpatrol.png").is_file());
     let _ = std::fs::remove_dir_all(&out);
 }

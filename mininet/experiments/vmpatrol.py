@@ -67,7 +67,8 @@ def build_scenario(a, reserve):
         'topology': {'cores': 1, 'aggs_per_pod': 1, 'pods': 2, 'tors_per_pod': 1,
                      'hosts_per_tor': 1, 'vms_per_host': 2, 'link_mbps': a.link_mbps,
                      'host_link_mbps': a.link_mbps, 'mtu': a.mtu},
-        'controller': {'interval_s': 2, 'config': json.loads(a.controller_config)},
+        'controller': {'interval_s': 2, 'config': json.loads(a.controller_config),
+                       'tls': not a.no_tls},
         'hostd': {'interval_s': 2},
         'vm_defaults': {'memory_mb': 32, 'series': {
             'interpolation': 'hold', 'points': [{'t': 0, 'cpu': 0.1, 'mem_mb': 16,
@@ -246,6 +247,9 @@ def main():
                     help='controller config tables as JSON, merged over the testbed\'s, '
                     'e.g. \'{"execute": {"reservation": "queue"}}\'')
     ap.add_argument('--only', choices=('with', 'without'), help='run one of the two only')
+    ap.add_argument('--no-tls', action='store_true',
+                    help='plain TCP/HTTP (default: OpenFlow over TLS with ovs-pki certificates, '
+                    'HTTPS for the controller and the host daemons)')
     ap.add_argument('--no-plots', action='store_true')
     a = ap.parse_args()
     a.out = os.path.abspath(a.out)
@@ -298,6 +302,7 @@ def main():
             round(mig['transferred_bytes'] * 8 / tb_s / 1e6, 3)
             if mig.get('transferred_bytes') and tb_s else None)
         s['migration_driver_%s' % name] = rec['mode']
+        s['transport_%s' % name] = (summary.get('checks') or {}).get('transport')
         s['details_%s' % name] = os.path.join(a.out, name, 'summary.json')
         if name == 'with':
             pred = mig.get('predicted') or {}
@@ -344,7 +349,8 @@ def main():
     for k in ('competing_throughput_ratio_with', 'competing_throughput_ratio_without',
               'ping_ms_mean_before', 'ping_ms_mean_with', 'ping_ms_mean_without',
               'migration_time_s_with', 'deadline_s', 'predicted_time_s',
-              'reservation_hops_seen', 'reservation_path_hops', 'reservation_gone_after'):
+              'reservation_hops_seen', 'reservation_path_hops', 'reservation_gone_after',
+              'transport_with'):
         if k in s:
             v = s[k]
             print('  %-38s %s' % (k, ('%.3f' % v) if isinstance(v, float) else v))
