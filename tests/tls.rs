@@ -315,12 +315,17 @@ interval_s = 1.0
     assert_eq!(links.as_array().map(Vec::len), Some(2));
     // Edge ports are confirmed after port_confirm_s without LLDP; then
     // the flows set up over TLS carry the pings.
-    wait_for("ping over flows set up through TLS", Duration::from_secs(15), || {
-        h1.ping(&h2.ip, 2).then_some(())
-    })
+    wait_for(
+        "ping over flows set up through TLS",
+        Duration::from_secs(15),
+        || h1.ping(&h2.ip, 2).then_some(()),
+    )
     .unwrap();
     let flows = b1.ofctl("dump-flows", &[]).unwrap();
-    assert!(flows.contains("cookie=0x5348"), "no Shoal flows on b1: {flows}");
+    assert!(
+        flows.contains("cookie=0x5348"),
+        "no Shoal flows on b1: {flows}"
+    );
     // The plain-TCP switch never gets in, however long it tries.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(

@@ -40,6 +40,9 @@ pub enum ApiError {
     /// Body too large.
     #[error("body larger than {MAX_BODY} bytes")]
     TooLarge,
+    /// The path exists, the method does not.
+    #[error("{0}")]
+    MethodNotAllowed(String),
 }
 
 impl ApiError {
@@ -52,6 +55,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 }
@@ -212,6 +216,10 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
 }
 
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed here"))
+}
+
 /// The effector router.
 pub fn router(h: Arc<Hostd>) -> Router {
     let authed = Router::new()
@@ -220,6 +228,7 @@ pub fn router(h: Arc<Hostd>) -> Router {
         .route(proto::HOSTD_VMS_PATH, get(list_vms))
         .route(proto::HOSTD_VM_PATH, get(get_vm))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(h.clone(), auth));
     Router::new()
         .route(proto::HOSTD_HEALTH_PATH, get(|| async { "ok" }))
@@ -369,6 +378,12 @@ mod tests {
         let app = router(hostd());
         let (s, _) = call(&app, "GET", "/healthz", None, "").await;
         assert_eq!(s, StatusCode::OK);
+        // A wrong method is JSON too (after authentication).
+        let (s, v) = call(&app, "PATCH", "/api/v1/vms", Some(CTL), "").await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(v["error"].is_string(), "{v}");
+        let (s, _) = call(&app, "PATCH", "/api/v1/vms", None, "").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
         let (s, v) = call(&app, "GET", "/api/v1/vms", None, "").await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
         assert!(v["error"].is_string());
