@@ -231,6 +231,49 @@ fn within(actual: f64, expected: f64, tol: f64) -> bool {
     (actual - expected).abs() <= tol * expected
 }
 
+/// Starts the controller with `cfg` (log filter `filter`, log in `log`),
+/// points every bridge of `net` at it over `tcp:`, waits for the topology,
+/// then checks that every pair of hosts pings (`count` pings each; edge
+/// ports are confirmed after 1.5 s).
+fn start_and_ping_all(
+    net: &Net,
+    cfg: &std::path::Path,
+    log: &std::path::Path,
+    filter: &str,
+    api: &str,
+    of_port: u16,
+    count: u32,
+) -> ChildGuard {
+    let ctl = ChildGuard::spawn(
+        Command::new(cargo_bin("shoal-controller"))
+            .args(["run", "--config"])
+            .arg(cfg)
+            .args(["--log", filter])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap()),
+    )
+    .unwrap();
+    wait_for("the API", Duration::from_secs(20), || {
+        get_json(api, "/healthz").ok()
+    })
+    .unwrap();
+    let target = format!("tcp:{}:{of_port}", net.ovs.controller_ip());
+    for b in &net.bridges {
+        b.set_controller(&target).unwrap();
+    }
+    wait_topology(api);
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 0..4 {
+        for j in 0..4 {
+            if i != j {
+                let (a, b) = (host(net, i), host(net, j));
+                assert!(a.ping(&b.ip, count), "h{} cannot ping h{}", i + 1, j + 1);
+            }
+        }
+    }
+    ctl
+}
+
 #[test]
 fn openflow_core_on_real_ovs() {
     assert!(
@@ -286,36 +329,15 @@ window_intervals = 3
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.join("controller.log")).unwrap();
-    let _ctl = ChildGuard::spawn(
-        Command::new(cargo_bin("shoal-controller"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .args(["--log", "info,shoal_controller=debug"])
-            .stdout(Stdio::null())
-            .stderr(log),
-    )
-    .unwrap();
-    wait_for("the API", Duration::from_secs(20), || {
-        get_json(&api, "/healthz").ok()
-    })
-    .unwrap();
-    let target = format!("tcp:{}:{of_port}", net.ovs.controller_ip());
-    for b in &net.bridges {
-        b.set_controller(&target).unwrap();
-    }
-    wait_topology(&api);
-
-    // Every pair pings (ports are confirmed edge ports after 1.5 s).
-    std::thread::sleep(Duration::from_secs(2));
-    for i in 0..4 {
-        for j in 0..4 {
-            if i != j {
-                let (a, b) = (host(&net, i), host(&net, j));
-                assert!(a.ping(&b.ip, 3), "h{} cannot ping h{}", i + 1, j + 1);
-            }
-        }
-    }
+    let _ctl = start_and_ping_all(
+        &net,
+        &cfg,
+        &dir.join("controller.log"),
+        "info,shoal_controller=debug",
+        &api,
+        of_port,
+        3,
+    );
     // Endpoints learnt at their edge ports only.
     let eps = get_json(&api, "/api/v1/endpoints").unwrap();
     let loc = |mac: &str| {
@@ -708,35 +730,8 @@ interval_s = {INTERVAL_S}
     )
     .unwrap();
     let log_path = dir.join("controller.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let _ctl = ChildGuard::spawn(
-        Command::new(cargo_bin("shoal-controller"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .args(["--log", "info"])
-            .stdout(Stdio::null())
-            .stderr(log),
-    )
-    .unwrap();
-    wait_for("the API", Duration::from_secs(20), || {
-        get_json(&api, "/healthz").ok()
-    })
-    .unwrap();
-    let target = format!("tcp:{}:{of_port}", net.ovs.controller_ip());
-    for b in &net.bridges {
-        b.set_controller(&target).unwrap();
-    }
-    wait_topology(&api);
-    std::thread::sleep(Duration::from_secs(2));
     // Every host speaks, so every edge port is known to have a host.
-    for i in 0..4 {
-        for j in 0..4 {
-            if i != j {
-                let (a, b) = (host(&net, i), host(&net, j));
-                assert!(a.ping(&b.ip, 2), "h{} cannot ping h{}", i + 1, j + 1);
-            }
-        }
-    }
+    let _ctl = start_and_ping_all(&net, &cfg, &log_path, "info", &api, of_port, 2);
     let (h1, h2, h4) = (host(&net, 0), host(&net, 1), host(&net, 3));
     let h4_mac = [2, 0, 0, 0, 0x77, 0x04];
 

@@ -204,16 +204,7 @@ fn out(dpid: u64, fm: FlowMod) -> Outgoing {
 
 /// A FLOW_MOD deleting every flow of cookie `kind` in all tables.
 fn delete_kind(dpid: u64, kind: u8) -> Outgoing {
-    out(
-        dpid,
-        FlowMod {
-            command: FlowModCommand::Delete,
-            table_id: 0xff,
-            cookie: cookie::kind_value(kind),
-            cookie_mask: cookie::KIND_MASK,
-            ..FlowMod::default()
-        },
-    )
+    delete_out_port(dpid, kind, ofp::port_no::ANY)
 }
 
 /// A FLOW_MOD deleting, in all tables, every flow of cookie `kind` that
