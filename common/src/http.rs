@@ -214,8 +214,30 @@ mod tests {
             Err(HttpError::BadUrl(_))
         ));
         assert!(matches!(
-            c.send(Method::GET, "https://x/", None, None).await,
+            c.send(Method::GET, "ftp://x/", None, None).await,
             Err(HttpError::BadUrl(_))
+        ));
+        // https:// without a trusted CA: the certificate cannot verify (a
+        // transport error, never a silent success).
+        let tls = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tls.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // A TLS-speaking server is not needed: whatever answers is not
+            // a certificate this client trusts.
+            if let Ok((mut s, _)) = tls.accept() {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        assert!(matches!(
+            c.send(
+                Method::GET,
+                &format!("https://127.0.0.1:{port}/"),
+                None,
+                None
+            )
+            .await,
+            Err(HttpError::Transport(_))
         ));
         // A port nobody listens on: a transport error, quickly.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
