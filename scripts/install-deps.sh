@@ -3,8 +3,26 @@
 # Debian packages (Open vSwitch, Mininet, iperf3, ...), a Rust toolchain if
 # none is present, and whatever the components' own setup scripts add.
 # Idempotent and quiet when everything is already there.
+#
+# Shoal's demo and tests run their own Open vSwitch daemons
+# (ovs-scripts/start-ovs.sh), so the openvswitch-switch service is stopped
+# and disabled. When that service is running and has bridges, it is
+# carrying traffic: then this script says what it found and stops, unless
+# it is given --take-over-ovs (or SHOAL_TAKE_OVER_OVS=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+take_over=${SHOAL_TAKE_OVER_OVS:-0}
+for arg in "$@"; do
+  case "$arg" in
+    --take-over-ovs) take_over=1 ;;
+    -h|--help)
+      echo "usage: $0 [--take-over-ovs]   (env: SHOAL_TAKE_OVER_OVS=1)"
+      echo "  --take-over-ovs  stop the openvswitch-switch service even when it has bridges"
+      exit 0 ;;
+    *) echo "install-deps: unknown option $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
 
 if [ "$(id -u)" != 0 ]; then
   echo "install-deps: run as root (Open vSwitch, Mininet and namespaces need it)" >&2
@@ -27,9 +45,39 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# The OVS package's service must not fight our own start script.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled openvswitch-switch >/dev/null 2>&1; then
-  systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
+# The OVS package's service must not fight our own start script
+# (ovs-scripts/start-ovs.sh runs ovsdb-server and ovs-vswitchd itself), but
+# an Open vSwitch that serves bridges is never stopped without being asked.
+if command -v systemctl >/dev/null 2>&1; then
+  active=0 enabled=0
+  systemctl is-active --quiet openvswitch-switch 2>/dev/null && active=1
+  systemctl is-enabled --quiet openvswitch-switch 2>/dev/null && enabled=1
+  if [ "$active" = 1 ]; then
+    bridges=$(ovs-vsctl --timeout=5 list-br 2>/dev/null || true)
+    if [ -n "$bridges" ]; then
+      echo "install-deps: the openvswitch-switch service is running with these bridges:" >&2
+      for b in $bridges; do
+        ctl=$(ovs-vsctl --timeout=5 get-controller "$b" 2>/dev/null | tr '\n' ' ')
+        echo "  $b  controllers: ${ctl:-none}" >&2
+      done
+      if [ "$take_over" != 1 ]; then
+        echo "install-deps: Shoal's demo and tests stop that service and start their own Open vSwitch" >&2
+        echo "  daemons on the same database (ovs-scripts/start-ovs.sh): these bridges would stop" >&2
+        echo "  forwarding meanwhile and drop their controllers. Nothing was changed." >&2
+        echo "  To do it anyway: $0 --take-over-ovs (or SHOAL_TAKE_OVER_OVS=1)." >&2
+        exit 1
+      fi
+      echo "install-deps: --take-over-ovs: stopping and disabling openvswitch-switch anyway"
+    else
+      echo "install-deps: stopping and disabling the openvswitch-switch service (running, no bridges);"
+      echo "  Shoal's scripts run Open vSwitch themselves (ovs-scripts/start-ovs.sh)"
+    fi
+    systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
+  elif [ "$enabled" = 1 ]; then
+    echo "install-deps: disabling the openvswitch-switch service (not running); Shoal's scripts"
+    echo "  run Open vSwitch themselves (ovs-scripts/start-ovs.sh)"
+    systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -20,119 +20,19 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use shoal_common::http::{HttpClient, Method};
 use support::creds::{self, CONTROLLER_TOKEN, READER_TOKEN};
+use support::pki::{https_pki, run_in as run};
 use support::qemu::Hostd;
 use support::{
-    cargo_bin, e2e_lock, free_port, is_root, sh, wait_for, ChildGuard, NsHost, OvsBridge,
-    PrivateOvs, TempDir,
+    cargo_bin, e2e_lock, free_port, is_root, wait_for, ChildGuard, NsHost, OvsBridge, PrivateOvs,
+    TempDir,
 };
-
-fn run(dir: &Path, program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and a server certificate for `ips` (ECDSA P-256), as PEM files in
-/// `dir`: (ca.pem, server.pem, server.key).
-fn https_pki(dir: &Path, ips: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
-    run(
-        dir,
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=shoal-test-ca",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    run(
-        dir,
-        "openssl",
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=shoal-test-server",
-        ],
-    );
-    let san: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
-    std::fs::write(
-        dir.join("ext.cnf"),
-        format!(
-            "subjectAltName={}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
-            san.join(",")
-        ),
-    )
-    .unwrap();
-    run(
-        dir,
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    sh(
-        "chmod",
-        &["600", &dir.join("server.key").display().to_string()],
-    )
-    .unwrap();
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
-}
 
 /// Open vSwitch's PKI in `dir/pki`: a controller certificate (`ctl-*`)
 /// and a switch certificate (`sc-*`).

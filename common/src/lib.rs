@@ -1,6 +1,8 @@
 //! What Shoal's controller and host daemon share.
 //!
 //! - [`arp`]: the gratuitous ARP frame;
+//! - [`confdiff`]: which configuration fields (and named files) changed,
+//!   for reloads on SIGHUP;
 //! - [`http`]: a small HTTP/1 client with timeouts and retry backoff, used
 //!   between controller and host daemons;
 //! - [`secret`]: bearer tokens (files only the owner may read, never
@@ -16,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod arp;
+pub mod confdiff;
 pub mod http;
 pub mod proto;
 pub mod secret;

@@ -130,11 +130,66 @@ pub struct Running {
     pub of_addr: SocketAddr,
     /// Where the API listens.
     pub api_addr: SocketAddr,
+    api_state: Arc<ApiState>,
+    hostd: Arc<HttpHostd>,
+    store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// What [`Running::reload`] put in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Operators the API now accepts.
+    pub operators: usize,
+    /// Host daemons the API now accepts.
+    pub hosts: usize,
+    /// Whether the controller now presents a token to host daemons.
+    pub controller_token: bool,
+    /// The policy put in force (None: the policy was left as it was).
+    pub policy: Option<String>,
+}
+
+/// Why a reload was refused (nothing of it was applied).
+#[derive(Debug, thiserror::Error)]
+#[error("the new policy cannot be built: {0}")]
+pub struct ReloadError(String);
+
 impl Running {
+    /// Applies what `new` (validated) changes that takes effect without a
+    /// restart: the API's credentials (operators and every
+    /// `<host-id>.token` of `host_tokens_dir`), the token presented to host
+    /// daemons, and — when `policy` is true — the `[policy]` section (stored
+    /// like a `PUT /api/v1/policy`, so it also survives a restart). Either
+    /// everything is applied or, on error, nothing.
+    pub fn reload(&self, new: &Settings, policy: bool) -> Result<Reloaded, ReloadError> {
+        let mut applied_policy = None;
+        if policy {
+            let p = state::live_state(new).settings;
+            {
+                let mut live = self
+                    .live
+                    .lock()
+                    .map_err(|_| ReloadError("live state lock poisoned".into()))?;
+                live.set(p.clone()).map_err(ReloadError)?;
+            }
+            if let Err(e) = self.store.set_config("policy", &p) {
+                warn!(error = %e, "cannot store the reloaded policy");
+            }
+            applied_policy = Some(p.name);
+        }
+        let auth = api::auth::Auth::new(&new.auth);
+        let (operators, hosts) = auth.counts();
+        self.api_state.auth.replace(auth);
+        self.hostd.set_token(new.token.clone());
+        Ok(Reloaded {
+            operators,
+            hosts,
+            controller_token: new.token.is_some(),
+            policy: applied_policy,
+        })
+    }
+
     /// Stops accepting, closes switch connections and the API, and waits
     /// for the tasks (at most `grace`).
     pub async fn shutdown(self, grace: Duration) {
@@ -237,6 +292,7 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     .await;
     orch.restore();
     tasks.push(tokio::spawn(orch.clone().run(shutdown_rx.clone())));
+    let hostd_client = hostd.clone();
     let round_ctx = RoundCtx {
         fabric: knowledge.clone(),
         store: Some(store.clone()),
@@ -255,10 +311,10 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         live: live.clone(),
         orchestrator: orch.clone(),
         settings: ApiSettings::of(&settings),
-        auth: api::auth::Auth::new(&settings.auth),
+        auth: api::auth::SharedAuth::new(api::auth::Auth::new(&settings.auth)),
         host_events: Some(host_tx),
     });
-    let app = api::router(api_state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = api::router(api_state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let mut api_shutdown = shutdown_rx.clone();
     let stopped = async move {
         while api_shutdown.changed().await.is_ok() {
@@ -305,6 +361,9 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         orchestrator: orch,
         of_addr,
         api_addr,
+        api_state,
+        hostd: hostd_client,
+        store,
         shutdown: shutdown_tx,
         tasks,
     })

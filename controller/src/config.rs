@@ -96,6 +96,9 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// `text` (default) or `json` log lines.
     pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,shoal_controller=debug`);
+    /// `--log` and `RUST_LOG` win over it. Reloaded on SIGHUP. None: `info`.
+    pub log_filter: Option<String>,
     /// OpenFlow connection settings.
     pub openflow: OpenflowConfig,
     /// Topology discovery settings.
@@ -322,6 +325,7 @@ impl Default for Config {
             of_listen: SocketAddr::from(([0, 0, 0, 0], 6653)),
             api_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             log_format: LogFormat::Text,
+            log_filter: None,
             openflow: OpenflowConfig::default(),
             topology: TopologyConfig::default(),
             forwarding: ForwardingConfig::default(),
@@ -474,6 +478,8 @@ pub struct Settings {
     pub api_listen: SocketAddr,
     /// Log format.
     pub log_format: LogFormat,
+    /// Log filter of the configuration file (checked).
+    pub log_filter: Option<String>,
     /// ECHO period.
     pub echo_interval: Duration,
     /// Request timeout.
@@ -637,6 +643,12 @@ impl Config {
                 });
             }
         }
+        if let Some(f) = &self.log_filter {
+            tracing_subscriber::EnvFilter::try_new(f).map_err(|e| ConfigError::Invalid {
+                field: "log_filter".into(),
+                message: format!("{f:?}: {e}"),
+            })?;
+        }
         self.validate_policy()?;
         self.validate_execute()?;
         let lldp_secret = match &self.topology.lldp_secret_file {
@@ -650,6 +662,7 @@ impl Config {
             of_listen: self.of_listen,
             api_listen: self.api_listen,
             log_format: self.log_format,
+            log_filter: self.log_filter.clone(),
             echo_interval: secs("openflow.echo_interval_s", of.echo_interval_s, 0.1, 3600.0)?,
             request_timeout: secs(
                 "openflow.request_timeout_s",
@@ -894,6 +907,177 @@ impl Settings {
     }
 }
 
+/// Fields a running controller applies when it re-reads its configuration
+/// on SIGHUP (dotted prefixes); every other changed field needs a restart.
+/// `policy` is applied only when it is not pinned on the command line.
+pub const RELOADABLE: &[&str] = &["auth", "hostd.token_file", "log_filter", "policy"];
+
+/// Whether field `f` (a dotted path) is one of [`RELOADABLE`].
+pub fn is_reloadable(f: &str) -> bool {
+    RELOADABLE
+        .iter()
+        .any(|p| f == *p || f.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
+}
+
+/// Contents of the files a configuration names whose change needs a
+/// restart (TLS files, the LLDP key), fingerprinted.
+pub use shoal_common::confdiff::Fingerprints;
+
+impl Config {
+    /// Fingerprints of the restart-only files this configuration names.
+    pub fn file_fingerprints(&self) -> Fingerprints {
+        let t = &self.tls;
+        shoal_common::confdiff::fingerprints([
+            ("tls.api_cert_file", t.api_cert_file.as_deref()),
+            ("tls.api_key_file", t.api_key_file.as_deref()),
+            ("tls.hostd_ca_file", t.hostd_ca_file.as_deref()),
+            ("tls.openflow_cert_file", t.openflow_cert_file.as_deref()),
+            ("tls.openflow_key_file", t.openflow_key_file.as_deref()),
+            ("tls.openflow_ca_file", t.openflow_ca_file.as_deref()),
+            (
+                "topology.lldp_secret_file",
+                self.topology.lldp_secret_file.as_deref(),
+            ),
+        ])
+    }
+
+    /// The fields of `new` that differ from `self` (the configuration the
+    /// controller was started with) and that only a restart applies:
+    /// changed values and restart-only files with other contents
+    /// (`running_files`: the fingerprints taken at start).
+    pub fn restart_only_changes(&self, new: &Config, running_files: &Fingerprints) -> Vec<String> {
+        let mut out: Vec<String> = match shoal_common::confdiff::changed_fields(self, new) {
+            Ok(v) => v,
+            Err(e) => vec![e.to_string()],
+        };
+        for f in shoal_common::confdiff::changed_files(running_files, &new.file_fingerprints()) {
+            out.push(format!("{f} (file contents)"));
+        }
+        out.retain(|f| !is_reloadable(f));
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Checks that the knowledge database's directory exists (`run` opens
+    /// or creates the file in it).
+    pub fn check_db_dir(&self) -> Result<(), ConfigError> {
+        if self.db == ":memory:" {
+            return Ok(());
+        }
+        let dir = match Path::new(&self.db).parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if dir.is_dir() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                field: "db".into(),
+                message: format!("directory {} does not exist", dir.display()),
+            })
+        }
+    }
+}
+
+impl Settings {
+    /// A short description for people (`check-config`): listeners and TLS
+    /// per channel, credentials by kind, policy, store. Never a token.
+    pub fn summary(&self) -> Vec<String> {
+        let on_off = |b: bool| if b { "on" } else { "off" };
+        let write = self
+            .auth
+            .operators
+            .iter()
+            .filter(|o| o.role == Role::Write)
+            .count();
+        let read = self.auth.operators.len() - write;
+        let hosts: Vec<&str> = self.auth.hosts.keys().map(String::as_str).collect();
+        let host_list = match hosts.len() {
+            0 => String::new(),
+            n if n <= 8 => format!(" ({})", hosts.join(", ")),
+            _ => format!(" ({}, ...)", hosts[..8].join(", ")),
+        };
+        let mut v = vec![
+            format!(
+                "OpenFlow       {}  TLS {}{}",
+                self.of_listen,
+                on_off(self.tls.openflow.is_some()),
+                if self.tls.openflow.is_some() {
+                    " (switches must present a certificate of openflow_ca_file)"
+                } else {
+                    ""
+                }
+            ),
+            format!(
+                "REST API       {}  TLS {}",
+                self.api_listen,
+                on_off(self.tls.api.is_some())
+            ),
+            format!(
+                "host daemons   {}",
+                if self.tls.hostd.is_some() {
+                    "https:// verified against hostd_ca_file only"
+                } else {
+                    "http:// only (no hostd_ca_file)"
+                }
+            ),
+            format!(
+                "operators      {} ({write} write, {read} read)",
+                self.auth.operators.len()
+            ),
+            format!("host tokens    {}{host_list}", hosts.len()),
+            format!(
+                "controller     {}",
+                if self.token.is_some() {
+                    "token set (presented to host daemons)"
+                } else {
+                    "no token: host daemons refuse its commands"
+                }
+            ),
+            format!(
+                "policy         {}{} (reservation: {})",
+                self.policy.name,
+                if self.policy.dry_run { ", dry run" } else { "" },
+                format!("{:?}", self.execute.reservation).to_lowercase()
+            ),
+            format!("knowledge db   {}", self.db),
+            format!(
+                "LLDP key       {}",
+                if self.lldp_secret.is_some() {
+                    "from lldp_secret_file"
+                } else {
+                    "random per run"
+                }
+            ),
+        ];
+        for (what, a) in [
+            ("of_listen", self.of_listen),
+            ("api_listen", self.api_listen),
+        ] {
+            if a.port() != 0 && a.port() < 1024 {
+                v.push(format!(
+                    "note: {what} port {} < 1024 needs CAP_NET_BIND_SERVICE",
+                    a.port()
+                ));
+            }
+        }
+        if self.tls.api.is_none() && !self.api_listen.ip().is_loopback() {
+            v.push(
+                "warning: the REST API listens beyond loopback without TLS: tokens cross the network in clear"
+                    .into(),
+            );
+        }
+        if self.tls.openflow.is_none() && !self.of_listen.ip().is_loopback() {
+            v.push(
+                "warning: OpenFlow without TLS: any host that reaches the port can act as a switch"
+                    .into(),
+            );
+        }
+        v
+    }
+}
+
 #[cold]
 fn unreachable_defaults(e: ConfigError) -> Settings {
     // Only reachable if a default above is edited into an invalid value;
@@ -1021,6 +1205,144 @@ window_intervals = 2
         // No file: a random key is drawn at start.
         assert!(Config::default().validate().unwrap().lldp_secret.is_none());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Private token files for `dir` (the controller's, two operators, one host).
+    fn token_files(dir: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir.join("hosts")).unwrap();
+        for (f, t) in [
+            ("controller.token", "controller-token-0123456789"),
+            ("ops.token", "operator-token-ops-0123456789"),
+            ("noc.token", "operator-token-noc-0123456789"),
+            ("hosts/hv1.token", "host-token-hv1-0123456789"),
+        ] {
+            let p = dir.join(f);
+            std::fs::write(&p, t).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+
+    /// The configuration shipped for /etc/shoal parses, and validates once
+    /// its files exist (its TLS files are left out here: the packaging test
+    /// runs it with certificates).
+    #[test]
+    fn packaged_config_is_valid() {
+        let dir = std::env::temp_dir().join(format!("shoal-cfgpkg-{}", std::process::id()));
+        token_files(&dir);
+        let text = include_str!("../packaging/controller.toml")
+            .replace("/etc/shoal", &dir.display().to_string())
+            .replace("/var/lib/shoal", &dir.display().to_string());
+        let mut c = Config::from_toml(&text).unwrap();
+        assert!(c.tls.api_cert_file.is_some() && c.tls.openflow_ca_file.is_some());
+        assert_eq!(c.db, format!("{}/shoal.db", dir.display()));
+        c.tls = TlsConfig::default();
+        let s = c.validate().unwrap();
+        c.check_db_dir().unwrap();
+        assert_eq!((s.auth.operators.len(), s.auth.hosts.len()), (2, 1));
+        assert!(s.policy.dry_run);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn summary_counts_and_never_shows_a_token() {
+        let dir = std::env::temp_dir().join(format!("shoal-cfgsum-{}", std::process::id()));
+        token_files(&dir);
+        let d = dir.display();
+        let c = Config::from_toml(&format!(
+            r#"api_listen = "0.0.0.0:443"
+[auth]
+host_tokens_dir = "{d}/hosts"
+operators = [
+  {{ name = "ops", role = "write", token_file = "{d}/ops.token" }},
+  {{ name = "noc", role = "read", token_file = "{d}/noc.token" }},
+]
+[hostd]
+token_file = "{d}/controller.token"
+[policy]
+name = "idc"
+"#
+        ))
+        .unwrap();
+        let text = c.validate().unwrap().summary().join("\n");
+        let _ = std::fs::remove_dir_all(&dir);
+        for want in [
+            "REST API       0.0.0.0:443  TLS off",
+            "operators      2 (1 write, 1 read)",
+            "host tokens    1 (hv1)",
+            "controller     token set",
+            "policy         idc (reservation: meter)",
+            "api_listen port 443 < 1024 needs CAP_NET_BIND_SERVICE",
+            "beyond loopback without TLS",
+        ] {
+            assert!(text.contains(want), "{want:?} missing:\n{text}");
+        }
+        assert!(!text.contains("0123456789"), "a token in the summary");
+    }
+
+    #[test]
+    fn reload_names_restart_only_fields() {
+        assert!(is_reloadable("auth") && is_reloadable("auth.operators"));
+        assert!(is_reloadable("policy.hotspot.k") && is_reloadable("hostd.token_file"));
+        assert!(!is_reloadable("hostd.history") && !is_reloadable("authx"));
+        let dir = std::env::temp_dir().join(format!("shoal-cfgrel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("lldp.key");
+        std::fs::write(&key, "key-one-of-sixteen-bytes").unwrap();
+        let old = Config::from_toml(&format!(
+            "[topology]\nlldp_secret_file = {:?}\n",
+            key.display().to_string()
+        ))
+        .unwrap();
+        let files = old.file_fingerprints();
+        let mut new = old.clone();
+        assert!(old.restart_only_changes(&new, &files).is_empty());
+        new.of_listen = "127.0.0.1:7777".parse().unwrap();
+        new.openflow.echo_interval_s = 9.0;
+        new.hypervisors.insert("1".into(), "hv".into());
+        new.policy.name = "idc".into();
+        new.log_filter = Some("debug".into());
+        new.auth.host_tokens_dir = Some(dir.clone());
+        new.hostd.token_file = Some(dir.join("t"));
+        std::fs::write(&key, "key-two-of-sixteen-bytes").unwrap();
+        assert_eq!(
+            old.restart_only_changes(&new, &files),
+            vec![
+                "hypervisors.1",
+                "of_listen",
+                "openflow.echo_interval_s",
+                "topology.lldp_secret_file (file contents)",
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn db_dir_must_exist() {
+        let mut c = Config {
+            db: ":memory:".into(),
+            ..Config::default()
+        };
+        c.check_db_dir().unwrap();
+        c.db = "shoal.db".into();
+        c.check_db_dir().unwrap();
+        c.db = "/nonexistent/shoal/x.db".into();
+        let e = c.check_db_dir().unwrap_err().to_string();
+        assert!(e.contains("db") && e.contains("/nonexistent/shoal"), "{e}");
+    }
+
+    #[test]
+    fn log_filter_is_checked() {
+        let e = Config::from_toml("log_filter = \"info,shoal=notalevel\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("log_filter"), "{e}");
+        let s = Config::from_toml("log_filter = \"info,shoal_controller=debug\"\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(s.log_filter.as_deref(), Some("info,shoal_controller=debug"));
     }
 
     #[test]

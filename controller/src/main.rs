@@ -1,13 +1,20 @@
-//! `shoal-controller` entry point: `run` (the default) starts the controller;
-//! other subcommands are offline tools.
+//! `shoal-controller` entry point: `run` (the default) starts the controller
+//! (SIGINT/SIGTERM stop it, SIGHUP reloads its configuration);
+//! `check-config` checks a configuration file; `simulate` is an offline
+//! tool.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use shoal_controller::config::{Config, LogFormat};
-use tracing::{error, info};
+use shoal_common::confdiff::changed_fields;
+use shoal_controller::app::Running;
+use shoal_controller::config::{Config, Fingerprints, LogFormat, Settings};
+use tracing::{error, info, warn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// Shoal: OpenFlow 1.3 controller for Open vSwitch data centers.
 ///
@@ -34,6 +41,18 @@ enum Command {
     Run(RunArgs),
     /// Run a policy on a scenario in the data-center simulator.
     Simulate(shoal_controller::sim::SimulateArgs),
+    /// Check a configuration file as `run --config FILE` reads it (TOML,
+    /// ranges, token files and their modes, TLS files, the database
+    /// directory), print a summary and exit 0; print the error and exit 2.
+    CheckConfig(CheckArgs),
+}
+
+/// Options of `check-config`.
+#[derive(Debug, Args, Clone)]
+struct CheckArgs {
+    /// The TOML configuration file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
 }
 
 /// Options of `run`. Flags override the config file.
@@ -71,24 +90,52 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info,shoal_controller=debug`).
-    /// [default: $RUST_LOG or `info`]
+    /// Wins over $RUST_LOG and the file's `log_filter`, also on SIGHUP.
+    /// [default: $RUST_LOG, else `log_filter`, else `info`]
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
 }
 
-fn init_logging(format: LogFormat, filter: Option<&str>) {
-    let filter = filter
-        .map(tracing_subscriber::EnvFilter::new)
-        .or_else(|| tracing_subscriber::EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// The log filter in force and whether SIGHUP may change it.
+struct LogControl {
+    handle: reload::Handle<EnvFilter, Registry>,
+    /// `--log` or `RUST_LOG` chose the filter: the file's `log_filter` is
+    /// not applied.
+    pinned: Option<&'static str>,
+}
+
+impl LogControl {
+    fn set(&self, filter: Option<&str>) -> Result<(), String> {
+        let f = EnvFilter::try_new(filter.unwrap_or("info")).map_err(|e| e.to_string())?;
+        self.handle.reload(f).map_err(|e| e.to_string())
+    }
+}
+
+/// Installs the log subscriber: `--log`, else `RUST_LOG`, else the file's
+/// `log_filter`, else `info`.
+fn init_logging(format: LogFormat, flag: Option<&str>, file: Option<&str>) -> LogControl {
+    let env = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok());
+    let (filter, pinned) = match (flag.and_then(|f| EnvFilter::try_new(f).ok()), env) {
+        (Some(f), _) => (f, Some("--log")),
+        (None, Some(f)) => (f, Some("RUST_LOG")),
+        (None, None) => (
+            file.and_then(|f| EnvFilter::try_new(f).ok())
+                .unwrap_or_else(|| EnvFilter::new("info")),
+            None,
+        ),
+    };
+    let (layer, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    let reg = tracing_subscriber::registry().with(layer);
     match format {
-        LogFormat::Json => b.json().init(),
-        LogFormat::Text => b.init(),
+        LogFormat::Json => reg.with(fmt.json()).init(),
+        LogFormat::Text => reg.with(fmt).init(),
     }
+    LogControl { handle, pinned }
 }
 
 fn load_config(args: &RunArgs) -> Result<Config, String> {
@@ -123,30 +170,123 @@ fn load_config(args: &RunArgs) -> Result<Config, String> {
     Ok(cfg)
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
+/// `check-config FILE`: 0 and a summary when valid, 2 and the error (it
+/// names the field) when not. Never prints a token.
+fn check_config(file: &Path) -> i32 {
+    let checked = Config::from_file(file).and_then(|c| {
+        let s = c.validate()?;
+        c.check_db_dir()?;
+        Ok(s)
+    });
+    match checked {
+        Ok(s) => {
+            println!("{}: valid", file.display());
+            for line in s.summary() {
+                println!("  {line}");
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+            0
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+        Err(e) => {
+            eprintln!("shoal-controller check-config: {e}");
+            2
+        }
     }
 }
 
+/// What a SIGHUP compares the new configuration with.
+struct ReloadState {
+    /// The configuration the controller started with (restart-only fields
+    /// keep these values until a restart).
+    started: Config,
+    /// Fingerprints of the restart-only files at start.
+    started_files: Fingerprints,
+    /// The configuration read last (start or the last accepted reload).
+    last: Config,
+}
+
+/// SIGHUP: re-reads and fully validates the configuration; applies the
+/// credentials, the controller's token, the log filter and the policy
+/// (unless pinned); names every other changed field as needing a restart.
+/// An invalid file is refused and the running configuration stays.
+fn reload(args: &RunArgs, running: &Running, st: &mut ReloadState, log: &LogControl) {
+    let Some(path) = &args.config else {
+        warn!("SIGHUP: started without --config: nothing to reload");
+        return;
+    };
+    info!(config = %path.display(), "SIGHUP: re-reading the configuration");
+    let loaded = load_config(args).and_then(|c| match c.validate() {
+        Ok(s) => Ok((c, s)),
+        Err(e) => Err(e.to_string()),
+    });
+    let (cfg, settings): (Config, Settings) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            error!("SIGHUP: configuration refused, the running one stays: {e}");
+            return;
+        }
+    };
+    let restart = st.started.restart_only_changes(&cfg, &st.started_files);
+    for f in &restart {
+        warn!("SIGHUP: {f} changed; restart to apply");
+    }
+    let pinned = args.policy.is_some() || args.dry_run;
+    let policy_changed = changed_fields(&st.last.policy, &cfg.policy)
+        .map(|v| !v.is_empty())
+        .unwrap_or(true);
+    if policy_changed && pinned {
+        warn!("SIGHUP: policy changed; not applied: --policy/--dry-run on the command line pin it");
+    }
+    let r = match running.reload(&settings, policy_changed && !pinned) {
+        Ok(r) => r,
+        Err(e) => {
+            error!("SIGHUP: configuration refused, the running one stays: {e}");
+            return;
+        }
+    };
+    let log_note = if cfg.log_filter == st.last.log_filter {
+        "unchanged".to_string()
+    } else if let Some(by) = log.pinned {
+        warn!("SIGHUP: log_filter changed; not applied: {by} chooses the filter");
+        format!("pinned by {by}")
+    } else {
+        match log.set(cfg.log_filter.as_deref()) {
+            Ok(()) => format!("{:?}", cfg.log_filter.as_deref().unwrap_or("info")),
+            Err(e) => {
+                warn!(error = %e, "SIGHUP: log filter not changed");
+                "not changed".to_string()
+            }
+        }
+    };
+    let policy_note = match &r.policy {
+        Some(p) => format!("{p} (applied)"),
+        None if policy_changed => "pinned".to_string(),
+        None => "unchanged".to_string(),
+    };
+    info!(
+        "configuration reloaded (operators: {}, host tokens: {}, controller token: {}, policy: {}, log filter: {}, restart needed for: {})",
+        r.operators,
+        r.hosts,
+        if r.controller_token { "set" } else { "none" },
+        policy_note,
+        log_note,
+        if restart.is_empty() {
+            "nothing".to_string()
+        } else {
+            restart.join(", ")
+        }
+    );
+    st.last = cfg;
+}
+
 fn run(args: RunArgs) -> i32 {
-    let settings = match load_config(&args).and_then(|c| c.validate().map_err(|e| e.to_string())) {
+    let cfg = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shoal-controller: {e}");
+            return 2;
+        }
+    };
+    let settings = match cfg.validate() {
         Ok(mut s) => {
             s.policy_pinned = args.policy.is_some() || args.dry_run;
             s
@@ -156,7 +296,11 @@ fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
-    init_logging(settings.log_format, args.log.as_deref());
+    let log = init_logging(
+        settings.log_format,
+        args.log.as_deref(),
+        settings.log_filter.as_deref(),
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -167,7 +311,26 @@ fn run(args: RunArgs) -> i32 {
             return 1;
         }
     };
+    let mut st = ReloadState {
+        started_files: cfg.file_fingerprints(),
+        started: cfg.clone(),
+        last: cfg,
+    };
     rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Before anything else: SIGHUP's default action ends the process.
+        let signals = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
+        let (mut hup, mut term, mut int) = match signals {
+            (Ok(h), Ok(t), Ok(i)) => (h, t, i),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                error!("cannot install signal handlers: {e}");
+                return 1;
+            }
+        };
         let running = match shoal_controller::app::start(settings).await {
             Ok(r) => r,
             Err(e) => {
@@ -176,7 +339,13 @@ fn run(args: RunArgs) -> i32 {
             }
         };
         info!(of = %running.of_addr, api = %running.api_addr, "listening");
-        wait_for_signal().await;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => reload(&args, &running, &mut st, &log),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
         info!("shutting down");
         running.shutdown(Duration::from_secs(5)).await;
         0
@@ -194,6 +363,7 @@ fn main() {
                 2
             }
         },
+        Some(Command::CheckConfig(a)) => check_config(&a.file),
         None => run(cli.run),
     };
     std::process::exit(code);

@@ -92,10 +92,7 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 /// anything; a migration's one-time peer token may only read the status
 /// of the `prepare_incoming` command that carries it.
 fn allowed(h: &Hostd, method: &Method, path: &str, token: &str) -> bool {
-    if h.controller_token
-        .as_ref()
-        .is_some_and(|t| t.matches(token))
-    {
+    if h.is_controller(token) {
         return true;
     }
     if method != Method::GET {

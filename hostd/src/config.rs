@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shoal_common::proto::{VmBackendSpec, VmInventory};
 
 use crate::confine::{check_relative, ConfineError};
@@ -69,7 +69,7 @@ fn default_vf_driver() -> String {
 }
 
 /// How VF attach/detach is carried out for QEMU VMs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum VfMode {
     /// Testbed: hot-plug an emulated PCI NIC over QMP.
@@ -80,7 +80,7 @@ pub enum VfMode {
 }
 
 /// One VM as configured.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct VmConfig {
     /// Unique VM name.
     pub name: String,
@@ -119,7 +119,7 @@ impl VmConfig {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Host id (default: the hostname).
@@ -245,7 +245,7 @@ pub struct Config {
 }
 
 /// Source of the host's CPU and memory numbers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HostMetricsSource {
     /// procfs of the machine.

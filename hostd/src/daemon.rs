@@ -16,18 +16,39 @@ use crate::qemu::QemuRuntime;
 use crate::sensor::{host_net_dev, remember, HostSensor, VmSensor};
 use crate::state::{lock, Hostd, Vm};
 
-/// The daemon could not start.
+/// The daemon could not start (or a configuration was refused).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// Configuration problem.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// The token file is unusable.
-    #[error("token: {0}")]
-    Token(String),
+    /// A required setting is missing.
+    #[error("config: {0} is required")]
+    Missing(&'static str),
+    /// A token file is unusable.
+    #[error("config: {field}: {source}")]
+    Token {
+        /// The setting naming the file.
+        field: &'static str,
+        /// Why.
+        source: shoal_common::secret::SecretError,
+    },
     /// A TLS file is unusable.
-    #[error(transparent)]
-    Tls(#[from] shoal_common::tls::TlsError),
+    #[error("config: {field}: {source}")]
+    Tls {
+        /// The setting naming the file.
+        field: &'static str,
+        /// Why.
+        source: shoal_common::tls::TlsError,
+    },
+    /// A directory the configuration names is missing.
+    #[error("config: {field}: {path} is not a directory")]
+    Dir {
+        /// The setting.
+        field: &'static str,
+        /// The path.
+        path: String,
+    },
     /// A VM could not be set up.
     #[error("VM {0}: {1}")]
     Vm(String, String),
@@ -42,9 +63,282 @@ pub enum DaemonError {
     Sensor(#[from] crate::sensor::SensorError),
 }
 
-/// Reads a token file (first line; mode 0600 or stricter).
-pub fn read_token(path: &std::path::Path) -> Result<Secret, DaemonError> {
-    Secret::from_file(path).map_err(|e| DaemonError::Token(e.to_string()))
+/// Reads the token file of setting `field` (first line; mode 0600 or
+/// stricter).
+pub fn read_token(field: &'static str, path: &std::path::Path) -> Result<Secret, DaemonError> {
+    Secret::from_file(path).map_err(|source| DaemonError::Token { field, source })
+}
+
+/// A configuration with everything it names loaded and checked: what
+/// [`run`], `check-config` and a reload on SIGHUP all go through.
+pub struct Loaded {
+    /// The configuration (after command-line overrides), validated.
+    pub cfg: Config,
+    /// The host id (`host_id`, else the hostname).
+    pub host_id: String,
+    /// This host's own token (`token_file`).
+    pub token: Secret,
+    /// The controller's token (`controller_token_file`).
+    pub controller_token: Option<Secret>,
+    /// The API's TLS configuration (`tls_cert_file` + `tls_key_file`).
+    pub server_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The CA for `https://` peers (`ca_file`).
+    pub client_tls: Option<rustls::ClientConfig>,
+}
+
+/// Validates `cfg` and loads the token and TLS files it names.
+pub fn load(cfg: Config) -> Result<Loaded, DaemonError> {
+    cfg.validate()?;
+    let token_file = cfg
+        .token_file
+        .as_deref()
+        .ok_or(DaemonError::Missing("token_file (--token-file)"))?;
+    let token = read_token("token_file", token_file)?;
+    let controller_token = match &cfg.controller_token_file {
+        Some(p) => Some(read_token("controller_token_file", p)?),
+        None => None,
+    };
+    let server_tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        (Some(c), Some(k)) => Some(shoal_common::tls::server_config(c, k, None).map_err(
+            |source| DaemonError::Tls {
+                field: "tls_cert_file",
+                source,
+            },
+        )?),
+        (None, None) => None,
+        _ => {
+            return Err(crate::config::ConfigError::Invalid(
+                "tls_cert_file and tls_key_file go together".into(),
+            )
+            .into())
+        }
+    };
+    let client_tls = match &cfg.ca_file {
+        Some(ca) => Some(
+            shoal_common::tls::client_config(ca, None).map_err(|source| DaemonError::Tls {
+                field: "ca_file",
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let host_id = cfg.host_id.clone().unwrap_or_else(crate::sys::hostname);
+    Ok(Loaded {
+        cfg,
+        host_id,
+        token,
+        controller_token,
+        server_tls,
+        client_tls,
+    })
+}
+
+/// What `check-config` checks beyond [`load`], as the start would: the
+/// configured directories exist, and every configured VM has a plan (its
+/// disk or scenario resolved inside its directory). Returns notes for
+/// people (e.g. a QEMU binary not on the PATH).
+pub async fn check_start(cfg: &Config) -> Result<Vec<String>, DaemonError> {
+    for (field, dir) in [
+        ("image_dir", &cfg.image_dir),
+        ("scenario_dir", &cfg.scenario_dir),
+    ] {
+        if let Some(d) = dir {
+            if !d.is_dir() {
+                return Err(DaemonError::Dir {
+                    field,
+                    path: d.display().to_string(),
+                });
+            }
+        }
+    }
+    if cfg.run_dir.exists() && !cfg.run_dir.is_dir() {
+        return Err(DaemonError::Dir {
+            field: "run_dir",
+            path: cfg.run_dir.display().to_string(),
+        });
+    }
+    for vc in &cfg.vms {
+        let inv = vc.inventory();
+        crate::plan::plan(cfg, &inv)
+            .await
+            .map_err(|e| DaemonError::Vm(inv.name.clone(), e.to_string()))?;
+    }
+    let mut notes = Vec::new();
+    let qemu_vms = cfg
+        .vms
+        .iter()
+        .any(|v| matches!(v.spec, proto::VmBackendSpec::Qemu { .. }));
+    if (qemu_vms || !cfg.templates.is_empty()) && !on_path(&cfg.qemu_binary) {
+        notes.push(format!(
+            "note: qemu_binary {:?} is not on the PATH: QEMU VMs cannot start",
+            cfg.qemu_binary
+        ));
+    }
+    if !cfg.run_dir.exists() {
+        notes.push(format!(
+            "note: run_dir {} does not exist yet (created when a QEMU VM starts)",
+            cfg.run_dir.display()
+        ));
+    }
+    Ok(notes)
+}
+
+fn on_path(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// A short description for people (`check-config`). Never a token.
+pub fn summary(l: &Loaded) -> Vec<String> {
+    let c = &l.cfg;
+    let on_off = |b: bool| if b { "on" } else { "off" };
+    let qemu = c
+        .vms
+        .iter()
+        .filter(|v| matches!(v.spec, proto::VmBackendSpec::Qemu { .. }))
+        .count();
+    let mut v = vec![
+        format!("host id        {}", l.host_id),
+        format!(
+            "API            {}  TLS {}  (advertised as {})",
+            c.listen,
+            on_off(l.server_tls.is_some()),
+            c.effective_api_url()
+        ),
+        format!(
+            "controller     {}{}",
+            c.controller
+                .as_deref()
+                .unwrap_or("none (no registration, no reports)"),
+            if l.client_tls.is_some() {
+                "  (https:// peers verified against ca_file)"
+            } else {
+                ""
+            }
+        ),
+        "own token      set (presented to the controller)".to_string(),
+        format!(
+            "API token      {}",
+            if l.controller_token.is_some() {
+                "the controller's (controller_token_file)"
+            } else {
+                "none: the API refuses every call but /healthz"
+            }
+        ),
+        format!(
+            "templates      {}{}",
+            c.templates.len(),
+            if c.templates.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    c.templates.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            }
+        ),
+        format!(
+            "VMs            {} ({qemu} qemu, {} netns)",
+            c.vms.len(),
+            c.vms.len() - qemu
+        ),
+        format!(
+            "directories    run_dir {}, image_dir {}, scenario_dir {}",
+            c.run_dir.display(),
+            c.image_dir
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none".into()),
+            c.scenario_dir
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none".into())
+        ),
+        format!("reports        every {} s", c.interval_s),
+    ];
+    if l.server_tls.is_none() && !c.listen.ip().is_loopback() {
+        v.push("warning: the API listens beyond loopback without TLS: the controller's token crosses the network in clear".into());
+    }
+    if c.controller
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"))
+        && l.client_tls.is_none()
+    {
+        v.push("warning: an https:// controller needs ca_file".into());
+    }
+    v
+}
+
+/// Re-reads the configuration on SIGHUP.
+pub type Reloader = Box<dyn Fn() -> Result<Config, DaemonError> + Send + Sync>;
+
+/// Settings a running hostd applies on SIGHUP: its token files (both
+/// re-read, also when only their contents changed). Everything else needs
+/// a restart.
+pub const RELOADABLE: &[&str] = &["token_file", "controller_token_file"];
+
+/// The restart-only files a configuration names (their contents count).
+fn file_fingerprints(cfg: &Config) -> shoal_common::confdiff::Fingerprints {
+    shoal_common::confdiff::fingerprints([
+        ("tls_cert_file", cfg.tls_cert_file.as_deref()),
+        ("tls_key_file", cfg.tls_key_file.as_deref()),
+        ("ca_file", cfg.ca_file.as_deref()),
+    ])
+}
+
+/// The fields of `new` that differ from the running `old` and need a
+/// restart (changed values; TLS files with other contents).
+pub fn restart_only_changes(
+    old: &Config,
+    running_files: &shoal_common::confdiff::Fingerprints,
+    new: &Config,
+) -> Vec<String> {
+    let mut out =
+        shoal_common::confdiff::changed_fields(old, new).unwrap_or_else(|e| vec![e.to_string()]);
+    for f in shoal_common::confdiff::changed_files(running_files, &file_fingerprints(new)) {
+        out.push(format!("{f} (file contents)"));
+    }
+    out.retain(|f| !RELOADABLE.contains(&f.as_str()));
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// SIGHUP: re-reads and checks the configuration and its files; puts the
+/// re-read tokens in force and names every other changed field as needing
+/// a restart. An invalid configuration (or token file) is refused and the
+/// running one stays.
+fn reload(h: &Hostd, reloader: &Reloader, running_files: &shoal_common::confdiff::Fingerprints) {
+    tracing::info!("SIGHUP: re-reading the configuration and token files");
+    let loaded = match reloader().and_then(load) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("SIGHUP: configuration refused, the running one stays: {e}");
+            return;
+        }
+    };
+    let mut restart = restart_only_changes(&h.cfg, running_files, &loaded.cfg);
+    if loaded.host_id != h.host_id && !restart.iter().any(|f| f == "host_id") {
+        restart.push("host_id".into());
+    }
+    for f in &restart {
+        tracing::warn!("SIGHUP: {f} changed; restart to apply");
+    }
+    let controller = loaded.controller_token.is_some();
+    h.set_tokens(loaded.token, loaded.controller_token);
+    tracing::info!(
+        "configuration reloaded (own token re-read, controller token: {}, restart needed for: {})",
+        if controller { "set" } else { "none" },
+        if restart.is_empty() {
+            "nothing".to_string()
+        } else {
+            restart.join(", ")
+        }
+    );
 }
 
 /// Starts every configured VM. A QEMU that fails to start is an error.
@@ -290,9 +584,10 @@ pub async fn reporter_loop(
         if pending_register || gen != registered_gen {
             let body = registration(&h, cores, memory_mb).await;
             let json = serde_json::to_vec(&body).unwrap_or_default();
+            let token = h.own_token();
             match h
                 .http
-                .send(Method::PUT, &reg_url, Some(h.token.expose()), Some(json))
+                .send(Method::PUT, &reg_url, Some(token.expose()), Some(json))
                 .await
             {
                 Ok((code, _)) if (200..300).contains(&code) => {
@@ -332,9 +627,10 @@ pub async fn reporter_loop(
         report.events = lock(&h.events).pending();
         let max_seq = report.events.iter().map(|e| e.seq).max();
         let json = serde_json::to_vec(&report).unwrap_or_default();
+        let token = h.own_token();
         match h
             .http
-            .send(Method::POST, &rep_url, Some(h.token.expose()), Some(json))
+            .send(Method::POST, &rep_url, Some(token.expose()), Some(json))
             .await
         {
             Ok((code, _)) if (200..300).contains(&code) => {
@@ -366,30 +662,27 @@ pub async fn reporter_loop(
     }
 }
 
-/// Runs the daemon until SIGINT/SIGTERM. VMs keep running after it exits.
-pub async fn run(
-    cfg: Config,
-    token: Secret,
-    controller_token: Option<Secret>,
-) -> Result<(), DaemonError> {
-    cfg.validate()?;
-    let host_id = cfg.host_id.clone().unwrap_or_else(crate::sys::hostname);
+/// Runs the daemon until SIGINT/SIGTERM; SIGHUP re-reads the token files
+/// (and names what else changed as needing a restart). VMs keep running
+/// after it exits.
+pub async fn run(loaded: Loaded, reloader: Reloader) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // First: SIGHUP's default action would end the daemon.
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let Loaded {
+        cfg,
+        host_id,
+        token,
+        controller_token,
+        server_tls,
+        client_tls,
+    } = loaded;
     if controller_token.is_none() {
         tracing::warn!("no controller_token_file: the API refuses every call but /healthz");
     }
-    let server_tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
-        (Some(c), Some(k)) => Some(shoal_common::tls::server_config(c, k, None)?),
-        (None, None) => None,
-        _ => {
-            return Err(DaemonError::Token(
-                "tls_cert_file and tls_key_file go together".into(),
-            ))
-        }
-    };
-    let client_tls = match &cfg.ca_file {
-        Some(ca) => Some(shoal_common::tls::client_config(ca, None)?),
-        None => None,
-    };
+    let running_files = file_fingerprints(&cfg);
     let mut hostd = Hostd::new(cfg, host_id, token, controller_token);
     if let Some(t) = client_tls {
         hostd.http = shoal_common::http::HttpClient::with_tls(
@@ -407,7 +700,7 @@ pub async fn run(
         .map_err(|e| DaemonError::Listen(h.cfg.listen.to_string(), e))?;
     start_vms(&h).await?;
     tracing::info!(host = %h.host_id, listen = %h.cfg.listen, vms = h.all_vms().len(), "shoal-hostd running");
-    let api = match server_tls {
+    let mut api = match server_tls {
         Some(tls) => tokio::spawn(crate::api::serve_tls(h.clone(), listener, tls)),
         None => tokio::spawn(crate::api::serve(h.clone(), listener)),
     };
@@ -420,12 +713,13 @@ pub async fn run(
         }
         None => tracing::warn!("no controller configured: not registering or reporting"),
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(DaemonError::Signal)?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
-        _ = term.recv() => tracing::info!("terminated"),
-        r = api => tracing::error!(result = ?r, "API server stopped"),
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&h, &reloader, &running_files),
+            _ = int.recv() => { tracing::info!("interrupted"); break }
+            _ = term.recv() => { tracing::info!("terminated"); break }
+            r = &mut api => { tracing::error!(result = ?r, "API server stopped"); break }
+        }
     }
     Ok(())
 }
@@ -481,5 +775,94 @@ mod vm_sum_tests {
             "an arriving VM is not counted"
         );
         assert_eq!(h.mem_used_mb, 50);
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn private(path: &std::path::Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// The configuration shipped for /etc/shoal parses and validates (its
+    /// files are the packaging test's business).
+    #[test]
+    fn packaged_config_is_valid() {
+        let c = Config::parse(include_str!("../packaging/hostd.toml"), "hostd.toml").unwrap();
+        c.validate().unwrap();
+        assert!(c.tls_cert_file.is_some() && c.ca_file.is_some());
+        assert!(c.controller_token_file.is_some());
+        assert!(c
+            .controller
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://")));
+        assert_eq!(c.effective_api_url(), "https://10.0.0.1:7070");
+    }
+
+    #[test]
+    fn load_names_the_setting_and_summary_shows_no_token() {
+        let dir = std::env::temp_dir().join(format!("shoal-hostd-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let own = dir.join("own.token");
+        let ctl = dir.join("ctl.token");
+        private(&own, "own-token-0123456789");
+        private(&ctl, "controller-token-0123456789");
+        let mut c = Config {
+            host_id: Some("h1".into()),
+            ..Config::default()
+        };
+        let e = load(c.clone()).err().expect("no token_file").to_string();
+        assert!(e.contains("token_file"), "{e}");
+        c.token_file = Some(own.clone());
+        c.controller_token_file = Some(ctl.clone());
+        let l = load(c.clone()).unwrap();
+        let text = summary(&l).join("\n");
+        assert!(text.contains("host id        h1"), "{text}");
+        assert!(text.contains("API token      the controller's"), "{text}");
+        assert!(!text.contains("0123456789"), "a token in the summary");
+        std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = load(c.clone()).err().expect("0640").to_string();
+        assert!(
+            e.contains("controller_token_file") && e.contains("group or others"),
+            "{e}"
+        );
+        std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o600)).unwrap();
+        c.tls_cert_file = Some(dir.join("missing.pem"));
+        let e = load(c.clone()).err().expect("lone cert").to_string();
+        assert!(e.contains("tls_key_file"), "{e}");
+        c.tls_key_file = Some(dir.join("missing.key"));
+        let e = load(c).err().expect("missing cert").to_string();
+        assert!(e.contains("tls_cert_file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reload_names_restart_only_settings() {
+        let dir = std::env::temp_dir().join(format!("shoal-hostd-rel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "one").unwrap();
+        let old = Config {
+            ca_file: Some(ca.clone()),
+            ..Config::default()
+        };
+        let files = file_fingerprints(&old);
+        let mut new = old.clone();
+        assert!(restart_only_changes(&old, &files, &new).is_empty());
+        new.token_file = Some(dir.join("t"));
+        new.controller_token_file = Some(dir.join("c"));
+        assert!(restart_only_changes(&old, &files, &new).is_empty());
+        new.interval_s = 3.0;
+        new.listen = "127.0.0.1:1".parse().unwrap();
+        std::fs::write(&ca, "two").unwrap();
+        assert_eq!(
+            restart_only_changes(&old, &files, &new),
+            vec!["ca_file (file contents)", "interval_s", "listen"]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use shoal_common::proto::{
     Command, CommandState, CommandStatus, Event, EventKind, VmInventory, VmMetrics, VmState,
@@ -187,11 +187,12 @@ pub struct Hostd {
     pub cfg: Config,
     /// Host id.
     pub host_id: String,
-    /// This host's own token, presented to the controller.
-    pub token: Secret,
+    /// This host's own token, presented to the controller (replaced when
+    /// the token files are re-read on SIGHUP; see [`Hostd::own_token`]).
+    token: RwLock<Secret>,
     /// The controller's token: the only credential the API accepts (None:
-    /// every call is refused).
-    pub controller_token: Option<Secret>,
+    /// every call is refused; see [`Hostd::is_controller`]).
+    controller_token: RwLock<Option<Secret>>,
     /// VMs by name.
     pub vms: Mutex<BTreeMap<String, Arc<Vm>>>,
     /// Commands by id.
@@ -218,8 +219,8 @@ impl Hostd {
         Hostd {
             cfg,
             host_id,
-            token,
-            controller_token,
+            token: RwLock::new(token),
+            controller_token: RwLock::new(controller_token),
             vms: Mutex::new(BTreeMap::new()),
             commands: Mutex::new(CommandTable::default()),
             events: Mutex::new(EventQueue::default()),
@@ -227,6 +228,31 @@ impl Hostd {
             http,
             incoming: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// This host's own token now (what it presents to the controller).
+    pub fn own_token(&self) -> Secret {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether `presented` is the controller's token now.
+    pub fn is_controller(&self, presented: &str) -> bool {
+        self.controller_token
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|t| t.matches(presented))
+    }
+
+    /// Puts new tokens in force (token files re-read on SIGHUP): `own` for
+    /// the next registration or report, `controller` for the next request
+    /// to the API.
+    pub fn set_tokens(&self, own: Secret, controller: Option<Secret>) {
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = own;
+        *self
+            .controller_token
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = controller;
     }
 
     /// The VM called `name`.

@@ -187,7 +187,7 @@ pub struct Values<'a> {
 }
 
 /// A machine template as configured (`[templates.NAME]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MachineTemplate {
     /// The QEMU arguments (after the program name), with placeholders.

@@ -13,6 +13,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod creds;
+pub mod pki;
 pub mod qemu;
 pub mod world;
 
@@ -649,6 +650,16 @@ impl ChildGuard {
         }
         let _ = child.kill();
         child.wait().ok()
+    }
+
+    /// The child's exit status if it has ended (None: still running).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Sends `signal` (a `kill` name such as `HUP`) to the child.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        run(Command::new("kill").args([format!("-{signal}"), self.id().to_string()])).map(|_| ())
     }
 
     /// Waits for the child to exit (no timeout).

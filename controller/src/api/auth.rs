@@ -14,7 +14,7 @@
 //! right is 403; both are logged with the peer, never with the token.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method};
@@ -77,6 +77,11 @@ impl Auth {
         }
     }
 
+    /// How many operators and host daemons it knows.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.operators.len(), self.hosts.len())
+    }
+
     /// Who presents `token` (every credential is compared, in constant
     /// time each).
     pub fn identify(&self, token: &str) -> Option<Principal> {
@@ -95,6 +100,30 @@ impl Auth {
             }
         }
         found
+    }
+}
+
+/// The credentials in force: replaced as a whole when the configuration
+/// is reloaded (SIGHUP), so a request sees either the old set or the new
+/// one, never a mixture.
+#[derive(Debug, Default)]
+pub struct SharedAuth(RwLock<Arc<Auth>>);
+
+impl SharedAuth {
+    /// Starts with `auth`.
+    pub fn new(auth: Auth) -> Self {
+        SharedAuth(RwLock::new(Arc::new(auth)))
+    }
+
+    /// The credentials in force now.
+    pub fn current(&self) -> Arc<Auth> {
+        // A poisoned lock still holds a whole `Arc`: use it.
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `auth` in force for every later request.
+    pub fn replace(&self, auth: Auth) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(auth);
     }
 }
 
@@ -155,7 +184,7 @@ pub async fn require(
         warn!(%peer, %method, %path, "rejected: no bearer token");
         return unauthorized("missing bearer token");
     };
-    let Some(who) = s.auth.identify(token) else {
+    let Some(who) = s.auth.current().identify(token) else {
         warn!(%peer, %method, %path, "rejected: wrong bearer token");
         return unauthorized("wrong bearer token");
     };
@@ -218,6 +247,21 @@ mod tests {
         assert_eq!(need(&Method::PUT, "/api/v1/hosts/"), Need::Write);
         assert_eq!(need(&Method::DELETE, "/api/v1/migrations/m1"), Need::Write);
         assert_eq!(need(&Method::PUT, "/api/v1/policy"), Need::Write);
+    }
+
+    #[test]
+    fn shared_credentials_are_replaced_whole() {
+        let shared = SharedAuth::new(Auth::default());
+        assert_eq!(shared.current().identify("operator-write-token-1"), None);
+        let before = shared.current();
+        shared.replace(auth());
+        assert!(shared
+            .current()
+            .identify("operator-write-token-1")
+            .is_some());
+        assert_eq!(shared.current().counts(), (2, 1));
+        // A request that took the old set keeps it to its end.
+        assert_eq!(before.identify("operator-write-token-1"), None);
     }
 
     #[test]

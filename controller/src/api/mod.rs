@@ -53,8 +53,8 @@ pub struct ApiState {
     pub orchestrator: Arc<Orchestrator>,
     /// The settings the API reports.
     pub settings: ApiSettings,
-    /// The credentials it accepts.
-    pub auth: auth::Auth,
+    /// The credentials it accepts (replaced on reload).
+    pub auth: auth::SharedAuth,
     /// Where new host events (deduplicated) go.
     pub host_events: Option<mpsc::UnboundedSender<HostEvent>>,
 }

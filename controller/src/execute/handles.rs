@@ -177,11 +177,12 @@ pub trait HostdClient: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>>;
 }
 
-/// [`HostdClient`] over HTTP with the shared bearer token.
+/// [`HostdClient`] over HTTP with the shared bearer token (clones share
+/// the token; [`HttpHostd::set_token`] replaces it for all of them).
 #[derive(Clone)]
 pub struct HttpHostd {
     http: HttpClient,
-    token: Option<Secret>,
+    token: Arc<std::sync::RwLock<Option<Secret>>>,
 }
 
 impl std::fmt::Debug for HttpHostd {
@@ -205,8 +206,18 @@ impl HttpHostd {
     ) -> Self {
         HttpHostd {
             http: HttpClient::with_tls(timeout, tls),
-            token,
+            token: Arc::new(std::sync::RwLock::new(token)),
         }
+    }
+
+    /// Presents `token` from the next request on (the controller's token
+    /// rotated on reload).
+    pub fn set_token(&self, token: Option<Secret>) {
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    fn token(&self) -> Option<Secret> {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -225,9 +236,10 @@ impl HttpHostd {
         body: Option<Vec<u8>>,
     ) -> Result<(String, u16, bytes::Bytes), HostdError> {
         let url = format!("{api}{}", proto::command_path(id));
+        let token = self.token();
         match self
             .http
-            .send(method, &url, self.token.as_ref().map(Secret::expose), body)
+            .send(method, &url, token.as_ref().map(Secret::expose), body)
             .await
         {
             Ok((code, b)) => Ok((url, code, b)),
