@@ -415,7 +415,9 @@ interval_s = 2.0
             let log = std::fs::read_to_string(&log_path).ok()?;
             log.lines()
                 .find(|l| {
-                    l.contains(&format!("switch {PEER_DPID:016x} not reading: disconnected"))
+                    l.contains(&format!(
+                        "switch {PEER_DPID:016x} not reading: disconnected"
+                    ))
                 })
                 .map(str::to_string)
         },
@@ -424,9 +426,11 @@ interval_s = 2.0
         Ok(line) => eprintln!("logged: {line}"),
         Err(e) => failures.push(e.to_string()),
     }
-    let gone = wait_for("the peer to leave /api/v1/switches", Duration::from_secs(10), || {
-        (switch_count(&api) == Some(2)).then_some(())
-    });
+    let gone = wait_for(
+        "the peer to leave /api/v1/switches",
+        Duration::from_secs(10),
+        || (switch_count(&api) == Some(2)).then_some(()),
+    );
     if let Err(e) = gone {
         failures.push(e.to_string());
     }

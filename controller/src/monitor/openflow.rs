@@ -587,7 +587,11 @@ fn forward(ctx: &ConnContext, ev: SwitchEvent) {
         other => {
             let n = ctx.event_drops.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
-                warn!(dropped_total = n, event = other.kind(), "event dropped: the forwarding core is saturated");
+                warn!(
+                    dropped_total = n,
+                    event = other.kind(),
+                    "event dropped: the forwarding core is saturated"
+                );
             }
         }
     }
@@ -706,7 +710,13 @@ where
     let wt = ctx.cfg.write_timeout;
 
     // HELLO both ways.
-    write_timed(&mut wr, &encode(1, Message::Hello(Hello::of13())), wt, "HELLO").await?;
+    write_timed(
+        &mut wr,
+        &encode(1, Message::Hello(Hello::of13())),
+        wt,
+        "HELLO",
+    )
+    .await?;
     let hello = tokio::time::timeout(hs_timeout, async {
         loop {
             let Some(frame) = read_frame(&mut rd, &mut buf).await? else {
@@ -751,7 +761,13 @@ where
     }
 
     // FEATURES → datapath id.
-    write_timed(&mut wr, &encode(2, Message::FeaturesRequest), wt, "FEATURES_REQUEST").await?;
+    write_timed(
+        &mut wr,
+        &encode(2, Message::FeaturesRequest),
+        wt,
+        "FEATURES_REQUEST",
+    )
+    .await?;
     let features = tokio::time::timeout(hs_timeout, async {
         loop {
             let Some(frame) = read_frame(&mut rd, &mut buf).await? else {
@@ -766,8 +782,13 @@ where
                     body: Message::EchoRequest(d),
                     xid,
                 }) => {
-                    write_timed(&mut wr, &encode(xid, Message::EchoReply(d)), wt, "ECHO_REPLY")
-                        .await?;
+                    write_timed(
+                        &mut wr,
+                        &encode(xid, Message::EchoReply(d)),
+                        wt,
+                        "ECHO_REPLY",
+                    )
+                    .await?;
                 }
                 Ok(OfpMessage {
                     body: Message::Error(e),
@@ -839,15 +860,7 @@ where
         wq: &wq,
         ctx: &ctx,
     };
-    let end = reader_loop(
-        &conn,
-        &mut rd,
-        &mut buf,
-        &mut writer,
-        &mut cmd_rx,
-        &signals,
-    )
-    .await;
+    let end = reader_loop(&conn, &mut rd, &mut buf, &mut writer, &mut cmd_rx, &signals).await;
     // The writer ended first: its own end says why (a timed-out write is a
     // peer that does not read).
     let end = match end {
