@@ -246,18 +246,27 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     }
     let live = Arc::new(Mutex::new(live));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (ev_tx, ev_rx) = mpsc::channel::<SwitchEvent>(8192);
+    // Droppable events (bounded, try_send) and connect/disconnect events
+    // (unbounded: at most two per accepted connection, never dropped).
+    let (ev_tx, ev_rx) = mpsc::channel::<SwitchEvent>(openflow::EVENT_QUEUE);
+    let (control_tx, control_rx) = mpsc::unbounded_channel::<SwitchEvent>();
 
     let ctx = ConnContext {
         cfg: ConnConfig {
             echo_interval: settings.echo_interval,
             request_timeout: settings.request_timeout,
             multipart_cap_bytes: settings.multipart_cap_bytes,
+            write_timeout: settings.write_timeout,
+            send_queue_bytes: settings.send_queue_bytes,
+            allowed_dpids: settings.allowed_dpids.clone().map(Arc::new),
         },
         events: ev_tx,
+        control: control_tx,
         monitor: knowledge.monitor.clone(),
         shutdown: shutdown_rx.clone(),
         packet_in_drops: knowledge.packet_in_drops.clone(),
+        event_drops: knowledge.event_drops.clone(),
+        not_reading: knowledge.not_reading_disconnects.clone(),
     };
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(openflow::serve(
@@ -273,6 +282,7 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     tasks.push(tokio::spawn(core_loop(
         knowledge.clone(),
         CoreConfig::from_settings(&settings, lldp_secret),
+        control_rx,
         ev_rx,
         shutdown_rx.clone(),
     )));

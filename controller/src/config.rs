@@ -11,6 +11,9 @@
 //! echo_interval_s = 5.0      # ECHO_REQUEST period; a peer silent for 3 periods is dead
 //! request_timeout_s = 5.0    # a request without reply fails after this
 //! multipart_cap_bytes = 16777216
+//! # write_timeout_s = 10.0   # a socket write not done by then closes the connection (default 2 × echo)
+//! send_queue_bytes = 4194304 # a switch with more queued for it is not reading: disconnected
+//! # allowed_dpids = ["0000000000000011"]  # only these switches may connect (default: any)
 //!
 //! [topology]
 //! lldp_interval_s = 2.0      # LLDP probes on every port
@@ -361,6 +364,15 @@ pub struct OpenflowConfig {
     pub request_timeout_s: f64,
     /// Largest reassembled multipart reply, bytes.
     pub multipart_cap_bytes: usize,
+    /// A socket write that does not complete within this closes the
+    /// connection, seconds (default: twice `echo_interval_s`).
+    pub write_timeout_s: Option<f64>,
+    /// Bytes queued for one switch at most; a switch whose queue would grow
+    /// beyond is not reading and is disconnected.
+    pub send_queue_bytes: usize,
+    /// The only datapath ids that may connect (16 hex digits, `0x…` or
+    /// decimal); absent: any.
+    pub allowed_dpids: Option<Vec<String>>,
 }
 
 impl Default for OpenflowConfig {
@@ -369,6 +381,9 @@ impl Default for OpenflowConfig {
             echo_interval_s: 5.0,
             request_timeout_s: 5.0,
             multipart_cap_bytes: 16 << 20,
+            write_timeout_s: None,
+            send_queue_bytes: 4 << 20,
+            allowed_dpids: None,
         }
     }
 }
@@ -486,6 +501,12 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Multipart reassembly cap, bytes.
     pub multipart_cap_bytes: usize,
+    /// Socket write timeout of switch connections.
+    pub write_timeout: Duration,
+    /// Bytes queued for one switch at most.
+    pub send_queue_bytes: usize,
+    /// The only datapath ids that may connect (None: any).
+    pub allowed_dpids: Option<std::collections::BTreeSet<u64>>,
     /// LLDP period.
     pub lldp_interval: Duration,
     /// Link expiry.
@@ -582,6 +603,39 @@ impl Config {
                 message: "must be at least 65536".into(),
             });
         }
+        if of.send_queue_bytes < 65536 {
+            return Err(ConfigError::Invalid {
+                field: "openflow.send_queue_bytes".into(),
+                message: "must be at least 65536".into(),
+            });
+        }
+        let allowed_dpids = match &of.allowed_dpids {
+            None => None,
+            Some(list) if list.is_empty() => {
+                return Err(ConfigError::Invalid {
+                    field: "openflow.allowed_dpids".into(),
+                    message: "empty list would refuse every switch (leave it out to allow any)"
+                        .into(),
+                })
+            }
+            Some(list) => Some(
+                list.iter()
+                    .map(|d| {
+                        parse_dpid(d).ok_or_else(|| ConfigError::Invalid {
+                            field: "openflow.allowed_dpids".into(),
+                            message: format!(
+                                "{d:?} is not a datapath id (16 hex digits, 0x…, or decimal)"
+                            ),
+                        })
+                    })
+                    .collect::<Result<std::collections::BTreeSet<u64>, _>>()?,
+            ),
+        };
+        let echo_interval = secs("openflow.echo_interval_s", of.echo_interval_s, 0.1, 3600.0)?;
+        let write_timeout = match of.write_timeout_s {
+            Some(t) => secs("openflow.write_timeout_s", t, 0.1, 600.0)?,
+            None => echo_interval * 2,
+        };
         let excluded_cookie =
             parse_u64(&mon.excluded_cookie).ok_or_else(|| ConfigError::Invalid {
                 field: "monitor.excluded_cookie".into(),
@@ -663,7 +717,7 @@ impl Config {
             api_listen: self.api_listen,
             log_format: self.log_format,
             log_filter: self.log_filter.clone(),
-            echo_interval: secs("openflow.echo_interval_s", of.echo_interval_s, 0.1, 3600.0)?,
+            echo_interval,
             request_timeout: secs(
                 "openflow.request_timeout_s",
                 of.request_timeout_s,
@@ -671,6 +725,9 @@ impl Config {
                 600.0,
             )?,
             multipart_cap_bytes: of.multipart_cap_bytes,
+            write_timeout,
+            send_queue_bytes: of.send_queue_bytes,
+            allowed_dpids,
             lldp_interval: secs("topology.lldp_interval_s", topo.lldp_interval_s, 0.1, 600.0)?,
             link_timeout: secs("topology.link_timeout_s", topo.link_timeout_s, 0.2, 3600.0)?,
             port_confirm: secs("topology.port_confirm_s", topo.port_confirm_s, 0.0, 600.0)?,
@@ -1343,6 +1400,40 @@ name = "idc"
             .validate()
             .unwrap();
         assert_eq!(s.log_filter.as_deref(), Some("info,shoal_controller=debug"));
+    }
+
+    #[test]
+    fn openflow_queue_timeout_and_allowlist() {
+        let s = Config::from_toml("[openflow]\necho_interval_s = 3.0\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(s.write_timeout, Duration::from_secs(6), "2 × echo");
+        assert_eq!(s.send_queue_bytes, 4 << 20);
+        assert!(s.allowed_dpids.is_none());
+        let s = Config::from_toml(
+            "[openflow]\nwrite_timeout_s = 1.5\nsend_queue_bytes = 65536\nallowed_dpids = [\"0000000000000011\", \"0x21\", \"34\"]\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(s.write_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            s.allowed_dpids.unwrap().into_iter().collect::<Vec<_>>(),
+            vec![0x11, 0x21, 0x22]
+        );
+        for (text, field) in [
+            ("allowed_dpids = []", "openflow.allowed_dpids"),
+            ("allowed_dpids = [\"zz\"]", "openflow.allowed_dpids"),
+            ("send_queue_bytes = 100", "openflow.send_queue_bytes"),
+            ("write_timeout_s = 0.0", "openflow.write_timeout_s"),
+        ] {
+            let e = Config::from_toml(&format!("[openflow]\n{text}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(e.to_string().contains(field), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -80,6 +80,11 @@ pub struct Knowledge {
     pub hypervisors: RwLock<BTreeMap<u64, String>>,
     /// PACKET_INs dropped because the core was saturated.
     pub packet_in_drops: Arc<AtomicU64>,
+    /// Other switch events (PORT_STATUS, FLOW_REMOVED, ERROR) dropped
+    /// because the core was saturated.
+    pub event_drops: Arc<AtomicU64>,
+    /// Switch connections closed because the peer did not read.
+    pub not_reading_disconnects: Arc<AtomicU64>,
     /// Registered hosts and their VMs.
     pub hosts: RwLock<HostRegistry>,
     /// The persistent knowledge store (None: not persisted).
@@ -111,6 +116,8 @@ impl Knowledge {
             monitor: Arc::new(Mutex::new(monitor)),
             hypervisors: RwLock::new(hypervisors),
             packet_in_drops: Arc::new(AtomicU64::new(0)),
+            event_drops: Arc::new(AtomicU64::new(0)),
+            not_reading_disconnects: Arc::new(AtomicU64::new(0)),
             hosts: RwLock::new(HostRegistry::new(cfg.host_history)),
             store,
             switches: RwLock::new(HashMap::new()),

@@ -27,8 +27,10 @@ use crate::monitor::openflow::{OfError, SwitchEvent, SwitchHandle};
 use crate::monitor::topology::{LinkChange, Topology};
 
 /// Sends messages grouped per switch, in order, each group followed by a
-/// BARRIER.
-async fn dispatch(handles: &HashMap<u64, SwitchHandle>, outs: Vec<Outgoing>) {
+/// BARRIER. Never waits for a switch: each batch is queued or dropped at
+/// once (a switch whose queue is full is being disconnected by its
+/// connection, which logs it).
+fn dispatch(handles: &HashMap<u64, SwitchHandle>, outs: Vec<Outgoing>) {
     let mut groups: Vec<(u64, Vec<Message>)> = Vec::new();
     for o in outs {
         match groups.iter_mut().find(|(d, _)| *d == o.dpid) {
@@ -38,7 +40,7 @@ async fn dispatch(handles: &HashMap<u64, SwitchHandle>, outs: Vec<Outgoing>) {
     }
     for (dpid, msgs) in groups {
         if let Some(h) = handles.get(&dpid) {
-            if let Err(e) = h.send_batch(msgs).await {
+            if let Err(e) = h.try_send_batch(msgs) {
                 debug!(dpid = %dpid_str(dpid), error = %e, "batch not sent");
             }
         }
@@ -165,8 +167,12 @@ impl Core {
         if let Ok(mut sw) = self.knowledge.switches.write() {
             sw.insert(dpid, handle.clone());
         }
+        // The newest connection of a datapath id wins once its bring-up is
+        // complete (an Open vSwitch restarted after a crash must win over
+        // its dead connection): the older one is closed.
         if let Some(old) = self.handles.insert(dpid, handle.clone()) {
             if old.conn_id() != conn_id {
+                warn!(dpid = %dpid_str(dpid), old_conn = old.conn_id(), new_conn = conn_id, %peer, "datapath id connected again: the newer connection replaces the older one, which is closed");
                 old.close().await;
             }
         }
@@ -185,7 +191,7 @@ impl Core {
             );
         }
         outs.extend(self.after_change(&change, now));
-        dispatch(&self.handles, outs).await;
+        dispatch(&self.handles, outs);
         if let Some(p) = self.pollers.remove(&dpid) {
             p.abort();
         }
@@ -224,7 +230,7 @@ impl Core {
             m.switch_gone(dpid);
         }
         let outs = self.after_change(&change, now);
-        dispatch(&self.handles, outs).await;
+        dispatch(&self.handles, outs);
     }
 
     /// A PACKET_IN of the current connection of `dpid`.
@@ -257,7 +263,7 @@ impl Core {
         if !res.links.is_empty() {
             outs.extend(self.after_change(&res.links, now));
         }
-        dispatch(&self.handles, outs).await;
+        dispatch(&self.handles, outs);
     }
 
     /// A PORT_STATUS of the current connection of `dpid`.
@@ -285,7 +291,7 @@ impl Core {
                     && matches!(&o.msg, Message::PacketOut(p) if p.actions == vec![ofp::Action::output(port)])
             }));
         }
-        dispatch(&self.handles, outs).await;
+        dispatch(&self.handles, outs);
     }
 
     /// Replays PACKET_INs held for ports that are classified now.
@@ -306,7 +312,7 @@ impl Core {
         if !res.links.is_empty() {
             outs.extend(self.after_change(&res.links, now));
         }
-        dispatch(&self.handles, outs).await;
+        dispatch(&self.handles, outs);
     }
 
     async fn on_tick(&mut self) {
@@ -318,17 +324,20 @@ impl Core {
         };
         let mut outs = probes;
         outs.extend(self.after_change(&change, now));
-        dispatch(&self.handles, outs).await;
+        dispatch(&self.handles, outs);
         if let Ok(mut m) = self.knowledge.monitor.lock() {
             m.matrix.gc();
         }
     }
 }
 
-/// Runs the forwarding core until shutdown.
+/// Runs the forwarding core until shutdown: connect and disconnect events
+/// come on `control` (never dropped, handled first), everything else on
+/// `events` (bounded; the connections drop and count what does not fit).
 pub async fn core_loop(
     knowledge: Arc<Knowledge>,
     cfg: CoreConfig,
+    mut control: mpsc::UnboundedReceiver<SwitchEvent>,
     mut events: mpsc::Receiver<SwitchEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -363,6 +372,11 @@ pub async fn core_loop(
     };
     loop {
         tokio::select! {
+            biased;
+            ev = control.recv() => match ev {
+                Some(ev) => core.on_event(ev).await,
+                None => break,
+            },
             ev = events.recv() => match ev {
                 Some(ev) => core.on_event(ev).await,
                 None => break,
@@ -423,7 +437,7 @@ async fn poll_switch(
         }
         match poll_once(&h, &knowledge).await {
             Ok(()) => {}
-            Err(OfError::Disconnected { .. }) => return,
+            Err(OfError::Disconnected { .. } | OfError::NotReading { .. }) => return,
             Err(e) => warn!(dpid = %dpid_str(dpid), error = %e, "poll failed"),
         }
     }

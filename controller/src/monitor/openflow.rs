@@ -11,15 +11,29 @@
 //! - turns asynchronous messages (PACKET_IN, PORT_STATUS, FLOW_REMOVED,
 //!   unsolicited ERROR) into [`SwitchEvent`]s.
 //!
-//! Writes go through a separate writer task so that a slow peer never stalls
-//! the reader. Framing is check-then-parse (`ofp::check_frame`): a partial
+//! No peer can stall the controller (docs/openflow.md):
+//! - writes go through a separate writer task fed by a queue bounded in
+//!   bytes ([`ConnConfig::send_queue_bytes`]); the reader loop and the
+//!   [`SwitchHandle`]s only ever `try_send`, so neither waits for a peer;
+//! - a peer whose queue is full, or a socket write that does not complete
+//!   within [`ConnConfig::write_timeout`], ends the connection with the log
+//!   line `switch <dpid> not reading: disconnected`; its pending requests
+//!   fail with [`OfError::NotReading`];
+//! - asynchronous messages go to the core with `try_send` on a bounded
+//!   channel (a full channel drops the event and counts it), while the
+//!   connect and disconnect events, at most two per connection, go on a
+//!   separate unbounded channel and are never lost;
+//! - a switch outside [`ConnConfig::allowed_dpids`] is refused after
+//!   FEATURES.
+//!
+//! Framing is check-then-parse (`ofp::check_frame`): a partial
 //! message waits for more bytes, an impossible length closes the connection,
 //! and a message that fails to decode is logged and answered with an ERROR
 //! while the connection goes on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +44,8 @@ use ofp::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -44,6 +59,12 @@ mod ty {
 }
 /// `OFPMPF_REPLY_MORE`.
 const MPF_MORE: u16 = 1;
+
+/// Commands (sends and requests) queued per connection between the
+/// [`SwitchHandle`]s and the connection's reader loop.
+pub const COMMAND_QUEUE: usize = 1024;
+/// Capacity of the droppable event channel to the forwarding core.
+pub const EVENT_QUEUE: usize = 8192;
 
 /// Errors of a switch connection or request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -81,6 +102,13 @@ pub enum OfError {
     /// A message could not be encoded.
     #[error("cannot encode message: {0}")]
     Encode(String),
+    /// The switch does not read what it is sent: its queue is full (or a
+    /// write timed out) and the connection is being closed.
+    #[error("switch {dpid:016x} is not reading: disconnected")]
+    NotReading {
+        /// Datapath id.
+        dpid: u64,
+    },
 }
 
 /// Something a switch did that the rest of the controller reacts to.
@@ -148,6 +176,20 @@ pub enum SwitchEvent {
     },
 }
 
+impl SwitchEvent {
+    /// The event's name, for logs.
+    fn kind(&self) -> &'static str {
+        match self {
+            SwitchEvent::Connected { .. } => "connected",
+            SwitchEvent::Disconnected { .. } => "disconnected",
+            SwitchEvent::PacketIn { .. } => "packet_in",
+            SwitchEvent::PortStatus { .. } => "port_status",
+            SwitchEvent::FlowRemoved { .. } => "flow_removed",
+            SwitchEvent::Error { .. } => "error",
+        }
+    }
+}
+
 /// Settings of switch connections.
 #[derive(Debug, Clone)]
 pub struct ConnConfig {
@@ -157,6 +199,23 @@ pub struct ConnConfig {
     pub request_timeout: Duration,
     /// Largest reassembled multipart reply.
     pub multipart_cap_bytes: usize,
+    /// A socket write that does not complete within this closes the
+    /// connection.
+    pub write_timeout: Duration,
+    /// Bytes queued for one connection's socket at most; a peer whose queue
+    /// would grow beyond is disconnected.
+    pub send_queue_bytes: usize,
+    /// The only datapath ids accepted (None: any).
+    pub allowed_dpids: Option<Arc<BTreeSet<u64>>>,
+}
+
+impl ConnConfig {
+    /// Whether a switch with datapath id `dpid` may connect.
+    pub fn dpid_allowed(&self, dpid: u64) -> bool {
+        self.allowed_dpids
+            .as_ref()
+            .is_none_or(|set| set.contains(&dpid))
+    }
 }
 
 enum Reply {
@@ -184,15 +243,26 @@ enum Command {
         ingest: bool,
         reply: oneshot::Sender<Result<Reply, OfError>>,
     },
-    Close,
 }
 
-/// A cheap, cloneable handle to one switch connection.
+/// Out-of-band signals from the handles to their connection.
+#[derive(Debug, Default)]
+struct Signals {
+    /// A command did not fit the command queue.
+    stalled: Notify,
+    /// Close the connection.
+    close: Notify,
+}
+
+/// A cheap, cloneable handle to one switch connection. Nothing it does
+/// waits for the switch to read: a full queue fails at once with
+/// [`OfError::NotReading`] (and the connection is closed).
 #[derive(Debug, Clone)]
 pub struct SwitchHandle {
     dpid: u64,
     conn_id: u64,
     tx: mpsc::Sender<CommandBox>,
+    signals: Arc<Signals>,
     xid: Arc<AtomicU32>,
     request_timeout: Duration,
 }
@@ -233,21 +303,35 @@ impl SwitchHandle {
             .map_err(|e| OfError::Encode(e.to_string()))
     }
 
-    async fn push(&self, cmd: Command) -> Result<(), OfError> {
-        self.tx
-            .send(CommandBox(cmd))
-            .await
-            .map_err(|_| OfError::Disconnected { dpid: self.dpid })
+    /// Queues `cmd` without waiting: a full queue means the connection is
+    /// not keeping up, which closes it.
+    fn push(&self, cmd: Command) -> Result<(), OfError> {
+        match self.tx.try_send(CommandBox(cmd)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.signals.stalled.notify_one();
+                Err(OfError::NotReading { dpid: self.dpid })
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(OfError::Disconnected { dpid: self.dpid })
+            }
+        }
     }
 
     /// Sends a message that expects no reply.
     pub async fn send(&self, body: Message) -> Result<(), OfError> {
         let bytes = self.encode(self.next_xid(), body)?;
-        self.push(Command::Send(bytes)).await
+        self.push(Command::Send(bytes))
     }
 
     /// Sends a batch of messages followed by a BARRIER_REQUEST (not awaited).
     pub async fn send_batch(&self, batch: Vec<Message>) -> Result<(), OfError> {
+        self.try_send_batch(batch)
+    }
+
+    /// [`SwitchHandle::send_batch`] for callers that must not even yield:
+    /// queues the batch or fails at once.
+    pub fn try_send_batch(&self, batch: Vec<Message>) -> Result<(), OfError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -256,7 +340,7 @@ impl SwitchHandle {
             bytes.extend(self.encode(self.next_xid(), m)?);
         }
         bytes.extend(self.encode(self.next_xid(), Message::BarrierRequest)?);
-        self.push(Command::Send(bytes)).await
+        self.push(Command::Send(bytes))
     }
 
     async fn request_inner(&self, body: Message, ingest: bool) -> Result<Reply, OfError> {
@@ -270,8 +354,7 @@ impl SwitchHandle {
             deadline: Instant::now() + after,
             ingest,
             reply: tx,
-        })
-        .await?;
+        })?;
         match tokio::time::timeout(after + Duration::from_secs(1), rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(OfError::Disconnected { dpid: self.dpid }),
@@ -361,9 +444,9 @@ impl SwitchHandle {
         done.ok_or_else(|| bad("multipart reply ended with MORE set".into()))
     }
 
-    /// Closes the connection.
+    /// Closes the connection (at once; what is still queued is dropped).
     pub async fn close(&self) {
-        let _ = self.push(Command::Close).await;
+        self.signals.close.notify_one();
     }
 }
 
@@ -372,14 +455,146 @@ impl SwitchHandle {
 pub struct ConnContext {
     /// Settings.
     pub cfg: ConnConfig,
-    /// Where events go.
+    /// Where droppable events go (PACKET_IN, PORT_STATUS, FLOW_REMOVED,
+    /// ERROR): `try_send`, a full channel drops and counts.
     pub events: mpsc::Sender<SwitchEvent>,
+    /// Where connect and disconnect events go (never dropped; at most two
+    /// per accepted connection).
+    pub control: mpsc::UnboundedSender<SwitchEvent>,
     /// The monitor (FLOW_REMOVED counters are added in order with replies).
     pub monitor: Arc<Mutex<Monitor>>,
     /// Becomes true on shutdown.
     pub shutdown: watch::Receiver<bool>,
     /// Counts PACKET_INs dropped because the controller was saturated.
     pub packet_in_drops: Arc<AtomicU64>,
+    /// Counts other events (PORT_STATUS, FLOW_REMOVED, ERROR) dropped
+    /// because the controller was saturated.
+    pub event_drops: Arc<AtomicU64>,
+    /// Counts connections closed because the peer did not read.
+    pub not_reading: Arc<AtomicU64>,
+}
+
+/// Why a write was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueRefusal {
+    /// The queue would exceed its byte cap.
+    Full,
+    /// The writer has ended.
+    Closed,
+}
+
+/// Whether `len` more bytes fit a queue holding `queued` under `cap`. One
+/// message larger than the cap still passes an empty queue.
+fn queue_admits(queued: usize, len: usize, cap: usize) -> bool {
+    queued == 0 || queued.saturating_add(len) <= cap
+}
+
+/// The sending side of a connection's write queue, bounded in bytes.
+struct WriteQueue {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+impl WriteQueue {
+    /// Queues `bytes` for the writer, never waiting.
+    fn push(&self, bytes: Vec<u8>) -> Result<(), QueueRefusal> {
+        let len = bytes.len();
+        // One producer (the reader loop): load-then-add cannot race.
+        if !queue_admits(self.queued.load(Ordering::Acquire), len, self.cap) {
+            return Err(QueueRefusal::Full);
+        }
+        self.queued.fetch_add(len, Ordering::AcqRel);
+        self.tx.send(bytes).map_err(|_| QueueRefusal::Closed)
+    }
+}
+
+/// How a writer task ended.
+#[derive(Debug)]
+enum WriterEnd {
+    /// Its queue was closed.
+    Closed,
+    /// A write failed.
+    Failed(String),
+    /// A write did not complete in time: the peer does not read.
+    TimedOut(Duration),
+}
+
+/// How a connection's reader loop ended.
+#[derive(Debug)]
+enum End {
+    /// The peer does not read what it is sent.
+    NotReading(String),
+    /// Any other end.
+    Other(String),
+}
+
+impl End {
+    fn reason(&self) -> String {
+        match self {
+            End::NotReading(why) => format!("not reading ({why})"),
+            End::Other(why) => why.clone(),
+        }
+    }
+}
+
+/// Writes everything queued, each write bounded by `timeout`.
+async fn writer_task<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    timeout: Duration,
+) -> WriterEnd {
+    while let Some(b) = rx.recv().await {
+        match tokio::time::timeout(timeout, wr.write_all(&b)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return WriterEnd::Failed(format!("write: {e}")),
+            Err(_) => return WriterEnd::TimedOut(timeout),
+        }
+        queued.fetch_sub(b.len(), Ordering::AcqRel);
+    }
+    let _ = tokio::time::timeout(timeout, wr.shutdown()).await;
+    WriterEnd::Closed
+}
+
+/// Writes `bytes` during the handshake, bounded by `timeout`.
+async fn write_timed<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    bytes: &[u8],
+    timeout: Duration,
+    what: &str,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, wr.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write {what}: {e}")),
+        Err(_) => Err(format!("write {what}: not done within {timeout:?}")),
+    }
+}
+
+/// Hands `ev` to the core without waiting; counts it when the channel is
+/// full (PACKET_INs and other events separately, warning at powers of two).
+fn forward(ctx: &ConnContext, ev: SwitchEvent) {
+    let Err(e) = ctx.events.try_send(ev) else {
+        return;
+    };
+    let ev = match e {
+        mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => ev,
+    };
+    match ev {
+        SwitchEvent::PacketIn { .. } => {
+            ctx.packet_in_drops.fetch_add(1, Ordering::Relaxed);
+        }
+        other => {
+            let n = ctx.event_drops.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                warn!(
+                    dropped_total = n,
+                    event = other.kind(),
+                    "event dropped: the forwarding core is saturated"
+                );
+            }
+        }
+    }
 }
 
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
@@ -492,11 +707,16 @@ where
     let (mut rd, mut wr) = tokio::io::split(sock);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let hs_timeout = ctx.cfg.request_timeout;
+    let wt = ctx.cfg.write_timeout;
 
     // HELLO both ways.
-    wr.write_all(&encode(1, Message::Hello(Hello::of13())))
-        .await
-        .map_err(|e| format!("write HELLO: {e}"))?;
+    write_timed(
+        &mut wr,
+        &encode(1, Message::Hello(Hello::of13())),
+        wt,
+        "HELLO",
+    )
+    .await?;
     let hello = tokio::time::timeout(hs_timeout, async {
         loop {
             let Some(frame) = read_frame(&mut rd, &mut buf).await? else {
@@ -535,15 +755,19 @@ where
             kind: ErrorKind::from_type_code(0, 0), // HELLO_FAILED / INCOMPATIBLE
             data: why.clone().into_bytes(),
         };
-        let _ = wr.write_all(&encode(hello.1, Message::Error(err))).await;
-        let _ = wr.shutdown().await;
+        let _ = write_timed(&mut wr, &encode(hello.1, Message::Error(err)), wt, "ERROR").await;
+        let _ = tokio::time::timeout(wt, wr.shutdown()).await;
         return Err(why);
     }
 
     // FEATURES → datapath id.
-    wr.write_all(&encode(2, Message::FeaturesRequest))
-        .await
-        .map_err(|e| format!("write FEATURES_REQUEST: {e}"))?;
+    write_timed(
+        &mut wr,
+        &encode(2, Message::FeaturesRequest),
+        wt,
+        "FEATURES_REQUEST",
+    )
+    .await?;
     let features = tokio::time::timeout(hs_timeout, async {
         loop {
             let Some(frame) = read_frame(&mut rd, &mut buf).await? else {
@@ -558,9 +782,13 @@ where
                     body: Message::EchoRequest(d),
                     xid,
                 }) => {
-                    wr.write_all(&encode(xid, Message::EchoReply(d)))
-                        .await
-                        .map_err(|e| format!("write: {e}"))?;
+                    write_timed(
+                        &mut wr,
+                        &encode(xid, Message::EchoReply(d)),
+                        wt,
+                        "ECHO_REPLY",
+                    )
+                    .await?;
                 }
                 Ok(OfpMessage {
                     body: Message::Error(e),
@@ -580,25 +808,30 @@ where
             features.auxiliary_id
         ));
     }
+    if !ctx.cfg.dpid_allowed(dpid) {
+        warn!(%peer, conn_id, "switch {dpid:016x} refused: not in openflow.allowed_dpids");
+        let _ = tokio::time::timeout(wt, wr.shutdown()).await;
+        return Err(format!("datapath id {dpid:016x} is not allowed"));
+    }
     info!(%peer, dpid = %format!("{dpid:016x}"), conn_id, "switch connected");
 
-    // Writer task.
-    let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(1024);
-    let writer = tokio::spawn(async move {
-        while let Some(b) = wrx.recv().await {
-            if let Err(e) = wr.write_all(&b).await {
-                return format!("write: {e}");
-            }
-        }
-        let _ = wr.shutdown().await;
-        "closed".to_string()
-    });
+    // Writer task, fed by a queue bounded in bytes.
+    let (wtx, wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let wq = WriteQueue {
+        tx: wtx,
+        queued: queued.clone(),
+        cap: ctx.cfg.send_queue_bytes,
+    };
+    let mut writer = tokio::spawn(writer_task(wr, wrx, queued, wt));
 
-    let (ctx_tx, mut cmd_rx) = mpsc::channel::<CommandBox>(1024);
+    let (ctx_tx, mut cmd_rx) = mpsc::channel::<CommandBox>(COMMAND_QUEUE);
+    let signals = Arc::new(Signals::default());
     let handle = SwitchHandle {
         dpid,
         conn_id,
         tx: ctx_tx,
+        signals: signals.clone(),
         xid: Arc::new(AtomicU32::new(16)),
         request_timeout: ctx.cfg.request_timeout,
     };
@@ -606,12 +839,12 @@ where
     // Bring-up runs beside the reader loop (it needs replies).
     let bring_up = {
         let h = handle.clone();
-        let events = ctx.events.clone();
+        let control = ctx.control.clone();
         tokio::spawn(async move {
             let r = bring_up(&h, peer, features).await;
             match r {
                 Ok(ev) => {
-                    let _ = events.send(ev).await;
+                    let _ = control.send(ev);
                 }
                 Err(e) => {
                     warn!(dpid = %format!("{dpid:016x}"), error = %e, "switch bring-up failed");
@@ -621,20 +854,88 @@ where
         })
     };
 
-    let reason = reader_loop(dpid, conn_id, &mut rd, &mut buf, &wtx, &mut cmd_rx, &ctx).await;
+    let conn = Conn {
+        dpid,
+        conn_id,
+        wq: &wq,
+        ctx: &ctx,
+    };
+    let end = reader_loop(&conn, &mut rd, &mut buf, &mut writer, &mut cmd_rx, &signals).await;
+    // The writer ended first: its own end says why (a timed-out write is a
+    // peer that does not read).
+    let end = match end {
+        End::Other(w) if w == WRITER_ENDED => {
+            match tokio::time::timeout(Duration::from_secs(1), &mut writer).await {
+                Ok(Ok(WriterEnd::TimedOut(t))) => {
+                    End::NotReading(format!("a write did not complete within {t:?}"))
+                }
+                Ok(Ok(WriterEnd::Failed(e))) => End::Other(e),
+                _ => End::Other(w),
+            }
+        }
+        e => e,
+    };
     bring_up.abort();
-    drop(wtx);
-    let _ = writer.await;
+    // What is still queued fails like the pending requests did.
+    cmd_rx.close();
+    let fail = match &end {
+        End::NotReading(_) => OfError::NotReading { dpid },
+        End::Other(_) => OfError::Disconnected { dpid },
+    };
+    while let Ok(CommandBox(c)) = cmd_rx.try_recv() {
+        if let Command::Request { reply, .. } = c {
+            let _ = reply.send(Err(fail.clone()));
+        }
+    }
+    drop(wq);
+    match &end {
+        End::NotReading(why) => {
+            writer.abort();
+            ctx.not_reading.fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, conn_id, %why, "switch {dpid:016x} not reading: disconnected");
+        }
+        End::Other(_) => {
+            // Lets the writer flush what is queued (bounded by the write
+            // timeout), unless it has ended already.
+            if !writer.is_finished() && tokio::time::timeout(wt, &mut writer).await.is_err() {
+                writer.abort();
+            }
+        }
+    }
+    let reason = end.reason();
     info!(dpid = %format!("{dpid:016x}"), conn_id, %reason, "switch disconnected");
-    let _ = ctx
-        .events
-        .send(SwitchEvent::Disconnected {
-            dpid,
-            conn_id,
-            reason: reason.clone(),
-        })
-        .await;
+    let _ = ctx.control.send(SwitchEvent::Disconnected {
+        dpid,
+        conn_id,
+        reason,
+    });
     Ok(())
+}
+
+/// Why a reader loop ends when it finds the writer's queue closed (the
+/// writer's own end then tells why).
+const WRITER_ENDED: &str = "writer ended";
+
+/// What the reader loop and the frame handler share about a connection.
+struct Conn<'a> {
+    dpid: u64,
+    conn_id: u64,
+    wq: &'a WriteQueue,
+    ctx: &'a ConnContext,
+}
+
+impl Conn<'_> {
+    /// Queues bytes for the peer; a full queue ends the connection.
+    fn write(&self, bytes: Vec<u8>) -> Result<(), End> {
+        match self.wq.push(bytes) {
+            Ok(()) => Ok(()),
+            Err(QueueRefusal::Full) => Err(End::NotReading(format!(
+                "send queue over {} bytes",
+                self.wq.cap
+            ))),
+            Err(QueueRefusal::Closed) => Err(End::Other(WRITER_ENDED.to_string())),
+        }
+    }
 }
 
 async fn bring_up(
@@ -705,16 +1006,15 @@ async fn bring_up(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn reader_loop(
-    dpid: u64,
-    conn_id: u64,
+    conn: &Conn<'_>,
     rd: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
-    wtx: &mpsc::Sender<Vec<u8>>,
+    writer: &mut JoinHandle<WriterEnd>,
     cmd_rx: &mut mpsc::Receiver<CommandBox>,
-    ctx: &ConnContext,
-) -> String {
+    signals: &Signals,
+) -> End {
+    let (dpid, ctx) = (conn.dpid, conn.ctx);
     let echo = ctx.cfg.echo_interval;
     let mut last_rx = Instant::now();
     let mut tick = tokio::time::interval(echo.min(Duration::from_secs(1)));
@@ -725,42 +1025,36 @@ async fn reader_loop(
     let mut echo_xid: u32 = 0x8000_0000;
     let dpid_s = format!("{dpid:016x}");
 
-    let reason = loop {
-        tokio::select! {
-            frame = read_frame(rd, buf) => {
-                let frame = match frame {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break "peer closed the connection".to_string(),
-                    Err(e) => break e,
-                };
-                last_rx = Instant::now();
-                if let Err(e) = handle_frame(dpid, conn_id, &frame, &mut pending, wtx, ctx).await {
-                    break e;
+    let end = loop {
+        let step: Result<(), End> = tokio::select! {
+            frame = read_frame(rd, buf) => match frame {
+                Ok(Some(f)) => {
+                    last_rx = Instant::now();
+                    handle_frame(conn, &f, &mut pending)
                 }
-            }
+                Ok(None) => Err(End::Other("peer closed the connection".to_string())),
+                Err(e) => Err(End::Other(e)),
+            },
             cmd = cmd_rx.recv() => match cmd {
-                Some(CommandBox(Command::Send(b))) => {
-                    if wtx.send(b).await.is_err() { break "writer gone".to_string(); }
-                }
+                Some(CommandBox(Command::Send(b))) => conn.write(b),
                 Some(CommandBox(Command::Request { xid, bytes, deadline, ingest, reply })) => {
                     pending.insert(xid, Pending { reply, ingest, parts: Vec::new(), bytes: 0, deadline });
-                    if wtx.send(bytes).await.is_err() { break "writer gone".to_string(); }
+                    conn.write(bytes)
                 }
-                Some(CommandBox(Command::Close)) | None => break "closed by controller".to_string(),
+                None => Err(End::Other("closed by controller".to_string())),
             },
+            w = &mut *writer => Err(match w {
+                Ok(WriterEnd::TimedOut(t)) => End::NotReading(format!("a write did not complete within {t:?}")),
+                Ok(WriterEnd::Failed(e)) => End::Other(e),
+                Ok(WriterEnd::Closed) | Err(_) => End::Other("writer gone".to_string()),
+            }),
+            _ = signals.stalled.notified() => {
+                Err(End::NotReading(format!("command queue full ({COMMAND_QUEUE} commands)")))
+            }
+            _ = signals.close.notified() => Err(End::Other("closed by controller".to_string())),
             _ = tick.tick() => {
                 let now = Instant::now();
                 let quiet = now.saturating_duration_since(last_rx);
-                if quiet > echo * 3 {
-                    break format!("peer silent for {quiet:?} (dead)");
-                }
-                if quiet >= echo && now.saturating_duration_since(last_echo_sent) >= echo {
-                    echo_xid = echo_xid.wrapping_add(1) | 0x8000_0000;
-                    last_echo_sent = now;
-                    if wtx.send(encode(echo_xid, Message::EchoRequest(Vec::new()))).await.is_err() {
-                        break "writer gone".to_string();
-                    }
-                }
                 let expired: Vec<u32> = pending.iter().filter(|(_, p)| p.deadline <= now).map(|(x, _)| *x).collect();
                 for x in expired {
                     if let Some(p) = pending.remove(&x) {
@@ -768,16 +1062,36 @@ async fn reader_loop(
                         let _ = p.reply.send(Err(OfError::Timeout { dpid, after: Duration::ZERO }));
                     }
                 }
+                if quiet > echo * 3 {
+                    Err(End::Other(format!("peer silent for {quiet:?} (dead)")))
+                } else if quiet >= echo && now.saturating_duration_since(last_echo_sent) >= echo {
+                    echo_xid = echo_xid.wrapping_add(1) | 0x8000_0000;
+                    last_echo_sent = now;
+                    conn.write(encode(echo_xid, Message::EchoRequest(Vec::new())))
+                } else {
+                    Ok(())
+                }
             }
             _ = shutdown.changed() => {
-                if *shutdown.borrow() { break "controller shutting down".to_string(); }
+                if *shutdown.borrow() {
+                    Err(End::Other("controller shutting down".to_string()))
+                } else {
+                    Ok(())
+                }
             }
+        };
+        if let Err(end) = step {
+            break end;
         }
     };
+    let fail = match &end {
+        End::NotReading(_) => OfError::NotReading { dpid },
+        End::Other(_) => OfError::Disconnected { dpid },
+    };
     for (_, p) in pending.drain() {
-        let _ = p.reply.send(Err(OfError::Disconnected { dpid }));
+        let _ = p.reply.send(Err(fail.clone()));
     }
-    reason
+    end
 }
 
 fn ingest_flows(dpid: u64, ctx: &ConnContext, parts: &[Vec<u8>]) -> Result<Reply, OfError> {
@@ -798,16 +1112,15 @@ fn ingest_flows(dpid: u64, ctx: &ConnContext, parts: &[Vec<u8>]) -> Result<Reply
     }
 }
 
-/// Handles one framed message. Err ends the connection.
-async fn handle_frame(
-    dpid: u64,
-    conn_id: u64,
+/// Handles one framed message without waiting for anything. Err ends the
+/// connection.
+fn handle_frame(
+    conn: &Conn<'_>,
     frame: &[u8],
     pending: &mut HashMap<u32, Pending>,
-    wtx: &mpsc::Sender<Vec<u8>>,
-    ctx: &ConnContext,
-) -> Result<(), String> {
-    let hdr = ofp::Header::parse(frame).map_err(|e| e.to_string())?;
+) -> Result<(), End> {
+    let (dpid, conn_id, ctx) = (conn.dpid, conn.conn_id, conn.ctx);
+    let hdr = ofp::Header::parse(frame).map_err(|e| End::Other(e.to_string()))?;
     // Multipart parts of a pending request are kept raw (decoded by the
     // requester, zero-copy on the monitor's hot path).
     if hdr.msg_type == ty::MULTIPART_REPLY && hdr.version == OFP_VERSION {
@@ -857,7 +1170,7 @@ async fn handle_frame(
                     kind: ErrorKind::from_type_code(1, 6),
                     data: frame.iter().take(64).copied().collect(),
                 };
-                let _ = wtx.send(encode(hdr.xid, Message::Error(err))).await;
+                conn.write(encode(hdr.xid, Message::Error(err)))?;
             }
             return Ok(());
         }
@@ -865,50 +1178,37 @@ async fn handle_frame(
     let xid = msg.xid;
     match msg.body {
         Message::EchoRequest(d) => {
-            let _ = wtx.send(encode(xid, Message::EchoReply(d))).await;
+            conn.write(encode(xid, Message::EchoReply(d)))?;
         }
         Message::EchoReply(_) => {}
-        Message::PacketIn(p) => {
-            if ctx
-                .events
-                .try_send(SwitchEvent::PacketIn {
-                    dpid,
-                    conn_id,
-                    msg: p,
-                })
-                .is_err()
-            {
-                ctx.packet_in_drops.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Message::PortStatus(p) => {
-            let _ = ctx
-                .events
-                .send(SwitchEvent::PortStatus {
-                    dpid,
-                    conn_id,
-                    msg: p,
-                })
-                .await;
-        }
+        Message::PacketIn(p) => forward(
+            ctx,
+            SwitchEvent::PacketIn {
+                dpid,
+                conn_id,
+                msg: p,
+            },
+        ),
+        Message::PortStatus(p) => forward(
+            ctx,
+            SwitchEvent::PortStatus {
+                dpid,
+                conn_id,
+                msg: p,
+            },
+        ),
         Message::FlowRemoved(fr) => {
             if let Ok(mut m) = ctx.monitor.lock() {
                 m.flow_removed(dpid, &fr);
             }
-            let _ = ctx
-                .events
-                .send(SwitchEvent::FlowRemoved { dpid, msg: fr })
-                .await;
+            forward(ctx, SwitchEvent::FlowRemoved { dpid, msg: fr });
         }
         Message::Error(e) => {
             if let Some(p) = pending.remove(&xid) {
                 let _ = p.reply.send(Err(OfError::Rejected { dpid, error: e }));
             } else {
                 warn!(dpid = %format!("{dpid:016x}"), xid, error = ?e.kind, "switch reported an error");
-                let _ = ctx
-                    .events
-                    .send(SwitchEvent::Error { dpid, xid, msg: e })
-                    .await;
+                forward(ctx, SwitchEvent::Error { dpid, xid, msg: e });
             }
         }
         body => {
@@ -920,4 +1220,101 @@ async fn handle_frame(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_send_queue_is_bounded_in_bytes() {
+        assert!(queue_admits(0, 10, 100));
+        assert!(queue_admits(90, 10, 100));
+        assert!(!queue_admits(91, 10, 100));
+        // One message larger than the cap still passes an empty queue.
+        assert!(queue_admits(0, 1000, 100));
+        assert!(!queue_admits(1, usize::MAX, 100));
+    }
+
+    #[test]
+    fn a_full_write_queue_refuses_without_waiting() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let q = WriteQueue {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            cap: 100,
+        };
+        assert_eq!(q.push(vec![0; 60]), Ok(()));
+        assert_eq!(q.push(vec![0; 40]), Ok(()));
+        assert_eq!(q.push(vec![0; 1]), Err(QueueRefusal::Full));
+        assert_eq!(q.queued.load(Ordering::SeqCst), 100);
+        // The writer drained one message: room again.
+        let b = rx.try_recv().expect("queued");
+        q.queued.fetch_sub(b.len(), Ordering::SeqCst);
+        assert_eq!(q.push(vec![0; 50]), Ok(()));
+        drop(rx);
+        assert_eq!(q.push(vec![0; 1]), Err(QueueRefusal::Closed));
+    }
+
+    #[test]
+    fn the_allowlist_admits_only_its_dpids() {
+        let mut cfg = ConnConfig {
+            echo_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            multipart_cap_bytes: 1 << 20,
+            write_timeout: Duration::from_secs(2),
+            send_queue_bytes: 1 << 20,
+            allowed_dpids: None,
+        };
+        assert!(cfg.dpid_allowed(0x11));
+        cfg.allowed_dpids = Some(Arc::new([0x11, 0x21].into_iter().collect()));
+        assert!(cfg.dpid_allowed(0x11));
+        assert!(cfg.dpid_allowed(0x21));
+        assert!(!cfg.dpid_allowed(0x22));
+    }
+
+    /// A peer that never reads: the write that cannot complete ends the
+    /// writer with TimedOut instead of waiting for ever.
+    #[tokio::test]
+    async fn a_write_the_peer_never_reads_times_out() {
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let w = tokio::spawn(writer_task(
+            ours,
+            rx,
+            queued.clone(),
+            Duration::from_millis(200),
+        ));
+        tx.send(vec![0u8; 64 * 1024]).expect("queued");
+        let end = tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .expect("writer ended")
+            .expect("no panic");
+        assert!(matches!(end, WriterEnd::TimedOut(_)), "{end:?}");
+    }
+
+    /// A handle whose command queue is full fails at once with NotReading
+    /// and tells the connection to close.
+    #[tokio::test]
+    async fn a_full_command_queue_fails_fast() {
+        let (tx, _rx) = mpsc::channel(1);
+        let h = SwitchHandle {
+            dpid: 7,
+            conn_id: 1,
+            tx,
+            signals: Arc::new(Signals::default()),
+            xid: Arc::new(AtomicU32::new(1)),
+            request_timeout: Duration::from_secs(60),
+        };
+        h.send(Message::BarrierRequest).await.expect("first fits");
+        let t = Instant::now();
+        let e = h.barrier().await.expect_err("queue full");
+        assert!(matches!(e, OfError::NotReading { dpid: 7 }), "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(1));
+        // The connection is told.
+        tokio::time::timeout(Duration::from_secs(1), h.signals.stalled.notified())
+            .await
+            .expect("stall signalled");
+    }
 }

@@ -1,0 +1,464 @@
+//! No peer can stall the controller: a scripted OpenFlow peer completes the
+//! bring-up as a switch with many ports, then stops reading its socket while
+//! it keeps writing broadcast PACKET_INs (which the controller floods back to
+//! it) and the controller keeps owing it LLDP probes out of every port. So
+//! the controller owes it far more than its queues and socket buffers hold.
+//!
+//! Meanwhile a real topology (a private Open vSwitch instance, two bridges,
+//! four hosts) must keep setting up flows for host pairs that never talked
+//! before, and the REST API must keep answering within a short time. The
+//! stalled peer must be disconnected with the log line
+//! `switch … not reading: disconnected`.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ofp::{Hello, Message, MultipartReply, MultipartReplyBody, OfpMessage, PortDesc};
+use support::{
+    cargo_bin, e2e_lock, free_port, get_json, is_root, wait_for, ChildGuard, NsHost, OvsBridge,
+    PrivateOvs,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Ports of the scripted switch.
+const N_PORTS: u32 = 800;
+/// Its datapath id.
+const PEER_DPID: u64 = 0x5757;
+/// Longest acceptable API answer while the peer is stalled.
+const API_DEADLINE: Duration = Duration::from_secs(2);
+
+/// What the peer thread reports.
+#[derive(Default)]
+struct PeerState {
+    /// The bring-up is done and the peer answered requests for a while.
+    ready: AtomicBool,
+    /// The peer stopped reading.
+    stalled: AtomicBool,
+    /// PACKET_INs written after the stall.
+    written: AtomicU64,
+    /// Writes that could not complete within 100 ms (the controller did not
+    /// read either).
+    blocked_writes: AtomicU64,
+    /// The controller closed or reset the connection.
+    closed: AtomicBool,
+    /// Tells the peer to stop.
+    stop: AtomicBool,
+}
+
+fn port(n: u32) -> PortDesc {
+    PortDesc {
+        port_no: n,
+        hw_addr: ofp::MacAddr([2, 0x57, 0, 0, (n >> 8) as u8, n as u8]),
+        name: format!("p{n}"),
+        config: 0,
+        state: 0,
+        curr: 0,
+        advertised: 0,
+        supported: 0,
+        peer: 0,
+        curr_speed: 0,
+        max_speed: 0,
+    }
+}
+
+async fn send(s: &mut TcpStream, xid: u32, body: Message) -> std::io::Result<()> {
+    let bytes = OfpMessage::new(xid, body)
+        .to_vec()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    s.write_all(&bytes).await
+}
+
+/// Reads one message (None on EOF, error, or 5 s of silence).
+async fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<OfpMessage> {
+    loop {
+        if let Ok(Some(n)) = ofp::check_frame(buf) {
+            let raw: Vec<u8> = buf.drain(..n).collect();
+            return OfpMessage::decode(&raw).ok();
+        }
+        let mut chunk = [0u8; 65536];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Answers what a switch must answer; true once a FLOW_MOD came (the
+/// controller's base pipeline: the bring-up is complete).
+async fn answer(s: &mut TcpStream, m: OfpMessage) -> std::io::Result<bool> {
+    match m.body {
+        Message::FeaturesRequest => {
+            send(
+                s,
+                m.xid,
+                Message::FeaturesReply(ofp::SwitchFeatures {
+                    datapath_id: PEER_DPID,
+                    n_buffers: 0,
+                    n_tables: 254,
+                    auxiliary_id: 0,
+                    capabilities: 0,
+                }),
+            )
+            .await?
+        }
+        Message::RoleRequest(r) => send(s, m.xid, Message::RoleReply(r)).await?,
+        Message::MultipartRequest(req) => {
+            let body = match req.body {
+                ofp::MultipartRequestBody::PortDesc => {
+                    MultipartReplyBody::PortDesc((1..=N_PORTS).map(port).collect())
+                }
+                ofp::MultipartRequestBody::Desc => MultipartReplyBody::Desc(ofp::DescStats {
+                    mfr_desc: "test".into(),
+                    hw_desc: "stalling peer".into(),
+                    sw_desc: "0".into(),
+                    serial_num: "".into(),
+                    dp_desc: "".into(),
+                }),
+                ofp::MultipartRequestBody::Flow(_) => MultipartReplyBody::Flow(vec![]),
+                ofp::MultipartRequestBody::PortStats { .. } => {
+                    MultipartReplyBody::PortStats(vec![])
+                }
+                ofp::MultipartRequestBody::Queue { .. } => MultipartReplyBody::Queue(vec![]),
+                ofp::MultipartRequestBody::Meter { .. } => MultipartReplyBody::Meter(vec![]),
+                _ => return Ok(false),
+            };
+            send(
+                s,
+                m.xid,
+                Message::MultipartReply(MultipartReply { flags: 0, body }),
+            )
+            .await?
+        }
+        Message::BarrierRequest => send(s, m.xid, Message::BarrierReply).await?,
+        Message::EchoRequest(d) => send(s, m.xid, Message::EchoReply(d)).await?,
+        Message::FlowMod(_) => return Ok(true),
+        _ => {}
+    }
+    Ok(false)
+}
+
+/// A broadcast frame (local experimental ethertype, so no host answers it)
+/// entering at `in_port`, from a sender that stays at that port.
+fn broadcast_packet_in(in_port: u32) -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[0x02, 0x57, 0x57, 0, (in_port >> 8) as u8, in_port as u8]);
+    frame.extend_from_slice(&[0x88, 0xb5]);
+    frame.resize(64, 0xab);
+    let pin = ofp::PacketIn {
+        buffer_id: ofp::NO_BUFFER,
+        total_len: frame.len() as u16,
+        reason: ofp::PacketInReason::NoMatch,
+        table_id: 0,
+        cookie: 0,
+        match_: ofp::Match::new().in_port(in_port),
+        data: frame,
+    };
+    OfpMessage::new(0, Message::PacketIn(pin))
+        .to_vec()
+        .expect("PACKET_IN encodes")
+}
+
+/// The stalling switch: handshake, answer everything for `answer_for`
+/// (edge ports get confirmed), then never read again and write PACKET_INs
+/// until told to stop or the connection breaks.
+async fn stalling_peer(addr: std::net::SocketAddr, answer_for: Duration, st: Arc<PeerState>) {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    // A small receive buffer: the controller's messages pile up at its end.
+    let _ = sock.set_recv_buffer_size(4096);
+    let mut s = sock.connect(addr).await.expect("connect to the controller");
+    let _ = s.set_nodelay(true);
+    let mut buf = Vec::new();
+    send(&mut s, 1, Message::Hello(Hello::of13()))
+        .await
+        .expect("HELLO");
+    let mut brought_up: Option<Instant> = None;
+    loop {
+        let Some(m) = read_msg(&mut s, &mut buf).await else {
+            panic!("controller closed during the peer's bring-up");
+        };
+        if answer(&mut s, m).await.expect("answer") && brought_up.is_none() {
+            brought_up = Some(Instant::now());
+            st.ready.store(true, Ordering::SeqCst);
+        }
+        if brought_up.is_some_and(|t| t.elapsed() >= answer_for) {
+            break;
+        }
+    }
+    // Stop reading; keep writing.
+    st.stalled.store(true, Ordering::SeqCst);
+    let mut i = 0u32;
+    while !st.stop.load(Ordering::SeqCst) {
+        let mut burst = Vec::new();
+        for _ in 0..5 {
+            burst.extend(broadcast_packet_in(i % N_PORTS + 1));
+            i = i.wrapping_add(1);
+        }
+        match tokio::time::timeout(Duration::from_millis(100), s.write_all(&burst)).await {
+            Ok(Ok(())) => {
+                st.written.fetch_add(5, Ordering::SeqCst);
+            }
+            Ok(Err(_)) => {
+                st.closed.store(true, Ordering::SeqCst);
+                break;
+            }
+            Err(_) => {
+                st.blocked_writes.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// GETs `path`; Err when it fails or takes longer than [`API_DEADLINE`].
+fn api_quick(api: &str, path: &str) -> Result<serde_json::Value, String> {
+    let t = Instant::now();
+    let r = get_json(api, path).map_err(|e| format!("GET {path}: {e}"))?;
+    let took = t.elapsed();
+    if took > API_DEADLINE {
+        return Err(format!("GET {path} took {took:?}"));
+    }
+    Ok(r)
+}
+
+fn switch_count(api: &str) -> Option<usize> {
+    Some(get_json(api, "/api/v1/switches").ok()?.as_array()?.len())
+}
+
+#[test]
+fn a_peer_that_stops_reading_cannot_stall_the_controller() {
+    assert!(
+        is_root(),
+        "end-to-end tests need root (run the README's test command)"
+    );
+    let _lock = e2e_lock().unwrap();
+    for tool in ["ovs-vswitchd", "ethtool", "ping"] {
+        assert!(
+            Command::new("which")
+                .arg(tool)
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false),
+            "{tool} is missing"
+        );
+    }
+
+    // Two bridges, one cable, two hosts on each.
+    let ovs = PrivateOvs::start("shst", 17).expect("private OVS");
+    let o = ovs.ovs().clone();
+    let b1 = OvsBridge::new_in(&o, "shst-b1", 0x31).unwrap();
+    let b2 = OvsBridge::new_in(&o, "shst-b2", 0x32).unwrap();
+    ovs.cable(&b1, ("shst-12", 10), &b2, ("shst-21", 10))
+        .unwrap();
+    let mk = |name: &str, br: &OvsBridge, p: &str, ofport: u16, i: u8| {
+        NsHost::new(
+            name,
+            br,
+            p,
+            ofport,
+            &format!("02:00:00:00:78:0{i}"),
+            &format!("10.78.0.{i}"),
+            24,
+        )
+        .unwrap()
+    };
+    let h1 = mk("shst-h1", &b1, "shst-p1", 1, 1);
+    let h2 = mk("shst-h2", &b1, "shst-p2", 2, 2);
+    let h3 = mk("shst-h3", &b2, "shst-p3", 1, 3);
+    let h4 = mk("shst-h4", &b2, "shst-p4", 2, 4);
+
+    // The controller (the real binary), with the default queue sizes.
+    let of_port = free_port().unwrap();
+    let api_port = free_port().unwrap();
+    let api = format!("127.0.0.1:{api_port}");
+    let dir = std::env::temp_dir().join("shoal-e2e-stalled-peer");
+    let _ = std::fs::create_dir_all(&dir);
+    let auth = support::creds::controller_auth(&dir, &[]).unwrap();
+    let ip = ovs.controller_ip();
+    let cfg = dir.join("controller.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+of_listen = "{ip}:{of_port}"
+api_listen = "{api}"
+db = ":memory:"
+{auth}
+[openflow]
+echo_interval_s = 1.0
+request_timeout_s = 2.0
+[topology]
+lldp_interval_s = 0.2
+link_timeout_s = 3.0
+port_confirm_s = 1.0
+[forwarding]
+pair_idle_timeout_s = 60
+dest_idle_timeout_s = 60
+[monitor]
+interval_s = 2.0
+"#
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("controller.log");
+    let _ctl = ChildGuard::spawn(
+        Command::new(cargo_bin("shoal-controller"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .args(["--log", "info"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap()),
+    )
+    .unwrap();
+    wait_for("the API", Duration::from_secs(20), || {
+        get_json(&api, "/healthz").ok()
+    })
+    .unwrap();
+    let target = format!("tcp:{ip}:{of_port}");
+    b1.set_controller(&target).unwrap();
+    b2.set_controller(&target).unwrap();
+    wait_for("2 switches and their link", Duration::from_secs(30), || {
+        let n = switch_count(&api)?;
+        let links = get_json(&api, "/api/v1/links").ok()?.as_array()?.len();
+        (n == 2 && links == 2).then_some(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(h1.ping(&h3.ip, 3), "h1 cannot ping h3 before the stall");
+
+    // The stalling peer.
+    let st = Arc::new(PeerState::default());
+    let peer = {
+        let st = st.clone();
+        let addr: std::net::SocketAddr = format!("{ip}:{of_port}").parse().unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(stalling_peer(addr, Duration::from_secs(2), st));
+        })
+    };
+    wait_for("the peer's bring-up", Duration::from_secs(20), || {
+        (st.ready.load(Ordering::SeqCst) && switch_count(&api) == Some(3)).then_some(())
+    })
+    .unwrap();
+    wait_for("the peer to stop reading", Duration::from_secs(10), || {
+        st.stalled.load(Ordering::SeqCst).then_some(())
+    })
+    .unwrap();
+    let stalled_at = Instant::now();
+
+    // The API is asked every 100 ms from now on.
+    let api_failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let probe_stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (api, fails, stop) = (api.clone(), api_failures.clone(), probe_stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                for path in ["/healthz", "/api/v1/switches"] {
+                    if let Err(e) = api_quick(&api, path) {
+                        if let Ok(mut f) = fails.lock() {
+                            f.push(format!("{:?} after the stall: {e}", stalled_at.elapsed()));
+                        }
+                    }
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            n
+        })
+    };
+
+    // New host pairs need the forwarding core: each first packet of a
+    // pair is a PACKET_IN it must answer with flows.
+    let mut failures: Vec<String> = Vec::new();
+    for (at_s, a, b) in [
+        (4, &h2, &h4),
+        (8, &h4, &h1),
+        (12, &h2, &h3),
+        (16, &h1, &h2),
+        (20, &h3, &h4),
+    ] {
+        let at = Duration::from_secs(at_s);
+        if let Some(rest) = at.checked_sub(stalled_at.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        if !a.ping(&b.ip, 3) {
+            failures.push(format!(
+                "{} cannot ping {} (a new pair) {:?} after the stall",
+                a.ip,
+                b.ip,
+                stalled_at.elapsed()
+            ));
+        }
+    }
+    if !h1.ping(&h3.ip, 3) {
+        failures.push("h1 cannot ping h3 (an existing pair) during the stall".into());
+    }
+
+    // The stalled peer is disconnected, with the log line.
+    let logged = wait_for(
+        "the 'not reading: disconnected' log line",
+        Duration::from_secs(20),
+        || {
+            let log = std::fs::read_to_string(&log_path).ok()?;
+            log.lines()
+                .find(|l| {
+                    l.contains(&format!(
+                        "switch {PEER_DPID:016x} not reading: disconnected"
+                    ))
+                })
+                .map(str::to_string)
+        },
+    );
+    match &logged {
+        Ok(line) => eprintln!("logged: {line}"),
+        Err(e) => failures.push(e.to_string()),
+    }
+    let gone = wait_for(
+        "the peer to leave /api/v1/switches",
+        Duration::from_secs(10),
+        || (switch_count(&api) == Some(2)).then_some(()),
+    );
+    if let Err(e) = gone {
+        failures.push(e.to_string());
+    }
+    st.stop.store(true, Ordering::SeqCst);
+    let _ = peer.join();
+    probe_stop.store(true, Ordering::SeqCst);
+    let probes = prober.join().unwrap_or(0);
+    let api_fails = api_failures.lock().map(|f| f.clone()).unwrap_or_default();
+    eprintln!(
+        "peer: {} PACKET_INs written after the stall, {} writes blocked, closed by the controller: {}; {probes} API probe rounds",
+        st.written.load(Ordering::SeqCst),
+        st.blocked_writes.load(Ordering::SeqCst),
+        st.closed.load(Ordering::SeqCst),
+    );
+    failures.extend(api_fails);
+
+    // And the fabric still works after the peer has gone.
+    if !h3.ping(&h2.ip, 3) {
+        failures.push("h3 cannot ping h2 after the peer was disconnected".into());
+    }
+    if !failures.is_empty() {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!(
+            "{} failure(s):\n{}\ncontroller log (last lines, newest first):\n{}",
+            failures.len(),
+            failures.join("\n"),
+            tail.join("\n")
+        );
+    }
+}
