@@ -17,9 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn start() -> Running {
-    let dir = std::env::temp_dir().join(format!("shoal-wire-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let auth = support::creds::controller_auth(&dir, &[]).unwrap();
+    // A directory of its own per controller: the tests of this file run
+    // in parallel. The token files are read once, at validation.
+    let dir = support::TempDir::new("shoal-wire").unwrap();
+    let auth = support::creds::controller_auth(dir.path(), &[]).unwrap();
     let cfg = Config::from_toml(&format!(
         r#"
 of_listen = "127.0.0.1:0"
