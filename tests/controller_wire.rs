@@ -72,19 +72,7 @@ async fn send(s: &mut TcpStream, xid: u32, body: Message) {
 }
 
 fn port(n: u32) -> PortDesc {
-    PortDesc {
-        port_no: n,
-        hw_addr: ofp::MacAddr([2, 0, 0, 0, 0, n as u8]),
-        name: format!("p{n}"),
-        config: 0,
-        state: 0,
-        curr: 0,
-        advertised: 0,
-        supported: 0,
-        peer: 0,
-        curr_speed: 0,
-        max_speed: 0,
-    }
+    support::ofpeer::port(n, 0)
 }
 
 /// Plays a 1.3 switch through the handshake: answers FEATURES, ROLE,
@@ -115,24 +103,12 @@ async fn handshake(s: &mut TcpStream, buf: &mut Vec<u8>, dpid: u64) {
             }
             Message::RoleRequest(r) => send(s, m.xid, Message::RoleReply(r)).await,
             Message::MultipartRequest(req) => {
-                let body = match req.body {
-                    ofp::MultipartRequestBody::PortDesc => {
-                        MultipartReplyBody::PortDesc(vec![port(1), port(2)])
-                    }
-                    ofp::MultipartRequestBody::Desc => MultipartReplyBody::Desc(ofp::DescStats {
-                        mfr_desc: "test".into(),
-                        hw_desc: "scripted peer".into(),
-                        sw_desc: "0".into(),
-                        serial_num: "".into(),
-                        dp_desc: "".into(),
-                    }),
-                    ofp::MultipartRequestBody::Flow(_) => MultipartReplyBody::Flow(vec![]),
-                    ofp::MultipartRequestBody::PortStats { .. } => {
-                        MultipartReplyBody::PortStats(vec![])
-                    }
-                    ofp::MultipartRequestBody::Queue { .. } => MultipartReplyBody::Queue(vec![]),
-                    ofp::MultipartRequestBody::Meter { .. } => MultipartReplyBody::Meter(vec![]),
-                    _ => continue,
+                let Some(body) = support::ofpeer::multipart_reply(
+                    &req.body,
+                    || vec![port(1), port(2)],
+                    "scripted peer",
+                ) else {
+                    continue;
                 };
                 send(
                     s,

@@ -17,11 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ofp::{Hello, Message, MultipartReply, MultipartReplyBody, OfpMessage, PortDesc};
-use support::{
-    cargo_bin, e2e_lock, free_port, get_json, is_root, wait_for, ChildGuard, NsHost, OvsBridge,
-    PrivateOvs,
-};
+use ofp::{Hello, Message, MultipartReply, OfpMessage, PortDesc};
+use support::{e2e_lock, free_port, get_json, is_root, wait_for, NsHost, OvsBridge, PrivateOvs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -51,19 +48,7 @@ struct PeerState {
 }
 
 fn port(n: u32) -> PortDesc {
-    PortDesc {
-        port_no: n,
-        hw_addr: ofp::MacAddr([2, 0x57, 0, 0, (n >> 8) as u8, n as u8]),
-        name: format!("p{n}"),
-        config: 0,
-        state: 0,
-        curr: 0,
-        advertised: 0,
-        supported: 0,
-        peer: 0,
-        curr_speed: 0,
-        max_speed: 0,
-    }
+    support::ofpeer::port(n, 0x57)
 }
 
 async fn send(s: &mut TcpStream, xid: u32, body: Message) -> std::io::Result<()> {
@@ -112,24 +97,12 @@ async fn answer(s: &mut TcpStream, m: OfpMessage) -> std::io::Result<bool> {
         }
         Message::RoleRequest(r) => send(s, m.xid, Message::RoleReply(r)).await?,
         Message::MultipartRequest(req) => {
-            let body = match req.body {
-                ofp::MultipartRequestBody::PortDesc => {
-                    MultipartReplyBody::PortDesc((1..=N_PORTS).map(port).collect())
-                }
-                ofp::MultipartRequestBody::Desc => MultipartReplyBody::Desc(ofp::DescStats {
-                    mfr_desc: "test".into(),
-                    hw_desc: "stalling peer".into(),
-                    sw_desc: "0".into(),
-                    serial_num: "".into(),
-                    dp_desc: "".into(),
-                }),
-                ofp::MultipartRequestBody::Flow(_) => MultipartReplyBody::Flow(vec![]),
-                ofp::MultipartRequestBody::PortStats { .. } => {
-                    MultipartReplyBody::PortStats(vec![])
-                }
-                ofp::MultipartRequestBody::Queue { .. } => MultipartReplyBody::Queue(vec![]),
-                ofp::MultipartRequestBody::Meter { .. } => MultipartReplyBody::Meter(vec![]),
-                _ => return Ok(false),
+            let Some(body) = support::ofpeer::multipart_reply(
+                &req.body,
+                || (1..=N_PORTS).map(port).collect(),
+                "stalling peer",
+            ) else {
+                return Ok(false);
             };
             send(
                 s,
@@ -310,19 +283,7 @@ interval_s = 2.0
     )
     .unwrap();
     let log_path = dir.join("controller.log");
-    let _ctl = ChildGuard::spawn(
-        Command::new(cargo_bin("shoal-controller"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .args(["--log", "info"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap()),
-    )
-    .unwrap();
-    wait_for("the API", Duration::from_secs(20), || {
-        get_json(&api, "/healthz").ok()
-    })
-    .unwrap();
+    let _ctl = support::world::start_controller(&dir, &cfg, "controller.log", &api).unwrap();
     let target = format!("tcp:{ip}:{of_port}");
     b1.set_controller(&target).unwrap();
     b2.set_controller(&target).unwrap();
