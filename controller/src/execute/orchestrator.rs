@@ -603,6 +603,18 @@ impl Orchestrator {
         let now = self.clock.now_unix_ms();
         let m = {
             let mut st = lock(&self.state);
+            // Checked again under the lock: of concurrent submissions for
+            // one VM, exactly one is queued.
+            if st
+                .migs
+                .values()
+                .any(|o| o.vm == req.vm && !o.state.is_final())
+            {
+                return Err(OrchError::Conflict(format!(
+                    "VM {} already has a migration under way",
+                    req.vm
+                )));
+            }
             let seq = st.seq;
             st.seq += 1;
             let port = self.cfg.port_base.wrapping_add((seq % 10_000) as u16);
@@ -957,6 +969,28 @@ impl Orchestrator {
         lock(&self.state).stale.extend(keep);
     }
 
+    /// Compare-and-set: applies `f` only while the migration is still in
+    /// state `expected` (under the table's lock), so that a concurrent
+    /// cancel or finish is never overwritten. None when it is not.
+    fn update_if(
+        &self,
+        id: &str,
+        expected: MigState,
+        f: impl FnOnce(&mut Migration),
+    ) -> Option<Migration> {
+        let m = {
+            let mut st = lock(&self.state);
+            let m = st.migs.get_mut(id)?;
+            if m.state != expected {
+                return None;
+            }
+            f(m);
+            m.clone()
+        };
+        self.persist(&m);
+        Some(m)
+    }
+
     fn update(&self, id: &str, f: impl FnOnce(&mut Migration)) -> Option<Migration> {
         let m = {
             let mut st = lock(&self.state);
@@ -1098,12 +1132,13 @@ impl Orchestrator {
             Err(why) => {
                 if m.queued_reason.as_deref() != Some(why.as_str()) {
                     info!(id = %m.id, reason = %why, "migration stays queued");
-                    self.update(&m.id, |x| x.queued_reason = Some(why));
+                    self.update_if(&m.id, MigState::Queued, |x| x.queued_reason = Some(why));
                 }
                 return;
             }
         };
-        let Some(m) = self.update(&m.id, |x| {
+        // Compare-and-set: a cancel since `m` was read wins.
+        let Some(m) = self.update_if(&m.id, MigState::Queued, |x| {
             x.state = MigState::Reserving;
             x.queued_reason = None;
             x.path = hops.iter().map(|h| h.dpid.clone()).collect();
@@ -1132,7 +1167,7 @@ impl Orchestrator {
             Ok(()) => {
                 let now = self.clock.now_unix_ms();
                 lock(&self.state).last_contact.insert(m.id.clone(), now);
-                self.update(&m.id, |x| {
+                self.update_if(&m.id, MigState::Reserving, |x| {
                     x.state = MigState::Running;
                     x.started_unix_ms = Some(now);
                 });
@@ -1642,5 +1677,134 @@ mod tests {
             serde_json::to_value(MigState::Verifying).unwrap(),
             serde_json::json!("verifying")
         );
+    }
+}
+
+#[cfg(test)]
+mod race_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::execute::handles::{BoxFuture, HostdError, SwitchLink};
+    use crate::knowledge::clock::SystemClock;
+    use crate::monitor::hosts::tests::{reg, report, vm};
+
+    /// Counts the commands sent to host daemons.
+    #[derive(Default)]
+    struct Hostds(Mutex<Vec<String>>);
+
+    impl HostdClient for Hostds {
+        fn put_command<'a>(
+            &'a self,
+            _api: &'a str,
+            id: &'a str,
+            _cmd: &'a proto::Command,
+        ) -> BoxFuture<'a, Result<(), HostdError>> {
+            Box::pin(async move {
+                lock(&self.0).push(id.to_string());
+                Ok(())
+            })
+        }
+        fn command_status<'a>(
+            &'a self,
+            _api: &'a str,
+            _id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
+            Box::pin(async { Ok(None) })
+        }
+    }
+
+    struct NoSwitches;
+    impl Switches for NoSwitches {
+        fn switch(&self, _dpid: u64) -> Option<Box<dyn SwitchLink>> {
+            None
+        }
+    }
+
+    /// Two registered hosts; VM v1 on h1, reported; an orchestrator over
+    /// them with a recording hostd client.
+    async fn world() -> (Arc<Knowledge>, Arc<Orchestrator>, Arc<Hostds>) {
+        let settings = Config::from_toml("")
+            .and_then(|c| c.validate())
+            .expect("settings");
+        let k = Arc::new(crate::mapek::state::knowledge(&settings, None));
+        {
+            let mut h = k.hosts_write().expect("hosts");
+            h.register("h1", reg("h1", 1, vec![vm("v1", "02:00:00:00:00:01")]), 0)
+                .expect("h1");
+            h.register("h2", reg("h2", 2, vec![]), 0).expect("h2");
+            h.report("h1", report("h1", 1, vec![]), 1).expect("report");
+        }
+        let hostds = Arc::new(Hostds::default());
+        let orch = Orchestrator::with_handles(
+            OrchConfig::from_settings(&settings),
+            Handles {
+                fabric: k.clone(),
+                switches: Arc::new(NoSwitches),
+                hostd: hostds.clone(),
+                store: None,
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .await;
+        (k, orch, hostds)
+    }
+
+    fn request() -> MigrationRequest {
+        MigrationRequest {
+            vm: "v1".into(),
+            destination: "h2".into(),
+            deadline_s: None,
+            reserve: Some(false),
+        }
+    }
+
+    /// A cancel that answered "cancelled" is final: the admission round
+    /// that read the migration as queued just before cannot start it.
+    #[tokio::test]
+    async fn a_cancel_is_never_overwritten_by_a_start() {
+        let (k, orch, hostds) = world().await;
+        for _ in 0..50 {
+            let m = orch.submit(request(), "test".into(), None).expect("queued");
+            // The admission round read it as queued ...
+            let seen = orch.get(&m.id).expect("known");
+            // ... then the operator's DELETE won the race.
+            let c = orch.cancel(&m.id).expect("cancelled");
+            assert_eq!(c.state, MigState::Cancelled);
+            orch.try_start(&*k, seen).await;
+            let after = orch.get(&m.id).expect("known");
+            assert_eq!(after.state, MigState::Cancelled, "{after:?}");
+        }
+        assert!(
+            lock(&hostds.0).is_empty(),
+            "commands sent for cancelled migrations"
+        );
+    }
+
+    /// Many concurrent submissions for one VM: exactly one is queued.
+    #[test]
+    fn concurrent_submissions_for_one_vm_queue_once() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let (_k, orch, _) = rt.block_on(world());
+        for round in 0..100 {
+            let barrier = Arc::new(std::sync::Barrier::new(4));
+            let oks: usize = std::thread::scope(|sc| {
+                let hs: Vec<_> = (0..4)
+                    .map(|_| {
+                        let (o, b) = (orch.clone(), barrier.clone());
+                        sc.spawn(move || {
+                            b.wait();
+                            o.submit(request(), "race".into(), None).is_ok() as usize
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+            });
+            assert_eq!(oks, 1, "round {round}: {oks} migrations queued for one VM");
+            for m in orch.list() {
+                if m.state == MigState::Queued {
+                    orch.cancel(&m.id).expect("cancel");
+                }
+            }
+        }
     }
 }
