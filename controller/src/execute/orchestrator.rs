@@ -53,6 +53,9 @@ use crate::monitor::topology::{PortRef, Topology};
 const MIB: f64 = 1_048_576.0;
 /// First meter id used for migrations.
 pub const METER_BASE: u32 = 1000;
+/// Attempts of a command to a host daemon whose answer is lost in
+/// transport (the same id each time: hostd takes it as one command).
+const COMMAND_ATTEMPTS: u32 = 3;
 /// How long a source hostd may stay unreachable before the migration is
 /// declared lost.
 const LOST_CONTACT: Duration = Duration::from_secs(30);
@@ -1428,11 +1431,24 @@ impl Orchestrator {
             .map_err(|e| e.to_string())
     }
 
+    /// Sends command `id`; an answer lost in transport (timeout, reset) is
+    /// retried with the same id and body, which hostd takes as the same
+    /// command, up to [`COMMAND_ATTEMPTS`] times. A refusal is final.
     async fn put_command(&self, api: &str, id: &str, cmd: &proto::Command) -> Result<(), String> {
-        self.hostd
-            .put_command(api, id, cmd)
-            .await
-            .map_err(|e| e.to_string())
+        let mut attempt = 1;
+        loop {
+            match self.hostd.put_command(api, id, cmd).await {
+                Ok(()) => return Ok(()),
+                Err(e @ crate::execute::handles::HostdError::Transport { .. })
+                    if attempt < COMMAND_ATTEMPTS =>
+                {
+                    warn!(command = id, attempt, error = %e, "no answer from hostd: sending the command again");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
     }
 
     async fn follow(&self, s: &dyn FabricView, m: Migration) {
@@ -1688,19 +1704,28 @@ mod race_tests {
     use crate::knowledge::clock::SystemClock;
     use crate::monitor::hosts::tests::{reg, report, vm};
 
-    /// Counts the commands sent to host daemons.
+    /// Counts the commands sent to host daemons; the first `lost` calls
+    /// are taken by the daemon but their answers are lost (a timeout).
     #[derive(Default)]
-    struct Hostds(Mutex<Vec<String>>);
+    struct Hostds(Mutex<Vec<String>>, std::sync::atomic::AtomicUsize);
 
     impl HostdClient for Hostds {
         fn put_command<'a>(
             &'a self,
-            _api: &'a str,
+            api: &'a str,
             id: &'a str,
             _cmd: &'a proto::Command,
         ) -> BoxFuture<'a, Result<(), HostdError>> {
             Box::pin(async move {
                 lock(&self.0).push(id.to_string());
+                let lost = &self.1;
+                if lost.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    lost.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    return Err(HostdError::Transport {
+                        url: format!("{api}/x"),
+                        reason: "timed out".into(),
+                    });
+                }
                 Ok(())
             })
         }
@@ -1806,5 +1831,21 @@ mod race_tests {
                 }
             }
         }
+    }
+
+    /// A command whose answer was lost (a timeout) is sent again with the
+    /// same id (hostd takes a repeated id and body as the same command)
+    /// before the migration is declared failed.
+    #[tokio::test]
+    async fn a_lost_answer_is_retried_before_failing() {
+        let (k, orch, hostds) = world().await;
+        hostds.1.store(1, std::sync::atomic::Ordering::SeqCst);
+        let m = orch.submit(request(), "test".into(), None).expect("queued");
+        orch.try_start(&*k, m.clone()).await;
+        let after = orch.get(&m.id).expect("known");
+        assert_eq!(after.state, MigState::Running, "{after:?}");
+        let sent = lock(&hostds.0).clone();
+        let in_id = format!("{}-in", m.id);
+        assert_eq!(sent.iter().filter(|i| **i == in_id).count(), 2, "{sent:?}");
     }
 }
