@@ -558,6 +558,20 @@ fn secret_file(field: &str, path: &Path) -> Result<Secret, ConfigError> {
     })
 }
 
+impl Settings {
+    /// The knowledge's part of the settings.
+    pub fn knowledge_config(&self) -> crate::knowledge::state::KnowledgeConfig {
+        crate::knowledge::state::KnowledgeConfig {
+            link_capacity_bps: self.link_capacity_bps,
+            poll_interval: self.poll_interval,
+            window_intervals: self.window_intervals,
+            excluded_cookie: self.excluded_cookie,
+            excluded_cookie_mask: self.excluded_cookie_mask,
+            host_history: self.host_history,
+        }
+    }
+}
+
 impl Config {
     /// Reads and parses a TOML file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {

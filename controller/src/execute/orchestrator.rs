@@ -1751,7 +1751,11 @@ mod race_tests {
         let settings = Config::from_toml("")
             .and_then(|c| c.validate())
             .expect("settings");
-        let k = Arc::new(crate::mapek::state::knowledge(&settings, None));
+        let k = Arc::new(Knowledge::new(
+            &settings.knowledge_config(),
+            settings.hypervisors.clone(),
+            None,
+        ));
         {
             let mut h = k.hosts_write().expect("hosts");
             h.register("h1", reg("h1", 1, vec![vm("v1", "02:00:00:00:00:01")]), 0)

@@ -24,14 +24,7 @@ pub struct HostEvent {
 
 /// The knowledge configuration of `settings`.
 pub fn knowledge_config(settings: &Settings) -> KnowledgeConfig {
-    KnowledgeConfig {
-        link_capacity_bps: settings.link_capacity_bps,
-        poll_interval: settings.poll_interval,
-        window_intervals: settings.window_intervals,
-        excluded_cookie: settings.excluded_cookie,
-        excluded_cookie_mask: settings.excluded_cookie_mask,
-        host_history: settings.host_history,
-    }
+    settings.knowledge_config()
 }
 
 /// The live loop's state at start, from the settings' `[policy]`.
