@@ -44,6 +44,13 @@ pub const MAX_TOKEN_LEN: usize = 512;
 /// Largest token file read, bytes.
 const MAX_FILE: u64 = 4096;
 
+/// The permission bits of a file that group or others may access (None:
+/// only its owner may). Token files and private keys must be owner-only.
+pub fn open_to_others(meta: &std::fs::Metadata) -> Option<u32> {
+    let mode = meta.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 /// A bearer token. Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret {
@@ -82,8 +89,7 @@ impl Secret {
             source,
         };
         let meta = std::fs::metadata(path).map_err(read)?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if let Some(mode) = open_to_others(&meta) {
             return Err(SecretError::Permissions {
                 path: path.to_path_buf(),
                 mode,

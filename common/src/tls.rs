@@ -67,18 +67,13 @@ pub fn load_certs(
 
 /// The private key of a PEM file; refused when group or others may read it.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    use std::os::unix::fs::PermissionsExt;
     let err = |reason: String| TlsError::File {
         what: "private key",
         path: path.to_path_buf(),
         reason,
     };
-    let mode = std::fs::metadata(path)
-        .map_err(|e| err(e.to_string()))?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode & 0o077 != 0 {
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if let Some(mode) = crate::secret::open_to_others(&meta) {
         return Err(err(format!(
             "accessible by group or others (mode {mode:04o}); run: chmod 600 {}",
             path.display()
@@ -195,11 +190,6 @@ impl TlsListener {
             }
         });
         Ok(TlsListener { rx, local, task })
-    }
-
-    /// The next established connection (None once the accept task ended).
-    pub async fn next(&mut self) -> Option<(TlsStream<TcpStream>, SocketAddr)> {
-        self.rx.recv().await
     }
 }
 

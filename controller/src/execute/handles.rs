@@ -297,6 +297,17 @@ impl HostdClient for HttpHostd {
     }
 }
 
+/// No switch is connected (tests of the logic above OpenFlow).
+#[cfg(test)]
+pub(crate) struct NoSwitches;
+
+#[cfg(test)]
+impl Switches for NoSwitches {
+    fn switch(&self, _dpid: u64) -> Option<Box<dyn SwitchLink>> {
+        None
+    }
+}
+
 /// Everything the orchestrator reads, writes to or waits on.
 #[derive(Clone)]
 pub struct Handles {

@@ -1700,7 +1700,7 @@ mod tests {
 mod race_tests {
     use super::*;
     use crate::config::Config;
-    use crate::execute::handles::{BoxFuture, HostdError, SwitchLink};
+    use crate::execute::handles::{BoxFuture, HostdError, NoSwitches};
     use crate::knowledge::clock::SystemClock;
     use crate::monitor::hosts::tests::{reg, report, vm};
 
@@ -1735,13 +1735,6 @@ mod race_tests {
             _id: &'a str,
         ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
             Box::pin(async { Ok(None) })
-        }
-    }
-
-    struct NoSwitches;
-    impl Switches for NoSwitches {
-        fn switch(&self, _dpid: u64) -> Option<Box<dyn SwitchLink>> {
-            None
         }
     }
 

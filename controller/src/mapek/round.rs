@@ -358,7 +358,7 @@ async fn send_command(s: &RoundCtx, host: &str, id: &str, cmd: proto::Command) -
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::execute::handles::{BoxFuture, Handles, Switches};
+    use crate::execute::handles::{BoxFuture, Handles, NoSwitches};
     use crate::execute::orchestrator::OrchConfig;
     use crate::knowledge::clock::SystemClock;
     use crate::mapek::state;
@@ -403,13 +403,6 @@ mod tests {
             reason: "test".into(),
             score: 1.0,
             details: Default::default(),
-        }
-    }
-
-    struct NoSwitches;
-    impl Switches for NoSwitches {
-        fn switch(&self, _dpid: u64) -> Option<Box<dyn crate::execute::handles::SwitchLink>> {
-            None
         }
     }
 

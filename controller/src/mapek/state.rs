@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::knowledge::state::{Knowledge, KnowledgeConfig};
+use crate::knowledge::state::Knowledge;
 use crate::knowledge::store::Store;
 use crate::mapek::live::{LiveState, PolicySettings};
 
@@ -20,11 +20,6 @@ pub struct HostEvent {
     pub host: String,
     /// The event.
     pub event: shoal_common::proto::Event,
-}
-
-/// The knowledge configuration of `settings`.
-pub fn knowledge_config(settings: &Settings) -> KnowledgeConfig {
-    settings.knowledge_config()
 }
 
 /// The live loop's state at start, from the settings' `[policy]`.
@@ -42,7 +37,7 @@ pub fn live_state(settings: &Settings) -> LiveState {
 /// The live knowledge of `settings`, with `store`.
 pub fn knowledge(settings: &Settings, store: Option<Arc<dyn Store>>) -> Knowledge {
     Knowledge::new(
-        &knowledge_config(settings),
+        &settings.knowledge_config(),
         settings.hypervisors.clone(),
         store,
     )
