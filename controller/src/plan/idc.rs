@@ -28,7 +28,7 @@ use super::view::View;
 use super::{
     Action, Alternative, ConstraintOptions, Decision, Details, MigrationCost, PlanError, Policy,
 };
-use crate::analyze::{HotspotReport, Resource};
+use crate::analyze::{DetectorDefaults, HotspotReport, Resource};
 use crate::knowledge::snapshot::{ratio, Snapshot};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -108,6 +108,15 @@ struct Cand {
 impl Policy for Idc {
     fn name(&self) -> &'static str {
         "idc"
+    }
+
+    /// The thesis: memory overload is swap activity only; the network
+    /// observation is NIC traffic only.
+    fn detector_defaults(&self) -> DetectorDefaults {
+        DetectorDefaults {
+            mem_util_trigger: false,
+            net_includes_idc: false,
+        }
     }
 
     fn plan(&mut self, snap: &Snapshot, hot: &HotspotReport) -> Vec<Decision> {

@@ -40,7 +40,7 @@ pub(crate) mod testutil;
 pub mod view;
 pub mod violin;
 
-use crate::analyze::HotspotReport;
+use crate::analyze::{DetectorDefaults, HotspotReport};
 use crate::knowledge::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -211,6 +211,13 @@ pub trait Policy: Send {
     fn name(&self) -> &'static str;
     /// Decides the actions for this round, in the order to execute them.
     fn plan(&mut self, snap: &Snapshot, hot: &HotspotReport) -> Vec<Decision>;
+    /// What the detector observes for this policy when the configuration
+    /// leaves it open ([`crate::analyze::HotspotConfig::for_policy`]): the
+    /// memory-utilisation trigger and whether the network observation
+    /// counts IDC traffic.
+    fn detector_defaults(&self) -> DetectorDefaults {
+        DetectorDefaults::default()
+    }
 }
 
 /// Options of all policies (the live controller serves them at

@@ -11,7 +11,7 @@
 use super::constraints::{Ledger, HOTSPOT_DEFAULTS};
 use super::view::View;
 use super::{Action, Alternative, ConstraintOptions, Decision, Details, Policy};
-use crate::analyze::{HotspotReport, Resource};
+use crate::analyze::{DetectorDefaults, HotspotReport, Resource};
 use crate::knowledge::snapshot::{ratio, Snapshot};
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +52,15 @@ pub fn volume(cpu: f64, mem: f64, net: f64, cap: f64) -> f64 {
 impl Policy for Sandpiper {
     fn name(&self) -> &'static str {
         "sandpiper"
+    }
+
+    /// The thesis: memory overload is swap activity only; the network
+    /// observation includes IDC traffic.
+    fn detector_defaults(&self) -> DetectorDefaults {
+        DetectorDefaults {
+            mem_util_trigger: false,
+            net_includes_idc: true,
+        }
     }
 
     fn plan(&mut self, snap: &Snapshot, hot: &HotspotReport) -> Vec<Decision> {
