@@ -271,6 +271,38 @@ fn analyze_window_restarts_after_a_migration() {
     }
 }
 
+/// Sandpiper as the thesis's baseline (§4.2.2: "At first memory overload,
+/// Sandpiper allocates 32MB physical memory to VM1"): vm1 swaps
+/// ((1064 − 1024) MB · 25.6 = 1024 pages/s) and may grow to 2048 MB; it
+/// grows by 32 MB steps and is never migrated.
+#[test]
+fn sandpiper_grows_a_swapping_vm_before_migrating() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "vm1", "host": "h1", "memory_mb": 1024,
+                "max_memory_mb": 2048, "cpu": 1, "mem_used_mb": 1064}),
+            serde_json::json!({"name": "vm2", "host": "h1", "memory_mb": 512, "cpu": 1}),
+        ],
+        vec![],
+    );
+    let lines = sim_lines(&scn, "sandpiper", 8, no_options(), no_options());
+    assert!(moves(&lines).is_empty(), "{:?}", brief(&lines));
+    let grows: Vec<f64> = lines
+        .iter()
+        .filter(|l| l["action"] == "resize" && l["vm"] == "vm1")
+        .map(|l| l["target_mb"].as_f64().unwrap())
+        .collect();
+    assert_eq!(grows.first(), Some(&1056.0), "{:?}", brief(&lines));
+    assert!(grows.windows(2).all(|w| w[1] - w[0] == 32.0), "{grows:?}");
+    // `sandpiper.memory_growth = false`: the NSDI 2007 behaviour, a memory
+    // hotspot migrates at once.
+    let nsdi = serde_json::json!({"sandpiper": {"memory_growth": false}});
+    let lines = sim_lines(&scn, "sandpiper", 8, no_options(), nsdi);
+    assert!(!moves(&lines).is_empty(), "{:?}", brief(&lines));
+    assert!(lines.iter().all(|l| l["action"] != "resize"));
+}
+
 /// Sandpiper's network observation includes IDC traffic (thesis §4.1:
 /// "Sandpiper includes IDC in the network traffic"): a and b on h1 (1
 /// Gbit/s NIC = 125 MB/s) exchange 55 MB/s each way, all IDC. Sandpiper

@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod constraints;
+pub mod growth;
 pub mod idc;
 pub mod physics;
 pub mod sandpiper;
@@ -243,6 +244,7 @@ impl PolicyOptions {
     /// Validates every section.
     pub fn validate(&self) -> Result<(), PlanError> {
         self.constraints.validate()?;
+        self.sandpiper.validate()?;
         self.idc.validate()?;
         self.score.validate()?;
         self.sova.validate()?;
