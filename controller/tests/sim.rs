@@ -330,6 +330,40 @@ fn sandpiper_counts_idc_traffic_as_network() {
     assert!(lines.is_empty(), "{:?}", brief(&lines));
 }
 
+/// IDC-aware resolves memory overload before CPU migration (thesis §4.2.4:
+/// allocations while the CPU is also overloaded; "at 210 s RMN tries to do
+/// migration"). h1 is CPU-hot (7 of 8 cores) from the start and v1 swaps
+/// (1024 pages/s) until it has grown by 64 MB: while growth resolves the
+/// memory overload no migration leaves h1; once memory is no longer hot the
+/// CPU migration follows.
+#[test]
+fn idc_memory_overload_before_cpu_migration() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "v1", "host": "h1", "memory_mb": 1024,
+                "max_memory_mb": 2048, "cpu": 3, "mem_used_mb": 1064}),
+            serde_json::json!({"name": "v2", "host": "h1", "memory_mb": 1024, "cpu": 4}),
+        ],
+        vec![],
+    );
+    let lines = sim_lines(&scn, "idc", 10, no_options(), no_options());
+    let rounds = |action: &str| -> Vec<u64> {
+        lines
+            .iter()
+            .filter(|l| l["action"] == action)
+            .map(|l| l["round"].as_u64().unwrap())
+            .collect()
+    };
+    let (grows, migs) = (rounds("resize"), rounds("migrate"));
+    assert!(!grows.is_empty() && migs.len() == 1, "{:?}", brief(&lines));
+    assert!(
+        grows.iter().all(|g| *g < migs[0]),
+        "a CPU migration while memory growth runs: {:?}",
+        brief(&lines)
+    );
+}
+
 /// Memory overload is swap activity (> 150 pages/s) for the thesis
 /// policies: h1 is 96% allocated (3950 of 4096 MB) but nothing swaps, so
 /// neither IDC-aware nor Sandpiper acts (no growth until free memory is 0,
