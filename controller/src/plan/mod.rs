@@ -20,6 +20,12 @@
 //! | `sova`      | [`sova`]       | Sova |
 //! | `violin`    | [`violin`]     | VIOLIN |
 //!
+//! Each rule, its publication, section and equation, the choices where a
+//! publication is ambiguous and Shoal's own additions: `docs/algorithms.md`.
+//! A policy also tells Analyze what to observe for it
+//! ([`Policy::detector_defaults`]); memory growth before migration is shared
+//! in [`growth`].
+//!
 //! The constraints all policies share (room at the destination, one
 //! migration per source host per round, cooldown, a migration that
 //! converges under the VMPatrol model) live in [`constraints`]; the indexed
