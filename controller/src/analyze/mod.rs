@@ -345,7 +345,7 @@ fn evaluate_host(
     let mem = series(&|s| s.mem_util(host));
     let swap = series(&|s| s.swap_out_pps);
     let net = if cfg.net_includes_idc.unwrap_or(false) && !vms.is_empty() {
-        net_with_idc(host, samples.len(), vms)
+        net_with_idc(host, samples, vms)
     } else {
         series(&|s| s.net_util(host))
     };
@@ -379,23 +379,18 @@ fn evaluate_host(
     HostHotspot { evidence }
 }
 
-/// The network observation with IDC traffic: per sample, the busier
-/// direction of the sum of the host's VMs' own tx / rx (IDC included) over
-/// the NIC capacity. VM samples are aligned with the host's from the latest
-/// one back (one report per interval each); the last `len` are returned.
-fn net_with_idc(host: &HostState, len: usize, vms: &[&VmState]) -> Vec<f64> {
+/// The network observation with IDC traffic: per host sample, the busier
+/// direction of the sum of the host's VMs' own tx / rx (IDC included) in
+/// the samples taken at the same time (one report carries the host and its
+/// VMs), over the NIC capacity.
+fn net_with_idc(host: &HostState, samples: &[HostSample], vms: &[&VmState]) -> Vec<f64> {
     let cap = host.nic_bytes_per_s();
-    (0..len)
-        .rev()
-        .map(|back| {
+    samples
+        .iter()
+        .map(|hs| {
             let (mut tx, mut rx) = (0.0, 0.0);
             for vm in vms {
-                let s = vm
-                    .history
-                    .len()
-                    .checked_sub(back + 1)
-                    .and_then(|i| vm.history.get(i));
-                if let Some(s) = s {
+                if let Some(s) = vm.history.iter().rev().find(|s| s.at_s == hs.at_s) {
                     tx += s.tx_bytes_per_s;
                     rx += s.rx_bytes_per_s;
                 }
@@ -641,14 +636,14 @@ mod tests {
                 v.into(),
                 VmState {
                     host: "a".into(),
-                    history: vec![
-                        crate::knowledge::snapshot::VmSample {
+                    history: (0..5)
+                        .map(|i| crate::knowledge::snapshot::VmSample {
+                            at_s: f64::from(i),
                             tx_bytes_per_s: 450.0,
                             rx_bytes_per_s: 450.0,
                             ..Default::default()
-                        };
-                        5
-                    ],
+                        })
+                        .collect(),
                     ..Default::default()
                 },
             );
