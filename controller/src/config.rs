@@ -1389,6 +1389,33 @@ name = "idc"
     }
 
     #[test]
+    fn thesis_policy_options_parse_and_validate() {
+        let c = Config::from_toml(
+            "[policy]\nname = \"idc\"\n[policy.hotspot]\nmem_util_trigger = true\n\
+             net_includes_idc = false\n[policy.options.idc]\ngrowth_target = \"volume\"\n\
+             [policy.options.sandpiper]\nmemory_growth = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy.hotspot.mem_util_trigger, Some(true));
+        assert_eq!(c.policy.hotspot.net_includes_idc, Some(false));
+        assert_eq!(
+            c.policy.options.idc.growth_target,
+            crate::plan::idc::GrowthTarget::Volume
+        );
+        assert!(!c.policy.options.sandpiper.memory_growth);
+        c.validate().unwrap();
+        let d = Config::from_toml("").unwrap();
+        assert_eq!(d.policy.hotspot.mem_util_trigger, None);
+        assert!(d.policy.options.sandpiper.memory_growth);
+        let e = Config::from_toml("[policy.options.sandpiper]\ngrowth_step_mb = 0\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("sandpiper.growth_step_mb"), "{e}");
+        assert!(Config::from_toml("[policy.options.idc]\ngrowth_target = \"largest\"\n").is_err());
+    }
+
+    #[test]
     fn db_dir_must_exist() {
         let mut c = Config {
             db: ":memory:".into(),

@@ -8,12 +8,14 @@
 //! [`detect`] looks at the last `n` [`HostSample`]s of every host in a
 //! [`Snapshot`] and flags a resource hot when at least `k` of them exceed the
 //! threshold **and** the AR(1) prediction of the next observation exceeds it
-//! too. Hosts involved in a migration (running, or ended less than one
-//! interval ago) are not evaluated. No clock, no I/O: the same call runs in
-//! the live loop and in the simulator.
+//! too. A host that is the source or target of a running migration is not
+//! evaluated, and its window restarts when the migration ends: samples
+//! taken before the end never count (the thesis §3.2.2: the source's usage
+//! information "is reclaimed"). No clock, no I/O: the same call runs in the
+//! live loop and in the simulator. Rules and sources: `docs/algorithms.md`.
 #![warn(missing_docs)]
 
-use crate::knowledge::snapshot::{HostSample, HostState, Snapshot};
+use crate::knowledge::snapshot::{HostSample, HostState, Snapshot, VmState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -43,6 +45,15 @@ pub struct HotspotConfig {
     pub thresholds: Thresholds,
     /// Noise term δ added to the AR(1) prediction (Sova; default 0).
     pub ar_noise: f64,
+    /// Memory is also hot when its utilisation exceeds `thresholds.mem`
+    /// (Shoal's own addition; the thesis's memory overload is swap-out
+    /// only). `None` = the policy's default: off for `sandpiper` and
+    /// `idc`, on for the others.
+    pub mem_util_trigger: Option<bool>,
+    /// The network observation counts the host's IDC traffic too (the sum
+    /// of its VMs' own tx / rx, as Sandpiper does) instead of the physical
+    /// NIC only. `None` = the policy's default: on for `sandpiper` only.
+    pub net_includes_idc: Option<bool>,
 }
 
 impl Default for HotspotConfig {
@@ -52,6 +63,28 @@ impl Default for HotspotConfig {
             n: 5,
             thresholds: Thresholds::default(),
             ar_noise: 0.0,
+            mem_util_trigger: None,
+            net_includes_idc: None,
+        }
+    }
+}
+
+/// What a policy's detector observes when the configuration leaves it open
+/// (see [`HotspotConfig::for_policy`]). The default (the project's policies
+/// other than the thesis's): memory utilisation triggers, NIC traffic only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DetectorDefaults {
+    /// Default of [`HotspotConfig::mem_util_trigger`].
+    pub mem_util_trigger: bool,
+    /// Default of [`HotspotConfig::net_includes_idc`].
+    pub net_includes_idc: bool,
+}
+
+impl Default for DetectorDefaults {
+    fn default() -> Self {
+        DetectorDefaults {
+            mem_util_trigger: true,
+            net_includes_idc: false,
         }
     }
 }
@@ -64,7 +97,8 @@ pub struct Thresholds {
     pub cpu: f64,
     /// Network utilisation (NIC traffic only).
     pub net: f64,
-    /// Memory utilisation.
+    /// Memory utilisation (a destination's room limit; a hotspot trigger
+    /// only with [`HotspotConfig::mem_util_trigger`]).
     pub mem: f64,
     /// Swap-out, pages/s.
     pub swap_out_pps: f64,
@@ -82,6 +116,16 @@ impl Default for Thresholds {
 }
 
 impl HotspotConfig {
+    /// This configuration with the options it leaves open (`None`) set to
+    /// the policy's defaults.
+    pub fn for_policy(&self, d: DetectorDefaults) -> HotspotConfig {
+        HotspotConfig {
+            mem_util_trigger: Some(self.mem_util_trigger.unwrap_or(d.mem_util_trigger)),
+            net_includes_idc: Some(self.net_includes_idc.unwrap_or(d.net_includes_idc)),
+            ..self.clone()
+        }
+    }
+
     /// Checks ranges: `2 ≤ k ≤ n`, utilisation thresholds in (0, 1],
     /// swap threshold > 0, noise finite.
     pub fn validate(&self) -> Result<(), AnalyzeError> {
@@ -274,20 +318,50 @@ fn evaluate(
     })
 }
 
-/// Evaluates one host's window (no exclusion logic).
+/// Evaluates one host's whole window (no migration logic; the network
+/// observation is the NIC's: IDC traffic needs the VMs, see [`detect`]).
 pub fn detect_host(host: &HostState, cfg: &HotspotConfig) -> HostHotspot {
+    evaluate_host(host, &[], None, cfg)
+}
+
+/// Evaluates `host` on its samples taken after `since` (all when `None`);
+/// `vms` are the VMs on it (for a network observation with IDC traffic).
+fn evaluate_host(
+    host: &HostState,
+    vms: &[&VmState],
+    since: Option<f64>,
+    cfg: &HotspotConfig,
+) -> HostHotspot {
     let t = &cfg.thresholds;
-    let series =
-        |f: &dyn Fn(&HostSample) -> f64| -> Vec<f64> { host.history.iter().map(f).collect() };
+    let first = since.map_or(0, |e| {
+        host.history
+            .iter()
+            .position(|s| s.at_s > e)
+            .unwrap_or(host.history.len())
+    });
+    let samples = host.history.get(first..).unwrap_or(&[]);
+    let series = |f: &dyn Fn(&HostSample) -> f64| -> Vec<f64> { samples.iter().map(f).collect() };
     let cpu = series(&|s| s.cpu_util);
     let mem = series(&|s| s.mem_util(host));
     let swap = series(&|s| s.swap_out_pps);
-    let net = series(&|s| s.net_util(host));
+    let net = if cfg.net_includes_idc.unwrap_or(false) && !vms.is_empty() {
+        net_with_idc(host, samples, vms)
+    } else {
+        series(&|s| s.net_util(host))
+    };
     let mut evidence = Vec::new();
     if let Some(e) = evaluate(Resource::Cpu, Indicator::CpuUtil, &cpu, t.cpu, cfg) {
         evidence.push(e);
     }
-    // Memory: swap-out or utilisation (swap first: it is the stronger signal).
+    // Memory: swap-out (the thesis's overload), or utilisation when that
+    // trigger is on (swap first: it is the stronger signal).
+    let by_util = || {
+        if cfg.mem_util_trigger.unwrap_or(true) {
+            evaluate(Resource::Mem, Indicator::MemUtil, &mem, t.mem, cfg)
+        } else {
+            None
+        }
+    };
     if let Some(e) = evaluate(
         Resource::Mem,
         Indicator::SwapOut,
@@ -295,7 +369,7 @@ pub fn detect_host(host: &HostState, cfg: &HotspotConfig) -> HostHotspot {
         t.swap_out_pps,
         cfg,
     )
-    .or_else(|| evaluate(Resource::Mem, Indicator::MemUtil, &mem, t.mem, cfg))
+    .or_else(by_util)
     {
         evidence.push(e);
     }
@@ -305,16 +379,50 @@ pub fn detect_host(host: &HostState, cfg: &HotspotConfig) -> HostHotspot {
     HostHotspot { evidence }
 }
 
-/// Flags the hotspots of `snap`. Hosts of running or recently ended
-/// migrations are listed in [`HotspotReport::excluded`] and not evaluated.
+/// The network observation with IDC traffic: per host sample, the busier
+/// direction of the sum of the host's VMs' own tx / rx (IDC included) in
+/// the samples taken at the same time (one report carries the host and its
+/// VMs), over the NIC capacity.
+fn net_with_idc(host: &HostState, samples: &[HostSample], vms: &[&VmState]) -> Vec<f64> {
+    let cap = host.nic_bytes_per_s();
+    samples
+        .iter()
+        .map(|hs| {
+            let (mut tx, mut rx) = (0.0, 0.0);
+            for vm in vms {
+                if let Some(s) = vm.history.iter().rev().find(|s| s.at_s == hs.at_s) {
+                    tx += s.tx_bytes_per_s;
+                    rx += s.rx_bytes_per_s;
+                }
+            }
+            crate::knowledge::snapshot::ratio(f64::max(tx, rx), cap)
+        })
+        .collect()
+}
+
+/// Flags the hotspots of `snap`. Hosts of running migrations are listed in
+/// [`HotspotReport::excluded`] and not evaluated; a host whose migration
+/// ended is evaluated on the samples taken after the end only. Call it with
+/// [`HotspotConfig::for_policy`] of the planning policy.
 pub fn detect(snap: &Snapshot, cfg: &HotspotConfig) -> HotspotReport {
     let excluded = snap.hosts_in_migration();
+    let with_idc = cfg.net_includes_idc.unwrap_or(false);
+    let by_host: BTreeMap<&str, Vec<&VmState>> = if with_idc {
+        let mut m: BTreeMap<&str, Vec<&VmState>> = BTreeMap::new();
+        for vm in snap.vms.values() {
+            m.entry(vm.host.as_str()).or_default().push(vm);
+        }
+        m
+    } else {
+        BTreeMap::new()
+    };
     let mut hot = BTreeMap::new();
     for (id, host) in &snap.hosts {
         if excluded.contains(id) {
             continue;
         }
-        let h = detect_host(host, cfg);
+        let vms = by_host.get(id.as_str()).map_or(&[][..], Vec::as_slice);
+        let h = evaluate_host(host, vms, snap.window_restart_s(id), cfg);
         if !h.evidence.is_empty() {
             hot.insert(id.clone(), h);
         }
@@ -418,29 +526,130 @@ mod tests {
         assert!(!v.is_hot(Resource::Cpu));
     }
 
+    /// A host of a running migration is not evaluated; when the migration
+    /// ends, its window restarts: samples taken before the end never count.
     #[test]
-    fn migrating_hosts_are_excluded_until_one_interval_after() {
+    fn migrating_hosts_are_excluded_and_their_windows_restart() {
+        let at = |cpu: f64, t0: f64| {
+            let mut h = host_with_cpu(&[cpu; 5]);
+            for (i, s) in h.history.iter_mut().enumerate() {
+                s.at_s = t0 + 10.0 * i as f64;
+            }
+            h
+        };
         let mut snap = Snapshot {
             now_s: 100.0,
             interval_s: 10.0,
             ..Default::default()
         };
-        snap.hosts.insert("a".into(), host_with_cpu(&[0.99; 5]));
-        snap.hosts.insert("b".into(), host_with_cpu(&[0.99; 5]));
-        snap.hosts.insert("c".into(), host_with_cpu(&[0.99; 5]));
+        snap.hosts.insert("a".into(), at(0.99, 60.0));
+        snap.hosts.insert("b".into(), at(0.99, 60.0));
+        snap.hosts.insert("c".into(), at(0.99, 60.0));
         snap.migrations.push(MigrationRecord {
             vm: "v".into(),
             from: "a".into(),
             to: "b".into(),
             started_s: 90.0,
-            ended_s: Some(95.0),
+            ended_s: None,
         });
         let r = detect(&snap, &HotspotConfig::default());
         assert_eq!(r.excluded, vec!["a".to_string(), "b".to_string()]);
         assert!(r.is_hotspot("c") && !r.is_hotspot("a"));
-        snap.now_s = 105.0; // one interval after the end: evaluated again
+        // Ended at 95: evaluated again, on the samples after 95 only (one:
+        // fewer than k), so not hot however high the old samples were.
+        if let Some(m) = snap.migrations.first_mut() {
+            m.ended_s = Some(95.0);
+        }
         let r = detect(&snap, &HotspotConfig::default());
-        assert!(r.excluded.is_empty() && r.is_hotspot("a"));
+        assert!(r.excluded.is_empty(), "{r:?}");
+        assert!(!r.is_hotspot("a") && !r.is_hotspot("b") && r.is_hotspot("c"));
+        // Three samples after the end, all high: hot again.
+        snap.now_s = 120.0;
+        for h in snap.hosts.values_mut() {
+            *h = at(0.99, 80.0);
+        }
+        let r = detect(&snap, &HotspotConfig::default());
+        assert!(r.is_hotspot("a") && r.is_hotspot("b"), "{r:?}");
+    }
+
+    /// The swap window [3482, 3482, 3482, 0, 0] of a host whose swapping
+    /// VM left passes k-of-n and AR(1) (x̂ ≈ 1324 > 150) unless the window
+    /// restarts at the migration's end.
+    #[test]
+    fn a_reclaimed_source_is_not_hot() {
+        let mut h = host_with_cpu(&[0.1; 5]);
+        for (i, s) in h.history.iter_mut().enumerate() {
+            s.at_s = 10.0 * i as f64;
+            s.swap_out_pps = if i < 3 { 3482.0 } else { 0.0 };
+        }
+        let cfg = HotspotConfig::default();
+        assert!(detect_host(&h, &cfg).is_hot(Resource::Mem));
+        let mut snap = Snapshot {
+            now_s: 40.0,
+            interval_s: 10.0,
+            ..Default::default()
+        };
+        snap.hosts.insert("a".into(), h);
+        snap.migrations.push(MigrationRecord {
+            vm: "v".into(),
+            from: "a".into(),
+            to: "b".into(),
+            started_s: 20.0,
+            ended_s: Some(23.0),
+        });
+        assert!(!detect(&snap, &cfg).is_hotspot("a"));
+    }
+
+    /// The memory-utilisation trigger is an option (off for the thesis's
+    /// policies); Sandpiper's network observation counts IDC traffic.
+    #[test]
+    fn policy_dependent_observations() {
+        let mut h = host_with_cpu(&[0.1; 5]);
+        for s in &mut h.history {
+            s.mem_used_mb = 990.0;
+        }
+        let thesis = HotspotConfig::default().for_policy(DetectorDefaults {
+            mem_util_trigger: false,
+            net_includes_idc: true,
+        });
+        assert!(!detect_host(&h, &thesis).is_hot(Resource::Mem));
+        assert!(detect_host(&h, &HotspotConfig::default()).is_hot(Resource::Mem));
+        let forced = HotspotConfig {
+            mem_util_trigger: Some(true),
+            ..Default::default()
+        };
+        let forced = forced.for_policy(DetectorDefaults {
+            mem_util_trigger: false,
+            net_includes_idc: false,
+        });
+        assert!(detect_host(&h, &forced).is_hot(Resource::Mem));
+        // IDC: two VMs exchange 450 B/s each way on a 1000 B/s NIC (the
+        // NIC itself carries nothing): 900/1000 = 0.9 > 0.8 with IDC.
+        let mut snap = Snapshot {
+            now_s: 40.0,
+            interval_s: 10.0,
+            ..Default::default()
+        };
+        snap.hosts.insert("a".into(), host_with_cpu(&[0.1; 5]));
+        for v in ["x", "y"] {
+            snap.vms.insert(
+                v.into(),
+                VmState {
+                    host: "a".into(),
+                    history: (0..5)
+                        .map(|i| crate::knowledge::snapshot::VmSample {
+                            at_s: f64::from(i),
+                            tx_bytes_per_s: 450.0,
+                            rx_bytes_per_s: 450.0,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+            );
+        }
+        assert!(detect(&snap, &thesis).is_hot("a", Resource::Net));
+        assert!(!detect(&snap, &HotspotConfig::default()).is_hotspot("a"));
     }
 
     #[test]

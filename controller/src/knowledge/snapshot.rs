@@ -29,8 +29,9 @@
 //!   average, OpenFlow flow statistics plus FLOW_REMOVED counters); the IDC /
 //!   NIC class of a pair is not stored: it follows from the placement
 //!   ([`Snapshot::traffic_class`]);
-//! - [`Snapshot::migrations`]: running migrations and those that ended less
-//!   than one interval ago;
+//! - [`Snapshot::migrations`]: running migrations and those that ended
+//!   within the last `n` intervals (`n` = the detector's window): a host's
+//!   window restarts when a migration of it ends;
 //! - [`Snapshot::hotspot_history`]: the hotspots flagged in recent
 //!   evaluations (bounded; the caller trims it).
 #![warn(missing_docs)]
@@ -58,7 +59,8 @@ pub struct Snapshot {
     pub vms: BTreeMap<String, VmState>,
     /// λ(u,v): bytes/s from VM `u` to VM `v`.
     pub traffic: TrafficMatrix,
-    /// Running migrations and migrations that ended recently.
+    /// Running migrations and migrations that ended within the detector's
+    /// window (their end restarts their hosts' windows).
     pub migrations: Vec<MigrationRecord>,
     /// Hotspots flagged in recent evaluations, oldest first.
     pub hotspot_history: Vec<HotspotEvent>,
@@ -414,21 +416,30 @@ impl Snapshot {
         })
     }
 
-    /// Hosts that are the source or target of a running migration, or of
-    /// one that ended less than one interval ago (not evaluated, §2).
+    /// Hosts that are the source or target of a running migration (not
+    /// evaluated by Analyze while it runs).
     pub fn hosts_in_migration(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for m in &self.migrations {
-            let recent = match m.ended_s {
-                None => true,
-                Some(end) => self.now_s < end + self.interval_s,
-            };
-            if recent {
+            if m.ended_s.is_none_or(|e| e > self.now_s) {
                 out.insert(m.from.clone());
                 out.insert(m.to.clone());
             }
         }
         out
+    }
+
+    /// When `host`'s observation window restarts: the end of the latest
+    /// ended migration it was the source or target of (Analyze counts only
+    /// samples taken after it). Needs the ended migrations of the last
+    /// window (see [`Snapshot::migrations`]).
+    pub fn window_restart_s(&self, host: &str) -> Option<f64> {
+        self.migrations
+            .iter()
+            .filter(|m| m.from == host || m.to == host)
+            .filter_map(|m| m.ended_s)
+            .filter(|&e| e <= self.now_s)
+            .reduce(f64::max)
     }
 
     /// VMs of a running migration (they cannot be moved again).

@@ -95,11 +95,14 @@ pub async fn run(
 /// One evaluation: snapshot → Analyze → Plan → Execute (or only record).
 pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
     let all = orch.list();
+    // Ended migrations stay in the snapshot for one detector window: their
+    // end restarts their hosts' windows.
+    let window = lock(&s.live).settings.hotspot.n.max(1) as i64;
     let (migrations, last_migration_s) = migration_records(
         &all,
         s.start_unix_ms,
         now_unix_ms(),
-        s.poll_interval.as_millis() as i64,
+        s.poll_interval.as_millis() as i64 * window,
     );
     let (round_no, history) = {
         let mut l = lock(&s.live);
@@ -126,13 +129,13 @@ pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
 }
 
 /// The migrations the snapshot shows (running, or ended within the last
-/// interval and not cancelled) and when each VM's last migration ended, in
+/// `keep_ms` and not cancelled) and when each VM's last migration ended, in
 /// seconds since `start_ms`.
 fn migration_records(
     all: &[Migration],
     start_ms: i64,
     now: i64,
-    interval_ms: i64,
+    keep_ms: i64,
 ) -> (Vec<MigrationRecord>, BTreeMap<String, f64>) {
     let secs = |ms: i64| (ms - start_ms) as f64 / 1000.0;
     let migrations: Vec<MigrationRecord> = all
@@ -140,7 +143,7 @@ fn migration_records(
         .filter(|m| {
             !m.state.is_final()
                 || (m.state != MigState::Cancelled
-                    && m.ended_unix_ms.is_some_and(|e| now - e < interval_ms))
+                    && m.ended_unix_ms.is_some_and(|e| now - e < keep_ms))
         })
         .map(|m| MigrationRecord {
             vm: m.vm.clone(),
@@ -181,7 +184,11 @@ fn analyze_and_plan(
 ) -> (HotspotReport, Vec<Decision>, PolicySettings) {
     let mut l = lock(&s.live);
     let settings = l.settings.clone();
-    let report = analyze::detect(snap, &settings.hotspot);
+    let hotspot = match l.policy.as_ref() {
+        Some(p) => settings.hotspot.for_policy(p.detector_defaults()),
+        None => settings.hotspot.clone(),
+    };
+    let report = analyze::detect(snap, &hotspot);
     let decisions = match l.policy.as_mut() {
         Some(p) => p.plan(snap, &report),
         None => Vec::new(),

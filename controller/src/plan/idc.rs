@@ -1,10 +1,14 @@
-//! IDC-aware migration.
+//! IDC-aware migration (the IDC-aware thesis; rules and choices in
+//! `docs/algorithms.md`).
 //!
-//! For VM `j` on hotspot host `i` and destination `k` (bytes/s, both
-//! directions): `Is` = traffic of `j` with VMs on `i` (IDC today), `Nsd` =
-//! with VMs on `k`, `Nso` = with VMs elsewhere; `Nds = min(Is, AB, NB)` with
-//! `AB` the NIC bandwidth left on `i` once `j` is gone and `NB` the per-VM
-//! network bound; `NBen = (Nso + Nsd − Nds) / NIC_i`;
+//! For VM `j` on hotspot host `i` and destination `k`, every term in one
+//! direction's units (bytes/s of the busier direction): `Is` = traffic of
+//! `j` with VMs on `i` (IDC today), `Nsd` = with VMs on `k`, `Nso` = with
+//! VMs elsewhere; `Nds = min(Is, AB, NB)` (Eq. 2) with `AB` the NIC
+//! bandwidth `i` has left once `j` is gone, computed from today's NIC
+//! traffic minus `j`'s NIC traffic (before any of `Is` turns into NIC
+//! traffic), and `NB` the per-VM network bound;
+//! `NBen = (Nso + Nsd − Nds) / NIC_i` (one direction's capacity);
 //! `V_ijk = CPU_ij·C_i + Mem_ij·M_i + NBen_ijk` (`C_i`/`M_i` = 1 when `i` is
 //! overloaded on CPU / memory).
 //!
@@ -16,19 +20,20 @@
 //! reunites communicating groups; low-IDC VMs win the victim choice because
 //! `Nds` (≤ `Is`) is subtracted.
 //!
-//! Memory first: on a memory hotspot the most memory-pressured VM (highest
-//! swap-out, then highest used/allocated) grows by `growth_step_mb` when the
-//! host has free memory and the VM is below its maximum, every round; only
-//! when that is impossible does the memory overload count in `V` (`M_i = 1`).
-//! Memory is handled before CPU on the same host: a host that grows a VM can
-//! still migrate for CPU or network in the same round, scored without `M_i`.
+//! Memory first (thesis §4.2.4): on a memory hotspot one VM ([`GrowthTarget`],
+//! default the swapping VM) grows by a whole `growth_step_mb` when the host
+//! has that much free memory and the VM stays within its maximum, every
+//! round; while it does, no migration leaves that host (not even for CPU).
+//! Only when a whole step cannot be given does the memory overload count in
+//! `V` (`M_i = 1`) and a migration follow.
 
 use super::constraints::{Ledger, NoRoom, HOTSPOT_DEFAULTS};
+pub use super::growth::GrowthTarget;
 use super::view::View;
 use super::{
     Action, Alternative, ConstraintOptions, Decision, Details, MigrationCost, PlanError, Policy,
 };
-use crate::analyze::{HotspotReport, Resource};
+use crate::analyze::{DetectorDefaults, HotspotReport, Resource};
 use crate::knowledge::snapshot::{ratio, Snapshot};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,8 +42,12 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdcOptions {
-    /// Memory growth step, MB (> 0).
+    /// Memory growth step, MB (> 0); growth goes in whole steps.
     pub growth_step_mb: f64,
+    /// Which VM of a memory-hot host grows: `swapping` (default, the
+    /// thesis's experiment) or `volume` (the thesis's text: the VM with the
+    /// largest volume).
+    pub growth_target: GrowthTarget,
     /// Per-VM network bound `NB`, bytes/s; `None` = the VM's vNIC cap
     /// (unbounded when unknown).
     pub nb_bytes_per_s: Option<f64>,
@@ -48,6 +57,7 @@ impl Default for IdcOptions {
     fn default() -> Self {
         IdcOptions {
             growth_step_mb: 32.0,
+            growth_target: GrowthTarget::Swapping,
             nb_bytes_per_s: None,
         }
     }
@@ -100,14 +110,38 @@ struct Cand {
     is: f64,
     nso: f64,
     nds: f64,
+    ab: f64,
     nben: f64,
     cpu_ij: f64,
     mem_ij: f64,
 }
 
+/// Traffic of one VM with a group of peers, per direction (bytes/s).
+#[derive(Debug, Clone, Copy, Default)]
+struct Dir {
+    out: f64,
+    inn: f64,
+}
+
+impl Dir {
+    /// The busier direction.
+    fn one(self) -> f64 {
+        self.out.max(self.inn)
+    }
+}
+
 impl Policy for Idc {
     fn name(&self) -> &'static str {
         "idc"
+    }
+
+    /// The thesis: memory overload is swap activity only; the network
+    /// observation is NIC traffic only.
+    fn detector_defaults(&self) -> DetectorDefaults {
+        DetectorDefaults {
+            mem_util_trigger: false,
+            net_includes_idc: false,
+        }
     }
 
     fn plan(&mut self, snap: &Snapshot, hot: &HotspotReport) -> Vec<Decision> {
@@ -117,13 +151,7 @@ impl Policy for Idc {
             hot.thresholds,
             self.constraints.resolve(HOTSPOT_DEFAULTS),
         );
-        let hn = view.host_count();
-        let mut host_vms: Vec<Vec<usize>> = vec![Vec::new(); hn];
-        for v in 0..view.vm_count() {
-            if let Some(l) = host_vms.get_mut(view.host_of(v)) {
-                l.push(v);
-            }
-        }
+        let host_vms = view.vms_by_host();
         let mut out = Vec::new();
         for id in hot.hot.keys() {
             let Some(i) = view.host_id(id) else { continue };
@@ -131,15 +159,24 @@ impl Policy for Idc {
             let cpu_hot = hot.is_hot(id, Resource::Cpu);
             let net_hot = hot.is_hot(id, Resource::Net);
             let vms: &[usize] = host_vms.get(i).map_or(&[], |l| l.as_slice());
-            let mut grew = false;
             if mem_hot {
-                if let Some(d) = self.grow(&view, &mut led, i, vms) {
+                if let Some(d) = super::growth::grow(
+                    &view,
+                    &mut led,
+                    i,
+                    vms,
+                    self.opts.growth_step_mb,
+                    self.opts.growth_target,
+                    "idc",
+                ) {
+                    // Memory first: no migration leaves the host while
+                    // growth resolves its overload.
                     out.push(d);
-                    grew = true;
+                    continue;
                 }
             }
             let c_i = if cpu_hot { 1.0 } else { 0.0 };
-            let m_i = if mem_hot && !grew { 1.0 } else { 0.0 };
+            let m_i = if mem_hot { 1.0 } else { 0.0 };
             if c_i == 0.0 && m_i == 0.0 && !net_hot {
                 continue;
             }
@@ -155,49 +192,6 @@ impl Policy for Idc {
 }
 
 impl Idc {
-    /// Memory-first growth on host `i`; `None` when growth is impossible.
-    fn grow(&self, view: &View, led: &mut Ledger, i: usize, vms: &[usize]) -> Option<Decision> {
-        let pressure = |v: usize| {
-            let s = view.vm_sample(v);
-            let alloc = led.vm_mem.get(v).copied().unwrap_or(0.0);
-            (s.swap_out_pps, ratio(s.mem_used_mb, alloc))
-        };
-        let &v = vms.iter().max_by(|&&a, &&b| {
-            let (pa, pb) = (pressure(a), pressure(b));
-            pa.0.total_cmp(&pb.0)
-                .then(pa.1.total_cmp(&pb.1))
-                .then(b.cmp(&a))
-        })?;
-        let host = view.hosts.get(i)?;
-        let free = host.memory_mb - led.mem_used.get(i).copied().unwrap_or(0.0);
-        let alloc = led.vm_mem.get(v).copied().unwrap_or(0.0);
-        let max = view.vms.get(v).map_or(0.0, |x| x.max_memory_mb);
-        let step = self.opts.growth_step_mb.min(free).min(max - alloc);
-        if step <= 0.0 {
-            return None;
-        }
-        let target = alloc + step;
-        let (swap, used_ratio) = pressure(v);
-        led.apply_resize(v, target);
-        Some(Decision {
-            action: Action::Resize {
-                vm: view.vm_name(v).into(),
-                host: view.host_name(i).into(),
-                target_mb: target,
-            },
-            reason: "idc: memory hotspot; grow the most memory-pressured VM before migrating"
-                .into(),
-            score: swap,
-            details: Details::default()
-                .metric("swap_out_pps", swap)
-                .metric("used_over_allocated", used_ratio)
-                .metric("allocated_mb", alloc)
-                .metric("max_memory_mb", max)
-                .metric("host_free_mb", free)
-                .metric("step_mb", step),
-        })
-    }
-
     /// Every (VM, destination) pair of hot host `i` with its value V_ijk,
     /// best first, and the VMs that may not move.
     fn candidates(
@@ -211,6 +205,8 @@ impl Idc {
     ) -> Option<(Vec<Cand>, Vec<Alternative>)> {
         let host_i = view.hosts.get(i)?;
         let nic_i = host_i.nic_bytes_per_s();
+        let tx_i = led.tx.get(i).copied().unwrap_or(0.0);
+        let rx_i = led.rx.get(i).copied().unwrap_or(0.0);
         let hn = view.host_count();
         let mut cands: Vec<Cand> = Vec::new();
         let mut blocked_alts = Vec::new();
@@ -225,15 +221,23 @@ impl Idc {
                 continue;
             }
             let s = view.vm_sample(j);
-            let mut by_host: BTreeMap<usize, f64> = BTreeMap::new();
-            let mut total = 0.0;
+            let mut by_host: BTreeMap<usize, Dir> = BTreeMap::new();
+            let mut total = Dir::default();
             for p in view.peers(j) {
-                *by_host.entry(led.host_of(p.vm)).or_default() += p.total();
-                total += p.total();
+                let d = by_host.entry(led.host_of(p.vm)).or_default();
+                d.out += p.out;
+                d.inn += p.inn;
+                total.out += p.out;
+                total.inn += p.inn;
             }
-            let is = by_host.get(&i).copied().unwrap_or(0.0);
-            let (tx, rx) = led.nic_after_departure(j);
-            let ab = (nic_i - tx.max(rx)).max(0.0);
+            let on_i = by_host.get(&i).copied().unwrap_or_default();
+            let is = on_i.one();
+            // j's NIC traffic today: with VMs on other hosts and outside.
+            let j_tx = total.out - on_i.out + view.ext_tx.get(j).copied().unwrap_or(0.0);
+            let j_rx = total.inn - on_i.inn + view.ext_rx.get(j).copied().unwrap_or(0.0);
+            // AB: what i's NIC has left once j's NIC traffic is gone,
+            // before any of Is becomes NIC traffic (Eq. 2).
+            let ab = (nic_i - (tx_i - j_tx).max(rx_i - j_rx)).max(0.0);
             let nb = self
                 .opts
                 .nb_bytes_per_s
@@ -246,19 +250,25 @@ impl Idc {
                 if k == i {
                     continue;
                 }
-                let nsd = by_host.get(&k).copied().unwrap_or(0.0);
-                let nso = total - is - nsd;
+                let on_k = by_host.get(&k).copied().unwrap_or_default();
+                let nsd = on_k.one();
+                let nso = Dir {
+                    out: total.out - on_i.out - on_k.out,
+                    inn: total.inn - on_i.inn - on_k.inn,
+                }
+                .one();
                 let nben = ratio(nso + nsd - nds, nic_i);
                 cands.push(Cand {
                     v: j,
                     k,
                     value: cpu_ij * c_i + mem_ij * m_i + nben,
-                    traffic: total,
+                    traffic: total.out + total.inn,
                     nsd,
                     k_cpu: led.cpu_util(k),
                     is,
                     nso,
                     nds,
+                    ab,
                     nben,
                     cpu_ij,
                     mem_ij,
@@ -309,11 +319,28 @@ impl Idc {
         }
         let (n, cost) = pick?;
         let c = cands.get(n)?.clone();
-        let details = explain(view, &cands, n, cost, rejected, blocked_alts, c_i, m_i);
+        // Runner-up: the best pair of another VM that could have moved.
+        let runner_up = cands
+            .iter()
+            .skip(n + 1)
+            .find(|o| {
+                o.v != c.v && !hot.is_hotspot(view.host_name(o.k)) && led.check(o.v, o.k).is_ok()
+            })
+            .cloned();
+        let details = explain(
+            view,
+            &c,
+            runner_up.as_ref(),
+            cost,
+            rejected,
+            blocked_alts,
+            c_i,
+            m_i,
+        );
         led.apply_move(c.v, c.k);
         let mut why = Vec::new();
         if m_i > 0.0 {
-            why.push("memory (growth impossible)");
+            why.push("memory (no whole growth step possible)");
         }
         if c_i > 0.0 {
             why.push("cpu");
@@ -338,21 +365,19 @@ impl Idc {
 }
 
 /// The numbers behind the chosen pair and the alternatives: rejected
-/// destinations, VMs that may not move, and the runner-up VM.
+/// destinations, VMs that may not move, and the runner-up VM (a feasible
+/// pair only).
 #[allow(clippy::too_many_arguments)]
 fn explain(
     view: &View,
-    cands: &[Cand],
-    n: usize,
+    c: &Cand,
+    runner_up: Option<&Cand>,
     cost: MigrationCost,
     rejected: Vec<(usize, usize, f64, NoRoom)>,
     blocked_alts: Vec<Alternative>,
     c_i: f64,
     m_i: f64,
 ) -> Details {
-    let Some(c) = cands.get(n) else {
-        return Details::default();
-    };
     let mut details = Details::default()
         .metric("v", c.value)
         .metric("cpu_ij", c.cpu_ij)
@@ -362,6 +387,7 @@ fn explain(
         .metric("is", c.is)
         .metric("nsd", c.nsd)
         .metric("nso", c.nso)
+        .metric("ab", c.ab)
         .metric("nds", c.nds)
         .metric("nben", c.nben);
     details.migration = Some(cost);
@@ -376,8 +402,7 @@ fn explain(
     for a in blocked_alts {
         details.push_alternative(a);
     }
-    // Runner-up VM (best pair of another VM).
-    if let Some(o) = cands.iter().skip(n + 1).find(|o| o.v != c.v) {
+    if let Some(o) = runner_up {
         details.push_alternative(Alternative {
             vm: Some(view.vm_name(o.v).into()),
             host: Some(view.host_name(o.k).into()),
@@ -395,16 +420,16 @@ mod tests {
 
     /// Host a is CPU-hot (7.2 of 8 cores = 0.9). Two candidates, 2 cores
     /// each (CPU_ij = 2/8 = 0.25, C_i = 1, M_i = 0). `talk` sets both
-    /// directions, so "traffic between" is twice the rate:
-    /// - j1 talks 100 MB/s with a1 on a (Is = 200e6) and 20 MB/s with b1 on
-    ///   b (Nso or Nsd = 40e6);
-    /// - j2 talks 100 MB/s with c1 on c (Nsd for k = c: 200e6) and 20 MB/s
-    ///   with a1 (Is = 40e6).
+    /// directions; every term is one direction's rate:
+    /// - j1 talks 100 MB/s with a1 on a (Is = 100e6) and 20 MB/s with b1 on
+    ///   b (Nso or Nsd = 20e6);
+    /// - j2 talks 100 MB/s with c1 on c (Nsd for k = c: 100e6) and 20 MB/s
+    ///   with a1 (Is = 20e6).
     ///
     /// NIC_a = 10 Gbit/s = 1.25e9 B/s; AB ≥ 1e9 so Nds = Is.
-    /// j1: NBen = (40e6 − 200e6)/1.25e9 = −0.128, V = 0.25 − 0.128 = 0.122.
-    /// j2: NBen = (200e6 − 40e6)/1.25e9 = +0.128, V = 0.378.
-    /// a1 (CPU_ij = 0.4, all its traffic is IDC: Is = 240e6): V = 0.208.
+    /// j1: NBen = (20e6 − 100e6)/1.25e9 = −0.064, V = 0.25 − 0.064 = 0.186.
+    /// j2: NBen = (100e6 − 20e6)/1.25e9 = +0.064, V = 0.314.
+    /// a1 (CPU_ij = 0.4, all its traffic is IDC: Is = 120e6): V = 0.304.
     /// j2 (low IDC) wins, and goes to c, which hosts its peer c1 (b has room
     /// and even less CPU load, but carries no traffic of j2).
     #[test]
@@ -427,13 +452,13 @@ mod tests {
         let d = Idc::new(Default::default(), Default::default()).plan(&snap, &hot);
         assert_eq!(migrations(&d), vec![("j2".into(), "a".into(), "c".into())]);
         let m = &d[0].details.metrics;
-        assert!((m["v"] - 0.378).abs() < 1e-9, "{m:?}");
-        assert!((m["nsd"] - 200e6).abs() < 1e-3);
-        // Runner-up: a1 (3.2 cores: CPU_ij = 0.4; Is = 200e6 + 40e6, Nso = 0):
-        // V = 0.4 − 240e6/1.25e9 = 0.208 (j1's 0.122 is lower still).
+        assert!((m["v"] - 0.314).abs() < 1e-9, "{m:?}");
+        assert!((m["nsd"] - 100e6).abs() < 1e-3);
+        // Runner-up: a1 (3.2 cores: CPU_ij = 0.4; Is = 100e6 + 20e6, Nso = 0):
+        // V = 0.4 − 120e6/1.25e9 = 0.304 (j1's 0.186 is lower still).
         let alt = &d[0].details.alternatives[0];
         assert_eq!(alt.vm.as_deref(), Some("a1"));
-        assert!((alt.score.unwrap() - 0.208).abs() < 1e-9, "{alt:?}");
+        assert!((alt.score.unwrap() - 0.304).abs() < 1e-9, "{alt:?}");
     }
 
     /// Memory hotspot by swap-out: v1 swaps 400 pages/s and the host has
@@ -468,5 +493,116 @@ mod tests {
         // V = Mem_ij: v1 (2048/8192 = 0.25) beats v2 (0.125).
         assert_eq!(m[0], ("v1".into(), "a".into(), "b".into()));
         assert_eq!(d[0].details.metrics["m_i"], 1.0);
+    }
+
+    /// Eq. 2 near NIC saturation. NIC_a = 1.25e9 B/s (one direction);
+    /// traffic is symmetric, so every term is one direction's rate:
+    /// - x talks 0.44·C with r on o2 (NIC) and 0.32·C with p on a (IDC);
+    /// - y talks 0.40·C with q on o1 (NIC), no IDC.
+    ///
+    /// a's NIC carries 0.84·C per direction (> 0.80: net hot). For x,
+    /// AB = C − (0.84 − 0.44)·C = 0.60·C, computed before any of Is becomes
+    /// NIC traffic, so Nds = min(Is, AB) = 0.32·C and NBen_x = 0.44 − 0.32 =
+    /// 0.12; NBen_y = 0.40. y leaves (to o1, where q runs), x is the
+    /// runner-up with V = 0.12.
+    fn saturated(x_mem: f64) -> (Snapshot, HotspotReport) {
+        let c = 1.25e9;
+        Dc::new()
+            .host("a", "r0", "p0", 8.0, 65536.0)
+            .host("o1", "r0", "p0", 8.0, 8192.0)
+            .host("o2", "r0", "p0", 8.0, 8192.0)
+            .vm("x", "a", 1.0, x_mem)
+            .vm("p", "a", 1.0, 1024.0)
+            .vm("y", "a", 1.0, 1024.0)
+            .vm("q", "o1", 1.0, 1024.0)
+            .vm("r", "o2", 1.0, 1024.0)
+            .talk("x", "r", 0.44 * c)
+            .talk("x", "p", 0.32 * c)
+            .talk("y", "q", 0.40 * c)
+            .build(5)
+    }
+
+    #[test]
+    fn nben_uses_available_bandwidth_before_is_becomes_nic_traffic() {
+        let (snap, hot) = saturated(1024.0);
+        assert!(hot.is_hot("a", Resource::Net), "{hot:?}");
+        let d = Idc::new(Default::default(), Default::default()).plan(&snap, &hot);
+        assert_eq!(migrations(&d), vec![("y".into(), "a".into(), "o1".into())]);
+        let m = &d[0].details.metrics;
+        assert!((m["nben"] - 0.40).abs() < 1e-9, "{m:?}");
+        let alt = &d[0].details.alternatives[0];
+        assert_eq!(alt.vm.as_deref(), Some("x"), "{alt:?}");
+        assert!((alt.score.unwrap() - 0.12).abs() < 1e-9, "{alt:?}");
+    }
+
+    /// The runner-up reported is a VM that could have moved: x (V = 0.12)
+    /// fits on no host (60000 MB), so p (V = (0 − min(0.32·C, AB_p =
+    /// C − 0.84·C))/C = −0.16) is the runner-up, never x.
+    #[test]
+    fn runner_up_is_feasible() {
+        let (snap, hot) = saturated(60000.0);
+        let d = Idc::new(Default::default(), Default::default()).plan(&snap, &hot);
+        assert_eq!(migrations(&d), vec![("y".into(), "a".into(), "o1".into())]);
+        let lower: Vec<&Alternative> = d[0]
+            .details
+            .alternatives
+            .iter()
+            .filter(|a| a.rejected == "lower V")
+            .collect();
+        assert_eq!(lower.len(), 1, "{lower:?}");
+        assert_eq!(lower[0].vm.as_deref(), Some("p"), "{lower:?}");
+        assert!((lower[0].score.unwrap() + 0.16).abs() < 1e-9, "{lower:?}");
+    }
+
+    /// Growth goes in whole 32 MB steps: a has 20 MB free, so v1 cannot
+    /// grow and the memory-first rule falls through to migration (M_i = 1;
+    /// V = Mem_ij picks v2, 6124/8192).
+    #[test]
+    fn growth_in_whole_steps_else_migration() {
+        let (snap, hot) = Dc::new()
+            .host("a", "r0", "p0", 8.0, 8192.0)
+            .host("b", "r0", "p0", 8.0, 8192.0)
+            .vm("v1", "a", 1.0, 2048.0)
+            .vm("v2", "a", 1.0, 6124.0)
+            .with_vm("v1", |v| v.history[0].swap_out_pps = 400.0)
+            .build(5);
+        assert!(hot.is_hot("a", Resource::Mem));
+        let d = Idc::new(Default::default(), Default::default()).plan(&snap, &hot);
+        assert!(
+            d.iter().all(|d| !matches!(d.action, Action::Resize { .. })),
+            "{d:?}"
+        );
+        assert_eq!(migrations(&d), vec![("v2".into(), "a".into(), "b".into())]);
+        assert_eq!(d[0].details.metrics["m_i"], 1.0);
+    }
+
+    /// Which VM grows: the swapping VM by default (the thesis's
+    /// experiment); with `growth_target = volume` the VM with the largest
+    /// Sandpiper volume (the thesis's text). v1 swaps (vol = 1/(0.875 ·
+    /// 0.875) = 1.31); v2 does not, but is busier and bigger (vol =
+    /// 1/(0.5 · 0.75) = 2.67).
+    #[test]
+    fn growth_target_option() {
+        let (snap, hot) = Dc::new()
+            .host("a", "r0", "p0", 8.0, 8192.0)
+            .host("b", "r0", "p0", 8.0, 8192.0)
+            .vm("v1", "a", 1.0, 1024.0)
+            .vm("v2", "a", 4.0, 2048.0)
+            .with_vm("v1", |v| v.history[0].swap_out_pps = 400.0)
+            .build(5);
+        let grown = |opts: IdcOptions| {
+            let d = Idc::new(Default::default(), opts).plan(&snap, &hot);
+            assert_eq!(d.len(), 1, "{d:?}");
+            match &d[0].action {
+                Action::Resize { vm, target_mb, .. } => (vm.clone(), *target_mb),
+                a => panic!("{a:?}"),
+            }
+        };
+        assert_eq!(grown(IdcOptions::default()), ("v1".into(), 1056.0));
+        let volume = IdcOptions {
+            growth_target: GrowthTarget::Volume,
+            ..Default::default()
+        };
+        assert_eq!(grown(volume), ("v2".into(), 2080.0));
     }
 }

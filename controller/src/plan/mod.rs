@@ -20,6 +20,12 @@
 //! | `sova`      | [`sova`]       | Sova |
 //! | `violin`    | [`violin`]     | VIOLIN |
 //!
+//! Each rule, its publication, section and equation, the choices where a
+//! publication is ambiguous and Shoal's own additions: `docs/algorithms.md`.
+//! A policy also tells Analyze what to observe for it
+//! ([`Policy::detector_defaults`]); memory growth before migration is shared
+//! in [`growth`].
+//!
 //! The constraints all policies share (room at the destination, one
 //! migration per source host per round, cooldown, a migration that
 //! converges under the VMPatrol model) live in [`constraints`]; the indexed
@@ -30,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod constraints;
+pub mod growth;
 pub mod idc;
 pub mod physics;
 pub mod sandpiper;
@@ -40,7 +47,7 @@ pub(crate) mod testutil;
 pub mod view;
 pub mod violin;
 
-use crate::analyze::HotspotReport;
+use crate::analyze::{DetectorDefaults, HotspotReport};
 use crate::knowledge::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -211,6 +218,13 @@ pub trait Policy: Send {
     fn name(&self) -> &'static str;
     /// Decides the actions for this round, in the order to execute them.
     fn plan(&mut self, snap: &Snapshot, hot: &HotspotReport) -> Vec<Decision>;
+    /// What the detector observes for this policy when the configuration
+    /// leaves it open ([`crate::analyze::HotspotConfig::for_policy`]): the
+    /// memory-utilisation trigger and whether the network observation
+    /// counts IDC traffic.
+    fn detector_defaults(&self) -> DetectorDefaults {
+        DetectorDefaults::default()
+    }
 }
 
 /// Options of all policies (the live controller serves them at
@@ -236,6 +250,7 @@ impl PolicyOptions {
     /// Validates every section.
     pub fn validate(&self) -> Result<(), PlanError> {
         self.constraints.validate()?;
+        self.sandpiper.validate()?;
         self.idc.validate()?;
         self.score.validate()?;
         self.sova.validate()?;

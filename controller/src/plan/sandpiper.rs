@@ -6,12 +6,21 @@
 //! goes to the least loaded host (lowest host `vol`) that has room; if no
 //! host has room for it, the next VM is tried. Sandpiper's network
 //! utilisation counts IDC traffic too (the VMs' own tx/rx counters), unlike
-//! every other policy.
+//! every other policy: in its hotspot detection (the thesis §4.1:
+//! "Sandpiper includes IDC in the network traffic") and in its volumes.
+//!
+//! As the IDC-aware thesis's baseline (§4.2.2: "At first memory overload,
+//! Sandpiper allocates 32MB physical memory to VM1"), a memory hotspot first
+//! grows the swapping VM by a whole `growth_step_mb`; only when that is
+//! impossible does a migration follow (`memory_growth = false`: the NSDI
+//! 2007 behaviour, straight to migration). Rules and sources:
+//! `docs/algorithms.md`.
 
 use super::constraints::{Ledger, HOTSPOT_DEFAULTS};
+use super::growth::{self, GrowthTarget};
 use super::view::View;
-use super::{Action, Alternative, ConstraintOptions, Decision, Details, Policy};
-use crate::analyze::{HotspotReport, Resource};
+use super::{Action, Alternative, ConstraintOptions, Decision, Details, PlanError, Policy};
+use crate::analyze::{DetectorDefaults, HotspotReport, Resource};
 use crate::knowledge::snapshot::{ratio, Snapshot};
 use serde::{Deserialize, Serialize};
 
@@ -21,11 +30,39 @@ use serde::{Deserialize, Serialize};
 pub struct SandpiperOptions {
     /// Cap of each utilisation in the volume formula, in (0, 1).
     pub util_cap: f64,
+    /// Grow the swapping VM of a memory hotspot before migrating (the
+    /// thesis's baseline, default); `false`: migrate at once (NSDI 2007).
+    pub memory_growth: bool,
+    /// Memory growth step, MB (> 0); growth goes in whole steps.
+    pub growth_step_mb: f64,
 }
 
 impl Default for SandpiperOptions {
     fn default() -> Self {
-        SandpiperOptions { util_cap: 0.99 }
+        SandpiperOptions {
+            util_cap: 0.99,
+            memory_growth: true,
+            growth_step_mb: 32.0,
+        }
+    }
+}
+
+impl SandpiperOptions {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        if !(self.util_cap.is_finite() && self.util_cap > 0.0 && self.util_cap < 1.0) {
+            return Err(PlanError::invalid(
+                "sandpiper.util_cap",
+                format!("must be in (0, 1), got {}", self.util_cap),
+            ));
+        }
+        if !(self.growth_step_mb.is_finite() && self.growth_step_mb > 0.0) {
+            return Err(PlanError::invalid(
+                "sandpiper.growth_step_mb",
+                format!("must be > 0, got {}", self.growth_step_mb),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -54,6 +91,15 @@ impl Policy for Sandpiper {
         "sandpiper"
     }
 
+    /// The thesis: memory overload is swap activity only; the network
+    /// observation includes IDC traffic.
+    fn detector_defaults(&self) -> DetectorDefaults {
+        DetectorDefaults {
+            mem_util_trigger: false,
+            net_includes_idc: true,
+        }
+    }
+
     fn plan(&mut self, snap: &Snapshot, hot: &HotspotReport) -> Vec<Decision> {
         let view = View::new(snap);
         let mut led = Ledger::new(
@@ -75,6 +121,22 @@ impl Policy for Sandpiper {
         sources.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let mut out = Vec::new();
         for (src_vol, x) in sources {
+            if self.opts.memory_growth && hot.is_hot(view.host_name(x), Resource::Mem) {
+                let vms = host_vms.get(x).map_or(&[][..], Vec::as_slice);
+                if let Some(d) = growth::grow(
+                    &view,
+                    &mut led,
+                    x,
+                    vms,
+                    self.opts.growth_step_mb,
+                    GrowthTarget::Swapping,
+                    "sandpiper",
+                ) {
+                    // Growth first: no migration leaves the host this round.
+                    out.push(d);
+                    continue;
+                }
+            }
             if led.source_limit_reached(x) {
                 continue;
             }

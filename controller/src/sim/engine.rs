@@ -9,8 +9,9 @@
 //! 3. the policy plans; every decision is checked (the VM is where the
 //!    decision says, capacities hold, a VF is free…) and applied: a
 //!    migration moves the VM at once and is recorded as running for the
-//!    VMPatrol-predicted time (its hosts are then not evaluated until one
-//!    interval after it ends), its bytes come from the same model;
+//!    VMPatrol-predicted time (its hosts are not evaluated while it runs,
+//!    and their windows restart when it ends), its bytes come from the same
+//!    model;
 //! 4. one JSON line per decision is written.
 //!
 //! After the last round one summary line is written. Costs are S-CORE's `C`
@@ -135,6 +136,7 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
         .validate()
         .map_err(|e| SimError::Args(e.to_string()))?;
     let mut policy = build_policy(&cfg.policy, &cfg.options)?;
+    let hotspot = cfg.hotspot.for_policy(policy.detector_defaults());
     let weights = cfg.options.score.weights;
     let history = cfg.hotspot.n.max(cfg.options.sova.num).max(10);
     let mut snap = scn.initial_snapshot();
@@ -160,14 +162,15 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
             snap.traffic = scn.traffic_at(ri);
             rates = rates_of(&snap);
         }
-        // Drop migrations that ended more than one interval ago.
+        // Keep ended migrations while they restart a host's window (the
+        // last `history` ≥ n samples).
         snap.migrations
-            .retain(|m| m.ended_s.is_none_or(|e| now < e + dt));
+            .retain(|m| m.ended_s.is_none_or(|e| now < e + history as f64 * dt));
         observe(&mut snap, &specs, &rates, ri, history);
         if first.is_none() {
             first = Some(snap.clone());
         }
-        let report = analyze::detect(&snap, &cfg.hotspot);
+        let report = analyze::detect(&snap, &hotspot);
         record_hotspots(&mut snap, &report, r, history, &mut summary);
         let decisions = policy.plan(&snap, &report);
         let mut usage = usage_of(&snap);
