@@ -288,6 +288,16 @@ impl OrchConfig {
     }
 }
 
+/// What became of a command to a host daemon that was not refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sent {
+    /// The daemon took it (answered the `PUT`, or knows it by its id).
+    Taken,
+    /// Every answer was lost and its status could not be read: the daemon
+    /// may or may not have it (why).
+    Unknown(String),
+}
+
 /// The migration's TCP connection and what is reserved for it on a hop.
 #[derive(Debug, Clone, Copy)]
 struct MigrationFlow {
@@ -1403,25 +1413,44 @@ impl Orchestrator {
             ..spec.clone()
         };
         let in_id = format!("{}-in", m.id);
-        self.put_command(
-            &dst.api_url,
-            &in_id,
-            &proto::Command::PrepareIncoming(incoming),
-        )
-        .await
-        .map_err(|e| format!("prepare_incoming at {}: {e}", m.to))?;
+        match self
+            .put_command(
+                &dst.api_url,
+                &in_id,
+                &proto::Command::PrepareIncoming(incoming),
+            )
+            .await
+        {
+            Ok(Sent::Taken) => {}
+            // The source is not told yet: failing here is safe.
+            Ok(Sent::Unknown(why)) => {
+                return Err(format!("prepare_incoming at {}: {why}", m.to));
+            }
+            Err(e) => return Err(format!("prepare_incoming at {}: {e}", m.to)),
+        }
         let out = MigrationSpec {
             destination_api: Some(dst.api_url.clone()),
             incoming_command_id: Some(in_id),
             ..spec
         };
-        self.put_command(
-            &src.api_url,
-            &format!("{}-out", m.id),
-            &proto::Command::Migrate(out),
-        )
-        .await
-        .map_err(|e| format!("migrate at {}: {e}", m.from))
+        match self
+            .put_command(
+                &src.api_url,
+                &format!("{}-out", m.id),
+                &proto::Command::Migrate(out),
+            )
+            .await
+        {
+            Ok(Sent::Taken) => Ok(()),
+            // The source may be migrating: never declared failed blindly.
+            // The migration counts as running; following it asks the
+            // source again (unknown there: failed, never started).
+            Ok(Sent::Unknown(why)) => {
+                warn!(id = %m.id, %why, "migrate command's fate unknown: following it as running");
+                Ok(())
+            }
+            Err(e) => Err(format!("migrate at {}: {e}", m.from)),
+        }
     }
 
     async fn status(&self, api: &str, id: &str) -> Result<Option<CommandStatus>, String> {
@@ -1433,18 +1462,35 @@ impl Orchestrator {
 
     /// Sends command `id`; an answer lost in transport (timeout, reset) is
     /// retried with the same id and body, which hostd takes as the same
-    /// command, up to [`COMMAND_ATTEMPTS`] times. A refusal is final.
-    async fn put_command(&self, api: &str, id: &str, cmd: &proto::Command) -> Result<(), String> {
+    /// command, up to [`COMMAND_ATTEMPTS`] times. When every answer was
+    /// lost, the daemon is asked for the command's status before the
+    /// command counts as failed: a daemon that knows it took it (any state)
+    /// makes it [`Sent::Taken`], one that does not know it a failure, and
+    /// one that does not answer that either [`Sent::Unknown`]. A refusal is
+    /// final at once.
+    async fn put_command(&self, api: &str, id: &str, cmd: &proto::Command) -> Result<Sent, String> {
         let mut attempt = 1;
         loop {
             match self.hostd.put_command(api, id, cmd).await {
-                Ok(()) => return Ok(()),
-                Err(e @ crate::execute::handles::HostdError::Transport { .. })
-                    if attempt < COMMAND_ATTEMPTS =>
-                {
-                    warn!(command = id, attempt, error = %e, "no answer from hostd: sending the command again");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                    attempt += 1;
+                Ok(()) => return Ok(Sent::Taken),
+                Err(e @ crate::execute::handles::HostdError::Transport { .. }) => {
+                    if attempt < COMMAND_ATTEMPTS {
+                        warn!(command = id, attempt, error = %e, "no answer from hostd: sending the command again");
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return match self.hostd.command_status(api, id).await {
+                        Ok(Some(st)) => {
+                            warn!(command = id, state = ?st.state, "every answer to the command was lost, but hostd has it");
+                            Ok(Sent::Taken)
+                        }
+                        Ok(None) => Err(format!("{e} (hostd does not know the command)")),
+                        Err(q) => {
+                            warn!(command = id, error = %q, "every answer to the command was lost and its status is unknown");
+                            Ok(Sent::Unknown(format!("{e}; status: {q}")))
+                        }
+                    };
                 }
                 Err(e) => return Err(e.to_string()),
             }
@@ -1705,19 +1751,25 @@ mod race_tests {
     use crate::monitor::hosts::tests::{reg, report, vm};
 
     /// Counts the commands sent to host daemons; the first `lost` calls
-    /// are taken by the daemon but their answers are lost (a timeout).
+    /// are taken by the daemon but their answers are lost (a timeout). The
+    /// daemon knows every command it took (field 2), by id.
     #[derive(Default)]
-    struct Hostds(Mutex<Vec<String>>, std::sync::atomic::AtomicUsize);
+    struct Hostds(
+        Mutex<Vec<String>>,
+        std::sync::atomic::AtomicUsize,
+        Mutex<BTreeMap<String, proto::Command>>,
+    );
 
     impl HostdClient for Hostds {
         fn put_command<'a>(
             &'a self,
             api: &'a str,
             id: &'a str,
-            _cmd: &'a proto::Command,
+            cmd: &'a proto::Command,
         ) -> BoxFuture<'a, Result<(), HostdError>> {
             Box::pin(async move {
                 lock(&self.0).push(id.to_string());
+                lock(&self.2).insert(id.to_string(), cmd.clone());
                 let lost = &self.1;
                 if lost.load(std::sync::atomic::Ordering::SeqCst) > 0 {
                     lost.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -1732,9 +1784,20 @@ mod race_tests {
         fn command_status<'a>(
             &'a self,
             _api: &'a str,
-            _id: &'a str,
+            id: &'a str,
         ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
-            Box::pin(async { Ok(None) })
+            Box::pin(async move {
+                Ok(lock(&self.2).get(id).map(|c| CommandStatus {
+                    id: id.to_string(),
+                    command: c.clone(),
+                    state: CommandState::Accepted,
+                    progress: None,
+                    result: None,
+                    error: None,
+                    created_unix_ms: 0,
+                    updated_unix_ms: 0,
+                }))
+            })
         }
     }
 
@@ -1844,5 +1907,27 @@ mod race_tests {
         let sent = lock(&hostds.0).clone();
         let in_id = format!("{}-in", m.id);
         assert_eq!(sent.iter().filter(|i| **i == in_id).count(), 2, "{sent:?}");
+    }
+
+    /// Every answer to the commands is lost (the daemons take them but the
+    /// replies time out): the orchestrator asks for the commands' status
+    /// before declaring the migration failed, and finds them taken.
+    #[tokio::test]
+    async fn all_answers_lost_but_taken_is_not_a_failure() {
+        let (k, orch, hostds) = world().await;
+        hostds.1.store(1_000, std::sync::atomic::Ordering::SeqCst);
+        let m = orch.submit(request(), "test".into(), None).expect("queued");
+        orch.try_start(&*k, m.clone()).await;
+        let after = orch.get(&m.id).expect("known");
+        assert_eq!(after.state, MigState::Running, "{after:?}");
+        let sent = lock(&hostds.0).clone();
+        for suffix in ["in", "out"] {
+            let id = format!("{}-{suffix}", m.id);
+            assert_eq!(
+                sent.iter().filter(|i| **i == id).count(),
+                COMMAND_ATTEMPTS as usize,
+                "{sent:?}"
+            );
+        }
     }
 }
