@@ -1272,11 +1272,10 @@ impl Orchestrator {
                 queue: None,
                 store_id: id,
             });
+            // An ERROR for any message of the batch, before its BARRIER
+            // is answered, fails the reservation (before any host is told).
             let msgs = flow.messages(use_meter, last, hop.out_port);
-            if let Err(e) = h.send_batch(msgs).await {
-                return Err((done, e.to_string()));
-            }
-            if let Err(e) = h.barrier().await {
+            if let Err(e) = h.send_batch_confirmed(msgs).await {
                 return Err((done, e.to_string()));
             }
         }
@@ -1929,5 +1928,245 @@ mod race_tests {
                 "{sent:?}"
             );
         }
+    }
+}
+
+/// A switch that refuses a message of a reservation batch (by its xid),
+/// over the real OpenFlow connection code and a scripted peer on TCP.
+#[cfg(test)]
+mod batch_error_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::execute::handles::{BoxFuture, HostdError};
+    use crate::knowledge::clock::SystemClock;
+    use crate::monitor::hosts::tests::{reg, report, vm};
+    use crate::monitor::openflow::{serve, ConnConfig, ConnContext, SwitchEvent};
+    use ofp::{ErrorKind, ErrorMsg, Hello, MultipartReply, MultipartReplyBody, OfpMessage};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const DPID: u64 = 0x77;
+
+    /// Records every command; answers nothing else.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl HostdClient for Recorder {
+        fn put_command<'a>(
+            &'a self,
+            _api: &'a str,
+            id: &'a str,
+            _cmd: &'a proto::Command,
+        ) -> BoxFuture<'a, Result<(), HostdError>> {
+            Box::pin(async move {
+                lock(&self.0).push(id.to_string());
+                Ok(())
+            })
+        }
+        fn command_status<'a>(
+            &'a self,
+            _api: &'a str,
+            _id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
+            Box::pin(async { Ok(None) })
+        }
+    }
+
+    async fn send(s: &mut TcpStream, xid: u32, body: Message) {
+        let bytes = OfpMessage::new(xid, body).to_vec().expect("encodes");
+        s.write_all(&bytes).await.expect("peer write");
+    }
+
+    /// A scripted OpenFlow 1.3 switch: handshake, BARRIER and ECHO
+    /// answered; every METER_MOD refused with an ERROR of its xid.
+    /// Returns the names of the messages it received.
+    async fn scripted_switch(mut s: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
+        send(&mut s, 1, Message::Hello(Hello::of13())).await;
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let frame = loop {
+                if let Ok(Some(n)) = ofp::check_frame(&buf) {
+                    let f = buf[..n].to_vec();
+                    buf.drain(..n);
+                    break Some(f);
+                }
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let Some(frame) = frame else { return };
+            let Ok(m) = OfpMessage::decode(&frame) else {
+                continue;
+            };
+            lock(&seen).push(m.body.name().to_string());
+            match m.body {
+                Message::FeaturesRequest => {
+                    let f = ofp::SwitchFeatures {
+                        datapath_id: DPID,
+                        n_buffers: 0,
+                        n_tables: 254,
+                        auxiliary_id: 0,
+                        capabilities: 0,
+                    };
+                    send(&mut s, m.xid, Message::FeaturesReply(f)).await
+                }
+                Message::RoleRequest(r) => send(&mut s, m.xid, Message::RoleReply(r)).await,
+                Message::MultipartRequest(req) => {
+                    let body = match req.body {
+                        ofp::MultipartRequestBody::PortDesc => MultipartReplyBody::PortDesc(vec![]),
+                        ofp::MultipartRequestBody::Desc => {
+                            MultipartReplyBody::Desc(ofp::DescStats {
+                                mfr_desc: "test".into(),
+                                hw_desc: "refuses meters".into(),
+                                sw_desc: "0".into(),
+                                serial_num: String::new(),
+                                dp_desc: String::new(),
+                            })
+                        }
+                        _ => continue,
+                    };
+                    send(
+                        &mut s,
+                        m.xid,
+                        Message::MultipartReply(MultipartReply { flags: 0, body }),
+                    )
+                    .await
+                }
+                Message::BarrierRequest => send(&mut s, m.xid, Message::BarrierReply).await,
+                Message::EchoRequest(d) => send(&mut s, m.xid, Message::EchoReply(d)).await,
+                Message::MeterMod(_) => {
+                    // OFPET_METER_MOD_FAILED / OFPMMFC_OUT_OF_METERS.
+                    let e = ErrorMsg {
+                        kind: ErrorKind::from_type_code(12, 8),
+                        data: frame.iter().take(64).copied().collect(),
+                    };
+                    send(&mut s, m.xid, Message::Error(e)).await
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The switch refuses the reservation's METER_MOD (an ERROR with its
+    /// xid, then the BARRIER_REPLY of the batch): the reservation fails
+    /// with that error as the reason and no command reaches a hostd.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_in_a_reservation_batch_fails_it_before_the_hosts() {
+        let settings = Config::from_toml("[execute]\nreservation = \"meter\"\n")
+            .and_then(|c| c.validate())
+            .expect("settings");
+        let k = Arc::new(Knowledge::new(
+            &settings.knowledge_config(),
+            settings.hypervisors.clone(),
+            None,
+        ));
+        {
+            let mut h = k.hosts_write().expect("hosts");
+            h.register(
+                "h1",
+                reg("h1", DPID, vec![vm("v1", "02:00:00:00:00:01")]),
+                0,
+            )
+            .expect("h1");
+            h.register("h2", reg("h2", DPID, vec![]), 0).expect("h2");
+            h.report("h1", report("h1", 1, vec![]), 1).expect("report");
+        }
+        // The controller's switch side.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (ev_tx, _ev_rx) = tokio::sync::mpsc::channel(64);
+        let (control_tx, mut control_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let ctx = ConnContext {
+            cfg: ConnConfig {
+                echo_interval: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(5),
+                multipart_cap_bytes: 1 << 20,
+                write_timeout: Duration::from_secs(2),
+                send_queue_bytes: 1 << 20,
+                allowed_dpids: None,
+            },
+            events: ev_tx,
+            control: control_tx,
+            monitor: k.monitor.clone(),
+            shutdown: shutdown_rx,
+            packet_in_drops: k.packet_in_drops.clone(),
+            event_drops: k.event_drops.clone(),
+            not_reading: k.not_reading_disconnects.clone(),
+        };
+        tokio::spawn(serve(listener, ctx, None));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let peer = TcpStream::connect(addr).await.expect("connect");
+        tokio::spawn(scripted_switch(peer, seen.clone()));
+        let ev = tokio::time::timeout(Duration::from_secs(10), control_rx.recv())
+            .await
+            .expect("switch up in time")
+            .expect("event");
+        let SwitchEvent::Connected {
+            dpid,
+            conn_id,
+            peer,
+            features,
+            ports,
+            handle,
+            ..
+        } = ev
+        else {
+            panic!("not a connect event");
+        };
+        k.topo.write().expect("topo").switch_connected(
+            dpid,
+            conn_id,
+            peer,
+            features,
+            ports,
+            std::time::Instant::now(),
+        );
+        k.switches.write().expect("switches").insert(dpid, handle);
+
+        let hostds = Arc::new(Recorder::default());
+        let orch = Orchestrator::with_handles(
+            OrchConfig::from_settings(&settings),
+            Handles {
+                fabric: k.clone(),
+                switches: k.clone(),
+                hostd: hostds.clone(),
+                store: None,
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .await;
+        let m = orch
+            .submit(
+                MigrationRequest {
+                    vm: "v1".into(),
+                    destination: "h2".into(),
+                    deadline_s: None,
+                    reserve: Some(true),
+                },
+                "test".into(),
+                None,
+            )
+            .expect("queued");
+        orch.try_start(&*k, m.clone()).await;
+        let after = orch.get(&m.id).expect("known");
+        assert!(
+            lock(&seen).iter().any(|n| n == "OFPT_METER_MOD"),
+            "the batch reached the switch: {:?}",
+            lock(&seen)
+        );
+        assert_eq!(after.state, MigState::Failed, "{after:?}");
+        let why = after.error.clone().unwrap_or_default();
+        assert!(
+            why.starts_with("reservation failed") && why.contains("rejected"),
+            "{why}"
+        );
+        assert!(
+            lock(&hostds.0).is_empty(),
+            "commands reached hostd: {:?}",
+            lock(&hostds.0)
+        );
     }
 }
