@@ -40,7 +40,9 @@ use tracing::{info, warn};
 
 use crate::config::{ExecuteConfig, ReservationKind, Settings};
 use crate::execute::handles::{FabricView, Handles, HostdClient, HttpHostd, Switches};
-use crate::execute::queues::{QueueManager, QueueReservation, SystemTc, TcpMatch};
+use crate::execute::queues::{
+    QueueConfig, QueueManager, QueueReservation, QueueSession, SystemTc, TcpMatch,
+};
 use crate::knowledge::clock::Clock;
 use crate::knowledge::live::port_capacity_bps;
 use crate::knowledge::state::Knowledge;
@@ -394,7 +396,10 @@ pub struct Orchestrator {
     downtime_goal_s: f64,
     min_progress_mb: f64,
     state: Mutex<OrchState>,
-    queues: Option<QueueManager>,
+    /// OVS queues through OVSDB (reservation kind `queue`): connected on
+    /// demand and again after a failure; the first connection removes
+    /// the Shoal-marked rows earlier runs left.
+    queues: Option<QueueSession>,
     /// CPU threshold a destination must stay below.
     cpu_threshold: f64,
     /// S-CORE link weights for communication cost.
@@ -449,13 +454,15 @@ impl Orchestrator {
     pub async fn with_handles(oc: OrchConfig, handles: Handles) -> Arc<Orchestrator> {
         let cfg = oc.execute;
         let queues = if cfg.reservation == ReservationKind::Queue {
-            match crate::execute::ovsdb::OvsdbClient::connect(&cfg.ovsdb).await {
-                Ok(c) => Some(QueueManager::new(c, Arc::new(SystemTc::new()))),
-                Err(e) => {
-                    warn!(error = %e, target = %cfg.ovsdb, "OVSDB unreachable: queue reservations unavailable");
-                    None
-                }
-            }
+            let session = QueueSession::new(
+                &cfg.ovsdb,
+                Arc::new(SystemTc::new()),
+                QueueConfig::default(),
+            );
+            // Connects and sweeps the leftovers of earlier runs now when
+            // OVSDB is there (else on a later tick).
+            let _ = session.get().await;
+            Some(session)
         } else {
             None
         };
@@ -938,6 +945,16 @@ impl Orchestrator {
 
     async fn clean_stale(&self) {
         let stale = std::mem::take(&mut lock(&self.state).stale);
+        if stale.is_empty() {
+            return;
+        }
+        // Migrations that hold reservations now.
+        let holding: BTreeSet<String> = self
+            .active()
+            .into_iter()
+            .filter(|m| !m.reservations.is_empty() || m.state == MigState::Reserving)
+            .map(|m| m.id)
+            .collect();
         let mut keep = Vec::new();
         for r in stale {
             let done = match r.kind.as_str() {
@@ -961,13 +978,27 @@ impl Orchestrator {
                         None => true,
                     }
                 }
-                "queue" => match (
-                    &self.queues,
-                    serde_json::from_value::<QueueReservation>(r.detail.clone()),
-                ) {
-                    (Some(q), Ok(qr)) => q.release(&qr).await.is_ok(),
-                    _ => true,
-                },
+                // By the marker (migration id) and the port alone, which
+                // every queue record has from before anything was created
+                // (write-ahead): its QoS UUID may never have been learnt.
+                // Not while the migration holds reservations again (its
+                // own, new ones); retried until OVSDB answers.
+                "queue" => {
+                    if holding.contains(&r.migration) {
+                        keep.push(r);
+                        continue;
+                    }
+                    match self.queue_manager().await {
+                        Some(q) => match q.release_all_of(&r.migration, Some(&r.target)).await {
+                            Ok(_) => true,
+                            Err(e) => {
+                                warn!(migration = %r.migration, port = %r.target, error = %e, "queue reservation not removed yet; will retry");
+                                false
+                            }
+                        },
+                        None => false,
+                    }
+                }
                 _ => true,
             };
             if done {
@@ -1241,7 +1272,12 @@ impl Orchestrator {
                 match self.reserve_queue(s, m, hop, dpid, &flow, &record).await {
                     Ok(Some(r)) => done.push(r),
                     Ok(None) => {}
-                    Err(e) => return Err((done, e)),
+                    Err((r, e)) => {
+                        // What may exist (its write-ahead record) is
+                        // rolled back with the rest.
+                        done.extend(r);
+                        return Err((done, e));
+                    }
                 }
                 continue;
             }
@@ -1282,8 +1318,18 @@ impl Orchestrator {
         Ok(done)
     }
 
+    /// The OVS queue manager over a live OVSDB connection (None: queue
+    /// reservations are off, or OVSDB is unreachable now).
+    async fn queue_manager(&self) -> Option<QueueManager> {
+        self.queues.as_ref()?.get().await
+    }
+
     /// Reserves an OVS queue on the egress port of one hop (None: the hop
-    /// has no egress port).
+    /// has no egress port). Write-ahead: the store record, with everything
+    /// needed to remove the reservation (migration id = the rows' marker,
+    /// port, OVSDB target, rates, classifier), is written before OVSDB is
+    /// asked; on error it is returned (as a reservation without rows) for
+    /// the rollback, which removes whatever the marker finds.
     async fn reserve_queue(
         &self,
         s: &dyn FabricView,
@@ -1292,9 +1338,12 @@ impl Orchestrator {
         dpid: u64,
         flow: &MigrationFlow,
         record: &(dyn Fn(&str, &str, serde_json::Value) -> Result<i64, String> + Sync),
-    ) -> Result<Option<Reservation>, String> {
-        let Some(q) = &self.queues else {
-            return Err("queue reservations need OVSDB, which is unreachable".into());
+    ) -> Result<Option<Reservation>, (Option<Reservation>, String)> {
+        let Some(q) = self.queue_manager().await else {
+            return Err((
+                None,
+                "queue reservations need OVSDB, which is unreachable".into(),
+            ));
         };
         let Some(out) = hop.out_port else {
             return Ok(None);
@@ -1304,27 +1353,63 @@ impl Orchestrator {
                 .and_then(|sw| sw.ports.get(&out).map(|p| p.desc.name.clone()))
         });
         let Some(name) = name else {
-            return Err(format!("port {}:{out} unknown", hop.dpid));
+            return Err((None, format!("port {}:{out} unknown", hop.dpid)));
         };
         let cap = hop.capacity_bps.unwrap_or(flow.rate_bps * 2.0);
-        let id = record("queue", &name, serde_json::json!({"port": name}))?;
-        let qr = q
+        let classifier = TcpMatch {
+            src: flow.src_ip,
+            dst: flow.dst_ip,
+            dst_port: flow.port,
+        };
+        let ovsdb = self.queues.as_ref().map(|q| q.target().to_string());
+        let intent = serde_json::json!({
+            "migration_id": m.id,
+            "port": name,
+            "ovsdb": ovsdb,
+            "link_bps": cap as u64,
+            "rate_bps": flow.rate_bps as u64,
+            "classifier": classifier,
+            "marker": crate::execute::queues::MARKER_KEY,
+        });
+        let id = record("queue", &name, intent).map_err(|e| (None, e))?;
+        let pending = Reservation {
+            kind: "queue".into(),
+            target: name.clone(),
+            meter_id: None,
+            cookie: None,
+            queue: None,
+            store_id: id,
+        };
+        let qr = match q
             .reserve(
                 &m.id,
                 &name,
                 cap as u64,
                 flow.rate_bps as u64,
-                Some(TcpMatch {
-                    src: flow.src_ip,
-                    dst: flow.dst_ip,
-                    dst_port: flow.port,
-                }),
+                Some(classifier),
             )
             .await
-            .map_err(|e| e.to_string())?;
+        {
+            Ok(qr) => qr,
+            Err(e) => return Err((Some(pending), e.to_string())),
+        };
+        // The full record (with the rows' UUIDs) first, then the
+        // write-ahead one goes: at every moment one record covers it.
+        let mut store_id = id;
         if let Some(st) = &self.store {
-            let _ = st.remove_reservation(id, self.clock.now_unix_ms());
-            let _ = st.add_reservation(&m.id, "queue", &name, &qr, self.clock.now_unix_ms());
+            let mut detail = serde_json::to_value(&qr).unwrap_or_default();
+            if let Some(o) = detail.as_object_mut() {
+                o.insert("ovsdb".into(), serde_json::json!(ovsdb));
+            }
+            match st.add_reservation(&m.id, "queue", &name, &detail, self.clock.now_unix_ms()) {
+                Ok(full) => {
+                    store_id = full;
+                    let _ = st.remove_reservation(id, self.clock.now_unix_ms());
+                }
+                Err(e) => {
+                    warn!(id = %m.id, error = %e, "queue reservation kept under its write-ahead record");
+                }
+            }
         }
         Ok(Some(Reservation {
             kind: "queue".into(),
@@ -1332,7 +1417,7 @@ impl Orchestrator {
             meter_id: None,
             cookie: None,
             queue: Some(qr),
-            store_id: id,
+            store_id,
         }))
     }
 
@@ -1363,7 +1448,9 @@ impl Orchestrator {
                         None => false,
                     }
                 }
-                "queue" => match (&self.queues, &r.queue) {
+                // Without the reservation's rows (never learnt) the record
+                // goes to the stale list, removed by its marker.
+                "queue" => match (self.queue_manager().await, &r.queue) {
                     (Some(q), Some(qr)) => q.release(qr).await.is_ok(),
                     _ => false,
                 },
