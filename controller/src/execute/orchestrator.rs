@@ -1207,6 +1207,10 @@ impl Orchestrator {
             Vec::new()
         };
         self.update(&m.id, |x| x.reservations = reservations.clone());
+        if let Some(hold) = self.cfg.fault_hold_after_reserve_s {
+            warn!(id = %m.id, hold_s = hold, "fault injection: holding after reserve");
+            tokio::time::sleep(Duration::from_secs_f64(hold)).await;
+        }
         match self.command_hosts(s, &m).await {
             Ok(()) => {
                 let now = self.clock.now_unix_ms();
