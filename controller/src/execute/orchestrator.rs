@@ -2020,6 +2020,91 @@ mod race_tests {
             );
         }
     }
+
+    /// The source daemon takes `migrate` but every answer is lost, and so
+    /// is every status query: the command's fate is unknown, so the
+    /// migration is not declared failed (the VM may be moving) but followed
+    /// as running; a lost `prepare_incoming` of unknown fate fails it
+    /// before the source is told anything.
+    struct Silent {
+        sent: Mutex<Vec<String>>,
+        /// Suffix of the command ids whose answers are lost.
+        lost: &'static str,
+    }
+
+    impl HostdClient for Silent {
+        fn put_command<'a>(
+            &'a self,
+            api: &'a str,
+            id: &'a str,
+            _cmd: &'a proto::Command,
+        ) -> BoxFuture<'a, Result<(), HostdError>> {
+            Box::pin(async move {
+                lock(&self.sent).push(id.to_string());
+                if id.ends_with(self.lost) {
+                    return Err(HostdError::Transport {
+                        url: format!("{api}/x"),
+                        reason: "timed out".into(),
+                    });
+                }
+                Ok(())
+            })
+        }
+        fn command_status<'a>(
+            &'a self,
+            api: &'a str,
+            _id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
+            Box::pin(async move {
+                Err(HostdError::Transport {
+                    url: format!("{api}/x"),
+                    reason: "timed out".into(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_migrate_of_unknown_fate_is_followed_not_failed() {
+        for (lost, want) in [("-out", MigState::Running), ("-in", MigState::Failed)] {
+            let (k, _, _) = world().await;
+            let silent = Arc::new(Silent {
+                sent: Mutex::new(Vec::new()),
+                lost,
+            });
+            let orch = Orchestrator::with_handles(
+                OrchConfig::from_settings(
+                    &Config::from_toml("")
+                        .and_then(|c| c.validate())
+                        .expect("settings"),
+                ),
+                Handles {
+                    fabric: k.clone(),
+                    switches: Arc::new(NoSwitches),
+                    hostd: silent.clone(),
+                    store: None,
+                    clock: Arc::new(SystemClock),
+                },
+            )
+            .await;
+            let m = orch.submit(request(), "test".into(), None).expect("queued");
+            orch.try_start(&*k, m.clone()).await;
+            let after = orch.get(&m.id).expect("known");
+            assert_eq!(after.state, want, "lost {lost}: {after:?}");
+            let sent = lock(&silent.sent).clone();
+            let out = format!("{}-out", m.id);
+            let expect_out = if lost == "-out" {
+                COMMAND_ATTEMPTS as usize
+            } else {
+                0
+            };
+            assert_eq!(
+                sent.iter().filter(|i| **i == out).count(),
+                expect_out,
+                "{sent:?}"
+            );
+        }
+    }
 }
 
 /// A switch that refuses a message of a reservation batch (by its xid),

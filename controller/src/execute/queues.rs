@@ -1202,4 +1202,40 @@ mod tests {
         assert!(next_cfg_of(&json!({"rows": []})).is_err());
         assert!(next_cfg_of(&json!({"count": 1})).is_err());
     }
+
+    /// An OVSDB that accepts connections and drops them at once: the
+    /// session's startup sweep fails, it hands out nothing, and it tries
+    /// again only after its backoff (200 ms, then 400 ms), not on every
+    /// call.
+    #[tokio::test]
+    async fn a_session_backs_off_between_connection_attempts() {
+        let path = std::env::temp_dir().join(format!("shoal-qs-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let accepts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = accepts.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(s);
+            }
+        });
+        let count = || accepts.load(std::sync::atomic::Ordering::SeqCst);
+        let session = QueueSession::new(
+            &format!("unix:{}", path.display()),
+            Arc::new(SystemTc::new()),
+            QueueConfig::default(),
+        );
+        assert!(session.get().await.is_none());
+        assert_eq!(count(), 1);
+        assert!(session.get().await.is_none(), "within the backoff");
+        assert_eq!(count(), 1, "no attempt within the backoff");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(session.get().await.is_none());
+        assert_eq!(count(), 2, "a new attempt after 200 ms");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(session.get().await.is_none());
+        assert_eq!(count(), 2, "the backoff doubled to 400 ms");
+        let _ = std::fs::remove_file(&path);
+    }
 }
