@@ -18,7 +18,19 @@
 //!    `/api/v1/endpoints` shows it there.
 //! 3. During the way back the controller is killed with SIGKILL and
 //!    restarted on the same database: no reservation or migration flow is
-//!    left behind and the migration's final state is recorded.
+//!    left behind and the migration's final state is recorded — and it is
+//!    where the VM actually runs (asked of both host daemons: `done` =
+//!    running at the destination only, `failed` = at the source only).
+//! 4. A crash between "reserving" and "commanding hosts": a controller
+//!    configured with the fault-injection hold
+//!    (`execute.fault_hold_after_reserve_s`) installs and records the
+//!    reservations of a migration, then waits before commanding the hosts;
+//!    it is killed with SIGKILL exactly there (the API shows the migration
+//!    `reserving` with its 6 reservations, the log the hold). Restarted
+//!    without the hold: no host was commanded in between, nothing of the
+//!    first attempt is left on the switches, the migration is queued
+//!    again and ends in a state that matches where the VM runs, and the VM
+//!    runs on exactly one host.
 
 mod support;
 
@@ -61,6 +73,51 @@ fn reservations_on(b: &OvsBridge) -> (usize, usize) {
         .filter(|l| l.contains("cookie=0x53481"))
         .count();
     (meters, flows)
+}
+
+/// The hosts whose daemon reports VM `vm` running (asked of each daemon,
+/// not of the controller).
+fn running_at(vm: &str, hostds: &[(&str, &Hostd)]) -> Vec<String> {
+    let mut at = Vec::new();
+    for (id, hd) in hostds {
+        let (code, body) = hd
+            .call("GET", "/api/v1/vms", support::creds::CONTROLLER_TOKEN, None)
+            .unwrap_or_else(|e| panic!("hostd {id}: {e}"));
+        assert_eq!(code, 200, "hostd {id}: {body}");
+        let vms: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let runs = vms.as_array().into_iter().flatten().any(|v| {
+            v["inventory"]["name"] == vm
+                && matches!(v["state"].as_str(), Some("running" | "migrating_out"))
+        });
+        if runs {
+            at.push(id.to_string());
+        }
+    }
+    at
+}
+
+/// Waits until the recorded final state `fin` of a migration `from` →
+/// `to` matches where the VM runs: `done` at `to` only, `failed` at `from`
+/// only. Returns the host it runs on.
+fn consistent(fin: &Value, vm: &str, from: &str, to: &str, hostds: &[(&str, &Hostd)]) -> String {
+    let want = match fin["state"].as_str() {
+        Some("done") => to,
+        Some("failed") => from,
+        other => panic!("not a final state: {other:?}: {fin}"),
+    };
+    wait_for(
+        "the VM where the record says",
+        Duration::from_secs(15),
+        || (running_at(vm, hostds) == [want.to_string()]).then_some(()),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: recorded {} but the VM runs at {:?}: {fin}",
+            fin["state"],
+            running_at(vm, hostds)
+        )
+    });
+    want.to_string()
 }
 
 fn wait_state(api: &str, id: &str, states: &[&str], timeout: Duration) -> Value {
@@ -332,7 +389,7 @@ fn reserved_migration_and_controller_crash() {
         .status();
     let _ = ctl.wait();
     std::thread::sleep(Duration::from_millis(500));
-    let _ctl2 = start_controller(&dir, &cfg, "controller2.log", &api).unwrap();
+    let mut ctl2 = start_controller(&dir, &cfg, "controller2.log", &api).unwrap();
     let fin = wait_state(&api, &id2, &["done", "failed"], Duration::from_secs(60));
     eprintln!(
         "after the crash the migration ended {} ({:?} after the kill): {}",
@@ -357,6 +414,122 @@ fn reserved_migration_and_controller_crash() {
     });
     let log = std::fs::read_to_string(dir.join("controller2.log")).unwrap_or_default();
     assert!(log.contains("migration restored after a restart"), "{log}");
+    let hostds = [("h1", &hd1), ("h2", &hd2)];
+    let now_at = consistent(&fin, "smg-vm1", "h2", "h1", &hostds);
+
+    // 4. A crash between "reserving" and "commanding hosts".
+    let (from, to) = if now_at == "h1" {
+        ("h1", "h2")
+    } else {
+        ("h2", "h1")
+    };
+    wait_for(
+        "the host registry up to date",
+        Duration::from_secs(20),
+        || (get_json(&api, "/api/v1/vms/smg-vm1").ok()?["host"] == from).then_some(()),
+    )
+    .unwrap();
+    let _ = Command::new("kill")
+        .args(["-9", &ctl2.id().to_string()])
+        .status();
+    let _ = ctl2.wait();
+    let cfg_hold = write_controller_config(
+        &dir,
+        of_port,
+        api_port,
+        &dir.join("shoal.db").display().to_string(),
+        &["h1", "h2", "h3"],
+        "[execute]\nreservation = \"meter\"\nfault_hold_after_reserve_s = 600\n",
+    )
+    .unwrap();
+    let mut ctl3 = start_controller(&dir, &cfg_hold, "controller3.log", &api).unwrap();
+    wait_for("links and hosts back", Duration::from_secs(30), || {
+        let links = get_json(&api, "/api/v1/links").ok()?.as_array()?.len();
+        let hosts = get_json(&api, "/api/v1/hosts").ok()?;
+        let up = hosts
+            .as_array()?
+            .iter()
+            .filter(|h| h["metrics"].is_object())
+            .count();
+        (links == 4 && up == 3).then_some(())
+    })
+    .unwrap();
+    let (code, m) = post(
+        &api,
+        json!({"vm": "smg-vm1", "destination": to, "deadline_s": deadline}),
+    );
+    assert_eq!(code, 202, "{m}");
+    let id3 = m["id"].as_str().unwrap().to_string();
+    // Exactly in the window: reservations installed and recorded, hosts
+    // not commanded (the hold is 600 s; the kill comes at once).
+    let held = wait_for(
+        "reserving with its reservations",
+        Duration::from_secs(20),
+        || {
+            let m = get_json(&api, &format!("/api/v1/migrations/{id3}")).ok()?;
+            (m["state"] == "reserving" && m["reservations"].as_array()?.len() == 6).then_some(m)
+        },
+    )
+    .unwrap();
+    let log3 = std::fs::read_to_string(dir.join("controller3.log")).unwrap_or_default();
+    assert!(
+        log3.contains("fault injection: holding after reserve"),
+        "{log3}"
+    );
+    assert_eq!(
+        reservations_on(&agg).1,
+        1,
+        "reservation in place before the crash: {held}"
+    );
+    let _ = Command::new("kill")
+        .args(["-9", &ctl3.id().to_string()])
+        .status();
+    let _ = ctl3.wait();
+    // No host heard of the migration.
+    for (id, hd) in [("h1", &hd1), ("h2", &hd2)] {
+        for suffix in ["in", "out"] {
+            let (code, _) = hd
+                .call(
+                    "GET",
+                    &format!("/api/v1/commands/{id3}-{suffix}"),
+                    support::creds::CONTROLLER_TOKEN,
+                    None,
+                )
+                .unwrap();
+            assert_eq!(code, 404, "{id} knows {id3}-{suffix} before the restart");
+        }
+    }
+    // Restart without the hold, on the same database.
+    let cfg = write_controller_config(
+        &dir,
+        of_port,
+        api_port,
+        &dir.join("shoal.db").display().to_string(),
+        &["h1", "h2", "h3"],
+        "[execute]\nreservation = \"meter\"\n",
+    )
+    .unwrap();
+    let _ctl4 = start_controller(&dir, &cfg, "controller4.log", &api).unwrap();
+    let fin = wait_state(&api, &id3, &["done", "failed"], Duration::from_secs(90));
+    eprintln!(
+        "after the crash between reserving and commanding the hosts the migration ended {}: {}",
+        fin["state"], fin["error"]
+    );
+    let log4 = std::fs::read_to_string(dir.join("controller4.log")).unwrap_or_default();
+    assert!(
+        log4.contains("migration restored after a restart"),
+        "{log4}"
+    );
+    wait_for("no reservation left", Duration::from_secs(30), || {
+        [&b1, &agg, &b2]
+            .iter()
+            .all(|b| reservations_on(b) == (0, 0))
+            .then_some(())
+    })
+    .unwrap();
+    // Recorded state = reality, and the VM runs exactly once.
+    let at = consistent(&fin, "smg-vm1", from, to, &hostds);
+    assert_eq!(running_at("smg-vm1", &hostds), vec![at]);
     drop((hd1, hd2, vm1, h1, h2, h3));
     let _ = std::fs::remove_dir_all(&dir);
 }

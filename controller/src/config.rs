@@ -196,6 +196,14 @@ pub struct ExecuteConfig {
     /// Share of the deadline kept in reserve: the bandwidth is computed to
     /// finish within `deadline × (1 − margin)`.
     pub deadline_margin: f64,
+    /// Fault injection, for tests only: after a migration's reservations
+    /// are installed and recorded, wait this long (seconds) before the
+    /// hosts are commanded, logging `fault injection: holding after
+    /// reserve`. A crash in that window leaves reservations and a
+    /// `reserving` record but no host command. Unset (the default) in
+    /// production; it holds up the whole admission round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_hold_after_reserve_s: Option<f64>,
 }
 
 impl Default for ExecuteConfig {
@@ -212,6 +220,7 @@ impl Default for ExecuteConfig {
             hostd_timeout_s: 5.0,
             max_bandwidth_bytes_per_s: 1.25e9,
             deadline_margin: 0.1,
+            fault_hold_after_reserve_s: None,
         }
     }
 }
@@ -939,6 +948,14 @@ impl Config {
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(bad(f, format!("must be > 0, got {v}")));
+            }
+        }
+        if let Some(h) = e.fault_hold_after_reserve_s {
+            if !(h.is_finite() && (0.0..=3600.0).contains(&h)) {
+                return Err(bad(
+                    "fault_hold_after_reserve_s",
+                    format!("must be in 0..=3600 s, got {h}"),
+                ));
             }
         }
         if !(e.meter_headroom.is_finite() && (1.0..=2.0).contains(&e.meter_headroom)) {

@@ -37,6 +37,17 @@ pub trait SwitchLink: Send + Sync {
     fn send_batch(&self, msgs: Vec<Message>) -> BoxFuture<'_, Result<(), OfError>>;
     /// Waits until the switch has processed everything sent before.
     fn barrier(&self) -> BoxFuture<'_, Result<(), OfError>>;
+    /// Sends a batch and its BARRIER and waits for the BARRIER_REPLY;
+    /// fails when the switch answered any message of the batch with an
+    /// ERROR before it. The default (for links that cannot match ERRORs
+    /// to messages) is [`SwitchLink::send_batch`] then
+    /// [`SwitchLink::barrier`].
+    fn send_batch_confirmed(&self, msgs: Vec<Message>) -> BoxFuture<'_, Result<(), OfError>> {
+        Box::pin(async move {
+            self.send_batch(msgs).await?;
+            self.barrier().await
+        })
+    }
 }
 
 impl SwitchLink for SwitchHandle {
@@ -48,6 +59,9 @@ impl SwitchLink for SwitchHandle {
     }
     fn barrier(&self) -> BoxFuture<'_, Result<(), OfError>> {
         Box::pin(SwitchHandle::barrier(self))
+    }
+    fn send_batch_confirmed(&self, msgs: Vec<Message>) -> BoxFuture<'_, Result<(), OfError>> {
+        Box::pin(SwitchHandle::send_batch_confirmed(self, msgs))
     }
 }
 

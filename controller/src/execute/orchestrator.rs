@@ -40,7 +40,9 @@ use tracing::{info, warn};
 
 use crate::config::{ExecuteConfig, ReservationKind, Settings};
 use crate::execute::handles::{FabricView, Handles, HostdClient, HttpHostd, Switches};
-use crate::execute::queues::{QueueManager, QueueReservation, SystemTc, TcpMatch};
+use crate::execute::queues::{
+    QueueConfig, QueueManager, QueueReservation, QueueSession, SystemTc, TcpMatch,
+};
 use crate::knowledge::clock::Clock;
 use crate::knowledge::live::port_capacity_bps;
 use crate::knowledge::state::Knowledge;
@@ -288,6 +290,16 @@ impl OrchConfig {
     }
 }
 
+/// What became of a command to a host daemon that was not refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sent {
+    /// The daemon took it (answered the `PUT`, or knows it by its id).
+    Taken,
+    /// Every answer was lost and its status could not be read: the daemon
+    /// may or may not have it (why).
+    Unknown(String),
+}
+
 /// The migration's TCP connection and what is reserved for it on a hop.
 #[derive(Debug, Clone, Copy)]
 struct MigrationFlow {
@@ -384,7 +396,10 @@ pub struct Orchestrator {
     downtime_goal_s: f64,
     min_progress_mb: f64,
     state: Mutex<OrchState>,
-    queues: Option<QueueManager>,
+    /// OVS queues through OVSDB (reservation kind `queue`): connected on
+    /// demand and again after a failure; the first connection removes
+    /// the Shoal-marked rows earlier runs left.
+    queues: Option<QueueSession>,
     /// CPU threshold a destination must stay below.
     cpu_threshold: f64,
     /// S-CORE link weights for communication cost.
@@ -439,13 +454,15 @@ impl Orchestrator {
     pub async fn with_handles(oc: OrchConfig, handles: Handles) -> Arc<Orchestrator> {
         let cfg = oc.execute;
         let queues = if cfg.reservation == ReservationKind::Queue {
-            match crate::execute::ovsdb::OvsdbClient::connect(&cfg.ovsdb).await {
-                Ok(c) => Some(QueueManager::new(c, Arc::new(SystemTc::new()))),
-                Err(e) => {
-                    warn!(error = %e, target = %cfg.ovsdb, "OVSDB unreachable: queue reservations unavailable");
-                    None
-                }
-            }
+            let session = QueueSession::new(
+                &cfg.ovsdb,
+                Arc::new(SystemTc::new()),
+                QueueConfig::default(),
+            );
+            // Connects and sweeps the leftovers of earlier runs now when
+            // OVSDB is there (else on a later tick).
+            let _ = session.get().await;
+            Some(session)
         } else {
             None
         };
@@ -928,6 +945,16 @@ impl Orchestrator {
 
     async fn clean_stale(&self) {
         let stale = std::mem::take(&mut lock(&self.state).stale);
+        if stale.is_empty() {
+            return;
+        }
+        // Migrations that hold reservations now.
+        let holding: BTreeSet<String> = self
+            .active()
+            .into_iter()
+            .filter(|m| !m.reservations.is_empty() || m.state == MigState::Reserving)
+            .map(|m| m.id)
+            .collect();
         let mut keep = Vec::new();
         for r in stale {
             let done = match r.kind.as_str() {
@@ -951,13 +978,27 @@ impl Orchestrator {
                         None => true,
                     }
                 }
-                "queue" => match (
-                    &self.queues,
-                    serde_json::from_value::<QueueReservation>(r.detail.clone()),
-                ) {
-                    (Some(q), Ok(qr)) => q.release(&qr).await.is_ok(),
-                    _ => true,
-                },
+                // By the marker (migration id) and the port alone, which
+                // every queue record has from before anything was created
+                // (write-ahead): its QoS UUID may never have been learnt.
+                // Not while the migration holds reservations again (its
+                // own, new ones); retried until OVSDB answers.
+                "queue" => {
+                    if holding.contains(&r.migration) {
+                        keep.push(r);
+                        continue;
+                    }
+                    match self.queue_manager().await {
+                        Some(q) => match q.release_all_of(&r.migration, Some(&r.target)).await {
+                            Ok(_) => true,
+                            Err(e) => {
+                                warn!(migration = %r.migration, port = %r.target, error = %e, "queue reservation not removed yet; will retry");
+                                false
+                            }
+                        },
+                        None => false,
+                    }
+                }
                 _ => true,
             };
             if done {
@@ -1166,6 +1207,10 @@ impl Orchestrator {
             Vec::new()
         };
         self.update(&m.id, |x| x.reservations = reservations.clone());
+        if let Some(hold) = self.cfg.fault_hold_after_reserve_s {
+            warn!(id = %m.id, hold_s = hold, "fault injection: holding after reserve");
+            tokio::time::sleep(Duration::from_secs_f64(hold)).await;
+        }
         match self.command_hosts(s, &m).await {
             Ok(()) => {
                 let now = self.clock.now_unix_ms();
@@ -1231,7 +1276,12 @@ impl Orchestrator {
                 match self.reserve_queue(s, m, hop, dpid, &flow, &record).await {
                     Ok(Some(r)) => done.push(r),
                     Ok(None) => {}
-                    Err(e) => return Err((done, e)),
+                    Err((r, e)) => {
+                        // What may exist (its write-ahead record) is
+                        // rolled back with the rest.
+                        done.extend(r);
+                        return Err((done, e));
+                    }
                 }
                 continue;
             }
@@ -1262,19 +1312,28 @@ impl Orchestrator {
                 queue: None,
                 store_id: id,
             });
+            // An ERROR for any message of the batch, before its BARRIER
+            // is answered, fails the reservation (before any host is told).
             let msgs = flow.messages(use_meter, last, hop.out_port);
-            if let Err(e) = h.send_batch(msgs).await {
-                return Err((done, e.to_string()));
-            }
-            if let Err(e) = h.barrier().await {
+            if let Err(e) = h.send_batch_confirmed(msgs).await {
                 return Err((done, e.to_string()));
             }
         }
         Ok(done)
     }
 
+    /// The OVS queue manager over a live OVSDB connection (None: queue
+    /// reservations are off, or OVSDB is unreachable now).
+    async fn queue_manager(&self) -> Option<QueueManager> {
+        self.queues.as_ref()?.get().await
+    }
+
     /// Reserves an OVS queue on the egress port of one hop (None: the hop
-    /// has no egress port).
+    /// has no egress port). Write-ahead: the store record, with everything
+    /// needed to remove the reservation (migration id = the rows' marker,
+    /// port, OVSDB target, rates, classifier), is written before OVSDB is
+    /// asked; on error it is returned (as a reservation without rows) for
+    /// the rollback, which removes whatever the marker finds.
     async fn reserve_queue(
         &self,
         s: &dyn FabricView,
@@ -1283,9 +1342,12 @@ impl Orchestrator {
         dpid: u64,
         flow: &MigrationFlow,
         record: &(dyn Fn(&str, &str, serde_json::Value) -> Result<i64, String> + Sync),
-    ) -> Result<Option<Reservation>, String> {
-        let Some(q) = &self.queues else {
-            return Err("queue reservations need OVSDB, which is unreachable".into());
+    ) -> Result<Option<Reservation>, (Option<Reservation>, String)> {
+        let Some(q) = self.queue_manager().await else {
+            return Err((
+                None,
+                "queue reservations need OVSDB, which is unreachable".into(),
+            ));
         };
         let Some(out) = hop.out_port else {
             return Ok(None);
@@ -1295,27 +1357,63 @@ impl Orchestrator {
                 .and_then(|sw| sw.ports.get(&out).map(|p| p.desc.name.clone()))
         });
         let Some(name) = name else {
-            return Err(format!("port {}:{out} unknown", hop.dpid));
+            return Err((None, format!("port {}:{out} unknown", hop.dpid)));
         };
         let cap = hop.capacity_bps.unwrap_or(flow.rate_bps * 2.0);
-        let id = record("queue", &name, serde_json::json!({"port": name}))?;
-        let qr = q
+        let classifier = TcpMatch {
+            src: flow.src_ip,
+            dst: flow.dst_ip,
+            dst_port: flow.port,
+        };
+        let ovsdb = self.queues.as_ref().map(|q| q.target().to_string());
+        let intent = serde_json::json!({
+            "migration_id": m.id,
+            "port": name,
+            "ovsdb": ovsdb,
+            "link_bps": cap as u64,
+            "rate_bps": flow.rate_bps as u64,
+            "classifier": classifier,
+            "marker": crate::execute::queues::MARKER_KEY,
+        });
+        let id = record("queue", &name, intent).map_err(|e| (None, e))?;
+        let pending = Reservation {
+            kind: "queue".into(),
+            target: name.clone(),
+            meter_id: None,
+            cookie: None,
+            queue: None,
+            store_id: id,
+        };
+        let qr = match q
             .reserve(
                 &m.id,
                 &name,
                 cap as u64,
                 flow.rate_bps as u64,
-                Some(TcpMatch {
-                    src: flow.src_ip,
-                    dst: flow.dst_ip,
-                    dst_port: flow.port,
-                }),
+                Some(classifier),
             )
             .await
-            .map_err(|e| e.to_string())?;
+        {
+            Ok(qr) => qr,
+            Err(e) => return Err((Some(pending), e.to_string())),
+        };
+        // The full record (with the rows' UUIDs) first, then the
+        // write-ahead one goes: at every moment one record covers it.
+        let mut store_id = id;
         if let Some(st) = &self.store {
-            let _ = st.remove_reservation(id, self.clock.now_unix_ms());
-            let _ = st.add_reservation(&m.id, "queue", &name, &qr, self.clock.now_unix_ms());
+            let mut detail = serde_json::to_value(&qr).unwrap_or_default();
+            if let Some(o) = detail.as_object_mut() {
+                o.insert("ovsdb".into(), serde_json::json!(ovsdb));
+            }
+            match st.add_reservation(&m.id, "queue", &name, &detail, self.clock.now_unix_ms()) {
+                Ok(full) => {
+                    store_id = full;
+                    let _ = st.remove_reservation(id, self.clock.now_unix_ms());
+                }
+                Err(e) => {
+                    warn!(id = %m.id, error = %e, "queue reservation kept under its write-ahead record");
+                }
+            }
         }
         Ok(Some(Reservation {
             kind: "queue".into(),
@@ -1323,7 +1421,7 @@ impl Orchestrator {
             meter_id: None,
             cookie: None,
             queue: Some(qr),
-            store_id: id,
+            store_id,
         }))
     }
 
@@ -1354,7 +1452,9 @@ impl Orchestrator {
                         None => false,
                     }
                 }
-                "queue" => match (&self.queues, &r.queue) {
+                // Without the reservation's rows (never learnt) the record
+                // goes to the stale list, removed by its marker.
+                "queue" => match (self.queue_manager().await, &r.queue) {
                     (Some(q), Some(qr)) => q.release(qr).await.is_ok(),
                     _ => false,
                 },
@@ -1403,25 +1503,44 @@ impl Orchestrator {
             ..spec.clone()
         };
         let in_id = format!("{}-in", m.id);
-        self.put_command(
-            &dst.api_url,
-            &in_id,
-            &proto::Command::PrepareIncoming(incoming),
-        )
-        .await
-        .map_err(|e| format!("prepare_incoming at {}: {e}", m.to))?;
+        match self
+            .put_command(
+                &dst.api_url,
+                &in_id,
+                &proto::Command::PrepareIncoming(incoming),
+            )
+            .await
+        {
+            Ok(Sent::Taken) => {}
+            // The source is not told yet: failing here is safe.
+            Ok(Sent::Unknown(why)) => {
+                return Err(format!("prepare_incoming at {}: {why}", m.to));
+            }
+            Err(e) => return Err(format!("prepare_incoming at {}: {e}", m.to)),
+        }
         let out = MigrationSpec {
             destination_api: Some(dst.api_url.clone()),
             incoming_command_id: Some(in_id),
             ..spec
         };
-        self.put_command(
-            &src.api_url,
-            &format!("{}-out", m.id),
-            &proto::Command::Migrate(out),
-        )
-        .await
-        .map_err(|e| format!("migrate at {}: {e}", m.from))
+        match self
+            .put_command(
+                &src.api_url,
+                &format!("{}-out", m.id),
+                &proto::Command::Migrate(out),
+            )
+            .await
+        {
+            Ok(Sent::Taken) => Ok(()),
+            // The source may be migrating: never declared failed blindly.
+            // The migration counts as running; following it asks the
+            // source again (unknown there: failed, never started).
+            Ok(Sent::Unknown(why)) => {
+                warn!(id = %m.id, %why, "migrate command's fate unknown: following it as running");
+                Ok(())
+            }
+            Err(e) => Err(format!("migrate at {}: {e}", m.from)),
+        }
     }
 
     async fn status(&self, api: &str, id: &str) -> Result<Option<CommandStatus>, String> {
@@ -1433,18 +1552,35 @@ impl Orchestrator {
 
     /// Sends command `id`; an answer lost in transport (timeout, reset) is
     /// retried with the same id and body, which hostd takes as the same
-    /// command, up to [`COMMAND_ATTEMPTS`] times. A refusal is final.
-    async fn put_command(&self, api: &str, id: &str, cmd: &proto::Command) -> Result<(), String> {
+    /// command, up to [`COMMAND_ATTEMPTS`] times. When every answer was
+    /// lost, the daemon is asked for the command's status before the
+    /// command counts as failed: a daemon that knows it took it (any state)
+    /// makes it [`Sent::Taken`], one that does not know it a failure, and
+    /// one that does not answer that either [`Sent::Unknown`]. A refusal is
+    /// final at once.
+    async fn put_command(&self, api: &str, id: &str, cmd: &proto::Command) -> Result<Sent, String> {
         let mut attempt = 1;
         loop {
             match self.hostd.put_command(api, id, cmd).await {
-                Ok(()) => return Ok(()),
-                Err(e @ crate::execute::handles::HostdError::Transport { .. })
-                    if attempt < COMMAND_ATTEMPTS =>
-                {
-                    warn!(command = id, attempt, error = %e, "no answer from hostd: sending the command again");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                    attempt += 1;
+                Ok(()) => return Ok(Sent::Taken),
+                Err(e @ crate::execute::handles::HostdError::Transport { .. }) => {
+                    if attempt < COMMAND_ATTEMPTS {
+                        warn!(command = id, attempt, error = %e, "no answer from hostd: sending the command again");
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return match self.hostd.command_status(api, id).await {
+                        Ok(Some(st)) => {
+                            warn!(command = id, state = ?st.state, "every answer to the command was lost, but hostd has it");
+                            Ok(Sent::Taken)
+                        }
+                        Ok(None) => Err(format!("{e} (hostd does not know the command)")),
+                        Err(q) => {
+                            warn!(command = id, error = %q, "every answer to the command was lost and its status is unknown");
+                            Ok(Sent::Unknown(format!("{e}; status: {q}")))
+                        }
+                    };
                 }
                 Err(e) => return Err(e.to_string()),
             }
@@ -1705,19 +1841,25 @@ mod race_tests {
     use crate::monitor::hosts::tests::{reg, report, vm};
 
     /// Counts the commands sent to host daemons; the first `lost` calls
-    /// are taken by the daemon but their answers are lost (a timeout).
+    /// are taken by the daemon but their answers are lost (a timeout). The
+    /// daemon knows every command it took (field 2), by id.
     #[derive(Default)]
-    struct Hostds(Mutex<Vec<String>>, std::sync::atomic::AtomicUsize);
+    struct Hostds(
+        Mutex<Vec<String>>,
+        std::sync::atomic::AtomicUsize,
+        Mutex<BTreeMap<String, proto::Command>>,
+    );
 
     impl HostdClient for Hostds {
         fn put_command<'a>(
             &'a self,
             api: &'a str,
             id: &'a str,
-            _cmd: &'a proto::Command,
+            cmd: &'a proto::Command,
         ) -> BoxFuture<'a, Result<(), HostdError>> {
             Box::pin(async move {
                 lock(&self.0).push(id.to_string());
+                lock(&self.2).insert(id.to_string(), cmd.clone());
                 let lost = &self.1;
                 if lost.load(std::sync::atomic::Ordering::SeqCst) > 0 {
                     lost.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -1732,9 +1874,20 @@ mod race_tests {
         fn command_status<'a>(
             &'a self,
             _api: &'a str,
-            _id: &'a str,
+            id: &'a str,
         ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
-            Box::pin(async { Ok(None) })
+            Box::pin(async move {
+                Ok(lock(&self.2).get(id).map(|c| CommandStatus {
+                    id: id.to_string(),
+                    command: c.clone(),
+                    state: CommandState::Accepted,
+                    progress: None,
+                    result: None,
+                    error: None,
+                    created_unix_ms: 0,
+                    updated_unix_ms: 0,
+                }))
+            })
         }
     }
 
@@ -1844,5 +1997,352 @@ mod race_tests {
         let sent = lock(&hostds.0).clone();
         let in_id = format!("{}-in", m.id);
         assert_eq!(sent.iter().filter(|i| **i == in_id).count(), 2, "{sent:?}");
+    }
+
+    /// Every answer to the commands is lost (the daemons take them but the
+    /// replies time out): the orchestrator asks for the commands' status
+    /// before declaring the migration failed, and finds them taken.
+    #[tokio::test]
+    async fn all_answers_lost_but_taken_is_not_a_failure() {
+        let (k, orch, hostds) = world().await;
+        hostds.1.store(1_000, std::sync::atomic::Ordering::SeqCst);
+        let m = orch.submit(request(), "test".into(), None).expect("queued");
+        orch.try_start(&*k, m.clone()).await;
+        let after = orch.get(&m.id).expect("known");
+        assert_eq!(after.state, MigState::Running, "{after:?}");
+        let sent = lock(&hostds.0).clone();
+        for suffix in ["in", "out"] {
+            let id = format!("{}-{suffix}", m.id);
+            assert_eq!(
+                sent.iter().filter(|i| **i == id).count(),
+                COMMAND_ATTEMPTS as usize,
+                "{sent:?}"
+            );
+        }
+    }
+
+    /// The source daemon takes `migrate` but every answer is lost, and so
+    /// is every status query: the command's fate is unknown, so the
+    /// migration is not declared failed (the VM may be moving) but followed
+    /// as running; a lost `prepare_incoming` of unknown fate fails it
+    /// before the source is told anything.
+    struct Silent {
+        sent: Mutex<Vec<String>>,
+        /// Suffix of the command ids whose answers are lost.
+        lost: &'static str,
+    }
+
+    impl HostdClient for Silent {
+        fn put_command<'a>(
+            &'a self,
+            api: &'a str,
+            id: &'a str,
+            _cmd: &'a proto::Command,
+        ) -> BoxFuture<'a, Result<(), HostdError>> {
+            Box::pin(async move {
+                lock(&self.sent).push(id.to_string());
+                if id.ends_with(self.lost) {
+                    return Err(HostdError::Transport {
+                        url: format!("{api}/x"),
+                        reason: "timed out".into(),
+                    });
+                }
+                Ok(())
+            })
+        }
+        fn command_status<'a>(
+            &'a self,
+            api: &'a str,
+            _id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
+            Box::pin(async move {
+                Err(HostdError::Transport {
+                    url: format!("{api}/x"),
+                    reason: "timed out".into(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_migrate_of_unknown_fate_is_followed_not_failed() {
+        for (lost, want) in [("-out", MigState::Running), ("-in", MigState::Failed)] {
+            let (k, _, _) = world().await;
+            let silent = Arc::new(Silent {
+                sent: Mutex::new(Vec::new()),
+                lost,
+            });
+            let orch = Orchestrator::with_handles(
+                OrchConfig::from_settings(
+                    &Config::from_toml("")
+                        .and_then(|c| c.validate())
+                        .expect("settings"),
+                ),
+                Handles {
+                    fabric: k.clone(),
+                    switches: Arc::new(NoSwitches),
+                    hostd: silent.clone(),
+                    store: None,
+                    clock: Arc::new(SystemClock),
+                },
+            )
+            .await;
+            let m = orch.submit(request(), "test".into(), None).expect("queued");
+            orch.try_start(&*k, m.clone()).await;
+            let after = orch.get(&m.id).expect("known");
+            assert_eq!(after.state, want, "lost {lost}: {after:?}");
+            let sent = lock(&silent.sent).clone();
+            let out = format!("{}-out", m.id);
+            let expect_out = if lost == "-out" {
+                COMMAND_ATTEMPTS as usize
+            } else {
+                0
+            };
+            assert_eq!(
+                sent.iter().filter(|i| **i == out).count(),
+                expect_out,
+                "{sent:?}"
+            );
+        }
+    }
+}
+
+/// A switch that refuses a message of a reservation batch (by its xid),
+/// over the real OpenFlow connection code and a scripted peer on TCP.
+#[cfg(test)]
+mod batch_error_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::execute::handles::{BoxFuture, HostdError};
+    use crate::knowledge::clock::SystemClock;
+    use crate::monitor::hosts::tests::{reg, report, vm};
+    use crate::monitor::openflow::{serve, ConnConfig, ConnContext, SwitchEvent};
+    use ofp::{ErrorKind, ErrorMsg, Hello, MultipartReply, MultipartReplyBody, OfpMessage};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const DPID: u64 = 0x77;
+
+    /// Records every command; answers nothing else.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl HostdClient for Recorder {
+        fn put_command<'a>(
+            &'a self,
+            _api: &'a str,
+            id: &'a str,
+            _cmd: &'a proto::Command,
+        ) -> BoxFuture<'a, Result<(), HostdError>> {
+            Box::pin(async move {
+                lock(&self.0).push(id.to_string());
+                Ok(())
+            })
+        }
+        fn command_status<'a>(
+            &'a self,
+            _api: &'a str,
+            _id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
+            Box::pin(async { Ok(None) })
+        }
+    }
+
+    async fn send(s: &mut TcpStream, xid: u32, body: Message) {
+        let bytes = OfpMessage::new(xid, body).to_vec().expect("encodes");
+        s.write_all(&bytes).await.expect("peer write");
+    }
+
+    /// A scripted OpenFlow 1.3 switch: handshake, BARRIER and ECHO
+    /// answered; every METER_MOD refused with an ERROR of its xid.
+    /// Returns the names of the messages it received.
+    async fn scripted_switch(mut s: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
+        send(&mut s, 1, Message::Hello(Hello::of13())).await;
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let frame = loop {
+                if let Ok(Some(n)) = ofp::check_frame(&buf) {
+                    let f = buf[..n].to_vec();
+                    buf.drain(..n);
+                    break Some(f);
+                }
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let Some(frame) = frame else { return };
+            let Ok(m) = OfpMessage::decode(&frame) else {
+                continue;
+            };
+            lock(&seen).push(m.body.name().to_string());
+            match m.body {
+                Message::FeaturesRequest => {
+                    let f = ofp::SwitchFeatures {
+                        datapath_id: DPID,
+                        n_buffers: 0,
+                        n_tables: 254,
+                        auxiliary_id: 0,
+                        capabilities: 0,
+                    };
+                    send(&mut s, m.xid, Message::FeaturesReply(f)).await
+                }
+                Message::RoleRequest(r) => send(&mut s, m.xid, Message::RoleReply(r)).await,
+                Message::MultipartRequest(req) => {
+                    let body = match req.body {
+                        ofp::MultipartRequestBody::PortDesc => MultipartReplyBody::PortDesc(vec![]),
+                        ofp::MultipartRequestBody::Desc => {
+                            MultipartReplyBody::Desc(ofp::DescStats {
+                                mfr_desc: "test".into(),
+                                hw_desc: "refuses meters".into(),
+                                sw_desc: "0".into(),
+                                serial_num: String::new(),
+                                dp_desc: String::new(),
+                            })
+                        }
+                        _ => continue,
+                    };
+                    send(
+                        &mut s,
+                        m.xid,
+                        Message::MultipartReply(MultipartReply { flags: 0, body }),
+                    )
+                    .await
+                }
+                Message::BarrierRequest => send(&mut s, m.xid, Message::BarrierReply).await,
+                Message::EchoRequest(d) => send(&mut s, m.xid, Message::EchoReply(d)).await,
+                Message::MeterMod(_) => {
+                    // OFPET_METER_MOD_FAILED / OFPMMFC_OUT_OF_METERS.
+                    let e = ErrorMsg {
+                        kind: ErrorKind::from_type_code(12, 8),
+                        data: frame.iter().take(64).copied().collect(),
+                    };
+                    send(&mut s, m.xid, Message::Error(e)).await
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The switch refuses the reservation's METER_MOD (an ERROR with its
+    /// xid, then the BARRIER_REPLY of the batch): the reservation fails
+    /// with that error as the reason and no command reaches a hostd.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_in_a_reservation_batch_fails_it_before_the_hosts() {
+        let settings = Config::from_toml("[execute]\nreservation = \"meter\"\n")
+            .and_then(|c| c.validate())
+            .expect("settings");
+        let k = Arc::new(Knowledge::new(
+            &settings.knowledge_config(),
+            settings.hypervisors.clone(),
+            None,
+        ));
+        {
+            let mut h = k.hosts_write().expect("hosts");
+            h.register(
+                "h1",
+                reg("h1", DPID, vec![vm("v1", "02:00:00:00:00:01")]),
+                0,
+            )
+            .expect("h1");
+            h.register("h2", reg("h2", DPID, vec![]), 0).expect("h2");
+            h.report("h1", report("h1", 1, vec![]), 1).expect("report");
+        }
+        // The controller's switch side.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (ev_tx, _ev_rx) = tokio::sync::mpsc::channel(64);
+        let (control_tx, mut control_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let ctx = ConnContext {
+            cfg: ConnConfig {
+                echo_interval: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(5),
+                multipart_cap_bytes: 1 << 20,
+                write_timeout: Duration::from_secs(2),
+                send_queue_bytes: 1 << 20,
+                allowed_dpids: None,
+            },
+            events: ev_tx,
+            control: control_tx,
+            monitor: k.monitor.clone(),
+            shutdown: shutdown_rx,
+            packet_in_drops: k.packet_in_drops.clone(),
+            event_drops: k.event_drops.clone(),
+            not_reading: k.not_reading_disconnects.clone(),
+        };
+        tokio::spawn(serve(listener, ctx, None));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let peer = TcpStream::connect(addr).await.expect("connect");
+        tokio::spawn(scripted_switch(peer, seen.clone()));
+        let ev = tokio::time::timeout(Duration::from_secs(10), control_rx.recv())
+            .await
+            .expect("switch up in time")
+            .expect("event");
+        let SwitchEvent::Connected {
+            dpid,
+            conn_id,
+            peer,
+            features,
+            ports,
+            handle,
+            ..
+        } = ev
+        else {
+            panic!("not a connect event");
+        };
+        k.topo.write().expect("topo").switch_connected(
+            dpid,
+            conn_id,
+            peer,
+            features,
+            ports,
+            std::time::Instant::now(),
+        );
+        k.switches.write().expect("switches").insert(dpid, handle);
+
+        let hostds = Arc::new(Recorder::default());
+        let orch = Orchestrator::with_handles(
+            OrchConfig::from_settings(&settings),
+            Handles {
+                fabric: k.clone(),
+                switches: k.clone(),
+                hostd: hostds.clone(),
+                store: None,
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .await;
+        let m = orch
+            .submit(
+                MigrationRequest {
+                    vm: "v1".into(),
+                    destination: "h2".into(),
+                    deadline_s: None,
+                    reserve: Some(true),
+                },
+                "test".into(),
+                None,
+            )
+            .expect("queued");
+        orch.try_start(&*k, m.clone()).await;
+        let after = orch.get(&m.id).expect("known");
+        assert!(
+            lock(&seen).iter().any(|n| n == "OFPT_METER_MOD"),
+            "the batch reached the switch: {:?}",
+            lock(&seen)
+        );
+        assert_eq!(after.state, MigState::Failed, "{after:?}");
+        let why = after.error.clone().unwrap_or_default();
+        assert!(
+            why.starts_with("reservation failed") && why.contains("rejected"),
+            "{why}"
+        );
+        assert!(
+            lock(&hostds.0).is_empty(),
+            "commands reached hostd: {:?}",
+            lock(&hostds.0)
+        );
     }
 }

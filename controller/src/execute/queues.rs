@@ -877,6 +877,38 @@ impl QueueManager {
         Ok((found, orphans))
     }
 
+    /// Releases every reservation of migration `migration_id` exactly (on
+    /// port `port` only, when given: the port it is attached to, or the
+    /// one recorded in its marker) and deletes that migration's marked
+    /// Queue rows no QoS references. Needs nothing but the marker: what a
+    /// write-ahead record of a reservation whose outcome was never learnt
+    /// (connection lost mid-transaction, crash) is removed with. Returns
+    /// how many reservations were released (0: nothing was there).
+    pub async fn release_all_of(
+        &self,
+        migration_id: &str,
+        port: Option<&str>,
+    ) -> Result<usize, QueueError> {
+        let (found, orphans) = self.scan().await?;
+        let mut n = 0;
+        for r in found
+            .iter()
+            .filter(|r| r.migration_id == migration_id && port.is_none_or(|p| r.port == p))
+        {
+            self.release(r).await?;
+            n += 1;
+        }
+        let ops: Vec<Value> = orphans
+            .iter()
+            .filter(|(_, id)| id == migration_id)
+            .map(|(u, _)| op::delete("Queue", vec![op::cond("_uuid", Function::Eq, op::uuid(u))]))
+            .collect();
+        if !ops.is_empty() {
+            self.client.transact(DB, ops).await?;
+        }
+        Ok(n)
+    }
+
     /// Releases every Shoal reservation whose migration id starts with
     /// `marker_prefix` (all of them for `""`) and deletes marked Queue rows
     /// left without a QoS: what a restarted controller runs for migrations
@@ -914,6 +946,123 @@ impl QueueManager {
             );
         }
         Ok(report)
+    }
+}
+
+/// Shortest wait before connecting again after a failure.
+const RECONNECT_MIN: Duration = Duration::from_millis(200);
+/// Longest wait between two connection attempts.
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// A [`QueueManager`] whose OVSDB connection is made when first needed and
+/// made again, with a bounded exponential backoff
+/// (200 ms … 10 s between attempts), after it died.
+///
+/// Before the first connection of the process is handed out, every
+/// Shoal-marked QoS and Queue row in the database is removed
+/// ([`QueueManager::cleanup_all`] with prefix `""`): whatever a crashed
+/// run left there (its tc filters go with the htb qdisc). A process
+/// never reserves anything before that sweep has succeeded, so the sweep
+/// can only remove leftovers.
+pub struct QueueSession {
+    target: String,
+    tc: Arc<dyn TcRunner>,
+    cfg: QueueConfig,
+    state: tokio::sync::Mutex<SessionState>,
+}
+
+#[derive(Default)]
+struct SessionState {
+    mgr: Option<QueueManager>,
+    /// No attempt before this instant (backoff).
+    next_try: Option<Instant>,
+    /// The wait after the next failure.
+    backoff: Duration,
+    /// Leftovers of earlier runs removed.
+    swept: bool,
+}
+
+impl fmt::Debug for QueueSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueSession")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl QueueSession {
+    /// A session to OVSDB `target` (`unix:PATH` or `tcp:HOST:PORT`); no
+    /// connection is made yet.
+    pub fn new(target: &str, tc: Arc<dyn TcRunner>, cfg: QueueConfig) -> Self {
+        QueueSession {
+            target: target.to_string(),
+            tc,
+            cfg,
+            state: tokio::sync::Mutex::new(SessionState {
+                backoff: RECONNECT_MIN,
+                ..SessionState::default()
+            }),
+        }
+    }
+
+    /// The OVSDB target.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// A manager over a live connection: the current one, or a new one
+    /// (after the startup sweep, the first time) when the old one died
+    /// and the backoff allows an attempt now. None while OVSDB is
+    /// unreachable.
+    pub async fn get(&self) -> Option<QueueManager> {
+        let mut st = self.state.lock().await;
+        if let Some(m) = &st.mgr {
+            if !m.client().is_closed() {
+                return Some(m.clone());
+            }
+            warn!(target = %self.target, "OVSDB connection lost; connecting again");
+            st.mgr = None;
+        }
+        let now = Instant::now();
+        if st.next_try.is_some_and(|t| now < t) {
+            return None;
+        }
+        let failed = |st: &mut SessionState, why: String| {
+            st.next_try = Some(Instant::now() + st.backoff);
+            warn!(target = %self.target, error = %why, retry_in = ?st.backoff, "OVSDB unreachable: queue reservations unavailable");
+            st.backoff = (st.backoff * 2).min(RECONNECT_MAX);
+        };
+        let client = match OvsdbClient::connect(&self.target).await {
+            Ok(c) => c,
+            Err(e) => {
+                failed(&mut st, e.to_string());
+                return None;
+            }
+        };
+        let mgr = QueueManager::with_config(client, self.tc.clone(), self.cfg.clone());
+        if !st.swept {
+            match mgr.cleanup_all("").await {
+                Ok(r) => {
+                    info!(
+                        target = %self.target,
+                        released = r.released.len(),
+                        orphan_queues = r.orphan_queues,
+                        "startup sweep: Shoal-marked QoS and Queue rows of earlier runs removed"
+                    );
+                    st.swept = true;
+                }
+                Err(e) => {
+                    mgr.client().close().await;
+                    failed(&mut st, format!("startup sweep failed: {e}"));
+                    return None;
+                }
+            }
+        }
+        info!(target = %self.target, "OVSDB connected");
+        st.backoff = RECONNECT_MIN;
+        st.next_try = None;
+        st.mgr = Some(mgr.clone());
+        Some(mgr)
     }
 }
 
@@ -1052,5 +1201,41 @@ mod tests {
         );
         assert!(next_cfg_of(&json!({"rows": []})).is_err());
         assert!(next_cfg_of(&json!({"count": 1})).is_err());
+    }
+
+    /// An OVSDB that accepts connections and drops them at once: the
+    /// session's startup sweep fails, it hands out nothing, and it tries
+    /// again only after its backoff (200 ms, then 400 ms), not on every
+    /// call.
+    #[tokio::test]
+    async fn a_session_backs_off_between_connection_attempts() {
+        let path = std::env::temp_dir().join(format!("shoal-qs-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let accepts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = accepts.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(s);
+            }
+        });
+        let count = || accepts.load(std::sync::atomic::Ordering::SeqCst);
+        let session = QueueSession::new(
+            &format!("unix:{}", path.display()),
+            Arc::new(SystemTc::new()),
+            QueueConfig::default(),
+        );
+        assert!(session.get().await.is_none());
+        assert_eq!(count(), 1);
+        assert!(session.get().await.is_none(), "within the backoff");
+        assert_eq!(count(), 1, "no attempt within the backoff");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(session.get().await.is_none());
+        assert_eq!(count(), 2, "a new attempt after 200 ms");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(session.get().await.is_none());
+        assert_eq!(count(), 2, "the backoff doubled to 400 ms");
+        let _ = std::fs::remove_file(&path);
     }
 }

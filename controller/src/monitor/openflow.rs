@@ -232,6 +232,12 @@ struct Pending {
     parts: Vec<Vec<u8>>,
     bytes: usize,
     deadline: Instant,
+    /// For the BARRIER closing a batch: the xids of the batch's messages.
+    /// An ERROR with one of them is kept here and fails the batch when
+    /// its BARRIER_REPLY arrives.
+    batch: Vec<u32>,
+    /// The first ERROR for a message of `batch`.
+    error: Option<ErrorMsg>,
 }
 
 enum Command {
@@ -241,6 +247,9 @@ enum Command {
         bytes: Vec<u8>,
         deadline: Instant,
         ingest: bool,
+        /// The xids of the messages sent before this request in `bytes`
+        /// (a confirmed batch; empty otherwise).
+        batch: Vec<u32>,
         reply: oneshot::Sender<Result<Reply, OfError>>,
     },
 }
@@ -343,16 +352,63 @@ impl SwitchHandle {
         self.push(Command::Send(bytes))
     }
 
+    /// Sends a batch of messages followed by a BARRIER_REQUEST and waits
+    /// for the BARRIER_REPLY: Ok only when the switch answered none of the
+    /// batch's messages with an ERROR (matched by xid), else
+    /// [`OfError::Rejected`] with the first such ERROR. Nothing of the
+    /// batch is undone on error: the caller removes what it installed.
+    pub async fn send_batch_confirmed(&self, batch: Vec<Message>) -> Result<(), OfError> {
+        let mut bytes = Vec::new();
+        let mut xids = Vec::with_capacity(batch.len());
+        for m in batch {
+            let xid = self.next_xid();
+            bytes.extend(self.encode(xid, m)?);
+            xids.push(xid);
+        }
+        let reply = self
+            .request_with(Message::BarrierRequest, false, bytes, xids)
+            .await?;
+        match reply {
+            Reply::Single(OfpMessage {
+                body: Message::BarrierReply,
+                ..
+            }) => Ok(()),
+            Reply::Single(m) => Err(OfError::BadReply {
+                dpid: self.dpid,
+                why: format!("expected BARRIER_REPLY, got {}", m.body.name()),
+            }),
+            Reply::Parts(_) | Reply::Counted(_) => Err(OfError::BadReply {
+                dpid: self.dpid,
+                why: "multipart reply to a BARRIER".into(),
+            }),
+        }
+    }
+
     async fn request_inner(&self, body: Message, ingest: bool) -> Result<Reply, OfError> {
+        self.request_with(body, ingest, Vec::new(), Vec::new())
+            .await
+    }
+
+    /// Sends `before` (messages already encoded, with xids `batch`) and
+    /// then request `body` in one write, and waits for the reply.
+    async fn request_with(
+        &self,
+        body: Message,
+        ingest: bool,
+        mut before: Vec<u8>,
+        batch: Vec<u32>,
+    ) -> Result<Reply, OfError> {
         let after = self.request_timeout;
         let xid = self.next_xid();
-        let bytes = self.encode(xid, body)?;
+        before.extend(self.encode(xid, body)?);
+        let bytes = before;
         let (tx, rx) = oneshot::channel();
         self.push(Command::Request {
             xid,
             bytes,
             deadline: Instant::now() + after,
             ingest,
+            batch,
             reply: tx,
         })?;
         match tokio::time::timeout(after + Duration::from_secs(1), rx).await {
@@ -1037,8 +1093,8 @@ async fn reader_loop(
             },
             cmd = cmd_rx.recv() => match cmd {
                 Some(CommandBox(Command::Send(b))) => conn.write(b),
-                Some(CommandBox(Command::Request { xid, bytes, deadline, ingest, reply })) => {
-                    pending.insert(xid, Pending { reply, ingest, parts: Vec::new(), bytes: 0, deadline });
+                Some(CommandBox(Command::Request { xid, bytes, deadline, ingest, batch, reply })) => {
+                    pending.insert(xid, Pending { reply, ingest, parts: Vec::new(), bytes: 0, deadline, batch, error: None });
                     conn.write(bytes)
                 }
                 None => Err(End::Other("closed by controller".to_string())),
@@ -1206,6 +1262,13 @@ fn handle_frame(
         Message::Error(e) => {
             if let Some(p) = pending.remove(&xid) {
                 let _ = p.reply.send(Err(OfError::Rejected { dpid, error: e }));
+            } else if let Some(p) = pending.values_mut().find(|p| p.batch.contains(&xid)) {
+                // A message of a confirmed batch: fails the batch at its
+                // BARRIER_REPLY (the switch goes on with the rest).
+                warn!(dpid = %format!("{dpid:016x}"), xid, error = ?e.kind, "switch refused a message of a batch");
+                if p.error.is_none() {
+                    p.error = Some(e);
+                }
             } else {
                 warn!(dpid = %format!("{dpid:016x}"), xid, error = ?e.kind, "switch reported an error");
                 forward(ctx, SwitchEvent::Error { dpid, xid, msg: e });
@@ -1213,7 +1276,11 @@ fn handle_frame(
         }
         body => {
             if let Some(p) = pending.remove(&xid) {
-                let _ = p.reply.send(Ok(Reply::Single(OfpMessage { xid, body })));
+                let r = match p.error {
+                    Some(error) => Err(OfError::Rejected { dpid, error }),
+                    None => Ok(Reply::Single(OfpMessage { xid, body })),
+                };
+                let _ = p.reply.send(r);
             } else {
                 debug!(dpid = %format!("{dpid:016x}"), msg = body.name(), xid, "unsolicited message ignored");
             }
