@@ -24,12 +24,17 @@
 //! [forwarding]
 //! pair_idle_timeout_s = 10   # first-hop (src MAC, dst MAC) flows
 //! dest_idle_timeout_s = 30   # destination-based flows on the other switches
+//! max_macs_per_port = 64     # source MACs learnt per edge port; more are dropped and counted
+//! max_endpoints = 8192       # endpoints in all; more are dropped and counted
+//! endpoint_idle_timeout_s = 300  # an endpoint unseen this long (and without pair flow) is forgotten
+//! max_pair_flows = 65536     # pair flows installed at most; beyond, frames are forwarded without flow
 //!
 //! [monitor]
 //! interval_s = 10.0          # polling interval (>= 1)
 //! window_intervals = 3       # λ is averaged over this many intervals (1..=6)
 //! excluded_cookie = "0x5348100000000000"       # migration flows: excluded from λ
 //! excluded_cookie_mask = "0xfffff00000000000"
+//! max_matrix_pairs = 65536   # pairs the traffic matrix tracks at most
 //!
 //! # Who may use the REST API (every route but /healthz needs a token).
 //! [auth]
@@ -428,6 +433,17 @@ pub struct ForwardingConfig {
     pub pair_idle_timeout_s: u16,
     /// Idle timeout of destination-based flows, seconds.
     pub dest_idle_timeout_s: u16,
+    /// Source MACs learnt at one edge port at most; frames from further
+    /// MACs at that port are dropped (no flood, no flow) and counted.
+    pub max_macs_per_port: usize,
+    /// Endpoints learnt in all at most (same treatment beyond).
+    pub max_endpoints: usize,
+    /// An endpoint not seen for this long, and neither end of an
+    /// installed pair flow, is forgotten with its flows, seconds.
+    pub endpoint_idle_timeout_s: f64,
+    /// Pair flows installed at most; a new pair beyond it is forwarded
+    /// frame by frame without a flow (and counted).
+    pub max_pair_flows: usize,
 }
 
 impl Default for ForwardingConfig {
@@ -435,6 +451,11 @@ impl Default for ForwardingConfig {
         ForwardingConfig {
             pair_idle_timeout_s: 10,
             dest_idle_timeout_s: 30,
+            max_macs_per_port: crate::monitor::topology::DEFAULT_MAX_MACS_PER_PORT,
+            max_endpoints: crate::monitor::topology::DEFAULT_MAX_ENDPOINTS,
+            endpoint_idle_timeout_s: crate::monitor::forwarding::DEFAULT_ENDPOINT_IDLE
+                .as_secs_f64(),
+            max_pair_flows: crate::monitor::forwarding::DEFAULT_MAX_PAIR_FLOWS,
         }
     }
 }
@@ -452,6 +473,9 @@ pub struct MonitorConfig {
     pub excluded_cookie: String,
     /// Mask for `excluded_cookie`.
     pub excluded_cookie_mask: String,
+    /// Pairs the traffic matrix tracks at most (new pairs beyond it are
+    /// not tracked, and counted).
+    pub max_matrix_pairs: usize,
 }
 
 impl Default for MonitorConfig {
@@ -461,6 +485,7 @@ impl Default for MonitorConfig {
             window_intervals: 3,
             excluded_cookie: format!("{:#018x}", cookie::MIGRATION_VALUE),
             excluded_cookie_mask: format!("{:#018x}", cookie::MIGRATION_MASK),
+            max_matrix_pairs: crate::monitor::stats::DEFAULT_MAX_MATRIX_PAIRS,
         }
     }
 }
@@ -517,6 +542,16 @@ pub struct Settings {
     pub pair_idle_timeout_s: u16,
     /// Destination-flow idle timeout, seconds.
     pub dest_idle_timeout_s: u16,
+    /// Source MACs per edge port at most.
+    pub max_macs_per_port: usize,
+    /// Endpoints at most.
+    pub max_endpoints: usize,
+    /// Endpoint idle timeout.
+    pub endpoint_idle: Duration,
+    /// Pair flows installed at most.
+    pub max_pair_flows: usize,
+    /// Pairs the traffic matrix tracks at most.
+    pub max_matrix_pairs: usize,
     /// Polling interval.
     pub poll_interval: Duration,
     /// λ window in intervals.
@@ -568,6 +603,7 @@ impl Settings {
             excluded_cookie: self.excluded_cookie,
             excluded_cookie_mask: self.excluded_cookie_mask,
             host_history: self.host_history,
+            max_matrix_pairs: self.max_matrix_pairs,
         }
     }
 }
@@ -719,6 +755,7 @@ impl Config {
         }
         self.validate_policy()?;
         self.validate_execute()?;
+        self.validate_limits()?;
         let lldp_secret = match &self.topology.lldp_secret_file {
             None => None,
             Some(p) => Some(LldpSecret::from_file(p).map_err(|e| ConfigError::Invalid {
@@ -747,6 +784,16 @@ impl Config {
             port_confirm: secs("topology.port_confirm_s", topo.port_confirm_s, 0.0, 600.0)?,
             pair_idle_timeout_s: self.forwarding.pair_idle_timeout_s,
             dest_idle_timeout_s: self.forwarding.dest_idle_timeout_s,
+            max_macs_per_port: self.forwarding.max_macs_per_port,
+            max_endpoints: self.forwarding.max_endpoints,
+            endpoint_idle: secs(
+                "forwarding.endpoint_idle_timeout_s",
+                self.forwarding.endpoint_idle_timeout_s,
+                10.0,
+                86_400.0,
+            )?,
+            max_pair_flows: self.forwarding.max_pair_flows,
+            max_matrix_pairs: mon.max_matrix_pairs,
             poll_interval: secs("monitor.interval_s", mon.interval_s, 1.0, 3600.0)?,
             window_intervals: mon.window_intervals,
             excluded_cookie,
@@ -900,6 +947,56 @@ impl Config {
             hostd,
             openflow,
         })
+    }
+
+    /// The bounds of the forwarding state.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: String| {
+            Err(ConfigError::Invalid {
+                field: field.into(),
+                message,
+            })
+        };
+        let f = &self.forwarding;
+        for (name, v, min, max) in [
+            (
+                "forwarding.max_macs_per_port",
+                f.max_macs_per_port,
+                1,
+                1 << 20,
+            ),
+            ("forwarding.max_endpoints", f.max_endpoints, 1, 1 << 24),
+            ("forwarding.max_pair_flows", f.max_pair_flows, 1, 1 << 24),
+            (
+                "monitor.max_matrix_pairs",
+                self.monitor.max_matrix_pairs,
+                1,
+                1 << 24,
+            ),
+        ] {
+            if !(min..=max).contains(&v) {
+                return bad(name, format!("{v} is outside [{min}, {max}]"));
+            }
+        }
+        if f.max_endpoints < f.max_macs_per_port {
+            return bad(
+                "forwarding.max_endpoints",
+                format!(
+                    "{} is below forwarding.max_macs_per_port ({})",
+                    f.max_endpoints, f.max_macs_per_port
+                ),
+            );
+        }
+        if f.endpoint_idle_timeout_s < f64::from(f.pair_idle_timeout_s) {
+            return bad(
+                "forwarding.endpoint_idle_timeout_s",
+                format!(
+                    "{} is below forwarding.pair_idle_timeout_s ({})",
+                    f.endpoint_idle_timeout_s, f.pair_idle_timeout_s
+                ),
+            );
+        }
+        Ok(())
     }
 
     fn validate_policy(&self) -> Result<(), ConfigError> {
