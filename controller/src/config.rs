@@ -36,6 +36,16 @@
 //! excluded_cookie_mask = "0xfffff00000000000"
 //! max_matrix_pairs = 65536   # pairs the traffic matrix tracks at most
 //!
+//! # History kept in the knowledge database (count and age per table),
+//! # pruned at start and every `prune_interval_s`.
+//! [retention]
+//! prune_interval_s = 3600
+//! migrations_in_memory = 1000   # finished migrations the orchestrator keeps
+//! decisions = { max_rows = 10000, max_age_days = 30 }
+//! migrations = { max_rows = 10000, max_age_days = 90 }     # finished ones only
+//! placements = { max_rows = 50000, max_age_days = 90 }
+//! reservations = { max_rows = 10000, max_age_days = 30 }   # removed ones only
+//!
 //! # Who may use the REST API (every route but /healthz needs a token).
 //! [auth]
 //! host_tokens_dir = "/etc/shoal/hosts"   # <host-id>.token: each hostd's own token
@@ -130,6 +140,75 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// The migration orchestrator.
     pub execute: ExecuteConfig,
+    /// How much history the knowledge database keeps.
+    pub retention: RetentionConfig,
+}
+
+/// Retention of one history table: rows beyond `max_rows` (oldest first)
+/// and rows older than `max_age_days` are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRetention {
+    /// Rows kept at most (≥ 1).
+    pub max_rows: u64,
+    /// Days a row is kept at most (> 0).
+    pub max_age_days: f64,
+}
+
+/// How much history the knowledge database and the orchestrator keep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds between two prunings (also pruned at start).
+    pub prune_interval_s: f64,
+    /// Finished migrations kept in memory (the API's list), newest first.
+    pub migrations_in_memory: usize,
+    /// Decisions of the loop (identical repeats are one row with a count).
+    pub decisions: TableRetention,
+    /// Finished migrations (queued and running ones are never pruned).
+    pub migrations: TableRetention,
+    /// Placement history.
+    pub placements: TableRetention,
+    /// Removed reservations (those in place are never pruned).
+    pub reservations: TableRetention,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let t = |max_rows, max_age_days| TableRetention {
+            max_rows,
+            max_age_days,
+        };
+        RetentionConfig {
+            prune_interval_s: 3600.0,
+            migrations_in_memory: 1000,
+            decisions: t(10_000, 30.0),
+            migrations: t(10_000, 90.0),
+            placements: t(50_000, 90.0),
+            reservations: t(10_000, 30.0),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The store's form of the retention.
+    pub fn store_retention(&self) -> crate::knowledge::store::Retention {
+        let t = |r: &TableRetention| crate::knowledge::store::TableLimit {
+            max_rows: r.max_rows,
+            max_age_ms: (r.max_age_days * 86_400_000.0) as i64,
+        };
+        crate::knowledge::store::Retention {
+            decisions: t(&self.decisions),
+            migrations: t(&self.migrations),
+            placements: t(&self.placements),
+            reservations: t(&self.reservations),
+        }
+    }
+
+    /// Time between two prunings.
+    pub fn prune_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.prune_interval_s.clamp(1.0, 604_800.0))
+    }
 }
 
 /// The live loop's policy.
@@ -345,6 +424,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             policy: PolicyConfig::default(),
             execute: ExecuteConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -552,6 +632,8 @@ pub struct Settings {
     pub max_pair_flows: usize,
     /// Pairs the traffic matrix tracks at most.
     pub max_matrix_pairs: usize,
+    /// History retention of the knowledge database.
+    pub retention: RetentionConfig,
     /// Polling interval.
     pub poll_interval: Duration,
     /// λ window in intervals.
@@ -794,6 +876,7 @@ impl Config {
             )?,
             max_pair_flows: self.forwarding.max_pair_flows,
             max_matrix_pairs: mon.max_matrix_pairs,
+            retention: self.retention.clone(),
             poll_interval: secs("monitor.interval_s", mon.interval_s, 1.0, 3600.0)?,
             window_intervals: mon.window_intervals,
             excluded_cookie,
@@ -949,7 +1032,7 @@ impl Config {
         })
     }
 
-    /// The bounds of the forwarding state.
+    /// The bounds of the forwarding state and the history retention.
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let bad = |field: &str, message: String| {
             Err(ConfigError::Invalid {
@@ -973,6 +1056,12 @@ impl Config {
                 1,
                 1 << 24,
             ),
+            (
+                "retention.migrations_in_memory",
+                self.retention.migrations_in_memory,
+                1,
+                1 << 20,
+            ),
         ] {
             if !(min..=max).contains(&v) {
                 return bad(name, format!("{v} is outside [{min}, {max}]"));
@@ -995,6 +1084,32 @@ impl Config {
                     f.endpoint_idle_timeout_s, f.pair_idle_timeout_s
                 ),
             );
+        }
+        let r = &self.retention;
+        secs(
+            "retention.prune_interval_s",
+            r.prune_interval_s,
+            1.0,
+            604_800.0,
+        )?;
+        for (name, t) in [
+            ("retention.decisions", r.decisions),
+            ("retention.migrations", r.migrations),
+            ("retention.placements", r.placements),
+            ("retention.reservations", r.reservations),
+        ] {
+            if t.max_rows == 0 || t.max_rows > i64::MAX as u64 {
+                return bad(
+                    &format!("{name}.max_rows"),
+                    format!("{} must be at least 1", t.max_rows),
+                );
+            }
+            if !(t.max_age_days.is_finite() && t.max_age_days > 0.0 && t.max_age_days <= 36_500.0) {
+                return bad(
+                    &format!("{name}.max_age_days"),
+                    format!("{} is outside (0, 36500] days", t.max_age_days),
+                );
+            }
         }
         Ok(())
     }
@@ -1312,6 +1427,74 @@ window_intervals = 2
     }
 
     /// The example in docs/configuration.md parses and validates.
+    #[test]
+    fn limits_and_retention_are_parsed_and_checked() {
+        let s = Config::from_toml(
+            "[forwarding]\nmax_macs_per_port = 8\nmax_endpoints = 100\nendpoint_idle_timeout_s = 60\nmax_pair_flows = 1000\n[monitor]\nmax_matrix_pairs = 500\n[retention]\nprune_interval_s = 60\nmigrations_in_memory = 20\ndecisions = { max_rows = 5, max_age_days = 1.5 }\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!((s.max_macs_per_port, s.max_endpoints), (8, 100));
+        assert_eq!(s.endpoint_idle, Duration::from_secs(60));
+        assert_eq!((s.max_pair_flows, s.max_matrix_pairs), (1000, 500));
+        let r = s.retention.store_retention();
+        assert_eq!(r.decisions.max_rows, 5);
+        assert_eq!(r.decisions.max_age_ms, 129_600_000);
+        assert_eq!(r.placements.max_rows, 50_000);
+        assert_eq!(s.retention.migrations_in_memory, 20);
+        for (toml, field) in [
+            (
+                "[forwarding]\nmax_macs_per_port = 0\n",
+                "forwarding.max_macs_per_port",
+            ),
+            (
+                "[forwarding]\nmax_macs_per_port = 10\nmax_endpoints = 5\n",
+                "forwarding.max_endpoints",
+            ),
+            (
+                "[forwarding]\nendpoint_idle_timeout_s = 5\n",
+                "forwarding.endpoint_idle_timeout_s",
+            ),
+            (
+                "[forwarding]\npair_idle_timeout_s = 100\nendpoint_idle_timeout_s = 50\n",
+                "forwarding.endpoint_idle_timeout_s",
+            ),
+            (
+                "[forwarding]\nmax_pair_flows = 0\n",
+                "forwarding.max_pair_flows",
+            ),
+            (
+                "[monitor]\nmax_matrix_pairs = 0\n",
+                "monitor.max_matrix_pairs",
+            ),
+            (
+                "[retention]\nprune_interval_s = 0\n",
+                "retention.prune_interval_s",
+            ),
+            (
+                "[retention]\nmigrations_in_memory = 0\n",
+                "retention.migrations_in_memory",
+            ),
+            (
+                "[retention]\nplacements = { max_rows = 0, max_age_days = 1 }\n",
+                "retention.placements.max_rows",
+            ),
+            (
+                "[retention]\nreservations = { max_rows = 10, max_age_days = -1 }\n",
+                "retention.reservations.max_age_days",
+            ),
+        ] {
+            let e = Config::from_toml(toml).unwrap().validate().unwrap_err();
+            assert!(e.to_string().contains(field), "{toml}: {e}");
+        }
+        // Unknown fields in a table's retention are refused.
+        assert!(Config::from_toml(
+            "[retention]\ndecisions = { max_rows = 5, max_age_days = 1, x = 1 }\n"
+        )
+        .is_err());
+    }
+
     #[test]
     fn documented_example_is_valid() {
         let doc = include_str!("../../docs/configuration.md");
