@@ -1326,6 +1326,25 @@ impl Settings {
             ),
             format!("knowledge db   {}", self.db),
             format!(
+                "limits         {} MACs per edge port, {} endpoints (idle {} s), {} pair flows, {} matrix pairs",
+                self.max_macs_per_port,
+                self.max_endpoints,
+                self.endpoint_idle.as_secs(),
+                self.max_pair_flows,
+                self.max_matrix_pairs
+            ),
+            format!(
+                "history        decisions {}, migrations {}, placements {}, reservations {} rows (days: {}, {}, {}, {})",
+                self.retention.decisions.max_rows,
+                self.retention.migrations.max_rows,
+                self.retention.placements.max_rows,
+                self.retention.reservations.max_rows,
+                self.retention.decisions.max_age_days,
+                self.retention.migrations.max_age_days,
+                self.retention.placements.max_age_days,
+                self.retention.reservations.max_age_days
+            ),
+            format!(
                 "LLDP key       {}",
                 if self.lldp_secret.is_some() {
                     "from lldp_secret_file"
@@ -1623,6 +1642,8 @@ name = "idc"
             "host tokens    1 (hv1)",
             "controller     token set",
             "policy         idc (reservation: meter)",
+            "limits         64 MACs per edge port, 8192 endpoints (idle 300 s), 65536 pair flows, 65536 matrix pairs",
+            "history        decisions 10000, migrations 10000, placements 50000, reservations 10000 rows (days: 30, 90, 90, 30)",
             "api_listen port 443 < 1024 needs CAP_NET_BIND_SERVICE",
             "beyond loopback without TLS",
         ] {
