@@ -1071,6 +1071,13 @@ mod tests {
         dir.join("k.db")
     }
 
+    /// Removes the directory of a [`db_file`].
+    fn remove_db(path: &std::path::Path) {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
     #[test]
     fn identical_repeated_decisions_are_one_row_with_a_count() {
         let path = db_file("coalesce");
@@ -1113,6 +1120,8 @@ mod tests {
         // And it survives a reopen.
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.decisions(100).unwrap()[0].count, 1010);
+        drop(s);
+        remove_db(&path);
     }
 
     #[test]
@@ -1181,6 +1190,8 @@ mod tests {
         assert_eq!(p.reservations, 10);
         // Pruning again deletes nothing.
         assert_eq!(s.prune(&r, now).unwrap().total(), 0);
+        drop(s);
+        remove_db(&path);
     }
 
     /// A database locked by another connection delays only the caller:
@@ -1237,6 +1248,7 @@ mod tests {
             ticks >= 20,
             "the runtime stalled while the store waited for the lock: {ticks} ticks of 20 ms in 1 s"
         );
+        remove_db(&path);
     }
 
     /// A SQLite call that bypasses the trait on a runtime worker is caught
