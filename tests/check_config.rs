@@ -85,6 +85,34 @@ fn controller_check_config() {
     let o = check("shoal-controller", &cfg);
     assert!(!o.status.success());
     assert!(text(&o).contains("bogus_field"), "{}", text(&o));
+    // The state bounds are checked: a MAC limit of 0, a table smaller
+    // than one port's limit, a retention without rows.
+    for (from, to, field) in [
+        (
+            "max_macs_per_port = 64",
+            "max_macs_per_port = 0",
+            "forwarding.max_macs_per_port",
+        ),
+        (
+            "max_endpoints = 8192",
+            "max_endpoints = 10",
+            "forwarding.max_endpoints",
+        ),
+        (
+            "decisions = { max_rows = 10000,",
+            "decisions = { max_rows = 0,",
+            "retention.decisions.max_rows",
+        ),
+    ] {
+        assert!(
+            good.contains(from),
+            "{from:?} not in the documented example"
+        );
+        std::fs::write(&cfg, good.replace(from, to)).unwrap();
+        let o = check("shoal-controller", &cfg);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(field), "{}", text(&o));
+    }
     // A database directory that does not exist.
     std::fs::write(
         &cfg,

@@ -74,6 +74,44 @@ fn open_store(path: &str) -> Result<Arc<dyn Store>, RunError> {
 /// hosts registered before a restart are accepted at once. A stored
 /// registration that no longer decodes (e.g. written by an older version)
 /// is skipped with a warning: that host registers again on its next report.
+/// Deletes history beyond the retention (on a blocking thread).
+async fn prune_history(store: Arc<dyn Store>, r: &crate::config::RetentionConfig) {
+    let retention = r.store_retention();
+    let now = crate::knowledge::clock::now_unix_ms();
+    match tokio::task::spawn_blocking(move || store.prune(&retention, now)).await {
+        Ok(Ok(p)) if p.total() > 0 => info!(
+            decisions = p.decisions,
+            migrations = p.migrations,
+            placements = p.placements,
+            reservations = p.reservations,
+            "knowledge store history pruned"
+        ),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(error = %e, "cannot prune the knowledge store history"),
+        Err(e) => warn!(error = %e, "knowledge store pruning task failed"),
+    }
+}
+
+/// Prunes the history every `retention.prune_interval_s` until shutdown.
+async fn prune_loop(
+    store: Arc<dyn Store>,
+    r: crate::config::RetentionConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(r.prune_interval());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: the start already pruned.
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => prune_history(store.clone(), &r).await,
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { break; }
+            }
+        }
+    }
+}
+
 fn restore_hosts(knowledge: &Knowledge, store: &dyn Store) -> usize {
     let rows = match store.hosts_json() {
         Ok(r) => r,
@@ -300,7 +338,13 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         Handles::of(&knowledge, hostd.clone()),
     )
     .await;
+    prune_history(store.clone(), &settings.retention).await;
     orch.restore();
+    tasks.push(tokio::spawn(prune_loop(
+        store.clone(),
+        settings.retention.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(orch.clone().run(shutdown_rx.clone())));
     let hostd_client = hostd.clone();
     let round_ctx = RoundCtx {

@@ -24,12 +24,27 @@
 //! [forwarding]
 //! pair_idle_timeout_s = 10   # first-hop (src MAC, dst MAC) flows
 //! dest_idle_timeout_s = 30   # destination-based flows on the other switches
+//! max_macs_per_port = 64     # source MACs learnt per edge port; more are dropped and counted
+//! max_endpoints = 8192       # endpoints in all; more are dropped and counted
+//! endpoint_idle_timeout_s = 300  # an endpoint unseen this long (and without pair flow) is forgotten
+//! max_pair_flows = 65536     # pair flows installed at most; beyond, frames are forwarded without flow
 //!
 //! [monitor]
 //! interval_s = 10.0          # polling interval (>= 1)
 //! window_intervals = 3       # λ is averaged over this many intervals (1..=6)
 //! excluded_cookie = "0x5348100000000000"       # migration flows: excluded from λ
 //! excluded_cookie_mask = "0xfffff00000000000"
+//! max_matrix_pairs = 65536   # pairs the traffic matrix tracks at most
+//!
+//! # History kept in the knowledge database (count and age per table),
+//! # pruned at start and every `prune_interval_s`.
+//! [retention]
+//! prune_interval_s = 3600
+//! migrations_in_memory = 1000   # finished migrations the orchestrator keeps
+//! decisions = { max_rows = 10000, max_age_days = 30 }
+//! migrations = { max_rows = 10000, max_age_days = 90 }     # finished ones only
+//! placements = { max_rows = 50000, max_age_days = 90 }
+//! reservations = { max_rows = 10000, max_age_days = 30 }   # removed ones only
 //!
 //! # Who may use the REST API (every route but /healthz needs a token).
 //! [auth]
@@ -125,6 +140,75 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// The migration orchestrator.
     pub execute: ExecuteConfig,
+    /// How much history the knowledge database keeps.
+    pub retention: RetentionConfig,
+}
+
+/// Retention of one history table: rows beyond `max_rows` (oldest first)
+/// and rows older than `max_age_days` are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRetention {
+    /// Rows kept at most (≥ 1).
+    pub max_rows: u64,
+    /// Days a row is kept at most (> 0).
+    pub max_age_days: f64,
+}
+
+/// How much history the knowledge database and the orchestrator keep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds between two prunings (also pruned at start).
+    pub prune_interval_s: f64,
+    /// Finished migrations kept in memory (the API's list), newest first.
+    pub migrations_in_memory: usize,
+    /// Decisions of the loop (identical repeats are one row with a count).
+    pub decisions: TableRetention,
+    /// Finished migrations (queued and running ones are never pruned).
+    pub migrations: TableRetention,
+    /// Placement history.
+    pub placements: TableRetention,
+    /// Removed reservations (those in place are never pruned).
+    pub reservations: TableRetention,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let t = |max_rows, max_age_days| TableRetention {
+            max_rows,
+            max_age_days,
+        };
+        RetentionConfig {
+            prune_interval_s: 3600.0,
+            migrations_in_memory: 1000,
+            decisions: t(10_000, 30.0),
+            migrations: t(10_000, 90.0),
+            placements: t(50_000, 90.0),
+            reservations: t(10_000, 30.0),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The store's form of the retention.
+    pub fn store_retention(&self) -> crate::knowledge::store::Retention {
+        let t = |r: &TableRetention| crate::knowledge::store::TableLimit {
+            max_rows: r.max_rows,
+            max_age_ms: (r.max_age_days * 86_400_000.0) as i64,
+        };
+        crate::knowledge::store::Retention {
+            decisions: t(&self.decisions),
+            migrations: t(&self.migrations),
+            placements: t(&self.placements),
+            reservations: t(&self.reservations),
+        }
+    }
+
+    /// Time between two prunings.
+    pub fn prune_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.prune_interval_s.clamp(1.0, 604_800.0))
+    }
 }
 
 /// The live loop's policy.
@@ -349,6 +433,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             policy: PolicyConfig::default(),
             execute: ExecuteConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -437,6 +522,17 @@ pub struct ForwardingConfig {
     pub pair_idle_timeout_s: u16,
     /// Idle timeout of destination-based flows, seconds.
     pub dest_idle_timeout_s: u16,
+    /// Source MACs learnt at one edge port at most; frames from further
+    /// MACs at that port are dropped (no flood, no flow) and counted.
+    pub max_macs_per_port: usize,
+    /// Endpoints learnt in all at most (same treatment beyond).
+    pub max_endpoints: usize,
+    /// An endpoint not seen for this long, and neither end of an
+    /// installed pair flow, is forgotten with its flows, seconds.
+    pub endpoint_idle_timeout_s: f64,
+    /// Pair flows installed at most; a new pair beyond it is forwarded
+    /// frame by frame without a flow (and counted).
+    pub max_pair_flows: usize,
 }
 
 impl Default for ForwardingConfig {
@@ -444,6 +540,11 @@ impl Default for ForwardingConfig {
         ForwardingConfig {
             pair_idle_timeout_s: 10,
             dest_idle_timeout_s: 30,
+            max_macs_per_port: crate::monitor::topology::DEFAULT_MAX_MACS_PER_PORT,
+            max_endpoints: crate::monitor::topology::DEFAULT_MAX_ENDPOINTS,
+            endpoint_idle_timeout_s: crate::monitor::forwarding::DEFAULT_ENDPOINT_IDLE
+                .as_secs_f64(),
+            max_pair_flows: crate::monitor::forwarding::DEFAULT_MAX_PAIR_FLOWS,
         }
     }
 }
@@ -461,6 +562,9 @@ pub struct MonitorConfig {
     pub excluded_cookie: String,
     /// Mask for `excluded_cookie`.
     pub excluded_cookie_mask: String,
+    /// Pairs the traffic matrix tracks at most (new pairs beyond it are
+    /// not tracked, and counted).
+    pub max_matrix_pairs: usize,
 }
 
 impl Default for MonitorConfig {
@@ -470,6 +574,7 @@ impl Default for MonitorConfig {
             window_intervals: 3,
             excluded_cookie: format!("{:#018x}", cookie::MIGRATION_VALUE),
             excluded_cookie_mask: format!("{:#018x}", cookie::MIGRATION_MASK),
+            max_matrix_pairs: crate::monitor::stats::DEFAULT_MAX_MATRIX_PAIRS,
         }
     }
 }
@@ -526,6 +631,18 @@ pub struct Settings {
     pub pair_idle_timeout_s: u16,
     /// Destination-flow idle timeout, seconds.
     pub dest_idle_timeout_s: u16,
+    /// Source MACs per edge port at most.
+    pub max_macs_per_port: usize,
+    /// Endpoints at most.
+    pub max_endpoints: usize,
+    /// Endpoint idle timeout.
+    pub endpoint_idle: Duration,
+    /// Pair flows installed at most.
+    pub max_pair_flows: usize,
+    /// Pairs the traffic matrix tracks at most.
+    pub max_matrix_pairs: usize,
+    /// History retention of the knowledge database.
+    pub retention: RetentionConfig,
     /// Polling interval.
     pub poll_interval: Duration,
     /// λ window in intervals.
@@ -577,6 +694,7 @@ impl Settings {
             excluded_cookie: self.excluded_cookie,
             excluded_cookie_mask: self.excluded_cookie_mask,
             host_history: self.host_history,
+            max_matrix_pairs: self.max_matrix_pairs,
         }
     }
 }
@@ -728,6 +846,7 @@ impl Config {
         }
         self.validate_policy()?;
         self.validate_execute()?;
+        self.validate_limits()?;
         let lldp_secret = match &self.topology.lldp_secret_file {
             None => None,
             Some(p) => Some(LldpSecret::from_file(p).map_err(|e| ConfigError::Invalid {
@@ -756,6 +875,17 @@ impl Config {
             port_confirm: secs("topology.port_confirm_s", topo.port_confirm_s, 0.0, 600.0)?,
             pair_idle_timeout_s: self.forwarding.pair_idle_timeout_s,
             dest_idle_timeout_s: self.forwarding.dest_idle_timeout_s,
+            max_macs_per_port: self.forwarding.max_macs_per_port,
+            max_endpoints: self.forwarding.max_endpoints,
+            endpoint_idle: secs(
+                "forwarding.endpoint_idle_timeout_s",
+                self.forwarding.endpoint_idle_timeout_s,
+                10.0,
+                86_400.0,
+            )?,
+            max_pair_flows: self.forwarding.max_pair_flows,
+            max_matrix_pairs: mon.max_matrix_pairs,
+            retention: self.retention.clone(),
             poll_interval: secs("monitor.interval_s", mon.interval_s, 1.0, 3600.0)?,
             window_intervals: mon.window_intervals,
             excluded_cookie,
@@ -909,6 +1039,88 @@ impl Config {
             hostd,
             openflow,
         })
+    }
+
+    /// The bounds of the forwarding state and the history retention.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: String| {
+            Err(ConfigError::Invalid {
+                field: field.into(),
+                message,
+            })
+        };
+        let f = &self.forwarding;
+        for (name, v, min, max) in [
+            (
+                "forwarding.max_macs_per_port",
+                f.max_macs_per_port,
+                1,
+                1 << 20,
+            ),
+            ("forwarding.max_endpoints", f.max_endpoints, 1, 1 << 24),
+            ("forwarding.max_pair_flows", f.max_pair_flows, 1, 1 << 24),
+            (
+                "monitor.max_matrix_pairs",
+                self.monitor.max_matrix_pairs,
+                1,
+                1 << 24,
+            ),
+            (
+                "retention.migrations_in_memory",
+                self.retention.migrations_in_memory,
+                1,
+                1 << 20,
+            ),
+        ] {
+            if !(min..=max).contains(&v) {
+                return bad(name, format!("{v} is outside [{min}, {max}]"));
+            }
+        }
+        if f.max_endpoints < f.max_macs_per_port {
+            return bad(
+                "forwarding.max_endpoints",
+                format!(
+                    "{} is below forwarding.max_macs_per_port ({})",
+                    f.max_endpoints, f.max_macs_per_port
+                ),
+            );
+        }
+        if f.endpoint_idle_timeout_s < f64::from(f.pair_idle_timeout_s) {
+            return bad(
+                "forwarding.endpoint_idle_timeout_s",
+                format!(
+                    "{} is below forwarding.pair_idle_timeout_s ({})",
+                    f.endpoint_idle_timeout_s, f.pair_idle_timeout_s
+                ),
+            );
+        }
+        let r = &self.retention;
+        secs(
+            "retention.prune_interval_s",
+            r.prune_interval_s,
+            1.0,
+            604_800.0,
+        )?;
+        for (name, t) in [
+            ("retention.decisions", r.decisions),
+            ("retention.migrations", r.migrations),
+            ("retention.placements", r.placements),
+            ("retention.reservations", r.reservations),
+        ] {
+            if t.max_rows == 0 || t.max_rows > i64::MAX as u64 {
+                return bad(
+                    &format!("{name}.max_rows"),
+                    format!("{} must be at least 1", t.max_rows),
+                );
+            }
+            if !(t.max_age_days.is_finite() && t.max_age_days > 0.0 && t.max_age_days <= 36_500.0) {
+                return bad(
+                    &format!("{name}.max_age_days"),
+                    format!("{} is outside (0, 36500] days", t.max_age_days),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn validate_policy(&self) -> Result<(), ConfigError> {
@@ -1131,6 +1343,25 @@ impl Settings {
             ),
             format!("knowledge db   {}", self.db),
             format!(
+                "limits         {} MACs per edge port, {} endpoints (idle {} s), {} pair flows, {} matrix pairs",
+                self.max_macs_per_port,
+                self.max_endpoints,
+                self.endpoint_idle.as_secs(),
+                self.max_pair_flows,
+                self.max_matrix_pairs
+            ),
+            format!(
+                "history        decisions {}, migrations {}, placements {}, reservations {} rows (days: {}, {}, {}, {})",
+                self.retention.decisions.max_rows,
+                self.retention.migrations.max_rows,
+                self.retention.placements.max_rows,
+                self.retention.reservations.max_rows,
+                self.retention.decisions.max_age_days,
+                self.retention.migrations.max_age_days,
+                self.retention.placements.max_age_days,
+                self.retention.reservations.max_age_days
+            ),
+            format!(
                 "LLDP key       {}",
                 if self.lldp_secret.is_some() {
                     "from lldp_secret_file"
@@ -1232,6 +1463,74 @@ window_intervals = 2
     }
 
     /// The example in docs/configuration.md parses and validates.
+    #[test]
+    fn limits_and_retention_are_parsed_and_checked() {
+        let s = Config::from_toml(
+            "[forwarding]\nmax_macs_per_port = 8\nmax_endpoints = 100\nendpoint_idle_timeout_s = 60\nmax_pair_flows = 1000\n[monitor]\nmax_matrix_pairs = 500\n[retention]\nprune_interval_s = 60\nmigrations_in_memory = 20\ndecisions = { max_rows = 5, max_age_days = 1.5 }\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!((s.max_macs_per_port, s.max_endpoints), (8, 100));
+        assert_eq!(s.endpoint_idle, Duration::from_secs(60));
+        assert_eq!((s.max_pair_flows, s.max_matrix_pairs), (1000, 500));
+        let r = s.retention.store_retention();
+        assert_eq!(r.decisions.max_rows, 5);
+        assert_eq!(r.decisions.max_age_ms, 129_600_000);
+        assert_eq!(r.placements.max_rows, 50_000);
+        assert_eq!(s.retention.migrations_in_memory, 20);
+        for (toml, field) in [
+            (
+                "[forwarding]\nmax_macs_per_port = 0\n",
+                "forwarding.max_macs_per_port",
+            ),
+            (
+                "[forwarding]\nmax_macs_per_port = 10\nmax_endpoints = 5\n",
+                "forwarding.max_endpoints",
+            ),
+            (
+                "[forwarding]\nendpoint_idle_timeout_s = 5\n",
+                "forwarding.endpoint_idle_timeout_s",
+            ),
+            (
+                "[forwarding]\npair_idle_timeout_s = 100\nendpoint_idle_timeout_s = 50\n",
+                "forwarding.endpoint_idle_timeout_s",
+            ),
+            (
+                "[forwarding]\nmax_pair_flows = 0\n",
+                "forwarding.max_pair_flows",
+            ),
+            (
+                "[monitor]\nmax_matrix_pairs = 0\n",
+                "monitor.max_matrix_pairs",
+            ),
+            (
+                "[retention]\nprune_interval_s = 0\n",
+                "retention.prune_interval_s",
+            ),
+            (
+                "[retention]\nmigrations_in_memory = 0\n",
+                "retention.migrations_in_memory",
+            ),
+            (
+                "[retention]\nplacements = { max_rows = 0, max_age_days = 1 }\n",
+                "retention.placements.max_rows",
+            ),
+            (
+                "[retention]\nreservations = { max_rows = 10, max_age_days = -1 }\n",
+                "retention.reservations.max_age_days",
+            ),
+        ] {
+            let e = Config::from_toml(toml).unwrap().validate().unwrap_err();
+            assert!(e.to_string().contains(field), "{toml}: {e}");
+        }
+        // Unknown fields in a table's retention are refused.
+        assert!(Config::from_toml(
+            "[retention]\ndecisions = { max_rows = 5, max_age_days = 1, x = 1 }\n"
+        )
+        .is_err());
+    }
+
     #[test]
     fn documented_example_is_valid() {
         let doc = include_str!("../../docs/configuration.md");
@@ -1360,6 +1659,8 @@ name = "idc"
             "host tokens    1 (hv1)",
             "controller     token set",
             "policy         idc (reservation: meter)",
+            "limits         64 MACs per edge port, 8192 endpoints (idle 300 s), 65536 pair flows, 65536 matrix pairs",
+            "history        decisions 10000, migrations 10000, placements 50000, reservations 10000 rows (days: 30, 90, 90, 30)",
             "api_listen port 443 < 1024 needs CAP_NET_BIND_SERVICE",
             "beyond loopback without TLS",
         ] {

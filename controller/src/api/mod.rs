@@ -72,6 +72,10 @@ pub struct ApiSettings {
     pub link_timeout: Duration,
     /// Where the LLDP key comes from.
     pub lldp_secret_source: SecretSource,
+    /// Pair flows installed at most.
+    pub max_pair_flows: usize,
+    /// Endpoint idle timeout.
+    pub endpoint_idle: Duration,
 }
 
 impl ApiSettings {
@@ -82,6 +86,8 @@ impl ApiSettings {
             poll_interval: settings.poll_interval,
             window_intervals: settings.window_intervals,
             link_timeout: settings.link_timeout,
+            max_pair_flows: settings.max_pair_flows,
+            endpoint_idle: settings.endpoint_idle,
             lldp_secret_source: if settings.lldp_secret.is_some() {
                 SecretSource::File
             } else {
@@ -245,6 +251,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/links", get(links))
         .route("/api/v1/topology/lldp", get(lldp_view))
         .route("/api/v1/endpoints", get(endpoints))
+        .route("/api/v1/limits", get(limits))
         .route("/api/v1/traffic-matrix", get(traffic_matrix))
         .route("/api/v1/ports/stats", get(port_stats))
         .route("/api/v1/queues/stats", get(queue_stats))
@@ -494,6 +501,90 @@ async fn endpoints(State(s): State<Arc<ApiState>>) -> ApiResult<Vec<EndpointView
     Ok(Json(v))
 }
 
+/// The bounds of the forwarding state, how full each is, and what was
+/// refused at them (`GET /api/v1/limits`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LimitsView {
+    /// Endpoint table and pair flows.
+    pub forwarding: ForwardingLimits,
+    /// Traffic matrix.
+    pub traffic_matrix: MatrixLimits,
+    /// PACKET_INs dropped because the core was saturated.
+    pub packet_in_drops: u64,
+}
+
+/// The forwarding part of [`LimitsView`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardingLimits {
+    /// Source MACs per edge port at most.
+    pub max_macs_per_port: usize,
+    /// Endpoints at most.
+    pub max_endpoints: usize,
+    /// Endpoints now.
+    pub endpoints: usize,
+    /// Endpoint idle timeout, seconds.
+    pub endpoint_idle_timeout_s: f64,
+    /// MACs refused in all (port full + table full), since start.
+    pub macs_refused: u64,
+    /// MACs refused because their edge port was full.
+    pub macs_refused_port_full: u64,
+    /// MACs refused because the endpoint table was full.
+    pub macs_refused_table_full: u64,
+    /// Endpoints forgotten after their idle timeout, since start.
+    pub endpoints_expired: u64,
+    /// Pair flows installed at most.
+    pub max_pair_flows: usize,
+    /// Pair flows installed now.
+    pub pair_flows: u64,
+    /// New pairs forwarded without a flow because the bound was reached.
+    pub pair_flows_refused: u64,
+}
+
+/// The traffic-matrix part of [`LimitsView`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MatrixLimits {
+    /// Pairs tracked at most.
+    pub max_pairs: usize,
+    /// Pairs tracked now.
+    pub pairs: usize,
+    /// Readings of new pairs not tracked because the matrix was full.
+    pub pairs_refused: u64,
+}
+
+async fn limits(State(s): State<Arc<ApiState>>) -> ApiResult<LimitsView> {
+    use std::sync::atomic::Ordering;
+    let (max_pairs, pairs, pairs_refused) = {
+        let m = s.knowledge.monitor_lock()?;
+        (m.matrix.max_pairs(), m.matrix.len(), m.matrix.refused())
+    };
+    let (lim, counters, endpoints) = {
+        let t = s.knowledge.topo_read()?;
+        (t.limits(), t.endpoint_counters(), t.endpoint_count())
+    };
+    let l = &s.knowledge.limits;
+    Ok(Json(LimitsView {
+        forwarding: ForwardingLimits {
+            max_macs_per_port: lim.max_per_port,
+            max_endpoints: lim.max_total,
+            endpoints,
+            endpoint_idle_timeout_s: s.settings.endpoint_idle.as_secs_f64(),
+            macs_refused: counters.refused_port_full + counters.refused_table_full,
+            macs_refused_port_full: counters.refused_port_full,
+            macs_refused_table_full: counters.refused_table_full,
+            endpoints_expired: counters.expired,
+            max_pair_flows: s.settings.max_pair_flows,
+            pair_flows: l.pair_flows.load(Ordering::Relaxed),
+            pair_flows_refused: l.pair_flows_refused.load(Ordering::Relaxed),
+        },
+        traffic_matrix: MatrixLimits {
+            max_pairs,
+            pairs,
+            pairs_refused,
+        },
+        packet_in_drops: s.knowledge.packet_in_drops.load(Ordering::Relaxed),
+    }))
+}
+
 /// Traffic class of a pair.
 #[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -733,6 +824,7 @@ mod tests {
             "/api/v1/links",
             "/api/v1/topology/lldp",
             "/api/v1/endpoints",
+            "/api/v1/limits",
             "/api/v1/traffic-matrix",
             "/api/v1/ports/stats",
             "/api/v1/queues/stats",

@@ -274,6 +274,8 @@ pub struct OrchConfig {
     pub weights: [f64; 4],
     /// The token presented to the host daemons.
     pub token: Option<shoal_common::secret::Secret>,
+    /// Finished migrations kept in memory at most (oldest dropped first).
+    pub history: usize,
 }
 
 impl OrchConfig {
@@ -286,6 +288,7 @@ impl OrchConfig {
             cpu_threshold: s.policy.hotspot.thresholds.cpu,
             weights: s.policy.options.score.weights,
             token: s.token.clone(),
+            history: s.retention.migrations_in_memory,
         }
     }
 }
@@ -404,6 +407,8 @@ pub struct Orchestrator {
     cpu_threshold: f64,
     /// S-CORE link weights for communication cost.
     weights: [f64; 4],
+    /// Finished migrations kept in memory at most.
+    history: usize,
 }
 
 #[derive(Default)]
@@ -425,6 +430,30 @@ impl std::fmt::Debug for Orchestrator {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Drops the oldest finished migrations beyond `keep` (the store keeps
+/// their records, under its own retention).
+fn bound_history(migs: &mut BTreeMap<String, Migration>, keep: usize) {
+    let mut done: Vec<(i64, u64, String)> = migs
+        .values()
+        .filter(|m| m.state.is_final())
+        .map(|m| {
+            (
+                m.ended_unix_ms.unwrap_or(m.created_unix_ms),
+                m.seq,
+                m.id.clone(),
+            )
+        })
+        .collect();
+    if done.len() <= keep {
+        return;
+    }
+    done.sort_unstable();
+    let excess = done.len() - keep;
+    for (_, _, id) in done.into_iter().take(excess) {
+        migs.remove(&id);
+    }
 }
 
 /// Available bandwidth of a hop: capacity minus current use minus what is
@@ -479,6 +508,7 @@ impl Orchestrator {
             state: Mutex::new(OrchState::default()),
             queues,
             weights: oc.weights,
+            history: oc.history.max(1),
         })
     }
 
@@ -513,6 +543,7 @@ impl Orchestrator {
             }
             st.migs.insert(m.id.clone(), m);
         }
+        bound_history(&mut st.migs, self.history);
         if !stale.is_empty() {
             info!(
                 count = stale.len(),
@@ -544,14 +575,19 @@ impl Orchestrator {
             .collect()
     }
 
-    fn persist(&self, m: &Migration) {
+    /// Writes the record of `m`; the error says why it could not.
+    fn persist(&self, m: &Migration) -> Result<(), String> {
         if let Some(store) = &self.store {
             if let Err(e) =
                 store.put_migration(&m.id, &m.vm, m.state.as_str(), m, self.clock.now_unix_ms())
             {
                 warn!(id = %m.id, error = %e, "cannot persist migration");
+                return Err(format!(
+                    "cannot record the migration in the knowledge store: {e}"
+                ));
             }
         }
+        Ok(())
     }
 
     fn host_facts(s: &dyn FabricView, id: &str) -> Option<HostFacts> {
@@ -684,7 +720,7 @@ impl Orchestrator {
             st.migs.insert(m.id.clone(), m.clone());
             m
         };
-        self.persist(&m);
+        let _ = self.persist(&m);
         info!(id = %m.id, vm = %m.vm, from = %m.from, to = %m.to, bandwidth_mbps = bandwidth / MIB, deadline_s, reserve, "migration queued");
         Ok(m)
     }
@@ -887,7 +923,8 @@ impl Orchestrator {
             m.queued_reason = None;
             m.clone()
         };
-        self.persist(&m);
+        let _ = self.persist(&m);
+        bound_history(&mut lock(&self.state).migs, self.history);
         info!(id, "migration cancelled");
         Ok(m)
     }
@@ -1022,6 +1059,16 @@ impl Orchestrator {
         expected: MigState,
         f: impl FnOnce(&mut Migration),
     ) -> Option<Migration> {
+        self.update_if_recorded(id, expected, f).map(|(m, _)| m)
+    }
+
+    /// [`Orchestrator::update_if`], with whether its record was written.
+    fn update_if_recorded(
+        &self,
+        id: &str,
+        expected: MigState,
+        f: impl FnOnce(&mut Migration),
+    ) -> Option<(Migration, Result<(), String>)> {
         let m = {
             let mut st = lock(&self.state);
             let m = st.migs.get_mut(id)?;
@@ -1031,19 +1078,28 @@ impl Orchestrator {
             f(m);
             m.clone()
         };
-        self.persist(&m);
-        Some(m)
+        let recorded = self.persist(&m);
+        Some((m, recorded))
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut Migration)) -> Option<Migration> {
+        self.update_recorded(id, f).map(|(m, _)| m)
+    }
+
+    /// [`Orchestrator::update`], with whether its record was written.
+    fn update_recorded(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Migration),
+    ) -> Option<(Migration, Result<(), String>)> {
         let m = {
             let mut st = lock(&self.state);
             let m = st.migs.get_mut(id)?;
             f(m);
             m.clone()
         };
-        self.persist(&m);
-        Some(m)
+        let recorded = self.persist(&m);
+        Some((m, recorded))
     }
 
     /// Admission: hosts free, and a candidate path (the forwarding path
@@ -1182,7 +1238,7 @@ impl Orchestrator {
             }
         };
         // Compare-and-set: a cancel since `m` was read wins.
-        let Some(m) = self.update_if(&m.id, MigState::Queued, |x| {
+        let Some((m, recorded)) = self.update_if_recorded(&m.id, MigState::Queued, |x| {
             x.state = MigState::Reserving;
             x.queued_reason = None;
             x.path = hops.iter().map(|h| h.dpid.clone()).collect();
@@ -1190,6 +1246,11 @@ impl Orchestrator {
         }) else {
             return;
         };
+        // Never run a migration the store does not know about.
+        if let Err(why) = recorded {
+            self.finish(&m.id, MigState::Failed, Some(why));
+            return;
+        }
         let reservations = if m.reserve {
             match self.reserve(s, &m).await {
                 Ok(r) => r,
@@ -1206,7 +1267,13 @@ impl Orchestrator {
         } else {
             Vec::new()
         };
-        self.update(&m.id, |x| x.reservations = reservations.clone());
+        if let Some((_, Err(why))) =
+            self.update_recorded(&m.id, |x| x.reservations = reservations.clone())
+        {
+            self.release(&reservations).await;
+            self.finish(&m.id, MigState::Failed, Some(why));
+            return;
+        }
         if let Some(hold) = self.cfg.fault_hold_after_reserve_s {
             warn!(id = %m.id, hold_s = hold, "fault injection: holding after reserve");
             tokio::time::sleep(Duration::from_secs_f64(hold)).await;
@@ -1690,7 +1757,11 @@ impl Orchestrator {
         }) else {
             return;
         };
-        lock(&self.state).last_contact.remove(id);
+        {
+            let mut st = lock(&self.state);
+            st.last_contact.remove(id);
+            bound_history(&mut st.migs, self.history);
+        }
         if let (Some(store), Some(d)) = (&self.store, m.decision_id) {
             let _ = store.set_decision_outcome(d, &format!("{} ({})", m.state.as_str(), m.id));
         }
@@ -1894,6 +1965,15 @@ mod race_tests {
     /// Two registered hosts; VM v1 on h1, reported; an orchestrator over
     /// them with a recording hostd client.
     async fn world() -> (Arc<Knowledge>, Arc<Orchestrator>, Arc<Hostds>) {
+        world_with(None, 1000).await
+    }
+
+    /// [`world`] recording in `store`, keeping `history` finished
+    /// migrations in memory.
+    async fn world_with(
+        store: Option<Arc<dyn Store>>,
+        history: usize,
+    ) -> (Arc<Knowledge>, Arc<Orchestrator>, Arc<Hostds>) {
         let settings = Config::from_toml("")
             .and_then(|c| c.validate())
             .expect("settings");
@@ -1910,13 +1990,15 @@ mod race_tests {
             h.report("h1", report("h1", 1, vec![]), 1).expect("report");
         }
         let hostds = Arc::new(Hostds::default());
+        let mut oc = OrchConfig::from_settings(&settings);
+        oc.history = history;
         let orch = Orchestrator::with_handles(
-            OrchConfig::from_settings(&settings),
+            oc,
             Handles {
                 fabric: k.clone(),
                 switches: Arc::new(NoSwitches),
                 hostd: hostds.clone(),
-                store: None,
+                store,
                 clock: Arc::new(SystemClock),
             },
         )
@@ -2104,6 +2186,63 @@ mod race_tests {
                 "{sent:?}"
             );
         }
+    }
+
+    /// A migration whose record cannot be written (the store's file
+    /// refuses writes: a trigger that aborts them, as a full disk or a
+    /// read-only file would) is failed with the reason before anything is
+    /// reserved or sent to a host daemon.
+    #[tokio::test]
+    async fn a_migration_that_cannot_be_recorded_does_not_run() {
+        let dir =
+            std::env::temp_dir().join(format!("shoal-orch-unrecorded-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("k.db");
+        let store: Arc<dyn Store> =
+            Arc::new(crate::knowledge::store::SqliteStore::open(&path).expect("store"));
+        let (k, orch, hostds) = world_with(Some(store.clone()), 1000).await;
+        let m = orch.submit(request(), "test".into(), None).expect("queued");
+        // From now on every change of a migration record fails.
+        rusqlite::Connection::open(&path)
+            .and_then(|c| {
+                c.execute_batch(
+                    "CREATE TRIGGER refuse BEFORE UPDATE ON migrations
+                     BEGIN SELECT RAISE(ABORT, 'injected write failure'); END;",
+                )
+            })
+            .expect("trigger");
+        orch.try_start(&*k, m.clone()).await;
+        let after = orch.get(&m.id).expect("known");
+        assert_eq!(after.state, MigState::Failed, "{after:?}");
+        let why = after.error.clone().unwrap_or_default();
+        assert!(
+            why.contains("cannot record the migration") && why.contains("injected write failure"),
+            "{why}"
+        );
+        assert!(after.reservations.is_empty(), "{after:?}");
+        assert!(
+            lock(&hostds.0).is_empty(),
+            "commands sent for an unrecorded migration: {:?}",
+            lock(&hostds.0)
+        );
+        assert!(store.live_reservations(None).expect("rows").is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Finished migrations beyond the configured number leave memory
+    /// (oldest first); queued ones always stay.
+    #[tokio::test]
+    async fn finished_migrations_in_memory_are_bounded() {
+        let (_k, orch, _) = world_with(None, 5).await;
+        for _ in 0..50 {
+            let m = orch.submit(request(), "test".into(), None).expect("queued");
+            orch.cancel(&m.id).expect("cancel");
+        }
+        let live = orch.submit(request(), "test".into(), None).expect("queued");
+        let all = orch.list();
+        assert_eq!(all.len(), 6, "{} migrations in memory", all.len());
+        assert!(all.iter().any(|m| m.id == live.id));
     }
 }
 

@@ -44,6 +44,17 @@ use crate::monitor::topology::Topology;
 #[error("{0} lock poisoned")]
 pub struct Poisoned(pub &'static str);
 
+/// Gauges and counters of the forwarding's bounded state that the core
+/// publishes for the API (the endpoint counters live in the topology, the
+/// traffic matrix's in the monitor).
+#[derive(Debug, Default)]
+pub struct LimitCounters {
+    /// Pair flows installed now.
+    pub pair_flows: AtomicU64,
+    /// New pairs forwarded without a flow (pair-flow bound reached).
+    pub pair_flows_refused: AtomicU64,
+}
+
 /// The fixed facts the knowledge needs to build snapshots.
 #[derive(Debug, Clone)]
 pub struct KnowledgeConfig {
@@ -59,6 +70,8 @@ pub struct KnowledgeConfig {
     pub excluded_cookie_mask: u64,
     /// Reports kept per host.
     pub host_history: usize,
+    /// Pairs the traffic matrix tracks at most.
+    pub max_matrix_pairs: usize,
 }
 
 /// The live knowledge (see the module doc for the lock order).
@@ -93,6 +106,8 @@ pub struct Knowledge {
     pub switches: RwLock<HashMap<u64, SwitchHandle>>,
     /// LLDP frames accepted and ignored, by reason (the core counts).
     pub lldp: Arc<LldpCounters>,
+    /// Pair-flow gauges and counters (the core publishes them).
+    pub limits: Arc<LimitCounters>,
 }
 
 impl Knowledge {
@@ -102,11 +117,12 @@ impl Knowledge {
         hypervisors: BTreeMap<u64, String>,
         store: Option<Arc<dyn Store>>,
     ) -> Self {
-        let monitor = Monitor::new(
+        let mut monitor = Monitor::new(
             cfg.window_intervals as usize,
             cfg.excluded_cookie,
             cfg.excluded_cookie_mask,
         );
+        monitor.matrix.set_max_pairs(cfg.max_matrix_pairs);
         Knowledge {
             started: Instant::now(),
             start_unix_ms: now_unix_ms(),
@@ -122,6 +138,7 @@ impl Knowledge {
             store,
             switches: RwLock::new(HashMap::new()),
             lldp: Arc::new(LldpCounters::default()),
+            limits: Arc::new(LimitCounters::default()),
         }
     }
 

@@ -7,8 +7,19 @@
 //! Records are stored as JSON in typed tables with the columns that are
 //! queried (ids, states, times) broken out. Every write is one statement or
 //! one transaction; the database runs in WAL mode, so a `kill -9` loses at
-//! most the write in progress. Calls are synchronous and short: callers in
-//! async code hold the store only for one call.
+//! most the write in progress.
+//!
+//! Calls are synchronous. [`SqliteStore`] never runs SQLite on a tokio
+//! worker thread: on a multi-threaded runtime each call runs in
+//! [`tokio::task::block_in_place`] (the worker hands its other tasks to
+//! another thread for the duration of the call), so a slow or locked
+//! database delays only the caller, never the core, the API or the
+//! pollers. Debug builds assert it.
+//!
+//! History is bounded ([`Retention`], [`Store::prune`]): decisions,
+//! finished migrations, placements and removed reservations beyond a row
+//! count or an age are deleted; identical repeated decisions are one row
+//! with a `count` and the time last seen (`last_ms`).
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -52,8 +63,12 @@ CREATE TABLE IF NOT EXISTS decisions (
     at_ms    INTEGER NOT NULL,
     policy   TEXT NOT NULL,
     decision TEXT NOT NULL,
-    outcome  TEXT NOT NULL
+    outcome  TEXT NOT NULL,
+    count    INTEGER NOT NULL DEFAULT 1,
+    last_ms  INTEGER
 );
+CREATE INDEX IF NOT EXISTS decisions_at ON decisions(at_ms);
+CREATE INDEX IF NOT EXISTS placements_at ON placements(at_ms);
 CREATE TABLE IF NOT EXISTS migrations (
     id         TEXT PRIMARY KEY,
     vm         TEXT NOT NULL,
@@ -130,7 +145,64 @@ pub struct DecisionRow {
     pub decision: serde_json::Value,
     /// `executed`, `dry_run`, `queued`, `skipped: …`, …
     pub outcome: String,
+    /// How many times this identical decision (policy, decision and
+    /// outcome) was made in a row.
+    #[serde(default = "one")]
+    pub count: i64,
+    /// Unix ms of the latest repetition (`at_ms` when made once).
+    #[serde(default)]
+    pub last_ms: i64,
 }
+
+fn one() -> i64 {
+    1
+}
+
+/// Retention of one history table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableLimit {
+    /// Rows kept at most (the newest).
+    pub max_rows: u64,
+    /// Rows older than this (ms) are deleted.
+    pub max_age_ms: i64,
+}
+
+/// Retention of every history table ([`Store::prune`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Decisions.
+    pub decisions: TableLimit,
+    /// Finished migrations (done, failed, cancelled); others are kept.
+    pub migrations: TableLimit,
+    /// Placement history.
+    pub placements: TableLimit,
+    /// Removed reservations; those still in place are kept.
+    pub reservations: TableLimit,
+}
+
+/// Rows deleted by one [`Store::prune`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Decisions.
+    pub decisions: usize,
+    /// Migrations.
+    pub migrations: usize,
+    /// Placements.
+    pub placements: usize,
+    /// Reservations.
+    pub reservations: usize,
+}
+
+impl Pruned {
+    /// Rows deleted in all.
+    pub fn total(&self) -> usize {
+        self.decisions + self.migrations + self.placements + self.reservations
+    }
+}
+
+/// Decisions this far back (rows) are looked at for an identical one to
+/// coalesce with.
+const COALESCE_WINDOW: i64 = 64;
 
 /// A reservation made on a switch or port for a migration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,7 +252,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn vms_json(&self) -> Result<Vec<(String, String, String)>, StoreError>;
     /// Placement history, newest last (of one VM, or all), at most `limit`.
     fn placements(&self, vm: Option<&str>, limit: usize) -> Result<Vec<Placement>, StoreError>;
-    /// Records a decision and its outcome; returns its id.
+    /// Records a decision and its outcome; returns its id. A decision
+    /// identical (policy, decision, outcome) to one of the recent rows is
+    /// counted on that row (`count`, `last_ms`) instead of added.
     fn record_decision_json(
         &self,
         round: i64,
@@ -225,6 +299,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Reservations still in place (of one migration, or all).
     fn live_reservations(&self, migration: Option<&str>)
         -> Result<Vec<ReservationRow>, StoreError>;
+    /// Deletes history beyond `r` at `now_ms` (see [`Retention`]).
+    fn prune(&self, r: &Retention, now_ms: i64) -> Result<Pruned, StoreError>;
 }
 
 /// The typed calls on any [`Store`] (records as JSON of `T`).
@@ -375,8 +451,7 @@ fn from_json<T: DeserializeOwned>(table: &'static str, s: &str) -> Result<T, Sto
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path)?;
-        Self::init(conn)
+        off_worker(|| Self::init(Connection::open(path)?))
     }
 
     /// A private in-memory database (tests, `--db :memory:`).
@@ -388,6 +463,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Self::add_decision_columns(&conn)?;
         conn.execute_batch(SCHEMA)?;
         let found: Option<String> = conn
             .query_row(
@@ -415,15 +491,173 @@ impl SqliteStore {
         })
     }
 
+    /// A database of an earlier version has no `count` and `last_ms` in
+    /// `decisions`: add them (before the schema, whose index needs them).
+    fn add_decision_columns(conn: &Connection) -> Result<(), StoreError> {
+        let exists: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'decisions'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)?;
+        if !exists {
+            return Ok(());
+        }
+        let mut st = conn.prepare("SELECT name FROM pragma_table_info('decisions')")?;
+        let cols: Vec<String> = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        if !cols.iter().any(|c| c == "count") {
+            conn.execute_batch(
+                "ALTER TABLE decisions ADD COLUMN count INTEGER NOT NULL DEFAULT 1",
+            )?;
+        }
+        if !cols.iter().any(|c| c == "last_ms") {
+            conn.execute_batch("ALTER TABLE decisions ADD COLUMN last_ms INTEGER")?;
+        }
+        Ok(())
+    }
+
     fn c(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        debug_assert!(
+            !on_runtime_worker(),
+            "knowledge store: SQLite called on a tokio worker thread (go through the Store trait)"
+        );
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 }
 
+thread_local! {
+    /// Set while this thread runs a store call through [`off_worker`].
+    static OFF_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on a thread of a tokio runtime that is not inside [`off_worker`]:
+/// a SQLite call here would stall every task of that worker.
+fn on_runtime_worker() -> bool {
+    tokio::runtime::Handle::try_current().is_ok() && !OFF_WORKER.with(|f| f.get())
+}
+
+/// Runs `f` (a SQLite call) off the tokio worker threads: in
+/// [`tokio::task::block_in_place`] on a multi-threaded runtime (the
+/// worker's other tasks move to another thread while `f` blocks), directly
+/// elsewhere (no runtime, a blocking thread, or a current-thread runtime,
+/// which has no other worker to hand its tasks to: tests only).
+pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            OFF_WORKER.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(OFF_WORKER.with(|c| c.replace(true)));
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 impl Store for SqliteStore {
+    fn set_config_json(&self, key: &str, json: &str) -> Result<(), StoreError> {
+        off_worker(|| self.set_config_json_db(key, json))
+    }
+    fn config_json(&self, key: &str) -> Result<Option<String>, StoreError> {
+        off_worker(|| self.config_json_db(key))
+    }
+    fn put_host_json(&self, id: &str, json: &str, at_ms: i64) -> Result<(), StoreError> {
+        off_worker(|| self.put_host_json_db(id, json, at_ms))
+    }
+    fn put_report_json(&self, id: &str, json: &str, at_ms: i64) -> Result<(), StoreError> {
+        off_worker(|| self.put_report_json_db(id, json, at_ms))
+    }
+    fn hosts_json(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+        off_worker(|| self.hosts_json_db())
+    }
+    fn put_vm_json(
+        &self,
+        name: &str,
+        host: &str,
+        json: &str,
+        at_ms: i64,
+        reason: &str,
+    ) -> Result<Option<String>, StoreError> {
+        off_worker(|| self.put_vm_json_db(name, host, json, at_ms, reason))
+    }
+    fn vms_json(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        off_worker(|| self.vms_json_db())
+    }
+    fn placements(&self, vm: Option<&str>, limit: usize) -> Result<Vec<Placement>, StoreError> {
+        off_worker(|| self.placements_db(vm, limit))
+    }
+    fn record_decision_json(
+        &self,
+        round: i64,
+        at_ms: i64,
+        policy: &str,
+        json: &str,
+        outcome: &str,
+    ) -> Result<i64, StoreError> {
+        off_worker(|| self.record_decision_json_db(round, at_ms, policy, json, outcome))
+    }
+    fn set_decision_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
+        off_worker(|| self.set_decision_outcome_db(id, outcome))
+    }
+    fn decisions(&self, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
+        off_worker(|| self.decisions_db(limit))
+    }
+    fn put_migration_json(
+        &self,
+        id: &str,
+        vm: &str,
+        state: &str,
+        json: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        off_worker(|| self.put_migration_json_db(id, vm, state, json, at_ms))
+    }
+    fn migration_json(&self, id: &str) -> Result<Option<String>, StoreError> {
+        off_worker(|| self.migration_json_db(id))
+    }
+    fn migrations_json(
+        &self,
+        states: Option<&[&str]>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        off_worker(|| self.migrations_json_db(states, limit))
+    }
+    fn add_reservation_json(
+        &self,
+        migration: &str,
+        kind: &str,
+        target: &str,
+        json: &str,
+        at_ms: i64,
+    ) -> Result<i64, StoreError> {
+        off_worker(|| self.add_reservation_json_db(migration, kind, target, json, at_ms))
+    }
+    fn remove_reservation(&self, id: i64, at_ms: i64) -> Result<(), StoreError> {
+        off_worker(|| self.remove_reservation_db(id, at_ms))
+    }
+    fn live_reservations(
+        &self,
+        migration: Option<&str>,
+    ) -> Result<Vec<ReservationRow>, StoreError> {
+        off_worker(|| self.live_reservations_db(migration))
+    }
+    fn prune(&self, r: &Retention, now_ms: i64) -> Result<Pruned, StoreError> {
+        off_worker(|| self.prune_db(r, now_ms))
+    }
+}
+
+/// The SQLite calls themselves (run through [`off_worker`] by the
+/// [`Store`] implementation).
+impl SqliteStore {
     // ---- configuration ---------------------------------------------------
 
-    fn set_config_json(&self, key: &str, v: &str) -> Result<(), StoreError> {
+    fn set_config_json_db(&self, key: &str, v: &str) -> Result<(), StoreError> {
         self.c()?.execute(
             "INSERT INTO meta(key, value) VALUES(?1, ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -432,7 +666,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn config_json(&self, key: &str) -> Result<Option<String>, StoreError> {
+    fn config_json_db(&self, key: &str) -> Result<Option<String>, StoreError> {
         let v: Option<String> = self
             .c()?
             .query_row(
@@ -446,7 +680,7 @@ impl Store for SqliteStore {
 
     // ---- hosts and VMs ---------------------------------------------------
 
-    fn put_host_json(&self, id: &str, j: &str, at_ms: i64) -> Result<(), StoreError> {
+    fn put_host_json_db(&self, id: &str, j: &str, at_ms: i64) -> Result<(), StoreError> {
         self.c()?.execute(
             "INSERT INTO hosts(id, registration, registered_ms) VALUES(?1, ?2, ?3)
              ON CONFLICT(id) DO UPDATE SET registration = excluded.registration,
@@ -456,7 +690,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn put_report_json(&self, id: &str, j: &str, at_ms: i64) -> Result<(), StoreError> {
+    fn put_report_json_db(&self, id: &str, j: &str, at_ms: i64) -> Result<(), StoreError> {
         self.c()?.execute(
             "UPDATE hosts SET last_report = ?2, last_report_ms = ?3 WHERE id = ?1",
             params![id, j, at_ms],
@@ -464,7 +698,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn hosts_json(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+    fn hosts_json_db(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
         let c = self.c()?;
         let mut st = c.prepare("SELECT id, registration, last_report FROM hosts ORDER BY id")?;
         let rows = st.query_map([], |r| {
@@ -477,7 +711,7 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn put_vm_json(
+    fn put_vm_json_db(
         &self,
         name: &str,
         host: &str,
@@ -508,7 +742,7 @@ impl Store for SqliteStore {
         Ok(prev)
     }
 
-    fn vms_json(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+    fn vms_json_db(&self) -> Result<Vec<(String, String, String)>, StoreError> {
         let c = self.c()?;
         let mut st = c.prepare("SELECT name, host, inventory FROM vms ORDER BY name")?;
         let rows = st.query_map([], |r| {
@@ -521,7 +755,7 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn placements(&self, vm: Option<&str>, limit: usize) -> Result<Vec<Placement>, StoreError> {
+    fn placements_db(&self, vm: Option<&str>, limit: usize) -> Result<Vec<Placement>, StoreError> {
         let c = self.c()?;
         let mut st = c.prepare(
             "SELECT vm, from_host, to_host, at_ms, reason FROM (
@@ -542,7 +776,7 @@ impl Store for SqliteStore {
 
     // ---- decisions -------------------------------------------------------
 
-    fn record_decision_json(
+    fn record_decision_json_db(
         &self,
         round: i64,
         at_ms: i64,
@@ -550,15 +784,40 @@ impl Store for SqliteStore {
         j: &str,
         outcome: &str,
     ) -> Result<i64, StoreError> {
-        let c = self.c()?;
-        c.execute(
-            "INSERT INTO decisions(round, at_ms, policy, decision, outcome) VALUES(?1, ?2, ?3, ?4, ?5)",
-            params![round, at_ms, policy, j, outcome],
-        )?;
-        Ok(c.last_insert_rowid())
+        let mut c = self.c()?;
+        let tx = c.transaction()?;
+        let same: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM decisions
+                 WHERE id > (SELECT COALESCE(MAX(id), 0) FROM decisions) - ?4
+                   AND policy = ?1 AND decision = ?2 AND outcome = ?3
+                 ORDER BY id DESC LIMIT 1",
+                params![policy, j, outcome, COALESCE_WINDOW],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let id = match same {
+            Some(id) => {
+                tx.execute(
+                    "UPDATE decisions SET count = count + 1, last_ms = ?2 WHERE id = ?1",
+                    params![id, at_ms],
+                )?;
+                id
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO decisions(round, at_ms, policy, decision, outcome, count, last_ms)
+                     VALUES(?1, ?2, ?3, ?4, ?5, 1, ?2)",
+                    params![round, at_ms, policy, j, outcome],
+                )?;
+                tx.last_insert_rowid()
+            }
+        };
+        tx.commit()?;
+        Ok(id)
     }
 
-    fn set_decision_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
+    fn set_decision_outcome_db(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
         self.c()?.execute(
             "UPDATE decisions SET outcome = ?2 WHERE id = ?1",
             params![id, outcome],
@@ -566,26 +825,30 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn decisions(&self, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
+    fn decisions_db(&self, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
         let c = self.c()?;
         let mut st = c.prepare(
-            "SELECT id, round, at_ms, policy, decision, outcome FROM (
+            "SELECT id, round, at_ms, policy, decision, outcome, count, last_ms FROM (
                  SELECT * FROM decisions ORDER BY id DESC LIMIT ?1
              ) ORDER BY id",
         )?;
         let rows = st.query_map(params![limit as i64], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
+                (
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ),
                 r.get::<_, String>(3)?,
                 r.get::<_, String>(4)?,
                 r.get::<_, String>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, Option<i64>>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, round, at_ms, policy, d, outcome) = row?;
+            let ((id, round, at_ms), policy, d, outcome, count, last_ms) = row?;
             out.push(DecisionRow {
                 id,
                 round,
@@ -593,14 +856,60 @@ impl Store for SqliteStore {
                 policy,
                 decision: from_json("decisions", &d)?,
                 outcome,
+                count,
+                last_ms: last_ms.unwrap_or(at_ms),
             });
         }
         Ok(out)
     }
 
+    // ---- retention -------------------------------------------------------
+
+    fn prune_db(&self, r: &Retention, now_ms: i64) -> Result<Pruned, StoreError> {
+        let mut c = self.c()?;
+        let tx = c.transaction()?;
+        let cut = |t: &TableLimit| now_ms.saturating_sub(t.max_age_ms);
+        let keep = |t: &TableLimit| i64::try_from(t.max_rows).unwrap_or(i64::MAX);
+        let d = &r.decisions;
+        let decisions = tx.execute(
+            "DELETE FROM decisions WHERE COALESCE(last_ms, at_ms) < ?1
+                OR id NOT IN (SELECT id FROM decisions ORDER BY id DESC LIMIT ?2)",
+            params![cut(d), keep(d)],
+        )?;
+        let p = &r.placements;
+        let placements = tx.execute(
+            "DELETE FROM placements WHERE at_ms < ?1
+                OR id NOT IN (SELECT id FROM placements ORDER BY id DESC LIMIT ?2)",
+            params![cut(p), keep(p)],
+        )?;
+        let m = &r.migrations;
+        let migrations = tx.execute(
+            "DELETE FROM migrations WHERE state IN ('done', 'failed', 'cancelled')
+                AND (updated_ms < ?1 OR id NOT IN (
+                    SELECT id FROM migrations WHERE state IN ('done', 'failed', 'cancelled')
+                    ORDER BY updated_ms DESC, id DESC LIMIT ?2))",
+            params![cut(m), keep(m)],
+        )?;
+        let v = &r.reservations;
+        let reservations = tx.execute(
+            "DELETE FROM reservations WHERE removed_ms IS NOT NULL
+                AND (removed_ms < ?1 OR id NOT IN (
+                    SELECT id FROM reservations WHERE removed_ms IS NOT NULL
+                    ORDER BY id DESC LIMIT ?2))",
+            params![cut(v), keep(v)],
+        )?;
+        tx.commit()?;
+        Ok(Pruned {
+            decisions,
+            migrations,
+            placements,
+            reservations,
+        })
+    }
+
     // ---- migrations ------------------------------------------------------
 
-    fn put_migration_json(
+    fn put_migration_json_db(
         &self,
         id: &str,
         vm: &str,
@@ -618,7 +927,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn migration_json(&self, id: &str) -> Result<Option<String>, StoreError> {
+    fn migration_json_db(&self, id: &str) -> Result<Option<String>, StoreError> {
         let s: Option<String> = self
             .c()?
             .query_row(
@@ -630,7 +939,7 @@ impl Store for SqliteStore {
         Ok(s)
     }
 
-    fn migrations_json(
+    fn migrations_json_db(
         &self,
         states: Option<&[&str]>,
         limit: usize,
@@ -656,7 +965,7 @@ impl Store for SqliteStore {
 
     // ---- reservations ----------------------------------------------------
 
-    fn add_reservation_json(
+    fn add_reservation_json_db(
         &self,
         migration: &str,
         kind: &str,
@@ -672,7 +981,7 @@ impl Store for SqliteStore {
         Ok(c.last_insert_rowid())
     }
 
-    fn remove_reservation(&self, id: i64, at_ms: i64) -> Result<(), StoreError> {
+    fn remove_reservation_db(&self, id: i64, at_ms: i64) -> Result<(), StoreError> {
         self.c()?.execute(
             "UPDATE reservations SET removed_ms = ?2 WHERE id = ?1 AND removed_ms IS NULL",
             params![id, at_ms],
@@ -680,7 +989,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn live_reservations(
+    fn live_reservations_db(
         &self,
         migration: Option<&str>,
     ) -> Result<Vec<ReservationRow>, StoreError> {
@@ -752,6 +1061,207 @@ mod tests {
         assert_eq!(p[1].from_host.as_deref(), Some("hv1"));
         assert_eq!(p[1].to_host, "hv2");
         assert_eq!(p[1].reason, "migration m1");
+    }
+
+    /// A fresh database file in a directory of its own.
+    fn db_file(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("shoal-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("k.db")
+    }
+
+    /// Removes the directory of a [`db_file`].
+    fn remove_db(path: &std::path::Path) {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    #[test]
+    fn identical_repeated_decisions_are_one_row_with_a_count() {
+        let path = db_file("coalesce");
+        let s = SqliteStore::open(&path).unwrap();
+        let hold = json!({"action": "none", "reason": "no hotspot"});
+        let mut ids = Vec::new();
+        for round in 0..1000 {
+            ids.push(
+                s.record_decision(round, 1000 + round, "sandpiper", &hold, "dry_run")
+                    .unwrap(),
+            );
+        }
+        // Interleaved with another repeated decision: still two rows.
+        let other = json!({"action": "migrate", "vm": "v1"});
+        for round in 0..10 {
+            s.record_decision(
+                2000 + round,
+                5000 + round,
+                "sandpiper",
+                &other,
+                "skipped: busy",
+            )
+            .unwrap();
+            s.record_decision(2000 + round, 5000 + round, "sandpiper", &hold, "dry_run")
+                .unwrap();
+        }
+        let rows = s.decisions(100).unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(ids.iter().all(|i| *i == ids[0]));
+        assert_eq!(
+            (rows[0].count, rows[0].at_ms, rows[0].last_ms),
+            (1010, 1000, 5009)
+        );
+        assert_eq!(rows[1].count, 10);
+        // A different outcome is a new row.
+        s.record_decision(3000, 6000, "sandpiper", &hold, "executed")
+            .unwrap();
+        assert_eq!(s.decisions(100).unwrap().len(), 3);
+        drop(s);
+        // And it survives a reopen.
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.decisions(100).unwrap()[0].count, 1010);
+        drop(s);
+        remove_db(&path);
+    }
+
+    #[test]
+    fn retention_prunes_history_by_count_and_age() {
+        let path = db_file("retention");
+        let s = SqliteStore::open(&path).unwrap();
+        let day = 86_400_000i64;
+        let now = 100 * day;
+        // 300 distinct decisions, one a day-third apart, the oldest 100 days old.
+        for i in 0..300 {
+            s.record_decision(i, i * day / 3, "p", &json!({"n": i}), "dry_run")
+                .unwrap();
+        }
+        // Placements: 50 changes of one VM, one a day.
+        for i in 0..50 {
+            let host = if i % 2 == 0 { "a" } else { "b" };
+            s.put_vm("vm", host, &json!({}), 50 * day + i * day, "test")
+                .unwrap();
+        }
+        // Migrations: 40 finished, 5 running (never pruned however old).
+        for i in 0..45 {
+            let state = if i < 40 { "done" } else { "running" };
+            s.put_migration(&format!("m{i:02}"), "vm", state, &json!({"i": i}), i * day)
+                .unwrap();
+        }
+        // Reservations: 30 removed, 3 in place (never pruned).
+        for i in 0..33 {
+            let id = s
+                .add_reservation(&format!("m{i}"), "meter", "x", &json!({}), i * day)
+                .unwrap();
+            if i < 30 {
+                s.remove_reservation(id, 60 * day + i * day).unwrap();
+            }
+        }
+        let lim = |max_rows, days: i64| TableLimit {
+            max_rows,
+            max_age_ms: days * day,
+        };
+        let r = Retention {
+            decisions: lim(50, 30),
+            migrations: lim(10, 90),
+            placements: lim(1000, 20),
+            reservations: lim(1000, 30),
+        };
+        let p = s.prune(&r, now).unwrap();
+        let d = s.decisions(1000).unwrap();
+        assert_eq!(d.len(), 50, "count limit");
+        assert!(d.iter().all(|x| x.at_ms >= now - 30 * day), "age limit");
+        assert_eq!(p.decisions, 250);
+        // Placements of the last 20 days only.
+        let pl = s.placements(None, 1000).unwrap();
+        assert!(pl.iter().all(|x| x.at_ms >= now - 20 * day));
+        assert_eq!(pl.len(), 20);
+        // Finished migrations: the newest 10 of those younger than 90
+        // days; the running ones stay.
+        let m: Vec<serde_json::Value> = s.migrations(None, 1000).unwrap();
+        assert_eq!(m.len(), 15, "{m:?}");
+        assert_eq!(
+            s.migrations::<serde_json::Value>(Some(&["running"]), 1000)
+                .unwrap()
+                .len(),
+            5
+        );
+        // Reservations: live ones stay; removed ones older than 30 days go.
+        assert_eq!(s.live_reservations(None).unwrap().len(), 3);
+        assert_eq!(p.reservations, 10);
+        // Pruning again deletes nothing.
+        assert_eq!(s.prune(&r, now).unwrap().total(), 0);
+        drop(s);
+        remove_db(&path);
+    }
+
+    /// A database locked by another connection delays only the caller:
+    /// on a runtime with a single worker thread, a timer task keeps
+    /// running while a store write waits for the lock.
+    #[test]
+    fn a_locked_database_does_not_stall_the_runtime() {
+        let path = db_file("locked");
+        let s = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let holder = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let c = Connection::open(&path).unwrap();
+                c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+                locked_tx.send(()).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+                c.execute_batch("COMMIT").unwrap();
+            })
+        };
+        locked_rx.recv().unwrap();
+        let (ticks, waited) = rt.block_on(async move {
+            let ticker = tokio::spawn(async {
+                let mut n = 0u32;
+                let t = std::time::Instant::now();
+                while t.elapsed() < std::time::Duration::from_millis(1000) {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    n += 1;
+                }
+                n
+            });
+            // Let the ticker start on the only worker.
+            tokio::task::yield_now().await;
+            let writer = tokio::spawn(async move {
+                let t = std::time::Instant::now();
+                s.put_migration("m1", "vm", "queued", &json!({}), 1)
+                    .unwrap();
+                t.elapsed()
+            });
+            let waited = writer.await.unwrap();
+            (ticker.await.unwrap(), waited)
+        });
+        holder.join().unwrap();
+        assert!(
+            waited >= std::time::Duration::from_millis(1000),
+            "the write did not wait for the lock ({waited:?})"
+        );
+        assert!(
+            ticks >= 20,
+            "the runtime stalled while the store waited for the lock: {ticks} ticks of 20 ms in 1 s"
+        );
+        remove_db(&path);
+    }
+
+    /// A SQLite call that bypasses the trait on a runtime worker is caught
+    /// in debug builds.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "tokio worker thread")]
+    fn sqlite_on_a_worker_thread_is_a_bug() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async { s.config_json_db("x") }).unwrap();
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::monitor::dpid::dpid_str;
 use crate::monitor::forwarding::{Forwarding, FwdConfig, Outgoing, TABLE_EDGE};
 use crate::monitor::lldp::{GuardConfig, LldpGuard, LldpSecret, ProbeClock};
 use crate::monitor::openflow::{OfError, SwitchEvent, SwitchHandle};
-use crate::monitor::topology::{LinkChange, Topology};
+use crate::monitor::topology::{EndpointLimits, Learned, LinkChange, PortRef, Topology};
 
 /// Sends messages grouped per switch, in order, each group followed by a
 /// BARRIER. Never waits for a switch: each batch is queued or dropped at
@@ -60,7 +60,12 @@ pub struct CoreConfig {
     pub poll_interval: Duration,
     /// The key LLDP probes are authenticated with.
     pub lldp_secret: LldpSecret,
+    /// Bounds of the endpoint table.
+    pub endpoint_limits: EndpointLimits,
 }
+
+/// Least time between two warnings about refused MACs at one port.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 struct Core {
     knowledge: Arc<Knowledge>,
@@ -69,6 +74,10 @@ struct Core {
     handles: HashMap<u64, SwitchHandle>,
     pollers: HashMap<u64, JoinHandle<()>>,
     shutdown: watch::Receiver<bool>,
+    /// Per edge port: when a refused MAC was last logged, and how many were
+    /// refused since (bounded by the number of ports: entries of ports
+    /// without refusals for a while are dropped on the tick).
+    refusal_log: HashMap<PortRef, (Instant, u64)>,
 }
 
 impl CoreConfig {
@@ -79,11 +88,17 @@ impl CoreConfig {
                 pair_idle_timeout_s: s.pair_idle_timeout_s,
                 dest_idle_timeout_s: s.dest_idle_timeout_s,
                 port_confirm: s.port_confirm,
+                max_pair_flows: s.max_pair_flows,
+                endpoint_idle: s.endpoint_idle,
             },
             lldp_interval: s.lldp_interval,
             link_timeout: s.link_timeout,
             poll_interval: s.poll_interval,
             lldp_secret,
+            endpoint_limits: EndpointLimits {
+                max_per_port: s.max_macs_per_port,
+                max_total: s.max_endpoints,
+            },
         }
     }
 }
@@ -250,6 +265,10 @@ impl Core {
                 .unwrap_or_else(|p| p.into_inner());
             self.fwd.packet_in(&mut topo, dpid, msg, now)
         };
+        if let (Some(Learned::Refused(why)), Some(port)) = (res.learned, msg.in_port()) {
+            self.note_refusal(PortRef { dpid, port }, why, now);
+        }
+        self.publish_pair_counters();
         if let Some(i) = res.lldp_ignored.filter(|i| i.warn) {
             warn!(
                 dpid = %dpid_str(i.at.dpid),
@@ -264,6 +283,56 @@ impl Core {
             outs.extend(self.after_change(&res.links, now));
         }
         dispatch(&self.handles, outs);
+    }
+
+    /// Counts a refused MAC at `at` and warns at most once a
+    /// [`REFUSAL_LOG_EVERY`] per port (with the count since the last one).
+    fn note_refusal(&mut self, at: PortRef, why: crate::monitor::topology::Refusal, now: Instant) {
+        let e = self.refusal_log.entry(at).or_insert((now, 0));
+        e.1 += 1;
+        let first = e.1 == 1;
+        if first || now.saturating_duration_since(e.0) >= REFUSAL_LOG_EVERY {
+            warn!(
+                dpid = %dpid_str(at.dpid),
+                port = at.port,
+                reason = why.as_str(),
+                refused = e.1,
+                "source MACs refused at this port: frames dropped, no flow installed (next warning for this port in a minute at the earliest)"
+            );
+            *e = (now, 0);
+        }
+    }
+
+    /// Publishes the forwarding's pair counters to the knowledge.
+    fn publish_pair_counters(&self) {
+        use std::sync::atomic::Ordering;
+        let l = &self.knowledge.limits;
+        l.pair_flows
+            .store(self.fwd.pairs().len() as u64, Ordering::Relaxed);
+        l.pair_flows_refused
+            .store(self.fwd.pairs_refused(), Ordering::Relaxed);
+    }
+
+    /// Forgets idle endpoints, their pairs, flows and traffic-matrix rows.
+    fn expire_endpoints(&mut self, now: Instant) -> Vec<Outgoing> {
+        let (gone, outs) = {
+            let mut topo = self
+                .knowledge
+                .topo
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            self.fwd.expire_endpoints(&mut topo, now)
+        };
+        if !gone.is_empty() {
+            info!(count = gone.len(), "idle endpoints forgotten");
+            if let Ok(mut m) = self.knowledge.monitor.lock() {
+                m.matrix.forget_macs(&gone);
+            }
+        }
+        self.refusal_log
+            .retain(|_, (at, n)| *n > 0 || now.saturating_duration_since(*at) < REFUSAL_LOG_EVERY);
+        self.publish_pair_counters();
+        outs
     }
 
     /// A PORT_STATUS of the current connection of `dpid`.
@@ -324,6 +393,7 @@ impl Core {
         };
         let mut outs = probes;
         outs.extend(self.after_change(&change, now));
+        outs.extend(self.expire_endpoints(now));
         dispatch(&self.handles, outs);
         if let Ok(mut m) = self.knowledge.monitor.lock() {
             m.matrix.gc();
@@ -358,6 +428,11 @@ pub async fn core_loop(
         knowledge.lldp.clone(),
     );
     let fwd = Forwarding::new(cfg.fwd.clone(), cookie_start, guard);
+    knowledge
+        .topo
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_limits(cfg.endpoint_limits);
     let mut lldp = tokio::time::interval(cfg.lldp_interval);
     lldp.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut replay = tokio::time::interval(Duration::from_millis(100));
@@ -369,6 +444,7 @@ pub async fn core_loop(
         handles: HashMap::new(),
         pollers: HashMap::new(),
         shutdown: shutdown.clone(),
+        refusal_log: HashMap::new(),
     };
     loop {
         tokio::select! {

@@ -101,7 +101,18 @@ pub struct FwdConfig {
     pub dest_idle_timeout_s: u16,
     /// Edge-port confirmation delay.
     pub port_confirm: Duration,
+    /// Pair flows installed at most (a new pair beyond it is forwarded by
+    /// PACKET_OUT only, without a flow).
+    pub max_pair_flows: usize,
+    /// An endpoint not seen for this long (and neither end of an
+    /// installed pair flow) is forgotten.
+    pub endpoint_idle: Duration,
 }
+
+/// Default bound of installed pair flows.
+pub const DEFAULT_MAX_PAIR_FLOWS: usize = 65_536;
+/// Default endpoint idle timeout.
+pub const DEFAULT_ENDPOINT_IDLE: Duration = Duration::from_secs(300);
 
 impl Default for FwdConfig {
     fn default() -> Self {
@@ -109,6 +120,8 @@ impl Default for FwdConfig {
             pair_idle_timeout_s: 10,
             dest_idle_timeout_s: 30,
             port_confirm: Duration::from_millis(2500),
+            max_pair_flows: DEFAULT_MAX_PAIR_FLOWS,
+            endpoint_idle: DEFAULT_ENDPOINT_IDLE,
         }
     }
 }
@@ -172,6 +185,8 @@ pub struct Forwarding {
     tree_cache: Option<(u64, BTreeMap<u64, BTreeSet<u32>>)>,
     /// Signs our LLDP probes and checks received LLDP.
     lldp: LldpGuard,
+    /// New pairs not given a flow because `max_pair_flows` were installed.
+    pairs_refused: u64,
 }
 
 fn flow_mod(
@@ -283,7 +298,43 @@ impl Forwarding {
             deferred: std::collections::VecDeque::new(),
             tree_cache: None,
             lldp,
+            pairs_refused: 0,
         }
+    }
+
+    /// New pairs forwarded without a flow because
+    /// [`FwdConfig::max_pair_flows`] pair flows were installed, since start.
+    pub fn pairs_refused(&self) -> u64 {
+        self.pairs_refused
+    }
+
+    /// Forgets the endpoints idle for [`FwdConfig::endpoint_idle`] (both
+    /// ends of installed pair flows are active: their frames no longer
+    /// reach the controller) with their pairs, and deletes every flow to or
+    /// from them. Returns the MACs forgotten and the messages to send.
+    pub fn expire_endpoints(
+        &mut self,
+        topo: &mut Topology,
+        now: Instant,
+    ) -> (Vec<MacAddr>, Vec<Outgoing>) {
+        let active: std::collections::HashSet<MacAddr> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| !p.stale)
+            .flat_map(|((a, b), _)| [*a, *b])
+            .collect();
+        let gone = topo.expire_endpoints(now, self.cfg.endpoint_idle, |m| active.contains(m));
+        if gone.is_empty() {
+            return (gone, Vec::new());
+        }
+        let set: std::collections::HashSet<MacAddr> = gone.iter().copied().collect();
+        self.pairs
+            .retain(|(a, b), _| !set.contains(a) && !set.contains(b));
+        let mut v = Vec::new();
+        for &mac in &gone {
+            v.extend(self.flow_deletes(topo, mac));
+        }
+        (gone, v)
     }
 
     /// The spanning tree of `topo`, recomputed only when it changed.
@@ -578,6 +629,10 @@ impl Forwarding {
         if src == dst {
             return Vec::new();
         }
+        if !self.pairs.contains_key(&(a, b)) && self.pairs.len() >= self.cfg.max_pair_flows {
+            self.pairs_refused += 1;
+            return Vec::new();
+        }
         let Some(path) = topo.path(src.dpid, dst.dpid) else {
             return Vec::new();
         };
@@ -697,10 +752,13 @@ impl Forwarding {
         }
         if edge {
             let learned = topo.learn(frame.src, frame.src_ip, at, now, self.cfg.port_confirm);
-            if let Learned::Moved { .. } = learned {
-                res.out.extend(self.endpoint_moved(topo, frame.src));
-            }
             res.learned = Some(learned);
+            match learned {
+                Learned::Moved { .. } => res.out.extend(self.endpoint_moved(topo, frame.src)),
+                // Over a limit: the frame is dropped (no flood, no flow).
+                Learned::Refused(_) => return res,
+                _ => {}
+            }
         }
         if frame.is_multicast() {
             let ports = self.flood_ports(topo, dpid, in_port, now);
@@ -753,6 +811,12 @@ impl Forwarding {
                 p.stale = true;
             }
         }
+        self.flow_deletes(topo, mac)
+    }
+
+    /// Deletes of every pair and destination flow to or from `mac`, on all
+    /// switches.
+    fn flow_deletes(&self, topo: &Topology, mac: MacAddr) -> Vec<Outgoing> {
         let mut v = Vec::new();
         for &d in topo.switches().keys() {
             v.push(delete_matching(
@@ -1025,6 +1089,84 @@ mod tests {
         let r = f.packet_in(&mut topo, 2, &pin(3, eth(MacAddr::BROADCAST, mac(3))), now);
         assert!(r.out.is_empty());
         assert!(topo.endpoint(&mac(3)).is_none(), "learnt at a link port");
+    }
+
+    fn spray(i: u32) -> MacAddr {
+        let b = i.to_be_bytes();
+        MacAddr([0x02, 0xbb, b[0], b[1], b[2], b[3]])
+    }
+
+    /// 100,000 random source MACs at one edge port, half unicast to a
+    /// known host, half broadcast: a bounded number is learnt and given a
+    /// flow; the rest is dropped without a flood or a flow.
+    #[test]
+    fn a_mac_spray_installs_no_flow_beyond_the_port_limit() {
+        let (mut topo, mut f, now) = setup();
+        topo.set_limits(crate::monitor::topology::EndpointLimits {
+            max_per_port: 16,
+            max_total: 1000,
+        });
+        f.packet_in(&mut topo, 3, &pin(1, eth(MacAddr::BROADCAST, mac(3))), now);
+        let (mut flows, mut outs) = (0, 0);
+        for i in 0..100_000 {
+            let dst = if i % 2 == 0 {
+                mac(3)
+            } else {
+                MacAddr::BROADCAST
+            };
+            let r = f.packet_in(&mut topo, 1, &pin(1, eth(dst, spray(i))), now);
+            flows += adds(&r.out).len();
+            outs += packet_outs(&r.out).len();
+        }
+        assert_eq!(topo.endpoint_count(), 17);
+        assert!(f.pairs().len() <= 16, "{} pairs", f.pairs().len());
+        // Per learnt unicast MAC: s3 dest, s2 dest, the s1 pair flow.
+        assert!(flows <= 16 * 3, "{flows} flows installed");
+        assert!(outs <= 16, "{outs} frames forwarded");
+        assert_eq!(topo.endpoint_counters().refused_port_full, 100_000 - 16);
+    }
+
+    #[test]
+    fn pair_flows_are_bounded_and_idle_endpoints_expire_with_their_flows() {
+        let (mut topo, _, now) = setup();
+        let cfg = FwdConfig {
+            max_pair_flows: 2,
+            endpoint_idle: Duration::from_secs(60),
+            ..FwdConfig::default()
+        };
+        let mut f = Forwarding::new(cfg, 0, crate::monitor::lldp::tests::guard(now));
+        f.packet_in(&mut topo, 3, &pin(1, eth(MacAddr::BROADCAST, mac(3))), now);
+        for i in 1..=4 {
+            f.packet_in(&mut topo, 1, &pin(1, eth(mac(3), spray(i))), now);
+        }
+        assert_eq!(f.pairs().len(), 2);
+        assert_eq!(f.pairs_refused(), 2);
+        // Nothing idle yet.
+        let (gone, _) = f.expire_endpoints(&mut topo, now + Duration::from_secs(59));
+        assert!(gone.is_empty());
+        // Both ends of the two pair flows are active; the two sources
+        // without a flow expire, with their flows.
+        let (mut gone, v) = f.expire_endpoints(&mut topo, now + Duration::from_secs(61));
+        gone.sort();
+        assert_eq!(gone, vec![spray(3), spray(4)]);
+        assert_eq!(f.pairs().len(), 2);
+        assert!(flow_mods(&v)
+            .iter()
+            .all(|(_, fm)| fm.command == FlowModCommand::Delete));
+        assert!(flow_mods(&v)
+            .iter()
+            .any(|(_, fm)| fm.match_.get_eth_src() == Some(spray(3))));
+        assert_eq!(topo.endpoint_count(), 3);
+        // Once their flows are gone (FLOW_REMOVED), the rest expires too,
+        // with its pairs.
+        for k in [(spray(1), mac(3)), (spray(2), mac(3))] {
+            let c = f.pairs()[&k].cookie;
+            f.flow_removed(1, c, &Match::new().eth_src(k.0).eth_dst(k.1));
+        }
+        let (gone, _) = f.expire_endpoints(&mut topo, now + Duration::from_secs(200));
+        assert_eq!(gone.len(), 3);
+        assert_eq!(topo.endpoint_count(), 0);
+        assert!(f.pairs().is_empty());
     }
 
     #[test]

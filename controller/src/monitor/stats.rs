@@ -96,7 +96,15 @@ pub struct TrafficMatrix {
     /// Baselines of flows whose pair moved to another switch, until their
     /// FLOW_REMOVED arrives: (dpid, cookie) → (byte counter, switch seq).
     retired: HashMap<(u64, u32), (u64, u32)>,
+    /// Pairs tracked at most; a new pair beyond it is not tracked.
+    max_pairs: usize,
+    /// Counter readings of new pairs not tracked because the matrix was
+    /// full, since start.
+    refused: u64,
 }
+
+/// Default bound of the pairs the matrix tracks.
+pub const DEFAULT_MAX_MATRIX_PAIRS: usize = 65_536;
 
 /// A poll in progress on one switch, from [`TrafficMatrix::begin_poll`].
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +149,50 @@ impl TrafficMatrix {
             pair_index: HashMap::new(),
             pairs: Vec::new(),
             retired: HashMap::new(),
+            max_pairs: DEFAULT_MAX_MATRIX_PAIRS,
+            refused: 0,
+        }
+    }
+
+    /// Bounds the number of tracked pairs (at least 1).
+    pub fn set_max_pairs(&mut self, n: usize) {
+        self.max_pairs = n.max(1);
+    }
+
+    /// The bound of tracked pairs.
+    pub fn max_pairs(&self) -> usize {
+        self.max_pairs
+    }
+
+    /// Readings of new pairs not tracked because the matrix was full.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// True (and counted) when `(src, dst)` is new and the matrix is full.
+    fn full_for(&mut self, src: MacAddr, dst: MacAddr) -> bool {
+        if self.pairs.len() >= self.max_pairs && !self.pair_index.contains_key(&(src, dst)) {
+            self.refused += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Drops every pair from or to one of `macs` (forgotten endpoints).
+    pub fn forget_macs(&mut self, macs: &[MacAddr]) {
+        let set: std::collections::HashSet<MacAddr> = macs.iter().copied().collect();
+        let mut i = 0;
+        while i < self.pairs.len() {
+            let (s, d) = (self.pairs[i].src, self.pairs[i].dst);
+            if set.contains(&s) || set.contains(&d) {
+                self.pairs.swap_remove(i);
+                self.pair_index.remove(&(s, d));
+                if let Some(moved) = self.pairs.get(i) {
+                    self.pair_index.insert((moved.src, moved.dst), i as u32);
+                }
+            } else {
+                i += 1;
+            }
         }
     }
 
@@ -207,6 +259,9 @@ impl TrafficMatrix {
     /// Records one pair flow's byte counter from the poll `t`.
     #[inline]
     pub fn record(&mut self, t: PollToken, src: MacAddr, dst: MacAddr, cookie: u64, bytes: u64) {
+        if self.full_for(src, dst) {
+            return;
+        }
         let c = cookie as u32;
         let mut retire = None;
         let e = self.entry(src, dst, t.sw, t.seq);
@@ -241,6 +296,9 @@ impl TrafficMatrix {
 
     /// Adds the final counter of a removed pair flow at `dpid`.
     pub fn flow_removed(&mut self, dpid: u64, src: MacAddr, dst: MacAddr, cookie: u64, bytes: u64) {
+        if self.full_for(src, dst) {
+            return;
+        }
         let c = cookie as u32;
         let sw = self.switch_index(dpid);
         let next = self
@@ -787,6 +845,32 @@ mod tests {
         // Repeated: counted once.
         m.flow_removed(1, mac(1), mac(2), C1, 1500);
         assert_eq!(m.rates()[0].total_bytes, 1500 + 300);
+    }
+
+    #[test]
+    fn the_matrix_is_bounded_and_forgets_expired_endpoints() {
+        let mut m = TrafficMatrix::new(1);
+        m.set_max_pairs(3);
+        let t0 = Instant::now();
+        let tok = m.begin_poll(1, t0);
+        for i in 1..=100u8 {
+            m.record(tok, mac(i), mac(200), C1 + u64::from(i), 1000);
+        }
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.refused(), 97);
+        // A tracked pair is still counted.
+        let tok = m.begin_poll(1, t0 + Duration::from_secs(1));
+        m.record(tok, mac(2), mac(200), C1 + 2, 3000);
+        assert!(m
+            .rates()
+            .iter()
+            .any(|r| r.src == mac(2) && r.total_bytes == 3000));
+        m.forget_macs(&[mac(1), mac(3)]);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.rates()[0].src, mac(2));
+        // Room again.
+        m.record(tok, mac(50), mac(200), C1 + 50, 10);
+        assert_eq!(m.len(), 2);
     }
 
     #[test]

@@ -8,6 +8,13 @@
 //! (never at inter-switch ports) and move when their MAC appears at a new
 //! edge port.
 //!
+//! The endpoint table is bounded ([`EndpointLimits`]): an edge port holds
+//! at most `max_per_port` MACs and the table at most `max_total`; a MAC
+//! beyond either limit is refused ([`Learned::Refused`], counted in
+//! [`EndpointCounters`]) and the frame that carried it is dropped by the
+//! forwarding. Endpoints not seen for the idle timeout are removed
+//! ([`Topology::expire_endpoints`]).
+//!
 //! Cable damping: a cable (the two ports of a link, either direction) that
 //! came up or went down [`FLAP_MAX_CHANGES`] times within [`FLAP_WINDOW`]
 //! is not brought up again until the oldest of those changes is older than
@@ -117,6 +124,61 @@ pub enum Learned {
         /// Its previous location.
         from: PortRef,
     },
+    /// Not learnt: a limit of [`EndpointLimits`] was reached.
+    Refused(Refusal),
+}
+
+/// Which endpoint limit refused a MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The edge port already holds `max_per_port` MACs.
+    PortFull,
+    /// The endpoint table already holds `max_total` MACs.
+    TableFull,
+}
+
+impl Refusal {
+    /// Short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::PortFull => "port MAC limit reached",
+            Refusal::TableFull => "endpoint table full",
+        }
+    }
+}
+
+/// Bounds of the endpoint table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointLimits {
+    /// MACs learnt at one edge port at most.
+    pub max_per_port: usize,
+    /// Endpoints in all at most.
+    pub max_total: usize,
+}
+
+/// Default MACs per edge port.
+pub const DEFAULT_MAX_MACS_PER_PORT: usize = 64;
+/// Default size of the endpoint table.
+pub const DEFAULT_MAX_ENDPOINTS: usize = 8192;
+
+impl Default for EndpointLimits {
+    fn default() -> Self {
+        EndpointLimits {
+            max_per_port: DEFAULT_MAX_MACS_PER_PORT,
+            max_total: DEFAULT_MAX_ENDPOINTS,
+        }
+    }
+}
+
+/// What the endpoint limits did, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EndpointCounters {
+    /// MACs refused because their port was full.
+    pub refused_port_full: u64,
+    /// MACs refused because the table was full.
+    pub refused_table_full: u64,
+    /// Endpoints removed after their idle timeout.
+    pub expired: u64,
 }
 
 /// What changed in the link table.
@@ -182,6 +244,12 @@ pub struct Topology {
     /// Directed links keyed by their source port.
     links: BTreeMap<PortRef, Link>,
     endpoints: HashMap<MacAddr, Endpoint>,
+    /// Endpoints per edge port (kept equal to a count of `endpoints`).
+    per_port: HashMap<PortRef, usize>,
+    /// Bounds of the endpoint table.
+    limits: EndpointLimits,
+    /// What the limits did.
+    counters: EndpointCounters,
     /// Bumped on every change of switches, ports or links.
     version: u64,
     /// Recent up/down changes per cable (ports in ascending order).
@@ -233,6 +301,76 @@ impl Topology {
     /// The endpoint with this MAC.
     pub fn endpoint(&self, mac: &MacAddr) -> Option<&Endpoint> {
         self.endpoints.get(mac)
+    }
+
+    /// Number of endpoints.
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Sets the bounds of the endpoint table (endpoints already learnt
+    /// stay until they expire).
+    pub fn set_limits(&mut self, limits: EndpointLimits) {
+        self.limits = EndpointLimits {
+            max_per_port: limits.max_per_port.max(1),
+            max_total: limits.max_total.max(1),
+        };
+    }
+
+    /// The bounds of the endpoint table.
+    pub fn limits(&self) -> EndpointLimits {
+        self.limits
+    }
+
+    /// What the limits did since start.
+    pub fn endpoint_counters(&self) -> EndpointCounters {
+        self.counters
+    }
+
+    /// Rebuilds the per-port counts after endpoints were removed in bulk.
+    fn recount(&mut self) {
+        self.per_port.clear();
+        for e in self.endpoints.values() {
+            *self.per_port.entry(e.location).or_default() += 1;
+        }
+    }
+
+    fn port_dec(&mut self, p: PortRef) {
+        if let Some(n) = self.per_port.get_mut(&p) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_port.remove(&p);
+            }
+        }
+    }
+
+    /// Removes the endpoints not seen for `idle` (at `now`) for which
+    /// `active` is false (e.g. the ends of installed pair flows, whose
+    /// frames no longer reach the controller); returns their MACs.
+    pub fn expire_endpoints(
+        &mut self,
+        now: Instant,
+        idle: Duration,
+        active: impl Fn(&MacAddr) -> bool,
+    ) -> Vec<MacAddr> {
+        let mut gone = Vec::new();
+        for e in self.endpoints.values_mut() {
+            if now.saturating_duration_since(e.last_seen) < idle {
+                continue;
+            }
+            if active(&e.mac) {
+                e.last_seen = now;
+            } else {
+                gone.push(e.mac);
+            }
+        }
+        for m in &gone {
+            if let Some(e) = self.endpoints.remove(m) {
+                self.port_dec(e.location);
+            }
+        }
+        self.counters.expired += gone.len() as u64;
+        gone
     }
 
     /// Records a switch that completed the handshake. A previous connection
@@ -474,6 +612,7 @@ impl Topology {
             // Endpoints wrongly learnt at what is now an inter-switch port.
             self.endpoints
                 .retain(|_, e| e.location != src && e.location != dst);
+            self.recount();
             // A re-cabled port: its old cable may be gone now.
             self.note_removed(&change, now);
         }
@@ -723,22 +862,42 @@ impl Topology {
         if mac.0[0] & 1 == 1 || mac.0 == [0; 6] || !self.is_edge_port(at, now, confirm) {
             return Learned::Ignored;
         }
+        let port_full = self.per_port.get(&at).copied().unwrap_or(0) >= self.limits.max_per_port;
+        let table_full = self.endpoints.len() >= self.limits.max_total;
         match self.endpoints.get_mut(&mac) {
+            Some(e) if e.location == at => {
+                e.last_seen = now;
+                if ip.is_some() {
+                    e.ip = ip;
+                }
+                Learned::Refreshed
+            }
+            Some(_) if port_full => {
+                self.counters.refused_port_full += 1;
+                Learned::Refused(Refusal::PortFull)
+            }
             Some(e) => {
                 e.last_seen = now;
                 if ip.is_some() {
                     e.ip = ip;
                 }
-                if e.location == at {
-                    Learned::Refreshed
-                } else {
-                    let from = e.location;
-                    e.location = at;
-                    e.moves += 1;
-                    Learned::Moved { from }
-                }
+                let from = e.location;
+                e.location = at;
+                e.moves += 1;
+                self.port_dec(from);
+                *self.per_port.entry(at).or_default() += 1;
+                Learned::Moved { from }
+            }
+            None if port_full => {
+                self.counters.refused_port_full += 1;
+                Learned::Refused(Refusal::PortFull)
+            }
+            None if table_full => {
+                self.counters.refused_table_full += 1;
+                Learned::Refused(Refusal::TableFull)
             }
             None => {
+                *self.per_port.entry(at).or_default() += 1;
                 self.endpoints.insert(
                     mac,
                     Endpoint {
@@ -910,6 +1069,89 @@ pub(crate) mod tests {
         // Broadcast/multicast sources are never learnt.
         let b = MacAddr([0xff; 6]);
         assert_eq!(t.learn(b, None, pr(1, 1), now, confirm), Learned::Ignored);
+    }
+
+    fn spray_mac(i: u32) -> MacAddr {
+        let b = i.to_be_bytes();
+        MacAddr([0x02, 0xaa, b[0], b[1], b[2], b[3]])
+    }
+
+    #[test]
+    fn a_mac_spray_is_bounded_per_port_and_in_all() {
+        let t0 = Instant::now();
+        let mut t = triangle(t0);
+        t.set_limits(EndpointLimits {
+            max_per_port: 8,
+            max_total: 12,
+        });
+        let confirm = Duration::from_secs(1);
+        let now = t0 + Duration::from_secs(2);
+        let mut learnt = 0;
+        for i in 0..100_000 {
+            if t.learn(spray_mac(i), None, pr(1, 1), now, confirm) == Learned::New {
+                learnt += 1;
+            }
+        }
+        assert_eq!(learnt, 8);
+        assert_eq!(t.endpoint_count(), 8);
+        assert_eq!(t.endpoint_counters().refused_port_full, 100_000 - 8);
+        // A known MAC at its own port is still refreshed.
+        assert_eq!(
+            t.learn(spray_mac(0), None, pr(1, 1), now, confirm),
+            Learned::Refreshed
+        );
+        // Another port has its own budget, up to the table's.
+        for i in 0..8 {
+            t.learn(spray_mac(1_000_000 + i), None, pr(2, 1), now, confirm);
+        }
+        assert_eq!(t.endpoint_count(), 12);
+        assert_eq!(
+            t.learn(spray_mac(2_000_000), None, pr(3, 1), now, confirm),
+            Learned::Refused(Refusal::TableFull)
+        );
+        // No move into a full port either.
+        assert_eq!(
+            t.learn(spray_mac(1_000_000), None, pr(1, 1), now, confirm),
+            Learned::Refused(Refusal::PortFull)
+        );
+        assert_eq!(
+            t.endpoint(&spray_mac(1_000_000)).map(|e| e.location),
+            Some(pr(2, 1))
+        );
+    }
+
+    #[test]
+    fn idle_endpoints_expire_unless_active() {
+        let t0 = Instant::now();
+        let mut t = triangle(t0);
+        t.set_limits(EndpointLimits {
+            max_per_port: 2,
+            max_total: 100,
+        });
+        let confirm = Duration::from_secs(1);
+        let now = t0 + Duration::from_secs(2);
+        let (a, b) = (spray_mac(1), spray_mac(2));
+        t.learn(a, None, pr(1, 1), now, confirm);
+        t.learn(b, None, pr(1, 1), now, confirm);
+        let idle = Duration::from_secs(300);
+        // Not idle yet.
+        assert!(t
+            .expire_endpoints(now + Duration::from_secs(299), idle, |_| false)
+            .is_empty());
+        // b sends through an installed pair flow: kept (and refreshed).
+        let later = now + Duration::from_secs(301);
+        assert_eq!(t.expire_endpoints(later, idle, |m| *m == b), vec![a]);
+        assert!(t.endpoint(&a).is_none() && t.endpoint(&b).is_some());
+        assert_eq!(t.endpoint_counters().expired, 1);
+        // The port's budget was given back.
+        assert_eq!(
+            t.learn(spray_mac(3), None, pr(1, 1), later, confirm),
+            Learned::New
+        );
+        assert_eq!(
+            t.learn(spray_mac(4), None, pr(1, 1), later, confirm),
+            Learned::Refused(Refusal::PortFull)
+        );
     }
 
     #[test]
