@@ -189,6 +189,11 @@ pub struct Config {
     /// Directory for QMP sockets, consoles and pid files.
     #[serde(default = "default_run_dir")]
     pub run_dir: PathBuf,
+    /// Directory of the state file `hostd-state.json` (the VMs, with each
+    /// QEMU's pid, and the command history that survive a restart of
+    /// hostd; see [`crate::persist`]). Default: `run_dir`.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     /// QEMU binary.
     #[serde(default = "default_qemu")]
     pub qemu_binary: String,
@@ -278,6 +283,7 @@ impl Default for Config {
             sriov_pf: None,
             testbed_vf_driver: default_vf_driver(),
             run_dir: default_run_dir(),
+            state_dir: None,
             qemu_binary: default_qemu(),
             templates: BTreeMap::new(),
             image_dir: None,
@@ -639,6 +645,19 @@ impl Config {
         {
             if !valid_name(n) {
                 return bad(format!("invalid interface/bridge name {n:?}"));
+            }
+        }
+        for (field, dir) in [
+            ("run_dir", Some(&self.run_dir)),
+            ("state_dir", self.state_dir.as_ref()),
+        ] {
+            if let Some(d) = dir {
+                if !d.is_absolute() {
+                    return bad(format!(
+                        "{field} must be an absolute path, got {}",
+                        d.display()
+                    ));
+                }
             }
         }
         if self.vf_mode == VfMode::Sriov && self.sriov_pf.is_none() {
