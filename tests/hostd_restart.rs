@@ -292,7 +292,7 @@ fn hostd_restart_mid_migration() {
     );
     let cfg_d = hostd_toml("hd", &api_d, &sink.addr, &dir, &run_d, &template);
     let mut hs = Hostd::start(None, &dir.join("hs"), &cfg_s, &api_s).expect("hostd hs");
-    let hd = Hostd::start(None, &dir.join("hd"), &cfg_d, &api_d).expect("hostd hd");
+    let mut hd = Hostd::start(None, &dir.join("hd"), &cfg_d, &api_d).expect("hostd hd");
     let console_s = run_s.join("shdr-mvm.console.log");
     let console_d = run_d.join("shdr-mvm.console.log");
     wait_for("guest uptime counter", Duration::from_secs(40), || {
@@ -357,16 +357,16 @@ fn hostd_restart_mid_migration() {
     let (code_s, st_s) = poll_final(&hs, "shdr-mig-1", Duration::from_secs(90));
     let (_, st_d) = poll_final(&hd, "shdr-in-1", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
-    let (q_s, q_d) = (live_qemus("shdr-mvm", &run_s), live_qemus("shdr-mvm", &run_d));
+    let (q_s, q_d) = (
+        live_qemus("shdr-mvm", &run_s),
+        live_qemus("shdr-mvm", &run_d),
+    );
     let (_, vms_s) = get(&hs, "/api/v1/vms");
     let (_, vms_d) = get(&hd, "/api/v1/vms");
     let facts = format!(
         "source command {code_s} {st_s}\ndestination command {st_d}\nQEMU on the source {q_s:?}, on the destination {q_d:?}\nsource VMs {vms_s}\ndestination VMs {vms_d}"
     );
-    eprintln!(
-        "after the restart ({:?}):\n{facts}",
-        t_restart.elapsed()
-    );
+    eprintln!("after the restart ({:?}):\n{facts}", t_restart.elapsed());
     assert_eq!(
         q_s.len() + q_d.len(),
         1,
@@ -394,9 +394,11 @@ fn hostd_restart_mid_migration() {
         assert!(names(&vms_s).is_empty(), "{facts}");
         assert_eq!(names(&vms_d), vec!["shdr-mvm"], "{facts}");
         let u0 = last_uptime(&console_d).unwrap_or(0);
-        let on = wait_for("guest counts on the destination", Duration::from_secs(10), || {
-            last_uptime(&console_d).filter(|u| *u > u0)
-        });
+        let on = wait_for(
+            "guest counts on the destination",
+            Duration::from_secs(10),
+            || last_uptime(&console_d).filter(|u| *u > u0),
+        );
         assert!(on.is_ok(), "{facts}");
     } else {
         assert_eq!(st_s["state"], "failed", "{facts}");
@@ -408,14 +410,17 @@ fn hostd_restart_mid_migration() {
         assert_eq!(names(&vms_s), vec!["shdr-mvm"], "{facts}");
         assert!(names(&vms_d).is_empty(), "{facts}");
         let u0 = last_uptime(&console_s).unwrap_or(0);
-        let on = wait_for("guest counts on the source", Duration::from_secs(10), || {
-            last_uptime(&console_s).filter(|u| *u > u0)
-        });
+        let on = wait_for(
+            "guest counts on the source",
+            Duration::from_secs(10),
+            || last_uptime(&console_s).filter(|u| *u > u0),
+        );
         assert!(on.is_ok(), "{facts}");
     }
-    // A second restart of the source: what it knows stays true.
+    // A second restart of the source: what it knows stays true (a VM that
+    // migrated away is not started again from the configuration).
     drop(hs);
-    let hs = Hostd::start(None, &dir.join("hs"), &cfg_s, &api_s).expect("hostd hs third");
+    let mut hs = Hostd::start(None, &dir.join("hs"), &cfg_s, &api_s).expect("hostd hs third");
     std::thread::sleep(Duration::from_secs(2));
     let (code, st2) = get(&hs, "/api/v1/commands/shdr-mig-1");
     assert_eq!(code, 200, "{st2}");
@@ -428,6 +433,93 @@ fn hostd_restart_mid_migration() {
         "{}",
         hs.log_text()
     );
+    if st_s["state"] != "succeeded" {
+        eprintln!("the migration failed cleanly: the way back is not tried");
+        return;
+    }
+
+    // The destination remembers the VM that migrated in: a restart of hd
+    // keeps the same QEMU and reports it.
+    let dst_pid = live_qemus("shdr-mvm", &run_d);
+    hd.child.signal("KILL").unwrap();
+    hd.child.wait();
+    drop(hd);
+    let mut hd = Hostd::start(None, &dir.join("hd"), &cfg_d, &api_d).expect("hostd hd again");
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, vm) = get(&hd, "/api/v1/vms/shdr-mvm");
+    assert_eq!(
+        code,
+        200,
+        "the migrated-in VM was forgotten: {vm}\n{}",
+        hd.log_text()
+    );
+    assert_eq!(vm["state"], "running", "{vm}");
+    assert_eq!(json!([vm["pid"]]), json!(dst_pid), "{vm}");
+    assert_eq!(live_qemus("shdr-mvm", &run_d), dst_pid);
+
+    // The way back, hd -> hs, with the destination's hostd (hs) killed and
+    // started again while QEMU migrates.
+    let inventory = vm["inventory"].clone();
+    let addr = format!("127.0.0.1:{}", free_port().unwrap());
+    let mut incoming2 = incoming.clone();
+    incoming2["destination_host"] = json!("hs");
+    incoming2["destination_addr"] = json!(addr);
+    incoming2["vm_spec"] = inventory;
+    let (code, body) = put(&hs, "shdr-in-2", &incoming2);
+    assert_eq!(code, 202, "{body}");
+    let mut migrate2 = migrate.clone();
+    migrate2["destination_host"] = json!("hs");
+    migrate2["destination_addr"] = json!(addr);
+    migrate2["destination_api"] = json!(format!("http://{api_s}"));
+    migrate2["incoming_command_id"] = json!("shdr-in-2");
+    let (code, body) = put(&hd, "shdr-mig-2", &migrate2);
+    assert_eq!(code, 202, "{body}");
+    wait_for("migration back under way", Duration::from_secs(20), || {
+        let (_, c) = get(&hd, "/api/v1/commands/shdr-mig-2");
+        (c["progress"]["phase"] == "active"
+            && c["progress"]["transferred_bytes"].as_u64().unwrap_or(0) > (4 << 20))
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", hd.log_text()));
+    hs.child.signal("KILL").unwrap();
+    hs.child.wait();
+    let log_hs = hs.log_text();
+    drop(hs);
+    std::thread::sleep(Duration::from_secs(1));
+    let hs = Hostd::start(None, &dir.join("hs"), &cfg_s, &api_s).expect("hostd hs fourth");
+    let (code_src, src) = poll_final(&hd, "shdr-mig-2", Duration::from_secs(90));
+    let (code_dst, dst) = poll_final(&hs, "shdr-in-2", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let (q_s, q_d) = (
+        live_qemus("shdr-mvm", &run_s),
+        live_qemus("shdr-mvm", &run_d),
+    );
+    let (_, vms_s) = get(&hs, "/api/v1/vms");
+    let (_, vms_d) = get(&hd, "/api/v1/vms");
+    let facts = format!(
+        "back: source (hd) command {code_src} {src}\ndestination (hs) command {code_dst} {dst}\nQEMU on hs {q_s:?}, on hd {q_d:?}\nhs VMs {vms_s}\nhd VMs {vms_d}\n--- hs before ---\n{log_hs}--- hs after ---\n{}",
+        hs.log_text()
+    );
+    eprintln!("{}", facts.lines().take(5).collect::<Vec<_>>().join("\n"));
+    assert_eq!(q_s.len() + q_d.len(), 1, "exactly one QEMU\n{facts}");
+    assert_eq!(code_dst, 200, "{facts}");
+    if src["state"] == "succeeded" {
+        assert_eq!(dst["state"], "succeeded", "{facts}");
+        assert_eq!(q_s.len(), 1, "{facts}");
+        assert_eq!(names(&vms_s), vec!["shdr-mvm"], "{facts}");
+        assert!(names(&vms_d).is_empty(), "{facts}");
+        let u0 = last_uptime(&console_s).unwrap_or(0);
+        let on = wait_for("guest counts on hs", Duration::from_secs(10), || {
+            last_uptime(&console_s).filter(|u| *u > u0)
+        });
+        assert!(on.is_ok(), "{facts}");
+    } else {
+        assert_eq!(src["state"], "failed", "{facts}");
+        assert_eq!(dst["state"], "failed", "{facts}");
+        assert_eq!(q_d, dst_pid, "{facts}");
+        assert_eq!(names(&vms_d), vec!["shdr-mvm"], "{facts}");
+        assert!(names(&vms_s).is_empty(), "{facts}");
+    }
     drop(hs);
     drop(hd);
     let _ = std::fs::remove_dir_all(&dir);

@@ -190,6 +190,11 @@ async fn resume_outcome(hostd: &Arc<Hostd>, st: &CommandStatus) -> Result<Comman
         (Command::PrepareIncoming(_), None) if vm.is_none() => {
             Err("hostd restarted and the incoming QEMU had ended: no VM arrived".into())
         }
+        (Command::PrepareIncoming(spec), None) => {
+            // A namespace VM's incoming stream ended with the previous hostd.
+            hostd.remove_vm(&spec.vm);
+            Err("interrupted by a restart of hostd: the incoming stream ended".into())
+        }
         _ => Err("interrupted by a restart of hostd: its outcome is unknown".into()),
     }
 }

@@ -456,14 +456,24 @@ pub async fn restore_and_start(h: &Arc<Hostd>) -> Result<Vec<proto::CommandStatu
                 proto::BackendKind::Netns => None,
             };
             let Some(runtime) = runtime else { continue };
-            let vm = Vm::new(rec.inventory, runtime, rec.state);
+            // A migration state without its command (written just before
+            // the command finished) is not left hanging.
+            let state = match (rec.state, &busy) {
+                (VmState::MigratingOut, None) => VmState::Running,
+                (VmState::Incoming, None) => {
+                    tracing::warn!(vm = %name, "an incoming VM without its command: reported failed");
+                    VmState::Failed
+                }
+                (s, _) => s,
+            };
+            let vm = Vm::new(rec.inventory, runtime, state);
             {
                 let mut s = lock(&vm.shared);
                 s.migrated_in = rec.origin == Origin::MigratedIn;
                 s.vf_device = rec.vf_device;
                 s.busy = busy;
             }
-            tracing::info!(vm = %name, state = ?rec.state, "VM restored from the state file");
+            tracing::info!(vm = %name, ?state, "VM restored from the state file");
             lock(&h.vms).insert(name, Arc::new(vm));
         }
     }
