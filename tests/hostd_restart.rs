@@ -444,7 +444,7 @@ fn hostd_restart_mid_migration() {
     hd.child.signal("KILL").unwrap();
     hd.child.wait();
     drop(hd);
-    let mut hd = Hostd::start(None, &dir.join("hd"), &cfg_d, &api_d).expect("hostd hd again");
+    let hd = Hostd::start(None, &dir.join("hd"), &cfg_d, &api_d).expect("hostd hd again");
     std::thread::sleep(Duration::from_secs(2));
     let (code, vm) = get(&hd, "/api/v1/vms/shdr-mvm");
     assert_eq!(

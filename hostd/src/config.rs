@@ -735,6 +735,18 @@ mod tests {
         c.validate().unwrap();
     }
 
+    #[test]
+    fn run_and_state_dirs_must_be_absolute() {
+        Config::parse("state_dir = \"/var/lib/s\"", "t")
+            .unwrap()
+            .validate()
+            .unwrap();
+        for text in ["state_dir = \"rel\"", "run_dir = \"run\""] {
+            let e = Config::parse(text, "t").unwrap().validate().unwrap_err();
+            assert!(e.to_string().contains("absolute"), "{e}");
+        }
+    }
+
     const FULL: &str = r#"
         host_id = "h1"
         controller = "http://127.0.0.1:8080"

@@ -278,6 +278,10 @@ pub fn summary(l: &Loaded) -> Vec<String> {
                 .unwrap_or_else(|| "none".into())
         ),
         format!("reports        every {} s", c.interval_s),
+        format!(
+            "state file     {} (VMs and commands survive a restart)",
+            crate::persist::state_path(c).display()
+        ),
     ];
     if l.server_tls.is_none() && !c.listen.ip().is_loopback() {
         v.push("warning: the API listens beyond loopback without TLS: the controller's token crosses the network in clear".into());

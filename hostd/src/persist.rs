@@ -363,6 +363,14 @@ mod tests {
     }
 
     #[test]
+    fn state_file_in_state_dir_else_run_dir() {
+        let c = Config::parse("run_dir = \"/r\"", "t").unwrap();
+        assert_eq!(state_path(&c), PathBuf::from("/r/hostd-state.json"));
+        let c = Config::parse("run_dir = \"/r\"\nstate_dir = \"/s\"", "t").unwrap();
+        assert_eq!(state_path(&c), PathBuf::from("/s/hostd-state.json"));
+    }
+
+    #[test]
     fn round_trip_atomic_and_private() {
         use std::os::unix::fs::PermissionsExt;
         let d = dir("rt");
