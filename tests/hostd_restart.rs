@@ -261,6 +261,32 @@ fn hostd_restart_while_vm_idles() {
         assert!(on.is_ok(), "round {round}: guest stopped counting");
         eprintln!("round {round} (SIG{signal}): QEMU {pid} adopted");
     }
+
+    // The VM's QEMU dies while hostd is down: hostd says so and, the VM
+    // being configured here, starts one new QEMU (never two).
+    hd.child.terminate(Duration::from_secs(10));
+    drop(hd);
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+    wait_for("old QEMU gone", Duration::from_secs(10), || {
+        live_qemus("shdr-vm", &run).is_empty().then_some(())
+    })
+    .expect("QEMU killed");
+    let hd = Hostd::start(None, &hdir, &cfg, &api).expect("hostd after the QEMU died");
+    let (code, vm) = get(&hd, "/api/v1/vms/shdr-vm");
+    let now = live_qemus("shdr-vm", &run);
+    assert_eq!(code, 200, "{vm}\n{}", hd.log_text());
+    assert_eq!(now.len(), 1, "{now:?}\n{}", hd.log_text());
+    assert_ne!(now[0], pid);
+    assert_eq!(vm["pid"], now[0], "{vm}");
+    assert!(
+        hd.log_text().contains("ended while hostd was down"),
+        "the dead QEMU is not reported: {}",
+        hd.log_text()
+    );
+    let (code, c) = get(&hd, "/api/v1/commands/shdr-mem-1");
+    assert_eq!(code, 200, "{c}");
     drop(hd);
     let _ = std::fs::remove_dir_all(&dir);
 }

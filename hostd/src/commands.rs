@@ -212,7 +212,10 @@ fn finish(hostd: &Hostd, id: &str, cmd: &Command, outcome: Result<CommandResult,
     }
     match (&outcome, cmd) {
         (Ok(_), Command::Migrate(_)) => {
-            lock(&hostd.departed).insert(vm_name.clone());
+            // A configured VM that left is not started again after a restart.
+            if hostd.cfg.vms.iter().any(|v| v.name == vm_name) {
+                lock(&hostd.departed).insert(vm_name.clone());
+            }
             hostd.remove_vm(&vm_name);
             hostd.event(EventKind::VmLeft {
                 vm: vm_name.clone(),

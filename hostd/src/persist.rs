@@ -243,9 +243,10 @@ pub fn sanitize(mut sf: StateFile, cfg: &Config, host_id: &str) -> (StateFile, V
         why.is_none()
     });
     let before = sf.departed.len();
-    sf.departed.retain(|n| valid_name(n));
+    sf.departed
+        .retain(|n| valid_name(n) && cfg.vms.iter().any(|v| &v.name == n));
     if sf.departed.len() != before {
-        notes.push("state file: invalid names among the departed VMs dropped".into());
+        notes.push("state file: departed VMs that are not configured here dropped".into());
     }
     let n = sf.commands.len();
     if n > MAX_PERSISTED_COMMANDS {
@@ -426,10 +427,11 @@ mod tests {
 
     #[test]
     fn sanitize_drops_what_does_not_fit() {
-        let cfg = Config {
-            bridge: Some("br0".into()),
-            ..Config::default()
-        };
+        let cfg = Config::parse(
+            "bridge = \"br0\"\n[[vm]]\nname = \"x\"\nmac = \"52:54:00:00:00:09\"\nmemory_mb = 64\nbackend = \"netns\"\nnamespace = \"nsx\"\niface = \"eth0\"\nport = \"px\"\n",
+            "t",
+        )
+        .unwrap();
         let mut sf = empty("h1");
         let ok = VmRecord {
             inventory: netns_vm("v"),
@@ -456,7 +458,7 @@ mod tests {
             tap: None,
         };
         sf.vms = vec![ok.clone(), evil, twice, pid1, qemu];
-        sf.departed = ["x".to_string(), "-rf".to_string()].into();
+        sf.departed = ["x".to_string(), "-rf".to_string(), "elsewhere".to_string()].into();
         sf.commands = (0..MAX_PERSISTED_COMMANDS + 5)
             .map(|i| cmd(&format!("c{i}")))
             .collect();
