@@ -11,6 +11,12 @@
 //!   QEMU migrates, then started again. The migration ends cleanly: the
 //!   source's command gets a final state that matches where the VM runs,
 //!   exactly one QEMU runs the VM, and both hostds report it where it is.
+//!   Then the way back with the destination's hostd killed, and a restart
+//!   of the hostd that holds the migrated-in VM.
+//! - `hostd_restart_mid_migration_that_fails`: the source hostd is killed
+//!   mid-migration and the destination QEMU dies while it is down: the
+//!   restarted source asks QEMU, fails the command with the reason and
+//!   keeps the VM running (the same QEMU), the destination has none.
 //!
 //! Needs root, QEMU and the test guest (`hostd/guest/install-qemu.sh`,
 //! `hostd/guest/build.sh`).
@@ -81,7 +87,7 @@ struct QemuReaper(Vec<PathBuf>);
 impl Drop for QemuReaper {
     fn drop(&mut self) {
         for d in &self.0 {
-            for vm in ["shdr-vm", "shdr-mvm"] {
+            for vm in ["shdr-vm", "shdr-mvm", "shdr-fvm"] {
                 for (pid, _) in qemus_of(vm, d) {
                     let _ = std::process::Command::new("kill")
                         .args(["-9", &pid.to_string()])
@@ -546,6 +552,117 @@ fn hostd_restart_mid_migration() {
         assert_eq!(names(&vms_d), vec!["shdr-mvm"], "{facts}");
         assert!(names(&vms_s).is_empty(), "{facts}");
     }
+    drop(hs);
+    drop(hd);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn hostd_restart_mid_migration_that_fails() {
+    assert!(is_root(), "the end-to-end tests need root");
+    let _lock = e2e_lock().expect("e2e lock");
+    let guest = require_qemu_and_guest().unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("shd-restart-fail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    support::creds::controller_auth(&dir, &["fs", "fd"]).unwrap();
+    let (run_s, run_d) = (dir.join("run-s"), dir.join("run-d"));
+    let _reaper = QemuReaper(vec![run_s.clone(), run_d.clone()]);
+    let sink = ControllerSink::start("127.0.0.1:0").unwrap();
+    let (api_s, api_d) = (
+        format!("127.0.0.1:{}", free_port().unwrap()),
+        format!("127.0.0.1:{}", free_port().unwrap()),
+    );
+    let template = template_toml("shdr-fail", &guest.template(2, None, &[]));
+    let cfg_s = hostd_toml(
+        "fs",
+        &api_s,
+        &sink.addr,
+        &dir,
+        &run_s,
+        &format!("{template}[[vm]]\nname = \"shdr-fvm\"\nmac = \"52:54:00:5e:00:03\"\nmemory_mb = 128\nbackend = \"qemu\"\ntemplate = \"shdr-fail\"\n"),
+    );
+    let cfg_d = hostd_toml("fd", &api_d, &sink.addr, &dir, &run_d, &template);
+    let mut hs = Hostd::start(None, &dir.join("fs"), &cfg_s, &api_s).expect("hostd fs");
+    let hd = Hostd::start(None, &dir.join("fd"), &cfg_d, &api_d).expect("hostd fd");
+    let console_s = run_s.join("shdr-fvm.console.log");
+    wait_for("guest uptime counter", Duration::from_secs(40), || {
+        last_uptime(&console_s).filter(|u| *u >= 3)
+    })
+    .unwrap_or_else(|e| panic!("{e}: guest did not boot: {}", hs.log_text()));
+    let src_pid = live_qemus("shdr-fvm", &run_s);
+    assert_eq!(src_pid.len(), 1, "{src_pid:?}");
+    let (_, vm) = get(&hs, "/api/v1/vms/shdr-fvm");
+    let addr = format!("127.0.0.1:{}", free_port().unwrap());
+    let bw: u64 = 8 << 20;
+    let incoming = json!({
+        "kind": "prepare_incoming", "vm": "shdr-fvm", "destination_host": "fd",
+        "destination_addr": addr, "max_bandwidth_bytes_per_s": bw,
+        "downtime_limit_ms": 300, "deadline_s": 90.0, "vm_spec": vm["inventory"],
+        "peer_token": PEER,
+    });
+    let (code, body) = put(&hd, "shdr-fin-1", &incoming);
+    assert_eq!(code, 202, "{body}");
+    let migrate = json!({
+        "kind": "migrate", "vm": "shdr-fvm", "destination_host": "fd",
+        "destination_addr": addr, "max_bandwidth_bytes_per_s": bw,
+        "downtime_limit_ms": 300, "deadline_s": 90.0,
+        "destination_api": format!("http://{api_d}"), "incoming_command_id": "shdr-fin-1",
+        "peer_token": PEER,
+    });
+    let (code, body) = put(&hs, "shdr-fmig-1", &migrate);
+    assert_eq!(code, 202, "{body}");
+    wait_for("migration under way", Duration::from_secs(20), || {
+        let (_, c) = get(&hs, "/api/v1/commands/shdr-fmig-1");
+        (c["progress"]["phase"] == "active"
+            && c["progress"]["transferred_bytes"].as_u64().unwrap_or(0) > (4 << 20))
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", hs.log_text()));
+    // The source hostd dies; then the destination QEMU.
+    hs.child.signal("KILL").unwrap();
+    hs.child.wait();
+    let log_before = hs.log_text();
+    drop(hs);
+    let dst = live_qemus("shdr-fvm", &run_d);
+    assert_eq!(dst.len(), 1, "{dst:?}");
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &dst[0].to_string()])
+        .status();
+    std::thread::sleep(Duration::from_secs(2));
+    let hs = Hostd::start(None, &dir.join("fs"), &cfg_s, &api_s).expect("hostd fs again");
+    let (code_s, st_s) = poll_final(&hs, "shdr-fmig-1", Duration::from_secs(60));
+    let (_, st_d) = poll_final(&hd, "shdr-fin-1", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let (q_s, q_d) = (
+        live_qemus("shdr-fvm", &run_s),
+        live_qemus("shdr-fvm", &run_d),
+    );
+    let (_, vm_s) = get(&hs, "/api/v1/vms/shdr-fvm");
+    let (_, vms_d) = get(&hd, "/api/v1/vms");
+    let facts = format!(
+        "source command {code_s} {st_s}\ndestination command {st_d}\nQEMU on the source {q_s:?}, on the destination {q_d:?}\nsource VM {vm_s}\ndestination VMs {vms_d}\n--- source before ---\n{log_before}--- source after ---\n{}",
+        hs.log_text()
+    );
+    eprintln!("{}", facts.lines().take(2).collect::<Vec<_>>().join("\n"));
+    assert_eq!(code_s, 200, "{facts}");
+    assert_eq!(st_s["state"], "failed", "{facts}");
+    let why = st_s["error"].as_str().unwrap_or("");
+    assert!(why.contains("keeps running on the source"), "{facts}");
+    assert_eq!(st_d["state"], "failed", "{facts}");
+    assert_eq!(q_s, src_pid, "the VM runs on in the same QEMU\n{facts}");
+    assert!(q_d.is_empty(), "{facts}");
+    assert_eq!(vm_s["state"], "running", "{facts}");
+    assert!(vm_s["busy_with"].is_null(), "{facts}");
+    assert_eq!(json!([vm_s["pid"]]), json!(src_pid), "{facts}");
+    assert_eq!(vms_d, json!([]), "{facts}");
+    let u0 = last_uptime(&console_s).unwrap_or(0);
+    let on = wait_for(
+        "guest counts on the source",
+        Duration::from_secs(10),
+        || last_uptime(&console_s).filter(|u| *u > u0),
+    );
+    assert!(on.is_ok(), "{facts}");
     drop(hs);
     drop(hd);
     let _ = std::fs::remove_dir_all(&dir);
