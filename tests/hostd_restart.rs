@@ -5,7 +5,9 @@
 //!   configuration and run directory. The same QEMU process keeps running
 //!   and is the only one of the VM, its QMP socket is the same file, hostd
 //!   reports the VM with that pid (API and registration), answers a command
-//!   from before the restart and commands the adopted QEMU again.
+//!   from before the restart and commands the adopted QEMU again. QEMU
+//!   leads a process group of its own. A QEMU that dies while hostd is
+//!   down is reported and its configured VM gets one new QEMU.
 //! - `hostd_restart_mid_migration`: a live migration between two hostds
 //!   (loopback, no namespaces) whose source hostd is killed (SIGKILL) while
 //!   QEMU migrates, then started again. The migration ends cleanly: the
@@ -177,6 +179,23 @@ fn hostd_restart_while_vm_idles() {
     assert_eq!(pids.len(), 1, "one QEMU for the VM: {pids:?}");
     let pid = pids[0];
     let qmp_ino = inode(&qmp).expect("QMP socket");
+    // QEMU leads a process group of its own: a signal to hostd's group
+    // (Ctrl-C in a terminal) does not reach it.
+    let pgrp = |p: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(2)?
+            .parse()
+            .ok()
+    };
+    assert_eq!(
+        pgrp(pid),
+        Some(pid),
+        "QEMU is not in a process group of its own"
+    );
+    assert_ne!(pgrp(pid), pgrp(hd.child.id()));
 
     // A command before the restart.
     let (code, body) = put(
