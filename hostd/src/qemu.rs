@@ -646,11 +646,19 @@ pub async fn resume_out(
 ) -> Result<MigrationResult, String> {
     let rt = qemu_of(vm)?;
     let deadline = deadline_of(created_unix_ms, spec.deadline_s);
-    let v = rt
-        .qmp
-        .execute("query-migrate", None)
-        .await
-        .map_err(|e| format!("hostd restarted; query-migrate: {e}"))?;
+    let mut tries = 0;
+    let v = loop {
+        match rt.qmp.execute("query-migrate", None).await {
+            Ok(v) => break v,
+            Err(e @ QmpError::Closed(_)) => return Err(format!("source QEMU gone: {e}")),
+            Err(e) if tries >= 5 => return Err(format!("hostd restarted; query-migrate: {e}")),
+            Err(e) => {
+                tracing::warn!(vm = %vm.name, error = %e, "query-migrate after a restart");
+                tries += 1;
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    };
     let info = parse_query_migrate(&v);
     tracing::info!(vm = %vm.name, command = cmd_id, status = %info.status, "resuming a migration after a restart");
     if info.status == "none" {
@@ -781,8 +789,9 @@ async fn destination_status(
 }
 
 /// Whether the destination of migration `spec` says its `prepare_incoming`
-/// succeeded (the VM runs there): asked once, after a restart of the
-/// source's hostd found the source QEMU gone.
+/// succeeded (the VM runs there): asked (for up to 10 s, until its answer
+/// is final) after a restart of the source's hostd found the source QEMU
+/// gone.
 pub async fn destination_took_over(hostd: &Hostd, spec: &MigrationSpec) -> Result<(), String> {
     let (Some(api), Some(id), Some(token)) = (
         &spec.destination_api,
@@ -792,7 +801,15 @@ pub async fn destination_took_over(hostd: &Hostd, spec: &MigrationSpec) -> Resul
         return Err("hostd restarted and the source QEMU had ended; no destination to ask".into());
     };
     let url = format!("{}{}", api.trim_end_matches('/'), proto::command_path(id));
-    match destination_status(hostd, &url, token).await {
+    // The destination may be restarting too, or still finishing: ask for
+    // up to 10 s while it has no final answer.
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut answer = destination_status(hostd, &url, token).await;
+    while Instant::now() < until && !matches!(&answer, Ok(st) if st.state.is_final()) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        answer = destination_status(hostd, &url, token).await;
+    }
+    match answer {
         Ok(st) if st.state == CommandState::Succeeded => Ok(()),
         Ok(st) => Err(format!(
             "hostd restarted and the source QEMU had ended; the destination's command {id} is {:?}: the VM is lost",
