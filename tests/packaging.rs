@@ -206,7 +206,7 @@ fn units_start_with_tls_and_refuse_unauthenticated_writes() {
     check_unit(
         "hostd/packaging/shoal-hostd.service",
         "shoal-hostd",
-        &[("KillMode", "process")],
+        &[("KillMode", "process"), ("StateDirectory", "shoal/hostd")],
     );
 
     let tmp = TempDir::new("shpkg").unwrap();

@@ -594,6 +594,9 @@ pub struct VmStatus {
     /// Metrics of the last completed interval, if one completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_metrics: Option<VmMetrics>,
+    /// The VM's process id on its host (QEMU VMs), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use shoal_common::proto::{
-    BackendKind, Command, CommandResult, CommandState, EventKind, MigrationSpec, VmBackendSpec,
-    VmState,
+    BackendKind, Command, CommandResult, CommandState, CommandStatus, EventKind, MigrationSpec,
+    VmBackendSpec, VmState,
 };
 
 use crate::backend::Backend;
@@ -144,6 +144,61 @@ pub fn spawn(hostd: Arc<Hostd>, id: String, cmd: Command, plan: Option<VmPlan>) 
     });
 }
 
+/// Resolves, in its own task, a command that was not finished when the
+/// previous hostd ended (read back from the state file; the VMs were
+/// re-adopted first): a migration is followed to its end or failed with the
+/// reason QEMU gives ([`crate::qemu::resume_out`],
+/// [`crate::qemu::resume_incoming`]); any other command fails (its outcome
+/// is unknown).
+pub fn resume(hostd: Arc<Hostd>, status: CommandStatus) {
+    tokio::spawn(async move {
+        let (id, cmd) = (status.id.clone(), status.command.clone());
+        tracing::info!(command = %id, kind = cmd.kind_name(), vm = cmd.vm(), "resolving a command from before the restart");
+        let outcome = resume_outcome(&hostd, &status).await;
+        finish(&hostd, &id, &cmd, outcome);
+    });
+}
+
+async fn resume_outcome(hostd: &Arc<Hostd>, st: &CommandStatus) -> Result<CommandResult, String> {
+    let vm = hostd.vm(st.command.vm());
+    let qemu = vm
+        .as_ref()
+        .filter(|v| v.runtime.kind() == BackendKind::Qemu);
+    match (&st.command, qemu) {
+        (Command::Migrate(spec), Some(vm)) => {
+            crate::qemu::resume_out(hostd, vm, spec, &st.id, st.created_unix_ms)
+                .await
+                .map(CommandResult::Migration)
+        }
+        (Command::Migrate(spec), None) if vm.is_none() => {
+            // The source QEMU ended while hostd was down: did the
+            // destination take the VM over?
+            crate::qemu::destination_took_over(hostd, spec)
+                .await
+                .map(|()| CommandResult::Migration(Default::default()))
+        }
+        (Command::PrepareIncoming(spec), Some(vm)) => {
+            lock(&hostd.incoming).insert(spec.vm.clone());
+            let state = lock(&vm.shared).state;
+            if state == VmState::Running {
+                return Ok(CommandResult::Migration(Default::default()));
+            }
+            crate::qemu::resume_incoming(hostd, vm, spec, &st.id, st.created_unix_ms)
+                .await
+                .map(CommandResult::Migration)
+        }
+        (Command::PrepareIncoming(_), None) if vm.is_none() => {
+            Err("hostd restarted and the incoming QEMU had ended: no VM arrived".into())
+        }
+        (Command::PrepareIncoming(spec), None) => {
+            // A namespace VM's incoming stream ended with the previous hostd.
+            hostd.remove_vm(&spec.vm);
+            Err("interrupted by a restart of hostd: the incoming stream ended".into())
+        }
+        _ => Err("interrupted by a restart of hostd: its outcome is unknown".into()),
+    }
+}
+
 fn finish(hostd: &Hostd, id: &str, cmd: &Command, outcome: Result<CommandResult, String>) {
     let vm_name = cmd.vm().to_string();
     if let Some(vm) = hostd.vm(&vm_name) {
@@ -157,12 +212,17 @@ fn finish(hostd: &Hostd, id: &str, cmd: &Command, outcome: Result<CommandResult,
     }
     match (&outcome, cmd) {
         (Ok(_), Command::Migrate(_)) => {
+            // A configured VM that left is not started again after a restart.
+            if hostd.cfg.vms.iter().any(|v| v.name == vm_name) {
+                lock(&hostd.departed).insert(vm_name.clone());
+            }
             hostd.remove_vm(&vm_name);
             hostd.event(EventKind::VmLeft {
                 vm: vm_name.clone(),
             });
         }
         (Ok(_), Command::PrepareIncoming(_)) => {
+            lock(&hostd.departed).remove(&vm_name);
             hostd.event(EventKind::VmArrived {
                 vm: vm_name.clone(),
             });

@@ -189,6 +189,11 @@ pub struct Config {
     /// Directory for QMP sockets, consoles and pid files.
     #[serde(default = "default_run_dir")]
     pub run_dir: PathBuf,
+    /// Directory of the state file `hostd-state.json` (the VMs, with each
+    /// QEMU's pid, and the command history that survive a restart of
+    /// hostd; see [`crate::persist`]). Default: `run_dir`.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     /// QEMU binary.
     #[serde(default = "default_qemu")]
     pub qemu_binary: String,
@@ -278,6 +283,7 @@ impl Default for Config {
             sriov_pf: None,
             testbed_vf_driver: default_vf_driver(),
             run_dir: default_run_dir(),
+            state_dir: None,
             qemu_binary: default_qemu(),
             templates: BTreeMap::new(),
             image_dir: None,
@@ -641,6 +647,19 @@ impl Config {
                 return bad(format!("invalid interface/bridge name {n:?}"));
             }
         }
+        for (field, dir) in [
+            ("run_dir", Some(&self.run_dir)),
+            ("state_dir", self.state_dir.as_ref()),
+        ] {
+            if let Some(d) = dir {
+                if !d.is_absolute() {
+                    return bad(format!(
+                        "{field} must be an absolute path, got {}",
+                        d.display()
+                    ));
+                }
+            }
+        }
         if self.vf_mode == VfMode::Sriov && self.sriov_pf.is_none() {
             return bad("vf_mode = \"sriov\" needs sriov_pf".into());
         }
@@ -714,6 +733,18 @@ mod tests {
         assert!(c.vms.is_empty());
         assert!(c.templates.is_empty());
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn run_and_state_dirs_must_be_absolute() {
+        Config::parse("state_dir = \"/var/lib/s\"", "t")
+            .unwrap()
+            .validate()
+            .unwrap();
+        for text in ["state_dir = \"rel\"", "run_dir = \"run\""] {
+            let e = Config::parse(text, "t").unwrap().validate().unwrap_err();
+            assert!(e.to_string().contains("absolute"), "{e}");
+        }
     }
 
     const FULL: &str = r#"

@@ -61,6 +61,9 @@ pub enum DaemonError {
     /// The host sensor does not work here.
     #[error(transparent)]
     Sensor(#[from] crate::sensor::SensorError),
+    /// The state file exists but cannot be read.
+    #[error(transparent)]
+    State(crate::persist::PersistError),
 }
 
 /// Reads the token file of setting `field` (first line; mode 0600 or
@@ -138,6 +141,7 @@ pub fn load(cfg: Config) -> Result<Loaded, DaemonError> {
 /// disk or scenario resolved inside its directory). Returns notes for
 /// people (e.g. a QEMU binary not on the PATH).
 pub async fn check_start(cfg: &Config) -> Result<Vec<String>, DaemonError> {
+    let mut notes_early = Vec::new();
     for (field, dir) in [
         ("image_dir", &cfg.image_dir),
         ("scenario_dir", &cfg.scenario_dir),
@@ -151,11 +155,26 @@ pub async fn check_start(cfg: &Config) -> Result<Vec<String>, DaemonError> {
             }
         }
     }
-    if cfg.run_dir.exists() && !cfg.run_dir.is_dir() {
-        return Err(DaemonError::Dir {
-            field: "run_dir",
-            path: cfg.run_dir.display().to_string(),
-        });
+    for (field, d) in [
+        ("run_dir", Some(&cfg.run_dir)),
+        ("state_dir", cfg.state_dir.as_ref()),
+    ] {
+        if let Some(d) = d {
+            if d.exists() && !d.is_dir() {
+                return Err(DaemonError::Dir {
+                    field,
+                    path: d.display().to_string(),
+                });
+            }
+        }
+    }
+    let state = crate::persist::state_path(cfg);
+    match crate::persist::load(&state) {
+        Ok(_) => {}
+        Err(e @ crate::persist::PersistError::Io { .. }) => return Err(DaemonError::State(e)),
+        Err(e) => notes_early.push(format!(
+            "note: {e}: hostd will set it aside and start without it"
+        )),
     }
     for vc in &cfg.vms {
         let inv = vc.inventory();
@@ -163,7 +182,7 @@ pub async fn check_start(cfg: &Config) -> Result<Vec<String>, DaemonError> {
             .await
             .map_err(|e| DaemonError::Vm(inv.name.clone(), e.to_string()))?;
     }
-    let mut notes = Vec::new();
+    let mut notes = notes_early;
     let qemu_vms = cfg
         .vms
         .iter()
@@ -259,6 +278,10 @@ pub fn summary(l: &Loaded) -> Vec<String> {
                 .unwrap_or_else(|| "none".into())
         ),
         format!("reports        every {} s", c.interval_s),
+        format!(
+            "state file     {} (VMs and commands survive a restart)",
+            crate::persist::state_path(c).display()
+        ),
     ];
     if l.server_tls.is_none() && !c.listen.ip().is_loopback() {
         v.push("warning: the API listens beyond loopback without TLS: the controller's token crosses the network in clear".into());
@@ -341,10 +364,163 @@ fn reload(h: &Hostd, reloader: &Reloader, running_files: &shoal_common::confdiff
     );
 }
 
+/// Reads the state file back ([`crate::persist`]): `Ok(None)` when there
+/// is none or it is not usable (set aside, logged); an error when it
+/// exists but cannot be read.
+fn read_state(h: &Hostd) -> Result<Option<crate::persist::StateFile>, DaemonError> {
+    use crate::persist::{self, PersistError};
+    let Some(path) = &h.state_path else {
+        return Ok(None);
+    };
+    match persist::load(path) {
+        Ok(None) => Ok(None),
+        Ok(Some(sf)) => {
+            let (sf, notes) = persist::sanitize(sf, &h.cfg, &h.host_id);
+            for n in notes {
+                tracing::warn!("{n}");
+            }
+            Ok(Some(sf))
+        }
+        Err(e @ PersistError::Io { .. }) => Err(DaemonError::State(e)),
+        Err(e) => {
+            let aside = persist::set_aside(path);
+            tracing::error!(error = %e, set_aside = ?aside, "state file unusable: starting without it (live QEMUs are still found by their pid files)");
+            Ok(None)
+        }
+    }
+}
+
+/// Restores what the previous hostd knew and starts the rest, returning
+/// the commands that were not finished (to resolve with
+/// [`crate::commands::resume`] once the API serves):
+///
+/// - commands and the configured VMs that migrated away come back from the
+///   state file;
+/// - each QEMU VM of the state file whose QEMU still runs (same pid and
+///   start time, QEMU's command line for this VM) is re-adopted over QMP;
+///   one whose QEMU ended is dropped (logged);
+/// - namespace VMs that migrated in are loaded again;
+/// - configured VMs not on the table and not departed are started, after
+///   looking for a live QEMU of theirs by pid file (never a second QEMU of a
+///   VM, never the sockets of a live one).
+pub async fn restore_and_start(h: &Arc<Hostd>) -> Result<Vec<proto::CommandStatus>, DaemonError> {
+    use crate::persist::Origin;
+    let saved = read_state(h)?;
+    let mut pending = Vec::new();
+    let mut hold = std::collections::BTreeSet::new();
+    if let Some(sf) = saved {
+        {
+            let mut t = lock(&h.commands);
+            for c in sf.commands {
+                if !c.state.is_final() {
+                    pending.push(c.clone());
+                }
+                t.restore(c);
+            }
+        }
+        *lock(&h.departed) = sf.departed;
+        for rec in sf.vms {
+            let name = rec.inventory.name.clone();
+            let busy = pending
+                .iter()
+                .find(|c| c.command.vm() == name)
+                .map(|c| c.id.clone());
+            let runtime = match rec.inventory.spec.kind() {
+                proto::BackendKind::Qemu => {
+                    match crate::qemu::adopt(&h.cfg, &name, rec.process).await {
+                        Ok(Some(rt)) => Some(Box::new(rt) as Box<dyn crate::vm_runtime::VmRuntime>),
+                        Ok(None) => {
+                            tracing::warn!(vm = %name, pid = ?rec.process.map(|p| p.pid), "the VM's QEMU ended while hostd was down: dropped");
+                            if busy.is_some() {
+                                hold.insert(name.clone());
+                            }
+                            None
+                        }
+                        Err(e) => return Err(DaemonError::Vm(name, e)),
+                    }
+                }
+                proto::BackendKind::Netns if rec.origin == Origin::MigratedIn => {
+                    let loaded = match crate::plan::plan(&h.cfg, &rec.inventory).await {
+                        Ok(plan) => {
+                            crate::commands::backend(proto::BackendKind::Netns)
+                                .start(&h.cfg, &rec.inventory, plan)
+                                .await
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match loaded {
+                        Ok(rt) => Some(rt),
+                        Err(e) => {
+                            tracing::warn!(vm = %name, error = %e, "a VM that migrated in cannot be loaded again: dropped");
+                            None
+                        }
+                    }
+                }
+                // A configured namespace VM is loaded from the configuration.
+                proto::BackendKind::Netns => None,
+            };
+            let Some(runtime) = runtime else { continue };
+            // A migration state without its command (written just before
+            // the command finished) is not left hanging.
+            let state = match (rec.state, &busy) {
+                (VmState::MigratingOut, None) => VmState::Running,
+                (VmState::Incoming, None) => {
+                    tracing::warn!(vm = %name, "an incoming VM without its command: reported failed");
+                    VmState::Failed
+                }
+                (s, _) => s,
+            };
+            let vm = Vm::new(rec.inventory, runtime, state);
+            {
+                let mut s = lock(&vm.shared);
+                s.migrated_in = rec.origin == Origin::MigratedIn;
+                s.vf_device = rec.vf_device;
+                s.busy = busy;
+            }
+            tracing::info!(vm = %name, ?state, "VM restored from the state file");
+            lock(&h.vms).insert(name, Arc::new(vm));
+        }
+    }
+    for vc in &h.cfg.vms {
+        if h.vm(&vc.name).is_some() {
+            continue;
+        }
+        if hold.contains(&vc.name) {
+            tracing::warn!(vm = %vc.name, "not started: its QEMU ended during a migration that hostd resolves now");
+            continue;
+        }
+        if lock(&h.departed).contains(&vc.name) {
+            tracing::info!(vm = %vc.name, "not started: it migrated away");
+            continue;
+        }
+        let inv = vc.inventory();
+        if matches!(inv.spec, proto::VmBackendSpec::Qemu { .. }) {
+            match crate::qemu::adopt(&h.cfg, &inv.name, None).await {
+                Ok(Some(rt)) => {
+                    h.add_vm(Arc::new(Vm::new(inv, Box::new(rt), VmState::Running)));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(DaemonError::Vm(inv.name, e)),
+            }
+        }
+        start_vm(h, inv).await?;
+    }
+    h.inventory_changed();
+    Ok(pending)
+}
+
 /// Starts every configured VM. A QEMU that fails to start is an error.
 pub async fn start_vms(h: &Arc<Hostd>) -> Result<(), DaemonError> {
     for vc in &h.cfg.vms {
-        let inv = vc.inventory();
+        start_vm(h, vc.inventory()).await?;
+    }
+    Ok(())
+}
+
+/// Starts configured VM `inv`.
+async fn start_vm(h: &Arc<Hostd>, inv: proto::VmInventory) -> Result<(), DaemonError> {
+    {
         let plan = crate::plan::plan(&h.cfg, &inv)
             .await
             .map_err(|e| DaemonError::Vm(inv.name.clone(), e.to_string()))?;
@@ -684,6 +860,7 @@ pub async fn run(loaded: Loaded, reloader: Reloader) -> Result<(), DaemonError> 
     }
     let running_files = file_fingerprints(&cfg);
     let mut hostd = Hostd::new(cfg, host_id, token, controller_token);
+    hostd.state_path = Some(crate::persist::state_path(&hostd.cfg));
     if let Some(t) = client_tls {
         hostd.http = shoal_common::http::HttpClient::with_tls(
             std::time::Duration::from_secs_f64(hostd.cfg.http_timeout_s),
@@ -698,12 +875,15 @@ pub async fn run(loaded: Loaded, reloader: Reloader) -> Result<(), DaemonError> 
     let listener = tokio::net::TcpListener::bind(h.cfg.listen)
         .await
         .map_err(|e| DaemonError::Listen(h.cfg.listen.to_string(), e))?;
-    start_vms(&h).await?;
+    let pending = restore_and_start(&h).await?;
     tracing::info!(host = %h.host_id, listen = %h.cfg.listen, vms = h.all_vms().len(), "shoal-hostd running");
     let mut api = match server_tls {
         Some(tls) => tokio::spawn(crate::api::serve_tls(h.clone(), listener, tls)),
         None => tokio::spawn(crate::api::serve(h.clone(), listener)),
     };
+    for c in pending {
+        crate::commands::resume(h.clone(), c);
+    }
     let (tx, rx) = watch::channel(None);
     tokio::spawn(sensor_loop(h.clone(), host, tx));
     tokio::spawn(dirty_rate_loop(h.clone()));

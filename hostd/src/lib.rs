@@ -29,6 +29,7 @@ pub mod daemon;
 /// Outgoing HTTP (shared with the controller).
 pub use shoal_common::http;
 pub mod netns;
+pub mod persist;
 pub mod plan;
 pub mod procfs;
 pub mod qemu;

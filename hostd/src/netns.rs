@@ -469,7 +469,11 @@ pub async fn prepare_incoming(
         .await
         .map_err(|e| format!("listen on {}: {e}", spec.destination_addr))?;
     let vm = Arc::new(Vm::new(inv.clone(), Box::new(rt), VmState::Incoming));
-    lock(&vm.shared).busy = Some(cmd_id.to_string());
+    {
+        let mut s = lock(&vm.shared);
+        s.busy = Some(cmd_id.to_string());
+        s.migrated_in = true;
+    }
     hostd.add_vm(vm.clone());
     hostd.update_command(cmd_id, |s| {
         s.progress = Some(MigrationProgress {

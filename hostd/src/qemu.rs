@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::backend::{Backend, BoxFuture};
 use crate::config::Config;
 use crate::config::VfMode;
+use crate::persist::{self, ProcessId};
 use crate::plan::VmPlan;
 use crate::qmp::{Qmp, QmpError};
 use crate::state::{lock, Hostd, Vm};
@@ -60,10 +61,13 @@ impl QemuPaths {
 pub struct QemuRuntime {
     /// Process id.
     pub pid: u32,
+    /// Pid and start time (None when procfs did not say).
+    pub process: Option<ProcessId>,
     /// QMP connection.
     pub qmp: Arc<Qmp>,
     /// Its files.
     pub paths: QemuPaths,
+    proc_root: PathBuf,
     exited: watch::Receiver<Option<String>>,
 }
 
@@ -74,6 +78,14 @@ impl VmRuntime for QemuRuntime {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn process(&self) -> Option<ProcessId> {
+        self.process
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.pid)
     }
 }
 
@@ -207,8 +219,15 @@ impl QemuRuntime {
             tracing::debug!(error = %e, "quit");
         }
         if !self.wait_exit(Duration::from_secs(5)).await {
+            if self
+                .process
+                .is_some_and(|p| !persist::alive(&self.proc_root, p))
+            {
+                return;
+            }
             tracing::warn!(pid = self.pid, "QEMU ignored quit, killing it");
-            // SAFETY: kill(2) on our own child's pid.
+            // SAFETY: kill(2) on the pid of our QEMU (its start time was
+            // just checked: not a reused pid).
             unsafe {
                 libc::kill(self.pid as i32, libc::SIGKILL);
             }
@@ -278,20 +297,32 @@ pub async fn launch(
     std::fs::create_dir_all(&cfg.run_dir)
         .map_err(|e| format!("cannot create {}: {e}", cfg.run_dir.display()))?;
     let paths = QemuPaths::new(&cfg.run_dir, &inv.name);
+    // Never a second QEMU of a VM, never the sockets of a live one.
+    if let Some(p) = live_qemu(cfg, &inv.name, None) {
+        return Err(format!(
+            "a QEMU of VM {} already runs (pid {}): not starting another one, not touching its sockets",
+            inv.name, p.pid
+        ));
+    }
     for p in [&paths.qmp, &paths.serial] {
         let _ = std::fs::remove_file(p);
     }
     let args = qemu_args(&inv.name, machine_args, &paths, incoming);
     let stderr = std::fs::File::create(&paths.stderr_log)
         .map_err(|e| format!("cannot create {}: {e}", paths.stderr_log.display()))?;
+    // A process group of its own: a signal to hostd's group (Ctrl-C in a
+    // terminal, a group kill) never reaches the VMs, which outlive hostd.
     let mut child = tokio::process::Command::new(&cfg.qemu_binary)
         .args(&args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", cfg.qemu_binary))?;
     let pid = child.id().unwrap_or(0);
+    let process = persist::process_start(&cfg.proc_root, pid)
+        .map(|(start_ticks, _)| ProcessId { pid, start_ticks });
     let (tx, exited) = watch::channel(None);
     let name = inv.name.clone();
     tokio::spawn(async move {
@@ -315,8 +346,10 @@ pub async fn launch(
             tracing::info!(vm = %inv.name, pid, incoming = ?incoming, "QEMU started");
             Ok(QemuRuntime {
                 pid,
+                process,
                 qmp: Arc::new(q),
                 paths: rt_paths,
+                proc_root: cfg.proc_root.clone(),
                 exited,
             })
         }
@@ -328,6 +361,85 @@ pub async fn launch(
             Err(e)
         }
     }
+}
+
+/// The live QEMU of VM `name` under this `run_dir`, if one runs: the
+/// process `known` (pid and start time from the state file) if it is still
+/// the same process, else the pid in QEMU's pid file; either way only a
+/// process whose command line is QEMU's for this VM (`-name NAME` and its
+/// QMP socket).
+pub fn live_qemu(cfg: &Config, name: &str, known: Option<ProcessId>) -> Option<ProcessId> {
+    let paths = QemuPaths::new(&cfg.run_dir, name);
+    let root = &cfg.proc_root;
+    let candidates = known
+        .into_iter()
+        .chain(persist::read_pidfile(&paths.pidfile).and_then(|pid| {
+            persist::process_start(root, pid).map(|(start_ticks, _)| ProcessId { pid, start_ticks })
+        }));
+    let mut candidates = candidates;
+    candidates
+        .find(|&p| persist::alive(root, p) && persist::is_qemu_of(root, p.pid, name, &paths.qmp))
+}
+
+/// Re-adopts the QEMU of VM `name` that a previous hostd started
+/// ([`live_qemu`]) by connecting to its QMP socket. `Ok(None)`: no QEMU of
+/// the VM runs. An error: one runs but does not answer on QMP (the caller
+/// must not start another one).
+pub async fn adopt(
+    cfg: &Config,
+    name: &str,
+    known: Option<ProcessId>,
+) -> Result<Option<QemuRuntime>, String> {
+    let Some(p) = live_qemu(cfg, name, known) else {
+        return Ok(None);
+    };
+    let paths = QemuPaths::new(&cfg.run_dir, name);
+    let qmp = Qmp::connect(&paths.qmp, QMP_TIMEOUT).await.map_err(|e| {
+        format!(
+            "QEMU {} of VM {name} runs but its QMP socket {} does not answer: {e}",
+            p.pid,
+            paths.qmp.display()
+        )
+    })?;
+    let (tx, exited) = watch::channel(None);
+    let root = cfg.proc_root.clone();
+    let vm = name.to_string();
+    // Not our child: watch the process through procfs.
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if tx.is_closed() {
+                return;
+            }
+            if !persist::alive(&root, p) {
+                let why = format!("QEMU {} ended", p.pid);
+                tracing::info!(vm = %vm, pid = p.pid, "adopted QEMU process ended");
+                let _ = tx.send(Some(why));
+                return;
+            }
+        }
+    });
+    tracing::info!(vm = %name, pid = p.pid, "QEMU re-adopted");
+    Ok(Some(QemuRuntime {
+        pid: p.pid,
+        process: Some(p),
+        qmp: Arc::new(qmp),
+        paths,
+        proc_root: cfg.proc_root.clone(),
+        exited,
+    }))
+}
+
+/// What QEMU says of its run state (`query-status`).
+pub async fn run_status(q: &Qmp) -> Result<String, String> {
+    let v = q
+        .execute("query-status", None)
+        .await
+        .map_err(|e| format!("query-status: {e}"))?;
+    Ok(v.get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string())
 }
 
 /// What `query-migrate` says, in numbers.
@@ -507,7 +619,81 @@ pub async fn migrate_out(
     .await
     .map_err(|e| format!("migrate: {e}"))?;
     tracing::info!(vm = %vm.name, dest = %spec.destination_addr, bw = spec.max_bandwidth_bytes_per_s, "migration started");
+    follow_out(hostd, vm, rt, spec, cmd_id, start, deadline).await
+}
 
+/// The deadline of a command created at `created_unix_ms` with
+/// `deadline_s`, as an [`Instant`] (now if it has passed).
+pub fn deadline_of(created_unix_ms: u64, deadline_s: f64) -> Instant {
+    let end_ms = created_unix_ms.saturating_add((deadline_s.max(0.0) * 1000.0) as u64);
+    let left = end_ms.saturating_sub(crate::sys::unix_ms());
+    Instant::now() + Duration::from_millis(left)
+}
+
+/// Source side after a restart of hostd: the migration of command
+/// `cmd_id` (created at `created_unix_ms`) was under way when the previous
+/// hostd ended. QEMU is asked where it stands (`query-migrate`): a
+/// migration still running is followed to its end as usual (destination
+/// check, QEMU quits); one that completed is finished (the destination must
+/// say it runs the VM); one that never started, failed or was cancelled
+/// fails with the reason, the VM running on here.
+pub async fn resume_out(
+    hostd: &Arc<Hostd>,
+    vm: &Arc<Vm>,
+    spec: &MigrationSpec,
+    cmd_id: &str,
+    created_unix_ms: u64,
+) -> Result<MigrationResult, String> {
+    let rt = qemu_of(vm)?;
+    let deadline = deadline_of(created_unix_ms, spec.deadline_s);
+    let mut tries = 0;
+    let v = loop {
+        match rt.qmp.execute("query-migrate", None).await {
+            Ok(v) => break v,
+            Err(e @ QmpError::Closed(_)) => return Err(format!("source QEMU gone: {e}")),
+            Err(e) if tries >= 5 => return Err(format!("hostd restarted; query-migrate: {e}")),
+            Err(e) => {
+                tracing::warn!(vm = %vm.name, error = %e, "query-migrate after a restart");
+                tries += 1;
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    };
+    let info = parse_query_migrate(&v);
+    tracing::info!(vm = %vm.name, command = cmd_id, status = %info.status, "resuming a migration after a restart");
+    if info.status == "none" {
+        let resumed = ensure_running(&rt.qmp).await;
+        return Err(format!(
+            "hostd restarted before the migration started; {}",
+            match resumed {
+                Ok(()) => "VM keeps running on the source".to_string(),
+                Err(e) => format!("resuming the source failed: {e}"),
+            }
+        ));
+    }
+    follow_out(hostd, vm, rt, spec, cmd_id, Instant::now(), deadline).await
+}
+
+/// Follows a started outgoing migration to its end (see [`migrate_out`]).
+async fn follow_out(
+    hostd: &Arc<Hostd>,
+    vm: &Arc<Vm>,
+    rt: &QemuRuntime,
+    spec: &MigrationSpec,
+    cmd_id: &str,
+    start: Instant,
+    deadline: Instant,
+) -> Result<MigrationResult, String> {
+    let q = &rt.qmp;
+    let (Some(api), Some(incoming_id), Some(token)) = (
+        &spec.destination_api,
+        &spec.incoming_command_id,
+        &spec.peer_token,
+    ) else {
+        return Err(
+            "qemu migration needs destination_api, incoming_command_id and peer_token".into(),
+        );
+    };
     let mut max_dirty = 0.0f64;
     let mut last_sent = 0u64;
     let info = loop {
@@ -602,6 +788,39 @@ async fn destination_status(
     }
 }
 
+/// Whether the destination of migration `spec` says its `prepare_incoming`
+/// succeeded (the VM runs there): asked (for up to 10 s, until its answer
+/// is final) after a restart of the source's hostd found the source QEMU
+/// gone.
+pub async fn destination_took_over(hostd: &Hostd, spec: &MigrationSpec) -> Result<(), String> {
+    let (Some(api), Some(id), Some(token)) = (
+        &spec.destination_api,
+        &spec.incoming_command_id,
+        &spec.peer_token,
+    ) else {
+        return Err("hostd restarted and the source QEMU had ended; no destination to ask".into());
+    };
+    let url = format!("{}{}", api.trim_end_matches('/'), proto::command_path(id));
+    // The destination may be restarting too, or still finishing: ask for
+    // up to 10 s while it has no final answer.
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut answer = destination_status(hostd, &url, token).await;
+    while Instant::now() < until && !matches!(&answer, Ok(st) if st.state.is_final()) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        answer = destination_status(hostd, &url, token).await;
+    }
+    match answer {
+        Ok(st) if st.state == CommandState::Succeeded => Ok(()),
+        Ok(st) => Err(format!(
+            "hostd restarted and the source QEMU had ended; the destination's command {id} is {:?}: the VM is lost",
+            st.state
+        )),
+        Err(e) => Err(format!(
+            "hostd restarted and the source QEMU had ended; the destination does not say it runs the VM: {e}"
+        )),
+    }
+}
+
 /// Waits until the destination's QEMU listens (its command is running and
 /// reports progress), or it failed.
 async fn wait_destination_ready(
@@ -675,14 +894,48 @@ pub async fn prepare_incoming(
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(spec.deadline_s);
     let rt = launch(&hostd.cfg, inv, machine_args, Some(&spec.destination_addr)).await?;
-    let qmp = rt.qmp.clone();
-    let mut events = qmp.subscribe();
     let vm = Arc::new(Vm::new(inv.clone(), Box::new(rt), VmState::Incoming));
-    lock(&vm.shared).busy = Some(cmd_id.to_string());
+    {
+        let mut s = lock(&vm.shared);
+        s.busy = Some(cmd_id.to_string());
+        s.migrated_in = true;
+    }
     hostd.add_vm(vm.clone());
+    await_incoming(hostd, &vm, spec, cmd_id, start, deadline).await
+}
+
+/// Destination side after a restart of hostd: the incoming QEMU of command
+/// `cmd_id` was re-adopted (in state `Incoming`); waits as usual until it
+/// runs (or the deadline passes, or it ends).
+pub async fn resume_incoming(
+    hostd: &Arc<Hostd>,
+    vm: &Arc<Vm>,
+    spec: &MigrationSpec,
+    cmd_id: &str,
+    created_unix_ms: u64,
+) -> Result<MigrationResult, String> {
+    let deadline = deadline_of(created_unix_ms, spec.deadline_s);
+    let age = Duration::from_millis(crate::sys::unix_ms().saturating_sub(created_unix_ms));
+    let start = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+    await_incoming(hostd, vm, spec, cmd_id, start, deadline).await
+}
+
+/// Waits until the incoming VM runs here; on failure its QEMU quits and the
+/// VM is removed.
+async fn await_incoming(
+    hostd: &Arc<Hostd>,
+    vm: &Arc<Vm>,
+    spec: &MigrationSpec,
+    cmd_id: &str,
+    start: Instant,
+    deadline: Instant,
+) -> Result<MigrationResult, String> {
+    let inv = lock(&vm.shared).inv.clone();
     let Some(rt) = vm.runtime.downcast::<QemuRuntime>() else {
         return Err("internal: not a QEMU runtime".into());
     };
+    let qmp = rt.qmp.clone();
+    let mut events = qmp.subscribe();
     let outcome: Result<(), String> = async {
         let mut tick = tokio::time::interval(POLL);
         loop {

@@ -34,6 +34,8 @@ pub struct VmShared {
     pub last_metrics: Option<VmMetrics>,
     /// Last dirty-rate measurement, MiB/s.
     pub dirty_rate_mbps: Option<f64>,
+    /// Whether the VM arrived by a live migration (else: configured here).
+    pub migrated_in: bool,
 }
 
 /// A VM on this host.
@@ -59,6 +61,7 @@ impl Vm {
                 busy: None,
                 last_metrics: None,
                 dirty_rate_mbps: None,
+                migrated_in: false,
             }),
         }
     }
@@ -79,6 +82,7 @@ impl Vm {
             vf_attached: s.vf_device.is_some(),
             busy_with: s.busy.clone(),
             last_metrics: s.last_metrics.clone(),
+            pid: self.runtime.pid(),
         }
     }
 }
@@ -122,6 +126,13 @@ impl CommandTable {
     /// Every command, oldest first.
     pub fn all(&self) -> Vec<CommandStatus> {
         self.order.iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    /// Puts back a command read from the state file (replacing nothing).
+    pub fn restore(&mut self, status: CommandStatus) {
+        if !self.entries.contains_key(&status.id) {
+            self.insert(status);
+        }
     }
 
     fn insert(&mut self, status: CommandStatus) {
@@ -205,6 +216,13 @@ pub struct Hostd {
     pub http: HttpClient,
     /// VM names with a `prepare_incoming` under way.
     pub incoming: Mutex<std::collections::HashSet<String>>,
+    /// Configured VMs that migrated away: not started again from the
+    /// configuration after a restart.
+    pub departed: Mutex<std::collections::BTreeSet<String>>,
+    /// The state file ([`crate::persist`]); None: nothing is persisted.
+    pub state_path: Option<std::path::PathBuf>,
+    /// Serializes writes of the state file.
+    persist_lock: Mutex<()>,
 }
 
 impl Hostd {
@@ -227,6 +245,66 @@ impl Hostd {
             inventory_gen: AtomicU64::new(1),
             http,
             incoming: Mutex::new(std::collections::HashSet::new()),
+            departed: Mutex::new(std::collections::BTreeSet::new()),
+            state_path: None,
+            persist_lock: Mutex::new(()),
+        }
+    }
+
+    /// What the state file should say now.
+    pub fn state_snapshot(&self) -> crate::persist::StateFile {
+        let vms = self
+            .all_vms()
+            .iter()
+            .map(|v| {
+                let s = v.snapshot();
+                crate::persist::VmRecord {
+                    inventory: s.inv,
+                    state: s.state,
+                    origin: if s.migrated_in {
+                        crate::persist::Origin::MigratedIn
+                    } else {
+                        crate::persist::Origin::Configured
+                    },
+                    process: v.runtime.process(),
+                    vf_device: s.vf_device,
+                }
+            })
+            .collect();
+        let departed = lock(&self.departed).clone();
+        let mut commands = lock(&self.commands).all();
+        let n = commands.len();
+        if n > crate::persist::MAX_PERSISTED_COMMANDS {
+            // The oldest finished ones go first.
+            let mut drop = n - crate::persist::MAX_PERSISTED_COMMANDS;
+            commands.retain(|c| {
+                if drop > 0 && c.state.is_final() {
+                    drop -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        crate::persist::StateFile {
+            version: crate::persist::FORMAT_VERSION,
+            host_id: self.host_id.clone(),
+            vms,
+            departed,
+            commands,
+        }
+    }
+
+    /// Writes the state file (when one is configured); a failure is logged,
+    /// the daemon goes on. Never call it holding a lock of the state.
+    pub fn persist(&self) {
+        let Some(path) = &self.state_path else {
+            return;
+        };
+        let _guard = lock(&self.persist_lock);
+        let sf = self.state_snapshot();
+        if let Err(e) = crate::persist::save(path, &sf) {
+            tracing::error!(error = %e, "cannot write the state file: a restart would forget the latest changes");
         }
     }
 
@@ -278,9 +356,10 @@ impl Hostd {
         r
     }
 
-    /// Marks the inventory as changed.
+    /// Marks the inventory as changed (and writes the state file).
     pub fn inventory_changed(&self) {
         self.inventory_gen.fetch_add(1, Ordering::SeqCst);
+        self.persist();
     }
 
     /// Queues an event.
@@ -361,15 +440,25 @@ impl Hostd {
             updated_unix_ms: now,
         };
         table.insert(status.clone());
+        drop(table);
+        self.persist();
         Ok((status, true))
     }
 
-    /// Changes command `id`'s status with `f`.
+    /// Changes command `id`'s status with `f`; a change of state is
+    /// written to the state file (progress alone is not).
     pub fn update_command(&self, id: &str, f: impl FnOnce(&mut CommandStatus)) {
         let mut t = lock(&self.commands);
+        let mut changed = false;
         if let Some(e) = t.entries.get_mut(id) {
+            let before = e.status.state;
             f(&mut e.status);
             e.status.updated_unix_ms = crate::sys::unix_ms();
+            changed = e.status.state != before;
+        }
+        drop(t);
+        if changed {
+            self.persist();
         }
     }
 

@@ -16,6 +16,15 @@ pub trait VmRuntime: Send + Sync + 'static {
     /// Completes the VM's inventory entry with what only the runtime knows
     /// (e.g. the scenario epoch of a namespace VM). Default: nothing.
     fn fill_inventory(&self, _inv: &mut VmInventory) {}
+    /// The VM's process on this host (pid and start time), if it has one
+    /// (QEMU): what the state file keeps to re-adopt it after a restart.
+    fn process(&self) -> Option<crate::persist::ProcessId> {
+        None
+    }
+    /// The VM's process id on this host, if it has one (QEMU).
+    fn pid(&self) -> Option<u32> {
+        self.process().map(|p| p.pid)
+    }
 }
 
 impl dyn VmRuntime {

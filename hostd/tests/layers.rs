@@ -23,6 +23,7 @@ const LAYERS: &[Layer<'static>] = &[
             "template.rs",
             "confine.rs",
             "config.rs",
+            "persist.rs",
             "scenario.rs",
             "plan.rs",
             "qmp.rs",
