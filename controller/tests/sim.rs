@@ -399,6 +399,78 @@ fn thesis_policies_ignore_memory_utilisation_without_swap() {
     );
 }
 
+/// Sova's Algorithm 1 (l.7–8) migrates the largest-MF VM to the cold spot
+/// Algorithm 2 signalled, with no room-after-the-move check and no fallback
+/// to the next VM. h1 is CPU-hot (6.9 of 8 cores); `a` (3.9 cores, 1024 MB)
+/// has the largest MF = volume / size, `b` (3 cores, 4096 MB) the smaller.
+/// h2 (3 cores, 4096 MB busy; volume ≈ 1.30 < h1's ≈ 1.58) is the only
+/// cold spot: `a` would bring it to 0.8625 >
+/// 0.85, `b` to 0.75. Sova moves `a`; the shared room check (option
+/// `sova.room_check`) falls back to `b`.
+#[test]
+fn sova_moves_the_largest_mf_vm_without_room_check() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "a", "host": "h1", "memory_mb": 1024, "cpu": 3.9}),
+            serde_json::json!({"name": "b", "host": "h1", "memory_mb": 4096, "cpu": 3}),
+            serde_json::json!({"name": "w", "host": "h2", "memory_mb": 4096, "cpu": 3}),
+        ],
+        vec![],
+    );
+    let lines = sim_lines(&scn, "sova", 4, no_options(), no_options());
+    let m = moves(&lines);
+    assert_eq!(
+        m.first(),
+        Some(&("a".into(), "h1".into(), "h2".into())),
+        "{:?}",
+        brief(&lines)
+    );
+    let room = serde_json::json!({"sova": {"room_check": true}});
+    let lines = sim_lines(&scn, "sova", 4, no_options(), room);
+    assert_eq!(
+        moves(&lines).first(),
+        Some(&("b".into(), "h1".into(), "h2".into())),
+        "{:?}",
+        brief(&lines)
+    );
+}
+
+/// Sova's Algorithm 2 (l.7–8) takes the smallest-volume host not yet a
+/// destination (`getMinNotInDestination`) first and only then tests it
+/// (every resource strictly below its threshold, not the source): if it
+/// fails, no migration. h1 (volume ≈ 2.0) and h2 (≈ 1.24) are CPU-hot
+/// (7 of 8 cores); h3 (1 core, 1024 MB: ≈ 1.41) is the only cold spot.
+/// The minimum is h2, which is hot: nothing moves. Filtering first (option
+/// `sova.target_search = "coldest-eligible"`) moves v1 from h1 to h3.
+#[test]
+fn sova_tests_the_minimum_volume_host_and_stops() {
+    let scn = flat_dc(
+        &[
+            ("h1", 16384.0, 1e10),
+            ("h2", 16384.0, 1e10),
+            ("h3", 16384.0, 1e10),
+        ],
+        vec![
+            serde_json::json!({"name": "v1", "host": "h1", "memory_mb": 1024, "cpu": 4}),
+            serde_json::json!({"name": "v2", "host": "h1", "memory_mb": 1024, "cpu": 3}),
+            serde_json::json!({"name": "w", "host": "h2", "memory_mb": 12288, "cpu": 7}),
+            serde_json::json!({"name": "x", "host": "h3", "memory_mb": 1024, "cpu": 1}),
+        ],
+        vec![],
+    );
+    let lines = sim_lines(&scn, "sova", 4, no_options(), no_options());
+    assert!(moves(&lines).is_empty(), "{:?}", brief(&lines));
+    let filter = serde_json::json!({"sova": {"target_search": "coldest-eligible"}});
+    let lines = sim_lines(&scn, "sova", 4, no_options(), filter);
+    assert_eq!(
+        moves(&lines).first(),
+        Some(&("v1".into(), "h1".into(), "h3".into())),
+        "{:?}",
+        brief(&lines)
+    );
+}
+
 fn dc_args(hosts: usize, token: &str, rounds: u32) -> SimulateArgs {
     SimulateArgs {
         generate: Some("dc".into()),
