@@ -471,6 +471,140 @@ fn sova_tests_the_minimum_volume_host_and_stops() {
     );
 }
 
+/// S-CORE (Tso et al., §IV): a destination "has capacity" when it can host
+/// one more VM and has the RAM, nothing else. u on h1 and z on h2 exchange
+/// 10 MB/s; h2 runs 7 of 8 cores, so u (1 core) would take it to 1.0 > 0.85;
+/// h1 holds one VM at most, so z cannot come. The paper moves u to h2; the
+/// shared room check (option `score.capacity = "shared"`) moves nothing.
+#[test]
+fn score_capacity_is_vm_slots_and_ram() {
+    let v = serde_json::json!({
+        "interval_s": 10,
+        "topology": {"switches": [
+            {"id": "core0", "level": "core"},
+            {"id": "agg0", "level": "aggregation", "uplinks": ["core0"]},
+            {"id": "tor0", "level": "tor", "uplinks": ["agg0"]}
+        ]},
+        "hosts": [
+            {"id": "h1", "tor": "tor0", "cores": 8, "memory_mb": 16384, "nic_bps": 1e10, "max_vms": 1},
+            {"id": "h2", "tor": "tor0", "cores": 8, "memory_mb": 16384, "nic_bps": 1e10}
+        ],
+        "vms": [
+            {"name": "u", "host": "h1", "memory_mb": 1024, "cpu": 1},
+            {"name": "z", "host": "h2", "memory_mb": 1024, "cpu": 7}
+        ],
+        "traffic": [
+            {"src": "u", "dst": "z", "bytes_per_s": 1e7},
+            {"src": "z", "dst": "u", "bytes_per_s": 1e7}
+        ]
+    });
+    let scn = load_value(&v).unwrap_or_else(|e| panic!("scenario: {e}"));
+    let lines = sim_lines(&scn, "score", 1, no_options(), no_options());
+    assert_eq!(
+        moves(&lines),
+        vec![("u".into(), "h1".into(), "h2".into())],
+        "{:?}",
+        brief(&lines)
+    );
+    let shared = serde_json::json!({"score": {"capacity": "shared"}});
+    let lines = sim_lines(&scn, "score", 1, no_options(), shared);
+    assert!(moves(&lines).is_empty(), "{:?}", brief(&lines));
+}
+
+/// S-CORE's candidates are u's neighbouring VMs in descending order of
+/// their own pair cost, and `first-fit` (the published behaviour) takes the
+/// first with capacity. u (h1) sends 10 MB/s to z1 (h2) and 6 MB/s each to
+/// z2 and z3 (h3): z1 is the first candidate, h2 has capacity and the cost
+/// falls, so u goes to h2, although h3 (12 per host) would save more
+/// (`score.destination = "best"` takes h3). u holds the token first.
+#[test]
+fn score_first_fit_takes_the_heaviest_neighbour_host() {
+    let scn = flat_dc(
+        &[
+            ("h1", 16384.0, 1e10),
+            ("h2", 16384.0, 1e10),
+            ("h3", 16384.0, 1e10),
+        ],
+        vec![
+            serde_json::json!({"name": "a-u", "host": "h1", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "b-z1", "host": "h2", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "c-z2", "host": "h3", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "d-z3", "host": "h3", "memory_mb": 1024, "cpu": 1}),
+        ],
+        vec![
+            serde_json::json!({"src": "a-u", "dst": "b-z1", "bytes_per_s": 1e7}),
+            serde_json::json!({"src": "a-u", "dst": "c-z2", "bytes_per_s": 6e6}),
+            serde_json::json!({"src": "a-u", "dst": "d-z3", "bytes_per_s": 6e6}),
+        ],
+    );
+    let lines = sim_lines(&scn, "score", 1, no_options(), no_options());
+    assert_eq!(
+        moves(&lines).first(),
+        Some(&("a-u".into(), "h1".into(), "h2".into())),
+        "{:?}",
+        brief(&lines)
+    );
+    let best = serde_json::json!({"score": {"destination": "best"}});
+    let lines = sim_lines(&scn, "score", 1, no_options(), best);
+    assert_eq!(
+        moves(&lines).first(),
+        Some(&("a-u".into(), "h1".into(), "h3".into())),
+        "{:?}",
+        brief(&lines)
+    );
+}
+
+/// S-CORE's round-robin token passes in ascending VM IPv4 address (the
+/// paper's VM id), not name order: vm2 (10.0.0.2) holds it before vm10
+/// (10.0.0.10) and moves to vm10's host; in name order vm10 would move.
+#[test]
+fn score_round_robin_in_ipv4_order() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "vm2", "ip": "10.0.0.2", "host": "h1", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "vm10", "ip": "10.0.0.10", "host": "h2", "memory_mb": 1024, "cpu": 1}),
+        ],
+        vec![serde_json::json!({"src": "vm2", "dst": "vm10", "bytes_per_s": 1e7})],
+    );
+    let lines = sim_lines(&scn, "score", 1, no_options(), no_options());
+    assert_eq!(
+        moves(&lines),
+        vec![("vm2".into(), "h1".into(), "h2".into())],
+        "{:?}",
+        brief(&lines)
+    );
+}
+
+/// S-CORE's `c_m` as a fraction of the current overall cost (Fig. 2c: 10%
+/// and 20%). Pairs a–b (10 MB/s) and c–d (1 MB/s), each split over h1/h2:
+/// C = 2 · 11e6 · c_1 = 2.2e7 (one direction each way counted by the
+/// overall sum). Moving c next to d saves 2e6 < 10% of C: with
+/// `cm_fraction = 0.1` only a–b is reunited; with 0 both are.
+#[test]
+fn score_cm_as_a_fraction_of_the_total_cost() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "a", "host": "h1", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "b", "host": "h2", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "c", "host": "h1", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "d", "host": "h2", "memory_mb": 1024, "cpu": 1}),
+        ],
+        vec![
+            serde_json::json!({"src": "a", "dst": "b", "bytes_per_s": 1e7}),
+            serde_json::json!({"src": "c", "dst": "d", "bytes_per_s": 1e6}),
+        ],
+    );
+    let lines = sim_lines(&scn, "score", 1, no_options(), no_options());
+    assert_eq!(moves(&lines).len(), 2, "{:?}", brief(&lines));
+    let frac = serde_json::json!({"score": {"cm_fraction": 0.1}});
+    let lines = sim_lines(&scn, "score", 1, no_options(), frac);
+    let m = moves(&lines);
+    assert_eq!(m.len(), 1, "{:?}", brief(&lines));
+    assert_eq!(m[0].0, "a", "{:?}", brief(&lines));
+}
+
 fn dc_args(hosts: usize, token: &str, rounds: u32) -> SimulateArgs {
     SimulateArgs {
         generate: Some("dc".into()),

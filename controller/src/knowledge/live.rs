@@ -285,6 +285,7 @@ fn vm_states(
             VmState {
                 host: place.host.clone(),
                 environment: None,
+                ipv4: None,
                 vcpus: inv.vcpus,
                 memory_mb,
                 max_memory_mb: inv.max_memory_mb as f64,

@@ -169,6 +169,10 @@ pub struct VmSpec {
     pub name: String,
     /// Initial host.
     pub host: String,
+    /// IPv4 address (S-CORE's VM id: round-robin token order; VMs without
+    /// one follow, by name).
+    #[serde(default)]
+    pub ip: Option<std::net::Ipv4Addr>,
     /// Allocated memory, MB (> 0).
     pub memory_mb: f64,
     /// Maximum memory, MB (≥ memory_mb; default memory_mb).
@@ -585,6 +589,7 @@ impl Scenario {
                     VmState {
                         host: v.host.clone(),
                         environment: v.environment.clone(),
+                        ipv4: v.ip,
                         vcpus: v.vcpus,
                         memory_mb: v.memory_mb,
                         max_memory_mb: v.max_memory_mb.unwrap_or(v.memory_mb),
