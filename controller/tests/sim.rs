@@ -605,6 +605,81 @@ fn score_cm_as_a_fraction_of_the_total_cost() {
     assert_eq!(m[0].0, "a", "{:?}", brief(&lines));
 }
 
+/// Two VIOLIN domains of two 4-core hosts: d0 = h1, h2 (tor0), d1 = h3,
+/// h4 (tor1).
+fn two_domains(vms: Vec<Value>) -> Scenario {
+    let host = |id: &str, tor: &str, d: &str| {
+        serde_json::json!({"id": id, "tor": tor, "cores": 4, "memory_mb": 32768,
+            "nic_bps": 1e10, "domain": d})
+    };
+    let v = serde_json::json!({
+        "interval_s": 10,
+        "topology": {"switches": [
+            {"id": "core0", "level": "core"},
+            {"id": "agg0", "level": "aggregation", "uplinks": ["core0"]},
+            {"id": "tor0", "level": "tor", "uplinks": ["agg0"]},
+            {"id": "tor1", "level": "tor", "uplinks": ["agg0"]}
+        ]},
+        "hosts": [host("h1", "tor0", "d0"), host("h2", "tor0", "d0"),
+                  host("h3", "tor1", "d1"), host("h4", "tor1", "d1")],
+        "vms": vms,
+        "traffic": [],
+    });
+    load_value(&v).unwrap_or_else(|e| panic!("scenario: {e}"))
+}
+
+/// VIOLIN moves a virtual environment to another domain only when no host
+/// of the domain can support the overutilised VM. (1) h1 is CPU-hot (3.5 of
+/// 4 cores) with two high-demand VMs of tenant1; h2 has room for one but the
+/// move would not lower the standard deviation of host scores (0.5/0.25
+/// become 0.25/0.5): nothing moves. (2) h1 is CPU-hot, but no VM on it has
+/// high demand (3.5 cores over 8 vCPUs): nothing moves either.
+#[test]
+fn violin_environment_moves_only_when_the_domain_cannot_host_the_vm() {
+    let scn = two_domains(vec![
+        serde_json::json!({"name": "t1a", "host": "h1", "memory_mb": 1024, "cpu": 0.9, "environment": "tenant1"}),
+        serde_json::json!({"name": "t1b", "host": "h1", "memory_mb": 1024, "cpu": 0.9, "environment": "tenant1"}),
+        serde_json::json!({"name": "bulk", "host": "h1", "memory_mb": 1024, "vcpus": 4, "cpu": 1.7}),
+        serde_json::json!({"name": "w", "host": "h2", "memory_mb": 1024, "cpu": 0.9}),
+    ]);
+    let lines = sim_lines(&scn, "violin", 4, no_options(), no_options());
+    assert!(moves(&lines).is_empty(), "std only: {:?}", brief(&lines));
+    let scn = two_domains(vec![
+        serde_json::json!({"name": "t1a", "host": "h1", "memory_mb": 1024, "vcpus": 4, "cpu": 1.75, "environment": "tenant1"}),
+        serde_json::json!({"name": "t1b", "host": "h1", "memory_mb": 1024, "vcpus": 4, "cpu": 1.75, "environment": "tenant1"}),
+    ]);
+    let lines = sim_lines(&scn, "violin", 4, no_options(), no_options());
+    assert!(
+        moves(&lines).is_empty(),
+        "no high demand: {:?}",
+        brief(&lines)
+    );
+}
+
+/// VIOLIN: the environment's head node stays in its domain (§3.2). The
+/// example scenario (d0 full; tenant1 = t1a, t1b on h1, t1c on h2) with t1a
+/// marked as the head: t1b and t1c move to d1, t1a stays (h1, still
+/// above its share with tenant2, then sends tenant2 too).
+#[test]
+fn violin_head_node_stays_in_its_domain() {
+    let text = std::fs::read_to_string(example("violin")).expect("example");
+    let mut v: Value = serde_json::from_str(&text).expect("JSON");
+    for vm in v["vms"].as_array_mut().expect("vms") {
+        if vm["name"] == "t1a" {
+            vm["head"] = Value::Bool(true);
+        }
+    }
+    let scn = load_value(&v).unwrap_or_else(|e| panic!("scenario: {e}"));
+    let lines = sim_lines(&scn, "violin", 8, no_options(), no_options());
+    let m = moves(&lines);
+    let mut tenant1: Vec<&(String, String, String)> =
+        m.iter().filter(|x| x.0.starts_with("t1")).collect();
+    tenant1.sort();
+    let vms: Vec<&str> = tenant1.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(vms, vec!["t1b", "t1c"], "{:?}", brief(&lines));
+    assert!(tenant1.iter().all(|x| x.2 == "h3" || x.2 == "h4"), "{m:?}");
+}
+
 fn dc_args(hosts: usize, token: &str, rounds: u32) -> SimulateArgs {
     SimulateArgs {
         generate: Some("dc".into()),

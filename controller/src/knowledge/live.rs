@@ -285,6 +285,7 @@ fn vm_states(
             VmState {
                 host: place.host.clone(),
                 environment: None,
+                head: false,
                 ipv4: None,
                 vcpus: inv.vcpus,
                 memory_mb,

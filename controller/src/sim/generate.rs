@@ -268,6 +268,7 @@ fn dc_vms(
     for v in 0..n {
         vms.push(VmSpec {
             name: format!("vm{v:0w_v$}"),
+            head: false,
             ip: Some(std::net::Ipv4Addr::from(
                 0x0A00_0001_u32.wrapping_add(v as u32),
             )),

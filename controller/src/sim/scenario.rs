@@ -187,6 +187,10 @@ pub struct VmSpec {
     /// Virtual environment (tenant group).
     #[serde(default)]
     pub environment: Option<String>,
+    /// The environment's head node (gateway): stays in its domain when
+    /// VIOLIN moves the environment. Needs `environment`.
+    #[serde(default)]
+    pub head: bool,
     /// vNIC cap, bit/s.
     #[serde(default)]
     pub vnic_bps: Option<f64>,
@@ -431,6 +435,9 @@ impl Scenario {
                     format!("must be >= 0, got {}", v.dirty_rate_mbps),
                 ));
             }
+            if v.head && v.environment.is_none() {
+                return Err(err(format!("{f}.head"), "needs an environment"));
+            }
             if v.vcpus == 0 {
                 return Err(err(format!("{f}.vcpus"), "must be >= 1"));
             }
@@ -589,6 +596,7 @@ impl Scenario {
                     VmState {
                         host: v.host.clone(),
                         environment: v.environment.clone(),
+                        head: v.head,
                         ipv4: v.ip,
                         vcpus: v.vcpus,
                         memory_mb: v.memory_mb,
