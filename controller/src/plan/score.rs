@@ -13,8 +13,9 @@
 //! of `C` (equal to the published `2·Σ λ(z,u)·Δcost` when traffic is
 //! symmetric). It migrates when the reduction exceeds `c_m` and `x̂` has
 //! capacity: by default, as published, a free VM slot and the RAM
-//! ([`Capacity::SlotsRam`]); the shared room check (CPU, memory and NIC
-//! thresholds, a converging migration) is [`Capacity::Shared`].
+//! ([`Capacity::SlotsRam`]; a migration that cannot converge is refused
+//! too, as it could never finish); the shared room check (CPU, memory and
+//! NIC thresholds) is [`Capacity::Shared`].
 //! `first-fit` (the published behaviour, default) takes the first candidate
 //! with capacity and migrates there if the cost falls by more than `c_m`,
 //! else not at all; `best` takes the largest reduction among all candidates
@@ -39,7 +40,7 @@
 //! `global`, with the adjacency lists and integer host locations of
 //! [`View`]: no `O(V²)` step.
 
-use super::constraints::{Ledger, PolicyDefaults};
+use super::constraints::{Ledger, NoRoom, PolicyDefaults};
 use super::physics::communication_cost;
 /// `W(ℓ)` (defined with the communication cost in [`super::physics`]).
 pub use super::physics::cumulative_weights;
@@ -117,7 +118,8 @@ pub enum DestinationPick {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capacity {
-    /// As published: a free VM slot and enough free RAM.
+    /// As published: a free VM slot and enough free RAM (and, as for
+    /// every migration, one that converges).
     #[default]
     SlotsRam,
     /// The shared room check: CPU, memory and NIC below their thresholds,
@@ -301,9 +303,11 @@ impl Score {
             let benefit = cost_now - after;
             let mut cm = self.cm;
             let capacity = match self.opts.capacity {
+                // A pre-copy migration that cannot converge could never
+                // finish: refused whatever the capacity rule.
                 Capacity::SlotsRam => led
                     .slots_and_ram(u, h)
-                    .map(|()| led.estimate(u, h).ok())
+                    .and_then(|()| led.estimate(u, h).map(Some).map_err(NoRoom::Model))
                     .map_err(|e| e.as_str()),
                 Capacity::Shared => led.check(u, h).map(Some).map_err(|e| e.as_str()),
             };
