@@ -436,6 +436,33 @@ fn sova_moves_the_largest_mf_vm_without_room_check() {
     );
 }
 
+/// Sova's volume as Eq. 5 writes it (`r̄` = the host's mean utilisation)
+/// measures skew, not load: on the scenario above, an idle 512 MB VM `idle`
+/// has volume ≈ 1.69 (≈ √3 for any near-idle VM) and MF ≈ 0.0033 against
+/// `a`'s ≈ 1.33 and ≈ 0.0013, so the idle VM is migrated first, relieving
+/// nothing. (Kept as the default: the literal formula.)
+#[test]
+fn sova_eq5_volume_measures_skew() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "a", "host": "h1", "memory_mb": 1024, "cpu": 3.9}),
+            serde_json::json!({"name": "b", "host": "h1", "memory_mb": 4096, "cpu": 3}),
+            serde_json::json!({"name": "idle", "host": "h1", "memory_mb": 512, "cpu": 0.01}),
+            serde_json::json!({"name": "w", "host": "h2", "memory_mb": 4096, "cpu": 3}),
+        ],
+        vec![],
+    );
+    let lines = sim_lines(&scn, "sova", 4, no_options(), no_options());
+    let first = lines
+        .iter()
+        .find(|l| l["action"] == "migrate")
+        .unwrap_or_else(|| panic!("{:?}", brief(&lines)));
+    assert_eq!(first["vm"], "idle", "{:?}", brief(&lines));
+    let vol = first["details"]["metrics"]["volume"].as_f64().unwrap();
+    assert!((vol - 1.687).abs() < 0.01, "{vol}");
+}
+
 /// Sova's Algorithm 2 (l.7–8) takes the smallest-volume host not yet a
 /// destination (`getMinNotInDestination`) first and only then tests it
 /// (every resource strictly below its threshold, not the source): if it
