@@ -581,6 +581,49 @@ fn score_first_fit_takes_the_heaviest_neighbour_host() {
     );
 }
 
+/// S-CORE's `first-fit` stops at the first candidate with capacity: if
+/// the cost does not fall there, the VM does not move this iteration. u
+/// (h1) sends 11 MB/s to p (h1), 10 MB/s to z1 (h2) and 6 MB/s each to z2,
+/// z3 (h3). The first candidate, h2, has capacity but the cost would rise
+/// (10 − 11): u stays, although h3 would save 12 − 11. `best` moves u to h3.
+#[test]
+fn score_first_fit_stops_at_the_first_host_with_capacity() {
+    let scn = flat_dc(
+        &[
+            ("h1", 16384.0, 1e10),
+            ("h2", 16384.0, 1e10),
+            ("h3", 16384.0, 1e10),
+        ],
+        vec![
+            serde_json::json!({"name": "a-u", "host": "h1", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "b-p", "host": "h1", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "c-z1", "host": "h2", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "d-z2", "host": "h3", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "e-z3", "host": "h3", "memory_mb": 1024, "cpu": 1}),
+        ],
+        vec![
+            serde_json::json!({"src": "a-u", "dst": "b-p", "bytes_per_s": 1.1e7}),
+            serde_json::json!({"src": "a-u", "dst": "c-z1", "bytes_per_s": 1e7}),
+            serde_json::json!({"src": "a-u", "dst": "d-z2", "bytes_per_s": 6e6}),
+            serde_json::json!({"src": "a-u", "dst": "e-z3", "bytes_per_s": 6e6}),
+        ],
+    );
+    let lines = sim_lines(&scn, "score", 1, no_options(), no_options());
+    assert!(
+        moves(&lines).iter().all(|m| m.0 != "a-u"),
+        "{:?}",
+        brief(&lines)
+    );
+    let best = serde_json::json!({"score": {"destination": "best"}});
+    let lines = sim_lines(&scn, "score", 1, no_options(), best);
+    assert_eq!(
+        moves(&lines).first(),
+        Some(&("a-u".into(), "h1".into(), "h3".into())),
+        "{:?}",
+        brief(&lines)
+    );
+}
+
 /// S-CORE's round-robin token passes in ascending VM IPv4 address (the
 /// paper's VM id), not name order: vm2 (10.0.0.2) holds it before vm10
 /// (10.0.0.10) and moves to vm10's host; in name order vm10 would move.
