@@ -436,6 +436,25 @@ fn sova_moves_the_largest_mf_vm_without_room_check() {
     );
 }
 
+/// Sova's cold-spot test is strict: h2 runs exactly 0.85 of its CPU (6.8
+/// of 8 cores) and has the smallest volume, so it is the candidate, and it
+/// is not a cold spot: no migration (at or below the threshold, `idle`
+/// would go there).
+#[test]
+fn sova_cold_spot_is_strictly_below_the_threshold() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "a", "host": "h1", "memory_mb": 4096, "cpu": 6.9}),
+            serde_json::json!({"name": "idle", "host": "h1", "memory_mb": 512, "cpu": 0}),
+            serde_json::json!({"name": "w", "host": "h2", "memory_mb": 13926, "cpu": 6.8}),
+        ],
+        vec![],
+    );
+    let lines = sim_lines(&scn, "sova", 4, no_options(), no_options());
+    assert!(moves(&lines).is_empty(), "{:?}", brief(&lines));
+}
+
 /// Sova's volume as Eq. 5 writes it (`r̄` = the host's mean utilisation)
 /// measures skew, not load: on the scenario above, an idle 512 MB VM `idle`
 /// has volume ≈ 1.69 (≈ √3 for any near-idle VM) and MF ≈ 0.0033 against
