@@ -278,7 +278,7 @@ pub struct ExecuteConfig {
     /// unreserved migration).
     pub max_bandwidth_bytes_per_s: f64,
     /// Share of the deadline kept in reserve: the bandwidth is computed to
-    /// finish within `deadline × (1 − margin)`.
+    /// finish within `deadline × (1 − margin)` (Shoal's own addition).
     pub deadline_margin: f64,
     /// Fault injection, for tests only: after a migration's reservations
     /// are installed and recorded, wait this long (seconds) before the
@@ -288,6 +288,33 @@ pub struct ExecuteConfig {
     /// production; it holds up the whole admission round.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault_hold_after_reserve_s: Option<f64>,
+    /// `paper`: VMPatrol as published — the bandwidth meets the whole
+    /// deadline (`deadline_margin = 0`) and the meter runs at exactly `L`
+    /// (`meter_headroom = 1`). `shoal` (default): the two settings as given.
+    pub preset: ExecutePreset,
+}
+
+/// Presets of the migration orchestrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutePreset {
+    /// `deadline_margin` and `meter_headroom` as configured.
+    #[default]
+    Shoal,
+    /// Margin 0 and headroom 1, as VMPatrol plans.
+    Paper,
+}
+
+impl ExecuteConfig {
+    /// The configuration with its preset applied.
+    pub fn resolved(&self) -> ExecuteConfig {
+        let mut e = self.clone();
+        if e.preset == ExecutePreset::Paper {
+            e.deadline_margin = 0.0;
+            e.meter_headroom = 1.0;
+        }
+        e
+    }
 }
 
 impl Default for ExecuteConfig {
@@ -305,6 +332,7 @@ impl Default for ExecuteConfig {
             max_bandwidth_bytes_per_s: 1.25e9,
             deadline_margin: 0.1,
             fault_hold_after_reserve_s: None,
+            preset: ExecutePreset::Shoal,
         }
     }
 }
@@ -899,7 +927,7 @@ impl Config {
             link_capacity_bps: self.topology.link_capacity_bps,
             lldp_secret,
             policy: self.policy.clone(),
-            execute: self.execute.clone(),
+            execute: self.execute.resolved(),
             policy_pinned: false,
         })
     }
@@ -1182,6 +1210,18 @@ impl Config {
                 format!("must be in [0, 0.9), got {}", e.deadline_margin),
             ));
         }
+        let d = ExecuteConfig::default();
+        let untouched = |v: f64, default: f64, paper: f64| v == default || v == paper;
+        if e.preset == ExecutePreset::Paper
+            && !(untouched(e.deadline_margin, d.deadline_margin, 0.0)
+                && untouched(e.meter_headroom, d.meter_headroom, 1.0))
+        {
+            return Err(bad(
+                "preset",
+                "\"paper\" sets deadline_margin = 0 and meter_headroom = 1: leave those two out"
+                    .into(),
+            ));
+        }
         if e.max_per_host == 0 || e.max_per_link == 0 {
             return Err(bad("max_per_host", "limits must be >= 1".into()));
         }
@@ -1407,6 +1447,50 @@ fn unreachable_defaults(e: ConfigError) -> Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// VMPatrol's `paper` preset plans a migration as published: the
+    /// smallest `L` whose model time meets the whole deadline, metered at
+    /// exactly `L`. With the defaults a 330 s deadline is planned for
+    /// 0.9 · 330 s and metered 6 % above `L` (≈ 1.18 × the paper's rate).
+    /// Setting the margin or headroom next to the preset is an error.
+    #[test]
+    fn vmpatrol_paper_preset() {
+        use shoal_common::vmpatrol::{min_bandwidth_for_deadline, ModelParams};
+        let s = Config::from_toml("[execute]\npreset = \"paper\"\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(s.execute.deadline_margin, 0.0);
+        assert_eq!(s.execute.meter_headroom, 1.0);
+        // As the orchestrator plans: L for deadline × (1 − margin), meter
+        // rate L × headroom (bit/s).
+        let meter_mbit = |e: &ExecuteConfig, d: f64| {
+            let p = ModelParams::new(2048.0, 0.5);
+            let l = min_bandwidth_for_deadline(&p, d * (1.0 - e.deadline_margin), 1e4)
+                .unwrap()
+                .bandwidth_mbps;
+            l * 1_048_576.0 * 8.0 * e.meter_headroom / 1e6
+        };
+        let bare = {
+            let p = ModelParams::new(2048.0, 0.5);
+            min_bandwidth_for_deadline(&p, 330.0, 1e4)
+                .unwrap()
+                .bandwidth_mbps
+                * 8.388_608
+        };
+        let paper = meter_mbit(&s.execute, 330.0);
+        assert!((paper - bare).abs() < 1e-9, "{paper} vs {bare}");
+        let shoal = meter_mbit(&Config::default().validate().unwrap().execute, 330.0);
+        assert!(
+            shoal / paper > 1.15 && shoal / paper < 1.2,
+            "{shoal} / {paper}"
+        );
+        let e = Config::from_toml("[execute]\npreset = \"paper\"\ndeadline_margin = 0.2\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("execute.preset"), "{e}");
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -399,6 +399,376 @@ fn thesis_policies_ignore_memory_utilisation_without_swap() {
     );
 }
 
+/// Sova's Algorithm 1 (l.7–8) migrates the largest-MF VM to the cold spot
+/// Algorithm 2 signalled, with no room-after-the-move check and no fallback
+/// to the next VM. h1 is CPU-hot (6.9 of 8 cores); `a` (3.9 cores, 1024 MB)
+/// has the largest MF = volume / size, `b` (3 cores, 4096 MB) the smaller.
+/// h2 (3 cores, 4096 MB busy; volume ≈ 1.30 < h1's ≈ 1.58) is the only
+/// cold spot: `a` would bring it to 0.8625 >
+/// 0.85, `b` to 0.75. Sova moves `a`; the shared room check (option
+/// `sova.room_check`) falls back to `b`.
+#[test]
+fn sova_moves_the_largest_mf_vm_without_room_check() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "a", "host": "h1", "memory_mb": 1024, "cpu": 3.9}),
+            serde_json::json!({"name": "b", "host": "h1", "memory_mb": 4096, "cpu": 3}),
+            serde_json::json!({"name": "w", "host": "h2", "memory_mb": 4096, "cpu": 3}),
+        ],
+        vec![],
+    );
+    let lines = sim_lines(&scn, "sova", 4, no_options(), no_options());
+    let m = moves(&lines);
+    assert_eq!(
+        m.first(),
+        Some(&("a".into(), "h1".into(), "h2".into())),
+        "{:?}",
+        brief(&lines)
+    );
+    let room = serde_json::json!({"sova": {"room_check": true}});
+    let lines = sim_lines(&scn, "sova", 4, no_options(), room);
+    assert_eq!(
+        moves(&lines).first(),
+        Some(&("b".into(), "h1".into(), "h2".into())),
+        "{:?}",
+        brief(&lines)
+    );
+}
+
+/// Sova's cold-spot test is strict: h2 runs exactly 0.85 of its CPU (6.8
+/// of 8 cores) and has the smallest volume, so it is the candidate, and it
+/// is not a cold spot: no migration (at or below the threshold, `idle`
+/// would go there).
+#[test]
+fn sova_cold_spot_is_strictly_below_the_threshold() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "a", "host": "h1", "memory_mb": 4096, "cpu": 6.9}),
+            serde_json::json!({"name": "idle", "host": "h1", "memory_mb": 512, "cpu": 0}),
+            serde_json::json!({"name": "w", "host": "h2", "memory_mb": 13926, "cpu": 6.8}),
+        ],
+        vec![],
+    );
+    let lines = sim_lines(&scn, "sova", 4, no_options(), no_options());
+    assert!(moves(&lines).is_empty(), "{:?}", brief(&lines));
+}
+
+/// Sova's volume as Eq. 5 writes it (`r̄` = the host's mean utilisation)
+/// measures skew, not load: on the scenario above, an idle 512 MB VM `idle`
+/// has volume ≈ 1.69 (≈ √3 for any near-idle VM) and MF ≈ 0.0033 against
+/// `a`'s ≈ 1.33 and ≈ 0.0013, so the idle VM is migrated first, relieving
+/// nothing. (Kept as the default: the literal formula.)
+#[test]
+fn sova_eq5_volume_measures_skew() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "a", "host": "h1", "memory_mb": 1024, "cpu": 3.9}),
+            serde_json::json!({"name": "b", "host": "h1", "memory_mb": 4096, "cpu": 3}),
+            serde_json::json!({"name": "idle", "host": "h1", "memory_mb": 512, "cpu": 0.01}),
+            serde_json::json!({"name": "w", "host": "h2", "memory_mb": 4096, "cpu": 3}),
+        ],
+        vec![],
+    );
+    let lines = sim_lines(&scn, "sova", 4, no_options(), no_options());
+    let first = lines
+        .iter()
+        .find(|l| l["action"] == "migrate")
+        .unwrap_or_else(|| panic!("{:?}", brief(&lines)));
+    assert_eq!(first["vm"], "idle", "{:?}", brief(&lines));
+    let vol = first["details"]["metrics"]["volume"].as_f64().unwrap();
+    assert!((vol - 1.687).abs() < 0.01, "{vol}");
+}
+
+/// Sova's Algorithm 2 (l.7–8) takes the smallest-volume host not yet a
+/// destination (`getMinNotInDestination`) first and only then tests it
+/// (every resource strictly below its threshold, not the source): if it
+/// fails, no migration. h1 (volume ≈ 2.0) and h2 (≈ 1.24) are CPU-hot
+/// (7 of 8 cores); h3 (1 core, 1024 MB: ≈ 1.41) is the only cold spot.
+/// The minimum is h2, which is hot: nothing moves. Filtering first (option
+/// `sova.target_search = "coldest-eligible"`) moves v1 from h1 to h3.
+#[test]
+fn sova_tests_the_minimum_volume_host_and_stops() {
+    let scn = flat_dc(
+        &[
+            ("h1", 16384.0, 1e10),
+            ("h2", 16384.0, 1e10),
+            ("h3", 16384.0, 1e10),
+        ],
+        vec![
+            serde_json::json!({"name": "v1", "host": "h1", "memory_mb": 1024, "cpu": 4}),
+            serde_json::json!({"name": "v2", "host": "h1", "memory_mb": 1024, "cpu": 3}),
+            serde_json::json!({"name": "w", "host": "h2", "memory_mb": 12288, "cpu": 7}),
+            serde_json::json!({"name": "x", "host": "h3", "memory_mb": 1024, "cpu": 1}),
+        ],
+        vec![],
+    );
+    let lines = sim_lines(&scn, "sova", 4, no_options(), no_options());
+    assert!(moves(&lines).is_empty(), "{:?}", brief(&lines));
+    let filter = serde_json::json!({"sova": {"target_search": "coldest-eligible"}});
+    let lines = sim_lines(&scn, "sova", 4, no_options(), filter);
+    assert_eq!(
+        moves(&lines).first(),
+        Some(&("v1".into(), "h1".into(), "h3".into())),
+        "{:?}",
+        brief(&lines)
+    );
+}
+
+/// S-CORE (Tso et al., §IV): a destination "has capacity" when it can host
+/// one more VM and has the RAM, nothing else. u on h1 and z on h2 exchange
+/// 10 MB/s; h2 runs 7 of 8 cores, so u (1 core) would take it to 1.0 > 0.85;
+/// h1 holds one VM at most, so z cannot come. The paper moves u to h2; the
+/// shared room check (option `score.capacity = "shared"`) moves nothing.
+#[test]
+fn score_capacity_is_vm_slots_and_ram() {
+    let v = serde_json::json!({
+        "interval_s": 10,
+        "topology": {"switches": [
+            {"id": "core0", "level": "core"},
+            {"id": "agg0", "level": "aggregation", "uplinks": ["core0"]},
+            {"id": "tor0", "level": "tor", "uplinks": ["agg0"]}
+        ]},
+        "hosts": [
+            {"id": "h1", "tor": "tor0", "cores": 8, "memory_mb": 16384, "nic_bps": 1e10, "max_vms": 1},
+            {"id": "h2", "tor": "tor0", "cores": 8, "memory_mb": 16384, "nic_bps": 1e10}
+        ],
+        "vms": [
+            {"name": "u", "host": "h1", "memory_mb": 1024, "cpu": 1},
+            {"name": "z", "host": "h2", "memory_mb": 1024, "cpu": 7}
+        ],
+        "traffic": [
+            {"src": "u", "dst": "z", "bytes_per_s": 1e7},
+            {"src": "z", "dst": "u", "bytes_per_s": 1e7}
+        ]
+    });
+    let scn = load_value(&v).unwrap_or_else(|e| panic!("scenario: {e}"));
+    let lines = sim_lines(&scn, "score", 1, no_options(), no_options());
+    assert_eq!(
+        moves(&lines),
+        vec![("u".into(), "h1".into(), "h2".into())],
+        "{:?}",
+        brief(&lines)
+    );
+    let shared = serde_json::json!({"score": {"capacity": "shared"}});
+    let lines = sim_lines(&scn, "score", 1, no_options(), shared);
+    assert!(moves(&lines).is_empty(), "{:?}", brief(&lines));
+}
+
+/// S-CORE's candidates are u's neighbouring VMs in descending order of
+/// their own pair cost, and `first-fit` (the published behaviour) takes the
+/// first with capacity. u (h1) sends 10 MB/s to z1 (h2) and 6 MB/s each to
+/// z2 and z3 (h3): z1 is the first candidate, h2 has capacity and the cost
+/// falls, so u goes to h2, although h3 (12 per host) would save more
+/// (`score.destination = "best"` takes h3). u holds the token first.
+#[test]
+fn score_first_fit_takes_the_heaviest_neighbour_host() {
+    let scn = flat_dc(
+        &[
+            ("h1", 16384.0, 1e10),
+            ("h2", 16384.0, 1e10),
+            ("h3", 16384.0, 1e10),
+        ],
+        vec![
+            serde_json::json!({"name": "a-u", "host": "h1", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "b-z1", "host": "h2", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "c-z2", "host": "h3", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "d-z3", "host": "h3", "memory_mb": 1024, "cpu": 1}),
+        ],
+        vec![
+            serde_json::json!({"src": "a-u", "dst": "b-z1", "bytes_per_s": 1e7}),
+            serde_json::json!({"src": "a-u", "dst": "c-z2", "bytes_per_s": 6e6}),
+            serde_json::json!({"src": "a-u", "dst": "d-z3", "bytes_per_s": 6e6}),
+        ],
+    );
+    let lines = sim_lines(&scn, "score", 1, no_options(), no_options());
+    assert_eq!(
+        moves(&lines).first(),
+        Some(&("a-u".into(), "h1".into(), "h2".into())),
+        "{:?}",
+        brief(&lines)
+    );
+    let best = serde_json::json!({"score": {"destination": "best"}});
+    let lines = sim_lines(&scn, "score", 1, no_options(), best);
+    assert_eq!(
+        moves(&lines).first(),
+        Some(&("a-u".into(), "h1".into(), "h3".into())),
+        "{:?}",
+        brief(&lines)
+    );
+}
+
+/// S-CORE's `first-fit` stops at the first candidate with capacity: if
+/// the cost does not fall there, the VM does not move this iteration. u
+/// (h1) sends 11 MB/s to p (h1), 10 MB/s to z1 (h2) and 6 MB/s each to z2,
+/// z3 (h3). The first candidate, h2, has capacity but the cost would rise
+/// (10 − 11): u stays, although h3 would save 12 − 11. `best` moves u to h3.
+#[test]
+fn score_first_fit_stops_at_the_first_host_with_capacity() {
+    let scn = flat_dc(
+        &[
+            ("h1", 16384.0, 1e10),
+            ("h2", 16384.0, 1e10),
+            ("h3", 16384.0, 1e10),
+        ],
+        vec![
+            serde_json::json!({"name": "a-u", "host": "h1", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "b-p", "host": "h1", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "c-z1", "host": "h2", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "d-z2", "host": "h3", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "e-z3", "host": "h3", "memory_mb": 1024, "cpu": 1}),
+        ],
+        vec![
+            serde_json::json!({"src": "a-u", "dst": "b-p", "bytes_per_s": 1.1e7}),
+            serde_json::json!({"src": "a-u", "dst": "c-z1", "bytes_per_s": 1e7}),
+            serde_json::json!({"src": "a-u", "dst": "d-z2", "bytes_per_s": 6e6}),
+            serde_json::json!({"src": "a-u", "dst": "e-z3", "bytes_per_s": 6e6}),
+        ],
+    );
+    let lines = sim_lines(&scn, "score", 1, no_options(), no_options());
+    assert!(
+        moves(&lines).iter().all(|m| m.0 != "a-u"),
+        "{:?}",
+        brief(&lines)
+    );
+    let best = serde_json::json!({"score": {"destination": "best"}});
+    let lines = sim_lines(&scn, "score", 1, no_options(), best);
+    assert_eq!(
+        moves(&lines).first(),
+        Some(&("a-u".into(), "h1".into(), "h3".into())),
+        "{:?}",
+        brief(&lines)
+    );
+}
+
+/// S-CORE's round-robin token passes in ascending VM IPv4 address (the
+/// paper's VM id), not name order: vm2 (10.0.0.2) holds it before vm10
+/// (10.0.0.10) and moves to vm10's host; in name order vm10 would move.
+#[test]
+fn score_round_robin_in_ipv4_order() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "vm2", "ip": "10.0.0.2", "host": "h1", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "vm10", "ip": "10.0.0.10", "host": "h2", "memory_mb": 1024, "cpu": 1}),
+        ],
+        vec![serde_json::json!({"src": "vm2", "dst": "vm10", "bytes_per_s": 1e7})],
+    );
+    let lines = sim_lines(&scn, "score", 1, no_options(), no_options());
+    assert_eq!(
+        moves(&lines),
+        vec![("vm2".into(), "h1".into(), "h2".into())],
+        "{:?}",
+        brief(&lines)
+    );
+}
+
+/// S-CORE's `c_m` as a fraction of the current overall cost (Fig. 2c: 10%
+/// and 20%). Pairs a–b (10 MB/s) and c–d (1 MB/s), each split over h1/h2:
+/// C = 2 · 11e6 · c_1 = 2.2e7 (one direction each way counted by the
+/// overall sum). Moving c next to d saves 2e6 < 10% of C: with
+/// `cm_fraction = 0.1` only a–b is reunited; with 0 both are.
+#[test]
+fn score_cm_as_a_fraction_of_the_total_cost() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "a", "host": "h1", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "b", "host": "h2", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "c", "host": "h1", "memory_mb": 1024, "cpu": 1}),
+            serde_json::json!({"name": "d", "host": "h2", "memory_mb": 1024, "cpu": 1}),
+        ],
+        vec![
+            serde_json::json!({"src": "a", "dst": "b", "bytes_per_s": 1e7}),
+            serde_json::json!({"src": "c", "dst": "d", "bytes_per_s": 1e6}),
+        ],
+    );
+    let lines = sim_lines(&scn, "score", 1, no_options(), no_options());
+    assert_eq!(moves(&lines).len(), 2, "{:?}", brief(&lines));
+    let frac = serde_json::json!({"score": {"cm_fraction": 0.1}});
+    let lines = sim_lines(&scn, "score", 1, no_options(), frac);
+    let m = moves(&lines);
+    assert_eq!(m.len(), 1, "{:?}", brief(&lines));
+    assert_eq!(m[0].0, "a", "{:?}", brief(&lines));
+}
+
+/// Two VIOLIN domains of two 4-core hosts: d0 = h1, h2 (tor0), d1 = h3,
+/// h4 (tor1).
+fn two_domains(vms: Vec<Value>) -> Scenario {
+    let host = |id: &str, tor: &str, d: &str| {
+        serde_json::json!({"id": id, "tor": tor, "cores": 4, "memory_mb": 32768,
+            "nic_bps": 1e10, "domain": d})
+    };
+    let v = serde_json::json!({
+        "interval_s": 10,
+        "topology": {"switches": [
+            {"id": "core0", "level": "core"},
+            {"id": "agg0", "level": "aggregation", "uplinks": ["core0"]},
+            {"id": "tor0", "level": "tor", "uplinks": ["agg0"]},
+            {"id": "tor1", "level": "tor", "uplinks": ["agg0"]}
+        ]},
+        "hosts": [host("h1", "tor0", "d0"), host("h2", "tor0", "d0"),
+                  host("h3", "tor1", "d1"), host("h4", "tor1", "d1")],
+        "vms": vms,
+        "traffic": [],
+    });
+    load_value(&v).unwrap_or_else(|e| panic!("scenario: {e}"))
+}
+
+/// VIOLIN moves a virtual environment to another domain only when no host
+/// of the domain can support the overutilised VM. (1) h1 is CPU-hot (3.5 of
+/// 4 cores) with two high-demand VMs of tenant1; h2 has room for one but the
+/// move would not lower the standard deviation of host scores (0.5/0.25
+/// become 0.25/0.5): nothing moves. (2) h1 is CPU-hot, but no VM on it has
+/// high demand (3.5 cores over 8 vCPUs): nothing moves either.
+#[test]
+fn violin_environment_moves_only_when_the_domain_cannot_host_the_vm() {
+    let scn = two_domains(vec![
+        serde_json::json!({"name": "t1a", "host": "h1", "memory_mb": 1024, "cpu": 0.9, "environment": "tenant1"}),
+        serde_json::json!({"name": "t1b", "host": "h1", "memory_mb": 1024, "cpu": 0.9, "environment": "tenant1"}),
+        serde_json::json!({"name": "bulk", "host": "h1", "memory_mb": 1024, "vcpus": 4, "cpu": 1.7}),
+        serde_json::json!({"name": "w", "host": "h2", "memory_mb": 1024, "cpu": 0.9}),
+    ]);
+    let lines = sim_lines(&scn, "violin", 4, no_options(), no_options());
+    assert!(moves(&lines).is_empty(), "std only: {:?}", brief(&lines));
+    let scn = two_domains(vec![
+        serde_json::json!({"name": "t1a", "host": "h1", "memory_mb": 1024, "vcpus": 4, "cpu": 1.75, "environment": "tenant1"}),
+        serde_json::json!({"name": "t1b", "host": "h1", "memory_mb": 1024, "vcpus": 4, "cpu": 1.75, "environment": "tenant1"}),
+    ]);
+    let lines = sim_lines(&scn, "violin", 4, no_options(), no_options());
+    assert!(
+        moves(&lines).is_empty(),
+        "no high demand: {:?}",
+        brief(&lines)
+    );
+}
+
+/// VIOLIN: the environment's head node stays in its domain (§3.2). The
+/// example scenario (d0 full; tenant1 = t1a, t1b on h1, t1c on h2) with t1a
+/// marked as the head: t1b and t1c move to d1, t1a stays (h1, still
+/// above its share with tenant2, then sends tenant2 too).
+#[test]
+fn violin_head_node_stays_in_its_domain() {
+    let text = std::fs::read_to_string(example("violin")).expect("example");
+    let mut v: Value = serde_json::from_str(&text).expect("JSON");
+    for vm in v["vms"].as_array_mut().expect("vms") {
+        if vm["name"] == "t1a" {
+            vm["head"] = Value::Bool(true);
+        }
+    }
+    let scn = load_value(&v).unwrap_or_else(|e| panic!("scenario: {e}"));
+    let lines = sim_lines(&scn, "violin", 8, no_options(), no_options());
+    let m = moves(&lines);
+    let mut tenant1: Vec<&(String, String, String)> =
+        m.iter().filter(|x| x.0.starts_with("t1")).collect();
+    tenant1.sort();
+    let vms: Vec<&str> = tenant1.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(vms, vec!["t1b", "t1c"], "{:?}", brief(&lines));
+    assert!(tenant1.iter().all(|x| x.2 == "h3" || x.2 == "h4"), "{m:?}");
+}
+
 fn dc_args(hosts: usize, token: &str, rounds: u32) -> SimulateArgs {
     SimulateArgs {
         generate: Some("dc".into()),

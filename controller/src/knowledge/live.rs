@@ -285,6 +285,8 @@ fn vm_states(
             VmState {
                 host: place.host.clone(),
                 environment: None,
+                head: false,
+                ipv4: inv.ip.as_deref().and_then(|ip| ip.trim().parse().ok()),
                 vcpus: inv.vcpus,
                 memory_mb,
                 max_memory_mb: inv.max_memory_mb as f64,
@@ -386,7 +388,14 @@ mod tests {
         hosts
             .register(
                 "hv1",
-                reg("hv1", 0x41, vec![vm("a", "02:00:00:00:00:0a")]),
+                reg(
+                    "hv1",
+                    0x41,
+                    vec![shoal_common::proto::VmInventory {
+                        ip: Some("10.0.0.10".into()),
+                        ..vm("a", "02:00:00:00:00:0a")
+                    }],
+                ),
                 0,
             )
             .unwrap();
@@ -448,6 +457,9 @@ mod tests {
         assert_eq!(snap.rate("a", "b"), 1000.0);
         assert!(!snap.hosts.contains_key("hv4"));
         assert_eq!(snap.vms["a"].host, "hv1");
+        // The inventory's IPv4 address (S-CORE's round-robin order).
+        assert_eq!(snap.vms["a"].ipv4, Some([10, 0, 0, 10].into()));
+        assert_eq!(snap.vms["b"].ipv4, None);
         // Host links are named by host id, capacities from the override.
         assert!(snap
             .topology

@@ -310,6 +310,14 @@ pub struct VmState {
     pub host: String,
     /// Virtual environment (tenant group), if any.
     pub environment: Option<String>,
+    /// The head node (gateway) of its environment: VIOLIN keeps it in its
+    /// domain when the environment moves.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub head: bool,
+    /// IPv4 address, when known (S-CORE's VM id: its round-robin token
+    /// order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<std::net::Ipv4Addr>,
     /// Virtual CPUs.
     pub vcpus: u32,
     /// Allocated memory, MB.

@@ -390,6 +390,27 @@ impl<'v, 'a> Ledger<'v, 'a> {
         Ok(())
     }
 
+    /// S-CORE's capacity: a free VM slot (when slots are limited) and free
+    /// memory ≥ the VM's size at `k`; no utilisation threshold.
+    pub fn slots_and_ram(&self, v: usize, k: usize) -> Result<(), NoRoom> {
+        if self.host_of(v) == k {
+            return Err(NoRoom::SameHost);
+        }
+        let Some(host) = self.view.hosts.get(k) else {
+            return Err(NoRoom::Slots);
+        };
+        if let Some(max) = host.max_vms {
+            if self.vm_count.get(k).copied().unwrap_or(0) >= max {
+                return Err(NoRoom::Slots);
+            }
+        }
+        let vm_mem = self.vm_mem.get(v).copied().unwrap_or(0.0);
+        if host.memory_mb - self.mem_used.get(k).copied().unwrap_or(0.0) < vm_mem {
+            return Err(NoRoom::Mem);
+        }
+        Ok(())
+    }
+
     /// Whether host `h` is within every limit at its current (tentative)
     /// load: slots, CPU, memory and NIC thresholds, memory capacity.
     pub fn host_within_limits(&self, h: usize) -> bool {

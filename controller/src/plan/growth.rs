@@ -8,8 +8,7 @@
 //! migration. Which VM grows is [`GrowthTarget`].
 
 use super::constraints::Ledger;
-use super::sandpiper::volume;
-use super::view::View;
+use super::view::{volume, View};
 use super::{Action, Decision, Details};
 use crate::knowledge::snapshot::ratio;
 use serde::{Deserialize, Serialize};

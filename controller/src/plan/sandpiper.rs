@@ -80,11 +80,9 @@ impl Sandpiper {
     }
 }
 
-/// `1 / ((1 − a)(1 − b)(1 − c))`, each capped at `cap`.
-pub fn volume(cpu: f64, mem: f64, net: f64, cap: f64) -> f64 {
-    let f = |x: f64| 1.0 - x.clamp(0.0, cap);
-    1.0 / (f(cpu) * f(mem) * f(net))
-}
+/// Sandpiper's volume (defined in [`super::view`], where the memory-growth
+/// rule shared with IDC-aware reads it too).
+pub use super::view::volume;
 
 impl Policy for Sandpiper {
     fn name(&self) -> &'static str {

@@ -5,21 +5,31 @@
 //! `W(ℓ) = Σ_{i≤ℓ} c_i`, the overall cost is
 //! `C = Σ_u Σ_v λ(u,v)·W(ℓ(u,v))`.
 //!
-//! A VM `u` on host `x` evaluates the hosts of its peers, in descending
-//! order of pair cost, as destinations `x̂`. Its reduction is
+//! A VM `u` on host `x` evaluates the hosts of its neighbouring VMs, in
+//! descending order of each neighbour's own pair cost
+//! `(λ(u,z) + λ(z,u))·W(ℓ(x, h_z))`, as destinations `x̂` (a host met twice
+//! is evaluated once). Its reduction is
 //! `Σ_z (λ(u,z) + λ(z,u)) · (W(ℓ(x, h_z)) − W(ℓ(x̂, h_z)))`, the exact change
 //! of `C` (equal to the published `2·Σ λ(z,u)·Δcost` when traffic is
-//! symmetric). It migrates when the reduction exceeds `c_m` and `x̂` has room
-//! (shared constraints). `best` takes the largest reduction, `first-fit` the
-//! first acceptable candidate (the published behaviour). With
-//! `cm_model_horizon_s`, `c_m` also includes the VMPatrol migration traffic
-//! weighted by the path level and amortised over that horizon:
-//! `c_m + bytes · W(ℓ(x, x̂)) / horizon`.
+//! symmetric). It migrates when the reduction exceeds `c_m` and `x̂` has
+//! capacity: by default, as published, a free VM slot and the RAM
+//! ([`Capacity::SlotsRam`]; a migration that cannot converge is refused
+//! too, as it could never finish); the shared room check (CPU, memory and
+//! NIC thresholds) is [`Capacity::Shared`].
+//! `first-fit` (the published behaviour, default) takes the first candidate
+//! with capacity and migrates there if the cost falls by more than `c_m`,
+//! else not at all; `best` takes the largest reduction among all candidates
+//! (Shoal's option). `c_m = cm + cm_fraction · C`, `C` the overall cost at
+//! the start of the iteration (the paper's Fig. 2c gives `c_m` as 10 % and
+//! 20 % of it). With `cm_model_horizon_s` (Shoal's own), `c_m` also
+//! includes the VMPatrol migration traffic weighted by the path level and
+//! amortised over that horizon: `c_m + bytes · W(ℓ(x, x̂)) / horizon`.
 //!
 //! One [`Policy::plan`] call is one token iteration: every VM holds the
 //! token once, in the order of the token policy, and each accepted move is
 //! applied before the token moves on:
-//! - `round-robin`: ascending VM id;
+//! - `round-robin`: ascending VM IPv4 address (the paper's VM id); VMs
+//!   whose address is unknown follow, by name;
 //! - `global`: highest achievable reduction first (a max-heap, updated for
 //!   the peers of every VM that moves);
 //! - `distributed`: highest communication level first (ties: VM id);
@@ -30,7 +40,8 @@
 //! `global`, with the adjacency lists and integer host locations of
 //! [`View`]: no `O(V²)` step.
 
-use super::constraints::{Ledger, PolicyDefaults};
+use super::constraints::{Ledger, NoRoom, PolicyDefaults};
+use super::physics::communication_cost;
 /// `W(ℓ)` (defined with the communication cost in [`super::physics`]).
 pub use super::physics::cumulative_weights;
 use super::view::View;
@@ -96,10 +107,24 @@ impl TokenPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DestinationPick {
-    /// The largest reduction.
+    /// The largest reduction among all candidates (Shoal's option).
     Best,
-    /// The first acceptable candidate in descending pair-cost order.
+    /// The first candidate with capacity, in descending pair-cost order:
+    /// migrate there if the cost falls by more than `c_m`, else not.
     FirstFit,
+}
+
+/// What "has capacity" means for an S-CORE destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capacity {
+    /// As published: a free VM slot and enough free RAM (and, as for
+    /// every migration, one that converges).
+    #[default]
+    SlotsRam,
+    /// The shared room check: CPU, memory and NIC below their thresholds,
+    /// free memory, a free slot, and a migration that converges.
+    Shared,
 }
 
 /// S-CORE options.
@@ -112,6 +137,11 @@ pub struct ScoreOptions {
     pub destination: DestinationPick,
     /// Migration cost threshold `c_m` (≥ 0), in cost units (bytes/s · weight).
     pub cm: f64,
+    /// Added to `cm`: this share of the overall cost at the start of the
+    /// iteration, in [0, 1] (default 0).
+    pub cm_fraction: f64,
+    /// What a destination needs (default `slots-ram`).
+    pub capacity: Capacity,
     /// When set, add the VMPatrol traffic of the migration, weighted by its
     /// path level and amortised over this many seconds, to `c_m`.
     pub cm_model_horizon_s: Option<f64>,
@@ -123,8 +153,10 @@ impl Default for ScoreOptions {
     fn default() -> Self {
         ScoreOptions {
             token: TokenPolicy::RoundRobin,
-            destination: DestinationPick::Best,
+            destination: DestinationPick::FirstFit,
             cm: 0.0,
+            cm_fraction: 0.0,
+            capacity: Capacity::SlotsRam,
             cm_model_horizon_s: None,
             weights: DEFAULT_WEIGHTS,
         }
@@ -138,6 +170,12 @@ impl ScoreOptions {
             return Err(PlanError::invalid(
                 "score.cm",
                 format!("must be >= 0, got {}", self.cm),
+            ));
+        }
+        if !(self.cm_fraction.is_finite() && (0.0..=1.0).contains(&self.cm_fraction)) {
+            return Err(PlanError::invalid(
+                "score.cm_fraction",
+                format!("must be in [0, 1], got {}", self.cm_fraction),
             ));
         }
         if let Some(h) = self.cm_model_horizon_s {
@@ -165,6 +203,8 @@ impl ScoreOptions {
 pub struct Score {
     constraints: ConstraintOptions,
     opts: ScoreOptions,
+    /// `c_m` of the current iteration (`cm + cm_fraction · C`).
+    cm: f64,
 }
 
 /// A candidate destination and how it fared.
@@ -174,7 +214,7 @@ struct Cand {
     pair_cost: f64,
     benefit: f64,
     cm: f64,
-    outcome: Result<MigrationCost, String>,
+    outcome: Result<Option<MigrationCost>, String>,
 }
 
 /// Evaluation of one VM.
@@ -203,7 +243,12 @@ impl Ord for Key {
 impl Score {
     /// An S-CORE policy.
     pub fn new(constraints: ConstraintOptions, opts: ScoreOptions) -> Self {
-        Score { constraints, opts }
+        let cm = opts.cm;
+        Score {
+            constraints,
+            opts,
+            cm,
+        }
     }
 
     fn cost_at(view: &View, led: &Ledger, cum: &[f64; 5], u: usize, h: usize) -> f64 {
@@ -230,54 +275,54 @@ impl Score {
             return None;
         }
         let x = led.host_of(u);
-        let mut hosts: Vec<(usize, f64)> = peers
+        // Neighbours by their own pair cost, descending (ties: VM index);
+        // each host once, at its first (heaviest) neighbour.
+        let mut by_pair: Vec<(usize, f64, usize)> = peers
             .iter()
             .map(|p| {
                 let h = led.host_of(p.vm);
                 (
                     h,
                     p.total() * cum.get(view.level(x, h)).copied().unwrap_or(0.0),
+                    p.vm,
                 )
             })
-            .filter(|(h, _)| *h != x)
+            .filter(|(h, _, _)| *h != x)
             .collect();
-        if hosts.is_empty() {
+        if by_pair.is_empty() {
             return None;
         }
-        hosts.sort_unstable_by_key(|a| a.0);
-        let mut merged: Vec<(usize, f64)> = Vec::with_capacity(hosts.len());
-        for (h, c) in hosts {
-            match merged.last_mut() {
-                Some(last) if last.0 == h => last.1 += c,
-                _ => merged.push((h, c)),
-            }
-        }
-        merged.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        by_pair.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.2.cmp(&b.2)));
+        let mut seen = std::collections::BTreeSet::new();
+        by_pair.retain(|(h, _, _)| seen.insert(*h));
         let cost_now = Self::cost_at(view, led, cum, u, x);
-        let mut cands = Vec::with_capacity(merged.len());
+        let mut cands = Vec::with_capacity(by_pair.len());
         let mut chosen: Option<usize> = None;
-        for (h, pair_cost) in merged {
+        for (h, pair_cost, _) in by_pair {
             let after = Self::cost_at(view, led, cum, u, h);
             let benefit = cost_now - after;
-            let mut cm = self.opts.cm;
-            let outcome = if benefit <= cm {
-                Err("benefit <= c_m".to_string())
-            } else {
-                match led.check(u, h) {
-                    Err(e) => Err(e.as_str()),
-                    Ok(cost) => {
-                        if let Some(horizon) = self.opts.cm_model_horizon_s {
-                            let w = cum.get(view.level(x, h)).copied().unwrap_or(0.0);
-                            cm += cost.bytes * w / horizon;
-                        }
-                        if benefit <= cm {
-                            Err("benefit <= c_m (with migration cost)".to_string())
-                        } else {
-                            Ok(cost)
-                        }
-                    }
-                }
+            let mut cm = self.cm;
+            let capacity = match self.opts.capacity {
+                // A pre-copy migration that cannot converge could never
+                // finish: refused whatever the capacity rule.
+                Capacity::SlotsRam => led
+                    .slots_and_ram(u, h)
+                    .and_then(|()| led.estimate(u, h).map(Some).map_err(NoRoom::Model))
+                    .map_err(|e| e.as_str()),
+                Capacity::Shared => led.check(u, h).map(Some).map_err(|e| e.as_str()),
             };
+            let has_capacity = capacity.is_ok();
+            let outcome = capacity.and_then(|cost| {
+                if let (Some(horizon), Some(c)) = (self.opts.cm_model_horizon_s, cost) {
+                    let w = cum.get(view.level(x, h)).copied().unwrap_or(0.0);
+                    cm += c.bytes * w / horizon;
+                }
+                if benefit <= cm {
+                    Err("benefit <= c_m".to_string())
+                } else {
+                    Ok(cost)
+                }
+            });
             let ok = outcome.is_ok();
             cands.push(Cand {
                 host: h,
@@ -286,6 +331,14 @@ impl Score {
                 cm,
                 outcome,
             });
+            if self.opts.destination == DestinationPick::FirstFit && has_capacity {
+                // The first host with capacity decides: migrate if the cost
+                // falls enough, else not at all.
+                if ok {
+                    chosen = Some(cands.len() - 1);
+                }
+                break;
+            }
             if ok {
                 let idx = cands.len() - 1;
                 match (self.opts.destination, chosen) {
@@ -343,7 +396,7 @@ impl Score {
             .metric("pair_cost", c.pair_cost)
             .metric("max_level_before", max_level as f64)
             .metric("move_level", view.level(x, c.host) as f64);
-        details.migration = Some(cost);
+        details.migration = cost;
         for o in &eval.cands {
             if o.host == c.host {
                 continue;
@@ -393,11 +446,22 @@ impl Policy for Score {
             self.constraints.resolve(SCORE_DEFAULTS),
         );
         let cum = cumulative_weights(&self.opts.weights);
+        self.cm = self.opts.cm;
+        if self.opts.cm_fraction > 0.0 {
+            self.cm += self.opts.cm_fraction * communication_cost(snap, &self.opts.weights);
+        }
         let n = view.vm_count();
         let mut out = Vec::new();
         match self.opts.token {
             TokenPolicy::RoundRobin => {
-                for u in 0..n {
+                // Ascending IPv4 (the paper's VM id); unknown addresses
+                // last, by name (the view's order).
+                let mut order: Vec<usize> = (0..n).collect();
+                order.sort_by_key(|&u| {
+                    let ip = view.vms.get(u).and_then(|v| v.ipv4);
+                    (ip.is_none(), ip, u)
+                });
+                for u in order {
                     out.extend(self.take_token(&view, &mut led, &cum, u));
                 }
             }
@@ -520,8 +584,17 @@ mod tests {
         let r = d[0].score;
         assert!((r - (20.0 * W2 + 40.0 * W3)).abs() < 1e-9, "{r}");
         assert!((r - 1026.519).abs() < 1e-3);
-        // The other candidate (h3) is listed with its smaller reduction.
-        let alt = &d[0].details.alternatives[0];
+        // First-fit stops at h4 (the heaviest neighbour's host, which has
+        // capacity); `best` lists the other candidate (h3) with its smaller
+        // reduction.
+        assert!(d[0].details.alternatives.is_empty());
+        let best = ScoreOptions {
+            destination: DestinationPick::Best,
+            ..opts(TokenPolicy::RoundRobin, 0.0)
+        };
+        let d2 = Score::new(Default::default(), best).plan(&snap, &hot);
+        assert_eq!(migrations(&d2), migrations(&d));
+        let alt = &d2[0].details.alternatives[0];
         assert_eq!(alt.host.as_deref(), Some("h3"));
         assert!((alt.score.unwrap() - 20.0 * W2).abs() < 1e-9);
         // Cost after both moves: only nothing left across hosts.

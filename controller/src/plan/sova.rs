@@ -10,19 +10,28 @@
 //!   the VM's (or host's) utilisation of the host's capacity and `r̄` the mean
 //!   utilisation of the host's three resources (volume 0 when `r̄ = 0`).
 //!
-//! Manager (Algorithm 2): for each hotspot (§2; largest volume first) the
-//! destination is the host with the smallest volume that is not the source,
-//! not already a destination this round, and a cold spot (every resource at
-//! or below its threshold, not hot). None: no migration for that host.
+//! Manager (Algorithm 2, l.7–8): for each hotspot (§2; largest volume
+//! first) the candidate is the host with the smallest volume that is not
+//! already a destination this round (`getMinNotInDestination`); it becomes
+//! the target only if it is not the source, not hot, and every resource is
+//! strictly below its threshold (a cold spot). Otherwise no migration for
+//! that host this round ([`TargetSearch::Minimum`]; filtering first is
+//! [`TargetSearch::ColdestEligible`]).
 //!
 //! Per host (Algorithm 1), with `p` VFs and `n` VMs: when signalled, the VM
-//! with the largest `MF = volume / size` that fits the target migrates (its
-//! VF is detached first; one VM per round); of the remaining VMs the `q`
-//! (default `p + ⌈(n − p)/2⌉`) with the largest IF, and of those the `p`
-//! with the largest NF, hold the VFs. Only changes are emitted: detaches
-//! first, then attaches.
+//! with the largest `MF = volume / size` migrates to the target (its VF is
+//! detached first; one VM per round), with no room-after-the-move check and
+//! no fallback to another VM (l.7–8; the shared room check with fallback to
+//! the next MF is [`SovaOptions::room_check`]). A VM still cooling down or
+//! migrating, or whose migration would not converge, is not moved. Of the
+//! remaining VMs the `q` (default `p + ⌈(n − p)/2⌉`) with the largest IF, and
+//! of those the `p` with the largest NF, hold the VFs. Alg. 1 l.10 asks for
+//! `n > q > p`, which no `q` meets when `n = p + 1`: the default then gives
+//! `q = n` (the `p` VFs go by NF among all VMs); a configured `q` is
+//! clamped to `[p, n]`. Only changes are emitted: detaches first, then
+//! attaches.
 
-use super::constraints::{Ledger, HOTSPOT_DEFAULTS};
+use super::constraints::{Ledger, NoRoom, HOTSPOT_DEFAULTS};
 use super::view::View;
 use super::{Action, Alternative, ConstraintOptions, Decision, Details, PlanError, Policy};
 use crate::analyze::HotspotReport;
@@ -50,6 +59,24 @@ pub struct SovaOptions {
     /// send the most) or `vm` (each VM's own window: rewards a VM whose
     /// traffic grows, and briefly one whose traffic just stopped).
     pub nf_scope: NfScope,
+    /// The shared room-after-the-move check for the migrating VM, falling
+    /// back to the VM with the next largest MF (default false: Alg. 1
+    /// l.7–8 moves the largest-MF VM to the signalled cold spot unchecked).
+    pub room_check: bool,
+    /// How Algorithm 2 finds the target (default `minimum`).
+    pub target_search: TargetSearch,
+}
+
+/// How Sova's manager picks a hotspot's target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetSearch {
+    /// Alg. 2 l.7–8: the smallest-volume host not yet a destination, then
+    /// tested (cold spot, not the source); no migration if it fails.
+    #[default]
+    Minimum,
+    /// The smallest-volume host among those that pass the test.
+    ColdestEligible,
 }
 
 /// Normalisation scope of the network factor.
@@ -71,6 +98,8 @@ impl Default for SovaOptions {
             q: None,
             traffic_floor_packets: 0.0,
             nf_scope: NfScope::Host,
+            room_check: false,
+            target_search: TargetSearch::Minimum,
         }
     }
 }
@@ -196,7 +225,7 @@ impl Policy for Sova {
         );
         let hn = view.host_count();
         let host_vms = view.vms_by_host();
-        let signal = cold_spot_targets(&view, &led, hot);
+        let signal = cold_spot_targets(&view, &led, hot, self.opts.target_search);
         let mut out = Vec::new();
         // Algorithm 1 per host, in id order.
         for h in 0..hn {
@@ -207,7 +236,11 @@ impl Policy for Sova {
             };
             let mut remaining = vms.clone();
             if let Some(Some((k, kvol))) = signal.get(h).copied() {
-                if let Some(v) = migrate_one(&view, &mut led, h, host, &vms, k, kvol, &mut out) {
+                let room_check = self.opts.room_check;
+                let target = (k, kvol);
+                if let Some(v) =
+                    migrate_one(&view, &mut led, h, host, &vms, target, room_check, &mut out)
+                {
                     remaining.retain(|&x| x != v);
                 }
             }
@@ -229,12 +262,13 @@ fn host_volume(led: &Ledger, h: usize) -> f64 {
 }
 
 /// Algorithm 2: hotspots, largest volume first, each get a distinct cold
-/// spot (below every threshold, smallest volume) as target: per host,
-/// (target, its volume).
+/// spot (strictly below every threshold, not hot, not the source) as
+/// target: per host, (target, its volume).
 fn cold_spot_targets(
     view: &View<'_>,
     led: &Ledger,
     hot: &HotspotReport,
+    search: TargetSearch,
 ) -> Vec<Option<(usize, f64)>> {
     let hn = view.host_count();
     let t = hot.thresholds;
@@ -247,15 +281,20 @@ fn cold_spot_targets(
     sources.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut targets: BTreeSet<usize> = BTreeSet::new();
     let mut signal: Vec<Option<(usize, f64)>> = vec![None; hn];
+    let cold = |k: usize, s: usize| {
+        let [c, m, n] = host_util(led, k);
+        k != s && !hot.is_hotspot(view.host_name(k)) && c < t.cpu && m < t.mem && n < t.net
+    };
     for &(_, s) in &sources {
-        let best = (0..hn)
-            .filter(|&k| k != s && !targets.contains(&k) && !hot.is_hotspot(view.host_name(k)))
-            .filter(|&k| {
-                let [c, m, n] = host_util(led, k);
-                c <= t.cpu && m <= t.mem && n <= t.net
-            })
-            .map(|k| (host_volume(led, k), k))
-            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let free = (0..hn).filter(|k| !targets.contains(k));
+        let smallest = |it: &mut dyn Iterator<Item = usize>| {
+            it.map(|k| (host_volume(led, k), k))
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+        };
+        let best = match search {
+            TargetSearch::Minimum => smallest(&mut { free }).filter(|&(_, k)| cold(k, s)),
+            TargetSearch::ColdestEligible => smallest(&mut free.filter(|&k| cold(k, s))),
+        };
         if let Some((vol, k)) = best {
             targets.insert(k);
             if let Some(sig) = signal.get_mut(s) {
@@ -267,8 +306,8 @@ fn cold_spot_targets(
 }
 
 /// Algorithm 1 step 1 on hot host `h`: the VM with the largest MF =
-/// volume / size that fits goes to target `k` (its VF revoked first).
-/// Returns the VM moved.
+/// volume / size goes to target `k` (its VF revoked first); with
+/// `room_check`, the first by MF that fits. Returns the VM moved.
 #[allow(clippy::too_many_arguments)]
 fn migrate_one(
     view: &View<'_>,
@@ -276,8 +315,8 @@ fn migrate_one(
     h: usize,
     host: &HostState,
     vms: &[usize],
-    k: usize,
-    kvol: f64,
+    (k, kvol): (usize, f64),
+    room_check: bool,
     out: &mut Vec<Decision>,
 ) -> Option<usize> {
     let r = host_util(led, h);
@@ -302,10 +341,12 @@ fn migrate_one(
     by_mf.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
     let mut details = Details::default();
     let mut pick = None;
-    for &(mf, vol, v) in &by_mf {
+    let tries = if room_check { by_mf.len() } else { 1 };
+    for &(mf, vol, v) in by_mf.iter().take(tries) {
         let res = match led.blocked(v) {
             Some(b) => Err(b.as_str().to_string()),
-            None => led.check(v, k).map_err(|e| e.as_str()),
+            None if room_check => led.check(v, k).map_err(|e| e.as_str()),
+            None => led.estimate(v, k).map_err(|e| NoRoom::Model(e).as_str()),
         };
         match res {
             Ok(cost) => {

@@ -263,3 +263,10 @@ impl<'a> View<'a> {
         self.vm_host.get(v).copied().unwrap_or(0)
     }
 }
+
+/// Sandpiper's volume `1 / ((1 − a)(1 − b)(1 − c))` of utilisations `a`,
+/// `b`, `c`, each capped at `cap`.
+pub fn volume(cpu: f64, mem: f64, net: f64, cap: f64) -> f64 {
+    let f = |x: f64| 1.0 - x.clamp(0.0, cap);
+    1.0 / (f(cpu) * f(mem) * f(net))
+}

@@ -4,17 +4,20 @@
 //!   over its vCPUs), over its sample window, weight `ewma_weight` on the
 //!   newest sample; high demand > `high_demand`, low demand < `low_demand`.
 //! - Host score = high-demand VMs / host cores.
-//! - Sources: CPU hotspots, and (with `rebalance`) hosts whose score is
-//!   above the mean; highest score first.
+//! - Sources: hosts "supporting more than their share" (score above the
+//!   mean; `rebalance`, default on) and CPU hotspots; highest score first.
+//!   Either may lead to an environment move when its domain is overloaded.
 //! - A high-demand VM moves when the move lowers the standard deviation of
 //!   the host scores (over all hosts), searching the hosts of the source's
 //!   domain (configured, else its pod), least utilised first (score, then
 //!   CPU utilisation, then id).
-//! - If no host of the domain can take any high-demand VM of a CPU-hot
-//!   source, the domain is overloaded: a whole virtual environment (of the
+//! - If the source has a high-demand VM that may move and no host of the
+//!   domain can support any of them (room, not a failed standard-deviation
+//!   test), the domain is overloaded: a whole virtual environment (of the
 //!   most demanding VM of that host that has one) moves to the other domain
 //!   with the most free CPU that can hold all its VMs (each VM to the least
-//!   utilised host with room there). Environment moves ignore the
+//!   utilised host with room there), except its head node (gateway), which
+//!   stays in its domain. Environment moves ignore the
 //!   one-migration-per-source-host limit: the environment moves together.
 
 use super::constraints::{Ledger, HOTSPOT_DEFAULTS};
@@ -188,18 +191,20 @@ impl Policy for Violin {
         sources.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let mut out = Vec::new();
         let mut moved_envs: Vec<String> = Vec::new();
-        for (_, s, cpu_hot) in sources {
+        for (_, s, _) in sources {
             if led.source_limit_reached(s) {
                 continue;
             }
             let domain = domain_of(&view, s);
-            let moved = self.move_within_domain(&view, &mut led, &mut scores, &demand, &domains, s);
-            if let Some(d) = moved {
-                out.push(d);
-                continue;
-            }
-            if !cpu_hot {
-                continue;
+            match self.move_within_domain(&view, &mut led, &mut scores, &demand, &domains, s) {
+                InDomain::Moved(d) => {
+                    out.push(*d);
+                    continue;
+                }
+                // A host of the domain could support it (only the standard
+                // deviation would not drop), or nothing to move.
+                InDomain::NotOverloaded | InDomain::NoHighDemand => continue,
+                InDomain::Overloaded => {}
             }
             // Domain overloaded: move a whole environment.
             for env in environments_on(&view, &led, &demand, s, &moved_envs) {
@@ -221,6 +226,20 @@ impl Policy for Violin {
         }
         out
     }
+}
+
+/// What the in-domain attempt found.
+enum InDomain {
+    /// A high-demand VM moved within the domain.
+    Moved(Box<Decision>),
+    /// No high-demand VM on the host may move.
+    NoHighDemand,
+    /// Some host of the domain could support a high-demand VM, but no move
+    /// lowered the standard deviation.
+    NotOverloaded,
+    /// No host of the domain can support any of them: the domain is
+    /// overloaded.
+    Overloaded,
 }
 
 /// `1 / cores` of host `h` (a high-demand VM's share of its host score).
@@ -302,7 +321,9 @@ impl Violin {
         demand: &[f64],
         domains: &BTreeMap<&str, Vec<usize>>,
         s: usize,
-    ) -> Option<Decision> {
+    ) -> InDomain {
+        let mut movable = false;
+        let mut supported = false;
         let mut highs: Vec<usize> = (0..view.vm_count())
             .filter(|&v| {
                 led.host_of(v) == s
@@ -334,8 +355,11 @@ impl Violin {
                 });
                 continue;
             }
+            movable = true;
             for &k in &dests {
                 let after = scores.std_after(s, inv_cores(view, s), k, inv_cores(view, k));
+                let room = led.check(v, k);
+                supported |= room.is_ok();
                 if after >= std_now - 1e-12 {
                     details.push_alternative(Alternative {
                         vm: Some(view.vm_name(v).into()),
@@ -345,7 +369,7 @@ impl Violin {
                     });
                     continue;
                 }
-                match led.check(v, k) {
+                match room {
                     Err(e) => details.push_alternative(Alternative {
                         vm: Some(view.vm_name(v).into()),
                         host: Some(view.host_name(k).into()),
@@ -362,7 +386,7 @@ impl Violin {
                         d.migration = Some(cost);
                         scores.apply(s, inv_cores(view, s), k, inv_cores(view, k));
                         led.apply_move(v, k);
-                        return Some(Decision {
+                        return InDomain::Moved(Box::new(Decision {
                             action: Action::Migrate {
                                 vm: view.vm_name(v).into(),
                                 from: view.host_name(s).into(),
@@ -373,12 +397,16 @@ impl Violin {
                             ),
                             score: std_now - after,
                             details: d,
-                        });
+                        }));
                     }
                 }
             }
         }
-        None
+        match (movable, supported) {
+            (false, _) => InDomain::NoHighDemand,
+            (true, true) => InDomain::NotOverloaded,
+            (true, false) => InDomain::Overloaded,
+        }
     }
     /// Moves every VM of `env` out of `domain` into another domain that can
     /// hold them all; `None` when no domain can (nothing is changed then).
@@ -394,8 +422,13 @@ impl Violin {
         domain: &str,
         source: usize,
     ) -> Option<Vec<Decision>> {
+        // The head node (gateway) stays in its domain.
         let mut members: Vec<usize> = (0..view.vm_count())
-            .filter(|&v| view.vms.get(v).and_then(|x| x.environment.as_deref()) == Some(env))
+            .filter(|&v| {
+                view.vms
+                    .get(v)
+                    .is_some_and(|x| x.environment.as_deref() == Some(env) && !x.head)
+            })
             .collect();
         // Cooldown / running migration block the whole environment.
         if members.iter().any(|&v| {

@@ -268,6 +268,10 @@ fn dc_vms(
     for v in 0..n {
         vms.push(VmSpec {
             name: format!("vm{v:0w_v$}"),
+            head: false,
+            ip: Some(std::net::Ipv4Addr::from(
+                0x0A00_0001_u32.wrapping_add(v as u32),
+            )),
             host: hosts
                 .get(host_of.get(v).copied().unwrap_or(0))
                 .map(|h| h.id.clone())

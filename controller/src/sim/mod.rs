@@ -121,7 +121,7 @@ pub struct SimulateArgs {
     /// S-CORE token policy: round-robin, global, distributed, load-aware.
     #[arg(long, value_name = "POLICY")]
     pub token: Option<String>,
-    /// S-CORE destination pick: best, first-fit.
+    /// S-CORE destination pick: first-fit (default), best.
     #[arg(long, value_name = "PICK")]
     pub destination: Option<String>,
     /// S-CORE migration cost threshold c_m.

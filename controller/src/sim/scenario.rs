@@ -169,6 +169,10 @@ pub struct VmSpec {
     pub name: String,
     /// Initial host.
     pub host: String,
+    /// IPv4 address (S-CORE's VM id: round-robin token order; VMs without
+    /// one follow, by name).
+    #[serde(default)]
+    pub ip: Option<std::net::Ipv4Addr>,
     /// Allocated memory, MB (> 0).
     pub memory_mb: f64,
     /// Maximum memory, MB (≥ memory_mb; default memory_mb).
@@ -183,6 +187,10 @@ pub struct VmSpec {
     /// Virtual environment (tenant group).
     #[serde(default)]
     pub environment: Option<String>,
+    /// The environment's head node (gateway): stays in its domain when
+    /// VIOLIN moves the environment. Needs `environment`.
+    #[serde(default)]
+    pub head: bool,
     /// vNIC cap, bit/s.
     #[serde(default)]
     pub vnic_bps: Option<f64>,
@@ -427,6 +435,9 @@ impl Scenario {
                     format!("must be >= 0, got {}", v.dirty_rate_mbps),
                 ));
             }
+            if v.head && v.environment.is_none() {
+                return Err(err(format!("{f}.head"), "needs an environment"));
+            }
             if v.vcpus == 0 {
                 return Err(err(format!("{f}.vcpus"), "must be >= 1"));
             }
@@ -585,6 +596,8 @@ impl Scenario {
                     VmState {
                         host: v.host.clone(),
                         environment: v.environment.clone(),
+                        head: v.head,
+                        ipv4: v.ip,
                         vcpus: v.vcpus,
                         memory_mb: v.memory_mb,
                         max_memory_mb: v.max_memory_mb.unwrap_or(v.memory_mb),
