@@ -395,6 +395,15 @@ interval_s = 2.0
     if let Err(e) = gone {
         failures.push(e.to_string());
     }
+    // The operator sees it counted.
+    match get_json(&api, "/api/v1/limits") {
+        Ok(v) if v["not_reading_disconnects"].as_u64().unwrap_or(0) >= 1 => {}
+        Ok(v) => failures.push(format!(
+            "/api/v1/limits does not count the disconnect: {}",
+            v["not_reading_disconnects"]
+        )),
+        Err(e) => failures.push(format!("GET /api/v1/limits: {e}")),
+    }
     st.stop.store(true, Ordering::SeqCst);
     let _ = peer.join();
     probe_stop.store(true, Ordering::SeqCst);

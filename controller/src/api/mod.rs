@@ -511,6 +511,11 @@ pub struct LimitsView {
     pub traffic_matrix: MatrixLimits,
     /// PACKET_INs dropped because the core was saturated.
     pub packet_in_drops: u64,
+    /// Other switch events (PORT_STATUS, FLOW_REMOVED, ERROR) dropped
+    /// because the core was saturated.
+    pub event_drops: u64,
+    /// Switch connections closed because the peer stopped reading.
+    pub not_reading_disconnects: u64,
 }
 
 /// The forwarding part of [`LimitsView`].
@@ -582,6 +587,8 @@ async fn limits(State(s): State<Arc<ApiState>>) -> ApiResult<LimitsView> {
             pairs_refused,
         },
         packet_in_drops: s.knowledge.packet_in_drops.load(Ordering::Relaxed),
+        event_drops: s.knowledge.event_drops.load(Ordering::Relaxed),
+        not_reading_disconnects: s.knowledge.not_reading_disconnects.load(Ordering::Relaxed),
     }))
 }
 
