@@ -420,6 +420,10 @@ struct OrchState {
     stale: Vec<crate::knowledge::store::ReservationRow>,
     /// Last time each running migration's source answered.
     last_contact: BTreeMap<String, i64>,
+    /// Running migrations whose source hostd did not answer the last
+    /// status query (down, restarting): logged once when it stops and
+    /// once when it answers again.
+    unanswered: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -1659,7 +1663,15 @@ impl Orchestrator {
             return;
         };
         let now = self.clock.now_unix_ms();
-        match self.status(&src.api_url, &format!("{}-out", m.id)).await {
+        let status = self.status(&src.api_url, &format!("{}-out", m.id)).await;
+        if status.is_ok() {
+            let mut st = lock(&self.state);
+            if st.unanswered.remove(&m.id) {
+                let silent_ms = now - st.last_contact.get(&m.id).copied().unwrap_or(now);
+                info!(id = %m.id, host = %m.from, silent_ms, "the source hostd answers again; following the migration on");
+            }
+        }
+        match status {
             Ok(Some(st)) => {
                 lock(&self.state).last_contact.insert(m.id.clone(), now);
                 match st.state {
@@ -1696,11 +1708,17 @@ impl Orchestrator {
                 );
             }
             Err(e) => {
-                let last = lock(&self.state)
-                    .last_contact
-                    .get(&m.id)
-                    .copied()
-                    .unwrap_or(now);
+                // Down or restarting: hostd keeps its commands across a
+                // restart and QEMU migrates on without it, so this is no
+                // failure until contact is lost for LOST_CONTACT.
+                let (last, first) = {
+                    let mut st = lock(&self.state);
+                    let first = st.unanswered.insert(m.id.clone());
+                    (st.last_contact.get(&m.id).copied().unwrap_or(now), first)
+                };
+                if first {
+                    warn!(id = %m.id, host = %m.from, error = %e, lost_after_s = LOST_CONTACT.as_secs(), "the source hostd does not answer; following the migration on");
+                }
                 let started = m.started_unix_ms.unwrap_or(now);
                 let limit = started + ((m.deadline_s + 30.0) * 1000.0) as i64;
                 if now - last > LOST_CONTACT.as_millis() as i64 || now > limit {
@@ -1760,6 +1778,7 @@ impl Orchestrator {
         {
             let mut st = lock(&self.state);
             st.last_contact.remove(id);
+            st.unanswered.remove(id);
             bound_history(&mut st.migs, self.history);
         }
         if let (Some(store), Some(d)) = (&self.store, m.decision_id) {
@@ -2186,6 +2205,91 @@ mod race_tests {
                 "{sent:?}"
             );
         }
+    }
+
+    /// A source hostd that restarts while its VM migrates: taken commands,
+    /// then status queries refused for a while (down), then answered
+    /// again from its state file (`state`).
+    struct Restarting {
+        down: std::sync::atomic::AtomicBool,
+        state: Mutex<CommandState>,
+    }
+
+    impl HostdClient for Restarting {
+        fn put_command<'a>(
+            &'a self,
+            _api: &'a str,
+            _id: &'a str,
+            _cmd: &'a proto::Command,
+        ) -> BoxFuture<'a, Result<(), HostdError>> {
+            Box::pin(async move { Ok(()) })
+        }
+        fn command_status<'a>(
+            &'a self,
+            api: &'a str,
+            id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
+            Box::pin(async move {
+                if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(HostdError::Transport {
+                        url: format!("{api}/x"),
+                        reason: "connection refused".into(),
+                    });
+                }
+                Ok(Some(CommandStatus {
+                    id: id.to_string(),
+                    command: proto::Command::VfAttach { vm: "v1".into() },
+                    state: *lock(&self.state),
+                    progress: None,
+                    result: None,
+                    error: None,
+                    created_unix_ms: 0,
+                    updated_unix_ms: 0,
+                }))
+            })
+        }
+    }
+
+    /// While the source hostd does not answer (a restart) the migration
+    /// stays running; once it answers again its command's state decides.
+    #[tokio::test]
+    async fn a_source_hostd_restart_is_followed_through() {
+        let (k, _, _) = world().await;
+        let hostd = Arc::new(Restarting {
+            down: false.into(),
+            state: Mutex::new(CommandState::Running),
+        });
+        let orch = Orchestrator::with_handles(
+            OrchConfig::from_settings(
+                &Config::from_toml("")
+                    .and_then(|c| c.validate())
+                    .expect("settings"),
+            ),
+            Handles {
+                fabric: k.clone(),
+                switches: Arc::new(NoSwitches),
+                hostd: hostd.clone(),
+                store: None,
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .await;
+        let m = orch.submit(request(), "test".into(), None).expect("queued");
+        orch.try_start(&*k, m.clone()).await;
+        let m = orch.get(&m.id).expect("known");
+        assert_eq!(m.state, MigState::Running, "{m:?}");
+        hostd.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..3 {
+            orch.follow(&*k, m.clone()).await;
+        }
+        assert_eq!(orch.get(&m.id).expect("known").state, MigState::Running);
+        assert!(lock(&orch.state).unanswered.contains(&m.id));
+        // Back, the migration completed meanwhile.
+        hostd.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        *lock(&hostd.state) = CommandState::Succeeded;
+        orch.follow(&*k, m.clone()).await;
+        assert_eq!(orch.get(&m.id).expect("known").state, MigState::Verifying);
+        assert!(lock(&orch.state).unanswered.is_empty());
     }
 
     /// A migration whose record cannot be written (the store's file
