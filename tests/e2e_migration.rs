@@ -31,6 +31,13 @@
 //!    first attempt is left on the switches, the migration is queued
 //!    again and ends in a state that matches where the VM runs, and the VM
 //!    runs on exactly one host.
+//!
+//! `hostd_restart_during_a_controller_migration` (issue 12, point 4): a
+//! real QEMU guest migrated through the controller with reserved bandwidth
+//! while a host daemon is killed (SIGKILL) and restarted — the source's,
+//! the destination's, and the source's again kept down until the
+//! destination runs the VM. The controller's record ends where the VM
+//! runs, in the QEMU its hostd reports; see the test's comment.
 
 mod support;
 
@@ -531,5 +538,568 @@ fn reserved_migration_and_controller_crash() {
     let at = consistent(&fin, "smg-vm1", from, to, &hostds);
     assert_eq!(running_at("smg-vm1", &hostds), vec![at]);
     drop((hd1, hd2, vm1, h1, h2, h3));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Live (not zombie) QEMU processes of VM `vm` whose command line names a
+/// path under `dir`.
+fn live_qemus(vm: &str, dir: &std::path::Path) -> Vec<u32> {
+    let dir = dir.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let args: Vec<String> = std::fs::read(e.path().join("cmdline"))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if !args.first().is_some_and(|a| a.contains("qemu"))
+            || !args.windows(2).any(|w| w[0] == "-name" && w[1] == vm)
+            || !args.iter().any(|a| a.contains(&dir))
+        {
+            continue;
+        }
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim().starts_with('Z')))
+            .unwrap_or(true);
+        if !zombie {
+            out.push(pid);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The QEMU pid hostd reports for `vm` (None: it does not run it).
+fn reported_pid(hd: &Hostd, vm: &str) -> Option<u64> {
+    let (code, body) = hd
+        .call(
+            "GET",
+            &format!("/api/v1/vms/{vm}"),
+            support::creds::CONTROLLER_TOKEN,
+            None,
+        )
+        .ok()?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    (code == 200).then(|| v["pid"].as_u64()).flatten()
+}
+
+/// One hostd of the QEMU test: its hypervisor, configuration and process.
+struct QemuHost<'a> {
+    id: &'static str,
+    hv: &'a Hypervisor,
+    dir: std::path::PathBuf,
+    cfg: String,
+    hd: Option<Hostd>,
+}
+
+impl QemuHost<'_> {
+    fn hostd(&self) -> &Hostd {
+        self.hd.as_ref().expect("hostd running")
+    }
+
+    /// SIGKILL; returns the log of the killed daemon.
+    fn kill(&mut self) -> String {
+        let mut old = self.hd.take().expect("hostd running");
+        old.child.signal("KILL").unwrap();
+        old.child.wait();
+        old.log_text()
+    }
+
+    /// Starts hostd again on the same configuration and state directory.
+    fn restart(&mut self, log: &str) {
+        self.hd = Some(
+            Hostd::start(
+                Some(&self.hv.ns),
+                &self.dir,
+                &self.cfg,
+                &self.hv.hostd_api(),
+            )
+            .unwrap_or_else(|e| panic!("hostd {} again: {e}\n{log}", self.id)),
+        );
+    }
+}
+
+/// One controller migration of the QEMU VM `from` → `to` during which the
+/// hostd of `restart` (the source or the destination) is killed with
+/// SIGKILL while QEMU migrates and started again. Checks that the
+/// controller's record matches reality; returns where the VM runs.
+#[allow(clippy::too_many_arguments)]
+fn migrate_with_a_hostd_restart(
+    api: &str,
+    dir: &std::path::Path,
+    bridges: &[&OvsBridge],
+    hosts: &mut [QemuHost<'_>; 2],
+    from: usize,
+    restart: usize,
+    until_taken_over: bool,
+    vm: &str,
+    deadline: f64,
+) -> String {
+    let to = 1 - from;
+    let (from_id, to_id) = (hosts[from].id, hosts[to].id);
+    let role = if restart == from {
+        "source"
+    } else {
+        "destination"
+    };
+    let t0 = Instant::now();
+    let src_pid = reported_pid(hosts[from].hostd(), vm).expect("the source runs the VM");
+    assert_eq!(live_qemus(vm, dir), vec![src_pid as u32]);
+    let (code, m) = post(
+        api,
+        json!({"vm": vm, "destination": to_id, "deadline_s": deadline}),
+    );
+    assert_eq!(code, 202, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let run = wait_state(
+        api,
+        &id,
+        &["running", "verifying", "done", "failed"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(run["state"], "running", "{run}");
+    assert_eq!(run["reservations"].as_array().unwrap().len(), 6, "{run}");
+    // QEMU's migration under way (the source's hostd says, from
+    // query-migrate), and the controller still says running.
+    let out = format!("/api/v1/commands/{id}-out");
+    let progress = wait_for("QEMU migrating", Duration::from_secs(20), || {
+        let (_, body) = hosts[from]
+            .hostd()
+            .call("GET", &out, support::creds::CONTROLLER_TOKEN, None)
+            .ok()?;
+        let c: Value = serde_json::from_str(&body).ok()?;
+        (c["progress"]["phase"] == "active"
+            && c["progress"]["transferred_bytes"].as_u64().unwrap_or(0) > (4 << 20))
+            .then_some(c)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?}\n--- source ---\n{}--- destination ---\n{}",
+            hosts[from]
+                .hostd()
+                .call("GET", &out, support::creds::CONTROLLER_TOKEN, None),
+            hosts[from].hostd().log_text(),
+            hosts[to].hostd().log_text()
+        )
+    });
+    let before = get_json(api, &format!("/api/v1/migrations/{id}")).unwrap();
+    assert_eq!(before["state"], "running", "{before}");
+    assert_eq!(
+        live_qemus(vm, dir).len(),
+        2,
+        "source and incoming QEMU while migrating"
+    );
+    eprintln!(
+        "killing the {role} hostd ({}) at {}",
+        hosts[restart].id, progress["progress"]
+    );
+    let t_kill = Instant::now();
+    let killed_log = hosts[restart].kill();
+    // Down long enough to matter: the source's down, the controller has
+    // met a refused status query (its log says); the destination's down,
+    // QEMU has moved 8 MB more meanwhile (the source's hostd says).
+    let ctl_log = || std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default();
+    if restart == from {
+        wait_for(
+            "the controller meets the dead hostd",
+            Duration::from_secs(10),
+            || {
+                ctl_log()
+                    .lines()
+                    .any(|l| l.contains("the source hostd does not answer") && l.contains(&id))
+                    .then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}: {}", ctl_log()));
+        if until_taken_over {
+            // The whole rest of the migration without the source's
+            // hostd: QEMU completes, the destination runs the VM (or,
+            // should QEMU fail, gives up).
+            let inc = format!("/api/v1/commands/{id}-in");
+            wait_for(
+                "the destination runs the VM",
+                Duration::from_secs(40),
+                || {
+                    let (_, body) = hosts[to]
+                        .hostd()
+                        .call("GET", &inc, support::creds::CONTROLLER_TOKEN, None)
+                        .ok()?;
+                    let c: Value = serde_json::from_str(&body).ok()?;
+                    (c["state"] == "succeeded" || c["state"] == "failed").then_some(())
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}: {}", hosts[to].hostd().log_text()));
+        }
+    } else {
+        let sent = |c: &Value| c["progress"]["transferred_bytes"].as_u64().unwrap_or(0);
+        let at_kill = sent(&progress);
+        wait_for(
+            "QEMU migrates on without the destination's hostd",
+            Duration::from_secs(20),
+            || {
+                let (_, body) = hosts[from]
+                    .hostd()
+                    .call("GET", &out, support::creds::CONTROLLER_TOKEN, None)
+                    .ok()?;
+                let c: Value = serde_json::from_str(&body).ok()?;
+                (sent(&c) > at_kill + (8 << 20)).then_some(())
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        live_qemus(vm, dir).len(),
+        2,
+        "both QEMUs are there while the {role} hostd is down"
+    );
+    hosts[restart].restart(&killed_log);
+    eprintln!("{role} hostd back after {:?}", t_kill.elapsed());
+
+    // The controller's record ends, within a bound, where the VM is.
+    let fin = wait_state(api, &id, &["done", "failed"], Duration::from_secs(60));
+    let ctl_log = ctl_log();
+    let facts = |what: &str| {
+        format!(
+            "{what}\nrecord: {fin}\nQEMUs: {:?}\n--- {role} hostd before the kill ---\n{killed_log}--- {from_id} now ---\n{}--- {to_id} now ---\n{}--- controller (tail) ---\n{}",
+            live_qemus(vm, dir),
+            hosts[from].hostd().log_text(),
+            hosts[to].hostd().log_text(),
+            ctl_log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    };
+    eprintln!(
+        "{vm} {from_id} -> {to_id}, {role} hostd restarted: the controller recorded {} ({:?} after the kill, {:?} in all): {}",
+        fin["state"],
+        t_kill.elapsed(),
+        t0.elapsed(),
+        fin["error"]
+    );
+    let hostds = [
+        (hosts[0].id, hosts[0].hostd()),
+        (hosts[1].id, hosts[1].hostd()),
+    ];
+    let at = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        consistent(&fin, vm, from_id, to_id, &hostds)
+    }))
+    .unwrap_or_else(|_| panic!("{}", facts("record and reality differ")));
+    if restart == from {
+        assert!(
+            ctl_log
+                .lines()
+                .any(|l| l.contains("the source hostd answers again") && l.contains(&id)),
+            "{}",
+            facts("the controller did not hear the source again")
+        );
+    }
+    // Exactly one QEMU runs the VM, the one its hostd reports.
+    let qemus = live_qemus(vm, dir);
+    assert_eq!(qemus.len(), 1, "{}", facts("not exactly one QEMU"));
+    let serving = if at == to_id { to } else { from };
+    let pid = reported_pid(hosts[serving].hostd(), vm);
+    assert_eq!(
+        pid,
+        Some(u64::from(qemus[0])),
+        "{}",
+        facts("hostd reports another pid")
+    );
+    if fin["state"] == "done" {
+        assert_ne!(qemus[0] as u64, src_pid, "{}", facts("done, source QEMU"));
+        assert!(
+            !std::path::Path::new(&format!("/proc/{src_pid}/cmdline")).exists()
+                || !live_qemus(vm, dir).contains(&(src_pid as u32)),
+            "{}",
+            facts("the source QEMU outlived a done migration")
+        );
+    } else {
+        assert_eq!(
+            qemus[0] as u64,
+            src_pid,
+            "{}",
+            facts("failed, but not in the source's QEMU")
+        );
+    }
+    // No reservation left on any bridge, none in the record.
+    wait_for("no reservation left", Duration::from_secs(20), || {
+        bridges
+            .iter()
+            .all(|b| reservations_on(b) == (0, 0))
+            .then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?}",
+            bridges
+                .iter()
+                .map(|b| reservations_on(b))
+                .collect::<Vec<_>>()
+        )
+    });
+    assert_eq!(fin["reservations"], json!([]), "{fin}");
+    // The controller's host registry follows (registrations after the
+    // restart): the VM is where it runs.
+    wait_for(
+        "the controller's VM registry",
+        Duration::from_secs(20),
+        || (get_json(api, &format!("/api/v1/vms/{vm}")).ok()?["host"] == at.as_str()).then_some(()),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            get_json(api, &format!("/api/v1/vms/{vm}")).unwrap_or_default(),
+            facts("the controller places the VM elsewhere")
+        )
+    });
+    at
+}
+
+/// Issue 12, point 4: hostd restarted while one migrates, with the same
+/// QEMU pid still serving and the controller's record matching reality.
+/// A real QEMU guest (TCG, dirtying memory, its NIC a tap bridged onto the
+/// OVS bridge of its hypervisor) migrates through the controller's API with
+/// reserved bandwidth (meters on every hop of smq-b1 – smq-agg – smq-b2),
+/// and the migration stream crosses that path. Once the controller says
+/// `running` and QEMU's `query-migrate` (via the source hostd) is
+/// `active`, the source's hostd is killed with SIGKILL and started again on
+/// the same configuration and state directory; then the way back with the
+/// destination's hostd killed and restarted. Each time the controller's
+/// migration ends `done` or `failed` within a bound, and that is where the
+/// VM runs (`done`: the destination only, in the QEMU whose pid its hostd
+/// reports, the source's QEMU gone; `failed`: the source only, in the same
+/// QEMU as before), exactly one QEMU runs the VM, no reservation is left
+/// and the controller's VM registry places the VM where it runs.
+#[test]
+fn hostd_restart_during_a_controller_migration() {
+    assert!(
+        is_root(),
+        "end-to-end tests need root (run the README's test command)"
+    );
+    let _lock = e2e_lock().unwrap();
+    let guest = support::qemu::require_qemu_and_guest().unwrap_or_else(|e| panic!("{e}"));
+    ensure_ovs().unwrap();
+    let t0 = Instant::now();
+    let dir = std::env::temp_dir().join(format!("smq-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let of_port = free_port().unwrap();
+    let api_port = free_port().unwrap();
+    let api = format!("127.0.0.1:{api_port}");
+    let cfg = write_controller_config(
+        &dir,
+        of_port,
+        api_port,
+        &dir.join("shoal.db").display().to_string(),
+        &["q1", "q2"],
+        // The guest's dirty rate is not sampled (below): plan with room.
+        "[execute]\nreservation = \"meter\"\ndeadline_margin = 0.4\n",
+    )
+    .unwrap();
+    let _ctl = start_controller(&dir, &cfg, "controller.log", &api).unwrap();
+
+    // Data plane: b1 - agg - b2; each hypervisor's VM network is a Linux
+    // bridge (in its namespace) joining the VM's tap to port 20 of its OVS
+    // bridge.
+    let b1 = OvsBridge::new("smq-b1", 0x6201).unwrap();
+    let agg = OvsBridge::new("smq-agg", 0x6210).unwrap();
+    let b2 = OvsBridge::new("smq-b2", 0x6202).unwrap();
+    let l1 = Veth::new("smq-l1a", "smq-l1b").unwrap();
+    let l2 = Veth::new("smq-l2a", "smq-l2b").unwrap();
+    agg.add_port(l1.root_end(), 1).unwrap();
+    b1.add_port("smq-l1b", 10).unwrap();
+    agg.add_port(l2.root_end(), 2).unwrap();
+    b2.add_port("smq-l2b", 10).unwrap();
+    let h1 = Hypervisor::new("smq-h1", Some((&b1, 2)), "10.222.0.1/16", 223, 1).unwrap();
+    let h2 = Hypervisor::new("smq-h2", Some((&b2, 2)), "10.222.0.2/16", 223, 2).unwrap();
+    let mut vm_links = Vec::new();
+    for (hv, b) in [(&h1, &b1), (&h2, &b2)] {
+        let name = hv.ns.name();
+        let (p, i) = (format!("{name}-vp"), format!("{name}-vi"));
+        vm_links.push(Veth::new(&p, &i).unwrap());
+        b.add_port(&p, 20).unwrap();
+        support::qemu::move_into_ns(&i, &hv.ns, "vmup", None, None, true).unwrap();
+        for args in [
+            &["link", "add", "vmbr", "type", "bridge"][..],
+            &["link", "set", "vmbr", "up"],
+            &["link", "set", "vmup", "master", "vmbr"],
+            &["tuntap", "add", "dev", "smq-tap", "mode", "tap"],
+            &["link", "set", "smq-tap", "master", "vmbr"],
+            &["link", "set", "smq-tap", "up"],
+        ] {
+            hv.ns.exec("ip", args).unwrap();
+        }
+    }
+    // A QEMU source's hostd asks the destination's hostd (its `api_url`,
+    // on the management network) whether the incoming QEMU listens: a
+    // management link between the two hypervisors.
+    let mgmt_x = Veth::new("smq-x1", "smq-x2").unwrap();
+    for (hv, end, cidr, other_mgmt, via) in [
+        (&h1, "smq-x1", "10.224.0.1/30", &h2.mgmt_ip, "10.224.0.2"),
+        (&h2, "smq-x2", "10.224.0.2/30", &h1.mgmt_ip, "10.224.0.1"),
+    ] {
+        support::qemu::move_into_ns(end, &hv.ns, "mgmtx", Some(cidr), None, true).unwrap();
+        hv.ns
+            .exec(
+                "ip",
+                &["route", "add", &format!("{other_mgmt}/32"), "via", via],
+            )
+            .unwrap();
+    }
+    let peer = NsHost::new(
+        "smq-peer",
+        &b2,
+        "smq-pp",
+        30,
+        "02:6b:00:00:00:02",
+        "10.222.1.2",
+        16,
+    )
+    .unwrap();
+    for b in [&b1, &agg, &b2] {
+        b.set_controller(&format!("tcp:127.0.0.1:{of_port}"))
+            .unwrap();
+    }
+    wait_for("the 2 links", Duration::from_secs(20), || {
+        (get_json(&api, "/api/v1/links").ok()?.as_array()?.len() == 4).then_some(())
+    })
+    .unwrap();
+
+    // The guest: 128 MB, dirtying 1 MB/s, at 10.222.1.1 on its tap. No
+    // dirty-rate sampling (the boot dirties tens of MB/s, which would
+    // make a 30 s deadline look infeasible): the controller plans with a
+    // 40 % margin instead, about 7 MB/s, so the migration takes ~20 s.
+    let vm = "smq-vm";
+    let template = support::qemu::template_toml(
+        "smq-guest",
+        &guest.template(
+            1,
+            Some("10.222.1.1/16"),
+            &[
+                "-netdev",
+                "tap,id=n0,ifname={tap},script=no,downscript=no",
+                "-device",
+                "virtio-net-pci,netdev=n0,mac={mac}",
+            ],
+        ),
+    );
+    let testbed = "cores = 2\nhost_metrics = \"vms\"\ndirty_rate_period_s = 0\n";
+    let vm_toml = format!(
+        "[[vm]]\nname = \"{vm}\"\nmac = \"52:54:00:6b:00:01\"\nip = \"10.222.1.1\"\nmemory_mb = 128\nbackend = \"qemu\"\ntemplate = \"smq-guest\"\ntap = \"smq-tap\"\n"
+    );
+    let cfg1 = h1.hostd_config(
+        "q1",
+        Some("smq-b1"),
+        api_port,
+        &dir,
+        &format!("{testbed}{template}{vm_toml}"),
+    );
+    let cfg2 = h2.hostd_config(
+        "q2",
+        Some("smq-b2"),
+        api_port,
+        &dir,
+        &format!("{testbed}{template}"),
+    );
+    let mut hosts = [
+        QemuHost {
+            id: "q1",
+            hv: &h1,
+            dir: dir.join("q1"),
+            hd: None,
+            cfg: cfg1,
+        },
+        QemuHost {
+            id: "q2",
+            hv: &h2,
+            dir: dir.join("q2"),
+            hd: None,
+            cfg: cfg2,
+        },
+    ];
+    for h in hosts.iter_mut() {
+        h.hd = Some(
+            Hostd::start(Some(&h.hv.ns), &h.dir, &h.cfg, &h.hv.hostd_api())
+                .unwrap_or_else(|e| panic!("hostd {}: {e}", h.id)),
+        );
+    }
+    let console = dir.join("q1").join(format!("{vm}.console.log"));
+    wait_for("guest uptime counter", Duration::from_secs(40), || {
+        support::qemu::last_uptime(&console).filter(|u| *u >= 2)
+    })
+    .unwrap_or_else(|e| panic!("{e}: guest did not boot: {}", hosts[0].hostd().log_text()));
+    assert!(
+        peer.ping("10.222.1.1", 10),
+        "the guest does not answer across the fabric"
+    );
+    wait_for("hosts and the VM reported", Duration::from_secs(20), || {
+        let v = get_json(&api, "/api/v1/hosts").ok()?;
+        let up = v
+            .as_array()?
+            .iter()
+            .filter(|h| h["metrics"].is_object())
+            .count();
+        let m = get_json(&api, &format!("/api/v1/vms/{vm}")).ok()?;
+        (up == 2 && m["host"] == "q1" && m["metrics"].is_object()).then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            get_json(&api, &format!("/api/v1/vms/{vm}")).unwrap_or_default()
+        )
+    });
+    eprintln!("world ready after {:?}", t0.elapsed());
+
+    // The guest answers pings from the far side all along, so that the
+    // controller learns its MAC wherever it runs.
+    let _pinger = peer
+        .ns
+        .spawn("ping", &["-i", "0.5", "-W", "1", "10.222.1.1"])
+        .unwrap();
+    let bridges = [&b1, &agg, &b2];
+    // 1. The source's hostd restarts mid-migration.
+    let at = migrate_with_a_hostd_restart(&api, &dir, &bridges, &mut hosts, 0, 0, false, vm, 30.0);
+    // 2. The destination's hostd restarts mid-migration (the way back if
+    //    the VM moved, else the same way again).
+    let from = usize::from(at == "q2");
+    wait_for(
+        "the VM registered where it runs",
+        Duration::from_secs(20),
+        || {
+            (get_json(&api, &format!("/api/v1/vms/{vm}")).ok()?["host"] == hosts[from].id)
+                .then_some(())
+        },
+    )
+    .unwrap();
+    let at = migrate_with_a_hostd_restart(
+        &api,
+        &dir,
+        &bridges,
+        &mut hosts,
+        from,
+        1 - from,
+        false,
+        vm,
+        30.0,
+    );
+    // 3. The source's hostd is down from mid-migration until the
+    //    destination runs the VM: the restarted source finds QEMU's
+    //    migration completed.
+    let from = usize::from(at == "q2");
+    wait_for(
+        "the VM registered where it runs",
+        Duration::from_secs(20),
+        || {
+            (get_json(&api, &format!("/api/v1/vms/{vm}")).ok()?["host"] == hosts[from].id)
+                .then_some(())
+        },
+    )
+    .unwrap();
+    migrate_with_a_hostd_restart(&api, &dir, &bridges, &mut hosts, from, from, true, vm, 30.0);
+    eprintln!("test took {:?}", t0.elapsed());
+    drop(hosts);
+    drop((peer, vm_links, mgmt_x, h1, h2, l1, l2));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -420,6 +420,10 @@ struct OrchState {
     stale: Vec<crate::knowledge::store::ReservationRow>,
     /// Last time each running migration's source answered.
     last_contact: BTreeMap<String, i64>,
+    /// Running migrations whose source hostd did not answer the last
+    /// status query (down, restarting): logged once when it stops and
+    /// once when it answers again.
+    unanswered: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -1659,7 +1663,15 @@ impl Orchestrator {
             return;
         };
         let now = self.clock.now_unix_ms();
-        match self.status(&src.api_url, &format!("{}-out", m.id)).await {
+        let status = self.status(&src.api_url, &format!("{}-out", m.id)).await;
+        if status.is_ok() {
+            let mut st = lock(&self.state);
+            if st.unanswered.remove(&m.id) {
+                let silent_ms = now - st.last_contact.get(&m.id).copied().unwrap_or(now);
+                info!(id = %m.id, host = %m.from, silent_ms, "the source hostd answers again; following the migration on");
+            }
+        }
+        match status {
             Ok(Some(st)) => {
                 lock(&self.state).last_contact.insert(m.id.clone(), now);
                 match st.state {
@@ -1696,20 +1708,50 @@ impl Orchestrator {
                 );
             }
             Err(e) => {
-                let last = lock(&self.state)
-                    .last_contact
-                    .get(&m.id)
-                    .copied()
-                    .unwrap_or(now);
+                // Down or restarting: hostd keeps its commands across a
+                // restart and QEMU migrates on without it, so this is no
+                // failure until contact is lost for LOST_CONTACT.
+                let (last, first) = {
+                    let mut st = lock(&self.state);
+                    let first = st.unanswered.insert(m.id.clone());
+                    (st.last_contact.get(&m.id).copied().unwrap_or(now), first)
+                };
+                if first {
+                    warn!(id = %m.id, host = %m.from, error = %e, lost_after_s = LOST_CONTACT.as_secs(), "the source hostd does not answer; following the migration on");
+                }
                 let started = m.started_unix_ms.unwrap_or(now);
                 let limit = started + ((m.deadline_s + 30.0) * 1000.0) as i64;
                 if now - last > LOST_CONTACT.as_millis() as i64 || now > limit {
-                    self.release(&m.reservations).await;
-                    self.finish(
-                        &m.id,
-                        MigState::Failed,
-                        Some(format!("lost contact with the source hostd: {e}")),
-                    );
+                    // The source is silent (down longer than a restart):
+                    // the destination's incoming command may know. QEMU
+                    // migrates without its hostd, so a VM that moved is
+                    // never recorded as failed for the source's silence.
+                    let incoming = match Self::host_facts(s, &m.to) {
+                        Some(d) => self
+                            .status(&d.api_url, &format!("{}-in", m.id))
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|st| st.state),
+                        None => None,
+                    };
+                    match incoming {
+                        Some(CommandState::Succeeded) => {
+                            info!(id = %m.id, host = %m.from, "the source hostd is silent but the destination runs the VM; verifying");
+                            self.update(&m.id, |x| x.state = MigState::Verifying);
+                        }
+                        // Still coming in: the destination decides by the
+                        // deadline (it stops its QEMU past it).
+                        Some(CommandState::Accepted | CommandState::Running) if now <= limit => {}
+                        _ => {
+                            self.release(&m.reservations).await;
+                            self.finish(
+                                &m.id,
+                                MigState::Failed,
+                                Some(format!("lost contact with the source hostd: {e}")),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -1760,6 +1802,7 @@ impl Orchestrator {
         {
             let mut st = lock(&self.state);
             st.last_contact.remove(id);
+            st.unanswered.remove(id);
             bound_history(&mut st.migs, self.history);
         }
         if let (Some(store), Some(d)) = (&self.store, m.decision_id) {
@@ -2185,6 +2228,191 @@ mod race_tests {
                 expect_out,
                 "{sent:?}"
             );
+        }
+    }
+
+    /// A source hostd that restarts while its VM migrates: taken commands,
+    /// then status queries refused for a while (down), then answered
+    /// again from its state file (`state`).
+    struct Restarting {
+        down: std::sync::atomic::AtomicBool,
+        state: Mutex<CommandState>,
+    }
+
+    impl HostdClient for Restarting {
+        fn put_command<'a>(
+            &'a self,
+            _api: &'a str,
+            _id: &'a str,
+            _cmd: &'a proto::Command,
+        ) -> BoxFuture<'a, Result<(), HostdError>> {
+            Box::pin(async move { Ok(()) })
+        }
+        fn command_status<'a>(
+            &'a self,
+            api: &'a str,
+            id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
+            Box::pin(async move {
+                if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(HostdError::Transport {
+                        url: format!("{api}/x"),
+                        reason: "connection refused".into(),
+                    });
+                }
+                Ok(Some(CommandStatus {
+                    id: id.to_string(),
+                    command: proto::Command::VfAttach { vm: "v1".into() },
+                    state: *lock(&self.state),
+                    progress: None,
+                    result: None,
+                    error: None,
+                    created_unix_ms: 0,
+                    updated_unix_ms: 0,
+                }))
+            })
+        }
+    }
+
+    /// While the source hostd does not answer (a restart) the migration
+    /// stays running; once it answers again its command's state decides.
+    #[tokio::test]
+    async fn a_source_hostd_restart_is_followed_through() {
+        let (k, _, _) = world().await;
+        let hostd = Arc::new(Restarting {
+            down: false.into(),
+            state: Mutex::new(CommandState::Running),
+        });
+        let orch = Orchestrator::with_handles(
+            OrchConfig::from_settings(
+                &Config::from_toml("")
+                    .and_then(|c| c.validate())
+                    .expect("settings"),
+            ),
+            Handles {
+                fabric: k.clone(),
+                switches: Arc::new(NoSwitches),
+                hostd: hostd.clone(),
+                store: None,
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .await;
+        let m = orch.submit(request(), "test".into(), None).expect("queued");
+        orch.try_start(&*k, m.clone()).await;
+        let m = orch.get(&m.id).expect("known");
+        assert_eq!(m.state, MigState::Running, "{m:?}");
+        hostd.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..3 {
+            orch.follow(&*k, m.clone()).await;
+        }
+        assert_eq!(orch.get(&m.id).expect("known").state, MigState::Running);
+        assert!(lock(&orch.state).unanswered.contains(&m.id));
+        // Back, the migration completed meanwhile.
+        hostd.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        *lock(&hostd.state) = CommandState::Succeeded;
+        orch.follow(&*k, m.clone()).await;
+        assert_eq!(orch.get(&m.id).expect("known").state, MigState::Verifying);
+        assert!(lock(&orch.state).unanswered.is_empty());
+    }
+
+    /// A clock the test moves.
+    #[derive(Debug, Default)]
+    struct TestClock(std::sync::atomic::AtomicI64);
+
+    impl crate::knowledge::clock::Clock for TestClock {
+        fn now_unix_ms(&self) -> i64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// A source hostd that never answers a status query; the destination
+    /// answers its incoming command with `incoming`.
+    struct SourceGone {
+        incoming: Mutex<CommandState>,
+    }
+
+    impl HostdClient for SourceGone {
+        fn put_command<'a>(
+            &'a self,
+            _api: &'a str,
+            _id: &'a str,
+            _cmd: &'a proto::Command,
+        ) -> BoxFuture<'a, Result<(), HostdError>> {
+            Box::pin(async move { Ok(()) })
+        }
+        fn command_status<'a>(
+            &'a self,
+            api: &'a str,
+            id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
+            Box::pin(async move {
+                if id.ends_with("-out") {
+                    return Err(HostdError::Transport {
+                        url: format!("{api}/x"),
+                        reason: "connection refused".into(),
+                    });
+                }
+                Ok(Some(CommandStatus {
+                    id: id.to_string(),
+                    command: proto::Command::VfAttach { vm: "v1".into() },
+                    state: *lock(&self.incoming),
+                    progress: None,
+                    result: None,
+                    error: None,
+                    created_unix_ms: 0,
+                    updated_unix_ms: 0,
+                }))
+            })
+        }
+    }
+
+    /// The source's hostd silent for longer than [`LOST_CONTACT`]: the
+    /// destination's incoming command decides. Still coming in: followed
+    /// on (until the deadline + 30 s); the VM runs there: verifying (not
+    /// failed: QEMU migrated without the source's hostd); failed there:
+    /// failed.
+    #[tokio::test]
+    async fn a_silent_source_is_judged_by_the_destination() {
+        for (end, want) in [
+            (CommandState::Succeeded, MigState::Verifying),
+            (CommandState::Failed, MigState::Failed),
+        ] {
+            let (k, _, _) = world().await;
+            let hostd = Arc::new(SourceGone {
+                incoming: Mutex::new(CommandState::Running),
+            });
+            let clock = Arc::new(TestClock(1_000_000.into()));
+            let orch = Orchestrator::with_handles(
+                OrchConfig::from_settings(
+                    &Config::from_toml("")
+                        .and_then(|c| c.validate())
+                        .expect("settings"),
+                ),
+                Handles {
+                    fabric: k.clone(),
+                    switches: Arc::new(NoSwitches),
+                    hostd: hostd.clone(),
+                    store: None,
+                    clock: clock.clone(),
+                },
+            )
+            .await;
+            let mut req = request();
+            req.deadline_s = Some(60.0);
+            let m = orch.submit(req, "test".into(), None).expect("queued");
+            orch.try_start(&*k, m.clone()).await;
+            let m = orch.get(&m.id).expect("known");
+            assert_eq!(m.state, MigState::Running, "{m:?}");
+            orch.follow(&*k, m.clone()).await;
+            let past = LOST_CONTACT.as_millis() as i64 + 1000;
+            clock.0.fetch_add(past, std::sync::atomic::Ordering::SeqCst);
+            orch.follow(&*k, m.clone()).await;
+            assert_eq!(orch.get(&m.id).expect("known").state, MigState::Running);
+            *lock(&hostd.incoming) = end;
+            orch.follow(&*k, m.clone()).await;
+            let after = orch.get(&m.id).expect("known");
+            assert_eq!(after.state, want, "{end:?}: {after:?}");
         }
     }
 
