@@ -1738,7 +1738,9 @@ impl Orchestrator {
                     match incoming {
                         Some(CommandState::Succeeded) => {
                             info!(id = %m.id, host = %m.from, "the source hostd is silent but the destination runs the VM; verifying");
-                            self.update(&m.id, |x| x.state = MigState::Verifying);
+                            self.update_if(&m.id, MigState::Running, |x| {
+                                x.state = MigState::Verifying
+                            });
                         }
                         // Still coming in: the destination decides by the
                         // deadline (it stops its QEMU past it).
