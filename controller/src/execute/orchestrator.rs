@@ -460,10 +460,30 @@ fn bound_history(migs: &mut BTreeMap<String, Migration>, keep: usize) {
     }
 }
 
-/// Available bandwidth of a hop: capacity minus current use minus what is
-/// reserved on it, bit/s.
+/// Available bandwidth of a hop whose reservations are all sending:
+/// [`hop_available_bps`] with every reservation's traffic possibly in
+/// `used`, i.e. capacity − max(used, reserved), bit/s.
 pub fn available_bps(capacity: f64, used: f64, reserved: f64) -> f64 {
-    (capacity - used - reserved).max(0.0)
+    hop_available_bps(capacity, used, reserved, reserved)
+}
+
+/// Available bandwidth of a hop, bit/s (Shoal's rule, issue 13; see
+/// docs/reservations.md). `used` is the port's measured tx rate, which
+/// already carries the traffic of the reserved migrations sending on it;
+/// `reserved` is the sum of the reservations on the hop; `sending` is the
+/// part of `reserved` held by migrations that may be sending (running).
+/// The port rate is not split per flow, so the reserved migrations'
+/// measured share is taken as `min(used, sending)` (their meters cap
+/// them at their reservations) and only the rest of `used` is other
+/// traffic: available = capacity − (used − min(used, sending)) −
+/// reserved. Each reservation thus counts once, as max(reserved rate,
+/// measured share). Reservations never add up to more than the capacity;
+/// when a running migration sends less than its reservation, the
+/// estimate of other traffic is low, which only costs best-effort
+/// traffic.
+pub fn hop_available_bps(capacity: f64, used: f64, reserved: f64, sending: f64) -> f64 {
+    let other = used - used.min(sending.min(reserved).max(0.0));
+    (capacity - other.max(0.0) - reserved).max(0.0)
 }
 
 /// The hops of `path` (from [`Topology::path`]) as (dpid, egress port).
@@ -1174,7 +1194,9 @@ impl Orchestrator {
             .iter()
             .filter_map(|p| p.tx_bytes_per_s.map(|r| ((p.dpid, p.port), r * 8.0)))
             .collect();
-        let mut reserved: BTreeMap<(String, u32), (f64, usize)> = BTreeMap::new();
+        // Per egress port: (reserved bit/s, reserved bit/s of running
+        // migrations, whose traffic is in `used`, reserved migrations).
+        let mut reserved: BTreeMap<(String, u32), (f64, f64, usize)> = BTreeMap::new();
         for o in active.iter().filter(|o| {
             o.id != m.id
                 && o.reserve
@@ -1185,9 +1207,13 @@ impl Orchestrator {
         }) {
             for h in &o.hops {
                 if let Some(p) = h.out_port {
-                    let e = reserved.entry((h.dpid.clone(), p)).or_insert((0.0, 0));
-                    e.0 += o.bandwidth_bytes_per_s * 8.0 * self.cfg.meter_headroom;
-                    e.1 += 1;
+                    let e = reserved.entry((h.dpid.clone(), p)).or_insert((0.0, 0.0, 0));
+                    let r = o.bandwidth_bytes_per_s * 8.0 * self.cfg.meter_headroom;
+                    e.0 += r;
+                    if matches!(o.state, MigState::Running) {
+                        e.1 += r;
+                    }
+                    e.2 += 1;
                 }
             }
         }
@@ -1203,17 +1229,18 @@ impl Orchestrator {
             let mut hop = h.clone();
             if let Some(p) = h.out_port {
                 let cap = port_capacity_bps(&topo, dpid, p, s.link_capacity_bps());
-                let (res, n) = reserved
+                let (res, sending, n) = reserved
                     .get(&(h.dpid.clone(), p))
                     .copied()
-                    .unwrap_or((0.0, 0));
+                    .unwrap_or((0.0, 0.0, 0));
                 if n >= self.cfg.max_per_link {
                     return Err(format!(
                         "link {}:{p} already carries {n} reserved migration(s)",
                         h.dpid
                     ));
                 }
-                let avail = available_bps(cap, used.get(&(dpid, p)).copied().unwrap_or(0.0), res);
+                let used = used.get(&(dpid, p)).copied().unwrap_or(0.0);
+                let avail = hop_available_bps(cap, used, res, sending);
                 if avail < need {
                     return Err(format!(
                         "hop {}:{p} has {:.1} Mbit/s available, the migration needs {:.1} Mbit/s",
@@ -1865,10 +1892,39 @@ pub fn path_ports(topo: &Topology, a: u64, b: u64) -> Vec<PortRef> {
 mod tests {
     use super::*;
 
+    /// Issue 13: a 100 Mbit/s hop carrying a reserved migration of
+    /// 40 Mbit/s, measured at 40 Mbit/s, plus 10 Mbit/s of other traffic
+    /// (port rate 50 Mbit/s) has 50 Mbit/s available, so a second
+    /// migration needing 45 Mbit/s is admitted; the migration's own
+    /// traffic is not subtracted twice (100 - 50 - 40 = 10).
+    #[test]
+    fn reserved_traffic_not_subtracted_twice() {
+        let avail = available_bps(100e6, 50e6, 40e6);
+        assert_eq!(avail, 50e6);
+        assert!(avail >= 45e6, "a 45 Mbit/s migration must be admitted");
+    }
+
     #[test]
     fn availability_never_negative() {
-        assert_eq!(available_bps(100e6, 40e6, 30e6), 30e6);
-        assert_eq!(available_bps(100e6, 90e6, 30e6), 0.0);
+        assert_eq!(available_bps(100e6, 40e6, 30e6), 60e6);
+        assert_eq!(available_bps(100e6, 90e6, 30e6), 10e6);
+        assert_eq!(available_bps(100e6, 120e6, 30e6), 0.0);
+        assert_eq!(hop_available_bps(100e6, 90e6, 30e6, 0.0), 0.0);
+    }
+
+    /// A reservation whose migration is not sending yet (reserving) is
+    /// not assumed to be in the port rate: its reserved rate and the
+    /// whole measured rate are both subtracted.
+    #[test]
+    fn pending_reservation_counts_whole_port_rate() {
+        // 40 reserved, not sending; 50 of other traffic.
+        assert_eq!(hop_available_bps(100e6, 50e6, 40e6, 0.0), 10e6);
+        // 40 reserved and running (measured 40) + 20 pending; 10 other.
+        assert_eq!(hop_available_bps(100e6, 50e6, 60e6, 40e6), 30e6);
+        // A running migration sending less than its reservation (20 of
+        // 40, 10 other) counts as its full 40; the other traffic is then
+        // underestimated (0 instead of 10), never the reservations.
+        assert_eq!(hop_available_bps(100e6, 30e6, 40e6, 40e6), 60e6);
     }
 
     #[test]
