@@ -467,7 +467,7 @@ pub fn available_bps(capacity: f64, used: f64, reserved: f64) -> f64 {
     hop_available_bps(capacity, used, reserved, reserved)
 }
 
-/// Available bandwidth of a hop, bit/s (Shoal's rule, issue 13; see
+/// Available bandwidth of a hop, bit/s (Shoal's own rule; see
 /// docs/reservations.md). `used` is the port's measured tx rate, which
 /// already carries the traffic of the reserved migrations sending on it;
 /// `reserved` is the sum of the reservations on the hop; `sending` is the
@@ -1892,7 +1892,7 @@ pub fn path_ports(topo: &Topology, a: u64, b: u64) -> Vec<PortRef> {
 mod tests {
     use super::*;
 
-    /// Issue 13: a 100 Mbit/s hop carrying a reserved migration of
+    /// A 100 Mbit/s hop carrying a reserved migration of
     /// 40 Mbit/s, measured at 40 Mbit/s, plus 10 Mbit/s of other traffic
     /// (port rate 50 Mbit/s) has 50 Mbit/s available, so a second
     /// migration needing 45 Mbit/s is admitted; the migration's own
