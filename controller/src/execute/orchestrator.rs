@@ -2007,6 +2007,28 @@ mod tests {
 #[cfg(test)]
 mod race_tests {
     use super::*;
+
+    /// The error of a call whose answer was lost.
+    fn unanswered(api: &str, reason: &str) -> HostdError {
+        HostdError::Transport {
+            url: format!("{api}/x"),
+            reason: reason.into(),
+        }
+    }
+
+    /// A command's status as a fake daemon answers it.
+    fn status(id: &str, command: proto::Command, state: CommandState) -> CommandStatus {
+        CommandStatus {
+            id: id.to_string(),
+            command,
+            state,
+            progress: None,
+            result: None,
+            error: None,
+            created_unix_ms: 0,
+            updated_unix_ms: 0,
+        }
+    }
     use crate::config::Config;
     use crate::execute::handles::{BoxFuture, HostdError, NoSwitches};
     use crate::knowledge::clock::SystemClock;
@@ -2035,10 +2057,7 @@ mod race_tests {
                 let lost = &self.1;
                 if lost.load(std::sync::atomic::Ordering::SeqCst) > 0 {
                     lost.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                    return Err(HostdError::Transport {
-                        url: format!("{api}/x"),
-                        reason: "timed out".into(),
-                    });
+                    return Err(unanswered(api, "timed out"));
                 }
                 Ok(())
             })
@@ -2049,16 +2068,9 @@ mod race_tests {
             id: &'a str,
         ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
             Box::pin(async move {
-                Ok(lock(&self.2).get(id).map(|c| CommandStatus {
-                    id: id.to_string(),
-                    command: c.clone(),
-                    state: CommandState::Accepted,
-                    progress: None,
-                    result: None,
-                    error: None,
-                    created_unix_ms: 0,
-                    updated_unix_ms: 0,
-                }))
+                Ok(lock(&self.2)
+                    .get(id)
+                    .map(|c| status(id, c.clone(), CommandState::Accepted)))
             })
         }
     }
@@ -2225,10 +2237,7 @@ mod race_tests {
             Box::pin(async move {
                 lock(&self.sent).push(id.to_string());
                 if id.ends_with(self.lost) {
-                    return Err(HostdError::Transport {
-                        url: format!("{api}/x"),
-                        reason: "timed out".into(),
-                    });
+                    return Err(unanswered(api, "timed out"));
                 }
                 Ok(())
             })
@@ -2238,12 +2247,7 @@ mod race_tests {
             api: &'a str,
             _id: &'a str,
         ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
-            Box::pin(async move {
-                Err(HostdError::Transport {
-                    url: format!("{api}/x"),
-                    reason: "timed out".into(),
-                })
-            })
+            Box::pin(async move { Err(unanswered(api, "timed out")) })
         }
     }
 
@@ -2313,21 +2317,13 @@ mod race_tests {
         ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
             Box::pin(async move {
                 if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Err(HostdError::Transport {
-                        url: format!("{api}/x"),
-                        reason: "connection refused".into(),
-                    });
+                    return Err(unanswered(api, "connection refused"));
                 }
-                Ok(Some(CommandStatus {
-                    id: id.to_string(),
-                    command: proto::Command::VfAttach { vm: "v1".into() },
-                    state: *lock(&self.state),
-                    progress: None,
-                    result: None,
-                    error: None,
-                    created_unix_ms: 0,
-                    updated_unix_ms: 0,
-                }))
+                Ok(Some(status(
+                    id,
+                    proto::Command::VfAttach { vm: "v1".into() },
+                    *lock(&self.state),
+                )))
             })
         }
     }
@@ -2406,21 +2402,13 @@ mod race_tests {
         ) -> BoxFuture<'a, Result<Option<CommandStatus>, HostdError>> {
             Box::pin(async move {
                 if id.ends_with("-out") {
-                    return Err(HostdError::Transport {
-                        url: format!("{api}/x"),
-                        reason: "connection refused".into(),
-                    });
+                    return Err(unanswered(api, "connection refused"));
                 }
-                Ok(Some(CommandStatus {
-                    id: id.to_string(),
-                    command: proto::Command::VfAttach { vm: "v1".into() },
-                    state: *lock(&self.incoming),
-                    progress: None,
-                    result: None,
-                    error: None,
-                    created_unix_ms: 0,
-                    updated_unix_ms: 0,
-                }))
+                Ok(Some(status(
+                    id,
+                    proto::Command::VfAttach { vm: "v1".into() },
+                    *lock(&self.incoming),
+                )))
             })
         }
     }
