@@ -1518,6 +1518,22 @@ mod tests {
             shoal / paper > 1.15 && shoal / paper < 1.2,
             "{shoal} / {paper}"
         );
+        // The paper's two rates for a 330 s deadline, 27 and 50 Mbit/s, on
+        // the inputs reconstructed for them (docs/algorithms.md, VMPatrol):
+        // a 512 MiB VM dirtying 1.7 and 4.2 MiB/s. The downtime condition
+        // decides both: without it, L just above R would "meet" the
+        // deadline with n = 0 (14 and 35 Mbit/s).
+        let rate = |dirty: f64, e: &ExecuteConfig| {
+            let p = ModelParams::new(512.0, dirty);
+            let l = min_bandwidth_for_deadline(&p, 330.0 * (1.0 - e.deadline_margin), 1e4).unwrap();
+            assert!(l.downtime_s <= 0.3 + 1e-9, "{l:?}");
+            assert!(l.time_s <= 330.0, "{l:?}");
+            l.bandwidth_mbps * 8.388_608 * e.meter_headroom
+        };
+        assert_eq!(rate(1.7, &s.execute).round(), 27.0);
+        assert_eq!(rate(4.2, &s.execute).round(), 50.0);
+        let shoal = rate(4.2, &Config::default().validate().unwrap().execute);
+        assert!(shoal > 53.0, "{shoal}");
         let e = Config::from_toml("[execute]\npreset = \"paper\"\ndeadline_margin = 0.2\n")
             .unwrap()
             .validate()
