@@ -186,6 +186,8 @@ pub struct Reloaded {
     pub controller_token: bool,
     /// The policy put in force (None: the policy was left as it was).
     pub policy: Option<String>,
+    /// Whether any domain or environment is configured now.
+    pub groups: bool,
 }
 
 /// Why a reload was refused (nothing of it was applied).
@@ -197,7 +199,7 @@ impl Running {
     /// Applies what `new` (validated) changes that takes effect without a
     /// restart: the API's credentials (operators and every
     /// `<host-id>.token` of `host_tokens_dir`), the token presented to host
-    /// daemons, and — when `policy` is true — the `[policy]` section (stored
+    /// daemons, the `[groups]` (domains and environments), and — when `policy` is true — the `[policy]` section (stored
     /// like a `PUT /api/v1/policy`, so it also survives a restart). Either
     /// everything is applied or, on error, nothing.
     pub fn reload(&self, new: &Settings, policy: bool) -> Result<Reloaded, ReloadError> {
@@ -220,11 +222,13 @@ impl Running {
         let (operators, hosts) = auth.counts();
         self.api_state.auth.replace(auth);
         self.hostd.set_token(new.token.clone());
+        self.knowledge.set_groups(new.groups.clone());
         Ok(Reloaded {
             operators,
             hosts,
             controller_token: new.token.is_some(),
             policy: applied_policy,
+            groups: !new.groups.is_empty(),
         })
     }
 

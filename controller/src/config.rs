@@ -46,6 +46,13 @@
 //! placements = { max_rows = 50000, max_age_days = 90 }
 //! reservations = { max_rows = 10000, max_age_days = 30 }   # removed ones only
 //!
+//! # VIOLIN's domains (groups of hosts; default: a host's pod) and virtual
+//! # environments (a tenant's VMs; the head stays in its domain when the
+//! # environment moves). Reloaded on SIGHUP.
+//! [groups]
+//! domains = { d0 = ["th1", "th2"], d1 = ["th3", "th4"] }
+//! environments = [ { name = "tenant1", members = ["tv1", "tv2", "tv3"], head = "tv1" } ]
+//!
 //! # Who may use the REST API (every route but /healthz needs a token).
 //! [auth]
 //! host_tokens_dir = "/etc/shoal/hosts"   # <host-id>.token: each hostd's own token
@@ -142,6 +149,20 @@ pub struct Config {
     pub execute: ExecuteConfig,
     /// How much history the knowledge database keeps.
     pub retention: RetentionConfig,
+    /// VIOLIN's domains and virtual environments in live mode.
+    pub groups: GroupsConfig,
+}
+
+/// `[groups]`: the domains (groups of hosts) and virtual environments (a
+/// tenant's VMs, with an optional head node) that VIOLIN plans with in
+/// live mode. A host without a domain is in its pod's; reloaded on SIGHUP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Domain name → its hosts (a host in at most one domain).
+    pub domains: BTreeMap<String, Vec<String>>,
+    /// Environments (a VM in at most one).
+    pub environments: Vec<crate::knowledge::groups::EnvironmentSpec>,
 }
 
 /// Retention of one history table: rows beyond `max_rows` (oldest first)
@@ -462,6 +483,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             execute: ExecuteConfig::default(),
             retention: RetentionConfig::default(),
+            groups: GroupsConfig::default(),
         }
     }
 }
@@ -671,6 +693,8 @@ pub struct Settings {
     pub max_matrix_pairs: usize,
     /// History retention of the knowledge database.
     pub retention: RetentionConfig,
+    /// Configured domains and environments.
+    pub groups: crate::knowledge::groups::Groups,
     /// Polling interval.
     pub poll_interval: Duration,
     /// λ window in intervals.
@@ -723,6 +747,7 @@ impl Settings {
             excluded_cookie_mask: self.excluded_cookie_mask,
             host_history: self.host_history,
             max_matrix_pairs: self.max_matrix_pairs,
+            groups: self.groups.clone(),
         }
     }
 }
@@ -914,6 +939,14 @@ impl Config {
             max_pair_flows: self.forwarding.max_pair_flows,
             max_matrix_pairs: mon.max_matrix_pairs,
             retention: self.retention.clone(),
+            groups: crate::knowledge::groups::Groups::new(
+                &self.groups.domains,
+                &self.groups.environments,
+            )
+            .map_err(|e| ConfigError::Invalid {
+                field: e.field,
+                message: e.message,
+            })?,
             poll_interval: secs("monitor.interval_s", mon.interval_s, 1.0, 3600.0)?,
             window_intervals: mon.window_intervals,
             excluded_cookie,
@@ -1250,7 +1283,7 @@ impl Settings {
 /// Fields a running controller applies when it re-reads its configuration
 /// on SIGHUP (dotted prefixes); every other changed field needs a restart.
 /// `policy` is applied only when it is not pinned on the command line.
-pub const RELOADABLE: &[&str] = &["auth", "hostd.token_file", "log_filter", "policy"];
+pub const RELOADABLE: &[&str] = &["auth", "groups", "hostd.token_file", "log_filter", "policy"];
 
 /// Whether field `f` (a dotted path) is one of [`RELOADABLE`].
 pub fn is_reloadable(f: &str) -> bool {
@@ -1485,11 +1518,51 @@ mod tests {
             shoal / paper > 1.15 && shoal / paper < 1.2,
             "{shoal} / {paper}"
         );
+        // The paper's two rates for a 330 s deadline, 27 and 50 Mbit/s, on
+        // the inputs reconstructed for them (docs/algorithms.md, VMPatrol):
+        // a 512 MiB VM dirtying 1.7 and 4.2 MiB/s. The downtime condition
+        // decides both: without it, L just above R would "meet" the
+        // deadline with n = 0 (14 and 35 Mbit/s).
+        let rate = |dirty: f64, e: &ExecuteConfig| {
+            let p = ModelParams::new(512.0, dirty);
+            let l = min_bandwidth_for_deadline(&p, 330.0 * (1.0 - e.deadline_margin), 1e4).unwrap();
+            assert!(l.downtime_s <= 0.3 + 1e-9, "{l:?}");
+            assert!(l.time_s <= 330.0, "{l:?}");
+            l.bandwidth_mbps * 8.388_608 * e.meter_headroom
+        };
+        assert_eq!(rate(1.7, &s.execute).round(), 27.0);
+        assert_eq!(rate(4.2, &s.execute).round(), 50.0);
+        let shoal = rate(4.2, &Config::default().validate().unwrap().execute);
+        assert!(shoal > 53.0, "{shoal}");
         let e = Config::from_toml("[execute]\npreset = \"paper\"\ndeadline_margin = 0.2\n")
             .unwrap()
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("execute.preset"), "{e}");
+    }
+
+    /// `[groups]` reaches the settings checked, a contradiction is refused
+    /// naming the field, and a change is reloadable (SIGHUP).
+    #[test]
+    fn groups_are_checked_and_reloadable() {
+        let s = Config::from_toml(
+            "[groups]\ndomains = { d0 = [\"th1\", \"th2\"] }\nenvironments = [ { name = \"t1\", members = [\"tv1\", \"tv2\"], head = \"tv1\" } ]\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(s.groups.domain_of("th2"), Some("d0"));
+        assert_eq!(s.groups.environment_of("tv1"), Some(("t1", true)));
+        assert_eq!(s.knowledge_config().groups, s.groups);
+        let e = Config::from_toml(
+            "[groups]\nenvironments = [ { name = \"t1\", members = [\"tv1\"], head = \"tv9\" } ]\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("groups.environments[0].head"), "{e}");
+        assert!(Config::from_toml("[groups]\nracks = {}\n").is_err());
+        assert!(is_reloadable("groups.domains"));
     }
 
     #[test]

@@ -205,7 +205,7 @@ struct ReloadState {
 }
 
 /// SIGHUP: re-reads and fully validates the configuration; applies the
-/// credentials, the controller's token, the log filter and the policy
+/// credentials, the controller's token, the groups, the log filter and the policy
 /// (unless pinned); names every other changed field as needing a restart.
 /// An invalid file is refused and the running configuration stays.
 fn reload(args: &RunArgs, running: &Running, st: &mut ReloadState, log: &LogControl) {
@@ -263,10 +263,11 @@ fn reload(args: &RunArgs, running: &Running, st: &mut ReloadState, log: &LogCont
         None => "unchanged".to_string(),
     };
     info!(
-        "configuration reloaded (operators: {}, host tokens: {}, controller token: {}, policy: {}, log filter: {}, restart needed for: {})",
+        "configuration reloaded (operators: {}, host tokens: {}, controller token: {}, groups: {}, policy: {}, log filter: {}, restart needed for: {})",
         r.operators,
         r.hosts,
         if r.controller_token { "set" } else { "none" },
+        if r.groups { "configured" } else { "none" },
         policy_note,
         log_note,
         if restart.is_empty() {

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::knowledge::groups::Groups;
 use crate::knowledge::snapshot::{
     HostLocation, HostSample, HostState, HotspotEvent, LinkInfo, MigrationRecord, Snapshot,
     SwitchInfo, SwitchLevel, Topology as SnapTopology, VmSample, VmState,
@@ -45,6 +46,8 @@ pub struct LiveInputs<'a> {
     pub hotspot_history: Vec<HotspotEvent>,
     /// When each VM's last migration ended, s (time origin as above).
     pub last_migration_s: BTreeMap<String, f64>,
+    /// Configured domains and environments.
+    pub groups: &'a Groups,
 }
 
 fn secs(ms: i64, origin: i64) -> f64 {
@@ -247,7 +250,7 @@ fn reported_hosts(
                 nic_bps: reg.nic_bps as f64,
                 vf_count: reg.vf_count,
                 max_vms: None,
-                domain: None,
+                domain: inp.groups.domain_of(id).map(str::to_string),
                 location,
                 history,
             },
@@ -280,12 +283,13 @@ fn vm_states(
             .vm_metrics(name)
             .map(|m| m.memory_mb)
             .unwrap_or(inv.memory_mb) as f64;
+        let group = inp.groups.environment_of(name);
         vms.insert(
             name.clone(),
             VmState {
                 host: place.host.clone(),
-                environment: None,
-                head: false,
+                environment: group.map(|(e, _)| e.to_string()),
+                head: group.is_some_and(|(_, head)| head),
                 ipv4: inv.ip.as_deref().and_then(|ip| ip.trim().parse().ok()),
                 vcpus: inv.vcpus,
                 memory_mb,
@@ -420,6 +424,17 @@ mod tests {
             total_bytes: 5000,
             window_s: 6.0,
         }];
+        // Configured groups reach the snapshot (VIOLIN's domains and
+        // environments); unconfigured ones stay empty.
+        let groups = Groups::new(
+            &[("d0".to_string(), vec!["hv1".to_string()])].into(),
+            &[crate::knowledge::groups::EnvironmentSpec {
+                name: "tenant1".into(),
+                members: vec!["a".into(), "b".into()],
+                head: Some("b".into()),
+            }],
+        )
+        .unwrap();
         let snap = build_snapshot(&LiveInputs {
             hosts: &hosts,
             topo: &topo,
@@ -434,6 +449,7 @@ mod tests {
             migrations: vec![],
             hotspot_history: vec![],
             last_migration_s: BTreeMap::new(),
+            groups: &groups,
         });
         assert_eq!(snap.now_s, 10.0);
         assert_eq!(
@@ -460,6 +476,11 @@ mod tests {
         // The inventory's IPv4 address (S-CORE's round-robin order).
         assert_eq!(snap.vms["a"].ipv4, Some([10, 0, 0, 10].into()));
         assert_eq!(snap.vms["b"].ipv4, None);
+        assert_eq!(snap.hosts["hv1"].domain.as_deref(), Some("d0"));
+        assert_eq!(snap.hosts["hv2"].domain, None);
+        assert_eq!(snap.vms["a"].environment.as_deref(), Some("tenant1"));
+        assert!(!snap.vms["a"].head);
+        assert!(snap.vms["b"].head);
         // Host links are named by host id, capacities from the override.
         assert!(snap
             .topology

@@ -3,13 +3,15 @@
 //! - **Owns**: the live knowledge and its locks ([`state::Knowledge`], with
 //!   the one lock order of the controller), the [`snapshot::Snapshot`] the
 //!   policies read and its builder from live data ([`live`]), the
-//!   persistent store ([`store::Store`], SQLite behind it), and the clock
+//!   configured groups ([`groups::Groups`]: VIOLIN's domains and
+//!   environments), the persistent store ([`store::Store`], SQLite behind it), and the clock
 //!   ([`clock`]).
 //! - **Reads**: the Monitor's types (topology, statistics, host registry,
 //!   switch handles).
 //! - **May not touch**: analyze, plan, execute, the loop or the API.
 
 pub mod clock;
+pub mod groups;
 pub mod live;
 pub mod snapshot;
 pub mod state;

@@ -17,8 +17,9 @@
 //! 4. `switches` (connected switch handles);
 //! 5. `monitor` (statistics);
 //! 6. the loop's `live` state ([`crate::mapek::live::LiveState`]) and
-//!    the orchestrator's migration table: leaves, nothing else is taken
-//!    while one of them is held.
+//!    the orchestrator's migration table, and `groups` (configured
+//!    domains and environments, held only to clone an `Arc`): leaves,
+//!    nothing else is taken while one of them is held.
 //!
 //! For example [`Knowledge::snapshot`] takes `monitor` alone first, then
 //! `hosts` and `topo`; the API reads [`Knowledge::hypervisor_map`] (hosts,
@@ -30,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::{Duration, Instant};
 
 use crate::knowledge::clock::now_unix_ms;
+use crate::knowledge::groups::Groups;
 use crate::knowledge::live::{build_snapshot, LiveInputs};
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
 use crate::knowledge::store::Store;
@@ -72,6 +74,8 @@ pub struct KnowledgeConfig {
     pub host_history: usize,
     /// Pairs the traffic matrix tracks at most.
     pub max_matrix_pairs: usize,
+    /// Configured domains and environments.
+    pub groups: Groups,
 }
 
 /// The live knowledge (see the module doc for the lock order).
@@ -108,6 +112,9 @@ pub struct Knowledge {
     pub lldp: Arc<LldpCounters>,
     /// Pair-flow gauges and counters (the core publishes them).
     pub limits: Arc<LimitCounters>,
+    /// Configured domains and environments (replaced on SIGHUP; a leaf
+    /// lock, held only to clone the `Arc`).
+    groups: RwLock<Arc<Groups>>,
 }
 
 impl Knowledge {
@@ -138,6 +145,7 @@ impl Knowledge {
             store,
             switches: RwLock::new(HashMap::new()),
             lldp: Arc::new(LldpCounters::default()),
+            groups: RwLock::new(Arc::new(cfg.groups.clone())),
             limits: Arc::new(LimitCounters::default()),
         }
     }
@@ -209,6 +217,7 @@ impl Knowledge {
     ) -> Option<Snapshot> {
         let rates = self.monitor_lock().ok()?.matrix.rates();
         let ports = self.monitor_lock().ok()?.port_rates();
+        let groups = self.groups();
         let hosts = self.hosts_read().ok()?;
         let topo = self.topo_read().ok()?;
         Some(build_snapshot(&LiveInputs {
@@ -225,6 +234,23 @@ impl Knowledge {
             migrations,
             hotspot_history,
             last_migration_s,
+            groups: &groups,
         }))
+    }
+
+    /// The configured domains and environments in force.
+    pub fn groups(&self) -> Arc<Groups> {
+        match self.groups.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Puts new domains and environments in force (SIGHUP).
+    pub fn set_groups(&self, groups: Groups) {
+        match self.groups.write() {
+            Ok(mut g) => *g = Arc::new(groups),
+            Err(p) => *p.into_inner() = Arc::new(groups),
+        }
     }
 }
