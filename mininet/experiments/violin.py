@@ -84,7 +84,7 @@ def main():
     ap.add_argument('--hot-at', type=float, default=10.0, help='d0 turns busy at this time')
     ap.add_argument('--policy-at', type=float, default=6.0,
                     help='PUT /api/v1/policy at this time (before: monitoring only)')
-    ap.add_argument('--duration-s', type=float, default=45.0)
+    ap.add_argument('--duration-s', type=float, default=56.0)
     ap.add_argument('--deadline-s', type=float, default=12.0,
                     help="deadline of the live loop's migrations")
     ap.add_argument('--controller-config', default='{}',
