@@ -206,8 +206,8 @@ def load(src):
         w = 'pings[%d]' % i
         _obj(p, w, {'src', 'dst', 'start_s', 'stop_s', 'interval_s'})
         for k in ('src', 'dst'):
-            if p.get(k) not in vms:
-                raise ScenarioError('%s.%s: unknown VM %r' % (w, k, p.get(k)))
+            if p.get(k) not in ends:
+                raise ScenarioError('%s.%s: unknown VM or client %r' % (w, k, p.get(k)))
         e = {'src': p['src'], 'dst': p['dst']}
         e['start_s'] = _num(p.get('start_s', 0), w + '.start_s', lo=0)
         e['stop_s'] = _num(p.get('stop_s', sc['duration_s']), w + '.stop_s', lo=e['start_s'] + 1)
@@ -248,8 +248,9 @@ def load(src):
     sc['checks'] = {'cross_pod_ping': bool(ck.get('cross_pod_ping', False)),
                     'matrix_pairs': []}
     for i, pr in enumerate(_list(ck.get('matrix_pairs', []), 'checks.matrix_pairs')):
-        if not (isinstance(pr, list) and len(pr) == 2 and all(x in vms for x in pr)):
-            raise ScenarioError('checks.matrix_pairs[%d]: a [src, dst] pair of VMs' % i)
+        if not (isinstance(pr, list) and len(pr) == 2 and all(x in ends for x in pr)):
+            raise ScenarioError('checks.matrix_pairs[%d]: a [src, dst] pair of VMs or clients'
+                                % i)
         sc['checks']['matrix_pairs'].append(pr)
     return sc
 
