@@ -214,7 +214,11 @@ fn score_experiment_on_the_testbed() {
         short(&s)
     );
     assert_eq!(s["live_moves"], s["simulator_moves"], "{}", short(&s));
-    assert!(f("live_cost_after") < f("live_cost_before"), "{}", short(&s));
+    assert!(
+        f("live_cost_after") < f("live_cost_before"),
+        "{}",
+        short(&s)
+    );
     assert_eq!(s["within_15pct"], true, "{}", short(&s));
     assert_reservations(&s);
 }
