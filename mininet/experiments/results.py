@@ -77,10 +77,11 @@ def hotspot(s):
 def sova(s):
     return table([
         ('VF holder on th1 before the switch → at the end',
-         '%s → %s' % (s.get('th1_holder_before_switch'), s.get('th1_holder_final')),
-         "['tv1'] → ['tv2']"),
+         '%s → %s' % tuple('+'.join(x) if isinstance(x, list) else fmt(x) for x in
+                           (s.get('th1_holder_before_switch'), s.get('th1_holder_final'))),
+         'tv1 → tv2'),
         ('VF followed the traffic', fmt(s.get('followed_traffic')), 'yes'),
-        ('samples with the VF on the busiest VM', fmt(s.get('vf_on_busiest_vm_share')), ''),
+        ('samples with the VF on the busiest VM', shares(s.get('vf_on_busiest_vm_share')), ''),
         ("hostd's vf_attached and the stand-in link agree", fmt(s.get('hostd_and_link_agree')),
          'yes'),
     ])
@@ -150,12 +151,15 @@ def splice(doc, block):
     return doc.rstrip('\n') + '\n\n' + block + '\n'
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--out', required=True, help="run-all.sh's output directory")
-    ap.add_argument('--doc', required=True, help='docs/experiments.md')
-    a = ap.parse_args()
+def run_info(out_dir):
+    """(commit, date) of the run: from OUT/run-info.json (written by
+    run-all.sh when it starts), else the working tree's HEAD and now."""
+    try:
+        with open(os.path.join(out_dir, 'run-info.json')) as f:
+            info = json.load(f)
+        return info['commit'], info['date']
+    except (OSError, ValueError, KeyError):
+        pass
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     r = subprocess.run(['git', '-C', root, 'rev-parse', '--short', 'HEAD'],
                        capture_output=True, text=True)
@@ -164,7 +168,22 @@ def main():
                            capture_output=True, text=True).stdout.strip()
     if dirty:
         commit += ' + local changes'
-    date = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+    return commit, datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+
+
+def shares(d):
+    if not isinstance(d, dict):
+        return fmt(d)
+    return ', '.join('%s %s' % (k, fmt(v)) for k, v in sorted(d.items())) or '–'
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--out', required=True, help="run-all.sh's output directory")
+    ap.add_argument('--doc', required=True, help='docs/experiments.md')
+    a = ap.parse_args()
+    commit, date = run_info(a.out)
     with open(a.doc) as f:
         doc = f.read()
     new = splice(doc, render(a.out, commit, date))

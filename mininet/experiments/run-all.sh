@@ -63,6 +63,13 @@ run() {
 }
 
 cd "$ROOT"
+# What the results table names: the commit and the date of this run.
+COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    COMMIT="$COMMIT + local changes"
+fi
+printf '{"commit": "%s", "date": "%s"}\n' "$COMMIT" "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+    > "$OUT/run-info.json"
 run vmpatrol vmpatrol.py
 run hotspot-idc hotspot.py --policy idc
 run hotspot-sandpiper hotspot.py --policy sandpiper
