@@ -480,6 +480,15 @@ fn sova_eq5_volume_measures_skew() {
     assert_eq!(first["vm"], "idle", "{:?}", brief(&lines));
     let vol = first["details"]["metrics"]["volume"].as_f64().unwrap();
     assert!((vol - 1.687).abs() < 0.01, "{vol}");
+    // Sandpiper's volume (option `sova.volume = "sandpiper"`) grows with
+    // load: `a` (3.9 of 8 cores) has the largest volume / size and moves.
+    let load = serde_json::json!({"sova": {"volume": "sandpiper"}});
+    let lines = sim_lines(&scn, "sova", 4, no_options(), load);
+    let first = lines
+        .iter()
+        .find(|l| l["action"] == "migrate")
+        .unwrap_or_else(|| panic!("{:?}", brief(&lines)));
+    assert_eq!(first["vm"], "a", "{:?}", brief(&lines));
 }
 
 /// Sova's Algorithm 2 (l.7–8) takes the smallest-volume host not yet a
