@@ -303,6 +303,35 @@ fn sandpiper_grows_a_swapping_vm_before_migrating() {
     assert!(lines.iter().all(|l| l["action"] != "resize"));
 }
 
+/// Sandpiper's memory observation is swap activity, reads as well as
+/// writes (thesis §4.1): vm1 swaps 100 pages/s out and reads 100 pages/s
+/// back, 200 pages/s of swap traffic against the 150 pages/s threshold.
+/// Sandpiper sees a memory hotspot and grows vm1 by 32 MB; IDC-aware counts
+/// swap-out only (100 < 150) and does nothing.
+#[test]
+fn sandpiper_counts_swap_reads() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "vm1", "host": "h1", "memory_mb": 1024,
+            "max_memory_mb": 2048, "cpu": 1, "swap_out_pps": 100, "swap_in_pps": 100}),
+        ],
+        vec![],
+    );
+    let lines = sim_lines(&scn, "sandpiper", 6, no_options(), no_options());
+    let first = lines
+        .iter()
+        .find(|l| l["vm"] == "vm1")
+        .unwrap_or_else(|| panic!("{:?}", brief(&lines)));
+    assert_eq!(first["action"], "resize", "{:?}", brief(&lines));
+    assert_eq!(first["target_mb"], 1056.0, "{:?}", brief(&lines));
+    let lines = sim_lines(&scn, "idc", 6, no_options(), no_options());
+    assert!(lines.is_empty(), "{:?}", brief(&lines));
+    let writes = serde_json::json!({"swap_includes_reads": false});
+    let lines = sim_lines(&scn, "sandpiper", 6, writes, no_options());
+    assert!(lines.is_empty(), "{:?}", brief(&lines));
+}
+
 /// Sandpiper's network observation includes IDC traffic (thesis §4.1:
 /// "Sandpiper includes IDC in the network traffic"): a and b on h1 (1
 /// Gbit/s NIC = 125 MB/s) exchange 55 MB/s each way, all IDC. Sandpiper

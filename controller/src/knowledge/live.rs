@@ -238,6 +238,7 @@ fn reported_hosts(
                 cpu_util: r.host.cpu_util,
                 mem_used_mb: r.host.mem_used_mb as f64,
                 swap_out_pps: r.host.swap_out_pages_per_s,
+                swap_in_pps: r.host.swap_in_pages_per_s,
                 nic_tx_bytes_per_s: r.host.nic_tx_bytes_per_s,
                 nic_rx_bytes_per_s: r.host.nic_rx_bytes_per_s,
             })
@@ -321,6 +322,7 @@ fn vm_history(inp: &LiveInputs<'_>, e: &HostEntry, name: &str) -> (Vec<VmSample>
                 cpu_cores: m.cpu_cores,
                 mem_used_mb: m.used_memory_mb as f64,
                 swap_out_pps: 0.0,
+                swap_in_pps: 0.0,
                 packets: (m.tx_packets_per_s + m.rx_packets_per_s) * r.interval_s,
                 blocked_s: m.blocked_ms.unwrap_or(0.0) / 1000.0,
                 gotten_s: m.gotten_ms.unwrap_or(0.0) / 1000.0,

@@ -273,6 +273,9 @@ pub struct HostSample {
     pub mem_used_mb: f64,
     /// Swap-out, pages/s.
     pub swap_out_pps: f64,
+    /// Swap-in (pages read back from swap), pages/s.
+    #[serde(default)]
+    pub swap_in_pps: f64,
     /// Physical NIC transmit, bytes/s (NIC traffic only, no IDC).
     pub nic_tx_bytes_per_s: f64,
     /// Physical NIC receive, bytes/s (NIC traffic only, no IDC).
@@ -354,6 +357,9 @@ pub struct VmSample {
     pub mem_used_mb: f64,
     /// Swap-out caused by this VM, pages/s.
     pub swap_out_pps: f64,
+    /// Swap-in caused by this VM, pages/s.
+    #[serde(default)]
+    pub swap_in_pps: f64,
     /// Packets (tx + rx) in the interval.
     pub packets: f64,
     /// Blocked time over the interval, seconds.

@@ -141,6 +141,7 @@ impl Policy for Idc {
         DetectorDefaults {
             mem_util_trigger: false,
             net_includes_idc: false,
+            swap_includes_reads: false,
         }
     }
 

@@ -34,6 +34,7 @@ pub fn host_samples(snap: &Snapshot, at_s: f64) -> BTreeMap<String, HostSample> 
             *cpu.entry(vm.host.as_str()).or_default() += s.cpu_cores;
             h.mem_used_mb += vm.memory_mb;
             h.swap_out_pps += s.swap_out_pps;
+            h.swap_in_pps += s.swap_in_pps;
         }
     }
     let mut tx: HashMap<&str, f64> = HashMap::new();

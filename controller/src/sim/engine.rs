@@ -296,6 +296,7 @@ fn observe(
             cpu_cores: cpu,
             mem_used_mb: demand.min(vm.memory_mb),
             swap_out_pps: (demand - vm.memory_mb).max(0.0) * 256.0 / dt + spec.swap_out_pps.at(ri),
+            swap_in_pps: spec.swap_in_pps.at(ri),
             packets: spec
                 .packets
                 .as_ref()

@@ -207,6 +207,9 @@ pub struct VmSpec {
     /// Extra swap-out, pages/s.
     #[serde(default)]
     pub swap_out_pps: Series,
+    /// Swap-in (pages read back from swap), pages/s.
+    #[serde(default)]
+    pub swap_in_pps: Series,
     /// Packets per interval; default (tx + rx bytes)·Δ / 1500.
     #[serde(default)]
     pub packets: Option<Series>,
@@ -451,6 +454,7 @@ impl Scenario {
             }
             v.cpu.check(&format!("{f}.cpu"), 0.0)?;
             v.swap_out_pps.check(&format!("{f}.swap_out_pps"), 0.0)?;
+            v.swap_in_pps.check(&format!("{f}.swap_in_pps"), 0.0)?;
             v.blocked_s.check(&format!("{f}.blocked_s"), 0.0)?;
             for (name, s) in [
                 ("mem_used_mb", &v.mem_used_mb),
