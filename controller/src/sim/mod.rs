@@ -84,7 +84,7 @@ pub struct SimulateArgs {
     /// Generate a scenario instead: `dc` (S-CORE's data center).
     #[arg(long, value_name = "KIND", value_parser = ["dc"])]
     pub generate: Option<String>,
-    /// Policy: sandpiper, idc, score, sova, violin.
+    /// Policy: sandpiper, idc, score, sova, violin, shoal.
     #[arg(long, value_name = "NAME")]
     pub policy: Option<String>,
     /// Rounds (default: the scenario's, else 10). One S-CORE round is one
@@ -283,7 +283,7 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Option<Summary>, 
             return Ok(None);
         }
         return Err(SimError::Args(
-            "--policy NAME is required (sandpiper, idc, score, sova, violin)".into(),
+            "--policy NAME is required (sandpiper, idc, score, sova, violin, shoal)".into(),
         ));
     };
     let (hotspot, options) = options_from_args(args)?;
