@@ -108,6 +108,7 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
         hosts,
         vms,
         traffic,
+        externals: BTreeMap::new(),
         migrations: inp.migrations.clone(),
         hotspot_history: inp.hotspot_history.clone(),
     }
