@@ -88,6 +88,7 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
         topology: TopologySpec { switches },
         hosts,
         vms,
+        externals: Vec::new(),
         traffic,
     })
 }
