@@ -668,6 +668,7 @@ mod tests {
             migrations: vec![],
             hotspot_history: vec![],
             last_migration_s: BTreeMap::new(),
+            groups: &Groups::default(),
         });
         let names: Vec<&str> = snap.externals.keys().map(String::as_str).collect();
         assert_eq!(names, vec!["ext:02:00:00:00:00:c2", "ext:192.0.2.7"]);
@@ -707,6 +708,7 @@ mod tests {
             migrations: vec![],
             hotspot_history: vec![],
             last_migration_s: BTreeMap::new(),
+            groups: &Groups::default(),
         });
         assert!(!snap.externals.contains_key("ext:192.0.2.7"));
     }

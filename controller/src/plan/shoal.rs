@@ -6,7 +6,8 @@
 //! - **benefit**: hotspot relief at `x` (CPU, memory, NIC: which of the
 //!   host's hot resources the move brings back under its threshold, and by
 //!   how much), plus the reduction of S-CORE's layered communication cost
-//!   `ΔC = Σ_z (λ(v,z) + λ(z,v)) · (W(ℓ(x, h_z)) − W(ℓ(k, h_z)))`;
+//!   `ΔC = Σ_z (λ(v,z) + λ(z,v)) · (W(ℓ(x, h_z)) − W(ℓ(k, h_z)))` (external
+//!   clients counted at their switch's level);
 //! - **cost**: the VMPatrol model's migration traffic at the bandwidth the
 //!   path can reserve (`min(constraints.migration_nic_share` of the smaller
 //!   NIC, what the two NICs have free)`), weighted by the level it crosses
@@ -195,14 +196,28 @@ impl Round<'_, '_, '_> {
     fn gain(&self, v: usize, k: usize) -> f64 {
         let x = self.led.host_of(v);
         let w = |a: usize, b: usize| self.cum.get(self.view.level(a, b)).copied().unwrap_or(0.0);
-        self.view
+        let we = |h: usize, e: usize| {
+            self.cum
+                .get(self.view.ext_level(h, e))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let vms: f64 = self
+            .view
             .peers(v)
             .iter()
             .map(|p| {
                 let z = self.led.host_of(p.vm);
                 p.total() * (w(x, z) - w(k, z))
             })
-            .sum()
+            .sum();
+        let externals: f64 = self
+            .view
+            .ext_peers(v)
+            .iter()
+            .map(|p| (p.out + p.inn) * (we(x, p.ext) - we(k, p.ext)))
+            .sum();
+        vms + externals
     }
 
     /// The VMPatrol cost of moving `v` to `k` at the bandwidth the two
@@ -310,6 +325,12 @@ impl Round<'_, '_, '_> {
             .iter()
             .map(|p| (p.total(), self.led.host_of(p.vm)))
             .collect();
+        // External clients: the hosts nearest to them.
+        for p in self.view.ext_peers(v) {
+            for &h in self.view.ext_nearest_hosts(p.ext) {
+                peers.push((p.out + p.inn, h));
+            }
+        }
         peers.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         for (_, h) in peers {
             if h != x && seen.insert(h) {
@@ -519,7 +540,15 @@ impl Policy for Shoal {
                                 .copied()
                                 .unwrap_or(0.0)
                     })
-                    .sum::<f64>();
+                    .sum::<f64>()
+                    + view
+                        .ext_peers(u)
+                        .iter()
+                        .map(|p| {
+                            (p.out + p.inn)
+                                * r.cum.get(view.ext_level(x, p.ext)).copied().unwrap_or(0.0)
+                        })
+                        .sum::<f64>();
                 (w, u)
             })
             .filter(|(w, _)| *w > 0.0)
@@ -696,6 +725,39 @@ mod tests {
             .build(5);
         let d = shoal().plan(&snap, &rep);
         assert!(migrations(&d).is_empty(), "{d:?}");
+    }
+
+    /// A VM whose traffic goes to an external client at another pod's ToR
+    /// moves under that ToR; the client is never a decision's subject.
+    #[test]
+    fn moves_next_to_an_external_client() {
+        let (mut snap, _) = chatty().talk("a", "b", 0.0).build(5);
+        snap.externals.insert(
+            "c1".into(),
+            crate::knowledge::snapshot::ExternalEndpoint {
+                switch: "r2".into(),
+                ipv4: None,
+                location: crate::knowledge::snapshot::ExternalLocation {
+                    rack: Some("r2".into()),
+                    pod: Some("p2".into()),
+                    cluster: "c0".into(),
+                },
+            },
+        );
+        snap.traffic
+            .entry("a".into())
+            .or_default()
+            .insert("c1".into(), 50e6);
+        snap.traffic
+            .entry("c1".into())
+            .or_default()
+            .insert("a".into(), 50e6);
+        let rep = crate::analyze::detect(&snap, &crate::analyze::HotspotConfig::default());
+        let d = shoal().plan(&snap, &rep);
+        let m = migrations(&d);
+        assert_eq!(m.len(), 1, "{d:?}");
+        assert_eq!(m[0].0, "a");
+        assert!(m[0].2 == "h3" || m[0].2 == "h4", "{m:?}");
     }
 
     #[test]
