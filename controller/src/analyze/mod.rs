@@ -87,6 +87,16 @@ pub struct DetectorDefaults {
     pub swap_includes_reads: bool,
 }
 
+impl DetectorDefaults {
+    /// The IDC thesis's observations: memory overload is swap-out only,
+    /// the network is the physical NIC only.
+    pub const SWAP_AND_NIC: DetectorDefaults = DetectorDefaults {
+        mem_util_trigger: false,
+        net_includes_idc: false,
+        swap_includes_reads: false,
+    };
+}
+
 impl Default for DetectorDefaults {
     fn default() -> Self {
         DetectorDefaults {

@@ -653,10 +653,11 @@ mod tests {
             pair("02:00:00:00:00:c3", "02:00:00:00:00:0a", 700.0),
             pair("02:00:00:00:00:c1", "02:00:00:00:00:c2", 900.0),
         ];
-        let snap = build_snapshot(&LiveInputs {
+        let groups = Groups::default();
+        let inputs = |hypervisors| LiveInputs {
             hosts: &hosts,
             topo: &topo,
-            hypervisors: &BTreeMap::new(),
+            hypervisors,
             rates: &rates,
             ports: &[],
             link_capacity_bps: None,
@@ -668,8 +669,10 @@ mod tests {
             migrations: vec![],
             hotspot_history: vec![],
             last_migration_s: BTreeMap::new(),
-            groups: &Groups::default(),
-        });
+            groups: &groups,
+        };
+        let none = BTreeMap::new();
+        let snap = build_snapshot(&inputs(&none));
         let names: Vec<&str> = snap.externals.keys().map(String::as_str).collect();
         assert_eq!(names, vec!["ext:02:00:00:00:00:c2", "ext:192.0.2.7"]);
         let c = &snap.externals["ext:192.0.2.7"];
@@ -693,23 +696,7 @@ mod tests {
         // A configured bridge's endpoints are not external either.
         let mut configured = BTreeMap::new();
         configured.insert(0x32, "hv9".to_string());
-        let snap = build_snapshot(&LiveInputs {
-            hosts: &hosts,
-            topo: &topo,
-            hypervisors: &configured,
-            rates: &rates,
-            ports: &[],
-            link_capacity_bps: None,
-            start_unix_ms: 0,
-            now_unix_ms: 10_000,
-            interval_s: 2.0,
-            round: 1,
-            history: 5,
-            migrations: vec![],
-            hotspot_history: vec![],
-            last_migration_s: BTreeMap::new(),
-            groups: &Groups::default(),
-        });
+        let snap = build_snapshot(&inputs(&configured));
         assert!(!snap.externals.contains_key("ext:192.0.2.7"));
     }
 }

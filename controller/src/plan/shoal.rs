@@ -421,11 +421,7 @@ impl Policy for Shoal {
     /// Memory overload is swap activity; the network observation is the
     /// physical NIC (IDC traffic costs no NIC bandwidth).
     fn detector_defaults(&self) -> DetectorDefaults {
-        DetectorDefaults {
-            mem_util_trigger: false,
-            net_includes_idc: false,
-            swap_includes_reads: false,
-        }
+        DetectorDefaults::SWAP_AND_NIC
     }
 
     fn plan(&mut self, snap: &Snapshot, hot: &HotspotReport) -> Vec<Decision> {
