@@ -18,8 +18,8 @@
 //!   room check), nor one that does not converge.
 //! - **hysteresis**: a VM that migrated within `constraints.cooldown_intervals`
 //!   (default 3) does not move; a communication move must gain more than
-//!   `(1 + margin)` times its cost and at least `min_gain_fraction` of the
-//!   overall cost.
+//!   `(1 + margin)` times its cost and cut at least `min_gain_share` of
+//!   the VM's own communication cost.
 //!
 //! A round: (1) a memory-hot host first grows its swapping VM by a whole
 //! step when it can ([`super::growth`]); (2) every other hotspot, most
@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use super::constraints::{migration_cost, Ledger, NoRoom, PolicyDefaults};
 use super::growth::{self, GrowthTarget};
-use super::physics::{communication_cost, cumulative_weights};
+use super::physics::cumulative_weights;
 use super::score::DEFAULT_WEIGHTS;
 use super::sova::{Sova, SovaOptions};
 use super::view::View;
@@ -71,9 +71,9 @@ pub struct ShoalOptions {
     /// A communication move must gain more than `(1 + margin)` × its cost
     /// (≥ 0).
     pub margin: f64,
-    /// ... and at least this share of the overall communication cost (in
-    /// [0, 1)): moves that gain next to nothing are not worth the risk.
-    pub min_gain_fraction: f64,
+    /// ... and cut at least this share of the VM's own communication cost
+    /// (in [0, 1)): moves that gain next to nothing are not worth the risk.
+    pub min_gain_share: f64,
     /// Migrations per round at most (≥ 1).
     pub max_moves: usize,
     /// Least-loaded hosts examined per hotspot VM besides its peers' hosts
@@ -94,10 +94,10 @@ impl Default for ShoalOptions {
     fn default() -> Self {
         ShoalOptions {
             weights: DEFAULT_WEIGHTS,
-            horizon_s: 600.0,
+            horizon_s: 3600.0,
             margin: 0.5,
-            min_gain_fraction: 0.001,
-            max_moves: 8,
+            min_gain_share: 0.1,
+            max_moves: 1000,
             candidates: 8,
             link_limit: 0.9,
             memory_growth: true,
@@ -120,8 +120,8 @@ impl ShoalOptions {
         if !(self.margin.is_finite() && self.margin >= 0.0) {
             return bad("margin", "must be >= 0");
         }
-        if !(self.min_gain_fraction.is_finite() && (0.0..1.0).contains(&self.min_gain_fraction)) {
-            return bad("min_gain_fraction", "must be in [0, 1)");
+        if !(self.min_gain_share.is_finite() && (0.0..1.0).contains(&self.min_gain_share)) {
+            return bad("min_gain_share", "must be in [0, 1)");
         }
         if self.max_moves == 0 {
             return bad("max_moves", "must be >= 1");
@@ -191,33 +191,30 @@ struct Round<'r, 'v, 'a> {
 }
 
 impl Round<'_, '_, '_> {
-    /// The change of the overall communication cost if `v` moved to `k`
-    /// (positive: it falls).
-    fn gain(&self, v: usize, k: usize) -> f64 {
-        let x = self.led.host_of(v);
-        let w = |a: usize, b: usize| self.cum.get(self.view.level(a, b)).copied().unwrap_or(0.0);
-        let we = |h: usize, e: usize| {
-            self.cum
-                .get(self.view.ext_level(h, e))
-                .copied()
-                .unwrap_or(0.0)
-        };
+    /// VM `v`'s share of the overall communication cost if it were on
+    /// host `h`: both directions of each of its pairs (VMs and external
+    /// clients) at their level.
+    fn vm_cost(&self, v: usize, h: usize) -> f64 {
+        let w = |l: usize| self.cum.get(l).copied().unwrap_or(0.0);
         let vms: f64 = self
             .view
             .peers(v)
             .iter()
-            .map(|p| {
-                let z = self.led.host_of(p.vm);
-                p.total() * (w(x, z) - w(k, z))
-            })
+            .map(|p| p.total() * w(self.view.level(h, self.led.host_of(p.vm))))
             .sum();
         let externals: f64 = self
             .view
             .ext_peers(v)
             .iter()
-            .map(|p| (p.out + p.inn) * (we(x, p.ext) - we(k, p.ext)))
+            .map(|p| (p.out + p.inn) * w(self.view.ext_level(h, p.ext)))
             .sum();
         vms + externals
+    }
+
+    /// The change of the overall communication cost if `v` moved to `k`
+    /// (positive: it falls).
+    fn gain(&self, v: usize, k: usize) -> f64 {
+        self.vm_cost(v, self.led.host_of(v)) - self.vm_cost(v, k)
     }
 
     /// The VMPatrol cost of moving `v` to `k` at the bandwidth the two
@@ -437,7 +434,6 @@ impl Policy for Shoal {
             opts: &self.opts,
             led,
         };
-        let total_cost = communication_cost(snap, &self.opts.weights);
         let host_vms = view.vms_by_host();
         let mut out = Vec::new();
         let mut moves = 0usize;
@@ -522,31 +518,8 @@ impl Policy for Shoal {
 
         // (3) Communication: the VMs with the most remote weighted traffic
         // move towards their peers while the benefit clears the margin.
-        let min_gain = self.opts.min_gain_fraction * total_cost;
         let mut order: Vec<(f64, usize)> = (0..view.vm_count())
-            .map(|u| {
-                let x = r.led.host_of(u);
-                let w = view
-                    .peers(u)
-                    .iter()
-                    .map(|p| {
-                        p.total()
-                            * r.cum
-                                .get(view.level(x, r.led.host_of(p.vm)))
-                                .copied()
-                                .unwrap_or(0.0)
-                    })
-                    .sum::<f64>()
-                    + view
-                        .ext_peers(u)
-                        .iter()
-                        .map(|p| {
-                            (p.out + p.inn)
-                                * r.cum.get(view.ext_level(x, p.ext)).copied().unwrap_or(0.0)
-                        })
-                        .sum::<f64>();
-                (w, u)
-            })
+            .map(|u| (r.vm_cost(u, r.led.host_of(u)), u))
             .filter(|(w, _)| *w > 0.0)
             .collect();
         order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -587,6 +560,7 @@ impl Policy for Shoal {
             let Some(best) = cands.first().cloned() else {
                 continue;
             };
+            let min_gain = self.opts.min_gain_share * r.vm_cost(u, x);
             if !(best.gain > (1.0 + self.opts.margin) * best.cost && best.gain >= min_gain) {
                 continue;
             }
