@@ -236,6 +236,10 @@ pub struct HostMetrics {
     pub mem_total_mb: u64,
     /// Pages swapped out per second (`/proc/vmstat` `pswpout` delta / s).
     pub swap_out_pages_per_s: f64,
+    /// Pages swapped in (read back from swap) per second (`/proc/vmstat`
+    /// `pswpin` delta / s); 0 from daemons that do not report it.
+    #[serde(default)]
+    pub swap_in_pages_per_s: f64,
     /// Uplink NIC transmit rate, bytes/s.
     pub nic_tx_bytes_per_s: f64,
     /// Uplink NIC receive rate, bytes/s.

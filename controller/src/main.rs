@@ -74,7 +74,7 @@ struct RunArgs {
     /// Statistics polling interval in seconds (>= 1). [default: 10]
     #[arg(long, value_name = "SECS")]
     poll_interval: Option<f64>,
-    /// Policy of the live loop: sandpiper, idc, score, sova, violin, or none
+    /// Policy of the live loop: sandpiper, idc, score, sova, violin, shoal, or none
     /// (monitor only). Wins over the config file and over a policy set at
     /// run time before a restart. [default: none]
     #[arg(long, value_name = "NAME")]

@@ -303,6 +303,35 @@ fn sandpiper_grows_a_swapping_vm_before_migrating() {
     assert!(lines.iter().all(|l| l["action"] != "resize"));
 }
 
+/// Sandpiper's memory observation is swap activity, reads as well as
+/// writes (thesis §4.1): vm1 swaps 100 pages/s out and reads 100 pages/s
+/// back, 200 pages/s of swap traffic against the 150 pages/s threshold.
+/// Sandpiper sees a memory hotspot and grows vm1 by 32 MB; IDC-aware counts
+/// swap-out only (100 < 150) and does nothing.
+#[test]
+fn sandpiper_counts_swap_reads() {
+    let scn = flat_dc(
+        &[("h1", 16384.0, 1e10), ("h2", 16384.0, 1e10)],
+        vec![
+            serde_json::json!({"name": "vm1", "host": "h1", "memory_mb": 1024,
+            "max_memory_mb": 2048, "cpu": 1, "swap_out_pps": 100, "swap_in_pps": 100}),
+        ],
+        vec![],
+    );
+    let lines = sim_lines(&scn, "sandpiper", 6, no_options(), no_options());
+    let first = lines
+        .iter()
+        .find(|l| l["vm"] == "vm1")
+        .unwrap_or_else(|| panic!("{:?}", brief(&lines)));
+    assert_eq!(first["action"], "resize", "{:?}", brief(&lines));
+    assert_eq!(first["target_mb"], 1056.0, "{:?}", brief(&lines));
+    let lines = sim_lines(&scn, "idc", 6, no_options(), no_options());
+    assert!(lines.is_empty(), "{:?}", brief(&lines));
+    let writes = serde_json::json!({"swap_includes_reads": false});
+    let lines = sim_lines(&scn, "sandpiper", 6, writes, no_options());
+    assert!(lines.is_empty(), "{:?}", brief(&lines));
+}
+
 /// Sandpiper's network observation includes IDC traffic (thesis §4.1:
 /// "Sandpiper includes IDC in the network traffic"): a and b on h1 (1
 /// Gbit/s NIC = 125 MB/s) exchange 55 MB/s each way, all IDC. Sandpiper
@@ -480,6 +509,15 @@ fn sova_eq5_volume_measures_skew() {
     assert_eq!(first["vm"], "idle", "{:?}", brief(&lines));
     let vol = first["details"]["metrics"]["volume"].as_f64().unwrap();
     assert!((vol - 1.687).abs() < 0.01, "{vol}");
+    // Sandpiper's volume (option `sova.volume = "sandpiper"`) grows with
+    // load: `a` (3.9 of 8 cores) has the largest volume / size and moves.
+    let load = serde_json::json!({"sova": {"volume": "sandpiper"}});
+    let lines = sim_lines(&scn, "sova", 4, no_options(), load);
+    let first = lines
+        .iter()
+        .find(|l| l["action"] == "migrate")
+        .unwrap_or_else(|| panic!("{:?}", brief(&lines)));
+    assert_eq!(first["vm"], "a", "{:?}", brief(&lines));
 }
 
 /// Sova's Algorithm 2 (l.7–8) takes the smallest-volume host not yet a
@@ -1089,4 +1127,141 @@ fn cli() {
     let scn = Scenario::load(&std::fs::read_to_string(&emitted).unwrap()).unwrap();
     assert_eq!(scn.vms.len(), 160);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// External endpoints: accepted at any switch, in the initial snapshot
+/// with their location; bad ones rejected with the field named.
+#[test]
+fn externals_parse_and_validate() {
+    let good = |v: &mut Value| {
+        v["externals"] = serde_json::json!([
+            {"name": "client1", "switch": "tor1", "ip": "10.9.0.1"},
+            {"name": "gw", "switch": "core0"}
+        ]);
+        v["traffic"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"src": "web1", "dst": "client1", "bytes_per_s": 1000}));
+        v["traffic"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"src": "gw", "dst": "db1", "bytes_per_s": [10, 20]}));
+    };
+    let mut v = base();
+    good(&mut v);
+    let scn = load_value(&v).unwrap_or_else(|e| panic!("{e}"));
+    let snap = scn.initial_snapshot();
+    let c = &snap.externals["client1"];
+    assert_eq!(c.switch, "tor1");
+    assert_eq!(c.ipv4, Some([10, 9, 0, 1].into()));
+    assert_eq!(c.location.rack.as_deref(), Some("tor1"));
+    assert_eq!(snap.externals["gw"].location.rack, None);
+    assert!(!snap.vms.contains_key("client1"));
+    assert_eq!(snap.rate("web1", "client1"), 1000.0);
+    assert_eq!(scn.traffic_at(1)["gw"]["db1"], 20.0);
+
+    type Edit = fn(&mut Value);
+    let cases: Vec<(&str, Edit)> = vec![
+        ("externals[1].switch: unknown switch \"tor9\"", |v| {
+            v["externals"][1]["switch"] = "tor9".into()
+        }),
+        ("externals[0].name: \"web1\" is already a VM name", |v| {
+            v["externals"][0]["name"] = "web1".into()
+        }),
+        ("externals[1].name: \"h2\" is already a host id", |v| {
+            v["externals"][1]["name"] = "h2".into()
+        }),
+        ("externals[1].name: duplicate name \"client1\"", |v| {
+            v["externals"][1]["name"] = "client1".into()
+        }),
+        ("externals[0].name: must not be empty", |v| {
+            v["externals"][0]["name"] = "".into()
+        }),
+        ("externals[0].port: unknown field `port`", |v| {
+            v["externals"][0]["port"] = 3.into()
+        }),
+        ("externals[0]: missing field `switch`", |v| {
+            v["externals"][0].as_object_mut().unwrap().remove("switch");
+        }),
+        ("traffic[3].dst: traffic between two externals", |v| {
+            v["traffic"][3]["dst"] = "client1".into()
+        }),
+        ("traffic[2].dst: unknown VM \"ghost\"", |v| {
+            v["traffic"][2]["dst"] = "ghost".into()
+        }),
+    ];
+    for (want, edit) in cases {
+        let mut v = base();
+        good(&mut v);
+        edit(&mut v);
+        let e = load_value(&v)
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {want}"));
+        assert!(
+            e.to_string().starts_with(want),
+            "want {want:?}, got {:?}",
+            e.to_string()
+        );
+    }
+}
+
+/// S-CORE in the simulator: `a` (on h1, pod 0) talks mostly with a client
+/// at the ToR of pod 1 and a little with `b` (h1): it moves to h2 under
+/// the client's ToR, then `b` follows it; the client is never moved. C
+/// counts the client pair at level 3 before (20.2e3 · W(3)) and at level 1
+/// after.
+#[test]
+fn score_moves_a_vm_under_its_clients_tor() {
+    use shoal_controller::sim::{simulate, SimConfig};
+    let v = serde_json::json!({
+        "interval_s": 10,
+        "topology": {"switches": [
+            {"id": "core0", "level": "core"},
+            {"id": "agg0", "level": "aggregation", "uplinks": ["core0"]},
+            {"id": "agg1", "level": "aggregation", "uplinks": ["core0"]},
+            {"id": "tor0", "level": "tor", "uplinks": ["agg0"]},
+            {"id": "tor1", "level": "tor", "uplinks": ["agg1"]}
+        ]},
+        "hosts": [
+            {"id": "h1", "tor": "tor0", "cores": 8, "memory_mb": 16384, "nic_bps": 1e10},
+            {"id": "h2", "tor": "tor1", "cores": 8, "memory_mb": 16384, "nic_bps": 1e10}
+        ],
+        "vms": [
+            {"name": "a", "host": "h1", "memory_mb": 1024, "cpu": 0.5},
+            {"name": "b", "host": "h1", "memory_mb": 1024, "cpu": 0.5}
+        ],
+        "externals": [{"name": "client", "switch": "tor1"}],
+        "traffic": [
+            {"src": "a", "dst": "client", "bytes_per_s": 200},
+            {"src": "client", "dst": "a", "bytes_per_s": 20000},
+            {"src": "a", "dst": "b", "bytes_per_s": 50}
+        ]
+    });
+    let scn = load_value(&v).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = SimConfig {
+        policy: "score".into(),
+        options: serde_json::from_value(no_options()).unwrap(),
+        hotspot: serde_json::from_value(no_options()).unwrap(),
+        rounds: 2,
+        reference: false,
+        seed: 1,
+    };
+    let mut buf = Vec::new();
+    let summary = simulate(&scn, &cfg, &mut buf).unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8(buf).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        moves(&lines),
+        vec![
+            ("a".to_string(), "h1".to_string(), "h2".to_string()),
+            ("b".to_string(), "h1".to_string(), "h2".to_string())
+        ]
+    );
+    let w1 = 1.0;
+    let w3 = 1.0 + std::f64::consts::E + 20.085_536_923_187_668;
+    assert!((summary.cost_before - 20_200.0 * w3).abs() < 1e-6);
+    assert!((summary.cost_after - 20_200.0 * w1).abs() < 1e-6);
 }

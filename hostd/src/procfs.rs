@@ -117,15 +117,32 @@ pub fn parse_meminfo(text: &str) -> Result<MemInfo, ParseError> {
 
 /// `pswpout` (pages swapped out since boot) from `/proc/vmstat`.
 pub fn parse_vmstat_pswpout(text: &str) -> Result<u64, ParseError> {
+    vmstat_counter(text, "pswpout")?.ok_or_else(|| perr("/proc/vmstat", "no pswpout"))
+}
+
+/// `pswpin` (pages swapped in, i.e. read back from swap, since boot) from
+/// `/proc/vmstat`; 0 when the line is missing (a `/proc` that reports only
+/// swap-out), an error when it is malformed.
+pub fn parse_vmstat_pswpin(text: &str) -> Result<u64, ParseError> {
+    Ok(vmstat_counter(text, "pswpin")?.unwrap_or(0))
+}
+
+/// The counter `name` of `/proc/vmstat` (None: no such line).
+fn vmstat_counter(text: &str, name: &str) -> Result<Option<u64>, ParseError> {
     const F: &str = "/proc/vmstat";
     for line in text.lines() {
         let mut it = line.split_ascii_whitespace();
-        if it.next() == Some("pswpout") {
-            let v = it.next().ok_or_else(|| perr(F, "pswpout without value"))?;
-            return v.parse().map_err(|e| perr(F, format!("pswpout {v}: {e}")));
+        if it.next() == Some(name) {
+            let v = it
+                .next()
+                .ok_or_else(|| perr(F, format!("{name} without value")))?;
+            return v
+                .parse()
+                .map(Some)
+                .map_err(|e| perr(F, format!("{name} {v}: {e}")));
         }
     }
-    Err(perr(F, "no pswpout"))
+    Ok(None)
 }
 
 /// Counters of one interface from `/proc/net/dev`.
@@ -316,6 +333,10 @@ mod tests {
     fn vmstat_sample() {
         assert_eq!(parse_vmstat_pswpout(VMSTAT).unwrap(), 0);
         assert_eq!(parse_vmstat_pswpout("pswpin 3\npswpout 42\n").unwrap(), 42);
+        assert_eq!(parse_vmstat_pswpin("pswpin 3\npswpout 42\n").unwrap(), 3);
+        assert_eq!(parse_vmstat_pswpin("pswpout 42\n").unwrap(), 0);
+        assert!(parse_vmstat_pswpin("pswpin\n").is_err());
+        assert!(parse_vmstat_pswpin("pswpin -1\n").is_err());
         assert!(parse_vmstat_pswpout("pswpout x\n").is_err());
         assert!(parse_vmstat_pswpout("nr_free_pages 1\n").is_err());
     }

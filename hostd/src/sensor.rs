@@ -60,6 +60,7 @@ struct HostPrev {
     at: Instant,
     cpu: CpuTimes,
     pswpout: u64,
+    pswpin: u64,
     nic: Option<NetCounters>,
 }
 
@@ -99,7 +100,9 @@ impl HostSensor {
         let now = Instant::now();
         let (cpu, _) = procfs::parse_stat(&read(&self.proc_root.join("stat"))?)?;
         let mem = procfs::parse_meminfo(&read(&self.proc_root.join("meminfo"))?)?;
-        let pswpout = procfs::parse_vmstat_pswpout(&read(&self.proc_root.join("vmstat"))?)?;
+        let vmstat = read(&self.proc_root.join("vmstat"))?;
+        let pswpout = procfs::parse_vmstat_pswpout(&vmstat)?;
+        let pswpin = procfs::parse_vmstat_pswpin(&vmstat)?;
         let nic = match &self.uplink {
             Some(ifname) => {
                 let text = match net_dev {
@@ -125,6 +128,7 @@ impl HostSensor {
             let dt = now.duration_since(p.at).as_secs_f64();
             m.cpu_util = procfs::cpu_util(p.cpu, cpu).unwrap_or(0.0);
             m.swap_out_pages_per_s = rate(p.pswpout, pswpout, dt);
+            m.swap_in_pages_per_s = rate(p.pswpin, pswpin, dt);
             if let (Some(a), Some(b)) = (&p.nic, &nic) {
                 let [tx, rx, _, _] = net_rates(a, b, dt);
                 m.nic_tx_bytes_per_s = tx;
@@ -135,6 +139,7 @@ impl HostSensor {
             at: now,
             cpu,
             pswpout,
+            pswpin,
             nic,
         });
         Ok(m)
@@ -452,7 +457,11 @@ mod tests {
                 "MemTotal: 2048000 kB\nMemAvailable: 1024000 kB\n",
             )
             .unwrap();
-            std::fs::write(root.join("vmstat"), format!("pswpout {swp}\n")).unwrap();
+            std::fs::write(
+                root.join("vmstat"),
+                format!("pswpin {}\npswpout {swp}\n", swp / 2),
+            )
+            .unwrap();
             std::fs::write(
                 root.join("net/dev"),
                 format!("h\nh\n  up0: 0 0 0 0 0 0 0 0 {tx} 10 0 0 0 0 0 0\n"),
@@ -470,6 +479,8 @@ mod tests {
         let m = s.sample().unwrap();
         assert!((m.cpu_util - 0.5).abs() < 1e-9, "{m:?}");
         assert!(m.swap_out_pages_per_s > 0.0);
+        assert!(m.swap_in_pages_per_s > 0.0);
+        assert!(m.swap_in_pages_per_s < m.swap_out_pages_per_s);
         assert!(m.nic_tx_bytes_per_s > 0.0 && m.nic_tx_bytes_per_s < 1000.0 / 0.09);
         assert_eq!(s.capacity().unwrap(), (1, 2000));
         let _ = std::fs::remove_dir_all(&root);

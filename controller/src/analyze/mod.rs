@@ -54,6 +54,10 @@ pub struct HotspotConfig {
     /// of its VMs' own tx / rx, as Sandpiper does) instead of the physical
     /// NIC only. `None` = the policy's default: on for `sandpiper` only.
     pub net_includes_idc: Option<bool>,
+    /// The memory observation counts swap-in (pages read back from swap)
+    /// as well as swap-out: the swap activity the thesis's Sandpiper
+    /// watches. `None` = the policy's default: on for `sandpiper` only.
+    pub swap_includes_reads: Option<bool>,
 }
 
 impl Default for HotspotConfig {
@@ -65,6 +69,7 @@ impl Default for HotspotConfig {
             ar_noise: 0.0,
             mem_util_trigger: None,
             net_includes_idc: None,
+            swap_includes_reads: None,
         }
     }
 }
@@ -78,6 +83,18 @@ pub struct DetectorDefaults {
     pub mem_util_trigger: bool,
     /// Default of [`HotspotConfig::net_includes_idc`].
     pub net_includes_idc: bool,
+    /// Default of [`HotspotConfig::swap_includes_reads`].
+    pub swap_includes_reads: bool,
+}
+
+impl DetectorDefaults {
+    /// The IDC thesis's observations: memory overload is swap-out only,
+    /// the network is the physical NIC only.
+    pub const SWAP_AND_NIC: DetectorDefaults = DetectorDefaults {
+        mem_util_trigger: false,
+        net_includes_idc: false,
+        swap_includes_reads: false,
+    };
 }
 
 impl Default for DetectorDefaults {
@@ -85,6 +102,7 @@ impl Default for DetectorDefaults {
         DetectorDefaults {
             mem_util_trigger: true,
             net_includes_idc: false,
+            swap_includes_reads: false,
         }
     }
 }
@@ -122,6 +140,7 @@ impl HotspotConfig {
         HotspotConfig {
             mem_util_trigger: Some(self.mem_util_trigger.unwrap_or(d.mem_util_trigger)),
             net_includes_idc: Some(self.net_includes_idc.unwrap_or(d.net_includes_idc)),
+            swap_includes_reads: Some(self.swap_includes_reads.unwrap_or(d.swap_includes_reads)),
             ..self.clone()
         }
     }
@@ -202,7 +221,8 @@ pub enum Indicator {
     CpuUtil,
     /// Memory utilisation.
     MemUtil,
-    /// Swap-out pages/s.
+    /// Swap-out pages/s (plus swap-in with
+    /// [`HotspotConfig::swap_includes_reads`]).
     SwapOut,
     /// NIC utilisation.
     NetUtil,
@@ -343,7 +363,8 @@ fn evaluate_host(
     let series = |f: &dyn Fn(&HostSample) -> f64| -> Vec<f64> { samples.iter().map(f).collect() };
     let cpu = series(&|s| s.cpu_util);
     let mem = series(&|s| s.mem_util(host));
-    let swap = series(&|s| s.swap_out_pps);
+    let reads = cfg.swap_includes_reads.unwrap_or(false);
+    let swap = series(&|s| s.swap_out_pps + if reads { s.swap_in_pps } else { 0.0 });
     let net = if cfg.net_includes_idc.unwrap_or(false) && !vms.is_empty() {
         net_with_idc(host, samples, vms)
     } else {
@@ -611,8 +632,24 @@ mod tests {
         let thesis = HotspotConfig::default().for_policy(DetectorDefaults {
             mem_util_trigger: false,
             net_includes_idc: true,
+            swap_includes_reads: true,
         });
         assert!(!detect_host(&h, &thesis).is_hot(Resource::Mem));
+        // Swap activity: 100 pages/s out and 100 in is below the 150 pages/s
+        // threshold as swap-out, above it as Sandpiper's reads + writes.
+        let mut sw = h.clone();
+        for s in &mut sw.history {
+            s.mem_used_mb = 500.0;
+            s.swap_out_pps = 100.0;
+            s.swap_in_pps = 100.0;
+        }
+        assert!(detect_host(&sw, &thesis).is_hot(Resource::Mem));
+        let writes_only = HotspotConfig {
+            swap_includes_reads: Some(false),
+            ..thesis.clone()
+        };
+        assert!(!detect_host(&sw, &writes_only).is_hot(Resource::Mem));
+        assert!(!detect_host(&sw, &HotspotConfig::default()).is_hot(Resource::Mem));
         assert!(detect_host(&h, &HotspotConfig::default()).is_hot(Resource::Mem));
         let forced = HotspotConfig {
             mem_util_trigger: Some(true),
@@ -621,6 +658,7 @@ mod tests {
         let forced = forced.for_policy(DetectorDefaults {
             mem_util_trigger: false,
             net_includes_idc: false,
+            swap_includes_reads: false,
         });
         assert!(detect_host(&h, &forced).is_hot(Resource::Mem));
         // IDC: two VMs exchange 450 B/s each way on a 1000 B/s NIC (the

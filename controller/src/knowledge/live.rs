@@ -3,6 +3,16 @@
 //! monitor (MACs mapped to VM names), and the tree levels from the LLDP
 //! topology around the registered hypervisor bridges.
 //!
+//! A learnt endpoint that is no VM of any registered host and sits at an
+//! edge port of a switch that is not a hypervisor bridge (registered or
+//! configured) is an external endpoint (a client, a gateway): named
+//! `ext:<ip>` (`ext:<mac>` without an IPv4 address, or when another
+//! endpoint already has that name), located at its switch, and kept in the
+//! snapshot when it has traffic with a VM. Their number is bounded by the
+//! endpoint table's. An endpoint on a hypervisor's bridge that hostd does
+//! not know is not an external: its traffic is left out, as any pair with
+//! an unknown end.
+//!
 //! Times are seconds since the controller started (`start_unix_ms`), the
 //! same base for report times, migration records and `now_s`.
 
@@ -10,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::knowledge::groups::Groups;
 use crate::knowledge::snapshot::{
-    HostLocation, HostSample, HostState, HotspotEvent, LinkInfo, MigrationRecord, Snapshot,
-    SwitchInfo, SwitchLevel, Topology as SnapTopology, VmSample, VmState,
+    ExternalEndpoint, HostLocation, HostSample, HostState, HotspotEvent, LinkInfo, MigrationRecord,
+    Snapshot, SwitchInfo, SwitchLevel, Topology as SnapTopology, VmSample, VmState,
 };
 use crate::monitor::dpid::dpid_str;
 use crate::monitor::hosts::{HostEntry, HostRegistry};
@@ -24,6 +34,9 @@ pub struct LiveInputs<'a> {
     pub hosts: &'a HostRegistry,
     /// LLDP topology.
     pub topo: &'a Topology,
+    /// Statically configured bridges (dpid → hypervisor), besides the
+    /// registered ones: their endpoints are never external.
+    pub hypervisors: &'a BTreeMap<u64, String>,
     /// λ(u,v) by MAC.
     pub rates: &'a [PairRate],
     /// Port rates (link use).
@@ -92,7 +105,8 @@ pub fn levels(topo: &Topology, bridges: &BTreeSet<u64>) -> BTreeMap<u64, usize> 
 type Adjacency = BTreeMap<u64, Vec<(u64, u32, u32)>>;
 
 /// Builds the snapshot: the switch tree and links, the hosts that
-/// reported, their VMs, and λ(u,v) between those VMs.
+/// reported, their VMs, the external endpoints, and λ(u,v) between those
+/// VMs and between them and the externals.
 pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
     let bridges = inp.hosts.bridges();
     let bridge_set: BTreeSet<u64> = bridges.keys().copied().collect();
@@ -102,7 +116,8 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
     let locations = topology.locate_all();
     let hosts = reported_hosts(inp, &dist, &adj, &locations);
     let (vms, mac_to_vm) = vm_states(inp, &hosts);
-    let traffic = traffic_between(inp.rates, &mac_to_vm);
+    let ext_by_mac = external_endpoints(inp, &bridge_set, &topology);
+    let (traffic, externals) = traffic_between(inp.rates, &mac_to_vm, &ext_by_mac);
     Snapshot {
         now_s: secs(inp.now_unix_ms, inp.start_unix_ms),
         interval_s: inp.interval_s,
@@ -111,6 +126,7 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
         hosts,
         vms,
         traffic,
+        externals,
         migrations: inp.migrations.clone(),
         hotspot_history: inp.hotspot_history.clone(),
     }
@@ -238,6 +254,7 @@ fn reported_hosts(
                 cpu_util: r.host.cpu_util,
                 mem_used_mb: r.host.mem_used_mb as f64,
                 swap_out_pps: r.host.swap_out_pages_per_s,
+                swap_in_pps: r.host.swap_in_pages_per_s,
                 nic_tx_bytes_per_s: r.host.nic_tx_bytes_per_s,
                 nic_rx_bytes_per_s: r.host.nic_rx_bytes_per_s,
             })
@@ -321,6 +338,7 @@ fn vm_history(inp: &LiveInputs<'_>, e: &HostEntry, name: &str) -> (Vec<VmSample>
                 cpu_cores: m.cpu_cores,
                 mem_used_mb: m.used_memory_mb as f64,
                 swap_out_pps: 0.0,
+                swap_in_pps: 0.0,
                 packets: (m.tx_packets_per_s + m.rx_packets_per_s) * r.interval_s,
                 blocked_s: m.blocked_ms.unwrap_or(0.0) / 1000.0,
                 gotten_s: m.gotten_ms.unwrap_or(0.0) / 1000.0,
@@ -334,27 +352,101 @@ fn vm_history(inp: &LiveInputs<'_>, e: &HostEntry, name: &str) -> (Vec<VmSample>
     (history, dirty_max, has_vf)
 }
 
-/// λ(u,v) between known VMs (pairs with traffic only).
+/// The learnt endpoints that are external, by MAC (lower case): not the
+/// MAC of any registered host's VM, not at a hypervisor bridge (registered
+/// ones in `bridges`, or configured). Named `ext:<ip>`, else (no address,
+/// or the name already taken, in MAC order) `ext:<mac>`.
+fn external_endpoints(
+    inp: &LiveInputs<'_>,
+    bridges: &BTreeSet<u64>,
+    topology: &SnapTopology,
+) -> BTreeMap<String, (String, ExternalEndpoint)> {
+    let vm_macs: BTreeSet<String> = inp
+        .hosts
+        .hosts()
+        .values()
+        .flat_map(|e| e.registration.vms.iter())
+        .map(|v| v.mac.to_ascii_lowercase())
+        .collect();
+    let mut candidates: Vec<(String, Option<std::net::Ipv4Addr>, u64)> = inp
+        .topo
+        .endpoints()
+        .filter(|e| !bridges.contains(&e.location.dpid))
+        .filter(|e| !inp.hypervisors.contains_key(&e.location.dpid))
+        .map(|e| {
+            (
+                e.mac.to_string().to_ascii_lowercase(),
+                e.ip,
+                e.location.dpid,
+            )
+        })
+        .filter(|(mac, _, _)| !vm_macs.contains(mac))
+        .collect();
+    candidates.sort();
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for (mac, ip, dpid) in candidates {
+        let name = match ip {
+            Some(ip) if !names.contains(&format!("ext:{ip}")) => format!("ext:{ip}"),
+            _ => format!("ext:{mac}"),
+        };
+        names.insert(name.clone());
+        let switch = dpid_str(dpid);
+        let location = topology.locate_switch(&switch);
+        out.insert(
+            mac,
+            (
+                name,
+                ExternalEndpoint {
+                    switch,
+                    ipv4: ip,
+                    location,
+                },
+            ),
+        );
+    }
+    out
+}
+
+/// λ(u,v) between known VMs, and between a known VM and an external
+/// endpoint (pairs with traffic only; never two externals), with the
+/// externals that have such traffic.
 fn traffic_between(
     rates: &[PairRate],
     mac_to_vm: &BTreeMap<String, String>,
-) -> BTreeMap<String, BTreeMap<String, f64>> {
+    ext_by_mac: &BTreeMap<String, (String, ExternalEndpoint)>,
+) -> (
+    BTreeMap<String, BTreeMap<String, f64>>,
+    BTreeMap<String, ExternalEndpoint>,
+) {
     let mut traffic: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let mut externals: BTreeMap<String, ExternalEndpoint> = BTreeMap::new();
     for r in rates {
-        let (Some(u), Some(v)) = (
-            mac_to_vm.get(&r.src.to_string()),
-            mac_to_vm.get(&r.dst.to_string()),
-        ) else {
+        if r.bytes_per_s.is_nan() || r.bytes_per_s <= 0.0 {
             continue;
-        };
-        if r.bytes_per_s > 0.0 {
-            traffic
-                .entry(u.clone())
-                .or_default()
-                .insert(v.clone(), r.bytes_per_s);
         }
+        let (src, dst) = (r.src.to_string(), r.dst.to_string());
+        let (u, v) = match (mac_to_vm.get(&src), mac_to_vm.get(&dst)) {
+            (Some(u), Some(v)) => (u.clone(), v.clone()),
+            (Some(u), None) => {
+                let Some((x, e)) = ext_by_mac.get(&dst) else {
+                    continue;
+                };
+                externals.insert(x.clone(), e.clone());
+                (u.clone(), x.clone())
+            }
+            (None, Some(v)) => {
+                let Some((x, e)) = ext_by_mac.get(&src) else {
+                    continue;
+                };
+                externals.insert(x.clone(), e.clone());
+                (x.clone(), v.clone())
+            }
+            (None, None) => continue,
+        };
+        traffic.entry(u).or_default().insert(v, r.bytes_per_s);
     }
-    traffic
+    (traffic, externals)
 }
 
 #[cfg(test)]
@@ -438,6 +530,7 @@ mod tests {
         let snap = build_snapshot(&LiveInputs {
             hosts: &hosts,
             topo: &topo,
+            hypervisors: &BTreeMap::new(),
             rates: &rates,
             ports: &[],
             link_capacity_bps: Some(1e8),
@@ -487,5 +580,123 @@ mod tests {
             .links
             .iter()
             .any(|l| (l.a == "hv1" || l.b == "hv1") && l.capacity_bps == 1e8));
+    }
+
+    fn pair(src: &str, dst: &str, bytes_per_s: f64) -> PairRate {
+        PairRate {
+            src: src.parse::<MacAddr>().unwrap(),
+            dst: dst.parse::<MacAddr>().unwrap(),
+            dpid: 0x41,
+            bytes_per_s,
+            total_bytes: 0,
+            window_s: 6.0,
+        }
+    }
+
+    /// hv1 (0x41) under ToR 0x31, hv3 (0x43) under ToR 0x32, both under
+    /// agg 0x21. Learnt endpoints: a client at ToR 0x32 (with an address),
+    /// one at the agg (without), an unknown MAC at hv1's bridge, and a
+    /// client without traffic. The first two become externals at their
+    /// switches; the bridge's MAC does not; the silent client is left out.
+    #[test]
+    fn learnt_endpoints_off_the_bridges_are_externals() {
+        use crate::monitor::topology::tests::pr;
+        use std::net::Ipv4Addr;
+        use std::time::Duration;
+        let t0 = Instant::now();
+        let mut topo = build(
+            t0,
+            &[(0x21, 3), (0x31, 3), (0x32, 3), (0x41, 2), (0x43, 2)],
+            &[
+                ((0x41, 1), (0x31, 1)),
+                ((0x43, 1), (0x32, 1)),
+                ((0x31, 3), (0x21, 1)),
+                ((0x32, 3), (0x21, 2)),
+            ],
+        );
+        let now = t0 + Duration::from_secs(5);
+        let confirm = Duration::from_secs(1);
+        let client: MacAddr = "02:00:00:00:00:c1".parse().unwrap();
+        let at_agg: MacAddr = "02:00:00:00:00:c2".parse().unwrap();
+        let on_bridge: MacAddr = "02:00:00:00:00:c3".parse().unwrap();
+        let silent: MacAddr = "02:00:00:00:00:c4".parse().unwrap();
+        let vm_a: MacAddr = "02:00:00:00:00:0a".parse().unwrap();
+        let ip = Some(Ipv4Addr::new(192, 0, 2, 7));
+        for (mac, ip, at) in [
+            (client, ip, pr(0x32, 2)),
+            (at_agg, None, pr(0x21, 3)),
+            (on_bridge, None, pr(0x41, 2)),
+            (silent, None, pr(0x31, 2)),
+            (vm_a, None, pr(0x41, 2)),
+        ] {
+            assert!(matches!(
+                topo.learn(mac, ip, at, now, confirm),
+                crate::monitor::topology::Learned::New
+            ));
+        }
+        let mut hosts = HostRegistry::default();
+        hosts
+            .register(
+                "hv1",
+                reg("hv1", 0x41, vec![vm("a", "02:00:00:00:00:0a")]),
+                0,
+            )
+            .unwrap();
+        hosts.register("hv3", reg("hv3", 0x43, vec![]), 0).unwrap();
+        for h in ["hv1", "hv3"] {
+            hosts.report(h, report(h, 1, vec![]), 1).unwrap();
+        }
+        let rates = vec![
+            pair("02:00:00:00:00:0a", "02:00:00:00:00:c1", 500.0),
+            pair("02:00:00:00:00:c1", "02:00:00:00:00:0a", 2000.0),
+            pair("02:00:00:00:00:c2", "02:00:00:00:00:0a", 300.0),
+            pair("02:00:00:00:00:c3", "02:00:00:00:00:0a", 700.0),
+            pair("02:00:00:00:00:c1", "02:00:00:00:00:c2", 900.0),
+        ];
+        let groups = Groups::default();
+        let inputs = |hypervisors| LiveInputs {
+            hosts: &hosts,
+            topo: &topo,
+            hypervisors,
+            rates: &rates,
+            ports: &[],
+            link_capacity_bps: None,
+            start_unix_ms: 0,
+            now_unix_ms: 10_000,
+            interval_s: 2.0,
+            round: 1,
+            history: 5,
+            migrations: vec![],
+            hotspot_history: vec![],
+            last_migration_s: BTreeMap::new(),
+            groups: &groups,
+        };
+        let none = BTreeMap::new();
+        let snap = build_snapshot(&inputs(&none));
+        let names: Vec<&str> = snap.externals.keys().map(String::as_str).collect();
+        assert_eq!(names, vec!["ext:02:00:00:00:00:c2", "ext:192.0.2.7"]);
+        let c = &snap.externals["ext:192.0.2.7"];
+        assert_eq!(c.switch, dpid_str(0x32));
+        assert_eq!(c.ipv4, ip);
+        assert_eq!(c.location.rack.as_deref(), Some(dpid_str(0x32).as_str()));
+        assert_eq!(
+            snap.externals["ext:02:00:00:00:00:c2"].switch,
+            dpid_str(0x21)
+        );
+        assert_eq!(snap.rate("a", "ext:192.0.2.7"), 500.0);
+        assert_eq!(snap.rate("ext:192.0.2.7", "a"), 2000.0);
+        assert_eq!(snap.rate("ext:02:00:00:00:00:c2", "a"), 300.0);
+        // Neither the bridge's unknown MAC nor a pair of two externals.
+        assert_eq!(snap.traffic.len(), 3, "{:?}", snap.traffic);
+        // Both are in hv1's pod: level 2, as in the simulator.
+        let h1 = &snap.hosts["hv1"].location;
+        for e in snap.externals.values() {
+            assert_eq!(e.location.level_from(h1), 2, "{e:?}");
+        }
+        // A configured bridge's endpoints are not external either.
+        let mut configured = BTreeMap::new();
+        configured.insert(0x32, "hv9".to_string());
+        let snap = build_snapshot(&inputs(&configured));
+        assert!(!snap.externals.contains_key("ext:192.0.2.7"));
     }
 }

@@ -29,6 +29,11 @@
 //!   average, OpenFlow flow statistics plus FLOW_REMOVED counters); the IDC /
 //!   NIC class of a pair is not stored: it follows from the placement
 //!   ([`Snapshot::traffic_class`]);
+//! - [`Snapshot::externals`]: the endpoints outside the VMs (clients, a
+//!   gateway) that appear in the traffic matrix, each at a fixed switch:
+//!   never migrated, never a destination, their traffic with a VM crosses
+//!   the VM's host NIC and counts at the level where the host's path meets
+//!   their switch ([`ExternalLocation`]);
 //! - [`Snapshot::migrations`]: running migrations and those that ended
 //!   within the last `n` intervals (`n` = the detector's window): a host's
 //!   window restarts when a migration of it ends;
@@ -39,7 +44,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Traffic matrix: `traffic[src][dst]` = bytes/s sent from VM `src` to VM `dst`.
+/// Traffic matrix: `traffic[src][dst]` = bytes/s sent from `src` to `dst`,
+/// each a VM name or an external endpoint's name ([`Snapshot::externals`];
+/// never both external).
 pub type TrafficMatrix = BTreeMap<String, BTreeMap<String, f64>>;
 
 /// The knowledge the policies consume, at one instant.
@@ -57,8 +64,12 @@ pub struct Snapshot {
     pub hosts: BTreeMap<String, HostState>,
     /// VMs by name.
     pub vms: BTreeMap<String, VmState>,
-    /// λ(u,v): bytes/s from VM `u` to VM `v`.
+    /// λ(u,v): bytes/s from `u` to `v` (VMs or externals).
     pub traffic: TrafficMatrix,
+    /// Endpoints outside the VMs (clients, gateways) by name: fixed at a
+    /// switch, never migrated nor a destination.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub externals: BTreeMap<String, ExternalEndpoint>,
     /// Running migrations and migrations that ended within the detector's
     /// window (their end restarts their hosts' windows).
     pub migrations: Vec<MigrationRecord>,
@@ -79,6 +90,52 @@ pub struct HostLocation {
     pub pod: String,
     /// Cluster: pods that share a core switch.
     pub cluster: String,
+}
+
+/// An endpoint outside the VMs (a client, a gateway) attached to a switch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExternalEndpoint {
+    /// The switch it is attached to (a switch id of the topology).
+    pub switch: String,
+    /// Its IPv4 address, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    /// Where its switch sits in the tree ([`Topology::locate_switch`]).
+    pub location: ExternalLocation,
+}
+
+/// Where an external endpoint's switch sits in the tree, in the terms of
+/// [`HostLocation`]: the level between a host and the endpoint is 1 when
+/// `rack` is the host's rack, else 2 when `pod` is the host's pod, else 3
+/// when `cluster` is the host's cluster, else 4 (never 0: an external is
+/// never on a host).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ExternalLocation {
+    /// The ToR, when the switch is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+    /// The pod, when the switch is a ToR or an aggregation switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The cluster (for a switch the topology does not know: the switch
+    /// id, which no host shares).
+    pub cluster: String,
+}
+
+impl ExternalLocation {
+    /// Level between a host at `h` and this location: 1 same rack, 2 same
+    /// pod, 3 same cluster, 4 otherwise.
+    pub fn level_from(&self, h: &HostLocation) -> usize {
+        if self.rack.as_deref() == Some(h.rack.as_str()) {
+            1
+        } else if self.pod.as_deref() == Some(h.pod.as_str()) {
+            2
+        } else if self.cluster == h.cluster {
+            3
+        } else {
+            4
+        }
+    }
 }
 
 /// Level of a switch in the tree.
@@ -136,6 +193,53 @@ impl Topology {
     /// `tor` is not a ToR switch.
     pub fn locate(&self, tor: &str) -> Option<HostLocation> {
         self.locate_all().remove(tor)
+    }
+
+    /// Locates switch `id` (any level) for an endpoint attached to it: a
+    /// ToR gives its rack, pod and cluster, an aggregation switch its pod
+    /// and cluster, a core switch its cluster. A switch the topology does
+    /// not know is its own cluster (level 4 from every host).
+    pub fn locate_switch(&self, id: &str) -> ExternalLocation {
+        let Some(info) = self.switches.get(id) else {
+            return ExternalLocation {
+                rack: None,
+                pod: None,
+                cluster: id.to_string(),
+            };
+        };
+        match info.level {
+            SwitchLevel::Tor => {
+                let l = self.locate(id).unwrap_or_default();
+                ExternalLocation {
+                    rack: Some(l.rack),
+                    pod: Some(l.pod),
+                    cluster: l.cluster,
+                }
+            }
+            SwitchLevel::Aggregation => {
+                let pod = self
+                    .components(SwitchLevel::Aggregation)
+                    .remove(id)
+                    .unwrap_or_else(|| id.to_string());
+                let cluster = self
+                    .components(SwitchLevel::Core)
+                    .remove(id)
+                    .unwrap_or_else(|| pod.clone());
+                ExternalLocation {
+                    rack: None,
+                    pod: Some(pod),
+                    cluster,
+                }
+            }
+            SwitchLevel::Core => ExternalLocation {
+                rack: None,
+                pod: None,
+                cluster: self
+                    .components(SwitchLevel::Core)
+                    .remove(id)
+                    .unwrap_or_else(|| id.to_string()),
+            },
+        }
     }
 
     /// All locations of all ToRs at once (linear in the topology size).
@@ -273,6 +377,9 @@ pub struct HostSample {
     pub mem_used_mb: f64,
     /// Swap-out, pages/s.
     pub swap_out_pps: f64,
+    /// Swap-in (pages read back from swap), pages/s.
+    #[serde(default)]
+    pub swap_in_pps: f64,
     /// Physical NIC transmit, bytes/s (NIC traffic only, no IDC).
     pub nic_tx_bytes_per_s: f64,
     /// Physical NIC receive, bytes/s (NIC traffic only, no IDC).
@@ -354,6 +461,9 @@ pub struct VmSample {
     pub mem_used_mb: f64,
     /// Swap-out caused by this VM, pages/s.
     pub swap_out_pps: f64,
+    /// Swap-in caused by this VM, pages/s.
+    #[serde(default)]
+    pub swap_in_pps: f64,
     /// Packets (tx + rx) in the interval.
     pub packets: f64,
     /// Blocked time over the interval, seconds.
@@ -412,11 +522,19 @@ impl Snapshot {
             .unwrap_or(0.0)
     }
 
-    /// IDC when both VMs are on the same host, NIC otherwise; `None` when a
-    /// VM is unknown.
+    /// IDC when both VMs are on the same host, NIC otherwise (always NIC
+    /// between a VM and an external endpoint); `None` when an end is
+    /// unknown or both are external.
     pub fn traffic_class(&self, u: &str, v: &str) -> Option<TrafficClass> {
-        let hu = &self.vms.get(u)?.host;
-        let hv = &self.vms.get(v)?.host;
+        let vm_u = self.vms.get(u);
+        let vm_v = self.vms.get(v);
+        match (vm_u, vm_v) {
+            (Some(_), None) if self.externals.contains_key(v) => return Some(TrafficClass::Nic),
+            (None, Some(_)) if self.externals.contains_key(u) => return Some(TrafficClass::Nic),
+            _ => {}
+        }
+        let hu = &vm_u?.host;
+        let hv = &vm_v?.host;
         Some(if hu == hv {
             TrafficClass::Idc
         } else {
@@ -511,5 +629,34 @@ mod tests {
         let all = t.locate_all();
         assert_eq!(all.get("t2"), Some(&l2));
         assert_eq!(all.get("t3"), Some(&l3));
+    }
+
+    /// An external at a ToR, an aggregation or a core switch meets a host
+    /// at the level where their subtrees meet.
+    #[test]
+    fn external_levels() {
+        let mut t = Topology::default();
+        t.switches.insert("c0".into(), sw(SwitchLevel::Core, &[]));
+        t.switches.insert("c9".into(), sw(SwitchLevel::Core, &[]));
+        t.switches
+            .insert("a0".into(), sw(SwitchLevel::Aggregation, &["c0"]));
+        t.switches
+            .insert("a1".into(), sw(SwitchLevel::Aggregation, &["c0"]));
+        t.switches
+            .insert("t0".into(), sw(SwitchLevel::Tor, &["a0"]));
+        t.switches
+            .insert("t1".into(), sw(SwitchLevel::Tor, &["a0"]));
+        t.switches
+            .insert("t2".into(), sw(SwitchLevel::Tor, &["a1"]));
+        let h = t.locate("t0").unwrap();
+        let level = |s: &str| t.locate_switch(s).level_from(&h);
+        assert_eq!(level("t0"), 1, "own ToR");
+        assert_eq!(level("t1"), 2, "ToR of the same pod");
+        assert_eq!(level("a0"), 2, "aggregation of the pod");
+        assert_eq!(level("t2"), 3, "ToR of another pod");
+        assert_eq!(level("a1"), 3, "aggregation of another pod");
+        assert_eq!(level("c0"), 3, "core");
+        assert_eq!(level("c9"), 4, "a core of another cluster");
+        assert_eq!(level("nowhere"), 4, "unknown switch");
     }
 }

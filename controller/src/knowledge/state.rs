@@ -22,7 +22,7 @@
 //!    nothing else is taken while one of them is held.
 //!
 //! For example [`Knowledge::snapshot`] takes `monitor` alone first, then
-//! `hosts` and `topo`; the API reads [`Knowledge::hypervisor_map`] (hosts,
+//! `hosts`, `topo` and `hypervisors`; the API reads [`Knowledge::hypervisor_map`] (hosts,
 //! then hypervisors) *before* it takes `topo`, never while holding it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -220,9 +220,11 @@ impl Knowledge {
         let groups = self.groups();
         let hosts = self.hosts_read().ok()?;
         let topo = self.topo_read().ok()?;
+        let hypervisors = self.hypervisors.read().ok()?;
         Some(build_snapshot(&LiveInputs {
             hosts: &hosts,
             topo: &topo,
+            hypervisors: &hypervisors,
             rates: &rates,
             ports: &ports,
             link_capacity_bps: self.link_capacity_bps,

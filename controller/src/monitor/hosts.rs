@@ -256,6 +256,7 @@ impl HostRegistry {
         for (name, v) in [
             ("host.cpu_util", h.cpu_util),
             ("host.swap_out_pages_per_s", h.swap_out_pages_per_s),
+            ("host.swap_in_pages_per_s", h.swap_in_pages_per_s),
             ("host.nic_tx_bytes_per_s", h.nic_tx_bytes_per_s),
             ("host.nic_rx_bytes_per_s", h.nic_rx_bytes_per_s),
             ("interval_s", rep.interval_s),

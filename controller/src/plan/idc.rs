@@ -138,10 +138,7 @@ impl Policy for Idc {
     /// The thesis: memory overload is swap activity only; the network
     /// observation is NIC traffic only.
     fn detector_defaults(&self) -> DetectorDefaults {
-        DetectorDefaults {
-            mem_util_trigger: false,
-            net_includes_idc: false,
-        }
+        DetectorDefaults::SWAP_AND_NIC
     }
 
     fn plan(&mut self, snap: &Snapshot, hot: &HotspotReport) -> Vec<Decision> {

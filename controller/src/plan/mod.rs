@@ -19,6 +19,7 @@
 //! | `score`     | [`score`]      | S-CORE |
 //! | `sova`      | [`sova`]       | Sova |
 //! | `violin`    | [`violin`]     | VIOLIN |
+//! | `shoal`     | [`shoal`]      | none: Shoal's own cost-benefit policy |
 //!
 //! Each rule, its publication, section and equation, the choices where a
 //! publication is ambiguous and Shoal's own additions: `docs/algorithms.md`.
@@ -41,6 +42,7 @@ pub mod idc;
 pub mod physics;
 pub mod sandpiper;
 pub mod score;
+pub mod shoal;
 pub mod sova;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -58,7 +60,7 @@ pub use constraints::ConstraintOptions;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
     /// No policy has this name.
-    #[error("unknown policy {0:?} (known: sandpiper, idc, score, sova, violin)")]
+    #[error("unknown policy {0:?} (known: sandpiper, idc, score, sova, violin, shoal)")]
     UnknownPolicy(String),
     /// An option is out of range.
     #[error("{field}: {why}")]
@@ -80,7 +82,7 @@ impl PlanError {
 }
 
 /// Names accepted by [`build_policy`].
-pub const POLICY_NAMES: [&str; 5] = ["sandpiper", "idc", "score", "sova", "violin"];
+pub const POLICY_NAMES: [&str; 6] = ["sandpiper", "idc", "score", "sova", "violin", "shoal"];
 
 /// One action a policy asks the executor to carry out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -244,6 +246,8 @@ pub struct PolicyOptions {
     pub sova: sova::SovaOptions,
     /// VIOLIN.
     pub violin: violin::ViolinOptions,
+    /// Shoal's own cost-benefit policy.
+    pub shoal: shoal::ShoalOptions,
 }
 
 impl PolicyOptions {
@@ -255,6 +259,7 @@ impl PolicyOptions {
         self.score.validate()?;
         self.sova.validate()?;
         self.violin.validate()?;
+        self.shoal.validate()?;
         Ok(())
     }
 }
@@ -269,6 +274,7 @@ pub fn build_policy(name: &str, opts: &PolicyOptions) -> Result<Box<dyn Policy>,
         "score" => Box::new(score::Score::new(c, opts.score.clone())),
         "sova" => Box::new(sova::Sova::new(c, opts.sova.clone())),
         "violin" => Box::new(violin::Violin::new(c, opts.violin.clone())),
+        "shoal" => Box::new(shoal::Shoal::new(c, opts.shoal.clone())),
         other => return Err(PlanError::UnknownPolicy(other.to_string())),
     })
 }

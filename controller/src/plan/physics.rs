@@ -6,8 +6,8 @@
 //! - host CPU = Σ VM CPU (cores) / host cores;
 //! - host memory in use = Σ allocated VM memory;
 //! - host swap-out = Σ VM swap-out;
-//! - host NIC tx/rx = traffic of its VMs to / from VMs on other hosts
-//!   (IDC traffic never reaches the NIC).
+//! - host NIC tx/rx = traffic of its VMs to / from VMs on other hosts and
+//!   external endpoints (IDC traffic never reaches the NIC).
 
 use crate::knowledge::snapshot::{HostSample, Snapshot};
 use std::collections::{BTreeMap, HashMap};
@@ -34,21 +34,28 @@ pub fn host_samples(snap: &Snapshot, at_s: f64) -> BTreeMap<String, HostSample> 
             *cpu.entry(vm.host.as_str()).or_default() += s.cpu_cores;
             h.mem_used_mb += vm.memory_mb;
             h.swap_out_pps += s.swap_out_pps;
+            h.swap_in_pps += s.swap_in_pps;
         }
     }
     let mut tx: HashMap<&str, f64> = HashMap::new();
     let mut rx: HashMap<&str, f64> = HashMap::new();
+    let external = |name: &str| !snap.vms.contains_key(name) && snap.externals.contains_key(name);
     for (u, row) in &snap.traffic {
-        let Some(hu) = snap.vms.get(u).map(|v| v.host.as_str()) else {
+        let hu = snap.vms.get(u).map(|v| v.host.as_str());
+        if hu.is_none() && !external(u) {
             continue;
-        };
+        }
         for (v, &r) in row {
-            let Some(hv) = snap.vms.get(v).map(|v| v.host.as_str()) else {
-                continue;
-            };
-            if hu != hv {
-                *tx.entry(hu).or_default() += r;
-                *rx.entry(hv).or_default() += r;
+            let hv = snap.vms.get(v).map(|v| v.host.as_str());
+            match (hu, hv) {
+                (Some(hu), Some(hv)) if hu != hv => {
+                    *tx.entry(hu).or_default() += r;
+                    *rx.entry(hv).or_default() += r;
+                }
+                // A VM and an external endpoint: always through the NIC.
+                (Some(hu), None) if external(v) => *tx.entry(hu).or_default() += r,
+                (None, Some(hv)) => *rx.entry(hv).or_default() += r,
+                _ => {}
             }
         }
     }
@@ -62,7 +69,8 @@ pub fn host_samples(snap: &Snapshot, at_s: f64) -> BTreeMap<String, HostSample> 
     out
 }
 
-/// Per-VM (tx, rx) bytes/s from the traffic matrix.
+/// Per-VM (tx, rx) bytes/s from the traffic matrix (external endpoints get
+/// entries too; nothing reads them).
 pub fn vm_rates(snap: &Snapshot) -> HashMap<&str, (f64, f64)> {
     let mut out: HashMap<&str, (f64, f64)> = HashMap::new();
     for (u, row) in &snap.traffic {
@@ -74,7 +82,6 @@ pub fn vm_rates(snap: &Snapshot) -> HashMap<&str, (f64, f64)> {
     out
 }
 
-/// Overall communication cost `C = Σ_u Σ_v λ(u,v) · Σ_{i≤ℓ(u,v)} c_i` of the
 /// `W(ℓ) = Σ_{i≤ℓ} c_i` for ℓ = 0..4.
 pub fn cumulative_weights(w: &[f64; 4]) -> [f64; 5] {
     let mut out = [0.0; 5];
@@ -88,7 +95,10 @@ pub fn cumulative_weights(w: &[f64; 4]) -> [f64; 5] {
     out
 }
 
-/// snapshot's placement, with link weights `c_1..c_4`.
+/// Overall communication cost `C = Σ_u Σ_v λ(u,v) · Σ_{i≤ℓ(u,v)} c_i` of the
+/// snapshot's placement, with link weights `c_1..c_4`. Pairs of a VM and an
+/// external endpoint count, both directions, at the level where the VM's
+/// host meets the endpoint's switch ([`crate::plan::view::View::ext_level`]).
 pub fn communication_cost(snap: &Snapshot, weights: &[f64; 4]) -> f64 {
     let view = crate::plan::view::View::new(snap);
     let cum = cumulative_weights(weights);
@@ -99,6 +109,129 @@ pub fn communication_cost(snap: &Snapshot, weights: &[f64; 4]) -> f64 {
             let l = view.level(hu, view.host_of(p.vm));
             total += p.out * cum.get(l).copied().unwrap_or(0.0);
         }
+        for p in view.ext_peers(u) {
+            let l = view.ext_level(hu, p.ext);
+            total += p.total() * cum.get(l).copied().unwrap_or(0.0);
+        }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knowledge::snapshot::{
+        ExternalEndpoint, HostState, SwitchInfo, SwitchLevel, TrafficClass, VmSample, VmState,
+    };
+    use crate::plan::view::View;
+
+    /// `a` on h1 (rack r0, pod p0) sends 10/s to client `c` at `switch`
+    /// and receives 30/s from it; h2 is in rack r1 of pod p1; one core c0.
+    fn with_client(switch: &str) -> Snapshot {
+        let mut s = Snapshot::default();
+        let sw = |level, up: &[&str]| SwitchInfo {
+            level,
+            uplinks: up.iter().map(|u| u.to_string()).collect(),
+        };
+        let t = &mut s.topology.switches;
+        t.insert("c0".into(), sw(SwitchLevel::Core, &[]));
+        t.insert("p0".into(), sw(SwitchLevel::Aggregation, &["c0"]));
+        t.insert("p1".into(), sw(SwitchLevel::Aggregation, &["c0"]));
+        t.insert("r0".into(), sw(SwitchLevel::Tor, &["p0"]));
+        t.insert("r1".into(), sw(SwitchLevel::Tor, &["p1"]));
+        for (h, tor) in [("h1", "r0"), ("h2", "r1")] {
+            let location = s.topology.locate(tor).unwrap_or_default();
+            s.hosts.insert(
+                h.into(),
+                HostState {
+                    cores: 8.0,
+                    memory_mb: 16384.0,
+                    nic_bps: 1e10,
+                    location,
+                    ..Default::default()
+                },
+            );
+        }
+        s.vms.insert(
+            "a".into(),
+            VmState {
+                host: "h1".into(),
+                memory_mb: 1024.0,
+                history: vec![VmSample {
+                    tx_bytes_per_s: 10.0,
+                    rx_bytes_per_s: 30.0,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        let location = s.topology.locate_switch(switch);
+        s.externals.insert(
+            "c".into(),
+            ExternalEndpoint {
+                switch: switch.into(),
+                ipv4: None,
+                location,
+            },
+        );
+        s.traffic
+            .entry("a".into())
+            .or_default()
+            .insert("c".into(), 10.0);
+        s.traffic
+            .entry("c".into())
+            .or_default()
+            .insert("a".into(), 30.0);
+        s
+    }
+
+    /// W = [0, 1, 11, 111, 1111]: both directions (40/s) count at the
+    /// level where h1 meets the client's switch.
+    #[test]
+    fn external_pairs_cost_at_their_level() {
+        let w = [1.0, 10.0, 100.0, 1000.0];
+        assert_eq!(communication_cost(&with_client("r0"), &w), 40.0);
+        assert_eq!(communication_cost(&with_client("p0"), &w), 40.0 * 11.0);
+        assert_eq!(communication_cost(&with_client("r1"), &w), 40.0 * 111.0);
+        assert_eq!(communication_cost(&with_client("c0"), &w), 40.0 * 111.0);
+        assert_eq!(
+            communication_cost(&with_client("elsewhere"), &w),
+            40.0 * 1111.0
+        );
+    }
+
+    /// Traffic with an external crosses the VM's host NIC (IDC traffic
+    /// does not), whatever the VM's own counters say.
+    #[test]
+    fn nic_counts_external_traffic() {
+        let snap = {
+            let mut s = with_client("c0");
+            s.vms.insert("b".into(), s.vms["a"].clone());
+            s.traffic
+                .entry("a".into())
+                .or_default()
+                .insert("b".into(), 1000.0);
+            s
+        };
+        let hs = host_samples(&snap, 0.0);
+        assert_eq!(hs["h1"].nic_tx_bytes_per_s, 10.0);
+        assert_eq!(hs["h1"].nic_rx_bytes_per_s, 30.0);
+        assert_eq!(hs["h2"].nic_tx_bytes_per_s, 0.0);
+        assert_eq!(snap.traffic_class("a", "c"), Some(TrafficClass::Nic));
+        assert_eq!(snap.traffic_class("c", "a"), Some(TrafficClass::Nic));
+        assert_eq!(snap.traffic_class("a", "b"), Some(TrafficClass::Idc));
+        // The view's outside traffic of `a` (which follows it to any
+        // host) is at least its traffic with the client, even with silent
+        // counters.
+        let mut quiet = snap.clone();
+        for vm in quiet.vms.values_mut() {
+            vm.history.clear();
+        }
+        let view = View::new(&quiet);
+        let a = view.vm_id("a").unwrap();
+        assert_eq!(view.ext_tx[a], 10.0);
+        assert_eq!(view.ext_rx[a], 30.0);
+        assert_eq!(view.ext_count(), 1);
+        assert_eq!(view.vm_id("c"), None, "an external is no VM");
+    }
 }

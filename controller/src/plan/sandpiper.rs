@@ -89,12 +89,13 @@ impl Policy for Sandpiper {
         "sandpiper"
     }
 
-    /// The thesis: memory overload is swap activity only; the network
-    /// observation includes IDC traffic.
+    /// The thesis: memory overload is swap activity only (writes and
+    /// reads); the network observation includes IDC traffic.
     fn detector_defaults(&self) -> DetectorDefaults {
         DetectorDefaults {
             mem_util_trigger: false,
             net_includes_idc: true,
+            swap_includes_reads: true,
         }
     }
 

@@ -36,6 +36,12 @@
 //! - `load-aware`: as distributed, ties broken by the VM's higher aggregate
 //!   traffic (then VM id).
 //!
+//! External endpoints (clients outside the VMs, Shoal's own addition): a
+//! VM's pairs with them count in `C` and in every reduction at the level
+//! where its host meets their switch ([`View::ext_level`]); they never
+//! move, and as candidates they stand for the hosts nearest to them
+//! ([`View::ext_nearest_hosts`]) that are closer than `x`.
+//!
 //! Cost per iteration: `O(Σ_u deg(u)²)` plus a heap `O(V log V)` for
 //! `global`, with the adjacency lists and integer host locations of
 //! [`View`]: no `O(V²)` step.
@@ -252,7 +258,8 @@ impl Score {
     }
 
     fn cost_at(view: &View, led: &Ledger, cum: &[f64; 5], u: usize, h: usize) -> f64 {
-        view.peers(u)
+        let vms: f64 = view
+            .peers(u)
             .iter()
             .map(|p| {
                 p.total()
@@ -261,7 +268,23 @@ impl Score {
                         .copied()
                         .unwrap_or(0.0)
             })
-            .sum()
+            .sum();
+        let externals: f64 = view
+            .ext_peers(u)
+            .iter()
+            .map(|p| p.total() * cum.get(view.ext_level(h, p.ext)).copied().unwrap_or(0.0))
+            .sum();
+        vms + externals
+    }
+
+    /// The highest level of `u`'s pairs (VMs and externals) from host `x`.
+    fn max_level(view: &View, led: &Ledger, u: usize, x: usize) -> usize {
+        let vms = view
+            .peers(u)
+            .iter()
+            .map(|p| view.level(x, led.host_of(p.vm)));
+        let externals = view.ext_peers(u).iter().map(|p| view.ext_level(x, p.ext));
+        vms.chain(externals).max().unwrap_or(0)
     }
 
     /// Evaluates VM `u`'s candidates (first-fit stops at the first
@@ -271,7 +294,8 @@ impl Score {
             return None;
         }
         let peers = view.peers(u);
-        if peers.is_empty() {
+        let ext_peers = view.ext_peers(u);
+        if peers.is_empty() && ext_peers.is_empty() {
             return None;
         }
         let x = led.host_of(u);
@@ -289,6 +313,17 @@ impl Score {
             })
             .filter(|(h, _, _)| *h != x)
             .collect();
+        // An external endpoint has no host: the hosts nearest to it that
+        // are closer than `x` stand for it (ties after the VMs).
+        for p in ext_peers {
+            let now = view.ext_level(x, p.ext);
+            let pair_cost = p.total() * cum.get(now).copied().unwrap_or(0.0);
+            for &h in view.ext_nearest_hosts(p.ext) {
+                if h != x && view.ext_level(h, p.ext) < now {
+                    by_pair.push((h, pair_cost, view.vm_count() + p.ext));
+                }
+            }
+        }
         if by_pair.is_empty() {
             return None;
         }
@@ -382,12 +417,7 @@ impl Score {
         let c = eval.cands.get(eval.chosen?)?.clone();
         let cost = c.outcome.clone().ok()?;
         let x = led.host_of(u);
-        let max_level = view
-            .peers(u)
-            .iter()
-            .map(|p| view.level(x, led.host_of(p.vm)))
-            .max()
-            .unwrap_or(0);
+        let max_level = Self::max_level(view, led, u, x);
         let mut details = Details::default()
             .metric("cost_now", eval.cost_now)
             .metric("cost_after", eval.cost_now - c.benefit)
@@ -469,14 +499,10 @@ impl Policy for Score {
                 let mut keys: Vec<(usize, f64, usize)> = (0..n)
                     .map(|u| {
                         let x = led.host_of(u);
-                        let peers = view.peers(u);
-                        let level = peers
-                            .iter()
-                            .map(|p| view.level(x, led.host_of(p.vm)))
-                            .max()
-                            .unwrap_or(0);
+                        let level = Self::max_level(&view, &led, u, x);
                         let load = if self.opts.token == TokenPolicy::LoadAware {
-                            peers.iter().map(|p| p.total()).sum()
+                            view.peers(u).iter().map(|p| p.total()).sum::<f64>()
+                                + view.ext_peers(u).iter().map(|p| p.total()).sum::<f64>()
                         } else {
                             0.0
                         };
@@ -673,5 +699,39 @@ mod tests {
         o.cm_model_horizon_s = Some(3600.0);
         let d = Score::new(Default::default(), o).plan(&snap, &hot);
         assert!(d.is_empty(), "{d:?}");
+    }
+
+    /// `a` on h1 (rack r0) talks with `p` on h2 (r0) at 5/s each way and
+    /// with client `c` at ToR r2 (pod p1, where h4 is) at 100/s each way.
+    /// a now: 10·W(1) + 200·W(3); on h4: 10·W(3) + 200·W(1). Every token
+    /// policy moves a under the client's ToR first; the client itself is
+    /// never moved nor a destination.
+    #[test]
+    fn moves_next_to_an_external_client() {
+        let (snap, hot) = Dc::new()
+            .host("h1", "r0", "p0", 16.0, 65536.0)
+            .host("h2", "r0", "p0", 16.0, 65536.0)
+            .host("h4", "r2", "p1", 16.0, 65536.0)
+            .vm("a", "h1", 1.0, 1024.0)
+            .vm("p", "h2", 1.0, 1024.0)
+            .external("c", "r2")
+            .talk("a", "p", 5.0)
+            .talk("a", "c", 100.0)
+            .build(5);
+        let before = communication_cost(&snap, &DEFAULT_WEIGHTS);
+        let w1 = 1.0;
+        assert!((before - (10.0 * w1 + 200.0 * W3)).abs() < 1e-9, "{before}");
+        for token in TokenPolicy::ALL {
+            let d = Score::new(Default::default(), opts(token, 0.0)).plan(&snap, &hot);
+            let m = migrations(&d);
+            assert_eq!(m[0], ("a".into(), "h1".into(), "h4".into()), "{token:?}");
+            assert!((d[0].score - 190.0 * (W3 - w1)).abs() < 1e-9);
+            assert!(m.iter().all(|(vm, _, to)| vm != "c" && to != "c"));
+            let mut s = snap.clone();
+            for (vm, _, to) in &m {
+                s.vms.get_mut(vm).unwrap().host = to.clone();
+            }
+            assert!(communication_cost(&s, &DEFAULT_WEIGHTS) < before);
+        }
     }
 }

@@ -8,7 +8,9 @@
 //!   (0 when `max = min`);
 //! - volume `sqrt(Σ_i (r_i / r̄ − 1)²)` over cpu, mem, net, where `r_i` is
 //!   the VM's (or host's) utilisation of the host's capacity and `r̄` the mean
-//!   utilisation of the host's three resources (volume 0 when `r̄ = 0`).
+//!   utilisation of the host's three resources (volume 0 when `r̄ = 0`);
+//!   option `volume = "sandpiper"` ranks by Sandpiper's volume instead
+//!   ([`VolumeFormula`]).
 //!
 //! Manager (Algorithm 2, l.7–8): for each hotspot (§2; largest volume
 //! first) the candidate is the host with the smallest volume that is not
@@ -65,6 +67,35 @@ pub struct SovaOptions {
     pub room_check: bool,
     /// How Algorithm 2 finds the target (default `minimum`).
     pub target_search: TargetSearch,
+    /// Which volume ranks hosts and VMs (default `skew`: Eq. 5 as written).
+    pub volume: VolumeFormula,
+}
+
+/// The volume formula of Sova's manager and of `MF = volume / size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeFormula {
+    /// Eq. 5 as written: `sqrt(Σ (r_i / r̄ − 1)²)`, `r̄` the host's mean
+    /// utilisation. It measures the skew of a usage mix, not its size.
+    #[default]
+    Skew,
+    /// Sandpiper's volume `1 / ((1 − cpu)(1 − mem)(1 − net))` of the same
+    /// utilisations (each capped at 0.99): grows with load.
+    Sandpiper,
+}
+
+impl VolumeFormula {
+    /// The volume of utilisations `r` (CPU, memory, network) on a host
+    /// whose mean utilisation is `mean`.
+    pub fn of(self, r: &[f64; 3], mean: f64) -> f64 {
+        match self {
+            VolumeFormula::Skew => volume(r, mean),
+            VolumeFormula::Sandpiper => {
+                let [c, m, n] = *r;
+                crate::plan::view::volume(c, m, n, 0.99)
+            }
+        }
+    }
 }
 
 /// How Sova's manager picks a hotspot's target.
@@ -100,6 +131,7 @@ impl Default for SovaOptions {
             nf_scope: NfScope::Host,
             room_check: false,
             target_search: TargetSearch::Minimum,
+            volume: VolumeFormula::Skew,
         }
     }
 }
@@ -225,7 +257,7 @@ impl Policy for Sova {
         );
         let hn = view.host_count();
         let host_vms = view.vms_by_host();
-        let signal = cold_spot_targets(&view, &led, hot, self.opts.target_search);
+        let signal = cold_spot_targets(&view, &led, hot, self.opts.target_search, self.opts.volume);
         let mut out = Vec::new();
         // Algorithm 1 per host, in id order.
         for h in 0..hn {
@@ -236,10 +268,9 @@ impl Policy for Sova {
             };
             let mut remaining = vms.clone();
             if let Some(Some((k, kvol))) = signal.get(h).copied() {
-                let room_check = self.opts.room_check;
                 let target = (k, kvol);
                 if let Some(v) =
-                    migrate_one(&view, &mut led, h, host, &vms, target, room_check, &mut out)
+                    migrate_one(&view, &mut led, h, host, &vms, target, &self.opts, &mut out)
                 {
                     remaining.retain(|&x| x != v);
                 }
@@ -256,9 +287,9 @@ fn host_util(led: &Ledger, h: usize) -> [f64; 3] {
 }
 
 /// A host's volume.
-fn host_volume(led: &Ledger, h: usize) -> f64 {
+fn host_volume(led: &Ledger, h: usize, f: VolumeFormula) -> f64 {
     let r = host_util(led, h);
-    volume(&r, r.iter().sum::<f64>() / 3.0)
+    f.of(&r, r.iter().sum::<f64>() / 3.0)
 }
 
 /// Algorithm 2: hotspots, largest volume first, each get a distinct cold
@@ -269,6 +300,7 @@ fn cold_spot_targets(
     led: &Ledger,
     hot: &HotspotReport,
     search: TargetSearch,
+    formula: VolumeFormula,
 ) -> Vec<Option<(usize, f64)>> {
     let hn = view.host_count();
     let t = hot.thresholds;
@@ -276,7 +308,7 @@ fn cold_spot_targets(
         .hot
         .keys()
         .filter_map(|id| view.host_id(id))
-        .map(|h| (host_volume(led, h), h))
+        .map(|h| (host_volume(led, h, formula), h))
         .collect();
     sources.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut targets: BTreeSet<usize> = BTreeSet::new();
@@ -288,7 +320,7 @@ fn cold_spot_targets(
     for &(_, s) in &sources {
         let free = (0..hn).filter(|k| !targets.contains(k));
         let smallest = |it: &mut dyn Iterator<Item = usize>| {
-            it.map(|k| (host_volume(led, k), k))
+            it.map(|k| (host_volume(led, k, formula), k))
                 .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
         };
         let best = match search {
@@ -316,9 +348,10 @@ fn migrate_one(
     host: &HostState,
     vms: &[usize],
     (k, kvol): (usize, f64),
-    room_check: bool,
+    opts: &SovaOptions,
     out: &mut Vec<Decision>,
 ) -> Option<usize> {
+    let room_check = opts.room_check;
     let r = host_util(led, h);
     let mean = r.iter().sum::<f64>() / 3.0;
     let mut by_mf: Vec<(f64, f64, usize)> = vms
@@ -333,7 +366,7 @@ fn migrate_one(
                     host.nic_bytes_per_s(),
                 ),
             ];
-            let vol = volume(&ru, mean);
+            let vol = opts.volume.of(&ru, mean);
             let size = led.vm_mem.get(v).copied().unwrap_or(0.0);
             (ratio(vol, size), vol, v)
         })
@@ -374,7 +407,7 @@ fn migrate_one(
             .metric("mf", mf)
             .metric("volume", vol)
             .metric("size_mb", led.vm_mem.get(v).copied().unwrap_or(0.0))
-            .metric("source_volume", volume(&r, mean))
+            .metric("source_volume", opts.volume.of(&r, mean))
             .metric("target_volume", kvol);
         details.migration = Some(cost);
         if view.vms.get(v).is_some_and(|x| x.has_vf) {

@@ -2,7 +2,7 @@
 
 use crate::analyze::{detect, HotspotConfig, HotspotReport};
 use crate::knowledge::snapshot::{
-    HostLocation, HostState, Snapshot, SwitchInfo, SwitchLevel, VmSample, VmState,
+    ExternalEndpoint, HostLocation, HostState, Snapshot, SwitchInfo, SwitchLevel, VmSample, VmState,
 };
 
 /// Builder of a small snapshot. Every host gets `samples` identical
@@ -89,6 +89,20 @@ impl Dc {
         if let Some(v) = self.snap.vms.get_mut(name) {
             f(v);
         }
+        self
+    }
+
+    /// An external endpoint at switch `switch` (a rack, pod or `c0`).
+    pub fn external(mut self, name: &str, switch: &str) -> Self {
+        let location = self.snap.topology.locate_switch(switch);
+        self.snap.externals.insert(
+            name.into(),
+            ExternalEndpoint {
+                switch: switch.into(),
+                ipv4: None,
+                location,
+            },
+        );
         self
     }
 

@@ -86,6 +86,18 @@ pub struct Summary {
     /// Which start gave the reference (`current` or `constructed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference_start: Option<String>,
+    /// Seconds hosts spent overloaded, whatever the detector flagged: CPU,
+    /// NIC or memory utilisation above its threshold, or swap-out above
+    /// its rate (each host counted once per round, Δ seconds).
+    pub overloaded_host_s: f64,
+    /// Seconds hosts spent with the NIC above its threshold.
+    pub nic_overloaded_host_s: f64,
+    /// VM-seconds on overloaded hosts (SLA violations).
+    pub sla_violation_vm_s: f64,
+    /// Wall-clock seconds spent in the policy's planning (not written: the
+    /// output stays byte-identical for the same inputs).
+    #[serde(skip)]
+    pub planning_s: f64,
 }
 
 impl Summary {
@@ -108,6 +120,10 @@ impl Summary {
             reference_cost: None,
             fraction_of_reference: None,
             reference_start: None,
+            overloaded_host_s: 0.0,
+            nic_overloaded_host_s: 0.0,
+            sla_violation_vm_s: 0.0,
+            planning_s: 0.0,
         }
     }
 }
@@ -170,9 +186,12 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
         if first.is_none() {
             first = Some(snap.clone());
         }
+        count_overload(&snap, &hotspot.thresholds, &mut summary);
         let report = analyze::detect(&snap, &hotspot);
         record_hotspots(&mut snap, &report, r, history, &mut summary);
+        let planning = std::time::Instant::now();
         let decisions = policy.plan(&snap, &report);
+        summary.planning_s += planning.elapsed().as_secs_f64();
         let mut usage = usage_of(&snap);
         for d in &decisions {
             apply(&mut snap, &mut usage, d, now, &resolved, &mut summary)?;
@@ -242,6 +261,29 @@ fn finish_summary(
     }
 }
 
+/// Adds this round's overloaded hosts (by their latest sample against
+/// `t`, not by the detector) and the VMs on them to the summary.
+fn count_overload(snap: &Snapshot, t: &analyze::Thresholds, summary: &mut Summary) {
+    let dt = snap.interval_s;
+    let mut vms_on: HashMap<&str, usize> = HashMap::new();
+    for vm in snap.vms.values() {
+        *vms_on.entry(vm.host.as_str()).or_default() += 1;
+    }
+    for (id, h) in &snap.hosts {
+        let s = h.latest();
+        let nic = s.net_util(h) > t.net;
+        let over =
+            nic || s.cpu_util > t.cpu || s.mem_util(h) > t.mem || s.swap_out_pps > t.swap_out_pps;
+        if nic {
+            summary.nic_overloaded_host_s += dt;
+        }
+        if over {
+            summary.overloaded_host_s += dt;
+            summary.sla_violation_vm_s += dt * vms_on.get(id.as_str()).copied().unwrap_or(0) as f64;
+        }
+    }
+}
+
 /// Counts and records this round's hotspots, keeping `history` rounds.
 fn record_hotspots(
     snap: &mut Snapshot,
@@ -296,6 +338,7 @@ fn observe(
             cpu_cores: cpu,
             mem_used_mb: demand.min(vm.memory_mb),
             swap_out_pps: (demand - vm.memory_mb).max(0.0) * 256.0 / dt + spec.swap_out_pps.at(ri),
+            swap_in_pps: spec.swap_in_pps.at(ri),
             packets: spec
                 .packets
                 .as_ref()

@@ -88,6 +88,7 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
         topology: TopologySpec { switches },
         hosts,
         vms,
+        externals: Vec::new(),
         traffic,
     })
 }
@@ -286,6 +287,7 @@ fn dc_vms(
             cpu: Series::Const(round3(rng.range(0.05, 0.6))),
             mem_used_mb: None,
             swap_out_pps: Series::Const(0.0),
+            swap_in_pps: Series::Const(0.0),
             packets: None,
             blocked_s: Series::Const(0.0),
             gotten_s: None,

@@ -11,6 +11,8 @@
 //! `--generate dc` builds S-CORE's setting instead ([`generate`]);
 //! `--emit-scenario FILE` writes the generated scenario; `--reference`
 //! adds the reference optimum ([`reference`]) to the summary.
+//! `--tournament` runs every policy on the scenarios of `--scenario-dir`
+//! and on generated data centers of `--sizes` ([`tournament`]).
 //!
 //! Everything is deterministic: the same scenario, options and seed give
 //! byte-identical output.
@@ -23,6 +25,7 @@ pub use crate::plan::physics;
 pub mod reference;
 pub mod rng;
 pub mod scenario;
+pub mod tournament;
 
 pub use engine::{simulate, SimConfig, Summary};
 pub use scenario::Scenario;
@@ -81,10 +84,26 @@ pub struct SimulateArgs {
     /// Scenario file (JSON, see docs/scenario.md).
     #[arg(long, value_name = "FILE", conflicts_with = "generate")]
     pub scenario: Option<PathBuf>,
+    /// Run every policy on the scenarios of --scenario-dir and on data
+    /// centers generated at --sizes; print a Markdown table per scenario.
+    #[arg(long, conflicts_with_all = ["scenario", "generate", "policy"])]
+    pub tournament: bool,
+    /// Tournament: directory of scenario files.
+    #[arg(long, value_name = "DIR", default_value = "examples/scenarios")]
+    pub scenario_dir: PathBuf,
+    /// Tournament: sizes (hosts) of the generated data centers, e.g.
+    /// `64,640,2560` (empty: none).
+    #[arg(
+        long,
+        value_name = "N,N",
+        value_delimiter = ',',
+        default_value = "64,640"
+    )]
+    pub sizes: Vec<usize>,
     /// Generate a scenario instead: `dc` (S-CORE's data center).
     #[arg(long, value_name = "KIND", value_parser = ["dc"])]
     pub generate: Option<String>,
-    /// Policy: sandpiper, idc, score, sova, violin.
+    /// Policy: sandpiper, idc, score, sova, violin, shoal.
     #[arg(long, value_name = "NAME")]
     pub policy: Option<String>,
     /// Rounds (default: the scenario's, else 10). One S-CORE round is one
@@ -240,6 +259,24 @@ fn set_path(root: &mut Value, path: &[&str], v: Value) -> Result<(), SimError> {
 /// Runs `simulate` with `args`, writing the JSON lines to `out`. Returns
 /// the summary (`None` when only a scenario was emitted).
 pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Option<Summary>, SimError> {
+    if args.tournament {
+        let (hotspot, options) = options_from_args(args)?;
+        let cfg = tournament::TournamentConfig {
+            scenario_dir: Some(args.scenario_dir.clone()),
+            sizes: args.sizes.clone(),
+            seed: args.seed,
+            rounds: args.rounds,
+            hotspot,
+            options,
+        };
+        let entries = tournament::run(&cfg, &mut |name| {
+            eprintln!("tournament: {name}");
+        })?;
+        out.write_all(tournament::markdown(&entries).as_bytes())
+            .map_err(|e| SimError::Io(e.to_string()))?;
+        out.flush().map_err(|e| SimError::Io(e.to_string()))?;
+        return Ok(None);
+    }
     let scn = match (&args.scenario, &args.generate) {
         (Some(path), None) => {
             let text = std::fs::read_to_string(path)
@@ -283,7 +320,7 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Option<Summary>, 
             return Ok(None);
         }
         return Err(SimError::Args(
-            "--policy NAME is required (sandpiper, idc, score, sova, violin)".into(),
+            "--policy NAME is required (sandpiper, idc, score, sova, violin, shoal)".into(),
         ));
     };
     let (hotspot, options) = options_from_args(args)?;

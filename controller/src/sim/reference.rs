@@ -103,6 +103,15 @@ fn cost_at(view: &View, led: &Ledger, cum: &[f64; 5], u: usize, h: usize) -> f64
                     .copied()
                     .unwrap_or(0.0)
         })
+        .sum::<f64>()
+        + ext_cost_at(view, cum, u, h)
+}
+
+/// `u`'s cost with the external endpoints, were it on host `h`.
+fn ext_cost_at(view: &View, cum: &[f64; 5], u: usize, h: usize) -> f64 {
+    view.ext_peers(u)
+        .iter()
+        .map(|p| p.total() * cum.get(view.ext_level(h, p.ext)).copied().unwrap_or(0.0))
         .sum()
 }
 
@@ -120,6 +129,7 @@ fn total_cost(view: &View, led: &Ledger, cum: &[f64; 5]) -> f64 {
                             .unwrap_or(0.0)
                 })
                 .sum::<f64>()
+                + ext_cost_at(view, cum, u, hu)
         })
         .sum()
 }
@@ -200,13 +210,19 @@ impl State<'_, '_> {
             let mut gained = 0.0;
             for &u in &order {
                 let peers = self.view.peers(u);
-                if peers.is_empty() {
+                let ext_peers = self.view.ext_peers(u);
+                if peers.is_empty() && ext_peers.is_empty() {
                     continue;
                 }
                 let x = self.led.host_of(u);
                 let mut cands: Vec<usize> = peers
                     .iter()
                     .map(|p| self.led.host_of(p.vm))
+                    .chain(
+                        ext_peers
+                            .iter()
+                            .flat_map(|p| self.view.ext_nearest_hosts(p.ext).iter().copied()),
+                    )
                     .filter(|&h| h != x)
                     .collect();
                 cands.sort_unstable();

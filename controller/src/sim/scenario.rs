@@ -7,7 +7,8 @@
 
 use super::SimError;
 use crate::knowledge::snapshot::{
-    HostState, LinkInfo, Snapshot, SwitchInfo, SwitchLevel, Topology, TrafficMatrix, VmState,
+    ExternalEndpoint, HostState, LinkInfo, Snapshot, SwitchInfo, SwitchLevel, Topology,
+    TrafficMatrix, VmState,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -102,9 +103,26 @@ pub struct Scenario {
     pub hosts: Vec<HostSpec>,
     /// VMs with their initial host and time series.
     pub vms: Vec<VmSpec>,
+    /// Endpoints outside the VMs (clients, gateways), each at a switch:
+    /// they send and receive traffic but are never migrated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub externals: Vec<ExternalSpec>,
     /// Traffic matrix entries.
     #[serde(default)]
     pub traffic: Vec<TrafficSpec>,
+}
+
+/// An endpoint outside the VMs (a client, a gateway) attached to a switch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSpec {
+    /// Unique name (not a VM's nor a host's), used in `traffic`.
+    pub name: String,
+    /// The switch it attaches to: any switch id (ToR, aggregation, core).
+    pub switch: String,
+    /// IPv4 address, informative.
+    #[serde(default)]
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 fn default_interval() -> f64 {
@@ -207,6 +225,9 @@ pub struct VmSpec {
     /// Extra swap-out, pages/s.
     #[serde(default)]
     pub swap_out_pps: Series,
+    /// Swap-in (pages read back from swap), pages/s.
+    #[serde(default)]
+    pub swap_in_pps: Series,
     /// Packets per interval; default (tx + rx bytes)·Δ / 1500.
     #[serde(default)]
     pub packets: Option<Series>,
@@ -226,9 +247,9 @@ fn one() -> u32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficSpec {
-    /// Sending VM.
+    /// Sending VM or external endpoint.
     pub src: String,
-    /// Receiving VM.
+    /// Receiving VM or external endpoint (not both ends external).
     pub dst: String,
     /// bytes/s: a number (static matrix) or one value per round.
     pub bytes_per_s: Series,
@@ -275,7 +296,50 @@ impl Scenario {
         let hosts = self.validate_hosts(&switches)?;
         let (vms, placed) = self.validate_vms(&hosts)?;
         self.validate_placement(&placed)?;
-        self.validate_traffic(&vms)
+        let externals = self.validate_externals(&switches, &hosts, &vms)?;
+        self.validate_traffic(&vms, &externals)
+    }
+
+    /// External names unique, distinct from VM names and host ids;
+    /// switches known.
+    fn validate_externals(
+        &self,
+        switches: &BTreeMap<&str, SwitchLevel>,
+        hosts: &BTreeMap<&str, &HostSpec>,
+        vms: &BTreeSet<&str>,
+    ) -> Result<BTreeSet<&str>, SimError> {
+        let mut externals: BTreeSet<&str> = BTreeSet::new();
+        for (i, x) in self.externals.iter().enumerate() {
+            let f = format!("externals[{i}]");
+            if x.name.is_empty() {
+                return Err(err(format!("{f}.name"), "must not be empty"));
+            }
+            if vms.contains(x.name.as_str()) {
+                return Err(err(
+                    format!("{f}.name"),
+                    format!("{:?} is already a VM name", x.name),
+                ));
+            }
+            if hosts.contains_key(x.name.as_str()) {
+                return Err(err(
+                    format!("{f}.name"),
+                    format!("{:?} is already a host id", x.name),
+                ));
+            }
+            if !externals.insert(&x.name) {
+                return Err(err(
+                    format!("{f}.name"),
+                    format!("duplicate name {:?}", x.name),
+                ));
+            }
+            if !switches.contains_key(x.switch.as_str()) {
+                return Err(err(
+                    format!("{f}.switch"),
+                    format!("unknown switch {:?}", x.switch),
+                ));
+            }
+        }
+        Ok(externals)
     }
 
     /// Switch ids unique, capacities positive, uplinks one level up.
@@ -451,6 +515,7 @@ impl Scenario {
             }
             v.cpu.check(&format!("{f}.cpu"), 0.0)?;
             v.swap_out_pps.check(&format!("{f}.swap_out_pps"), 0.0)?;
+            v.swap_in_pps.check(&format!("{f}.swap_in_pps"), 0.0)?;
             v.blocked_s.check(&format!("{f}.blocked_s"), 0.0)?;
             for (name, s) in [
                 ("mem_used_mb", &v.mem_used_mb),
@@ -500,16 +565,34 @@ impl Scenario {
         Ok(())
     }
 
-    /// Traffic between known, distinct VMs, each pair once.
-    fn validate_traffic(&self, vms: &BTreeSet<&str>) -> Result<(), SimError> {
+    /// Traffic between known, distinct VMs or a VM and an external
+    /// endpoint, each pair once.
+    fn validate_traffic(
+        &self,
+        vms: &BTreeSet<&str>,
+        externals: &BTreeSet<&str>,
+    ) -> Result<(), SimError> {
         let mut pairs: BTreeSet<(&str, &str)> = BTreeSet::new();
         for (i, t) in self.traffic.iter().enumerate() {
             let f = format!("traffic[{i}]");
-            if !vms.contains(t.src.as_str()) {
-                return Err(err(format!("{f}.src"), format!("unknown VM {:?}", t.src)));
+            let known = |n: &str| vms.contains(n) || externals.contains(n);
+            if !known(t.src.as_str()) {
+                return Err(err(
+                    format!("{f}.src"),
+                    format!("unknown VM {:?} (nor an external)", t.src),
+                ));
             }
-            if !vms.contains(t.dst.as_str()) {
-                return Err(err(format!("{f}.dst"), format!("unknown VM {:?}", t.dst)));
+            if !known(t.dst.as_str()) {
+                return Err(err(
+                    format!("{f}.dst"),
+                    format!("unknown VM {:?} (nor an external)", t.dst),
+                ));
+            }
+            if externals.contains(t.src.as_str()) && externals.contains(t.dst.as_str()) {
+                return Err(err(
+                    format!("{f}.dst"),
+                    "traffic between two externals is not modelled (one end must be a VM)",
+                ));
             }
             if t.src == t.dst {
                 return Err(err(format!("{f}.dst"), "a VM does not send to itself"));
@@ -587,6 +670,20 @@ impl Scenario {
                 },
             );
         }
+        let externals = self
+            .externals
+            .iter()
+            .map(|x| {
+                (
+                    x.name.clone(),
+                    ExternalEndpoint {
+                        switch: x.switch.clone(),
+                        ipv4: x.ip,
+                        location: topology.locate_switch(&x.switch),
+                    },
+                )
+            })
+            .collect();
         let vms = self
             .vms
             .iter()
@@ -618,6 +715,7 @@ impl Scenario {
             hosts,
             vms,
             traffic: self.traffic_at(0),
+            externals,
             migrations: Vec::new(),
             hotspot_history: Vec::new(),
         }
