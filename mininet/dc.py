@@ -190,6 +190,9 @@ class DataCenter:
                 'mgmt_root_ip': '%s.%d.1' % (mg, i), 'mgmt_ip': '%s.%d.2' % (mg, i),
                 'uplink': '%s-up' % h,
             }
+        # External clients {name: {switch, ip, mac, node}} (scenario
+        # ``clients``, set by the testbed before build()).
+        self.clients = {}
         self.net = None
         self.created_netns = []
         self.created_mgmt = []
@@ -239,6 +242,7 @@ class DataCenter:
                                 'dom0': self.dom0_info[h], 'vms': self.vms_of[h]}
                             for h in self.hyps},
             'vms': self.vm_info,
+            'clients': self.clients,
         }
 
     # ---- lifecycle -------------------------------------------------------
@@ -302,6 +306,12 @@ class DataCenter:
                 if p['vf_per_host'] > 0:
                     net.addLink(node, h, cls=Link, intfName1=v['vf_iface'],
                                 intfName2=v['vf_port'], port2=v['vf_ofport'])
+        for name, c in sorted(self.clients.items()):
+            # An external client: a namespace on a fabric switch, with an
+            # address in the VMs' subnet.
+            node = net.addHost(c['node'], ip='%s/%d' % (c['ip'], DATA_PREFIX), mac=c['mac'])
+            net.addLink(node, c['switch'], cls=Link, intfName1='%s-eth0' % c['node'],
+                        intfName2='%s-p' % c['node'])
         state.add('bridges', self.all_switches())
         net.build()
         # Interfaces set explicitly: Mininet sets MAC/IP on the default
@@ -371,7 +381,15 @@ class DataCenter:
 
     # ---- helpers ---------------------------------------------------------
     def node(self, name):
+        if name in self.clients:
+            name = self.clients[name]['node']
         return self.net.get(name)
+
+    def ip_of(self, name):
+        """The data address of a VM or an external client."""
+        if name in self.clients:
+            return self.clients[name]['ip']
+        return self.vm_info[name]['ip']
 
     def bridge_of_port(self, port):
         """The bridge a port is on now (hostd moves VM ports on migration)."""

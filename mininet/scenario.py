@@ -117,7 +117,7 @@ def load(src):
         raw = copy.deepcopy(src)
     _obj(raw, 'scenario', {'name', 'description', 'duration_s', 'topology', 'controller',
                            'hostd', 'vm_defaults', 'vms', 'traffic', 'pings', 'actions',
-                           'checks', 'sample_s'})
+                           'checks', 'sample_s', 'environments', 'domains', 'clients'})
     sc = {'name': raw.get('name', 'scenario'), 'description': raw.get('description', '')}
     sc['duration_s'] = _num(raw.get('duration_s', 30), 'duration_s', lo=1, hi=3600)
     sc['sample_s'] = _num(raw.get('sample_s', 1.0), 'sample_s', lo=0.2, hi=10)
@@ -169,6 +169,8 @@ def load(src):
         _num(v['vcpus'], 'vms.%s.vcpus' % name, lo=1, hi=64, integer=True)
         validate_series(v['series'], 'vms.%s.series' % name)
         sc['vms'][name] = v
+    groups(raw, sc, dcx)
+    ends = set(vms) | set(sc['clients'])
     sc['traffic'] = []
     ports = set()
     for i, t in enumerate(_list(raw.get('traffic', []), 'traffic')):
@@ -176,10 +178,12 @@ def load(src):
         _obj(t, w, {'src', 'dst', 'proto', 'mbps', 'start_s', 'stop_s', 'port', 'label',
                     'pacing'})
         for k in ('src', 'dst'):
-            if t.get(k) not in vms:
-                raise ScenarioError('%s.%s: unknown VM %r' % (w, k, t.get(k)))
+            if t.get(k) not in ends:
+                raise ScenarioError('%s.%s: unknown VM or client %r' % (w, k, t.get(k)))
         if t['src'] == t['dst']:
             raise ScenarioError('%s: src and dst must differ' % w)
+        if t['src'] in sc['clients'] and t['dst'] in sc['clients']:
+            raise ScenarioError('%s: src and dst are both clients (one end must be a VM)' % w)
         e = {'src': t['src'], 'dst': t['dst'], 'proto': t.get('proto', 'udp')}
         if e['proto'] not in ('tcp', 'udp'):
             raise ScenarioError('%s.proto: "tcp" or "udp"' % w)
@@ -202,8 +206,8 @@ def load(src):
         w = 'pings[%d]' % i
         _obj(p, w, {'src', 'dst', 'start_s', 'stop_s', 'interval_s'})
         for k in ('src', 'dst'):
-            if p.get(k) not in vms:
-                raise ScenarioError('%s.%s: unknown VM %r' % (w, k, p.get(k)))
+            if p.get(k) not in ends:
+                raise ScenarioError('%s.%s: unknown VM or client %r' % (w, k, p.get(k)))
         e = {'src': p['src'], 'dst': p['dst']}
         e['start_s'] = _num(p.get('start_s', 0), w + '.start_s', lo=0)
         e['stop_s'] = _num(p.get('stop_s', sc['duration_s']), w + '.stop_s', lo=e['start_s'] + 1)
@@ -244,10 +248,106 @@ def load(src):
     sc['checks'] = {'cross_pod_ping': bool(ck.get('cross_pod_ping', False)),
                     'matrix_pairs': []}
     for i, pr in enumerate(_list(ck.get('matrix_pairs', []), 'checks.matrix_pairs')):
-        if not (isinstance(pr, list) and len(pr) == 2 and all(x in vms for x in pr)):
-            raise ScenarioError('checks.matrix_pairs[%d]: a [src, dst] pair of VMs' % i)
+        if not (isinstance(pr, list) and len(pr) == 2 and all(x in ends for x in pr)):
+            raise ScenarioError('checks.matrix_pairs[%d]: a [src, dst] pair of VMs or clients'
+                                % i)
         sc['checks']['matrix_pairs'].append(pr)
     return sc
+
+
+CLIENT_NET = '10.0.3.'
+
+
+def _name(v, where):
+    if not isinstance(v, str) or not v:
+        raise ScenarioError('%s: must be a non-empty string' % where)
+    return v
+
+
+def groups(raw, sc, d):
+    """The scenario's VIOLIN groups and external clients, validated into
+    ``sc['environments']`` (name -> {members, head}), ``sc['domains']``
+    (name -> hosts) and ``sc['clients']`` (name -> {switch, ip, mac, node})."""
+    vms, hyps = d.vm_info, set(d.hyps)
+    envs = raw.get('environments', {})
+    if not isinstance(envs, dict):
+        raise ScenarioError('environments: must be an object keyed by environment name')
+    sc['environments'] = {}
+    env_of = {}
+    for name, e in envs.items():
+        w = 'environments.%s' % name
+        _obj(e, w, {'members', 'head'})
+        members = _list(e.get('members'), w + '.members')
+        if not members:
+            raise ScenarioError('%s.members: must name at least one VM' % w)
+        for i, m in enumerate(members):
+            if m not in vms:
+                raise ScenarioError('%s.members[%d]: unknown VM %r' % (w, i, m))
+            if m in env_of:
+                raise ScenarioError('%s.members[%d]: %s is already in environment %s'
+                                    % (w, i, m, env_of[m]))
+            env_of[m] = name
+        head = e.get('head')
+        if head is not None and head not in members:
+            raise ScenarioError('%s.head: %r is not one of its members' % (w, head))
+        sc['environments'][name] = {'members': list(members), 'head': head}
+    doms = raw.get('domains', {})
+    if not isinstance(doms, dict):
+        raise ScenarioError('domains: must be an object keyed by domain name')
+    sc['domains'] = {}
+    dom_of = {}
+    for name, hs in doms.items():
+        w = 'domains.%s' % name
+        hs = _list(hs, w)
+        if not hs:
+            raise ScenarioError('%s: must name at least one hypervisor' % w)
+        for i, h in enumerate(hs):
+            if h not in hyps:
+                raise ScenarioError('%s[%d]: unknown hypervisor %r (th1..th%d)'
+                                    % (w, i, h, len(hyps)))
+            if h in dom_of:
+                raise ScenarioError('%s[%d]: %s is already in domain %s' % (w, i, h, dom_of[h]))
+            dom_of[h] = name
+        sc['domains'][name] = list(hs)
+    cl = raw.get('clients', {})
+    if not isinstance(cl, dict):
+        raise ScenarioError('clients: must be an object keyed by client name')
+    if len(cl) > 20:
+        raise ScenarioError('clients: at most 20')
+    switches = d.cores + d.aggs + d.tors
+    taken = set(vms) | set(d.all_switches()) | set(d.dom0.values())
+    sc['clients'] = {}
+    for j, name in enumerate(sorted(cl)):
+        w = 'clients.%s' % name
+        if not (name[:1].isalpha() and name.isalnum() and name.islower() and len(name) <= 8):
+            raise ScenarioError('%s: a client name is 1-8 lower-case letters and digits, '
+                                'starting with a letter' % w)
+        if name in taken:
+            raise ScenarioError('%s: the name is taken by the testbed' % w)
+        c = _obj(cl[name], w, {'switch'})
+        if c.get('switch') not in switches:
+            raise ScenarioError('%s.switch: a core, aggregation or ToR switch (%s), got %r'
+                                % (w, ', '.join(switches), c.get('switch')))
+        sc['clients'][name] = {'switch': c['switch'], 'ip': '%s%d' % (CLIENT_NET, j + 1),
+                               'mac': '02:74:63:00:00:%02x' % (j + 1),
+                               'node': 'tx%d' % (j + 1)}
+
+
+def controller_groups(sc):
+    """The controller's ``[groups]`` table for the scenario's domains and
+    environments (empty when it has none)."""
+    g = {}
+    if sc.get('domains'):
+        g['domains'] = {k: list(v) for k, v in sc['domains'].items()}
+    if sc.get('environments'):
+        envs = []
+        for name, e in sc['environments'].items():
+            x = {'name': name, 'members': list(e['members'])}
+            if e.get('head'):
+                x['head'] = e['head']
+            envs.append(x)
+        g['environments'] = envs
+    return g
 
 
 def _list(v, where):
@@ -403,6 +503,16 @@ def to_simulator(sc, rounds=None, traffic_overhead=1.0):
     hosts = [{'id': h, 'tor': d.tor_of[h], 'cores': p['host_cores'],
               'memory_mb': p['host_memory_mb'], 'nic_bps': p['host_link_mbps'] * 1e6,
               'vf_count': p['vf_per_host']} for h in d.hyps]
+    for dom, hs in sc.get('domains', {}).items():
+        for hst in hosts:
+            if hst['id'] in hs:
+                hst['domain'] = dom
+    env_of, heads = {}, set()
+    for env, e in sc.get('environments', {}).items():
+        for m in e['members']:
+            env_of[m] = env
+        if e.get('head'):
+            heads.add(e['head'])
     times = [(r + 1) * step for r in range(rounds)]
     vms = []
     for h in d.hyps:
@@ -410,12 +520,17 @@ def to_simulator(sc, rounds=None, traffic_overhead=1.0):
             v = sc['vms'][vm]
             s = v['series']
             vms.append({
-                'name': vm, 'host': h, 'memory_mb': v['memory_mb'], 'vcpus': v['vcpus'],
+                'name': vm, 'host': h, 'ip': d.vm_info[vm]['ip'],
+                'memory_mb': v['memory_mb'], 'vcpus': v['vcpus'],
                 'dirty_rate_mbps': series_max(s, 'dirty_mbps'),
                 'vf': False,
                 'cpu': [series_at(s, t, 'cpu') * v['vcpus'] for t in times],
                 'mem_used_mb': [min(series_at(s, t, 'mem_mb'), v['memory_mb']) for t in times],
             })
+            if vm in env_of:
+                vms[-1]['environment'] = env_of[vm]
+                if vm in heads:
+                    vms[-1]['head'] = True
     traffic = {}
     for f in sc['traffic']:
         key = (f['src'], f['dst'])
@@ -424,7 +539,7 @@ def to_simulator(sc, rounds=None, traffic_overhead=1.0):
             lo, hi = t - step, t
             overlap = max(0.0, min(hi, f['stop_s']) - max(lo, f['start_s']))
             series[r] += f['mbps'] * 1e6 / 8 * traffic_overhead * overlap / step
-    return {
+    out = {
         'name': sc['name'] + ' (testbed)',
         'interval_s': step,
         'rounds': rounds,
@@ -433,3 +548,9 @@ def to_simulator(sc, rounds=None, traffic_overhead=1.0):
         'vms': vms,
         'traffic': [{'src': s, 'dst': t, 'bytes_per_s': v} for (s, t), v in sorted(traffic.items())],
     }
+    if sc.get('clients'):
+        # External endpoints (not placed, never migrated) attached to a
+        # switch of the tree.
+        out['externals'] = [{'name': n, 'switch': c['switch'], 'ip': c['ip']}
+                            for n, c in sorted(sc['clients'].items())]
+    return out

@@ -192,6 +192,112 @@ class SimulatorScenarioTest(unittest.TestCase):
         json.dumps(sim)
 
 
+def grouped(**kw):
+    """Two pods, two hosts each, two VMs per host (tv1..tv8, th1..th4)."""
+    s = base(topology={'pods': 2, 'hosts_per_tor': 2, 'vms_per_host': 2})
+    s.update(kw)
+    return s
+
+
+class GroupsAndClientsTest(unittest.TestCase):
+    def errors(self, raw):
+        with self.assertRaises(scn.ScenarioError) as cm:
+            scn.load(raw)
+        return str(cm.exception)
+
+    def test_environments_and_domains_validated(self):
+        sc = scn.load(grouped(
+            environments={'tenant1': {'members': ['tv1', 'tv2', 'tv3'], 'head': 'tv1'},
+                          'tenant2': {'members': ['tv5']}},
+            domains={'d0': ['th1', 'th2'], 'd1': ['th3', 'th4']}))
+        self.assertEqual(sc['environments']['tenant1'],
+                         {'members': ['tv1', 'tv2', 'tv3'], 'head': 'tv1'})
+        self.assertIsNone(sc['environments']['tenant2']['head'])
+        self.assertEqual(sc['domains']['d1'], ['th3', 'th4'])
+        self.assertEqual(scn.load(grouped())['environments'], {})
+        self.assertIn('environments.e.head', self.errors(grouped(
+            environments={'e': {'members': ['tv1', 'tv2'], 'head': 'tv3'}})))
+        self.assertIn('environments.b.members[0]: tv2 is already in environment a',
+                      self.errors(grouped(environments={'a': {'members': ['tv1', 'tv2']},
+                                                        'b': {'members': ['tv2']}})))
+        self.assertIn('environments.e.members[1]: unknown VM',
+                      self.errors(grouped(environments={'e': {'members': ['tv1', 'tv99']}})))
+        self.assertIn('environments.e.members', self.errors(grouped(
+            environments={'e': {'members': []}})))
+        self.assertIn('environments.e: unknown field', self.errors(grouped(
+            environments={'e': {'members': ['tv1'], 'gateway': 'tv1'}})))
+        self.assertIn('domains.d1[0]: th2 is already in domain d0', self.errors(grouped(
+            domains={'d0': ['th1', 'th2'], 'd1': ['th2']})))
+        self.assertIn('domains.d0[1]: unknown hypervisor', self.errors(grouped(
+            domains={'d0': ['th1', 'th9']})))
+        self.assertIn('domains: must be an object', self.errors(grouped(domains=['th1'])))
+
+    def test_groups_in_the_controller_config_and_simulator(self):
+        sc = scn.load(grouped(
+            environments={'tenant1': {'members': ['tv1', 'tv2', 'tv3'], 'head': 'tv1'},
+                          'solo': {'members': ['tv8']}},
+            domains={'d0': ['th1', 'th2'], 'd1': ['th3', 'th4']}))
+        g = scn.controller_groups(sc)
+        self.assertEqual(g, {'domains': {'d0': ['th1', 'th2'], 'd1': ['th3', 'th4']},
+                             'environments': [
+                                 {'name': 'tenant1', 'members': ['tv1', 'tv2', 'tv3'],
+                                  'head': 'tv1'},
+                                 {'name': 'solo', 'members': ['tv8']}]})
+        t = scn.to_toml({'groups': g})
+        self.assertIn('[groups]\nenvironments = [{ name = "tenant1", members = '
+                      '["tv1", "tv2", "tv3"], head = "tv1" }, { name = "solo", '
+                      'members = ["tv8"] }]', t)
+        self.assertIn('[groups.domains]\nd0 = ["th1", "th2"]\nd1 = ["th3", "th4"]', t)
+        self.assertEqual(scn.controller_groups(scn.load(grouped())), {})
+        sim = scn.to_simulator(sc)
+        h = {x['id']: x for x in sim['hosts']}
+        self.assertEqual([h[x].get('domain') for x in ('th1', 'th2', 'th3', 'th4')],
+                         ['d0', 'd0', 'd1', 'd1'])
+        v = {x['name']: x for x in sim['vms']}
+        self.assertEqual(v['tv1']['environment'], 'tenant1')
+        self.assertTrue(v['tv1']['head'])
+        self.assertNotIn('head', v['tv2'])
+        self.assertEqual(v['tv3']['environment'], 'tenant1')
+        self.assertNotIn('environment', v['tv4'])
+        self.assertEqual(v['tv8']['environment'], 'solo')
+        # VMs carry their address (S-CORE's round-robin token goes in IPv4 order)
+        self.assertEqual(v['tv3']['ip'], '10.0.1.3')
+        self.assertNotIn('externals', sim)
+
+    def test_clients(self):
+        sc = scn.load(grouped(
+            clients={'c1': {'switch': 'tc1'}, 'web': {'switch': 'tt2'}},
+            traffic=[{'src': 'c1', 'dst': 'tv5', 'mbps': 4},
+                     {'src': 'tv2', 'dst': 'web', 'mbps': 2}]))
+        self.assertEqual(sc['clients']['c1'], {'switch': 'tc1', 'ip': '10.0.3.1',
+                                               'mac': '02:74:63:00:00:01', 'node': 'tx1'})
+        self.assertEqual(sc['clients']['web']['ip'], '10.0.3.2')
+        sim = scn.to_simulator(sc)
+        self.assertEqual(sim['externals'], [
+            {'name': 'c1', 'switch': 'tc1', 'ip': '10.0.3.1'},
+            {'name': 'web', 'switch': 'tt2', 'ip': '10.0.3.2'}])
+        self.assertEqual(sorted((t['src'], t['dst']) for t in sim['traffic']),
+                         [('c1', 'tv5'), ('tv2', 'web')])
+        d = dc.DataCenter(sc['topology'], 'x')
+        d.clients = sc['clients']
+        self.assertEqual(d.ip_of('web'), '10.0.3.2')
+        self.assertEqual(d.ip_of('tv3'), '10.0.1.3')
+        self.assertIn('both clients', self.errors(grouped(
+            clients={'c1': {'switch': 'tc1'}, 'c2': {'switch': 'ta1'}},
+            traffic=[{'src': 'c1', 'dst': 'c2', 'mbps': 1}])))
+        self.assertIn('clients.c1.switch', self.errors(grouped(
+            clients={'c1': {'switch': 'th1'}})))
+        self.assertIn('clients.c1.switch', self.errors(grouped(
+            clients={'c1': {'switch': 'tc9'}})))
+        self.assertIn('clients.tv1: the name is taken', self.errors(grouped(
+            clients={'tv1': {'switch': 'tc1'}})))
+        self.assertIn('clients.C-1', self.errors(grouped(clients={'C-1': {'switch': 'tc1'}})))
+        self.assertIn('clients.c1: unknown field', self.errors(grouped(
+            clients={'c1': {'switch': 'tc1', 'ip': '1.2.3.4'}})))
+        self.assertIn('traffic[0].src: unknown VM or client', self.errors(grouped(
+            traffic=[{'src': 'c7', 'dst': 'tv1', 'mbps': 1}])))
+
+
 class HelpersTest(unittest.TestCase):
     def test_iperf_and_ping_lines(self):
         m = testbed.IPERF_LINE.search(

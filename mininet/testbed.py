@@ -373,6 +373,7 @@ class Testbed:
         except OSError:
             self.own_nice = None
         self.dc = dc.DataCenter(self.sc['topology'], 'tb-%d' % os.getpid())
+        self.dc.clients = self.sc.get('clients', {})
         self.dc.check_free()
         # Credentials: an operator token, the controller's token for the host
         # daemons, one token per host (files readable by root only).
@@ -477,6 +478,10 @@ class Testbed:
             # An unreserved migration is capped at the hypervisor's NIC.
             tables['execute'] = {'reservation': 'meter',
                                  'max_bandwidth_bytes_per_s': p['host_link_mbps'] * 1e6 / 8}
+        groups = scn.controller_groups(self.sc)
+        if groups:
+            # VIOLIN's domains and environments ([groups]).
+            tables['groups'] = groups
         tables.update(self.auth_tables)
         if self.pki:
             tables.update(self.pki.controller_tables())
@@ -532,6 +537,9 @@ class Testbed:
                 tgt = target_vms[j % len(target_vms)]
                 jobs.append((vm, d.vm_info[tgt]['ip'], len(pods) > 1 and
                              d.pod_of[peer] != d.pod_of[h]))
+        first_vm = d.vms_of[hyps[0]][0]
+        for name in sorted(d.clients):
+            jobs.append((name, d.vm_info[first_vm]['ip'], False))
         self.log('learning endpoints: %d hosts ping across the fabric' % len(jobs))
         results = {}
         for attempt in range(2):
@@ -768,7 +776,7 @@ class Testbed:
         node = self.dc.node(f['src'])
         dur = max(1, int(round(f['stop_s'] - f['start_s'])))
         cmd = 'iperf3 -c %s -p %d -t %d -i 1 --forceflush' % (
-            self.dc.vm_info[f['dst']]['ip'], f['port'], dur)
+            self.dc.ip_of(f['dst']), f['port'], dur)
         if f['proto'] == 'udp':
             cmd += ' -u -l %d -b %gM' % (UDP_PAYLOAD_BYTES, f['mbps'])
         elif f['pacing'] == 'socket':
@@ -791,7 +799,7 @@ class Testbed:
         node = self.dc.node(pg['src'])
         dur = max(1, int(round(pg['stop_s'] - pg['start_s'])))
         p = node.popen('stdbuf -oL ping -D -i %g -W 1 -w %d %s' % (
-            pg['interval_s'], dur, self.dc.vm_info[pg['dst']]['ip']),
+            pg['interval_s'], dur, self.dc.ip_of(pg['dst'])),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.procs.append(('ping-%s-%s' % (pg['src'], pg['dst']), p))
 
@@ -1073,6 +1081,7 @@ class Testbed:
         if not hasattr(self, '_mac_name'):
             m = {v['mac']: k for k, v in self.dc.vm_info.items()}
             m.update({v['data_mac']: v['name'] for v in self.dc.dom0_info.values()})
+            m.update({v['mac']: k for k, v in self.dc.clients.items()})
             self._mac_name = m
         return self._mac_name
 

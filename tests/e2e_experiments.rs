@@ -115,3 +115,135 @@ fn vmpatrol_experiment_on_the_testbed() {
     assert!(out.join("vmpatrol.png").is_file());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Runs `mininet/experiments/<script>` with the fresh binaries under a time
+/// limit; returns its summary.json (also kept in target/test-results/).
+fn run_experiment(script: &str, name: &str, limit: Duration) -> Value {
+    assert!(
+        is_root(),
+        "end-to-end tests need root (run the README's test command)"
+    );
+    let _lock = e2e_lock().unwrap();
+    ensure_ovs().unwrap();
+    let bins = fresh_bin_dir();
+    let out = std::env::temp_dir().join(format!("shoal-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let log = out.join("run.log");
+    let started = std::time::Instant::now();
+    let (code, timed_out) = run_with_limit(
+        Command::new("/usr/bin/python3")
+            .arg(workspace_root().join("mininet/experiments").join(script))
+            .arg("--out")
+            .arg(&out)
+            .arg("--bin-dir")
+            .arg(&bins)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::inherit()),
+        limit,
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !timed_out && code == Some(0),
+        "exit {code:?} (timed out: {timed_out})\n{text}"
+    );
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    let keep = workspace_root().join("target/test-results");
+    if std::fs::create_dir_all(&keep).is_ok() {
+        let _ = std::fs::write(keep.join(format!("{name}-summary.json")), &summary);
+    }
+    let s: Value = serde_json::from_str(&summary).unwrap();
+    eprintln!("{name}: {:.0} s", started.elapsed().as_secs_f64());
+    assert!(out.join(format!("{name}.png")).is_file(), "no plot");
+    let _ = std::fs::remove_dir_all(&out);
+    s
+}
+
+/// A summary without the testbed's part (which holds every sample).
+fn short(s: &Value) -> Value {
+    let mut s = s.clone();
+    if let Some(m) = s.as_object_mut() {
+        m.remove("testbed_summary");
+    }
+    s
+}
+
+/// Every live migration was reserved and seen reserved on every hop of its
+/// path while it ran; nothing was left on any bridge afterwards.
+fn assert_reservations(s: &Value) {
+    let migs = s["migrations"].as_array().expect("migrations");
+    for m in migs {
+        assert_eq!(m["state"], "done", "{m}");
+        assert_eq!(m["reserve"], true, "{m}");
+        let hops = m["reservation_path_hops"].as_u64().unwrap_or(0);
+        assert!(hops >= 5, "a path across the core: {m}");
+        assert_eq!(m["reservation_hops_seen"].as_u64(), Some(hops), "{m}");
+    }
+    assert_eq!(s["reservations_every_hop"], true, "{}", short(s));
+    assert_eq!(s["reservations_gone_after"], true, "{}", short(s));
+}
+
+/// S-CORE on the testbed (`mininet/experiments/score.py`, ~1.5 min): two
+/// chatty VM pairs across the core, light flows elsewhere; the live token
+/// passing moves one VM of each chatty pair next to its peer as the
+/// simulator does, and the communication cost computed from the measured λ
+/// falls by the simulator's fraction within 15 %.
+#[test]
+fn score_experiment_on_the_testbed() {
+    let s = run_experiment("score.py", "score", Duration::from_secs(240));
+    let f = |k: &str| {
+        s[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing in {}", short(&s)))
+    };
+    eprintln!(
+        "live moves {} vs simulator {}; live cost {:.4e} -> {:.4e} ({:.3}), simulator {:.4e} -> {:.4e} ({:.3})",
+        s["live_moves"],
+        s["simulator_moves"],
+        f("live_cost_before"),
+        f("live_cost_after"),
+        f("live_reduction"),
+        f("simulator_cost_before"),
+        f("simulator_cost_after"),
+        f("simulator_reduction")
+    );
+    assert!(s["simulator_error"].is_null(), "{}", short(&s));
+    assert!(
+        !s["live_moves"].as_array().unwrap().is_empty(),
+        "{}",
+        short(&s)
+    );
+    assert_eq!(s["live_moves"], s["simulator_moves"], "{}", short(&s));
+    assert!(
+        f("live_cost_after") < f("live_cost_before"),
+        "{}",
+        short(&s)
+    );
+    assert_eq!(s["within_15pct"], true, "{}", short(&s));
+    assert_reservations(&s);
+}
+
+/// VIOLIN on the testbed (`mininet/experiments/violin.py`, ~1.5 min):
+/// domain d0 overloaded, environment tenant1 (head tv1) on it; the live
+/// loop moves the members except the head to d1, as the simulator does.
+#[test]
+fn violin_experiment_on_the_testbed() {
+    let s = run_experiment("violin.py", "violin", Duration::from_secs(240));
+    eprintln!(
+        "live moves {} vs simulator {}; final hosts {}",
+        s["live_moves"], s["simulator_moves"], s["final_hosts"]
+    );
+    assert!(s["simulator_error"].is_null(), "{}", short(&s));
+    assert_eq!(s["members_moved_to_d1"], true, "{}", short(&s));
+    assert_eq!(s["head_stayed"], true, "{}", short(&s));
+    assert_eq!(s["head_moved"], false, "{}", short(&s));
+    assert_eq!(s["matches_simulator"], true, "{}", short(&s));
+    let moved: Vec<&str> = s["live_moves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m[0].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(moved, ["tv2", "tv3"], "{}", short(&s));
+    assert_reservations(&s);
+}
