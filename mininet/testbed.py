@@ -1444,6 +1444,42 @@ def finite(x):
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
+# UDP with 1400-byte datagrams: Ethernet + IP + UDP headers on top of the
+# payload rate iperf3 is given (what the controller's λ counts).
+UDP_OVERHEAD = (1400 + 8 + 20 + 14) / 1400.0
+
+
+def simulate(policy, sc, out, bin_dir, options=None):
+    """The testbed scenario in the simulator; its migrations and summary."""
+    sim = scn.to_simulator(sc, traffic_overhead=UDP_OVERHEAD)
+    path = os.path.join(out, 'simulator-scenario.json')
+    with open(path, 'w') as f:
+        json.dump(sim, f, indent=2)
+    res = os.path.join(out, 'simulator.jsonl')
+    cmd = [shoalnet.controller_binary(bin_dir), 'simulate', '--scenario', path,
+           '--policy', policy, '--output', res]
+    if options:
+        opath = os.path.join(out, 'simulator-options.json')
+        with open(opath, 'w') as f:
+            json.dump(options, f, indent=2)
+        cmd += ['--options-file', opath]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        return {'error': (r.stderr or r.stdout).strip(), 'command': ' '.join(cmd),
+                'migrations': [], 'summary': {}}
+    lines = []
+    with open(res) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                lines.append(json.loads(line))
+    migs = [{'vm': d['vm'], 'from': d.get('from'), 'to': d.get('to'), 'round': d.get('round'),
+             'reason': d.get('reason')} for d in lines if d.get('action') == 'migrate']
+    summ = next((d['summary'] for d in lines if 'summary' in d), {})
+    return {'scenario': path, 'output': res, 'command': ' '.join(cmd), 'migrations': migs,
+            'summary': summ}
+
+
 def execute(sc, out, bin_dir=None, plots=True, extra=None, quiet=False, collect=None):
     """Runs a validated scenario end to end; returns (testbed, summary).
     summary.json, the CSVs and the plots are in ``out``. ``collect(tb)``, if

@@ -25,42 +25,7 @@ use support::{e2e_lock, ensure_ovs, is_root, workspace_root};
 
 #[test]
 fn vmpatrol_experiment_on_the_testbed() {
-    assert!(
-        is_root(),
-        "end-to-end tests need root (run the README's test command)"
-    );
-    let _lock = e2e_lock().unwrap();
-    ensure_ovs().unwrap();
-    let bins = fresh_bin_dir();
-    let out = std::env::temp_dir().join(format!("shoal-vmpatrol-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
-    let log = out.join("run.log");
-    let (code, timed_out) = run_with_limit(
-        Command::new("/usr/bin/python3")
-            .arg(workspace_root().join("mininet/experiments/vmpatrol.py"))
-            .arg("--out")
-            .arg(&out)
-            .arg("--bin-dir")
-            .arg(&bins)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::inherit()),
-        Duration::from_secs(420),
-    );
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        !timed_out && code == Some(0),
-        "exit {code:?} (timed out: {timed_out})\n{text}"
-    );
-    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
-    // The last run's summary stays in target/test-results/ (the suite's
-    // numbers are read from there: a passing test's output is not shown).
-    let keep = workspace_root().join("target/test-results");
-    if std::fs::create_dir_all(&keep).is_ok() {
-        let _ = std::fs::write(keep.join("vmpatrol-summary.json"), &summary);
-    }
-    let s: Value = serde_json::from_str(&summary).unwrap();
+    let s = run_experiment("vmpatrol.py", "vmpatrol", Duration::from_secs(420));
     let f = |k: &str| {
         s[k].as_f64()
             .unwrap_or_else(|| panic!("{k} missing in {s}"))
@@ -112,12 +77,13 @@ fn vmpatrol_experiment_on_the_testbed() {
         assert_eq!(t["tcp"], 0, "{run}: {t}");
         assert_eq!(t["api"], "https", "{run}: {t}");
     }
-    assert!(out.join("vmpatrol.png").is_file());
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// Runs `mininet/experiments/<script>` with the fresh binaries under a time
-/// limit; returns its summary.json (also kept in target/test-results/).
+/// limit; returns its summary.json (also kept in target/test-results/ as
+/// `<name>-summary.json`: the suite's numbers are read from there, a
+/// passing test's output is not shown) after checking its plot
+/// `<name>.png`.
 fn run_experiment(script: &str, name: &str, limit: Duration) -> Value {
     assert!(
         is_root(),

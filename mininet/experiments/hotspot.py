@@ -28,7 +28,6 @@ migration records), the simulator's, and whether they match.
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,9 +37,6 @@ import scenario as scn  # noqa: E402
 import shoalnet  # noqa: E402
 import testbed  # noqa: E402
 
-# UDP with 1400-byte datagrams: Ethernet + IP + UDP headers on top of the
-# payload rate iperf3 is given (what the controller's λ counts).
-UDP_OVERHEAD = (1400 + 8 + 20 + 14) / 1400.0
 API_MIGRATION_REASON = 'requested through the API'
 
 
@@ -86,30 +82,6 @@ def build_scenario(a):
              'stop_s': end},
         ],
     })
-
-
-def simulate(a, sc, out, bin_dir):
-    sim = scn.to_simulator(sc, traffic_overhead=UDP_OVERHEAD)
-    path = os.path.join(out, 'simulator-scenario.json')
-    with open(path, 'w') as f:
-        json.dump(sim, f, indent=2)
-    res = os.path.join(out, 'simulator.jsonl')
-    cmd = [shoalnet.controller_binary(bin_dir), 'simulate', '--scenario', path,
-           '--policy', a.policy, '--output', res]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        return {'error': (r.stderr or r.stdout).strip(), 'command': ' '.join(cmd)}
-    lines = []
-    with open(res) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                lines.append(json.loads(line))
-    migs = [{'vm': d['vm'], 'from': d.get('from'), 'to': d.get('to'), 'round': d.get('round'),
-             'reason': d.get('reason')} for d in lines if d.get('action') == 'migrate']
-    summ = next((d['summary'] for d in lines if 'summary' in d), {})
-    return {'scenario': path, 'output': res, 'command': ' '.join(cmd), 'migrations': migs,
-            'summary': summ}
 
 
 def collect(tb):
@@ -187,7 +159,7 @@ def main():
     except testbed.TestbedError as e:
         print('hotspot failed: %s' % e, file=sys.stderr)
         return 1
-    sim = simulate(a, sc, out, a.bin_dir)
+    sim = testbed.simulate(a.policy, sc, out, a.bin_dir)
     live = [m for m in base['migrations'] if m.get('label') != API_MIGRATION_REASON]
     migrations = []
     for m in live:

@@ -34,7 +34,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -46,7 +45,6 @@ import scenario as scn  # noqa: E402
 import shoalnet  # noqa: E402
 import testbed  # noqa: E402
 
-UDP_OVERHEAD = (1400 + 8 + 20 + 14) / 1400.0
 API_MIGRATION_REASON = 'requested through the API'
 # The controller's default S-CORE link weights c_1..c_4 (controller/src/plan/score.rs).
 WEIGHTS = [1.0, math.e, math.e ** 3, math.e ** 5]
@@ -90,37 +88,6 @@ def build_scenario(a):
 
 def policy_options(a):
     return {'score': {'cm': a.cm, 'token': 'round-robin', 'destination': 'first-fit'}}
-
-
-def simulate(policy, sc, out, bin_dir, options=None):
-    """The testbed scenario in the simulator; its migrations and summary."""
-    sim = scn.to_simulator(sc, traffic_overhead=UDP_OVERHEAD)
-    path = os.path.join(out, 'simulator-scenario.json')
-    with open(path, 'w') as f:
-        json.dump(sim, f, indent=2)
-    res = os.path.join(out, 'simulator.jsonl')
-    cmd = [shoalnet.controller_binary(bin_dir), 'simulate', '--scenario', path,
-           '--policy', policy, '--output', res]
-    if options:
-        opath = os.path.join(out, 'simulator-options.json')
-        with open(opath, 'w') as f:
-            json.dump(options, f, indent=2)
-        cmd += ['--options-file', opath]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        return {'error': (r.stderr or r.stdout).strip(), 'command': ' '.join(cmd),
-                'migrations': [], 'summary': {}}
-    lines = []
-    with open(res) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                lines.append(json.loads(line))
-    migs = [{'vm': d['vm'], 'from': d.get('from'), 'to': d.get('to'), 'round': d.get('round'),
-             'reason': d.get('reason')} for d in lines if d.get('action') == 'migrate']
-    summ = next((d['summary'] for d in lines if 'summary' in d), {})
-    return {'scenario': path, 'output': res, 'command': ' '.join(cmd), 'migrations': migs,
-            'summary': summ}
 
 
 class ApiSampler(threading.Thread):
@@ -302,7 +269,7 @@ def main():
         print('score failed: %s' % e, file=sys.stderr)
         return 1
     samples = samplers[0].samples if samplers else []
-    sim = simulate('score', sc, out, a.bin_dir, policy_options(a))
+    sim = testbed.simulate('score', sc, out, a.bin_dir, policy_options(a))
     migrations = migration_rows(base)
     costs = cost_series(samples, d.level)
     t_end = samples[-1][0] if samples else sc['duration_s']

@@ -105,7 +105,7 @@ def main():
     except testbed.TestbedError as e:
         print('violin failed: %s' % e, file=sys.stderr)
         return 1
-    sim = score.simulate('violin', sc, out, a.bin_dir)
+    sim = testbed.simulate('violin', sc, out, a.bin_dir)
     migrations = score.migration_rows(base)
     live_moves = sorted((m['vm'], m['from'], m['to']) for m in migrations)
     sim_moves = sorted((m['vm'], m['from'], m['to']) for m in sim['migrations'])
