@@ -1480,6 +1480,35 @@ def simulate(policy, sc, out, bin_dir, options=None):
             'summary': summ}
 
 
+def collect_api(tb, paths, save=True):
+    """While the testbed is still up: the controller's records at `paths`
+    (name -> API path), as ``controller_<name>`` (the body, or its status
+    and body when the request failed); each also written to
+    ``controller-<name>.json`` in the output directory when `save`."""
+    out = {}
+    for name, path in paths:
+        code, v = shoalnet.http(tb.api, 'GET', path, token=tb.token)
+        out['controller_' + name] = v if code == 200 else {'status': code, 'body': v}
+        if save:
+            with open(os.path.join(tb.out, 'controller-%s.json' % name), 'w') as f:
+                json.dump(v, f, indent=2)
+    return out
+
+
+def print_moves(migrations, sim, hops=False):
+    """The live migrations (with the hops seen reserved when `hops`) and the
+    simulator's, one line each, as the experiments print them."""
+    for m in migrations:
+        extra = ('  hops reserved %s/%s' % (m['reservation_hops_seen'],
+                                            m['reservation_path_hops'])) if hops else ''
+        print('  live:      %s %s -> %s  %s%s  (%s)'
+              % (m['vm'], m['from'], m['to'], m['state'], extra, m['reason']))
+    for m in sim.get('migrations', []):
+        print('  simulator: %s %s -> %s  round %s' % (m['vm'], m['from'], m['to'], m['round']))
+    if sim.get('error'):
+        print('  simulator failed: %s' % sim['error'])
+
+
 def execute(sc, out, bin_dir=None, plots=True, extra=None, quiet=False, collect=None):
     """Runs a validated scenario end to end; returns (testbed, summary).
     summary.json, the CSVs and the plots are in ``out``. ``collect(tb)``, if

@@ -34,7 +34,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import scenario as scn  # noqa: E402
-import shoalnet  # noqa: E402
 import testbed  # noqa: E402
 
 API_MIGRATION_REASON = 'requested through the API'
@@ -86,15 +85,10 @@ def build_scenario(a):
 
 def collect(tb):
     """While the testbed is still up: the controller's records."""
-    out = {}
-    for name, path in (('migrations', '/api/v1/migrations'),
-                       ('decisions', '/api/v1/decisions?limit=500'),
-                       ('hotspots', '/api/v1/hotspots'), ('policy', '/api/v1/policy')):
-        code, v = shoalnet.http(tb.api, 'GET', path, token=tb.token)
-        out['controller_' + name] = v if code == 200 else {'status': code, 'body': v}
-        with open(os.path.join(tb.out, 'controller-%s.json' % name), 'w') as f:
-            json.dump(v, f, indent=2)
-    return out
+    return testbed.collect_api(tb, (('migrations', '/api/v1/migrations'),
+                                    ('decisions', '/api/v1/decisions?limit=500'),
+                                    ('hotspots', '/api/v1/hotspots'),
+                                    ('policy', '/api/v1/policy')))
 
 
 def plot(out, tb, live, sim):
@@ -220,13 +214,7 @@ def main():
     with open(os.path.join(out, 'summary.json'), 'w') as f:
         json.dump(s, f, indent=2, default=str)
     print('=== hotspot (%s)' % a.policy)
-    for m in migrations:
-        print('  live:      %s %s -> %s  %s  (%s)' % (m['vm'], m['from'], m['to'], m['state'],
-                                                      m['reason']))
-    for m in sim.get('migrations', []):
-        print('  simulator: %s %s -> %s  round %s' % (m['vm'], m['from'], m['to'], m['round']))
-    if sim.get('error'):
-        print('  simulator failed: %s' % sim['error'])
+    testbed.print_moves(migrations, sim)
     print('  cost before %s, after %s; hotspot resolved: %s; matches simulator: %s '
           '(first decision round: %s)' % (s['cost_before'], s['cost_after'],
                                           s['hotspot_resolved'], s['matches_simulator'],

@@ -169,15 +169,10 @@ def reservations_ok(migrations, left):
 
 
 def collect(tb):
-    out = {}
-    for name, path in (('migrations', '/api/v1/migrations'),
-                       ('decisions', '/api/v1/decisions?limit=500'),
-                       ('policy', '/api/v1/policy'), ('vms', '/api/v1/vms')):
-        code, v = shoalnet.http(tb.api, 'GET', path, token=tb.token)
-        out['controller_' + name] = v if code == 200 else {'status': code, 'body': v}
-        with open(os.path.join(tb.out, 'controller-%s.json' % name), 'w') as f:
-            json.dump(v, f, indent=2)
-    return out
+    """While the testbed is still up: the controller's records."""
+    return testbed.collect_api(tb, (('migrations', '/api/v1/migrations'),
+                                    ('decisions', '/api/v1/decisions?limit=500'),
+                                    ('policy', '/api/v1/policy'), ('vms', '/api/v1/vms')))
 
 
 def plot_cost(out, name, title, costs, migrations, windows):
@@ -323,14 +318,7 @@ def main():
     with open(os.path.join(out, 'summary.json'), 'w') as f:
         json.dump(s, f, indent=2, default=str)
     print('=== score')
-    for m in migrations:
-        print('  live:      %s %s -> %s  %s  hops reserved %s/%s  (%s)'
-              % (m['vm'], m['from'], m['to'], m['state'], m['reservation_hops_seen'],
-                 m['reservation_path_hops'], m['reason']))
-    for m in sim['migrations']:
-        print('  simulator: %s %s -> %s  round %s' % (m['vm'], m['from'], m['to'], m['round']))
-    if sim.get('error'):
-        print('  simulator failed: %s' % sim['error'])
+    testbed.print_moves(migrations, sim, hops=True)
     print('  live cost %s -> %s (reduction %s); simulator %s -> %s (reduction %s); '
           'within 15%%: %s; matches simulator: %s; reservations every hop %s, gone %s'
           % (_g(c_before), _g(c_after), _g(live_red), _g(ss.get('cost_before')),

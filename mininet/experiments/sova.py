@@ -30,7 +30,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import scenario as scn  # noqa: E402
-import shoalnet  # noqa: E402
 import testbed  # noqa: E402
 
 
@@ -112,12 +111,8 @@ def plot(out, tb, a):
 
 
 def collect(tb):
-    out = {}
-    for name, path in (('decisions', '/api/v1/decisions?limit=500'),
-                       ('vf_assignments', '/api/v1/vf-assignments')):
-        code, v = shoalnet.http(tb.api, 'GET', path, token=tb.token)
-        out['controller_' + name] = v if code == 200 else {'status': code, 'body': v}
-    return out
+    return testbed.collect_api(tb, (('decisions', '/api/v1/decisions?limit=500'),
+                                    ('vf_assignments', '/api/v1/vf-assignments')), save=False)
 
 
 def main():

@@ -146,14 +146,7 @@ def main():
     with open(os.path.join(out, 'summary.json'), 'w') as f:
         json.dump(s, f, indent=2, default=str)
     print('=== violin')
-    for m in migrations:
-        print('  live:      %s %s -> %s  %s  hops reserved %s/%s  (%s)'
-              % (m['vm'], m['from'], m['to'], m['state'], m['reservation_hops_seen'],
-                 m['reservation_path_hops'], m['reason']))
-    for m in sim['migrations']:
-        print('  simulator: %s %s -> %s  round %s' % (m['vm'], m['from'], m['to'], m['round']))
-    if sim.get('error'):
-        print('  simulator failed: %s' % sim['error'])
+    testbed.print_moves(migrations, sim, hops=True)
     print('  members moved to d1: %s; head stayed: %s; matches simulator: %s; reservations '
           'every hop %s, gone %s' % (s['members_moved_to_d1'], s['head_stayed'],
                                      s['matches_simulator'], every_hop, gone))
