@@ -204,6 +204,7 @@ fn sim_lines(
         rounds,
         reference: false,
         seed: 1,
+        warmup: 0,
     };
     let mut buf = Vec::new();
     simulate(scn, &cfg, &mut buf).unwrap_or_else(|e| panic!("{policy}: {e}"));
@@ -1031,6 +1032,7 @@ proptest! {
                     rounds: 6,
                     reference: false,
                     seed: 1,
+                    warmup: 0,
                 };
                 let _ = shoal_controller::sim::simulate(&scn, &cfg, &mut Vec::new());
             }
@@ -1245,6 +1247,7 @@ fn score_moves_a_vm_under_its_clients_tor() {
         rounds: 2,
         reference: false,
         seed: 1,
+        warmup: 0,
     };
     let mut buf = Vec::new();
     let summary = simulate(&scn, &cfg, &mut buf).unwrap_or_else(|e| panic!("{e}"));

@@ -13,13 +13,19 @@
 //!   NIC, what the two NICs have free)`), weighted by the level it crosses
 //!   and amortised over `horizon_s`: `bytes · W(ℓ(x, k)) / horizon_s`, in
 //!   the same unit as `ΔC`. A move whose reservation would push either NIC
-//!   over `link_limit` of its capacity (migration traffic included) is not
+//!   over `link_limit` of its capacity (its VM traffic and the streams of
+//!   the migrations already accepted this round included) is not
 //!   made, nor one whose destination would leave its thresholds (the shared
 //!   room check), nor one that does not converge.
-//! - **hysteresis**: a VM that migrated within `constraints.cooldown_intervals`
-//!   (default 3) does not move; a communication move must gain more than
+//! - **hysteresis**: a communication move must gain more than
 //!   `(1 + margin)` times its cost and cut at least `min_gain_share` of
-//!   the VM's own communication cost.
+//!   the VM's own communication cost. A VM that migrated less than
+//!   `recent_intervals` (default 3) intervals ago never goes back to a host
+//!   it left in that time, and its communication moves need twice the
+//!   margin: oscillation (A→B→A, or two peers chasing each other) is
+//!   refused, while a VM that moved towards its peers may follow them on
+//!   when they move too. (`constraints.cooldown_intervals`, a blanket
+//!   freeze, is off for `shoal` unless configured.)
 //!
 //! A round: (1) a memory-hot host first grows its swapping VM by a whole
 //! step when it can ([`super::growth`]); (2) every other hotspot, most
@@ -40,7 +46,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::constraints::{migration_cost, Ledger, NoRoom, PolicyDefaults};
+use super::constraints::{migration_cost, Ledger, NoRoom, PolicyDefaults, BYTES_PER_MB};
 use super::growth::{self, GrowthTarget};
 use super::physics::cumulative_weights;
 use super::score::DEFAULT_WEIGHTS;
@@ -52,11 +58,11 @@ use super::{
 use crate::analyze::{DetectorDefaults, HotspotReport, Resource};
 use crate::knowledge::snapshot::{ratio, Snapshot};
 
-/// Shoal's defaults: one migration per source host per round, and a
-/// cooldown of three intervals after a VM's migration (hysteresis).
+/// Shoal's defaults: one migration per source host per round; no blanket
+/// cooldown (its own hysteresis is [`ShoalOptions::recent_intervals`]).
 pub const SHOAL_DEFAULTS: PolicyDefaults = PolicyDefaults {
     max_migrations_per_source_host: 1,
-    cooldown_intervals: 3.0,
+    cooldown_intervals: 0.0,
 };
 
 /// Options of the `shoal` policy.
@@ -74,7 +80,12 @@ pub struct ShoalOptions {
     /// ... and cut at least this share of the VM's own communication cost
     /// (in [0, 1)): moves that gain next to nothing are not worth the risk.
     pub min_gain_share: f64,
-    /// Migrations per round at most (≥ 1).
+    /// A VM that migrated less than this many intervals ago never goes
+    /// back to a host it left in that time, and its communication moves
+    /// need `2 × margin` (≥ 0).
+    pub recent_intervals: f64,
+    /// Migrations per round at most (≥ 1; the one-per-source-host limit
+    /// already bounds a round to the number of hosts).
     pub max_moves: usize,
     /// Least-loaded hosts examined per hotspot VM besides its peers' hosts
     /// (≥ 1).
@@ -97,7 +108,8 @@ impl Default for ShoalOptions {
             horizon_s: 3600.0,
             margin: 0.5,
             min_gain_share: 0.1,
-            max_moves: 1000,
+            recent_intervals: 3.0,
+            max_moves: 100_000,
             candidates: 8,
             link_limit: 0.9,
             memory_growth: true,
@@ -122,6 +134,9 @@ impl ShoalOptions {
         }
         if !(self.min_gain_share.is_finite() && (0.0..1.0).contains(&self.min_gain_share)) {
             return bad("min_gain_share", "must be in [0, 1)");
+        }
+        if !(self.recent_intervals.is_finite() && self.recent_intervals >= 0.0) {
+            return bad("recent_intervals", "must be >= 0");
         }
         if self.max_moves == 0 {
             return bad("max_moves", "must be >= 1");
@@ -188,6 +203,13 @@ struct Round<'r, 'v, 'a> {
     cum: [f64; 5],
     opts: &'r ShoalOptions,
     led: Ledger<'v, 'a>,
+    /// Per VM: the hosts it left less than `recent_intervals` ago (empty:
+    /// it did not migrate recently).
+    left: &'r [Vec<usize>],
+    /// Per host: bytes/s of the migration streams accepted this round
+    /// (out, in), so that two migrations into one NIC are not each
+    /// planned as if alone.
+    streams: Vec<[f64; 2]>,
 }
 
 impl Round<'_, '_, '_> {
@@ -223,18 +245,13 @@ impl Round<'_, '_, '_> {
     fn migration(&self, v: usize, k: usize) -> Result<MigrationCost, NoRoom> {
         let x = self.led.host_of(v);
         let view = self.view;
-        let (Some(hx), Some(hk)) = (view.hosts.get(x), view.hosts.get(k)) else {
+        if view.hosts.get(x).is_none() || view.hosts.get(k).is_none() {
             return Err(NoRoom::Slots);
-        };
-        let tx = self.led.tx.get(x).copied().unwrap_or(0.0);
-        let rx = self.led.rx.get(k).copied().unwrap_or(0.0);
-        // Bytes/s the two NICs have free under the link limit.
-        let free = (self.opts.link_limit * hx.nic_bytes_per_s() - tx)
-            .min(self.opts.link_limit * hk.nic_bytes_per_s() - rx);
+        }
+        let (free, planned) = self.bandwidth(x, k);
         let share = self.led.opts.nic_share;
-        let planned = share * hx.nic_bps.min(hk.nic_bps) / 8.0;
         let l = planned.min(free);
-        if l <= 0.0 || share <= 0.0 {
+        if l <= 0.0 || share <= 0.0 || self.nic_busy(x, k) {
             return Err(NoRoom::Net);
         }
         migration_cost(
@@ -244,6 +261,30 @@ impl Round<'_, '_, '_> {
             &self.led.opts,
         )
         .map_err(NoRoom::Model)
+    }
+
+    /// Bytes/s a migration from `x` to `k` has free under the link limit on
+    /// both NICs (VM traffic and this round's streams counted), and its
+    /// planned rate (`nic_share` of the smaller NIC).
+    fn bandwidth(&self, x: usize, k: usize) -> (f64, f64) {
+        let (Some(hx), Some(hk)) = (self.view.hosts.get(x), self.view.hosts.get(k)) else {
+            return (0.0, 0.0);
+        };
+        let stream = |h: usize, i: usize| self.streams.get(h).map_or(0.0, |s| s[i]);
+        let tx = self.led.tx.get(x).copied().unwrap_or(0.0) + stream(x, 0);
+        let rx = self.led.rx.get(k).copied().unwrap_or(0.0) + stream(k, 1);
+        let free = (self.opts.link_limit * hx.nic_bytes_per_s() - tx)
+            .min(self.opts.link_limit * hk.nic_bytes_per_s() - rx);
+        let planned = self.led.opts.nic_share * hx.nic_bps.min(hk.nic_bps) / 8.0;
+        (free, planned)
+    }
+
+    /// A NIC already streaming a migration this round takes another only
+    /// at its full planned rate: never two slowed-down streams at once.
+    fn nic_busy(&self, x: usize, k: usize) -> bool {
+        let stream = |h: usize, i: usize| self.streams.get(h).map_or(0.0, |s| s[i]);
+        let (free, planned) = self.bandwidth(x, k);
+        (stream(x, 0) > 0.0 || stream(k, 1) > 0.0) && free < planned
     }
 
     /// Level-weighted migration traffic amortised over the horizon.
@@ -277,6 +318,8 @@ impl Round<'_, '_, '_> {
             cum: self.cum,
             opts: self.opts,
             led: probe,
+            left: self.left,
+            streams: Vec::new(),
         }
         .util(x);
         let (mut resolved, mut relief) = (0, 0.0);
@@ -342,6 +385,17 @@ impl Round<'_, '_, '_> {
         out
     }
 
+    /// Whether `v` migrated less than `recent_intervals` ago.
+    fn recent(&self, v: usize) -> bool {
+        self.left.get(v).is_some_and(|l| !l.is_empty())
+    }
+
+    /// Whether moving `v` to `k` would take it back to a host it left less
+    /// than `recent_intervals` ago.
+    fn went_back(&self, v: usize, k: usize) -> bool {
+        self.left.get(v).is_some_and(|l| l.contains(&k))
+    }
+
     /// Hosts by their largest utilisation relative to its threshold,
     /// least loaded first.
     fn by_load(&self) -> Vec<usize> {
@@ -363,6 +417,13 @@ impl Round<'_, '_, '_> {
     fn accept(&mut self, m: &Move, reason: String, alternatives: Vec<Alternative>) -> Decision {
         let x = self.led.host_of(m.v);
         self.led.apply_move(m.v, m.k);
+        let rate = m.migration.bandwidth_mbps * BYTES_PER_MB;
+        if let Some(s) = self.streams.get_mut(x) {
+            s[0] += rate;
+        }
+        if let Some(s) = self.streams.get_mut(m.k) {
+            s[1] += rate;
+        }
         let mut details = Details::default()
             .metric("comm_gain", m.gain)
             .metric("migration_cost", m.cost)
@@ -387,6 +448,27 @@ impl Round<'_, '_, '_> {
             details,
         }
     }
+}
+
+/// Per VM, the hosts it left by a migration that ended (or is still
+/// running) less than `intervals` monitoring intervals ago.
+fn recently_left(view: &View, snap: &Snapshot, intervals: f64) -> Vec<Vec<usize>> {
+    let mut left = vec![Vec::new(); view.vm_count()];
+    let window = intervals * snap.interval_s;
+    for m in &snap.migrations {
+        let end = m.ended_s.unwrap_or(snap.now_s);
+        if snap.now_s - end >= window {
+            continue;
+        }
+        if let (Some(v), Some(h)) = (view.vm_id(&m.vm), view.host_id(&m.from)) {
+            if let Some(l) = left.get_mut(v) {
+                if !l.contains(&h) {
+                    l.push(h);
+                }
+            }
+        }
+    }
+    left
 }
 
 /// Ranks hotspot moves: resolving more hot resources first, then more
@@ -428,11 +510,14 @@ impl Policy for Shoal {
             hot.thresholds,
             self.constraints.resolve(SHOAL_DEFAULTS),
         );
+        let left = recently_left(&view, snap, self.opts.recent_intervals);
         let mut r = Round {
             view: &view,
             cum: cumulative_weights(&self.opts.weights),
             opts: &self.opts,
             led,
+            left: &left,
+            streams: vec![[0.0; 2]; view.host_count()],
         };
         let host_vms = view.vms_by_host();
         let mut out = Vec::new();
@@ -486,6 +571,9 @@ impl Policy for Shoal {
                     continue;
                 }
                 for k in r.destinations(v, self.opts.candidates, &by_load) {
+                    if r.went_back(v, k) {
+                        continue;
+                    }
                     if let Ok(m) = r.evaluate(v, k, &res) {
                         if m.relief > 0.0 {
                             cands.push(m);
@@ -523,11 +611,17 @@ impl Policy for Shoal {
             .filter(|(w, _)| *w > 0.0)
             .collect();
         order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        // VMs a peer has just moved next to stay this round: the group
+        // gathers around them instead of chasing its own members.
+        let mut anchored = vec![false; view.vm_count()];
         for (_, u) in order {
             if moves >= self.opts.max_moves {
                 break;
             }
-            if r.led.blocked(u).is_some() || r.led.moved.get(u).copied().unwrap_or(false) {
+            if r.led.blocked(u).is_some()
+                || r.led.moved.get(u).copied().unwrap_or(false)
+                || anchored.get(u).copied().unwrap_or(false)
+            {
                 continue;
             }
             let x = r.led.host_of(u);
@@ -537,11 +631,20 @@ impl Policy for Shoal {
                 continue;
             }
             let mut cands: Vec<Move> = Vec::new();
+            // The best gain among destinations whose NIC is busy with
+            // another stream this round: if it is as good as every free one, `u`
+            // waits a round instead of settling for second best (which
+            // would split a gathering group).
+            let mut waiting = f64::NEG_INFINITY;
             for k in r.destinations(u, 0, &[]) {
-                if hot.is_hotspot(view.host_name(k)) {
+                if hot.is_hotspot(view.host_name(k)) || r.went_back(u, k) {
                     continue;
                 }
                 let Ok(()) = r.led.room(u, k) else { continue };
+                if r.nic_busy(x, k) {
+                    waiting = waiting.max(r.gain(u, k));
+                    continue;
+                }
                 let Ok(m) = r.migration(u, k) else { continue };
                 let gain = r.gain(u, k);
                 let cost = r.cost(u, k, &m);
@@ -556,12 +659,33 @@ impl Policy for Shoal {
                     relief: 0.0,
                 });
             }
-            cands.sort_by(|a, b| b.net().total_cmp(&a.net()).then(a.k.cmp(&b.k)));
+            // Equal benefit: the host with more of its peers, where the
+            // rest of the group is likelier to gather.
+            let peers_on = |k: usize| {
+                view.peers(u)
+                    .iter()
+                    .filter(|p| r.led.host_of(p.vm) == k)
+                    .count()
+            };
+            cands.sort_by(|a, b| {
+                b.net()
+                    .total_cmp(&a.net())
+                    .then(peers_on(b.k).cmp(&peers_on(a.k)))
+                    .then(a.k.cmp(&b.k))
+            });
             let Some(best) = cands.first().cloned() else {
                 continue;
             };
+            if waiting >= best.gain {
+                continue;
+            }
             let min_gain = self.opts.min_gain_share * r.vm_cost(u, x);
-            if !(best.gain > (1.0 + self.opts.margin) * best.cost && best.gain >= min_gain) {
+            let margin = if r.recent(u) {
+                2.0 * self.opts.margin
+            } else {
+                self.opts.margin
+            };
+            if !(best.gain > (1.0 + margin) * best.cost && best.gain >= min_gain) {
                 continue;
             }
             let alts = cands
@@ -571,9 +695,16 @@ impl Policy for Shoal {
                 .map(|m| alternative(&view, m, "lower net benefit"))
                 .collect();
             let reason = format!(
-                "shoal: communication cost falls by {:.3e} for a migration cost of {:.3e} (margin {})",
-                best.gain, best.cost, self.opts.margin
+                "shoal: communication cost falls by {:.3e} for a migration cost of {:.3e} (margin {margin})",
+                best.gain, best.cost
             );
+            for p in view.peers(u) {
+                if r.led.host_of(p.vm) == best.k {
+                    if let Some(a) = anchored.get_mut(p.vm) {
+                        *a = true;
+                    }
+                }
+            }
             out.push(r.accept(&best, reason, alts));
             moves += 1;
         }
@@ -602,6 +733,7 @@ impl Policy for Shoal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::knowledge::snapshot::MigrationRecord;
     use crate::plan::testutil::{migrations, Dc};
 
     fn shoal() -> Shoal {
@@ -686,15 +818,71 @@ mod tests {
         }
     }
 
-    /// Hysteresis: a VM that just migrated does not move again.
+    /// Two hot hosts and one cold 10 Gbit/s destination: the first
+    /// migration's stream (half the NIC) leaves no room for a second at its
+    /// full rate under the 90 % link limit, so the second hotspot's VM goes
+    /// to the other cold host.
     #[test]
-    fn a_recently_moved_vm_stays() {
-        let (snap, rep) = chatty()
-            .with_vm("a", |v| v.last_migration_s = Some(990.0))
-            .with_vm("b", |v| v.last_migration_s = Some(990.0))
+    fn two_streams_never_overfill_one_nic() {
+        // h3 stays the least loaded host after the first arrival (2 of 8
+        // cores against h4's 3): only the NIC rule keeps the second away.
+        let (snap, rep) = Dc::new()
+            .host("h1", "r1", "p1", 8.0, 16384.0)
+            .host("h2", "r1", "p1", 8.0, 16384.0)
+            .host("h3", "r2", "p2", 8.0, 16384.0)
+            .host("h4", "r2", "p2", 8.0, 16384.0)
+            .vm("a1", "h1", 2.0, 2048.0)
+            .vm("a2", "h1", 5.0, 2048.0)
+            .vm("b1", "h2", 2.0, 2048.0)
+            .vm("b2", "h2", 5.0, 2048.0)
+            .vm("z", "h4", 3.0, 512.0)
             .build(5);
+        assert!(rep.is_hotspot("h1") && rep.is_hotspot("h2"), "{rep:?}");
+        let d = shoal().plan(&snap, &rep);
+        let m = migrations(&d);
+        assert_eq!(m.len(), 2, "{d:?}");
+        assert_ne!(m[0].2, m[1].2, "{m:?}");
+    }
+
+    /// Hysteresis: two peers that have just chased each other (a left h3
+    /// for h1 while b left h1 for h3) never go back to the host they left;
+    /// once the window has passed they may.
+    #[test]
+    fn peers_that_just_swapped_do_not_chase_back() {
+        let (mut snap, rep) = chatty().build(5);
+        for (vm, from, to) in [("a", "h3", "h1"), ("b", "h1", "h3")] {
+            snap.migrations.push(MigrationRecord {
+                vm: vm.into(),
+                from: from.into(),
+                to: to.into(),
+                started_s: snap.now_s - 15.0,
+                ended_s: Some(snap.now_s - 10.0),
+            });
+        }
         let d = shoal().plan(&snap, &rep);
         assert!(migrations(&d).is_empty(), "{d:?}");
+        // Three intervals later the move is allowed again.
+        snap.now_s += 3.0 * snap.interval_s;
+        assert_eq!(migrations(&shoal().plan(&snap, &rep)).len(), 1);
+    }
+
+    /// A VM that moved towards one peer follows the group on when it
+    /// gathers elsewhere (not back to where it came from): no blanket
+    /// freeze, but a doubled margin.
+    #[test]
+    fn a_recent_mover_may_follow_its_peers() {
+        let (mut snap, rep) = chatty().build(5);
+        snap.migrations.push(MigrationRecord {
+            vm: "a".into(),
+            from: "h2".into(),
+            to: "h1".into(),
+            started_s: snap.now_s - 15.0,
+            ended_s: Some(snap.now_s - 10.0),
+        });
+        let d = shoal().plan(&snap, &rep);
+        let m = migrations(&d);
+        assert_eq!(m.len(), 1, "{d:?}");
+        assert!(d[0].reason.contains("margin 1"), "{}", d[0].reason);
     }
 
     /// A VM whose traffic goes to an external client at another pod's ToR

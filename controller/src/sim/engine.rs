@@ -19,6 +19,7 @@
 //! are both evaluated with the last round's traffic (the initial vs the
 //! final placement).
 
+use super::links;
 use super::reference;
 use super::scenario::Scenario;
 use super::SimError;
@@ -46,6 +47,11 @@ pub struct SimConfig {
     pub reference: bool,
     /// Seed (reference optimiser's search order).
     pub seed: u64,
+    /// Intervals observed before round 0 without planning or counting:
+    /// the scenario's situation has already lasted this long when the
+    /// policies first look (0: they see it from its first sample, and a
+    /// detector that needs `k` observations loses `k − 1` rounds).
+    pub warmup: u32,
 }
 
 /// The summary line.
@@ -94,6 +100,9 @@ pub struct Summary {
     pub nic_overloaded_host_s: f64,
     /// VM-seconds on overloaded hosts (SLA violations).
     pub sla_violation_vm_s: f64,
+    /// Link-seconds links spent above [`CONGESTION_LIMIT`] of their
+    /// capacity, migration streams included ([`super::links`]).
+    pub congested_link_s: f64,
     /// Wall-clock seconds spent in the policy's planning (not written: the
     /// output stays byte-identical for the same inputs).
     #[serde(skip)]
@@ -123,6 +132,7 @@ impl Summary {
             overloaded_host_s: 0.0,
             nic_overloaded_host_s: 0.0,
             sla_violation_vm_s: 0.0,
+            congested_link_s: 0.0,
             planning_s: 0.0,
         }
     }
@@ -145,6 +155,9 @@ fn write_json<T: Serialize>(out: &mut dyn Write, v: &T) -> Result<(), SimError> 
     out.write_all(b"\n")
         .map_err(|e| SimError::Io(e.to_string()))
 }
+
+/// Share of a link's capacity above which it counts as congested.
+pub const CONGESTION_LIMIT: f64 = 0.9;
 
 /// Runs `scn` (validated) and writes the JSON lines to `out`.
 pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<Summary, SimError> {
@@ -169,6 +182,10 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
     let dt = scn.interval_s;
     let mut summary = Summary::empty(&cfg.policy, cfg.rounds);
     let mut first: Option<Snapshot> = None;
+    for w in 0..cfg.warmup {
+        snap.now_s = -f64::from(cfg.warmup - w) * dt;
+        observe(&mut snap, &specs, &rates, 0, history);
+    }
     for r in 0..cfg.rounds {
         let ri = r as usize;
         let now = f64::from(r) * dt;
@@ -193,8 +210,11 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
         let decisions = policy.plan(&snap, &report);
         summary.planning_s += planning.elapsed().as_secs_f64();
         let mut usage = usage_of(&snap);
+        let mut streams: Vec<(String, String, f64, f64)> = Vec::new();
         for d in &decisions {
-            apply(&mut snap, &mut usage, d, now, &resolved, &mut summary)?;
+            if let Some(s) = apply(&mut snap, &mut usage, d, now, &resolved, &mut summary)? {
+                streams.push(s);
+            }
             write_json(
                 out,
                 &Line {
@@ -203,6 +223,16 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
                 },
             )?;
         }
+        let streams: Vec<links::Stream> = streams
+            .iter()
+            .map(|(from, to, bytes_per_s, secs)| links::Stream {
+                from,
+                to,
+                bytes_per_s: *bytes_per_s,
+                secs: *secs,
+            })
+            .collect();
+        summary.congested_link_s += links::congested_link_s(&snap, CONGESTION_LIMIT, dt, &streams);
         summary
             .cost_by_round
             .push(physics::communication_cost(&snap, &weights));
@@ -403,7 +433,8 @@ fn usage_of(snap: &Snapshot) -> HashMap<String, Usage> {
     m
 }
 
-/// Checks and applies one decision to the simulated data center.
+/// Checks and applies one decision to the simulated data center; a
+/// migration returns its stream (from, to, bytes/s, seconds).
 fn apply(
     snap: &mut Snapshot,
     usage: &mut HashMap<String, Usage>,
@@ -411,7 +442,7 @@ fn apply(
     now: f64,
     resolved: &crate::plan::constraints::Resolved,
     summary: &mut Summary,
-) -> Result<(), SimError> {
+) -> Result<Option<(String, String, f64, f64)>, SimError> {
     let bad = |why: String| {
         SimError::InvalidDecision(format!(
             "{}: {why}",
@@ -469,6 +500,12 @@ fn apply(
             }
             summary.migrations += 1;
             summary.bytes_moved += cost.bytes;
+            let rate = if cost.time_s > 0.0 {
+                cost.bytes / cost.time_s
+            } else {
+                0.0
+            };
+            return Ok(Some((from.clone(), to.clone(), rate, cost.time_s)));
         }
         Action::AttachVf { vm, host } => {
             let v = snap.vms.get(vm).ok_or_else(|| bad("unknown VM".into()))?;
@@ -524,5 +561,5 @@ fn apply(
             summary.resizes += 1;
         }
     }
-    Ok(())
+    Ok(None)
 }

@@ -22,8 +22,17 @@
 //!   Pareto(100 kB/s, α = 1.3) capped at 100 MB/s; the reverse direction
 //!   carries 30–100 % of the forward rate.
 //!
+//! - Load mix ([`Mix`]): `comm` is the above alone. `hot` adds CPU
+//!   hotspots: 5 % of the hosts (at least one), drawn after everything
+//!   else, have their VMs' CPU raised evenly so that the host needs 95 % of
+//!   its cores. `nic` adds NIC hotspots: on 5 % of the hosts every VM also
+//!   sends 70 MB/s (and receives 7 MB/s back) to a VM of another rack, so
+//!   the host's NIC carries ~90 % of 10 Gbit/s. `mixed` does both, on
+//!   different hosts.
+//!
 //! Everything is drawn from [`Rng`] seeded with `seed`: the same options
-//! give a byte-identical scenario.
+//! give a byte-identical scenario (and `comm` the same one as before mixes
+//! existed: their draws come last).
 
 use super::rng::Rng;
 use super::scenario::{HostSpec, Scenario, Series, SwitchSpec, TopologySpec, TrafficSpec, VmSpec};
@@ -46,7 +55,55 @@ pub struct GenerateOptions {
     pub racks_per_pod: usize,
     /// Seed.
     pub seed: u64,
+    /// Load mix.
+    pub mix: Mix,
 }
+
+/// Load mixes of the generated data center (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mix {
+    /// Communication only (S-CORE's setting).
+    #[default]
+    Comm,
+    /// Plus CPU hotspots on 5 % of the hosts.
+    Hot,
+    /// Plus NIC hotspots on 5 % of the hosts.
+    Nic,
+    /// Plus both, on different hosts.
+    Mixed,
+}
+
+impl Mix {
+    /// All mixes, by name.
+    pub const ALL: [(&'static str, Mix); 4] = [
+        ("comm", Mix::Comm),
+        ("hot", Mix::Hot),
+        ("nic", Mix::Nic),
+        ("mixed", Mix::Mixed),
+    ];
+
+    /// Parses a mix name.
+    pub fn parse(s: &str) -> Result<Mix, SimError> {
+        Mix::ALL
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| {
+                SimError::Args(format!("unknown mix {s:?} (one of comm, hot, nic, mixed)"))
+            })
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        Mix::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("comm", |(n, _)| n)
+    }
+}
+
+/// Share of the hosts a `hot` or `nic` mix overloads.
+const HOT_SHARE: f64 = 0.05;
 
 impl Default for GenerateOptions {
     fn default() -> Self {
@@ -57,6 +114,7 @@ impl Default for GenerateOptions {
             max_vms_per_host: None,
             racks_per_pod: 16,
             seed: 1,
+            mix: Mix::Comm,
         }
     }
 }
@@ -76,11 +134,16 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
     let n = o.hosts * o.vms_per_host;
     let (env_of, env_count) = environments(&mut rng, n);
     let host_of = place(&mut rng, o, racks, &env_of, env_count);
-    let vms = dc_vms(&mut rng, &hosts, &host_of, &env_of, env_count);
-    let traffic = dc_traffic(&mut rng, o, racks, &host_of, &env_of, env_count, &vms);
+    let mut vms = dc_vms(&mut rng, &hosts, &host_of, &env_of, env_count);
+    let mut traffic = dc_traffic(&mut rng, o, racks, &host_of, &env_of, env_count, &vms);
+    overload(&mut rng, o, &host_of, &mut vms, &mut traffic);
+    let mix = match o.mix {
+        Mix::Comm => String::new(),
+        m => format!(", mix {}", m.name()),
+    };
     Ok(Scenario {
         name: format!(
-            "dc: {} hosts, racks of {}, {} VMs/host ({} slots), seed {}",
+            "dc: {} hosts, racks of {}, {} VMs/host ({} slots), seed {}{mix}",
             o.hosts, o.rack_size, o.vms_per_host, slots, o.seed
         ),
         interval_s: 10.0,
@@ -392,6 +455,80 @@ fn dc_traffic(
     traffic
 }
 
+/// The mix's hotspots: CPU on one set of hosts, NIC on another (drawn
+/// last, so the `comm` part is the same as without them).
+fn overload(
+    rng: &mut Rng,
+    o: &GenerateOptions,
+    host_of: &[usize],
+    vms: &mut [VmSpec],
+    traffic: &mut Vec<TrafficSpec>,
+) {
+    let (cpu, nic) = match o.mix {
+        Mix::Comm => return,
+        Mix::Hot => (true, false),
+        Mix::Nic => (false, true),
+        Mix::Mixed => (true, true),
+    };
+    let count = ((o.hosts as f64 * HOT_SHARE).round() as usize).max(1);
+    let mut hosts: Vec<usize> = (0..o.hosts).collect();
+    rng.shuffle(&mut hosts);
+    let mut on: Vec<Vec<usize>> = vec![Vec::new(); o.hosts];
+    for (v, &h) in host_of.iter().enumerate() {
+        if let Some(l) = on.get_mut(h) {
+            l.push(v);
+        }
+    }
+    let cpu_hosts = if cpu {
+        hosts.iter().take(count)
+    } else {
+        hosts.iter().take(0)
+    };
+    for &h in cpu_hosts {
+        let members = on.get(h).map_or(&[][..], |l| l.as_slice());
+        let used: f64 = members
+            .iter()
+            .filter_map(|&v| vms.get(v))
+            .map(|x| x.cpu.at(0))
+            .sum();
+        let extra = (0.95 * 32.0 - used).max(0.0) / members.len().max(1) as f64;
+        for &v in members {
+            if let Some(x) = vms.get_mut(v) {
+                let c = round3(x.cpu.at(0) + extra);
+                x.cpu = Series::Const(c);
+                x.vcpus = c.ceil().max(1.0) as u32;
+            }
+        }
+    }
+    if !nic {
+        return;
+    }
+    let skip = if cpu { count } else { 0 };
+    let n = vms.len();
+    for &h in hosts.iter().skip(skip).take(count) {
+        let rack = h / o.rack_size;
+        for &v in on.get(h).map_or(&[][..], |l| l.as_slice()) {
+            let peer = (0..16)
+                .map(|_| rng.below(n))
+                .find(|&p| host_of.get(p).is_some_and(|&ph| ph / o.rack_size != rack));
+            let (Some(p), Some(a)) = (peer, vms.get(v)) else {
+                continue;
+            };
+            let Some(b) = vms.get(p) else { continue };
+            traffic.push(TrafficSpec {
+                src: a.name.clone(),
+                dst: b.name.clone(),
+                bytes_per_s: Series::Const(70e6),
+            });
+            traffic.push(TrafficSpec {
+                src: b.name.clone(),
+                dst: a.name.clone(),
+                bytes_per_s: Series::Const(7e6),
+            });
+        }
+    }
+}
+
 fn digits(n: usize) -> usize {
     n.saturating_sub(1).max(1).to_string().len()
 }
@@ -413,7 +550,34 @@ mod tests {
             max_vms_per_host: None,
             racks_per_pod: 4,
             seed: 42,
+            mix: Mix::Comm,
         }
+    }
+
+    /// The mixes overload 5 % of the hosts (CPU, NIC or both on different
+    /// hosts) above the default thresholds, and leave the `comm` part as
+    /// it was.
+    #[test]
+    fn mixes_add_hotspots_on_top_of_the_same_dc() {
+        use crate::analyze::Thresholds;
+        let base = generate_dc(&small()).unwrap();
+        let t = Thresholds::default();
+        for (mix, cpu_hot, nic_hot) in [(Mix::Hot, 10, 0), (Mix::Nic, 0, 10), (Mix::Mixed, 10, 10)]
+        {
+            let s = generate_dc(&GenerateOptions { mix, ..small() }).unwrap();
+            s.validate().unwrap();
+            assert_eq!(s.traffic[..base.traffic.len()], base.traffic[..]);
+            let snap = crate::sim::engine::first_snapshot(&s);
+            let (mut c, mut n) = (0, 0);
+            for h in snap.hosts.values() {
+                let x = h.latest();
+                c += usize::from(x.cpu_util > t.cpu);
+                n += usize::from(x.net_util(h) > t.net);
+            }
+            assert_eq!((c, n), (cpu_hot, nic_hot), "{mix:?}");
+        }
+        assert!(Mix::parse("bogus").is_err());
+        assert_eq!(Mix::parse("nic").unwrap().name(), "nic");
     }
 
     #[test]

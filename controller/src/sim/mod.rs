@@ -20,6 +20,7 @@
 
 pub mod engine;
 pub mod generate;
+pub mod links;
 /// The physics (moved to [`crate::plan::physics`], shared with Execute).
 pub use crate::plan::physics;
 pub mod reference;
@@ -93,13 +94,24 @@ pub struct SimulateArgs {
     pub scenario_dir: PathBuf,
     /// Tournament: sizes (hosts) of the generated data centers, e.g.
     /// `64,640,2560` (empty: none).
+    #[arg(long, value_name = "N,N", default_value = "64,640")]
+    pub sizes: String,
+    /// Load mixes of the generated data centers (comm, hot, nic, mixed;
+    /// one with --generate dc).
     #[arg(
         long,
-        value_name = "N,N",
+        value_name = "MIX,MIX",
         value_delimiter = ',',
-        default_value = "64,640"
+        default_value = "comm"
     )]
-    pub sizes: Vec<usize>,
+    pub mixes: Vec<String>,
+    /// Tournament: also write every result as JSON to FILE (for plots).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Intervals the situation has lasted before round 0 (observed, not
+    /// planned; default: 0, and the detector's window `n` in a tournament).
+    #[arg(long, value_name = "N")]
+    pub warmup: Option<u32>,
     /// Generate a scenario instead: `dc` (S-CORE's data center).
     #[arg(long, value_name = "KIND", value_parser = ["dc"])]
     pub generate: Option<String>,
@@ -256,22 +268,48 @@ fn set_path(root: &mut Value, path: &[&str], v: Value) -> Result<(), SimError> {
     Ok(())
 }
 
+/// `--sizes`: comma-separated numbers of hosts (empty: none).
+fn parse_sizes(s: &str) -> Result<Vec<usize>, SimError> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| {
+            x.parse()
+                .map_err(|_| SimError::Args(format!("--sizes: {x:?} is not a number of hosts")))
+        })
+        .collect()
+}
+
 /// Runs `simulate` with `args`, writing the JSON lines to `out`. Returns
 /// the summary (`None` when only a scenario was emitted).
 pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Option<Summary>, SimError> {
     if args.tournament {
         let (hotspot, options) = options_from_args(args)?;
+        let mixes = args
+            .mixes
+            .iter()
+            .map(|m| generate::Mix::parse(m))
+            .collect::<Result<Vec<_>, _>>()?;
         let cfg = tournament::TournamentConfig {
             scenario_dir: Some(args.scenario_dir.clone()),
-            sizes: args.sizes.clone(),
+            sizes: parse_sizes(&args.sizes)?,
+            mixes,
             seed: args.seed,
             rounds: args.rounds,
+            warmup: args.warmup.unwrap_or(hotspot.n as u32),
+            reference: args.reference,
             hotspot,
             options,
         };
         let entries = tournament::run(&cfg, &mut |name| {
             eprintln!("tournament: {name}");
         })?;
+        if let Some(path) = &args.json {
+            let text =
+                serde_json::to_string_pretty(&entries).map_err(|e| SimError::Io(e.to_string()))?;
+            std::fs::write(path, text + "\n")
+                .map_err(|e| SimError::Io(format!("{}: {e}", path.display())))?;
+        }
         out.write_all(tournament::markdown(&entries).as_bytes())
             .map_err(|e| SimError::Io(e.to_string()))?;
         out.flush().map_err(|e| SimError::Io(e.to_string()))?;
@@ -291,6 +329,15 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Option<Summary>, 
                 max_vms_per_host: args.max_vms_per_host,
                 racks_per_pod: args.racks_per_pod,
                 seed: args.seed,
+                mix: match args.mixes.as_slice() {
+                    [] => generate::Mix::Comm,
+                    [m] => generate::Mix::parse(m)?,
+                    _ => {
+                        return Err(SimError::Args(
+                            "--generate dc takes one --mixes value".into(),
+                        ))
+                    }
+                },
             })?;
             s.validate()?;
             s
@@ -331,6 +378,7 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Option<Summary>, 
         rounds: args.rounds.or(scn.rounds).unwrap_or(10),
         reference: args.reference,
         seed: args.seed,
+        warmup: args.warmup.unwrap_or(0),
     };
     simulate(&scn, &cfg, out).map(Some)
 }
