@@ -18,7 +18,8 @@ import subprocess
 import sys
 
 BEGIN, END = '<!-- results:begin -->', '<!-- results:end -->'
-EXPERIMENTS = ('vmpatrol', 'hotspot-idc', 'hotspot-sandpiper', 'sova', 'score', 'violin')
+EXPERIMENTS = ('vmpatrol', 'hotspot-idc', 'hotspot-sandpiper', 'sova', 'score', 'violin',
+               'shoal')
 
 
 def fmt(x, spec='%.3g'):
@@ -116,8 +117,36 @@ def violin(s):
     ])
 
 
+def shoal(s):
+    p = (s.get('measured_vs_expected') or [{}])[0]
+    e, m, r = p.get('expected') or {}, p.get('measured') or {}, p.get('ratio') or {}
+    nbytes = m.get('migration_bytes')
+    nbytes = float(nbytes) if isinstance(nbytes, int) else nbytes
+    return table([
+        ('migrations', moves(s.get('live_moves')), moves(s.get('simulator_moves'))),
+        ('communication cost fall (decision: comm_gain)', fmt(m.get('comm_cost_fall')),
+         fmt(e.get('comm_gain'))),
+        ('migration time (deadline %s s)' % fmt(p.get('deadline_s')),
+         fmt(m.get('migration_time_s'), '%.2f s'), fmt(e.get('migration_time_s'), '%.2f s')),
+        ('migration bytes', fmt(nbytes, '%.4g'),
+         fmt(e.get('migration_bytes'), '%.4g')),
+        ('ratios measured / expected: time, bytes, cost fall',
+         ', '.join(fmt(r.get(k), '%.3f') for k in ('migration_time', 'migration_bytes',
+                                                    'comm_cost_fall_vs_gain')), '1'),
+        ('th1 CPU before → after; hotspot cleared',
+         '%s → %s; %s' % (fmt(s.get('th1_cpu_before')), fmt(s.get('th1_cpu_after')),
+                          fmt(s.get('hotspot_cleared'))),
+         'resolves %s/%s' % (fmt(e.get('resolved')), fmt(e.get('hot_resources')))),
+        ('net benefit, migration cost (decision)', '',
+         '%s, %s' % (fmt(e.get('net_benefit')), fmt(e.get('migration_cost')))),
+        ('every hop of every migration reserved; gone after',
+         '%s; %s' % (fmt(s.get('reservations_every_hop')),
+                     fmt(s.get('reservations_gone_after'))), ''),
+    ])
+
+
 RENDER = {'vmpatrol': vmpatrol, 'hotspot-idc': hotspot, 'hotspot-sandpiper': hotspot,
-          'sova': sova, 'score': score, 'violin': violin}
+          'sova': sova, 'score': score, 'violin': violin, 'shoal': shoal}
 
 
 def render(out_dir, commit, date):

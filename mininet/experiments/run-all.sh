@@ -76,6 +76,7 @@ run hotspot-sandpiper hotspot.py --policy sandpiper
 run sova sova.py
 run score score.py
 run violin violin.py
+run shoal shoal.py
 
 if [ "$DOC" = 1 ]; then
     "$PY" "$ROOT/mininet/experiments/results.py" --out "$OUT" --doc "$ROOT/docs/experiments.md"
