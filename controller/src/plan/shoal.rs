@@ -58,10 +58,12 @@ use super::{
 use crate::analyze::{DetectorDefaults, HotspotReport, Resource};
 use crate::knowledge::snapshot::{ratio, Snapshot};
 
-/// Shoal's defaults: one migration per source host per round; no blanket
-/// cooldown (its own hysteresis is [`ShoalOptions::recent_intervals`]).
+/// Shoal's defaults: two migrations per source host per round (a second
+/// only for a hotspot the first leaves hot; communication moves leave a
+/// host one at a time); no blanket cooldown (its own hysteresis is
+/// [`ShoalOptions::recent_intervals`]).
 pub const SHOAL_DEFAULTS: PolicyDefaults = PolicyDefaults {
-    max_migrations_per_source_host: 1,
+    max_migrations_per_source_host: 2,
     cooldown_intervals: 0.0,
 };
 
@@ -210,6 +212,8 @@ struct Round<'r, 'v, 'a> {
     /// (out, in), so that two migrations into one NIC are not each
     /// planned as if alone.
     streams: Vec<[f64; 2]>,
+    /// Per host: its NIC is hot (Analyze's report).
+    nic_hot: &'r [bool],
 }
 
 impl Round<'_, '_, '_> {
@@ -242,7 +246,9 @@ impl Round<'_, '_, '_> {
     /// The VMPatrol cost of moving `v` to `k` at the bandwidth the two
     /// NICs can give, and whether the projected NIC loads stay under the
     /// link limit.
-    fn migration(&self, v: usize, k: usize) -> Result<MigrationCost, NoRoom> {
+    /// A hotspot move (`urgent`) may share a NIC with another stream of the
+    /// round at a reduced rate.
+    fn migration(&self, v: usize, k: usize, urgent: bool) -> Result<MigrationCost, NoRoom> {
         let x = self.led.host_of(v);
         let view = self.view;
         if view.hosts.get(x).is_none() || view.hosts.get(k).is_none() {
@@ -251,7 +257,7 @@ impl Round<'_, '_, '_> {
         let (free, planned) = self.bandwidth(x, k);
         let share = self.led.opts.nic_share;
         let l = planned.min(free);
-        if l <= 0.0 || share <= 0.0 || self.nic_busy(x, k) {
+        if l <= 0.0 || share <= 0.0 || (!urgent && self.nic_busy(x, k)) {
             return Err(NoRoom::Net);
         }
         migration_cost(
@@ -273,8 +279,14 @@ impl Round<'_, '_, '_> {
         let stream = |h: usize, i: usize| self.streams.get(h).map_or(0.0, |s| s[i]);
         let tx = self.led.tx.get(x).copied().unwrap_or(0.0) + stream(x, 0);
         let rx = self.led.rx.get(k).copied().unwrap_or(0.0) + stream(k, 1);
-        let free = (self.opts.link_limit * hx.nic_bytes_per_s() - tx)
-            .min(self.opts.link_limit * hk.nic_bytes_per_s() - rx);
+        // A NIC-hot source is over the limit already: its migration goes at
+        // the full planned rate, the shortest burst that relieves it.
+        let fx = if self.nic_hot.get(x).copied().unwrap_or(false) {
+            f64::INFINITY
+        } else {
+            self.opts.link_limit * hx.nic_bytes_per_s() - tx
+        };
+        let free = fx.min(self.opts.link_limit * hk.nic_bytes_per_s() - rx);
         let planned = self.led.opts.nic_share * hx.nic_bps.min(hk.nic_bps) / 8.0;
         (free, planned)
     }
@@ -308,7 +320,7 @@ impl Round<'_, '_, '_> {
     /// source, room at `k`, the migration and its cost.
     fn evaluate(&self, v: usize, k: usize, hot: &[Resource]) -> Result<Move, NoRoom> {
         self.led.room(v, k)?;
-        let m = self.migration(v, k)?;
+        let m = self.migration(v, k, true)?;
         let x = self.led.host_of(v);
         let before = self.util(x);
         let mut probe = self.led.clone();
@@ -320,6 +332,7 @@ impl Round<'_, '_, '_> {
             led: probe,
             left: self.left,
             streams: Vec::new(),
+            nic_hot: self.nic_hot,
         }
         .util(x);
         let (mut resolved, mut relief) = (0, 0.0);
@@ -511,6 +524,9 @@ impl Policy for Shoal {
             self.constraints.resolve(SHOAL_DEFAULTS),
         );
         let left = recently_left(&view, snap, self.opts.recent_intervals);
+        let nic_hot: Vec<bool> = (0..view.host_count())
+            .map(|h| hot.is_hot(view.host_name(h), Resource::Net))
+            .collect();
         let mut r = Round {
             view: &view,
             cum: cumulative_weights(&self.opts.weights),
@@ -518,6 +534,7 @@ impl Policy for Shoal {
             led,
             left: &left,
             streams: vec![[0.0; 2]; view.host_count()],
+            nic_hot: &nic_hot,
         };
         let host_vms = view.vms_by_host();
         let mut out = Vec::new();
@@ -560,48 +577,53 @@ impl Policy for Shoal {
                     res.retain(|x| *x != Resource::Mem);
                 }
             }
-            if res.is_empty() || moves >= self.opts.max_moves || r.led.source_limit_reached(h) {
-                continue;
-            }
-            // (2) The move that resolves the hotspot with the best net benefit.
-            let by_load = r.by_load();
-            let mut cands: Vec<Move> = Vec::new();
-            for &v in &vms {
-                if r.led.blocked(v).is_some() || r.led.host_of(v) != h {
-                    continue;
-                }
-                for k in r.destinations(v, self.opts.candidates, &by_load) {
-                    if r.went_back(v, k) {
+            // (2) The move that resolves the hotspot with the best net
+            // benefit; a second one (up to the per-source limit) when the
+            // first leaves it hot.
+            while !res.is_empty() && moves < self.opts.max_moves && !r.led.source_limit_reached(h) {
+                let by_load = r.by_load();
+                let mut cands: Vec<Move> = Vec::new();
+                for &v in &vms {
+                    if r.led.blocked(v).is_some() || r.led.host_of(v) != h {
                         continue;
                     }
-                    if let Ok(m) = r.evaluate(v, k, &res) {
-                        if m.relief > 0.0 {
-                            cands.push(m);
+                    for k in r.destinations(v, self.opts.candidates, &by_load) {
+                        if r.went_back(v, k) {
+                            continue;
+                        }
+                        if let Ok(m) = r.evaluate(v, k, &res) {
+                            if m.relief > 0.0 {
+                                cands.push(m);
+                            }
                         }
                     }
                 }
+                cands.sort_by(hotspot_order);
+                let Some(best) = cands.first().cloned() else {
+                    break;
+                };
+                let alts = cands
+                    .iter()
+                    .skip(1)
+                    .take(super::MAX_ALTERNATIVES)
+                    .map(|m| alternative(&view, m, "less relief or lower net benefit"))
+                    .collect();
+                let what = res.iter().map(|x| x.as_str()).collect::<Vec<_>>().join("+");
+                let reason = format!(
+                    "shoal: {what} hotspot; resolves {}/{} with net benefit {:.3e} (communication {:+.3e}, migration {:.3e})",
+                    best.resolved,
+                    best.hot,
+                    best.net(),
+                    best.gain,
+                    best.cost
+                );
+                out.push(r.accept(&best, reason, alts));
+                moves += 1;
+                // What is still over its threshold after the move (a
+                // swapping VM's host counts as relieved once it left).
+                let after = r.util(h);
+                res.retain(|x| after.iter().any(|(rr, u, t)| rr == x && u > t));
             }
-            cands.sort_by(hotspot_order);
-            let Some(best) = cands.first().cloned() else {
-                continue;
-            };
-            let alts = cands
-                .iter()
-                .skip(1)
-                .take(super::MAX_ALTERNATIVES)
-                .map(|m| alternative(&view, m, "less relief or lower net benefit"))
-                .collect();
-            let what = res.iter().map(|x| x.as_str()).collect::<Vec<_>>().join("+");
-            let reason = format!(
-                "shoal: {what} hotspot; resolves {}/{} with net benefit {:.3e} (communication {:+.3e}, migration {:.3e})",
-                best.resolved,
-                best.hot,
-                best.net(),
-                best.gain,
-                best.cost
-            );
-            out.push(r.accept(&best, reason, alts));
-            moves += 1;
         }
 
         // (3) Communication: the VMs with the most remote weighted traffic
@@ -625,9 +647,7 @@ impl Policy for Shoal {
                 continue;
             }
             let x = r.led.host_of(u);
-            if hot.is_hotspot(view.host_name(x))
-                && r.led.moves_from.get(x).copied().unwrap_or(0) > 0
-            {
+            if r.led.moves_from.get(x).copied().unwrap_or(0) > 0 {
                 continue;
             }
             let mut cands: Vec<Move> = Vec::new();
@@ -645,7 +665,9 @@ impl Policy for Shoal {
                     waiting = waiting.max(r.gain(u, k));
                     continue;
                 }
-                let Ok(m) = r.migration(u, k) else { continue };
+                let Ok(m) = r.migration(u, k, false) else {
+                    continue;
+                };
                 let gain = r.gain(u, k);
                 let cost = r.cost(u, k, &m);
                 cands.push(Move {

@@ -25,7 +25,7 @@ use super::scenario::Scenario;
 use super::SimError;
 use crate::analyze::{self, HotspotConfig};
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot, VmSample};
-use crate::plan::constraints::{migration_cost, HOTSPOT_DEFAULTS};
+use crate::plan::constraints::{migration_cost, BYTES_PER_MB, HOTSPOT_DEFAULTS};
 use crate::plan::physics;
 use crate::plan::{build_policy, Action, Decision, PolicyOptions};
 use serde::Serialize;
@@ -470,13 +470,17 @@ fn apply(
             if dst.max_vms.is_some_and(|m| count >= m as usize) {
                 return Err(bad("destination slots exceeded".into()));
             }
-            let cost = migration_cost(
-                v.memory_mb,
-                v.dirty_rate_mbps,
-                src.nic_bps.min(dst.nic_bps),
-                resolved,
-            )
-            .map_err(|e| bad(format!("migration model: {e}")))?;
+            // At the bandwidth the decision plans (a policy may plan less
+            // than the default share of the NIC), by the simulator's model.
+            let nic = src.nic_bps.min(dst.nic_bps);
+            let nic = match &d.details.migration {
+                Some(m) if m.bandwidth_mbps > 0.0 && resolved.nic_share > 0.0 => {
+                    nic.min(m.bandwidth_mbps * BYTES_PER_MB * 8.0 / resolved.nic_share)
+                }
+                _ => nic,
+            };
+            let cost = migration_cost(v.memory_mb, v.dirty_rate_mbps, nic, resolved)
+                .map_err(|e| bad(format!("migration model: {e}")))?;
             let end = now + cost.time_s;
             snap.migrations.push(MigrationRecord {
                 vm: vm.clone(),
