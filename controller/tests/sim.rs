@@ -1268,3 +1268,72 @@ fn score_moves_a_vm_under_its_clients_tor() {
     assert!((summary.cost_before - 20_200.0 * w3).abs() < 1e-6);
     assert!((summary.cost_after - 20_200.0 * w1).abs() < 1e-6);
 }
+
+/// `scripts/tournament.py` (the one command behind docs/experiments.md's
+/// tournament) on the papers' situations and a small data center with two
+/// mixes: the tables of every scenario between the document's markers
+/// (the text around them kept), both plots, and the JSON.
+#[test]
+fn tournament_script_writes_tables_and_plots() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::temp_dir().join(format!("shoal-tournament-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let doc = dir.join("doc.md");
+    std::fs::write(
+        &doc,
+        "intro\n\n<!-- tournament:begin -->\nold\n<!-- tournament:end -->\n\noutro\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(root.join("scripts/tournament.py"))
+        .args(["--bin", env!("CARGO_BIN_EXE_shoal-controller")])
+        .args([
+            "--sizes",
+            "64",
+            "--mixes",
+            "comm,hot",
+            "--reference-sizes",
+            "64",
+        ])
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--doc")
+        .arg(&doc)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&doc).unwrap();
+    assert!(
+        text.starts_with("intro\n") && text.ends_with("\noutro\n"),
+        "{text}"
+    );
+    assert!(!text.contains("\nold\n"), "{text}");
+    for s in [
+        "idc",
+        "sandpiper",
+        "score",
+        "sova",
+        "violin",
+        "dc-64-comm",
+        "dc-64-hot",
+    ] {
+        assert!(text.contains(&format!("**{s}** (")), "{s} missing:\n{text}");
+    }
+    assert_eq!(text.matches("| `shoal` |").count(), 7, "{text}");
+    assert!(text.contains("reference optimiser: cost"), "{text}");
+    for f in ["figures/tournament-papers.png", "figures/tournament-dc.png"] {
+        let len = std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "{f}: {len} bytes");
+    }
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/tournament.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["dc"].as_array().map(Vec::len), Some(2));
+    assert_eq!(json["papers"].as_array().map(Vec::len), Some(5));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -214,6 +214,12 @@ struct Round<'r, 'v, 'a> {
     streams: Vec<[f64; 2]>,
     /// Per host: its NIC is hot (Analyze's report).
     nic_hot: &'r [bool],
+    /// Per rack: bytes/s its ToR's uplinks have free under the link limit
+    /// (measured use subtracted; infinite when the topology has none).
+    uplink_room: &'r [f64],
+    /// Per rack: bytes/s of this round's streams over its uplinks (up,
+    /// down).
+    uplink_streams: Vec<[f64; 2]>,
 }
 
 impl Round<'_, '_, '_> {
@@ -286,17 +292,44 @@ impl Round<'_, '_, '_> {
         } else {
             self.opts.link_limit * hx.nic_bytes_per_s() - tx
         };
-        let free = fx.min(self.opts.link_limit * hk.nic_bytes_per_s() - rx);
+        let mut free = fx.min(self.opts.link_limit * hk.nic_bytes_per_s() - rx);
+        if let Some((a, b)) = self.racks(x, k) {
+            free = free.min(self.uplink_free(a, 0)).min(self.uplink_free(b, 1));
+        }
         let planned = self.led.opts.nic_share * hx.nic_bps.min(hk.nic_bps) / 8.0;
         (free, planned)
     }
 
-    /// A NIC already streaming a migration this round takes another only
-    /// at its full planned rate: never two slowed-down streams at once.
+    /// The racks of `x` and `k` when a stream between them crosses their
+    /// ToRs' uplinks.
+    fn racks(&self, x: usize, k: usize) -> Option<(usize, usize)> {
+        let r = |h: usize| self.view.host_rack.get(h).map(|&r| r as usize);
+        match (r(x), r(k)) {
+            (Some(a), Some(b)) if a != b => Some((a, b)),
+            _ => None,
+        }
+    }
+
+    /// Bytes/s rack `r`'s uplinks have free under the link limit in
+    /// direction `i` (0 up, 1 down), this round's streams counted.
+    fn uplink_free(&self, r: usize, i: usize) -> f64 {
+        self.uplink_room.get(r).copied().unwrap_or(f64::INFINITY)
+            - self.uplink_streams.get(r).map_or(0.0, |s| s[i])
+    }
+
+    /// A NIC or a rack's uplinks already carrying a migration stream this
+    /// round take another only at its full planned rate: never two
+    /// slowed-down streams at once.
     fn nic_busy(&self, x: usize, k: usize) -> bool {
         let stream = |h: usize, i: usize| self.streams.get(h).map_or(0.0, |s| s[i]);
+        let uplink = |r: usize, i: usize| self.uplink_streams.get(r).map_or(0.0, |s| s[i]);
         let (free, planned) = self.bandwidth(x, k);
-        (stream(x, 0) > 0.0 || stream(k, 1) > 0.0) && free < planned
+        let shared = stream(x, 0) > 0.0
+            || stream(k, 1) > 0.0
+            || self
+                .racks(x, k)
+                .is_some_and(|(a, b)| uplink(a, 0) > 0.0 || uplink(b, 1) > 0.0);
+        shared && free < planned
     }
 
     /// Level-weighted migration traffic amortised over the horizon.
@@ -333,6 +366,8 @@ impl Round<'_, '_, '_> {
             left: self.left,
             streams: Vec::new(),
             nic_hot: self.nic_hot,
+            uplink_room: self.uplink_room,
+            uplink_streams: Vec::new(),
         }
         .util(x);
         let (mut resolved, mut relief) = (0, 0.0);
@@ -437,6 +472,14 @@ impl Round<'_, '_, '_> {
         if let Some(s) = self.streams.get_mut(m.k) {
             s[1] += rate;
         }
+        if let Some((a, b)) = self.racks(x, m.k) {
+            if let Some(s) = self.uplink_streams.get_mut(a) {
+                s[0] += rate;
+            }
+            if let Some(s) = self.uplink_streams.get_mut(b) {
+                s[1] += rate;
+            }
+        }
         let mut details = Details::default()
             .metric("comm_gain", m.gain)
             .metric("migration_cost", m.cost)
@@ -461,6 +504,38 @@ impl Round<'_, '_, '_> {
             details,
         }
     }
+}
+
+/// Per rack (the view's rack index): bytes/s its ToR's uplinks have free
+/// under `limit` of their capacity, their measured use subtracted (summed
+/// over the uplinks: traffic spreads over them); infinite for a ToR whose
+/// uplinks the topology does not list.
+fn uplink_room(view: &View, snap: &Snapshot, limit: f64) -> Vec<f64> {
+    let racks = view
+        .host_rack
+        .iter()
+        .map(|&r| r as usize + 1)
+        .max()
+        .unwrap_or(0);
+    // Free bytes/s by the lower end of every link (ToRs' uplinks among them).
+    let mut by_lower: std::collections::HashMap<&str, f64> = Default::default();
+    for l in &snap.topology.links {
+        *by_lower.entry(l.a.as_str()).or_default() +=
+            (limit * l.capacity_bps - l.used_bps).max(0.0) / 8.0;
+    }
+    let mut room = vec![f64::INFINITY; racks];
+    for (h, &r) in view.host_rack.iter().enumerate() {
+        let Some(host) = view.hosts.get(h) else {
+            continue;
+        };
+        if let (Some(&free), Some(x)) = (
+            by_lower.get(host.location.rack.as_str()),
+            room.get_mut(r as usize),
+        ) {
+            *x = free;
+        }
+    }
+    room
 }
 
 /// Per VM, the hosts it left by a migration that ended (or is still
@@ -524,6 +599,7 @@ impl Policy for Shoal {
             self.constraints.resolve(SHOAL_DEFAULTS),
         );
         let left = recently_left(&view, snap, self.opts.recent_intervals);
+        let uplink_room = uplink_room(&view, snap, self.opts.link_limit);
         let nic_hot: Vec<bool> = (0..view.host_count())
             .map(|h| hot.is_hot(view.host_name(h), Resource::Net))
             .collect();
@@ -535,6 +611,8 @@ impl Policy for Shoal {
             left: &left,
             streams: vec![[0.0; 2]; view.host_count()],
             nic_hot: &nic_hot,
+            uplink_room: &uplink_room,
+            uplink_streams: vec![[0.0; 2]; uplink_room.len()],
         };
         let host_vms = view.vms_by_host();
         let mut out = Vec::new();
@@ -864,6 +942,45 @@ mod tests {
         let m = migrations(&d);
         assert_eq!(m.len(), 2, "{d:?}");
         assert_ne!(m[0].2, m[1].2, "{m:?}");
+    }
+
+    /// Two chatty pairs across racks whose ToR uplinks (10 Gbit/s, 3 in
+    /// use) have room under the 90 % limit for one 5 Gbit/s stream each
+    /// way: the second pair does not stream over the same uplinks the same
+    /// way; its other member comes the other way instead.
+    #[test]
+    fn streams_never_overfill_a_racks_uplinks() {
+        let (mut snap, rep) = Dc::new()
+            .host("h1", "r1", "p1", 8.0, 16384.0)
+            .host("h2", "r1", "p1", 8.0, 16384.0)
+            .host("h3", "r2", "p1", 8.0, 16384.0)
+            .host("h4", "r2", "p1", 8.0, 16384.0)
+            .vm("a", "h1", 1.0, 1024.0)
+            .vm("c", "h2", 1.0, 1024.0)
+            .vm("b", "h3", 1.0, 1024.0)
+            .vm("d", "h4", 1.0, 1024.0)
+            .talk("a", "b", 50e6)
+            .talk("c", "d", 50e6)
+            .build(5);
+        for r in ["r1", "r2"] {
+            snap.topology
+                .links
+                .push(crate::knowledge::snapshot::LinkInfo {
+                    a: r.into(),
+                    b: "p1".into(),
+                    capacity_bps: 10e9,
+                    used_bps: 3e9,
+                });
+        }
+        let d = shoal().plan(&snap, &rep);
+        let m = migrations(&d);
+        assert_eq!(m.len(), 2, "{d:?}");
+        let rack = |h: &str| if h == "h1" || h == "h2" { "r1" } else { "r2" };
+        assert_ne!(
+            (rack(&m[0].1), rack(&m[0].2)),
+            (rack(&m[1].1), rack(&m[1].2)),
+            "{m:?}"
+        );
     }
 
     /// Hysteresis: two peers that have just chased each other (a left h3

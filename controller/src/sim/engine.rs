@@ -200,6 +200,7 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
         snap.migrations
             .retain(|m| m.ended_s.is_none_or(|e| now < e + history as f64 * dt));
         observe(&mut snap, &specs, &rates, ri, history);
+        links::fill_used(&mut snap);
         if first.is_none() {
             first = Some(snap.clone());
         }

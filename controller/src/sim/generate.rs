@@ -505,16 +505,27 @@ fn overload(
     }
     let skip = if cpu { count } else { 0 };
     let n = vms.len();
+    // Pairs already present (either direction): a new one never repeats them.
+    let mut pairs: std::collections::HashSet<(String, String)> = traffic
+        .iter()
+        .map(|t| (t.src.clone(), t.dst.clone()))
+        .collect();
     for &h in hosts.iter().skip(skip).take(count) {
         let rack = h / o.rack_size;
         for &v in on.get(h).map_or(&[][..], |l| l.as_slice()) {
-            let peer = (0..16)
-                .map(|_| rng.below(n))
-                .find(|&p| host_of.get(p).is_some_and(|&ph| ph / o.rack_size != rack));
-            let (Some(p), Some(a)) = (peer, vms.get(v)) else {
+            let Some(a) = vms.get(v) else { continue };
+            let peer = (0..16).map(|_| rng.below(n)).find(|&p| {
+                host_of.get(p).is_some_and(|&ph| ph / o.rack_size != rack)
+                    && vms.get(p).is_some_and(|b| {
+                        !pairs.contains(&(a.name.clone(), b.name.clone()))
+                            && !pairs.contains(&(b.name.clone(), a.name.clone()))
+                    })
+            });
+            let Some(b) = peer.and_then(|p| vms.get(p)) else {
                 continue;
             };
-            let Some(b) = vms.get(p) else { continue };
+            pairs.insert((a.name.clone(), b.name.clone()));
+            pairs.insert((b.name.clone(), a.name.clone()));
             traffic.push(TrafficSpec {
                 src: a.name.clone(),
                 dst: b.name.clone(),

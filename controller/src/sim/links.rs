@@ -113,13 +113,9 @@ impl<'s> Net<'s> {
     }
 }
 
-/// Link-seconds of one interval `dt` above `limit` × capacity: a link over
-/// the limit with the VM traffic alone counts `dt`; one pushed over only by
-/// migration streams counts the longest of those streams (at most `dt`).
-pub fn congested_link_s(snap: &Snapshot, limit: f64, dt: f64, streams: &[Stream]) -> f64 {
-    let net = Net::new(snap);
-    let n = net.cap.len();
-    let mut base = vec![[0.0f64; 2]; n];
+/// Bytes/s of the VM traffic on every link of `net` (up, down).
+fn vm_loads(snap: &Snapshot, net: &Net) -> Vec<[f64; 2]> {
+    let mut base = vec![[0.0f64; 2]; net.cap.len()];
     for (src, row) in &snap.traffic {
         let Some(a) = snap.vms.get(src).map(|v| v.host.as_str()) else {
             continue;
@@ -135,6 +131,28 @@ pub fn congested_link_s(snap: &Snapshot, limit: f64, dt: f64, streams: &[Stream]
             });
         }
     }
+    base
+}
+
+/// Sets every link's `used_bps` to its VM traffic (the larger direction),
+/// as the live controller measures it from port statistics.
+pub fn fill_used(snap: &mut Snapshot) {
+    let loads = {
+        let net = Net::new(snap);
+        vm_loads(snap, &net)
+    };
+    for (l, d) in snap.topology.links.iter_mut().zip(loads) {
+        l.used_bps = 8.0 * d[0].max(d[1]);
+    }
+}
+
+/// Link-seconds of one interval `dt` above `limit` × capacity: a link over
+/// the limit with the VM traffic alone counts `dt`; one pushed over only by
+/// migration streams counts the longest of those streams (at most `dt`).
+pub fn congested_link_s(snap: &Snapshot, limit: f64, dt: f64, streams: &[Stream]) -> f64 {
+    let net = Net::new(snap);
+    let n = net.cap.len();
+    let base = vm_loads(snap, &net);
     let mut with = base.clone();
     let mut longest = vec![0.0f64; n];
     for s in streams {
@@ -202,6 +220,27 @@ mod tests {
         assert_eq!(congested_link_s(&snap, 0.9, 10.0, &[]), 20.0);
         let snap = scenario(100e6);
         assert_eq!(congested_link_s(&snap, 0.9, 10.0, &[]), 0.0);
+    }
+
+    /// `fill_used` writes each link's VM traffic in bit/s: 120 MB/s on both
+    /// NICs, half of it on each of t1's two uplinks, all on t2's.
+    #[test]
+    fn used_bandwidth_of_every_link() {
+        let mut snap = scenario(120e6);
+        fill_used(&mut snap);
+        let used = |a: &str, b: &str| {
+            snap.topology
+                .links
+                .iter()
+                .find(|l| l.a == a && l.b == b)
+                .map(|l| l.used_bps)
+        };
+        assert_eq!(used("h1", "t1"), Some(960e6));
+        assert_eq!(used("h3", "t2"), Some(960e6));
+        assert_eq!(used("h2", "t1"), Some(0.0));
+        assert_eq!(used("t1", "a1"), Some(480e6));
+        assert_eq!(used("t2", "a3"), Some(960e6));
+        assert_eq!(used("a1", "c"), Some(480e6));
     }
 
     /// A 4-second migration stream of 40 MB/s from h2 to h3 on top of
