@@ -214,12 +214,13 @@ struct Round<'r, 'v, 'a> {
     streams: Vec<[f64; 2]>,
     /// Per host: its NIC is hot (Analyze's report).
     nic_hot: &'r [bool],
-    /// Per rack: bytes/s its ToR's uplinks have free under the link limit
-    /// (measured use subtracted; infinite when the topology has none).
-    uplink_room: &'r [f64],
-    /// Per rack: bytes/s of this round's streams over its uplinks (up,
-    /// down).
-    uplink_streams: Vec<[f64; 2]>,
+    /// Per tier (racks, pods) and group: bytes/s its uplinks (the ToRs',
+    /// the aggregation switches') have free under the link limit (measured
+    /// use subtracted; infinite when the topology has none).
+    uplink_room: &'r [Vec<f64>; TIERS],
+    /// Per tier and group: bytes/s of this round's streams over its
+    /// uplinks (up, down).
+    uplink_streams: [Vec<[f64; 2]>; TIERS],
 }
 
 impl Round<'_, '_, '_> {
@@ -293,28 +294,42 @@ impl Round<'_, '_, '_> {
             self.opts.link_limit * hx.nic_bytes_per_s() - tx
         };
         let mut free = fx.min(self.opts.link_limit * hk.nic_bytes_per_s() - rx);
-        if let Some((a, b)) = self.racks(x, k) {
-            free = free.min(self.uplink_free(a, 0)).min(self.uplink_free(b, 1));
+        for t in 0..TIERS {
+            if let Some((a, b)) = self.groups(t, x, k) {
+                free = free
+                    .min(self.uplink_free(t, a, 0))
+                    .min(self.uplink_free(t, b, 1));
+            }
         }
         let planned = self.led.opts.nic_share * hx.nic_bps.min(hk.nic_bps) / 8.0;
         (free, planned)
     }
 
-    /// The racks of `x` and `k` when a stream between them crosses their
-    /// ToRs' uplinks.
-    fn racks(&self, x: usize, k: usize) -> Option<(usize, usize)> {
-        let r = |h: usize| self.view.host_rack.get(h).map(|&r| r as usize);
-        match (r(x), r(k)) {
+    /// The groups of tier `t` (0 racks, 1 pods) of `x` and `k` when a
+    /// stream between them crosses that tier's uplinks.
+    fn groups(&self, t: usize, x: usize, k: usize) -> Option<(usize, usize)> {
+        let of = if t == 0 {
+            &self.view.host_rack
+        } else {
+            &self.view.host_pod
+        };
+        let g = |h: usize| of.get(h).map(|&r| r as usize);
+        match (g(x), g(k)) {
             (Some(a), Some(b)) if a != b => Some((a, b)),
             _ => None,
         }
     }
 
-    /// Bytes/s rack `r`'s uplinks have free under the link limit in
-    /// direction `i` (0 up, 1 down), this round's streams counted.
-    fn uplink_free(&self, r: usize, i: usize) -> f64 {
-        self.uplink_room.get(r).copied().unwrap_or(f64::INFINITY)
-            - self.uplink_streams.get(r).map_or(0.0, |s| s[i])
+    /// Bytes/s group `g` of tier `t` has free on its uplinks under the link
+    /// limit in direction `i` (0 up, 1 down), this round's streams counted.
+    fn uplink_free(&self, t: usize, g: usize, i: usize) -> f64 {
+        let room = self.uplink_room.get(t).and_then(|v| v.get(g)).copied();
+        let used = self
+            .uplink_streams
+            .get(t)
+            .and_then(|v| v.get(g))
+            .map_or(0.0, |s| s[i]);
+        room.unwrap_or(f64::INFINITY) - used
     }
 
     /// A NIC or a rack's uplinks already carrying a migration stream this
@@ -322,13 +337,19 @@ impl Round<'_, '_, '_> {
     /// slowed-down streams at once.
     fn nic_busy(&self, x: usize, k: usize) -> bool {
         let stream = |h: usize, i: usize| self.streams.get(h).map_or(0.0, |s| s[i]);
-        let uplink = |r: usize, i: usize| self.uplink_streams.get(r).map_or(0.0, |s| s[i]);
+        let uplink = |t: usize, g: usize, i: usize| {
+            self.uplink_streams
+                .get(t)
+                .and_then(|v| v.get(g))
+                .map_or(0.0, |s| s[i])
+        };
         let (free, planned) = self.bandwidth(x, k);
         let shared = stream(x, 0) > 0.0
             || stream(k, 1) > 0.0
-            || self
-                .racks(x, k)
-                .is_some_and(|(a, b)| uplink(a, 0) > 0.0 || uplink(b, 1) > 0.0);
+            || (0..TIERS).any(|t| {
+                self.groups(t, x, k)
+                    .is_some_and(|(a, b)| uplink(t, a, 0) > 0.0 || uplink(t, b, 1) > 0.0)
+            });
         shared && free < planned
     }
 
@@ -367,7 +388,7 @@ impl Round<'_, '_, '_> {
             streams: Vec::new(),
             nic_hot: self.nic_hot,
             uplink_room: self.uplink_room,
-            uplink_streams: Vec::new(),
+            uplink_streams: [Vec::new(), Vec::new()],
         }
         .util(x);
         let (mut resolved, mut relief) = (0, 0.0);
@@ -472,12 +493,16 @@ impl Round<'_, '_, '_> {
         if let Some(s) = self.streams.get_mut(m.k) {
             s[1] += rate;
         }
-        if let Some((a, b)) = self.racks(x, m.k) {
-            if let Some(s) = self.uplink_streams.get_mut(a) {
-                s[0] += rate;
-            }
-            if let Some(s) = self.uplink_streams.get_mut(b) {
-                s[1] += rate;
+        for t in 0..TIERS {
+            if let Some((a, b)) = self.groups(t, x, m.k) {
+                let v = self.uplink_streams.get_mut(t);
+                if let Some(s) = v.and_then(|v| v.get_mut(a)) {
+                    s[0] += rate;
+                }
+                let v = self.uplink_streams.get_mut(t);
+                if let Some(s) = v.and_then(|v| v.get_mut(b)) {
+                    s[1] += rate;
+                }
             }
         }
         let mut details = Details::default()
@@ -506,36 +531,60 @@ impl Round<'_, '_, '_> {
     }
 }
 
-/// Per rack (the view's rack index): bytes/s its ToR's uplinks have free
-/// under `limit` of their capacity, their measured use subtracted (summed
-/// over the uplinks: traffic spreads over them); infinite for a ToR whose
-/// uplinks the topology does not list.
-fn uplink_room(view: &View, snap: &Snapshot, limit: f64) -> Vec<f64> {
-    let racks = view
-        .host_rack
-        .iter()
-        .map(|&r| r as usize + 1)
-        .max()
-        .unwrap_or(0);
-    // Free bytes/s by the lower end of every link (ToRs' uplinks among them).
+/// Uplink tiers whose streams a plan projects: racks (ToR uplinks) and
+/// pods (aggregation switches' uplinks).
+const TIERS: usize = 2;
+
+/// Per tier (the view's rack, pod index): bytes/s the group's uplinks have
+/// free under `limit` of their capacity, their measured use subtracted
+/// (summed over the uplinks: traffic spreads over them); infinite for a
+/// group whose uplinks the topology does not list.
+fn uplink_room(view: &View, snap: &Snapshot, limit: f64) -> [Vec<f64>; TIERS] {
+    // Free bytes/s by the lower end of every link (ToRs' and aggregation
+    // switches' uplinks among them).
     let mut by_lower: std::collections::HashMap<&str, f64> = Default::default();
     for l in &snap.topology.links {
         *by_lower.entry(l.a.as_str()).or_default() +=
             (limit * l.capacity_bps - l.used_bps).max(0.0) / 8.0;
     }
-    let mut room = vec![f64::INFINITY; racks];
-    for (h, &r) in view.host_rack.iter().enumerate() {
-        let Some(host) = view.hosts.get(h) else {
-            continue;
-        };
+    let count = |of: &[u32]| of.iter().map(|&r| r as usize + 1).max().unwrap_or(0);
+    let mut racks = vec![f64::INFINITY; count(&view.host_rack)];
+    // The aggregation switches above each pod's ToRs.
+    let mut pod_aggs: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); count(&view.host_pod)];
+    for (h, host) in view.hosts.iter().enumerate() {
+        let tor = host.location.rack.as_str();
         if let (Some(&free), Some(x)) = (
-            by_lower.get(host.location.rack.as_str()),
-            room.get_mut(r as usize),
+            by_lower.get(tor),
+            view.host_rack
+                .get(h)
+                .and_then(|&r| racks.get_mut(r as usize)),
         ) {
             *x = free;
         }
+        if let (Some(sw), Some(aggs)) = (
+            snap.topology.switches.get(tor),
+            view.host_pod
+                .get(h)
+                .and_then(|&p| pod_aggs.get_mut(p as usize)),
+        ) {
+            aggs.extend(sw.uplinks.iter().map(String::as_str));
+        }
     }
-    room
+    let pods = pod_aggs
+        .iter()
+        .map(|aggs| {
+            let free: Vec<f64> = aggs
+                .iter()
+                .filter_map(|a| by_lower.get(a).copied())
+                .collect();
+            if free.is_empty() {
+                f64::INFINITY
+            } else {
+                free.iter().sum()
+            }
+        })
+        .collect();
+    [racks, pods]
 }
 
 /// Per VM, the hosts it left by a migration that ended (or is still
@@ -612,7 +661,10 @@ impl Policy for Shoal {
             streams: vec![[0.0; 2]; view.host_count()],
             nic_hot: &nic_hot,
             uplink_room: &uplink_room,
-            uplink_streams: vec![[0.0; 2]; uplink_room.len()],
+            uplink_streams: [
+                vec![[0.0; 2]; uplink_room[0].len()],
+                vec![[0.0; 2]; uplink_room[1].len()],
+            ],
         };
         let host_vms = view.vms_by_host();
         let mut out = Vec::new();
