@@ -5,7 +5,7 @@ on generated data centers, the tables and plots into docs/experiments.md.
     python3 scripts/tournament.py [--bin target/release/shoal-controller]
         [--sizes 64,640,2560] [--mixes comm,hot,nic,mixed]
         [--reference-sizes 2560] [--seed 1] [--out out/tournament]
-        [--doc docs/experiments.md | --no-doc]
+        [--doc docs/experiments.md | --no-doc] [--replot]
 
 Runs `shoal-controller simulate --tournament` once on the scenario files of
 examples/scenarios (the papers' situations) and once per size on generated
@@ -36,6 +36,11 @@ HEADLINE = {
     'sova': ('nic_overloaded_host_s', 'NIC-overloaded host-s'),
     'violin': ('overloaded_host_s', 'overloaded host-s'),
 }
+
+
+# One colour per policy in every plot (shoal in red).
+COLOURS = {'sandpiper': 'tab:blue', 'idc': 'tab:orange', 'score': 'tab:green',
+           'sova': 'tab:purple', 'violin': 'tab:brown', 'shoal': 'tab:red'}
 
 
 def run(cmd, what):
@@ -89,6 +94,10 @@ def plot_papers(entries, path):
         colors = ['tab:red' if n == 'shoal' else
                   'tab:blue' if n == e['scenario'] else 'tab:gray' for n in names]
         ax.bar(range(len(names)), vals, color=colors)
+        top = max(vals + [0]) or 1.0
+        for i, v in enumerate(vals):
+            ax.text(i, v + 0.02 * top, '%.3g' % v, ha='center', fontsize=6)
+        ax.set_ylim(0, 1.15 * top)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=60, fontsize=7)
         ax.set_title('%s: %s' % (e['scenario'], label), fontsize=8)
@@ -119,7 +128,7 @@ def plot_dc(entries, path):
             xs = [j + (i - len(policies) / 2 + 0.5) * width for j in range(len(entries))]
             ys = [next(r for r in e['results'] if r['policy'] == p)[key] * scale
                   for e in entries]
-            ax.bar(xs, ys, width, label=p, color='tab:red' if p == 'shoal' else None)
+            ax.bar(xs, ys, width, label=p, color=COLOURS.get(p, 'tab:gray'))
         ax.set_ylabel(label, fontsize=8)
         ax.set_xticks(range(len(entries)))
         ax.set_xticklabels([e['scenario'] for e in entries], fontsize=7)
@@ -161,9 +170,20 @@ def main():
     ap.add_argument('--out', default=os.path.join(ROOT, 'out', 'tournament'))
     ap.add_argument('--doc', default=os.path.join(ROOT, 'docs', 'experiments.md'))
     ap.add_argument('--no-doc', action='store_true', help='leave the document alone')
+    ap.add_argument('--replot', action='store_true',
+                    help='only redraw the plots from OUT/tournament.json')
     a = ap.parse_args()
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
+    figs = os.path.join(os.path.dirname(os.path.abspath(a.doc)), 'figures') if not a.no_doc \
+        else out
+    if a.replot:
+        with open(os.path.join(out, 'tournament.json')) as f:
+            j = json.load(f)
+        os.makedirs(figs, exist_ok=True)
+        plot_papers(j['papers'], os.path.join(figs, 'tournament-papers.png'))
+        plot_dc(j['dc'], os.path.join(figs, 'tournament-dc.png'))
+        return 0
     binary = ensure_bin(a.bin)
     t0 = time.time()
     scen_dir = os.path.join(ROOT, 'examples', 'scenarios')
@@ -180,8 +200,6 @@ def main():
             e, md = tournament(binary, out, 'dc-%d' % n, extra)
             dc += e
             dc_md.append(md)
-    figs = os.path.join(os.path.dirname(os.path.abspath(a.doc)), 'figures') if not a.no_doc \
-        else out
     os.makedirs(figs, exist_ok=True)
     plot_papers(papers, os.path.join(figs, 'tournament-papers.png'))
     plot_dc(dc, os.path.join(figs, 'tournament-dc.png'))
