@@ -1422,6 +1422,41 @@ def _assigned_vms(assign):
     return out
 
 
+def experiment_args(ap):
+    """The arguments every experiment script takes: --out, --bin-dir and
+    --interval-s (the controller's and the host daemons' Δ)."""
+    ap.add_argument('--out', required=True, help='output directory')
+    ap.add_argument('--bin-dir', help='where shoal-controller and shoal-hostd are')
+    ap.add_argument('--interval-s', type=float, default=2.0, help='controller and hostd Δ')
+    return ap
+
+
+def save_figure(fig, out, name):
+    """Lays out, writes OUT/NAME (80 dpi) and closes a matplotlib figure;
+    returns the path."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path = os.path.join(out, name)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def run_or_exit(name, sc, out, bin_dir=None, **kw):
+    """An experiment's testbed run ([`execute`] with the signal handlers
+    installed): exits 130 when interrupted, 1 with the reason when the
+    testbed fails (both after cleaning up)."""
+    install_signal_handlers()
+    try:
+        return execute(sc, out, bin_dir, **kw)
+    except KeyboardInterrupt:
+        print('interrupted; cleaned up', file=sys.stderr)
+        sys.exit(130)
+    except TestbedError as e:
+        print('%s failed: %s' % (name, e), file=sys.stderr)
+        sys.exit(1)
+
+
 def install_signal_handlers():
     """SIGTERM/SIGHUP end the run like Ctrl-C: cleanup runs in finally.
     SIGUSR1 prints every thread's stack to stderr and the run goes on (the

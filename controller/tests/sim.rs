@@ -9,6 +9,15 @@ use serde_json::Value;
 use shoal_controller::sim::{run, Scenario, SimError, SimulateArgs, Summary};
 use std::path::PathBuf;
 
+/// Fails with the command's standard error unless it exited 0.
+fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/scenarios")
@@ -1062,11 +1071,7 @@ fn cli() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["summary"]["rounds"], 2);
@@ -1121,11 +1126,7 @@ fn cli() {
         .arg(&emitted)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let scn = Scenario::load(&std::fs::read_to_string(&emitted).unwrap()).unwrap();
     assert_eq!(scn.vms.len(), 160);
     let _ = std::fs::remove_dir_all(&dir);
@@ -1302,11 +1303,7 @@ fn tournament_script_writes_tables_and_plots() {
         .arg(&doc)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let text = std::fs::read_to_string(&doc).unwrap();
     assert!(
         text.starts_with("intro\n") && text.ends_with("\noutro\n"),

@@ -128,9 +128,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--policy', required=True,
                     choices=('sandpiper', 'idc', 'score', 'sova', 'violin'))
-    ap.add_argument('--out', required=True, help='output directory')
-    ap.add_argument('--bin-dir', help='where shoal-controller and shoal-hostd are')
-    ap.add_argument('--interval-s', type=float, default=2.0, help='controller and hostd Δ')
+    testbed.experiment_args(ap)
     ap.add_argument('--hot-at', type=float, default=10.0, help='th1 turns hot at this time')
     ap.add_argument('--policy-at', type=float, default=6.0,
                     help='PUT /api/v1/policy at this time (before: monitoring only)')
@@ -144,15 +142,8 @@ def main():
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
     sc = build_scenario(a)
-    testbed.install_signal_handlers()
-    try:
-        tb, base = testbed.execute(sc, out, a.bin_dir, plots=not a.no_plots, collect=collect)
-    except KeyboardInterrupt:
-        print('interrupted; cleaned up', file=sys.stderr)
-        return 130
-    except testbed.TestbedError as e:
-        print('hotspot failed: %s' % e, file=sys.stderr)
-        return 1
+    tb, base = testbed.run_or_exit('hotspot', sc, out, a.bin_dir,
+                                   plots=not a.no_plots, collect=collect)
     sim = testbed.simulate(a.policy, sc, out, a.bin_dir)
     live = [m for m in base['migrations'] if m.get('label') != API_MIGRATION_REASON]
     migrations = []

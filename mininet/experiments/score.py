@@ -198,11 +198,7 @@ def plot_cost(out, name, title, costs, migrations, windows):
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize='x-small', loc='upper right')
-    fig.tight_layout()
-    path = os.path.join(out, name)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return testbed.save_figure(fig, out, name)
 
 
 def steady_windows(sc, migrations, t_end, first_action_t):
@@ -224,9 +220,7 @@ def steady_windows(sc, migrations, t_end, first_action_t):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--out', required=True, help='output directory')
-    ap.add_argument('--bin-dir', help='where shoal-controller and shoal-hostd are')
-    ap.add_argument('--interval-s', type=float, default=2.0, help='controller and hostd Δ')
+    testbed.experiment_args(ap)
     ap.add_argument('--traffic-at', type=float, default=3.0)
     ap.add_argument('--policy-at', type=float, default=20.0,
                     help='PUT /api/v1/policy at this time (before: monitoring only)')
@@ -252,17 +246,10 @@ def main():
         s.start()
         samplers.append(s)
 
-    testbed.install_signal_handlers()
     t_start = time.time()
-    try:
-        tb, base = testbed.execute(sc, out, a.bin_dir, plots=not a.no_plots, collect=collect,
+    tb, base = testbed.run_or_exit('score', sc, out, a.bin_dir,
+                                   plots=not a.no_plots, collect=collect,
                                    extra=[(0.0, start_sampler)])
-    except KeyboardInterrupt:
-        print('interrupted; cleaned up', file=sys.stderr)
-        return 130
-    except testbed.TestbedError as e:
-        print('score failed: %s' % e, file=sys.stderr)
-        return 1
     samples = samplers[0].samples if samplers else []
     sim = testbed.simulate('score', sc, out, a.bin_dir, policy_options(a))
     migrations = migration_rows(base)

@@ -204,9 +204,7 @@ def hot_now(base, host):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--out', required=True, help='output directory')
-    ap.add_argument('--bin-dir', help='where shoal-controller and shoal-hostd are')
-    ap.add_argument('--interval-s', type=float, default=2.0, help='controller and hostd Δ')
+    testbed.experiment_args(ap)
     ap.add_argument('--traffic-at', type=float, default=3.0)
     ap.add_argument('--policy-at', type=float, default=6.0,
                     help='PUT /api/v1/policy at this time (before: monitoring only)')
@@ -239,17 +237,10 @@ def main():
         s.start()
         samplers.append(s)
 
-    testbed.install_signal_handlers()
     t_start = time.time()
-    try:
-        tb, base = testbed.execute(sc, out, a.bin_dir, plots=not a.no_plots,
-                                   collect=hotspot.collect, extra=[(0.0, start_sampler)])
-    except KeyboardInterrupt:
-        print('interrupted; cleaned up', file=sys.stderr)
-        return 130
-    except testbed.TestbedError as e:
-        print('shoal failed: %s' % e, file=sys.stderr)
-        return 1
+    tb, base = testbed.run_or_exit('shoal', sc, out, a.bin_dir,
+                                   plots=not a.no_plots, collect=hotspot.collect,
+                                   extra=[(0.0, start_sampler)])
     samples = samplers[0].samples if samplers else []
     sim = testbed.simulate('shoal', sc, out, a.bin_dir, policy_options(a))
     migrations = score.migration_rows(base)
@@ -386,11 +377,7 @@ def plot(out, tb, costs, migrations, windows, first):
     for x in (ax, bx):
         x.grid(alpha=0.3)
         x.legend(fontsize='x-small', loc='upper right')
-    fig.tight_layout()
-    path = os.path.join(out, 'shoal.png')
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return testbed.save_figure(fig, out, 'shoal.png')
 
 
 if __name__ == '__main__':

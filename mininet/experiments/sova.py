@@ -132,15 +132,8 @@ def main():
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
     sc = build_scenario(a)
-    testbed.install_signal_handlers()
-    try:
-        tb, base = testbed.execute(sc, out, a.bin_dir, plots=not a.no_plots, collect=collect)
-    except KeyboardInterrupt:
-        print('interrupted; cleaned up', file=sys.stderr)
-        return 130
-    except testbed.TestbedError as e:
-        print('sova failed: %s' % e, file=sys.stderr)
-        return 1
+    tb, base = testbed.run_or_exit('sova', sc, out, a.bin_dir,
+                                   plots=not a.no_plots, collect=collect)
     hostd_tl = holders(tb.rows['vf'], 'vf_attached')
     link_tl = holders(tb.rows['vf'], 'vf_link_up')
     ctl_tl = holders(tb.rows['vf'], 'assigned')

@@ -78,9 +78,7 @@ def build_scenario(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--out', required=True, help='output directory')
-    ap.add_argument('--bin-dir', help='where shoal-controller and shoal-hostd are')
-    ap.add_argument('--interval-s', type=float, default=2.0, help='controller and hostd Δ')
+    testbed.experiment_args(ap)
     ap.add_argument('--hot-at', type=float, default=10.0, help='d0 turns busy at this time')
     ap.add_argument('--policy-at', type=float, default=6.0,
                     help='PUT /api/v1/policy at this time (before: monitoring only)')
@@ -94,17 +92,9 @@ def main():
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
     sc = build_scenario(a)
-    testbed.install_signal_handlers()
     t_start = time.time()
-    try:
-        tb, base = testbed.execute(sc, out, a.bin_dir, plots=not a.no_plots,
-                                   collect=score.collect)
-    except KeyboardInterrupt:
-        print('interrupted; cleaned up', file=sys.stderr)
-        return 130
-    except testbed.TestbedError as e:
-        print('violin failed: %s' % e, file=sys.stderr)
-        return 1
+    tb, base = testbed.run_or_exit('violin', sc, out, a.bin_dir,
+                                   plots=not a.no_plots, collect=score.collect)
     sim = testbed.simulate('violin', sc, out, a.bin_dir)
     migrations = score.migration_rows(base)
     live_moves = sorted((m['vm'], m['from'], m['to']) for m in migrations)
@@ -181,11 +171,7 @@ def plot(out, tb, migrations, sim_moves):
                  fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize='x-small', loc='lower right')
-    fig.tight_layout()
-    path = os.path.join(out, 'violin.png')
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return testbed.save_figure(fig, out, 'violin.png')
 
 
 if __name__ == '__main__':
