@@ -535,26 +535,38 @@ impl Round<'_, '_, '_> {
 /// pods (aggregation switches' uplinks).
 const TIERS: usize = 2;
 
-/// Per tier (the view's rack, pod index): bytes/s the group's uplinks have
-/// free under `limit` of their capacity, their measured use subtracted
-/// (summed over the uplinks: traffic spreads over them); infinite for a
-/// group whose uplinks the topology does not list.
+/// Per tier (the view's rack, pod index): bytes/s the group's uplinks (a
+/// ToR's, the aggregation switches' above a pod, as the topology's
+/// switches list them) have free under `limit` of their capacity, their
+/// measured use subtracted (summed over the uplinks: traffic spreads over
+/// them); infinite for a group whose uplinks the topology does not list.
 fn uplink_room(view: &View, snap: &Snapshot, limit: f64) -> [Vec<f64>; TIERS] {
-    // Free bytes/s by the lower end of every link (ToRs' and aggregation
-    // switches' uplinks among them).
-    let mut by_lower: std::collections::HashMap<&str, f64> = Default::default();
+    // Free bytes/s of every link, by its two ends in either order (the
+    // live topology names a link's ends in discovery order, not by tier).
+    let mut by_pair: std::collections::HashMap<(&str, &str), f64> = Default::default();
     for l in &snap.topology.links {
-        *by_lower.entry(l.a.as_str()).or_default() +=
-            (limit * l.capacity_bps - l.used_bps).max(0.0) / 8.0;
+        let free = (limit * l.capacity_bps - l.used_bps).max(0.0) / 8.0;
+        *by_pair.entry((l.a.as_str(), l.b.as_str())).or_default() += free;
+        *by_pair.entry((l.b.as_str(), l.a.as_str())).or_default() += free;
     }
+    // A switch's uplinks that the topology lists, summed (None: none).
+    let up_free = |sw: &str| -> Option<f64> {
+        let info = snap.topology.switches.get(sw)?;
+        let free: Vec<f64> = info
+            .uplinks
+            .iter()
+            .filter_map(|u| by_pair.get(&(sw, u.as_str())).copied())
+            .collect();
+        (!free.is_empty()).then(|| free.iter().sum())
+    };
     let count = |of: &[u32]| of.iter().map(|&r| r as usize + 1).max().unwrap_or(0);
     let mut racks = vec![f64::INFINITY; count(&view.host_rack)];
     // The aggregation switches above each pod's ToRs.
     let mut pod_aggs: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); count(&view.host_pod)];
     for (h, host) in view.hosts.iter().enumerate() {
         let tor = host.location.rack.as_str();
-        if let (Some(&free), Some(x)) = (
-            by_lower.get(tor),
+        if let (Some(free), Some(x)) = (
+            up_free(tor),
             view.host_rack
                 .get(h)
                 .and_then(|&r| racks.get_mut(r as usize)),
@@ -573,10 +585,7 @@ fn uplink_room(view: &View, snap: &Snapshot, limit: f64) -> [Vec<f64>; TIERS] {
     let pods = pod_aggs
         .iter()
         .map(|aggs| {
-            let free: Vec<f64> = aggs
-                .iter()
-                .filter_map(|a| by_lower.get(a).copied())
-                .collect();
+            let free: Vec<f64> = aggs.iter().filter_map(|a| up_free(a)).collect();
             if free.is_empty() {
                 f64::INFINITY
             } else {
@@ -996,10 +1005,10 @@ mod tests {
         assert_ne!(m[0].2, m[1].2, "{m:?}");
     }
 
-    /// Two chatty pairs across racks whose ToR uplinks (10 Gbit/s, 3 in
-    /// use) have room under the 90 % limit for one 5 Gbit/s stream each
-    /// way: the second pair does not stream over the same uplinks the same
-    /// way; its other member comes the other way instead.
+    /// Two chatty pairs across racks; r2's ToR uplink (10 Gbit/s, 3 in
+    /// use) has room under the 90 % limit for one 5 Gbit/s stream each
+    /// way: the second pair does not stream over it the same way; its
+    /// other member comes the other way instead.
     #[test]
     fn streams_never_overfill_a_racks_uplinks() {
         let (mut snap, rep) = Dc::new()
@@ -1014,15 +1023,26 @@ mod tests {
             .talk("a", "b", 50e6)
             .talk("c", "d", 50e6)
             .build(5);
-        for r in ["r1", "r2"] {
+        // Only r2's uplink is tight, and it is named the other way round,
+        // as live discovery may name it.
+        for (a, b, cap) in [("r1", "p1", 100e9), ("p1", "r2", 10e9)] {
             snap.topology
                 .links
                 .push(crate::knowledge::snapshot::LinkInfo {
-                    a: r.into(),
-                    b: "p1".into(),
-                    capacity_bps: 10e9,
+                    a: a.into(),
+                    b: b.into(),
+                    capacity_bps: cap,
                     used_bps: 3e9,
                 });
+        }
+        for r in ["r1", "r2"] {
+            snap.topology.switches.insert(
+                r.into(),
+                crate::knowledge::snapshot::SwitchInfo {
+                    level: crate::knowledge::snapshot::SwitchLevel::Tor,
+                    uplinks: vec!["p1".into()],
+                },
+            );
         }
         let d = shoal().plan(&snap, &rep);
         let m = migrations(&d);
