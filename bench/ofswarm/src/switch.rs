@@ -579,11 +579,9 @@ impl Switch {
                     }
                 }
                 port_no::IN_PORT => self.emit(in_port, data, out),
-                p if p <= port_no::MAX => {
-                    if p != in_port {
-                        self.emit(p, data, out);
-                    }
-                }
+                // OpenFlow never sends a frame back out of its input
+                // port unless asked with OFPP_IN_PORT.
+                p if p <= port_no::MAX && p != in_port => self.emit(p, data, out),
                 _ => {}
             }
         }
