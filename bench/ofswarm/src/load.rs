@@ -4,7 +4,7 @@
 //! Each load PACKET_IN carries a UDP frame from one of the switch's hosts
 //! (its port is the `in_port`) to another known host, with a sequence
 //! number in the payload. Pairs (source, destination) rotate over every
-//! local host and every other host of the topology, so consecutive
+//! local host and every other host it can reach, so consecutive
 //! PACKET_INs are for new pairs as long as there are pairs.
 //!
 //! **Matching rule.** A PACKET_IN is answered by the first of:

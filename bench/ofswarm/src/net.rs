@@ -338,7 +338,7 @@ async fn switch_task(
         cfg.mode,
         cfg.window,
         local.clone(),
-        topo.hosts.clone(),
+        topo.reachable_hosts(i),
         (i as u64) << 40,
     );
     let result = |sw: &Switch, driver: Driver, handshaken: bool| TaskResult {

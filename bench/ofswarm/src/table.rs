@@ -7,8 +7,9 @@
 //! - `MODIFY` changes the instructions of every entry the match covers
 //!   (non-strict), `MODIFY_STRICT` of the entry with the same match and
 //!   priority; neither adds an entry when none matches (OpenFlow 1.1+);
-//!   both filter on `cookie`/`cookie_mask`; with `cookie_mask` 0 the
-//!   cookie is replaced (as OVS does);
+//!   both filter on `cookie`/`cookie_mask` and leave the cookie, timeouts,
+//!   flags and duration as they are (§6.4; OVS does not change the cookie
+//!   of OpenFlow 1.1+ modifies either);
 //! - `DELETE` removes every entry the match covers, `DELETE_STRICT` the one
 //!   with the same match and priority; both filter on the cookie mask,
 //!   `out_port` and `out_group`; table `OFPTT_ALL` means every table;
@@ -332,9 +333,6 @@ impl FlowTable {
                         }
                 }) {
                     e.instructions = fm.instructions.clone();
-                    if fm.cookie_mask == 0 {
-                        e.cookie = fm.cookie;
-                    }
                     if fm.flags & flow_mod_flags::RESET_COUNTS != 0 {
                         e.packet_count = 0;
                         e.byte_count = 0;
@@ -555,6 +553,14 @@ mod tests {
         t.apply(&fm, now).unwrap();
         let outs: Vec<_> = t.entries().iter().map(out_of).collect();
         assert_eq!(outs, vec![Some(9), Some(7), Some(5)]);
+        // The cookie stays.
+        assert!(t.entries().iter().all(|e| e.cookie == 0));
+        let mut fm = add(1, 20, Match::new().in_port(1), 6);
+        fm.command = FlowModCommand::ModifyStrict;
+        fm.cookie = 5;
+        t.apply(&fm, now).unwrap();
+        assert_eq!(t.entries()[1].cookie, 0);
+        assert_eq!(out_of(&t.entries()[1]), Some(6));
         // MODIFY matching nothing adds nothing (OpenFlow 1.1+).
         let mut fm = add(1, 20, Match::new().in_port(3), 7);
         fm.command = FlowModCommand::Modify;

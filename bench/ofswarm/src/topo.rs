@@ -137,6 +137,29 @@ impl Topology {
             .find(|h| h.switch == switch && h.port == port)
     }
 
+    /// Hosts reachable from switch `switch` (its own and those of every
+    /// switch connected to it by cables): the destinations a controller
+    /// can route to.
+    pub fn reachable_hosts(&self, switch: usize) -> Vec<Host> {
+        let mut seen = vec![switch];
+        let mut i = 0;
+        while let Some(&s) = seen.get(i) {
+            for &((a, _), (b, _)) in &self.links {
+                for (x, y) in [(a, b), (b, a)] {
+                    if x == s && !seen.contains(&y) {
+                        seen.push(y);
+                    }
+                }
+            }
+            i += 1;
+        }
+        self.hosts
+            .iter()
+            .filter(|h| seen.contains(&h.switch))
+            .copied()
+            .collect()
+    }
+
     /// Hosts of one switch.
     pub fn hosts_of(&self, switch: usize) -> Vec<Host> {
         self.hosts
@@ -180,5 +203,7 @@ mod tests {
         let g = Topology::build(TopoSpec::Grid(2, 3), 9, 1);
         assert!(g.links.is_empty());
         assert_eq!(g.hosts.len(), 6);
+        assert_eq!(g.reachable_hosts(1).len(), 3);
+        assert_eq!(t.reachable_hosts(2).len(), 6);
     }
 }
