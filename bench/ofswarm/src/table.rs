@@ -19,6 +19,7 @@
 //! Matches compare field by field, independent of wire order. A field is
 //! (class, field) plus value and mask (all ones when unmasked).
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use ofp::{
@@ -237,14 +238,25 @@ impl FlowEntry {
     }
 }
 
-/// The flow tables of a switch.
+/// Identity of an entry: table, priority, normalised match.
+type EntryKey = (u8, u16, Vec<FieldKey>);
+
+/// The flow tables of a switch. Entries are kept in the order they were
+/// first added; an index finds the entry of a (table, priority, match) in
+/// constant time (ADD and the strict commands).
 #[derive(Debug, Default)]
 pub struct FlowTable {
-    entries: Vec<FlowEntry>,
+    entries: BTreeMap<u64, FlowEntry>,
+    index: HashMap<EntryKey, u64>,
+    next_id: u64,
 }
 
 fn cookie_ok(entry: u64, cookie: u64, mask: u64) -> bool {
     entry & mask == cookie & mask
+}
+
+fn entry_key(e: &FlowEntry) -> EntryKey {
+    (e.table_id, e.priority, e.key.clone())
 }
 
 impl FlowTable {
@@ -263,24 +275,36 @@ impl FlowTable {
         self.entries.is_empty()
     }
 
-    /// All entries.
-    pub fn entries(&self) -> &[FlowEntry] {
-        &self.entries
+    /// All entries, oldest first.
+    pub fn entries(&self) -> Vec<&FlowEntry> {
+        self.entries.values().collect()
+    }
+
+    fn remove_ids(&mut self, ids: &[u64]) -> Vec<FlowEntry> {
+        let mut v = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(e) = self.entries.remove(id) {
+                self.index.remove(&entry_key(&e));
+                v.push(e);
+            }
+        }
+        v
     }
 
     /// Applies a FLOW_MOD; returns the FLOW_REMOVED messages it causes.
     pub fn apply(&mut self, fm: &FlowMod, now: Instant) -> Result<Vec<FlowRemoved>, FlowModError> {
         let key = normalise(&fm.match_)?;
+        let strict_id = self
+            .index
+            .get(&(fm.table_id, fm.priority, key.clone()))
+            .copied();
         match fm.command {
             FlowModCommand::Add => {
                 if fm.table_id >= N_TABLES {
                     return Err(FlowModError::BadTableId(fm.table_id));
                 }
-                let same = self.entries.iter().position(|e| {
-                    e.table_id == fm.table_id && e.priority == fm.priority && e.key == key
-                });
                 if fm.flags & flow_mod_flags::CHECK_OVERLAP != 0
-                    && self.entries.iter().any(|e| {
+                    && self.entries.values().any(|e| {
                         e.table_id == fm.table_id
                             && e.priority == fm.priority
                             && e.key != key
@@ -304,17 +328,20 @@ impl FlowTable {
                     packet_count: 0,
                     byte_count: 0,
                 };
-                match same {
-                    Some(i) => {
-                        if let Some(old) = self.entries.get_mut(i) {
-                            if fm.flags & flow_mod_flags::RESET_COUNTS == 0 {
-                                entry.packet_count = old.packet_count;
-                                entry.byte_count = old.byte_count;
-                            }
-                            *old = entry;
+                match strict_id.and_then(|id| self.entries.get_mut(&id)) {
+                    Some(old) => {
+                        if fm.flags & flow_mod_flags::RESET_COUNTS == 0 {
+                            entry.packet_count = old.packet_count;
+                            entry.byte_count = old.byte_count;
                         }
+                        *old = entry;
                     }
-                    None => self.entries.push(entry),
+                    None => {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        self.index.insert(entry_key(&entry), id);
+                        self.entries.insert(id, entry);
+                    }
                 }
                 Ok(Vec::new())
             }
@@ -322,16 +349,22 @@ impl FlowTable {
                 if fm.table_id >= N_TABLES {
                     return Err(FlowModError::BadTableId(fm.table_id));
                 }
-                let strict = fm.command == FlowModCommand::ModifyStrict;
-                for e in self.entries.iter_mut().filter(|e| {
-                    e.table_id == fm.table_id
-                        && cookie_ok(e.cookie, fm.cookie, fm.cookie_mask)
-                        && if strict {
-                            e.priority == fm.priority && e.key == key
-                        } else {
-                            covers(&key, &e.key)
-                        }
-                }) {
+                let ids: Vec<u64> = if fm.command == FlowModCommand::ModifyStrict {
+                    strict_id.into_iter().collect()
+                } else {
+                    self.entries
+                        .iter()
+                        .filter(|(_, e)| e.table_id == fm.table_id && covers(&key, &e.key))
+                        .map(|(id, _)| *id)
+                        .collect()
+                };
+                for id in ids {
+                    let Some(e) = self.entries.get_mut(&id) else {
+                        continue;
+                    };
+                    if !cookie_ok(e.cookie, fm.cookie, fm.cookie_mask) {
+                        continue;
+                    }
                     e.instructions = fm.instructions.clone();
                     if fm.flags & flow_mod_flags::RESET_COUNTS != 0 {
                         e.packet_count = 0;
@@ -341,24 +374,43 @@ impl FlowTable {
                 Ok(Vec::new())
             }
             FlowModCommand::Delete | FlowModCommand::DeleteStrict => {
-                let strict = fm.command == FlowModCommand::DeleteStrict;
-                let mut removed = Vec::new();
-                self.entries.retain(|e| {
-                    let hit = (fm.table_id == TABLE_ALL || e.table_id == fm.table_id)
-                        && cookie_ok(e.cookie, fm.cookie, fm.cookie_mask)
+                let filter = |e: &FlowEntry| {
+                    cookie_ok(e.cookie, fm.cookie, fm.cookie_mask)
                         && (fm.out_port == ofp::port_no::ANY || e.outputs_to(fm.out_port))
                         && (fm.out_group == ofp::GROUP_ANY || e.outputs_to_group(fm.out_group))
-                        && if strict {
-                            e.priority == fm.priority && e.key == key
-                        } else {
-                            covers(&key, &e.key)
-                        };
-                    if hit && e.flags & flow_mod_flags::SEND_FLOW_REM != 0 {
-                        removed.push(e.removed(FlowRemovedReason::Delete, now));
+                };
+                let ids: Vec<u64> = if fm.command == FlowModCommand::DeleteStrict {
+                    // Strict with OFPTT_ALL: the same match and priority in
+                    // any table.
+                    if fm.table_id == TABLE_ALL {
+                        self.entries
+                            .iter()
+                            .filter(|(_, e)| e.priority == fm.priority && e.key == key && filter(e))
+                            .map(|(id, _)| *id)
+                            .collect()
+                    } else {
+                        strict_id
+                            .filter(|id| self.entries.get(id).is_some_and(filter))
+                            .into_iter()
+                            .collect()
                     }
-                    !hit
-                });
-                Ok(removed)
+                } else {
+                    self.entries
+                        .iter()
+                        .filter(|(_, e)| {
+                            (fm.table_id == TABLE_ALL || e.table_id == fm.table_id)
+                                && covers(&key, &e.key)
+                                && filter(e)
+                        })
+                        .map(|(id, _)| *id)
+                        .collect()
+                };
+                Ok(self
+                    .remove_ids(&ids)
+                    .iter()
+                    .filter(|e| e.flags & flow_mod_flags::SEND_FLOW_REM != 0)
+                    .map(|e| e.removed(FlowRemovedReason::Delete, now))
+                    .collect())
             }
             FlowModCommand::Other(c) => Err(FlowModError::BadCommand(c)),
         }
@@ -367,30 +419,27 @@ impl FlowTable {
     /// Removes entries whose idle or hard timeout passed; returns the
     /// FLOW_REMOVED messages of those with `OFPFF_SEND_FLOW_REM`.
     pub fn expire(&mut self, now: Instant) -> Vec<FlowRemoved> {
-        let mut removed = Vec::new();
-        self.entries.retain(|e| {
-            let secs = |s: u16| Duration::from_secs(u64::from(s));
-            let reason = if e.hard_timeout != 0
+        let secs = |s: u16| Duration::from_secs(u64::from(s));
+        let mut why = Vec::new();
+        for (id, e) in &self.entries {
+            if e.hard_timeout != 0
                 && now.saturating_duration_since(e.created) >= secs(e.hard_timeout)
             {
-                Some(FlowRemovedReason::HardTimeout)
+                why.push((*id, FlowRemovedReason::HardTimeout));
             } else if e.idle_timeout != 0
                 && now.saturating_duration_since(e.last_used) >= secs(e.idle_timeout)
             {
-                Some(FlowRemovedReason::IdleTimeout)
-            } else {
-                None
-            };
-            match reason {
-                Some(r) => {
-                    if e.flags & flow_mod_flags::SEND_FLOW_REM != 0 {
-                        removed.push(e.removed(r, now));
-                    }
-                    false
-                }
-                None => true,
+                why.push((*id, FlowRemovedReason::IdleTimeout));
             }
-        });
+        }
+        let mut removed = Vec::new();
+        for (id, reason) in why {
+            for e in self.remove_ids(&[id]) {
+                if e.flags & flow_mod_flags::SEND_FLOW_REM != 0 {
+                    removed.push(e.removed(reason, now));
+                }
+            }
+        }
         removed
     }
 
@@ -404,20 +453,16 @@ impl FlowTable {
         len: usize,
         now: Instant,
     ) -> Option<&FlowEntry> {
-        let mut best: Option<usize> = None;
-        for (i, e) in self.entries.iter().enumerate() {
+        let mut best: Option<(u64, u16)> = None;
+        for (id, e) in &self.entries {
             if e.table_id != table_id || !packet_matches(&e.key, packet) {
                 continue;
             }
-            let better = match best.and_then(|b| self.entries.get(b)) {
-                Some(b) => e.priority > b.priority,
-                None => true,
-            };
-            if better {
-                best = Some(i);
+            if best.is_none_or(|(_, p)| e.priority > p) {
+                best = Some((*id, e.priority));
             }
         }
-        let e = self.entries.get_mut(best?)?;
+        let e = self.entries.get_mut(&best?.0)?;
         e.packet_count += 1;
         e.byte_count += len as u64;
         e.last_used = now;
@@ -433,7 +478,7 @@ impl FlowTable {
         let key = normalise(&req.match_)?;
         Ok(self
             .entries
-            .iter()
+            .values()
             .filter(|e| {
                 (req.table_id == TABLE_ALL || e.table_id == req.table_id)
                     && cookie_ok(e.cookie, req.cookie, req.cookie_mask)
@@ -486,7 +531,7 @@ mod tests {
         t.apply(&add(0, 10, Match::new().eth_dst(mac(2)).in_port(1), 6), now)
             .unwrap();
         assert_eq!(t.len(), 1);
-        assert_eq!(out_of(&t.entries()[0]), Some(6));
+        assert_eq!(out_of(t.entries()[0]), Some(6));
         // Other priority: a second entry.
         t.apply(&add(0, 11, Match::new().in_port(1).eth_dst(mac(2)), 7), now)
             .unwrap();
@@ -538,7 +583,7 @@ mod tests {
         let mut fm = add(1, 0, Match::new().in_port(1), 9);
         fm.command = FlowModCommand::Modify;
         t.apply(&fm, now).unwrap();
-        let outs: Vec<_> = t.entries().iter().map(out_of).collect();
+        let outs: Vec<_> = t.entries().into_iter().map(out_of).collect();
         assert_eq!(outs, vec![Some(9), Some(9), Some(5)]);
         // MODIFY_STRICT needs the same priority and match.
         let mut fm = add(1, 10, Match::new().in_port(1), 7);
@@ -551,7 +596,7 @@ mod tests {
         let mut fm = add(1, 20, Match::new().in_port(1), 7);
         fm.command = FlowModCommand::ModifyStrict;
         t.apply(&fm, now).unwrap();
-        let outs: Vec<_> = t.entries().iter().map(out_of).collect();
+        let outs: Vec<_> = t.entries().into_iter().map(out_of).collect();
         assert_eq!(outs, vec![Some(9), Some(7), Some(5)]);
         // The cookie stays.
         assert!(t.entries().iter().all(|e| e.cookie == 0));
@@ -560,7 +605,7 @@ mod tests {
         fm.cookie = 5;
         t.apply(&fm, now).unwrap();
         assert_eq!(t.entries()[1].cookie, 0);
-        assert_eq!(out_of(&t.entries()[1]), Some(6));
+        assert_eq!(out_of(t.entries()[1]), Some(6));
         // MODIFY matching nothing adds nothing (OpenFlow 1.1+).
         let mut fm = add(1, 20, Match::new().in_port(3), 7);
         fm.command = FlowModCommand::Modify;
