@@ -693,4 +693,67 @@ mod tests {
         let r = s.receive_frame(1, &arp, now);
         assert!(matches!(sent(&r)[0], Message::PacketIn(p) if p.reason == PacketInReason::NoMatch));
     }
+
+    #[test]
+    fn meters_roles_echo_stats_and_unsupported_groups() {
+        let mut s = sw();
+        let now = Instant::now();
+        let mm = MeterMod {
+            command: MeterModCommand::Add,
+            flags: 0,
+            meter_id: 7,
+            bands: vec![],
+        };
+        assert!(s
+            .handle(OfpMessage::new(1, Message::MeterMod(mm.clone())), &[], now)
+            .is_empty());
+        let r = s.handle(OfpMessage::new(2, Message::MeterMod(mm.clone())), &[], now);
+        assert!(matches!(sent(&r)[0], Message::Error(e)
+            if e.kind == ErrorKind::MeterModFailed(MeterModFailedCode::MeterExists)));
+        let del = MeterMod {
+            command: MeterModCommand::Delete,
+            ..mm
+        };
+        s.handle(OfpMessage::new(3, Message::MeterMod(del)), &[], now);
+        assert!(s.meters.is_empty());
+
+        let role = RoleMsg {
+            role: ControllerRole::Master,
+            generation_id: 9,
+        };
+        let r = s.handle(OfpMessage::new(4, Message::RoleRequest(role)), &[], now);
+        assert_eq!(sent(&r), vec![&Message::RoleReply(role)]);
+        let r = s.handle(
+            OfpMessage::new(5, Message::EchoRequest(vec![1, 2])),
+            &[],
+            now,
+        );
+        assert_eq!(sent(&r), vec![&Message::EchoReply(vec![1, 2])]);
+
+        let fm = FlowMod {
+            priority: 3,
+            match_: ofp::Match::new().in_port(1),
+            ..FlowMod::default()
+        };
+        s.handle(OfpMessage::new(6, Message::FlowMod(fm)), &[], now);
+        let req = ofp::MultipartRequest::new(MultipartRequestBody::Flow(
+            ofp::FlowStatsRequest::default(),
+        ));
+        let r = s.handle(OfpMessage::new(7, Message::MultipartRequest(req)), &[], now);
+        assert!(
+            matches!(sent(&r)[0], Message::MultipartReply(MultipartReply {
+            body: MultipartReplyBody::Flow(f), ..
+        }) if f.len() == 1 && f[0].priority == 3)
+        );
+
+        let gm = ofp::GroupMod {
+            command: ofp::GroupModCommand::Add,
+            group_type: ofp::GroupType::All,
+            group_id: 1,
+            buckets: vec![],
+        };
+        let r = s.handle(OfpMessage::new(8, Message::GroupMod(gm)), &[], now);
+        assert!(matches!(sent(&r)[0], Message::Error(e)
+            if e.kind == ErrorKind::BadRequest(BadRequestCode::BadType)));
+    }
 }
