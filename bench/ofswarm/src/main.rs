@@ -25,8 +25,8 @@ struct Args {
     /// each) or `grid:SxH` (S independent switches with H host ports).
     #[arg(long, short = 't', default_value = "linear:4")]
     topo: TopoSpec,
-    /// Host ports per switch (linear).
-    #[arg(long, default_value_t = 8)]
+    /// Host ports per switch (linear), 1..=254.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=254))]
     hosts: u32,
     /// Load: throughput (cbench-like), latency, or idle (no load).
     #[arg(long, short = 'm', value_enum, default_value = "throughput")]

@@ -6,6 +6,9 @@ use std::str::FromStr;
 
 use ofp::MacAddr;
 
+/// Most host ports per switch (host addresses are 10.d.d.port).
+pub const MAX_HOSTS: u32 = 254;
+
 /// A topology kind, as given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopoSpec {
@@ -17,7 +20,7 @@ pub enum TopoSpec {
 
 /// A topology string could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad topology {0:?}: expected linear:N or grid:SxH (N, S, H >= 1)")]
+#[error("bad topology {0:?}: expected linear:N or grid:SxH (N, S >= 1, 1 <= H <= 254)")]
 pub struct TopoParseError(pub String);
 
 impl FromStr for TopoSpec {
@@ -32,11 +35,12 @@ impl FromStr for TopoSpec {
                 .filter(|&n| n >= 1)
                 .ok_or_else(err)
         };
+        let hosts = |x: &str| num(x).ok().filter(|&n| n <= MAX_HOSTS).ok_or_else(err);
         match kind {
             "linear" => Ok(TopoSpec::Linear(num(arg)?)),
             "grid" => {
                 let (a, b) = arg.split_once(['x', 'X', '×']).ok_or_else(err)?;
-                Ok(TopoSpec::Grid(num(a)?, num(b)?))
+                Ok(TopoSpec::Grid(num(a)?, hosts(b)?))
             }
             _ => Err(err()),
         }
@@ -88,16 +92,14 @@ impl Topology {
             hosts: Vec::new(),
             links: Vec::new(),
         };
-        let mut global = 0u32;
         for i in 0..n as usize {
             let mut ports: Vec<u32> = (1..=h).collect();
             for p in 1..=h {
-                global += 1;
                 t.hosts.push(Host {
                     switch: i,
                     port: p,
-                    mac: host_mac(i as u32, p),
-                    ip: Ipv4Addr::from(0x0a00_0000u32 + global),
+                    mac: host_mac(dpid_base + i as u64, p),
+                    ip: host_ip(dpid_base + i as u64, p),
                 });
             }
             if matches!(spec, TopoSpec::Linear(_)) {
@@ -170,11 +172,20 @@ impl Topology {
     }
 }
 
-/// MAC of host port `p` of switch index `i`: 02:5f:ii:ii:pp:pp.
-pub fn host_mac(i: u32, p: u32) -> MacAddr {
-    let i = i.to_be_bytes();
+/// MAC of the host at port `p` of the switch with datapath id `dpid`:
+/// 02:5f:dd:dd:pp:pp (the low 16 bits of each), so runs with other
+/// `--dpid-base` values use other MACs (no endpoint "moves").
+pub fn host_mac(dpid: u64, p: u32) -> MacAddr {
+    let i = dpid.to_be_bytes();
     let p = p.to_be_bytes();
-    MacAddr([0x02, 0x5f, i[2], i[3], p[2], p[3]])
+    MacAddr([0x02, 0x5f, i[6], i[7], p[2], p[3]])
+}
+
+/// IPv4 address of the host at port `p` (1..=254) of the switch with
+/// datapath id `dpid`: 10.d.d.p (the low 16 bits of the dpid).
+pub fn host_ip(dpid: u64, p: u32) -> Ipv4Addr {
+    let d = dpid.to_be_bytes();
+    Ipv4Addr::new(10, d[6], d[7], (p & 0xff) as u8)
 }
 
 /// Hardware address of port `p` of switch index `i`: 0a:5f:ii:ii:pp:pp.
@@ -194,6 +205,7 @@ mod tests {
         assert_eq!("grid:4x8".parse::<TopoSpec>(), Ok(TopoSpec::Grid(4, 8)));
         assert!("fat:2".parse::<TopoSpec>().is_err());
         assert!("linear:0".parse::<TopoSpec>().is_err());
+        assert!("grid:2x255".parse::<TopoSpec>().is_err());
         let t = Topology::build(TopoSpec::Linear(3), 2, 1);
         assert_eq!(t.links.len(), 2);
         assert_eq!(t.peer(0, 4), Some((1, 3)));
