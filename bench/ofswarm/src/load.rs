@@ -1,0 +1,316 @@
+//! PACKET_IN load of one switch and the matching of the controller's
+//! answers.
+//!
+//! Each load PACKET_IN carries a UDP frame from one of the switch's hosts
+//! (its port is the `in_port`) to another known host, with a sequence
+//! number in the payload. Pairs (source, destination) rotate over every
+//! local host and every other host it can reach, so consecutive
+//! PACKET_INs are for new pairs as long as there are pairs.
+//!
+//! **Matching rule.** A PACKET_IN is answered by the first of:
+//! - a FLOW_MOD `ADD` on the same switch whose match has exactly the
+//!   PACKET_IN's Ethernet source and destination (the controller's pair
+//!   flow) — the oldest outstanding PACKET_IN of that pair is answered;
+//! - a PACKET_OUT on the same switch whose frame carries the PACKET_IN's
+//!   sequence number (unbuffered packet-outs carry the frame back).
+//!
+//! Everything else (destination flows on other switches, the PACKET_OUT
+//! that follows an answering FLOW_MOD) is not an answer; a PACKET_IN is
+//! counted at most once. In latency mode only a FLOW_MOD gives a latency
+//! sample; a PACKET_OUT alone (the controller re-installs a pair only after
+//! a hold-off, so the pacing below avoids it) answers without a sample.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use ofp::{FlowMod, FlowModCommand, MacAddr, OfpMessage, PacketInReason, PacketOut};
+
+use crate::frames;
+use crate::switch::Switch;
+use crate::topo::Host;
+
+/// Load mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Up to `--window` PACKET_INs outstanding per switch (cbench-like).
+    Throughput,
+    /// One PACKET_IN outstanding per switch; PACKET_IN → FLOW_MOD latency.
+    Latency,
+    /// No load: switches, hosts' ARPs and LLDP only.
+    Idle,
+}
+
+/// An outstanding PACKET_IN.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    sent: Instant,
+    pair: (MacAddr, MacAddr),
+}
+
+/// What one switch's load produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadStats {
+    /// Load PACKET_INs sent.
+    pub packet_ins: u64,
+    /// PACKET_INs answered (FLOW_MOD or PACKET_OUT).
+    pub responses: u64,
+    /// Of which by a FLOW_MOD.
+    pub by_flow_mod: u64,
+    /// Of which by a PACKET_OUT only.
+    pub by_packet_out: u64,
+    /// PACKET_INs given up after the timeout.
+    pub timeouts: u64,
+    /// PACKET_IN → FLOW_MOD latencies, microseconds (latency mode).
+    pub latencies_us: Vec<u64>,
+}
+
+/// The load generator of one switch.
+#[derive(Debug)]
+pub struct Driver {
+    mode: Mode,
+    window: usize,
+    timeout: Duration,
+    pair_gap: Duration,
+    local: Vec<Host>,
+    all: Vec<Host>,
+    next_pair: usize,
+    last_use: HashMap<(MacAddr, MacAddr), Instant>,
+    seq: u64,
+    outstanding: HashMap<u64, Pending>,
+    by_pair: HashMap<(MacAddr, MacAddr), VecDeque<u64>>,
+    /// Results so far.
+    pub stats: LoadStats,
+}
+
+impl Driver {
+    /// A driver for a switch with hosts `local`, sending to `all` hosts.
+    /// `seq_base` keeps sequence numbers of switches apart.
+    pub fn new(mode: Mode, window: usize, local: Vec<Host>, all: Vec<Host>, seq_base: u64) -> Self {
+        Driver {
+            mode,
+            window: if mode == Mode::Latency {
+                1
+            } else {
+                window.max(1)
+            },
+            timeout: Duration::from_secs(2),
+            pair_gap: Duration::from_millis(600),
+            local,
+            all,
+            next_pair: 0,
+            last_use: HashMap::new(),
+            seq: seq_base,
+            outstanding: HashMap::new(),
+            by_pair: HashMap::new(),
+            stats: LoadStats::default(),
+        }
+    }
+
+    /// Number of PACKET_INs outstanding.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    fn pick_pair(&mut self, now: Instant) -> Option<(Host, Host)> {
+        let n_local = self.local.len();
+        let n_all = self.all.len();
+        let total = n_local * n_all;
+        for _ in 0..total {
+            let k = self.next_pair % total.max(1);
+            self.next_pair = self.next_pair.wrapping_add(1);
+            let (Some(a), Some(b)) = (self.local.get(k % n_local), self.all.get(k / n_local))
+            else {
+                return None;
+            };
+            if a.mac == b.mac {
+                continue;
+            }
+            if self.mode == Mode::Latency {
+                // The controller re-installs a pair only after a hold-off:
+                // wait until this pair is old enough.
+                if let Some(t) = self.last_use.get(&(a.mac, b.mac)) {
+                    if now.saturating_duration_since(*t) < self.pair_gap {
+                        self.next_pair = self.next_pair.wrapping_sub(1);
+                        return None;
+                    }
+                }
+                self.last_use.insert((a.mac, b.mac), now);
+            }
+            return Some((*a, *b));
+        }
+        None
+    }
+
+    /// PACKET_INs to send now to fill the window (drops timed-out ones).
+    pub fn fill(&mut self, sw: &mut Switch, now: Instant) -> Vec<OfpMessage> {
+        if self.mode == Mode::Idle {
+            return Vec::new();
+        }
+        let timeout = self.timeout;
+        let expired: Vec<u64> = self
+            .outstanding
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.sent) > timeout)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in expired {
+            self.forget(s);
+            self.stats.timeouts += 1;
+        }
+        let mut v = Vec::new();
+        while self.outstanding.len() < self.window {
+            let Some((a, b)) = self.pick_pair(now) else {
+                break;
+            };
+            self.seq += 1;
+            let seq = self.seq;
+            let frame = frames::load_frame((a.mac, a.ip), (b.mac, b.ip), seq);
+            let pin = sw.packet_in(
+                PacketInReason::NoMatch,
+                1,
+                u64::MAX,
+                a.port,
+                &frame,
+                ofp::CONTROLLER_MAX_LEN_NO_BUFFER,
+            );
+            self.outstanding.insert(
+                seq,
+                Pending {
+                    sent: now,
+                    pair: (a.mac, b.mac),
+                },
+            );
+            self.by_pair
+                .entry((a.mac, b.mac))
+                .or_default()
+                .push_back(seq);
+            self.stats.packet_ins += 1;
+            v.push(pin);
+        }
+        v
+    }
+
+    fn forget(&mut self, seq: u64) -> Option<Pending> {
+        let p = self.outstanding.remove(&seq)?;
+        if let Some(q) = self.by_pair.get_mut(&p.pair) {
+            q.retain(|&s| s != seq);
+            if q.is_empty() {
+                self.by_pair.remove(&p.pair);
+            }
+        }
+        Some(p)
+    }
+
+    /// A FLOW_MOD arrived; true when it answered a PACKET_IN.
+    pub fn on_flow_mod(&mut self, fm: &FlowMod, now: Instant) -> bool {
+        if fm.command != FlowModCommand::Add {
+            return false;
+        }
+        let (Some(src), Some(dst)) = (fm.match_.get_eth_src(), fm.match_.get_eth_dst()) else {
+            return false;
+        };
+        let Some(seq) = self
+            .by_pair
+            .get(&(src, dst))
+            .and_then(|q| q.front().copied())
+        else {
+            return false;
+        };
+        let Some(p) = self.forget(seq) else {
+            return false;
+        };
+        self.stats.responses += 1;
+        self.stats.by_flow_mod += 1;
+        if self.mode == Mode::Latency {
+            let us = now.saturating_duration_since(p.sent).as_micros();
+            self.stats
+                .latencies_us
+                .push(u64::try_from(us).unwrap_or(u64::MAX));
+        }
+        true
+    }
+
+    /// A PACKET_OUT arrived; true when it answered a PACKET_IN.
+    pub fn on_packet_out(&mut self, po: &PacketOut) -> bool {
+        let Some(seq) = frames::load_seq(&po.data) else {
+            return false;
+        };
+        if self.forget(seq).is_none() {
+            return false;
+        }
+        self.stats.responses += 1;
+        self.stats.by_packet_out += 1;
+        true
+    }
+}
+
+/// The `q`-quantile (0..=1) of sorted values (nearest rank).
+pub fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topo::{TopoSpec, Topology};
+    use ofp::{Action, Instruction, Match, Message};
+
+    #[test]
+    fn window_and_matching() {
+        let t = Topology::build(TopoSpec::Linear(2), 2, 1);
+        let now = Instant::now();
+        let mut sw = Switch::new(0, &t.switches[0], now);
+        let mut d = Driver::new(Mode::Throughput, 3, t.hosts_of(0), t.hosts.clone(), 0);
+        let pins = d.fill(&mut sw, now);
+        assert_eq!(pins.len(), 3);
+        assert!(d.fill(&mut sw, now).is_empty());
+        let Message::PacketIn(p0) = &pins[0].body else {
+            panic!()
+        };
+        let (src, dst, _) = frames::eth_addrs(&p0.data).unwrap();
+        // A destination flow (no eth_src) is no answer.
+        let dest = FlowMod {
+            match_: Match::new().eth_dst(dst),
+            ..FlowMod::default()
+        };
+        assert!(!d.on_flow_mod(&dest, now));
+        let pair = FlowMod {
+            match_: Match::new().in_port(1).eth_src(src).eth_dst(dst),
+            instructions: vec![Instruction::ApplyActions(vec![Action::output(3)])],
+            ..FlowMod::default()
+        };
+        assert!(d.on_flow_mod(&pair, now));
+        // The PACKET_OUT after it answers nothing more.
+        let po = PacketOut {
+            buffer_id: ofp::NO_BUFFER,
+            in_port: 1,
+            actions: vec![],
+            data: p0.data.clone(),
+        };
+        assert!(!d.on_packet_out(&po));
+        let Message::PacketIn(p1) = &pins[1].body else {
+            panic!()
+        };
+        let po = PacketOut {
+            data: p1.data.clone(),
+            ..po
+        };
+        assert!(d.on_packet_out(&po));
+        assert_eq!(d.stats.responses, 2);
+        assert_eq!(d.fill(&mut sw, now).len(), 2);
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&v, 0.5), Some(500));
+        assert_eq!(percentile(&v, 0.99), Some(990));
+        assert_eq!(percentile(&v, 0.999), Some(999));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+}

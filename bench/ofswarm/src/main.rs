@@ -1,0 +1,156 @@
+//! `ofswarm`: emulates N OpenFlow 1.3 switches (Open vSwitch-like) against
+//! a controller and measures flow setups (see the crate docs and
+//! `bench/ofswarm/README.md`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ofswarm::load::Mode;
+use ofswarm::net::{run, RunConfig};
+use ofswarm::topo::{TopoSpec, Topology};
+
+/// OpenFlow 1.3 switch emulator: N switches connect to a controller,
+/// answer it like Open vSwitch, forward LLDP between them along the
+/// emulated topology, then load it with PACKET_INs.
+#[derive(Debug, Parser)]
+#[command(name = "ofswarm", version)]
+struct Args {
+    /// Controller OpenFlow address.
+    #[arg(long, short = 'c', default_value = "127.0.0.1:6653")]
+    controller: SocketAddr,
+    /// Topology: `linear:N` (N switches in a chain, --hosts host ports
+    /// each) or `grid:SxH` (S independent switches with H host ports).
+    #[arg(long, short = 't', default_value = "linear:4")]
+    topo: TopoSpec,
+    /// Host ports per switch (linear), 1..=254.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=254))]
+    hosts: u32,
+    /// Load: throughput (cbench-like), latency, or idle (no load).
+    #[arg(long, short = 'm', value_enum, default_value = "throughput")]
+    mode: Mode,
+    /// PACKET_INs outstanding per switch (throughput).
+    #[arg(long, short = 'w', default_value_t = 64)]
+    window: usize,
+    /// Seconds of load.
+    #[arg(long, short = 'd', default_value_t = 10)]
+    duration: u64,
+    /// Seconds between the last handshake and the load (LLDP discovery
+    /// and the hosts' gratuitous ARPs; longer than the controller's
+    /// port_confirm_s).
+    #[arg(long, default_value_t = 5.0)]
+    warmup: f64,
+    /// Seconds to wait for every switch's handshake.
+    #[arg(long, default_value_t = 30)]
+    connect_timeout: u64,
+    /// Datapath id of the first switch (the others follow).
+    #[arg(long, default_value_t = 1)]
+    dpid_base: u64,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No per-second lines.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error(transparent)]
+    Run(#[from] ofswarm::net::RunError),
+    #[error("cannot write {path}: {source}")]
+    Json {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("--warmup must be a non-negative number of seconds")]
+    Warmup,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match real_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ofswarm: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> Result<(), MainError> {
+    let warmup = Duration::try_from_secs_f64(args.warmup).map_err(|_| MainError::Warmup)?;
+    let topology = Topology::build(args.topo, args.hosts, args.dpid_base);
+    let cfg = RunConfig {
+        controller: args.controller,
+        topology,
+        mode: args.mode,
+        window: args.window,
+        duration: Duration::from_secs(args.duration),
+        warmup,
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        per_second_lines: !args.quiet,
+    };
+    let rt = tokio::runtime::Runtime::new().map_err(MainError::Runtime)?;
+    println!(
+        "ofswarm: {} switches, {} hosts, {:?} mode, controller {}",
+        cfg.topology.switches.len(),
+        cfg.topology.hosts.len(),
+        cfg.mode,
+        cfg.controller
+    );
+    let report = rt.block_on(run(cfg))?;
+    println!(
+        "handshakes {}/{}; {} PACKET_INs, {} responses ({} FLOW_MOD, {} PACKET_OUT), {} timeouts",
+        report.handshakes,
+        report.switches,
+        report.packet_ins,
+        report.responses,
+        report.responses_by_flow_mod,
+        report.responses_by_packet_out,
+        report.timeouts
+    );
+    match report.mode {
+        Mode::Throughput => println!(
+            "throughput: {:.0} responses/s over {:.1} s (window {})",
+            report.responses_per_s, report.duration_s, report.window
+        ),
+        Mode::Latency => println!(
+            "latency PACKET_IN -> FLOW_MOD: p50 {} us, p99 {} us, p99.9 {} us ({} samples)",
+            fmt_opt(report.latency_p50_us),
+            fmt_opt(report.latency_p99_us),
+            fmt_opt(report.latency_p999_us),
+            report.latency_samples
+        ),
+        Mode::Idle => {}
+    }
+    println!(
+        "controller sent {} FLOW_MODs, {} PACKET_OUTs; switches sent {} pipeline PACKET_INs, {} FLOW_REMOVED, {} ERRORs; {} flows at the end",
+        report.flow_mods,
+        report.packet_outs,
+        report.pipeline_packet_ins,
+        report.flow_removed,
+        report.errors_sent,
+        report.flows_at_end
+    );
+    if let Some(path) = args.json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(&path, text + "\n").map_err(|source| MainError::Json { path, source })?;
+    }
+    Ok(())
+}
+
+fn fmt_opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |x| x.to_string())
+}

@@ -1,0 +1,759 @@
+//! One emulated switch as a pure state machine: controller messages and
+//! frames in, messages to the controller and frames out of ports out. No
+//! I/O; the clock is passed in.
+//!
+//! On the wire it behaves like Open vSwitch 2.x speaking OpenFlow 1.3:
+//! unbuffered packet-ins (`n_buffers` 0, `OFP_NO_BUFFER`), 254 tables, a
+//! table-miss (priority 0, empty match) `output:CONTROLLER` gives reason
+//! `NO_MATCH`, any other flow's `output:CONTROLLER` gives `ACTION`, a miss
+//! without a table-miss entry drops the packet, unsupported requests get
+//! `OFPET_BAD_REQUEST`/`OFPBRC_BAD_TYPE` (group mods included: groups are
+//! not emulated).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use ofp::{
+    capabilities, port_no, port_state, Action, AggregateStats, BadRequestCode, ControllerRole,
+    DescStats, ErrorKind, ErrorMsg, FlowMod, Hello, HelloFailedCode, Instruction, Message,
+    MeterConfig, MeterMod, MeterModCommand, MeterModFailedCode, MeterStats, MultipartReply,
+    MultipartReplyBody, MultipartRequestBody, OfpMessage, PacketIn, PacketInReason, PacketOut,
+    PortDesc, PortStats, RoleMsg, SwitchConfig, SwitchFeatures, NO_BUFFER, OFP_VERSION,
+};
+
+use crate::frames;
+use crate::table::{FlowTable, N_TABLES};
+use crate::topo::{port_mac, SwitchSpec};
+
+/// Bytes of an offending request copied into an ERROR (as OVS: at least 64).
+const ERROR_DATA_LEN: usize = 64;
+/// Flow stats entries per multipart reply part.
+const FLOW_STATS_PER_PART: usize = 200;
+
+/// What handling a message or frame asks the I/O layer to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send a message to the controller.
+    Send(OfpMessage),
+    /// Send a frame out of a port.
+    Emit {
+        /// Port number.
+        port: u32,
+        /// The frame.
+        frame: Vec<u8>,
+    },
+}
+
+/// Counters of one switch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwitchCounters {
+    /// PACKET_INs sent by the pipeline (not load).
+    pub pipeline_packet_ins: u64,
+    /// FLOW_MODs received.
+    pub flow_mods: u64,
+    /// PACKET_OUTs received.
+    pub packet_outs: u64,
+    /// FLOW_REMOVEDs sent.
+    pub flow_removed: u64,
+    /// ERRORs sent.
+    pub errors_sent: u64,
+    /// ERRORs received from the controller.
+    pub errors_received: u64,
+    /// Frames dropped by the pipeline (no matching entry).
+    pub dropped: u64,
+}
+
+/// Per-port counters (for PORT_STATS).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PortCount {
+    rx_packets: u64,
+    rx_bytes: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+}
+
+/// One emulated switch.
+#[derive(Debug)]
+pub struct Switch {
+    /// Datapath id.
+    pub dpid: u64,
+    /// Its flow tables.
+    pub table: FlowTable,
+    /// Meters installed (METER_MOD).
+    pub meters: BTreeMap<u32, MeterMod>,
+    /// Current SET_CONFIG.
+    pub config: SwitchConfig,
+    /// Current role.
+    pub role: ControllerRole,
+    /// FEATURES_REPLY sent.
+    pub features_sent: bool,
+    /// PORT_DESC reply sent (the controller's handshake is complete then).
+    pub port_desc_sent: bool,
+    /// Counters.
+    pub counters: SwitchCounters,
+    ports: Vec<PortDesc>,
+    port_counts: BTreeMap<u32, PortCount>,
+    started: Instant,
+    next_xid: u32,
+}
+
+fn error(xid: u32, kind: ErrorKind, raw: &[u8]) -> Effect {
+    let data = raw
+        .get(..raw.len().min(ERROR_DATA_LEN))
+        .unwrap_or_default()
+        .to_vec();
+    Effect::Send(OfpMessage::new(
+        xid,
+        Message::Error(ErrorMsg::new(kind, data)),
+    ))
+}
+
+impl Switch {
+    /// A switch with the ports of `spec` (1 Gb/s copper, up).
+    pub fn new(index: usize, spec: &SwitchSpec, now: Instant) -> Switch {
+        let ports = spec
+            .ports
+            .iter()
+            .map(|&p| PortDesc {
+                port_no: p,
+                hw_addr: port_mac(index, p),
+                name: format!("s{}-eth{p}", spec.dpid),
+                config: 0,
+                state: port_state::LIVE,
+                curr: 0x820, // 1GB_FD | COPPER
+                advertised: 0,
+                supported: 0,
+                peer: 0,
+                curr_speed: 1_000_000,
+                max_speed: 1_000_000,
+            })
+            .collect();
+        Switch {
+            dpid: spec.dpid,
+            table: FlowTable::new(),
+            meters: BTreeMap::new(),
+            config: SwitchConfig {
+                flags: 0,
+                miss_send_len: 128,
+            },
+            role: ControllerRole::Equal,
+            features_sent: false,
+            port_desc_sent: false,
+            counters: SwitchCounters::default(),
+            ports,
+            port_counts: BTreeMap::new(),
+            started: now,
+            next_xid: 1,
+        }
+    }
+
+    /// The HELLO the switch opens with.
+    pub fn hello() -> OfpMessage {
+        OfpMessage::new(0, Message::Hello(Hello::of13()))
+    }
+
+    /// A fresh xid for switch-initiated messages.
+    pub fn xid(&mut self) -> u32 {
+        self.next_xid = self.next_xid.wrapping_add(1);
+        self.next_xid
+    }
+
+    /// Port numbers.
+    pub fn port_numbers(&self) -> Vec<u32> {
+        self.ports.iter().map(|p| p.port_no).collect()
+    }
+
+    /// Handles one message from the controller (`raw`: its bytes, for
+    /// ERROR data).
+    pub fn handle(&mut self, msg: OfpMessage, raw: &[u8], now: Instant) -> Vec<Effect> {
+        let xid = msg.xid;
+        let reply = |m: Message| vec![Effect::Send(OfpMessage::new(xid, m))];
+        match msg.body {
+            Message::Hello(h) => {
+                if h.supports(OFP_VERSION) {
+                    Vec::new()
+                } else {
+                    self.counters.errors_sent += 1;
+                    vec![error(
+                        xid,
+                        ErrorKind::HelloFailed(HelloFailedCode::Incompatible),
+                        raw,
+                    )]
+                }
+            }
+            Message::EchoRequest(d) => reply(Message::EchoReply(d)),
+            Message::EchoReply(_) => Vec::new(),
+            Message::Error(_) => {
+                self.counters.errors_received += 1;
+                Vec::new()
+            }
+            Message::FeaturesRequest => {
+                self.features_sent = true;
+                reply(Message::FeaturesReply(SwitchFeatures {
+                    datapath_id: self.dpid,
+                    n_buffers: 0,
+                    n_tables: N_TABLES,
+                    auxiliary_id: 0,
+                    capabilities: capabilities::FLOW_STATS
+                        | capabilities::TABLE_STATS
+                        | capabilities::PORT_STATS
+                        | capabilities::GROUP_STATS
+                        | capabilities::QUEUE_STATS,
+                }))
+            }
+            Message::GetConfigRequest => reply(Message::GetConfigReply(self.config)),
+            Message::SetConfig(c) => {
+                self.config = c;
+                Vec::new()
+            }
+            Message::BarrierRequest => reply(Message::BarrierReply),
+            Message::RoleRequest(r) => {
+                if r.role != ControllerRole::NoChange {
+                    self.role = r.role;
+                }
+                reply(Message::RoleReply(RoleMsg {
+                    role: self.role,
+                    generation_id: r.generation_id,
+                }))
+            }
+            Message::FlowMod(fm) => self.flow_mod(xid, &fm, raw, now),
+            Message::PacketOut(po) => self.packet_out(xid, po, raw, now),
+            Message::MeterMod(mm) => self.meter_mod(xid, mm, raw),
+            Message::MultipartRequest(req) => self.multipart(xid, req.body, raw, now),
+            Message::Experimenter(_) => {
+                self.counters.errors_sent += 1;
+                vec![error(
+                    xid,
+                    ErrorKind::BadRequest(BadRequestCode::BadExperimenter),
+                    raw,
+                )]
+            }
+            _ => {
+                self.counters.errors_sent += 1;
+                vec![error(
+                    xid,
+                    ErrorKind::BadRequest(BadRequestCode::BadType),
+                    raw,
+                )]
+            }
+        }
+    }
+
+    fn flow_mod(&mut self, xid: u32, fm: &FlowMod, raw: &[u8], now: Instant) -> Vec<Effect> {
+        self.counters.flow_mods += 1;
+        match self.table.apply(fm, now) {
+            Ok(removed) => {
+                let mut v: Vec<Effect> = removed
+                    .into_iter()
+                    .map(|r| {
+                        self.counters.flow_removed += 1;
+                        Effect::Send(OfpMessage::new(0, Message::FlowRemoved(r)))
+                    })
+                    .collect();
+                if fm.buffer_id != NO_BUFFER {
+                    // No packet is ever buffered (n_buffers = 0).
+                    self.counters.errors_sent += 1;
+                    v.push(error(
+                        xid,
+                        ErrorKind::BadRequest(BadRequestCode::BufferUnknown),
+                        raw,
+                    ));
+                }
+                v
+            }
+            Err(e) => {
+                self.counters.errors_sent += 1;
+                vec![error(xid, ErrorKind::FlowModFailed(e.code()), raw)]
+            }
+        }
+    }
+
+    fn packet_out(&mut self, xid: u32, po: PacketOut, raw: &[u8], now: Instant) -> Vec<Effect> {
+        self.counters.packet_outs += 1;
+        if po.buffer_id != NO_BUFFER {
+            self.counters.errors_sent += 1;
+            return vec![error(
+                xid,
+                ErrorKind::BadRequest(BadRequestCode::BufferUnknown),
+                raw,
+            )];
+        }
+        if frames::load_seq(&po.data).is_some() {
+            // Load frames end here: they were made up by the load
+            // generator and only count as answers.
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        self.run_actions(&po.actions, po.in_port, &po.data, None, now, &mut out);
+        out
+    }
+
+    fn meter_mod(&mut self, xid: u32, mm: MeterMod, raw: &[u8]) -> Vec<Effect> {
+        let code = match mm.command {
+            MeterModCommand::Add if self.meters.contains_key(&mm.meter_id) => {
+                Some(MeterModFailedCode::MeterExists)
+            }
+            MeterModCommand::Modify if !self.meters.contains_key(&mm.meter_id) => {
+                Some(MeterModFailedCode::UnknownMeter)
+            }
+            MeterModCommand::Add | MeterModCommand::Modify => {
+                self.meters.insert(mm.meter_id, mm);
+                None
+            }
+            MeterModCommand::Delete => {
+                if mm.meter_id == ofp::METER_ALL {
+                    self.meters.clear();
+                } else {
+                    self.meters.remove(&mm.meter_id);
+                }
+                None
+            }
+            MeterModCommand::Other(_) => Some(MeterModFailedCode::BadCommand),
+        };
+        match code {
+            Some(c) => {
+                self.counters.errors_sent += 1;
+                vec![error(xid, ErrorKind::MeterModFailed(c), raw)]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    fn multipart(
+        &mut self,
+        xid: u32,
+        body: MultipartRequestBody,
+        raw: &[u8],
+        now: Instant,
+    ) -> Vec<Effect> {
+        let one = |b: MultipartReplyBody| {
+            vec![Effect::Send(OfpMessage::new(
+                xid,
+                Message::MultipartReply(MultipartReply { flags: 0, body: b }),
+            ))]
+        };
+        let up = now.saturating_duration_since(self.started);
+        match body {
+            MultipartRequestBody::Desc => one(MultipartReplyBody::Desc(DescStats {
+                mfr_desc: "Nicira, Inc.".into(),
+                hw_desc: "Open vSwitch".into(),
+                sw_desc: format!("ofswarm {}", env!("CARGO_PKG_VERSION")),
+                serial_num: "None".into(),
+                dp_desc: format!("ofswarm dpid {:016x}", self.dpid),
+            })),
+            MultipartRequestBody::PortDesc => {
+                self.port_desc_sent = true;
+                one(MultipartReplyBody::PortDesc(self.ports.clone()))
+            }
+            MultipartRequestBody::Flow(req) => match self.table.stats(&req, now) {
+                Ok(stats) => {
+                    let parts: Vec<_> = stats.chunks(FLOW_STATS_PER_PART).collect();
+                    if parts.is_empty() {
+                        return one(MultipartReplyBody::Flow(Vec::new()));
+                    }
+                    let n = parts.len();
+                    parts
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, p)| {
+                            Effect::Send(OfpMessage::new(
+                                xid,
+                                Message::MultipartReply(MultipartReply {
+                                    flags: u16::from(i + 1 < n),
+                                    body: MultipartReplyBody::Flow(p.to_vec()),
+                                }),
+                            ))
+                        })
+                        .collect()
+                }
+                Err(_) => vec![error(
+                    xid,
+                    ErrorKind::BadRequest(BadRequestCode::BadLen),
+                    raw,
+                )],
+            },
+            MultipartRequestBody::Aggregate(req) => match self.table.stats(&req, now) {
+                Ok(stats) => one(MultipartReplyBody::Aggregate(AggregateStats {
+                    packet_count: stats.iter().map(|s| s.packet_count).sum(),
+                    byte_count: stats.iter().map(|s| s.byte_count).sum(),
+                    flow_count: u32::try_from(stats.len()).unwrap_or(u32::MAX),
+                })),
+                Err(_) => vec![error(
+                    xid,
+                    ErrorKind::BadRequest(BadRequestCode::BadLen),
+                    raw,
+                )],
+            },
+            MultipartRequestBody::PortStats { port_no: want } => {
+                let stats = self
+                    .ports
+                    .iter()
+                    .filter(|p| want == port_no::ANY || p.port_no == want)
+                    .map(|p| {
+                        let c = self
+                            .port_counts
+                            .get(&p.port_no)
+                            .copied()
+                            .unwrap_or_default();
+                        PortStats {
+                            port_no: p.port_no,
+                            rx_packets: c.rx_packets,
+                            tx_packets: c.tx_packets,
+                            rx_bytes: c.rx_bytes,
+                            tx_bytes: c.tx_bytes,
+                            rx_dropped: 0,
+                            tx_dropped: 0,
+                            rx_errors: 0,
+                            tx_errors: 0,
+                            rx_frame_err: 0,
+                            rx_over_err: 0,
+                            rx_crc_err: 0,
+                            collisions: 0,
+                            duration_sec: u32::try_from(up.as_secs()).unwrap_or(u32::MAX),
+                            duration_nsec: up.subsec_nanos(),
+                        }
+                    })
+                    .collect();
+                one(MultipartReplyBody::PortStats(stats))
+            }
+            MultipartRequestBody::Queue { .. } => one(MultipartReplyBody::Queue(Vec::new())),
+            MultipartRequestBody::Meter { meter_id } => {
+                let stats = self
+                    .meters
+                    .keys()
+                    .filter(|&&m| meter_id == ofp::METER_ALL || m == meter_id)
+                    .map(|&m| MeterStats {
+                        meter_id: m,
+                        flow_count: 0,
+                        packet_in_count: 0,
+                        byte_in_count: 0,
+                        duration_sec: u32::try_from(up.as_secs()).unwrap_or(u32::MAX),
+                        duration_nsec: up.subsec_nanos(),
+                        band_stats: Vec::new(),
+                    })
+                    .collect();
+                one(MultipartReplyBody::Meter(stats))
+            }
+            MultipartRequestBody::MeterConfig { meter_id } => {
+                let cfg = self
+                    .meters
+                    .values()
+                    .filter(|m| meter_id == ofp::METER_ALL || m.meter_id == meter_id)
+                    .map(|m| MeterConfig {
+                        flags: m.flags,
+                        meter_id: m.meter_id,
+                        bands: m.bands.clone(),
+                    })
+                    .collect();
+                one(MultipartReplyBody::MeterConfig(cfg))
+            }
+            _ => {
+                self.counters.errors_sent += 1;
+                vec![error(
+                    xid,
+                    ErrorKind::BadRequest(BadRequestCode::BadMultipart),
+                    raw,
+                )]
+            }
+        }
+    }
+
+    /// A PACKET_IN for `data` received at `in_port`.
+    pub fn packet_in(
+        &mut self,
+        reason: PacketInReason,
+        table_id: u8,
+        cookie: u64,
+        in_port: u32,
+        data: &[u8],
+        max_len: u16,
+    ) -> OfpMessage {
+        let keep = if max_len == ofp::CONTROLLER_MAX_LEN_NO_BUFFER {
+            data.len()
+        } else {
+            data.len().min(usize::from(max_len))
+        };
+        let xid = self.xid();
+        OfpMessage::new(
+            xid,
+            Message::PacketIn(PacketIn {
+                buffer_id: NO_BUFFER,
+                total_len: u16::try_from(data.len()).unwrap_or(u16::MAX),
+                reason,
+                table_id,
+                cookie,
+                match_: ofp::Match::new().in_port(in_port),
+                data: data.get(..keep).unwrap_or_default().to_vec(),
+            }),
+        )
+    }
+
+    /// A frame arrives at `in_port` (from a host or a peer switch): runs
+    /// the pipeline from table 0.
+    pub fn receive_frame(&mut self, in_port: u32, data: &[u8], now: Instant) -> Vec<Effect> {
+        let c = self.port_counts.entry(in_port).or_default();
+        c.rx_packets += 1;
+        c.rx_bytes += data.len() as u64;
+        let mut out = Vec::new();
+        self.pipeline(in_port, data, 0, now, &mut out);
+        out
+    }
+
+    fn pipeline(
+        &mut self,
+        in_port: u32,
+        data: &[u8],
+        first: u8,
+        now: Instant,
+        out: &mut Vec<Effect>,
+    ) {
+        let fields = frames::packet_fields(in_port, data);
+        let mut table = first;
+        let mut action_set: Vec<Action> = Vec::new();
+        loop {
+            let Some(e) = self.table.lookup(table, &fields, data.len(), now) else {
+                self.counters.dropped += 1;
+                break;
+            };
+            let miss = e.is_table_miss();
+            let cookie = e.cookie;
+            let instructions = e.instructions.clone();
+            let mut goto = None;
+            for i in &instructions {
+                match i {
+                    Instruction::ApplyActions(a) => {
+                        let ctx = Some((table, cookie, miss));
+                        self.run_actions(a, in_port, data, ctx, now, out);
+                    }
+                    Instruction::WriteActions(a) => action_set.extend(a.iter().cloned()),
+                    Instruction::ClearActions => action_set.clear(),
+                    Instruction::GotoTable(t) if *t > table => goto = Some(*t),
+                    _ => {}
+                }
+            }
+            match goto {
+                Some(t) => table = t,
+                None => {
+                    let ctx = Some((table, cookie, miss));
+                    self.run_actions(&action_set, in_port, data, ctx, now, out);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Executes output actions (others are ignored). `ctx`: the table,
+    /// cookie and table-miss-ness of the flow that runs them (None for a
+    /// PACKET_OUT).
+    fn run_actions(
+        &mut self,
+        actions: &[Action],
+        in_port: u32,
+        data: &[u8],
+        ctx: Option<(u8, u64, bool)>,
+        now: Instant,
+        out: &mut Vec<Effect>,
+    ) {
+        for a in actions {
+            let Action::Output { port, max_len } = a else {
+                continue;
+            };
+            match *port {
+                port_no::CONTROLLER => {
+                    let (table, cookie, miss) = ctx.unwrap_or((0, u64::MAX, false));
+                    let reason = if miss {
+                        PacketInReason::NoMatch
+                    } else {
+                        PacketInReason::Action
+                    };
+                    self.counters.pipeline_packet_ins += 1;
+                    let pin = self.packet_in(reason, table, cookie, in_port, data, *max_len);
+                    out.push(Effect::Send(pin));
+                }
+                port_no::TABLE if ctx.is_none() => self.pipeline(in_port, data, 0, now, out),
+                port_no::FLOOD | port_no::ALL => {
+                    for p in self.port_numbers() {
+                        if p != in_port {
+                            self.emit(p, data, out);
+                        }
+                    }
+                }
+                port_no::IN_PORT => self.emit(in_port, data, out),
+                // OpenFlow never sends a frame back out of its input
+                // port unless asked with OFPP_IN_PORT.
+                p if p <= port_no::MAX && p != in_port => self.emit(p, data, out),
+                _ => {}
+            }
+        }
+    }
+
+    fn emit(&mut self, port: u32, data: &[u8], out: &mut Vec<Effect>) {
+        if !self.ports.iter().any(|p| p.port_no == port) {
+            return;
+        }
+        let c = self.port_counts.entry(port).or_default();
+        c.tx_packets += 1;
+        c.tx_bytes += data.len() as u64;
+        out.push(Effect::Emit {
+            port,
+            frame: data.to_vec(),
+        });
+    }
+
+    /// Expires flows; FLOW_REMOVEDs to send.
+    pub fn expire(&mut self, now: Instant) -> Vec<Effect> {
+        self.table
+            .expire(now)
+            .into_iter()
+            .map(|r| {
+                self.counters.flow_removed += 1;
+                Effect::Send(OfpMessage::new(0, Message::FlowRemoved(r)))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topo::{TopoSpec, Topology};
+    use ofp::{FlowModCommand, Match};
+
+    fn sw() -> Switch {
+        let t = Topology::build(TopoSpec::Linear(2), 2, 1);
+        Switch::new(0, &t.switches[0], Instant::now())
+    }
+
+    fn sent(v: &[Effect]) -> Vec<&Message> {
+        v.iter()
+            .filter_map(|e| match e {
+                Effect::Send(m) => Some(&m.body),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn handshake_replies() {
+        let mut s = sw();
+        let now = Instant::now();
+        let r = s.handle(OfpMessage::new(5, Message::FeaturesRequest), &[], now);
+        assert!(matches!(sent(&r)[0], Message::FeaturesReply(f) if f.datapath_id == 1));
+        let r = s.handle(OfpMessage::new(6, Message::BarrierRequest), &[], now);
+        assert_eq!(sent(&r), vec![&Message::BarrierReply]);
+        let r = s.handle(
+            OfpMessage::new(
+                7,
+                Message::Other {
+                    msg_type: 16,
+                    body: vec![],
+                },
+            ),
+            &[4, 16, 0, 8, 0, 0, 0, 7],
+            now,
+        );
+        assert!(matches!(
+            sent(&r)[0],
+            Message::Error(e) if e.kind == ErrorKind::BadRequest(BadRequestCode::BadType)
+        ));
+    }
+
+    #[test]
+    fn lldp_flow_sends_action_packet_in_and_miss_sends_no_match() {
+        let mut s = sw();
+        let now = Instant::now();
+        let lldp = FlowMod {
+            priority: 65000,
+            cookie: 9,
+            match_: Match::new().eth_type(frames::ETH_TYPE_LLDP),
+            instructions: vec![Instruction::ApplyActions(vec![Action::output(
+                port_no::CONTROLLER,
+            )])],
+            ..FlowMod::default()
+        };
+        let miss = FlowMod {
+            command: FlowModCommand::Add,
+            instructions: vec![Instruction::ApplyActions(vec![Action::output(
+                port_no::CONTROLLER,
+            )])],
+            ..FlowMod::default()
+        };
+        s.handle(OfpMessage::new(1, Message::FlowMod(lldp)), &[], now);
+        let mut f = vec![0x01, 0x80, 0xc2, 0, 0, 0x0e, 2, 0, 0, 0, 0, 1, 0x88, 0xcc];
+        f.resize(60, 0);
+        let r = s.receive_frame(3, &f, now);
+        assert!(matches!(sent(&r)[0], Message::PacketIn(p)
+            if p.reason == PacketInReason::Action && p.cookie == 9 && p.in_port() == Some(3)));
+        let arp = frames::gratuitous_arp(ofp::MacAddr([2, 0, 0, 0, 0, 1]), [10, 0, 0, 1].into());
+        assert!(
+            s.receive_frame(1, &arp, now).is_empty(),
+            "no table-miss entry: drop"
+        );
+        s.handle(OfpMessage::new(2, Message::FlowMod(miss)), &[], now);
+        let r = s.receive_frame(1, &arp, now);
+        assert!(matches!(sent(&r)[0], Message::PacketIn(p) if p.reason == PacketInReason::NoMatch));
+    }
+
+    #[test]
+    fn meters_roles_echo_stats_and_unsupported_groups() {
+        let mut s = sw();
+        let now = Instant::now();
+        let mm = MeterMod {
+            command: MeterModCommand::Add,
+            flags: 0,
+            meter_id: 7,
+            bands: vec![],
+        };
+        assert!(s
+            .handle(OfpMessage::new(1, Message::MeterMod(mm.clone())), &[], now)
+            .is_empty());
+        let r = s.handle(OfpMessage::new(2, Message::MeterMod(mm.clone())), &[], now);
+        assert!(matches!(sent(&r)[0], Message::Error(e)
+            if e.kind == ErrorKind::MeterModFailed(MeterModFailedCode::MeterExists)));
+        let del = MeterMod {
+            command: MeterModCommand::Delete,
+            ..mm
+        };
+        s.handle(OfpMessage::new(3, Message::MeterMod(del)), &[], now);
+        assert!(s.meters.is_empty());
+
+        let role = RoleMsg {
+            role: ControllerRole::Master,
+            generation_id: 9,
+        };
+        let r = s.handle(OfpMessage::new(4, Message::RoleRequest(role)), &[], now);
+        assert_eq!(sent(&r), vec![&Message::RoleReply(role)]);
+        let r = s.handle(
+            OfpMessage::new(5, Message::EchoRequest(vec![1, 2])),
+            &[],
+            now,
+        );
+        assert_eq!(sent(&r), vec![&Message::EchoReply(vec![1, 2])]);
+
+        let fm = FlowMod {
+            priority: 3,
+            match_: ofp::Match::new().in_port(1),
+            ..FlowMod::default()
+        };
+        s.handle(OfpMessage::new(6, Message::FlowMod(fm)), &[], now);
+        let req = ofp::MultipartRequest::new(MultipartRequestBody::Flow(
+            ofp::FlowStatsRequest::default(),
+        ));
+        let r = s.handle(OfpMessage::new(7, Message::MultipartRequest(req)), &[], now);
+        assert!(
+            matches!(sent(&r)[0], Message::MultipartReply(MultipartReply {
+            body: MultipartReplyBody::Flow(f), ..
+        }) if f.len() == 1 && f[0].priority == 3)
+        );
+
+        let gm = ofp::GroupMod {
+            command: ofp::GroupModCommand::Add,
+            group_type: ofp::GroupType::All,
+            group_id: 1,
+            buckets: vec![],
+        };
+        let r = s.handle(OfpMessage::new(8, Message::GroupMod(gm)), &[], now);
+        assert!(matches!(sent(&r)[0], Message::Error(e)
+            if e.kind == ErrorKind::BadRequest(BadRequestCode::BadType)));
+    }
+}

@@ -1,0 +1,814 @@
+//! The flow tables of one emulated switch, with the FLOW_MOD semantics of
+//! OpenFlow 1.3.5 (§6.4) as Open vSwitch implements them:
+//!
+//! - `ADD` replaces an entry of the same table, priority and match (no
+//!   FLOW_REMOVED; counters kept unless `OFPFF_RESET_COUNTS`), refuses an
+//!   overlap when `OFPFF_CHECK_OVERLAP` is set;
+//! - `MODIFY` changes the instructions of every entry the match covers
+//!   (non-strict), `MODIFY_STRICT` of the entry with the same match and
+//!   priority; neither adds an entry when none matches (OpenFlow 1.1+);
+//!   both filter on `cookie`/`cookie_mask` and leave the cookie, timeouts,
+//!   flags and duration as they are (§6.4; OVS does not change the cookie
+//!   of OpenFlow 1.1+ modifies either);
+//! - `DELETE` removes every entry the match covers, `DELETE_STRICT` the one
+//!   with the same match and priority; both filter on the cookie mask,
+//!   `out_port` and `out_group`; table `OFPTT_ALL` means every table;
+//! - idle and hard timeouts expire entries; a FLOW_REMOVED is produced only
+//!   for entries with `OFPFF_SEND_FLOW_REM` (also on delete).
+//!
+//! Matches compare field by field, independent of wire order. A field is
+//! (class, field) plus value and mask (all ones when unmasked).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use ofp::{
+    flow_mod_flags, Action, FlowMod, FlowModCommand, FlowModFailedCode, FlowRemoved,
+    FlowRemovedReason, FlowStats, FlowStatsRequest, Instruction, Match, OxmField, TABLE_ALL,
+};
+
+/// Number of flow tables of the emulated switch.
+pub const N_TABLES: u8 = 254;
+
+/// Why a FLOW_MOD was refused (mapped to `OFPET_FLOW_MOD_FAILED` codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FlowModError {
+    /// `OFPFMFC_BAD_TABLE_ID`.
+    #[error("bad table id {0}")]
+    BadTableId(u8),
+    /// `OFPFMFC_OVERLAP`.
+    #[error("overlapping entry (CHECK_OVERLAP)")]
+    Overlap,
+    /// `OFPFMFC_BAD_COMMAND`.
+    #[error("bad command {0}")]
+    BadCommand(u8),
+    /// A match field could not be encoded.
+    #[error("unencodable match field")]
+    BadMatch,
+}
+
+impl FlowModError {
+    /// The OpenFlow error code.
+    pub fn code(self) -> FlowModFailedCode {
+        match self {
+            FlowModError::BadTableId(_) => FlowModFailedCode::BadTableId,
+            FlowModError::Overlap => FlowModFailedCode::Overlap,
+            FlowModError::BadCommand(_) => FlowModFailedCode::BadCommand,
+            FlowModError::BadMatch => FlowModFailedCode::Unknown,
+        }
+    }
+}
+
+/// One normalised match field: OXM class and field number, value, mask.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FieldKey {
+    /// OXM class and field number (`class << 8 | field`).
+    pub id: u32,
+    /// Value (already masked).
+    pub value: Vec<u8>,
+    /// Mask (all ones when the field is exact).
+    pub mask: Vec<u8>,
+}
+
+/// Normalises one OXM field through its wire encoding.
+pub fn field_key(f: &OxmField) -> Option<FieldKey> {
+    let mut b = Vec::with_capacity(24);
+    f.encode(&mut b).ok()?;
+    let class = u16::from_be_bytes([*b.first()?, *b.get(1)?]);
+    let fb = *b.get(2)?;
+    let len = usize::from(*b.get(3)?);
+    let payload = b.get(4..4 + len)?;
+    let has_mask = fb & 1 == 1;
+    let (value, mask) = if has_mask {
+        let (v, m) = payload.split_at(len / 2);
+        (v.to_vec(), m.to_vec())
+    } else {
+        (payload.to_vec(), vec![0xff; len])
+    };
+    let value = value.iter().zip(&mask).map(|(v, m)| v & m).collect();
+    Some(FieldKey {
+        id: (u32::from(class) << 8) | u32::from(fb >> 1),
+        value,
+        mask,
+    })
+}
+
+/// A match as a sorted list of normalised fields.
+pub fn normalise(m: &Match) -> Result<Vec<FieldKey>, FlowModError> {
+    let mut v = m
+        .fields
+        .iter()
+        .map(|f| field_key(f).ok_or(FlowModError::BadMatch))
+        .collect::<Result<Vec<_>, _>>()?;
+    v.sort();
+    Ok(v)
+}
+
+/// Whether `entry` is covered by (equal to or more specific than) `req`:
+/// every field of `req` is in `entry` with a mask at least as wide and the
+/// same value under `req`'s mask.
+fn covers(req: &[FieldKey], entry: &[FieldKey]) -> bool {
+    req.iter().all(|r| {
+        entry.iter().any(|e| {
+            e.id == r.id
+                && e.mask.len() == r.mask.len()
+                && e.mask.iter().zip(&r.mask).all(|(em, rm)| em & rm == *rm)
+                && e.value
+                    .iter()
+                    .zip(&r.value)
+                    .zip(&r.mask)
+                    .all(|((ev, rv), rm)| ev & rm == *rv)
+        })
+    })
+}
+
+/// Whether two matches can match a common packet (the fields they share
+/// agree under both masks).
+fn overlaps(a: &[FieldKey], b: &[FieldKey]) -> bool {
+    a.iter().all(|x| {
+        b.iter().filter(|y| y.id == x.id).all(|y| {
+            x.value
+                .iter()
+                .zip(&y.value)
+                .zip(x.mask.iter().zip(&y.mask))
+                .all(|((xv, yv), (xm, ym))| (xv & xm & ym) == (yv & xm & ym))
+        })
+    })
+}
+
+/// Whether a packet (its exact fields) matches a flow's fields.
+pub fn packet_matches(flow: &[FieldKey], packet: &[FieldKey]) -> bool {
+    flow.iter().all(|f| {
+        packet.iter().any(|p| {
+            p.id == f.id
+                && p.value.len() == f.value.len()
+                && p.value
+                    .iter()
+                    .zip(&f.value)
+                    .zip(&f.mask)
+                    .all(|((pv, fv), m)| pv & m == *fv)
+        })
+    })
+}
+
+/// One flow entry.
+#[derive(Debug, Clone)]
+pub struct FlowEntry {
+    /// Table.
+    pub table_id: u8,
+    /// Priority.
+    pub priority: u16,
+    /// Match as sent.
+    pub match_: Match,
+    /// Normalised match.
+    pub key: Vec<FieldKey>,
+    /// Cookie.
+    pub cookie: u64,
+    /// Idle timeout, seconds (0: none).
+    pub idle_timeout: u16,
+    /// Hard timeout, seconds (0: none).
+    pub hard_timeout: u16,
+    /// `OFPFF_*` flags.
+    pub flags: u16,
+    /// Instructions.
+    pub instructions: Vec<Instruction>,
+    /// When it was added.
+    pub created: Instant,
+    /// When a packet last matched it (or it was added).
+    pub last_used: Instant,
+    /// Packets matched.
+    pub packet_count: u64,
+    /// Bytes matched.
+    pub byte_count: u64,
+}
+
+impl FlowEntry {
+    fn outputs_to(&self, port: u32) -> bool {
+        self.actions()
+            .any(|a| matches!(a, Action::Output { port: p, .. } if *p == port))
+    }
+    fn outputs_to_group(&self, group: u32) -> bool {
+        self.actions()
+            .any(|a| matches!(a, Action::Group(g) if *g == group))
+    }
+    fn actions(&self) -> impl Iterator<Item = &Action> {
+        self.instructions.iter().flat_map(|i| match i {
+            Instruction::ApplyActions(a) | Instruction::WriteActions(a) => a.as_slice(),
+            _ => &[],
+        })
+    }
+    /// Whether it is a table-miss entry (priority 0, empty match).
+    pub fn is_table_miss(&self) -> bool {
+        self.priority == 0 && self.key.is_empty()
+    }
+
+    fn removed(&self, reason: FlowRemovedReason, now: Instant) -> FlowRemoved {
+        let d = now.saturating_duration_since(self.created);
+        FlowRemoved {
+            cookie: self.cookie,
+            priority: self.priority,
+            reason,
+            table_id: self.table_id,
+            duration_sec: u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+            duration_nsec: d.subsec_nanos(),
+            idle_timeout: self.idle_timeout,
+            hard_timeout: self.hard_timeout,
+            packet_count: self.packet_count,
+            byte_count: self.byte_count,
+            match_: self.match_.clone(),
+        }
+    }
+
+    fn stats(&self, now: Instant) -> FlowStats {
+        let d = now.saturating_duration_since(self.created);
+        FlowStats {
+            table_id: self.table_id,
+            duration_sec: u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+            duration_nsec: d.subsec_nanos(),
+            priority: self.priority,
+            idle_timeout: self.idle_timeout,
+            hard_timeout: self.hard_timeout,
+            flags: self.flags,
+            cookie: self.cookie,
+            packet_count: self.packet_count,
+            byte_count: self.byte_count,
+            match_: self.match_.clone(),
+            instructions: self.instructions.clone(),
+        }
+    }
+}
+
+/// Identity of an entry: table, priority, normalised match.
+type EntryKey = (u8, u16, Vec<FieldKey>);
+
+/// The flow tables of a switch. Entries are kept in the order they were
+/// first added; an index finds the entry of a (table, priority, match) in
+/// constant time (ADD and the strict commands).
+#[derive(Debug, Default)]
+pub struct FlowTable {
+    entries: BTreeMap<u64, FlowEntry>,
+    index: HashMap<EntryKey, u64>,
+    next_id: u64,
+}
+
+fn cookie_ok(entry: u64, cookie: u64, mask: u64) -> bool {
+    entry & mask == cookie & mask
+}
+
+fn entry_key(e: &FlowEntry) -> EntryKey {
+    (e.table_id, e.priority, e.key.clone())
+}
+
+impl FlowTable {
+    /// Empty tables.
+    pub fn new() -> Self {
+        FlowTable::default()
+    }
+
+    /// Number of entries in all tables.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// All entries, oldest first.
+    pub fn entries(&self) -> Vec<&FlowEntry> {
+        self.entries.values().collect()
+    }
+
+    fn remove_ids(&mut self, ids: &[u64]) -> Vec<FlowEntry> {
+        let mut v = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(e) = self.entries.remove(id) {
+                self.index.remove(&entry_key(&e));
+                v.push(e);
+            }
+        }
+        v
+    }
+
+    /// Applies a FLOW_MOD; returns the FLOW_REMOVED messages it causes.
+    pub fn apply(&mut self, fm: &FlowMod, now: Instant) -> Result<Vec<FlowRemoved>, FlowModError> {
+        let key = normalise(&fm.match_)?;
+        let strict_id = self
+            .index
+            .get(&(fm.table_id, fm.priority, key.clone()))
+            .copied();
+        match fm.command {
+            FlowModCommand::Add => {
+                if fm.table_id >= N_TABLES {
+                    return Err(FlowModError::BadTableId(fm.table_id));
+                }
+                if fm.flags & flow_mod_flags::CHECK_OVERLAP != 0
+                    && self.entries.values().any(|e| {
+                        e.table_id == fm.table_id
+                            && e.priority == fm.priority
+                            && e.key != key
+                            && overlaps(&e.key, &key)
+                    })
+                {
+                    return Err(FlowModError::Overlap);
+                }
+                let mut entry = FlowEntry {
+                    table_id: fm.table_id,
+                    priority: fm.priority,
+                    match_: fm.match_.clone(),
+                    key,
+                    cookie: fm.cookie,
+                    idle_timeout: fm.idle_timeout,
+                    hard_timeout: fm.hard_timeout,
+                    flags: fm.flags,
+                    instructions: fm.instructions.clone(),
+                    created: now,
+                    last_used: now,
+                    packet_count: 0,
+                    byte_count: 0,
+                };
+                match strict_id.and_then(|id| self.entries.get_mut(&id)) {
+                    Some(old) => {
+                        if fm.flags & flow_mod_flags::RESET_COUNTS == 0 {
+                            entry.packet_count = old.packet_count;
+                            entry.byte_count = old.byte_count;
+                        }
+                        *old = entry;
+                    }
+                    None => {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        self.index.insert(entry_key(&entry), id);
+                        self.entries.insert(id, entry);
+                    }
+                }
+                Ok(Vec::new())
+            }
+            FlowModCommand::Modify | FlowModCommand::ModifyStrict => {
+                if fm.table_id >= N_TABLES {
+                    return Err(FlowModError::BadTableId(fm.table_id));
+                }
+                let ids: Vec<u64> = if fm.command == FlowModCommand::ModifyStrict {
+                    strict_id.into_iter().collect()
+                } else {
+                    self.entries
+                        .iter()
+                        .filter(|(_, e)| e.table_id == fm.table_id && covers(&key, &e.key))
+                        .map(|(id, _)| *id)
+                        .collect()
+                };
+                for id in ids {
+                    let Some(e) = self.entries.get_mut(&id) else {
+                        continue;
+                    };
+                    if !cookie_ok(e.cookie, fm.cookie, fm.cookie_mask) {
+                        continue;
+                    }
+                    e.instructions = fm.instructions.clone();
+                    if fm.flags & flow_mod_flags::RESET_COUNTS != 0 {
+                        e.packet_count = 0;
+                        e.byte_count = 0;
+                    }
+                }
+                Ok(Vec::new())
+            }
+            FlowModCommand::Delete | FlowModCommand::DeleteStrict => {
+                let filter = |e: &FlowEntry| {
+                    cookie_ok(e.cookie, fm.cookie, fm.cookie_mask)
+                        && (fm.out_port == ofp::port_no::ANY || e.outputs_to(fm.out_port))
+                        && (fm.out_group == ofp::GROUP_ANY || e.outputs_to_group(fm.out_group))
+                };
+                let ids: Vec<u64> = if fm.command == FlowModCommand::DeleteStrict {
+                    // Strict with OFPTT_ALL: the same match and priority in
+                    // any table.
+                    if fm.table_id == TABLE_ALL {
+                        self.entries
+                            .iter()
+                            .filter(|(_, e)| e.priority == fm.priority && e.key == key && filter(e))
+                            .map(|(id, _)| *id)
+                            .collect()
+                    } else {
+                        strict_id
+                            .filter(|id| self.entries.get(id).is_some_and(filter))
+                            .into_iter()
+                            .collect()
+                    }
+                } else {
+                    self.entries
+                        .iter()
+                        .filter(|(_, e)| {
+                            (fm.table_id == TABLE_ALL || e.table_id == fm.table_id)
+                                && covers(&key, &e.key)
+                                && filter(e)
+                        })
+                        .map(|(id, _)| *id)
+                        .collect()
+                };
+                Ok(self
+                    .remove_ids(&ids)
+                    .iter()
+                    .filter(|e| e.flags & flow_mod_flags::SEND_FLOW_REM != 0)
+                    .map(|e| e.removed(FlowRemovedReason::Delete, now))
+                    .collect())
+            }
+            FlowModCommand::Other(c) => Err(FlowModError::BadCommand(c)),
+        }
+    }
+
+    /// Removes entries whose idle or hard timeout passed; returns the
+    /// FLOW_REMOVED messages of those with `OFPFF_SEND_FLOW_REM`.
+    pub fn expire(&mut self, now: Instant) -> Vec<FlowRemoved> {
+        let secs = |s: u16| Duration::from_secs(u64::from(s));
+        let mut why = Vec::new();
+        for (id, e) in &self.entries {
+            if e.hard_timeout != 0
+                && now.saturating_duration_since(e.created) >= secs(e.hard_timeout)
+            {
+                why.push((*id, FlowRemovedReason::HardTimeout));
+            } else if e.idle_timeout != 0
+                && now.saturating_duration_since(e.last_used) >= secs(e.idle_timeout)
+            {
+                why.push((*id, FlowRemovedReason::IdleTimeout));
+            }
+        }
+        let mut removed = Vec::new();
+        for (id, reason) in why {
+            for e in self.remove_ids(&[id]) {
+                if e.flags & flow_mod_flags::SEND_FLOW_REM != 0 {
+                    removed.push(e.removed(reason, now));
+                }
+            }
+        }
+        removed
+    }
+
+    /// The highest-priority entry of `table_id` matching a packet (its
+    /// exact fields); counts the packet. Among equal priorities the
+    /// earliest added wins (OpenFlow leaves it undefined).
+    pub fn lookup(
+        &mut self,
+        table_id: u8,
+        packet: &[FieldKey],
+        len: usize,
+        now: Instant,
+    ) -> Option<&FlowEntry> {
+        let mut best: Option<(u64, u16)> = None;
+        for (id, e) in &self.entries {
+            if e.table_id != table_id || !packet_matches(&e.key, packet) {
+                continue;
+            }
+            if best.is_none_or(|(_, p)| e.priority > p) {
+                best = Some((*id, e.priority));
+            }
+        }
+        let e = self.entries.get_mut(&best?.0)?;
+        e.packet_count += 1;
+        e.byte_count += len as u64;
+        e.last_used = now;
+        Some(e)
+    }
+
+    /// The entries a flow stats request selects.
+    pub fn stats(
+        &self,
+        req: &FlowStatsRequest,
+        now: Instant,
+    ) -> Result<Vec<FlowStats>, FlowModError> {
+        let key = normalise(&req.match_)?;
+        Ok(self
+            .entries
+            .values()
+            .filter(|e| {
+                (req.table_id == TABLE_ALL || e.table_id == req.table_id)
+                    && cookie_ok(e.cookie, req.cookie, req.cookie_mask)
+                    && (req.out_port == ofp::port_no::ANY || e.outputs_to(req.out_port))
+                    && (req.out_group == ofp::GROUP_ANY || e.outputs_to_group(req.out_group))
+                    && covers(&key, &e.key)
+            })
+            .map(|e| e.stats(now))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ofp::{port_no, MacAddr};
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 0, n])
+    }
+
+    fn add(table: u8, prio: u16, m: Match, port: u32) -> FlowMod {
+        FlowMod {
+            table_id: table,
+            priority: prio,
+            match_: m,
+            instructions: vec![Instruction::ApplyActions(vec![Action::output(port)])],
+            ..FlowMod::default()
+        }
+    }
+
+    fn pkt(m: Match) -> Vec<FieldKey> {
+        normalise(&m).unwrap()
+    }
+
+    fn out_of(e: &FlowEntry) -> Option<u32> {
+        e.actions().find_map(|a| match a {
+            Action::Output { port, .. } => Some(*port),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn add_replaces_same_match_and_priority_in_any_field_order() {
+        let now = Instant::now();
+        let mut t = FlowTable::new();
+        t.apply(&add(0, 10, Match::new().in_port(1).eth_dst(mac(2)), 5), now)
+            .unwrap();
+        // Same fields, other order: the same match.
+        t.apply(&add(0, 10, Match::new().eth_dst(mac(2)).in_port(1), 6), now)
+            .unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(out_of(t.entries()[0]), Some(6));
+        // Other priority: a second entry.
+        t.apply(&add(0, 11, Match::new().in_port(1).eth_dst(mac(2)), 7), now)
+            .unwrap();
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn add_keeps_counters_unless_reset_counts() {
+        let now = Instant::now();
+        let mut t = FlowTable::new();
+        let m = Match::new().in_port(1);
+        t.apply(&add(0, 1, m.clone(), 2), now).unwrap();
+        t.lookup(0, &pkt(Match::new().in_port(1)), 60, now).unwrap();
+        t.apply(&add(0, 1, m.clone(), 3), now).unwrap();
+        assert_eq!(t.entries()[0].packet_count, 1);
+        let mut fm = add(0, 1, m, 3);
+        fm.flags = flow_mod_flags::RESET_COUNTS;
+        t.apply(&fm, now).unwrap();
+        assert_eq!(t.entries()[0].packet_count, 0);
+    }
+
+    #[test]
+    fn check_overlap_refuses_overlapping_add() {
+        let now = Instant::now();
+        let mut t = FlowTable::new();
+        t.apply(&add(0, 5, Match::new().in_port(1), 2), now)
+            .unwrap();
+        let mut fm = add(0, 5, Match::new().eth_dst(mac(1)), 2);
+        fm.flags = flow_mod_flags::CHECK_OVERLAP;
+        assert_eq!(t.apply(&fm, now), Err(FlowModError::Overlap));
+        // Disjoint in_port: no overlap.
+        let mut fm = add(0, 5, Match::new().in_port(2).eth_dst(mac(1)), 2);
+        fm.flags = flow_mod_flags::CHECK_OVERLAP;
+        assert!(t.apply(&fm, now).is_ok());
+    }
+
+    #[test]
+    fn modify_is_non_strict_and_modify_strict_is_exact() {
+        let now = Instant::now();
+        let mut t = FlowTable::new();
+        t.apply(&add(1, 10, Match::new().in_port(1).eth_dst(mac(2)), 5), now)
+            .unwrap();
+        t.apply(&add(1, 20, Match::new().in_port(1), 5), now)
+            .unwrap();
+        t.apply(&add(1, 20, Match::new().in_port(2), 5), now)
+            .unwrap();
+        // Non-strict MODIFY on in_port=1 touches both in_port=1 entries
+        // whatever their priority.
+        let mut fm = add(1, 0, Match::new().in_port(1), 9);
+        fm.command = FlowModCommand::Modify;
+        t.apply(&fm, now).unwrap();
+        let outs: Vec<_> = t.entries().into_iter().map(out_of).collect();
+        assert_eq!(outs, vec![Some(9), Some(9), Some(5)]);
+        // MODIFY_STRICT needs the same priority and match.
+        let mut fm = add(1, 10, Match::new().in_port(1), 7);
+        fm.command = FlowModCommand::ModifyStrict;
+        t.apply(&fm, now).unwrap();
+        assert_eq!(
+            t.entries().iter().filter(|e| out_of(e) == Some(7)).count(),
+            0
+        );
+        let mut fm = add(1, 20, Match::new().in_port(1), 7);
+        fm.command = FlowModCommand::ModifyStrict;
+        t.apply(&fm, now).unwrap();
+        let outs: Vec<_> = t.entries().into_iter().map(out_of).collect();
+        assert_eq!(outs, vec![Some(9), Some(7), Some(5)]);
+        // The cookie stays.
+        assert!(t.entries().iter().all(|e| e.cookie == 0));
+        let mut fm = add(1, 20, Match::new().in_port(1), 6);
+        fm.command = FlowModCommand::ModifyStrict;
+        fm.cookie = 5;
+        t.apply(&fm, now).unwrap();
+        assert_eq!(t.entries()[1].cookie, 0);
+        assert_eq!(out_of(t.entries()[1]), Some(6));
+        // MODIFY matching nothing adds nothing (OpenFlow 1.1+).
+        let mut fm = add(1, 20, Match::new().in_port(3), 7);
+        fm.command = FlowModCommand::Modify;
+        t.apply(&fm, now).unwrap();
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn delete_filters_on_cookie_mask_and_out_port_in_all_tables() {
+        let now = Instant::now();
+        let mut t = FlowTable::new();
+        for (table, cookie, port) in [(0, 0x1_0001, 1), (1, 0x1_0002, 2), (2, 0x2_0001, 1)] {
+            let mut fm = add(table, 10, Match::new().in_port(port + 10), port);
+            fm.cookie = cookie;
+            t.apply(&fm, now).unwrap();
+        }
+        // Kind 1 (upper bits), out_port 1: only the first entry.
+        let del = FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: TABLE_ALL,
+            cookie: 0x1_0000,
+            cookie_mask: 0xffff_0000,
+            out_port: 1,
+            ..FlowMod::default()
+        };
+        t.apply(&del, now).unwrap();
+        assert_eq!(t.len(), 2);
+        assert!(t.entries().iter().all(|e| e.cookie != 0x1_0001));
+        // Cookie mask 0: every cookie; any port; all tables.
+        let del = FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: TABLE_ALL,
+            out_port: port_no::ANY,
+            ..FlowMod::default()
+        };
+        t.apply(&del, now).unwrap();
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn delete_non_strict_covers_more_specific_entries_only() {
+        let now = Instant::now();
+        let mut t = FlowTable::new();
+        t.apply(&add(0, 10, Match::new().in_port(1).eth_dst(mac(2)), 5), now)
+            .unwrap();
+        t.apply(&add(0, 10, Match::new().eth_dst(mac(2)), 5), now)
+            .unwrap();
+        t.apply(&add(0, 10, Match::new().in_port(1), 5), now)
+            .unwrap();
+        let del = FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: 0,
+            match_: Match::new().eth_dst(mac(2)),
+            ..FlowMod::default()
+        };
+        t.apply(&del, now).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.entries()[0].match_, Match::new().in_port(1));
+    }
+
+    #[test]
+    fn delete_strict_needs_priority_and_exact_match() {
+        let now = Instant::now();
+        let mut t = FlowTable::new();
+        let mut fm = add(0, 10, Match::new().in_port(1).eth_dst(mac(2)), 5);
+        fm.flags = flow_mod_flags::SEND_FLOW_REM;
+        fm.cookie = 42;
+        t.apply(&fm, now).unwrap();
+        let mut del = FlowMod {
+            command: FlowModCommand::DeleteStrict,
+            table_id: 0,
+            priority: 11,
+            match_: Match::new().eth_dst(mac(2)).in_port(1),
+            ..FlowMod::default()
+        };
+        assert!(t.apply(&del, now).unwrap().is_empty());
+        del.match_ = Match::new().eth_dst(mac(2));
+        del.priority = 10;
+        assert!(t.apply(&del, now).unwrap().is_empty());
+        assert_eq!(t.len(), 1);
+        del.match_ = Match::new().eth_dst(mac(2)).in_port(1);
+        let removed = t.apply(&del, now).unwrap();
+        assert!(t.is_empty());
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].reason, FlowRemovedReason::Delete);
+        assert_eq!(removed[0].cookie, 42);
+    }
+
+    #[test]
+    fn idle_timeout_sends_flow_removed_only_with_the_flag() {
+        let t0 = Instant::now();
+        let mut t = FlowTable::new();
+        let mut with = add(1, 200, Match::new().in_port(1), 2);
+        with.idle_timeout = 10;
+        with.flags = flow_mod_flags::SEND_FLOW_REM;
+        with.cookie = 7;
+        let mut without = add(1, 200, Match::new().in_port(2), 2);
+        without.idle_timeout = 10;
+        t.apply(&with, t0).unwrap();
+        t.apply(&without, t0).unwrap();
+        // A packet at 6 s keeps the first alive until 16 s.
+        t.lookup(
+            1,
+            &pkt(Match::new().in_port(1)),
+            64,
+            t0 + Duration::from_secs(6),
+        )
+        .unwrap();
+        let r = t.expire(t0 + Duration::from_secs(10));
+        assert!(r.is_empty(), "the unflagged flow expires silently");
+        assert_eq!(t.len(), 1);
+        let r = t.expire(t0 + Duration::from_secs(16));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].reason, FlowRemovedReason::IdleTimeout);
+        assert_eq!(r[0].cookie, 7);
+        assert_eq!(r[0].packet_count, 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn hard_timeout_expires_even_when_used() {
+        let t0 = Instant::now();
+        let mut t = FlowTable::new();
+        let mut fm = add(0, 1, Match::new(), 2);
+        fm.hard_timeout = 2;
+        fm.flags = flow_mod_flags::SEND_FLOW_REM;
+        t.apply(&fm, t0).unwrap();
+        t.lookup(0, &[], 64, t0 + Duration::from_secs(1)).unwrap();
+        let r = t.expire(t0 + Duration::from_secs(2));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].reason, FlowRemovedReason::HardTimeout);
+    }
+
+    #[test]
+    fn lookup_takes_the_highest_priority_match() {
+        let now = Instant::now();
+        let mut t = FlowTable::new();
+        t.apply(&add(0, 0, Match::new(), port_no::CONTROLLER), now)
+            .unwrap();
+        t.apply(&add(0, 100, Match::new().eth_dst(mac(2)), 3), now)
+            .unwrap();
+        t.apply(
+            &add(0, 200, Match::new().in_port(1).eth_dst(mac(2)), 4),
+            now,
+        )
+        .unwrap();
+        t.apply(&add(0, 300, Match::new().eth_dst(mac(9)), 5), now)
+            .unwrap();
+        let p = |port| pkt(Match::new().in_port(port).eth_dst(mac(2)).eth_src(mac(1)));
+        assert_eq!(out_of(t.lookup(0, &p(1), 60, now).unwrap()), Some(4));
+        assert_eq!(out_of(t.lookup(0, &p(2), 60, now).unwrap()), Some(3));
+        let miss = t
+            .lookup(0, &pkt(Match::new().in_port(2).eth_dst(mac(3))), 60, now)
+            .unwrap();
+        assert!(miss.is_table_miss());
+        // Another table: nothing.
+        assert!(t.lookup(1, &p(1), 60, now).is_none());
+    }
+
+    #[test]
+    fn masked_match_covers_and_matches() {
+        let now = Instant::now();
+        let mut t = FlowTable::new();
+        let mcast = MacAddr([1, 0, 0, 0, 0, 0]);
+        t.apply(
+            &add(
+                2,
+                10,
+                Match::new().with(OxmField::EthDst {
+                    addr: mcast,
+                    mask: Some(mcast),
+                }),
+                1,
+            ),
+            now,
+        )
+        .unwrap();
+        let b = pkt(Match::new().eth_dst(MacAddr::BROADCAST));
+        assert!(t.lookup(2, &b, 60, now).is_some());
+        assert!(t
+            .lookup(2, &pkt(Match::new().eth_dst(mac(2))), 60, now)
+            .is_none());
+    }
+
+    #[test]
+    fn flow_stats_filter_like_delete() {
+        let now = Instant::now();
+        let mut t = FlowTable::new();
+        t.apply(&add(0, 1, Match::new().in_port(1), 2), now)
+            .unwrap();
+        t.apply(&add(1, 1, Match::new().in_port(1), 3), now)
+            .unwrap();
+        let all = t.stats(&FlowStatsRequest::default(), now).unwrap();
+        assert_eq!(all.len(), 2);
+        let req = FlowStatsRequest {
+            table_id: 1,
+            ..FlowStatsRequest::default()
+        };
+        assert_eq!(t.stats(&req, now).unwrap().len(), 1);
+        let req = FlowStatsRequest {
+            out_port: 2,
+            ..FlowStatsRequest::default()
+        };
+        assert_eq!(t.stats(&req, now).unwrap()[0].table_id, 0);
+    }
+}

@@ -1,0 +1,209 @@
+//! ofswarm against the real Shoal controller (started in this process on
+//! free ports, as the workspace's wire tests do): every switch completes
+//! the handshake, LLDP finds the linear topology's links (read from
+//! `GET /api/v1/links`), and both load modes get answers matched to their
+//! PACKET_INs. No speed threshold.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal_controller::app;
+use shoal_controller::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const READER_TOKEN: &str = "ofswarm-test-reader-token-4f2a9c";
+
+/// A directory of its own, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!("ofswarm-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(p.join("hosts")).expect("temp dir");
+        TempDir(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start_controller(dir: &Path) -> app::Running {
+    let token = dir.join("reader.token");
+    std::fs::write(&token, format!("{READER_TOKEN}\n")).expect("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let cfg = Config::from_toml(&format!(
+        r#"
+of_listen = "127.0.0.1:0"
+api_listen = "127.0.0.1:0"
+db = ":memory:"
+[topology]
+lldp_interval_s = 0.5
+port_confirm_s = 1.0
+[monitor]
+interval_s = 2.0
+[auth]
+host_tokens_dir = "{hosts}"
+operators = [ {{ name = "noc", role = "read", token_file = "{token}" }} ]
+"#,
+        hosts = dir.join("hosts").display(),
+        token = token.display(),
+    ))
+    .expect("config");
+    app::start(cfg.validate().expect("valid config"))
+        .await
+        .expect("controller starts")
+}
+
+/// GET `path` from the API with the reader token; the JSON body.
+async fn api_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("api");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {READER_TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "GET {path}: {text}");
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or_default();
+    // The API answers with Content-Length (no chunking) for these.
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+fn ofswarm(of: std::net::SocketAddr, mode: &str, json: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ofswarm"))
+        .args([
+            "--controller",
+            &of.to_string(),
+            "--topo",
+            "linear:3",
+            "--hosts",
+            "4",
+            "--mode",
+            mode,
+            "--duration",
+            "10",
+            "--warmup",
+            "3",
+            "--json",
+        ])
+        .arg(json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ofswarm starts")
+}
+
+async fn finish(child: std::process::Child, json: &Path) -> serde_json::Value {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("ofswarm ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(out.status.success(), "ofswarm failed: {stdout}");
+    let text = std::fs::read_to_string(json).expect("json written");
+    serde_json::from_str(&text).expect("json parses")
+}
+
+fn n(v: &serde_json::Value, k: &str) -> u64 {
+    v.get(k)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+fn check_answers(r: &serde_json::Value) {
+    assert_eq!(
+        n(r, "handshakes"),
+        3,
+        "every switch completed the handshake"
+    );
+    assert!(n(r, "responses") > 0, "answers: {r}");
+    assert_eq!(
+        n(r, "responses"),
+        n(r, "responses_by_flow_mod") + n(r, "responses_by_packet_out")
+    );
+    assert!(n(r, "responses") <= n(r, "packet_ins"));
+    assert!(n(r, "flow_mods") > 0);
+    assert_eq!(
+        n(r, "errors_sent"),
+        0,
+        "the controller sent nothing ofswarm refused"
+    );
+    assert_eq!(n(r, "errors_received"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_latency_and_lldp_against_shoal() {
+    let dir = TempDir::new();
+    let ctl = start_controller(dir.path()).await;
+
+    // Throughput; meanwhile LLDP must find the chain s1 - s2 - s3.
+    let json = dir.path().join("throughput.json");
+    let child = ofswarm(ctl.of_addr, "throughput", &json);
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let mut links = Vec::new();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let v = api_get(ctl.api_addr, "/api/v1/links").await;
+        links = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|l| {
+                        let end = |e: &str| {
+                            (
+                                l[e]["dpid"].as_str().unwrap_or_default().to_string(),
+                                l[e]["port"].as_u64().unwrap_or_default(),
+                            )
+                        };
+                        (end("src"), end("dst"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if links.len() == 4 {
+            break;
+        }
+    }
+    links.sort();
+    let d = |i: u64| format!("{i:016x}");
+    // Hosts on ports 1-4; port 5 faces the previous switch, 6 the next.
+    let want = vec![
+        ((d(1), 6), (d(2), 5)),
+        ((d(2), 5), (d(1), 6)),
+        ((d(2), 6), (d(3), 5)),
+        ((d(3), 5), (d(2), 6)),
+    ];
+    assert_eq!(links, want, "links found by LLDP");
+    let r = finish(child, &json).await;
+    check_answers(&r);
+    let eps = api_get(ctl.api_addr, "/api/v1/endpoints").await;
+    assert_eq!(
+        eps.as_array().map(Vec::len),
+        Some(12),
+        "every host learnt: {eps}"
+    );
+
+    // Latency.
+    let json = dir.path().join("latency.json");
+    let r = finish(ofswarm(ctl.of_addr, "latency", &json), &json).await;
+    check_answers(&r);
+    assert!(n(&r, "latency_samples") > 0);
+    assert!(n(&r, "latency_p50_us") <= n(&r, "latency_p99_us"));
+    assert!(n(&r, "latency_p99_us") <= n(&r, "latency_p999_us"));
+
+    ctl.shutdown(Duration::from_secs(2)).await;
+}
