@@ -15,8 +15,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-/// Largest answer body read.
-const MAX_BODY: usize = 4 << 20;
+/// Largest answer body read (unless [`HttpClient::with_max_body`]).
+pub const MAX_BODY: usize = 4 << 20;
 
 /// Outgoing HTTP failures.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum HttpError {
     #[error("HTTP call timed out after {0:?}")]
     Timeout(Duration),
     /// The answer body is too large.
-    #[error("HTTP answer larger than {MAX_BODY} bytes")]
+    #[error("HTTP answer larger than the client's limit")]
     TooLarge,
 }
 
@@ -40,6 +40,7 @@ pub enum HttpError {
 pub struct HttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+    max_body: usize,
 }
 
 impl HttpClient {
@@ -72,7 +73,18 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(2)
             .build(https);
-        HttpClient { client, timeout }
+        HttpClient {
+            client,
+            timeout,
+            max_body: MAX_BODY,
+        }
+    }
+
+    /// The same client reading answer bodies of up to `bytes` (default
+    /// [`MAX_BODY`]); a larger one fails with [`HttpError::TooLarge`].
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
     }
 
     /// Sends `method url` with an optional bearer token and JSON body;
@@ -113,7 +125,7 @@ impl HttpClient {
                 .await
                 .map_err(|e| HttpError::Transport(format!("{e:?}")))?;
             let status = resp.status().as_u16();
-            let limited = http_body_util::Limited::new(resp.into_body(), MAX_BODY);
+            let limited = http_body_util::Limited::new(resp.into_body(), self.max_body);
             let body = limited
                 .collect()
                 .await

@@ -14,6 +14,8 @@
 pub mod frames;
 pub mod load;
 pub mod net;
+pub mod procstat;
 pub mod switch;
 pub mod table;
 pub mod topo;
+pub mod traffic;

@@ -39,6 +39,9 @@ pub enum Mode {
     Latency,
     /// No load: switches, hosts' ARPs and LLDP only.
     Idle,
+    /// `--flows` pair flows per switch with known byte rates; the
+    /// controller polls them (see [`crate::traffic`]).
+    Stats,
 }
 
 /// An outstanding PACKET_IN.
@@ -144,7 +147,7 @@ impl Driver {
 
     /// PACKET_INs to send now to fill the window (drops timed-out ones).
     pub fn fill(&mut self, sw: &mut Switch, now: Instant) -> Vec<OfpMessage> {
-        if self.mode == Mode::Idle {
+        if matches!(self.mode, Mode::Idle | Mode::Stats) {
             return Vec::new();
         }
         let timeout = self.timeout;

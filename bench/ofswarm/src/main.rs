@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ofswarm::load::Mode;
-use ofswarm::net::{run, RunConfig};
+use ofswarm::net::{run, ApiCheck, RunConfig};
 use ofswarm::topo::{TopoSpec, Topology};
 
 /// OpenFlow 1.3 switch emulator: N switches connect to a controller,
@@ -28,7 +28,8 @@ struct Args {
     /// Host ports per switch (linear), 1..=254.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=254))]
     hosts: u32,
-    /// Load: throughput (cbench-like), latency, or idle (no load).
+    /// Load: throughput (cbench-like), latency, stats (pair flows with
+    /// known rates, polled by the controller) or idle (no load).
     #[arg(long, short = 'm', value_enum, default_value = "throughput")]
     mode: Mode,
     /// PACKET_INs outstanding per switch (throughput).
@@ -54,6 +55,26 @@ struct Args {
     /// No per-second lines.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Stats mode: pair flows per switch (each with a known byte rate).
+    #[arg(long, default_value_t = 100)]
+    flows: usize,
+    /// Stats mode: seconds to wait for every pair flow to be installed.
+    #[arg(long, default_value_t = 120)]
+    setup_timeout: u64,
+    /// Stats mode: the controller's API base URL; λ is read from
+    /// `/api/v1/traffic-matrix` at the end and compared with the truth.
+    #[arg(long)]
+    api: Option<String>,
+    /// File holding a bearer token for --api (a reader's).
+    #[arg(long, requires = "api")]
+    token_file: Option<PathBuf>,
+    /// The controller's process id (same machine): its CPU seconds and
+    /// resident memory over the measurement are reported.
+    #[arg(long)]
+    cpu_pid: Option<u32>,
+    /// Stats mode: relative error of λ counted as right.
+    #[arg(long, default_value_t = 0.01)]
+    tolerance: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +90,15 @@ enum MainError {
     Runtime(std::io::Error),
     #[error("--warmup must be a non-negative number of seconds")]
     Warmup,
+    #[error("cannot read the token file {path}: {source}")]
+    Token {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--tolerance must be a number in (0, 1]")]
+    Tolerance,
+    #[error("--flows must be at least 1")]
+    Flows,
 }
 
 fn main() -> ExitCode {
@@ -92,6 +122,29 @@ fn main() -> ExitCode {
 fn real_main(args: Args) -> Result<(), MainError> {
     let warmup = Duration::try_from_secs_f64(args.warmup).map_err(|_| MainError::Warmup)?;
     let topology = Topology::build(args.topo, args.hosts, args.dpid_base);
+    if !(args.tolerance > 0.0 && args.tolerance <= 1.0) {
+        return Err(MainError::Tolerance);
+    }
+    if args.flows == 0 {
+        return Err(MainError::Flows);
+    }
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| MainError::Token {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let api = args.api.clone().map(|url| ApiCheck {
+        url,
+        token,
+        tolerance: args.tolerance,
+    });
     let cfg = RunConfig {
         controller: args.controller,
         topology,
@@ -101,6 +154,10 @@ fn real_main(args: Args) -> Result<(), MainError> {
         warmup,
         connect_timeout: Duration::from_secs(args.connect_timeout),
         per_second_lines: !args.quiet,
+        flows: args.flows,
+        setup_timeout: Duration::from_secs(args.setup_timeout),
+        api,
+        cpu_pid: args.cpu_pid,
     };
     let rt = tokio::runtime::Runtime::new().map_err(MainError::Runtime)?;
     println!(
@@ -134,6 +191,35 @@ fn real_main(args: Args) -> Result<(), MainError> {
             report.latency_samples
         ),
         Mode::Idle => {}
+        Mode::Stats => {
+            if let Some(st) = &report.stats {
+                println!(
+                    "stats: {} pair flows installed in {:.1} s; {} FLOW stats requests, {} entries served ({:.0}/s, {:.2} polls per switch per s); truth {} bytes/s",
+                    st.pairs,
+                    st.setup_s,
+                    st.flow_stats_requests,
+                    st.flow_entries_served,
+                    st.flow_entries_per_s,
+                    st.polls_per_switch_per_s,
+                    st.truth_bytes_per_s
+                );
+                if let Some(l) = &st.lambda {
+                    match &l.error {
+                        Some(e) => println!("lambda check failed: {e}"),
+                        None => println!(
+                            "lambda: {}/{} pairs within {:.1}%, {} missing, max error {:.3}%, median {:.4}%, total ratio {:.5}",
+                            l.within_tolerance,
+                            l.pairs,
+                            l.tolerance * 100.0,
+                            l.missing,
+                            l.max_rel_err * 100.0,
+                            l.median_rel_err * 100.0,
+                            l.total_ratio
+                        ),
+                    }
+                }
+            }
+        }
     }
     println!(
         "controller sent {} FLOW_MODs, {} PACKET_OUTs; switches sent {} pipeline PACKET_INs, {} FLOW_REMOVED, {} ERRORs; {} flows at the end",
@@ -144,6 +230,12 @@ fn real_main(args: Args) -> Result<(), MainError> {
         report.errors_sent,
         report.flows_at_end
     );
+    if let Some(c) = &report.controller {
+        println!(
+            "controller pid {}: {:.2} CPU-s over the measurement ({:.3} cores), RSS {} kB",
+            c.pid, c.cpu_s, c.cores, c.rss_kb
+        );
+    }
     if let Some(path) = args.json {
         let text = serde_json::to_string_pretty(&report).unwrap_or_default();
         std::fs::write(&path, text + "\n").map_err(|source| MainError::Json { path, source })?;

@@ -15,8 +15,10 @@ use tracing::{debug, warn};
 
 use crate::frames;
 use crate::load::{percentile, Driver, LoadStats, Mode};
+use crate::procstat;
 use crate::switch::{Effect, Switch, SwitchCounters};
 use crate::topo::Topology;
+use crate::traffic::{self, Traffic};
 
 /// Frames queued to one switch at most (more are dropped, like a full NIC
 /// ring).
@@ -49,6 +51,26 @@ pub struct RunConfig {
     pub connect_timeout: Duration,
     /// Print a line per second.
     pub per_second_lines: bool,
+    /// Pair flows per switch (stats).
+    pub flows: usize,
+    /// Longest wait for every pair flow to be installed (stats).
+    pub setup_timeout: Duration,
+    /// Where to read the controller's traffic matrix at the end (stats).
+    pub api: Option<ApiCheck>,
+    /// The controller's process id: its CPU time and memory over the
+    /// measurement are reported.
+    pub cpu_pid: Option<u32>,
+}
+
+/// The controller API to check λ against the truth (stats mode).
+#[derive(Debug, Clone)]
+pub struct ApiCheck {
+    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    /// Bearer token (a reader's).
+    pub token: Option<String>,
+    /// Relative error a pair's λ may have and still count as right.
+    pub tolerance: f64,
 }
 
 /// Errors of a run.
@@ -60,6 +82,16 @@ pub enum RunError {
         /// Switches done.
         done: usize,
         /// Switches emulated.
+        total: usize,
+        /// The timeout.
+        secs: u64,
+    },
+    /// Not every pair flow was installed in time (stats).
+    #[error("only {installed} of {total} pair flows were installed within {secs} s")]
+    Setup {
+        /// Pairs with a flow.
+        installed: usize,
+        /// Pairs planned.
         total: usize,
         /// The timeout.
         secs: u64,
@@ -126,11 +158,80 @@ pub struct Report {
     pub errors_received: u64,
     /// Flow entries in all switches at the end.
     pub flows_at_end: usize,
+    /// Statistics load results (stats mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<StatsReport>,
+    /// The controller process over the measurement (with `cpu_pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ProcessReport>,
+}
+
+/// CPU and memory of the controller's process over the measurement.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ProcessReport {
+    /// Its process id.
+    pub pid: u32,
+    /// CPU seconds (user + system, all threads) used during the
+    /// measurement.
+    pub cpu_s: f64,
+    /// CPU seconds per second of measurement (1.0 = one core busy).
+    pub cores: f64,
+    /// Resident memory at the end, kB.
+    pub rss_kb: u64,
+}
+
+/// What the statistics load measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StatsReport {
+    /// Pair flows planned (all switches).
+    pub pairs: usize,
+    /// Seconds from the start of the load until every pair had its flow.
+    pub setup_s: f64,
+    /// FLOW stats requests answered during the measurement.
+    pub flow_stats_requests: u64,
+    /// Flow entries served in them.
+    pub flow_entries_served: u64,
+    /// Flow entries served per second.
+    pub flow_entries_per_s: f64,
+    /// FLOW stats requests per switch per second (the achieved poll rate).
+    pub polls_per_switch_per_s: f64,
+    /// Total configured traffic, bytes/s (the truth's sum).
+    pub truth_bytes_per_s: u64,
+    /// The λ check against the controller's API, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<LambdaCheck>,
+}
+
+/// The controller's λ compared with the emulator's truth.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LambdaCheck {
+    /// Pairs compared.
+    pub pairs: usize,
+    /// Pairs of the truth missing from the controller's matrix.
+    pub missing: usize,
+    /// Pairs whose λ is within the tolerance of the truth.
+    pub within_tolerance: usize,
+    /// The tolerance (relative).
+    pub tolerance: f64,
+    /// Largest relative error.
+    pub max_rel_err: f64,
+    /// Median relative error.
+    pub median_rel_err: f64,
+    /// Sum of λ over the truth's pairs ÷ the truth's sum.
+    pub total_ratio: f64,
+    /// Seconds the GET took.
+    pub fetch_s: f64,
+    /// Why the check could not be made, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 struct Shared {
     handshakes: AtomicUsize,
     responses: AtomicU64,
+    installed: AtomicUsize,
+    stats_requests: AtomicU64,
+    entries_served: AtomicU64,
     inboxes: Vec<mpsc::Sender<(u32, Vec<u8>, u8)>>,
     topology: Topology,
 }
@@ -155,6 +256,9 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     let shared = Arc::new(Shared {
         handshakes: AtomicUsize::new(0),
         responses: AtomicU64::new(0),
+        installed: AtomicUsize::new(0),
+        stats_requests: AtomicU64::new(0),
+        entries_served: AtomicU64::new(0),
         inboxes,
         topology: cfg.topology.clone(),
     });
@@ -191,6 +295,50 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
 
     // Load, sampled every second.
     let _ = phase_tx.send(Phase::Load);
+    let mut stats = None;
+    if cfg.mode == Mode::Stats {
+        // First every pair flow, then the measurement.
+        let truth: Vec<(ofp::MacAddr, ofp::MacAddr, u64)> = (0..n)
+            .flat_map(|i| {
+                let local = cfg.topology.hosts_of(i);
+                let all = cfg.topology.reachable_hosts(i);
+                traffic::plan(&local, &all, cfg.flows)
+            })
+            .map(|(a, b)| (a.mac, b.mac, traffic::pair_rate(a.mac, b.mac)))
+            .collect();
+        let t0 = Instant::now();
+        let deadline = t0 + cfg.setup_timeout;
+        let mut last_print = t0;
+        while shared.installed.load(Ordering::Relaxed) < truth.len() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if cfg.per_second_lines && last_print.elapsed() >= Duration::from_secs(1) {
+                last_print = Instant::now();
+                println!(
+                    "setup: {}/{} pair flows installed",
+                    shared.installed.load(Ordering::Relaxed),
+                    truth.len()
+                );
+            }
+        }
+        let installed = shared.installed.load(Ordering::Relaxed);
+        if installed < truth.len() {
+            let _ = phase_tx.send(Phase::Done);
+            for t in tasks {
+                let _ = t.await;
+            }
+            return Err(RunError::Setup {
+                installed,
+                total: truth.len(),
+                secs: cfg.setup_timeout.as_secs(),
+            });
+        }
+        stats = Some((t0.elapsed().as_secs_f64(), truth));
+    }
+    let served_at_start = (
+        shared.stats_requests.load(Ordering::Relaxed),
+        shared.entries_served.load(Ordering::Relaxed),
+    );
+    let cpu_at_start = cfg.cpu_pid.and_then(procstat::cpu_seconds);
     let start = Instant::now();
     let mut per_second = Vec::new();
     let mut last = 0u64;
@@ -201,15 +349,52 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     let secs = cfg.duration.as_secs().max(1);
     for s in 1..=secs {
         tick.tick().await;
-        let now_total = shared.responses.load(Ordering::Relaxed);
+        let counter = if cfg.mode == Mode::Stats {
+            &shared.entries_served
+        } else {
+            &shared.responses
+        };
+        let now_total = counter.load(Ordering::Relaxed);
         let d = now_total - last;
         last = now_total;
         per_second.push(d);
-        if cfg.per_second_lines && cfg.mode != Mode::Idle {
+        if cfg.per_second_lines && cfg.mode == Mode::Stats {
+            println!("{s:>4} s  {d:>9} flow entries served/s");
+        } else if cfg.per_second_lines && cfg.mode != Mode::Idle {
             println!("{s:>4} s  {d:>9} responses/s");
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let controller = match (cfg.cpu_pid, cpu_at_start) {
+        (Some(pid), Some(c0)) => procstat::cpu_seconds(pid).map(|c1| ProcessReport {
+            pid,
+            cpu_s: c1 - c0,
+            cores: (c1 - c0) / elapsed.max(1e-9),
+            rss_kb: procstat::rss_kb(pid).unwrap_or(0),
+        }),
+        _ => None,
+    };
+    let stats = match stats {
+        Some((setup_s, truth)) => {
+            let requests = shared.stats_requests.load(Ordering::Relaxed) - served_at_start.0;
+            let entries = shared.entries_served.load(Ordering::Relaxed) - served_at_start.1;
+            let lambda = match &cfg.api {
+                Some(api) => Some(check_lambda(api, &truth).await),
+                None => None,
+            };
+            Some(StatsReport {
+                pairs: truth.len(),
+                setup_s,
+                flow_stats_requests: requests,
+                flow_entries_served: entries,
+                flow_entries_per_s: entries as f64 / elapsed.max(1e-9),
+                polls_per_switch_per_s: requests as f64 / elapsed.max(1e-9) / n.max(1) as f64,
+                truth_bytes_per_s: truth.iter().map(|t| t.2).sum(),
+                lambda,
+            })
+        }
+        None => None,
+    };
     let _ = phase_tx.send(Phase::Done);
 
     let mut load = LoadStats::default();
@@ -264,7 +449,106 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         errors_sent: counters.errors_sent,
         errors_received: counters.errors_received,
         flows_at_end: flows,
+        stats,
+        controller,
     })
+}
+
+/// Reads `GET /api/v1/traffic-matrix` and compares each pair of the truth
+/// (source, destination, bytes/s) with the controller's λ.
+async fn check_lambda(api: &ApiCheck, truth: &[(ofp::MacAddr, ofp::MacAddr, u64)]) -> LambdaCheck {
+    let mut out = LambdaCheck {
+        pairs: truth.len(),
+        tolerance: api.tolerance,
+        ..LambdaCheck::default()
+    };
+    // About 250 bytes of JSON per pair.
+    let client = shoal_common::http::HttpClient::new(Duration::from_secs(120))
+        .with_max_body(truth.len().saturating_mul(512).max(1 << 20));
+    let url = format!("{}/api/v1/traffic-matrix", api.url.trim_end_matches('/'));
+    let t0 = Instant::now();
+    let got = client
+        .send(
+            shoal_common::http::Method::GET,
+            &url,
+            api.token.as_deref(),
+            None,
+        )
+        .await;
+    out.fetch_s = t0.elapsed().as_secs_f64();
+    let body = match got {
+        Ok((200, body)) => body,
+        Ok((status, body)) => {
+            let text = String::from_utf8_lossy(body.get(..body.len().min(200)).unwrap_or_default());
+            out.error = Some(format!("GET {url}: HTTP {status}: {text}"));
+            return out;
+        }
+        Err(e) => {
+            out.error = Some(format!("GET {url}: {e}"));
+            return out;
+        }
+    };
+    #[derive(serde::Deserialize)]
+    struct Pair {
+        src: String,
+        dst: String,
+        bytes_per_s: f64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Matrix {
+        pairs: Vec<Pair>,
+    }
+    let m: Matrix = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            out.error = Some(format!("GET {url}: not a traffic matrix: {e}"));
+            return out;
+        }
+    };
+    let lambda: std::collections::HashMap<(String, String), f64> = m
+        .pairs
+        .into_iter()
+        .map(|p| {
+            (
+                (p.src.to_ascii_lowercase(), p.dst.to_ascii_lowercase()),
+                p.bytes_per_s,
+            )
+        })
+        .collect();
+    let mut errs = Vec::with_capacity(truth.len());
+    let mut sum_lambda = 0.0;
+    let mut sum_truth = 0.0;
+    for (src, dst, rate) in truth {
+        let key = (
+            src.to_string().to_ascii_lowercase(),
+            dst.to_string().to_ascii_lowercase(),
+        );
+        let truth = *rate as f64;
+        sum_truth += truth;
+        match lambda.get(&key) {
+            Some(l) => {
+                sum_lambda += l;
+                let e = (l - truth).abs() / truth;
+                if e <= api.tolerance {
+                    out.within_tolerance += 1;
+                }
+                errs.push(e);
+            }
+            None => {
+                out.missing += 1;
+                errs.push(1.0);
+            }
+        }
+    }
+    errs.sort_by(f64::total_cmp);
+    out.max_rel_err = errs.last().copied().unwrap_or(0.0);
+    out.median_rel_err = errs.get(errs.len() / 2).copied().unwrap_or(0.0);
+    out.total_ratio = if sum_truth > 0.0 {
+        sum_lambda / sum_truth
+    } else {
+        0.0
+    };
+    out
 }
 
 async fn connect(addr: SocketAddr, phase: &mut watch::Receiver<Phase>) -> Option<TcpStream> {
@@ -341,6 +625,15 @@ async fn switch_task(
         topo.reachable_hosts(i),
         (i as u64) << 40,
     );
+    let mut traffic = (cfg.mode == Mode::Stats).then(|| {
+        Traffic::new(
+            &local,
+            &topo.reachable_hosts(i),
+            cfg.flows,
+            cfg.window,
+            (i as u64) << 40,
+        )
+    });
     let result = |sw: &Switch, driver: Driver, handshaken: bool| TaskResult {
         handshaken,
         load: driver.stats,
@@ -373,6 +666,9 @@ async fn switch_task(
         if cur == Phase::Done {
             break;
         }
+        // Nothing to refill once every pair flow of the statistics load
+        // is in (no wake-ups per switch then).
+        let refilling = cur == Phase::Load && traffic.as_ref().is_none_or(|t| !t.done());
         tokio::select! {
             r = rd.read(&mut chunk) => {
                 let n = match r {
@@ -418,8 +714,26 @@ async fn switch_task(
                             shared.responses.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    // A pair flow of the statistics load starts its
+                    // traffic once applied.
+                    let pair_add = match (&traffic, &msg.body) {
+                        (Some(_), Message::FlowMod(fm)) if fm.command == ofp::FlowModCommand::Add => {
+                            Some((fm.table_id, fm.priority, fm.match_.clone()))
+                        }
+                        _ => None,
+                    };
+                    let served = (sw.counters.flow_stats_requests, sw.counters.flow_entries_served);
                     let effects = sw.handle(msg, raw, now);
                     dispatch(i, effects, 0, &shared, &mut wbuf);
+                    if let (Some(tr), Some((table, prio, m))) = (traffic.as_mut(), pair_add) {
+                        if tr.on_flow_add(&mut sw, table, prio, &m, now) {
+                            shared.installed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    if sw.counters.flow_stats_requests != served.0 {
+                        shared.stats_requests.fetch_add(sw.counters.flow_stats_requests - served.0, Ordering::Relaxed);
+                        shared.entries_served.fetch_add(sw.counters.flow_entries_served - served.1, Ordering::Relaxed);
+                    }
                     if !handshaken && sw.features_sent && sw.port_desc_sent {
                         handshaken = true;
                         shared.handshakes.fetch_add(1, Ordering::Relaxed);
@@ -429,6 +743,11 @@ async fn switch_task(
                 if cur == Phase::Load {
                     for m in driver.fill(&mut sw, now) {
                         encode(&m, &mut wbuf);
+                    }
+                    if let Some(tr) = traffic.as_mut() {
+                        for m in tr.fill(&mut sw, now) {
+                            encode(&m, &mut wbuf);
+                        }
                     }
                 }
             }
@@ -452,9 +771,15 @@ async fn switch_task(
                     dispatch(i, effects, 0, &shared, &mut wbuf);
                 }
             }
-            _ = refill.tick(), if cur == Phase::Load => {
-                for m in driver.fill(&mut sw, Instant::now()) {
+            _ = refill.tick(), if refilling => {
+                let now = Instant::now();
+                for m in driver.fill(&mut sw, now) {
                     encode(&m, &mut wbuf);
+                }
+                if let Some(tr) = traffic.as_mut() {
+                    for m in tr.fill(&mut sw, now) {
+                        encode(&m, &mut wbuf);
+                    }
                 }
             }
             r = phase.changed() => {

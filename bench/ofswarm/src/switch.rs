@@ -61,6 +61,10 @@ pub struct SwitchCounters {
     pub errors_received: u64,
     /// Frames dropped by the pipeline (no matching entry).
     pub dropped: u64,
+    /// FLOW stats requests answered.
+    pub flow_stats_requests: u64,
+    /// Flow entries sent in FLOW stats replies.
+    pub flow_entries_served: u64,
 }
 
 /// Per-port counters (for PORT_STATS).
@@ -347,6 +351,8 @@ impl Switch {
             }
             MultipartRequestBody::Flow(req) => match self.table.stats(&req, now) {
                 Ok(stats) => {
+                    self.counters.flow_stats_requests += 1;
+                    self.counters.flow_entries_served += stats.len() as u64;
                     let parts: Vec<_> = stats.chunks(FLOW_STATS_PER_PART).collect();
                     if parts.is_empty() {
                         return one(MultipartReplyBody::Flow(Vec::new()));

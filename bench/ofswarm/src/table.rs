@@ -180,9 +180,41 @@ pub struct FlowEntry {
     pub packet_count: u64,
     /// Bytes matched.
     pub byte_count: u64,
+    /// Configured traffic through the entry, bytes/s (0: none): the
+    /// counters grow by it continuously and the entry never idles out.
+    pub rate: u64,
+    /// Since when `rate` has been accruing (counters hold the bytes
+    /// before).
+    pub rate_since: Instant,
 }
 
+/// Bytes per packet of configured traffic (packet counters follow bytes).
+pub const TRAFFIC_PACKET_BYTES: u64 = 1000;
+
 impl FlowEntry {
+    /// Packet and byte counters at `now`, with the configured traffic.
+    pub fn counters(&self, now: Instant) -> (u64, u64) {
+        if self.rate == 0 {
+            return (self.packet_count, self.byte_count);
+        }
+        let d = now.saturating_duration_since(self.rate_since);
+        let bytes =
+            u64::try_from(u128::from(self.rate) * d.as_nanos() / 1_000_000_000).unwrap_or(u64::MAX);
+        (
+            self.packet_count
+                .saturating_add(bytes / TRAFFIC_PACKET_BYTES),
+            self.byte_count.saturating_add(bytes),
+        )
+    }
+
+    /// Folds the traffic accrued so far into the counters.
+    fn settle(&mut self, now: Instant) {
+        let (p, b) = self.counters(now);
+        self.packet_count = p;
+        self.byte_count = b;
+        self.rate_since = now;
+    }
+
     fn outputs_to(&self, port: u32) -> bool {
         self.actions()
             .any(|a| matches!(a, Action::Output { port: p, .. } if *p == port))
@@ -204,6 +236,7 @@ impl FlowEntry {
 
     fn removed(&self, reason: FlowRemovedReason, now: Instant) -> FlowRemoved {
         let d = now.saturating_duration_since(self.created);
+        let (packet_count, byte_count) = self.counters(now);
         FlowRemoved {
             cookie: self.cookie,
             priority: self.priority,
@@ -213,14 +246,15 @@ impl FlowEntry {
             duration_nsec: d.subsec_nanos(),
             idle_timeout: self.idle_timeout,
             hard_timeout: self.hard_timeout,
-            packet_count: self.packet_count,
-            byte_count: self.byte_count,
+            packet_count,
+            byte_count,
             match_: self.match_.clone(),
         }
     }
 
     fn stats(&self, now: Instant) -> FlowStats {
         let d = now.saturating_duration_since(self.created);
+        let (packet_count, byte_count) = self.counters(now);
         FlowStats {
             table_id: self.table_id,
             duration_sec: u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
@@ -230,8 +264,8 @@ impl FlowEntry {
             hard_timeout: self.hard_timeout,
             flags: self.flags,
             cookie: self.cookie,
-            packet_count: self.packet_count,
-            byte_count: self.byte_count,
+            packet_count,
+            byte_count,
             match_: self.match_.clone(),
             instructions: self.instructions.clone(),
         }
@@ -249,6 +283,9 @@ pub struct FlowTable {
     entries: BTreeMap<u64, FlowEntry>,
     index: HashMap<EntryKey, u64>,
     next_id: u64,
+    /// No entry can time out before this (None: none has a timeout), so
+    /// [`FlowTable::expire`] scans a large table only when one may.
+    next_expiry: Option<Instant>,
 }
 
 fn cookie_ok(entry: u64, cookie: u64, mask: u64) -> bool {
@@ -313,6 +350,7 @@ impl FlowTable {
                 {
                     return Err(FlowModError::Overlap);
                 }
+                self.may_expire(fm.idle_timeout, fm.hard_timeout, now);
                 let mut entry = FlowEntry {
                     table_id: fm.table_id,
                     priority: fm.priority,
@@ -327,9 +365,14 @@ impl FlowTable {
                     last_used: now,
                     packet_count: 0,
                     byte_count: 0,
+                    rate: 0,
+                    rate_since: now,
                 };
                 match strict_id.and_then(|id| self.entries.get_mut(&id)) {
                     Some(old) => {
+                        // The traffic through the entry goes on.
+                        old.settle(now);
+                        entry.rate = old.rate;
                         if fm.flags & flow_mod_flags::RESET_COUNTS == 0 {
                             entry.packet_count = old.packet_count;
                             entry.byte_count = old.byte_count;
@@ -367,6 +410,7 @@ impl FlowTable {
                     }
                     e.instructions = fm.instructions.clone();
                     if fm.flags & flow_mod_flags::RESET_COUNTS != 0 {
+                        e.rate_since = now;
                         e.packet_count = 0;
                         e.byte_count = 0;
                     }
@@ -416,22 +460,49 @@ impl FlowTable {
         }
     }
 
+    /// Notes that an entry with these timeouts was added or changed at
+    /// `now` (it may expire from `now + the shorter one`).
+    fn may_expire(&mut self, idle: u16, hard: u16, now: Instant) {
+        let t = [idle, hard].into_iter().filter(|&s| s != 0).min();
+        if let Some(t) = t {
+            let at = now + Duration::from_secs(u64::from(t));
+            self.next_expiry = Some(self.next_expiry.map_or(at, |n| n.min(at)));
+        }
+    }
+
     /// Removes entries whose idle or hard timeout passed; returns the
     /// FLOW_REMOVED messages of those with `OFPFF_SEND_FLOW_REM`.
     pub fn expire(&mut self, now: Instant) -> Vec<FlowRemoved> {
+        match self.next_expiry {
+            None => return Vec::new(),
+            Some(t) if now < t => return Vec::new(),
+            Some(_) => {}
+        }
         let secs = |s: u16| Duration::from_secs(u64::from(s));
         let mut why = Vec::new();
+        // The earliest time a remaining entry may expire (idle entries
+        // only get later when used).
+        let mut next: Option<Instant> = None;
+        let mut later = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
         for (id, e) in &self.entries {
+            if e.hard_timeout != 0 {
+                later(e.created + secs(e.hard_timeout));
+            }
+            if e.idle_timeout != 0 && e.rate == 0 {
+                later(e.last_used + secs(e.idle_timeout));
+            }
             if e.hard_timeout != 0
                 && now.saturating_duration_since(e.created) >= secs(e.hard_timeout)
             {
                 why.push((*id, FlowRemovedReason::HardTimeout));
             } else if e.idle_timeout != 0
+                && e.rate == 0
                 && now.saturating_duration_since(e.last_used) >= secs(e.idle_timeout)
             {
                 why.push((*id, FlowRemovedReason::IdleTimeout));
             }
         }
+        self.next_expiry = next;
         let mut removed = Vec::new();
         for (id, reason) in why {
             for e in self.remove_ids(&[id]) {
@@ -467,6 +538,36 @@ impl FlowTable {
         e.byte_count += len as u64;
         e.last_used = now;
         Some(e)
+    }
+
+    /// Sets the configured traffic of the entry with exactly this table,
+    /// priority and match (bytes/s; 0 stops it). False when there is no
+    /// such entry.
+    pub fn set_rate(
+        &mut self,
+        table_id: u8,
+        priority: u16,
+        match_: &Match,
+        rate: u64,
+        now: Instant,
+    ) -> bool {
+        let Ok(key) = normalise(match_) else {
+            return false;
+        };
+        let Some(e) = self
+            .index
+            .get(&(table_id, priority, key))
+            .and_then(|id| self.entries.get_mut(id))
+        else {
+            return false;
+        };
+        e.settle(now);
+        e.rate = rate;
+        // Traffic flowed until now.
+        e.last_used = now;
+        let (idle, hard) = (e.idle_timeout, e.hard_timeout);
+        self.may_expire(idle, hard, now);
+        true
     }
 
     /// The entries a flow stats request selects.

@@ -2,7 +2,9 @@
 //! free ports, as the workspace's wire tests do): every switch completes
 //! the handshake, LLDP finds the linear topology's links (read from
 //! `GET /api/v1/links`), and both load modes get answers matched to their
-//! PACKET_INs. No speed threshold.
+//! PACKET_INs; in stats mode every pair's λ from
+//! `GET /api/v1/traffic-matrix` matches the emulator's known rate. No speed
+//! threshold.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -204,6 +206,44 @@ async fn throughput_latency_and_lldp_against_shoal() {
     assert!(n(&r, "latency_samples") > 0);
     assert!(n(&r, "latency_p50_us") <= n(&r, "latency_p99_us"));
     assert!(n(&r, "latency_p99_us") <= n(&r, "latency_p999_us"));
+
+    // Statistics: pair flows with known rates on other switches (other
+    // hosts: dpids from 0x100); λ read back from the API by ofswarm.
+    let json = dir.path().join("stats.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_ofswarm"))
+        .args(["--controller", &ctl.of_addr.to_string()])
+        .args(["--topo", "linear:3", "--hosts", "4", "--dpid-base", "256"])
+        .args(["--mode", "stats", "--flows", "20", "--window", "8"])
+        // λ averages 3 polls of 2 s: 12 s leaves 4 polls after the setup.
+        .args(["--duration", "12", "--warmup", "3", "--setup-timeout", "30"])
+        .args(["--api", &format!("http://{}", ctl.api_addr)])
+        .arg("--token-file")
+        .arg(dir.path().join("reader.token"))
+        // Poll timing on a loaded CI machine may be off by tens of
+        // milliseconds over the 6 s window: 2 %.
+        .args(["--tolerance", "0.02", "--json"])
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ofswarm starts");
+    let r = finish(child, &json).await;
+    assert_eq!(n(&r, "errors_sent"), 0);
+    let st = &r["stats"];
+    assert_eq!(
+        n(st, "pairs"),
+        60,
+        "20 pair flows on each of 3 switches: {st}"
+    );
+    assert!(
+        n(st, "flow_stats_requests") >= 3 * 4,
+        "every switch polled: {st}"
+    );
+    let l = &st["lambda"];
+    assert!(l.get("error").is_none(), "λ read: {l}");
+    assert_eq!(n(l, "pairs"), 60);
+    assert_eq!(n(l, "missing"), 0, "every pair in the matrix: {l}");
+    assert_eq!(n(l, "within_tolerance"), 60, "λ of every pair right: {l}");
 
     ctl.shutdown(Duration::from_secs(2)).await;
 }

@@ -37,14 +37,25 @@ impl From<[u8; 6]> for MacAddr {
     }
 }
 
+impl MacAddr {
+    /// The `aa:bb:cc:dd:ee:ff` text (lower case) as bytes, without the
+    /// formatting machinery (the API writes one per pair of a matrix).
+    pub fn text(&self) -> [u8; 17] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b':'; 17];
+        for (i, b) in self.0.iter().enumerate() {
+            out[i * 3] = HEX[usize::from(b >> 4)];
+            out[i * 3 + 1] = HEX[usize::from(b & 0xf)];
+        }
+        out
+    }
+}
+
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = &self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        let t = self.text();
+        // Only ASCII hex digits and colons.
+        f.write_str(std::str::from_utf8(&t).map_err(|_| fmt::Error)?)
     }
 }
 

@@ -16,7 +16,9 @@
 //! Times are seconds since the controller started (`start_unix_ms`), the
 //! same base for report times, migration records and `now_s`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use ofp::MacAddr;
 
 use crate::knowledge::groups::Groups;
 use crate::knowledge::snapshot::{
@@ -421,22 +423,32 @@ fn traffic_between(
 ) {
     let mut traffic: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     let mut externals: BTreeMap<String, ExternalEndpoint> = BTreeMap::new();
+    // Keyed by address, not text: no formatting per pair (a matrix may
+    // hold a million pairs). A name that is no MAC address never matched.
+    let vm_of: HashMap<MacAddr, &String> = mac_to_vm
+        .iter()
+        .filter_map(|(m, v)| Some((m.parse::<MacAddr>().ok()?, v)))
+        .collect();
+    let ext_of: HashMap<MacAddr, &(String, ExternalEndpoint)> = ext_by_mac
+        .iter()
+        .filter_map(|(m, x)| Some((m.parse::<MacAddr>().ok()?, x)))
+        .collect();
     for r in rates {
         if r.bytes_per_s.is_nan() || r.bytes_per_s <= 0.0 {
             continue;
         }
-        let (src, dst) = (r.src.to_string(), r.dst.to_string());
-        let (u, v) = match (mac_to_vm.get(&src), mac_to_vm.get(&dst)) {
+        let (src, dst) = (r.src, r.dst);
+        let (u, v) = match (vm_of.get(&src).copied(), vm_of.get(&dst).copied()) {
             (Some(u), Some(v)) => (u.clone(), v.clone()),
             (Some(u), None) => {
-                let Some((x, e)) = ext_by_mac.get(&dst) else {
+                let Some((x, e)) = ext_of.get(&dst).copied() else {
                     continue;
                 };
                 externals.insert(x.clone(), e.clone());
                 (u.clone(), x.clone())
             }
             (None, Some(v)) => {
-                let Some((x, e)) = ext_by_mac.get(&src) else {
+                let Some((x, e)) = ext_of.get(&src).copied() else {
                     continue;
                 };
                 externals.insert(x.clone(), e.clone());

@@ -215,7 +215,7 @@ impl Knowledge {
         hotspot_history: Vec<HotspotEvent>,
         last_migration_s: BTreeMap<String, f64>,
     ) -> Option<Snapshot> {
-        let rates = self.monitor_lock().ok()?.matrix.rates();
+        let rates = self.monitor_lock().ok()?.matrix.rates_unsorted();
         let ports = self.monitor_lock().ok()?.port_rates();
         let groups = self.groups();
         let hosts = self.hosts_read().ok()?;

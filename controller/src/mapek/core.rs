@@ -198,12 +198,7 @@ impl Core {
                 .topo
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
-            outs.extend(
-                self.fwd
-                    .lldp_probes(&topo, now)
-                    .into_iter()
-                    .filter(|o| o.dpid == dpid),
-            );
+            outs.extend(self.fwd.lldp_probes_of(&topo, dpid, None, now));
         }
         outs.extend(self.after_change(&change, now));
         dispatch(&self.handles, outs);
@@ -355,10 +350,7 @@ impl Core {
                 .topo
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
-            outs.extend(self.fwd.lldp_probes(&topo, now).into_iter().filter(|o| {
-                o.dpid == dpid
-                    && matches!(&o.msg, Message::PacketOut(p) if p.actions == vec![ofp::Action::output(port)])
-            }));
+            outs.extend(self.fwd.lldp_probes_of(&topo, dpid, Some(port), now));
         }
         dispatch(&self.handles, outs);
     }

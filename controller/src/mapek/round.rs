@@ -109,11 +109,20 @@ pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
         l.round += 1;
         (l.round, l.hotspot_history.iter().cloned().collect())
     };
-    let Some(mut snap) = snapshot_now(s, round_no, migrations, history, last_migration_s) else {
+    // Snapshot, Analyze and Plan are CPU work over the whole fabric (a
+    // million pairs at scale): a blocking thread runs them, so the
+    // OpenFlow readers keep timestamping statistics replies meanwhile.
+    let ctx = s.clone();
+    let running = all.clone();
+    let planned = tokio::task::spawn_blocking(move || {
+        let mut snap = snapshot_now(&ctx, round_no, migrations, history, last_migration_s)?;
+        apply_running(&mut snap, &running);
+        Some(analyze_and_plan(&ctx, &snap, round_no))
+    })
+    .await;
+    let Ok(Some((report, decisions, settings))) = planned else {
         return;
     };
-    apply_running(&mut snap, &all);
-    let (report, decisions, settings) = analyze_and_plan(s, &snap, round_no);
     if !report.hot.is_empty() {
         info!(round = round_no, hot = ?report.hot.keys().collect::<Vec<_>>(), "hotspots");
     }

@@ -168,6 +168,24 @@ pub struct PacketInOutcome {
 /// Most PACKET_INs held while their port waits for classification.
 const MAX_DEFERRED: usize = 512;
 
+/// Destinations whose next hops are cached at most (a bound on memory:
+/// one map of the fabric's switches each).
+const PATH_CACHE_DESTS: usize = 4096;
+
+/// See [`Forwarding::path`].
+#[derive(Debug, Default)]
+struct PathCache {
+    version: Option<u64>,
+    next: HashMap<u64, std::sync::Arc<BTreeMap<u64, u32>>>,
+    adj: std::sync::Arc<Adjacency>,
+}
+
+/// [`Topology::adjacency`]: per switch, (neighbour, local port, its port).
+type Adjacency = BTreeMap<u64, Vec<(u64, u32, u32)>>;
+/// Spanning-tree ports per switch, shared between the users of one
+/// topology version.
+type SharedTree = std::sync::Arc<BTreeMap<u64, BTreeSet<u32>>>;
+
 /// The forwarding state machine.
 #[derive(Debug)]
 pub struct Forwarding {
@@ -182,7 +200,11 @@ pub struct Forwarding {
     deferred: std::collections::VecDeque<(Instant, u64, PacketIn)>,
     /// Spanning tree of the topology version it was computed for (flooding
     /// asks for it on every broadcast PACKET_IN).
-    tree_cache: Option<(u64, BTreeMap<u64, BTreeSet<u32>>)>,
+    tree_cache: Option<(u64, SharedTree)>,
+    /// Next hops towards each destination switch asked for, and the
+    /// adjacency, for one topology version: a PACKET_IN's path costs a
+    /// walk along it, not a search of the fabric.
+    path_cache: PathCache,
     /// Signs our LLDP probes and checks received LLDP.
     lldp: LldpGuard,
     /// New pairs not given a flow because `max_pair_flows` were installed.
@@ -297,6 +319,7 @@ impl Forwarding {
             base: HashMap::new(),
             deferred: std::collections::VecDeque::new(),
             tree_cache: None,
+            path_cache: PathCache::default(),
             lldp,
             pairs_refused: 0,
         }
@@ -338,11 +361,34 @@ impl Forwarding {
     }
 
     /// The spanning tree of `topo`, recomputed only when it changed.
-    fn tree(&mut self, topo: &Topology) -> BTreeMap<u64, BTreeSet<u32>> {
+    /// [`Topology::path`] with the next hops and adjacency cached per
+    /// topology version (at most [`PATH_CACHE_DESTS`] destinations).
+    fn path(&mut self, topo: &Topology, src: u64, dst: u64) -> Option<Vec<(u64, Option<u32>)>> {
+        let c = &mut self.path_cache;
+        if c.version != Some(topo.version()) {
+            c.version = Some(topo.version());
+            c.next.clear();
+            c.adj = std::sync::Arc::new(topo.adjacency());
+        }
+        if c.next.len() >= PATH_CACHE_DESTS && !c.next.contains_key(&dst) {
+            c.next.clear();
+        }
+        let next = c
+            .next
+            .entry(dst)
+            .or_insert_with(|| std::sync::Arc::new(topo.next_hops_to(dst)))
+            .clone();
+        let adj = c.adj.clone();
+        topo.path_with(&next, &adj, src, dst)
+    }
+
+    fn tree(&mut self, topo: &Topology) -> SharedTree {
         match &self.tree_cache {
+            // Shared, not copied: a broadcast PACKET_IN reads one switch's
+            // tree ports.
             Some((v, t)) if *v == topo.version() => t.clone(),
             _ => {
-                let t = topo.spanning_tree();
+                let t = std::sync::Arc::new(topo.spanning_tree());
                 self.tree_cache = Some((topo.version(), t.clone()));
                 t
             }
@@ -528,8 +574,14 @@ impl Forwarding {
     pub fn reconcile(&mut self, topo: &Topology, now: Instant) -> Vec<Outgoing> {
         let mut v = Vec::new();
         let tree = self.tree(topo);
+        // Inter-switch ports of every switch, in one pass over the links.
+        let mut link_ports: HashMap<u64, BTreeSet<u32>> = HashMap::new();
+        for l in topo.links() {
+            link_ports.entry(l.src.dpid).or_default().insert(l.src.port);
+            link_ports.entry(l.dst.dpid).or_default().insert(l.dst.port);
+        }
         for &dpid in topo.switches().keys() {
-            let links: BTreeSet<u32> = topo.link_ports(dpid).into_iter().collect();
+            let links: BTreeSet<u32> = link_ports.remove(&dpid).unwrap_or_default();
             let tree_ports = tree.get(&dpid).cloned().unwrap_or_default();
             let edges = topo.edge_ports(dpid, now, self.cfg.port_confirm);
             let bcast = tree_ports
@@ -633,7 +685,7 @@ impl Forwarding {
             self.pairs_refused += 1;
             return Vec::new();
         }
-        let Some(path) = topo.path(src.dpid, dst.dpid) else {
+        let Some(path) = self.path(topo, src.dpid, dst.dpid) else {
             return Vec::new();
         };
         let mut v = Vec::new();
@@ -693,7 +745,7 @@ impl Forwarding {
     /// spanning-tree ports and confirmed edge ports, never back out of
     /// `in_port`; nothing when it entered on a link outside the tree.
     fn flood_ports(&mut self, topo: &Topology, dpid: u64, in_port: u32, now: Instant) -> Vec<u32> {
-        let tree_ports = self.tree(topo).remove(&dpid).unwrap_or_default();
+        let tree_ports = self.tree(topo).get(&dpid).cloned().unwrap_or_default();
         let at = PortRef {
             dpid,
             port: in_port,
@@ -777,7 +829,7 @@ impl Forwarding {
         if dst == at {
             return res;
         }
-        let Some(path) = topo.path(dpid, dst.dpid) else {
+        let Some(path) = self.path(topo, dpid, dst.dpid) else {
             return res;
         };
         let first_out = path.first().and_then(|(_, p)| *p).unwrap_or(dst.port);
@@ -856,23 +908,52 @@ impl Forwarding {
     /// and stamped with the probe clock at `now`.
     pub fn lldp_probes(&self, topo: &Topology, now: Instant) -> Vec<Outgoing> {
         let mut v = Vec::new();
-        for (&dpid, sw) in topo.switches() {
-            for (&port, st) in &sw.ports {
-                if !st.desc.is_up() {
-                    continue;
-                }
-                v.push(Outgoing {
-                    dpid,
-                    msg: Message::PacketOut(PacketOut {
-                        buffer_id: NO_BUFFER,
-                        in_port: port_no::CONTROLLER,
-                        actions: vec![Action::output(port)],
-                        data: self.lldp.probe(dpid, port, st.desc.hw_addr, now),
-                    }),
-                });
-            }
+        for &dpid in topo.switches().keys() {
+            self.lldp_probes_into(topo, dpid, None, now, &mut v);
         }
         v
+    }
+
+    /// The LLDP probes of one switch only (`port`: of one port only): a
+    /// switch that connects or a port that comes up is probed without
+    /// building the probes of the whole fabric.
+    pub fn lldp_probes_of(
+        &self,
+        topo: &Topology,
+        dpid: u64,
+        port: Option<u32>,
+        now: Instant,
+    ) -> Vec<Outgoing> {
+        let mut v = Vec::new();
+        self.lldp_probes_into(topo, dpid, port, now, &mut v);
+        v
+    }
+
+    fn lldp_probes_into(
+        &self,
+        topo: &Topology,
+        dpid: u64,
+        only: Option<u32>,
+        now: Instant,
+        v: &mut Vec<Outgoing>,
+    ) {
+        let Some(sw) = topo.switches().get(&dpid) else {
+            return;
+        };
+        for (&port, st) in &sw.ports {
+            if !st.desc.is_up() || only.is_some_and(|p| p != port) {
+                continue;
+            }
+            v.push(Outgoing {
+                dpid,
+                msg: Message::PacketOut(PacketOut {
+                    buffer_id: NO_BUFFER,
+                    in_port: port_no::CONTROLLER,
+                    actions: vec![Action::output(port)],
+                    data: self.lldp.probe(dpid, port, st.desc.hw_addr, now),
+                }),
+            });
+        }
     }
 }
 
@@ -880,7 +961,7 @@ impl Forwarding {
 mod tests {
     use super::*;
     use crate::monitor::lldp::IgnoreReason;
-    use crate::monitor::topology::tests::{build, pr, triangle};
+    use crate::monitor::topology::tests::{build, port, pr, triangle};
     use ofp::PacketInReason;
     use std::net::Ipv4Addr;
 
@@ -1036,6 +1117,32 @@ mod tests {
         );
         // Nothing changed: nothing re-sent.
         assert!(f.reconcile(&topo, now).is_empty());
+    }
+
+    #[test]
+    fn cached_paths_follow_topology_changes() {
+        let t0 = Instant::now();
+        let mut topo = triangle(t0);
+        let mut f = fresh();
+        for (a, b) in [(1, 3), (3, 1), (2, 3), (1, 1)] {
+            assert_eq!(f.path(&topo, a, b), topo.path(a, b));
+        }
+        assert_eq!(f.path(&topo, 1, 3), Some(vec![(1, Some(3)), (3, None)]));
+        // s1:3 goes away: s1 reaches s3 through s2 now, cached or not.
+        topo.port_status(1, true, port(3), t0);
+        assert_eq!(
+            f.path(&topo, 1, 3),
+            Some(vec![(1, Some(2)), (2, Some(3)), (3, None)])
+        );
+        assert_eq!(f.path(&topo, 1, 3), topo.path(1, 3));
+        assert_eq!(f.path(&topo, 3, 1), topo.path(3, 1));
+        // LLDP probes of one switch (one port) are those of the fabric's.
+        let all = f.lldp_probes(&topo, t0);
+        let of2 = f.lldp_probes_of(&topo, 2, None, t0);
+        assert_eq!(of2.len(), 3);
+        assert!(of2.iter().all(|o| all.contains(o)));
+        assert_eq!(f.lldp_probes_of(&topo, 2, Some(3), t0).len(), 1);
+        assert!(f.lldp_probes_of(&topo, 9, None, t0).is_empty());
     }
 
     #[test]

@@ -6,7 +6,11 @@ use serde::{Deserialize, Deserializer, Serializer};
 
 /// Serialises as the colon-separated lowercase hex string.
 pub fn serialize<S: Serializer>(m: &MacAddr, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(m)
+    let t = m.text();
+    match std::str::from_utf8(&t) {
+        Ok(text) => s.serialize_str(text),
+        Err(_) => s.collect_str(m),
+    }
 }
 
 /// Parses the colon-separated hex string.

@@ -231,6 +231,9 @@ struct Pending {
     ingest: bool,
     parts: Vec<Vec<u8>>,
     bytes: usize,
+    /// When the first part arrived: the time the switch's counters are
+    /// taken at (the last part of a large reply comes later).
+    first_at: Option<std::time::Instant>,
     deadline: Instant,
     /// For the BARRIER closing a batch: the xids of the batch's messages.
     /// An ERROR with one of them is kept here and fails the batch when
@@ -1094,7 +1097,7 @@ async fn reader_loop(
             cmd = cmd_rx.recv() => match cmd {
                 Some(CommandBox(Command::Send(b))) => conn.write(b),
                 Some(CommandBox(Command::Request { xid, bytes, deadline, ingest, batch, reply })) => {
-                    pending.insert(xid, Pending { reply, ingest, parts: Vec::new(), bytes: 0, deadline, batch, error: None });
+                    pending.insert(xid, Pending { reply, ingest, parts: Vec::new(), bytes: 0, first_at: None, deadline, batch, error: None });
                     conn.write(bytes)
                 }
                 None => Err(End::Other("closed by controller".to_string())),
@@ -1150,8 +1153,12 @@ async fn reader_loop(
     end
 }
 
-fn ingest_flows(dpid: u64, ctx: &ConnContext, parts: &[Vec<u8>]) -> Result<Reply, OfError> {
-    let now = std::time::Instant::now();
+fn ingest_flows(
+    dpid: u64,
+    ctx: &ConnContext,
+    parts: &[Vec<u8>],
+    now: std::time::Instant,
+) -> Result<Reply, OfError> {
     let mut m = ctx.monitor.lock().map_err(|_| OfError::BadReply {
         dpid,
         why: "monitor lock poisoned".into(),
@@ -1196,11 +1203,13 @@ fn handle_frame(
                 }
                 return Ok(());
             }
+            p.first_at.get_or_insert_with(std::time::Instant::now);
             p.parts.push(frame.to_vec());
             if flags & MPF_MORE == 0 {
                 if let Some(p) = pending.remove(&hdr.xid) {
                     let r = if p.ingest {
-                        ingest_flows(dpid, ctx, &p.parts)
+                        let at = p.first_at.unwrap_or_else(std::time::Instant::now);
+                        ingest_flows(dpid, ctx, &p.parts, at)
                     } else {
                         Ok(Reply::Parts(p.parts))
                     };

@@ -60,7 +60,16 @@ struct SwitchPolls {
     /// Sequence number of the last completed poll.
     seq: u32,
     times: [Option<Instant>; TIMES],
+    /// The pair index of each position of the switch's previous replies
+    /// (a switch lists its flows in a stable order, so the pair at a
+    /// position is found without hashing; checked before use).
+    order: Vec<u32>,
+    /// Position of the next entry of the poll in progress.
+    cursor: usize,
 }
+
+/// Positions remembered per switch at most (a hint only).
+const ORDER_MAX: usize = 1 << 20;
 
 /// λ of one pair.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -216,6 +225,8 @@ impl TrafficMatrix {
                 dpid,
                 seq: 0,
                 times: [None; TIMES],
+                order: Vec::new(),
+                cursor: 0,
             });
             self.index.insert(dpid, i);
         }
@@ -229,11 +240,49 @@ impl TrafficMatrix {
         let s = &mut self.switches[usize::from(sw).min(last)];
         s.seq += 1;
         s.times[s.seq as usize % TIMES] = Some(now);
+        s.cursor = 0;
         PollToken { sw, seq: s.seq }
     }
 
+    /// The pair at the next position of the poll in progress on `sw`: the
+    /// one found there last time when it is the same pair, else looked up
+    /// (and remembered for that position).
+    fn entry_polled(&mut self, src: MacAddr, dst: MacAddr, sw: u16, seq: u32) -> &mut PairEntry {
+        let Some(s) = self.switches.get_mut(usize::from(sw)) else {
+            return self.entry(src, dst, sw, seq);
+        };
+        let pos = s.cursor;
+        s.cursor += 1;
+        let hint = s.order.get(pos).map(|&i| i as usize);
+        if let Some(i) = hint.filter(|&i| {
+            self.pairs
+                .get(i)
+                .is_some_and(|e| e.src == src && e.dst == dst)
+        }) {
+            let last = self.pairs.len() - 1;
+            return &mut self.pairs[i.min(last)];
+        }
+        let i = self.index_of(src, dst, sw, seq);
+        if let Some(s) = self.switches.get_mut(usize::from(sw)) {
+            if let Some(slot) = s.order.get_mut(pos) {
+                *slot = i as u32;
+            } else if pos == s.order.len() && pos < ORDER_MAX {
+                s.order.push(i as u32);
+            }
+        }
+        let last = self.pairs.len() - 1;
+        &mut self.pairs[i.min(last)]
+    }
+
     fn entry(&mut self, src: MacAddr, dst: MacAddr, sw: u16, seq: u32) -> &mut PairEntry {
-        let idx = match self.pair_index.get(&(src, dst)) {
+        let idx = self.index_of(src, dst, sw, seq);
+        let last = self.pairs.len() - 1;
+        &mut self.pairs[idx.min(last)]
+    }
+
+    /// Index of the pair, added when new.
+    fn index_of(&mut self, src: MacAddr, dst: MacAddr, sw: u16, seq: u32) -> usize {
+        match self.pair_index.get(&(src, dst)) {
             Some(&i) => i as usize,
             None => {
                 if self.pairs.len() == self.pairs.capacity() {
@@ -251,20 +300,22 @@ impl TrafficMatrix {
                 self.pair_index.insert((src, dst), i as u32);
                 i
             }
-        };
-        let last = self.pairs.len() - 1;
-        &mut self.pairs[idx.min(last)]
+        }
     }
 
     /// Records one pair flow's byte counter from the poll `t`.
     #[inline]
     pub fn record(&mut self, t: PollToken, src: MacAddr, dst: MacAddr, cookie: u64, bytes: u64) {
         if self.full_for(src, dst) {
+            // Keep the positions of the entries after it.
+            if let Some(s) = self.switches.get_mut(usize::from(t.sw)) {
+                s.cursor += 1;
+            }
             return;
         }
         let c = cookie as u32;
         let mut retire = None;
-        let e = self.entry(src, dst, t.sw, t.seq);
+        let e = self.entry_polled(src, dst, t.sw, t.seq);
         if e.sw != t.sw {
             // The pair's first hop moved to another switch (VM migration):
             // remember the old flow's baseline for its late FLOW_REMOVED.
@@ -334,8 +385,18 @@ impl TrafficMatrix {
         // baseline for any more; counting it could count bytes twice.
     }
 
-    /// λ for every tracked pair.
+    /// λ for every tracked pair, sorted by (source, destination).
     pub fn rates(&self) -> Vec<PairRate> {
+        let mut v = self.rates_unsorted();
+        // Pairs are unique: an unstable sort gives the same order.
+        v.sort_unstable_by_key(|r| (r.src, r.dst));
+        v
+    }
+
+    /// λ for every tracked pair, in no particular order (the analysis
+    /// needs no order; sorting a million pairs each round costs more than
+    /// reading them).
+    pub fn rates_unsorted(&self) -> Vec<PairRate> {
         let mut v = Vec::with_capacity(self.pairs.len());
         for e in &self.pairs {
             let Some(s) = self.switches.get(usize::from(e.sw)) else {
@@ -352,7 +413,6 @@ impl TrafficMatrix {
                 window_s: span,
             });
         }
-        v.sort_by_key(|r| (r.src, r.dst));
         v
     }
 
@@ -935,6 +995,35 @@ mod tests {
         assert_eq!(r.dpid, 2);
         assert_eq!(r.total_bytes, 2100);
         assert!((r.bytes_per_s - 1000.0).abs() <= 64.0, "{r:?}");
+    }
+
+    #[test]
+    fn positions_are_hints_only() {
+        // A switch lists its flows in another order, drops one and gains
+        // one, and the matrix forgets a pair in between: every pair's bytes
+        // still go to that pair.
+        let mut m = TrafficMatrix::new(2);
+        let t0 = Instant::now();
+        let poll = |m: &mut TrafficMatrix, i: u64, flows: &[(u8, u64)]| {
+            let tok = m.begin_poll(1, t0 + Duration::from_secs(i));
+            for &(d, bytes) in flows {
+                m.record(tok, mac(1), mac(d), C1, bytes);
+            }
+        };
+        poll(&mut m, 0, &[(2, 0), (3, 0), (4, 0)]);
+        poll(&mut m, 1, &[(4, 4000), (2, 2000), (3, 3000)]);
+        m.forget_macs(&[mac(2)]);
+        poll(&mut m, 2, &[(5, 0), (3, 6000), (4, 8000)]);
+        poll(&mut m, 3, &[(3, 9000), (5, 5000), (4, 12000)]);
+        let r: Vec<(MacAddr, f64)> = m.rates().iter().map(|r| (r.dst, r.bytes_per_s)).collect();
+        assert_eq!(r.len(), 3, "{r:?}");
+        for (dst, want) in [(mac(3), 3000.0), (mac(4), 4000.0), (mac(5), 2500.0)] {
+            let got = r.iter().find(|x| x.0 == dst).map(|x| x.1);
+            assert!(
+                got.is_some_and(|g| (g - want).abs() < 64.0),
+                "{dst}: {got:?} vs {want}"
+            );
+        }
     }
 
     #[test]

@@ -792,8 +792,22 @@ impl Topology {
         if src == dst {
             return self.switches.contains_key(&src).then(|| vec![(src, None)]);
         }
-        let next = self.next_hops_to(dst);
-        let adj = self.adjacency();
+        self.path_with(&self.next_hops_to(dst), &self.adjacency(), src, dst)
+    }
+
+    /// [`Topology::path`] from `next` = [`Topology::next_hops_to`]`(dst)`
+    /// and `adj` = [`Topology::adjacency`] computed earlier for this
+    /// [`Topology::version`] (a caller may cache them).
+    pub fn path_with(
+        &self,
+        next: &BTreeMap<u64, u32>,
+        adj: &BTreeMap<u64, Vec<(u64, u32, u32)>>,
+        src: u64,
+        dst: u64,
+    ) -> Option<Vec<(u64, Option<u32>)>> {
+        if src == dst {
+            return self.switches.contains_key(&src).then(|| vec![(src, None)]);
+        }
         let mut path = Vec::new();
         let mut cur = src;
         while cur != dst {
