@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::frames;
-use crate::load::{percentile, Driver, LoadStats, Mode};
+use crate::load::{percentile, Answer, Driver, LoadOptions, LoadStats, Mode};
 use crate::switch::{Effect, Switch, SwitchCounters};
 use crate::topo::Topology;
 
@@ -49,6 +49,8 @@ pub struct RunConfig {
     pub connect_timeout: Duration,
     /// Print a line per second.
     pub per_second_lines: bool,
+    /// How load PACKET_INs are made and answered.
+    pub load: LoadOptions,
 }
 
 /// Errors of a run.
@@ -80,6 +82,10 @@ enum Phase {
 pub struct Report {
     /// Mode.
     pub mode: Mode,
+    /// The matching rule.
+    pub answer: Answer,
+    /// Load PACKET_INs from fresh source MACs.
+    pub fresh_src: bool,
     /// Switches emulated.
     pub switches: usize,
     /// Hosts emulated.
@@ -237,6 +243,8 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     let lat = &load.latencies_us;
     Ok(Report {
         mode: cfg.mode,
+        answer: cfg.load.answer,
+        fresh_src: cfg.load.fresh_src,
         switches: n,
         hosts: cfg.topology.hosts.len(),
         window: if cfg.mode == Mode::Latency {
@@ -340,7 +348,8 @@ async fn switch_task(
         local.clone(),
         topo.reachable_hosts(i),
         (i as u64) << 40,
-    );
+    )
+    .with_options(cfg.load);
     let result = |sw: &Switch, driver: Driver, handshaken: bool| TaskResult {
         handshaken,
         load: driver.stats,
