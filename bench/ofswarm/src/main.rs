@@ -45,6 +45,11 @@ struct Args {
     /// Seconds to wait for every switch's handshake.
     #[arg(long, default_value_t = 30)]
     connect_timeout: u64,
+    /// Milliseconds between two switches' connections (switch i connects
+    /// after i times this; 0: all at once). A controller with a short
+    /// listen backlog may lose connections that all arrive at once.
+    #[arg(long, default_value_t = 0)]
+    connect_stagger_ms: u64,
     /// Datapath id of the first switch (the others follow).
     #[arg(long, default_value_t = 1)]
     dpid_base: u64,
@@ -120,6 +125,7 @@ fn real_main(args: Args) -> Result<(), MainError> {
         duration: Duration::from_secs(args.duration),
         warmup,
         connect_timeout: Duration::from_secs(args.connect_timeout),
+        connect_stagger: Duration::from_millis(args.connect_stagger_ms),
         per_second_lines: !args.quiet,
         load: LoadOptions {
             answer: args.answer,

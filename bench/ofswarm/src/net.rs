@@ -47,6 +47,9 @@ pub struct RunConfig {
     pub warmup: Duration,
     /// Longest wait for every switch's handshake.
     pub connect_timeout: Duration,
+    /// Switch `i` opens its connection `i` times this after the start
+    /// (zero: all at once).
+    pub connect_stagger: Duration,
     /// Print a line per second.
     pub per_second_lines: bool,
     /// How load PACKET_INs are made and answered.
@@ -356,6 +359,12 @@ async fn switch_task(
         counters: sw.counters.clone(),
         flows: sw.table.len(),
     };
+    if !cfg.connect_stagger.is_zero() {
+        let delay = cfg
+            .connect_stagger
+            .saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
+        tokio::time::sleep(delay).await;
+    }
     let Some(stream) = connect(cfg.controller, &mut phase).await else {
         return result(&sw, driver, false);
     };
