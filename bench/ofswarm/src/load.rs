@@ -22,6 +22,11 @@
 //! PACKET_OUT the switch receives during the load answers the oldest
 //! outstanding PACKET_IN of that switch, whatever it carries.
 //!
+//! With [`Answer::Src`] a FLOW_MOD `ADD` whose match has the PACKET_IN's
+//! Ethernet source as `eth_src` or `eth_dst` answers the oldest outstanding
+//! PACKET_IN from that source (a learning switch's flows for a newly learnt
+//! host); PACKET_OUTs as in `pair`.
+//!
 //! With `fresh_src` every load PACKET_IN comes from a source MAC never used
 //! before (as cbench's `-M`): `06:ii:ii:nn:nn:nn`, `i` the switch index and
 //! `n` a per-switch counter, on a host port of the switch, so a learning
@@ -61,6 +66,11 @@ pub enum Answer {
     /// cbench's rule: any FLOW_MOD or PACKET_OUT on the switch answers its
     /// oldest outstanding PACKET_IN.
     Any,
+    /// A learning switch's rule: a FLOW_MOD ADD whose match has the
+    /// PACKET_IN's Ethernet source as `eth_src` or `eth_dst` (Faucet's
+    /// eth_src and eth_dst table entries, Shoal's pair flow), or a
+    /// PACKET_OUT carrying its sequence number. Exact with `fresh_src`.
+    Src,
 }
 
 /// How load PACKET_INs are made and answered.
@@ -136,6 +146,7 @@ pub struct Driver {
     seq: u64,
     outstanding: HashMap<u64, Pending>,
     by_pair: HashMap<(MacAddr, MacAddr), VecDeque<u64>>,
+    by_src: HashMap<MacAddr, VecDeque<u64>>,
     /// Sequence numbers in sending order (`Answer::Any`; answered or
     /// expired ones are skipped lazily).
     order: VecDeque<u64>,
@@ -166,6 +177,7 @@ impl Driver {
             seq: seq_base,
             outstanding: HashMap::new(),
             by_pair: HashMap::new(),
+            by_src: HashMap::new(),
             order: VecDeque::new(),
             opts: LoadOptions::default(),
             index: seq_base >> 40,
@@ -274,6 +286,7 @@ impl Driver {
                 .entry((src_mac, b.mac))
                 .or_default()
                 .push_back(seq);
+            self.by_src.entry(src_mac).or_default().push_back(seq);
             self.stats.packet_ins += 1;
             v.push(pin);
         }
@@ -286,6 +299,12 @@ impl Driver {
             q.retain(|&s| s != seq);
             if q.is_empty() {
                 self.by_pair.remove(&p.pair);
+            }
+        }
+        if let Some(q) = self.by_src.get_mut(&p.pair.0) {
+            q.retain(|&s| s != seq);
+            if q.is_empty() {
+                self.by_src.remove(&p.pair.0);
             }
         }
         Some(p)
@@ -323,6 +342,18 @@ impl Driver {
         }
         if fm.command != FlowModCommand::Add {
             return false;
+        }
+        if self.opts.answer == Answer::Src {
+            let oldest = [fm.match_.get_eth_src(), fm.match_.get_eth_dst()]
+                .into_iter()
+                .flatten()
+                .filter_map(|mac| self.by_src.get(&mac).and_then(|q| q.front().copied()))
+                .min();
+            let Some(p) = oldest.and_then(|seq| self.forget(seq)) else {
+                return false;
+            };
+            self.answered_by_flow_mod(p, now);
+            return true;
         }
         let (Some(src), Some(dst)) = (fm.match_.get_eth_src(), fm.match_.get_eth_dst()) else {
             return false;
@@ -477,6 +508,59 @@ mod tests {
         assert_eq!(d.stats.timeouts, 3);
         assert!(d.on_packet_out(&po));
         assert_eq!(d.outstanding(), 2);
+    }
+
+    #[test]
+    fn answer_src_takes_flows_for_the_source_as_eth_src_or_eth_dst() {
+        let t = Topology::build(TopoSpec::Grid(1, 4), 4, 1);
+        let now = Instant::now();
+        let mut sw = Switch::new(0, &t.switches[0], now);
+        let opts = LoadOptions {
+            answer: Answer::Src,
+            fresh_src: true,
+            ..LoadOptions::default()
+        };
+        let mut d =
+            Driver::new(Mode::Latency, 1, t.hosts_of(0), t.hosts.clone(), 0).with_options(opts);
+        let pins = d.fill(&mut sw, now);
+        let (src, dst, _) = frames::eth_addrs(&pin(&pins[0]).data).unwrap();
+        // A flow for the destination only, or a DELETE, answers nothing.
+        let to_dst = FlowMod {
+            match_: Match::new().eth_dst(dst),
+            ..FlowMod::default()
+        };
+        assert!(!d.on_flow_mod(&to_dst, now));
+        let del = FlowMod {
+            command: FlowModCommand::Delete,
+            match_: Match::new().eth_src(src),
+            ..FlowMod::default()
+        };
+        assert!(!d.on_flow_mod(&del, now));
+        // Faucet's eth_dst-table entry for the learnt source answers ...
+        let learnt_dst = FlowMod {
+            match_: Match::new().eth_dst(src),
+            ..FlowMod::default()
+        };
+        let later = now + Duration::from_micros(300);
+        assert!(d.on_flow_mod(&learnt_dst, later));
+        assert_eq!(d.stats.latencies_us, vec![300]);
+        // ... and its eth_src-table entry, arriving next, answers nothing
+        // more (the next PACKET_IN has another fresh source).
+        let pins = d.fill(&mut sw, later);
+        assert_eq!(pins.len(), 1);
+        let learnt_src = FlowMod {
+            match_: Match::new().in_port(1).eth_src(src),
+            ..FlowMod::default()
+        };
+        assert!(!d.on_flow_mod(&learnt_src, later));
+        let (src2, _, _) = frames::eth_addrs(&pin(&pins[0]).data).unwrap();
+        let fm = FlowMod {
+            match_: Match::new().in_port(1).eth_src(src2),
+            ..FlowMod::default()
+        };
+        assert!(d.on_flow_mod(&fm, later));
+        assert_eq!(d.stats.responses, 2);
+        assert_eq!(d.outstanding(), 0);
     }
 
     #[test]

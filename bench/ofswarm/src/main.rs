@@ -57,7 +57,9 @@ struct Args {
     /// FLOW_MOD ADD matching exactly its Ethernet source and destination,
     /// or a PACKET_OUT carrying its sequence number) or `any` (cbench's
     /// rule: every FLOW_MOD or PACKET_OUT answers the switch's oldest
-    /// outstanding PACKET_IN).
+    /// outstanding PACKET_IN) or `src` (a FLOW_MOD ADD matching the
+    /// PACKET_IN's source MAC as eth_src or eth_dst: a learning switch's
+    /// flows; a PACKET_OUT as in `pair`).
     #[arg(long, value_enum, default_value = "pair")]
     answer: Answer,
     /// Every load PACKET_IN from a never-used source MAC (06:ii:ii:nn:nn:nn)
