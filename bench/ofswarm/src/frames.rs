@@ -53,6 +53,17 @@ pub fn load_frame(src: (MacAddr, Ipv4Addr), dst: (MacAddr, Ipv4Addr), seq: u64) 
     out
 }
 
+/// `frame` with an 802.1Q tag (VLAN `vid`, priority 0) after its
+/// Ethernet addresses.
+pub fn vlan_tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 4);
+    out.extend_from_slice(frame.get(..12).unwrap_or(frame));
+    out.extend_from_slice(&0x8100u16.to_be_bytes());
+    out.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+    out.extend_from_slice(frame.get(12..).unwrap_or_default());
+    out
+}
+
 /// The sequence number of a load frame, if `data` is one.
 pub fn load_seq(data: &[u8]) -> Option<u64> {
     let sliced = LaxSlicedPacket::from_ethernet(data).ok()?;

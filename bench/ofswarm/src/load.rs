@@ -16,7 +16,21 @@
 //!
 //! Everything else (destination flows on other switches, the PACKET_OUT
 //! that follows an answering FLOW_MOD) is not an answer; a PACKET_IN is
-//! counted at most once. In latency mode only a FLOW_MOD gives a latency
+//! counted at most once. This is the `pair` rule ([`Answer::Pair`]).
+//!
+//! With [`Answer::Any`] (cbench's rule) every FLOW_MOD (any command) or
+//! PACKET_OUT the switch receives during the load answers the oldest
+//! outstanding PACKET_IN of that switch, whatever it carries.
+//!
+//! With [`Answer::Src`] a FLOW_MOD `ADD` whose match has the PACKET_IN's
+//! Ethernet source as `eth_src` or `eth_dst` answers the oldest outstanding
+//! PACKET_IN from that source (a learning switch's flows for a newly learnt
+//! host); PACKET_OUTs as in `pair`.
+//!
+//! With `fresh_src` every load PACKET_IN comes from a source MAC never used
+//! before (as cbench's `-M`): `06:ii:ii:nn:nn:nn`, `i` the switch index and
+//! `n` a per-switch counter, on a host port of the switch, so a learning
+//! controller always has something new to learn. In latency mode only a FLOW_MOD gives a latency
 //! sample; a PACKET_OUT alone (the controller re-installs a pair only after
 //! a hold-off, so the pacing below avoids it) answers without a sample.
 
@@ -42,6 +56,59 @@ pub enum Mode {
     /// `--flows` pair flows per switch with known byte rates; the
     /// controller polls them (see [`crate::traffic`]).
     Stats,
+}
+
+/// Which controller messages answer a load PACKET_IN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Answer {
+    /// A FLOW_MOD ADD matching exactly the PACKET_IN's Ethernet source and
+    /// destination, or a PACKET_OUT carrying its sequence number.
+    #[default]
+    Pair,
+    /// cbench's rule: any FLOW_MOD or PACKET_OUT on the switch answers its
+    /// oldest outstanding PACKET_IN.
+    Any,
+    /// A learning switch's rule: a FLOW_MOD ADD whose match has the
+    /// PACKET_IN's Ethernet source as `eth_src` or `eth_dst` (Faucet's
+    /// eth_src and eth_dst table entries, Shoal's pair flow), or a
+    /// PACKET_OUT carrying its sequence number. Exact with `fresh_src`.
+    Src,
+}
+
+/// How load PACKET_INs are made and answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The matching rule.
+    pub answer: Answer,
+    /// Every load PACKET_IN from a never-used source MAC.
+    pub fresh_src: bool,
+    /// `None`: a table miss (reason `NO_MATCH`, cookie all ones, the OVS
+    /// default); `Some(c)`: sent by a controller's explicit
+    /// output-to-controller flow with cookie `c` (reason `ACTION`).
+    pub pin_cookie: Option<u64>,
+    /// Load frames carry this 802.1Q VLAN tag (as after a pipeline that
+    /// pushed the port's native VLAN); `None`: untagged.
+    pub pin_vlan: Option<u16>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            answer: Answer::Pair,
+            fresh_src: false,
+            pin_cookie: None,
+            pin_vlan: None,
+        }
+    }
+}
+
+/// Locally administered unicast MAC of the `n`-th fresh source of switch
+/// index `i`: 06:ii:ii:nn:nn:nn (distinct from hosts' 02:… and ports' 0a:…).
+pub fn fresh_mac(i: u64, n: u64) -> MacAddr {
+    let i = i.to_be_bytes();
+    let n = n.to_be_bytes();
+    MacAddr([0x06, i[6], i[7], n[5], n[6], n[7]])
 }
 
 /// An outstanding PACKET_IN.
@@ -82,6 +149,13 @@ pub struct Driver {
     seq: u64,
     outstanding: HashMap<u64, Pending>,
     by_pair: HashMap<(MacAddr, MacAddr), VecDeque<u64>>,
+    by_src: HashMap<MacAddr, VecDeque<u64>>,
+    /// Sequence numbers in sending order (`Answer::Any`; answered or
+    /// expired ones are skipped lazily).
+    order: VecDeque<u64>,
+    opts: LoadOptions,
+    index: u64,
+    fresh: u64,
     /// Results so far.
     pub stats: LoadStats,
 }
@@ -106,8 +180,19 @@ impl Driver {
             seq: seq_base,
             outstanding: HashMap::new(),
             by_pair: HashMap::new(),
+            by_src: HashMap::new(),
+            order: VecDeque::new(),
+            opts: LoadOptions::default(),
+            index: seq_base >> 40,
+            fresh: 0,
             stats: LoadStats::default(),
         }
+    }
+
+    /// The same driver with other load options.
+    pub fn with_options(mut self, opts: LoadOptions) -> Self {
+        self.opts = opts;
+        self
     }
 
     /// Number of PACKET_INs outstanding.
@@ -168,11 +253,24 @@ impl Driver {
             };
             self.seq += 1;
             let seq = self.seq;
-            let frame = frames::load_frame((a.mac, a.ip), (b.mac, b.ip), seq);
+            let src_mac = if self.opts.fresh_src {
+                self.fresh += 1;
+                fresh_mac(self.index, self.fresh)
+            } else {
+                a.mac
+            };
+            let mut frame = frames::load_frame((src_mac, a.ip), (b.mac, b.ip), seq);
+            if let Some(vid) = self.opts.pin_vlan {
+                frame = frames::vlan_tagged(&frame, vid);
+            }
+            let (reason, cookie) = match self.opts.pin_cookie {
+                None => (PacketInReason::NoMatch, u64::MAX),
+                Some(c) => (PacketInReason::Action, c),
+            };
             let pin = sw.packet_in(
-                PacketInReason::NoMatch,
+                reason,
                 1,
-                u64::MAX,
+                cookie,
                 a.port,
                 &frame,
                 ofp::CONTROLLER_MAX_LEN_NO_BUFFER,
@@ -181,13 +279,17 @@ impl Driver {
                 seq,
                 Pending {
                     sent: now,
-                    pair: (a.mac, b.mac),
+                    pair: (src_mac, b.mac),
                 },
             );
+            if self.opts.answer == Answer::Any {
+                self.order.push_back(seq);
+            }
             self.by_pair
-                .entry((a.mac, b.mac))
+                .entry((src_mac, b.mac))
                 .or_default()
                 .push_back(seq);
+            self.by_src.entry(src_mac).or_default().push_back(seq);
             self.stats.packet_ins += 1;
             v.push(pin);
         }
@@ -202,13 +304,59 @@ impl Driver {
                 self.by_pair.remove(&p.pair);
             }
         }
+        if let Some(q) = self.by_src.get_mut(&p.pair.0) {
+            q.retain(|&s| s != seq);
+            if q.is_empty() {
+                self.by_src.remove(&p.pair.0);
+            }
+        }
         Some(p)
+    }
+
+    /// The oldest outstanding PACKET_IN, forgotten (`Answer::Any`).
+    fn take_oldest(&mut self) -> Option<Pending> {
+        while let Some(seq) = self.order.pop_front() {
+            if let Some(p) = self.forget(seq) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    fn answered_by_flow_mod(&mut self, p: Pending, now: Instant) {
+        self.stats.responses += 1;
+        self.stats.by_flow_mod += 1;
+        if self.mode == Mode::Latency {
+            let us = now.saturating_duration_since(p.sent).as_micros();
+            self.stats
+                .latencies_us
+                .push(u64::try_from(us).unwrap_or(u64::MAX));
+        }
     }
 
     /// A FLOW_MOD arrived; true when it answered a PACKET_IN.
     pub fn on_flow_mod(&mut self, fm: &FlowMod, now: Instant) -> bool {
+        if self.opts.answer == Answer::Any {
+            let Some(p) = self.take_oldest() else {
+                return false;
+            };
+            self.answered_by_flow_mod(p, now);
+            return true;
+        }
         if fm.command != FlowModCommand::Add {
             return false;
+        }
+        if self.opts.answer == Answer::Src {
+            let oldest = [fm.match_.get_eth_src(), fm.match_.get_eth_dst()]
+                .into_iter()
+                .flatten()
+                .filter_map(|mac| self.by_src.get(&mac).and_then(|q| q.front().copied()))
+                .min();
+            let Some(p) = oldest.and_then(|seq| self.forget(seq)) else {
+                return false;
+            };
+            self.answered_by_flow_mod(p, now);
+            return true;
         }
         let (Some(src), Some(dst)) = (fm.match_.get_eth_src(), fm.match_.get_eth_dst()) else {
             return false;
@@ -223,19 +371,20 @@ impl Driver {
         let Some(p) = self.forget(seq) else {
             return false;
         };
-        self.stats.responses += 1;
-        self.stats.by_flow_mod += 1;
-        if self.mode == Mode::Latency {
-            let us = now.saturating_duration_since(p.sent).as_micros();
-            self.stats
-                .latencies_us
-                .push(u64::try_from(us).unwrap_or(u64::MAX));
-        }
+        self.answered_by_flow_mod(p, now);
         true
     }
 
     /// A PACKET_OUT arrived; true when it answered a PACKET_IN.
     pub fn on_packet_out(&mut self, po: &PacketOut) -> bool {
+        if self.opts.answer == Answer::Any {
+            if self.take_oldest().is_none() {
+                return false;
+            }
+            self.stats.responses += 1;
+            self.stats.by_packet_out += 1;
+            return true;
+        }
         let Some(seq) = frames::load_seq(&po.data) else {
             return false;
         };
@@ -306,6 +455,203 @@ mod tests {
         assert!(d.on_packet_out(&po));
         assert_eq!(d.stats.responses, 2);
         assert_eq!(d.fill(&mut sw, now).len(), 2);
+    }
+
+    fn pin(m: &OfpMessage) -> &ofp::PacketIn {
+        let Message::PacketIn(p) = &m.body else {
+            panic!("not a PACKET_IN: {m:?}")
+        };
+        p
+    }
+
+    #[test]
+    fn answer_any_takes_the_oldest() {
+        let t = Topology::build(TopoSpec::Grid(1, 4), 4, 1);
+        let now = Instant::now();
+        let mut sw = Switch::new(0, &t.switches[0], now);
+        let opts = LoadOptions {
+            answer: Answer::Any,
+            ..LoadOptions::default()
+        };
+        let mut d =
+            Driver::new(Mode::Throughput, 3, t.hosts_of(0), t.hosts.clone(), 0).with_options(opts);
+        let pins = d.fill(&mut sw, now);
+        assert_eq!(pins.len(), 3);
+        // Any FLOW_MOD, even a DELETE matching nothing of the pair, answers.
+        let del = FlowMod {
+            command: FlowModCommand::Delete,
+            ..FlowMod::default()
+        };
+        assert!(d.on_flow_mod(&del, now));
+        // A PACKET_OUT with an unrelated frame answers the next oldest.
+        let po = PacketOut {
+            buffer_id: ofp::NO_BUFFER,
+            in_port: 1,
+            actions: vec![],
+            data: vec![0; 60],
+        };
+        assert!(d.on_packet_out(&po));
+        // The third one: the oldest is answered, so the first two are gone:
+        // a refill sends exactly two new ones.
+        assert_eq!(d.outstanding(), 1);
+        let seq2 = frames::load_seq(&pin(&pins[2]).data).unwrap();
+        assert!(d.outstanding.contains_key(&seq2));
+        assert!(d.on_flow_mod(&del, now));
+        // Nothing outstanding: nothing more is answered.
+        assert!(!d.on_flow_mod(&del, now));
+        assert!(!d.on_packet_out(&po));
+        assert_eq!(d.stats.responses, 3);
+        assert_eq!(d.stats.by_flow_mod, 2);
+        assert_eq!(d.stats.by_packet_out, 1);
+        // Timed-out PACKET_INs are skipped, not answered.
+        let pins = d.fill(&mut sw, now);
+        assert_eq!(pins.len(), 3);
+        let later = now + Duration::from_secs(3);
+        assert_eq!(d.fill(&mut sw, later).len(), 3);
+        assert_eq!(d.stats.timeouts, 3);
+        assert!(d.on_packet_out(&po));
+        assert_eq!(d.outstanding(), 2);
+    }
+
+    #[test]
+    fn answer_src_takes_flows_for_the_source_as_eth_src_or_eth_dst() {
+        let t = Topology::build(TopoSpec::Grid(1, 4), 4, 1);
+        let now = Instant::now();
+        let mut sw = Switch::new(0, &t.switches[0], now);
+        let opts = LoadOptions {
+            answer: Answer::Src,
+            fresh_src: true,
+            ..LoadOptions::default()
+        };
+        let mut d =
+            Driver::new(Mode::Latency, 1, t.hosts_of(0), t.hosts.clone(), 0).with_options(opts);
+        let pins = d.fill(&mut sw, now);
+        let (src, dst, _) = frames::eth_addrs(&pin(&pins[0]).data).unwrap();
+        // A flow for the destination only, or a DELETE, answers nothing.
+        let to_dst = FlowMod {
+            match_: Match::new().eth_dst(dst),
+            ..FlowMod::default()
+        };
+        assert!(!d.on_flow_mod(&to_dst, now));
+        let del = FlowMod {
+            command: FlowModCommand::Delete,
+            match_: Match::new().eth_src(src),
+            ..FlowMod::default()
+        };
+        assert!(!d.on_flow_mod(&del, now));
+        // Faucet's eth_dst-table entry for the learnt source answers ...
+        let learnt_dst = FlowMod {
+            match_: Match::new().eth_dst(src),
+            ..FlowMod::default()
+        };
+        let later = now + Duration::from_micros(300);
+        assert!(d.on_flow_mod(&learnt_dst, later));
+        assert_eq!(d.stats.latencies_us, vec![300]);
+        // ... and its eth_src-table entry, arriving next, answers nothing
+        // more (the next PACKET_IN has another fresh source).
+        let pins = d.fill(&mut sw, later);
+        assert_eq!(pins.len(), 1);
+        let learnt_src = FlowMod {
+            match_: Match::new().in_port(1).eth_src(src),
+            ..FlowMod::default()
+        };
+        assert!(!d.on_flow_mod(&learnt_src, later));
+        let (src2, _, _) = frames::eth_addrs(&pin(&pins[0]).data).unwrap();
+        let fm = FlowMod {
+            match_: Match::new().in_port(1).eth_src(src2),
+            ..FlowMod::default()
+        };
+        assert!(d.on_flow_mod(&fm, later));
+        assert_eq!(d.stats.responses, 2);
+        assert_eq!(d.outstanding(), 0);
+    }
+
+    #[test]
+    fn pair_rule_still_default_and_ignores_deletes() {
+        let t = Topology::build(TopoSpec::Grid(1, 4), 4, 1);
+        let now = Instant::now();
+        let mut sw = Switch::new(0, &t.switches[0], now);
+        let mut d = Driver::new(Mode::Throughput, 2, t.hosts_of(0), t.hosts.clone(), 0);
+        let pins = d.fill(&mut sw, now);
+        let (src, dst, _) = frames::eth_addrs(&pin(&pins[0]).data).unwrap();
+        let del = FlowMod {
+            command: FlowModCommand::Delete,
+            match_: Match::new().eth_src(src).eth_dst(dst),
+            ..FlowMod::default()
+        };
+        assert!(!d.on_flow_mod(&del, now));
+        let po = PacketOut {
+            buffer_id: ofp::NO_BUFFER,
+            in_port: 1,
+            actions: vec![],
+            data: vec![0; 60],
+        };
+        assert!(!d.on_packet_out(&po));
+        assert_eq!(d.outstanding(), 2);
+    }
+
+    #[test]
+    fn fresh_sources_never_repeat_and_pair_rule_uses_them() {
+        let t = Topology::build(TopoSpec::Grid(2, 2), 2, 1);
+        let now = Instant::now();
+        let mut sw = Switch::new(1, &t.switches[1], now);
+        let opts = LoadOptions {
+            fresh_src: true,
+            ..LoadOptions::default()
+        };
+        let mut d = Driver::new(Mode::Throughput, 8, t.hosts_of(1), t.hosts_of(1), 1 << 40)
+            .with_options(opts);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..4 {
+            let pins = d.fill(&mut sw, now);
+            for m in &pins {
+                let p = pin(m);
+                assert_eq!(p.reason, PacketInReason::NoMatch);
+                assert_eq!(p.cookie, u64::MAX);
+                let (src, dst, _) = frames::eth_addrs(&p.data).unwrap();
+                assert_eq!(src.0[..3], [0x06, 0, 1], "fresh MAC of switch 1: {src:?}");
+                assert!(seen.insert(src), "source {src:?} used twice");
+                // Still from a host port of this switch, to one of its hosts.
+                let in_port = p.match_.get_in_port().unwrap();
+                assert!(t.host_at(1, in_port).is_some());
+                assert!(t.hosts_of(1).iter().any(|h| h.mac == dst));
+                // The pair rule matches the fresh source.
+                let fm = FlowMod {
+                    match_: Match::new().eth_src(src).eth_dst(dst),
+                    ..FlowMod::default()
+                };
+                assert!(d.on_flow_mod(&fm, now));
+            }
+        }
+        assert_eq!(seen.len(), 32);
+        assert_eq!(fresh_mac(0x0102, 0x030405), MacAddr([6, 1, 2, 3, 4, 5]));
+    }
+
+    #[test]
+    fn packet_in_shape_for_an_explicit_controller_flow() {
+        let t = Topology::build(TopoSpec::Grid(1, 2), 2, 1);
+        let now = Instant::now();
+        let mut sw = Switch::new(0, &t.switches[0], now);
+        let opts = LoadOptions {
+            pin_cookie: Some(0x5adc_15c0),
+            pin_vlan: Some(100),
+            ..LoadOptions::default()
+        };
+        let mut d =
+            Driver::new(Mode::Throughput, 1, t.hosts_of(0), t.hosts.clone(), 0).with_options(opts);
+        let pins = d.fill(&mut sw, now);
+        let p = pin(&pins[0]);
+        assert_eq!(p.reason, PacketInReason::Action);
+        assert_eq!(p.cookie, 0x5adc_15c0);
+        assert_eq!(p.data.get(12..16), Some(&[0x81, 0x00, 0x00, 100][..]));
+        // The tagged frame still carries its sequence number.
+        let po = PacketOut {
+            buffer_id: ofp::NO_BUFFER,
+            in_port: 1,
+            actions: vec![],
+            data: p.data.clone(),
+        };
+        assert!(d.on_packet_out(&po));
     }
 
     #[test]

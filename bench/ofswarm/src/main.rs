@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ofswarm::load::Mode;
+use ofswarm::load::{Answer, LoadOptions, Mode};
 use ofswarm::net::{run, ApiCheck, RunConfig};
 use ofswarm::topo::{TopoSpec, Topology};
 
@@ -46,9 +46,36 @@ struct Args {
     /// Seconds to wait for every switch's handshake.
     #[arg(long, default_value_t = 30)]
     connect_timeout: u64,
+    /// Milliseconds between two switches' connections (switch i connects
+    /// after i times this; 0: all at once). A controller with a short
+    /// listen backlog may lose connections that all arrive at once.
+    #[arg(long, default_value_t = 0)]
+    connect_stagger_ms: u64,
     /// Datapath id of the first switch (the others follow).
     #[arg(long, default_value_t = 1)]
     dpid_base: u64,
+    /// Which controller messages answer a load PACKET_IN: `pair` (a
+    /// FLOW_MOD ADD matching exactly its Ethernet source and destination,
+    /// or a PACKET_OUT carrying its sequence number) or `any` (cbench's
+    /// rule: every FLOW_MOD or PACKET_OUT answers the switch's oldest
+    /// outstanding PACKET_IN) or `src` (a FLOW_MOD ADD matching the
+    /// PACKET_IN's source MAC as eth_src or eth_dst: a learning switch's
+    /// flows; a PACKET_OUT as in `pair`).
+    #[arg(long, value_enum, default_value = "pair")]
+    answer: Answer,
+    /// Every load PACKET_IN from a never-used source MAC (06:ii:ii:nn:nn:nn)
+    /// on a host port, like cbench -M: a learning switch always learns.
+    #[arg(long)]
+    fresh_src: bool,
+    /// Load PACKET_INs as sent by an explicit output-to-controller flow
+    /// with this cookie (reason ACTION) instead of a table miss (reason
+    /// NO_MATCH, cookie all ones). Decimal or 0x-hex.
+    #[arg(long, value_parser = parse_u64)]
+    pin_cookie: Option<u64>,
+    /// Load frames carry this 802.1Q VLAN (1..=4094), as after a pipeline
+    /// that pushed the port's native VLAN.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4094))]
+    pin_vlan: Option<u16>,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -153,18 +180,31 @@ fn real_main(args: Args) -> Result<(), MainError> {
         duration: Duration::from_secs(args.duration),
         warmup,
         connect_timeout: Duration::from_secs(args.connect_timeout),
+        connect_stagger: Duration::from_millis(args.connect_stagger_ms),
         per_second_lines: !args.quiet,
         flows: args.flows,
         setup_timeout: Duration::from_secs(args.setup_timeout),
         api,
         cpu_pid: args.cpu_pid,
+        load: LoadOptions {
+            answer: args.answer,
+            fresh_src: args.fresh_src,
+            pin_cookie: args.pin_cookie,
+            pin_vlan: args.pin_vlan,
+        },
     };
     let rt = tokio::runtime::Runtime::new().map_err(MainError::Runtime)?;
     println!(
-        "ofswarm: {} switches, {} hosts, {:?} mode, controller {}",
+        "ofswarm: {} switches, {} hosts, {:?} mode, answer {:?}{}, controller {}",
         cfg.topology.switches.len(),
         cfg.topology.hosts.len(),
         cfg.mode,
+        cfg.load.answer,
+        if cfg.load.fresh_src {
+            ", fresh sources"
+        } else {
+            ""
+        },
         cfg.controller
     );
     let report = rt.block_on(run(cfg))?;
@@ -241,6 +281,14 @@ fn real_main(args: Args) -> Result<(), MainError> {
         std::fs::write(&path, text + "\n").map_err(|source| MainError::Json { path, source })?;
     }
     Ok(())
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse::<u64>(),
+    };
+    r.map_err(|e| format!("not a 64-bit number: {e}"))
 }
 
 fn fmt_opt(v: Option<u64>) -> String {

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::frames;
-use crate::load::{percentile, Driver, LoadStats, Mode};
+use crate::load::{percentile, Answer, Driver, LoadOptions, LoadStats, Mode};
 use crate::procstat;
 use crate::switch::{Effect, Switch, SwitchCounters};
 use crate::topo::Topology;
@@ -49,6 +49,9 @@ pub struct RunConfig {
     pub warmup: Duration,
     /// Longest wait for every switch's handshake.
     pub connect_timeout: Duration,
+    /// Switch `i` opens its connection `i` times this after the start
+    /// (zero: all at once).
+    pub connect_stagger: Duration,
     /// Print a line per second.
     pub per_second_lines: bool,
     /// Pair flows per switch (stats).
@@ -60,6 +63,8 @@ pub struct RunConfig {
     /// The controller's process id: its CPU time and memory over the
     /// measurement are reported.
     pub cpu_pid: Option<u32>,
+    /// How load PACKET_INs are made and answered.
+    pub load: LoadOptions,
 }
 
 /// The controller API to check λ against the truth (stats mode).
@@ -112,6 +117,10 @@ enum Phase {
 pub struct Report {
     /// Mode.
     pub mode: Mode,
+    /// The matching rule.
+    pub answer: Answer,
+    /// Load PACKET_INs from fresh source MACs.
+    pub fresh_src: bool,
     /// Switches emulated.
     pub switches: usize,
     /// Hosts emulated.
@@ -422,6 +431,8 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     let lat = &load.latencies_us;
     Ok(Report {
         mode: cfg.mode,
+        answer: cfg.load.answer,
+        fresh_src: cfg.load.fresh_src,
         switches: n,
         hosts: cfg.topology.hosts.len(),
         window: if cfg.mode == Mode::Latency {
@@ -624,7 +635,8 @@ async fn switch_task(
         local.clone(),
         topo.reachable_hosts(i),
         (i as u64) << 40,
-    );
+    )
+    .with_options(cfg.load);
     let mut traffic = (cfg.mode == Mode::Stats).then(|| {
         Traffic::new(
             &local,
@@ -640,6 +652,12 @@ async fn switch_task(
         counters: sw.counters.clone(),
         flows: sw.table.len(),
     };
+    if !cfg.connect_stagger.is_zero() {
+        let delay = cfg
+            .connect_stagger
+            .saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
+        tokio::time::sleep(delay).await;
+    }
     let Some(stream) = connect(cfg.controller, &mut phase).await else {
         return result(&sw, driver, false);
     };

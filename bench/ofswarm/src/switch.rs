@@ -89,6 +89,9 @@ pub struct Switch {
     pub config: SwitchConfig,
     /// Current role.
     pub role: ControllerRole,
+    /// Current SET_ASYNC body (packet-in, port-status, flow-removed masks
+    /// for master/equal and slave; not applied to what the switch sends).
+    pub async_config: Vec<u8>,
     /// FEATURES_REPLY sent.
     pub features_sent: bool,
     /// PORT_DESC reply sent (the controller's handshake is complete then).
@@ -100,6 +103,16 @@ pub struct Switch {
     started: Instant,
     next_xid: u32,
 }
+
+/// Open vSwitch's default asynchronous configuration (OpenFlow 1.3
+/// `ofp_async_config` body): packet-in NO_MATCH|ACTION, every port-status
+/// reason and every flow-removed reason for master/equal; port-status only
+/// for slave.
+const OVS_ASYNC_DEFAULT: [[u8; 8]; 3] = [
+    [0, 0, 0, 3, 0, 0, 0, 0],
+    [0, 0, 0, 7, 0, 0, 0, 7],
+    [0, 0, 0, 0xf, 0, 0, 0, 0],
+];
 
 fn error(xid: u32, kind: ErrorKind, raw: &[u8]) -> Effect {
     let data = raw
@@ -141,6 +154,7 @@ impl Switch {
                 miss_send_len: 128,
             },
             role: ControllerRole::Equal,
+            async_config: OVS_ASYNC_DEFAULT.concat(),
             features_sent: false,
             port_desc_sent: false,
             counters: SwitchCounters::default(),
@@ -224,6 +238,27 @@ impl Switch {
             Message::PacketOut(po) => self.packet_out(xid, po, raw, now),
             Message::MeterMod(mm) => self.meter_mod(xid, mm, raw),
             Message::MultipartRequest(req) => self.multipart(xid, req.body, raw, now),
+            Message::Other { msg_type, body } if msg_type == ofp::msg_type::SET_ASYNC => {
+                if body.len() == 24 {
+                    self.async_config = body;
+                    Vec::new()
+                } else {
+                    self.counters.errors_sent += 1;
+                    vec![error(
+                        xid,
+                        ErrorKind::BadRequest(BadRequestCode::BadLen),
+                        raw,
+                    )]
+                }
+            }
+            Message::Other { msg_type, body }
+                if msg_type == ofp::msg_type::GET_ASYNC_REQUEST && body.is_empty() =>
+            {
+                reply(Message::Other {
+                    msg_type: ofp::msg_type::GET_ASYNC_REPLY,
+                    body: self.async_config.clone(),
+                })
+            }
             Message::Experimenter(_) => {
                 self.counters.errors_sent += 1;
                 vec![error(
@@ -698,6 +733,49 @@ mod tests {
         s.handle(OfpMessage::new(2, Message::FlowMod(miss)), &[], now);
         let r = s.receive_frame(1, &arp, now);
         assert!(matches!(sent(&r)[0], Message::PacketIn(p) if p.reason == PacketInReason::NoMatch));
+    }
+
+    #[test]
+    fn set_and_get_async_like_ovs() {
+        let mut s = sw();
+        let now = Instant::now();
+        let get = || {
+            OfpMessage::new(
+                1,
+                Message::Other {
+                    msg_type: ofp::msg_type::GET_ASYNC_REQUEST,
+                    body: vec![],
+                },
+            )
+        };
+        let r = s.handle(get(), &[], now);
+        let want = |body: Vec<u8>| Message::Other {
+            msg_type: ofp::msg_type::GET_ASYNC_REPLY,
+            body,
+        };
+        assert_eq!(sent(&r), vec![&want(OVS_ASYNC_DEFAULT.concat())]);
+        let body: Vec<u8> = (0..24).collect();
+        let set = OfpMessage::new(
+            2,
+            Message::Other {
+                msg_type: ofp::msg_type::SET_ASYNC,
+                body: body.clone(),
+            },
+        );
+        assert!(s.handle(set, &[], now).is_empty());
+        let r = s.handle(get(), &[], now);
+        assert_eq!(sent(&r), vec![&want(body)]);
+        let bad = OfpMessage::new(
+            3,
+            Message::Other {
+                msg_type: ofp::msg_type::SET_ASYNC,
+                body: vec![0; 8],
+            },
+        );
+        let r = s.handle(bad, &[], now);
+        assert!(matches!(sent(&r)[0], Message::Error(e)
+            if e.kind == ErrorKind::BadRequest(BadRequestCode::BadLen)));
+        assert_eq!(s.counters.errors_sent, 1);
     }
 
     #[test]

@@ -1,0 +1,724 @@
+#!/usr/bin/python3
+"""Shoal vs. Faucet side by side on the ofswarm switch emulator.
+
+Called by bench/compare.sh (which makes the virtualenv and the release
+build); usable alone:
+
+    bench/compare.py --ofswarm target/release/ofswarm \
+        --shoal target/release/shoal-controller --venv target/bench-venv \
+        --work target/bench-compare --out docs/performance.md
+
+For every measurement the controller is started afresh on free ports,
+pinned to CPU 0 (ofswarm to CPU 1), ofswarm runs, the controller is
+stopped, and ofswarm's --json is collected. Then docs/performance.md is
+generated from the results. Only processes this script started are ever
+signalled.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+# Faucet's default datapath cookie (faucet/dp.py); written into faucet.yaml
+# and given to ofswarm as the cookie of its load PACKET_INs.
+FAUCET_COOKIE = 1524372928
+FAUCET_VLAN = 100
+# Shoal's MAC-flood limits, lifted to their maxima (defaults 64, 8192, 65536).
+SHOAL_MAX_MACS_PER_PORT = 1 << 20
+SHOAL_MAX_ENDPOINTS = 1 << 24
+SHOAL_MAX_PAIR_FLOWS = 1 << 24
+# Seconds of load and of warm-up of every ofswarm run.
+DURATION = 10
+WARMUP = 5
+# Milliseconds between two switches' connections: os-ken (Faucet) listens
+# with a backlog of 50 and loses some of 256 simultaneous connections
+# (ofswarm does not reconnect); 256 switches connect over 5 s.
+STAGGER_MS = 20
+# Faucet configures a datapath in seconds (quadratic in its ports) and
+# ignores PACKET_INs until it is running: its warm-up is longer, and the
+# script checks (Prometheus dp_status) that every datapath was running
+# before the load began.
+FAUCET_WARMUP = 45
+CONNECT_TIMEOUT = 90
+
+CHILDREN = []  # every subprocess.Popen this script started
+
+
+def die(msg):
+    print(f"compare: error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def log(msg):
+    print(f"compare: {msg}", flush=True)
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n):
+    ports = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def port_listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start(cmd, env=None, log_path=None, cpu=None):
+    """Starts `cmd` in its own session (pinned to `cpu` with taskset)."""
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu)] + cmd
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    p = subprocess.Popen(
+        cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    CHILDREN.append(p)
+    return p
+
+
+def stop(p, grace=5.0):
+    """SIGTERM to the process group of a child we started, then SIGKILL."""
+    if p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        p.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+
+
+def stop_all(*_):
+    for p in CHILDREN:
+        stop(p, grace=2.0)
+
+
+def on_signal(signum, _frame):
+    stop_all()
+    sys.exit(128 + signum)
+
+
+def wait_listening(p, port, what, log_path, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            tail = read_tail(log_path)
+            die(f"{what} exited with status {p.returncode} before listening on "
+                f"port {port}; last lines of {log_path}:\n{tail}")
+        if port_listening(port):
+            return
+        time.sleep(0.2)
+    tail = read_tail(log_path)
+    die(f"{what} did not listen on port {port} within {timeout:.0f} s; "
+        f"last lines of {log_path}:\n{tail}")
+
+
+def read_tail(path, n=20):
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        return "\n".join(lines[-n:])
+    except OSError as e:
+        return f"(cannot read: {e})"
+
+
+# ---------------------------------------------------------------- controllers
+
+
+class Shoal:
+    name = "Shoal"
+
+    def __init__(self, binary, work):
+        self.binary = binary
+        self.work = work
+
+    def start(self, tag, switches, hosts):
+        d = os.path.join(self.work, f"shoal-{tag}")
+        os.makedirs(os.path.join(d, "hosts"), exist_ok=True)
+        of_port, api_port = free_ports(2)
+        token = os.path.join(d, "reader.token")
+        with open(token, "w") as f:
+            f.write("compare-reader-token-" + os.urandom(12).hex() + "\n")
+        os.chmod(token, 0o600)
+        cfg = os.path.join(d, "shoal.toml")
+        with open(cfg, "w") as f:
+            f.write(
+                f'db = ":memory:"\n'
+                f'log_filter = "warn"\n'
+                f"[auth]\n"
+                f'host_tokens_dir = "{os.path.join(d, "hosts")}"\n'
+                f'operators = [ {{ name = "bench", role = "read", token_file = "{token}" }} ]\n'
+                # MAC-flood limits lifted (as Faucet's max_hosts): fresh
+                # sources are all new endpoints and new pairs.
+                f"[forwarding]\n"
+                f"max_macs_per_port = {SHOAL_MAX_MACS_PER_PORT}\n"
+                f"max_endpoints = {SHOAL_MAX_ENDPOINTS}\n"
+                f"max_pair_flows = {SHOAL_MAX_PAIR_FLOWS}\n"
+            )
+        self.log_path = os.path.join(d, "shoal.log")
+        self.proc = start(
+            [self.binary, "run", "--config", cfg,
+             "--of-listen", f"127.0.0.1:{of_port}",
+             "--api-listen", f"127.0.0.1:{api_port}"],
+            log_path=self.log_path, cpu=0)
+        wait_listening(self.proc, of_port, "shoal-controller", self.log_path)
+        self.of_port = of_port
+        return of_port, []
+
+    warmup = WARMUP
+
+    def ready(self):
+        """Datapaths ready, or None when ofswarm's handshake is enough."""
+        return None
+
+    def stop(self):
+        stop(self.proc)
+
+
+class Faucet:
+    name = "Faucet"
+
+    def __init__(self, venv, work):
+        self.bin = os.path.join(venv, "bin", "faucet")
+        self.venv_bin = os.path.join(venv, "bin")
+        self.work = work
+
+    def start(self, tag, switches, hosts):
+        d = os.path.join(self.work, f"faucet-{tag}")
+        os.makedirs(d, exist_ok=True)
+        of_port, prom_port, ssl_port = free_ports(3)
+        cfg = os.path.join(d, "faucet.yaml")
+        write_faucet_yaml(cfg, switches, hosts)
+        self.log_path = os.path.join(d, "faucet.log")
+        self.console = os.path.join(d, "faucet.console")
+        env = dict(os.environ)
+        env.update({
+            # faucet execs osken-manager from $PATH (the venv's).
+            "PATH": self.venv_bin + ":" + env.get("PATH", "/usr/bin:/bin"),
+            "FAUCET_CONFIG": cfg,
+            "FAUCET_LOG": self.log_path,
+            "FAUCET_EXCEPTION_LOG": os.path.join(d, "faucet_exception.log"),
+            "FAUCET_PROMETHEUS_PORT": str(prom_port),
+            "FAUCET_PROMETHEUS_ADDR": "127.0.0.1",
+        })
+        # Faucet's shipped ryu.conf (pip writes it to /etc/faucet as root);
+        # our own copy, so nothing from /etc is read.
+        osken_conf = os.path.join(d, "osken.conf")
+        with open(osken_conf, "w") as f:
+            f.write("[DEFAULT]\necho_request_interval=3\nmaximum_unreplied_echo_requests=5\n")
+        self.proc = start(
+            [self.bin,
+             "--ryu-config-file", osken_conf,
+             "--ryu-ofp-listen-host", "127.0.0.1",
+             "--ryu-ofp-tcp-listen-port", str(of_port),
+             "--ryu-ofp-ssl-listen-port", str(ssl_port)],
+            env=env, log_path=self.console, cpu=0)
+        wait_listening(self.proc, of_port, "faucet", self.console)
+        self.dir = d
+        self.prom_port = prom_port
+        return of_port, ["--pin-cookie", str(FAUCET_COOKIE), "--pin-vlan", str(FAUCET_VLAN)]
+
+    warmup = FAUCET_WARMUP
+
+    def ready(self):
+        """Datapaths Faucet reports running (Prometheus dp_status 1)."""
+        try:
+            # A long timeout: closing early breaks Faucet's write (a
+            # BrokenPipe traceback in its console log).
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.prom_port}/metrics",
+                                        timeout=30) as r:
+                text = r.read().decode("utf-8", "replace")
+        except OSError:
+            return 0
+        return len(re.findall(r"^dp_status\{[^}]*\} 1\.0$", text, re.M))
+
+    def stop(self):
+        stop(self.proc)
+
+
+def write_faucet_yaml(path, switches, hosts):
+    """One Faucet datapath per emulated switch (dpid 1..S, ofswarm's
+    default --dpid-base 1), host ports 1..H untagged in one VLAN; no
+    stacking (grid switches are independent)."""
+    lines = [
+        "vlans:",
+        f"  bench:",
+        f"    vid: {FAUCET_VLAN}",
+        "    max_hosts: 0",  # 0: no limit (fresh sources are all new hosts)
+        "dps:",
+    ]
+    for i in range(switches):
+        dpid = 1 + i
+        lines += [
+            f"  sw{dpid}:",
+            f"    dp_id: {dpid}",
+            "    hardware: Open vSwitch",
+            f"    cookie: {FAUCET_COOKIE}",
+            # Faucet's default ignores every 10th learning PACKET_IN of a
+            # second; a window-based load would stall on those for 2 s.
+            "    ignore_learn_ins: 0",
+            "    interfaces:",
+        ]
+        for p in range(1, hosts + 1):
+            lines += [
+                f"      {p}:",
+                f"        native_vlan: bench",
+                "        max_hosts: 0",
+            ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+# -------------------------------------------------------------------- ofswarm
+
+
+def run_ofswarm(ctl, ofswarm, port, switches, topo, mode, window, answer, fresh, extra,
+                json_path, log_path):
+    cmd = [ofswarm, "--controller", f"127.0.0.1:{port}", "--topo", topo,
+           "--mode", mode, "--window", str(window), "--duration", str(DURATION),
+           "--warmup", str(ctl.warmup), "--connect-stagger-ms", str(STAGGER_MS),
+           "--connect-timeout", str(CONNECT_TIMEOUT), "--answer", answer]
+    if fresh:
+        cmd.append("--fresh-src")
+    cmd += extra + ["--json", json_path]
+    shown = "ofswarm " + " ".join(
+        "127.0.0.1:PORT" if c == f"127.0.0.1:{port}" else c for c in cmd[1:]
+    ).replace(f" --json {json_path}", " --json out.json")
+    log(f"  {shown}")
+    t0 = time.monotonic()
+    p = start(cmd, log_path=log_path, cpu=1)
+    # The load begins one second before ofswarm's first per-second line.
+    ready_s = None
+    while p.poll() is None and ctl.ready() is not None:
+        started = load_started(log_path)
+        n = ctl.ready()
+        if n >= switches:
+            # Polled each second: ready at most ~1 s into the load.
+            ready_s = time.monotonic() - t0
+            log(f"  {ctl.name}: all {switches} datapaths running after {ready_s:.1f} s")
+            break
+        if started:
+            stop(p)
+            die(f"{ctl.name} was not ready when the load began ({n} of {switches} "
+                f"datapaths running); raise FAUCET_WARMUP in {__file__}")
+        time.sleep(1.0)
+    rc = p.wait()
+    if rc != 0:
+        die(f"ofswarm failed (status {rc}); output {log_path}:\n{read_tail(log_path)}")
+    try:
+        with open(json_path) as f:
+            r = json.load(f)
+    except (OSError, ValueError) as e:
+        die(f"cannot read ofswarm's results {json_path}: {e}")
+    for k in ("switches", "handshakes", "responses", "packet_ins", "responses_per_s",
+              "flow_mods", "packet_outs", "timeouts", "errors_sent", "errors_received"):
+        if not isinstance(r.get(k), (int, float)):
+            die(f"{json_path}: field {k} missing or not a number")
+    if r["handshakes"] != r["switches"]:
+        die(f"{json_path}: only {r['handshakes']} of {r['switches']} switches completed the handshake")
+    r["command"] = shown
+    r["ready_s"] = ready_s
+    return r
+
+
+def load_started(log_path):
+    try:
+        with open(log_path, "rb") as f:
+            return re.search(rb"^\s+1 s\s", f.read(), re.M) is not None
+    except OSError:
+        return False
+
+
+def measure(ctl, ofswarm, work, tag, topo, mode, window, answer, fresh):
+    s, h = (int(x) for x in topo.split(":")[1].split("x"))
+    log(f"{ctl.name}: {tag} ({topo}, {mode}, answer {answer}{', fresh sources' if fresh else ''})")
+    port, extra = ctl.start(tag, s, h)
+    try:
+        j = os.path.join(work, f"{ctl.name.lower()}-{tag}.json")
+        r = run_ofswarm(ctl, ofswarm, port, s, topo, mode, window, answer, fresh, extra, j,
+                        os.path.join(work, f"{ctl.name.lower()}-{tag}.ofswarm.log"))
+    finally:
+        ctl.stop()
+    r["controller_log"] = ctl.log_path
+    if mode == "throughput":
+        log(f"  -> {r['responses_per_s']:.0f} responses/s ({r['responses_by_flow_mod']} by FLOW_MOD, "
+            f"{r['responses_by_packet_out']} by PACKET_OUT, {r['timeouts']} timeouts)")
+    else:
+        log(f"  -> p50 {r.get('latency_p50_us')} us, p99 {r.get('latency_p99_us')} us, "
+            f"p99.9 {r.get('latency_p999_us')} us ({r.get('latency_samples')} samples)")
+    return r
+
+
+# ------------------------------------------------------------------- machine
+
+
+def cmd_out(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
+def machine(venv):
+    lscpu = cmd_out(["lscpu"])
+    model = re.search(r"^Model name:\s*(.+)$", lscpu, re.M)
+    mhz = re.search(r"^CPU max MHz:\s*(.+)$", lscpu, re.M)
+    free = cmd_out(["free", "-g"]).splitlines()
+    mem = next((l.split()[1] for l in free if l.startswith("Mem:")), "?")
+    return {
+        "cpu": model.group(1).strip() if model else "?",
+        "cpu_max_mhz": mhz.group(1).strip() if mhz else None,
+        "nproc": cmd_out(["nproc"]),
+        "mem_gib": mem,
+        "kernel": cmd_out(["uname", "-sr"]),
+        "os": cmd_out(["sh", "-c", ". /etc/os-release && echo \"$PRETTY_NAME\""]),
+        "rustc": cmd_out(["rustc", "--version"]),
+        "faucet": cmd_out([os.path.join(venv, "bin", "faucet"), "--version"]).splitlines()[-1:]
+        or ["?"],
+        "python": cmd_out([os.path.join(venv, "bin", "python"), "--version"]),
+        "loadavg_end": loadavg(),
+    }
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+# ------------------------------------------------------------------ markdown
+
+
+def fmt_rate(r):
+    return f"{r['responses_per_s']:,.0f}".replace(",", " ")
+
+
+def per_pin(r, k):
+    return f"{r[k] / r['packet_ins']:.2f}" if r["packet_ins"] else "-"
+
+
+def write_markdown(path, m, results, started, elapsed, problems):
+    R = results
+    out = []
+    w = out.append
+    w("# Performance: Shoal and Faucet on the ofswarm emulator")
+    w("")
+    w("<!-- Generated by bench/compare.sh (bench/compare.py); a rerun overwrites this file. -->")
+    w("")
+    w(f"Measured {started} UTC by `sudo bench/compare.sh` (total {elapsed:.0f} s).")
+    w("")
+    w("## Machine")
+    w("")
+    w("| | |")
+    w("|---|---|")
+    w(f"| CPU | {m['cpu']}" + (f" (max {m['cpu_max_mhz']} MHz)" if m['cpu_max_mhz'] else "") + " |")
+    w(f"| `nproc` | {m['nproc']} |")
+    w(f"| memory (`free -g`) | {m['mem_gib']} GiB |")
+    w(f"| OS, kernel | {m['os']}, {m['kernel']} |")
+    w(f"| Rust | {m['rustc']} (release build, `cargo build --release --locked`) |")
+    w(f"| Faucet | {m['faucet'][0]} (pip, in a virtualenv; {m['python']}) |")
+    w("")
+    w("Every controller ran pinned to CPU 0 and ofswarm to CPU 1 (`taskset -c`); "
+      "each measurement started the controller afresh (its own free ports), "
+      f"ran ofswarm ({WARMUP} s warm-up for Shoal, {FAUCET_WARMUP} s for Faucet, "
+      f"{DURATION} s load) and stopped it. "
+      "Both controllers ran against the same ofswarm binary in the same run.")
+    w("")
+    w(f"The machine was not idle: load average {m['loadavg_start']} at the start and "
+      f"{m['loadavg_end']} at the end (`/proc/loadavg`: 1, 5, 15 min); other builds and "
+      "tests shared its cores, so the numbers vary between reruns.")
+    w("")
+    w(f"Faucet configures each datapath for seconds after it connects (its per-port VLAN "
+      f"set-up is quadratic in the ports) and ignores PACKET_INs until the datapath is "
+      f"running, so its warm-up is {FAUCET_WARMUP} s and the script checks, from Faucet's "
+      "Prometheus `dp_status`, that every datapath was running before the load began "
+      "(\"Faucet running after\" below: seconds from ofswarm's start).")
+    w("")
+    w("## Flow setups per second (throughput)")
+    w("")
+    w("ofswarm keeps `--window` PACKET_INs outstanding per switch and counts the answers "
+      "(see \"What the columns count\" below). The windows differ with the number of "
+      "switches (64 × 16 = 1024 and 1 × 256 = 256 outstanding) so that Faucet's queue stays "
+      "under ofswarm's 2 s answer timeout.")
+    w("")
+    w("| switches × hosts | window | " + " | ".join(c[1] for c in COLUMNS) + " |")
+    w("|---|---|" + "---|" * len(COLUMNS))
+    for key in ("t16", "t256"):
+        first = R[f"{COLUMNS[0][0]}-{key}"]
+        cells = [f"{fmt_rate(R[f'{c[0]}-{key}'])} /s" for c in COLUMNS]
+        w(f"| {first['switches']} × {first['hosts'] // first['switches']} | {first['window']} | "
+          + " | ".join(cells) + " |")
+    w("")
+    w("Details. Timeouts: PACKET_INs unanswered after 2 s (dropped from the window). "
+      "FLOW_MODs and PACKET_OUTs per PACKET_IN: all the controller sent during the whole run "
+      "(including the handshake's and warm-up's flows) over the load PACKET_INs sent. ERRORs: "
+      "sent by the switches for controller messages they refused.")
+    w("")
+    w("| run | PACKET_INs | answered | by FLOW_MOD | by PACKET_OUT | timeouts | FLOW_MODs / PACKET_IN | PACKET_OUTs / PACKET_IN | ERRORs sent by switches | Faucet running after |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for k, label in RUN_LABELS:
+        if k.endswith("-l16"):
+            continue
+        r = R[k]
+        w(f"| {label} | {r['packet_ins']} | {r['responses']} | {r['responses_by_flow_mod']} | "
+          f"{r['responses_by_packet_out']} | {r['timeouts']} | {per_pin(r, 'flow_mods')} | "
+          f"{per_pin(r, 'packet_outs')} | {r['errors_sent']} | "
+          + ("-" if r.get("ready_s") is None else f"{r['ready_s']:.0f} s") + " |")
+    w("")
+    w("## Latency PACKET_IN → FLOW_MOD (16 switches)")
+    w("")
+    w("One PACKET_IN outstanding per switch; the time from sending it to the first FLOW_MOD "
+      "that answers it.")
+    w("")
+    w("| | " + " | ".join(c[1] for c in COLUMNS) + " |")
+    w("|---|" + "---|" * len(COLUMNS))
+
+    def us(r, k):
+        v = r.get(k)
+        return "-" if v is None else f"{v:,} µs".replace(",", " ")
+
+    for k, label in (("latency_p50_us", "p50"), ("latency_p99_us", "p99"),
+                     ("latency_p999_us", "p99.9")):
+        w(f"| {label} | " + " | ".join(us(R[f"{c[0]}-l16"], k) for c in COLUMNS) + " |")
+    w("| samples | " + " | ".join(str(R[f"{c[0]}-l16"]["latency_samples"]) for c in COLUMNS)
+      + " |")
+    w("")
+    w("Prefer the `src` columns: under `any`, Faucet's two FLOW_MODs per learnt host "
+      "(eth_src and eth_dst tables) and Shoal's FLOW_MOD + PACKET_OUT can answer the next "
+      "PACKET_IN as soon as it is sent, and a late answer to a timed-out PACKET_IN answers "
+      "a new one.")
+    w("")
+    w("## What the columns count")
+    w("")
+    w("- **`pair`** (ofswarm's default, Shoal-specific): a load PACKET_IN is answered by a "
+      "FLOW_MOD `ADD` on its switch whose match has exactly its Ethernet source and destination "
+      "(Shoal's first-hop pair flow), or by a PACKET_OUT carrying its sequence number. One "
+      "answer = one flow setup of that pair. The source is one of the switch's hosts, learnt "
+      "during the warm-up; pairs rotate over every local host × every host of the switch.")
+    w("- **`any`** (cbench's rule, `--answer any`): every FLOW_MOD (any command) or PACKET_OUT "
+      "the switch receives during the load answers its oldest outstanding PACKET_IN, whatever "
+      "it carries. This counts controller messages, not setups: a controller that sends two "
+      "FLOW_MODs for one PACKET_IN is credited with two answers (the window refills twice as "
+      "fast). The FLOW_MODs / PACKET_OUTs per PACKET_IN columns above show how many messages "
+      "each controller sends per PACKET_IN.")
+    w("- **`src`** (a learning switch's rule, `--answer src`): a FLOW_MOD `ADD` on the switch "
+      "whose match has the PACKET_IN's source MAC as `eth_src` or `eth_dst` (Faucet's eth_src- "
+      "or eth_dst-table entry for the host it learnt; Shoal's pair flow) answers the oldest "
+      "outstanding PACKET_IN from that source, or a PACKET_OUT carrying its sequence number. "
+      "With fresh sources one answer = one new host learnt and its flow installed: this is "
+      "the flow-setup rate to compare.")
+    w("- **fresh src** (`--fresh-src`, cbench's `-M`): every load PACKET_IN comes from a source "
+      "MAC never used before (`06:ii:ii:nn:nn:nn`, `i` the switch index, `n` a counter) on a host "
+      "port, to one of the switch's hosts, so a learning switch always has a new host to learn. "
+      "Faucet ignores PACKET_INs from hosts it has already learnt at that port, so without it "
+      "Faucet would answer almost nothing after the first round.")
+    w("- The load PACKET_INs are shaped as each controller's own pipeline would produce them "
+      "in Open vSwitch: for Shoal a table miss (reason `NO_MATCH`, cookie all ones, untagged); "
+      f"for Faucet its explicit learning flow (reason `ACTION`, `--pin-cookie {FAUCET_COOKIE}`, "
+      f"Faucet's datapath cookie, which Faucet checks) with the frame tagged with the port's "
+      f"native VLAN {FAUCET_VLAN} (`--pin-vlan {FAUCET_VLAN}`; Faucet learns only from "
+      "VLAN-tagged PACKET_INs, its VLAN table pushes the tag before the eth_src table).")
+    w("- Faucet configuration: one datapath per emulated switch (`dp_id` = ofswarm's dpid), "
+      f"every host port `native_vlan` {FAUCET_VLAN}, `max_hosts: 0` (no limit) on ports and "
+      "the VLAN (its defaults, 255/256, would ban learning after that many fresh sources) and "
+      "`ignore_learn_ins: 0` (its default drops every 10th learning PACKET_IN of a second, "
+      "which would stall the window for 2 s each). No stacking (the grid's switches are "
+      "independent).")
+    w("- Shoal configuration: its defaults (`db = \":memory:\"`) except the MAC-flood limits, "
+      f"lifted like Faucet's: `max_macs_per_port = {SHOAL_MAX_MACS_PER_PORT}`, "
+      f"`max_endpoints = {SHOAL_MAX_ENDPOINTS}`, `max_pair_flows = {SHOAL_MAX_PAIR_FLOWS}` "
+      "(defaults 64, 8192, 65536: beyond them fresh sources are dropped without a flow).")
+    w("- Latency: one PACKET_IN outstanding per switch; a sample is the time to the first "
+      "FLOW_MOD answering it under the column's rule (`any`: any FLOW_MOD of that switch). "
+      "Host pairs are reused at most every 600 ms (Shoal's 500 ms re-install hold-off).")
+    w("")
+    w("## Faucet's log")
+    w("")
+    if problems:
+        w("Error and warning lines of Faucet's logs over all its runs (numbers replaced by N), "
+          "most frequent first:")
+        w("")
+        w("| lines | message |")
+        w("|---|---|")
+        for msg, n in sorted(problems.items(), key=lambda x: -x[1])[:15]:
+            w(f"| {n} | `{msg.replace('|', '/')}` |")
+        w("")
+        w(FAUCET_LOG_NOTE)
+    else:
+        w("No error or warning lines.")
+    w("")
+    w("## Gauge vs. Shoal polling")
+    w("")
+    w("Not measured yet: it needs ofswarm's `stats` mode (installed pair flows with byte "
+      "rates), being added separately; see the marked place in `bench/compare.py`.")
+    w("")
+    w("## Commands")
+    w("")
+    w("`PORT` is a free port picked per run; the controller's own command lines are in "
+      "`bench/compare.py`.")
+    w("")
+    w("| run | ofswarm command |")
+    w("|---|---|")
+    for k, label in RUN_LABELS:
+        w(f"| {label} | `{R[k]['command']}` |")
+    w("")
+    w("## How to reproduce")
+    w("")
+    w("On a Debian 12 machine with Rust installed, as root, from the repository:")
+    w("")
+    w("```sh")
+    w("sudo bench/compare.sh")
+    w("```")
+    w("")
+    w("It installs `python3-venv` if missing, creates a virtualenv under "
+      "`target/bench-venv` with `pip install 'faucet==1.10.*'`, builds `ofswarm` and "
+      "`shoal-controller` with `cargo build --release --locked`, runs every measurement above "
+      f"(about {elapsed / 60:.0f} minutes here) and rewrites this file. Logs and ofswarm's JSON results stay in "
+      "`target/bench-compare/`.")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+FAUCET_LOG_NOTE = (
+    "`send_flow_msgs: DP not up` is Faucet's own: it has flows for a datapath whose cold "
+    "start has not finished (while it configures the others) and drops them; it is no "
+    "reply to anything ofswarm sent. `datapath down` is logged when the run ends and "
+    "ofswarm disconnects. The switches refused no controller message (ERRORs column "
+    "above); before ofswarm kept SET_ASYNC, Faucet logged an `OFPBRC_BAD_TYPE` error for "
+    "it on every connection.")
+
+# Table columns: (controller-rule key, heading). Each is measured for every
+# run of RUNS; the key of a measurement is "<controller>-<rule>-<run>".
+COLUMNS = [
+    ("shoal-any", "Shoal, `any` + fresh src"),
+    ("faucet-any", "Faucet, `any` + fresh src"),
+    ("shoal-src", "Shoal, `src` + fresh src"),
+    ("faucet-src", "Faucet, `src` + fresh src"),
+    ("shoal-pair", "Shoal, `pair`"),
+]
+
+# run -> (topology, mode, window, description)
+RUNS = {
+    "t16": ("grid:16x64", "throughput", 64, "16 switches, throughput"),
+    "t256": ("grid:256x16", "throughput", 1, "256 switches, throughput"),
+    "l16": ("grid:16x64", "latency", 1, "16 switches, latency"),
+}
+
+# (key, label) of every run, in the order they are made.
+RUN_LABELS = [
+    (f"{c}-{run}", f"{h}, {RUNS[run][3]}") for run in RUNS for c, h in COLUMNS
+]
+
+
+def faucet_log_problems(results):
+    """Error/warning lines of Faucet's logs, counted by message."""
+    seen = {}
+    for k, r in results.items():
+        if not k.startswith("faucet"):
+            continue
+        d = os.path.dirname(r["controller_log"])
+        for name in ("faucet.log", "faucet_exception.log", "faucet.console"):
+            p = os.path.join(d, name)
+            if not os.path.exists(p):
+                continue
+            with open(p, "rb") as f:
+                for line in f.read().decode("utf-8", "replace").splitlines():
+                    if re.search(r"ERROR|WARNING|Traceback|error", line):
+                        msg = re.sub(r"^\S+ \S+ \S+ ", "", line)
+                        msg = re.sub(r"\(0x[0-9a-f]+\)|xid=0x[0-9a-f]+,?", "", msg)
+                        msg = re.sub(r"bytearray\(b'.*?'\)", "bytearray(...)", msg)
+                        msg = re.sub(r"\d+", "N", re.sub(r"\s+", " ", msg))[:200]
+                        seen[msg] = seen.get(msg, 0) + 1
+    return seen
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ofswarm", required=True)
+    ap.add_argument("--shoal", required=True)
+    ap.add_argument("--venv", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    for p, what in ((a.ofswarm, "ofswarm"), (a.shoal, "shoal-controller"),
+                    (os.path.join(a.venv, "bin", "faucet"), "faucet")):
+        if not (os.path.isfile(p) and os.access(p, os.X_OK)):
+            die(f"{what} is not an executable file: {p}")
+    if shutil.which("taskset") is None:
+        die("taskset not found (util-linux)")
+    if (os.cpu_count() or 1) < 2:
+        die("needs at least 2 CPUs (controller on CPU 0, ofswarm on CPU 1)")
+    out_dir = os.path.dirname(os.path.abspath(a.out))
+    if not os.path.isdir(out_dir):
+        die(f"no directory for {a.out}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    if os.path.isdir(a.work):
+        shutil.rmtree(a.work)
+    os.makedirs(a.work)
+    t0 = time.monotonic()
+    loadavg_start = loadavg()
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    shoal, faucet = Shoal(a.shoal, a.work), Faucet(a.venv, a.work)
+    results = {}
+    try:
+        for key, _label in RUN_LABELS:
+            name, answer, run = key.split("-")
+            topo, mode, window, _ = RUNS[run]
+            ctl = shoal if name == "shoal" else faucet
+            results[key] = measure(ctl, a.ofswarm, a.work, f"{run}-{answer}", topo, mode,
+                                   window, answer, answer != "pair")
+        # ------------------------------------------------------------------
+        # TODO(stats mode): Gauge vs. Shoal polling cost. When ofswarm has its
+        # `stats` mode (installed pair flows with byte rates), start Gauge
+        # (venv/bin/gauge, GAUGE_CONFIG = a gauge.yaml with flow_table and
+        # port_stats watchers at 10 s and 1 s, prometheus db) and Shoal
+        # against `ofswarm --mode stats --topo grid:100xN`, and sample
+        # /proc/PID/stat utime+stime deltas per poll cycle and VmRSS.
+        # ------------------------------------------------------------------
+    finally:
+        stop_all()
+    problems = faucet_log_problems(results)
+    if problems:
+        log("Faucet log lines with errors/warnings (count, message):")
+        for msg, n in sorted(problems.items(), key=lambda x: -x[1])[:20]:
+            log(f"  {n:6d}  {msg}")
+    with open(os.path.join(a.work, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    m = machine(a.venv)
+    m["loadavg_start"] = loadavg_start
+    write_markdown(a.out, m, results, started, time.monotonic() - t0, problems)
+    log(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
