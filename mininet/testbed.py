@@ -400,7 +400,10 @@ class Testbed:
                  % (len(self.dc.cores), len(self.dc.aggs), len(self.dc.tors), len(self.dc.hyps),
                     len(self.dc.vm_info), p['link_mbps']))
         setLogLevel('warning')
+        t_build = time.time()
         self.dc.build(self.of_port, self.state, 'ssl' if self.pki else 'tcp')
+        t_built = time.time()
+        self.checks['build_s'] = round(t_built - t_build, 2)
         self.state.add('links', [self.dc.dom0_info[h]['mgmt_root'] for h in self.dc.hyps])
         n_links = self.dc.n_directed_links()
         self.log('waiting for the controller to connect %d switches and find %d directed links'
@@ -410,6 +413,11 @@ class Testbed:
         except TimeoutError:
             raise TestbedError('the controller found %s of %d directed links (see %s)'
                                % (self.count('/api/v1/links'), n_links, self.ctl_log))
+        # Discovery: from the switches' start (build done) to the controller
+        # knowing every directed link (connections, port confirmation, LLDP).
+        self.checks['discovery_s'] = round(time.time() - t_built, 2)
+        self.log('all %d directed links found %.1f s after the switches started'
+                 % (n_links, self.checks['discovery_s']))
         self.checks['switches_connected'] = self.count('/api/v1/switches')
         self.checks['transport'] = self.transport(n_sw)
         self.checks['directed_links'] = self.count('/api/v1/links')
