@@ -220,6 +220,7 @@ class DataCenter:
         # ``clients``, set by the testbed before build()).
         self.clients = {}
         self.net = None
+        self.switches_started_at = None
         self.created_netns = []
         self.created_mgmt = []
 
@@ -360,6 +361,10 @@ class DataCenter:
                 node.cmd('ip link set %s address %s' % (v['vf_iface'], v['vf_mac']))
                 node.cmd('ip link set %s down' % v['vf_iface'])
         state.add('pids', [h.pid for h in net.hosts])
+        # The switches start (and connect to the controller) here; the rest
+        # of the build (offloads, MTU, management veths) runs while the
+        # controller already discovers the links.
+        self.switches_started_at = time.time()
         net.start()
         shoalnet.offload_off(net)
         shoalnet.set_mtu(net, p['mtu'])
