@@ -1,11 +1,20 @@
 """A parameterised 3-tier data center in Mininet for Shoal (Python 3).
 
     core        tc1 .. tcC                 dpid 0x100 + i
-    aggregation ta1 .. ta(P*A)             dpid 0x200 + i   (A per pod, each to every core)
+    aggregation ta1 .. ta(P*A)             dpid 0x200 + i   (A per pod, each to every core,
+                                                             or to C/A of them: fat tree)
     ToR         tt1 .. tt(P*T)             dpid 0x300 + i   (T per pod, each to every agg of its pod)
     hypervisor  th1 .. th(P*T*H)           dpid 0x400 + i   (H per ToR: one OVS bridge per hypervisor)
       dom0      td1 ..                     data 10.0.2.i/16 on th_i, mgmt 10.99.i.2/30 to the root ns
       VMs       tv1 .. (V per hypervisor)  10.0.1.k/16 on th_i (bridge port tvk-p, VF stand-in tvk-vf)
+
+With ``fat_tree_k: k`` (2 or 4; k=6 would take 99 bridges) the layout is a k-ary fat tree
+(Al-Fares et al.): k pods of k/2 aggregation and k/2 edge (ToR) switches,
+(k/2)^2 cores, k/2 hypervisors per edge switch; edge i of a pod connects to
+every aggregation switch of its pod, aggregation switch j of a pod (j
+counted within the pod) to cores j*(k/2) .. j*(k/2)+k/2-1, so every core
+reaches every pod exactly once. The default (0) is the tiered layout above,
+where every aggregation switch connects to every core.
 
 Every switch is an Open vSwitch bridge on the userspace datapath speaking
 OpenFlow 1.3 to the controller; fabric and hypervisor uplinks are TCLinks
@@ -70,6 +79,10 @@ TOPOLOGY_DEFAULTS = {
     'vf_per_host': 0,         # VF stand-ins per hypervisor (0 = none)
     'host_cores': 4,          # emulated host capacity (see testbed.py: ProcEmulator)
     'host_memory_mb': 1024,
+    # 0: the tiered layout (every agg to every core); an even k: a k-ary fat
+    # tree, which fixes cores, aggs_per_pod, pods, tors_per_pod and
+    # hosts_per_tor (see the module docstring).
+    'fat_tree_k': 0,
     'mgmt_net': '10.99',      # management /30s: 10.99.i.0/30 (root .1, dom0 .2)
     # MTU of every data-plane link (fabric, uplinks, VM and dom0 ports).
     # Jumbo frames, as data-center fabrics and migration networks use them:
@@ -92,6 +105,19 @@ def topology_params(raw):
         raise TopologyError('topology: unknown field(s) %s' % ', '.join(sorted(unknown)))
     p = dict(TOPOLOGY_DEFAULTS)
     p.update(raw)
+    k = p['fat_tree_k']
+    if k not in (0, 2, 4) or isinstance(k, bool):
+        raise TopologyError('topology.fat_tree_k: must be 0 (tiered layout), 2 or 4 (a larger '
+                            'fat tree has too many switches for this machine), got %r' % (k,))
+    if k:
+        h = k // 2
+        shape = {'cores': h * h, 'aggs_per_pod': h, 'pods': k, 'tors_per_pod': h,
+                 'hosts_per_tor': h}
+        for f, v in shape.items():
+            if f in raw and raw[f] != v:
+                raise TopologyError('topology.%s: a fat tree with k=%d has %s = %d, got %r'
+                                    % (f, k, f, v, raw[f]))
+        p.update(shape)
     for k in ('cores', 'aggs_per_pod', 'pods', 'tors_per_pod', 'hosts_per_tor',
               'vms_per_host', 'host_cores'):
         v = p[k]
@@ -194,16 +220,28 @@ class DataCenter:
         # ``clients``, set by the testbed before build()).
         self.clients = {}
         self.net = None
+        self.switches_started_at = None
         self.created_netns = []
         self.created_mgmt = []
 
     # ---- facts -----------------------------------------------------------
+    def core_uplinks(self, agg):
+        """The cores an aggregation switch connects to: every core, or in a
+        fat tree the k/2 cores j*(k/2) .. j*(k/2)+k/2-1 of its position j in
+        its pod."""
+        k = self.p['fat_tree_k']
+        if not k:
+            return list(self.cores)
+        h = k // 2
+        j = self.aggs.index(agg) % self.p['aggs_per_pod']
+        return self.cores[j * h:(j + 1) * h]
+
     def switch_links(self):
         """Inter-switch links as (a, b, kind) with a the upper end."""
         A = self.p['aggs_per_pod']
         links = []
         for a in self.aggs:
-            for c in self.cores:
+            for c in self.core_uplinks(a):
                 links.append((c, a, 'core'))
         for t in self.tors:
             pod = self.pod_of[t]
@@ -323,6 +361,10 @@ class DataCenter:
                 node.cmd('ip link set %s address %s' % (v['vf_iface'], v['vf_mac']))
                 node.cmd('ip link set %s down' % v['vf_iface'])
         state.add('pids', [h.pid for h in net.hosts])
+        # The switches start (and connect to the controller) here; the rest
+        # of the build (offloads, MTU, management veths) runs while the
+        # controller already discovers the links.
+        self.switches_started_at = time.time()
         net.start()
         shoalnet.offload_off(net)
         shoalnet.set_mtu(net, p['mtu'])

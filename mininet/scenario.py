@@ -493,7 +493,7 @@ def to_simulator(sc, rounds=None, traffic_overhead=1.0):
     for c in d.cores:
         switches.append({'id': c, 'level': 'core', 'uplinks': []})
     for a in d.aggs:
-        switches.append({'id': a, 'level': 'aggregation', 'uplinks': list(d.cores),
+        switches.append({'id': a, 'level': 'aggregation', 'uplinks': d.core_uplinks(a),
                          'uplink_bps': p['link_mbps'] * 1e6})
     A = p['aggs_per_pod']
     for t in d.tors:

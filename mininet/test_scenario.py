@@ -57,6 +57,43 @@ class TopologyTest(unittest.TestCase):
             for k in ('iface', 'port', 'vf_iface', 'vf_port'):
                 self.assertLessEqual(len(v[k]), 15, v[k])   # IFNAMSIZ
 
+    def test_fat_tree_k4(self):
+        p = dc.topology_params({'fat_tree_k': 4, 'vms_per_host': 1})
+        self.assertEqual((p['cores'], p['pods'], p['aggs_per_pod'], p['tors_per_pod'],
+                          p['hosts_per_tor']), (4, 4, 2, 2, 2))
+        d = dc.DataCenter(p, 'x')
+        self.assertEqual(len(d.cores + d.aggs + d.tors), 20)
+        self.assertEqual(len(d.hyps), 16)
+        links = d.switch_links()
+        kinds = [k for _, _, k in links]
+        self.assertEqual((kinds.count('core'), kinds.count('agg'), kinds.count('host')),
+                         (16, 16, 16))
+        # agg j of every pod to cores 2j+1, 2j+2 (1-based names): each core
+        # reaches each pod once.
+        self.assertEqual(d.core_uplinks('ta1'), ['tc1', 'tc2'])
+        self.assertEqual(d.core_uplinks('ta2'), ['tc3', 'tc4'])
+        self.assertEqual(d.core_uplinks('ta7'), ['tc1', 'tc2'])
+        for c in d.cores:
+            pods = sorted(d.pod_of[a] for cc, a, k in links if k == 'core' and cc == c)
+            self.assertEqual(pods, [0, 1, 2, 3])
+        # every edge switch to both aggs of its pod, two hypervisors each
+        self.assertIn(('ta3', 'tt4', 'agg'), links)
+        self.assertNotIn(('ta3', 'tt5', 'agg'), links)
+        self.assertEqual([h for h in d.hyps if d.tor_of[h] == 'tt5'], ['th9', 'th10'])
+        self.assertEqual(d.level('th1', 'th9'), 3)
+        sim = scn.to_simulator(scn.load({'name': 'f', 'topology': {'fat_tree_k': 4,
+                                                                   'vms_per_host': 1}}))
+        ups = {s['id']: s['uplinks'] for s in sim['topology']['switches']}
+        self.assertEqual(ups['ta4'], ['tc3', 'tc4'])
+        # the fat tree fixes its shape; the tiered layout is unchanged
+        with self.assertRaises(dc.TopologyError):
+            dc.topology_params({'fat_tree_k': 4, 'cores': 1})
+        with self.assertRaises(dc.TopologyError):
+            dc.topology_params({'fat_tree_k': 3})
+        with self.assertRaises(dc.TopologyError):
+            dc.topology_params({'fat_tree_k': 6})
+        self.assertEqual(dc.topology_params({})['fat_tree_k'], 0)
+
     def test_limits(self):
         for bad in ({'link_mbps': 200}, {'pods': 0}, {'vf_per_host': 3, 'vms_per_host': 2},
                     {'cores': 1.5}, {'mgmt_net': '10.99.1'}, {'bogus': 1},

@@ -277,3 +277,80 @@ fn shoal_experiment_on_the_testbed() {
     assert!((bytes - 1.0).abs() <= 0.1, "{ctx}");
     assert_reservations(&s);
 }
+
+/// A k=4 fat tree (`mininet/experiments/fattree.py`): 20 switches (4 core,
+/// 8 aggregation, 8 edge) and 16 hypervisor bridges with one VM each, all on
+/// the userspace datapath. The controller finds every one of the 48 cables;
+/// all 240 ordered VM pairs answer every ping (no warm-up round); λ of three
+/// UDP flows across the core (5, 10, 15 Mbit/s) within ±10 % of the offered
+/// rate in frames; a reserved migration from pod 1 to pod 4 whose path
+/// crosses a core switch, reserved on every hop (the core one included)
+/// while it runs, nothing left afterwards, done within its deadline.
+#[test]
+fn fattree_experiment_on_the_testbed() {
+    let s = run_experiment("fattree.py", "fattree", Duration::from_secs(420));
+    let ctx = short(&s);
+    let num = |v: &Value, what: &str| {
+        v.as_f64()
+            .unwrap_or_else(|| panic!("{what} missing in {ctx}"))
+    };
+    let ping = &s["ping"];
+    let mig = &s["migration"];
+    eprintln!(
+        "fat tree: {} directed links in {} s; all-pairs ping {}/{} in {} s; λ ratios {:?}; migration {} {} -> {} {} in {} s via {}",
+        s["directed_links_found"],
+        s["discovery_s"],
+        ping["received"],
+        ping["sent"],
+        ping["time_s"],
+        s["flows"]
+            .as_array()
+            .map(|f| f.iter().map(|x| x["lambda_ratio"].to_string()).collect::<Vec<_>>()),
+        mig["vm"],
+        mig["from"],
+        mig["to"],
+        mig["state"],
+        mig["time_s"],
+        mig["path"]
+    );
+    // The shape and discovery: 20 switches + 16 hypervisor bridges, 48
+    // cables (16 core-agg, 16 agg-edge, 16 uplinks) = 96 directed links.
+    assert_eq!(s["switches"], 20, "{ctx}");
+    assert_eq!(s["hypervisors"], 16, "{ctx}");
+    assert_eq!(s["cables"], 48, "{ctx}");
+    assert_eq!(s["directed_links_expected"], 96, "{ctx}");
+    assert_eq!(s["directed_links_found"], 96, "{ctx}");
+    assert_eq!(s["switches_connected"], 36, "{ctx}");
+    assert!(num(&s["discovery_s"], "discovery_s") > 0.0, "{ctx}");
+    // All pairs, every echo answered.
+    assert_eq!(ping["pairs"], 240, "{ctx}");
+    assert!(num(&ping["sent"], "sent") >= 720.0, "{ctx}");
+    assert_eq!(ping["received"], ping["sent"], "{ctx}");
+    assert_eq!(num(&s["ping_loss"], "ping_loss"), 0.0, "{ctx}");
+    assert_eq!(s["ping_done_before_flows"], true, "{ctx}");
+    // λ of the three flows within ±10 % of what was sent.
+    let flows = s["flows"].as_array().expect("flows");
+    assert_eq!(flows.len(), 3, "{ctx}");
+    for f in flows {
+        let r = num(&f["lambda_ratio"], "lambda_ratio");
+        assert!((0.9..=1.1).contains(&r), "{f}\n{ctx}");
+    }
+    // The reserved migration across the core.
+    assert_eq!(mig["state"], "done", "{ctx}");
+    assert_eq!(mig["reserve"], true, "{ctx}");
+    assert!(
+        !mig["path_cores"].as_array().expect("path_cores").is_empty(),
+        "{ctx}"
+    );
+    assert_eq!(mig["reservation_path_hops"], 7, "{ctx}");
+    assert_eq!(
+        mig["reservation_hops_seen"], mig["reservation_path_hops"],
+        "{ctx}"
+    );
+    assert_eq!(s["reservation_on_core"], true, "{ctx}");
+    assert_eq!(s["reservations_gone_after"], true, "{ctx}");
+    assert!(
+        num(&mig["time_s"], "migration time") <= num(&mig["deadline_s"], "deadline"),
+        "{ctx}"
+    );
+}
