@@ -88,7 +88,8 @@ struct Args {
     /// Stats mode: seconds to wait for every pair flow to be installed.
     #[arg(long, default_value_t = 120)]
     setup_timeout: u64,
-    /// Stats mode: the controller's API base URL; λ is read from
+    /// The controller's API base URL: the time until `/api/v1/links` lists
+    /// every cable is measured, and in stats mode λ is read from
     /// `/api/v1/traffic-matrix` at the end and compared with the truth.
     #[arg(long)]
     api: Option<String>,
@@ -270,6 +271,19 @@ fn real_main(args: Args) -> Result<(), MainError> {
         report.errors_sent,
         report.flows_at_end
     );
+    if report.links_expected > 0 {
+        match report.discovery_s {
+            Some(d) => println!(
+                "discovery: the controller listed all {} directed links {:.2} s after the last handshake",
+                report.links_expected, d
+            ),
+            None if args.api.is_some() => println!(
+                "discovery: the controller never listed all {} directed links during the run",
+                report.links_expected
+            ),
+            None => {}
+        }
+    }
     if let Some(c) = &report.controller {
         println!(
             "controller pid {}: {:.2} CPU-s over the measurement ({:.3} cores), RSS {} kB",

@@ -167,6 +167,13 @@ pub struct Report {
     pub errors_received: u64,
     /// Flow entries in all switches at the end.
     pub flows_at_end: usize,
+    /// Directed inter-switch links of the emulated topology.
+    pub links_expected: usize,
+    /// Seconds from the last handshake until the controller's
+    /// `GET /api/v1/links` listed every one of them (with `--api`; None
+    /// when it never did during the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_s: Option<f64>,
     /// Statistics load results (stats mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<StatsReport>,
@@ -243,6 +250,8 @@ struct Shared {
     entries_served: AtomicU64,
     inboxes: Vec<mpsc::Sender<(u32, Vec<u8>, u8)>>,
     topology: Topology,
+    /// The far end of every cable end (see [`Topology::peer`]), indexed.
+    peers: std::collections::HashMap<(usize, u32), (usize, u32)>,
 }
 
 struct TaskResult {
@@ -270,6 +279,12 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         entries_served: AtomicU64::new(0),
         inboxes,
         topology: cfg.topology.clone(),
+        peers: cfg
+            .topology
+            .links
+            .iter()
+            .flat_map(|&(a, b)| [(a, b), (b, a)])
+            .collect(),
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Connect);
     let mut tasks = Vec::with_capacity(n);
@@ -300,6 +315,17 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         });
     }
     let _ = phase_tx.send(Phase::Warmup);
+    // With the API: how long the controller takes to know every cable.
+    let links_expected = 2 * cfg.topology.links.len();
+    let discovery = match (&cfg.api, links_expected) {
+        (Some(api), n) if n > 0 => Some(tokio::spawn(discover(
+            api.clone(),
+            n,
+            Instant::now(),
+            phase_rx.clone(),
+        ))),
+        _ => None,
+    };
     tokio::time::sleep(cfg.warmup).await;
 
     // Load, sampled every second.
@@ -406,6 +432,10 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     };
     let _ = phase_tx.send(Phase::Done);
 
+    let discovery_s = match discovery {
+        Some(t) => t.await.ok().flatten(),
+        None => None,
+    };
     let mut load = LoadStats::default();
     let mut counters = SwitchCounters::default();
     let mut flows = 0;
@@ -460,9 +490,49 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         errors_sent: counters.errors_sent,
         errors_received: counters.errors_received,
         flows_at_end: flows,
+        links_expected,
+        discovery_s,
         stats,
         controller,
     })
+}
+
+/// Polls `GET /api/v1/links` every 100 ms until it lists `want` links (the
+/// seconds since `t0`) or the run ends (None).
+async fn discover(
+    api: ApiCheck,
+    want: usize,
+    t0: Instant,
+    mut phase: watch::Receiver<Phase>,
+) -> Option<f64> {
+    let client = shoal_common::http::HttpClient::new(Duration::from_secs(10))
+        .with_max_body(want.saturating_mul(512).max(1 << 20));
+    let url = format!("{}/api/v1/links", api.url.trim_end_matches('/'));
+    loop {
+        if *phase.borrow() == Phase::Done {
+            return None;
+        }
+        if let Ok((200, body)) = client
+            .send(
+                shoal_common::http::Method::GET,
+                &url,
+                api.token.as_deref(),
+                None,
+            )
+            .await
+        {
+            let n = serde_json::from_slice::<Vec<serde_json::Value>>(&body)
+                .map(|v| v.len())
+                .unwrap_or(0);
+            if n >= want {
+                return Some(t0.elapsed().as_secs_f64());
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = phase.changed() => {}
+        }
+    }
 }
 
 /// Reads `GET /api/v1/traffic-matrix` and compares each pair of the truth
@@ -597,7 +667,7 @@ fn dispatch(i: usize, effects: Vec<Effect>, hops: u8, shared: &Shared, wbuf: &mu
                 if hops >= MAX_HOPS {
                     continue;
                 }
-                if let Some((j, peer_port)) = shared.topology.peer(i, port) {
+                if let Some(&(j, peer_port)) = shared.peers.get(&(i, port)) {
                     if let Some(tx) = shared.inboxes.get(j) {
                         // A full inbox drops the frame, like a full ring.
                         let _ = tx.try_send((peer_port, frame, hops + 1));

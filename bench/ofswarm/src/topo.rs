@@ -16,11 +16,15 @@ pub enum TopoSpec {
     Linear(u32),
     /// `grid:SxH`: S independent switches with H host ports each.
     Grid(u32, u32),
+    /// `fattree:K`: a k-ary fat tree (K even, 2..=64): K pods of K/2 edge
+    /// and K/2 aggregation switches, (K/2)² core switches, K/2 hosts per
+    /// edge switch (K = 16: 320 switches, 1,024 hosts).
+    FatTree(u32),
 }
 
 /// A topology string could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad topology {0:?}: expected linear:N or grid:SxH (N, S >= 1, 1 <= H <= 254)")]
+#[error("bad topology {0:?}: expected linear:N, grid:SxH or fattree:K (N, S >= 1, 1 <= H <= 254, K even, 2 <= K <= 64)")]
 pub struct TopoParseError(pub String);
 
 impl FromStr for TopoSpec {
@@ -38,6 +42,13 @@ impl FromStr for TopoSpec {
         let hosts = |x: &str| num(x).ok().filter(|&n| n <= MAX_HOSTS).ok_or_else(err);
         match kind {
             "linear" => Ok(TopoSpec::Linear(num(arg)?)),
+            "fattree" => {
+                let k = num(arg)?;
+                if k % 2 != 0 || !(2..=64).contains(&k) {
+                    return Err(err());
+                }
+                Ok(TopoSpec::FatTree(k))
+            }
             "grid" => {
                 let (a, b) = arg.split_once(['x', 'X', '×']).ok_or_else(err)?;
                 Ok(TopoSpec::Grid(num(a)?, hosts(b)?))
@@ -86,6 +97,7 @@ impl Topology {
         let (n, h) = match spec {
             TopoSpec::Linear(n) => (n, hosts_per_switch),
             TopoSpec::Grid(s, h) => (s, h),
+            TopoSpec::FatTree(k) => return Topology::fat_tree(k, dpid_base),
         };
         let mut t = Topology {
             switches: Vec::new(),
@@ -115,6 +127,59 @@ impl Topology {
                 dpid: dpid_base + i as u64,
                 ports,
             });
+        }
+        t
+    }
+
+    /// A k-ary fat tree: switches 0..k²/2 are the edge switches (pod p's
+    /// edge i is `p·k/2 + i`; host ports 1..=k/2, port k/2+1+j to the pod's
+    /// aggregation j), then the aggregation switches (pod p's agg j is
+    /// `k²/2 + p·k/2 + j`; port 1+i to edge i, port k/2+1+m to core
+    /// j·k/2 + m), then the (k/2)² core switches (port 1+p to pod p).
+    fn fat_tree(k: u32, dpid_base: u64) -> Topology {
+        let h = k / 2;
+        let (k, h) = (k as usize, h as usize);
+        let edges = k * h;
+        let aggs = k * h;
+        let cores = h * h;
+        let mut t = Topology {
+            switches: Vec::with_capacity(edges + aggs + cores),
+            hosts: Vec::new(),
+            links: Vec::new(),
+        };
+        let port = |x: usize| x as u32;
+        for i in 0..edges + aggs + cores {
+            let dpid = dpid_base + i as u64;
+            // Every switch has k ports.
+            let ports: Vec<u32> = (1..=port(k)).collect();
+            if i < edges {
+                for p in 1..=port(h) {
+                    t.hosts.push(Host {
+                        switch: i,
+                        port: p,
+                        mac: host_mac(dpid, p),
+                        ip: host_ip(dpid, p),
+                    });
+                }
+            }
+            t.switches.push(SwitchSpec { dpid, ports });
+        }
+        for pod in 0..k {
+            for i in 0..h {
+                for j in 0..h {
+                    let edge = pod * h + i;
+                    let agg = edges + pod * h + j;
+                    t.links.push(((edge, port(h + 1 + j)), (agg, port(1 + i))));
+                }
+            }
+            for j in 0..h {
+                for m in 0..h {
+                    let agg = edges + pod * h + j;
+                    let core = edges + aggs + j * h + m;
+                    t.links
+                        .push(((agg, port(h + 1 + m)), (core, port(1 + pod))));
+                }
+            }
         }
         t
     }
@@ -204,6 +269,27 @@ mod tests {
         assert_eq!("linear:3".parse::<TopoSpec>(), Ok(TopoSpec::Linear(3)));
         assert_eq!("grid:4x8".parse::<TopoSpec>(), Ok(TopoSpec::Grid(4, 8)));
         assert!("fat:2".parse::<TopoSpec>().is_err());
+        assert!("fattree:3".parse::<TopoSpec>().is_err());
+        assert!("fattree:66".parse::<TopoSpec>().is_err());
+        assert_eq!("fattree:4".parse::<TopoSpec>(), Ok(TopoSpec::FatTree(4)));
+        let f = Topology::build(TopoSpec::FatTree(16), 8, 1);
+        assert_eq!(f.switches.len(), 320);
+        assert_eq!(f.hosts.len(), 1024);
+        assert_eq!(f.links.len(), 2048);
+        // Every port has at most one cable; every port but the edge
+        // switches' host ports has exactly one.
+        let mut ends = std::collections::HashSet::new();
+        for &(a, b) in &f.links {
+            assert!(ends.insert(a) && ends.insert(b), "{a:?} {b:?}");
+        }
+        let host_ports = f.hosts.len();
+        let ports: usize = f.switches.iter().map(|s| s.ports.len()).sum();
+        assert_eq!(ends.len() + host_ports, ports);
+        assert_eq!(f.reachable_hosts(0).len(), 1024);
+        // Edge 0's uplink 9 goes to pod 0's aggregation 0, whose uplink 9
+        // goes to core 0.
+        assert_eq!(f.peer(0, 9), Some((128, 1)));
+        assert_eq!(f.peer(128, 9), Some((256, 1)));
         assert!("linear:0".parse::<TopoSpec>().is_err());
         assert!("grid:2x255".parse::<TopoSpec>().is_err());
         let t = Topology::build(TopoSpec::Linear(3), 2, 1);

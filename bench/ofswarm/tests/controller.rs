@@ -3,8 +3,8 @@
 //! the handshake, LLDP finds the linear topology's links (read from
 //! `GET /api/v1/links`), and both load modes get answers matched to their
 //! PACKET_INs; in stats mode every pair's λ from
-//! `GET /api/v1/traffic-matrix` matches the emulator's known rate. No speed
-//! threshold.
+//! `GET /api/v1/traffic-matrix` matches the emulator's known rate; every
+//! link of a k = 4 fat tree is found. No speed threshold.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -244,6 +244,38 @@ async fn throughput_latency_and_lldp_against_shoal() {
     assert_eq!(n(l, "pairs"), 60);
     assert_eq!(n(l, "missing"), 0, "every pair in the matrix: {l}");
     assert_eq!(n(l, "within_tolerance"), 60, "λ of every pair right: {l}");
+
+    // A k = 4 fat tree (20 more switches, dpids from 0x200): the
+    // controller finds all its 64 directed links.
+    let json = dir.path().join("fattree.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_ofswarm"))
+        .args(["--controller", &ctl.of_addr.to_string()])
+        .args([
+            "--topo",
+            "fattree:4",
+            "--dpid-base",
+            "512",
+            "--mode",
+            "idle",
+        ])
+        .args(["--duration", "8", "--warmup", "2"])
+        .args(["--api", &format!("http://{}", ctl.api_addr)])
+        .arg("--token-file")
+        .arg(dir.path().join("reader.token"))
+        .arg("--json")
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ofswarm starts");
+    let r = finish(child, &json).await;
+    assert_eq!(n(&r, "handshakes"), 20);
+    assert_eq!(n(&r, "links_expected"), 64);
+    assert!(
+        r["discovery_s"].as_f64().is_some(),
+        "every link of the fat tree found: {r}"
+    );
+    assert_eq!(n(&r, "errors_sent"), 0);
 
     ctl.shutdown(Duration::from_secs(2)).await;
 }

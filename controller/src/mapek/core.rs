@@ -78,7 +78,15 @@ struct Core {
     /// refused since (bounded by the number of ports: entries of ports
     /// without refusals for a while are dropped on the tick).
     refusal_log: HashMap<PortRef, (Instant, u64)>,
+    /// When the base flows are next reconciled with the topology (None:
+    /// nothing changed since the last time).
+    reconcile_due: Option<Instant>,
 }
+
+/// Topology changes within this long are reconciled together: LLDP finding
+/// a fabric's links one by one (4,096 of them in a k = 16 fat tree) must not
+/// recompute and re-send every switch's broadcast flows for each link.
+const RECONCILE_COALESCE: Duration = Duration::from_millis(100);
 
 impl CoreConfig {
     /// The core's part of `s`, with the LLDP secret of this run.
@@ -126,9 +134,29 @@ impl Core {
         for (a, b) in &change.removed {
             info!(src = %format!("{:016x}:{}", a.dpid, a.port), dst = %format!("{:016x}:{}", b.dpid, b.port), "link down");
         }
-        let mut v = self.fwd.links_changed(&topo, change);
-        v.extend(self.fwd.reconcile(&topo, now));
+        let v = self.fwd.links_changed(&topo, change);
+        if self.reconcile_due.is_none() {
+            self.reconcile_due = Some(now + RECONCILE_COALESCE);
+        }
         v
+    }
+
+    /// Reconciles the base flows when a change is due (see
+    /// [`RECONCILE_COALESCE`]).
+    fn reconcile_if_due(&mut self, now: Instant) {
+        if self.reconcile_due.is_none_or(|t| now < t) {
+            return;
+        }
+        self.reconcile_due = None;
+        let outs = {
+            let topo = self
+                .knowledge
+                .topo
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            self.fwd.reconcile(&topo, now)
+        };
+        dispatch(&self.handles, outs);
     }
 
     async fn on_event(&mut self, ev: SwitchEvent) {
@@ -437,8 +465,12 @@ pub async fn core_loop(
         pollers: HashMap::new(),
         shutdown: shutdown.clone(),
         refusal_log: HashMap::new(),
+        reconcile_due: None,
     };
     loop {
+        // Due even while events keep coming.
+        core.reconcile_if_due(Instant::now());
+        let due = core.reconcile_due;
         tokio::select! {
             biased;
             ev = control.recv() => match ev {
@@ -451,6 +483,12 @@ pub async fn core_loop(
             },
             _ = lldp.tick() => core.on_tick().await,
             _ = replay.tick() => core.on_replay().await,
+            _ = async {
+                match due {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => core.reconcile_if_due(Instant::now()),
             _ = shutdown.changed() => {
                 if *shutdown.borrow() { break; }
             }
