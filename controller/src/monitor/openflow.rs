@@ -597,6 +597,9 @@ impl End {
     }
 }
 
+/// Bytes gathered into one socket write at most (beyond one message).
+const WRITE_BATCH: usize = 64 * 1024;
+
 /// Writes everything queued, each write bounded by `timeout`.
 async fn writer_task<W: AsyncWrite + Unpin>(
     mut wr: W,
@@ -604,13 +607,27 @@ async fn writer_task<W: AsyncWrite + Unpin>(
     queued: Arc<AtomicUsize>,
     timeout: Duration,
 ) -> WriterEnd {
+    // Whatever is queued goes out in one write (one system call and one
+    // timer for a burst of FLOW_MODs and PACKET_OUTs, not one each).
+    let mut batch: Vec<u8> = Vec::new();
     while let Some(b) = rx.recv().await {
-        match tokio::time::timeout(timeout, wr.write_all(&b)).await {
+        batch.clear();
+        batch.extend_from_slice(&b);
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        match tokio::time::timeout(timeout, wr.write_all(&batch)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return WriterEnd::Failed(format!("write: {e}")),
             Err(_) => return WriterEnd::TimedOut(timeout),
         }
-        queued.fetch_sub(b.len(), Ordering::AcqRel);
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        if batch.capacity() > 4 * WRITE_BATCH {
+            batch = Vec::new();
+        }
     }
     let _ = tokio::time::timeout(timeout, wr.shutdown()).await;
     WriterEnd::Closed
