@@ -108,6 +108,23 @@ fn ofswarm(of: std::net::SocketAddr, mode: &str, json: &Path) -> std::process::C
         .expect("ofswarm starts")
 }
 
+/// ofswarm with `args` against the controller, reading its API with the
+/// reader token.
+fn ofswarm_api(ctl: &app::Running, dir: &Path, args: &[&str], json: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ofswarm"))
+        .args(["--controller", &ctl.of_addr.to_string()])
+        .args(["--api", &format!("http://{}", ctl.api_addr)])
+        .arg("--token-file")
+        .arg(dir.join("reader.token"))
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ofswarm starts")
+}
+
 async fn finish(child: std::process::Child, json: &Path) -> serde_json::Value {
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
@@ -210,23 +227,37 @@ async fn throughput_latency_and_lldp_against_shoal() {
     // Statistics: pair flows with known rates on other switches (other
     // hosts: dpids from 0x100); λ read back from the API by ofswarm.
     let json = dir.path().join("stats.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_ofswarm"))
-        .args(["--controller", &ctl.of_addr.to_string()])
-        .args(["--topo", "linear:3", "--hosts", "4", "--dpid-base", "256"])
-        .args(["--mode", "stats", "--flows", "20", "--window", "8"])
-        // λ averages 3 polls of 2 s: 12 s leaves 4 polls after the setup.
-        .args(["--duration", "12", "--warmup", "3", "--setup-timeout", "30"])
-        .args(["--api", &format!("http://{}", ctl.api_addr)])
-        .arg("--token-file")
-        .arg(dir.path().join("reader.token"))
-        // Poll timing on a loaded CI machine may be off by tens of
-        // milliseconds over the 6 s window: 2 %.
-        .args(["--tolerance", "0.02", "--json"])
-        .arg(&json)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ofswarm starts");
+    let child = ofswarm_api(
+        &ctl,
+        dir.path(),
+        &[
+            "--topo",
+            "linear:3",
+            "--hosts",
+            "4",
+            "--dpid-base",
+            "256",
+            "--mode",
+            "stats",
+            "--flows",
+            "20",
+            "--window",
+            "8",
+            // λ averages 3 polls of 2 s: 12 s leaves 4 polls after the
+            // setup.
+            "--duration",
+            "12",
+            "--warmup",
+            "3",
+            "--setup-timeout",
+            "30",
+            // Poll timing on a loaded CI machine may be off by tens of
+            // milliseconds over the 6 s window: 2 %.
+            "--tolerance",
+            "0.02",
+        ],
+        &json,
+    );
     let r = finish(child, &json).await;
     assert_eq!(n(&r, "errors_sent"), 0);
     let st = &r["stats"];
@@ -248,26 +279,23 @@ async fn throughput_latency_and_lldp_against_shoal() {
     // A k = 4 fat tree (20 more switches, dpids from 0x200): the
     // controller finds all its 64 directed links.
     let json = dir.path().join("fattree.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_ofswarm"))
-        .args(["--controller", &ctl.of_addr.to_string()])
-        .args([
+    let child = ofswarm_api(
+        &ctl,
+        dir.path(),
+        &[
             "--topo",
             "fattree:4",
             "--dpid-base",
             "512",
             "--mode",
             "idle",
-        ])
-        .args(["--duration", "8", "--warmup", "2"])
-        .args(["--api", &format!("http://{}", ctl.api_addr)])
-        .arg("--token-file")
-        .arg(dir.path().join("reader.token"))
-        .arg("--json")
-        .arg(&json)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ofswarm starts");
+            "--duration",
+            "8",
+            "--warmup",
+            "2",
+        ],
+        &json,
+    );
     let r = finish(child, &json).await;
     assert_eq!(n(&r, "handshakes"), 20);
     assert_eq!(n(&r, "links_expected"), 64);
