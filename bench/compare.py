@@ -555,7 +555,9 @@ def measure_stats(ctl, ofswarm, work, switches, flows, interval):
     if rc is None:
         row["failed"] = f"not finished within the {STATS_RUN_CAP_S} s cap"
     elif rc != 0:
-        row["failed"] = f"ofswarm failed (status {rc}): " + read_tail(log_path, 3).replace("\n", " ")
+        # The last line (ofswarm's own error), without log colours.
+        last = re.sub(r"\x1b\[[0-9;]*m", "", read_tail(log_path, 1)).strip()
+        row["failed"] = f"ofswarm failed (status {rc}): {last}"
     if "failed" in row:
         msg = f"{ctl.name} {tag}: {row['failed']}"
         # Shoal must finish the sizes measured for both; a failure at a
@@ -1002,7 +1004,8 @@ def write_markdown(path, m, results, started, elapsed, problems, stats_block):
     w("On a Debian 12 machine with Rust installed, as root, from the repository:")
     w("")
     w("```sh")
-    w("sudo bench/compare.sh")
+    w("sudo bench/compare.sh               # everything")
+    w("sudo bench/compare.sh --only stats  # only the statistics polling section")
     w("```")
     w("")
     w("It installs `python3-venv` if missing, creates a virtualenv under "
