@@ -18,6 +18,7 @@ signalled.
 import argparse
 import datetime
 import json
+import math
 import os
 import re
 import shutil
@@ -36,6 +37,9 @@ FAUCET_VLAN = 100
 SHOAL_MAX_MACS_PER_PORT = 1 << 20
 SHOAL_MAX_ENDPOINTS = 1 << 24
 SHOAL_MAX_PAIR_FLOWS = 1 << 24
+# Pairs Shoal's traffic matrix tracks at most (default 65536), lifted for
+# the statistics runs (1,000 switches × 1,000 pair flows).
+SHOAL_MAX_MATRIX_PAIRS = 1 << 24
 # Seconds of load and of warm-up of every ofswarm run.
 DURATION = 10
 WARMUP = 5
@@ -158,7 +162,7 @@ class Shoal:
         self.binary = binary
         self.work = work
 
-    def start(self, tag, switches, hosts):
+    def start(self, tag, switches, hosts, monitor_interval=None):
         d = os.path.join(self.work, f"shoal-{tag}")
         os.makedirs(os.path.join(d, "hosts"), exist_ok=True)
         of_port, api_port = free_ports(2)
@@ -181,6 +185,12 @@ class Shoal:
                 f"max_endpoints = {SHOAL_MAX_ENDPOINTS}\n"
                 f"max_pair_flows = {SHOAL_MAX_PAIR_FLOWS}\n"
             )
+            if monitor_interval is not None:
+                f.write(
+                    f"[monitor]\n"
+                    f"interval_s = {float(monitor_interval)}\n"
+                    f"max_matrix_pairs = {SHOAL_MAX_MATRIX_PAIRS}\n"
+                )
         self.log_path = os.path.join(d, "shoal.log")
         self.proc = start(
             [self.binary, "run", "--config", cfg,
@@ -189,6 +199,9 @@ class Shoal:
             log_path=self.log_path, cpu=0)
         wait_listening(self.proc, of_port, "shoal-controller", self.log_path)
         self.of_port = of_port
+        self.api_port = api_port
+        self.token = token
+        self.config = cfg
         return of_port, []
 
     warmup = WARMUP
@@ -375,6 +388,405 @@ def measure(ctl, ofswarm, work, tag, topo, mode, window, answer, fresh):
     return r
 
 
+# ----------------------------------------------------------- statistics polling
+
+# Poll intervals Δ (s) of the statistics runs, and the runs: (switches, pair
+# flows per switch, controllers measured). Every switch of grid:SxH has
+# H·(H-1) pairs, H = ceil(sqrt(F)) + 1.
+STATS_INTERVALS = (10, 1)
+STATS_SIZES = [
+    (100, 100, ("shoal", "gauge")),
+    (100, 1000, ("shoal", "gauge")),
+    (1000, 100, ("shoal", "gauge")),
+    (1000, 1000, ("shoal",)),
+    (100, 10000, ("shoal",)),
+]
+# Sizes of the issue not measured for a controller, and why (the doc says so).
+STATS_NOT_RUN = {
+    ("gauge", 1000, 1000): "1,000 datapaths × 1,000 flows is 1 M flow entries per "
+    "poll; at Gauge's rate at the smaller sizes (see its entries/s) one cycle would take "
+    "far longer than Δ, and the run would not fit the script's time budget",
+    ("gauge", 100, 10000): "1 M flow entries per poll, as above",
+}
+# Longest an ofswarm statistics run may take (connect, warm-up, pair-flow
+# set-up, measurement); a Gauge run over it is stopped and reported.
+STATS_RUN_CAP_S = 360
+STATS_SETUP_TIMEOUT = 180
+STATS_TOLERANCE = 0.01
+
+
+def stats_duration(interval):
+    """Seconds of measurement: several poll cycles."""
+    return max(30, 4 * interval)
+
+
+def stats_hosts(flows):
+    """Hosts per switch giving at least `flows` pairs: H·(H-1) ≥ F."""
+    h = math.isqrt(flows - 1) + 1 if flows > 1 else 1
+    h += 1
+    if h > 254:
+        die(f"{flows} pair flows per switch need {h} hosts (at most 254)")
+    assert h * (h - 1) >= flows
+    return h
+
+
+class Gauge:
+    name = "Gauge"
+
+    def __init__(self, venv, work):
+        self.bin = os.path.join(venv, "bin", "gauge")
+        self.venv_bin = os.path.join(venv, "bin")
+        self.work = work
+
+    def start(self, tag, switches, hosts, interval):
+        d = os.path.join(self.work, f"gauge-{tag}")
+        os.makedirs(d, exist_ok=True)
+        of_port, prom_port, ssl_port = free_ports(3)
+        faucet_cfg = os.path.join(d, "faucet.yaml")
+        # Gauge reads the datapaths from a Faucet configuration.
+        write_faucet_yaml(faucet_cfg, switches, hosts)
+        cfg = os.path.join(d, "gauge.yaml")
+        with open(cfg, "w") as f:
+            f.write(
+                "faucet_configs:\n"
+                f"  - '{faucet_cfg}'\n"
+                "watchers:\n"
+                "  flow_table_poller:\n"
+                "    type: 'flow_table'\n"
+                "    all_dps: true\n"
+                f"    interval: {int(interval)}\n"
+                "    db: 'prometheus'\n"
+                "  port_stats_poller:\n"
+                "    type: 'port_stats'\n"
+                "    all_dps: true\n"
+                f"    interval: {int(interval)}\n"
+                "    db: 'prometheus'\n"
+                "dbs:\n"
+                "  prometheus:\n"
+                "    type: 'prometheus'\n"
+                "    prometheus_addr: '127.0.0.1'\n"
+                f"    prometheus_port: {prom_port}\n"
+            )
+        self.log_path = os.path.join(d, "gauge.log")
+        self.console = os.path.join(d, "gauge.console")
+        env = dict(os.environ)
+        env.update({
+            # gauge execs osken-manager from $PATH (the venv's); the same
+            # process (pid) throughout.
+            "PATH": self.venv_bin + ":" + env.get("PATH", "/usr/bin:/bin"),
+            "GAUGE_CONFIG": cfg,
+            "GAUGE_LOG": self.log_path,
+            "GAUGE_EXCEPTION_LOG": os.path.join(d, "gauge_exception.log"),
+            "GAUGE_PROMETHEUS_ADDR": "127.0.0.1",
+        })
+        osken_conf = os.path.join(d, "osken.conf")
+        with open(osken_conf, "w") as f:
+            f.write("[DEFAULT]\necho_request_interval=3\nmaximum_unreplied_echo_requests=5\n")
+        self.proc = start(
+            [self.bin,
+             "--ryu-config-file", osken_conf,
+             "--ryu-ofp-listen-host", "127.0.0.1",
+             "--ryu-ofp-tcp-listen-port", str(of_port),
+             "--ryu-ofp-ssl-listen-port", str(ssl_port)],
+            env=env, log_path=self.console, cpu=0)
+        wait_listening(self.proc, of_port, "gauge", self.console, timeout=120.0)
+        self.dir = d
+        self.config = cfg
+        self.prom_port = prom_port
+        return of_port
+
+    def stop(self):
+        stop(self.proc)
+
+
+def process_name(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def measure_stats(ctl, ofswarm, work, switches, flows, interval):
+    """One statistics run; returns the row, or a dict with `failed`."""
+    hosts = stats_hosts(flows)
+    topo = f"grid:{switches}x{hosts}"
+    duration = stats_duration(interval)
+    tag = f"stats-{switches}x{flows}-d{interval}"
+    key = f"{ctl.name.lower()}-{tag}"
+    log(f"{ctl.name}: {tag} ({topo}, {flows} pair flows per switch, Δ = {interval} s, "
+        f"{duration} s measured)")
+    if ctl.name == "Shoal":
+        port, _ = ctl.start(tag, switches, hosts, monitor_interval=interval)
+    else:
+        port = ctl.start(tag, switches, hosts, interval)
+    pid = ctl.proc.pid
+    json_path = os.path.join(work, f"{key}.json")
+    log_path = os.path.join(work, f"{key}.ofswarm.log")
+    cmd = [ofswarm, "--controller", f"127.0.0.1:{port}", "--topo", topo, "--mode", "stats",
+           "--flows", str(flows), "--duration", str(duration), "--warmup", str(WARMUP),
+           "--connect-stagger-ms", str(STAGGER_MS if ctl.name == "Gauge" else 0),
+           "--connect-timeout", str(CONNECT_TIMEOUT if switches <= 256 else 180),
+           "--setup-timeout", str(STATS_SETUP_TIMEOUT), "--cpu-pid", str(pid), "--quiet"]
+    if ctl.name == "Shoal":
+        cmd += ["--api", f"http://127.0.0.1:{ctl.api_port}", "--token-file", ctl.token,
+                "--tolerance", str(STATS_TOLERANCE)]
+    else:
+        cmd += ["--preinstall"]
+    shown = ("ofswarm " + " ".join(cmd[1:])).replace(f"127.0.0.1:{port}", "127.0.0.1:PORT")
+    if ctl.name == "Shoal":
+        shown = shown.replace(f"127.0.0.1:{ctl.api_port}", "127.0.0.1:API").replace(
+            ctl.token, "reader.token")
+    shown = shown.replace(f"--cpu-pid {pid}", "--cpu-pid PID")
+    cmd += ["--json", json_path]
+    log(f"  {shown}")
+    row = {"controller": ctl.name, "switches": switches, "flows": flows, "hosts": hosts,
+           "interval_s": interval, "duration_s": duration, "command": shown,
+           "controller_log": ctl.log_path, "process": process_name(pid)}
+    try:
+        p = start(cmd, log_path=log_path, cpu=1)
+        try:
+            rc = p.wait(timeout=STATS_RUN_CAP_S)
+        except subprocess.TimeoutExpired:
+            stop(p)
+            rc = None
+    finally:
+        ctl.stop()
+    if rc is None:
+        row["failed"] = f"not finished within the {STATS_RUN_CAP_S} s cap"
+    elif rc != 0:
+        # The last line (ofswarm's own error), without log colours.
+        last = re.sub(r"\x1b\[[0-9;]*m", "", read_tail(log_path, 1)).strip()
+        row["failed"] = f"ofswarm failed (status {rc}): {last}"
+    if "failed" in row:
+        msg = f"{ctl.name} {tag}: {row['failed']}"
+        # Shoal must finish the sizes measured for both; a failure at a
+        # size only Shoal runs (or of Gauge) is recorded in the doc.
+        if ctl.name == "Shoal" and any(
+                (sw, fl) == (switches, flows) and "gauge" in c for sw, fl, c in STATS_SIZES):
+            die(msg + f"; output {log_path}:\n{read_tail(log_path)}")
+        log(f"  ERROR: {msg} (recorded in the doc)")
+        return key, row
+    try:
+        with open(json_path) as f:
+            r = json.load(f)
+    except (OSError, ValueError) as e:
+        die(f"cannot read ofswarm's results {json_path}: {e}")
+    st, c = r.get("stats"), r.get("controller")
+    if not isinstance(st, dict) or not isinstance(c, dict):
+        die(f"{json_path}: no stats or controller section (is --cpu-pid {pid} alive?)")
+    for k in ("flow_stats_requests", "flow_entries_served", "flow_entries_per_s",
+              "polls_per_switch_per_s", "pairs", "setup_s"):
+        if not isinstance(st.get(k), (int, float)):
+            die(f"{json_path}: stats.{k} missing or not a number")
+    for k in ("cpu_s", "cores", "rss_kb"):
+        if not isinstance(c.get(k), (int, float)):
+            die(f"{json_path}: controller.{k} missing or not a number")
+    if r["handshakes"] != r["switches"]:
+        die(f"{json_path}: only {r['handshakes']} of {r['switches']} switches completed the handshake")
+    if st["pairs"] != switches * flows:
+        die(f"{json_path}: {st['pairs']} pairs planned, expected {switches * flows}")
+    cycles = r["duration_s"] / interval
+    entries = st["flow_entries_served"]
+    row.update({
+        "measured_s": r["duration_s"],
+        "setup_s": st["setup_s"],
+        "requests": st["flow_stats_requests"],
+        "entries": entries,
+        "entries_per_s": st["flow_entries_per_s"],
+        "polls_per_switch_per_s": st["polls_per_switch_per_s"],
+        "cpu_s": c["cpu_s"],
+        "cores": c["cores"],
+        "rss_kb": c["rss_kb"],
+        "cpu_per_cycle": c["cpu_s"] / cycles,
+        "cpu_per_1000": c["cpu_s"] / entries * 1000 if entries else None,
+        "errors_sent": r["errors_sent"],
+        "lambda": st.get("lambda"),
+    })
+    if entries == 0:
+        log(f"  ERROR: {ctl.name} {tag}: no flow stats request was answered in the window")
+    lam = row["lambda"]
+    lam_s = ""
+    if lam:
+        if lam.get("error"):
+            lam_s = f", λ check failed: {lam['error']}"
+        else:
+            lam_s = (f", λ {lam['within_tolerance']}/{lam['pairs']} within "
+                     f"{lam['tolerance'] * 100:g} %, max error {lam['max_rel_err'] * 100:.3f} %")
+    log(f"  -> {row['polls_per_switch_per_s']:.3f} polls/switch/s (1/Δ = {1 / interval:g}), "
+        f"{row['entries_per_s']:.0f} entries/s, {row['cpu_s']:.2f} CPU-s "
+        f"({row['cores']:.2f} cores), RSS {row['rss_kb'] / 1024:.0f} MiB{lam_s}")
+    return key, row
+
+
+def run_stats(shoal, gauge, ofswarm, work):
+    results = {}
+    for interval in STATS_INTERVALS:
+        for switches, flows, ctls in STATS_SIZES:
+            for ctl in (shoal, gauge):
+                if ctl.name.lower() not in ctls:
+                    continue
+                key, row = measure_stats(ctl, ofswarm, work, switches, flows, interval)
+                results[key] = row
+    return results
+
+
+def gauge_log_problems(stats):
+    seen = {}
+    for row in stats.values():
+        if row["controller"] != "Gauge":
+            continue
+        d = os.path.dirname(row["controller_log"])
+        for name in ("gauge.log", "gauge_exception.log", "gauge.console"):
+            p = os.path.join(d, name)
+            if not os.path.exists(p):
+                continue
+            with open(p, "rb") as f:
+                for line in f.read().decode("utf-8", "replace").splitlines():
+                    if re.search(r"ERROR|WARNING|Traceback|error", line):
+                        msg = re.sub(r"^\S+ \S+ \S+ ", "", line)
+                        msg = re.sub(r"\d+", "N", re.sub(r"\s+", " ", msg))[:200]
+                        seen[msg] = seen.get(msg, 0) + 1
+    return seen
+
+
+STATS_BEGIN = "<!-- statistics polling: generated by bench/compare.py -->"
+STATS_END = "<!-- end of statistics polling -->"
+
+
+def num(v, fmt="{:,.0f}"):
+    return "-" if v is None else fmt.format(v).replace(",", " ")
+
+
+def stats_markdown(stats, gauge_problems, root, load_start, load_end, started, elapsed,
+                   only):
+    out = []
+    w = out.append
+    w(STATS_BEGIN)
+    w("## Statistics polling: Shoal and Gauge")
+    w("")
+    how = ("`sudo bench/compare.sh --only stats` (this section only; the sections above are "
+           "from the last full run)" if only == "stats" else "the same run as above")
+    w(f"Measured {started} UTC by {how}, {elapsed / 60:.0f} min; load average {load_start} "
+      f"at the start and {load_end} at the end (the machine was shared).")
+    w("")
+    w("ofswarm's `stats` mode (`-m stats -t grid:SxH --flows F`): every switch carries F "
+      "pair flows (first-hop, match eth_src + eth_dst) with known byte rates (100 kB/s to "
+      "1 MB/s, fixed per pair) and answers the controller's FLOW (and PORT) stats requests "
+      "from its flow table; ofswarm counts the FLOW stats requests and the flow entries it "
+      "served during the measurement and reads the controller's CPU time and RSS from "
+      "`/proc/PID` (`--cpu-pid`; for Gauge its single Python process).")
+    w("")
+    w("- **Shoal** installs the pair flows itself (ofswarm sends one PACKET_IN per pair, "
+      "counted as installed when its FLOW_MOD ADD arrives), polls every Δ "
+      "(`[monitor] interval_s = Δ`, `max_matrix_pairs = "
+      f"{SHOAL_MAX_MATRIX_PAIRS}`, the forwarding limits lifted as above) and computes "
+      "the traffic matrix λ; at the end ofswarm reads `GET /api/v1/traffic-matrix` (a reader "
+      f"token) and compares every pair with the configured rate (`--tolerance {STATS_TOLERANCE}`).")
+    w("- **Gauge** (Faucet 1.10's poller) installs no flows: ofswarm's `--preinstall` makes "
+      "each switch add its F pair flows itself at handshake completion (table 0, priority "
+      "200, in_port + eth_src + eth_dst, output to the destination). Gauge's configuration: "
+      "a `faucet.yaml` listing the datapaths (as for Faucet above), watchers `flow_table` and "
+      "`port_stats` for all datapaths with `interval: Δ`, Prometheus database. Gauge keeps "
+      "no traffic matrix, so there is no λ to check.")
+    w(f"- Each run: controller on CPU 0, ofswarm on CPU 1, {WARMUP} s warm-up, the pair flows "
+      "set up, then max(30, 4Δ) s measured. CPU per poll cycle = CPU-s ÷ (measured s ÷ Δ); "
+      "CPU per 1,000 entries = CPU-s ÷ flow entries served × 1,000 (includes the port stats "
+      "and everything else the controller did in the window). Polls per switch per s: FLOW "
+      "stats requests ÷ switches ÷ measured s; a controller keeping up polls 1/Δ.")
+    w("")
+    w("| S × F | Δ | controller | polls/switch/s (1/Δ) | flow entries/s | CPU-s | cores | "
+      "CPU-s per cycle | CPU-ms per 1,000 entries | RSS | pair-flow set-up | λ within 1 % | "
+      "λ max / median error |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for interval in STATS_INTERVALS:
+        for switches, flows, _ctls in STATS_SIZES:
+            for name in ("shoal", "gauge"):
+                row = stats.get(f"{name}-stats-{switches}x{flows}-d{interval}")
+                size = f"{switches:,} × {flows:,}".replace(",", " ")
+                if row is None:
+                    continue
+                if "failed" in row:
+                    w(f"| {size} | {interval} s | {row['controller']} | failed: "
+                      f"{row['failed'].replace('|', '/')} |||||||||")
+                    continue
+                lam = row.get("lambda")
+                if lam is None:
+                    lw, le = "-", "-"
+                elif lam.get("error"):
+                    lw, le = f"check failed: {lam['error'].replace('|', '/')[:120]}", "-"
+                else:
+                    lw = (f"{lam['within_tolerance']:,} / {lam['pairs']:,}".replace(",", " ")
+                          + (f" ({lam['missing']} missing)" if lam["missing"] else ""))
+                    le = f"{lam['max_rel_err'] * 100:.3f} % / {lam['median_rel_err'] * 100:.4f} %"
+                setup = ("preinstalled" if row["controller"] == "Gauge"
+                         else f"{row['setup_s']:.1f} s")
+                w(f"| {size} | {interval} s | {row['controller']} | "
+                  f"{row['polls_per_switch_per_s']:.3f} ({1 / interval:g}) | "
+                  f"{num(row['entries_per_s'])} | {row['cpu_s']:.2f} | {row['cores']:.2f} | "
+                  f"{row['cpu_per_cycle']:.3f} | "
+                  f"{num(row['cpu_per_1000'] and row['cpu_per_1000'] * 1000, '{:,.2f}')} | "
+                  f"{row['rss_kb'] / 1024:,.0f} MiB | {setup} | {lw} | {le} |")
+    w("")
+    w("Not run:")
+    w("")
+    for (name, s, f), why in STATS_NOT_RUN.items():
+        w(f"- {s:,} × {f:,} ".replace(",", " ") + f"for {name.capitalize()}: {why}.")
+    failed = [r for r in stats.values() if "failed" in r]
+    for r in failed:
+        w(f"- {r['switches']} × {r['flows']}, Δ = {r['interval_s']} s, {r['controller']}: "
+          f"{r['failed']} (`{r['command']}`).")
+    w("")
+    if gauge_problems:
+        w("Error and warning lines of Gauge's logs over all its runs (numbers replaced by N), "
+          "most frequent first:")
+        w("")
+        w("| lines | message |")
+        w("|---|---|")
+        for msg, n in sorted(gauge_problems.items(), key=lambda x: -x[1])[:10]:
+            w(f"| {n} | `{msg.replace('|', '/')}` |")
+    else:
+        w("Gauge's logs had no error or warning lines.")
+    w("")
+    w("| run | ofswarm command |")
+    w("|---|---|")
+    for k, r in stats.items():
+        w(f"| {r['controller']}, {r['switches']} × {r['flows']}, Δ = {r['interval_s']} s | "
+          f"`{r['command']}` |")
+    w("")
+    bottlenecks = os.path.join(root, "bench", "bottlenecks.md")
+    if os.path.isfile(bottlenecks):
+        w("## Bottlenecks found and fixed")
+        w("")
+        with open(bottlenecks) as f:
+            w(f.read().rstrip("\n"))
+        w("")
+    w(STATS_END)
+    return "\n".join(out)
+
+
+def splice_stats(path, block):
+    """--only stats: replaces the statistics section of an existing doc."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        die(f"--only stats needs the existing {path}: {e}")
+    if STATS_BEGIN in text and STATS_END in text:
+        a = text.index(STATS_BEGIN)
+        b = text.index(STATS_END) + len(STATS_END)
+    else:
+        old = "## Gauge vs. Shoal polling\n"
+        if old not in text or "\n## Commands\n" not in text:
+            die(f"{path}: no statistics section to replace (neither the markers nor "
+                f"'{old.strip()}' before '## Commands')")
+        a = text.index(old)
+        b = text.index("\n## Commands\n") + 1
+        block += "\n\n"
+    with open(path, "w") as f:
+        f.write(text[:a] + block + text[b:])
+
+
 # ------------------------------------------------------------------- machine
 
 
@@ -425,7 +837,7 @@ def per_pin(r, k):
     return f"{r[k] / r['packet_ins']:.2f}" if r["packet_ins"] else "-"
 
 
-def write_markdown(path, m, results, started, elapsed, problems):
+def write_markdown(path, m, results, started, elapsed, problems, stats_block):
     R = results
     out = []
     w = out.append
@@ -575,10 +987,7 @@ def write_markdown(path, m, results, started, elapsed, problems):
     else:
         w("No error or warning lines.")
     w("")
-    w("## Gauge vs. Shoal polling")
-    w("")
-    w("Not measured yet: it needs ofswarm's `stats` mode (installed pair flows with byte "
-      "rates), being added separately; see the marked place in `bench/compare.py`.")
+    w(stats_block)
     w("")
     w("## Commands")
     w("")
@@ -595,7 +1004,8 @@ def write_markdown(path, m, results, started, elapsed, problems):
     w("On a Debian 12 machine with Rust installed, as root, from the repository:")
     w("")
     w("```sh")
-    w("sudo bench/compare.sh")
+    w("sudo bench/compare.sh               # everything")
+    w("sudo bench/compare.sh --only stats  # only the statistics polling section")
     w("```")
     w("")
     w("It installs `python3-venv` if missing, creates a virtualenv under "
@@ -667,9 +1077,12 @@ def main():
     ap.add_argument("--venv", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--only", choices=("all", "stats"), default="all",
+                    help="stats: only the statistics runs, spliced into the existing --out")
     a = ap.parse_args()
     for p, what in ((a.ofswarm, "ofswarm"), (a.shoal, "shoal-controller"),
-                    (os.path.join(a.venv, "bin", "faucet"), "faucet")):
+                    (os.path.join(a.venv, "bin", "faucet"), "faucet"),
+                    (os.path.join(a.venv, "bin", "gauge"), "gauge")):
         if not (os.path.isfile(p) and os.access(p, os.X_OK)):
             die(f"{what} is not an executable file: {p}")
     if shutil.which("taskset") is None:
@@ -682,6 +1095,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    if a.only == "stats" and not os.path.isfile(a.out):
+        die(f"--only stats replaces the statistics section of {a.out}, which does not exist")
     if os.path.isdir(a.work):
         shutil.rmtree(a.work)
     os.makedirs(a.work)
@@ -689,22 +1104,17 @@ def main():
     loadavg_start = loadavg()
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     shoal, faucet = Shoal(a.shoal, a.work), Faucet(a.venv, a.work)
+    gauge = Gauge(a.venv, a.work)
     results = {}
+    stats = {}
     try:
-        for key, _label in RUN_LABELS:
+        for key, _label in (RUN_LABELS if a.only == "all" else []):
             name, answer, run = key.split("-")
             topo, mode, window, _ = RUNS[run]
             ctl = shoal if name == "shoal" else faucet
             results[key] = measure(ctl, a.ofswarm, a.work, f"{run}-{answer}", topo, mode,
                                    window, answer, answer != "pair")
-        # ------------------------------------------------------------------
-        # TODO(stats mode): Gauge vs. Shoal polling cost. When ofswarm has its
-        # `stats` mode (installed pair flows with byte rates), start Gauge
-        # (venv/bin/gauge, GAUGE_CONFIG = a gauge.yaml with flow_table and
-        # port_stats watchers at 10 s and 1 s, prometheus db) and Shoal
-        # against `ofswarm --mode stats --topo grid:100xN`, and sample
-        # /proc/PID/stat utime+stime deltas per poll cycle and VmRSS.
-        # ------------------------------------------------------------------
+        stats = run_stats(shoal, gauge, a.ofswarm, a.work)
     finally:
         stop_all()
     problems = faucet_log_problems(results)
@@ -712,11 +1122,22 @@ def main():
         log("Faucet log lines with errors/warnings (count, message):")
         for msg, n in sorted(problems.items(), key=lambda x: -x[1])[:20]:
             log(f"  {n:6d}  {msg}")
+    gproblems = gauge_log_problems(stats)
+    if gproblems:
+        log("Gauge log lines with errors/warnings (count, message):")
+        for msg, n in sorted(gproblems.items(), key=lambda x: -x[1])[:20]:
+            log(f"  {n:6d}  {msg}")
     with open(os.path.join(a.work, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    m = machine(a.venv)
-    m["loadavg_start"] = loadavg_start
-    write_markdown(a.out, m, results, started, time.monotonic() - t0, problems)
+        json.dump({"flow_setup": results, "stats": stats}, f, indent=1)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    block = stats_markdown(stats, gproblems, root, loadavg_start, loadavg(), started,
+                           time.monotonic() - t0, a.only)
+    if a.only == "stats":
+        splice_stats(a.out, block)
+    else:
+        m = machine(a.venv)
+        m["loadavg_start"] = loadavg_start
+        write_markdown(a.out, m, results, started, time.monotonic() - t0, problems, block)
     log(f"wrote {a.out}")
 
 

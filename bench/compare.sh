@@ -2,7 +2,10 @@
 # Shoal vs. Faucet on the ofswarm switch emulator; rewrites
 # docs/performance.md. Run as root on a Debian 12 machine with Rust:
 #
-#   sudo bench/compare.sh
+#   sudo bench/compare.sh               # everything
+#   sudo bench/compare.sh --only stats  # only the statistics polling runs
+#                                       # (Shoal vs. Gauge), spliced into
+#                                       # the existing doc
 #
 # 1. installs python3-venv if missing and makes a virtualenv with Faucet
 #    (a peer to measure against, never a dependency of Shoal) under
@@ -18,6 +21,18 @@ PY=/usr/bin/python3
 
 die() { echo "compare.sh: error: $*" >&2; exit 1; }
 say() { echo "compare.sh: $*"; }
+
+only=all
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --only)
+            [[ $# -ge 2 && ( $2 == all || $2 == stats ) ]] || die "--only takes 'all' or 'stats'"
+            only=$2
+            shift 2
+            ;;
+        *) die "unknown argument '$1' (usage: bench/compare.sh [--only all|stats])" ;;
+    esac
+done
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 [[ -f "$root/Cargo.toml" && -f "$root/bench/ofswarm/Cargo.toml" && -f "$root/bench/compare.py" ]] ||
@@ -78,7 +93,7 @@ shoal=$target_dir/release/shoal-controller
 
 # 3. Measurements and the doc.
 $PY "$root/bench/compare.py" --ofswarm "$ofswarm" --shoal "$shoal" \
-    --venv "$venv" --work "$work" --out "$out" &
+    --venv "$venv" --work "$work" --out "$out" --only "$only" &
 helper_pid=$!
 if wait "$helper_pid"; then
     helper_pid=

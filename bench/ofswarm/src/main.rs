@@ -88,6 +88,13 @@ struct Args {
     /// Stats mode: seconds to wait for every pair flow to be installed.
     #[arg(long, default_value_t = 120)]
     setup_timeout: u64,
+    /// Stats mode: every switch adds its --flows pair flows to its own
+    /// table at handshake completion (table 0, priority 200, in_port +
+    /// eth_src + eth_dst, output to the destination, cookie 0, no
+    /// timeouts), with their traffic, without any PACKET_IN: for a
+    /// controller that only polls (Gauge). Not with --api.
+    #[arg(long, conflicts_with = "api")]
+    preinstall: bool,
     /// The controller's API base URL: the time until `/api/v1/links` lists
     /// every cable is measured, and in stats mode λ is read from
     /// `/api/v1/traffic-matrix` at the end and compared with the truth.
@@ -127,6 +134,8 @@ enum MainError {
     Tolerance,
     #[error("--flows must be at least 1")]
     Flows,
+    #[error("--preinstall needs --mode stats")]
+    Preinstall,
 }
 
 fn main() -> ExitCode {
@@ -155,6 +164,9 @@ fn real_main(args: Args) -> Result<(), MainError> {
     }
     if args.flows == 0 {
         return Err(MainError::Flows);
+    }
+    if args.preinstall && args.mode != Mode::Stats {
+        return Err(MainError::Preinstall);
     }
     let token = match &args.token_file {
         Some(path) => Some(
@@ -185,6 +197,7 @@ fn real_main(args: Args) -> Result<(), MainError> {
         per_second_lines: !args.quiet,
         flows: args.flows,
         setup_timeout: Duration::from_secs(args.setup_timeout),
+        preinstall: args.preinstall,
         api,
         cpu_pid: args.cpu_pid,
         load: LoadOptions {

@@ -58,6 +58,9 @@ pub struct RunConfig {
     pub flows: usize,
     /// Longest wait for every pair flow to be installed (stats).
     pub setup_timeout: Duration,
+    /// Stats: every switch adds its pair flows itself at handshake
+    /// completion (no PACKET_INs; for a controller that installs none).
+    pub preinstall: bool,
     /// Where to read the controller's traffic matrix at the end (stats).
     pub api: Option<ApiCheck>,
     /// The controller's process id: its CPU time and memory over the
@@ -201,6 +204,8 @@ pub struct ProcessReport {
 pub struct StatsReport {
     /// Pair flows planned (all switches).
     pub pairs: usize,
+    /// The switches added the pair flows themselves (`--preinstall`).
+    pub preinstall: bool,
     /// Seconds from the start of the load until every pair had its flow.
     pub setup_s: f64,
     /// FLOW stats requests answered during the measurement.
@@ -419,6 +424,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
             };
             Some(StatsReport {
                 pairs: truth.len(),
+                preinstall: cfg.preinstall,
                 setup_s,
                 flow_stats_requests: requests,
                 flow_entries_served: entries,
@@ -680,6 +686,28 @@ fn dispatch(i: usize, effects: Vec<Effect>, hops: u8, shared: &Shared, wbuf: &mu
     }
 }
 
+/// The port of switch `i` a frame to `dst` leaves by: the host's own port
+/// on its switch, else the cable towards the host's switch (a linear
+/// chain: the lower or the higher neighbour).
+fn egress(topo: &Topology, i: usize, dst: &crate::topo::Host) -> u32 {
+    if dst.switch == i {
+        return dst.port;
+    }
+    let toward = if dst.switch < i { i - 1 } else { i + 1 };
+    topo.links
+        .iter()
+        .find_map(|&((a, pa), (b, pb))| {
+            if a == i && b == toward {
+                Some(pa)
+            } else if b == i && a == toward {
+                Some(pb)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(dst.port)
+}
+
 async fn switch_task(
     i: usize,
     cfg: RunConfig,
@@ -825,6 +853,12 @@ async fn switch_task(
                     if !handshaken && sw.features_sent && sw.port_desc_sent {
                         handshaken = true;
                         shared.handshakes.fetch_add(1, Ordering::Relaxed);
+                        if cfg.preinstall {
+                            if let Some(tr) = traffic.as_mut() {
+                                let added = tr.preinstall(&mut sw, |dst| egress(topo, i, dst), now);
+                                shared.installed.fetch_add(added, Ordering::Relaxed);
+                            }
+                        }
                     }
                 }
                 rbuf.drain(..off);

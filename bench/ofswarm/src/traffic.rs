@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use ofp::{MacAddr, Match, OfpMessage, PacketInReason};
+use ofp::{Action, FlowMod, Instruction, MacAddr, Match, OfpMessage, PacketInReason};
 
 use crate::frames;
 use crate::switch::Switch;
@@ -31,6 +31,28 @@ pub const RATE_MIN: u64 = 100_000;
 pub const RATE_STEP: u64 = 1_000;
 /// Number of distinct rates (100 kB/s ..= 1 MB/s).
 pub const RATE_STEPS: u64 = 901;
+
+/// Priority of the pair flows a switch adds itself (`--preinstall`).
+pub const PREINSTALL_PRIORITY: u16 = 200;
+
+/// The pair flow a switch adds itself with `--preinstall`: table 0,
+/// priority [`PREINSTALL_PRIORITY`], match in_port (the source's port) +
+/// eth_src + eth_dst, output to `out_port`, cookie 0, no timeouts.
+pub fn preinstall_flow(src: &Host, dst: &Host, out_port: u32) -> FlowMod {
+    FlowMod {
+        table_id: 0,
+        priority: PREINSTALL_PRIORITY,
+        cookie: 0,
+        idle_timeout: 0,
+        hard_timeout: 0,
+        match_: Match::new()
+            .in_port(src.port)
+            .eth_src(src.mac)
+            .eth_dst(dst.mac),
+        instructions: vec![Instruction::ApplyActions(vec![Action::output(out_port)])],
+        ..FlowMod::default()
+    }
+}
 
 /// The byte rate of the traffic from `src` to `dst`: 100 kB/s to 1 MB/s,
 /// a fixed function of the two addresses (FNV-1a), so the truth is known
@@ -186,6 +208,36 @@ impl Traffic {
         v
     }
 
+    /// `--preinstall`: the switch adds every pair flow still missing to
+    /// its own table ([`preinstall_flow`], output to `egress(dst)`) with
+    /// its traffic, without the controller; they count as installed at
+    /// once. Returns how many were added.
+    pub fn preinstall(
+        &mut self,
+        sw: &mut Switch,
+        egress: impl Fn(&Host) -> u32,
+        now: Instant,
+    ) -> usize {
+        let todo: Vec<(Host, Host)> = self
+            .pairs
+            .iter()
+            .filter(|p| !p.installed)
+            .map(|p| (p.src, p.dst))
+            .collect();
+        let mut added = 0;
+        for (src, dst) in todo {
+            let fm = preinstall_flow(&src, &dst, egress(&dst));
+            if sw.table.apply(&fm, now).is_err() {
+                continue;
+            }
+            if self.on_flow_add(sw, fm.table_id, fm.priority, &fm.match_, now) {
+                added += 1;
+            }
+        }
+        self.queue.clear();
+        added
+    }
+
     /// A FLOW_MOD `ADD` (table, priority, match) has just been applied to
     /// `sw`: when it is the flow of one of the pairs, its traffic starts
     /// (again). True when the pair had no flow before.
@@ -289,5 +341,48 @@ mod tests {
         // The others are asked for again after the resend delay only.
         let again = tr.fill(&mut sw, t0 + RESEND_AFTER);
         assert_eq!(again.len(), 4);
+    }
+
+    #[test]
+    fn preinstall_adds_every_pair_flow_with_its_rate_and_no_packet_in() {
+        let t = Topology::build(TopoSpec::Grid(1, 4), 8, 1);
+        let local = t.hosts_of(0);
+        let t0 = Instant::now();
+        let mut sw = Switch::new(0, &t.switches[0], t0);
+        let mut tr = Traffic::new(&local, &local, 10, 4, 0);
+        assert_eq!(tr.len(), 10);
+        assert_eq!(tr.preinstall(&mut sw, |h| h.port, t0), 10);
+        assert!(tr.done());
+        assert_eq!(tr.installed(), 10);
+        assert_eq!(sw.table.len(), 10);
+        // Nothing to ask the controller for, ever.
+        assert!(tr.fill(&mut sw, t0).is_empty());
+        assert!(tr.fill(&mut sw, t0 + RESEND_AFTER * 3).is_empty());
+        assert_eq!(tr.packet_ins, 0);
+        // Again: nothing more to add.
+        assert_eq!(tr.preinstall(&mut sw, |h| h.port, t0), 0);
+        let later = t0 + Duration::from_secs(20);
+        assert!(sw.table.expire(later).is_empty());
+        for (src, dst) in plan(&local, &local, 10) {
+            let m = Match::new()
+                .in_port(src.port)
+                .eth_src(src.mac)
+                .eth_dst(dst.mac);
+            let e = sw
+                .table
+                .entries()
+                .into_iter()
+                .find(|e| e.match_ == m)
+                .expect("pair flow in the table");
+            assert_eq!(e.table_id, 0);
+            assert_eq!(e.priority, PREINSTALL_PRIORITY);
+            assert_eq!(e.cookie, 0);
+            assert_eq!((e.idle_timeout, e.hard_timeout), (0, 0));
+            assert_eq!(
+                e.instructions,
+                vec![Instruction::ApplyActions(vec![Action::output(dst.port)])]
+            );
+            assert_eq!(e.counters(later).1, pair_rate(src.mac, dst.mac) * 20);
+        }
     }
 }
