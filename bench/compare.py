@@ -814,6 +814,8 @@ def machine(venv):
         "faucet": cmd_out([os.path.join(venv, "bin", "faucet"), "--version"]).splitlines()[-1:]
         or ["?"],
         "python": cmd_out([os.path.join(venv, "bin", "python"), "--version"]),
+        "commit": cmd_out(["git", "-C", os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "describe", "--always", "--dirty"]) or "?",
         "loadavg_end": loadavg(),
     }
 
@@ -856,6 +858,7 @@ def write_markdown(path, m, results, started, elapsed, problems, stats_block):
     w(f"| memory (`free -g`) | {m['mem_gib']} GiB |")
     w(f"| OS, kernel | {m['os']}, {m['kernel']} |")
     w(f"| Rust | {m['rustc']} (release build, `cargo build --release --locked`) |")
+    w(f"| Shoal commit | `{m.get('commit', '?')}` |")
     w(f"| Faucet | {m['faucet'][0]} (pip, in a virtualenv; {m['python']}) |")
     w("")
     w("Every controller ran pinned to CPU 0 and ofswarm to CPU 1 (`taskset -c`); "
