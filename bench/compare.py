@@ -128,6 +128,21 @@ def on_signal(signum, _frame):
     sys.exit(128 + signum)
 
 
+def start_osken(binary, d, of_port, ssl_port, env, console):
+    """Starts faucet or gauge (os-ken apps) on CPU 0 with our own os-ken
+    config in `d` (pip as root writes one to /etc/faucet: never read)."""
+    osken_conf = os.path.join(d, "osken.conf")
+    with open(osken_conf, "w") as f:
+        f.write("[DEFAULT]\necho_request_interval=3\nmaximum_unreplied_echo_requests=5\n")
+    return start(
+        [binary,
+         "--ryu-config-file", osken_conf,
+         "--ryu-ofp-listen-host", "127.0.0.1",
+         "--ryu-ofp-tcp-listen-port", str(of_port),
+         "--ryu-ofp-ssl-listen-port", str(ssl_port)],
+        env=env, log_path=console, cpu=0)
+
+
 def wait_listening(p, port, what, log_path, timeout=60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -240,18 +255,7 @@ class Faucet:
             "FAUCET_PROMETHEUS_PORT": str(prom_port),
             "FAUCET_PROMETHEUS_ADDR": "127.0.0.1",
         })
-        # Faucet's shipped ryu.conf (pip writes it to /etc/faucet as root);
-        # our own copy, so nothing from /etc is read.
-        osken_conf = os.path.join(d, "osken.conf")
-        with open(osken_conf, "w") as f:
-            f.write("[DEFAULT]\necho_request_interval=3\nmaximum_unreplied_echo_requests=5\n")
-        self.proc = start(
-            [self.bin,
-             "--ryu-config-file", osken_conf,
-             "--ryu-ofp-listen-host", "127.0.0.1",
-             "--ryu-ofp-tcp-listen-port", str(of_port),
-             "--ryu-ofp-ssl-listen-port", str(ssl_port)],
-            env=env, log_path=self.console, cpu=0)
+        self.proc = start_osken(self.bin, d, of_port, ssl_port, env, self.console)
         wait_listening(self.proc, of_port, "faucet", self.console)
         self.dir = d
         self.prom_port = prom_port
@@ -479,16 +483,7 @@ class Gauge:
             "GAUGE_EXCEPTION_LOG": os.path.join(d, "gauge_exception.log"),
             "GAUGE_PROMETHEUS_ADDR": "127.0.0.1",
         })
-        osken_conf = os.path.join(d, "osken.conf")
-        with open(osken_conf, "w") as f:
-            f.write("[DEFAULT]\necho_request_interval=3\nmaximum_unreplied_echo_requests=5\n")
-        self.proc = start(
-            [self.bin,
-             "--ryu-config-file", osken_conf,
-             "--ryu-ofp-listen-host", "127.0.0.1",
-             "--ryu-ofp-tcp-listen-port", str(of_port),
-             "--ryu-ofp-ssl-listen-port", str(ssl_port)],
-            env=env, log_path=self.console, cpu=0)
+        self.proc = start_osken(self.bin, d, of_port, ssl_port, env, self.console)
         wait_listening(self.proc, of_port, "gauge", self.console, timeout=120.0)
         self.dir = d
         self.config = cfg
