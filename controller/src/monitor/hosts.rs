@@ -217,11 +217,33 @@ impl HostRegistry {
                 );
             }
         }
-        // VMs this host no longer lists and nobody else claims are gone.
+        // VMs this host no longer lists go back to another host whose
+        // registration still lists them (a stale claim at the end of a
+        // migration must not unplace the VM); if none does, they are gone.
         let listed: std::collections::BTreeSet<&str> =
             reg.vms.iter().map(|v| v.name.as_str()).collect();
-        self.vms
-            .retain(|name, p| p.host != id || listed.contains(name.as_str()));
+        let dropped: Vec<String> = self
+            .vms
+            .iter()
+            .filter(|(name, p)| p.host == id && !listed.contains(name.as_str()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in dropped {
+            let other = self
+                .hosts
+                .iter()
+                .filter(|(h, _)| h.as_str() != id)
+                .find(|(_, e)| e.registration.vms.iter().any(|v| v.name == name))
+                .map(|(h, _)| h.clone());
+            match other {
+                Some(host) => {
+                    self.vms.insert(name, VmPlace { host });
+                }
+                None => {
+                    self.vms.remove(&name);
+                }
+            }
+        }
         match self.hosts.get_mut(id) {
             Some(e) => {
                 e.registration = reg;
@@ -420,6 +442,27 @@ pub(crate) mod tests {
         r.register("h1", reg("h1", 0x21, vec![]), 3).unwrap();
         assert_eq!(r.vms()["v1"].host, "h2");
         assert_eq!(r.vm_inventory("v1").unwrap().0, "h2");
+    }
+
+    /// Suite run 30: at the end of a migration whose source hostd had
+    /// restarted, the destination registered with the VM, then the source
+    /// (still listing it for a moment) and then the source without it. The
+    /// VM was left placed nowhere though the destination still listed it,
+    /// so the controller could not verify the migration.
+    #[test]
+    fn a_vm_dropped_by_one_host_stays_with_the_host_that_still_lists_it() {
+        let mut r = HostRegistry::new(3);
+        let v = || vec![vm("v1", "02:00:00:00:00:01")];
+        r.register("h1", reg("h1", 0x21, v()), 1).unwrap();
+        r.register("h2", reg("h2", 0x22, v()), 2).unwrap();
+        let o = r.register("h1", reg("h1", 0x21, v()), 3).unwrap();
+        assert_eq!(o.placed, vec![("v1".to_string(), Some("h2".to_string()))]);
+        r.register("h1", reg("h1", 0x21, vec![]), 4).unwrap();
+        assert_eq!(r.vms().get("v1").map(|p| p.host.as_str()), Some("h2"));
+        assert_eq!(r.vm_inventory("v1").map(|(h, _)| h), Some("h2"));
+        // Nobody lists it any more: it is gone.
+        r.register("h2", reg("h2", 0x22, vec![]), 5).unwrap();
+        assert!(r.vms().get("v1").is_none());
     }
 
     #[test]
