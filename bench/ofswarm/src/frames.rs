@@ -21,6 +21,60 @@ pub const LOAD_UDP_SRC: u16 = 40_000;
 /// First bytes of a load frame's UDP payload; the sequence number follows.
 pub const LOAD_MAGIC: &[u8; 8] = b"OFSWARM1";
 
+/// UDP destination port of trace frames (churn mode).
+pub const TRACE_UDP_DST: u16 = 7;
+/// First bytes of a trace frame's UDP payload; the trace id follows.
+pub const TRACE_MAGIC: &[u8; 8] = b"OFSWTRC1";
+
+/// A trace frame from `src` to `dst` (churn mode): a UDP packet whose
+/// payload carries `id`, followed through the emulated switches.
+pub fn trace_frame(src: (MacAddr, Ipv4Addr), dst: (MacAddr, Ipv4Addr), id: u64) -> Vec<u8> {
+    udp_frame(src, dst, TRACE_UDP_DST, TRACE_MAGIC, id)
+}
+
+/// The id of a trace frame, if `data` is one.
+pub fn trace_id(data: &[u8]) -> Option<u64> {
+    tagged_u64(data, TRACE_UDP_DST, TRACE_MAGIC)
+}
+
+fn udp_frame(
+    src: (MacAddr, Ipv4Addr),
+    dst: (MacAddr, Ipv4Addr),
+    port: u16,
+    magic: &[u8; 8],
+    value: u64,
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src.0 .0, dst.0 .0)
+        .ipv4(src.1.octets(), dst.1.octets(), 64)
+        .udp(LOAD_UDP_SRC, port);
+    let mut payload = Vec::with_capacity(16);
+    payload.extend_from_slice(magic);
+    payload.extend_from_slice(&value.to_be_bytes());
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    // Writing into a Vec cannot fail for a well-formed builder; an error
+    // would only leave the frame empty.
+    if b.write(&mut out, &payload).is_err() {
+        out.clear();
+    }
+    out
+}
+
+fn tagged_u64(data: &[u8], port: u16, magic: &[u8; 8]) -> Option<u64> {
+    let sliced = LaxSlicedPacket::from_ethernet(data).ok()?;
+    let Some(TransportSlice::Udp(u)) = &sliced.transport else {
+        return None;
+    };
+    if u.destination_port() != port {
+        return None;
+    }
+    let p = u.payload();
+    if p.get(..8)? != magic {
+        return None;
+    }
+    let b: [u8; 8] = p.get(8..16)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
 /// A gratuitous ARP (request for its own address, broadcast) of a host.
 pub fn gratuitous_arp(mac: MacAddr, ip: Ipv4Addr) -> Vec<u8> {
     let mut f = Vec::with_capacity(60);
@@ -38,19 +92,7 @@ pub fn gratuitous_arp(mac: MacAddr, ip: Ipv4Addr) -> Vec<u8> {
 
 /// A UDP frame from `src` to `dst` whose payload carries `seq`.
 pub fn load_frame(src: (MacAddr, Ipv4Addr), dst: (MacAddr, Ipv4Addr), seq: u64) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(src.0 .0, dst.0 .0)
-        .ipv4(src.1.octets(), dst.1.octets(), 64)
-        .udp(LOAD_UDP_SRC, LOAD_UDP_DST);
-    let mut payload = Vec::with_capacity(16);
-    payload.extend_from_slice(LOAD_MAGIC);
-    payload.extend_from_slice(&seq.to_be_bytes());
-    let mut out = Vec::with_capacity(b.size(payload.len()));
-    // Writing into a Vec cannot fail for a well-formed builder; an error
-    // would only leave the frame empty.
-    if b.write(&mut out, &payload).is_err() {
-        out.clear();
-    }
-    out
+    udp_frame(src, dst, LOAD_UDP_DST, LOAD_MAGIC, seq)
 }
 
 /// `frame` with an 802.1Q tag (VLAN `vid`, priority 0) after its
@@ -66,19 +108,7 @@ pub fn vlan_tagged(frame: &[u8], vid: u16) -> Vec<u8> {
 
 /// The sequence number of a load frame, if `data` is one.
 pub fn load_seq(data: &[u8]) -> Option<u64> {
-    let sliced = LaxSlicedPacket::from_ethernet(data).ok()?;
-    let Some(TransportSlice::Udp(u)) = &sliced.transport else {
-        return None;
-    };
-    if u.destination_port() != LOAD_UDP_DST {
-        return None;
-    }
-    let p = u.payload();
-    if p.get(..8)? != LOAD_MAGIC {
-        return None;
-    }
-    let b: [u8; 8] = p.get(8..16)?.try_into().ok()?;
-    Some(u64::from_be_bytes(b))
+    tagged_u64(data, LOAD_UDP_DST, LOAD_MAGIC)
 }
 
 /// Ethernet source and destination of a frame.
@@ -151,5 +181,16 @@ mod tests {
         assert_eq!(fields.len(), 9);
         let g = packet_fields(1, &gratuitous_arp(a.0, a.1));
         assert_eq!(g.len(), 7);
+    }
+
+    #[test]
+    fn trace_frames_are_not_load_frames() {
+        let a = (MacAddr([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 0, 0, 1));
+        let b = (MacAddr([2, 0, 0, 0, 0, 2]), Ipv4Addr::new(10, 0, 0, 2));
+        let t = trace_frame(a, b, 9);
+        assert_eq!(trace_id(&t), Some(9));
+        assert_eq!(load_seq(&t), None);
+        assert_eq!(trace_id(&load_frame(a, b, 9)), None);
+        assert_eq!(trace_id(&gratuitous_arp(a.0, a.1)), None);
     }
 }

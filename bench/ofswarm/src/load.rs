@@ -56,6 +56,10 @@ pub enum Mode {
     /// `--flows` pair flows per switch with known byte rates; the
     /// controller polls them (see [`crate::traffic`]).
     Stats,
+    /// Links fail and recover, hosts move, switches reconnect; after each
+    /// event every pair of hosts is traced through the switches' flow
+    /// tables (see [`crate::churn`]).
+    Churn,
 }
 
 /// Which controller messages answer a load PACKET_IN.
@@ -232,7 +236,7 @@ impl Driver {
 
     /// PACKET_INs to send now to fill the window (drops timed-out ones).
     pub fn fill(&mut self, sw: &mut Switch, now: Instant) -> Vec<OfpMessage> {
-        if matches!(self.mode, Mode::Idle | Mode::Stats) {
+        if matches!(self.mode, Mode::Idle | Mode::Stats | Mode::Churn) {
             return Vec::new();
         }
         let timeout = self.timeout;

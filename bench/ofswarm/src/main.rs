@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ofswarm::load::{Answer, LoadOptions, Mode};
-use ofswarm::net::{run, ApiCheck, RunConfig};
+use ofswarm::net::{run, ApiCheck, ChurnOptions, RunConfig};
 use ofswarm::topo::{TopoSpec, Topology};
 
 /// OpenFlow 1.3 switch emulator: N switches connect to a controller,
@@ -22,14 +22,18 @@ struct Args {
     #[arg(long, short = 'c', default_value = "127.0.0.1:6653")]
     controller: SocketAddr,
     /// Topology: `linear:N` (N switches in a chain, --hosts host ports
-    /// each) or `grid:SxH` (S independent switches with H host ports).
+    /// each), `grid:SxH` (S independent switches with H host ports),
+    /// `fattree:K` (a k-ary fat tree) or `tree:D,F` (depth D, fanout F,
+    /// as Mininet's tree topology).
     #[arg(long, short = 't', default_value = "linear:4")]
     topo: TopoSpec,
     /// Host ports per switch (linear), 1..=254.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=254))]
     hosts: u32,
     /// Load: throughput (cbench-like), latency, stats (pair flows with
-    /// known rates, polled by the controller) or idle (no load).
+    /// known rates, polled by the controller), churn (cables cut and
+    /// mended, hosts moving, switches reconnecting; every host pair traced
+    /// after each event) or idle (no load).
     #[arg(long, short = 'm', value_enum, default_value = "throughput")]
     mode: Mode,
     /// PACKET_INs outstanding per switch (throughput).
@@ -110,6 +114,22 @@ struct Args {
     /// Stats mode: relative error of λ counted as right.
     #[arg(long, default_value_t = 0.01)]
     tolerance: f64,
+    /// Churn mode: events to make (the run also ends after --duration).
+    #[arg(long, default_value_t = 12)]
+    events: usize,
+    /// Churn mode: seed of the event sequence.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Churn mode: most host pairs traced per round.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    trace_pairs: u64,
+    /// Churn mode: seconds an event's forwarding may take to converge
+    /// (until a round of traces is all right).
+    #[arg(long, default_value_t = 15.0)]
+    converge_timeout: f64,
+    /// Churn mode: seconds a reconnecting switch stays away.
+    #[arg(long, default_value_t = 0.5)]
+    reconnect_pause: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +156,8 @@ enum MainError {
     Flows,
     #[error("--preinstall needs --mode stats")]
     Preinstall,
+    #[error("{0} must be a non-negative number of seconds")]
+    Seconds(&'static str),
 }
 
 fn main() -> ExitCode {
@@ -158,7 +180,19 @@ fn main() -> ExitCode {
 
 fn real_main(args: Args) -> Result<(), MainError> {
     let warmup = Duration::try_from_secs_f64(args.warmup).map_err(|_| MainError::Warmup)?;
-    let topology = Topology::build(args.topo, args.hosts, args.dpid_base);
+    let mut topology = Topology::build(args.topo, args.hosts, args.dpid_base);
+    if args.mode == Mode::Churn {
+        topology = topology.with_spare_ports();
+    }
+    let secs = |v: f64, what| Duration::try_from_secs_f64(v).map_err(|_| MainError::Seconds(what));
+    let churn = ChurnOptions {
+        events: args.events,
+        seed: args.seed,
+        trace_pairs: usize::try_from(args.trace_pairs).unwrap_or(usize::MAX),
+        converge_timeout: secs(args.converge_timeout, "--converge-timeout")?,
+        reconnect_pause: secs(args.reconnect_pause, "--reconnect-pause")?,
+        ..ChurnOptions::default()
+    };
     if !(args.tolerance > 0.0 && args.tolerance <= 1.0) {
         return Err(MainError::Tolerance);
     }
@@ -206,6 +240,7 @@ fn real_main(args: Args) -> Result<(), MainError> {
             pin_cookie: args.pin_cookie,
             pin_vlan: args.pin_vlan,
         },
+        churn,
     };
     let rt = tokio::runtime::Runtime::new().map_err(MainError::Runtime)?;
     println!(
@@ -245,6 +280,27 @@ fn real_main(args: Args) -> Result<(), MainError> {
             report.latency_samples
         ),
         Mode::Idle => {}
+        Mode::Churn => {
+            if let Some(c) = &report.churn {
+                println!(
+                    "churn: {} events, {} converged (median {}, max {}); baseline {:?}; {} looping and {} misdelivered traces in all; {} reconnections",
+                    c.events.len(),
+                    c.converged,
+                    c.converge_p50_s.map_or_else(|| "-".into(), |s| format!("{s:.2} s")),
+                    c.converge_max_s.map_or_else(|| "-".into(), |s| format!("{s:.2} s")),
+                    c.baseline.verdicts,
+                    c.loops,
+                    c.misdelivered,
+                    report.rehandshakes
+                );
+                for e in c.events.iter().filter(|e| e.converged_s.is_none()) {
+                    println!(
+                        "not converged after {:?}: {:?} {:?}",
+                        e.event, e.last.verdicts, e.last.examples
+                    );
+                }
+            }
+        }
         Mode::Stats => {
             if let Some(st) = &report.stats {
                 println!(
@@ -257,6 +313,18 @@ fn real_main(args: Args) -> Result<(), MainError> {
                     st.polls_per_switch_per_s,
                     st.truth_bytes_per_s
                 );
+                if let Some(p) = &st.ports {
+                    match &p.error {
+                        Some(e) => println!("port rate check failed: {e}"),
+                        None => println!(
+                            "port rates: {}/{} port directions within tolerance, {} missing, max error {:.3}%",
+                            p.within_tolerance,
+                            p.directions,
+                            p.missing,
+                            p.max_rel_err * 100.0
+                        ),
+                    }
+                }
                 if let Some(l) = &st.lambda {
                     match &l.error {
                         Some(e) => println!("lambda check failed: {e}"),

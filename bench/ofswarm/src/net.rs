@@ -2,9 +2,10 @@
 //! inbox from peer switches, its timers and its load), and the run's
 //! phases: connect → warm-up (hosts announce themselves) → load → report.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ofp::{Message, OfpMessage};
@@ -13,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
+use crate::churn::{self, Churn, TraceRecord, Verdict};
 use crate::frames;
 use crate::load::{percentile, Answer, Driver, LoadOptions, LoadStats, Mode};
 use crate::procstat;
@@ -68,6 +70,125 @@ pub struct RunConfig {
     pub cpu_pid: Option<u32>,
     /// How load PACKET_INs are made and answered.
     pub load: LoadOptions,
+    /// Churn mode's settings.
+    pub churn: ChurnOptions,
+}
+
+/// Churn mode's settings.
+#[derive(Debug, Clone)]
+pub struct ChurnOptions {
+    /// Events to make (the run also ends after `duration`).
+    pub events: usize,
+    /// Picks the events.
+    pub seed: u64,
+    /// Most host pairs traced per round.
+    pub trace_pairs: usize,
+    /// Longest wait for a round's traces to arrive.
+    pub round_timeout: Duration,
+    /// Longest wait, after an event, for a round in which every trace is
+    /// right (the forwarding has converged).
+    pub converge_timeout: Duration,
+    /// How long a reconnecting switch stays away.
+    pub reconnect_pause: Duration,
+}
+
+impl Default for ChurnOptions {
+    fn default() -> Self {
+        ChurnOptions {
+            events: 12,
+            seed: 1,
+            trace_pairs: 256,
+            round_timeout: Duration::from_secs(2),
+            converge_timeout: Duration::from_secs(15),
+            reconnect_pause: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What churn mode measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ChurnReport {
+    /// Trace rounds before the first event (the converged start).
+    pub baseline: RoundReport,
+    /// Every event, in order.
+    pub events: Vec<EventReport>,
+    /// Events after which the forwarding converged (a round all right).
+    pub converged: usize,
+    /// Trace frames that a switch saw twice (in any round).
+    pub loops: u64,
+    /// Trace frames delivered where the destination is not (any round).
+    pub misdelivered: u64,
+    /// A few looping traces, described (any round).
+    pub loop_examples: Vec<String>,
+    /// Seconds from an event to its first all-right round: median.
+    pub converge_p50_s: Option<f64>,
+    /// Seconds from an event to its first all-right round: largest.
+    pub converge_max_s: Option<f64>,
+}
+
+/// One event and how the forwarding followed it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventReport {
+    /// The event.
+    pub event: churn::Event,
+    /// Seconds until the switch was back (reconnect) and, with `--api`,
+    /// the controller listed exactly the directed links that are up
+    /// (None: not within the convergence timeout). Tracing starts then.
+    pub settled_s: Option<f64>,
+    /// Trace rounds made after it.
+    pub rounds: usize,
+    /// Seconds from the event until a round was all right (None: never
+    /// within the convergence timeout).
+    pub converged_s: Option<f64>,
+    /// The first round after the event.
+    pub first: RoundReport,
+    /// The last round after the event.
+    pub last: RoundReport,
+}
+
+/// Verdicts of one round of traces.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RoundReport {
+    /// Traces sent.
+    pub traces: usize,
+    /// Verdict → count.
+    pub verdicts: std::collections::BTreeMap<String, usize>,
+    /// Up to three wrong traces of each verdict, described.
+    pub examples: Vec<String>,
+}
+
+impl RoundReport {
+    /// Every trace right (or rightly undelivered).
+    pub fn all_right(&self) -> bool {
+        self.verdicts
+            .iter()
+            .all(|(v, _)| v == "right" || v == "unreachable")
+    }
+
+    fn count(&self, v: Verdict) -> u64 {
+        self.verdicts.get(verdict_name(v)).copied().unwrap_or(0) as u64
+    }
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Right => "right",
+        Verdict::Unreachable => "unreachable",
+        Verdict::Lost => "lost",
+        Verdict::Loop => "loop",
+        Verdict::Misdelivered => "misdelivered",
+        Verdict::Longer => "longer",
+        Verdict::Leaked => "leaked",
+    }
+}
+
+/// A command to one switch task (churn mode).
+#[derive(Debug, Clone, Copy)]
+enum Ctl {
+    /// Bring a port up or down.
+    Port { port: u32, up: bool },
+    /// Drop the controller connection, stay away this long, reconnect.
+    Reconnect(Duration),
 }
 
 /// The controller API to check λ against the truth (stats mode).
@@ -180,6 +301,11 @@ pub struct Report {
     /// Statistics load results (stats mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<StatsReport>,
+    /// Churn results (churn mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<ChurnReport>,
+    /// Handshakes after a reconnection (churn mode).
+    pub rehandshakes: usize,
     /// The controller process over the measurement (with `cpu_pid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller: Option<ProcessReport>,
@@ -221,6 +347,27 @@ pub struct StatsReport {
     /// The λ check against the controller's API, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lambda: Option<LambdaCheck>,
+    /// The controller's port rates against the configured traffic, when
+    /// asked for (`--api`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<PortCheck>,
+}
+
+/// The controller's port rates (`GET /api/v1/ports/stats`) compared with
+/// the configured traffic through each port.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PortCheck {
+    /// Port directions (rx or tx of a port) with configured traffic.
+    pub directions: usize,
+    /// Of those, the controller had no rate for.
+    pub missing: usize,
+    /// Within the tolerance of the truth.
+    pub within_tolerance: usize,
+    /// Largest relative error.
+    pub max_rel_err: f64,
+    /// Why the check could not be made, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The controller's λ compared with the emulator's truth.
@@ -257,6 +404,44 @@ struct Shared {
     topology: Topology,
     /// The far end of every cable end (see [`Topology::peer`]), indexed.
     peers: std::collections::HashMap<(usize, u32), (usize, u32)>,
+    /// Commands to the switch tasks (churn mode).
+    ctls: Vec<mpsc::UnboundedSender<Ctl>>,
+    /// Handshakes after a reconnection.
+    rehandshakes: AtomicUsize,
+    /// Trace frames followed (churn mode; None otherwise).
+    traces: Option<Mutex<HashMap<u64, TraceRecord>>>,
+}
+
+impl Shared {
+    /// A trace frame entered switch `i`.
+    fn trace_visit(&self, frame: &[u8], i: usize) {
+        let Some(t) = &self.traces else { return };
+        let Some(id) = frames::trace_id(frame) else {
+            return;
+        };
+        if let Ok(mut t) = t.lock() {
+            if let Some(r) = t.get_mut(&id) {
+                if r.visits.len() < churn::MAX_VISITS {
+                    r.visits.push(i);
+                }
+            }
+        }
+    }
+
+    /// A trace frame left switch `i` by host port `port`.
+    fn trace_delivered(&self, frame: &[u8], i: usize, port: u32) {
+        let Some(t) = &self.traces else { return };
+        let Some(id) = frames::trace_id(frame) else {
+            return;
+        };
+        if let Ok(mut t) = t.lock() {
+            if let Some(r) = t.get_mut(&id) {
+                if r.delivered.len() < churn::MAX_VISITS {
+                    r.delivered.push((i, port));
+                }
+            }
+        }
+    }
 }
 
 struct TaskResult {
@@ -264,6 +449,8 @@ struct TaskResult {
     load: LoadStats,
     counters: SwitchCounters,
     flows: usize,
+    /// Configured traffic by port: (port, rx bytes/s, tx bytes/s).
+    port_rates: Vec<(u32, u64, u64)>,
 }
 
 /// Runs the emulation and the load; returns the report.
@@ -271,10 +458,13 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     let n = cfg.topology.switches.len();
     let mut receivers = Vec::with_capacity(n);
     let mut inboxes = Vec::with_capacity(n);
+    let mut ctls = Vec::with_capacity(n);
     for _ in 0..n {
         let (tx, rx) = mpsc::channel(INBOX);
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         inboxes.push(tx);
-        receivers.push(rx);
+        ctls.push(ctl_tx);
+        receivers.push((rx, ctl_rx));
     }
     let shared = Arc::new(Shared {
         handshakes: AtomicUsize::new(0),
@@ -283,6 +473,9 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         stats_requests: AtomicU64::new(0),
         entries_served: AtomicU64::new(0),
         inboxes,
+        ctls,
+        rehandshakes: AtomicUsize::new(0),
+        traces: (cfg.mode == Mode::Churn).then(|| Mutex::new(HashMap::new())),
         topology: cfg.topology.clone(),
         peers: cfg
             .topology
@@ -293,12 +486,12 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Connect);
     let mut tasks = Vec::with_capacity(n);
-    for (i, rx) in receivers.into_iter().enumerate() {
+    for (i, (rx, ctl)) in receivers.into_iter().enumerate() {
         let shared = shared.clone();
         let phase = phase_rx.clone();
         let cfg = cfg.clone();
         tasks.push(tokio::spawn(async move {
-            switch_task(i, cfg, shared, rx, phase).await
+            switch_task(i, cfg, shared, rx, ctl, phase).await
         }));
     }
 
@@ -374,6 +567,12 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         }
         stats = Some((t0.elapsed().as_secs_f64(), truth));
     }
+    let mut port_rows: Option<Result<serde_json::Value, String>> = None;
+    let churn_report = if cfg.mode == Mode::Churn {
+        Some(run_churn(&cfg, &shared).await)
+    } else {
+        None
+    };
     let served_at_start = (
         shared.stats_requests.load(Ordering::Relaxed),
         shared.entries_served.load(Ordering::Relaxed),
@@ -386,7 +585,11 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         tokio::time::Instant::now() + Duration::from_secs(1),
         Duration::from_secs(1),
     );
-    let secs = cfg.duration.as_secs().max(1);
+    let secs = if cfg.mode == Mode::Churn {
+        0
+    } else {
+        cfg.duration.as_secs().max(1)
+    };
     for s in 1..=secs {
         tick.tick().await;
         let counter = if cfg.mode == Mode::Stats {
@@ -414,12 +617,16 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         }),
         _ => None,
     };
-    let stats = match stats {
+    let mut stats = match stats {
         Some((setup_s, truth)) => {
             let requests = shared.stats_requests.load(Ordering::Relaxed) - served_at_start.0;
             let entries = shared.entries_served.load(Ordering::Relaxed) - served_at_start.1;
             let lambda = match &cfg.api {
                 Some(api) => Some(check_lambda(api, &truth).await),
+                None => None,
+            };
+            port_rows = match &cfg.api {
+                Some(api) => Some(get_json(api, "/api/v1/ports/stats").await),
                 None => None,
             };
             Some(StatsReport {
@@ -432,6 +639,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
                 polls_per_switch_per_s: requests as f64 / elapsed.max(1e-9) / n.max(1) as f64,
                 truth_bytes_per_s: truth.iter().map(|t| t.2).sum(),
                 lambda,
+                ports: None,
             })
         }
         None => None,
@@ -446,8 +654,13 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     let mut counters = SwitchCounters::default();
     let mut flows = 0;
     let mut done = 0;
-    for t in tasks {
+    let mut port_truth: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
+    for (i, t) in tasks.into_iter().enumerate() {
         let Ok(r) = t.await else { continue };
+        let dpid = cfg.topology.switches.get(i).map_or(0, |s| s.dpid);
+        for &(port, rx, tx) in &r.port_rates {
+            port_truth.insert((dpid, port), (rx, tx));
+        }
         done += usize::from(r.handshaken);
         flows += r.flows;
         load.packet_ins += r.load.packet_ins;
@@ -465,6 +678,9 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     }
     load.latencies_us.sort_unstable();
     let lat = &load.latencies_us;
+    if let (Some(st), Some(rows), Some(api)) = (stats.as_mut(), port_rows, &cfg.api) {
+        st.ports = Some(check_ports(rows, &port_truth, api.tolerance));
+    }
     Ok(Report {
         mode: cfg.mode,
         answer: cfg.load.answer,
@@ -499,8 +715,286 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         links_expected,
         discovery_s,
         stats,
+        churn: churn_report,
+        rehandshakes: shared.rehandshakes.load(Ordering::Relaxed),
         controller,
     })
+}
+
+/// Churn mode: a converged baseline, then events, each followed by trace
+/// rounds until one is all right (or the convergence timeout).
+async fn run_churn(cfg: &RunConfig, shared: &Shared) -> ChurnReport {
+    let topo = &cfg.topology;
+    let opts = &cfg.churn;
+    let mut state = Churn::new(topo, opts.seed);
+    let pairs = churn::pairs(topo.hosts.len(), opts.trace_pairs);
+    let mut next_id = 1u64;
+    let mut out = ChurnReport::default();
+    let t_end = Instant::now() + cfg.duration;
+    let _ = settle(
+        cfg,
+        shared,
+        &state,
+        &churn::Event::LinkUp { link: usize::MAX },
+        0,
+    )
+    .await;
+    let (first, _, _) = converge(cfg, shared, &state, &pairs, &mut next_id, &mut out).await;
+    out.baseline = first;
+    let mut times = Vec::new();
+    for _ in 0..opts.events {
+        if Instant::now() >= t_end {
+            break;
+        }
+        let Some(ev) = state.next_event(topo) else {
+            break;
+        };
+        let rehandshakes = shared.rehandshakes.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        apply_event(cfg, shared, &ev);
+        let settled_s = settle(cfg, shared, &state, &ev, rehandshakes).await;
+        let (first, last, rounds) =
+            converge(cfg, shared, &state, &pairs, &mut next_id, &mut out).await;
+        let converged_s = last.all_right().then(|| t0.elapsed().as_secs_f64());
+        if cfg.per_second_lines {
+            println!(
+                "churn: {:?}: settled in {}, {} round(s), {}",
+                ev,
+                settled_s.map_or_else(|| "-".into(), |s| format!("{s:.2} s")),
+                rounds,
+                match converged_s {
+                    Some(s) => format!("converged in {s:.2} s"),
+                    None => format!("NOT converged: {:?}", last.verdicts),
+                }
+            );
+            if !first.all_right() {
+                println!("  first round: {:?}", first.verdicts);
+                for x in &first.examples {
+                    println!("    {x}");
+                }
+            }
+        }
+        if let (Some(s), Some(_)) = (converged_s, settled_s) {
+            out.converged += 1;
+            times.push(s);
+        }
+        out.events.push(EventReport {
+            event: ev,
+            settled_s,
+            rounds,
+            converged_s,
+            first,
+            last,
+        });
+    }
+    times.sort_by(f64::total_cmp);
+    out.converge_p50_s = times.get(times.len() / 2).copied();
+    out.converge_max_s = times.last().copied();
+    out
+}
+
+/// Waits until the event has reached the controller: a reconnecting
+/// switch has been handshaken again, and (with `--api`) the controller
+/// lists exactly the directed links that are up. The seconds it took from
+/// the event (None: not within the convergence timeout).
+async fn settle(
+    cfg: &RunConfig,
+    shared: &Shared,
+    state: &Churn,
+    ev: &churn::Event,
+    rehandshakes: usize,
+) -> Option<f64> {
+    let t0 = Instant::now();
+    let deadline = t0 + cfg.churn.converge_timeout;
+    if matches!(ev, churn::Event::Reconnect { .. }) {
+        while shared.rehandshakes.load(Ordering::Relaxed) <= rehandshakes {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    if let Some(api) = &cfg.api {
+        let want = 2 * state.link_up.iter().filter(|u| **u).count();
+        loop {
+            if links_listed(api).await == Some(want) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Some(t0.elapsed().as_secs_f64())
+}
+
+/// How many links `GET /api/v1/links` lists now (None: no answer).
+async fn links_listed(api: &ApiCheck) -> Option<usize> {
+    let client =
+        shoal_common::http::HttpClient::new(Duration::from_secs(10)).with_max_body(64 << 20);
+    let url = format!("{}/api/v1/links", api.url.trim_end_matches('/'));
+    match client
+        .send(
+            shoal_common::http::Method::GET,
+            &url,
+            api.token.as_deref(),
+            None,
+        )
+        .await
+    {
+        Ok((200, body)) => serde_json::from_slice::<Vec<serde_json::Value>>(&body)
+            .ok()
+            .map(|v| v.len()),
+        _ => None,
+    }
+}
+
+/// Tells the switch tasks about an event.
+fn apply_event(cfg: &RunConfig, shared: &Shared, ev: &churn::Event) {
+    let topo = &cfg.topology;
+    let ctl = |i: usize, c: Ctl| {
+        if let Some(tx) = shared.ctls.get(i) {
+            let _ = tx.send(c);
+        }
+    };
+    match *ev {
+        churn::Event::LinkDown { link } | churn::Event::LinkUp { link } => {
+            let up = matches!(ev, churn::Event::LinkUp { .. });
+            if let Some(&((a, pa), (b, pb))) = topo.links.get(link) {
+                ctl(a, Ctl::Port { port: pa, up });
+                ctl(b, Ctl::Port { port: pb, up });
+            }
+        }
+        churn::Event::HostMove { host, to, .. } => {
+            if let Some(h) = topo.hosts.get(host) {
+                let f = frames::gratuitous_arp(h.mac, h.ip);
+                if let Some(tx) = shared.inboxes.get(to.0) {
+                    let _ = tx.try_send((to.1, f, 0));
+                }
+            }
+        }
+        churn::Event::Reconnect { switch } => {
+            ctl(switch, Ctl::Reconnect(cfg.churn.reconnect_pause));
+        }
+    }
+}
+
+/// Trace rounds until one is all right or the convergence timeout: the
+/// first round, the last one and how many were made.
+async fn converge(
+    cfg: &RunConfig,
+    shared: &Shared,
+    state: &Churn,
+    pairs: &[(usize, usize)],
+    next_id: &mut u64,
+    out: &mut ChurnReport,
+) -> (RoundReport, RoundReport, usize) {
+    let deadline = Instant::now() + cfg.churn.converge_timeout;
+    let mut first = None;
+    let mut rounds = 0;
+    loop {
+        let r = trace_round(cfg, shared, state, pairs, next_id).await;
+        rounds += 1;
+        out.loops += r.count(Verdict::Loop);
+        for x in r.examples.iter().filter(|x| x.contains(": loop (")) {
+            if out.loop_examples.len() < 10 {
+                out.loop_examples.push(x.clone());
+            }
+        }
+        out.misdelivered += r.count(Verdict::Misdelivered);
+        let done = r.all_right() || Instant::now() >= deadline;
+        if first.is_none() {
+            first = Some(r.clone());
+        }
+        if done {
+            return (first.unwrap_or_default(), r, rounds);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends one trace frame per pair from the source host's port and judges
+/// where each went.
+async fn trace_round(
+    cfg: &RunConfig,
+    shared: &Shared,
+    state: &Churn,
+    pairs: &[(usize, usize)],
+    next_id: &mut u64,
+) -> RoundReport {
+    let topo = &cfg.topology;
+    let Some(traces) = &shared.traces else {
+        return RoundReport::default();
+    };
+    // id → (destination now, shortest path, description)
+    let mut sent = Vec::with_capacity(pairs.len());
+    if let Ok(mut t) = traces.lock() {
+        t.clear();
+    }
+    for &(a, b) in pairs {
+        let (Some(ha), Some(hb), Some(&at_a), Some(&at_b)) = (
+            topo.hosts.get(a),
+            topo.hosts.get(b),
+            state.host_at.get(a),
+            state.host_at.get(b),
+        ) else {
+            continue;
+        };
+        let id = *next_id;
+        *next_id += 1;
+        if let Ok(mut t) = traces.lock() {
+            t.insert(id, TraceRecord::default());
+        }
+        let hops = state.hops(topo, at_a.0, at_b.0);
+        sent.push((id, at_b, hops, (ha.mac, hb.mac)));
+        let f = frames::trace_frame((ha.mac, ha.ip), (hb.mac, hb.ip), id);
+        if let Some(tx) = shared.inboxes.get(at_a.0) {
+            // Awaited: a trace is never lost to a full inbox.
+            let _ = tx.send((at_a.1, f, 0)).await;
+        }
+    }
+    // Until every reachable destination has its frame (or the timeout),
+    // then a little longer for stray copies.
+    let deadline = Instant::now() + cfg.churn.round_timeout;
+    loop {
+        let arrived = traces.lock().is_ok_and(|t| {
+            sent.iter().all(|(id, dst, hops, _)| {
+                hops.is_none() || t.get(id).is_some_and(|r| r.delivered.contains(dst))
+            })
+        });
+        if arrived || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut r = RoundReport {
+        traces: sent.len(),
+        ..RoundReport::default()
+    };
+    let Ok(t) = traces.lock() else { return r };
+    let empty = TraceRecord::default();
+    for (id, dst, hops, (src_mac, dst_mac)) in &sent {
+        let rec = t.get(id).unwrap_or(&empty);
+        let v = churn::judge(rec, *dst, *hops);
+        *r.verdicts.entry(verdict_name(v).to_string()).or_default() += 1;
+        let tag = format!(": {} (", verdict_name(v));
+        let shown = r.examples.iter().filter(|x| x.contains(&tag)).count();
+        if !matches!(v, Verdict::Right | Verdict::Unreachable) && shown < 3 {
+            let dpid = |i: usize| topo.switches.get(i).map_or(0, |s| s.dpid);
+            r.examples.push(format!(
+                "{src_mac} -> {dst_mac}: {} (switches {:?}, delivered at {:?}, destination at dpid {} port {}, shortest {:?} hops)",
+                verdict_name(v),
+                rec.visits.iter().map(|&i| dpid(i)).collect::<Vec<_>>(),
+                rec.delivered.iter().map(|&(i, p)| (dpid(i), p)).collect::<Vec<_>>(),
+                dpid(dst.0),
+                dst.1,
+                hops
+            ));
+        }
+    }
+    r
 }
 
 /// Polls `GET /api/v1/links` every 100 ms until it lists `want` links (the
@@ -539,6 +1033,80 @@ async fn discover(
             _ = phase.changed() => {}
         }
     }
+}
+
+/// `GET path` of the controller's API as JSON.
+async fn get_json(api: &ApiCheck, path: &str) -> Result<serde_json::Value, String> {
+    let client =
+        shoal_common::http::HttpClient::new(Duration::from_secs(60)).with_max_body(256 << 20);
+    let url = format!("{}{path}", api.url.trim_end_matches('/'));
+    match client
+        .send(
+            shoal_common::http::Method::GET,
+            &url,
+            api.token.as_deref(),
+            None,
+        )
+        .await
+    {
+        Ok((200, body)) => serde_json::from_slice(&body).map_err(|e| format!("GET {url}: {e}")),
+        Ok((status, _)) => Err(format!("GET {url}: HTTP {status}")),
+        Err(e) => Err(format!("GET {url}: {e}")),
+    }
+}
+
+/// Compares the controller's port rates with the configured traffic
+/// through each port ((dpid, port) → (rx, tx) bytes/s).
+fn check_ports(
+    rows: Result<serde_json::Value, String>,
+    truth: &HashMap<(u64, u32), (u64, u64)>,
+    tolerance: f64,
+) -> PortCheck {
+    let mut out = PortCheck::default();
+    let rows = match rows {
+        Ok(serde_json::Value::Array(rows)) => rows,
+        Ok(_) => {
+            out.error = Some("GET /api/v1/ports/stats: not a list".into());
+            return out;
+        }
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    let mut got: HashMap<(u64, u32), (Option<f64>, Option<f64>)> = HashMap::new();
+    for r in &rows {
+        let dpid = r["dpid"]
+            .as_str()
+            .and_then(|d| u64::from_str_radix(d.trim_start_matches("0x"), 16).ok());
+        let port = r["port"].as_u64().and_then(|p| u32::try_from(p).ok());
+        if let (Some(d), Some(p)) = (dpid, port) {
+            got.insert(
+                (d, p),
+                (r["rx_bytes_per_s"].as_f64(), r["tx_bytes_per_s"].as_f64()),
+            );
+        }
+    }
+    for (key, &(rx, tx)) in truth {
+        let have = got.get(key).copied().unwrap_or((None, None));
+        for (want, seen) in [(rx, have.0), (tx, have.1)] {
+            if want == 0 {
+                continue;
+            }
+            out.directions += 1;
+            match seen {
+                Some(v) => {
+                    let e = (v - want as f64).abs() / want as f64;
+                    out.max_rel_err = out.max_rel_err.max(e);
+                    if e <= tolerance {
+                        out.within_tolerance += 1;
+                    }
+                }
+                None => out.missing += 1,
+            }
+        }
+    }
+    out
 }
 
 /// Reads `GET /api/v1/traffic-matrix` and compares each pair of the truth
@@ -678,9 +1246,11 @@ fn dispatch(i: usize, effects: Vec<Effect>, hops: u8, shared: &Shared, wbuf: &mu
                         // A full inbox drops the frame, like a full ring.
                         let _ = tx.try_send((peer_port, frame, hops + 1));
                     }
+                } else {
+                    // Frames out of host ports are delivered to the host
+                    // (nothing more happens; traces are recorded).
+                    shared.trace_delivered(&frame, i, port);
                 }
-                // Frames out of host ports are delivered to the host
-                // (nothing more happens).
             }
         }
     }
@@ -713,6 +1283,7 @@ async fn switch_task(
     cfg: RunConfig,
     shared: Arc<Shared>,
     mut inbox: mpsc::Receiver<(u32, Vec<u8>, u8)>,
+    mut ctl: mpsc::UnboundedReceiver<Ctl>,
     mut phase: watch::Receiver<Phase>,
 ) -> TaskResult {
     let topo = &shared.topology;
@@ -723,6 +1294,7 @@ async fn switch_task(
             load: LoadStats::default(),
             counters: SwitchCounters::default(),
             flows: 0,
+            port_rates: Vec::new(),
         };
     };
     let mut sw = Switch::new(i, spec, now);
@@ -749,6 +1321,7 @@ async fn switch_task(
         load: driver.stats,
         counters: sw.counters.clone(),
         flows: sw.table.len(),
+        port_rates: sw.table.port_rates(),
     };
     if !cfg.connect_stagger.is_zero() {
         let delay = cfg
@@ -756,113 +1329,166 @@ async fn switch_task(
             .saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
         tokio::time::sleep(delay).await;
     }
-    let Some(stream) = connect(cfg.controller, &mut phase).await else {
-        return result(&sw, driver, false);
-    };
-    let (mut rd, mut wr) = stream.into_split();
+    let mut handshaken = false;
+    let mut cur = *phase.borrow();
     let mut wbuf = Vec::with_capacity(64 * 1024);
-    encode(&Switch::hello(), &mut wbuf);
     let mut rbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut handshaken = false;
     let mut expire = tokio::time::interval(EXPIRE_EVERY);
     let mut echo = tokio::time::interval(ECHO_EVERY);
     let mut garp = tokio::time::interval(GARP_EVERY);
     let mut refill = tokio::time::interval(Duration::from_millis(5));
     refill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut cur = *phase.borrow();
-    loop {
-        if !wbuf.is_empty() {
-            if let Err(e) = wr.write_all(&wbuf).await {
-                warn!(dpid = sw.dpid, error = %e, "write failed");
-                break;
+    'conn: loop {
+        let Some(stream) = connect(cfg.controller, &mut phase).await else {
+            break 'conn;
+        };
+        let (mut rd, mut wr) = stream.into_split();
+        sw.reset_connection();
+        wbuf.clear();
+        rbuf.clear();
+        encode(&Switch::hello(), &mut wbuf);
+        let mut conn_handshaken = false;
+        let pause = loop {
+            if !wbuf.is_empty() {
+                if let Err(e) = wr.write_all(&wbuf).await {
+                    warn!(dpid = sw.dpid, error = %e, "write failed");
+                    break 'conn;
+                }
+                wbuf.clear();
             }
-            wbuf.clear();
-        }
-        if cur == Phase::Done {
-            break;
-        }
-        // Nothing to refill once every pair flow of the statistics load
-        // is in (no wake-ups per switch then).
-        let refilling = cur == Phase::Load && traffic.as_ref().is_none_or(|t| !t.done());
-        tokio::select! {
-            r = rd.read(&mut chunk) => {
-                let n = match r {
-                    Ok(0) | Err(_) => {
-                        warn!(dpid = sw.dpid, "controller closed the connection");
-                        break;
-                    }
-                    Ok(n) => n,
-                };
-                rbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                let now = Instant::now();
-                let mut off = 0;
-                loop {
-                    let rest = rbuf.get(off..).unwrap_or_default();
-                    let len = match ofp::check_frame(rest) {
-                        Ok(Some(len)) => len,
-                        Ok(None) => break,
-                        Err(e) => {
-                            warn!(dpid = sw.dpid, error = %e, "bad framing from controller");
-                            return result(&sw, driver, handshaken);
+            if cur == Phase::Done {
+                break 'conn;
+            }
+            // Nothing to refill once every pair flow of the statistics load
+            // is in (no wake-ups per switch then).
+            let refilling = cur == Phase::Load
+                && !matches!(cfg.mode, Mode::Idle | Mode::Churn)
+                && traffic.as_ref().is_none_or(|t| !t.done());
+            tokio::select! {
+                r = rd.read(&mut chunk) => {
+                    let n = match r {
+                        Ok(0) | Err(_) => {
+                            warn!(dpid = sw.dpid, "controller closed the connection");
+                            break 'conn;
                         }
+                        Ok(n) => n,
                     };
-                    let raw = rest.get(..len).unwrap_or_default();
-                    off += len;
-                    let msg = match OfpMessage::decode(raw) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            warn!(dpid = sw.dpid, error = %e, "undecodable message");
-                            let kind = ofp::ErrorKind::BadRequest(ofp::BadRequestCode::BadLen);
-                            let data = raw.get(..raw.len().min(64)).unwrap_or_default().to_vec();
-                            let xid = ofp::Header::parse(raw).map(|h| h.xid).unwrap_or(0);
-                            encode(&OfpMessage::new(xid, Message::Error(ofp::ErrorMsg::new(kind, data))), &mut wbuf);
-                            continue;
-                        }
-                    };
-                    if cur == Phase::Load {
-                        let answered = match &msg.body {
-                            Message::FlowMod(fm) => driver.on_flow_mod(fm, now),
-                            Message::PacketOut(po) => driver.on_packet_out(po),
-                            _ => false,
+                    rbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    let now = Instant::now();
+                    let mut off = 0;
+                    loop {
+                        let rest = rbuf.get(off..).unwrap_or_default();
+                        let len = match ofp::check_frame(rest) {
+                            Ok(Some(len)) => len,
+                            Ok(None) => break,
+                            Err(e) => {
+                                warn!(dpid = sw.dpid, error = %e, "bad framing from controller");
+                                return result(&sw, driver, handshaken);
+                            }
                         };
-                        if answered {
-                            shared.responses.fetch_add(1, Ordering::Relaxed);
+                        let raw = rest.get(..len).unwrap_or_default();
+                        off += len;
+                        let msg = match OfpMessage::decode(raw) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                warn!(dpid = sw.dpid, error = %e, "undecodable message");
+                                let kind = ofp::ErrorKind::BadRequest(ofp::BadRequestCode::BadLen);
+                                let data = raw.get(..raw.len().min(64)).unwrap_or_default().to_vec();
+                                let xid = ofp::Header::parse(raw).map(|h| h.xid).unwrap_or(0);
+                                encode(&OfpMessage::new(xid, Message::Error(ofp::ErrorMsg::new(kind, data))), &mut wbuf);
+                                continue;
+                            }
+                        };
+                        if cur == Phase::Load {
+                            let answered = match &msg.body {
+                                Message::FlowMod(fm) => driver.on_flow_mod(fm, now),
+                                Message::PacketOut(po) => driver.on_packet_out(po),
+                                _ => false,
+                            };
+                            if answered {
+                                shared.responses.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        // A pair flow of the statistics load starts its
+                        // traffic once applied.
+                        let pair_add = match (&traffic, &msg.body) {
+                            (Some(_), Message::FlowMod(fm)) if fm.command == ofp::FlowModCommand::Add => {
+                                Some((fm.table_id, fm.priority, fm.match_.clone()))
+                            }
+                            _ => None,
+                        };
+                        let served = (sw.counters.flow_stats_requests, sw.counters.flow_entries_served);
+                        let effects = sw.handle(msg, raw, now);
+                        dispatch(i, effects, 0, &shared, &mut wbuf);
+                        if let (Some(tr), Some((table, prio, m))) = (traffic.as_mut(), pair_add) {
+                            if tr.on_flow_add(&mut sw, table, prio, &m, now) {
+                                shared.installed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        if sw.counters.flow_stats_requests != served.0 {
+                            shared.stats_requests.fetch_add(sw.counters.flow_stats_requests - served.0, Ordering::Relaxed);
+                            shared.entries_served.fetch_add(sw.counters.flow_entries_served - served.1, Ordering::Relaxed);
+                        }
+                        if !conn_handshaken && sw.features_sent && sw.port_desc_sent {
+                            conn_handshaken = true;
+                            if handshaken {
+                                shared.rehandshakes.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                handshaken = true;
+                                shared.handshakes.fetch_add(1, Ordering::Relaxed);
+                                if cfg.preinstall {
+                                    if let Some(tr) = traffic.as_mut() {
+                                        let added = tr.preinstall(&mut sw, |dst| egress(topo, i, dst), now);
+                                        shared.installed.fetch_add(added, Ordering::Relaxed);
+                                    }
+                                }
+                            }
                         }
                     }
-                    // A pair flow of the statistics load starts its
-                    // traffic once applied.
-                    let pair_add = match (&traffic, &msg.body) {
-                        (Some(_), Message::FlowMod(fm)) if fm.command == ofp::FlowModCommand::Add => {
-                            Some((fm.table_id, fm.priority, fm.match_.clone()))
+                    rbuf.drain(..off);
+                    if cur == Phase::Load {
+                        for m in driver.fill(&mut sw, now) {
+                            encode(&m, &mut wbuf);
                         }
-                        _ => None,
-                    };
-                    let served = (sw.counters.flow_stats_requests, sw.counters.flow_entries_served);
-                    let effects = sw.handle(msg, raw, now);
-                    dispatch(i, effects, 0, &shared, &mut wbuf);
-                    if let (Some(tr), Some((table, prio, m))) = (traffic.as_mut(), pair_add) {
-                        if tr.on_flow_add(&mut sw, table, prio, &m, now) {
-                            shared.installed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    if sw.counters.flow_stats_requests != served.0 {
-                        shared.stats_requests.fetch_add(sw.counters.flow_stats_requests - served.0, Ordering::Relaxed);
-                        shared.entries_served.fetch_add(sw.counters.flow_entries_served - served.1, Ordering::Relaxed);
-                    }
-                    if !handshaken && sw.features_sent && sw.port_desc_sent {
-                        handshaken = true;
-                        shared.handshakes.fetch_add(1, Ordering::Relaxed);
-                        if cfg.preinstall {
-                            if let Some(tr) = traffic.as_mut() {
-                                let added = tr.preinstall(&mut sw, |dst| egress(topo, i, dst), now);
-                                shared.installed.fetch_add(added, Ordering::Relaxed);
+                        if let Some(tr) = traffic.as_mut() {
+                            for m in tr.fill(&mut sw, now) {
+                                encode(&m, &mut wbuf);
                             }
                         }
                     }
                 }
-                rbuf.drain(..off);
-                if cur == Phase::Load {
+                Some((port, frame, hops)) = inbox.recv() => {
+                    shared.trace_visit(&frame, i);
+                    let effects = sw.receive_frame(port, &frame, Instant::now());
+                    dispatch(i, effects, hops, &shared, &mut wbuf);
+                }
+                Some(c) = ctl.recv() => match c {
+                    Ctl::Port { port, up } => {
+                        if let Some(m) = sw.set_port_up(port, up) {
+                            encode(&m, &mut wbuf);
+                        }
+                    }
+                    Ctl::Reconnect(pause) => break pause,
+                },
+                _ = expire.tick() => {
+                    let effects = sw.expire(Instant::now());
+                    dispatch(i, effects, 0, &shared, &mut wbuf);
+                }
+                _ = echo.tick() => {
+                    let xid = sw.xid();
+                    encode(&OfpMessage::new(xid, Message::EchoRequest(Vec::new())), &mut wbuf);
+                }
+                _ = garp.tick(), if cur == Phase::Warmup => {
+                    let now = Instant::now();
+                    for h in &local {
+                        let f = frames::gratuitous_arp(h.mac, h.ip);
+                        let effects = sw.receive_frame(h.port, &f, now);
+                        dispatch(i, effects, 0, &shared, &mut wbuf);
+                    }
+                }
+                _ = refill.tick(), if refilling => {
+                    let now = Instant::now();
                     for m in driver.fill(&mut sw, now) {
                         encode(&m, &mut wbuf);
                     }
@@ -872,47 +1498,45 @@ async fn switch_task(
                         }
                     }
                 }
-            }
-            Some((port, frame, hops)) = inbox.recv() => {
-                let effects = sw.receive_frame(port, &frame, Instant::now());
-                dispatch(i, effects, hops, &shared, &mut wbuf);
-            }
-            _ = expire.tick() => {
-                let effects = sw.expire(Instant::now());
-                dispatch(i, effects, 0, &shared, &mut wbuf);
-            }
-            _ = echo.tick() => {
-                let xid = sw.xid();
-                encode(&OfpMessage::new(xid, Message::EchoRequest(Vec::new())), &mut wbuf);
-            }
-            _ = garp.tick(), if cur == Phase::Warmup => {
-                let now = Instant::now();
-                for h in &local {
-                    let f = frames::gratuitous_arp(h.mac, h.ip);
-                    let effects = sw.receive_frame(h.port, &f, now);
-                    dispatch(i, effects, 0, &shared, &mut wbuf);
-                }
-            }
-            _ = refill.tick(), if refilling => {
-                let now = Instant::now();
-                for m in driver.fill(&mut sw, now) {
-                    encode(&m, &mut wbuf);
-                }
-                if let Some(tr) = traffic.as_mut() {
-                    for m in tr.fill(&mut sw, now) {
-                        encode(&m, &mut wbuf);
+                r = phase.changed() => {
+                    if r.is_err() {
+                        cur = Phase::Done;
+                    } else {
+                        cur = *phase.borrow();
+                    }
+                    if cur == Phase::Load {
+                        for m in driver.fill(&mut sw, Instant::now()) {
+                            encode(&m, &mut wbuf);
+                        }
                     }
                 }
             }
-            r = phase.changed() => {
-                if r.is_err() {
-                    cur = Phase::Done;
-                } else {
-                    cur = *phase.borrow();
+        };
+        // Away from the controller: the connection is closed; frames still
+        // go through the flow tables (messages to the controller are lost).
+        drop((rd, wr));
+        let back = tokio::time::Instant::now() + pause;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(back) => break,
+                Some((port, frame, hops)) = inbox.recv() => {
+                    shared.trace_visit(&frame, i);
+                    let effects = sw.receive_frame(port, &frame, Instant::now());
+                    let mut lost = Vec::new();
+                    dispatch(i, effects, hops, &shared, &mut lost);
                 }
-                if cur == Phase::Load {
-                    for m in driver.fill(&mut sw, Instant::now()) {
-                        encode(&m, &mut wbuf);
+                Some(c) = ctl.recv() => {
+                    if let Ctl::Port { port, up } = c {
+                        let _ = sw.set_port_up(port, up);
+                    }
+                }
+                _ = expire.tick() => {
+                    let _ = sw.expire(Instant::now());
+                }
+                r = phase.changed() => {
+                    cur = if r.is_err() { Phase::Done } else { *phase.borrow() };
+                    if cur == Phase::Done {
+                        break 'conn;
                     }
                 }
             }

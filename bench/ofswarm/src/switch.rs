@@ -22,7 +22,7 @@ use ofp::{
 };
 
 use crate::frames;
-use crate::table::{FlowTable, N_TABLES};
+use crate::table::{FlowTable, N_TABLES, TRAFFIC_PACKET_BYTES};
 use crate::topo::{port_mac, SwitchSpec};
 
 /// Bytes of an offending request copied into an ERROR (as OVS: at least 64).
@@ -174,6 +174,50 @@ impl Switch {
     pub fn xid(&mut self) -> u32 {
         self.next_xid = self.next_xid.wrapping_add(1);
         self.next_xid
+    }
+
+    /// Links a port up or down (a cable plugged or cut); the PORT_STATUS
+    /// (MODIFY) Open vSwitch sends then, if the state changed. A down port
+    /// neither receives nor sends frames.
+    pub fn set_port_up(&mut self, port: u32, up: bool) -> Option<OfpMessage> {
+        let p = self.ports.iter_mut().find(|p| p.port_no == port)?;
+        let state = if up {
+            port_state::LIVE
+        } else {
+            port_state::LINK_DOWN
+        };
+        if p.state == state {
+            return None;
+        }
+        p.state = state;
+        let desc = p.clone();
+        let xid = self.xid();
+        Some(OfpMessage::new(
+            xid,
+            Message::PortStatus(ofp::PortStatus {
+                reason: ofp::PortReason::Modify,
+                desc,
+            }),
+        ))
+    }
+
+    /// Whether a port exists and is up.
+    pub fn port_up(&self, port: u32) -> bool {
+        self.ports.iter().any(|p| p.port_no == port && p.is_up())
+    }
+
+    /// Forgets the controller connection's state (a new connection starts
+    /// with a new handshake); flows and meters stay, as in Open vSwitch's
+    /// `fail_mode=secure`.
+    pub fn reset_connection(&mut self) {
+        self.features_sent = false;
+        self.port_desc_sent = false;
+        self.role = ControllerRole::Equal;
+        self.async_config = OVS_ASYNC_DEFAULT.concat();
+        self.config = SwitchConfig {
+            flags: 0,
+            miss_send_len: 128,
+        };
     }
 
     /// Port numbers.
@@ -426,6 +470,9 @@ impl Switch {
                 )],
             },
             MultipartRequestBody::PortStats { port_no: want } => {
+                // Frames the switch really carried, plus the configured
+                // traffic of its flows.
+                let traffic = self.table.port_traffic(now);
                 let stats = self
                     .ports
                     .iter()
@@ -436,12 +483,13 @@ impl Switch {
                             .get(&p.port_no)
                             .copied()
                             .unwrap_or_default();
+                        let t = traffic.get(&p.port_no).copied().unwrap_or_default();
                         PortStats {
                             port_no: p.port_no,
-                            rx_packets: c.rx_packets,
-                            tx_packets: c.tx_packets,
-                            rx_bytes: c.rx_bytes,
-                            tx_bytes: c.tx_bytes,
+                            rx_packets: c.rx_packets + t.rx_bytes / TRAFFIC_PACKET_BYTES,
+                            tx_packets: c.tx_packets + t.tx_bytes / TRAFFIC_PACKET_BYTES,
+                            rx_bytes: c.rx_bytes + t.rx_bytes,
+                            tx_bytes: c.tx_bytes + t.tx_bytes,
                             rx_dropped: 0,
                             tx_dropped: 0,
                             rx_errors: 0,
@@ -532,6 +580,10 @@ impl Switch {
     /// A frame arrives at `in_port` (from a host or a peer switch): runs
     /// the pipeline from table 0.
     pub fn receive_frame(&mut self, in_port: u32, data: &[u8], now: Instant) -> Vec<Effect> {
+        if !self.port_up(in_port) {
+            self.counters.dropped += 1;
+            return Vec::new();
+        }
         let c = self.port_counts.entry(in_port).or_default();
         c.rx_packets += 1;
         c.rx_bytes += data.len() as u64;
@@ -629,7 +681,7 @@ impl Switch {
     }
 
     fn emit(&mut self, port: u32, data: &[u8], out: &mut Vec<Effect>) {
-        if !self.ports.iter().any(|p| p.port_no == port) {
+        if !self.port_up(port) {
             return;
         }
         let c = self.port_counts.entry(port).or_default();
@@ -672,6 +724,64 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_cut_cable_reports_its_port_and_carries_nothing() {
+        let mut s = sw();
+        let now = Instant::now();
+        let out = |s: &mut Switch| {
+            let po = PacketOut {
+                buffer_id: NO_BUFFER,
+                in_port: port_no::CONTROLLER,
+                actions: vec![Action::Output {
+                    port: 2,
+                    max_len: 0,
+                }],
+                data: frames::gratuitous_arp(
+                    ofp::MacAddr([2, 0, 0, 0, 0, 1]),
+                    std::net::Ipv4Addr::new(10, 0, 0, 1),
+                ),
+            };
+            s.handle(OfpMessage::new(3, Message::PacketOut(po)), &[], now)
+        };
+        assert_eq!(out(&mut s).len(), 1);
+        let m = s.set_port_up(2, false).expect("a PORT_STATUS");
+        assert!(matches!(
+            &m.body,
+            Message::PortStatus(p) if p.reason == ofp::PortReason::Modify && p.desc.port_no == 2 && !p.desc.is_up()
+        ));
+        assert!(s.set_port_up(2, false).is_none(), "no change, no message");
+        assert!(out(&mut s).is_empty(), "nothing leaves a down port");
+        let f = frames::gratuitous_arp(
+            ofp::MacAddr([2, 0, 0, 0, 0, 2]),
+            std::net::Ipv4Addr::new(10, 0, 0, 2),
+        );
+        let dropped = s.counters.dropped;
+        assert!(s.receive_frame(2, &f, now).is_empty());
+        assert_eq!(s.counters.dropped, dropped + 1);
+        assert!(s.set_port_up(2, true).is_some());
+        assert_eq!(out(&mut s).len(), 1);
+        // The port's state shows in the next PORT_DESC.
+        s.set_port_up(1, false);
+        s.reset_connection();
+        assert!(!s.features_sent && !s.port_desc_sent);
+        let r = s.handle(
+            OfpMessage::new(
+                4,
+                Message::MultipartRequest(ofp::MultipartRequest {
+                    flags: 0,
+                    body: MultipartRequestBody::PortDesc,
+                }),
+            ),
+            &[],
+            now,
+        );
+        assert!(matches!(
+            sent(&r)[0],
+            Message::MultipartReply(MultipartReply { body: MultipartReplyBody::PortDesc(p), .. })
+                if p.iter().any(|d| d.port_no == 1 && !d.is_up())
+        ));
     }
 
     #[test]
@@ -722,9 +832,10 @@ mod tests {
         s.handle(OfpMessage::new(1, Message::FlowMod(lldp)), &[], now);
         let mut f = vec![0x01, 0x80, 0xc2, 0, 0, 0x0e, 2, 0, 0, 0, 0, 1, 0x88, 0xcc];
         f.resize(60, 0);
-        let r = s.receive_frame(3, &f, now);
+        // Port 4 faces the next switch.
+        let r = s.receive_frame(4, &f, now);
         assert!(matches!(sent(&r)[0], Message::PacketIn(p)
-            if p.reason == PacketInReason::Action && p.cookie == 9 && p.in_port() == Some(3)));
+            if p.reason == PacketInReason::Action && p.cookie == 9 && p.in_port() == Some(4)));
         let arp = frames::gratuitous_arp(ofp::MacAddr([2, 0, 0, 0, 0, 1]), [10, 0, 0, 1].into());
         assert!(
             s.receive_frame(1, &arp, now).is_empty(),

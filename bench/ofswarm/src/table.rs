@@ -186,6 +186,35 @@ pub struct FlowEntry {
     /// Since when `rate` has been accruing (counters hold the bytes
     /// before).
     pub rate_since: Instant,
+    /// Configured-traffic bytes already in the counters and not yet
+    /// credited to the ports' traffic (see [`FlowTable::port_traffic`]).
+    pub traffic_bytes: u64,
+}
+
+/// Configured traffic through one port: bytes received and sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortTraffic {
+    /// Bytes received (entries matching this `in_port`).
+    pub rx_bytes: u64,
+    /// Bytes sent (entries outputting to this port).
+    pub tx_bytes: u64,
+}
+
+/// Credits `bytes` of an entry's traffic to its in_port (received) and
+/// output ports (sent).
+fn add_traffic(e: &FlowEntry, bytes: u64, ports: &mut BTreeMap<u32, PortTraffic>) {
+    if let Some(p) = e.match_.get_in_port() {
+        let t = ports.entry(p).or_default();
+        t.rx_bytes = t.rx_bytes.saturating_add(bytes);
+    }
+    for a in e.actions() {
+        if let Action::Output { port, .. } = a {
+            if *port <= ofp::port_no::MAX {
+                let t = ports.entry(*port).or_default();
+                t.tx_bytes = t.tx_bytes.saturating_add(bytes);
+            }
+        }
+    }
 }
 
 /// Bytes per packet of configured traffic (packet counters follow bytes).
@@ -210,9 +239,32 @@ impl FlowEntry {
     /// Folds the traffic accrued so far into the counters.
     fn settle(&mut self, now: Instant) {
         let (p, b) = self.counters(now);
+        self.traffic_bytes = self
+            .traffic_bytes
+            .saturating_add(b.saturating_sub(self.byte_count));
         self.packet_count = p;
         self.byte_count = b;
         self.rate_since = now;
+    }
+
+    /// Configured-traffic bytes through the entry at `now` not yet
+    /// credited to its ports.
+    fn configured_bytes(&self, now: Instant) -> u64 {
+        let (_, b) = self.counters(now);
+        self.traffic_bytes
+            .saturating_add(b.saturating_sub(self.byte_count))
+    }
+
+    /// Adds the entry's configured traffic (up to `now`) to its ports —
+    /// received on its match's `in_port`, sent on each output port — and
+    /// starts over from zero.
+    fn credit(&mut self, now: Instant, ports: &mut BTreeMap<u32, PortTraffic>) {
+        self.settle(now);
+        let b = std::mem::take(&mut self.traffic_bytes);
+        if b == 0 {
+            return;
+        }
+        add_traffic(self, b, ports);
     }
 
     fn outputs_to(&self, port: u32) -> bool {
@@ -286,6 +338,8 @@ pub struct FlowTable {
     /// No entry can time out before this (None: none has a timeout), so
     /// [`FlowTable::expire`] scans a large table only when one may.
     next_expiry: Option<Instant>,
+    /// Configured traffic of entries removed or changed, by port.
+    credited: BTreeMap<u32, PortTraffic>,
 }
 
 fn cookie_ok(entry: u64, cookie: u64, mask: u64) -> bool {
@@ -300,6 +354,38 @@ impl FlowTable {
     /// Empty tables.
     pub fn new() -> Self {
         FlowTable::default()
+    }
+
+    /// Configured traffic through each port up to `now`: that of the
+    /// entries removed or re-pointed before, and of the current ones.
+    pub fn port_traffic(&self, now: Instant) -> BTreeMap<u32, PortTraffic> {
+        let mut ports = self.credited.clone();
+        for e in self.entries.values() {
+            if e.rate == 0 && e.traffic_bytes == 0 {
+                continue;
+            }
+            add_traffic(e, e.configured_bytes(now), &mut ports);
+        }
+        ports
+    }
+
+    /// Configured traffic rates through each port now: (port, received
+    /// bytes/s, sent bytes/s), ports with traffic only.
+    pub fn port_rates(&self) -> Vec<(u32, u64, u64)> {
+        let mut ports: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        for e in self.entries.values().filter(|e| e.rate > 0) {
+            if let Some(p) = e.match_.get_in_port() {
+                ports.entry(p).or_default().0 += e.rate;
+            }
+            for a in e.actions() {
+                if let Action::Output { port, .. } = a {
+                    if *port <= ofp::port_no::MAX {
+                        ports.entry(*port).or_default().1 += e.rate;
+                    }
+                }
+            }
+        }
+        ports.into_iter().map(|(p, (rx, tx))| (p, rx, tx)).collect()
     }
 
     /// Number of entries in all tables.
@@ -317,10 +403,12 @@ impl FlowTable {
         self.entries.values().collect()
     }
 
-    fn remove_ids(&mut self, ids: &[u64]) -> Vec<FlowEntry> {
+    fn remove_ids(&mut self, ids: &[u64], now: Instant) -> Vec<FlowEntry> {
         let mut v = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(e) = self.entries.remove(id) {
+            if let Some(mut e) = self.entries.remove(id) {
+                // Its ports keep the traffic it carried.
+                e.credit(now, &mut self.credited);
                 self.index.remove(&entry_key(&e));
                 v.push(e);
             }
@@ -367,11 +455,13 @@ impl FlowTable {
                     byte_count: 0,
                     rate: 0,
                     rate_since: now,
+                    traffic_bytes: 0,
                 };
                 match strict_id.and_then(|id| self.entries.get_mut(&id)) {
                     Some(old) => {
-                        // The traffic through the entry goes on.
-                        old.settle(now);
+                        // The traffic through the entry goes on (through
+                        // the new instructions' ports from now).
+                        old.credit(now, &mut self.credited);
                         entry.rate = old.rate;
                         if fm.flags & flow_mod_flags::RESET_COUNTS == 0 {
                             entry.packet_count = old.packet_count;
@@ -408,6 +498,7 @@ impl FlowTable {
                     if !cookie_ok(e.cookie, fm.cookie, fm.cookie_mask) {
                         continue;
                     }
+                    e.credit(now, &mut self.credited);
                     e.instructions = fm.instructions.clone();
                     if fm.flags & flow_mod_flags::RESET_COUNTS != 0 {
                         e.rate_since = now;
@@ -450,7 +541,7 @@ impl FlowTable {
                         .collect()
                 };
                 Ok(self
-                    .remove_ids(&ids)
+                    .remove_ids(&ids, now)
                     .iter()
                     .filter(|e| e.flags & flow_mod_flags::SEND_FLOW_REM != 0)
                     .map(|e| e.removed(FlowRemovedReason::Delete, now))
@@ -505,7 +596,7 @@ impl FlowTable {
         self.next_expiry = next;
         let mut removed = Vec::new();
         for (id, reason) in why {
-            for e in self.remove_ids(&[id]) {
+            for e in self.remove_ids(&[id], now) {
                 if e.flags & flow_mod_flags::SEND_FLOW_REM != 0 {
                     removed.push(e.removed(reason, now));
                 }
@@ -637,6 +728,50 @@ mod tests {
         t.apply(&add(0, 11, Match::new().in_port(1).eth_dst(mac(2)), 7), now)
             .unwrap();
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn ports_count_the_configured_traffic_and_keep_it() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut t = FlowTable::new();
+        let m = Match::new().in_port(1).eth_src(mac(1)).eth_dst(mac(2));
+        t.apply(&add(0, 10, m.clone(), 2), t0).unwrap();
+        assert!(t.set_rate(0, 10, &m, 1_000_000, t0));
+        let p = t.port_traffic(at(1500));
+        assert_eq!(p[&1].rx_bytes, 1_500_000);
+        assert_eq!(p[&2].tx_bytes, 1_500_000);
+        assert_eq!(p[&1].tx_bytes, 0);
+        // Re-pointed to port 3 after 2 s: port 2 keeps its 2 MB, port 3
+        // gets what follows.
+        let modify = FlowMod {
+            command: FlowModCommand::ModifyStrict,
+            ..add(0, 10, m.clone(), 3)
+        };
+        t.apply(&modify, at(2000)).unwrap();
+        let p = t.port_traffic(at(3000));
+        assert_eq!(p[&2].tx_bytes, 2_000_000);
+        assert_eq!(p[&3].tx_bytes, 1_000_000);
+        assert_eq!(p[&1].rx_bytes, 3_000_000);
+        // The entry's own counters hold all of it.
+        let e = t.entries()[0];
+        assert_eq!(e.counters(at(3000)).1, 3_000_000);
+        // Deleted at 4 s: the ports keep what it carried, and no more.
+        let del = FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: TABLE_ALL,
+            out_port: port_no::ANY,
+            out_group: ofp::GROUP_ANY,
+            ..FlowMod::default()
+        };
+        t.apply(&del, at(4000)).unwrap();
+        assert!(t.is_empty());
+        for ms in [4000, 9000] {
+            let p = t.port_traffic(at(ms));
+            assert_eq!(p[&1].rx_bytes, 4_000_000);
+            assert_eq!(p[&2].tx_bytes, 2_000_000);
+            assert_eq!(p[&3].tx_bytes, 2_000_000);
+        }
     }
 
     #[test]

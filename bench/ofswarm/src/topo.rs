@@ -20,11 +20,15 @@ pub enum TopoSpec {
     /// and K/2 aggregation switches, (K/2)² core switches, K/2 hosts per
     /// edge switch (K = 16: 320 switches, 1,024 hosts).
     FatTree(u32),
+    /// `tree:D,F`: a complete tree of depth D (1..=6) and fanout F
+    /// (1..=16), as Mininet's `TreeTopo`: the root is switch 0, children
+    /// follow breadth first, F hosts on each leaf switch.
+    Tree(u32, u32),
 }
 
 /// A topology string could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad topology {0:?}: expected linear:N, grid:SxH or fattree:K (N, S >= 1, 1 <= H <= 254, K even, 2 <= K <= 64)")]
+#[error("bad topology {0:?}: expected linear:N, grid:SxH, fattree:K or tree:D,F (N, S >= 1, 1 <= H <= 254, K even, 2 <= K <= 64, 1 <= D <= 6, 1 <= F <= 16)")]
 pub struct TopoParseError(pub String);
 
 impl FromStr for TopoSpec {
@@ -48,6 +52,14 @@ impl FromStr for TopoSpec {
                     return Err(err());
                 }
                 Ok(TopoSpec::FatTree(k))
+            }
+            "tree" => {
+                let (d, f) = arg.split_once(',').ok_or_else(err)?;
+                let (d, f) = (num(d)?, num(f)?);
+                if d > 6 || f > 16 {
+                    return Err(err());
+                }
+                Ok(TopoSpec::Tree(d, f))
             }
             "grid" => {
                 let (a, b) = arg.split_once(['x', 'X', '×']).ok_or_else(err)?;
@@ -89,6 +101,9 @@ pub struct Topology {
     pub hosts: Vec<Host>,
     /// Cables: ((switch index, port), (switch index, port)).
     pub links: Vec<((usize, u32), (usize, u32))>,
+    /// Free host ports (no host, no cable) hosts may move to (see
+    /// [`Topology::with_spare_ports`]).
+    pub spares: Vec<(usize, u32)>,
 }
 
 impl Topology {
@@ -98,11 +113,13 @@ impl Topology {
             TopoSpec::Linear(n) => (n, hosts_per_switch),
             TopoSpec::Grid(s, h) => (s, h),
             TopoSpec::FatTree(k) => return Topology::fat_tree(k, dpid_base),
+            TopoSpec::Tree(d, f) => return Topology::tree(d, f, dpid_base),
         };
         let mut t = Topology {
             switches: Vec::new(),
             hosts: Vec::new(),
             links: Vec::new(),
+            spares: Vec::new(),
         };
         for i in 0..n as usize {
             let mut ports: Vec<u32> = (1..=h).collect();
@@ -146,6 +163,7 @@ impl Topology {
             switches: Vec::with_capacity(edges + aggs + cores),
             hosts: Vec::new(),
             links: Vec::new(),
+            spares: Vec::new(),
         };
         let port = |x: usize| x as u32;
         for i in 0..edges + aggs + cores {
@@ -182,6 +200,103 @@ impl Topology {
             }
         }
         t
+    }
+
+    /// A complete tree of depth `d` and fanout `f` (Mininet's `TreeTopo`
+    /// numbering: breadth first from the root). A switch's port 1..=f go
+    /// down (to its children, or to its hosts on a leaf), port f+1 goes up
+    /// to its parent.
+    fn tree(d: u32, f: u32, dpid_base: u64) -> Topology {
+        let mut t = Topology {
+            switches: Vec::new(),
+            hosts: Vec::new(),
+            links: Vec::new(),
+            spares: Vec::new(),
+        };
+        // Switches per level: 1, f, f², …, f^(d-1).
+        let mut level_start = vec![0usize];
+        let mut width = 1usize;
+        for _ in 1..d {
+            let next = level_start.last().copied().unwrap_or(0) + width;
+            level_start.push(next);
+            width = width.saturating_mul(f as usize);
+        }
+        let total = level_start.last().copied().unwrap_or(0) + width;
+        for i in 0..total {
+            let dpid = dpid_base + i as u64;
+            let mut ports: Vec<u32> = (1..=f).collect();
+            if i > 0 {
+                ports.push(f + 1);
+            }
+            t.switches.push(SwitchSpec { dpid, ports });
+        }
+        for (lvl, &start) in level_start.iter().enumerate() {
+            let w = (f as usize).pow(lvl as u32);
+            for i in start..start + w {
+                if lvl + 1 == d as usize {
+                    let dpid = dpid_base + i as u64;
+                    for p in 1..=f {
+                        t.hosts.push(Host {
+                            switch: i,
+                            port: p,
+                            mac: host_mac(dpid, p),
+                            ip: host_ip(dpid, p),
+                        });
+                    }
+                } else {
+                    let first_child = level_start[lvl + 1] + (i - start) * f as usize;
+                    for c in 0..f as usize {
+                        t.links.push(((i, 1 + c as u32), (first_child + c, f + 1)));
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    /// The same network with one more, empty port on every switch that
+    /// has hosts (listed in [`Topology::spares`]): where hosts can move.
+    pub fn with_spare_ports(mut self) -> Topology {
+        let with_hosts: std::collections::BTreeSet<usize> =
+            self.hosts.iter().map(|h| h.switch).collect();
+        for i in with_hosts {
+            if let Some(s) = self.switches.get_mut(i) {
+                let p = s.ports.iter().copied().max().unwrap_or(0) + 1;
+                s.ports.push(p);
+                self.spares.push((i, p));
+            }
+        }
+        self
+    }
+
+    /// Hops (cables) on a shortest path between two switches over the
+    /// cables for which `up(cable index)` holds; None when unreachable.
+    pub fn hops(&self, from: usize, to: usize, up: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut dist = vec![usize::MAX; self.switches.len()];
+        *dist.get_mut(from)? = 0;
+        let mut queue = std::collections::VecDeque::from([from]);
+        while let Some(s) = queue.pop_front() {
+            if s == to {
+                return Some(dist[s]);
+            }
+            for (k, &((a, _), (b, _))) in self.links.iter().enumerate() {
+                if !up(k) {
+                    continue;
+                }
+                let n = if a == s {
+                    b
+                } else if b == s {
+                    a
+                } else {
+                    continue;
+                };
+                if dist[n] == usize::MAX {
+                    dist[n] = dist[s] + 1;
+                    queue.push_back(n);
+                }
+            }
+        }
+        None
     }
 
     /// The far end of a cable at (switch, port), if any.
@@ -303,5 +418,38 @@ mod tests {
         assert_eq!(g.hosts.len(), 6);
         assert_eq!(g.reachable_hosts(1).len(), 3);
         assert_eq!(t.reachable_hosts(2).len(), 6);
+    }
+
+    #[test]
+    fn trees_spares_and_hops() {
+        assert_eq!("tree:3,2".parse::<TopoSpec>(), Ok(TopoSpec::Tree(3, 2)));
+        assert!("tree:7,2".parse::<TopoSpec>().is_err());
+        assert!("tree:2".parse::<TopoSpec>().is_err());
+        // Mininet's tree,depth=3,fanout=2: 7 switches, 8 hosts.
+        let t = Topology::build(TopoSpec::Tree(3, 2), 9, 1);
+        assert_eq!(t.switches.len(), 7);
+        assert_eq!(t.hosts.len(), 8);
+        assert_eq!(t.links.len(), 6);
+        assert_eq!(t.peer(0, 1), Some((1, 3)));
+        assert_eq!(t.peer(2, 2), Some((6, 3)));
+        assert_eq!(t.hosts_of(3).len(), 2);
+        assert!(t.hosts_of(1).is_empty());
+        let all = |_| true;
+        assert_eq!(t.hops(3, 6, all), Some(4));
+        assert_eq!(t.hops(3, 4, all), Some(2));
+        assert_eq!(t.hops(5, 5, all), Some(0));
+        // The cable root–switch 1 down: its subtree is cut off.
+        let cut = t.links.iter().position(|&l| l == ((0, 1), (1, 3))).unwrap();
+        assert_eq!(t.hops(3, 6, |k| k != cut), None);
+        let s = t.with_spare_ports();
+        assert_eq!(s.spares, vec![(3, 4), (4, 4), (5, 4), (6, 4)]);
+        assert_eq!(s.switches[3].ports, vec![1, 2, 3, 4]);
+        // A fat tree keeps every pair connected with any one cable down.
+        let f = Topology::build(TopoSpec::FatTree(4), 1, 1);
+        for k in 0..f.links.len() {
+            assert_eq!(f.hops(0, 7, |x| x != k).map(|h| h <= 6), Some(true));
+        }
+        assert_eq!(f.hops(0, 1, all), Some(2));
+        assert_eq!(f.hops(0, 7, all), Some(4));
     }
 }

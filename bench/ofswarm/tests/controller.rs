@@ -275,6 +275,17 @@ async fn throughput_latency_and_lldp_against_shoal() {
     assert_eq!(n(l, "pairs"), 60);
     assert_eq!(n(l, "missing"), 0, "every pair in the matrix: {l}");
     assert_eq!(n(l, "within_tolerance"), 60, "λ of every pair right: {l}");
+    // The ports' counters carry the same traffic: every host port
+    // receives its hosts' pair traffic and every output port sends it, and
+    // the controller's port rates match (same tolerance).
+    let p = &st["ports"];
+    assert!(p.get("error").is_none(), "port rates read: {p}");
+    assert!(
+        n(p, "directions") >= 12 + 3,
+        "rx of 12 host ports, tx of some: {p}"
+    );
+    assert_eq!(n(p, "missing"), 0, "{p}");
+    assert_eq!(n(p, "within_tolerance"), n(p, "directions"), "{p}");
 
     // A k = 4 fat tree (20 more switches, dpids from 0x200): the
     // controller finds all its 64 directed links.
@@ -305,5 +316,118 @@ async fn throughput_latency_and_lldp_against_shoal() {
     );
     assert_eq!(n(&r, "errors_sent"), 0);
 
+    ctl.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Churn on a k = 4 fat tree: cables cut and mended, hosts moving to
+/// other edge switches, switches reconnecting. After every event, each
+/// host pair is traced through the emulated flow tables until a round is
+/// all right: delivered once, to the destination's current port, along a
+/// loop-free shortest path of the network as it is now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_keeps_forwarding_on_shortest_paths() {
+    let dir = TempDir::new();
+    let ctl = start_controller(dir.path()).await;
+    let json = dir.path().join("churn.json");
+    let child = ofswarm_api(
+        &ctl,
+        dir.path(),
+        &[
+            "--topo",
+            "fattree:4",
+            "--mode",
+            "churn",
+            "--events",
+            "8",
+            "--duration",
+            "240",
+            "--warmup",
+            "2",
+            "--converge-timeout",
+            "30",
+        ],
+        &json,
+    );
+    let r = finish(child, &json).await;
+    let c = &r["churn"];
+    assert_eq!(n(&r, "handshakes"), 20);
+    let events = c["events"].as_array().expect("events");
+    assert_eq!(events.len(), 8, "{c}");
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["event"]["kind"].as_str())
+        .collect();
+    for k in ["link_down", "link_up", "host_move", "reconnect"] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    // The start converged, and every event did.
+    assert_eq!(
+        c["baseline"]["verdicts"]["right"].as_u64(),
+        Some(240),
+        "{c}"
+    );
+    for e in events {
+        assert!(e["converged_s"].as_f64().is_some(), "did not converge: {e}");
+        assert_eq!(e["last"]["verdicts"]["right"].as_u64(), Some(240), "{e}");
+    }
+    // No trace ever went round in circles.
+    assert_eq!(n(c, "loops"), 0, "{c}");
+    // The two reconnections were handshaken again.
+    assert_eq!(n(&r, "rehandshakes"), 2);
+    assert_eq!(n(&r, "errors_sent"), 0);
+
+    // A tree (depth 2, fanout 4; dpids from 0x400) has no second path: the
+    // first event cuts a leaf off, so its 4 hosts' 96 pairs with the 12
+    // others must go nowhere (no stale flow delivers them, none leaks)
+    // while the other 144 stay right; mending the cable brings all back.
+    let json = dir.path().join("tree.json");
+    let child = ofswarm_api(
+        &ctl,
+        dir.path(),
+        &[
+            "--topo",
+            "tree:2,4",
+            "--dpid-base",
+            "1024",
+            "--mode",
+            "churn",
+            "--events",
+            "4",
+            "--duration",
+            "240",
+            "--warmup",
+            "2",
+            "--converge-timeout",
+            "30",
+        ],
+        &json,
+    );
+    let r = finish(child, &json).await;
+    let c = &r["churn"];
+    let events = c["events"].as_array().expect("events");
+    assert_eq!(events.len(), 4, "{c}");
+    assert_eq!(
+        c["baseline"]["verdicts"]["right"].as_u64(),
+        Some(240),
+        "{c}"
+    );
+    let cut = &events[0];
+    assert_eq!(cut["event"]["kind"], "link_down");
+    assert_eq!(
+        cut["last"]["verdicts"]["unreachable"].as_u64(),
+        Some(96),
+        "{cut}"
+    );
+    assert_eq!(
+        cut["last"]["verdicts"]["right"].as_u64(),
+        Some(144),
+        "{cut}"
+    );
+    for e in events {
+        assert!(e["converged_s"].as_f64().is_some(), "did not converge: {e}");
+    }
+    assert_eq!(events[3]["event"]["kind"], "link_up");
+    assert_eq!(events[3]["last"]["verdicts"]["right"].as_u64(), Some(240));
+    assert_eq!(n(c, "loops"), 0, "{c}");
     ctl.shutdown(Duration::from_secs(2)).await;
 }
