@@ -3,9 +3,11 @@
 # docs/performance.md. Run as root on a Debian 12 machine with Rust:
 #
 #   sudo bench/compare.sh               # everything
-#   sudo bench/compare.sh --only stats  # only the statistics polling runs
-#                                       # (Shoal vs. Gauge), spliced into
-#                                       # the existing doc
+#   sudo bench/compare.sh --only stats     # only the statistics polling runs
+#                                          # (Shoal vs. Gauge), spliced into
+#                                          # the existing doc
+#   sudo bench/compare.sh --only topology  # only discovery, memory and churn
+#                                          # (Shoal), spliced likewise
 #
 # 1. installs python3-venv if missing and makes a virtualenv with Faucet
 #    (a peer to measure against, never a dependency of Shoal) under
@@ -26,11 +28,12 @@ only=all
 while [[ $# -gt 0 ]]; do
     case $1 in
         --only)
-            [[ $# -ge 2 && ( $2 == all || $2 == stats ) ]] || die "--only takes 'all' or 'stats'"
+            [[ $# -ge 2 && ( $2 == all || $2 == stats || $2 == topology ) ]] ||
+                die "--only takes 'all', 'stats' or 'topology'"
             only=$2
             shift 2
             ;;
-        *) die "unknown argument '$1' (usage: bench/compare.sh [--only all|stats])" ;;
+        *) die "unknown argument '$1' (usage: bench/compare.sh [--only all|stats|topology])" ;;
     esac
 done
 

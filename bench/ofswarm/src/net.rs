@@ -306,6 +306,10 @@ pub struct Report {
     pub churn: Option<ChurnReport>,
     /// Handshakes after a reconnection (churn mode).
     pub rehandshakes: usize,
+    /// Hosts the controller's `GET /api/v1/endpoints` listed at the end of
+    /// the run (idle mode with `--api`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoints_listed: Option<usize>,
     /// The controller process over the measurement (with `cpu_pid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller: Option<ProcessReport>,
@@ -568,6 +572,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         stats = Some((t0.elapsed().as_secs_f64(), truth));
     }
     let mut port_rows: Option<Result<serde_json::Value, String>> = None;
+    let mut endpoints_listed = None;
     let churn_report = if cfg.mode == Mode::Churn {
         Some(run_churn(&cfg, &shared).await)
     } else {
@@ -644,6 +649,12 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         }
         None => None,
     };
+    if let (Mode::Idle, Some(api)) = (cfg.mode, &cfg.api) {
+        endpoints_listed = get_json(api, "/api/v1/endpoints")
+            .await
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len));
+    }
     let _ = phase_tx.send(Phase::Done);
 
     let discovery_s = match discovery {
@@ -716,6 +727,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         discovery_s,
         stats,
         churn: churn_report,
+        endpoints_listed,
         rehandshakes: shared.rehandshakes.load(Ordering::Relaxed),
         controller,
     })

@@ -310,6 +310,9 @@ async fn throughput_latency_and_lldp_against_shoal() {
     let r = finish(child, &json).await;
     assert_eq!(n(&r, "handshakes"), 20);
     assert_eq!(n(&r, "links_expected"), 64);
+    // Its 16 hosts were learnt (the earlier runs' hosts may still be
+    // listed too).
+    assert!(n(&r, "endpoints_listed") >= 16, "{r}");
     assert!(
         r["discovery_s"].as_f64().is_some(),
         "every link of the fat tree found: {r}"
