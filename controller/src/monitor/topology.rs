@@ -20,7 +20,11 @@
 //! is not brought up again until the oldest of those changes is older than
 //! the window; going down is never delayed (a dead cable must not carry
 //! traffic). So a flapping cable changes the topology at most
-//! [`FLAP_MAX_CHANGES`] times a window.
+//! [`FLAP_MAX_CHANGES`] times a window. A switch whose controller
+//! connection ends loses its links, but that is no cable change (the switch
+//! goes on forwarding with its flows; the cables are only out of sight), nor
+//! is their rediscovery when it reconnects: a switch reconnecting is never
+//! damped, a cable reported down meanwhile is.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -256,6 +260,10 @@ pub struct Topology {
     flaps: HashMap<(PortRef, PortRef), VecDeque<Instant>>,
     /// Cable ups held back by damping, since start.
     damped: u64,
+    /// Cables whose links went only because a switch's connection ended
+    /// (the cable's state is unknown, not down), since when: neither that
+    /// nor their rediscovery counts as a change for damping.
+    unseen: HashMap<(PortRef, PortRef), Instant>,
 }
 
 /// The key of the cable between two ports (direction-free).
@@ -442,6 +450,10 @@ impl Topology {
         Some(change)
     }
 
+    /// Removes the links of a switch whose connection ended or restarted.
+    /// Its cables are not known to be down (the switch forwards with its
+    /// flows while away), so this is no cable change for damping, nor is
+    /// their rediscovery (see [`Topology::lldp_seen`]).
     fn remove_switch_links(&mut self, dpid: u64, now: Instant) -> LinkChange {
         let mut change = LinkChange::default();
         self.links.retain(|_, l| {
@@ -454,7 +466,13 @@ impl Topology {
         if !change.removed.is_empty() {
             self.version += 1;
         }
-        self.note_removed(&change, now);
+        if self.unseen.len() >= 4096 {
+            self.unseen
+                .retain(|_, at| now.saturating_duration_since(*at) < FLAP_WINDOW);
+        }
+        for &(a, b) in &change.removed {
+            self.unseen.insert(cable(a, b), now);
+        }
         change
     }
 
@@ -559,6 +577,17 @@ impl Topology {
                 }
                 keep
             });
+            // A cable out of sight that is now known to be down: a change.
+            let down: Vec<_> = self
+                .unseen
+                .keys()
+                .filter(|k| k.0 == here || k.1 == here)
+                .copied()
+                .collect();
+            for key in down {
+                self.unseen.remove(&key);
+                self.note_change(key, now);
+            }
         }
         self.note_removed(&change, now);
         change
@@ -573,13 +602,21 @@ impl Topology {
         }
         let fresh = !self.has_link(src, dst);
         if fresh && !self.has_link(dst, src) {
-            // The cable comes up: damped when it changed too often lately.
+            // The cable comes up: damped when it changed too often lately
+            // (unless it was only out of sight while a switch reconnected).
             let key = cable(src, dst);
-            if self.recent_changes(key, now) >= FLAP_MAX_CHANGES {
-                self.damped += 1;
-                return change;
+            let was_unseen = self
+                .unseen
+                .remove(&key)
+                .is_some_and(|at| now.saturating_duration_since(at) < FLAP_WINDOW);
+            // A cable that was only out of sight is neither gone nor back.
+            if !was_unseen {
+                if self.recent_changes(key, now) >= FLAP_MAX_CHANGES {
+                    self.damped += 1;
+                    return change;
+                }
+                self.note_change(key, now);
             }
-            self.note_change(key, now);
         }
         match self.links.get_mut(&src) {
             Some(l) if l.dst == dst => l.last_seen = now,
@@ -1253,6 +1290,50 @@ pub(crate) mod tests {
         assert_eq!(t.lldp_seen(a, b, later).added, vec![(a, b)]);
         // The reverse direction of a cable that is up is never damped.
         assert_eq!(t.lldp_seen(b, a, later).added, vec![(b, a)]);
+    }
+
+    /// Found by ofswarm's churn mode: a switch whose controller connection
+    /// dropped twice within a minute had its cables damped for the rest of
+    /// the minute, so every host behind it was cut off although no cable
+    /// ever went down (the switch forwards with its flows while away).
+    #[test]
+    fn a_switch_reconnecting_does_not_count_as_cable_flaps() {
+        let t0 = Instant::now();
+        let mut t = build(t0, &[(1, 2), (2, 2)], &[((1, 2), (2, 2))]);
+        let (a, b) = (pr(1, 2), pr(2, 2));
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut now = t0;
+        for i in 0..5u64 {
+            now += Duration::from_secs(1);
+            let ch = t.switch_disconnected(2, 2 + i * 10, now).expect("known");
+            assert_eq!(ch.removed.len(), 2, "its links go with it (#{i})");
+            now += Duration::from_millis(500);
+            t.switch_connected(
+                2,
+                12 + i * 10,
+                peer,
+                features(2),
+                (1..=2).map(port).collect(),
+                now,
+            );
+            assert_eq!(t.lldp_seen(a, b, now).added, vec![(a, b)], "back (#{i})");
+            assert_eq!(t.lldp_seen(b, a, now).added, vec![(b, a)]);
+        }
+        assert_eq!(t.damped_link_ups(), 0);
+        // A cable that really flaps is still damped after such reconnects.
+        let mut down = port(2);
+        down.state = 1;
+        for _ in 0..2 {
+            now += Duration::from_secs(1);
+            t.port_status(1, false, down.clone(), now);
+            now += Duration::from_secs(1);
+            t.port_status(1, false, port(2), now);
+            t.lldp_seen(a, b, now);
+            t.lldp_seen(b, a, now);
+        }
+        // The 4th change (an up) is held back, in both directions.
+        assert_eq!(t.damped_link_ups(), 2);
+        assert!(!t.has_link(a, b));
     }
 
     #[test]
