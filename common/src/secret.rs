@@ -116,11 +116,36 @@ impl Secret {
     /// Whether `presented` is this token, in time independent of where
     /// they differ and of their lengths.
     pub fn matches(&self, presented: &str) -> bool {
-        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        d.iter()
+        self.matches_digest(&Presented::new(presented))
+    }
+
+    /// Whether `presented` is this token (as [`Secret::matches`], with the
+    /// presented token hashed once for comparing it with many secrets).
+    pub fn matches_digest(&self, presented: &Presented) -> bool {
+        presented
+            .0
+            .iter()
             .zip(self.digest.iter())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+    }
+}
+
+/// A presented token, hashed (SHA-256) once: compared with every known
+/// secret by [`Secret::matches_digest`] without hashing it again for each.
+#[derive(Clone)]
+pub struct Presented([u8; 32]);
+
+impl Presented {
+    /// Hashes `token`.
+    pub fn new(token: &str) -> Self {
+        Presented(Sha256::digest(token.as_bytes()).into())
+    }
+}
+
+impl fmt::Debug for Presented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Presented(<redacted>)")
     }
 }
 
@@ -178,6 +203,20 @@ mod tests {
         assert!(!s.matches("0123456789abcdef-xyzz"));
         assert!(!s.matches(""));
         assert!(!s.matches("1123456789abcdef-xyz"));
+    }
+
+    #[test]
+    fn a_presented_digest_matches_as_the_token_does() {
+        let s = Secret::new("0123456789abcdef-xyz").unwrap();
+        for (t, ok) in [
+            ("0123456789abcdef-xyz", true),
+            ("0123456789abcdef-xy", false),
+            ("", false),
+        ] {
+            assert_eq!(s.matches_digest(&Presented::new(t)), ok, "{t}");
+            assert_eq!(s.matches(t), ok, "{t}");
+        }
+        assert!(!format!("{:?}", Presented::new("0123456789abcdef-xyz")).contains("0123"));
     }
 
     #[test]

@@ -847,6 +847,7 @@ mod tests {
             "/api/v1/hotspots",
             "/api/v1/policy",
             "/api/v1/vf-assignments",
+            "/api/v1/loop",
         ] {
             assert!(paths.contains_key(p), "{p} missing from openapi.json");
         }

@@ -8,7 +8,9 @@
 //!   `DELETE /api/v1/migrations/{id}` (queued ones only; 409 otherwise);
 //! - `GET /api/v1/decisions?limit=N`, `GET /api/v1/hotspots`;
 //! - `GET`/`PUT /api/v1/policy` (validated; the new policy starts afresh);
-//! - `GET /api/v1/vf-assignments`.
+//! - `GET /api/v1/vf-assignments`;
+//! - `GET /api/v1/loop`: the live loop's round times (last, p50, p99, max
+//!   over the recent rounds) and the last rounds.
 
 use std::sync::Arc;
 
@@ -25,7 +27,7 @@ use super::ApiError;
 use crate::api::ApiState;
 use crate::execute::orchestrator::{Migration, MigrationRequest, Orchestrator};
 use crate::knowledge::store::StoreExt;
-use crate::mapek::live::{DecisionView, PolicySettings, VfAssignment};
+use crate::mapek::live::{DecisionView, PolicySettings, RoundTimesView, RoundTiming, VfAssignment};
 
 /// Routes of this module.
 pub fn routes() -> Router<Arc<ApiState>> {
@@ -36,6 +38,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/hotspots", get(hotspots))
         .route("/api/v1/policy", get(get_policy).put(put_policy))
         .route("/api/v1/vf-assignments", get(vf_assignments))
+        .route("/api/v1/loop", get(loop_times))
 }
 
 fn orch(s: &ApiState) -> Result<&Arc<Orchestrator>, ApiError> {
@@ -184,4 +187,37 @@ async fn vf_assignments(
             })
             .collect(),
     ))
+}
+
+/// `GET /api/v1/loop`: the live loop's recent round times.
+#[derive(Debug, Serialize)]
+pub struct LoopView {
+    /// Rounds evaluated so far.
+    pub round: u64,
+    /// Seconds between two rounds (the monitoring interval).
+    pub interval_s: f64,
+    /// The policy in force.
+    pub policy: String,
+    /// Whether decisions are only recorded.
+    pub dry_run: bool,
+    /// Statistics over the recent rounds.
+    #[serde(flatten)]
+    pub times: RoundTimesView,
+    /// The recent rounds, oldest first.
+    pub rounds: Vec<RoundTiming>,
+}
+
+async fn loop_times(State(s): State<Arc<ApiState>>) -> Result<Json<LoopView>, ApiError> {
+    let l = s
+        .live
+        .lock()
+        .map_err(|_| ApiError::Internal("live state lock poisoned".into()))?;
+    Ok(Json(LoopView {
+        round: l.round,
+        interval_s: s.settings.poll_interval.as_secs_f64(),
+        policy: l.settings.name.clone(),
+        dry_run: l.settings.dry_run,
+        times: l.round_times.view(),
+        rounds: l.round_times.rounds().copied().collect(),
+    }))
 }

@@ -285,6 +285,10 @@ fn vm_states(
 ) -> (BTreeMap<String, VmState>, BTreeMap<String, String>) {
     let mut vms = BTreeMap::new();
     let mut mac_to_vm: BTreeMap<String, String> = BTreeMap::new();
+    // Each host's reports are read once for all its VMs (a VM at a time
+    // was O(VMs × reports × VMs per report) string comparisons: most of
+    // the round at 10,000 VMs).
+    let mut histories: HashMap<&str, HashMap<&str, VmHistory>> = HashMap::new();
     for (name, place) in inp.hosts.vms() {
         let Some((host, inv)) = inp.hosts.vm_inventory(name) else {
             continue;
@@ -296,7 +300,11 @@ fn vm_states(
         let Some(e) = inp.hosts.host(host) else {
             continue;
         };
-        let (history, dirty_max, has_vf) = vm_history(inp, e, name);
+        let (history, dirty_max, has_vf) = histories
+            .entry(host)
+            .or_insert_with(|| vm_histories(inp, e))
+            .remove(name.as_str())
+            .unwrap_or_default();
         let memory_mb = inp
             .hosts
             .vm_metrics(name)
@@ -324,9 +332,92 @@ fn vm_states(
     (vms, mac_to_vm)
 }
 
-/// A VM's samples from its host's reports (the last `history`), its
-/// largest dirty rate, and whether the latest report has a VF attached.
-fn vm_history(inp: &LiveInputs<'_>, e: &HostEntry, name: &str) -> (Vec<VmSample>, f64, bool) {
+/// A VM's samples (the last `history`), its largest dirty rate over the
+/// reports kept, and whether the latest report listing it has a VF
+/// attached.
+type VmHistory = (Vec<VmSample>, f64, bool);
+
+/// The sample of VM metrics `m` from report `r`.
+fn vm_sample(
+    r: &shoal_common::proto::Report,
+    m: &shoal_common::proto::VmMetrics,
+    origin: i64,
+) -> VmSample {
+    VmSample {
+        at_s: secs(r.at_unix_ms as i64, origin),
+        cpu_cores: m.cpu_cores,
+        mem_used_mb: m.used_memory_mb as f64,
+        swap_out_pps: 0.0,
+        swap_in_pps: 0.0,
+        packets: (m.tx_packets_per_s + m.rx_packets_per_s) * r.interval_s,
+        blocked_s: m.blocked_ms.unwrap_or(0.0) / 1000.0,
+        gotten_s: m.gotten_ms.unwrap_or(0.0) / 1000.0,
+        tx_bytes_per_s: m.tx_bytes_per_s,
+        rx_bytes_per_s: m.rx_bytes_per_s,
+    }
+}
+
+/// The [`VmHistory`] of every VM host `e`'s reports list, in one pass
+/// over them, newest first: only the samples kept are built (a name listed
+/// twice in one report: its first entry counts). A report usually lists
+/// the VMs in the order of the report after it, so a VM's slot is found by
+/// its position (checked) and hashed only when that fails.
+fn vm_histories<'e>(inp: &LiveInputs<'_>, e: &'e HostEntry) -> HashMap<&'e str, VmHistory> {
+    struct Acc<'e> {
+        name: &'e str,
+        samples: Vec<VmSample>,
+        dirty_max: f64,
+        vf: Option<bool>,
+        last_report: usize,
+    }
+    let origin = inp.start_unix_ms;
+    let mut slots: HashMap<&str, usize> = HashMap::new();
+    let mut acc: Vec<Acc<'e>> = Vec::new();
+    let mut hint: Vec<usize> = Vec::new();
+    for (ri, r) in e.reports.iter().enumerate().rev() {
+        let mut next = Vec::with_capacity(r.vms.len());
+        for (j, m) in r.vms.iter().enumerate() {
+            let slot = match hint.get(j) {
+                Some(&s) if acc.get(s).is_some_and(|a| a.name == m.name) => s,
+                _ => *slots.entry(m.name.as_str()).or_insert_with(|| {
+                    acc.push(Acc {
+                        name: m.name.as_str(),
+                        samples: Vec::new(),
+                        dirty_max: 0.0,
+                        vf: None,
+                        last_report: usize::MAX,
+                    });
+                    acc.len() - 1
+                }),
+            };
+            next.push(slot);
+            let Some(a) = acc.get_mut(slot) else {
+                continue;
+            };
+            if a.last_report == ri {
+                continue;
+            }
+            a.last_report = ri;
+            a.dirty_max = a.dirty_max.max(m.dirty_rate_mbps.unwrap_or(0.0));
+            a.vf.get_or_insert(m.vf_attached);
+            if a.samples.len() < inp.history {
+                a.samples.push(vm_sample(r, m, origin));
+            }
+        }
+        hint = next;
+    }
+    acc.into_iter()
+        .map(|mut a| {
+            a.samples.reverse();
+            (a.name, (a.samples, a.dirty_max, a.vf.unwrap_or(false)))
+        })
+        .collect()
+}
+
+/// One VM's [`VmHistory`], a report at a time (what [`vm_histories`]
+/// must give for each VM).
+#[cfg(test)]
+fn vm_history(inp: &LiveInputs<'_>, e: &HostEntry, name: &str) -> VmHistory {
     let origin = inp.start_unix_ms;
     let mut history = Vec::new();
     let mut dirty_max: f64 = 0.0;
@@ -335,18 +426,7 @@ fn vm_history(inp: &LiveInputs<'_>, e: &HostEntry, name: &str) -> (Vec<VmSample>
         if let Some(m) = r.vms.iter().find(|v| v.name == name) {
             dirty_max = dirty_max.max(m.dirty_rate_mbps.unwrap_or(0.0));
             has_vf = m.vf_attached;
-            history.push(VmSample {
-                at_s: secs(r.at_unix_ms as i64, origin),
-                cpu_cores: m.cpu_cores,
-                mem_used_mb: m.used_memory_mb as f64,
-                swap_out_pps: 0.0,
-                swap_in_pps: 0.0,
-                packets: (m.tx_packets_per_s + m.rx_packets_per_s) * r.interval_s,
-                blocked_s: m.blocked_ms.unwrap_or(0.0) / 1000.0,
-                gotten_s: m.gotten_ms.unwrap_or(0.0) / 1000.0,
-                tx_bytes_per_s: m.tx_bytes_per_s,
-                rx_bytes_per_s: m.rx_bytes_per_s,
-            });
+            history.push(vm_sample(r, m, origin));
         }
     }
     let skip = history.len().saturating_sub(inp.history);
@@ -592,6 +672,75 @@ mod tests {
             .links
             .iter()
             .any(|l| (l.a == "hv1" || l.b == "hv1") && l.capacity_bps == 1e8));
+    }
+
+    /// The one-pass histories of all of a host's VMs are what the
+    /// VM-at-a-time reading gives: VMs missing from some reports, a name
+    /// listed twice in one report, dirty rates and VFs changing, more
+    /// reports than the history keeps.
+    #[test]
+    fn one_pass_vm_histories_match_the_vm_at_a_time_ones() {
+        let mut hosts = HostRegistry::new(6);
+        let names = ["v1", "v2", "v3"];
+        let inv = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| vm(n, &format!("02:00:00:00:00:{:02x}", i + 1)))
+            .collect();
+        hosts.register("hv1", reg("hv1", 0x41, inv), 0).unwrap();
+        for seq in 1..=9u64 {
+            let mut r = report("hv1", seq, vec![]);
+            let base = r.vms[0].clone();
+            r.vms.clear();
+            for (i, n) in names.iter().enumerate() {
+                // v2 skips every third report, v3 the even ones.
+                if (i == 1 && seq.is_multiple_of(3)) || (i == 2 && seq.is_multiple_of(2)) {
+                    continue;
+                }
+                let mut m = base.clone();
+                m.name = n.to_string();
+                m.cpu_cores = seq as f64 + i as f64 / 10.0;
+                m.dirty_rate_mbps = (seq % 4 != 1).then_some((seq * 7 % 5) as f64 + i as f64);
+                m.vf_attached = (seq + i as u64).is_multiple_of(3);
+                r.vms.push(m);
+            }
+            if seq == 8 {
+                // Listed twice: the first entry counts.
+                let mut dup = r.vms[0].clone();
+                dup.cpu_cores = 99.0;
+                dup.vf_attached = !dup.vf_attached;
+                r.vms.push(dup);
+            }
+            hosts.report("hv1", r, seq as i64).unwrap();
+        }
+        let topo = build(Instant::now(), &[], &[]);
+        let groups = Groups::default();
+        for history in [0, 1, 4, 6, 10] {
+            let inp = LiveInputs {
+                hosts: &hosts,
+                topo: &topo,
+                hypervisors: &BTreeMap::new(),
+                rates: &[],
+                ports: &[],
+                link_capacity_bps: None,
+                start_unix_ms: 0,
+                now_unix_ms: 100_000,
+                interval_s: 10.0,
+                round: 1,
+                history,
+                migrations: vec![],
+                hotspot_history: vec![],
+                last_migration_s: BTreeMap::new(),
+                groups: &groups,
+            };
+            let e = hosts.host("hv1").unwrap();
+            let all = vm_histories(&inp, e);
+            assert_eq!(all.len(), 3);
+            for n in names {
+                assert_eq!(all[n], vm_history(&inp, e, n), "{n}, history {history}");
+            }
+            assert!(vm_history(&inp, e, "nowhere").0.is_empty());
+        }
     }
 
     fn pair(src: &str, dst: &str, bytes_per_s: f64) -> PairRate {

@@ -1,5 +1,6 @@
 //! The live loop's state shared with the API: the policy settings, the
-//! latest hotspots, recent decisions and VF changes.
+//! latest hotspots, recent decisions, VF changes and the timings of the
+//! recent rounds.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -79,6 +80,8 @@ pub struct LiveState {
     pub round: u64,
     /// Per host: VF changes decided (round, vm, action).
     pub vf_changes: BTreeMap<String, VecDeque<(u64, String, String)>>,
+    /// Timings of the recent rounds (the last [`ROUND_WINDOW`]).
+    pub round_times: RoundTimes,
     /// Policy (rebuilt when the settings change).
     pub(crate) policy: Option<Box<dyn Policy>>,
 }
@@ -100,6 +103,7 @@ impl LiveState {
             decisions: VecDeque::new(),
             round: 0,
             vf_changes: BTreeMap::new(),
+            round_times: RoundTimes::default(),
             policy,
         }
     }
@@ -129,4 +133,232 @@ pub fn build(s: &PolicySettings) -> Result<Option<Box<dyn Policy>>, String> {
     plan::build_policy(&s.name, &s.options)
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// Rounds whose timings are kept for `GET /api/v1/loop`.
+pub const ROUND_WINDOW: usize = 64;
+
+/// How long one round of the live loop took, and on what.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RoundTiming {
+    /// Round number.
+    pub round: u64,
+    /// When it ended, Unix ms.
+    pub at_unix_ms: i64,
+    /// The whole round (snapshot, Analyze, Plan, Execute or recording), ms.
+    pub total_ms: f64,
+    /// Building the snapshot of the knowledge, ms.
+    pub snapshot_ms: f64,
+    /// Analyze + Plan, ms.
+    pub analyze_plan_ms: f64,
+    /// Executing (or, in a dry run, recording) the decisions, ms.
+    pub execute_ms: f64,
+    /// CPU time the snapshot and Analyze + Plan used, ms (their thread's
+    /// run time from Linux's `/proc/thread-self/schedstat`; None where it
+    /// cannot be read). Below `snapshot_ms + analyze_plan_ms` when the
+    /// thread waited for a core or a lock.
+    pub cpu_ms: Option<f64>,
+    /// Hosts in the snapshot.
+    pub hosts: usize,
+    /// VMs in the snapshot.
+    pub vms: usize,
+    /// Decisions of the round.
+    pub decisions: usize,
+}
+
+/// Last, median, 99th percentile, largest and mean of a series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SeriesStats {
+    /// Samples.
+    pub n: usize,
+    /// The most recent sample.
+    pub last: f64,
+    /// Median (nearest rank).
+    pub p50: f64,
+    /// 99th percentile (nearest rank).
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+/// The nearest-rank percentile `p` (in [0, 100]) of ascending `sorted`
+/// (None when empty).
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let n = sorted.len();
+    let rank = ((p.clamp(0.0, 100.0) / 100.0) * n as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, n) - 1).copied()
+}
+
+/// Statistics of `samples` in the order they were taken (None when empty;
+/// a NaN sorts above every number).
+pub fn series_stats(samples: &[f64]) -> Option<SeriesStats> {
+    let last = *samples.last()?;
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    Some(SeriesStats {
+        n: samples.len(),
+        last,
+        p50: percentile(&sorted, 50.0)?,
+        p99: percentile(&sorted, 99.0)?,
+        max: *sorted.last()?,
+        mean: samples.iter().sum::<f64>() / samples.len() as f64,
+    })
+}
+
+/// The timings of the recent rounds, oldest first, at most
+/// [`ROUND_WINDOW`] of them.
+#[derive(Debug, Clone, Default)]
+pub struct RoundTimes {
+    window: VecDeque<RoundTiming>,
+}
+
+/// The statistics of the recent rounds (`GET /api/v1/loop`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoundTimesView {
+    /// Rounds the statistics cover (at most [`ROUND_WINDOW`]).
+    pub window: usize,
+    /// Whole round, ms.
+    pub total_ms: Option<SeriesStats>,
+    /// Snapshot, ms.
+    pub snapshot_ms: Option<SeriesStats>,
+    /// Analyze + Plan, ms.
+    pub analyze_plan_ms: Option<SeriesStats>,
+    /// Execute (or record), ms.
+    pub execute_ms: Option<SeriesStats>,
+    /// CPU time of the snapshot and Analyze + Plan, ms (the rounds where it
+    /// was read).
+    pub cpu_ms: Option<SeriesStats>,
+    /// The most recent round.
+    pub last: Option<RoundTiming>,
+}
+
+impl RoundTimes {
+    /// Adds a round, forgetting the oldest beyond [`ROUND_WINDOW`].
+    pub fn push(&mut self, t: RoundTiming) {
+        self.window.push_back(t);
+        while self.window.len() > ROUND_WINDOW {
+            self.window.pop_front();
+        }
+    }
+
+    /// The kept rounds, oldest first.
+    pub fn rounds(&self) -> impl Iterator<Item = &RoundTiming> {
+        self.window.iter()
+    }
+
+    /// Statistics over the kept rounds.
+    pub fn view(&self) -> RoundTimesView {
+        let series = |f: fn(&RoundTiming) -> f64| {
+            let v: Vec<f64> = self.window.iter().map(f).collect();
+            series_stats(&v)
+        };
+        RoundTimesView {
+            window: self.window.len(),
+            total_ms: series(|t| t.total_ms),
+            snapshot_ms: series(|t| t.snapshot_ms),
+            analyze_plan_ms: series(|t| t.analyze_plan_ms),
+            execute_ms: series(|t| t.execute_ms),
+            cpu_ms: series_stats(
+                &self
+                    .window
+                    .iter()
+                    .filter_map(|t| t.cpu_ms)
+                    .collect::<Vec<f64>>(),
+            ),
+            last: self.window.back().copied(),
+        }
+    }
+}
+
+/// This thread's CPU time so far, ms (`/proc/thread-self/schedstat`'s run
+/// time; None off Linux or when it cannot be read).
+pub fn thread_cpu_ms() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    parse_schedstat_ms(&text)
+}
+
+/// The run time of a `schedstat` line (`run_ns wait_ns slices`), ms.
+pub fn parse_schedstat_ms(text: &str) -> Option<f64> {
+    let ns: u64 = text.split_ascii_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(round: u64, total_ms: f64) -> RoundTiming {
+        RoundTiming {
+            round,
+            at_unix_ms: round as i64 * 1000,
+            total_ms,
+            snapshot_ms: total_ms / 2.0,
+            analyze_plan_ms: total_ms / 4.0,
+            execute_ms: 0.0,
+            cpu_ms: round.is_multiple_of(2).then_some(1.0),
+            hosts: 2,
+            vms: 3,
+            decisions: 0,
+        }
+    }
+
+    #[test]
+    fn schedstat_run_time() {
+        assert_eq!(parse_schedstat_ms("2500000 100 7\n"), Some(2.5));
+        assert_eq!(parse_schedstat_ms(""), None);
+        assert_eq!(parse_schedstat_ms("x 1 2"), None);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v, 100.0), Some(100.0));
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+        assert_eq!(percentile(&[1.0, 2.0], 50.0), Some(1.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn series_stats_keep_the_last_in_time_order() {
+        assert_eq!(series_stats(&[]), None);
+        let s = series_stats(&[5.0, 1.0, 9.0, 3.0]).expect("stats");
+        assert_eq!(s.n, 4);
+        assert_eq!(s.last, 3.0);
+        assert_eq!(s.p50, 3.0);
+        assert_eq!(s.p99, 9.0);
+        assert_eq!(s.max, 9.0);
+        assert!((s.mean - 4.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_window_keeps_the_last_rounds_only() {
+        let mut w = RoundTimes::default();
+        assert_eq!(w.view().window, 0);
+        assert_eq!(w.view().total_ms, None);
+        assert_eq!(w.view().last, None);
+        // Round 1 is slow; it falls out of the window once 64 more came.
+        w.push(timing(1, 1000.0));
+        for r in 2..=(ROUND_WINDOW as u64 + 1) {
+            w.push(timing(r, r as f64));
+        }
+        let v = w.view();
+        assert_eq!(v.window, ROUND_WINDOW);
+        assert_eq!(w.rounds().next().map(|t| t.round), Some(2));
+        let total = v.total_ms.expect("total");
+        assert_eq!(total.last, 65.0);
+        assert_eq!(total.max, 65.0);
+        assert_eq!(total.p50, 33.0);
+        assert_eq!(total.p99, 65.0);
+        assert_eq!(v.snapshot_ms.map(|s| s.max), Some(32.5));
+        assert_eq!(v.cpu_ms.map(|s| s.n), Some(ROUND_WINDOW / 2));
+        assert_eq!(v.last.map(|t| t.round), Some(65));
+    }
 }

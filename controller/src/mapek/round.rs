@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_common::proto;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::analyze::{self, HotspotReport};
 use crate::execute::handles::{FabricView, HostdClient, HostdError};
@@ -20,7 +20,7 @@ use crate::execute::orchestrator::{MigState, Migration, MigrationRequest, Orches
 use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
 use crate::knowledge::store::{Store, StoreExt};
-use crate::mapek::live::{DecisionView, LiveState, PolicySettings};
+use crate::mapek::live::{thread_cpu_ms, DecisionView, LiveState, PolicySettings, RoundTiming};
 use crate::plan::{Action, Decision};
 
 /// Decisions kept in memory for the API (older ones are in the store).
@@ -93,7 +93,10 @@ pub async fn run(
 }
 
 /// One evaluation: snapshot → Analyze → Plan → Execute (or only record).
+///
+/// Records the round's timings in the live state (`GET /api/v1/loop`).
 pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
+    let started = Instant::now();
     let all = orch.list();
     // Ended migrations stay in the snapshot for one detector window: their
     // end restarts their hosts' windows.
@@ -115,18 +118,35 @@ pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
     let ctx = s.clone();
     let running = all.clone();
     let planned = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        let cpu0 = thread_cpu_ms();
         let mut snap = snapshot_now(&ctx, round_no, migrations, history, last_migration_s)?;
         apply_running(&mut snap, &running);
-        Some(analyze_and_plan(&ctx, &snap, round_no))
+        let t1 = Instant::now();
+        let planned = analyze_and_plan(&ctx, &snap, round_no);
+        let timing = RoundTiming {
+            round: round_no,
+            at_unix_ms: 0,
+            total_ms: 0.0,
+            snapshot_ms: ms(t1 - t0),
+            analyze_plan_ms: ms(t1.elapsed()),
+            execute_ms: 0.0,
+            cpu_ms: cpu0.zip(thread_cpu_ms()).map(|(a, b)| b - a),
+            hosts: snap.hosts.len(),
+            vms: snap.vms.len(),
+            decisions: planned.1.len(),
+        };
+        Some((planned, timing))
     })
     .await;
-    let Ok(Some((report, decisions, settings))) = planned else {
+    let Ok(Some(((report, decisions, settings), mut timing))) = planned else {
         return;
     };
     if !report.hot.is_empty() {
         info!(round = round_no, hot = ?report.hot.keys().collect::<Vec<_>>(), "hotspots");
     }
     let pingpong_s = settings.pingpong_intervals * s.poll_interval.as_secs_f64();
+    let executing = Instant::now();
     for d in decisions {
         let outcome = if settings.dry_run {
             "dry_run".to_string()
@@ -135,6 +155,27 @@ pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
         };
         record(s, orch, round_no, &settings, d, outcome);
     }
+    timing.execute_ms = ms(executing.elapsed());
+    timing.total_ms = ms(started.elapsed());
+    timing.at_unix_ms = now_unix_ms();
+    debug!(
+        round = round_no,
+        total_ms = timing.total_ms,
+        snapshot_ms = timing.snapshot_ms,
+        analyze_plan_ms = timing.analyze_plan_ms,
+        cpu_ms = ?timing.cpu_ms,
+        execute_ms = timing.execute_ms,
+        hosts = timing.hosts,
+        vms = timing.vms,
+        decisions = timing.decisions,
+        "round"
+    );
+    lock(&s.live).round_times.push(timing);
+}
+
+/// A duration in milliseconds.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// The migrations the snapshot shows (running, or ended within the last
@@ -580,6 +621,14 @@ mod tests {
         });
         let out = execute(&ctx, &orch, &unknown, &[], 0.0, 5).await;
         assert_eq!(out, "rejected: host nowhere is not registered");
+        // A round records its timings for `GET /api/v1/loop`.
+        round(&ctx, &orch).await;
+        let view = lock(&ctx.live).round_times.view();
+        assert_eq!(view.window, 1);
+        let last = view.last.expect("the round's timing");
+        // h1 registered but never reported: not in the snapshot.
+        assert_eq!((last.round, last.hosts, last.vms), (1, 0, 0));
+        assert!(last.total_ms >= last.snapshot_ms + last.analyze_plan_ms);
         let sent = lock(&rec.0).clone();
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[0].0, "http://127.0.0.1:7070");
