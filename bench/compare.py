@@ -915,15 +915,16 @@ def topology_markdown(topo, load_start, load_end, started, elapsed, only):
         per_sw = ((a["rss_kb"] - a["base_rss_kb"]) * 1024 - per_ep * a["endpoints"]) / a["switches"]
         rows.append(("per switch (connection, ports, flows it was sent)",
                      f"{per_sw / 1024:.1f} KiB",
-                     f"(RSS with `grid:1000x1` − fresh RSS − its hosts) / 1,000 switches"))
+                     "(RSS with `grid:1000x1` − fresh RSS − its 1 000 hosts) / 1 000 switches"))
         rows.append(("per endpoint (a learnt host)", f"{per_ep:.0f} B",
                      f"(RSS `grid:1000x32` − RSS `grid:1000x1`) / "
-                     f"{b['endpoints'] - a['endpoints']:,} more hosts listed".replace(",", " ")))
+                     f"{num(b['endpoints'] - a['endpoints'])} more hosts listed (an upper "
+                     f"bound: RSS also keeps memory freed after the hosts' ARP bursts)"))
     f = idle.get("fattree:16")
     if f and f["rss_kb"] and f["base_rss_kb"]:
         rows.append(("k = 16 fat tree, whole", f"{(f['rss_kb'] - f['base_rss_kb']) / 1024:.1f} MiB",
-                     f"RSS − fresh RSS ({f['base_rss_kb'] / 1024:.0f} MiB), 320 switches, "
-                     f"{f['links']:,} directed links, {num(f['endpoints'])} hosts".replace(",", " ")))
+                     f"RSS − fresh RSS ({f['base_rss_kb'] / 1024:.0f} MiB); 320 switches, "
+                     f"{num(f['links'])} directed links, {num(f['endpoints'])} hosts"))
     if rows:
         w("| what | memory | how |")
         w("|---|---|---|")
@@ -1225,6 +1226,7 @@ def write_markdown(path, m, results, started, elapsed, problems, stats_block, to
     w("sudo bench/compare.sh               # everything")
     w("sudo bench/compare.sh --only stats  # only the statistics polling section")
     w("sudo bench/compare.sh --only topology  # only the topology and churn section")
+    w("sudo bench/compare.sh --only liveloop  # only the live loop (bench/liveloop.sh)")
     w("```")
     w("")
     w("It installs `python3-venv` if missing, creates a virtualenv under "

@@ -8,6 +8,8 @@
 #                                          # the existing doc
 #   sudo bench/compare.sh --only topology  # only discovery, memory and churn
 #                                          # (Shoal), spliced likewise
+#   sudo bench/compare.sh --only liveloop  # only the live loop at 10,000 VMs
+#                                          # (bench/liveloop.sh), spliced likewise
 #
 # 1. installs python3-venv if missing and makes a virtualenv with Faucet
 #    (a peer to measure against, never a dependency of Shoal) under
@@ -28,12 +30,12 @@ only=all
 while [[ $# -gt 0 ]]; do
     case $1 in
         --only)
-            [[ $# -ge 2 && ( $2 == all || $2 == stats || $2 == topology ) ]] ||
-                die "--only takes 'all', 'stats' or 'topology'"
+            [[ $# -ge 2 && ( $2 == all || $2 == stats || $2 == topology || $2 == liveloop ) ]] ||
+                die "--only takes 'all', 'stats', 'topology' or 'liveloop'"
             only=$2
             shift 2
             ;;
-        *) die "unknown argument '$1' (usage: bench/compare.sh [--only all|stats|topology])" ;;
+        *) die "unknown argument '$1' (usage: bench/compare.sh [--only all|stats|topology|liveloop])" ;;
     esac
 done
 
@@ -94,15 +96,23 @@ ofswarm=$target_dir/release/ofswarm
 shoal=$target_dir/release/shoal-controller
 [[ -x $ofswarm && -x $shoal ]] || die "release binaries missing under $target_dir/release"
 
-# 3. Measurements and the doc.
-$PY "$root/bench/compare.py" --ofswarm "$ofswarm" --shoal "$shoal" \
-    --venv "$venv" --work "$work" --out "$out" --only "$only" &
-helper_pid=$!
-if wait "$helper_pid"; then
-    helper_pid=
-else
-    rc=$?
-    helper_pid=
-    die "the measurements failed (status $rc); see the messages above and $work/"
+# 3. Measurements and the doc (the live loop in step 4).
+if [[ $only != liveloop ]]; then
+    $PY "$root/bench/compare.py" --ofswarm "$ofswarm" --shoal "$shoal" \
+        --venv "$venv" --work "$work" --out "$out" --only "$only" &
+    helper_pid=$!
+    if wait "$helper_pid"; then
+        helper_pid=
+    else
+        rc=$?
+        helper_pid=
+        die "the measurements failed (status $rc); see the messages above and $work/"
+    fi
+fi
+
+# 4. The live loop at 10,000 VMs (Shoal only; its own section of the doc).
+if [[ $only == all || $only == liveloop ]]; then
+    say "live loop: bench/liveloop.sh --write-doc"
+    JOBS=$ncpu "$root/bench/liveloop.sh" --write-doc || die "bench/liveloop.sh failed"
 fi
 say "done: $out"
