@@ -640,18 +640,24 @@ def num(v, fmt="{:,.0f}"):
     return "-" if v is None else fmt.format(v).replace(",", " ")
 
 
+def section_head(w, marker, title, name, only, started, elapsed, load_start, load_end):
+    """The marker, title and 'Measured …' line of a section `--only name` rewrites."""
+    w(marker)
+    w(f"## {title}")
+    w("")
+    how = (f"`sudo bench/compare.sh --only {name}` (this section only; the sections above are "
+           "from the last full run)" if only == name else "the same run as above")
+    w(f"Measured {started} UTC by {how}, {elapsed / 60:.0f} min; load average {load_start} "
+      f"at the start and {load_end} at the end (the machine was shared).")
+    w("")
+
+
 def stats_markdown(stats, gauge_problems, root, load_start, load_end, started, elapsed,
                    only):
     out = []
     w = out.append
-    w(STATS_BEGIN)
-    w("## Statistics polling: Shoal and Gauge")
-    w("")
-    how = ("`sudo bench/compare.sh --only stats` (this section only; the sections above are "
-           "from the last full run)" if only == "stats" else "the same run as above")
-    w(f"Measured {started} UTC by {how}, {elapsed / 60:.0f} min; load average {load_start} "
-      f"at the start and {load_end} at the end (the machine was shared).")
-    w("")
+    section_head(w, STATS_BEGIN, "Statistics polling: Shoal and Gauge", "stats", only, started,
+                 elapsed, load_start, load_end)
     w("ofswarm's `stats` mode (`-m stats -t grid:SxH --flows F`): every switch carries F "
       "pair flows (first-hop, match eth_src + eth_dst) with known byte rates (100 kB/s to "
       "1 MB/s, fixed per pair) and answers the controller's FLOW (and PORT) stats requests "
@@ -876,14 +882,8 @@ def topology_markdown(topo, load_start, load_end, started, elapsed, only):
     idle, churn = topo["idle"], topo["churn"]
     out = []
     w = out.append
-    w(TOPO_BEGIN)
-    w("## Topology: discovery, memory and forwarding under churn (Shoal)")
-    w("")
-    how = ("`sudo bench/compare.sh --only topology` (this section only; the sections above "
-           "are from the last full run)" if only == "topology" else "the same run as above")
-    w(f"Measured {started} UTC by {how}, {elapsed / 60:.0f} min; load average {load_start} "
-      f"at the start and {load_end} at the end.")
-    w("")
+    section_head(w, TOPO_BEGIN, "Topology: discovery, memory and forwarding under churn (Shoal)",
+                 "topology", only, started, elapsed, load_start, load_end)
     w("Shoal only: Faucet does not discover links (its stack links are configured, LLDP "
       "only checks them) and routes a looped fabric only as a configured stack, so there "
       "is no like-for-like run. Each run starts Shoal afresh with its default topology "

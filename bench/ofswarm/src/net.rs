@@ -108,8 +108,12 @@ impl Default for ChurnOptions {
 /// What churn mode measured.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ChurnReport {
-    /// Trace rounds before the first event (the converged start).
+    /// The last trace round before the first event: the first all-right
+    /// one (the controller has learnt every host), or the one at the
+    /// convergence timeout.
     pub baseline: RoundReport,
+    /// Rounds made before the first event.
+    pub baseline_rounds: usize,
     /// Every event, in order.
     pub events: Vec<EventReport>,
     /// Events after which the forwarding converged (a round all right).
@@ -751,8 +755,9 @@ async fn run_churn(cfg: &RunConfig, shared: &Shared) -> ChurnReport {
         0,
     )
     .await;
-    let (first, _, _) = converge(cfg, shared, &state, &pairs, &mut next_id, &mut out).await;
-    out.baseline = first;
+    let (_, last, rounds) = converge(cfg, shared, &state, &pairs, &mut next_id, &mut out).await;
+    out.baseline = last;
+    out.baseline_rounds = rounds;
     let mut times = Vec::new();
     for _ in 0..opts.events {
         if Instant::now() >= t_end {
@@ -1491,7 +1496,7 @@ async fn switch_task(
                     let xid = sw.xid();
                     encode(&OfpMessage::new(xid, Message::EchoRequest(Vec::new())), &mut wbuf);
                 }
-                _ = garp.tick(), if cur == Phase::Warmup => {
+                _ = garp.tick(), if cur == Phase::Warmup || (cur == Phase::Load && cfg.mode == Mode::Idle) => {
                     let now = Instant::now();
                     for h in &local {
                         let f = frames::gratuitous_arp(h.mac, h.ip);

@@ -322,38 +322,49 @@ async fn throughput_latency_and_lldp_against_shoal() {
     ctl.shutdown(Duration::from_secs(2)).await;
 }
 
+/// ofswarm in churn mode (`events` events on `topo`, switches from
+/// `dpid_base`) against the controller; its JSON report.
+async fn churn_run(
+    ctl: &app::Running,
+    dir: &Path,
+    name: &str,
+    topo: &str,
+    dpid_base: &str,
+    events: &str,
+) -> serde_json::Value {
+    let json = dir.join(format!("{name}.json"));
+    let args = [
+        "--topo",
+        topo,
+        "--dpid-base",
+        dpid_base,
+        "--mode",
+        "churn",
+        "--events",
+        events,
+        "--duration",
+        "240",
+        "--warmup",
+        "2",
+        "--converge-timeout",
+        "30",
+    ];
+    let child = ofswarm_api(ctl, dir, &args, &json);
+    finish(child, &json).await
+}
+
 /// Churn on a k = 4 fat tree: cables cut and mended, hosts moving to
-/// other edge switches, switches reconnecting (12 events). After every event, each
-/// host pair is traced through the emulated flow tables until a round is
-/// all right: delivered once, to the destination's current port, along a
-/// loop-free shortest path of the network as it is now.
+/// other edge switches, switches reconnecting (12 events). After every
+/// event, each host pair is traced through the emulated flow tables until
+/// a round is all right: delivered once, to the destination's current
+/// port, along a loop-free shortest path of the network as it is now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_keeps_forwarding_on_shortest_paths() {
     let dir = TempDir::new();
     let ctl = start_controller(dir.path()).await;
-    let json = dir.path().join("churn.json");
-    let child = ofswarm_api(
-        &ctl,
-        dir.path(),
-        &[
-            "--topo",
-            "fattree:4",
-            "--mode",
-            "churn",
-            // 12 events: the 11th reconnects switch 5 a second time within
-            // a minute (once damped as cable flaps, cutting its hosts off).
-            "--events",
-            "12",
-            "--duration",
-            "240",
-            "--warmup",
-            "2",
-            "--converge-timeout",
-            "30",
-        ],
-        &json,
-    );
-    let r = finish(child, &json).await;
+    // 12 events: the 11th reconnects switch 5 a second time within a
+    // minute (once damped as cable flaps, cutting its hosts off).
+    let r = churn_run(&ctl, dir.path(), "churn", "fattree:4", "1", "12").await;
     let c = &r["churn"];
     assert_eq!(n(&r, "handshakes"), 20);
     let events = c["events"].as_array().expect("events");
@@ -389,29 +400,7 @@ async fn churn_keeps_forwarding_on_shortest_paths() {
     // first event cuts a leaf off, so its 4 hosts' 96 pairs with the 12
     // others must go nowhere (no stale flow delivers them, none leaks)
     // while the other 144 stay right; mending the cable brings all back.
-    let json = dir.path().join("tree.json");
-    let child = ofswarm_api(
-        &ctl,
-        dir.path(),
-        &[
-            "--topo",
-            "tree:2,4",
-            "--dpid-base",
-            "1024",
-            "--mode",
-            "churn",
-            "--events",
-            "4",
-            "--duration",
-            "240",
-            "--warmup",
-            "2",
-            "--converge-timeout",
-            "30",
-        ],
-        &json,
-    );
-    let r = finish(child, &json).await;
+    let r = churn_run(&ctl, dir.path(), "tree", "tree:2,4", "1024", "4").await;
     let c = &r["churn"];
     let events = c["events"].as_array().expect("events");
     assert_eq!(events.len(), 4, "{c}");
@@ -433,10 +422,7 @@ async fn churn_keeps_forwarding_on_shortest_paths() {
         "{cut}"
     );
     for e in events {
-        assert!(
-            e["settled_s"].as_f64().is_some(),
-            "the controller never listed the links that are up: {e}"
-        );
+        assert!(e["settled_s"].as_f64().is_some(), "did not settle: {e}");
         assert!(e["converged_s"].as_f64().is_some(), "did not converge: {e}");
     }
     assert_eq!(events[3]["event"]["kind"], "link_up");
