@@ -89,7 +89,8 @@ for _ in $(seq 1 100); do
 done
 
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | head -c1)
+# The doc itself does not count (compare.sh rewrites it just before).
+dirty=$(git -C "$root" status --porcelain --untracked-files=no -- . ':!docs/performance.md' 2>/dev/null | head -c1)
 [ -n "$dirty" ] && commit="$commit (with uncommitted changes)"
 swarm_cmd="hostswarm --api http://127.0.0.1:PORT --token-file reader.token --host-tokens-dir hosts --hosts $HOSTS --vms $VMS --rate $RATE --duration $DURATION --warmup $WARMUP --seed $SEED --concurrency $CONCURRENCY --cpu-pid PID --json"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
