@@ -364,6 +364,20 @@ def run_ofswarm(ctl, ofswarm, port, switches, topo, mode, window, answer, fresh,
     return r
 
 
+def run_capped(cmd, log_path, cap, ctl):
+    """Runs ofswarm on CPU 1 for at most `cap` s, then stops the controller;
+    its exit status, or None when it hit the cap."""
+    try:
+        p = start(cmd, log_path=log_path, cpu=1)
+        try:
+            return p.wait(timeout=cap)
+        except subprocess.TimeoutExpired:
+            stop(p)
+            return None
+    finally:
+        ctl.stop()
+
+
 def load_started(log_path):
     try:
         with open(log_path, "rb") as f:
@@ -538,15 +552,7 @@ def measure_stats(ctl, ofswarm, work, switches, flows, interval):
     row = {"controller": ctl.name, "switches": switches, "flows": flows, "hosts": hosts,
            "interval_s": interval, "duration_s": duration, "command": shown,
            "controller_log": ctl.log_path, "process": process_name(pid)}
-    try:
-        p = start(cmd, log_path=log_path, cpu=1)
-        try:
-            rc = p.wait(timeout=STATS_RUN_CAP_S)
-        except subprocess.TimeoutExpired:
-            stop(p)
-            rc = None
-    finally:
-        ctl.stop()
+    rc = run_capped(cmd, log_path, STATS_RUN_CAP_S, ctl)
     if rc is None:
         row["failed"] = f"not finished within the {STATS_RUN_CAP_S} s cap"
     elif rc != 0:
@@ -792,15 +798,7 @@ def run_topo_ofswarm(shoal, ofswarm, work, tag, args, cap):
     shown = shown.replace(f"127.0.0.1:{shoal.api_port}", "127.0.0.1:API").replace(
         shoal.token, "reader.token").replace(f"--cpu-pid {pid}", "--cpu-pid PID")
     log(f"  {shown}")
-    try:
-        p = start(cmd + ["--json", json_path], log_path=log_path, cpu=1)
-        try:
-            rc = p.wait(timeout=cap)
-        except subprocess.TimeoutExpired:
-            stop(p)
-            rc = None
-    finally:
-        shoal.stop()
+    rc = run_capped(cmd + ["--json", json_path], log_path, cap, shoal)
     if rc != 0:
         why = "not finished within the cap" if rc is None else f"status {rc}"
         die(f"ofswarm {tag} failed ({why}); output {log_path}:\n{read_tail(log_path)}")

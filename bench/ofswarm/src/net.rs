@@ -848,23 +848,10 @@ async fn settle(
 
 /// How many links `GET /api/v1/links` lists now (None: no answer).
 async fn links_listed(api: &ApiCheck) -> Option<usize> {
-    let client =
-        shoal_common::http::HttpClient::new(Duration::from_secs(10)).with_max_body(64 << 20);
-    let url = format!("{}/api/v1/links", api.url.trim_end_matches('/'));
-    match client
-        .send(
-            shoal_common::http::Method::GET,
-            &url,
-            api.token.as_deref(),
-            None,
-        )
+    get_json(api, "/api/v1/links")
         .await
-    {
-        Ok((200, body)) => serde_json::from_slice::<Vec<serde_json::Value>>(&body)
-            .ok()
-            .map(|v| v.len()),
-        _ => None,
-    }
+        .ok()
+        .and_then(|v| v.as_array().map(Vec::len))
 }
 
 /// Tells the switch tasks about an event.
