@@ -349,6 +349,12 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         settings.retention.clone(),
         shutdown_rx.clone(),
     )));
+    tasks.push(tokio::spawn(crate::knowledge::reports::write_loop(
+        knowledge.report_queue.clone(),
+        store.clone(),
+        crate::knowledge::reports::FLUSH_INTERVAL,
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(orch.clone().run(shutdown_rx.clone())));
     let hostd_client = hostd.clone();
     let round_ctx = RoundCtx {

@@ -117,10 +117,9 @@ async fn report(
     let now = now_unix_ms();
     let seq = rep.seq;
     let fresh = s.knowledge.hosts_write()?.report(&id, rep.clone(), now)?;
-    if let Some(store) = &s.knowledge.store {
-        if let Err(e) = store.put_report(&id, &rep, now) {
-            warn!(host = %id, error = %e, "cannot persist report");
-        }
+    if s.knowledge.store.is_some() {
+        // Written by the report writer, off the request path.
+        s.knowledge.report_queue.push(&id, rep, now);
     }
     for ev in &fresh {
         info!(host = %id, seq = ev.seq, event = ?ev.kind, "host event");

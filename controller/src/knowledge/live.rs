@@ -285,31 +285,29 @@ fn vm_states(
 ) -> (BTreeMap<String, VmState>, BTreeMap<String, String>) {
     let mut vms = BTreeMap::new();
     let mut mac_to_vm: BTreeMap<String, String> = BTreeMap::new();
-    // Each host's reports are read once for all its VMs (a VM at a time
-    // was O(VMs × reports × VMs per report) string comparisons: most of
-    // the round at 10,000 VMs).
-    let mut histories: HashMap<&str, HashMap<&str, VmHistory>> = HashMap::new();
+    // Each host is read once for all its VMs: its registration's inventory
+    // and its last `history` reports (a VM at a time was O(VMs × reports ×
+    // VMs per report) string comparisons: most of the round at 10,000
+    // VMs). The dirty-rate maximum over all kept reports is the registry's
+    // running window ([`HostEntry::vm_window`]).
+    let mut per_host: HashMap<&str, HostVms<'_>> = HashMap::new();
     for (name, place) in inp.hosts.vms() {
-        let Some((host, inv)) = inp.hosts.vm_inventory(name) else {
+        let Some(e) = inp.hosts.host(&place.host) else {
             continue;
         };
-        if !hosts.contains_key(host) {
+        if !hosts.contains_key(place.host.as_str()) {
             continue;
         }
-        mac_to_vm.insert(inv.mac.to_ascii_lowercase(), name.clone());
-        let Some(e) = inp.hosts.host(host) else {
+        let hv = per_host
+            .entry(place.host.as_str())
+            .or_insert_with(|| host_vms(inp, e));
+        let Some(inv) = hv.inventory.get(name.as_str()).copied() else {
             continue;
         };
-        let (history, dirty_max, has_vf) = histories
-            .entry(host)
-            .or_insert_with(|| vm_histories(inp, e))
-            .remove(name.as_str())
-            .unwrap_or_default();
-        let memory_mb = inp
-            .hosts
-            .vm_metrics(name)
-            .map(|m| m.memory_mb)
-            .unwrap_or(inv.memory_mb) as f64;
+        mac_to_vm.insert(inv.mac.to_ascii_lowercase(), name.clone());
+        let (history, latest_mb) = hv.samples.remove(name.as_str()).unwrap_or_default();
+        let (dirty_max, has_vf) = e.vm_window(name).unwrap_or((0.0, false));
+        let memory_mb = latest_mb.unwrap_or(inv.memory_mb) as f64;
         let group = inp.groups.environment_of(name);
         vms.insert(
             name.clone(),
@@ -332,10 +330,29 @@ fn vm_states(
     (vms, mac_to_vm)
 }
 
-/// A VM's samples (the last `history`), its largest dirty rate over the
-/// reports kept, and whether the latest report listing it has a VF
-/// attached.
-type VmHistory = (Vec<VmSample>, f64, bool);
+/// One host's VMs as the snapshot needs them: the inventory of its
+/// registration by name (a name listed twice: the first entry), and each
+/// VM's [`VmSamples`].
+struct HostVms<'e> {
+    inventory: HashMap<&'e str, &'e shoal_common::proto::VmInventory>,
+    samples: HashMap<&'e str, VmSamples>,
+}
+
+fn host_vms<'e>(inp: &LiveInputs<'_>, e: &'e HostEntry) -> HostVms<'e> {
+    let mut inventory = HashMap::with_capacity(e.registration.vms.len());
+    for v in &e.registration.vms {
+        inventory.entry(v.name.as_str()).or_insert(v);
+    }
+    HostVms {
+        inventory,
+        samples: vm_histories(inp, e),
+    }
+}
+
+/// A VM's samples from the last `history` reports of its host (oldest
+/// first), and its allocated memory in the latest report when that lists
+/// it.
+type VmSamples = (Vec<VmSample>, Option<u64>);
 
 /// The sample of VM metrics `m` from report `r`.
 fn vm_sample(
@@ -357,24 +374,24 @@ fn vm_sample(
     }
 }
 
-/// The [`VmHistory`] of every VM host `e`'s reports list, in one pass
-/// over them, newest first: only the samples kept are built (a name listed
-/// twice in one report: its first entry counts). A report usually lists
-/// the VMs in the order of the report after it, so a VM's slot is found by
-/// its position (checked) and hashed only when that fails.
-fn vm_histories<'e>(inp: &LiveInputs<'_>, e: &'e HostEntry) -> HashMap<&'e str, VmHistory> {
+/// The [`VmSamples`] of every VM the last `history` reports (at least the
+/// latest) of host `e` list, in one pass over them, newest first (a name listed twice in one
+/// report: its first entry counts). A report usually lists the VMs in the
+/// order of the report after it, so a VM's slot is found by its position
+/// (checked) and hashed only when that fails.
+fn vm_histories<'e>(inp: &LiveInputs<'_>, e: &'e HostEntry) -> HashMap<&'e str, VmSamples> {
     struct Acc<'e> {
         name: &'e str,
         samples: Vec<VmSample>,
-        dirty_max: f64,
-        vf: Option<bool>,
+        latest_mb: Option<u64>,
         last_report: usize,
     }
     let origin = inp.start_unix_ms;
+    let newest = e.reports.len().saturating_sub(1);
     let mut slots: HashMap<&str, usize> = HashMap::new();
     let mut acc: Vec<Acc<'e>> = Vec::new();
     let mut hint: Vec<usize> = Vec::new();
-    for (ri, r) in e.reports.iter().enumerate().rev() {
+    for (ri, r) in e.reports.iter().enumerate().rev().take(inp.history.max(1)) {
         let mut next = Vec::with_capacity(r.vms.len());
         for (j, m) in r.vms.iter().enumerate() {
             let slot = match hint.get(j) {
@@ -383,8 +400,7 @@ fn vm_histories<'e>(inp: &LiveInputs<'_>, e: &'e HostEntry) -> HashMap<&'e str, 
                     acc.push(Acc {
                         name: m.name.as_str(),
                         samples: Vec::new(),
-                        dirty_max: 0.0,
-                        vf: None,
+                        latest_mb: None,
                         last_report: usize::MAX,
                     });
                     acc.len() - 1
@@ -398,8 +414,9 @@ fn vm_histories<'e>(inp: &LiveInputs<'_>, e: &'e HostEntry) -> HashMap<&'e str, 
                 continue;
             }
             a.last_report = ri;
-            a.dirty_max = a.dirty_max.max(m.dirty_rate_mbps.unwrap_or(0.0));
-            a.vf.get_or_insert(m.vf_attached);
+            if ri == newest {
+                a.latest_mb = Some(m.memory_mb);
+            }
             if a.samples.len() < inp.history {
                 a.samples.push(vm_sample(r, m, origin));
             }
@@ -409,29 +426,39 @@ fn vm_histories<'e>(inp: &LiveInputs<'_>, e: &'e HostEntry) -> HashMap<&'e str, 
     acc.into_iter()
         .map(|mut a| {
             a.samples.reverse();
-            (a.name, (a.samples, a.dirty_max, a.vf.unwrap_or(false)))
+            (a.name, (a.samples, a.latest_mb))
         })
         .collect()
 }
 
-/// One VM's [`VmHistory`], a report at a time (what [`vm_histories`]
-/// must give for each VM).
+/// One VM's samples (from the last `history` reports), largest dirty rate
+/// and VF flag (over all kept reports) and latest memory, a report at a
+/// time (what the snapshot must give for each VM).
 #[cfg(test)]
-fn vm_history(inp: &LiveInputs<'_>, e: &HostEntry, name: &str) -> VmHistory {
+fn vm_history(
+    inp: &LiveInputs<'_>,
+    e: &HostEntry,
+    name: &str,
+) -> (Vec<VmSample>, f64, bool, Option<u64>) {
     let origin = inp.start_unix_ms;
     let mut history = Vec::new();
     let mut dirty_max: f64 = 0.0;
     let mut has_vf = false;
-    for r in &e.reports {
+    let recent = e.reports.len().saturating_sub(inp.history);
+    for (i, r) in e.reports.iter().enumerate() {
         if let Some(m) = r.vms.iter().find(|v| v.name == name) {
             dirty_max = dirty_max.max(m.dirty_rate_mbps.unwrap_or(0.0));
             has_vf = m.vf_attached;
-            history.push(vm_sample(r, m, origin));
+            if i >= recent {
+                history.push(vm_sample(r, m, origin));
+            }
         }
     }
-    let skip = history.len().saturating_sub(inp.history);
-    let history: Vec<VmSample> = history.into_iter().skip(skip).collect();
-    (history, dirty_max, has_vf)
+    let latest = e
+        .latest()
+        .and_then(|r| r.vms.iter().find(|v| v.name == name))
+        .map(|m| m.memory_mb);
+    (history, dirty_max, has_vf, latest)
 }
 
 /// The learnt endpoints that are external, by MAC (lower case): not the
@@ -677,7 +704,8 @@ mod tests {
     /// The one-pass histories of all of a host's VMs are what the
     /// VM-at-a-time reading gives: VMs missing from some reports, a name
     /// listed twice in one report, dirty rates and VFs changing, more
-    /// reports than the history keeps.
+    /// reports than the registry keeps (the largest dirty rate leaving the
+    /// window, a VM no kept report lists any more).
     #[test]
     fn one_pass_vm_histories_match_the_vm_at_a_time_ones() {
         let mut hosts = HostRegistry::new(6);
@@ -704,6 +732,13 @@ mod tests {
                 m.vf_attached = (seq + i as u64).is_multiple_of(3);
                 r.vms.push(m);
             }
+            if seq <= 2 {
+                // v4 only in the first two reports: gone from the window.
+                let mut m = base.clone();
+                m.name = "v4".into();
+                m.dirty_rate_mbps = Some(50.0);
+                r.vms.push(m);
+            }
             if seq == 8 {
                 // Listed twice: the first entry counts.
                 let mut dup = r.vms[0].clone();
@@ -712,6 +747,24 @@ mod tests {
                 r.vms.push(dup);
             }
             hosts.report("hv1", r, seq as i64).unwrap();
+            // The running window after every report: the maximum and the
+            // latest VF flag over the kept reports, read report by report.
+            let e = hosts.host("hv1").unwrap();
+            for n in ["v1", "v2", "v3", "v4"] {
+                let listed: Vec<_> = e
+                    .reports
+                    .iter()
+                    .filter_map(|r| r.vms.iter().find(|v| v.name == n))
+                    .collect();
+                let want = listed.last().map(|last| {
+                    let max = listed
+                        .iter()
+                        .map(|m| m.dirty_rate_mbps.unwrap_or(0.0))
+                        .fold(0.0, f64::max);
+                    (max, last.vf_attached)
+                });
+                assert_eq!(e.vm_window(n), want, "{n} after report {seq}");
+            }
         }
         let topo = build(Instant::now(), &[], &[]);
         let groups = Groups::default();
@@ -734,12 +787,18 @@ mod tests {
                 groups: &groups,
             };
             let e = hosts.host("hv1").unwrap();
-            let all = vm_histories(&inp, e);
-            assert_eq!(all.len(), 3);
-            for n in names {
-                assert_eq!(all[n], vm_history(&inp, e, n), "{n}, history {history}");
+            let mut all = vm_histories(&inp, e);
+            for n in names.iter().chain(&["v4", "nowhere"]) {
+                let (samples, latest) = all.remove(n).unwrap_or_default();
+                let (dirty, vf) = e.vm_window(n).unwrap_or((0.0, false));
+                assert_eq!(
+                    (samples, dirty, vf, latest),
+                    vm_history(&inp, e, n),
+                    "{n}, history {history}"
+                );
             }
-            assert!(vm_history(&inp, e, "nowhere").0.is_empty());
+            assert!(all.is_empty(), "{:?}", all.keys());
+            assert!(e.vm_window("v4").is_none(), "v4 left the kept reports");
         }
     }
 

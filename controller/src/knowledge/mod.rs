@@ -4,7 +4,8 @@
 //!   the one lock order of the controller), the [`snapshot::Snapshot`] the
 //!   policies read and its builder from live data ([`live`]), the
 //!   configured groups ([`groups::Groups`]: VIOLIN's domains and
-//!   environments), the persistent store ([`store::Store`], SQLite behind it), and the clock
+//!   environments), the persistent store ([`store::Store`], SQLite behind it) and the
+//!   queue of host reports on their way to it ([`reports`]), and the clock
 //!   ([`clock`]).
 //! - **Reads**: the Monitor's types (topology, statistics, host registry,
 //!   switch handles).
@@ -13,6 +14,7 @@
 pub mod clock;
 pub mod groups;
 pub mod live;
+pub mod reports;
 pub mod snapshot;
 pub mod state;
 pub mod store;

@@ -440,6 +440,8 @@ pub struct VmState {
     /// Time its last migration ended, seconds.
     pub last_migration_s: Option<f64>,
     /// Last observations, oldest first; the last one is the current state.
+    /// Live: from its host's last `n` reports (the host's window), one per
+    /// report that lists the VM.
     pub history: Vec<VmSample>,
 }
 

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::groups::Groups;
 use crate::knowledge::live::{build_snapshot, LiveInputs};
+use crate::knowledge::reports::ReportQueue;
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
 use crate::knowledge::store::Store;
 use crate::monitor::hosts::HostRegistry;
@@ -106,6 +107,9 @@ pub struct Knowledge {
     pub hosts: RwLock<HostRegistry>,
     /// The persistent knowledge store (None: not persisted).
     pub store: Option<Arc<dyn Store>>,
+    /// Host reports waiting to be written to the store (a writer task
+    /// flushes them; see [`crate::knowledge::reports`]).
+    pub report_queue: Arc<ReportQueue>,
     /// Connected switches (the core keeps this current).
     pub switches: RwLock<HashMap<u64, SwitchHandle>>,
     /// LLDP frames accepted and ignored, by reason (the core counts).
@@ -143,6 +147,7 @@ impl Knowledge {
             not_reading_disconnects: Arc::new(AtomicU64::new(0)),
             hosts: RwLock::new(HostRegistry::new(cfg.host_history)),
             store,
+            report_queue: Arc::new(ReportQueue::default()),
             switches: RwLock::new(HashMap::new()),
             lldp: Arc::new(LldpCounters::default()),
             groups: RwLock::new(Arc::new(cfg.groups.clone())),

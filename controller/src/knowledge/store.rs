@@ -236,6 +236,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn put_host_json(&self, id: &str, json: &str, at_ms: i64) -> Result<(), StoreError>;
     /// Stores a host's latest report.
     fn put_report_json(&self, id: &str, json: &str, at_ms: i64) -> Result<(), StoreError>;
+    /// Stores the latest reports of several hosts, `(id, report, at_ms)`,
+    /// at once (one transaction where the backend has them).
+    fn put_reports_json(&self, rows: &[(String, String, i64)]) -> Result<(), StoreError> {
+        rows.iter()
+            .try_for_each(|(id, j, at)| self.put_report_json(id, j, *at))
+    }
     /// All hosts: (id, registration, latest report), by id.
     fn hosts_json(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError>;
     /// Records where a VM is; when the host changed, appends a placement
@@ -263,6 +269,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         json: &str,
         outcome: &str,
     ) -> Result<i64, StoreError>;
+    /// Records the decisions of one round, `(at_ms, decision, outcome)`,
+    /// as [`Store::record_decision_json`] does each (in one transaction
+    /// where the backend has them); returns their ids in order.
+    fn record_decisions_json(
+        &self,
+        round: i64,
+        policy: &str,
+        rows: &[(i64, String, String)],
+    ) -> Result<Vec<i64>, StoreError> {
+        rows.iter()
+            .map(|(at, j, outcome)| self.record_decision_json(round, *at, policy, j, outcome))
+            .collect()
+    }
     /// Updates a decision's outcome.
     fn set_decision_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError>;
     /// The most recent decisions, newest last.
@@ -434,7 +453,8 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-fn to_json<T: Serialize>(table: &'static str, v: &T) -> Result<String, StoreError> {
+/// `v` as JSON text for a record of `table`.
+pub fn to_json<T: Serialize>(table: &'static str, v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Record {
         table,
         message: e.to_string(),
@@ -560,6 +580,45 @@ pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Records one decision inside transaction `tx` (see
+/// [`Store::record_decision_json`]); returns its id.
+fn record_decision_tx(
+    tx: &rusqlite::Transaction<'_>,
+    round: i64,
+    at_ms: i64,
+    policy: &str,
+    j: &str,
+    outcome: &str,
+) -> Result<i64, StoreError> {
+    let same: Option<i64> = tx
+        .prepare_cached(
+            "SELECT id FROM decisions
+                 WHERE id > (SELECT COALESCE(MAX(id), 0) FROM decisions) - ?4
+                   AND policy = ?1 AND decision = ?2 AND outcome = ?3
+                 ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![policy, j, outcome, COALESCE_WINDOW], |r| r.get(0))
+        .optional()?;
+    let id = match same {
+        Some(id) => {
+            tx.prepare_cached(
+                "UPDATE decisions SET count = count + 1, last_ms = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, at_ms])?;
+            id
+        }
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO decisions(round, at_ms, policy, decision, outcome, count, last_ms)
+                     VALUES(?1, ?2, ?3, ?4, ?5, 1, ?2)",
+            )?
+            .execute(params![round, at_ms, policy, j, outcome])?;
+            tx.last_insert_rowid()
+        }
+    };
+    Ok(id)
+}
+
 impl Store for SqliteStore {
     fn set_config_json(&self, key: &str, json: &str) -> Result<(), StoreError> {
         off_worker(|| self.set_config_json_db(key, json))
@@ -572,6 +631,9 @@ impl Store for SqliteStore {
     }
     fn put_report_json(&self, id: &str, json: &str, at_ms: i64) -> Result<(), StoreError> {
         off_worker(|| self.put_report_json_db(id, json, at_ms))
+    }
+    fn put_reports_json(&self, rows: &[(String, String, i64)]) -> Result<(), StoreError> {
+        off_worker(|| self.put_reports_json_db(rows))
     }
     fn hosts_json(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
         off_worker(|| self.hosts_json_db())
@@ -601,6 +663,14 @@ impl Store for SqliteStore {
         outcome: &str,
     ) -> Result<i64, StoreError> {
         off_worker(|| self.record_decision_json_db(round, at_ms, policy, json, outcome))
+    }
+    fn record_decisions_json(
+        &self,
+        round: i64,
+        policy: &str,
+        rows: &[(i64, String, String)],
+    ) -> Result<Vec<i64>, StoreError> {
+        off_worker(|| self.record_decisions_json_db(round, policy, rows))
     }
     fn set_decision_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
         off_worker(|| self.set_decision_outcome_db(id, outcome))
@@ -698,6 +768,21 @@ impl SqliteStore {
         Ok(())
     }
 
+    fn put_reports_json_db(&self, rows: &[(String, String, i64)]) -> Result<(), StoreError> {
+        let mut c = self.c()?;
+        let tx = c.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "UPDATE hosts SET last_report = ?2, last_report_ms = ?3 WHERE id = ?1",
+            )?;
+            for (id, j, at) in rows {
+                st.execute(params![id, j, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn hosts_json_db(&self) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
         let c = self.c()?;
         let mut st = c.prepare("SELECT id, registration, last_report FROM hosts ORDER BY id")?;
@@ -786,35 +871,25 @@ impl SqliteStore {
     ) -> Result<i64, StoreError> {
         let mut c = self.c()?;
         let tx = c.transaction()?;
-        let same: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM decisions
-                 WHERE id > (SELECT COALESCE(MAX(id), 0) FROM decisions) - ?4
-                   AND policy = ?1 AND decision = ?2 AND outcome = ?3
-                 ORDER BY id DESC LIMIT 1",
-                params![policy, j, outcome, COALESCE_WINDOW],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let id = match same {
-            Some(id) => {
-                tx.execute(
-                    "UPDATE decisions SET count = count + 1, last_ms = ?2 WHERE id = ?1",
-                    params![id, at_ms],
-                )?;
-                id
-            }
-            None => {
-                tx.execute(
-                    "INSERT INTO decisions(round, at_ms, policy, decision, outcome, count, last_ms)
-                     VALUES(?1, ?2, ?3, ?4, ?5, 1, ?2)",
-                    params![round, at_ms, policy, j, outcome],
-                )?;
-                tx.last_insert_rowid()
-            }
-        };
+        let id = record_decision_tx(&tx, round, at_ms, policy, j, outcome)?;
         tx.commit()?;
         Ok(id)
+    }
+
+    fn record_decisions_json_db(
+        &self,
+        round: i64,
+        policy: &str,
+        rows: &[(i64, String, String)],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut c = self.c()?;
+        let tx = c.transaction()?;
+        let ids = rows
+            .iter()
+            .map(|(at, j, outcome)| record_decision_tx(&tx, round, *at, policy, j, outcome))
+            .collect::<Result<Vec<i64>, StoreError>>()?;
+        tx.commit()?;
+        Ok(ids)
     }
 
     fn set_decision_outcome_db(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
@@ -1076,6 +1151,49 @@ mod tests {
         if let Some(dir) = path.parent() {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+
+    #[test]
+    fn a_round_of_decisions_in_one_call_is_the_same_as_one_at_a_time() {
+        let rows = |round: i64| -> Vec<(i64, String, String)> {
+            (0..5)
+                .map(|i| {
+                    let j = json!({"action": "migrate", "vm": format!("v{}", i % 3)}).to_string();
+                    (
+                        round * 10 + i,
+                        j,
+                        if i == 4 { "queued as m1" } else { "dry_run" }.to_string(),
+                    )
+                })
+                .collect()
+        };
+        let one = SqliteStore::open_in_memory().unwrap();
+        let batch = SqliteStore::open_in_memory().unwrap();
+        for round in 0..3 {
+            let singles: Vec<i64> = rows(round)
+                .iter()
+                .map(|(at, j, o)| one.record_decision_json(round, *at, "sova", j, o).unwrap())
+                .collect();
+            let batched = batch
+                .record_decisions_json(round, "sova", &rows(round))
+                .unwrap();
+            assert_eq!(singles, batched, "round {round}");
+        }
+        let key = |r: &DecisionRow| {
+            (
+                r.id,
+                r.round,
+                r.at_ms,
+                r.count,
+                r.last_ms,
+                r.outcome.clone(),
+            )
+        };
+        let a: Vec<_> = one.decisions(100).unwrap().iter().map(key).collect();
+        let b: Vec<_> = batch.decisions(100).unwrap().iter().map(key).collect();
+        assert_eq!(a, b);
+        // v0 and v3 % 3 = v0 coalesce within a round and across rounds.
+        assert_eq!(a.len(), 4, "{a:?}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::execute::handles::{FabricView, HostdClient, HostdError};
 use crate::execute::orchestrator::{MigState, Migration, MigrationRequest, Orchestrator};
 use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
-use crate::knowledge::store::{Store, StoreExt};
+use crate::knowledge::store::{to_json, Store, StoreExt};
 use crate::mapek::live::{thread_cpu_ms, DecisionView, LiveState, PolicySettings, RoundTiming};
 use crate::plan::{Action, Decision};
 
@@ -147,14 +147,16 @@ pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
     }
     let pingpong_s = settings.pingpong_intervals * s.poll_interval.as_secs_f64();
     let executing = Instant::now();
+    let mut done = Vec::with_capacity(decisions.len());
     for d in decisions {
         let outcome = if settings.dry_run {
             "dry_run".to_string()
         } else {
             execute(s, orch, &d, &all, pingpong_s, round_no).await
         };
-        record(s, orch, round_no, &settings, d, outcome);
+        done.push((now_unix_ms(), d, outcome));
     }
+    record(s, orch, round_no, &settings, done).await;
     timing.execute_ms = ms(executing.elapsed());
     timing.total_ms = ms(started.elapsed());
     timing.at_unix_ms = now_unix_ms();
@@ -291,56 +293,86 @@ fn analyze_and_plan(
     (report, decisions, settings)
 }
 
-/// Records a decision and its outcome: in the store (linking a queued
-/// migration to it), in the log, and in the recent decisions and VF changes.
-fn record(
+/// Records the round's decisions, `(at_ms, decision, outcome)`, in order:
+/// in the store (one transaction on a blocking thread; a queued migration
+/// is linked to its decision), in the log, and in the recent decisions and
+/// VF changes.
+async fn record(
     s: &RoundCtx,
     orch: &Orchestrator,
     round_no: u64,
     settings: &PolicySettings,
-    d: Decision,
-    outcome: String,
+    done: Vec<(i64, Decision, String)>,
 ) {
-    let at = now_unix_ms();
-    let id = s
-        .store
-        .as_ref()
-        .and_then(|st| {
-            st.record_decision(round_no as i64, at, &settings.name, &d, &outcome)
-                .ok()
-        })
-        .unwrap_or(0);
-    if let Action::Migrate { .. } = &d.action {
-        if let Some(mig) = outcome.strip_prefix("queued as ") {
-            if let (Some(st), Some(m)) = (&s.store, orch.get(mig)) {
-                let mut m = m;
-                m.decision_id = Some(id);
-                let _ = st.put_migration(&m.id, &m.vm, m.state.as_str(), &m, at);
+    if done.is_empty() {
+        return;
+    }
+    let ids = match &s.store {
+        Some(st) => {
+            let rows: Vec<(i64, String, String)> = done
+                .iter()
+                .filter_map(|(at, d, outcome)| {
+                    to_json("decisions", d)
+                        .ok()
+                        .map(|j| (*at, j, outcome.clone()))
+                })
+                .collect();
+            let st = st.clone();
+            let policy = settings.name.clone();
+            let n = rows.len();
+            let stored = tokio::task::spawn_blocking(move || {
+                st.record_decisions_json(round_no as i64, &policy, &rows)
+            })
+            .await;
+            match stored {
+                Ok(Ok(ids)) if n == done.len() => ids,
+                Ok(Err(e)) => {
+                    warn!(round = round_no, error = %e, "cannot record the round's decisions");
+                    Vec::new()
+                }
+                _ => Vec::new(),
             }
         }
-    }
-    info!(round = round_no, policy = %settings.name, action = ?d.action, reason = %d.reason, score = d.score, %outcome, "decision");
-    let mut l = lock(&s.live);
-    if let Action::AttachVf { vm, host } | Action::DetachVf { vm, host } = &d.action {
-        let kind = if matches!(d.action, Action::AttachVf { .. }) {
-            "attach"
-        } else {
-            "detach"
-        };
-        let q = l.vf_changes.entry(host.clone()).or_default();
-        q.push_back((round_no, vm.clone(), kind.to_string()));
-        while q.len() > 50 {
-            q.pop_front();
+        None => Vec::new(),
+    };
+    let mut views = Vec::with_capacity(done.len());
+    for (i, (at, d, outcome)) in done.into_iter().enumerate() {
+        let id = ids.get(i).copied().unwrap_or(0);
+        if let Action::Migrate { .. } = &d.action {
+            if let Some(mig) = outcome.strip_prefix("queued as ") {
+                if let (Some(st), Some(m)) = (&s.store, orch.get(mig)) {
+                    let mut m = m;
+                    m.decision_id = Some(id);
+                    let _ = st.put_migration(&m.id, &m.vm, m.state.as_str(), &m, at);
+                }
+            }
         }
+        info!(round = round_no, policy = %settings.name, action = ?d.action, reason = %d.reason, score = d.score, %outcome, "decision");
+        views.push(DecisionView {
+            id,
+            round: round_no,
+            at_unix_ms: at,
+            policy: settings.name.clone(),
+            decision: d,
+            outcome,
+        });
     }
-    l.decisions.push_back(DecisionView {
-        id,
-        round: round_no,
-        at_unix_ms: at,
-        policy: settings.name.clone(),
-        decision: d,
-        outcome,
-    });
+    let mut l = lock(&s.live);
+    for v in views {
+        if let Action::AttachVf { vm, host } | Action::DetachVf { vm, host } = &v.decision.action {
+            let kind = if matches!(v.decision.action, Action::AttachVf { .. }) {
+                "attach"
+            } else {
+                "detach"
+            };
+            let q = l.vf_changes.entry(host.clone()).or_default();
+            q.push_back((round_no, vm.clone(), kind.to_string()));
+            while q.len() > 50 {
+                q.pop_front();
+            }
+        }
+        l.decisions.push_back(v);
+    }
     while l.decisions.len() > RECENT_DECISIONS {
         l.decisions.pop_front();
     }

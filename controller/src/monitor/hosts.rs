@@ -8,7 +8,7 @@
 //! which hypervisor, replacing the static `[hypervisors]` configuration for
 //! IDC classification.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use shoal_common::proto::{self, Event, Registration, Report};
 
@@ -41,12 +41,66 @@ pub struct HostEntry {
     /// when its report numbers restart).
     last_event_seq: u64,
     last_report_seq: u64,
+    /// Each VM's largest dirty rate and VF flag over the kept reports, kept
+    /// current as reports come and go, so that the snapshot reads it
+    /// instead of scanning every kept report of every host each round.
+    windows: HashMap<String, VmWindow>,
+    /// Reports pushed so far: the index the next report gets.
+    pushed: u64,
+}
+
+/// One VM over the reports its host keeps: a sliding-window maximum of its
+/// dirty rate (a monotonic queue of `(report index, rate)`, rates strictly
+/// decreasing from the front) and the VF flag of the latest report listing
+/// it.
+#[derive(Debug, Clone, Default)]
+struct VmWindow {
+    max: VecDeque<(u64, f64)>,
+    vf: bool,
 }
 
 impl HostEntry {
     /// The latest report.
     pub fn latest(&self) -> Option<&Report> {
         self.reports.back()
+    }
+
+    /// VM `name`'s largest dirty rate (MB/s) over the reports kept, and
+    /// whether the latest kept report listing it has a VF attached; `None`
+    /// when no kept report lists it. A name listed twice in one report:
+    /// its first entry counts.
+    pub fn vm_window(&self, name: &str) -> Option<(f64, bool)> {
+        let w = self.windows.get(name)?;
+        Some((w.max.front()?.1, w.vf))
+    }
+
+    /// Adds report `rep` (already validated), keeping at most `history`.
+    fn push_report(&mut self, rep: Report, history: usize) {
+        let i = self.pushed;
+        self.pushed += 1;
+        for m in &rep.vms {
+            let w = self.windows.entry(m.name.clone()).or_default();
+            if w.max.back().is_some_and(|&(j, _)| j == i) {
+                continue; // listed twice in this report: the first counts
+            }
+            let d = m.dirty_rate_mbps.unwrap_or(0.0);
+            while w.max.back().is_some_and(|&(_, x)| x <= d) {
+                w.max.pop_back();
+            }
+            w.max.push_back((i, d));
+            w.vf = m.vf_attached;
+        }
+        self.reports.push_back(rep);
+        while self.reports.len() > history {
+            self.reports.pop_front();
+        }
+        let oldest = self.pushed - self.reports.len() as u64;
+        self.windows.retain(|_, w| {
+            while w.max.front().is_some_and(|&(j, _)| j < oldest) {
+                w.max.pop_front();
+            }
+            !w.max.is_empty()
+        });
     }
 }
 
@@ -259,6 +313,8 @@ impl HostRegistry {
                         last_report_ms: None,
                         last_event_seq: 0,
                         last_report_seq: 0,
+                        windows: HashMap::new(),
+                        pushed: 0,
                     },
                 );
             }
@@ -296,6 +352,11 @@ impl HostRegistry {
                 ("rx_bytes_per_s", v.rx_bytes_per_s),
                 ("tx_packets_per_s", v.tx_packets_per_s),
                 ("rx_packets_per_s", v.rx_packets_per_s),
+                ("cpu_cores", v.cpu_cores),
+                ("dirty_rate_mbps", v.dirty_rate_mbps.unwrap_or(0.0)),
+                ("gotten_ms", v.gotten_ms.unwrap_or(0.0)),
+                ("wait_ms", v.wait_ms.unwrap_or(0.0)),
+                ("blocked_ms", v.blocked_ms.unwrap_or(0.0)),
             ] {
                 if !x.is_finite() || x < 0.0 {
                     return Err(HostError::Invalid(format!(
@@ -324,10 +385,7 @@ impl HostRegistry {
         if let Some(max) = fresh.iter().map(|ev| ev.seq).max() {
             e.last_event_seq = max;
         }
-        e.reports.push_back(rep);
-        while e.reports.len() > history {
-            e.reports.pop_front();
-        }
+        e.push_report(rep, history);
         e.last_report_ms = Some(now_ms);
         Ok(fresh)
     }
@@ -523,5 +581,12 @@ pub(crate) mod tests {
         let mut bad = report("h1", 9, vec![]);
         bad.host.cpu_util = f64::NAN;
         assert!(matches!(r.report("h1", bad, 6), Err(HostError::Invalid(_))));
+        // Dirty rates and CPU figures are checked like the other rates.
+        let mut bad = report("h1", 9, vec![]);
+        bad.vms[0].dirty_rate_mbps = Some(-1.0);
+        assert!(matches!(r.report("h1", bad, 7), Err(HostError::Invalid(_))));
+        let mut bad = report("h1", 9, vec![]);
+        bad.vms[0].cpu_cores = f64::INFINITY;
+        assert!(matches!(r.report("h1", bad, 8), Err(HostError::Invalid(_))));
     }
 }
