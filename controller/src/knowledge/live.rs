@@ -278,38 +278,44 @@ fn reported_hosts(
     hosts
 }
 
-/// The VMs of the reported hosts, and MAC (lower case) → VM name.
+/// The VMs of the reported hosts, and MAC → VM name.
 fn vm_states(
     inp: &LiveInputs<'_>,
     hosts: &BTreeMap<String, HostState>,
-) -> (BTreeMap<String, VmState>, BTreeMap<String, String>) {
-    let mut vms = BTreeMap::new();
-    let mut mac_to_vm: BTreeMap<String, String> = BTreeMap::new();
+) -> (BTreeMap<String, VmState>, HashMap<MacAddr, String>) {
+    let mut vms = Vec::with_capacity(inp.hosts.vms().len());
+    let mut mac_to_vm: HashMap<MacAddr, String> = HashMap::with_capacity(inp.hosts.vms().len());
     // Each host is read once for all its VMs: its registration's inventory
     // and its last `history` reports (a VM at a time was O(VMs × reports ×
     // VMs per report) string comparisons: most of the round at 10,000
-    // VMs). The dirty-rate maximum over all kept reports is the registry's
+    // VMs), and found by one hash lookup per VM (`None`: not reported).
+    // The dirty-rate maximum over all kept reports is the registry's
     // running window ([`HostEntry::vm_window`]).
-    let mut per_host: HashMap<&str, HostVms<'_>> = HashMap::new();
+    let mut per_host: HashMap<&str, Option<(&HostEntry, HostVms<'_>)>> = HashMap::new();
     for (name, place) in inp.hosts.vms() {
-        let Some(e) = inp.hosts.host(&place.host) else {
+        let Some((e, hv)) = per_host
+            .entry(place.host.as_str())
+            .or_insert_with(|| {
+                let e = inp.hosts.host(&place.host)?;
+                hosts
+                    .contains_key(place.host.as_str())
+                    .then(|| (e, host_vms(inp, e)))
+            })
+            .as_mut()
+        else {
             continue;
         };
-        if !hosts.contains_key(place.host.as_str()) {
-            continue;
-        }
-        let hv = per_host
-            .entry(place.host.as_str())
-            .or_insert_with(|| host_vms(inp, e));
         let Some(inv) = hv.inventory.get(name.as_str()).copied() else {
             continue;
         };
-        mac_to_vm.insert(inv.mac.to_ascii_lowercase(), name.clone());
+        if let Ok(mac) = inv.mac.parse::<MacAddr>() {
+            mac_to_vm.insert(mac, name.clone());
+        }
         let (history, latest_mb) = hv.samples.remove(name.as_str()).unwrap_or_default();
         let (dirty_max, has_vf) = e.vm_window(name).unwrap_or((0.0, false));
         let memory_mb = latest_mb.unwrap_or(inv.memory_mb) as f64;
         let group = inp.groups.environment_of(name);
-        vms.insert(
+        vms.push((
             name.clone(),
             VmState {
                 host: place.host.clone(),
@@ -325,9 +331,11 @@ fn vm_states(
                 last_migration_s: inp.last_migration_s.get(name).copied(),
                 history,
             },
-        );
+        ));
     }
-    (vms, mac_to_vm)
+    // In name order already: the map is built in one pass, not searched
+    // for each VM.
+    (vms.into_iter().collect(), mac_to_vm)
 }
 
 /// One host's VMs as the snapshot needs them: the inventory of its
@@ -522,7 +530,7 @@ fn external_endpoints(
 /// externals that have such traffic.
 fn traffic_between(
     rates: &[PairRate],
-    mac_to_vm: &BTreeMap<String, String>,
+    mac_to_vm: &HashMap<MacAddr, String>,
     ext_by_mac: &BTreeMap<String, (String, ExternalEndpoint)>,
 ) -> (
     BTreeMap<String, BTreeMap<String, f64>>,
@@ -532,10 +540,7 @@ fn traffic_between(
     let mut externals: BTreeMap<String, ExternalEndpoint> = BTreeMap::new();
     // Keyed by address, not text: no formatting per pair (a matrix may
     // hold a million pairs). A name that is no MAC address never matched.
-    let vm_of: HashMap<MacAddr, &String> = mac_to_vm
-        .iter()
-        .filter_map(|(m, v)| Some((m.parse::<MacAddr>().ok()?, v)))
-        .collect();
+    let vm_of = mac_to_vm;
     let ext_of: HashMap<MacAddr, &(String, ExternalEndpoint)> = ext_by_mac
         .iter()
         .filter_map(|(m, x)| Some((m.parse::<MacAddr>().ok()?, x)))
@@ -545,7 +550,7 @@ fn traffic_between(
             continue;
         }
         let (src, dst) = (r.src, r.dst);
-        let (u, v) = match (vm_of.get(&src).copied(), vm_of.get(&dst).copied()) {
+        let (u, v) = match (vm_of.get(&src), vm_of.get(&dst)) {
             (Some(u), Some(v)) => (u.clone(), v.clone()),
             (Some(u), None) => {
                 let Some((x, e)) = ext_of.get(&dst).copied() else {
