@@ -200,20 +200,43 @@ pub struct PortTraffic {
     pub tx_bytes: u64,
 }
 
-/// Credits `bytes` of an entry's traffic to its in_port (received) and
-/// output ports (sent).
-fn add_traffic(e: &FlowEntry, bytes: u64, ports: &mut BTreeMap<u32, PortTraffic>) {
+/// Configured traffic credited so far: by port, by (port, queue) and by
+/// meter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credited {
+    /// By port: bytes received and sent.
+    pub ports: BTreeMap<u32, PortTraffic>,
+    /// By (port, queue id): bytes sent through the queue (outputs that
+    /// follow a `set_queue`).
+    pub queues: BTreeMap<(u32, u32), u64>,
+    /// By meter id: bytes into the meter (entries with a `meter`
+    /// instruction).
+    pub meters: BTreeMap<u32, u64>,
+}
+
+/// Credits `bytes` of an entry's traffic to its in_port (received), output
+/// ports (sent), the queues of its outputs after a `set_queue` and its
+/// meters.
+fn add_traffic(e: &FlowEntry, bytes: u64, t: &mut Credited) {
     if let Some(p) = e.match_.get_in_port() {
-        let t = ports.entry(p).or_default();
-        t.rx_bytes = t.rx_bytes.saturating_add(bytes);
+        let pt = t.ports.entry(p).or_default();
+        pt.rx_bytes = pt.rx_bytes.saturating_add(bytes);
     }
     for a in e.actions() {
         if let Action::Output { port, .. } = a {
             if *port <= ofp::port_no::MAX {
-                let t = ports.entry(*port).or_default();
-                t.tx_bytes = t.tx_bytes.saturating_add(bytes);
+                let pt = t.ports.entry(*port).or_default();
+                pt.tx_bytes = pt.tx_bytes.saturating_add(bytes);
             }
         }
+    }
+    for q in e.queue_outputs() {
+        let b = t.queues.entry(q).or_default();
+        *b = b.saturating_add(bytes);
+    }
+    for m in e.meters() {
+        let b = t.meters.entry(m).or_default();
+        *b = b.saturating_add(bytes);
     }
 }
 
@@ -257,14 +280,14 @@ impl FlowEntry {
 
     /// Adds the entry's configured traffic (up to `now`) to its ports —
     /// received on its match's `in_port`, sent on each output port — and
-    /// starts over from zero.
-    fn credit(&mut self, now: Instant, ports: &mut BTreeMap<u32, PortTraffic>) {
+    /// to its queues and meters, and starts over from zero.
+    fn credit(&mut self, now: Instant, to: &mut Credited) {
         self.settle(now);
         let b = std::mem::take(&mut self.traffic_bytes);
         if b == 0 {
             return;
         }
-        add_traffic(self, b, ports);
+        add_traffic(self, b, to);
     }
 
     fn outputs_to(&self, port: u32) -> bool {
@@ -275,6 +298,58 @@ impl FlowEntry {
         self.actions()
             .any(|a| matches!(a, Action::Group(g) if *g == group))
     }
+    /// The (port, queue) of every output to a port that follows a
+    /// `set_queue`: in apply-actions the last `set_queue` before the
+    /// output (as Open vSwitch: it applies to the outputs after it); in
+    /// write-actions the set's `set_queue` (the action set runs it before
+    /// the output).
+    pub fn queue_outputs(&self) -> Vec<(u32, u32)> {
+        let mut v = Vec::new();
+        for i in &self.instructions {
+            match i {
+                Instruction::ApplyActions(a) => {
+                    let mut queue = None;
+                    for x in a {
+                        match x {
+                            Action::SetQueue(q) => queue = Some(*q),
+                            Action::Output { port, .. } if *port <= ofp::port_no::MAX => {
+                                if let Some(q) = queue {
+                                    v.push((*port, q));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Instruction::WriteActions(a) => {
+                    let queue = a.iter().rev().find_map(|x| match x {
+                        Action::SetQueue(q) => Some(*q),
+                        _ => None,
+                    });
+                    if let Some(q) = queue {
+                        for x in a {
+                            if let Action::Output { port, .. } = x {
+                                if *port <= ofp::port_no::MAX {
+                                    v.push((*port, q));
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// The meters of its `meter` instructions.
+    pub fn meters(&self) -> impl Iterator<Item = u32> + '_ {
+        self.instructions.iter().filter_map(|i| match i {
+            Instruction::Meter(m) => Some(*m),
+            _ => None,
+        })
+    }
+
     fn actions(&self) -> impl Iterator<Item = &Action> {
         self.instructions.iter().flat_map(|i| match i {
             Instruction::ApplyActions(a) | Instruction::WriteActions(a) => a.as_slice(),
@@ -338,8 +413,9 @@ pub struct FlowTable {
     /// No entry can time out before this (None: none has a timeout), so
     /// [`FlowTable::expire`] scans a large table only when one may.
     next_expiry: Option<Instant>,
-    /// Configured traffic of entries removed or changed, by port.
-    credited: BTreeMap<u32, PortTraffic>,
+    /// Configured traffic of entries removed or changed (and of current
+    /// ones up to their last change), by port, queue and meter.
+    credited: Credited,
 }
 
 fn cookie_ok(entry: u64, cookie: u64, mask: u64) -> bool {
@@ -356,17 +432,73 @@ impl FlowTable {
         FlowTable::default()
     }
 
-    /// Configured traffic through each port up to `now`: that of the
-    /// entries removed or re-pointed before, and of the current ones.
-    pub fn port_traffic(&self, now: Instant) -> BTreeMap<u32, PortTraffic> {
-        let mut ports = self.credited.clone();
+    /// Configured traffic up to `now` through each port, queue and meter:
+    /// that of the entries removed or changed before, and of the current
+    /// ones.
+    pub fn traffic(&self, now: Instant) -> Credited {
+        let mut t = self.credited.clone();
         for e in self.entries.values() {
             if e.rate == 0 && e.traffic_bytes == 0 {
                 continue;
             }
-            add_traffic(e, e.configured_bytes(now), &mut ports);
+            add_traffic(e, e.configured_bytes(now), &mut t);
         }
-        ports
+        t
+    }
+
+    /// Configured traffic through each port up to `now` (see
+    /// [`FlowTable::traffic`]).
+    pub fn port_traffic(&self, now: Instant) -> BTreeMap<u32, PortTraffic> {
+        self.traffic(now).ports
+    }
+
+    /// A meter is (re)created or deleted at `now`: the traffic of the
+    /// entries using it is credited up to now and the meter's count starts
+    /// over from zero (`None`: every meter).
+    pub fn restart_meter(&mut self, meter: Option<u32>, now: Instant) {
+        for e in self.entries.values_mut() {
+            if meter.is_none_or(|m| e.meters().any(|x| x == m)) {
+                e.credit(now, &mut self.credited);
+            }
+        }
+        match meter {
+            Some(m) => {
+                self.credited.meters.remove(&m);
+            }
+            None => self.credited.meters.clear(),
+        }
+    }
+
+    /// Entries with a `meter` instruction for `meter`.
+    pub fn meter_flow_count(&self, meter: u32) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.meters().any(|m| m == meter))
+            .count()
+    }
+
+    /// Configured traffic rates through each queue now: ((port, queue),
+    /// bytes/s), queues with traffic only.
+    pub fn queue_rates(&self) -> BTreeMap<(u32, u32), u64> {
+        let mut v: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+        for e in self.entries.values().filter(|e| e.rate > 0) {
+            for q in e.queue_outputs() {
+                *v.entry(q).or_default() += e.rate;
+            }
+        }
+        v
+    }
+
+    /// Configured traffic rates into each meter now: (meter, bytes/s),
+    /// meters with traffic only.
+    pub fn meter_rates(&self) -> BTreeMap<u32, u64> {
+        let mut v: BTreeMap<u32, u64> = BTreeMap::new();
+        for e in self.entries.values().filter(|e| e.rate > 0) {
+            for m in e.meters() {
+                *v.entry(m).or_default() += e.rate;
+            }
+        }
+        v
     }
 
     /// Configured traffic rates through each port now: (port, received
@@ -772,6 +904,114 @@ mod tests {
             assert_eq!(p[&2].tx_bytes, 2_000_000);
             assert_eq!(p[&3].tx_bytes, 2_000_000);
         }
+    }
+
+    #[test]
+    fn queues_and_meters_count_the_configured_traffic_and_keep_it() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut t = FlowTable::new();
+        let m = Match::new().in_port(1).eth_src(mac(1)).eth_dst(mac(2));
+        // Output 4 before any set_queue: no queue; then queue 1 on port 2,
+        // queue 7 on port 3; through meter 5.
+        let shaped = FlowMod {
+            instructions: vec![
+                Instruction::Meter(5),
+                Instruction::ApplyActions(vec![
+                    Action::output(4),
+                    Action::SetQueue(1),
+                    Action::output(2),
+                    Action::SetQueue(7),
+                    Action::output(3),
+                ]),
+            ],
+            ..add(0, 10, m.clone(), 0)
+        };
+        t.apply(&shaped, t0).unwrap();
+        assert!(t.set_rate(0, 10, &m, 1_000_000, t0));
+        let tr = t.traffic(at(1500));
+        let want: BTreeMap<(u32, u32), u64> = [((2, 1), 1_500_000), ((3, 7), 1_500_000)].into();
+        assert_eq!(tr.queues, want);
+        assert_eq!(tr.meters, [(5, 1_500_000)].into());
+        assert_eq!(tr.ports[&4].tx_bytes, 1_500_000);
+        assert_eq!(t.meter_flow_count(5), 1);
+        assert_eq!(
+            t.queue_rates(),
+            [((2, 1), 1_000_000), ((3, 7), 1_000_000)].into()
+        );
+        assert_eq!(t.meter_rates(), [(5, 1_000_000)].into());
+        // Modified at 2 s to a plain output: the queues and the meter keep
+        // their 2 MB and get no more.
+        let plain = FlowMod {
+            command: FlowModCommand::ModifyStrict,
+            ..add(0, 10, m.clone(), 2)
+        };
+        t.apply(&plain, at(2000)).unwrap();
+        let tr = t.traffic(at(3000));
+        assert_eq!(tr.queues, [((2, 1), 2_000_000), ((3, 7), 2_000_000)].into());
+        assert_eq!(tr.meters, [(5, 2_000_000)].into());
+        assert_eq!(t.meter_flow_count(5), 0);
+        assert!(t.queue_rates().is_empty() && t.meter_rates().is_empty());
+        // Shaped again at 3 s, deleted at 4 s: 3 MB each, for good.
+        let again = FlowMod {
+            command: FlowModCommand::ModifyStrict,
+            ..shaped.clone()
+        };
+        t.apply(&again, at(3000)).unwrap();
+        let del = FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: TABLE_ALL,
+            out_port: port_no::ANY,
+            out_group: ofp::GROUP_ANY,
+            ..FlowMod::default()
+        };
+        t.apply(&del, at(4000)).unwrap();
+        for ms in [4000, 9000] {
+            let tr = t.traffic(at(ms));
+            assert_eq!(tr.queues, [((2, 1), 3_000_000), ((3, 7), 3_000_000)].into());
+            assert_eq!(tr.meters, [(5, 3_000_000)].into());
+        }
+        // Write-actions: the set's set_queue applies to its output.
+        let m2 = Match::new().in_port(6);
+        let written = FlowMod {
+            instructions: vec![Instruction::WriteActions(vec![
+                Action::output(6),
+                Action::SetQueue(3),
+            ])],
+            ..add(0, 10, m2.clone(), 0)
+        };
+        t.apply(&written, at(9000)).unwrap();
+        assert!(t.set_rate(0, 10, &m2, 100_000, at(9000)));
+        assert_eq!(t.traffic(at(10_000)).queues[&(6, 3)], 100_000);
+    }
+
+    #[test]
+    fn a_restarted_meter_counts_from_then() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut t = FlowTable::new();
+        for (port, meter) in [(1, 8), (2, 9)] {
+            let m = Match::new().in_port(port);
+            let fm = FlowMod {
+                instructions: vec![
+                    Instruction::Meter(meter),
+                    Instruction::ApplyActions(vec![Action::output(3)]),
+                ],
+                ..add(0, 10, m.clone(), 0)
+            };
+            t.apply(&fm, t0).unwrap();
+            assert!(t.set_rate(0, 10, &m, 1_000_000, t0));
+        }
+        t.restart_meter(Some(8), at(1000));
+        let tr = t.traffic(at(2000));
+        assert_eq!(tr.meters, [(8, 1_000_000), (9, 2_000_000)].into());
+        // Ports are not restarted.
+        assert_eq!(tr.ports[&3].tx_bytes, 4_000_000);
+        t.restart_meter(None, at(2000));
+        assert_eq!(
+            t.traffic(at(2500)).meters,
+            [(8, 500_000), (9, 500_000)].into()
+        );
     }
 
     #[test]
