@@ -96,9 +96,23 @@ struct Args {
     /// table at handshake completion (table 0, priority 200, in_port +
     /// eth_src + eth_dst, output to the destination, cookie 0, no
     /// timeouts), with their traffic, without any PACKET_IN: for a
-    /// controller that only polls (Gauge). Not with --api.
-    #[arg(long, conflicts_with = "api")]
+    /// controller that only polls (Gauge). With --api, λ is not checked
+    /// (the flows are not the controller's); ports, queues and meters are.
+    #[arg(long)]
     preinstall: bool,
+    /// Stats mode with --preinstall: this percent of the pair flows (an
+    /// even spread) set queue 1 or 2 (`set_queue` before the output); the
+    /// queue carries the flow's traffic (QUEUE stats).
+    #[arg(long, default_value_t = 0, requires = "preinstall",
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    queued_share: u8,
+    /// Stats mode with --preinstall: this percent of the pair flows (an
+    /// even spread) go through a meter of their own, which the switch adds
+    /// itself (kbit/s, one drop band at twice the flow's rate); the meter
+    /// counts the flow's traffic in (METER stats).
+    #[arg(long, default_value_t = 0, requires = "preinstall",
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    metered_share: u8,
     /// The controller's API base URL: the time until `/api/v1/links` lists
     /// every cable is measured, and in stats mode λ is read from
     /// `/api/v1/traffic-matrix` at the end and compared with the truth.
@@ -232,6 +246,8 @@ fn real_main(args: Args) -> Result<(), MainError> {
         flows: args.flows,
         setup_timeout: Duration::from_secs(args.setup_timeout),
         preinstall: args.preinstall,
+        queued_share: args.queued_share,
+        metered_share: args.metered_share,
         api,
         cpu_pid: args.cpu_pid,
         load: LoadOptions {
@@ -322,6 +338,21 @@ fn real_main(args: Args) -> Result<(), MainError> {
                             p.directions,
                             p.missing,
                             p.max_rel_err * 100.0
+                        ),
+                    }
+                }
+                for (what, c) in [("queue", &st.queues), ("meter", &st.meters)] {
+                    let Some(c) = c else { continue };
+                    match &c.error {
+                        Some(e) => println!("{what} rate check failed: {e}"),
+                        None => println!(
+                            "{what} rates: {}/{} {what}s within tolerance, {} missing, max error {:.3}%{}",
+                            c.within_tolerance,
+                            c.entries,
+                            c.missing,
+                            c.max_rel_err * 100.0,
+                            c.flow_count_right
+                                .map_or_else(String::new, |n| format!(", flow_count right for {n}"))
                         ),
                     }
                 }
