@@ -38,8 +38,8 @@ pub const RATE_STEPS: u64 = 901;
 /// Priority of the pair flows a switch adds itself (`--preinstall`).
 pub const PREINSTALL_PRIORITY: u16 = 200;
 
-/// Queues the queued pair flows of `--preinstall` use: pair `k` sets
-/// queue `1 + k % PREINSTALL_QUEUES`.
+/// Queues the queued pair flows of `--preinstall` use: the j-th queued
+/// pair (from 0) sets queue `1 + j % PREINSTALL_QUEUES`.
 pub const PREINSTALL_QUEUES: u32 = 2;
 
 /// Meters of the metered pair flows of `--preinstall` start here: pair
@@ -206,8 +206,8 @@ impl Traffic {
     }
 
     /// With `--preinstall`, [`in_share`] `queued` percent of the pairs
-    /// (pair `k` of [`plan`]) set queue `1 + k % PREINSTALL_QUEUES` before
-    /// their output, and `metered` percent go through a meter of their own
+    /// (pair `k` of [`plan`]) set a queue before their output (the j-th of
+    /// them queue `1 + j % PREINSTALL_QUEUES`), and `metered` percent go through a meter of their own
     /// ([`PREINSTALL_METER_BASE`] + k, [`preinstall_meter`]).
     pub fn with_shares(mut self, queued: u8, metered: u8) -> Self {
         self.queued_share = queued.min(100);
@@ -218,8 +218,11 @@ impl Traffic {
     /// How preinstalled pair `k` is shaped (see [`Traffic::with_shares`]).
     pub fn shaping(&self, k: usize) -> Shaping {
         Shaping {
-            queue: in_share(k, self.queued_share)
-                .then(|| 1 + u32::try_from(k).unwrap_or(0) % PREINSTALL_QUEUES),
+            queue: in_share(k, self.queued_share).then(|| {
+                // The j-th queued pair (from 0) sets queue 1 + j % QUEUES.
+                let j = (k + 1) * usize::from(self.queued_share) / 100 - 1;
+                1 + u32::try_from(j % PREINSTALL_QUEUES as usize).unwrap_or(0)
+            }),
             meter: in_share(k, self.metered_share)
                 .then(|| PREINSTALL_METER_BASE.saturating_add(u32::try_from(k).unwrap_or(0))),
         }
@@ -508,6 +511,8 @@ mod tests {
             .filter(|e| !e.queue_outputs().is_empty())
             .count();
         assert_eq!(queued, 5);
+        let on_queue = |q: u32| (0..10).filter(|&k| tr.shaping(k).queue == Some(q)).count();
+        assert_eq!((on_queue(1), on_queue(2)), (3, 2));
         // Pairs 3 and 7 are metered, by meters of their own.
         let meters: Vec<u32> = sw.meters.keys().copied().collect();
         assert_eq!(
@@ -532,7 +537,9 @@ mod tests {
                 vec![
                     Instruction::Meter(id),
                     Instruction::ApplyActions(vec![
-                        Action::SetQueue(1 + k as u32 % PREINSTALL_QUEUES),
+                        // Pairs 1, 3, 5, 7, 9 are queued: 3 is the 2nd,
+                        // 7 the 4th, both on queue 2.
+                        Action::SetQueue(2),
                         Action::output(dst.port)
                     ])
                 ]
