@@ -109,13 +109,16 @@ struct Args {
     /// Stats mode with --preinstall: this percent of the pair flows (an
     /// even spread) go through a meter of their own, which the switch adds
     /// itself (kbit/s, one drop band at twice the flow's rate); the meter
-    /// counts the flow's traffic in (METER stats).
+    /// counts the flow's traffic in (METER stats; bands drop nothing in the
+    /// emulator).
     #[arg(long, default_value_t = 0, requires = "preinstall",
           value_parser = clap::value_parser!(u8).range(0..=100))]
     metered_share: u8,
     /// The controller's API base URL: the time until `/api/v1/links` lists
-    /// every cable is measured, and in stats mode λ is read from
-    /// `/api/v1/traffic-matrix` at the end and compared with the truth.
+    /// every cable is measured, and in stats mode λ
+    /// (`/api/v1/traffic-matrix`, not with --preinstall) and the port,
+    /// queue and meter rates (`/api/v1/ports/stats`, `/queues/stats`,
+    /// `/meters/stats`) are read at the end and compared with the truth.
     #[arg(long)]
     api: Option<String>,
     /// File holding a bearer token for --api (a reader's).
@@ -125,7 +128,8 @@ struct Args {
     /// resident memory over the measurement are reported.
     #[arg(long)]
     cpu_pid: Option<u32>,
-    /// Stats mode: relative error of λ counted as right.
+    /// Stats mode: relative error of λ and of port, queue and meter rates
+    /// counted as right.
     #[arg(long, default_value_t = 0.01)]
     tolerance: f64,
     /// Churn mode: events to make (the run also ends after --duration).
