@@ -474,6 +474,11 @@ impl TrafficMatrix {
     }
 }
 
+/// A stats entry's duration, seconds.
+fn duration_s(sec: u32, nsec: u32) -> f64 {
+    f64::from(sec) + f64::from(nsec) * 1e-9
+}
+
 /// Rate of a monotonically increasing counter between two samples; `None`
 /// across a reset (the value or the switch's duration went down) or when no
 /// time passed.
@@ -534,7 +539,7 @@ impl From<&PortStats> for PortCounters {
             tx_dropped: p.tx_dropped,
             rx_errors: p.rx_errors,
             tx_errors: p.tx_errors,
-            duration_s: f64::from(p.duration_sec) + f64::from(p.duration_nsec) * 1e-9,
+            duration_s: duration_s(p.duration_sec, p.duration_nsec),
         }
     }
 }
@@ -711,7 +716,15 @@ impl Monitor {
             let key = (dpid, q.port_no, q.queue_id);
             let r = self.queues.get(&key).and_then(|(prev, _)| {
                 let dt = now.saturating_duration_since(prev.at).as_secs_f64();
-                rate(prev.value.tx_bytes, q.tx_bytes, dt)
+                // A queue that started over (duration went back) has no
+                // rate over this interval, as for ports.
+                let reset = duration_s(q.duration_sec, q.duration_nsec) + 1e-3
+                    < duration_s(prev.value.duration_sec, prev.value.duration_nsec);
+                if reset {
+                    None
+                } else {
+                    rate(prev.value.tx_bytes, q.tx_bytes, dt)
+                }
             });
             let entry = QueueRate {
                 dpid,
@@ -736,6 +749,14 @@ impl Monitor {
         for m in stats {
             let key = (dpid, m.meter_id);
             let (in_r, band_r) = match self.meters.get(&key) {
+                // A meter added again with the same id (or a restarted
+                // switch) started over: no rate over this interval.
+                Some((prev, _))
+                    if duration_s(m.duration_sec, m.duration_nsec) + 1e-3
+                        < duration_s(prev.value.duration_sec, prev.value.duration_nsec) =>
+                {
+                    (None, None)
+                }
                 Some((prev, _)) => {
                     let dt = now.saturating_duration_since(prev.at).as_secs_f64();
                     (
