@@ -108,12 +108,18 @@ struct Args {
     queued_share: u8,
     /// Stats mode with --preinstall: this percent of the pair flows (an
     /// even spread) go through a meter of their own, which the switch adds
-    /// itself (kbit/s, one drop band at twice the flow's rate); the meter
-    /// counts the flow's traffic in (METER stats; bands drop nothing in the
-    /// emulator).
+    /// itself (kbit/s, one drop band at --meter-band-pct of the flow's
+    /// rate); the meter counts the flow's traffic in, its band the excess
+    /// over the band's rate, which is dropped (METER stats).
     #[arg(long, default_value_t = 0, requires = "preinstall",
           value_parser = clap::value_parser!(u8).range(0..=100))]
     metered_share: u8,
+    /// Stats mode with --metered-share: the drop band's rate in percent of
+    /// the flow's rate (below 100 the excess is dropped: the ports and
+    /// queues after the meter carry only the band's rate).
+    #[arg(long, default_value_t = 200, requires = "preinstall",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    meter_band_pct: u32,
     /// The controller's API base URL: the time until `/api/v1/links` lists
     /// every cable is measured, and in stats mode λ
     /// (`/api/v1/traffic-matrix`, not with --preinstall) and the port,
@@ -252,6 +258,7 @@ fn real_main(args: Args) -> Result<(), MainError> {
         preinstall: args.preinstall,
         queued_share: args.queued_share,
         metered_share: args.metered_share,
+        meter_band_pct: args.meter_band_pct,
         api,
         cpu_pid: args.cpu_pid,
         load: LoadOptions {
@@ -355,8 +362,10 @@ fn real_main(args: Args) -> Result<(), MainError> {
                             c.entries,
                             c.missing,
                             c.max_rel_err * 100.0,
-                            c.flow_count_right
-                                .map_or_else(String::new, |n| format!(", flow_count right for {n}"))
+                            match (c.flow_count_right, c.band_right) {
+                                (Some(f), Some(b)) => format!(", flow_count right for {f}, band rate right for {b}"),
+                                _ => String::new(),
+                            }
                         ),
                     }
                 }

@@ -69,6 +69,9 @@ pub struct RunConfig {
     /// Stats with `preinstall`: percent of the pair flows that go through
     /// a meter the switch adds itself (0..=100).
     pub metered_share: u8,
+    /// The drop band of those meters, in percent of the flow's rate (at
+    /// 100 or more nothing is dropped).
+    pub meter_band_pct: u32,
     /// Where to read the controller's traffic matrix at the end (stats).
     pub api: Option<ApiCheck>,
     /// The controller's process id: its CPU time and memory over the
@@ -392,6 +395,12 @@ pub struct RateCheck {
     /// of flow entries using the meter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow_count_right: Option<usize>,
+    /// Meters only: of `entries`, those whose band rate
+    /// (`band_bytes_per_s`: what the bands took) is within the tolerance of
+    /// the truth, relative to the input rate (a band taking nothing must
+    /// show about 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub band_right: Option<usize>,
     /// Why the check could not be made, if so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -497,9 +506,9 @@ struct TaskResult {
     port_rates: Vec<(u32, u64, u64)>,
     /// Configured traffic by (port, queue), bytes/s.
     queue_rates: std::collections::BTreeMap<(u32, u32), u64>,
-    /// Configured traffic into each installed meter: (bytes/s, flow
-    /// entries using it).
-    meter_rates: std::collections::BTreeMap<u32, (u64, usize)>,
+    /// Configured traffic into each installed meter: (input bytes/s,
+    /// bytes/s its bands take, flow entries using it).
+    meter_rates: std::collections::BTreeMap<u32, (u64, u64, usize)>,
 }
 
 /// Runs the emulation and the load; returns the report.
@@ -718,7 +727,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     let mut done = 0;
     let mut port_truth: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
     let mut queue_truth: HashMap<(u64, u32, u32), u64> = HashMap::new();
-    let mut meter_truth: HashMap<(u64, u32), (u64, usize)> = HashMap::new();
+    let mut meter_truth: HashMap<(u64, u32), (u64, u64, usize)> = HashMap::new();
     for (i, t) in tasks.into_iter().enumerate() {
         let Ok(r) = t.await else { continue };
         let dpid = cfg.topology.switches.get(i).map_or(0, |s| s.dpid);
@@ -1244,16 +1253,17 @@ fn check_queues(
     out
 }
 
-/// Compares the controller's meter input rates and flow counts with the
-/// configured traffic into each meter ((dpid, meter) → (bytes/s, flow
-/// entries using it)).
+/// Compares the controller's meter input and band rates and flow counts
+/// with the configured traffic into each meter ((dpid, meter) → (input
+/// bytes/s, bytes/s the bands take, flow entries using it)).
 fn check_meters(
     rows: Result<serde_json::Value, String>,
-    truth: &HashMap<(u64, u32), (u64, usize)>,
+    truth: &HashMap<(u64, u32), (u64, u64, usize)>,
     tolerance: f64,
 ) -> RateCheck {
     let mut out = RateCheck {
         flow_count_right: Some(0),
+        band_right: Some(0),
         ..RateCheck::default()
     };
     let rows = match rows_of(rows, "/api/v1/meters/stats") {
@@ -1263,27 +1273,36 @@ fn check_meters(
             return out;
         }
     };
-    let mut got: HashMap<(u64, u32), (Option<f64>, Option<u64>)> = HashMap::new();
+    type Row = (Option<f64>, Option<f64>, Option<u64>);
+    let mut got: HashMap<(u64, u32), Row> = HashMap::new();
     for r in &rows {
         if let (Some(d), Some(m)) = (row_dpid(r), row_u32(r, "meter_id")) {
             got.insert(
                 (d, m),
-                (r["in_bytes_per_s"].as_f64(), r["flow_count"].as_u64()),
+                (
+                    r["in_bytes_per_s"].as_f64(),
+                    r["band_bytes_per_s"].as_f64(),
+                    r["flow_count"].as_u64(),
+                ),
             );
         }
     }
-    let mut right = 0;
-    for (key, &(want, flows)) in truth {
+    let (mut flows_right, mut band_right) = (0, 0);
+    for (key, &(want, band, flows)) in truth {
         if want == 0 {
             continue;
         }
-        let (seen, count) = got.get(key).copied().unwrap_or((None, None));
+        let (seen, seen_band, count) = got.get(key).copied().unwrap_or((None, None, None));
         compare_rate(&mut out, want, seen, tolerance);
         if count == u64::try_from(flows).ok() {
-            right += 1;
+            flows_right += 1;
+        }
+        if seen_band.is_some_and(|b| (b - band as f64).abs() <= tolerance * want as f64) {
+            band_right += 1;
         }
     }
-    out.flow_count_right = Some(right);
+    out.flow_count_right = Some(flows_right);
+    out.band_right = Some(band_right);
     out
 }
 
@@ -1496,6 +1515,7 @@ async fn switch_task(
             (i as u64) << 40,
         )
         .with_shares(cfg.queued_share, cfg.metered_share)
+        .with_meter_band(cfg.meter_band_pct)
     });
     let result = |sw: &Switch, driver: Driver, handshaken: bool| TaskResult {
         handshaken,
@@ -1509,7 +1529,7 @@ async fn switch_task(
             .meter_rates()
             .into_iter()
             .filter(|(m, _)| sw.meters.contains_key(m))
-            .map(|(m, r)| (m, (r, sw.table.meter_flow_count(m))))
+            .map(|(m, (input, band))| (m, (input, band, sw.table.meter_flow_count(m))))
             .collect(),
     };
     if !cfg.connect_stagger.is_zero() {

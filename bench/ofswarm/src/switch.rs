@@ -23,7 +23,7 @@ use ofp::{
 };
 
 use crate::frames;
-use crate::table::{FlowTable, N_TABLES, TRAFFIC_PACKET_BYTES};
+use crate::table::{FlowTable, MeterSpec, N_TABLES, TRAFFIC_PACKET_BYTES};
 use crate::topo::{port_mac, SwitchSpec};
 
 /// Bytes of an offending request copied into an ERROR (as OVS: at least 64).
@@ -383,7 +383,8 @@ impl Switch {
 
     /// Applies a METER_MOD at `now`; the error code when refused. A meter
     /// added (again) counts the configured traffic of the entries using it
-    /// from `now`.
+    /// from `now`; its bands take the excess of that traffic over their
+    /// rates (see [`crate::table::MeterSpec`]).
     pub fn apply_meter_mod(&mut self, mm: MeterMod, now: Instant) -> Option<MeterModFailedCode> {
         match mm.command {
             MeterModCommand::Add if self.meters.contains_key(&mm.meter_id) => {
@@ -393,22 +394,25 @@ impl Switch {
                 Some(MeterModFailedCode::UnknownMeter)
             }
             MeterModCommand::Add => {
-                self.table.restart_meter(Some(mm.meter_id), now);
+                self.table
+                    .set_meter(mm.meter_id, Some(MeterSpec::of(&mm)), true, now);
                 self.meter_added.insert(mm.meter_id, now);
                 self.meters.insert(mm.meter_id, mm);
                 None
             }
             MeterModCommand::Modify => {
+                self.table
+                    .set_meter(mm.meter_id, Some(MeterSpec::of(&mm)), false, now);
                 self.meters.insert(mm.meter_id, mm);
                 None
             }
             MeterModCommand::Delete => {
                 if mm.meter_id == ofp::METER_ALL {
-                    self.table.restart_meter(None, now);
+                    self.table.clear_meters(now);
                     self.meters.clear();
                     self.meter_added.clear();
                 } else {
-                    self.table.restart_meter(Some(mm.meter_id), now);
+                    self.table.set_meter(mm.meter_id, None, true, now);
                     self.meters.remove(&mm.meter_id);
                     self.meter_added.remove(&mm.meter_id);
                 }
@@ -551,8 +555,7 @@ impl Switch {
             }
             MultipartRequestBody::Meter { meter_id } => {
                 // The configured traffic of the entries using each meter
-                // since it was added, all of it let through (bands count
-                // nothing).
+                // since it was added, and what its bands took.
                 let traffic = self.table.traffic(now);
                 let stats = self
                     .meters
@@ -572,7 +575,20 @@ impl Switch {
                             byte_in_count: bytes,
                             duration_sec: u32::try_from(alive.as_secs()).unwrap_or(u32::MAX),
                             duration_nsec: alive.subsec_nanos(),
-                            band_stats: vec![BandStats::default(); m.bands.len()],
+                            band_stats: (0..m.bands.len())
+                                .map(|i| {
+                                    let b = traffic
+                                        .bands
+                                        .get(&m.meter_id)
+                                        .and_then(|v| v.get(i))
+                                        .copied()
+                                        .unwrap_or(0);
+                                    BandStats {
+                                        packet_band_count: b / TRAFFIC_PACKET_BYTES,
+                                        byte_band_count: b,
+                                    }
+                                })
+                                .collect(),
                         }
                     })
                     .collect();

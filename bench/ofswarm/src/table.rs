@@ -23,8 +23,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use ofp::{
-    flow_mod_flags, Action, FlowMod, FlowModCommand, FlowModFailedCode, FlowRemoved,
-    FlowRemovedReason, FlowStats, FlowStatsRequest, Instruction, Match, OxmField, TABLE_ALL,
+    flow_mod_flags, meter_flags, Action, FlowMod, FlowModCommand, FlowModFailedCode, FlowRemoved,
+    FlowRemovedReason, FlowStats, FlowStatsRequest, Instruction, Match, MeterBand, MeterMod,
+    OxmField, TABLE_ALL,
 };
 
 /// Number of flow tables of the emulated switch.
@@ -212,31 +213,104 @@ pub struct Credited {
     /// By meter id: bytes into the meter (entries with a `meter`
     /// instruction).
     pub meters: BTreeMap<u32, u64>,
+    /// By meter id: bytes each band of the meter took (the excess over the
+    /// band's rate, see [`MeterSpec`]).
+    pub bands: BTreeMap<u32, Vec<u64>>,
 }
 
-/// Credits `bytes` of an entry's traffic to its in_port (received), output
-/// ports (sent), the queues of its outputs after a `set_queue` and its
-/// meters.
-fn add_traffic(e: &FlowEntry, bytes: u64, t: &mut Credited) {
+/// A meter as the flow table applies it to the configured traffic: each
+/// band's rate in bytes/s and whether it drops (`None`: a band type not
+/// emulated, it takes nothing). Burst sizes are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeterSpec {
+    /// Bands in order: (rate in bytes/s, drops).
+    pub bands: Vec<Option<(u64, bool)>>,
+}
+
+impl MeterSpec {
+    /// The spec of a METER_MOD: rates in kbit/s (1,000 bits) unless
+    /// `OFPMF_PKTPS` (packets of [`TRAFFIC_PACKET_BYTES`]).
+    pub fn of(mm: &MeterMod) -> MeterSpec {
+        let bytes = |r: u32| {
+            if mm.flags & meter_flags::PKTPS != 0 {
+                u64::from(r) * TRAFFIC_PACKET_BYTES
+            } else {
+                u64::from(r) * 1000 / 8
+            }
+        };
+        MeterSpec {
+            bands: mm
+                .bands
+                .iter()
+                .map(|b| match b {
+                    MeterBand::Drop { rate, .. } => Some((bytes(*rate), true)),
+                    MeterBand::DscpRemark { rate, .. } => Some((bytes(*rate), false)),
+                    MeterBand::Raw { .. } => None,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// How a meter splits its input now: of every `input` bytes, band `band`
+/// takes `excess` (and drops them when `drops`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Split {
+    band: usize,
+    excess: u64,
+    input: u64,
+    drops: bool,
+}
+
+/// The splits of the meters, by id.
+type Splits = BTreeMap<u32, Split>;
+
+/// `bytes · num / den` (0 when `den` is 0).
+fn scale(bytes: u64, num: u64, den: u64) -> u64 {
+    if den == 0 {
+        return 0;
+    }
+    u64::try_from(u128::from(bytes) * u128::from(num) / u128::from(den)).unwrap_or(u64::MAX)
+}
+
+/// Credits `bytes` of an entry's traffic to its in_port (received), its
+/// meters (in, and the excess to the band that applies), then what the
+/// meters let through to its output ports (sent) and the queues of its
+/// outputs after a `set_queue`.
+fn add_traffic(e: &FlowEntry, bytes: u64, t: &mut Credited, splits: &Splits) {
     if let Some(p) = e.match_.get_in_port() {
         let pt = t.ports.entry(p).or_default();
         pt.rx_bytes = pt.rx_bytes.saturating_add(bytes);
+    }
+    let mut out = bytes;
+    for m in e.meters() {
+        let b = t.meters.entry(m).or_default();
+        *b = b.saturating_add(bytes);
+        if let Some(s) = splits.get(&m) {
+            let taken = scale(bytes, s.excess, s.input);
+            let v = t.bands.entry(m).or_default();
+            if v.len() <= s.band {
+                v.resize(s.band + 1, 0);
+            }
+            if let Some(x) = v.get_mut(s.band) {
+                *x = x.saturating_add(taken);
+            }
+            if s.drops {
+                out = out.saturating_sub(taken);
+            }
+        }
     }
     for a in e.actions() {
         if let Action::Output { port, .. } = a {
             if *port <= ofp::port_no::MAX {
                 let pt = t.ports.entry(*port).or_default();
-                pt.tx_bytes = pt.tx_bytes.saturating_add(bytes);
+                pt.tx_bytes = pt.tx_bytes.saturating_add(out);
             }
         }
     }
     for q in e.queue_outputs() {
         let b = t.queues.entry(q).or_default();
-        *b = b.saturating_add(bytes);
-    }
-    for m in e.meters() {
-        let b = t.meters.entry(m).or_default();
-        *b = b.saturating_add(bytes);
+        *b = b.saturating_add(out);
     }
 }
 
@@ -281,13 +355,15 @@ impl FlowEntry {
     /// Adds the entry's configured traffic (up to `now`) to its ports —
     /// received on its match's `in_port`, sent on each output port — and
     /// to its queues and meters, and starts over from zero.
-    fn credit(&mut self, now: Instant, to: &mut Credited) {
+    /// `splits`: the meters' now (their input has not changed since the
+    /// entry was last credited; see [`FlowTable::settle_meters`]).
+    fn credit(&mut self, now: Instant, to: &mut Credited, splits: &Splits) {
         self.settle(now);
         let b = std::mem::take(&mut self.traffic_bytes);
         if b == 0 {
             return;
         }
-        add_traffic(self, b, to);
+        add_traffic(self, b, to, splits);
     }
 
     fn outputs_to(&self, port: u32) -> bool {
@@ -416,6 +492,8 @@ pub struct FlowTable {
     /// Configured traffic of entries removed or changed (and of current
     /// ones up to their last change), by port, queue and meter.
     credited: Credited,
+    /// Meters installed, as they apply to the configured traffic.
+    meters: BTreeMap<u32, MeterSpec>,
 }
 
 fn cookie_ok(entry: u64, cookie: u64, mask: u64) -> bool {
@@ -437,11 +515,12 @@ impl FlowTable {
     /// ones.
     pub fn traffic(&self, now: Instant) -> Credited {
         let mut t = self.credited.clone();
+        let splits = self.splits();
         for e in self.entries.values() {
             if e.rate == 0 && e.traffic_bytes == 0 {
                 continue;
             }
-            add_traffic(e, e.configured_bytes(now), &mut t);
+            add_traffic(e, e.configured_bytes(now), &mut t, &splits);
         }
         t
     }
@@ -452,21 +531,104 @@ impl FlowTable {
         self.traffic(now).ports
     }
 
-    /// A meter is (re)created or deleted at `now`: the traffic of the
-    /// entries using it is credited up to now and the meter's count starts
-    /// over from zero (`None`: every meter).
-    pub fn restart_meter(&mut self, meter: Option<u32>, now: Instant) {
+    /// Configured input rate of each meter used by an entry with traffic.
+    fn meter_inputs(&self) -> BTreeMap<u32, u64> {
+        let mut v: BTreeMap<u32, u64> = BTreeMap::new();
+        for e in self.entries.values().filter(|e| e.rate > 0) {
+            for m in e.meters() {
+                let r = v.entry(m).or_default();
+                *r = r.saturating_add(e.rate);
+            }
+        }
+        v
+    }
+
+    /// How each installed meter splits its configured input now: the band
+    /// with the highest rate below the input rate takes the excess (as
+    /// OpenFlow's meter bands); none when no band's rate is below it.
+    fn splits(&self) -> Splits {
+        let mut out = Splits::new();
+        for (m, input) in self.meter_inputs() {
+            let Some(spec) = self.meters.get(&m) else {
+                continue;
+            };
+            let best = spec
+                .bands
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| b.map(|(rate, drops)| (i, rate, drops)))
+                .filter(|&(_, rate, _)| rate < input)
+                .max_by_key(|&(i, rate, _)| (rate, std::cmp::Reverse(i)));
+            if let Some((band, rate, drops)) = best {
+                out.insert(
+                    m,
+                    Split {
+                        band,
+                        excess: input - rate,
+                        input,
+                        drops,
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    /// Credits up to `now` the traffic of every entry using one of
+    /// `meters`, before their input (or spec) changes: what was credited
+    /// went through the meters as they were.
+    fn settle_meters(&mut self, meters: &[u32], now: Instant) {
+        if meters.is_empty() {
+            return;
+        }
+        let splits = self.splits();
         for e in self.entries.values_mut() {
-            if meter.is_none_or(|m| e.meters().any(|x| x == m)) {
-                e.credit(now, &mut self.credited);
+            if e.meters().any(|m| meters.contains(&m)) {
+                e.credit(now, &mut self.credited, &splits);
             }
         }
-        match meter {
-            Some(m) => {
-                self.credited.meters.remove(&m);
-            }
-            None => self.credited.meters.clear(),
+    }
+
+    /// The meters of the entries `ids` and of `extra` instructions.
+    fn meters_of(&self, ids: &[u64], extra: &[Instruction]) -> Vec<u32> {
+        let mut v: Vec<u32> = ids
+            .iter()
+            .filter_map(|id| self.entries.get(id))
+            .flat_map(|e| e.meters().collect::<Vec<_>>())
+            .collect();
+        v.extend(extra.iter().filter_map(|i| match i {
+            Instruction::Meter(m) => Some(*m),
+            _ => None,
+        }));
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Installs (`Some`), changes or removes (`None`) meter `meter` at
+    /// `now`: the traffic of the entries using it is credited up to now
+    /// through the meter as it was; with `restart` (a meter added or
+    /// deleted) its counts start over from zero.
+    pub fn set_meter(&mut self, meter: u32, spec: Option<MeterSpec>, restart: bool, now: Instant) {
+        self.settle_meters(&[meter], now);
+        match spec {
+            Some(s) => self.meters.insert(meter, s),
+            None => self.meters.remove(&meter),
+        };
+        if restart {
+            self.credited.meters.remove(&meter);
+            self.credited.bands.remove(&meter);
         }
+    }
+
+    /// Removes every meter at `now` (their counts are gone).
+    pub fn clear_meters(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.entries.keys().copied().collect();
+        let used = self.meters_of(&ids, &[]);
+        self.settle_meters(&used, now);
+        self.meters.clear();
+        self.credited.meters.clear();
+        self.credited.bands.clear();
     }
 
     /// Entries with a `meter` instruction for `meter`.
@@ -477,42 +639,57 @@ impl FlowTable {
             .count()
     }
 
+    /// The configured rate an entry sends out of its outputs now: its
+    /// rate less what its meters' drop bands take.
+    fn out_rate(e: &FlowEntry, splits: &Splits) -> u64 {
+        let mut out = e.rate;
+        for m in e.meters() {
+            if let Some(s) = splits.get(&m).filter(|s| s.drops) {
+                out = out.saturating_sub(scale(e.rate, s.excess, s.input));
+            }
+        }
+        out
+    }
+
     /// Configured traffic rates through each queue now: ((port, queue),
     /// bytes/s), queues with traffic only.
     pub fn queue_rates(&self) -> BTreeMap<(u32, u32), u64> {
+        let splits = self.splits();
         let mut v: BTreeMap<(u32, u32), u64> = BTreeMap::new();
         for e in self.entries.values().filter(|e| e.rate > 0) {
+            let out = Self::out_rate(e, &splits);
             for q in e.queue_outputs() {
-                *v.entry(q).or_default() += e.rate;
+                *v.entry(q).or_default() += out;
             }
         }
+        v.retain(|_, r| *r > 0);
         v
     }
 
-    /// Configured traffic rates into each meter now: (meter, bytes/s),
-    /// meters with traffic only.
-    pub fn meter_rates(&self) -> BTreeMap<u32, u64> {
-        let mut v: BTreeMap<u32, u64> = BTreeMap::new();
-        for e in self.entries.values().filter(|e| e.rate > 0) {
-            for m in e.meters() {
-                *v.entry(m).or_default() += e.rate;
-            }
-        }
-        v
+    /// Configured traffic rates into each meter now: (meter, (input
+    /// bytes/s, bytes/s its bands take)), meters with traffic only.
+    pub fn meter_rates(&self) -> BTreeMap<u32, (u64, u64)> {
+        let splits = self.splits();
+        self.meter_inputs()
+            .into_iter()
+            .map(|(m, input)| (m, (input, splits.get(&m).map_or(0, |s| s.excess))))
+            .collect()
     }
 
     /// Configured traffic rates through each port now: (port, received
     /// bytes/s, sent bytes/s), ports with traffic only.
     pub fn port_rates(&self) -> Vec<(u32, u64, u64)> {
+        let splits = self.splits();
         let mut ports: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
         for e in self.entries.values().filter(|e| e.rate > 0) {
             if let Some(p) = e.match_.get_in_port() {
                 ports.entry(p).or_default().0 += e.rate;
             }
+            let out = Self::out_rate(e, &splits);
             for a in e.actions() {
                 if let Action::Output { port, .. } = a {
                     if *port <= ofp::port_no::MAX {
-                        ports.entry(*port).or_default().1 += e.rate;
+                        ports.entry(*port).or_default().1 += out;
                     }
                 }
             }
@@ -537,10 +714,13 @@ impl FlowTable {
 
     fn remove_ids(&mut self, ids: &[u64], now: Instant) -> Vec<FlowEntry> {
         let mut v = Vec::with_capacity(ids.len());
+        // Their meters' input changes.
+        let meters = self.meters_of(ids, &[]);
+        self.settle_meters(&meters, now);
         for id in ids {
             if let Some(mut e) = self.entries.remove(id) {
                 // Its ports keep the traffic it carried.
-                e.credit(now, &mut self.credited);
+                e.credit(now, &mut self.credited, &Splits::new());
                 self.index.remove(&entry_key(&e));
                 v.push(e);
             }
@@ -589,11 +769,15 @@ impl FlowTable {
                     rate_since: now,
                     traffic_bytes: 0,
                 };
+                if let Some(id) = strict_id {
+                    let meters = self.meters_of(&[id], &fm.instructions);
+                    self.settle_meters(&meters, now);
+                }
                 match strict_id.and_then(|id| self.entries.get_mut(&id)) {
                     Some(old) => {
                         // The traffic through the entry goes on (through
                         // the new instructions' ports from now).
-                        old.credit(now, &mut self.credited);
+                        old.credit(now, &mut self.credited, &Splits::new());
                         entry.rate = old.rate;
                         if fm.flags & flow_mod_flags::RESET_COUNTS == 0 {
                             entry.packet_count = old.packet_count;
@@ -623,6 +807,8 @@ impl FlowTable {
                         .map(|(id, _)| *id)
                         .collect()
                 };
+                let meters = self.meters_of(&ids, &fm.instructions);
+                self.settle_meters(&meters, now);
                 for id in ids {
                     let Some(e) = self.entries.get_mut(&id) else {
                         continue;
@@ -630,7 +816,7 @@ impl FlowTable {
                     if !cookie_ok(e.cookie, fm.cookie, fm.cookie_mask) {
                         continue;
                     }
-                    e.credit(now, &mut self.credited);
+                    e.credit(now, &mut self.credited, &Splits::new());
                     e.instructions = fm.instructions.clone();
                     if fm.flags & flow_mod_flags::RESET_COUNTS != 0 {
                         e.rate_since = now;
@@ -777,11 +963,13 @@ impl FlowTable {
         let Ok(key) = normalise(match_) else {
             return false;
         };
-        let Some(e) = self
-            .index
-            .get(&(table_id, priority, key))
-            .and_then(|id| self.entries.get_mut(id))
-        else {
+        let Some(&id) = self.index.get(&(table_id, priority, key)) else {
+            return false;
+        };
+        // Its meters' input changes.
+        let meters = self.meters_of(&[id], &[]);
+        self.settle_meters(&meters, now);
+        let Some(e) = self.entries.get_mut(&id) else {
             return false;
         };
         e.settle(now);
@@ -939,7 +1127,7 @@ mod tests {
             t.queue_rates(),
             [((2, 1), 1_000_000), ((3, 7), 1_000_000)].into()
         );
-        assert_eq!(t.meter_rates(), [(5, 1_000_000)].into());
+        assert_eq!(t.meter_rates(), [(5, (1_000_000, 0))].into());
         // Modified at 2 s to a plain output: the queues and the meter keep
         // their 2 MB and get no more.
         let plain = FlowMod {
@@ -986,6 +1174,79 @@ mod tests {
     }
 
     #[test]
+    fn meter_bands_take_the_excess_and_drop_bands_drop_it() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut t = FlowTable::new();
+        // kbit/s: a drop band at 800 kB/s, a DSCP remark band at 500 kB/s.
+        let mm = MeterMod {
+            command: ofp::MeterModCommand::Add,
+            flags: meter_flags::KBPS,
+            meter_id: 5,
+            bands: vec![
+                MeterBand::Drop {
+                    rate: 6400,
+                    burst_size: 0,
+                },
+                MeterBand::DscpRemark {
+                    rate: 4000,
+                    burst_size: 0,
+                    prec_level: 1,
+                },
+            ],
+        };
+        t.set_meter(5, Some(MeterSpec::of(&mm)), true, t0);
+        let (ma, mb) = (Match::new().in_port(1), Match::new().in_port(3));
+        for (m, queue, out, rate) in [(&ma, Some(1), 2, 600_000), (&mb, None, 4, 400_000)] {
+            let mut actions: Vec<Action> = queue.into_iter().map(Action::SetQueue).collect();
+            actions.push(Action::output(out));
+            let fm = FlowMod {
+                instructions: vec![Instruction::Meter(5), Instruction::ApplyActions(actions)],
+                ..add(0, 10, m.clone(), 0)
+            };
+            t.apply(&fm, t0).unwrap();
+            assert!(t.set_rate(0, 10, m, rate, t0));
+        }
+        // 1 MB/s in: the drop band (the highest rate below) drops the
+        // 200 kB/s over 800 kB/s, from each entry in proportion.
+        assert_eq!(t.meter_rates(), [(5, (1_000_000, 200_000))].into());
+        assert_eq!(t.queue_rates(), [((2, 1), 480_000)].into());
+        let pr: Vec<_> = t.port_rates();
+        assert!(pr.contains(&(1, 600_000, 0)) && pr.contains(&(2, 0, 480_000)));
+        assert!(pr.contains(&(4, 0, 320_000)));
+        let tr = t.traffic(at(1000));
+        assert_eq!(tr.meters[&5], 1_000_000);
+        assert_eq!(tr.bands[&5], vec![200_000]);
+        assert_eq!(tr.ports[&1].rx_bytes, 600_000);
+        assert_eq!(tr.ports[&2].tx_bytes, 480_000);
+        assert_eq!(tr.queues[&(2, 1)], 480_000);
+        assert_eq!(tr.ports[&4].tx_bytes, 320_000);
+        // The second entry stops at 1 s: 600 kB/s in, the remark band
+        // takes 100 kB/s and drops nothing.
+        assert!(t.set_rate(0, 10, &mb, 0, at(1000)));
+        assert_eq!(t.meter_rates(), [(5, (600_000, 100_000))].into());
+        let tr = t.traffic(at(3000));
+        assert_eq!(tr.meters[&5], 2_200_000);
+        assert_eq!(tr.bands[&5], vec![200_000, 200_000]);
+        assert_eq!(tr.ports[&2].tx_bytes, 480_000 + 1_200_000);
+        assert_eq!(tr.queues[&(2, 1)], 480_000 + 1_200_000);
+        assert_eq!(tr.ports[&4].tx_bytes, 320_000);
+        // The entry's own counters hold all it matched.
+        let a = t.entries()[0];
+        assert_eq!(a.counters(at(3000)).1, 1_800_000);
+        // Deleted at 3 s: the meter, its bands and the ports keep it all.
+        let del = FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: TABLE_ALL,
+            out_port: port_no::ANY,
+            out_group: ofp::GROUP_ANY,
+            ..FlowMod::default()
+        };
+        t.apply(&del, at(3000)).unwrap();
+        assert_eq!(t.traffic(at(9000)), tr);
+    }
+
+    #[test]
     fn a_restarted_meter_counts_from_then() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
@@ -1002,12 +1263,12 @@ mod tests {
             t.apply(&fm, t0).unwrap();
             assert!(t.set_rate(0, 10, &m, 1_000_000, t0));
         }
-        t.restart_meter(Some(8), at(1000));
+        t.set_meter(8, Some(MeterSpec::default()), true, at(1000));
         let tr = t.traffic(at(2000));
         assert_eq!(tr.meters, [(8, 1_000_000), (9, 2_000_000)].into());
         // Ports are not restarted.
         assert_eq!(tr.ports[&3].tx_bytes, 4_000_000);
-        t.restart_meter(None, at(2000));
+        t.clear_meters(at(2000));
         assert_eq!(
             t.traffic(at(2500)).meters,
             [(8, 500_000), (9, 500_000)].into()

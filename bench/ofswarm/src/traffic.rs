@@ -95,11 +95,17 @@ pub fn preinstall_flow(src: &Host, dst: &Host, out_port: u32, shaping: Shaping) 
     }
 }
 
+/// Default rate of the drop band of a preinstalled meter, in percent of
+/// its flow's rate: nothing is dropped.
+pub const METER_BAND_PCT: u32 = 200;
+
 /// The meter a switch adds itself for a metered preinstalled pair flow of
-/// `rate` bytes/s: kbit/s, stats, one drop band at twice the rate (nothing
-/// is dropped).
-pub fn preinstall_meter(meter_id: u32, rate: u64) -> MeterMod {
-    let kbps = rate.saturating_mul(2 * 8).div_ceil(1000);
+/// `rate` bytes/s: kbit/s, stats, one drop band at `band_pct` percent of
+/// the rate (rounded up to a whole kbit/s; nothing is dropped from 100 %).
+pub fn preinstall_meter(meter_id: u32, rate: u64, band_pct: u32) -> MeterMod {
+    let kbps = rate
+        .saturating_mul(8 * u64::from(band_pct))
+        .div_ceil(100 * 1000);
     MeterMod {
         command: MeterModCommand::Add,
         flags: meter_flags::KBPS | meter_flags::STATS,
@@ -170,6 +176,9 @@ pub struct Traffic {
     /// `--preinstall`: percent of the pairs whose flow goes through a
     /// meter.
     metered_share: u8,
+    /// `--preinstall`: drop band rate of the meters, percent of the flow's
+    /// rate.
+    meter_band_pct: u32,
 }
 
 impl Traffic {
@@ -202,6 +211,7 @@ impl Traffic {
             packet_ins: 0,
             queued_share: 0,
             metered_share: 0,
+            meter_band_pct: METER_BAND_PCT,
         }
     }
 
@@ -212,6 +222,13 @@ impl Traffic {
     pub fn with_shares(mut self, queued: u8, metered: u8) -> Self {
         self.queued_share = queued.min(100);
         self.metered_share = metered.min(100);
+        self
+    }
+
+    /// The drop band of the preinstalled meters at `pct` percent of their
+    /// flow's rate ([`preinstall_meter`]; default [`METER_BAND_PCT`]).
+    pub fn with_meter_band(mut self, pct: u32) -> Self {
+        self.meter_band_pct = pct;
         self
     }
 
@@ -318,7 +335,7 @@ impl Traffic {
             let shaping = self.shaping(k);
             if let Some(m) = shaping.meter {
                 if !sw.meters.contains_key(&m) {
-                    let mm = preinstall_meter(m, pair_rate(src.mac, dst.mac));
+                    let mm = preinstall_meter(m, pair_rate(src.mac, dst.mac), self.meter_band_pct);
                     if sw.apply_meter_mod(mm, now).is_some() {
                         continue;
                     }
@@ -549,7 +566,7 @@ mod tests {
                 panic!("a drop band");
             };
             assert!(u64::from(kbps) * 1000 >= rate * 8 * 2);
-            assert_eq!(sw.table.meter_rates()[&id], rate);
+            assert_eq!(sw.table.meter_rates()[&id], (rate, 0));
             assert_eq!(sw.table.meter_flow_count(id), 1);
         }
         let later = t0 + Duration::from_secs(3);

@@ -292,9 +292,10 @@ async fn throughput_latency_and_lldp_against_shoal() {
 
     // Statistics of queues and meters: the switches add their pair flows
     // themselves (dpids from 0x180), half of them with a set_queue before
-    // the output, a quarter through a meter of their own; the controller's
-    // queue and meter rates (read by ofswarm from the API) must match the
-    // traffic through them.
+    // the output, a quarter through a meter of their own whose drop band
+    // is at half the flow's rate (half its traffic is dropped before the
+    // output); the controller's port, queue and meter rates (read by
+    // ofswarm from the API) must match the traffic through them.
     let json = dir.path().join("queues.json");
     let child = ofswarm_api(
         &ctl,
@@ -313,6 +314,8 @@ async fn throughput_latency_and_lldp_against_shoal() {
             "50",
             "--metered-share",
             "25",
+            "--meter-band-pct",
+            "50",
             "--flows",
             "20",
             "--duration",
@@ -350,6 +353,7 @@ async fn throughput_latency_and_lldp_against_shoal() {
     assert_eq!(n(m, "missing"), 0, "every meter listed: {m}");
     assert_eq!(n(m, "within_tolerance"), 15, "{m}");
     assert_eq!(n(m, "flow_count_right"), 15, "{m}");
+    assert_eq!(n(m, "band_right"), 15, "the bands took half: {m}");
 
     // A k = 4 fat tree (20 more switches, dpids from 0x200): the
     // controller finds all its 64 directed links.
