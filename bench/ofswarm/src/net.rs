@@ -1517,20 +1517,26 @@ async fn switch_task(
         .with_shares(cfg.queued_share, cfg.metered_share)
         .with_meter_band(cfg.meter_band_pct)
     });
-    let result = |sw: &Switch, driver: Driver, handshaken: bool| TaskResult {
-        handshaken,
-        load: driver.stats,
-        counters: sw.counters.clone(),
-        flows: sw.table.len(),
-        port_rates: sw.table.port_rates(),
-        queue_rates: sw.table.queue_rates(),
-        meter_rates: sw
-            .table
-            .meter_rates()
-            .into_iter()
-            .filter(|(m, _)| sw.meters.contains_key(m))
-            .map(|(m, (input, band))| (m, (input, band, sw.table.meter_flow_count(m))))
-            .collect(),
+    let result = |sw: &Switch, driver: Driver, handshaken: bool| {
+        let flow_counts = sw.table.meter_flow_counts();
+        TaskResult {
+            handshaken,
+            load: driver.stats,
+            counters: sw.counters.clone(),
+            flows: sw.table.len(),
+            port_rates: sw.table.port_rates(),
+            queue_rates: sw.table.queue_rates(),
+            meter_rates: sw
+                .table
+                .meter_rates()
+                .into_iter()
+                .filter(|(m, _)| sw.meters.contains_key(m))
+                .map(|(m, (input, band))| {
+                    let flows = flow_counts.get(&m).copied().unwrap_or(0);
+                    (m, (input, band, flows))
+                })
+                .collect(),
+        }
     };
     if !cfg.connect_stagger.is_zero() {
         let delay = cfg

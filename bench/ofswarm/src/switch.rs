@@ -557,6 +557,7 @@ impl Switch {
                 // The configured traffic of the entries using each meter
                 // since it was added, and what its bands took.
                 let traffic = self.table.traffic(now);
+                let flow_counts = self.table.meter_flow_counts();
                 let stats = self
                     .meters
                     .values()
@@ -569,8 +570,10 @@ impl Switch {
                             .map_or(up, |t| now.saturating_duration_since(*t));
                         MeterStats {
                             meter_id: m.meter_id,
-                            flow_count: u32::try_from(self.table.meter_flow_count(m.meter_id))
-                                .unwrap_or(u32::MAX),
+                            flow_count: u32::try_from(
+                                flow_counts.get(&m.meter_id).copied().unwrap_or(0),
+                            )
+                            .unwrap_or(u32::MAX),
                             packet_in_count: bytes / TRAFFIC_PACKET_BYTES,
                             byte_in_count: bytes,
                             duration_sec: u32::try_from(alive.as_secs()).unwrap_or(u32::MAX),

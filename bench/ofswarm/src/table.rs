@@ -639,6 +639,17 @@ impl FlowTable {
             .count()
     }
 
+    /// Entries with a `meter` instruction, by meter (one scan).
+    pub fn meter_flow_counts(&self) -> BTreeMap<u32, usize> {
+        let mut v: BTreeMap<u32, usize> = BTreeMap::new();
+        for e in self.entries.values() {
+            for m in e.meters() {
+                *v.entry(m).or_default() += 1;
+            }
+        }
+        v
+    }
+
     /// The configured rate an entry sends out of its outputs now: its
     /// rate less what its meters' drop bands take.
     fn out_rate(e: &FlowEntry, splits: &Splits) -> u64 {
