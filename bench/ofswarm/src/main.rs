@@ -96,12 +96,35 @@ struct Args {
     /// table at handshake completion (table 0, priority 200, in_port +
     /// eth_src + eth_dst, output to the destination, cookie 0, no
     /// timeouts), with their traffic, without any PACKET_IN: for a
-    /// controller that only polls (Gauge). Not with --api.
-    #[arg(long, conflicts_with = "api")]
+    /// controller that only polls (Gauge). With --api, λ is not checked
+    /// (the flows are not the controller's); ports, queues and meters are.
+    #[arg(long)]
     preinstall: bool,
+    /// Stats mode with --preinstall: this percent of the pair flows (an
+    /// even spread) set queue 1 or 2 (`set_queue` before the output); the
+    /// queue carries the flow's traffic (QUEUE stats).
+    #[arg(long, default_value_t = 0, requires = "preinstall",
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    queued_share: u8,
+    /// Stats mode with --preinstall: this percent of the pair flows (an
+    /// even spread) go through a meter of their own, which the switch adds
+    /// itself (kbit/s, one drop band at --meter-band-pct of the flow's
+    /// rate); the meter counts the flow's traffic in, its band the excess
+    /// over the band's rate, which is dropped (METER stats).
+    #[arg(long, default_value_t = 0, requires = "preinstall",
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    metered_share: u8,
+    /// Stats mode with --metered-share: the drop band's rate in percent of
+    /// the flow's rate (below 100 the excess is dropped: the ports and
+    /// queues after the meter carry only the band's rate).
+    #[arg(long, default_value_t = 200, requires = "preinstall",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    meter_band_pct: u32,
     /// The controller's API base URL: the time until `/api/v1/links` lists
-    /// every cable is measured, and in stats mode λ is read from
-    /// `/api/v1/traffic-matrix` at the end and compared with the truth.
+    /// every cable is measured, and in stats mode λ
+    /// (`/api/v1/traffic-matrix`, not with --preinstall) and the port,
+    /// queue and meter rates (`/api/v1/ports/stats`, `/queues/stats`,
+    /// `/meters/stats`) are read at the end and compared with the truth.
     #[arg(long)]
     api: Option<String>,
     /// File holding a bearer token for --api (a reader's).
@@ -111,7 +134,8 @@ struct Args {
     /// resident memory over the measurement are reported.
     #[arg(long)]
     cpu_pid: Option<u32>,
-    /// Stats mode: relative error of λ counted as right.
+    /// Stats mode: relative error of λ and of port, queue and meter rates
+    /// counted as right.
     #[arg(long, default_value_t = 0.01)]
     tolerance: f64,
     /// Churn mode: events to make (the run also ends after --duration).
@@ -232,6 +256,9 @@ fn real_main(args: Args) -> Result<(), MainError> {
         flows: args.flows,
         setup_timeout: Duration::from_secs(args.setup_timeout),
         preinstall: args.preinstall,
+        queued_share: args.queued_share,
+        metered_share: args.metered_share,
+        meter_band_pct: args.meter_band_pct,
         api,
         cpu_pid: args.cpu_pid,
         load: LoadOptions {
@@ -322,6 +349,23 @@ fn real_main(args: Args) -> Result<(), MainError> {
                             p.directions,
                             p.missing,
                             p.max_rel_err * 100.0
+                        ),
+                    }
+                }
+                for (what, c) in [("queue", &st.queues), ("meter", &st.meters)] {
+                    let Some(c) = c else { continue };
+                    match &c.error {
+                        Some(e) => println!("{what} rate check failed: {e}"),
+                        None => println!(
+                            "{what} rates: {}/{} {what}s within tolerance, {} missing, max error {:.3}%{}",
+                            c.within_tolerance,
+                            c.entries,
+                            c.missing,
+                            c.max_rel_err * 100.0,
+                            match (c.flow_count_right, c.band_right) {
+                                (Some(f), Some(b)) => format!(", flow_count right for {f}, band rate right for {b}"),
+                                _ => String::new(),
+                            }
                         ),
                     }
                 }

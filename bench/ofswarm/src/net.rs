@@ -63,6 +63,15 @@ pub struct RunConfig {
     /// Stats: every switch adds its pair flows itself at handshake
     /// completion (no PACKET_INs; for a controller that installs none).
     pub preinstall: bool,
+    /// Stats with `preinstall`: percent of the pair flows that set a queue
+    /// before their output (0..=100).
+    pub queued_share: u8,
+    /// Stats with `preinstall`: percent of the pair flows that go through
+    /// a meter the switch adds itself (0..=100).
+    pub metered_share: u8,
+    /// The drop band of those meters, in percent of the flow's rate (at
+    /// 100 or more nothing is dropped).
+    pub meter_band_pct: u32,
     /// Where to read the controller's traffic matrix at the end (stats).
     pub api: Option<ApiCheck>,
     /// The controller's process id: its CPU time and memory over the
@@ -359,6 +368,42 @@ pub struct StatsReport {
     /// asked for (`--api`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ports: Option<PortCheck>,
+    /// The controller's queue rates against the configured traffic through
+    /// each queue, when asked for (`--api`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queues: Option<RateCheck>,
+    /// The controller's meter input rates against the configured traffic
+    /// into each meter, when asked for (`--api`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meters: Option<RateCheck>,
+}
+
+/// The controller's queue (`GET /api/v1/queues/stats`, `tx_bytes_per_s`)
+/// or meter (`GET /api/v1/meters/stats`, `in_bytes_per_s`) rates compared
+/// with the configured traffic through each queue or into each meter.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RateCheck {
+    /// Queues (meters) with configured traffic.
+    pub entries: usize,
+    /// Of those, the controller had no rate for.
+    pub missing: usize,
+    /// Within the tolerance of the truth.
+    pub within_tolerance: usize,
+    /// Largest relative error.
+    pub max_rel_err: f64,
+    /// Meters only: of `entries`, those whose `flow_count` is the number
+    /// of flow entries using the meter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_count_right: Option<usize>,
+    /// Meters only: of `entries`, those whose band rate
+    /// (`band_bytes_per_s`: what the bands took) is within the tolerance of
+    /// the truth, relative to the input rate (a band taking nothing must
+    /// show about 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub band_right: Option<usize>,
+    /// Why the check could not be made, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The controller's port rates (`GET /api/v1/ports/stats`) compared with
@@ -459,6 +504,11 @@ struct TaskResult {
     flows: usize,
     /// Configured traffic by port: (port, rx bytes/s, tx bytes/s).
     port_rates: Vec<(u32, u64, u64)>,
+    /// Configured traffic by (port, queue), bytes/s.
+    queue_rates: std::collections::BTreeMap<(u32, u32), u64>,
+    /// Configured traffic into each installed meter: (input bytes/s,
+    /// bytes/s its bands take, flow entries using it).
+    meter_rates: std::collections::BTreeMap<u32, (u64, u64, usize)>,
 }
 
 /// Runs the emulation and the load; returns the report.
@@ -576,6 +626,8 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         stats = Some((t0.elapsed().as_secs_f64(), truth));
     }
     let mut port_rows: Option<Result<serde_json::Value, String>> = None;
+    let mut queue_rows: Option<Result<serde_json::Value, String>> = None;
+    let mut meter_rows: Option<Result<serde_json::Value, String>> = None;
     let mut endpoints_listed = None;
     let churn_report = if cfg.mode == Mode::Churn {
         Some(run_churn(&cfg, &shared).await)
@@ -630,14 +682,16 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         Some((setup_s, truth)) => {
             let requests = shared.stats_requests.load(Ordering::Relaxed) - served_at_start.0;
             let entries = shared.entries_served.load(Ordering::Relaxed) - served_at_start.1;
+            // Preinstalled pair flows are not the controller's: no λ.
             let lambda = match &cfg.api {
-                Some(api) => Some(check_lambda(api, &truth).await),
-                None => None,
+                Some(api) if !cfg.preinstall => Some(check_lambda(api, &truth).await),
+                _ => None,
             };
-            port_rows = match &cfg.api {
-                Some(api) => Some(get_json(api, "/api/v1/ports/stats").await),
-                None => None,
-            };
+            if let Some(api) = &cfg.api {
+                port_rows = Some(get_json(api, "/api/v1/ports/stats").await);
+                queue_rows = Some(get_json(api, "/api/v1/queues/stats").await);
+                meter_rows = Some(get_json(api, "/api/v1/meters/stats").await);
+            }
             Some(StatsReport {
                 pairs: truth.len(),
                 preinstall: cfg.preinstall,
@@ -649,6 +703,8 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
                 truth_bytes_per_s: truth.iter().map(|t| t.2).sum(),
                 lambda,
                 ports: None,
+                queues: None,
+                meters: None,
             })
         }
         None => None,
@@ -670,11 +726,19 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     let mut flows = 0;
     let mut done = 0;
     let mut port_truth: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
+    let mut queue_truth: HashMap<(u64, u32, u32), u64> = HashMap::new();
+    let mut meter_truth: HashMap<(u64, u32), (u64, u64, usize)> = HashMap::new();
     for (i, t) in tasks.into_iter().enumerate() {
         let Ok(r) = t.await else { continue };
         let dpid = cfg.topology.switches.get(i).map_or(0, |s| s.dpid);
         for &(port, rx, tx) in &r.port_rates {
             port_truth.insert((dpid, port), (rx, tx));
+        }
+        for (&(port, queue), &rate) in &r.queue_rates {
+            queue_truth.insert((dpid, port, queue), rate);
+        }
+        for (&meter, &v) in &r.meter_rates {
+            meter_truth.insert((dpid, meter), v);
         }
         done += usize::from(r.handshaken);
         flows += r.flows;
@@ -695,6 +759,12 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     let lat = &load.latencies_us;
     if let (Some(st), Some(rows), Some(api)) = (stats.as_mut(), port_rows, &cfg.api) {
         st.ports = Some(check_ports(rows, &port_truth, api.tolerance));
+    }
+    if let (Some(st), Some(rows), Some(api)) = (stats.as_mut(), queue_rows, &cfg.api) {
+        st.queues = Some(check_queues(rows, &queue_truth, api.tolerance));
+    }
+    if let (Some(st), Some(rows), Some(api)) = (stats.as_mut(), meter_rows, &cfg.api) {
+        st.meters = Some(check_meters(rows, &meter_truth, api.tolerance));
     }
     Ok(Report {
         mode: cfg.mode,
@@ -1113,6 +1183,129 @@ fn check_ports(
     out
 }
 
+/// The rows of a stats list from the API, or why there are none.
+fn rows_of(
+    rows: Result<serde_json::Value, String>,
+    path: &str,
+) -> Result<Vec<serde_json::Value>, String> {
+    match rows {
+        Ok(serde_json::Value::Array(rows)) => Ok(rows),
+        Ok(_) => Err(format!("GET {path}: not a list")),
+        Err(e) => Err(e),
+    }
+}
+
+/// The dpid of an API row (`"dpid"`: hex string).
+fn row_dpid(r: &serde_json::Value) -> Option<u64> {
+    r["dpid"]
+        .as_str()
+        .and_then(|d| u64::from_str_radix(d.trim_start_matches("0x"), 16).ok())
+}
+
+fn row_u32(r: &serde_json::Value, k: &str) -> Option<u32> {
+    r[k].as_u64().and_then(|v| u32::try_from(v).ok())
+}
+
+/// Counts one compared rate into `out`.
+fn compare_rate(out: &mut RateCheck, want: u64, seen: Option<f64>, tolerance: f64) {
+    out.entries += 1;
+    match seen {
+        Some(v) => {
+            let e = (v - want as f64).abs() / want as f64;
+            out.max_rel_err = out.max_rel_err.max(e);
+            if e <= tolerance {
+                out.within_tolerance += 1;
+            }
+        }
+        None => out.missing += 1,
+    }
+}
+
+/// Compares the controller's queue rates with the configured traffic
+/// through each queue ((dpid, port, queue) → tx bytes/s).
+fn check_queues(
+    rows: Result<serde_json::Value, String>,
+    truth: &HashMap<(u64, u32, u32), u64>,
+    tolerance: f64,
+) -> RateCheck {
+    let mut out = RateCheck::default();
+    let rows = match rows_of(rows, "/api/v1/queues/stats") {
+        Ok(r) => r,
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    let mut got: HashMap<(u64, u32, u32), Option<f64>> = HashMap::new();
+    for r in &rows {
+        if let (Some(d), Some(p), Some(q)) =
+            (row_dpid(r), row_u32(r, "port"), row_u32(r, "queue_id"))
+        {
+            got.insert((d, p, q), r["tx_bytes_per_s"].as_f64());
+        }
+    }
+    for (key, &want) in truth {
+        if want == 0 {
+            continue;
+        }
+        compare_rate(&mut out, want, got.get(key).copied().flatten(), tolerance);
+    }
+    out
+}
+
+/// Compares the controller's meter input and band rates and flow counts
+/// with the configured traffic into each meter ((dpid, meter) → (input
+/// bytes/s, bytes/s the bands take, flow entries using it)).
+fn check_meters(
+    rows: Result<serde_json::Value, String>,
+    truth: &HashMap<(u64, u32), (u64, u64, usize)>,
+    tolerance: f64,
+) -> RateCheck {
+    let mut out = RateCheck {
+        flow_count_right: Some(0),
+        band_right: Some(0),
+        ..RateCheck::default()
+    };
+    let rows = match rows_of(rows, "/api/v1/meters/stats") {
+        Ok(r) => r,
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    type Row = (Option<f64>, Option<f64>, Option<u64>);
+    let mut got: HashMap<(u64, u32), Row> = HashMap::new();
+    for r in &rows {
+        if let (Some(d), Some(m)) = (row_dpid(r), row_u32(r, "meter_id")) {
+            got.insert(
+                (d, m),
+                (
+                    r["in_bytes_per_s"].as_f64(),
+                    r["band_bytes_per_s"].as_f64(),
+                    r["flow_count"].as_u64(),
+                ),
+            );
+        }
+    }
+    let (mut flows_right, mut band_right) = (0, 0);
+    for (key, &(want, band, flows)) in truth {
+        if want == 0 {
+            continue;
+        }
+        let (seen, seen_band, count) = got.get(key).copied().unwrap_or((None, None, None));
+        compare_rate(&mut out, want, seen, tolerance);
+        if count == u64::try_from(flows).ok() {
+            flows_right += 1;
+        }
+        if seen_band.is_some_and(|b| (b - band as f64).abs() <= tolerance * want as f64) {
+            band_right += 1;
+        }
+    }
+    out.flow_count_right = Some(flows_right);
+    out.band_right = Some(band_right);
+    out
+}
+
 /// Reads `GET /api/v1/traffic-matrix` and compares each pair of the truth
 /// (source, destination, bytes/s) with the controller's λ.
 async fn check_lambda(api: &ApiCheck, truth: &[(ofp::MacAddr, ofp::MacAddr, u64)]) -> LambdaCheck {
@@ -1299,6 +1492,8 @@ async fn switch_task(
             counters: SwitchCounters::default(),
             flows: 0,
             port_rates: Vec::new(),
+            queue_rates: Default::default(),
+            meter_rates: Default::default(),
         };
     };
     let mut sw = Switch::new(i, spec, now);
@@ -1319,13 +1514,29 @@ async fn switch_task(
             cfg.window,
             (i as u64) << 40,
         )
+        .with_shares(cfg.queued_share, cfg.metered_share)
+        .with_meter_band(cfg.meter_band_pct)
     });
-    let result = |sw: &Switch, driver: Driver, handshaken: bool| TaskResult {
-        handshaken,
-        load: driver.stats,
-        counters: sw.counters.clone(),
-        flows: sw.table.len(),
-        port_rates: sw.table.port_rates(),
+    let result = |sw: &Switch, driver: Driver, handshaken: bool| {
+        let flow_counts = sw.table.meter_flow_counts();
+        TaskResult {
+            handshaken,
+            load: driver.stats,
+            counters: sw.counters.clone(),
+            flows: sw.table.len(),
+            port_rates: sw.table.port_rates(),
+            queue_rates: sw.table.queue_rates(),
+            meter_rates: sw
+                .table
+                .meter_rates()
+                .into_iter()
+                .filter(|(m, _)| sw.meters.contains_key(m))
+                .map(|(m, (input, band))| {
+                    let flows = flow_counts.get(&m).copied().unwrap_or(0);
+                    (m, (input, band, flows))
+                })
+                .collect(),
+        }
     };
     if !cfg.connect_stagger.is_zero() {
         let delay = cfg

@@ -14,15 +14,16 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use ofp::{
-    capabilities, port_no, port_state, Action, AggregateStats, BadRequestCode, ControllerRole,
-    DescStats, ErrorKind, ErrorMsg, FlowMod, Hello, HelloFailedCode, Instruction, Message,
-    MeterConfig, MeterMod, MeterModCommand, MeterModFailedCode, MeterStats, MultipartReply,
-    MultipartReplyBody, MultipartRequestBody, OfpMessage, PacketIn, PacketInReason, PacketOut,
-    PortDesc, PortStats, RoleMsg, SwitchConfig, SwitchFeatures, NO_BUFFER, OFP_VERSION,
+    capabilities, port_no, port_state, Action, AggregateStats, BadRequestCode, BandStats,
+    ControllerRole, DescStats, ErrorKind, ErrorMsg, FlowMod, Hello, HelloFailedCode, Instruction,
+    Message, MeterConfig, MeterMod, MeterModCommand, MeterModFailedCode, MeterStats,
+    MultipartReply, MultipartReplyBody, MultipartRequestBody, OfpMessage, PacketIn, PacketInReason,
+    PacketOut, PortDesc, PortStats, QueueStats, RoleMsg, SwitchConfig, SwitchFeatures, NO_BUFFER,
+    OFP_VERSION, QUEUE_ALL,
 };
 
 use crate::frames;
-use crate::table::{FlowTable, N_TABLES, TRAFFIC_PACKET_BYTES};
+use crate::table::{FlowTable, MeterSpec, N_TABLES, TRAFFIC_PACKET_BYTES};
 use crate::topo::{port_mac, SwitchSpec};
 
 /// Bytes of an offending request copied into an ERROR (as OVS: at least 64).
@@ -85,6 +86,8 @@ pub struct Switch {
     pub table: FlowTable,
     /// Meters installed (METER_MOD).
     pub meters: BTreeMap<u32, MeterMod>,
+    /// When each meter was added (its stats' duration).
+    meter_added: BTreeMap<u32, Instant>,
     /// Current SET_CONFIG.
     pub config: SwitchConfig,
     /// Current role.
@@ -149,6 +152,7 @@ impl Switch {
             dpid: spec.dpid,
             table: FlowTable::new(),
             meters: BTreeMap::new(),
+            meter_added: BTreeMap::new(),
             config: SwitchConfig {
                 flags: 0,
                 miss_send_len: 128,
@@ -280,7 +284,13 @@ impl Switch {
             }
             Message::FlowMod(fm) => self.flow_mod(xid, &fm, raw, now),
             Message::PacketOut(po) => self.packet_out(xid, po, raw, now),
-            Message::MeterMod(mm) => self.meter_mod(xid, mm, raw),
+            Message::MeterMod(mm) => match self.apply_meter_mod(mm, now) {
+                Some(c) => {
+                    self.counters.errors_sent += 1;
+                    vec![error(xid, ErrorKind::MeterModFailed(c), raw)]
+                }
+                None => Vec::new(),
+            },
             Message::MultipartRequest(req) => self.multipart(xid, req.body, raw, now),
             Message::Other { msg_type, body } if msg_type == ofp::msg_type::SET_ASYNC => {
                 if body.len() == 24 {
@@ -371,34 +381,44 @@ impl Switch {
         out
     }
 
-    fn meter_mod(&mut self, xid: u32, mm: MeterMod, raw: &[u8]) -> Vec<Effect> {
-        let code = match mm.command {
+    /// Applies a METER_MOD at `now`; the error code when refused. A meter
+    /// added (again) counts the configured traffic of the entries using it
+    /// from `now`; its bands take the excess of that traffic over their
+    /// rates (see [`crate::table::MeterSpec`]).
+    pub fn apply_meter_mod(&mut self, mm: MeterMod, now: Instant) -> Option<MeterModFailedCode> {
+        match mm.command {
             MeterModCommand::Add if self.meters.contains_key(&mm.meter_id) => {
                 Some(MeterModFailedCode::MeterExists)
             }
             MeterModCommand::Modify if !self.meters.contains_key(&mm.meter_id) => {
                 Some(MeterModFailedCode::UnknownMeter)
             }
-            MeterModCommand::Add | MeterModCommand::Modify => {
+            MeterModCommand::Add => {
+                self.table
+                    .set_meter(mm.meter_id, Some(MeterSpec::of(&mm)), true, now);
+                self.meter_added.insert(mm.meter_id, now);
+                self.meters.insert(mm.meter_id, mm);
+                None
+            }
+            MeterModCommand::Modify => {
+                self.table
+                    .set_meter(mm.meter_id, Some(MeterSpec::of(&mm)), false, now);
                 self.meters.insert(mm.meter_id, mm);
                 None
             }
             MeterModCommand::Delete => {
                 if mm.meter_id == ofp::METER_ALL {
+                    self.table.clear_meters(now);
                     self.meters.clear();
+                    self.meter_added.clear();
                 } else {
+                    self.table.set_meter(mm.meter_id, None, true, now);
                     self.meters.remove(&mm.meter_id);
+                    self.meter_added.remove(&mm.meter_id);
                 }
                 None
             }
             MeterModCommand::Other(_) => Some(MeterModFailedCode::BadCommand),
-        };
-        match code {
-            Some(c) => {
-                self.counters.errors_sent += 1;
-                vec![error(xid, ErrorKind::MeterModFailed(c), raw)]
-            }
-            None => Vec::new(),
         }
     }
 
@@ -505,20 +525,74 @@ impl Switch {
                     .collect();
                 one(MultipartReplyBody::PortStats(stats))
             }
-            MultipartRequestBody::Queue { .. } => one(MultipartReplyBody::Queue(Vec::new())),
-            MultipartRequestBody::Meter { meter_id } => {
-                let stats = self
-                    .meters
-                    .keys()
-                    .filter(|&&m| meter_id == ofp::METER_ALL || m == meter_id)
-                    .map(|&m| MeterStats {
-                        meter_id: m,
-                        flow_count: 0,
-                        packet_in_count: 0,
-                        byte_in_count: 0,
+            MultipartRequestBody::Queue {
+                port_no: want_port,
+                queue_id: want_queue,
+            } => {
+                // The queues of the switch's ports that carried configured
+                // traffic (outputs after a set_queue).
+                let traffic = self.table.traffic(now);
+                let any_port = want_port == port_no::ANY || want_port == port_no::ALL;
+                let stats = traffic
+                    .queues
+                    .iter()
+                    .filter(|((p, q), _)| {
+                        (any_port || *p == want_port)
+                            && (want_queue == QUEUE_ALL || *q == want_queue)
+                            && self.ports.iter().any(|d| d.port_no == *p)
+                    })
+                    .map(|(&(p, q), &bytes)| QueueStats {
+                        port_no: p,
+                        queue_id: q,
+                        tx_bytes: bytes,
+                        tx_packets: bytes / TRAFFIC_PACKET_BYTES,
+                        tx_errors: 0,
                         duration_sec: u32::try_from(up.as_secs()).unwrap_or(u32::MAX),
                         duration_nsec: up.subsec_nanos(),
-                        band_stats: Vec::new(),
+                    })
+                    .collect();
+                one(MultipartReplyBody::Queue(stats))
+            }
+            MultipartRequestBody::Meter { meter_id } => {
+                // The configured traffic of the entries using each meter
+                // since it was added, and what its bands took.
+                let traffic = self.table.traffic(now);
+                let flow_counts = self.table.meter_flow_counts();
+                let stats = self
+                    .meters
+                    .values()
+                    .filter(|m| meter_id == ofp::METER_ALL || m.meter_id == meter_id)
+                    .map(|m| {
+                        let bytes = traffic.meters.get(&m.meter_id).copied().unwrap_or(0);
+                        let alive = self
+                            .meter_added
+                            .get(&m.meter_id)
+                            .map_or(up, |t| now.saturating_duration_since(*t));
+                        MeterStats {
+                            meter_id: m.meter_id,
+                            flow_count: u32::try_from(
+                                flow_counts.get(&m.meter_id).copied().unwrap_or(0),
+                            )
+                            .unwrap_or(u32::MAX),
+                            packet_in_count: bytes / TRAFFIC_PACKET_BYTES,
+                            byte_in_count: bytes,
+                            duration_sec: u32::try_from(alive.as_secs()).unwrap_or(u32::MAX),
+                            duration_nsec: alive.subsec_nanos(),
+                            band_stats: (0..m.bands.len())
+                                .map(|i| {
+                                    let b = traffic
+                                        .bands
+                                        .get(&m.meter_id)
+                                        .and_then(|v| v.get(i))
+                                        .copied()
+                                        .unwrap_or(0);
+                                    BandStats {
+                                        packet_band_count: b / TRAFFIC_PACKET_BYTES,
+                                        byte_band_count: b,
+                                    }
+                                })
+                                .collect(),
+                        }
                     })
                     .collect();
                 one(MultipartReplyBody::Meter(stats))
@@ -887,6 +961,153 @@ mod tests {
         assert!(matches!(sent(&r)[0], Message::Error(e)
             if e.kind == ErrorKind::BadRequest(BadRequestCode::BadLen)));
         assert_eq!(s.counters.errors_sent, 1);
+    }
+
+    fn multipart(s: &mut Switch, body: MultipartRequestBody, now: Instant) -> MultipartReplyBody {
+        let req = ofp::MultipartRequest::new(body);
+        let r = s.handle(OfpMessage::new(9, Message::MultipartRequest(req)), &[], now);
+        match sent(&r)[0] {
+            Message::MultipartReply(m) => m.body.clone(),
+            other => panic!("not a multipart reply: {other:?}"),
+        }
+    }
+
+    fn queues(
+        s: &mut Switch,
+        port_no: u32,
+        queue_id: u32,
+        now: Instant,
+    ) -> Vec<(u32, u32, u64, u64)> {
+        match multipart(s, MultipartRequestBody::Queue { port_no, queue_id }, now) {
+            MultipartReplyBody::Queue(q) => q
+                .iter()
+                .map(|q| (q.port_no, q.queue_id, q.tx_bytes, q.tx_packets))
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn meter(s: &mut Switch, now: Instant) -> Vec<MeterStats> {
+        match multipart(
+            s,
+            MultipartRequestBody::Meter {
+                meter_id: ofp::METER_ALL,
+            },
+            now,
+        ) {
+            MultipartReplyBody::Meter(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn queue_and_meter_stats_carry_the_configured_traffic() {
+        let mut s = sw();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        let mm = MeterMod {
+            command: MeterModCommand::Add,
+            flags: ofp::meter_flags::KBPS | ofp::meter_flags::STATS,
+            meter_id: 9,
+            bands: vec![ofp::MeterBand::Drop {
+                rate: 100_000,
+                burst_size: 0,
+            }],
+        };
+        assert!(s
+            .handle(OfpMessage::new(1, Message::MeterMod(mm.clone())), &[], t0)
+            .is_empty());
+        // (match, meter, queue, output, rate)
+        let flows = [
+            (Match::new().in_port(1), Some(9), 1, 2, 1_000_000),
+            (Match::new().in_port(2), None, 2, 1, 500_000),
+            (
+                Match::new().in_port(2).eth_type(0x0800),
+                Some(9),
+                1,
+                1,
+                250_000,
+            ),
+        ];
+        for (m, meter, q, out, rate) in &flows {
+            let mut instructions: Vec<Instruction> =
+                meter.iter().map(|&m| Instruction::Meter(m)).collect();
+            instructions.push(Instruction::ApplyActions(vec![
+                Action::SetQueue(*q),
+                Action::output(*out),
+            ]));
+            let fm = FlowMod {
+                priority: 10,
+                match_: m.clone(),
+                instructions,
+                ..FlowMod::default()
+            };
+            s.handle(OfpMessage::new(2, Message::FlowMod(fm)), &[], t0);
+            assert!(s.table.set_rate(0, 10, m, *rate, t0));
+        }
+        let now = at(2000);
+        assert_eq!(
+            queues(&mut s, port_no::ANY, QUEUE_ALL, now),
+            vec![
+                (1, 1, 500_000, 500),
+                (1, 2, 1_000_000, 1000),
+                (2, 1, 2_000_000, 2000)
+            ]
+        );
+        assert_eq!(queues(&mut s, port_no::ALL, QUEUE_ALL, now).len(), 3);
+        assert_eq!(
+            queues(&mut s, 2, QUEUE_ALL, now),
+            vec![(2, 1, 2_000_000, 2000)]
+        );
+        assert_eq!(
+            queues(&mut s, port_no::ANY, 2, now),
+            vec![(1, 2, 1_000_000, 1000)]
+        );
+        assert_eq!(queues(&mut s, 1, 1, now), vec![(1, 1, 500_000, 500)]);
+        assert!(queues(&mut s, 3, QUEUE_ALL, now).is_empty(), "no such port");
+        assert!(queues(&mut s, 2, 2, now).is_empty());
+        let m = meter(&mut s, now);
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            (
+                m[0].meter_id,
+                m[0].flow_count,
+                m[0].byte_in_count,
+                m[0].packet_in_count
+            ),
+            (9, 2, 2_500_000, 2500)
+        );
+        assert_eq!(m[0].duration_sec, 2);
+        assert_eq!(m[0].band_stats, vec![ofp::BandStats::default()]);
+        // The first flow deleted at 2 s: its queue and meter keep what it
+        // carried.
+        let del = FlowMod {
+            command: FlowModCommand::DeleteStrict,
+            priority: 10,
+            match_: Match::new().in_port(1),
+            ..FlowMod::default()
+        };
+        s.handle(OfpMessage::new(3, Message::FlowMod(del)), &[], now);
+        let now = at(4000);
+        assert_eq!(
+            queues(&mut s, 2, QUEUE_ALL, now),
+            vec![(2, 1, 2_000_000, 2000)]
+        );
+        let m = meter(&mut s, now);
+        assert_eq!((m[0].flow_count, m[0].byte_in_count), (1, 3_000_000));
+        // Deleted and added again at 4 s: it counts from then.
+        let del = MeterMod {
+            command: MeterModCommand::Delete,
+            ..mm.clone()
+        };
+        s.handle(OfpMessage::new(4, Message::MeterMod(del)), &[], now);
+        assert!(meter(&mut s, now).is_empty());
+        s.handle(OfpMessage::new(5, Message::MeterMod(mm)), &[], now);
+        let m = meter(&mut s, at(5000));
+        assert_eq!(
+            (m[0].flow_count, m[0].byte_in_count, m[0].duration_sec),
+            (1, 250_000, 1)
+        );
     }
 
     #[test]

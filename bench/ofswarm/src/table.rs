@@ -23,8 +23,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use ofp::{
-    flow_mod_flags, Action, FlowMod, FlowModCommand, FlowModFailedCode, FlowRemoved,
-    FlowRemovedReason, FlowStats, FlowStatsRequest, Instruction, Match, OxmField, TABLE_ALL,
+    flow_mod_flags, meter_flags, Action, FlowMod, FlowModCommand, FlowModFailedCode, FlowRemoved,
+    FlowRemovedReason, FlowStats, FlowStatsRequest, Instruction, Match, MeterBand, MeterMod,
+    OxmField, TABLE_ALL,
 };
 
 /// Number of flow tables of the emulated switch.
@@ -200,20 +201,116 @@ pub struct PortTraffic {
     pub tx_bytes: u64,
 }
 
-/// Credits `bytes` of an entry's traffic to its in_port (received) and
-/// output ports (sent).
-fn add_traffic(e: &FlowEntry, bytes: u64, ports: &mut BTreeMap<u32, PortTraffic>) {
+/// Configured traffic credited so far: by port, by (port, queue) and by
+/// meter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credited {
+    /// By port: bytes received and sent.
+    pub ports: BTreeMap<u32, PortTraffic>,
+    /// By (port, queue id): bytes sent through the queue (outputs that
+    /// follow a `set_queue`).
+    pub queues: BTreeMap<(u32, u32), u64>,
+    /// By meter id: bytes into the meter (entries with a `meter`
+    /// instruction).
+    pub meters: BTreeMap<u32, u64>,
+    /// By meter id: bytes each band of the meter took (the excess over the
+    /// band's rate, see [`MeterSpec`]).
+    pub bands: BTreeMap<u32, Vec<u64>>,
+}
+
+/// A meter as the flow table applies it to the configured traffic: each
+/// band's rate in bytes/s and whether it drops (`None`: a band type not
+/// emulated, it takes nothing). Burst sizes are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeterSpec {
+    /// Bands in order: (rate in bytes/s, drops).
+    pub bands: Vec<Option<(u64, bool)>>,
+}
+
+impl MeterSpec {
+    /// The spec of a METER_MOD: rates in kbit/s (1,000 bits) unless
+    /// `OFPMF_PKTPS` (packets of [`TRAFFIC_PACKET_BYTES`]).
+    pub fn of(mm: &MeterMod) -> MeterSpec {
+        let bytes = |r: u32| {
+            if mm.flags & meter_flags::PKTPS != 0 {
+                u64::from(r) * TRAFFIC_PACKET_BYTES
+            } else {
+                u64::from(r) * 1000 / 8
+            }
+        };
+        MeterSpec {
+            bands: mm
+                .bands
+                .iter()
+                .map(|b| match b {
+                    MeterBand::Drop { rate, .. } => Some((bytes(*rate), true)),
+                    MeterBand::DscpRemark { rate, .. } => Some((bytes(*rate), false)),
+                    MeterBand::Raw { .. } => None,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// How a meter splits its input now: of every `input` bytes, band `band`
+/// takes `excess` (and drops them when `drops`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Split {
+    band: usize,
+    excess: u64,
+    input: u64,
+    drops: bool,
+}
+
+/// The splits of the meters, by id.
+type Splits = BTreeMap<u32, Split>;
+
+/// `bytes · num / den` (0 when `den` is 0).
+fn scale(bytes: u64, num: u64, den: u64) -> u64 {
+    if den == 0 {
+        return 0;
+    }
+    u64::try_from(u128::from(bytes) * u128::from(num) / u128::from(den)).unwrap_or(u64::MAX)
+}
+
+/// Credits `bytes` of an entry's traffic to its in_port (received), its
+/// meters (in, and the excess to the band that applies), then what the
+/// meters let through to its output ports (sent) and the queues of its
+/// outputs after a `set_queue`.
+fn add_traffic(e: &FlowEntry, bytes: u64, t: &mut Credited, splits: &Splits) {
     if let Some(p) = e.match_.get_in_port() {
-        let t = ports.entry(p).or_default();
-        t.rx_bytes = t.rx_bytes.saturating_add(bytes);
+        let pt = t.ports.entry(p).or_default();
+        pt.rx_bytes = pt.rx_bytes.saturating_add(bytes);
+    }
+    let mut out = bytes;
+    for m in e.meters() {
+        let b = t.meters.entry(m).or_default();
+        *b = b.saturating_add(bytes);
+        if let Some(s) = splits.get(&m) {
+            let taken = scale(bytes, s.excess, s.input);
+            let v = t.bands.entry(m).or_default();
+            if v.len() <= s.band {
+                v.resize(s.band + 1, 0);
+            }
+            if let Some(x) = v.get_mut(s.band) {
+                *x = x.saturating_add(taken);
+            }
+            if s.drops {
+                out = out.saturating_sub(taken);
+            }
+        }
     }
     for a in e.actions() {
         if let Action::Output { port, .. } = a {
             if *port <= ofp::port_no::MAX {
-                let t = ports.entry(*port).or_default();
-                t.tx_bytes = t.tx_bytes.saturating_add(bytes);
+                let pt = t.ports.entry(*port).or_default();
+                pt.tx_bytes = pt.tx_bytes.saturating_add(out);
             }
         }
+    }
+    for q in e.queue_outputs() {
+        let b = t.queues.entry(q).or_default();
+        *b = b.saturating_add(out);
     }
 }
 
@@ -257,14 +354,16 @@ impl FlowEntry {
 
     /// Adds the entry's configured traffic (up to `now`) to its ports —
     /// received on its match's `in_port`, sent on each output port — and
-    /// starts over from zero.
-    fn credit(&mut self, now: Instant, ports: &mut BTreeMap<u32, PortTraffic>) {
+    /// to its queues and meters, and starts over from zero.
+    /// `splits`: the meters' now (their input has not changed since the
+    /// entry was last credited; see [`FlowTable::settle_meters`]).
+    fn credit(&mut self, now: Instant, to: &mut Credited, splits: &Splits) {
         self.settle(now);
         let b = std::mem::take(&mut self.traffic_bytes);
         if b == 0 {
             return;
         }
-        add_traffic(self, b, ports);
+        add_traffic(self, b, to, splits);
     }
 
     fn outputs_to(&self, port: u32) -> bool {
@@ -275,6 +374,58 @@ impl FlowEntry {
         self.actions()
             .any(|a| matches!(a, Action::Group(g) if *g == group))
     }
+    /// The (port, queue) of every output to a port that follows a
+    /// `set_queue`: in apply-actions the last `set_queue` before the
+    /// output (as Open vSwitch: it applies to the outputs after it); in
+    /// write-actions the set's `set_queue` (the action set runs it before
+    /// the output).
+    pub fn queue_outputs(&self) -> Vec<(u32, u32)> {
+        let mut v = Vec::new();
+        for i in &self.instructions {
+            match i {
+                Instruction::ApplyActions(a) => {
+                    let mut queue = None;
+                    for x in a {
+                        match x {
+                            Action::SetQueue(q) => queue = Some(*q),
+                            Action::Output { port, .. } if *port <= ofp::port_no::MAX => {
+                                if let Some(q) = queue {
+                                    v.push((*port, q));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Instruction::WriteActions(a) => {
+                    let queue = a.iter().rev().find_map(|x| match x {
+                        Action::SetQueue(q) => Some(*q),
+                        _ => None,
+                    });
+                    if let Some(q) = queue {
+                        for x in a {
+                            if let Action::Output { port, .. } = x {
+                                if *port <= ofp::port_no::MAX {
+                                    v.push((*port, q));
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// The meters of its `meter` instructions.
+    pub fn meters(&self) -> impl Iterator<Item = u32> + '_ {
+        self.instructions.iter().filter_map(|i| match i {
+            Instruction::Meter(m) => Some(*m),
+            _ => None,
+        })
+    }
+
     fn actions(&self) -> impl Iterator<Item = &Action> {
         self.instructions.iter().flat_map(|i| match i {
             Instruction::ApplyActions(a) | Instruction::WriteActions(a) => a.as_slice(),
@@ -338,8 +489,11 @@ pub struct FlowTable {
     /// No entry can time out before this (None: none has a timeout), so
     /// [`FlowTable::expire`] scans a large table only when one may.
     next_expiry: Option<Instant>,
-    /// Configured traffic of entries removed or changed, by port.
-    credited: BTreeMap<u32, PortTraffic>,
+    /// Configured traffic of entries removed or changed (and of current
+    /// ones up to their last change), by port, queue and meter.
+    credited: Credited,
+    /// Meters installed, as they apply to the configured traffic.
+    meters: BTreeMap<u32, MeterSpec>,
 }
 
 fn cookie_ok(entry: u64, cookie: u64, mask: u64) -> bool {
@@ -356,31 +510,197 @@ impl FlowTable {
         FlowTable::default()
     }
 
-    /// Configured traffic through each port up to `now`: that of the
-    /// entries removed or re-pointed before, and of the current ones.
-    pub fn port_traffic(&self, now: Instant) -> BTreeMap<u32, PortTraffic> {
-        let mut ports = self.credited.clone();
+    /// Configured traffic up to `now` through each port, queue and meter:
+    /// that of the entries removed or changed before, and of the current
+    /// ones.
+    pub fn traffic(&self, now: Instant) -> Credited {
+        let mut t = self.credited.clone();
+        let splits = self.splits();
         for e in self.entries.values() {
             if e.rate == 0 && e.traffic_bytes == 0 {
                 continue;
             }
-            add_traffic(e, e.configured_bytes(now), &mut ports);
+            add_traffic(e, e.configured_bytes(now), &mut t, &splits);
         }
-        ports
+        t
+    }
+
+    /// Configured traffic through each port up to `now` (see
+    /// [`FlowTable::traffic`]).
+    pub fn port_traffic(&self, now: Instant) -> BTreeMap<u32, PortTraffic> {
+        self.traffic(now).ports
+    }
+
+    /// Configured input rate of each meter used by an entry with traffic.
+    fn meter_inputs(&self) -> BTreeMap<u32, u64> {
+        let mut v: BTreeMap<u32, u64> = BTreeMap::new();
+        for e in self.entries.values().filter(|e| e.rate > 0) {
+            for m in e.meters() {
+                let r = v.entry(m).or_default();
+                *r = r.saturating_add(e.rate);
+            }
+        }
+        v
+    }
+
+    /// How each installed meter splits its configured input now: the band
+    /// with the highest rate below the input rate takes the excess (as
+    /// OpenFlow's meter bands); none when no band's rate is below it.
+    fn splits(&self) -> Splits {
+        let mut out = Splits::new();
+        for (m, input) in self.meter_inputs() {
+            let Some(spec) = self.meters.get(&m) else {
+                continue;
+            };
+            let best = spec
+                .bands
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| b.map(|(rate, drops)| (i, rate, drops)))
+                .filter(|&(_, rate, _)| rate < input)
+                .max_by_key(|&(i, rate, _)| (rate, std::cmp::Reverse(i)));
+            if let Some((band, rate, drops)) = best {
+                out.insert(
+                    m,
+                    Split {
+                        band,
+                        excess: input - rate,
+                        input,
+                        drops,
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    /// Credits up to `now` the traffic of every entry using one of
+    /// `meters`, before their input (or spec) changes: what was credited
+    /// went through the meters as they were.
+    fn settle_meters(&mut self, meters: &[u32], now: Instant) {
+        if meters.is_empty() {
+            return;
+        }
+        let splits = self.splits();
+        for e in self.entries.values_mut() {
+            if e.meters().any(|m| meters.contains(&m)) {
+                e.credit(now, &mut self.credited, &splits);
+            }
+        }
+    }
+
+    /// The meters of the entries `ids` and of `extra` instructions.
+    fn meters_of(&self, ids: &[u64], extra: &[Instruction]) -> Vec<u32> {
+        let mut v: Vec<u32> = ids
+            .iter()
+            .filter_map(|id| self.entries.get(id))
+            .flat_map(|e| e.meters().collect::<Vec<_>>())
+            .collect();
+        v.extend(extra.iter().filter_map(|i| match i {
+            Instruction::Meter(m) => Some(*m),
+            _ => None,
+        }));
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Installs (`Some`), changes or removes (`None`) meter `meter` at
+    /// `now`: the traffic of the entries using it is credited up to now
+    /// through the meter as it was; with `restart` (a meter added or
+    /// deleted) its counts start over from zero.
+    pub fn set_meter(&mut self, meter: u32, spec: Option<MeterSpec>, restart: bool, now: Instant) {
+        self.settle_meters(&[meter], now);
+        match spec {
+            Some(s) => self.meters.insert(meter, s),
+            None => self.meters.remove(&meter),
+        };
+        if restart {
+            self.credited.meters.remove(&meter);
+            self.credited.bands.remove(&meter);
+        }
+    }
+
+    /// Removes every meter at `now` (their counts are gone).
+    pub fn clear_meters(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.entries.keys().copied().collect();
+        let used = self.meters_of(&ids, &[]);
+        self.settle_meters(&used, now);
+        self.meters.clear();
+        self.credited.meters.clear();
+        self.credited.bands.clear();
+    }
+
+    /// Entries with a `meter` instruction for `meter`.
+    pub fn meter_flow_count(&self, meter: u32) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.meters().any(|m| m == meter))
+            .count()
+    }
+
+    /// Entries with a `meter` instruction, by meter (one scan).
+    pub fn meter_flow_counts(&self) -> BTreeMap<u32, usize> {
+        let mut v: BTreeMap<u32, usize> = BTreeMap::new();
+        for e in self.entries.values() {
+            for m in e.meters() {
+                *v.entry(m).or_default() += 1;
+            }
+        }
+        v
+    }
+
+    /// The configured rate an entry sends out of its outputs now: its
+    /// rate less what its meters' drop bands take.
+    fn out_rate(e: &FlowEntry, splits: &Splits) -> u64 {
+        let mut out = e.rate;
+        for m in e.meters() {
+            if let Some(s) = splits.get(&m).filter(|s| s.drops) {
+                out = out.saturating_sub(scale(e.rate, s.excess, s.input));
+            }
+        }
+        out
+    }
+
+    /// Configured traffic rates through each queue now: ((port, queue),
+    /// bytes/s), queues with traffic only.
+    pub fn queue_rates(&self) -> BTreeMap<(u32, u32), u64> {
+        let splits = self.splits();
+        let mut v: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+        for e in self.entries.values().filter(|e| e.rate > 0) {
+            let out = Self::out_rate(e, &splits);
+            for q in e.queue_outputs() {
+                *v.entry(q).or_default() += out;
+            }
+        }
+        v.retain(|_, r| *r > 0);
+        v
+    }
+
+    /// Configured traffic rates into each meter now: (meter, (input
+    /// bytes/s, bytes/s its bands take)), meters with traffic only.
+    pub fn meter_rates(&self) -> BTreeMap<u32, (u64, u64)> {
+        let splits = self.splits();
+        self.meter_inputs()
+            .into_iter()
+            .map(|(m, input)| (m, (input, splits.get(&m).map_or(0, |s| s.excess))))
+            .collect()
     }
 
     /// Configured traffic rates through each port now: (port, received
     /// bytes/s, sent bytes/s), ports with traffic only.
     pub fn port_rates(&self) -> Vec<(u32, u64, u64)> {
+        let splits = self.splits();
         let mut ports: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
         for e in self.entries.values().filter(|e| e.rate > 0) {
             if let Some(p) = e.match_.get_in_port() {
                 ports.entry(p).or_default().0 += e.rate;
             }
+            let out = Self::out_rate(e, &splits);
             for a in e.actions() {
                 if let Action::Output { port, .. } = a {
                     if *port <= ofp::port_no::MAX {
-                        ports.entry(*port).or_default().1 += e.rate;
+                        ports.entry(*port).or_default().1 += out;
                     }
                 }
             }
@@ -405,10 +725,13 @@ impl FlowTable {
 
     fn remove_ids(&mut self, ids: &[u64], now: Instant) -> Vec<FlowEntry> {
         let mut v = Vec::with_capacity(ids.len());
+        // Their meters' input changes.
+        let meters = self.meters_of(ids, &[]);
+        self.settle_meters(&meters, now);
         for id in ids {
             if let Some(mut e) = self.entries.remove(id) {
                 // Its ports keep the traffic it carried.
-                e.credit(now, &mut self.credited);
+                e.credit(now, &mut self.credited, &Splits::new());
                 self.index.remove(&entry_key(&e));
                 v.push(e);
             }
@@ -457,11 +780,15 @@ impl FlowTable {
                     rate_since: now,
                     traffic_bytes: 0,
                 };
+                if let Some(id) = strict_id {
+                    let meters = self.meters_of(&[id], &fm.instructions);
+                    self.settle_meters(&meters, now);
+                }
                 match strict_id.and_then(|id| self.entries.get_mut(&id)) {
                     Some(old) => {
                         // The traffic through the entry goes on (through
                         // the new instructions' ports from now).
-                        old.credit(now, &mut self.credited);
+                        old.credit(now, &mut self.credited, &Splits::new());
                         entry.rate = old.rate;
                         if fm.flags & flow_mod_flags::RESET_COUNTS == 0 {
                             entry.packet_count = old.packet_count;
@@ -491,6 +818,8 @@ impl FlowTable {
                         .map(|(id, _)| *id)
                         .collect()
                 };
+                let meters = self.meters_of(&ids, &fm.instructions);
+                self.settle_meters(&meters, now);
                 for id in ids {
                     let Some(e) = self.entries.get_mut(&id) else {
                         continue;
@@ -498,7 +827,7 @@ impl FlowTable {
                     if !cookie_ok(e.cookie, fm.cookie, fm.cookie_mask) {
                         continue;
                     }
-                    e.credit(now, &mut self.credited);
+                    e.credit(now, &mut self.credited, &Splits::new());
                     e.instructions = fm.instructions.clone();
                     if fm.flags & flow_mod_flags::RESET_COUNTS != 0 {
                         e.rate_since = now;
@@ -645,11 +974,13 @@ impl FlowTable {
         let Ok(key) = normalise(match_) else {
             return false;
         };
-        let Some(e) = self
-            .index
-            .get(&(table_id, priority, key))
-            .and_then(|id| self.entries.get_mut(id))
-        else {
+        let Some(&id) = self.index.get(&(table_id, priority, key)) else {
+            return false;
+        };
+        // Its meters' input changes.
+        let meters = self.meters_of(&[id], &[]);
+        self.settle_meters(&meters, now);
+        let Some(e) = self.entries.get_mut(&id) else {
             return false;
         };
         e.settle(now);
@@ -772,6 +1103,187 @@ mod tests {
             assert_eq!(p[&2].tx_bytes, 2_000_000);
             assert_eq!(p[&3].tx_bytes, 2_000_000);
         }
+    }
+
+    #[test]
+    fn queues_and_meters_count_the_configured_traffic_and_keep_it() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut t = FlowTable::new();
+        let m = Match::new().in_port(1).eth_src(mac(1)).eth_dst(mac(2));
+        // Output 4 before any set_queue: no queue; then queue 1 on port 2,
+        // queue 7 on port 3; through meter 5.
+        let shaped = FlowMod {
+            instructions: vec![
+                Instruction::Meter(5),
+                Instruction::ApplyActions(vec![
+                    Action::output(4),
+                    Action::SetQueue(1),
+                    Action::output(2),
+                    Action::SetQueue(7),
+                    Action::output(3),
+                ]),
+            ],
+            ..add(0, 10, m.clone(), 0)
+        };
+        t.apply(&shaped, t0).unwrap();
+        assert!(t.set_rate(0, 10, &m, 1_000_000, t0));
+        let tr = t.traffic(at(1500));
+        let want: BTreeMap<(u32, u32), u64> = [((2, 1), 1_500_000), ((3, 7), 1_500_000)].into();
+        assert_eq!(tr.queues, want);
+        assert_eq!(tr.meters, [(5, 1_500_000)].into());
+        assert_eq!(tr.ports[&4].tx_bytes, 1_500_000);
+        assert_eq!(t.meter_flow_count(5), 1);
+        assert_eq!(
+            t.queue_rates(),
+            [((2, 1), 1_000_000), ((3, 7), 1_000_000)].into()
+        );
+        assert_eq!(t.meter_rates(), [(5, (1_000_000, 0))].into());
+        // Modified at 2 s to a plain output: the queues and the meter keep
+        // their 2 MB and get no more.
+        let plain = FlowMod {
+            command: FlowModCommand::ModifyStrict,
+            ..add(0, 10, m.clone(), 2)
+        };
+        t.apply(&plain, at(2000)).unwrap();
+        let tr = t.traffic(at(3000));
+        assert_eq!(tr.queues, [((2, 1), 2_000_000), ((3, 7), 2_000_000)].into());
+        assert_eq!(tr.meters, [(5, 2_000_000)].into());
+        assert_eq!(t.meter_flow_count(5), 0);
+        assert!(t.queue_rates().is_empty() && t.meter_rates().is_empty());
+        // Shaped again at 3 s, deleted at 4 s: 3 MB each, for good.
+        let again = FlowMod {
+            command: FlowModCommand::ModifyStrict,
+            ..shaped.clone()
+        };
+        t.apply(&again, at(3000)).unwrap();
+        let del = FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: TABLE_ALL,
+            out_port: port_no::ANY,
+            out_group: ofp::GROUP_ANY,
+            ..FlowMod::default()
+        };
+        t.apply(&del, at(4000)).unwrap();
+        for ms in [4000, 9000] {
+            let tr = t.traffic(at(ms));
+            assert_eq!(tr.queues, [((2, 1), 3_000_000), ((3, 7), 3_000_000)].into());
+            assert_eq!(tr.meters, [(5, 3_000_000)].into());
+        }
+        // Write-actions: the set's set_queue applies to its output.
+        let m2 = Match::new().in_port(6);
+        let written = FlowMod {
+            instructions: vec![Instruction::WriteActions(vec![
+                Action::output(6),
+                Action::SetQueue(3),
+            ])],
+            ..add(0, 10, m2.clone(), 0)
+        };
+        t.apply(&written, at(9000)).unwrap();
+        assert!(t.set_rate(0, 10, &m2, 100_000, at(9000)));
+        assert_eq!(t.traffic(at(10_000)).queues[&(6, 3)], 100_000);
+    }
+
+    #[test]
+    fn meter_bands_take_the_excess_and_drop_bands_drop_it() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut t = FlowTable::new();
+        // kbit/s: a drop band at 800 kB/s, a DSCP remark band at 500 kB/s.
+        let mm = MeterMod {
+            command: ofp::MeterModCommand::Add,
+            flags: meter_flags::KBPS,
+            meter_id: 5,
+            bands: vec![
+                MeterBand::Drop {
+                    rate: 6400,
+                    burst_size: 0,
+                },
+                MeterBand::DscpRemark {
+                    rate: 4000,
+                    burst_size: 0,
+                    prec_level: 1,
+                },
+            ],
+        };
+        t.set_meter(5, Some(MeterSpec::of(&mm)), true, t0);
+        let (ma, mb) = (Match::new().in_port(1), Match::new().in_port(3));
+        for (m, queue, out, rate) in [(&ma, Some(1), 2, 600_000), (&mb, None, 4, 400_000)] {
+            let mut actions: Vec<Action> = queue.into_iter().map(Action::SetQueue).collect();
+            actions.push(Action::output(out));
+            let fm = FlowMod {
+                instructions: vec![Instruction::Meter(5), Instruction::ApplyActions(actions)],
+                ..add(0, 10, m.clone(), 0)
+            };
+            t.apply(&fm, t0).unwrap();
+            assert!(t.set_rate(0, 10, m, rate, t0));
+        }
+        // 1 MB/s in: the drop band (the highest rate below) drops the
+        // 200 kB/s over 800 kB/s, from each entry in proportion.
+        assert_eq!(t.meter_rates(), [(5, (1_000_000, 200_000))].into());
+        assert_eq!(t.queue_rates(), [((2, 1), 480_000)].into());
+        let pr: Vec<_> = t.port_rates();
+        assert!(pr.contains(&(1, 600_000, 0)) && pr.contains(&(2, 0, 480_000)));
+        assert!(pr.contains(&(4, 0, 320_000)));
+        let tr = t.traffic(at(1000));
+        assert_eq!(tr.meters[&5], 1_000_000);
+        assert_eq!(tr.bands[&5], vec![200_000]);
+        assert_eq!(tr.ports[&1].rx_bytes, 600_000);
+        assert_eq!(tr.ports[&2].tx_bytes, 480_000);
+        assert_eq!(tr.queues[&(2, 1)], 480_000);
+        assert_eq!(tr.ports[&4].tx_bytes, 320_000);
+        // The second entry stops at 1 s: 600 kB/s in, the remark band
+        // takes 100 kB/s and drops nothing.
+        assert!(t.set_rate(0, 10, &mb, 0, at(1000)));
+        assert_eq!(t.meter_rates(), [(5, (600_000, 100_000))].into());
+        let tr = t.traffic(at(3000));
+        assert_eq!(tr.meters[&5], 2_200_000);
+        assert_eq!(tr.bands[&5], vec![200_000, 200_000]);
+        assert_eq!(tr.ports[&2].tx_bytes, 480_000 + 1_200_000);
+        assert_eq!(tr.queues[&(2, 1)], 480_000 + 1_200_000);
+        assert_eq!(tr.ports[&4].tx_bytes, 320_000);
+        // The entry's own counters hold all it matched.
+        let a = t.entries()[0];
+        assert_eq!(a.counters(at(3000)).1, 1_800_000);
+        // Deleted at 3 s: the meter, its bands and the ports keep it all.
+        let del = FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: TABLE_ALL,
+            out_port: port_no::ANY,
+            out_group: ofp::GROUP_ANY,
+            ..FlowMod::default()
+        };
+        t.apply(&del, at(3000)).unwrap();
+        assert_eq!(t.traffic(at(9000)), tr);
+    }
+
+    #[test]
+    fn a_restarted_meter_counts_from_then() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut t = FlowTable::new();
+        for (port, meter) in [(1, 8), (2, 9)] {
+            let m = Match::new().in_port(port);
+            let fm = FlowMod {
+                instructions: vec![
+                    Instruction::Meter(meter),
+                    Instruction::ApplyActions(vec![Action::output(3)]),
+                ],
+                ..add(0, 10, m.clone(), 0)
+            };
+            t.apply(&fm, t0).unwrap();
+            assert!(t.set_rate(0, 10, &m, 1_000_000, t0));
+        }
+        t.set_meter(8, Some(MeterSpec::default()), true, at(1000));
+        let tr = t.traffic(at(2000));
+        assert_eq!(tr.meters, [(8, 1_000_000), (9, 2_000_000)].into());
+        // Ports are not restarted.
+        assert_eq!(tr.ports[&3].tx_bytes, 4_000_000);
+        t.clear_meters(at(2000));
+        assert_eq!(
+            t.traffic(at(2500)).meters,
+            [(8, 500_000), (9, 500_000)].into()
+        );
     }
 
     #[test]

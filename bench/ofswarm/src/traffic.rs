@@ -15,7 +15,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use ofp::{Action, FlowMod, Instruction, MacAddr, Match, OfpMessage, PacketInReason};
+use ofp::{
+    meter_flags, Action, FlowMod, Instruction, MacAddr, Match, MeterBand, MeterMod,
+    MeterModCommand, OfpMessage, PacketInReason,
+};
 
 use crate::frames;
 use crate::switch::Switch;
@@ -35,10 +38,48 @@ pub const RATE_STEPS: u64 = 901;
 /// Priority of the pair flows a switch adds itself (`--preinstall`).
 pub const PREINSTALL_PRIORITY: u16 = 200;
 
+/// Queues the queued pair flows of `--preinstall` use: the j-th queued
+/// pair (from 0) sets queue `1 + j % PREINSTALL_QUEUES`.
+pub const PREINSTALL_QUEUES: u32 = 2;
+
+/// Meters of the metered pair flows of `--preinstall` start here: pair
+/// `k` goes through meter `PREINSTALL_METER_BASE + k` of its own (far from
+/// the ids a controller picks first).
+pub const PREINSTALL_METER_BASE: u32 = 0x0100_0000;
+
+/// Whether pair `k` is in a share of `pct` percent of the pairs: an even,
+/// deterministic spread (pair `k` when ⌊(k+1)·pct/100⌋ > ⌊k·pct/100⌋, so
+/// ⌊n·pct/100⌋ of the first n pairs).
+pub fn in_share(k: usize, pct: u8) -> bool {
+    let pct = usize::from(pct.min(100));
+    (k + 1) * pct / 100 > k * pct / 100
+}
+
+/// How a preinstalled pair flow sends its traffic: through a queue
+/// (`set_queue` before the output) and/or a meter (`meter` instruction).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shaping {
+    /// Queue id set before the output.
+    pub queue: Option<u32>,
+    /// Meter the flow goes through.
+    pub meter: Option<u32>,
+}
+
 /// The pair flow a switch adds itself with `--preinstall`: table 0,
 /// priority [`PREINSTALL_PRIORITY`], match in_port (the source's port) +
-/// eth_src + eth_dst, output to `out_port`, cookie 0, no timeouts.
-pub fn preinstall_flow(src: &Host, dst: &Host, out_port: u32) -> FlowMod {
+/// eth_src + eth_dst, output to `out_port` (after `set_queue` and behind a
+/// `meter` instruction as `shaping` says), cookie 0, no timeouts.
+pub fn preinstall_flow(src: &Host, dst: &Host, out_port: u32, shaping: Shaping) -> FlowMod {
+    let mut actions = Vec::new();
+    if let Some(q) = shaping.queue {
+        actions.push(Action::SetQueue(q));
+    }
+    actions.push(Action::output(out_port));
+    let mut instructions = Vec::new();
+    if let Some(m) = shaping.meter {
+        instructions.push(Instruction::Meter(m));
+    }
+    instructions.push(Instruction::ApplyActions(actions));
     FlowMod {
         table_id: 0,
         priority: PREINSTALL_PRIORITY,
@@ -49,8 +90,30 @@ pub fn preinstall_flow(src: &Host, dst: &Host, out_port: u32) -> FlowMod {
             .in_port(src.port)
             .eth_src(src.mac)
             .eth_dst(dst.mac),
-        instructions: vec![Instruction::ApplyActions(vec![Action::output(out_port)])],
+        instructions,
         ..FlowMod::default()
+    }
+}
+
+/// Default rate of the drop band of a preinstalled meter, in percent of
+/// its flow's rate: nothing is dropped.
+pub const METER_BAND_PCT: u32 = 200;
+
+/// The meter a switch adds itself for a metered preinstalled pair flow of
+/// `rate` bytes/s: kbit/s, stats, one drop band at `band_pct` percent of
+/// the rate (rounded up to a whole kbit/s; nothing is dropped from 100 %).
+pub fn preinstall_meter(meter_id: u32, rate: u64, band_pct: u32) -> MeterMod {
+    let kbps = rate
+        .saturating_mul(8 * u64::from(band_pct))
+        .div_ceil(100 * 1000);
+    MeterMod {
+        command: MeterModCommand::Add,
+        flags: meter_flags::KBPS | meter_flags::STATS,
+        meter_id,
+        bands: vec![MeterBand::Drop {
+            rate: u32::try_from(kbps).unwrap_or(u32::MAX),
+            burst_size: 0,
+        }],
     }
 }
 
@@ -108,6 +171,14 @@ pub struct Traffic {
     seq: u64,
     /// PACKET_INs sent.
     pub packet_ins: u64,
+    /// `--preinstall`: percent of the pairs whose flow sets a queue.
+    queued_share: u8,
+    /// `--preinstall`: percent of the pairs whose flow goes through a
+    /// meter.
+    metered_share: u8,
+    /// `--preinstall`: drop band rate of the meters, percent of the flow's
+    /// rate.
+    meter_band_pct: u32,
 }
 
 impl Traffic {
@@ -138,6 +209,39 @@ impl Traffic {
             flying: 0,
             seq: seq_base,
             packet_ins: 0,
+            queued_share: 0,
+            metered_share: 0,
+            meter_band_pct: METER_BAND_PCT,
+        }
+    }
+
+    /// With `--preinstall`, [`in_share`] `queued` percent of the pairs
+    /// (pair `k` of [`plan`]) set a queue before their output (the j-th of
+    /// them queue `1 + j % PREINSTALL_QUEUES`), and `metered` percent go through a meter of their own
+    /// ([`PREINSTALL_METER_BASE`] + k, [`preinstall_meter`]).
+    pub fn with_shares(mut self, queued: u8, metered: u8) -> Self {
+        self.queued_share = queued.min(100);
+        self.metered_share = metered.min(100);
+        self
+    }
+
+    /// The drop band of the preinstalled meters at `pct` percent of their
+    /// flow's rate ([`preinstall_meter`]; default [`METER_BAND_PCT`]).
+    pub fn with_meter_band(mut self, pct: u32) -> Self {
+        self.meter_band_pct = pct;
+        self
+    }
+
+    /// How preinstalled pair `k` is shaped (see [`Traffic::with_shares`]).
+    pub fn shaping(&self, k: usize) -> Shaping {
+        Shaping {
+            queue: in_share(k, self.queued_share).then(|| {
+                // The j-th queued pair (from 0) sets queue 1 + j % QUEUES.
+                let j = (k + 1) * usize::from(self.queued_share) / 100 - 1;
+                1 + u32::try_from(j % PREINSTALL_QUEUES as usize).unwrap_or(0)
+            }),
+            meter: in_share(k, self.metered_share)
+                .then(|| PREINSTALL_METER_BASE.saturating_add(u32::try_from(k).unwrap_or(0))),
         }
     }
 
@@ -209,24 +313,35 @@ impl Traffic {
     }
 
     /// `--preinstall`: the switch adds every pair flow still missing to
-    /// its own table ([`preinstall_flow`], output to `egress(dst)`) with
-    /// its traffic, without the controller; they count as installed at
-    /// once. Returns how many were added.
+    /// its own table ([`preinstall_flow`], output to `egress(dst)`, shaped
+    /// as [`Traffic::shaping`] says, the meter added first as by a
+    /// METER_MOD) with its traffic, without the controller; they count as
+    /// installed at once. Returns how many were added.
     pub fn preinstall(
         &mut self,
         sw: &mut Switch,
         egress: impl Fn(&Host) -> u32,
         now: Instant,
     ) -> usize {
-        let todo: Vec<(Host, Host)> = self
+        let todo: Vec<(usize, Host, Host)> = self
             .pairs
             .iter()
-            .filter(|p| !p.installed)
-            .map(|p| (p.src, p.dst))
+            .enumerate()
+            .filter(|(_, p)| !p.installed)
+            .map(|(k, p)| (k, p.src, p.dst))
             .collect();
         let mut added = 0;
-        for (src, dst) in todo {
-            let fm = preinstall_flow(&src, &dst, egress(&dst));
+        for (k, src, dst) in todo {
+            let shaping = self.shaping(k);
+            if let Some(m) = shaping.meter {
+                if !sw.meters.contains_key(&m) {
+                    let mm = preinstall_meter(m, pair_rate(src.mac, dst.mac), self.meter_band_pct);
+                    if sw.apply_meter_mod(mm, now).is_some() {
+                        continue;
+                    }
+                }
+            }
+            let fm = preinstall_flow(&src, &dst, egress(&dst), shaping);
             if sw.table.apply(&fm, now).is_err() {
                 continue;
             }
@@ -382,7 +497,87 @@ mod tests {
                 e.instructions,
                 vec![Instruction::ApplyActions(vec![Action::output(dst.port)])]
             );
+            assert!(sw.meters.is_empty());
             assert_eq!(e.counters(later).1, pair_rate(src.mac, dst.mac) * 20);
         }
+    }
+
+    #[test]
+    fn shares_are_even_spreads() {
+        for pct in [0u8, 10, 25, 50, 99, 100] {
+            let n = (0..200).filter(|&k| in_share(k, pct)).count();
+            assert_eq!(n, 2 * usize::from(pct), "{pct}%");
+        }
+        let picked: Vec<usize> = (0..8).filter(|&k| in_share(k, 25)).collect();
+        assert_eq!(picked, vec![3, 7]);
+    }
+
+    #[test]
+    fn preinstall_shares_queue_and_meter_some_pair_flows() {
+        let t = Topology::build(TopoSpec::Grid(1, 4), 8, 1);
+        let local = t.hosts_of(0);
+        let t0 = Instant::now();
+        let mut sw = Switch::new(0, &t.switches[0], t0);
+        let mut tr = Traffic::new(&local, &local, 10, 4, 0).with_shares(50, 25);
+        assert_eq!(tr.preinstall(&mut sw, |h| h.port, t0), 10);
+        let pairs = plan(&local, &local, 10);
+        let queued = sw
+            .table
+            .entries()
+            .iter()
+            .filter(|e| !e.queue_outputs().is_empty())
+            .count();
+        assert_eq!(queued, 5);
+        let on_queue = |q: u32| (0..10).filter(|&k| tr.shaping(k).queue == Some(q)).count();
+        assert_eq!((on_queue(1), on_queue(2)), (3, 2));
+        // Pairs 3 and 7 are metered, by meters of their own.
+        let meters: Vec<u32> = sw.meters.keys().copied().collect();
+        assert_eq!(
+            meters,
+            vec![PREINSTALL_METER_BASE + 3, PREINSTALL_METER_BASE + 7]
+        );
+        for k in [3usize, 7] {
+            let (src, dst) = pairs[k];
+            let rate = pair_rate(src.mac, dst.mac);
+            let id = PREINSTALL_METER_BASE + k as u32;
+            let e = sw
+                .table
+                .entries()
+                .into_iter()
+                .find(|e| {
+                    e.match_.get_eth_src() == Some(src.mac)
+                        && e.match_.get_eth_dst() == Some(dst.mac)
+                })
+                .expect("pair flow");
+            assert_eq!(
+                e.instructions,
+                vec![
+                    Instruction::Meter(id),
+                    Instruction::ApplyActions(vec![
+                        // Pairs 1, 3, 5, 7, 9 are queued: 3 is the 2nd,
+                        // 7 the 4th, both on queue 2.
+                        Action::SetQueue(2),
+                        Action::output(dst.port)
+                    ])
+                ]
+            );
+            // The drop band is well above the flow's rate.
+            let MeterBand::Drop { rate: kbps, .. } = sw.meters[&id].bands[0] else {
+                panic!("a drop band");
+            };
+            assert!(u64::from(kbps) * 1000 >= rate * 8 * 2);
+            assert_eq!(sw.table.meter_rates()[&id], (rate, 0));
+            assert_eq!(sw.table.meter_flow_count(id), 1);
+        }
+        let later = t0 + Duration::from_secs(3);
+        let tr = sw.table.traffic(later);
+        let total_q: u64 = tr.queues.values().sum();
+        let want: u64 = pairs
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| in_share(*k, 50))
+            .map(|(_, (a, b))| pair_rate(a.mac, b.mac) * 3)
+            .sum();
+        assert_eq!(total_q, want);
     }
 }

@@ -3,8 +3,11 @@
 //! the handshake, LLDP finds the linear topology's links (read from
 //! `GET /api/v1/links`), and both load modes get answers matched to their
 //! PACKET_INs; in stats mode every pair's λ from
-//! `GET /api/v1/traffic-matrix` matches the emulator's known rate; every
-//! link of a k = 4 fat tree is found. No speed threshold.
+//! `GET /api/v1/traffic-matrix` matches the emulator's known rate, and with
+//! preinstalled pair flows partly queued and metered the rates of
+//! `GET /api/v1/queues/stats` and `GET /api/v1/meters/stats` match the
+//! traffic through the queues and meters; every link of a k = 4 fat tree
+//! is found. No speed threshold.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -286,6 +289,71 @@ async fn throughput_latency_and_lldp_against_shoal() {
     );
     assert_eq!(n(p, "missing"), 0, "{p}");
     assert_eq!(n(p, "within_tolerance"), n(p, "directions"), "{p}");
+
+    // Statistics of queues and meters: the switches add their pair flows
+    // themselves (dpids from 0x180), half of them with a set_queue before
+    // the output, a quarter through a meter of their own whose drop band
+    // is at half the flow's rate (half its traffic is dropped before the
+    // output); the controller's port, queue and meter rates (read by
+    // ofswarm from the API) must match the traffic through them.
+    let json = dir.path().join("queues.json");
+    let child = ofswarm_api(
+        &ctl,
+        dir.path(),
+        &[
+            "--topo",
+            "linear:3",
+            "--hosts",
+            "4",
+            "--dpid-base",
+            "384",
+            "--mode",
+            "stats",
+            "--preinstall",
+            "--queued-share",
+            "50",
+            "--metered-share",
+            "25",
+            "--meter-band-pct",
+            "50",
+            "--flows",
+            "20",
+            "--duration",
+            "8",
+            "--warmup",
+            "2",
+            "--tolerance",
+            "0.02",
+        ],
+        &json,
+    );
+    let r = finish(child, &json).await;
+    assert_eq!(n(&r, "errors_sent"), 0);
+    let st = &r["stats"];
+    assert_eq!(n(st, "pairs"), 60, "{st}");
+    assert!(
+        st.get("lambda").is_none(),
+        "no λ of preinstalled flows: {st}"
+    );
+    let p = &st["ports"];
+    assert!(p.get("error").is_none(), "port rates read: {p}");
+    assert_eq!(n(p, "missing"), 0, "{p}");
+    assert_eq!(n(p, "within_tolerance"), n(p, "directions"), "{p}");
+    // 10 queued pair flows per switch on queues 1 and 2 of their output
+    // ports: at least one queue per switch.
+    let q = &st["queues"];
+    assert!(q.get("error").is_none(), "queue rates read: {q}");
+    assert!(n(q, "entries") >= 3, "{q}");
+    assert_eq!(n(q, "missing"), 0, "every queue with traffic listed: {q}");
+    assert_eq!(n(q, "within_tolerance"), n(q, "entries"), "{q}");
+    // 5 metered pair flows per switch, a meter each.
+    let m = &st["meters"];
+    assert!(m.get("error").is_none(), "meter rates read: {m}");
+    assert_eq!(n(m, "entries"), 15, "{m}");
+    assert_eq!(n(m, "missing"), 0, "every meter listed: {m}");
+    assert_eq!(n(m, "within_tolerance"), 15, "{m}");
+    assert_eq!(n(m, "flow_count_right"), 15, "{m}");
+    assert_eq!(n(m, "band_right"), 15, "the bands took half: {m}");
 
     // A k = 4 fat tree (20 more switches, dpids from 0x200): the
     // controller finds all its 64 directed links.

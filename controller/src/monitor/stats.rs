@@ -474,6 +474,11 @@ impl TrafficMatrix {
     }
 }
 
+/// A stats entry's duration, seconds.
+fn duration_s(sec: u32, nsec: u32) -> f64 {
+    f64::from(sec) + f64::from(nsec) * 1e-9
+}
+
 /// Rate of a monotonically increasing counter between two samples; `None`
 /// across a reset (the value or the switch's duration went down) or when no
 /// time passed.
@@ -534,7 +539,7 @@ impl From<&PortStats> for PortCounters {
             tx_dropped: p.tx_dropped,
             rx_errors: p.rx_errors,
             tx_errors: p.tx_errors,
-            duration_s: f64::from(p.duration_sec) + f64::from(p.duration_nsec) * 1e-9,
+            duration_s: duration_s(p.duration_sec, p.duration_nsec),
         }
     }
 }
@@ -711,7 +716,15 @@ impl Monitor {
             let key = (dpid, q.port_no, q.queue_id);
             let r = self.queues.get(&key).and_then(|(prev, _)| {
                 let dt = now.saturating_duration_since(prev.at).as_secs_f64();
-                rate(prev.value.tx_bytes, q.tx_bytes, dt)
+                // A queue that started over (duration went back) has no
+                // rate over this interval, as for ports.
+                let reset = duration_s(q.duration_sec, q.duration_nsec) + 1e-3
+                    < duration_s(prev.value.duration_sec, prev.value.duration_nsec);
+                if reset {
+                    None
+                } else {
+                    rate(prev.value.tx_bytes, q.tx_bytes, dt)
+                }
             });
             let entry = QueueRate {
                 dpid,
@@ -736,6 +749,14 @@ impl Monitor {
         for m in stats {
             let key = (dpid, m.meter_id);
             let (in_r, band_r) = match self.meters.get(&key) {
+                // A meter added again with the same id (or a restarted
+                // switch) started over: no rate over this interval.
+                Some((prev, _))
+                    if duration_s(m.duration_sec, m.duration_nsec) + 1e-3
+                        < duration_s(prev.value.duration_sec, prev.value.duration_nsec) =>
+                {
+                    (None, None)
+                }
                 Some((prev, _)) => {
                     let dt = now.saturating_duration_since(prev.at).as_secs_f64();
                     (
@@ -1065,5 +1086,51 @@ mod tests {
         assert_eq!(m.port_rates()[0].rx_bytes_per_s, None);
         m.ingest_port_stats(1, t0 + Duration::from_secs(6), &[ps(300, 3)]);
         assert_eq!(m.port_rates()[0].rx_bytes_per_s, Some(100.0));
+    }
+
+    #[test]
+    fn queue_and_meter_rates_skip_resets() {
+        let mut m = Monitor::new(3, 0, u64::MAX);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let q = |tx: u64, dur: u32| QueueStats {
+            port_no: 1,
+            queue_id: 2,
+            tx_bytes: tx,
+            tx_packets: tx / 100,
+            tx_errors: 0,
+            duration_sec: dur,
+            duration_nsec: 0,
+        };
+        let ms = |bytes: u64, dur: u32| MeterStats {
+            meter_id: 5,
+            flow_count: 1,
+            packet_in_count: bytes / 100,
+            byte_in_count: bytes,
+            duration_sec: dur,
+            duration_nsec: 0,
+            band_stats: vec![],
+        };
+        m.ingest_queue_stats(1, at(0), &[q(1000, 10)]);
+        m.ingest_meter_stats(1, at(0), &[ms(1000, 10)]);
+        assert_eq!(m.queue_rates()[0].tx_bytes_per_s, None);
+        assert_eq!(m.meter_rates()[0].in_bytes_per_s, None);
+        m.ingest_queue_stats(1, at(2), &[q(5000, 12)]);
+        m.ingest_meter_stats(1, at(2), &[ms(5000, 12)]);
+        assert_eq!(m.queue_rates()[0].tx_bytes_per_s, Some(2000.0));
+        assert_eq!(m.meter_rates()[0].in_bytes_per_s, Some(2000.0));
+        // The queue (vswitchd restarted) and the meter (deleted and added
+        // again with the same id) started over 1 s ago and have already
+        // counted more than before: their duration went back, so there is
+        // no rate over the last interval (not (8000 - 5000) / 2).
+        m.ingest_queue_stats(1, at(4), &[q(8000, 1)]);
+        m.ingest_meter_stats(1, at(4), &[ms(8000, 1)]);
+        assert_eq!(m.queue_rates()[0].tx_bytes_per_s, None);
+        assert_eq!(m.meter_rates()[0].in_bytes_per_s, None);
+        assert_eq!(m.meter_rates()[0].band_bytes_per_s, None);
+        m.ingest_queue_stats(1, at(6), &[q(12_000, 3)]);
+        m.ingest_meter_stats(1, at(6), &[ms(12_000, 3)]);
+        assert_eq!(m.queue_rates()[0].tx_bytes_per_s, Some(2000.0));
+        assert_eq!(m.meter_rates()[0].in_bytes_per_s, Some(2000.0));
     }
 }
