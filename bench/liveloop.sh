@@ -134,6 +134,7 @@ w("| snapshot | " + " | ".join(st("snapshot_ms")) + " |")
 w("| Analyze + Plan | " + " | ".join(st("analyze_plan_ms")) + " |")
 w("| Execute (dry run: record) | " + " | ".join(st("execute_ms")) + " |")
 w("| CPU time of snapshot + Analyze + Plan | " + " | ".join(st("cpu_ms")) + " |")
+w("| CPU time of the snapshot alone | " + " | ".join(st("snapshot_cpu_ms")) + " |")
 w("")
 w(f"Rounds: the last {rd.get('window')} of {rd.get('round')} (\`GET /api/v1/loop\`); "
   f"{(rd.get('last') or {}).get('vms', '–')} VMs and {(rd.get('last') or {}).get('hosts', '–')} hosts "

@@ -173,7 +173,13 @@ fn text(s: &Summary) -> String {
         ms(&t["p99"]),
         ms(&t["max"])
     );
-    for part in ["snapshot_ms", "analyze_plan_ms", "execute_ms", "cpu_ms"] {
+    for part in [
+        "snapshot_ms",
+        "analyze_plan_ms",
+        "execute_ms",
+        "cpu_ms",
+        "snapshot_cpu_ms",
+    ] {
         let p = &s.round[part];
         o += &format!(
             "  {part}: p50 {}  p99 {}  max {}\n",

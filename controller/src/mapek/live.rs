@@ -158,6 +158,8 @@ pub struct RoundTiming {
     /// cannot be read). Below `snapshot_ms + analyze_plan_ms` when the
     /// thread waited for a core or a lock.
     pub cpu_ms: Option<f64>,
+    /// The part of `cpu_ms` the snapshot used, ms.
+    pub snapshot_cpu_ms: Option<f64>,
     /// Hosts in the snapshot.
     pub hosts: usize,
     /// VMs in the snapshot.
@@ -233,6 +235,8 @@ pub struct RoundTimesView {
     /// CPU time of the snapshot and Analyze + Plan, ms (the rounds where it
     /// was read).
     pub cpu_ms: Option<SeriesStats>,
+    /// CPU time of the snapshot alone, ms (the rounds where it was read).
+    pub snapshot_cpu_ms: Option<SeriesStats>,
     /// The most recent round.
     pub last: Option<RoundTiming>,
 }
@@ -270,6 +274,13 @@ impl RoundTimes {
                     .filter_map(|t| t.cpu_ms)
                     .collect::<Vec<f64>>(),
             ),
+            snapshot_cpu_ms: series_stats(
+                &self
+                    .window
+                    .iter()
+                    .filter_map(|t| t.snapshot_cpu_ms)
+                    .collect::<Vec<f64>>(),
+            ),
             last: self.window.back().copied(),
         }
     }
@@ -301,6 +312,7 @@ mod tests {
             analyze_plan_ms: total_ms / 4.0,
             execute_ms: 0.0,
             cpu_ms: round.is_multiple_of(2).then_some(1.0),
+            snapshot_cpu_ms: round.is_multiple_of(2).then_some(0.5),
             hosts: 2,
             vms: 3,
             decisions: 0,

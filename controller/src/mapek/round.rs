@@ -123,6 +123,7 @@ pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
         let mut snap = snapshot_now(&ctx, round_no, migrations, history, last_migration_s)?;
         apply_running(&mut snap, &running);
         let t1 = Instant::now();
+        let cpu1 = thread_cpu_ms();
         let planned = analyze_and_plan(&ctx, &snap, round_no);
         let timing = RoundTiming {
             round: round_no,
@@ -132,6 +133,7 @@ pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
             analyze_plan_ms: ms(t1.elapsed()),
             execute_ms: 0.0,
             cpu_ms: cpu0.zip(thread_cpu_ms()).map(|(a, b)| b - a),
+            snapshot_cpu_ms: cpu0.zip(cpu1).map(|(a, b)| b - a),
             hosts: snap.hosts.len(),
             vms: snap.vms.len(),
             decisions: planned.1.len(),
