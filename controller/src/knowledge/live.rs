@@ -16,7 +16,7 @@
 //! Times are seconds since the controller started (`start_unix_ms`), the
 //! same base for report times, migration records and `now_s`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use ofp::MacAddr;
 
@@ -118,8 +118,8 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
     let locations = topology.locate_all();
     let hosts = reported_hosts(inp, &dist, &adj, &locations);
     let (vms, mac_to_vm) = vm_states(inp, &hosts);
-    let ext_by_mac = external_endpoints(inp, &bridge_set, &topology);
-    let (traffic, externals) = traffic_between(inp.rates, &mac_to_vm, &ext_by_mac);
+    let mut ext = Externals::new(inp, &bridge_set, &topology);
+    let (traffic, externals) = traffic_between(inp.rates, &mac_to_vm, &mut ext);
     Snapshot {
         now_s: secs(inp.now_unix_ms, inp.start_unix_ms),
         interval_s: inp.interval_s,
@@ -469,60 +469,93 @@ fn vm_history(
     (history, dirty_max, has_vf, latest)
 }
 
-/// The learnt endpoints that are external, by MAC (lower case): not the
-/// MAC of any registered host's VM, not at a hypervisor bridge (registered
-/// ones in `bridges`, or configured). Named `ext:<ip>`, else (no address,
-/// or the name already taken, in MAC order) `ext:<mac>`.
-fn external_endpoints(
-    inp: &LiveInputs<'_>,
-    bridges: &BTreeSet<u64>,
-    topology: &SnapTopology,
-) -> BTreeMap<String, (String, ExternalEndpoint)> {
-    let vm_macs: BTreeSet<String> = inp
-        .hosts
-        .hosts()
-        .values()
-        .flat_map(|e| e.registration.vms.iter())
-        .map(|v| v.mac.to_ascii_lowercase())
-        .collect();
-    let mut candidates: Vec<(String, Option<std::net::Ipv4Addr>, u64)> = inp
-        .topo
-        .endpoints()
-        .filter(|e| !bridges.contains(&e.location.dpid))
-        .filter(|e| !inp.hypervisors.contains_key(&e.location.dpid))
-        .map(|e| {
-            (
-                e.mac.to_string().to_ascii_lowercase(),
-                e.ip,
-                e.location.dpid,
-            )
-        })
-        .filter(|(mac, _, _)| !vm_macs.contains(mac))
-        .collect();
-    candidates.sort();
-    let mut names: BTreeSet<String> = BTreeSet::new();
-    let mut out = BTreeMap::new();
-    for (mac, ip, dpid) in candidates {
-        let name = match ip {
-            Some(ip) if !names.contains(&format!("ext:{ip}")) => format!("ext:{ip}"),
-            _ => format!("ext:{mac}"),
+/// The learnt endpoints that are external: not the MAC of any registered
+/// host's VM, not at a hypervisor bridge (registered ones in `bridges`, or
+/// configured). Named `ext:<ip>`, else (no address, or the address already
+/// taken by an external of a lower MAC) `ext:<mac>`.
+///
+/// Only the endpoints in the traffic matrix are ever asked for, so they are
+/// looked up one by one ([`Externals::get`]); building every external each
+/// round cost a string and a sort per learnt endpoint (half a million
+/// under a MAC flood) for the few with traffic. One pass over the
+/// endpoints with an address finds which external owns each address.
+struct Externals<'a, 'i> {
+    inp: &'a LiveInputs<'i>,
+    bridges: &'a BTreeSet<u64>,
+    topology: &'a SnapTopology,
+    vm_macs: HashSet<MacAddr>,
+    ip_owner: HashMap<std::net::Ipv4Addr, MacAddr>,
+    found: HashMap<MacAddr, Option<(String, ExternalEndpoint)>>,
+}
+
+impl<'a, 'i> Externals<'a, 'i> {
+    fn new(
+        inp: &'a LiveInputs<'i>,
+        bridges: &'a BTreeSet<u64>,
+        topology: &'a SnapTopology,
+    ) -> Self {
+        let vm_macs: HashSet<MacAddr> = inp
+            .hosts
+            .hosts()
+            .values()
+            .flat_map(|e| e.registration.vms.iter())
+            .filter_map(|v| v.mac.parse().ok())
+            .collect();
+        let mut x = Externals {
+            inp,
+            bridges,
+            topology,
+            vm_macs,
+            ip_owner: HashMap::new(),
+            found: HashMap::new(),
         };
-        names.insert(name.clone());
-        let switch = dpid_str(dpid);
-        let location = topology.locate_switch(&switch);
-        out.insert(
-            mac,
-            (
-                name,
-                ExternalEndpoint {
-                    switch,
-                    ipv4: ip,
-                    location,
-                },
-            ),
-        );
+        let mut ip_owner: HashMap<std::net::Ipv4Addr, MacAddr> = HashMap::new();
+        for e in inp.topo.endpoints() {
+            if let Some(ip) = e.ip {
+                if x.is_external(e) {
+                    let owner = ip_owner.entry(ip).or_insert(e.mac);
+                    *owner = (*owner).min(e.mac);
+                }
+            }
+        }
+        x.ip_owner = ip_owner;
+        x
     }
-    out
+
+    fn is_external(&self, e: &crate::monitor::topology::Endpoint) -> bool {
+        !self.bridges.contains(&e.location.dpid)
+            && !self.inp.hypervisors.contains_key(&e.location.dpid)
+            && !self.vm_macs.contains(&e.mac)
+    }
+
+    /// The external endpoint with this MAC, with its name.
+    fn get(&mut self, mac: MacAddr) -> Option<&(String, ExternalEndpoint)> {
+        if !self.found.contains_key(&mac) {
+            let v = self
+                .inp
+                .topo
+                .endpoint(&mac)
+                .filter(|e| self.is_external(e))
+                .map(|e| {
+                    let name = match e.ip {
+                        Some(ip) if self.ip_owner.get(&ip) == Some(&e.mac) => format!("ext:{ip}"),
+                        _ => format!("ext:{}", e.mac.to_string().to_ascii_lowercase()),
+                    };
+                    let switch = dpid_str(e.location.dpid);
+                    let location = self.topology.locate_switch(&switch);
+                    (
+                        name,
+                        ExternalEndpoint {
+                            switch,
+                            ipv4: e.ip,
+                            location,
+                        },
+                    )
+                });
+            self.found.insert(mac, v);
+        }
+        self.found.get(&mac).and_then(Option::as_ref)
+    }
 }
 
 /// λ(u,v) between known VMs, and between a known VM and an external
@@ -531,7 +564,7 @@ fn external_endpoints(
 fn traffic_between(
     rates: &[PairRate],
     mac_to_vm: &HashMap<MacAddr, String>,
-    ext_by_mac: &BTreeMap<String, (String, ExternalEndpoint)>,
+    ext: &mut Externals<'_, '_>,
 ) -> (
     BTreeMap<String, BTreeMap<String, f64>>,
     BTreeMap<String, ExternalEndpoint>,
@@ -539,12 +572,8 @@ fn traffic_between(
     let mut traffic: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     let mut externals: BTreeMap<String, ExternalEndpoint> = BTreeMap::new();
     // Keyed by address, not text: no formatting per pair (a matrix may
-    // hold a million pairs). A name that is no MAC address never matched.
+    // hold a million pairs).
     let vm_of = mac_to_vm;
-    let ext_of: HashMap<MacAddr, &(String, ExternalEndpoint)> = ext_by_mac
-        .iter()
-        .filter_map(|(m, x)| Some((m.parse::<MacAddr>().ok()?, x)))
-        .collect();
     for r in rates {
         if r.bytes_per_s.is_nan() || r.bytes_per_s <= 0.0 {
             continue;
@@ -553,14 +582,14 @@ fn traffic_between(
         let (u, v) = match (vm_of.get(&src), vm_of.get(&dst)) {
             (Some(u), Some(v)) => (u.clone(), v.clone()),
             (Some(u), None) => {
-                let Some((x, e)) = ext_of.get(&dst).copied() else {
+                let Some((x, e)) = ext.get(dst) else {
                     continue;
                 };
                 externals.insert(x.clone(), e.clone());
                 (u.clone(), x.clone())
             }
             (None, Some(v)) => {
-                let Some((x, e)) = ext_of.get(&src).copied() else {
+                let Some((x, e)) = ext.get(src) else {
                     continue;
                 };
                 externals.insert(x.clone(), e.clone());
@@ -923,5 +952,33 @@ mod tests {
         configured.insert(0x32, "hv9".to_string());
         let snap = build_snapshot(&inputs(&configured));
         assert!(!snap.externals.contains_key("ext:192.0.2.7"));
+        drop(snap);
+        // An external of a lower MAC with the same address owns the name,
+        // though it has no traffic: the client is named by its MAC.
+        let dup: MacAddr = "02:00:00:00:00:c0".parse().unwrap();
+        topo.learn(dup, ip, pr(0x31, 2), now, confirm);
+        let snap = build_snapshot(&LiveInputs {
+            hosts: &hosts,
+            topo: &topo,
+            hypervisors: &none,
+            rates: &rates,
+            ports: &[],
+            link_capacity_bps: None,
+            start_unix_ms: 0,
+            now_unix_ms: 10_000,
+            interval_s: 2.0,
+            round: 1,
+            history: 5,
+            migrations: vec![],
+            hotspot_history: vec![],
+            last_migration_s: BTreeMap::new(),
+            groups: &groups,
+        });
+        let names: Vec<&str> = snap.externals.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            vec!["ext:02:00:00:00:00:c1", "ext:02:00:00:00:00:c2"]
+        );
+        assert_eq!(snap.rate("ext:02:00:00:00:00:c1", "a"), 2000.0);
     }
 }

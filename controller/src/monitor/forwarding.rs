@@ -209,6 +209,11 @@ pub struct Forwarding {
     lldp: LldpGuard,
     /// New pairs not given a flow because `max_pair_flows` were installed.
     pairs_refused: u64,
+    /// No endpoint can be idle before this (the earliest last-seen time
+    /// plus the idle time at the last look): the tick skips the expiry
+    /// until then (last-seen times only move forward, a new endpoint is
+    /// seen now).
+    endpoints_idle_from: Option<Instant>,
 }
 
 fn flow_mod(
@@ -322,6 +327,7 @@ impl Forwarding {
             path_cache: PathCache::default(),
             lldp,
             pairs_refused: 0,
+            endpoints_idle_from: None,
         }
     }
 
@@ -340,6 +346,17 @@ impl Forwarding {
         topo: &mut Topology,
         now: Instant,
     ) -> (Vec<MacAddr>, Vec<Outgoing>) {
+        // Every tick used to collect the ends of all pairs (a million at
+        // scale) whether or not any endpoint was idle.
+        if self.endpoints_idle_from.is_some_and(|t| now < t) {
+            return (Vec::new(), Vec::new());
+        }
+        let earliest = topo.endpoints_idle_from(self.cfg.endpoint_idle);
+        if earliest.is_none_or(|t| now < t) {
+            self.endpoints_idle_from = earliest;
+            return (Vec::new(), Vec::new());
+        }
+        self.endpoints_idle_from = None;
         let active: std::collections::HashSet<MacAddr> = self
             .pairs
             .iter()
@@ -1251,6 +1268,10 @@ mod tests {
         // Nothing idle yet.
         let (gone, _) = f.expire_endpoints(&mut topo, now + Duration::from_secs(59));
         assert!(gone.is_empty());
+        // A host first seen after that look is not idle at the next one
+        // (nor skipped at a later one: see the end).
+        let late = now + Duration::from_secs(59);
+        f.packet_in(&mut topo, 3, &pin(3, eth(MacAddr::BROADCAST, mac(9))), late);
         // Both ends of the two pair flows are active; the two sources
         // without a flow expire, with their flows.
         let (mut gone, v) = f.expire_endpoints(&mut topo, now + Duration::from_secs(61));
@@ -1263,15 +1284,21 @@ mod tests {
         assert!(flow_mods(&v)
             .iter()
             .any(|(_, fm)| fm.match_.get_eth_src() == Some(spray(3))));
-        assert_eq!(topo.endpoint_count(), 3);
+        assert_eq!(topo.endpoint_count(), 4);
         // Once their flows are gone (FLOW_REMOVED), the rest expires too,
         // with its pairs.
         for k in [(spray(1), mac(3)), (spray(2), mac(3))] {
             let c = f.pairs()[&k].cookie;
             f.flow_removed(1, c, &Match::new().eth_src(k.0).eth_dst(k.1));
         }
-        let (gone, _) = f.expire_endpoints(&mut topo, now + Duration::from_secs(200));
-        assert_eq!(gone.len(), 3);
+        let (gone, _) = f.expire_endpoints(&mut topo, now + Duration::from_secs(100));
+        assert!(
+            gone.is_empty(),
+            "{gone:?}: refreshed at 61 s, the late host seen at 59 s"
+        );
+        let (mut gone, _) = f.expire_endpoints(&mut topo, now + Duration::from_secs(200));
+        gone.sort();
+        assert_eq!(gone, vec![mac(3), mac(9), spray(1), spray(2)]);
         assert_eq!(topo.endpoint_count(), 0);
         assert!(f.pairs().is_empty());
     }

@@ -352,6 +352,12 @@ impl Topology {
         }
     }
 
+    /// When the first endpoint may have been idle for `idle` (its last
+    /// sighting plus `idle`); `None` without endpoints.
+    pub fn endpoints_idle_from(&self, idle: Duration) -> Option<Instant> {
+        self.endpoints.values().map(|e| e.last_seen + idle).min()
+    }
+
     /// Removes the endpoints not seen for `idle` (at `now`) for which
     /// `active` is false (e.g. the ends of installed pair flows, whose
     /// frames no longer reach the controller); returns their MACs.
