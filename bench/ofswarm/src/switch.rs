@@ -45,6 +45,18 @@ pub enum Effect {
     },
 }
 
+/// Appends the messages of `effects` to `out` as they go on the wire
+/// (frames out of ports are left out); what the I/O layer writes for them.
+pub fn write_messages(effects: &[Effect], out: &mut Vec<u8>) {
+    for e in effects {
+        if let Effect::Send(m) = e {
+            if let Err(err) = m.encode(out) {
+                tracing::warn!(error = %err, msg = m.body.name(), "cannot encode");
+            }
+        }
+    }
+}
+
 /// Counters of one switch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SwitchCounters {
