@@ -190,6 +190,40 @@ pub struct FlowEntry {
     /// Configured-traffic bytes already in the counters and not yet
     /// credited to the ports' traffic (see [`FlowTable::port_traffic`]).
     pub traffic_bytes: u64,
+    /// Its `ofp_flow_stats` record as a FLOW stats reply carries it, with
+    /// zero durations and counters (patched in by
+    /// [`FlowTable::flow_stats_reply`]); made when the entry is added and
+    /// when its instructions change. `None` when it cannot be encoded.
+    record: Option<Vec<u8>>,
+}
+
+/// Offsets in an OpenFlow 1.3 `ofp_flow_stats` record.
+mod rec {
+    pub const DURATION_SEC: usize = 4;
+    pub const DURATION_NSEC: usize = 8;
+    pub const PACKET_COUNT: usize = 32;
+    pub const BYTE_COUNT: usize = 40;
+    /// The fixed part (the match follows).
+    pub const FIXED: usize = 48;
+}
+
+/// Offsets in an OpenFlow 1.3 multipart reply (header included).
+mod mpr {
+    pub const VERSION: usize = 0;
+    pub const TYPE: usize = 1;
+    pub const LENGTH: usize = 2;
+    pub const XID: usize = 4;
+    pub const MP_TYPE: usize = 8;
+    pub const FLAGS: usize = 10;
+    /// Header, type, flags, pad: the body follows.
+    pub const BODY: usize = 16;
+}
+
+/// Writes `v` big-endian at `at` of `buf` (nothing when out of range).
+fn put_be<const N: usize>(buf: &mut [u8], at: usize, v: [u8; N]) {
+    if let Some(d) = buf.get_mut(at..at + N) {
+        d.copy_from_slice(&v);
+    }
 }
 
 /// Configured traffic through one port: bytes received and sent.
@@ -453,6 +487,48 @@ impl FlowEntry {
             byte_count,
             match_: self.match_.clone(),
         }
+    }
+
+    /// Encodes its `ofp_flow_stats` record (durations and counters zero).
+    fn make_record(&mut self) {
+        let fs = FlowStats {
+            table_id: self.table_id,
+            duration_sec: 0,
+            duration_nsec: 0,
+            priority: self.priority,
+            idle_timeout: self.idle_timeout,
+            hard_timeout: self.hard_timeout,
+            flags: self.flags,
+            cookie: self.cookie,
+            packet_count: 0,
+            byte_count: 0,
+            match_: self.match_.clone(),
+            instructions: self.instructions.clone(),
+        };
+        let mut v = Vec::with_capacity(rec::FIXED + self.match_.wire_len() + 32);
+        self.record = fs.encode(&mut v).ok().map(|()| v);
+    }
+
+    /// Appends its record with the durations and counters at `now`: the
+    /// bytes [`FlowEntry::stats`] encodes to (nothing when it has no
+    /// record).
+    fn write_record(&self, now: Instant, out: &mut Vec<u8>) {
+        let Some(r) = &self.record else {
+            return;
+        };
+        let start = out.len();
+        out.extend_from_slice(r);
+        let d = now.saturating_duration_since(self.created);
+        let (packet_count, byte_count) = self.counters(now);
+        let e = out.get_mut(start..).unwrap_or_default();
+        put_be(
+            e,
+            rec::DURATION_SEC,
+            u32::try_from(d.as_secs()).unwrap_or(u32::MAX).to_be_bytes(),
+        );
+        put_be(e, rec::DURATION_NSEC, d.subsec_nanos().to_be_bytes());
+        put_be(e, rec::PACKET_COUNT, packet_count.to_be_bytes());
+        put_be(e, rec::BYTE_COUNT, byte_count.to_be_bytes());
     }
 
     fn stats(&self, now: Instant) -> FlowStats {
@@ -779,7 +855,9 @@ impl FlowTable {
                     rate: 0,
                     rate_since: now,
                     traffic_bytes: 0,
+                    record: None,
                 };
+                entry.make_record();
                 if let Some(id) = strict_id {
                     let meters = self.meters_of(&[id], &fm.instructions);
                     self.settle_meters(&meters, now);
@@ -829,6 +907,7 @@ impl FlowTable {
                     }
                     e.credit(now, &mut self.credited, &Splits::new());
                     e.instructions = fm.instructions.clone();
+                    e.make_record();
                     if fm.flags & flow_mod_flags::RESET_COUNTS != 0 {
                         e.rate_since = now;
                         e.packet_count = 0;
@@ -992,25 +1071,86 @@ impl FlowTable {
         true
     }
 
+    /// The entries a flow stats request selects, oldest first.
+    fn select<'a>(
+        &'a self,
+        req: &'a FlowStatsRequest,
+    ) -> Result<impl Iterator<Item = &'a FlowEntry> + 'a, FlowModError> {
+        let key = normalise(&req.match_)?;
+        Ok(self.entries.values().filter(move |e| {
+            (req.table_id == TABLE_ALL || e.table_id == req.table_id)
+                && cookie_ok(e.cookie, req.cookie, req.cookie_mask)
+                && (req.out_port == ofp::port_no::ANY || e.outputs_to(req.out_port))
+                && (req.out_group == ofp::GROUP_ANY || e.outputs_to_group(req.out_group))
+                && covers(&key, &e.key)
+        }))
+    }
+
     /// The entries a flow stats request selects.
     pub fn stats(
         &self,
         req: &FlowStatsRequest,
         now: Instant,
     ) -> Result<Vec<FlowStats>, FlowModError> {
-        let key = normalise(&req.match_)?;
-        Ok(self
-            .entries
-            .values()
-            .filter(|e| {
-                (req.table_id == TABLE_ALL || e.table_id == req.table_id)
-                    && cookie_ok(e.cookie, req.cookie, req.cookie_mask)
-                    && (req.out_port == ofp::port_no::ANY || e.outputs_to(req.out_port))
-                    && (req.out_group == ofp::GROUP_ANY || e.outputs_to_group(req.out_group))
-                    && covers(&key, &e.key)
-            })
-            .map(|e| e.stats(now))
-            .collect())
+        Ok(self.select(req)?.map(|e| e.stats(now)).collect())
+    }
+
+    /// Appends the whole FLOW stats reply to `req` (xid `xid`) at `now`
+    /// to `out`, as the `ofp` codec encodes the multipart replies of
+    /// [`FlowTable::stats`] split in parts of at most `per_part` entries
+    /// (`OFPMPF_REPLY_MORE` on all but the last; one empty part when
+    /// nothing is selected), byte for byte: each entry's record is copied
+    /// and its durations and counters patched at their fixed offsets (no
+    /// match or instruction is cloned or encoded). Returns the number of
+    /// entries, or `None` (nothing appended) when an entry has no record
+    /// or a part would exceed the 64 KiB message limit: the codec path
+    /// then decides.
+    pub fn flow_stats_reply(
+        &self,
+        xid: u32,
+        req: &FlowStatsRequest,
+        now: Instant,
+        per_part: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<usize>, FlowModError> {
+        let sel: Vec<&FlowEntry> = self.select(req)?.collect();
+        let per_part = per_part.max(1);
+        let n_parts = sel.len().div_ceil(per_part).max(1);
+        let mut bytes = n_parts * mpr::BODY;
+        for e in &sel {
+            match &e.record {
+                Some(r) => bytes += r.len(),
+                None => return Ok(None),
+            }
+        }
+        let begin = out.len();
+        out.reserve(bytes);
+        let mut parts = sel.chunks(per_part);
+        for i in 0..n_parts {
+            let start = out.len();
+            out.resize(start + mpr::BODY, 0);
+            for e in parts.next().unwrap_or_default() {
+                e.write_record(now, out);
+            }
+            let len = out.len() - start;
+            let Ok(len16) = u16::try_from(len) else {
+                out.truncate(begin);
+                return Ok(None);
+            };
+            let h = out.get_mut(start..).unwrap_or_default();
+            put_be(h, mpr::VERSION, [ofp::OFP_VERSION]);
+            put_be(h, mpr::TYPE, [ofp::msg_type::MULTIPART_REPLY]);
+            put_be(h, mpr::LENGTH, len16.to_be_bytes());
+            put_be(h, mpr::XID, xid.to_be_bytes());
+            put_be(h, mpr::MP_TYPE, ofp::multipart_type::FLOW.to_be_bytes());
+            let more = if i + 1 < n_parts {
+                ofp::multipart_flags::MORE
+            } else {
+                0
+            };
+            put_be(h, mpr::FLAGS, more.to_be_bytes());
+        }
+        Ok(Some(sel.len()))
     }
 }
 
