@@ -624,6 +624,10 @@ impl FlowTable {
     /// OpenFlow's meter bands); none when no band's rate is below it.
     fn splits(&self) -> Splits {
         let mut out = Splits::new();
+        // Only installed meters split (no scan of the entries without).
+        if self.meters.is_empty() {
+            return out;
+        }
         for (m, input) in self.meter_inputs() {
             let Some(spec) = self.meters.get(&m) else {
                 continue;
