@@ -1129,6 +1129,7 @@ mod tests {
             (7, 1500),
         ] {
             let (t, last) = varied_table(seed, n, t0);
+            assert!(t.entries().iter().all(|e| e.derived_is_current()));
             for req in requests(seed) {
                 for now in [last, last + std::time::Duration::from_millis(1234)] {
                     let xid = seed as u32 * 1000 + 7;

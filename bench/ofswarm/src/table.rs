@@ -195,6 +195,8 @@ pub struct FlowEntry {
     /// [`FlowTable::flow_stats_reply`]); made when the entry is added and
     /// when its instructions change. `None` when it cannot be encoded.
     record: Option<Vec<u8>>,
+    /// Where its configured traffic goes (made with `record`).
+    shape: Shape,
 }
 
 /// Offsets in an OpenFlow 1.3 `ofp_flow_stats` record.
@@ -312,12 +314,13 @@ fn scale(bytes: u64, num: u64, den: u64) -> u64 {
 /// meters let through to its output ports (sent) and the queues of its
 /// outputs after a `set_queue`.
 fn add_traffic(e: &FlowEntry, bytes: u64, t: &mut Credited, splits: &Splits) {
-    if let Some(p) = e.match_.get_in_port() {
+    let sh = &e.shape;
+    if let Some(p) = sh.in_port {
         let pt = t.ports.entry(p).or_default();
         pt.rx_bytes = pt.rx_bytes.saturating_add(bytes);
     }
     let mut out = bytes;
-    for m in e.meters() {
+    for &m in &sh.meters {
         let b = t.meters.entry(m).or_default();
         *b = b.saturating_add(bytes);
         if let Some(s) = splits.get(&m) {
@@ -334,18 +337,29 @@ fn add_traffic(e: &FlowEntry, bytes: u64, t: &mut Credited, splits: &Splits) {
             }
         }
     }
-    for a in e.actions() {
-        if let Action::Output { port, .. } = a {
-            if *port <= ofp::port_no::MAX {
-                let pt = t.ports.entry(*port).or_default();
-                pt.tx_bytes = pt.tx_bytes.saturating_add(out);
-            }
-        }
+    for &port in &sh.out_ports {
+        let pt = t.ports.entry(port).or_default();
+        pt.tx_bytes = pt.tx_bytes.saturating_add(out);
     }
-    for q in e.queue_outputs() {
+    for &q in &sh.queues {
         let b = t.queues.entry(q).or_default();
         *b = b.saturating_add(out);
     }
+}
+
+/// Where an entry's configured traffic goes, from its match and
+/// instructions (kept with the entry: [`add_traffic`] runs for every
+/// entry of every PORT, QUEUE and METER stats reply).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Shape {
+    /// Its match's `in_port`.
+    in_port: Option<u32>,
+    /// Its `meter` instructions' meters, in order.
+    meters: Vec<u32>,
+    /// Its outputs to ports (not reserved ones), in order.
+    out_ports: Vec<u32>,
+    /// [`FlowEntry::queue_outputs`].
+    queues: Vec<(u32, u32)>,
 }
 
 /// Bytes per packet of configured traffic (packet counters follow bytes).
@@ -487,6 +501,34 @@ impl FlowEntry {
             byte_count,
             match_: self.match_.clone(),
         }
+    }
+
+    /// Makes what is kept derived from its match and instructions: its
+    /// record and its traffic's shape (on ADD and when a MODIFY changes
+    /// the instructions).
+    fn derive(&mut self) {
+        self.shape = Shape {
+            in_port: self.match_.get_in_port(),
+            meters: self.meters().collect(),
+            out_ports: self
+                .actions()
+                .filter_map(|a| match a {
+                    Action::Output { port, .. } if *port <= ofp::port_no::MAX => Some(*port),
+                    _ => None,
+                })
+                .collect(),
+            queues: self.queue_outputs(),
+        };
+        self.make_record();
+    }
+
+    /// Whether what is kept derived from its match and instructions is
+    /// what they give now.
+    #[cfg(test)]
+    pub(crate) fn derived_is_current(&self) -> bool {
+        let mut e = self.clone();
+        e.derive();
+        e.record == self.record && e.shape == self.shape
     }
 
     /// Encodes its `ofp_flow_stats` record (durations and counters zero).
@@ -860,8 +902,9 @@ impl FlowTable {
                     rate_since: now,
                     traffic_bytes: 0,
                     record: None,
+                    shape: Shape::default(),
                 };
-                entry.make_record();
+                entry.derive();
                 if let Some(id) = strict_id {
                     let meters = self.meters_of(&[id], &fm.instructions);
                     self.settle_meters(&meters, now);
@@ -911,7 +954,7 @@ impl FlowTable {
                     }
                     e.credit(now, &mut self.credited, &Splits::new());
                     e.instructions = fm.instructions.clone();
-                    e.make_record();
+                    e.derive();
                     if fm.flags & flow_mod_flags::RESET_COUNTS != 0 {
                         e.rate_since = now;
                         e.packet_count = 0;
