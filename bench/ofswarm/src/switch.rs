@@ -579,10 +579,9 @@ impl Switch {
             } => {
                 // The queues of the switch's ports that carried configured
                 // traffic (outputs after a set_queue).
-                let traffic = self.table.traffic(now);
+                let queues = self.table.queue_traffic(now);
                 let any_port = want_port == port_no::ANY || want_port == port_no::ALL;
-                let stats = traffic
-                    .queues
+                let stats = queues
                     .iter()
                     .filter(|((p, q), _)| {
                         (any_port || *p == want_port)
@@ -604,7 +603,10 @@ impl Switch {
             MultipartRequestBody::Meter { meter_id } => {
                 // The configured traffic of the entries using each meter
                 // since it was added, and what its bands took.
-                let traffic = self.table.traffic(now);
+                if self.meters.is_empty() {
+                    return one(MultipartReplyBody::Meter(Vec::new()));
+                }
+                let traffic = self.table.meter_traffic(now);
                 let flow_counts = self.table.meter_flow_counts();
                 let stats = self
                     .meters
@@ -1130,6 +1132,10 @@ mod tests {
         ] {
             let (t, last) = varied_table(seed, n, t0);
             assert!(t.entries().iter().all(|e| e.derived_is_current()));
+            let all = t.traffic(last);
+            assert_eq!(t.queue_traffic(last), all.queues);
+            let m = t.meter_traffic(last);
+            assert_eq!((m.meters, m.bands), (all.meters, all.bands));
             for req in requests(seed) {
                 for now in [last, last + std::time::Duration::from_millis(1234)] {
                     let xid = seed as u32 * 1000 + 7;

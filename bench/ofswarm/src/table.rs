@@ -632,15 +632,32 @@ impl FlowTable {
     /// that of the entries removed or changed before, and of the current
     /// ones.
     pub fn traffic(&self, now: Instant) -> Credited {
+        self.traffic_of(now, |_| true)
+    }
+
+    /// [`FlowTable::traffic`] without the current traffic of the entries
+    /// `keep` leaves out.
+    fn traffic_of(&self, now: Instant, keep: impl Fn(&FlowEntry) -> bool) -> Credited {
         let mut t = self.credited.clone();
         let splits = self.splits();
         for e in self.entries.values() {
-            if e.rate == 0 && e.traffic_bytes == 0 {
+            if (e.rate == 0 && e.traffic_bytes == 0) || !keep(e) {
                 continue;
             }
             add_traffic(e, e.configured_bytes(now), &mut t, &splits);
         }
         t
+    }
+
+    /// `traffic(now).queues`, adding up only the entries with a queue.
+    pub fn queue_traffic(&self, now: Instant) -> BTreeMap<(u32, u32), u64> {
+        self.traffic_of(now, |e| !e.shape.queues.is_empty()).queues
+    }
+
+    /// `traffic(now)`'s meters and bands, adding up only the entries with
+    /// a meter (its ports and queues are not all there).
+    pub fn meter_traffic(&self, now: Instant) -> Credited {
+        self.traffic_of(now, |e| !e.shape.meters.is_empty())
     }
 
     /// Configured traffic through each port up to `now` (see
