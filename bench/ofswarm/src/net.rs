@@ -1434,6 +1434,7 @@ fn dispatch(i: usize, effects: Vec<Effect>, hops: u8, shared: &Shared, wbuf: &mu
     for e in effects {
         match e {
             Effect::Send(m) => encode(&m, wbuf),
+            Effect::SendRaw(b) => wbuf.extend_from_slice(&b),
             Effect::Emit { port, frame } => {
                 if hops >= MAX_HOPS {
                     continue;

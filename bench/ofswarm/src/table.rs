@@ -190,6 +190,42 @@ pub struct FlowEntry {
     /// Configured-traffic bytes already in the counters and not yet
     /// credited to the ports' traffic (see [`FlowTable::port_traffic`]).
     pub traffic_bytes: u64,
+    /// Its `ofp_flow_stats` record as a FLOW stats reply carries it, with
+    /// zero durations and counters (patched in by
+    /// [`FlowTable::flow_stats_reply`]); made when the entry is added and
+    /// when its instructions change. `None` when it cannot be encoded.
+    record: Option<Vec<u8>>,
+    /// Where its configured traffic goes (made with `record`).
+    shape: Shape,
+}
+
+/// Offsets in an OpenFlow 1.3 `ofp_flow_stats` record.
+mod rec {
+    pub const DURATION_SEC: usize = 4;
+    pub const DURATION_NSEC: usize = 8;
+    pub const PACKET_COUNT: usize = 32;
+    pub const BYTE_COUNT: usize = 40;
+    /// The fixed part (the match follows).
+    pub const FIXED: usize = 48;
+}
+
+/// Offsets in an OpenFlow 1.3 multipart reply (header included).
+mod mpr {
+    pub const VERSION: usize = 0;
+    pub const TYPE: usize = 1;
+    pub const LENGTH: usize = 2;
+    pub const XID: usize = 4;
+    pub const MP_TYPE: usize = 8;
+    pub const FLAGS: usize = 10;
+    /// Header, type, flags, pad: the body follows.
+    pub const BODY: usize = 16;
+}
+
+/// Writes `v` big-endian at `at` of `buf` (nothing when out of range).
+fn put_be<const N: usize>(buf: &mut [u8], at: usize, v: [u8; N]) {
+    if let Some(d) = buf.get_mut(at..at + N) {
+        d.copy_from_slice(&v);
+    }
 }
 
 /// Configured traffic through one port: bytes received and sent.
@@ -278,12 +314,13 @@ fn scale(bytes: u64, num: u64, den: u64) -> u64 {
 /// meters let through to its output ports (sent) and the queues of its
 /// outputs after a `set_queue`.
 fn add_traffic(e: &FlowEntry, bytes: u64, t: &mut Credited, splits: &Splits) {
-    if let Some(p) = e.match_.get_in_port() {
+    let sh = &e.shape;
+    if let Some(p) = sh.in_port {
         let pt = t.ports.entry(p).or_default();
         pt.rx_bytes = pt.rx_bytes.saturating_add(bytes);
     }
     let mut out = bytes;
-    for m in e.meters() {
+    for &m in &sh.meters {
         let b = t.meters.entry(m).or_default();
         *b = b.saturating_add(bytes);
         if let Some(s) = splits.get(&m) {
@@ -300,18 +337,29 @@ fn add_traffic(e: &FlowEntry, bytes: u64, t: &mut Credited, splits: &Splits) {
             }
         }
     }
-    for a in e.actions() {
-        if let Action::Output { port, .. } = a {
-            if *port <= ofp::port_no::MAX {
-                let pt = t.ports.entry(*port).or_default();
-                pt.tx_bytes = pt.tx_bytes.saturating_add(out);
-            }
-        }
+    for &port in &sh.out_ports {
+        let pt = t.ports.entry(port).or_default();
+        pt.tx_bytes = pt.tx_bytes.saturating_add(out);
     }
-    for q in e.queue_outputs() {
+    for &q in &sh.queues {
         let b = t.queues.entry(q).or_default();
         *b = b.saturating_add(out);
     }
+}
+
+/// Where an entry's configured traffic goes, from its match and
+/// instructions (kept with the entry: [`add_traffic`] runs for every
+/// entry of every PORT, QUEUE and METER stats reply).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Shape {
+    /// Its match's `in_port`.
+    in_port: Option<u32>,
+    /// Its `meter` instructions' meters, in order.
+    meters: Vec<u32>,
+    /// Its outputs to ports (not reserved ones), in order.
+    out_ports: Vec<u32>,
+    /// [`FlowEntry::queue_outputs`].
+    queues: Vec<(u32, u32)>,
 }
 
 /// Bytes per packet of configured traffic (packet counters follow bytes).
@@ -455,6 +503,76 @@ impl FlowEntry {
         }
     }
 
+    /// Makes what is kept derived from its match and instructions: its
+    /// record and its traffic's shape (on ADD and when a MODIFY changes
+    /// the instructions).
+    fn derive(&mut self) {
+        self.shape = Shape {
+            in_port: self.match_.get_in_port(),
+            meters: self.meters().collect(),
+            out_ports: self
+                .actions()
+                .filter_map(|a| match a {
+                    Action::Output { port, .. } if *port <= ofp::port_no::MAX => Some(*port),
+                    _ => None,
+                })
+                .collect(),
+            queues: self.queue_outputs(),
+        };
+        self.make_record();
+    }
+
+    /// Whether what is kept derived from its match and instructions is
+    /// what they give now.
+    #[cfg(test)]
+    pub(crate) fn derived_is_current(&self) -> bool {
+        let mut e = self.clone();
+        e.derive();
+        e.record == self.record && e.shape == self.shape
+    }
+
+    /// Encodes its `ofp_flow_stats` record (durations and counters zero).
+    fn make_record(&mut self) {
+        let fs = FlowStats {
+            table_id: self.table_id,
+            duration_sec: 0,
+            duration_nsec: 0,
+            priority: self.priority,
+            idle_timeout: self.idle_timeout,
+            hard_timeout: self.hard_timeout,
+            flags: self.flags,
+            cookie: self.cookie,
+            packet_count: 0,
+            byte_count: 0,
+            match_: self.match_.clone(),
+            instructions: self.instructions.clone(),
+        };
+        let mut v = Vec::with_capacity(rec::FIXED + self.match_.wire_len() + 32);
+        self.record = fs.encode(&mut v).ok().map(|()| v);
+    }
+
+    /// Appends its record with the durations and counters at `now`: the
+    /// bytes [`FlowEntry::stats`] encodes to (nothing when it has no
+    /// record).
+    fn write_record(&self, now: Instant, out: &mut Vec<u8>) {
+        let Some(r) = &self.record else {
+            return;
+        };
+        let start = out.len();
+        out.extend_from_slice(r);
+        let d = now.saturating_duration_since(self.created);
+        let (packet_count, byte_count) = self.counters(now);
+        let e = out.get_mut(start..).unwrap_or_default();
+        put_be(
+            e,
+            rec::DURATION_SEC,
+            u32::try_from(d.as_secs()).unwrap_or(u32::MAX).to_be_bytes(),
+        );
+        put_be(e, rec::DURATION_NSEC, d.subsec_nanos().to_be_bytes());
+        put_be(e, rec::PACKET_COUNT, packet_count.to_be_bytes());
+        put_be(e, rec::BYTE_COUNT, byte_count.to_be_bytes());
+    }
+
     fn stats(&self, now: Instant) -> FlowStats {
         let d = now.saturating_duration_since(self.created);
         let (packet_count, byte_count) = self.counters(now);
@@ -514,15 +632,32 @@ impl FlowTable {
     /// that of the entries removed or changed before, and of the current
     /// ones.
     pub fn traffic(&self, now: Instant) -> Credited {
+        self.traffic_of(now, |_| true)
+    }
+
+    /// [`FlowTable::traffic`] without the current traffic of the entries
+    /// `keep` leaves out.
+    fn traffic_of(&self, now: Instant, keep: impl Fn(&FlowEntry) -> bool) -> Credited {
         let mut t = self.credited.clone();
         let splits = self.splits();
         for e in self.entries.values() {
-            if e.rate == 0 && e.traffic_bytes == 0 {
+            if (e.rate == 0 && e.traffic_bytes == 0) || !keep(e) {
                 continue;
             }
             add_traffic(e, e.configured_bytes(now), &mut t, &splits);
         }
         t
+    }
+
+    /// `traffic(now).queues`, adding up only the entries with a queue.
+    pub fn queue_traffic(&self, now: Instant) -> BTreeMap<(u32, u32), u64> {
+        self.traffic_of(now, |e| !e.shape.queues.is_empty()).queues
+    }
+
+    /// `traffic(now)`'s meters and bands, adding up only the entries with
+    /// a meter (its ports and queues are not all there).
+    pub fn meter_traffic(&self, now: Instant) -> Credited {
+        self.traffic_of(now, |e| !e.shape.meters.is_empty())
     }
 
     /// Configured traffic through each port up to `now` (see
@@ -548,6 +683,10 @@ impl FlowTable {
     /// OpenFlow's meter bands); none when no band's rate is below it.
     fn splits(&self) -> Splits {
         let mut out = Splits::new();
+        // Only installed meters split (no scan of the entries without).
+        if self.meters.is_empty() {
+            return out;
+        }
         for (m, input) in self.meter_inputs() {
             let Some(spec) = self.meters.get(&m) else {
                 continue;
@@ -779,7 +918,10 @@ impl FlowTable {
                     rate: 0,
                     rate_since: now,
                     traffic_bytes: 0,
+                    record: None,
+                    shape: Shape::default(),
                 };
+                entry.derive();
                 if let Some(id) = strict_id {
                     let meters = self.meters_of(&[id], &fm.instructions);
                     self.settle_meters(&meters, now);
@@ -829,6 +971,7 @@ impl FlowTable {
                     }
                     e.credit(now, &mut self.credited, &Splits::new());
                     e.instructions = fm.instructions.clone();
+                    e.derive();
                     if fm.flags & flow_mod_flags::RESET_COUNTS != 0 {
                         e.rate_since = now;
                         e.packet_count = 0;
@@ -992,25 +1135,86 @@ impl FlowTable {
         true
     }
 
+    /// The entries a flow stats request selects, oldest first.
+    fn select<'a>(
+        &'a self,
+        req: &'a FlowStatsRequest,
+    ) -> Result<impl Iterator<Item = &'a FlowEntry> + 'a, FlowModError> {
+        let key = normalise(&req.match_)?;
+        Ok(self.entries.values().filter(move |e| {
+            (req.table_id == TABLE_ALL || e.table_id == req.table_id)
+                && cookie_ok(e.cookie, req.cookie, req.cookie_mask)
+                && (req.out_port == ofp::port_no::ANY || e.outputs_to(req.out_port))
+                && (req.out_group == ofp::GROUP_ANY || e.outputs_to_group(req.out_group))
+                && covers(&key, &e.key)
+        }))
+    }
+
     /// The entries a flow stats request selects.
     pub fn stats(
         &self,
         req: &FlowStatsRequest,
         now: Instant,
     ) -> Result<Vec<FlowStats>, FlowModError> {
-        let key = normalise(&req.match_)?;
-        Ok(self
-            .entries
-            .values()
-            .filter(|e| {
-                (req.table_id == TABLE_ALL || e.table_id == req.table_id)
-                    && cookie_ok(e.cookie, req.cookie, req.cookie_mask)
-                    && (req.out_port == ofp::port_no::ANY || e.outputs_to(req.out_port))
-                    && (req.out_group == ofp::GROUP_ANY || e.outputs_to_group(req.out_group))
-                    && covers(&key, &e.key)
-            })
-            .map(|e| e.stats(now))
-            .collect())
+        Ok(self.select(req)?.map(|e| e.stats(now)).collect())
+    }
+
+    /// Appends the whole FLOW stats reply to `req` (xid `xid`) at `now`
+    /// to `out`, as the `ofp` codec encodes the multipart replies of
+    /// [`FlowTable::stats`] split in parts of at most `per_part` entries
+    /// (`OFPMPF_REPLY_MORE` on all but the last; one empty part when
+    /// nothing is selected), byte for byte: each entry's record is copied
+    /// and its durations and counters patched at their fixed offsets (no
+    /// match or instruction is cloned or encoded). Returns the number of
+    /// entries, or `None` (nothing appended) when an entry has no record
+    /// or a part would exceed the 64 KiB message limit: the codec path
+    /// then decides.
+    pub fn flow_stats_reply(
+        &self,
+        xid: u32,
+        req: &FlowStatsRequest,
+        now: Instant,
+        per_part: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<usize>, FlowModError> {
+        let sel: Vec<&FlowEntry> = self.select(req)?.collect();
+        let per_part = per_part.max(1);
+        let n_parts = sel.len().div_ceil(per_part).max(1);
+        let mut bytes = n_parts * mpr::BODY;
+        for e in &sel {
+            match &e.record {
+                Some(r) => bytes += r.len(),
+                None => return Ok(None),
+            }
+        }
+        let begin = out.len();
+        out.reserve(bytes);
+        let mut parts = sel.chunks(per_part);
+        for i in 0..n_parts {
+            let start = out.len();
+            out.resize(start + mpr::BODY, 0);
+            for e in parts.next().unwrap_or_default() {
+                e.write_record(now, out);
+            }
+            let len = out.len() - start;
+            let Ok(len16) = u16::try_from(len) else {
+                out.truncate(begin);
+                return Ok(None);
+            };
+            let h = out.get_mut(start..).unwrap_or_default();
+            put_be(h, mpr::VERSION, [ofp::OFP_VERSION]);
+            put_be(h, mpr::TYPE, [ofp::msg_type::MULTIPART_REPLY]);
+            put_be(h, mpr::LENGTH, len16.to_be_bytes());
+            put_be(h, mpr::XID, xid.to_be_bytes());
+            put_be(h, mpr::MP_TYPE, ofp::multipart_type::FLOW.to_be_bytes());
+            let more = if i + 1 < n_parts {
+                ofp::multipart_flags::MORE
+            } else {
+                0
+            };
+            put_be(h, mpr::FLAGS, more.to_be_bytes());
+        }
+        Ok(Some(sel.len()))
     }
 }
 
