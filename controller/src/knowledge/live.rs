@@ -908,25 +908,33 @@ mod tests {
             pair("02:00:00:00:00:c1", "02:00:00:00:00:c2", 900.0),
         ];
         let groups = Groups::default();
-        let inputs = |hypervisors| LiveInputs {
-            hosts: &hosts,
-            topo: &topo,
-            hypervisors,
-            rates: &rates,
-            ports: &[],
-            link_capacity_bps: None,
-            start_unix_ms: 0,
-            now_unix_ms: 10_000,
-            interval_s: 2.0,
-            round: 1,
-            history: 5,
-            migrations: vec![],
-            hotspot_history: vec![],
-            last_migration_s: BTreeMap::new(),
-            groups: &groups,
-        };
+        fn inputs<'a>(
+            hosts: &'a HostRegistry,
+            topo: &'a Topology,
+            hypervisors: &'a BTreeMap<u64, String>,
+            rates: &'a [PairRate],
+            groups: &'a Groups,
+        ) -> LiveInputs<'a> {
+            LiveInputs {
+                hosts,
+                topo,
+                hypervisors,
+                rates,
+                ports: &[],
+                link_capacity_bps: None,
+                start_unix_ms: 0,
+                now_unix_ms: 10_000,
+                interval_s: 2.0,
+                round: 1,
+                history: 5,
+                migrations: vec![],
+                hotspot_history: vec![],
+                last_migration_s: BTreeMap::new(),
+                groups,
+            }
+        }
         let none = BTreeMap::new();
-        let snap = build_snapshot(&inputs(&none));
+        let snap = build_snapshot(&inputs(&hosts, &topo, &none, &rates, &groups));
         let names: Vec<&str> = snap.externals.keys().map(String::as_str).collect();
         assert_eq!(names, vec!["ext:02:00:00:00:00:c2", "ext:192.0.2.7"]);
         let c = &snap.externals["ext:192.0.2.7"];
@@ -950,30 +958,14 @@ mod tests {
         // A configured bridge's endpoints are not external either.
         let mut configured = BTreeMap::new();
         configured.insert(0x32, "hv9".to_string());
-        let snap = build_snapshot(&inputs(&configured));
+        let snap = build_snapshot(&inputs(&hosts, &topo, &configured, &rates, &groups));
         assert!(!snap.externals.contains_key("ext:192.0.2.7"));
         drop(snap);
         // An external of a lower MAC with the same address owns the name,
         // though it has no traffic: the client is named by its MAC.
         let dup: MacAddr = "02:00:00:00:00:c0".parse().unwrap();
         topo.learn(dup, ip, pr(0x31, 2), now, confirm);
-        let snap = build_snapshot(&LiveInputs {
-            hosts: &hosts,
-            topo: &topo,
-            hypervisors: &none,
-            rates: &rates,
-            ports: &[],
-            link_capacity_bps: None,
-            start_unix_ms: 0,
-            now_unix_ms: 10_000,
-            interval_s: 2.0,
-            round: 1,
-            history: 5,
-            migrations: vec![],
-            hotspot_history: vec![],
-            last_migration_s: BTreeMap::new(),
-            groups: &groups,
-        });
+        let snap = build_snapshot(&inputs(&hosts, &topo, &none, &rates, &groups));
         let names: Vec<&str> = snap.externals.keys().map(String::as_str).collect();
         assert_eq!(
             names,
