@@ -7,7 +7,11 @@
 //! destination MAC), see [`crate::monitor::forwarding`]), so every byte is counted
 //! once. Each switch keeps a ring of its last poll times; each pair keeps the
 //! bytes it gained at each of those polls. λ = bytes of the last `window`
-//! polls of its switch ÷ the time those polls span. FLOW_REMOVED final
+//! polls of its switch ÷ the time those polls span. A poll is timed by the
+//! switch's own clock where it can be read (a pair flow in two consecutive
+//! replies: its duration grew by exactly the time between the switch's two
+//! snapshots), so a reply read late — the controller waiting for a core —
+//! does not bend the rate; otherwise by the reply's arrival. FLOW_REMOVED final
 //! counters are added to the pair's next poll slot, so bytes of flows that
 //! expire between polls are not lost. Counters are tracked per cookie, and a
 //! counter that goes down (switch restart, flow re-added) restarts from zero:
@@ -32,6 +36,10 @@ const TIMES: usize = MAX_WINDOW + 1;
 const PAIR_RETENTION_POLLS: u32 = 360;
 /// A retired flow's baseline is kept this many polls of its switch.
 const RETIRED_RETENTION_POLLS: u32 = 360;
+/// A poll timed by the switch's clock may differ from its arrival by this
+/// much at most; beyond it (a flow re-added under the same cookie, a
+/// switch that restarted) the arrival time is used.
+const MAX_CLOCK_SKEW: Duration = Duration::from_millis(500);
 
 /// One pair's accounting: 64 bytes (see the `traffic_matrix` benchmark).
 #[derive(Debug, Clone, Default)]
@@ -66,6 +74,24 @@ struct SwitchPolls {
     order: Vec<u32>,
     /// Position of the next entry of the poll in progress.
     cursor: usize,
+    /// The first pair flow of the last completed poll, which the next poll
+    /// reads the switch's clock from.
+    clock_ref: Option<ClockRef>,
+    /// The first pair flow of the poll in progress.
+    clock_next: Option<ClockRef>,
+    /// Nanoseconds between the switch's previous snapshot and this one, by
+    /// its own clock, once the poll in progress met `clock_ref`'s flow.
+    clock_dt: Option<u64>,
+}
+
+/// A pair flow and its duration at one poll (see [`SwitchPolls::clock_ref`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ClockRef {
+    src: MacAddr,
+    dst: MacAddr,
+    cookie: u64,
+    duration_ns: u64,
+    seq: u32,
 }
 
 /// Positions remembered per switch at most (a hint only).
@@ -227,13 +253,17 @@ impl TrafficMatrix {
                 times: [None; TIMES],
                 order: Vec::new(),
                 cursor: 0,
+                clock_ref: None,
+                clock_next: None,
+                clock_dt: None,
             });
             self.index.insert(dpid, i);
         }
         i
     }
 
-    /// Starts a poll of `dpid` whose reply was taken at `now`.
+    /// Starts a poll of `dpid` whose reply was taken at `now` (its arrival
+    /// time; [`TrafficMatrix::end_poll`] may replace it by the switch's).
     pub fn begin_poll(&mut self, dpid: u64, now: Instant) -> PollToken {
         let sw = self.switch_index(dpid);
         let last = self.switches.len().saturating_sub(1);
@@ -241,7 +271,79 @@ impl TrafficMatrix {
         s.seq += 1;
         s.times[s.seq as usize % TIMES] = Some(now);
         s.cursor = 0;
+        s.clock_next = None;
+        s.clock_dt = None;
         PollToken { sw, seq: s.seq }
+    }
+
+    /// Ends the poll `t`: times it by the switch's clock when one of its
+    /// pair flows was also in the previous poll (its duration grew by the
+    /// time between the switch's two snapshots) and that time is within
+    /// [`MAX_CLOCK_SKEW`] of the arrival time; else it keeps the arrival.
+    pub fn end_poll(&mut self, t: PollToken) {
+        let Some(s) = self.switches.get_mut(usize::from(t.sw)) else {
+            return;
+        };
+        if s.seq != t.seq {
+            return;
+        }
+        let slot = t.seq as usize % TIMES;
+        let prev = s.times[(t.seq as usize + TIMES - 1) % TIMES];
+        if let (Some(dt), Some(prev), Some(arrival)) = (s.clock_dt.take(), prev, s.times[slot]) {
+            let by_switch = prev + Duration::from_nanos(dt);
+            let skew = if by_switch > arrival {
+                by_switch - arrival
+            } else {
+                arrival - by_switch
+            };
+            if skew <= MAX_CLOCK_SKEW {
+                s.times[slot] = Some(by_switch);
+            }
+        }
+        s.clock_ref = s.clock_next.take();
+    }
+
+    /// [`TrafficMatrix::record`] of an entry whose duration (nanoseconds
+    /// since it was added) the switch reported: reads the switch's clock.
+    #[inline]
+    pub fn record_timed(
+        &mut self,
+        t: PollToken,
+        src: MacAddr,
+        dst: MacAddr,
+        cookie: u64,
+        bytes: u64,
+        duration_ns: u64,
+    ) {
+        self.record(t, src, dst, cookie, bytes);
+        let Some(s) = self.switches.get_mut(usize::from(t.sw)) else {
+            return;
+        };
+        if s.seq != t.seq {
+            return;
+        }
+        let here = ClockRef {
+            src,
+            dst,
+            cookie,
+            duration_ns,
+            seq: t.seq,
+        };
+        if s.clock_dt.is_none() {
+            if let Some(r) = s.clock_ref {
+                if r.src == src
+                    && r.dst == dst
+                    && r.cookie == cookie
+                    && r.seq + 1 == t.seq
+                    && duration_ns >= r.duration_ns
+                {
+                    s.clock_dt = Some(duration_ns - r.duration_ns);
+                }
+            }
+        }
+        if s.clock_next.is_none() {
+            s.clock_next = Some(here);
+        }
     }
 
     /// The pair at the next position of the poll in progress on `sw`: the
@@ -631,6 +733,17 @@ impl Monitor {
         parts: &[B],
     ) -> Result<usize, ofp::DecodeError> {
         let token = self.matrix.begin_poll(dpid, now);
+        let counted = self.ingest_flow_entries(token, parts);
+        self.matrix.end_poll(token);
+        counted
+    }
+
+    /// The entries of [`Monitor::ingest_flow_stats`].
+    fn ingest_flow_entries<B: AsRef<[u8]>>(
+        &mut self,
+        token: PollToken,
+        parts: &[B],
+    ) -> Result<usize, ofp::DecodeError> {
         let mut counted = 0;
         for part in parts {
             for entry in ofp::flow_stats_entries(part.as_ref())? {
@@ -645,7 +758,10 @@ impl Monitor {
                     continue;
                 }
                 if let (Some(src), Some(dst)) = (entry.eth_src(), entry.eth_dst()) {
-                    self.matrix.record(token, src, dst, c, entry.byte_count());
+                    let duration_ns = u64::from(entry.duration_sec()) * 1_000_000_000
+                        + u64::from(entry.duration_nsec());
+                    self.matrix
+                        .record_timed(token, src, dst, c, entry.byte_count(), duration_ns);
                     counted += 1;
                 }
             }
@@ -1132,5 +1248,114 @@ mod tests {
         m.ingest_meter_stats(1, at(6), &[ms(12_000, 3)]);
         assert_eq!(m.queue_rates()[0].tx_bytes_per_s, Some(2000.0));
         assert_eq!(m.meter_rates()[0].in_bytes_per_s, Some(2000.0));
+    }
+
+    /// One FLOW stats reply part with the pair flows `(src, dst, cookie,
+    /// bytes, duration ns)` as a switch sends it.
+    fn flow_reply(flows: &[(MacAddr, MacAddr, u64, u64, u64)]) -> Vec<u8> {
+        let entries = flows
+            .iter()
+            .map(|&(src, dst, c, bytes, dur_ns)| ofp::FlowStats {
+                table_id: 0,
+                duration_sec: (dur_ns / 1_000_000_000) as u32,
+                duration_nsec: (dur_ns % 1_000_000_000) as u32,
+                priority: 200,
+                idle_timeout: 10,
+                hard_timeout: 0,
+                flags: 1,
+                cookie: c,
+                packet_count: bytes / 1000,
+                byte_count: bytes,
+                match_: ofp::Match::new().in_port(1).eth_src(src).eth_dst(dst),
+                instructions: vec![ofp::Instruction::ApplyActions(vec![ofp::Action::output(2)])],
+            })
+            .collect();
+        ofp::OfpMessage::new(
+            7,
+            ofp::Message::MultipartReply(ofp::MultipartReply {
+                flags: 0,
+                body: ofp::MultipartReplyBody::Flow(entries),
+            }),
+        )
+        .to_vec()
+        .expect("encode")
+    }
+
+    /// The switch takes its snapshots exactly one second apart (its flow
+    /// durations say so) but the replies are read late by varying amounts,
+    /// as when the controller shares a core: λ must follow the switch's
+    /// clock, not the arrival times.
+    #[test]
+    fn rates_follow_the_switch_clock_not_late_replies() {
+        const NS: u64 = 1_000_000_000;
+        let mut m = Monitor::new(3, cookie::MIGRATION_VALUE, cookie::MIGRATION_MASK);
+        let t0 = Instant::now();
+        // Reply delays in ms: up to 300 ms late, never in order.
+        let late = [0u64, 300, 20, 250, 0, 280, 10, 300];
+        for (i, d) in late.iter().enumerate() {
+            let i = i as u64;
+            let dur = (5 + i) * NS;
+            // 100 kB/s and 1 MB/s since the flows were added 5 s before.
+            let part = flow_reply(&[
+                (mac(1), mac(2), C1, 100_000 * (5 + i), dur),
+                (mac(3), mac(4), C2, 1_000_000 * (5 + i), dur),
+            ]);
+            let at = t0 + Duration::from_secs(i) + Duration::from_millis(*d);
+            assert_eq!(m.ingest_flow_stats(1, at, &[&part]).expect("ingest"), 2);
+            if i >= 3 {
+                let r = m.matrix.rates();
+                for (rate, want) in r.iter().zip([100_000.0, 1_000_000.0]) {
+                    let err = (rate.bytes_per_s - want).abs() / want;
+                    assert!(err < 0.001, "poll {i}: {rate:?}, error {err}");
+                    assert!((rate.window_s - 3.0).abs() < 1e-6, "{rate:?}");
+                }
+            }
+        }
+    }
+
+    /// Where the switch's clock cannot be read — the flow that timed the
+    /// previous poll is gone, its duration went back, or the switch's time
+    /// strays from the arrival times by more than the allowed skew — the
+    /// poll is timed by its arrival.
+    #[test]
+    fn polls_fall_back_to_arrival_times() {
+        const NS: u64 = 1_000_000_000;
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let window = |m: &Monitor| m.matrix.rates()[0].window_s;
+
+        // Every poll a new flow (another cookie): arrival times only.
+        let mut m = Monitor::new(1, cookie::MIGRATION_VALUE, cookie::MIGRATION_MASK);
+        for i in 0..3u64 {
+            let c = cookie::make(cookie::KIND_PAIR, 10 + i);
+            let part = flow_reply(&[(mac(1), mac(2), c, 1000 * i, 7 * NS)]);
+            m.ingest_flow_stats(1, at(2 * i), &[&part]).expect("ingest");
+        }
+        assert_eq!(window(&m), 2.0);
+
+        // The duration went back (the flow was re-added): arrival.
+        let mut m = Monitor::new(1, cookie::MIGRATION_VALUE, cookie::MIGRATION_MASK);
+        for (i, dur) in [(0u64, 9 * NS), (1, NS)] {
+            let part = flow_reply(&[(mac(1), mac(2), C1, 1000 * (i + 1), dur)]);
+            m.ingest_flow_stats(1, at(i), &[&part]).expect("ingest");
+        }
+        assert_eq!(window(&m), 1.0);
+
+        // The switch says 10 s passed, the replies came 1 s apart: arrival.
+        let mut m = Monitor::new(1, cookie::MIGRATION_VALUE, cookie::MIGRATION_MASK);
+        for (i, dur) in [(0u64, NS), (1, 11 * NS)] {
+            let part = flow_reply(&[(mac(1), mac(2), C1, 1000 * (i + 1), dur)]);
+            m.ingest_flow_stats(1, at(i), &[&part]).expect("ingest");
+        }
+        assert_eq!(window(&m), 1.0);
+
+        // Within the skew the switch's clock wins: 1.2 s by the switch,
+        // replies 1 s apart.
+        let mut m = Monitor::new(1, cookie::MIGRATION_VALUE, cookie::MIGRATION_MASK);
+        for (i, dur) in [(0u64, NS), (1, 2 * NS + 200_000_000)] {
+            let part = flow_reply(&[(mac(1), mac(2), C1, 1000 * (i + 1), dur)]);
+            m.ingest_flow_stats(1, at(i), &[&part]).expect("ingest");
+        }
+        assert!((window(&m) - 1.2).abs() < 1e-9, "{}", window(&m));
     }
 }
