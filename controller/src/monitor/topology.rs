@@ -600,10 +600,12 @@ impl Topology {
     }
 
     /// Records an LLDP probe sent from `src` that arrived at `dst`. Both must
-    /// be ports of connected switches (else the probe is ignored).
+    /// be ports of connected switches, and up (else the probe is ignored: a
+    /// probe read after its port's PORT_STATUS said down was in flight when
+    /// the cable went, and must not bring the link back on a dead port).
     pub fn lldp_seen(&mut self, src: PortRef, dst: PortRef, now: Instant) -> LinkChange {
         let mut change = LinkChange::default();
-        if src == dst || !self.has_port(src) || !self.has_port(dst) {
+        if src == dst || !self.port_up(src) || !self.port_up(dst) {
             return change;
         }
         let fresh = !self.has_link(src, dst);
@@ -679,10 +681,12 @@ impl Topology {
         change
     }
 
-    fn has_port(&self, p: PortRef) -> bool {
+    /// True when `p` is a port of a connected switch and up.
+    fn port_up(&self, p: PortRef) -> bool {
         self.switches
             .get(&p.dpid)
-            .is_some_and(|s| s.ports.contains_key(&p.port))
+            .and_then(|s| s.ports.get(&p.port))
+            .is_some_and(|ps| ps.desc.is_up())
     }
 
     /// True when a link (either direction) uses this port.
@@ -1296,6 +1300,35 @@ pub(crate) mod tests {
         assert_eq!(t.lldp_seen(a, b, later).added, vec![(a, b)]);
         // The reverse direction of a cable that is up is never damped.
         assert_eq!(t.lldp_seen(b, a, later).added, vec![(b, a)]);
+    }
+
+    /// Found by ofswarm's churn test on a loaded machine: an LLDP probe
+    /// still in flight when its cable went down was read after the first
+    /// end's PORT_STATUS (down) and brought the link back on a dead port;
+    /// the second end's PORT_STATUS took it down again. Those two false
+    /// changes damped the cable when it really came back, and the hosts
+    /// behind it were cut off for a minute.
+    #[test]
+    fn a_probe_read_after_its_port_went_down_is_no_link() {
+        let t0 = Instant::now();
+        let mut t = build(t0, &[(1, 2), (2, 2)], &[((1, 2), (2, 2))]);
+        let (a, b) = (pr(1, 2), pr(2, 2));
+        let mut down = port(2);
+        down.state = 1;
+        let now = t0 + Duration::from_secs(1);
+        assert_eq!(t.port_status(2, false, down.clone(), now).removed.len(), 2);
+        // Sent from a before the cable went down, read now.
+        assert!(t.lldp_seen(a, b, now).is_empty(), "b is down");
+        assert!(t.lldp_seen(b, a, now).is_empty(), "b is down");
+        assert_eq!(t.links().count(), 0);
+        t.port_status(1, false, down, now);
+        // The cable comes back once: up at once, in both directions.
+        let later = now + Duration::from_secs(2);
+        t.port_status(1, false, port(2), later);
+        t.port_status(2, false, port(2), later);
+        assert_eq!(t.lldp_seen(a, b, later).added, vec![(a, b)]);
+        assert_eq!(t.lldp_seen(b, a, later).added, vec![(b, a)]);
+        assert_eq!(t.damped_link_ups(), 0);
     }
 
     /// Found by ofswarm's churn mode: a switch whose controller connection
