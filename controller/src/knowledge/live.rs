@@ -18,6 +18,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
+/// A hash map with foldhash's seeded hasher: the snapshot hashes every VM's
+/// name several times a round (SipHash was a tenth of its CPU at 10,000
+/// VMs); keys come from authenticated host daemons and the maps are
+/// rebuilt each round.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use ofp::MacAddr;
 
 use crate::knowledge::groups::Groups;
@@ -282,16 +288,17 @@ fn reported_hosts(
 fn vm_states(
     inp: &LiveInputs<'_>,
     hosts: &BTreeMap<String, HostState>,
-) -> (BTreeMap<String, VmState>, HashMap<MacAddr, String>) {
+) -> (BTreeMap<String, VmState>, FastMap<MacAddr, String>) {
     let mut vms = Vec::with_capacity(inp.hosts.vms().len());
-    let mut mac_to_vm: HashMap<MacAddr, String> = HashMap::with_capacity(inp.hosts.vms().len());
+    let mut mac_to_vm: FastMap<MacAddr, String> =
+        FastMap::with_capacity_and_hasher(inp.hosts.vms().len(), Default::default());
     // Each host is read once for all its VMs: its registration's inventory
     // and its last `history` reports (a VM at a time was O(VMs × reports ×
     // VMs per report) string comparisons: most of the round at 10,000
     // VMs), and found by one hash lookup per VM (`None`: not reported).
     // The dirty-rate maximum over all kept reports is the registry's
     // running window ([`HostEntry::vm_window`]).
-    let mut per_host: HashMap<&str, Option<(&HostEntry, HostVms<'_>)>> = HashMap::new();
+    let mut per_host: FastMap<&str, Option<(&HostEntry, HostVms<'_>)>> = FastMap::default();
     for (name, place) in inp.hosts.vms() {
         let Some((e, hv)) = per_host
             .entry(place.host.as_str())
@@ -342,12 +349,13 @@ fn vm_states(
 /// registration by name (a name listed twice: the first entry), and each
 /// VM's [`VmSamples`].
 struct HostVms<'e> {
-    inventory: HashMap<&'e str, &'e shoal_common::proto::VmInventory>,
-    samples: HashMap<&'e str, VmSamples>,
+    inventory: FastMap<&'e str, &'e shoal_common::proto::VmInventory>,
+    samples: FastMap<&'e str, VmSamples>,
 }
 
 fn host_vms<'e>(inp: &LiveInputs<'_>, e: &'e HostEntry) -> HostVms<'e> {
-    let mut inventory = HashMap::with_capacity(e.registration.vms.len());
+    let mut inventory =
+        FastMap::with_capacity_and_hasher(e.registration.vms.len(), Default::default());
     for v in &e.registration.vms {
         inventory.entry(v.name.as_str()).or_insert(v);
     }
@@ -387,7 +395,7 @@ fn vm_sample(
 /// report: its first entry counts). A report usually lists the VMs in the
 /// order of the report after it, so a VM's slot is found by its position
 /// (checked) and hashed only when that fails.
-fn vm_histories<'e>(inp: &LiveInputs<'_>, e: &'e HostEntry) -> HashMap<&'e str, VmSamples> {
+fn vm_histories<'e>(inp: &LiveInputs<'_>, e: &'e HostEntry) -> FastMap<&'e str, VmSamples> {
     struct Acc<'e> {
         name: &'e str,
         samples: Vec<VmSample>,
@@ -396,11 +404,12 @@ fn vm_histories<'e>(inp: &LiveInputs<'_>, e: &'e HostEntry) -> HashMap<&'e str, 
     }
     let origin = inp.start_unix_ms;
     let newest = e.reports.len().saturating_sub(1);
-    let mut slots: HashMap<&str, usize> = HashMap::new();
+    let mut slots: FastMap<&str, usize> = FastMap::default();
     let mut acc: Vec<Acc<'e>> = Vec::new();
     let mut hint: Vec<usize> = Vec::new();
+    let mut next: Vec<usize> = Vec::new();
     for (ri, r) in e.reports.iter().enumerate().rev().take(inp.history.max(1)) {
-        let mut next = Vec::with_capacity(r.vms.len());
+        next.clear();
         for (j, m) in r.vms.iter().enumerate() {
             let slot = match hint.get(j) {
                 Some(&s) if acc.get(s).is_some_and(|a| a.name == m.name) => s,
@@ -429,7 +438,7 @@ fn vm_histories<'e>(inp: &LiveInputs<'_>, e: &'e HostEntry) -> HashMap<&'e str, 
                 a.samples.push(vm_sample(r, m, origin));
             }
         }
-        hint = next;
+        std::mem::swap(&mut hint, &mut next);
     }
     acc.into_iter()
         .map(|mut a| {
@@ -563,7 +572,7 @@ impl<'a, 'i> Externals<'a, 'i> {
 /// externals that have such traffic.
 fn traffic_between(
     rates: &[PairRate],
-    mac_to_vm: &HashMap<MacAddr, String>,
+    mac_to_vm: &FastMap<MacAddr, String>,
     ext: &mut Externals<'_, '_>,
 ) -> (
     BTreeMap<String, BTreeMap<String, f64>>,

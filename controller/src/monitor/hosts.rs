@@ -44,7 +44,7 @@ pub struct HostEntry {
     /// Each VM's largest dirty rate and VF flag over the kept reports, kept
     /// current as reports come and go, so that the snapshot reads it
     /// instead of scanning every kept report of every host each round.
-    windows: HashMap<String, VmWindow>,
+    windows: HashMap<String, VmWindow, foldhash::fast::RandomState>,
     /// Reports pushed so far: the index the next report gets.
     pushed: u64,
 }
@@ -313,7 +313,7 @@ impl HostRegistry {
                         last_report_ms: None,
                         last_event_seq: 0,
                         last_report_seq: 0,
-                        windows: HashMap::new(),
+                        windows: HashMap::default(),
                         pushed: 0,
                     },
                 );
