@@ -309,34 +309,43 @@ async fn record(
     if done.is_empty() {
         return;
     }
-    let ids = match &s.store {
-        Some(st) => {
-            let rows: Vec<(i64, String, String)> = done
-                .iter()
-                .filter_map(|(at, d, outcome)| {
-                    to_json("decisions", d)
-                        .ok()
-                        .map(|j| (*at, j, outcome.clone()))
-                })
-                .collect();
-            let st = st.clone();
-            let policy = settings.name.clone();
-            let n = rows.len();
-            let stored = tokio::task::spawn_blocking(move || {
-                st.record_decisions_json(round_no as i64, &policy, &rows)
-            })
-            .await;
-            match stored {
-                Ok(Ok(ids)) if n == done.len() => ids,
-                Ok(Err(e)) => {
-                    warn!(round = round_no, error = %e, "cannot record the round's decisions");
-                    Vec::new()
+    // The id of each decision (0: not stored). A decision that cannot be
+    // serialised is logged and left out; the others keep their own ids.
+    let mut ids = vec![0i64; done.len()];
+    if let Some(st) = &s.store {
+        let mut stored_at = Vec::with_capacity(done.len());
+        let mut rows: Vec<(i64, String, String)> = Vec::with_capacity(done.len());
+        for (i, (at, d, outcome)) in done.iter().enumerate() {
+            match to_json("decisions", d) {
+                Ok(j) => {
+                    stored_at.push(i);
+                    rows.push((*at, j, outcome.clone()));
                 }
-                _ => Vec::new(),
+                Err(e) => warn!(round = round_no, error = %e, "cannot record a decision"),
             }
         }
-        None => Vec::new(),
-    };
+        let st = st.clone();
+        let policy = settings.name.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            st.record_decisions_json(round_no as i64, &policy, &rows)
+        })
+        .await;
+        match stored {
+            Ok(Ok(got)) => {
+                for (i, id) in stored_at.into_iter().zip(got) {
+                    if let Some(slot) = ids.get_mut(i) {
+                        *slot = id;
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                warn!(round = round_no, error = %e, "cannot record the round's decisions");
+            }
+            Err(e) => {
+                warn!(round = round_no, error = %e, "recording the round's decisions failed");
+            }
+        }
+    }
     let mut views = Vec::with_capacity(done.len());
     for (i, (at, d, outcome)) in done.into_iter().enumerate() {
         let id = ids.get(i).copied().unwrap_or(0);
