@@ -247,6 +247,10 @@ pub struct Topology {
     switches: BTreeMap<u64, SwitchState>,
     /// Directed links keyed by their source port.
     links: BTreeMap<PortRef, Link>,
+    /// How many links end at each port (kept with `links`, so that
+    /// [`Topology::is_link_port`], asked on every PACKET_IN, is two lookups
+    /// instead of a scan of every link).
+    link_dsts: HashMap<PortRef, u32>,
     endpoints: HashMap<MacAddr, Endpoint>,
     /// Endpoints per edge port (kept equal to a count of `endpoints`).
     per_port: HashMap<PortRef, usize>,
@@ -469,6 +473,7 @@ impl Topology {
             }
             keep
         });
+        self.index_link_ends(&change);
         if !change.removed.is_empty() {
             self.version += 1;
         }
@@ -583,6 +588,7 @@ impl Topology {
                 }
                 keep
             });
+            self.index_link_ends(&change);
             // A cable out of sight that is now known to be down: a change.
             let down: Vec<_> = self
                 .unseen
@@ -653,6 +659,7 @@ impl Topology {
             }
         }
         if !change.is_empty() {
+            self.index_link_ends(&change);
             self.version += 1;
             // Endpoints wrongly learnt at what is now an inter-switch port.
             self.endpoints
@@ -674,11 +681,28 @@ impl Topology {
             }
             keep
         });
+        self.index_link_ends(&change);
         if !change.is_empty() {
             self.version += 1;
         }
         self.note_removed(&change, now);
         change
+    }
+
+    /// Keeps [`Topology::link_dsts`] equal to the links after `change`
+    /// (links removed and added by the caller).
+    fn index_link_ends(&mut self, change: &LinkChange) {
+        for &(_, dst) in &change.removed {
+            if let Some(n) = self.link_dsts.get_mut(&dst) {
+                *n -= 1;
+                if *n == 0 {
+                    self.link_dsts.remove(&dst);
+                }
+            }
+        }
+        for &(_, dst) in &change.added {
+            *self.link_dsts.entry(dst).or_insert(0) += 1;
+        }
     }
 
     /// True when `p` is a port of a connected switch and up.
@@ -691,7 +715,7 @@ impl Topology {
 
     /// True when a link (either direction) uses this port.
     pub fn is_link_port(&self, p: PortRef) -> bool {
-        self.links.contains_key(&p) || self.links.values().any(|l| l.dst == p)
+        self.links.contains_key(&p) || self.link_dsts.contains_key(&p)
     }
 
     /// True when the port is an edge (host-facing) port: it exists, is up,
@@ -1300,6 +1324,50 @@ pub(crate) mod tests {
         assert_eq!(t.lldp_seen(a, b, later).added, vec![(a, b)]);
         // The reverse direction of a cable that is up is never damped.
         assert_eq!(t.lldp_seen(b, a, later).added, vec![(b, a)]);
+    }
+
+    /// The index of link ends answers `is_link_port` as a scan of every
+    /// link would, through discovery, re-cabling, a port going down, expiry
+    /// and a switch leaving.
+    #[test]
+    fn link_ends_index_follows_every_change() {
+        let t0 = Instant::now();
+        let mut t = build(
+            t0,
+            &[(1, 3), (2, 3), (3, 3)],
+            &[((1, 1), (2, 1)), ((2, 2), (3, 1))],
+        );
+        let check = |t: &Topology, when: &str| {
+            for d in 1..=3 {
+                for p in 1..=3 {
+                    let at = pr(d, p);
+                    let scan = t.links().any(|l| l.src == at || l.dst == at);
+                    assert_eq!(t.is_link_port(at), scan, "{when}: {at:?}");
+                }
+            }
+            let mut want: HashMap<PortRef, u32> = HashMap::new();
+            for l in t.links() {
+                *want.entry(l.dst).or_default() += 1;
+            }
+            assert_eq!(t.link_dsts, want, "{when}");
+        };
+        check(&t, "discovered");
+        let mut now = t0 + Duration::from_secs(1);
+        // (1, 1) is re-cabled to (3, 3): one direction seen so far.
+        t.lldp_seen(pr(1, 1), pr(3, 3), now);
+        check(&t, "re-cabled");
+        let mut down = port(2);
+        down.state = 1;
+        t.port_status(2, false, down, now);
+        check(&t, "port down");
+        now += Duration::from_secs(30);
+        t.lldp_seen(pr(3, 3), pr(1, 1), now);
+        t.expire_links(now, Duration::from_secs(5));
+        check(&t, "expired");
+        assert_eq!(t.links().count(), 1);
+        t.switch_disconnected(3, 3, now).expect("known");
+        check(&t, "switch gone");
+        assert!(t.link_dsts.is_empty());
     }
 
     /// Found by ofswarm's churn test on a loaded machine: an LLDP probe
