@@ -60,21 +60,9 @@ fn bench(c: &mut Criterion) {
     let groups = Groups::default();
     let hypervisors = BTreeMap::new();
     let inputs = |hosts| LiveInputs {
-        hosts,
-        topo: &topo,
-        hypervisors: &hypervisors,
-        rates: &[],
-        ports: &[],
-        link_capacity_bps: None,
         start_unix_ms: 1_000_000,
         now_unix_ms: 1_000_000 + (REPORTS + 1) as i64 * INTERVAL_MS as i64,
-        interval_s: 2.0,
-        round: 1,
-        history: 5,
-        migrations: vec![],
-        hotspot_history: vec![],
-        last_migration_s: BTreeMap::new(),
-        groups: &groups,
+        ..LiveInputs::new(hosts, &topo, &hypervisors, &[], &groups)
     };
     let mut g = c.benchmark_group("live_round_10k_vms");
     g.sample_size(20);

@@ -18,12 +18,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-/// A hash map with foldhash's seeded hasher: the snapshot hashes every VM's
-/// name several times a round (SipHash was a tenth of its CPU at 10,000
-/// VMs); keys come from authenticated host daemons and the maps are
-/// rebuilt each round.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 use ofp::MacAddr;
 
 use crate::knowledge::groups::Groups;
@@ -32,7 +26,7 @@ use crate::knowledge::snapshot::{
     Snapshot, SwitchInfo, SwitchLevel, Topology as SnapTopology, VmSample, VmState,
 };
 use crate::monitor::dpid::dpid_str;
-use crate::monitor::hosts::{HostEntry, HostRegistry};
+use crate::monitor::hosts::{FastMap, HostEntry, HostRegistry};
 use crate::monitor::stats::{PairRate, PortRate};
 use crate::monitor::topology::Topology;
 
@@ -69,6 +63,37 @@ pub struct LiveInputs<'a> {
     pub last_migration_s: BTreeMap<String, f64>,
     /// Configured domains and environments.
     pub groups: &'a Groups,
+}
+
+impl<'a> LiveInputs<'a> {
+    /// Inputs of a first round at the time origin: no port rates, no
+    /// migrations or hotspots yet, a 2 s interval and 5 samples kept. Callers
+    /// set the rest with struct update syntax.
+    pub fn new(
+        hosts: &'a HostRegistry,
+        topo: &'a Topology,
+        hypervisors: &'a BTreeMap<u64, String>,
+        rates: &'a [PairRate],
+        groups: &'a Groups,
+    ) -> Self {
+        LiveInputs {
+            hosts,
+            topo,
+            hypervisors,
+            rates,
+            ports: &[],
+            link_capacity_bps: None,
+            start_unix_ms: 0,
+            now_unix_ms: 0,
+            interval_s: 2.0,
+            round: 1,
+            history: 5,
+            migrations: Vec::new(),
+            hotspot_history: Vec::new(),
+            last_migration_s: BTreeMap::new(),
+            groups,
+        }
+    }
 }
 
 fn secs(ms: i64, origin: i64) -> f64 {
@@ -689,22 +714,12 @@ mod tests {
             }],
         )
         .unwrap();
+        let none = BTreeMap::new();
         let snap = build_snapshot(&LiveInputs {
-            hosts: &hosts,
-            topo: &topo,
-            hypervisors: &BTreeMap::new(),
-            rates: &rates,
-            ports: &[],
             link_capacity_bps: Some(1e8),
-            start_unix_ms: 0,
             now_unix_ms: 10_000,
-            interval_s: 2.0,
             round: 3,
-            history: 5,
-            migrations: vec![],
-            hotspot_history: vec![],
-            last_migration_s: BTreeMap::new(),
-            groups: &groups,
+            ..LiveInputs::new(&hosts, &topo, &none, &rates, &groups)
         });
         assert_eq!(snap.now_s, 10.0);
         assert_eq!(
@@ -810,24 +825,14 @@ mod tests {
             }
         }
         let topo = build(Instant::now(), &[], &[]);
+        let none = BTreeMap::new();
         let groups = Groups::default();
         for history in [0, 1, 4, 6, 10] {
             let inp = LiveInputs {
-                hosts: &hosts,
-                topo: &topo,
-                hypervisors: &BTreeMap::new(),
-                rates: &[],
-                ports: &[],
-                link_capacity_bps: None,
-                start_unix_ms: 0,
                 now_unix_ms: 100_000,
                 interval_s: 10.0,
-                round: 1,
                 history,
-                migrations: vec![],
-                hotspot_history: vec![],
-                last_migration_s: BTreeMap::new(),
-                groups: &groups,
+                ..LiveInputs::new(&hosts, &topo, &none, &[], &groups)
             };
             let e = hosts.host("hv1").unwrap();
             let mut all = vm_histories(&inp, e);
@@ -925,21 +930,8 @@ mod tests {
             groups: &'a Groups,
         ) -> LiveInputs<'a> {
             LiveInputs {
-                hosts,
-                topo,
-                hypervisors,
-                rates,
-                ports: &[],
-                link_capacity_bps: None,
-                start_unix_ms: 0,
                 now_unix_ms: 10_000,
-                interval_s: 2.0,
-                round: 1,
-                history: 5,
-                migrations: vec![],
-                hotspot_history: vec![],
-                last_migration_s: BTreeMap::new(),
-                groups,
+                ..LiveInputs::new(hosts, topo, hypervisors, rates, groups)
             }
         }
         let none = BTreeMap::new();

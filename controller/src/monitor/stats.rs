@@ -291,11 +291,9 @@ impl TrafficMatrix {
         let prev = s.times[(t.seq as usize + TIMES - 1) % TIMES];
         if let (Some(dt), Some(prev), Some(arrival)) = (s.clock_dt.take(), prev, s.times[slot]) {
             let by_switch = prev + Duration::from_nanos(dt);
-            let skew = if by_switch > arrival {
-                by_switch - arrival
-            } else {
-                arrival - by_switch
-            };
+            let skew = by_switch
+                .saturating_duration_since(arrival)
+                .max(arrival.saturating_duration_since(by_switch));
             if skew <= MAX_CLOCK_SKEW {
                 s.times[slot] = Some(by_switch);
             }
@@ -319,31 +317,30 @@ impl TrafficMatrix {
         let Some(s) = self.switches.get_mut(usize::from(t.sw)) else {
             return;
         };
-        if s.seq != t.seq {
+        // Both are found at the first entries of a reply: the rest of it
+        // costs one comparison here.
+        if s.seq != t.seq || (s.clock_dt.is_some() && s.clock_next.is_some()) {
             return;
         }
-        let here = ClockRef {
+        if s.clock_dt.is_none() {
+            s.clock_dt = s
+                .clock_ref
+                .filter(|r| {
+                    r.src == src
+                        && r.dst == dst
+                        && r.cookie == cookie
+                        && r.seq + 1 == t.seq
+                        && duration_ns >= r.duration_ns
+                })
+                .map(|r| duration_ns - r.duration_ns);
+        }
+        s.clock_next.get_or_insert(ClockRef {
             src,
             dst,
             cookie,
             duration_ns,
             seq: t.seq,
-        };
-        if s.clock_dt.is_none() {
-            if let Some(r) = s.clock_ref {
-                if r.src == src
-                    && r.dst == dst
-                    && r.cookie == cookie
-                    && r.seq + 1 == t.seq
-                    && duration_ns >= r.duration_ns
-                {
-                    s.clock_dt = Some(duration_ns - r.duration_ns);
-                }
-            }
-        }
-        if s.clock_next.is_none() {
-            s.clock_next = Some(here);
-        }
+        });
     }
 
     /// The pair at the next position of the poll in progress on `sw`: the
