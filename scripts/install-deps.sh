@@ -33,6 +33,7 @@ PKGS=(
   openvswitch-switch openvswitch-common mininet iperf3 iputils-ping iputils-arping
   ethtool iproute2 tcpdump procps psmisc curl ca-certificates python3 python3-matplotlib
   build-essential pkg-config busybox-static cpio gzip xz-utils
+  etcd-server etcd-client protobuf-compiler
 )
 missing=()
 for p in "${PKGS[@]}"; do

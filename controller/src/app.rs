@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::execute::handles::{Handles, HttpHostd};
 use crate::execute::orchestrator::{OrchConfig, Orchestrator};
 use crate::knowledge::clock::now_unix_ms;
+use crate::knowledge::cluster::Fence;
 use crate::knowledge::state::Knowledge;
 use crate::knowledge::store::{SqliteStore, Store, StoreExt};
 use crate::mapek::core::{core_loop, CoreConfig};
@@ -270,7 +271,23 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     let api_addr = api_listener.local_addr().unwrap_or(settings.api_listen);
     let store = open_store(&settings.db)?;
     let (host_tx, host_rx) = mpsc::unbounded_channel::<HostEvent>();
-    let knowledge = Arc::new(state::knowledge(&settings, Some(store.clone())));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut cluster_task = None;
+    let knowledge = {
+        let k = state::knowledge(&settings, Some(store.clone()));
+        match &settings.cluster {
+            None => k,
+            Some(c) => {
+                let (conn_tx, conn_rx) = watch::channel(std::collections::BTreeSet::new());
+                let (view, task) =
+                    crate::cluster::etcd::spawn(c.clone(), conn_rx, shutdown_rx.clone());
+                cluster_task = Some(task);
+                info!(node = %c.node_id, etcd = %c.endpoints.join(","), prefix = %c.prefix, "cluster node: coordinating through etcd");
+                k.with_cluster(Fence::cluster(view), conn_tx)
+            }
+        }
+    };
+    let knowledge = Arc::new(knowledge);
     restore_hosts(&knowledge, store.as_ref());
     let mut live = state::live_state(&settings);
     if !settings.policy_pinned {
@@ -287,7 +304,6 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         }
     }
     let live = Arc::new(Mutex::new(live));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Droppable events (bounded, try_send) and connect/disconnect events
     // (unbounded: at most two per accepted connection, never dropped).
     let (ev_tx, ev_rx) = mpsc::channel::<SwitchEvent>(openflow::EVENT_QUEUE);
@@ -301,6 +317,7 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
             write_timeout: settings.write_timeout,
             send_queue_bytes: settings.send_queue_bytes,
             allowed_dpids: settings.allowed_dpids.clone().map(Arc::new),
+            cluster: settings.cluster.is_some(),
         },
         events: ev_tx,
         control: control_tx,
@@ -311,6 +328,7 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         not_reading: knowledge.not_reading_disconnects.clone(),
     };
     let mut tasks = Vec::new();
+    tasks.extend(cluster_task);
     tasks.push(tokio::spawn(openflow::serve(
         of_listener,
         ctx,
@@ -332,11 +350,14 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         host_rx,
         shutdown_rx.clone(),
     )));
-    let hostd = Arc::new(HttpHostd::with_tls(
-        Duration::from_secs_f64(settings.execute.hostd_timeout_s),
-        settings.token.clone(),
-        settings.tls.hostd.clone(),
-    ));
+    let hostd = Arc::new(
+        HttpHostd::with_tls(
+            Duration::from_secs_f64(settings.execute.hostd_timeout_s),
+            settings.token.clone(),
+            settings.tls.hostd.clone(),
+        )
+        .fenced(knowledge.fence.clone()),
+    );
     let orch = Orchestrator::with_handles(
         OrchConfig::from_settings(&settings),
         Handles::of(&knowledge, hostd.clone()),

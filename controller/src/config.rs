@@ -151,6 +151,234 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// VIOLIN's domains and virtual environments in live mode.
     pub groups: GroupsConfig,
+    /// Running as one node of a cluster on etcd (docs/cluster.md).
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: run as one node of a cluster coordinated through etcd.
+/// Without `etcd_endpoints` the controller runs alone (the default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// etcd client URLs (`http://HOST:PORT` or `https://HOST:PORT`); empty:
+    /// a single controller.
+    pub etcd_endpoints: Vec<String>,
+    /// This node's id (letters, digits, `.`, `_`, `-`; at most 63); unique
+    /// in the cluster. Required with `etcd_endpoints`.
+    pub node_id: Option<String>,
+    /// Lease time-to-live, seconds (2..=60): a dead node's switches and
+    /// leadership move within about this long. etcd raises a TTL below its
+    /// minimum (1.5 election timeouts, rounded up to whole seconds).
+    pub lease_ttl_s: u64,
+    /// Every key of the cluster lives under this prefix.
+    pub key_prefix: String,
+    /// The URL other nodes and clients reach this node's REST API at
+    /// (shown by `GET /api/v1/cluster`, used in redirects). Default: the
+    /// API listen address, `https` when the API has TLS.
+    pub advertise_api: Option<String>,
+    /// CA certificate (PEM) to verify etcd's server certificates (turns on
+    /// TLS to etcd).
+    pub etcd_ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) presented to etcd (with `etcd_key_file`).
+    pub etcd_cert_file: Option<std::path::PathBuf>,
+    /// Client key (PEM) for `etcd_cert_file`.
+    pub etcd_key_file: Option<std::path::PathBuf>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            etcd_endpoints: Vec::new(),
+            node_id: None,
+            lease_ttl_s: 2,
+            key_prefix: "/shoal".into(),
+            advertise_api: None,
+            etcd_ca_file: None,
+            etcd_cert_file: None,
+            etcd_key_file: None,
+        }
+    }
+}
+
+/// TLS material for the connection to etcd.
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// CA certificate, PEM.
+    pub ca_pem: Vec<u8>,
+    /// Client certificate and key, PEM.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("ca_pem_bytes", &self.ca_pem.len())
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
+}
+
+/// `[cluster]` checked.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// etcd client URLs.
+    pub endpoints: Vec<String>,
+    /// This node's id.
+    pub node_id: String,
+    /// Lease TTL.
+    pub lease_ttl: Duration,
+    /// Key prefix (starts with `/`, no trailing `/`).
+    pub prefix: String,
+    /// This node's API URL as others reach it.
+    pub advertise_api: String,
+    /// TLS to etcd, when configured.
+    pub tls: Option<EtcdTls>,
+}
+
+/// A node id or key prefix segment: letters, digits, `.`, `_`, `-`.
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl ClusterConfig {
+    /// Checks `[cluster]` (None: a single controller).
+    pub fn validate(
+        &self,
+        api_listen: SocketAddr,
+        api_tls: bool,
+        lldp_secret_file: Option<&Path>,
+    ) -> Result<Option<ClusterSettings>, ConfigError> {
+        let bad = |field: &str, message: String| ConfigError::Invalid {
+            field: format!("cluster.{field}"),
+            message,
+        };
+        if self.etcd_endpoints.is_empty() {
+            if self.node_id.is_some() {
+                return Err(bad(
+                    "node_id",
+                    "is set but etcd_endpoints is empty (a cluster needs etcd)".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        for e in &self.etcd_endpoints {
+            let rest = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"));
+            let ok = rest.is_some_and(|r| {
+                !r.is_empty()
+                    && !r.contains('/')
+                    && r.rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            });
+            if !ok {
+                return Err(bad(
+                    "etcd_endpoints",
+                    format!("{e:?} is not http://HOST:PORT or https://HOST:PORT"),
+                ));
+            }
+        }
+        let node_id = self.node_id.clone().ok_or_else(|| {
+            bad(
+                "node_id",
+                "is required with etcd_endpoints (--node-id)".into(),
+            )
+        })?;
+        if !is_name(&node_id) {
+            return Err(bad(
+                "node_id",
+                format!("{node_id:?}: use 1 to 63 letters, digits, '.', '_' or '-'"),
+            ));
+        }
+        if !(2..=60).contains(&self.lease_ttl_s) {
+            return Err(bad(
+                "lease_ttl_s",
+                format!("{} is outside [2, 60] seconds", self.lease_ttl_s),
+            ));
+        }
+        let p = &self.key_prefix;
+        if !p.starts_with('/') || p.len() < 2 || !p[1..].split('/').all(is_name) {
+            return Err(bad(
+                "key_prefix",
+                format!("{p:?}: use /NAME[/NAME...] (letters, digits, '.', '_', '-')"),
+            ));
+        }
+        if lldp_secret_file.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "topology.lldp_secret_file".into(),
+                message: "a cluster needs one LLDP secret shared by every node (a random \
+                          per-process one would make each node refuse the others' probes)"
+                    .into(),
+            });
+        }
+        let read = |field: &str, p: &Path| {
+            std::fs::read(p).map_err(|e| bad(field, format!("cannot read {}: {e}", p.display())))
+        };
+        let tls = match (
+            &self.etcd_ca_file,
+            &self.etcd_cert_file,
+            &self.etcd_key_file,
+        ) {
+            (None, None, None) => None,
+            (Some(ca), cert, key) => {
+                let identity = match (cert, key) {
+                    (Some(c), Some(k)) => {
+                        Some((read("etcd_cert_file", c)?, read("etcd_key_file", k)?))
+                    }
+                    (None, None) => None,
+                    _ => {
+                        return Err(bad(
+                            "etcd_cert_file",
+                            "etcd_cert_file and etcd_key_file go together".into(),
+                        ))
+                    }
+                };
+                Some(EtcdTls {
+                    ca_pem: read("etcd_ca_file", ca)?,
+                    identity,
+                })
+            }
+            (None, _, _) => {
+                return Err(bad(
+                    "etcd_ca_file",
+                    "a client certificate needs the CA that verifies etcd".into(),
+                ))
+            }
+        };
+        if tls.is_some() && self.etcd_endpoints.iter().any(|e| e.starts_with("http://")) {
+            return Err(bad(
+                "etcd_endpoints",
+                "use https:// endpoints with etcd TLS files".into(),
+            ));
+        }
+        let advertise_api = match &self.advertise_api {
+            Some(a) if a.starts_with("http://") || a.starts_with("https://") => {
+                a.trim_end_matches('/').to_string()
+            }
+            Some(a) => {
+                return Err(bad(
+                    "advertise_api",
+                    format!("{a:?} is not an http:// or https:// URL"),
+                ))
+            }
+            None => format!(
+                "{}://{}",
+                if api_tls { "https" } else { "http" },
+                api_listen
+            ),
+        };
+        Ok(Some(ClusterSettings {
+            endpoints: self.etcd_endpoints.clone(),
+            node_id,
+            lease_ttl: Duration::from_secs(self.lease_ttl_s),
+            prefix: p.clone(),
+            advertise_api,
+            tls,
+        }))
+    }
 }
 
 /// `[groups]`: the domains (groups of hosts) and virtual environments (a
@@ -484,6 +712,7 @@ impl Default for Config {
             execute: ExecuteConfig::default(),
             retention: RetentionConfig::default(),
             groups: GroupsConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -726,6 +955,8 @@ pub struct Settings {
     /// The policy was given on the command line: a policy persisted at run
     /// time before a restart does not replace it.
     pub policy_pinned: bool,
+    /// Cluster membership (None: a single controller).
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// Loads a token file for `field`.
@@ -907,6 +1138,11 @@ impl Config {
                 message: e.to_string(),
             })?),
         };
+        let cluster = self.cluster.validate(
+            self.api_listen,
+            tls.api.is_some(),
+            self.topology.lldp_secret_file.as_deref(),
+        )?;
         Ok(Settings {
             of_listen: self.of_listen,
             api_listen: self.api_listen,
@@ -962,6 +1198,7 @@ impl Config {
             policy: self.policy.clone(),
             execute: self.execute.resolved(),
             policy_pinned: false,
+            cluster,
         })
     }
 
@@ -1310,6 +1547,15 @@ impl Config {
             (
                 "topology.lldp_secret_file",
                 self.topology.lldp_secret_file.as_deref(),
+            ),
+            ("cluster.etcd_ca_file", self.cluster.etcd_ca_file.as_deref()),
+            (
+                "cluster.etcd_cert_file",
+                self.cluster.etcd_cert_file.as_deref(),
+            ),
+            (
+                "cluster.etcd_key_file",
+                self.cluster.etcd_key_file.as_deref(),
             ),
         ])
     }

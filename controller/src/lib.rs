@@ -20,6 +20,7 @@
 pub mod analyze;
 pub mod api;
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod execute;
 pub mod knowledge;

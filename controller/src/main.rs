@@ -94,6 +94,13 @@ struct RunArgs {
     /// [default: $RUST_LOG, else `log_filter`, else `info`]
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+    /// Run as a node of a cluster coordinated through these etcd client
+    /// URLs (comma-separated; `[cluster] etcd_endpoints`). docs/cluster.md.
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    cluster_etcd: Option<Vec<String>>,
+    /// This node's id in the cluster (`[cluster] node_id`).
+    #[arg(long, value_name = "NAME")]
+    node_id: Option<String>,
 }
 
 /// The log filter in force and whether SIGHUP may change it.
@@ -166,6 +173,12 @@ fn load_config(args: &RunArgs) -> Result<Config, String> {
     }
     if let Some(t) = &args.token_file {
         cfg.hostd.token_file = Some(t.clone());
+    }
+    if let Some(e) = &args.cluster_etcd {
+        cfg.cluster.etcd_endpoints = e.clone();
+    }
+    if let Some(n) = &args.node_id {
+        cfg.cluster.node_id = Some(n.clone());
     }
     Ok(cfg)
 }

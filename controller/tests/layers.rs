@@ -20,6 +20,7 @@ const LAYERS: &[Layer<'static>] = &[
     ("plan", &["plan/"]),
     ("sim", &["sim/"]),
     ("config", &["config.rs"]),
+    ("cluster", &["cluster/"]),
     ("execute", &["execute/"]),
     ("loop", &["mapek/"]),
     ("api", &["api/"]),

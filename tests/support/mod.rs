@@ -13,6 +13,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod creds;
+pub mod etcd;
 pub mod ofpeer;
 pub mod pki;
 pub mod qemu;

@@ -66,8 +66,8 @@ pub use meter_group::{
     MeterMod, MeterModCommand,
 };
 pub use msgs::{
-    capabilities, config_flags, hello_elem, ControllerRole, Experimenter, Hello, RoleMsg,
-    SwitchConfig, SwitchFeatures,
+    capabilities, config_flags, hello_elem, AsyncConfig, ControllerRole, Experimenter, Hello,
+    RoleMsg, SwitchConfig, SwitchFeatures,
 };
 pub use multipart::{
     multipart_flags, multipart_type, AggregateStats, BandStats, BucketCounter, DescStats,

@@ -5,7 +5,7 @@ use crate::error::{DecodeError, EncodeError};
 use crate::flow::{FlowMod, FlowRemoved, PacketIn, PacketOut};
 use crate::header::{field, msg_type as t, Header};
 use crate::meter_group::{GroupMod, MeterMod};
-use crate::msgs::{Experimenter, Hello, RoleMsg, SwitchConfig, SwitchFeatures};
+use crate::msgs::{AsyncConfig, Experimenter, Hello, RoleMsg, SwitchConfig, SwitchFeatures};
 use crate::multipart::{MultipartReply, MultipartRequest};
 use crate::port::PortStatus;
 use crate::wire;
@@ -60,8 +60,13 @@ pub enum Message {
     RoleRequest(RoleMsg),
     /// OFPT_ROLE_REPLY.
     RoleReply(RoleMsg),
-    /// Any other type (PORT_MOD, TABLE_MOD, QUEUE_GET_CONFIG, GET/SET_ASYNC,
-    /// ...): body kept raw, re-encoded byte-exact.
+    /// OFPT_GET_ASYNC_REQUEST.
+    GetAsyncRequest,
+    /// OFPT_GET_ASYNC_REPLY.
+    GetAsyncReply(AsyncConfig),
+    /// OFPT_SET_ASYNC.
+    SetAsync(AsyncConfig),
+    /// Any other type (PORT_MOD, TABLE_MOD, QUEUE_GET_CONFIG, ...): body kept raw, re-encoded byte-exact.
     Other {
         /// Message type.
         msg_type: u8,
@@ -97,6 +102,9 @@ impl Message {
             Message::BarrierReply => t::BARRIER_REPLY,
             Message::RoleRequest(_) => t::ROLE_REQUEST,
             Message::RoleReply(_) => t::ROLE_REPLY,
+            Message::GetAsyncRequest => t::GET_ASYNC_REQUEST,
+            Message::GetAsyncReply(_) => t::GET_ASYNC_REPLY,
+            Message::SetAsync(_) => t::SET_ASYNC,
             Message::Other { msg_type, .. } => *msg_type,
         }
     }
@@ -147,6 +155,9 @@ impl Message {
             t::BARRIER_REPLY => empty(Message::BarrierReply)?,
             t::ROLE_REQUEST => Message::RoleRequest(RoleMsg::decode(body)?),
             t::ROLE_REPLY => Message::RoleReply(RoleMsg::decode(body)?),
+            t::GET_ASYNC_REQUEST => empty(Message::GetAsyncRequest)?,
+            t::GET_ASYNC_REPLY => Message::GetAsyncReply(AsyncConfig::decode(body)?),
+            t::SET_ASYNC => Message::SetAsync(AsyncConfig::decode(body)?),
             _ => Message::Other {
                 msg_type: ty,
                 body: body.to_vec(),
@@ -166,7 +177,8 @@ impl Message {
             Message::FeaturesRequest
             | Message::GetConfigRequest
             | Message::BarrierRequest
-            | Message::BarrierReply => Ok(()),
+            | Message::BarrierReply
+            | Message::GetAsyncRequest => Ok(()),
             Message::FeaturesReply(f) => f.encode(out),
             Message::GetConfigReply(c) | Message::SetConfig(c) => c.encode(out),
             Message::PacketIn(p) => p.encode(out),
@@ -179,6 +191,7 @@ impl Message {
             Message::MultipartRequest(m) => m.encode(out),
             Message::MultipartReply(m) => m.encode(out),
             Message::RoleRequest(r) | Message::RoleReply(r) => r.encode(out),
+            Message::GetAsyncReply(a) | Message::SetAsync(a) => a.encode(out),
         }
     }
 }

@@ -292,3 +292,59 @@ impl RoleMsg {
         Ok(())
     }
 }
+
+/// Offsets of `ofp_async_config` (after the OpenFlow header).
+mod async_config {
+    pub const PACKET_IN: usize = 0;
+    pub const PORT_STATUS: usize = 8;
+    pub const FLOW_REMOVED: usize = 16;
+    pub const SIZE: usize = 24;
+}
+
+/// OFPT_GET_ASYNC_REPLY / OFPT_SET_ASYNC body: which asynchronous messages
+/// a connection receives, as bitmaps of reasons (`1 << OFPR_*`,
+/// `1 << OFPPR_*`, `1 << OFPRR_*`). Index 0 applies while the controller is
+/// master or equal, index 1 while it is slave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct AsyncConfig {
+    /// PACKET_IN reasons, [master/equal, slave].
+    pub packet_in_mask: [u32; 2],
+    /// PORT_STATUS reasons, [master/equal, slave].
+    pub port_status_mask: [u32; 2],
+    /// FLOW_REMOVED reasons, [master/equal, slave].
+    pub flow_removed_mask: [u32; 2],
+}
+
+impl AsyncConfig {
+    /// Every PACKET_IN (no match, action, invalid TTL), PORT_STATUS (add,
+    /// delete, modify) and FLOW_REMOVED (idle, hard, delete, group delete)
+    /// in every role: what a cluster node holding a switch as slave asks
+    /// for, so that it follows the switch as closely as its master does.
+    pub const ALL: AsyncConfig = AsyncConfig {
+        packet_in_mask: [0b111, 0b111],
+        port_status_mask: [0b111, 0b111],
+        flow_removed_mask: [0b1111, 0b1111],
+    };
+
+    pub(crate) fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let v = View::exact(body, async_config::SIZE, "async_config")?;
+        let pair = |at: usize| [v.u32(at), v.u32(at + 4)];
+        Ok(AsyncConfig {
+            packet_in_mask: pair(async_config::PACKET_IN),
+            port_status_mask: pair(async_config::PORT_STATUS),
+            flow_removed_mask: pair(async_config::FLOW_REMOVED),
+        })
+    }
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let mut f = put_fixed(out, async_config::SIZE);
+        for (at, m) in [
+            (async_config::PACKET_IN, self.packet_in_mask),
+            (async_config::PORT_STATUS, self.port_status_mask),
+            (async_config::FLOW_REMOVED, self.flow_removed_mask),
+        ] {
+            f.u32(at, m[0]);
+            f.u32(at + 4, m[1]);
+        }
+        Ok(())
+    }
+}

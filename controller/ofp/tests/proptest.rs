@@ -565,17 +565,24 @@ fn message() -> impl Strategy<Value = Message> {
         Just(Message::BarrierReply),
         role.clone().prop_map(Message::RoleRequest),
         role.prop_map(Message::RoleReply),
+        Just(Message::GetAsyncRequest),
+        (any::<[u32; 2]>(), any::<[u32; 2]>(), any::<[u32; 2]>()).prop_map(|(p, s, f)| {
+            let a = ofp::AsyncConfig {
+                packet_in_mask: p,
+                port_status_mask: s,
+                flow_removed_mask: f,
+            };
+            Message::SetAsync(a)
+        }),
+        (any::<[u32; 2]>(), any::<[u32; 2]>(), any::<[u32; 2]>()).prop_map(|(p, s, f)| {
+            Message::GetAsyncReply(ofp::AsyncConfig {
+                packet_in_mask: p,
+                port_status_mask: s,
+                flow_removed_mask: f,
+            })
+        }),
         (
-            prop_oneof![
-                Just(16u8),
-                Just(17),
-                Just(22),
-                Just(23),
-                Just(26),
-                Just(27),
-                Just(28),
-                30u8..=255
-            ],
+            prop_oneof![Just(16u8), Just(17), Just(22), Just(23), 30u8..=255],
             bytes(40)
         )
             .prop_map(|(msg_type, body)| Message::Other { msg_type, body }),

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::execute::orchestrator::{OrchError, Orchestrator};
+use crate::knowledge::cluster::NotLeader;
 use crate::knowledge::state::{Knowledge, Poisoned};
 use crate::mapek::live::LiveState;
 use crate::mapek::state::HostEvent;
@@ -212,6 +213,7 @@ pub fn map_error(e: LayerError) -> ApiError {
             OrchError::Infeasible(_) | OrchError::Invalid(_) => {
                 ApiError::Unprocessable(e.to_string())
             }
+            OrchError::NotLeader(_) => ApiError::Unavailable(e.to_string()),
         },
         LayerError::Host(e) => match e {
             HostError::Unknown(id) => {
@@ -256,10 +258,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/ports/stats", get(port_stats))
         .route("/api/v1/queues/stats", get(queue_stats))
         .route("/api/v1/meters/stats", get(meter_stats))
+        .route("/api/v1/cluster", get(cluster))
         .merge(hosts::routes())
         .merge(ops::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            leader_redirect,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
@@ -290,15 +297,203 @@ struct Health {
     status: &'static str,
     switches: usize,
     uptime_s: f64,
+    /// A cluster node's part: its id, role, and why it does not act.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<HealthCluster>,
 }
 
-async fn healthz(State(s): State<Arc<ApiState>>) -> ApiResult<Health> {
+#[derive(Serialize)]
+struct HealthCluster {
+    node: String,
+    role: &'static str,
+    leader: Option<String>,
+    acting: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// `200` with `"status": "ok"`; a cluster node without a valid etcd lease
+/// (etcd lost its quorum, or the node is cut off from it) answers `503`
+/// with `"status": "not acting"` and the reason: it sends no command and
+/// changes no flow until it holds a lease again.
+async fn healthz(State(s): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let n = s.knowledge.topo_read()?.switches().len();
-    Ok(Json(Health {
-        status: "ok",
+    let fence = &s.knowledge.fence;
+    let cluster = fence.view().map(|v| {
+        let acting = fence.acting();
+        HealthCluster {
+            node: v.node_id.clone(),
+            role: if v.is_leader && acting.is_ok() {
+                "leader"
+            } else {
+                "follower"
+            },
+            leader: v.leader.clone(),
+            acting: acting.is_ok(),
+            reason: acting.err(),
+        }
+    });
+    let acting = cluster.as_ref().is_none_or(|c| c.acting);
+    let body = Json(Health {
+        status: if acting { "ok" } else { "not acting" },
         switches: n,
         uptime_s: s.knowledge.started.elapsed().as_secs_f64(),
+        cluster,
+    });
+    let code = if acting {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((code, body).into_response())
+}
+
+/// A cluster node's view of the cluster (`GET /api/v1/cluster`).
+#[derive(Serialize)]
+struct ClusterJson {
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader: Option<String>,
+    is_leader: bool,
+    acting: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<ClusterLease>,
+    nodes: Vec<crate::knowledge::cluster::NodeInfo>,
+    masters: Vec<ClusterMaster>,
+    revision: i64,
+    /// OpenFlow messages withheld from switches this node still held as
+    /// master because its lease had run out.
+    writes_withheld: u64,
+    /// Switches that granted this node MASTER (their ROLE_REPLY) under the
+    /// generation the cluster assigns.
+    granted_here: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ClusterLease {
+    id: String,
+    ttl_s: u64,
+    remaining_s: f64,
+}
+
+#[derive(Serialize)]
+struct ClusterMaster {
+    dpid: String,
+    node: String,
+    generation: u64,
+    connected_to: Vec<String>,
+}
+
+async fn cluster(State(s): State<Arc<ApiState>>) -> ApiResult<ClusterJson> {
+    let fence = &s.knowledge.fence;
+    let Some(v) = fence.view() else {
+        return Ok(Json(ClusterJson {
+            mode: "single",
+            node: None,
+            leader: None,
+            is_leader: true,
+            acting: true,
+            reason: None,
+            lease: None,
+            nodes: Vec::new(),
+            masters: Vec::new(),
+            revision: 0,
+            writes_withheld: 0,
+            granted_here: Vec::new(),
+        }));
+    };
+    let now = std::time::Instant::now();
+    let acting = fence.acting();
+    Ok(Json(ClusterJson {
+        mode: "cluster",
+        node: Some(v.node_id.clone()),
+        leader: v.leader.clone(),
+        is_leader: v.is_leader && fence.may_lead().is_ok(),
+        acting: acting.is_ok(),
+        reason: acting.err(),
+        lease: v.lease_valid_until.map(|t| ClusterLease {
+            id: format!("{:x}", v.lease_id),
+            ttl_s: v.lease_ttl_s,
+            remaining_s: t.saturating_duration_since(now).as_secs_f64(),
+        }),
+        nodes: v.nodes.values().cloned().collect(),
+        masters: v
+            .masters
+            .iter()
+            .map(|(d, (n, g))| ClusterMaster {
+                dpid: dpid_str(*d),
+                node: n.clone(),
+                generation: *g,
+                connected_to: v.connected.get(d).cloned().unwrap_or_default(),
+            })
+            .collect(),
+        revision: v.revision,
+        writes_withheld: s
+            .knowledge
+            .fenced_writes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        granted_here: s
+            .knowledge
+            .granted_masters
+            .lock()
+            .map(|g| {
+                g.iter()
+                    .filter(|d| fence.master_generation(**d).is_some())
+                    .map(|d| dpid_str(*d))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }))
+}
+
+/// Whether a request changes what the leader decides (it must reach the
+/// leader): every write except the host daemons' own registrations,
+/// reports and events, which any node accepts.
+fn leader_only(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    let write = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    write && !path.starts_with("/api/v1/hosts")
+}
+
+/// A cluster follower answers a leader-only request with `307 Temporary
+/// Redirect` to the same path at the leader's advertised API (a client
+/// repeats the request there with its method and body); `503` when no
+/// leader is known or this node's lease is not valid.
+async fn leader_redirect(
+    State(s): State<Arc<ApiState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let fence = &s.knowledge.fence;
+    if !fence.is_cluster() || !leader_only(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    match fence.may_lead() {
+        Ok(()) => next.run(req).await,
+        Err(NotLeader::Follower { api: Some(api), .. }) => {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let location = format!("{api}{pq}");
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, location.clone())],
+                Json(ErrorBody {
+                    error: format!(
+                        "this node does not lead the cluster: repeat the request at {location}"
+                    ),
+                }),
+            )
+                .into_response()
+        }
+        Err(e) => ApiError::Unavailable(e.to_string()).into_response(),
+    }
 }
 
 #[derive(Serialize)]
@@ -807,6 +1002,10 @@ mod tests {
         assert_eq!(s(LayerError::Orch(OrchError::Conflict("x".into()))), 409);
         assert_eq!(s(LayerError::Orch(OrchError::Infeasible("x".into()))), 422);
         assert_eq!(s(LayerError::Orch(OrchError::Invalid("x".into()))), 422);
+        assert_eq!(
+            s(LayerError::Orch(OrchError::NotLeader(NotLeader::LeaseLost))),
+            503
+        );
         assert_eq!(s(LayerError::Host(HostError::Unknown("h".into()))), 404);
         assert_eq!(s(LayerError::Host(HostError::Invalid("x".into()))), 422);
         assert_eq!(s(LayerError::Poisoned(Poisoned("topology"))), 500);
@@ -826,6 +1025,7 @@ mod tests {
         let paths = v["paths"].as_object().unwrap();
         for p in [
             "/healthz",
+            "/api/v1/cluster",
             "/api/v1/switches",
             "/api/v1/switches/{dpid}/ports",
             "/api/v1/links",

@@ -6,6 +6,7 @@
 //! ([`crate::knowledge::store::Store`]) and the clock
 //! ([`crate::knowledge::clock::Clock`]).
 
+use crate::knowledge::cluster::{Fence, NotLeader};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -72,7 +73,12 @@ pub trait Switches: Send + Sync {
 }
 
 impl Switches for Knowledge {
+    /// A cluster node that does not lead (or whose lease ran out) gets no
+    /// switch: the orchestrator's writes stop with its leadership.
     fn switch(&self, dpid: u64) -> Option<Box<dyn SwitchLink>> {
+        if self.fence.may_lead().is_err() {
+            return None;
+        }
         self.switch_handle(dpid)
             .map(|h| Box::new(h) as Box<dyn SwitchLink>)
     }
@@ -102,9 +108,17 @@ pub trait FabricView: Send + Sync {
         hotspot_history: Vec<HotspotEvent>,
         last_migration_s: BTreeMap<String, f64>,
     ) -> Option<Snapshot>;
+    /// Ok when this controller may act as the cluster's leader now (always
+    /// for a single controller).
+    fn may_lead(&self) -> Result<(), NotLeader> {
+        Ok(())
+    }
 }
 
 impl FabricView for Knowledge {
+    fn may_lead(&self) -> Result<(), NotLeader> {
+        self.fence.may_lead()
+    }
     fn topology(&self) -> Result<RwLockReadGuard<'_, Topology>, Poisoned> {
         self.topo_read()
     }
@@ -162,6 +176,9 @@ pub enum HostdError {
         /// The start of the answer (at most 300 characters).
         body: String,
     },
+    /// A cluster node that does not lead sends no command.
+    #[error("not sent: {0}")]
+    Fenced(NotLeader),
     /// The answer did not parse.
     #[error("bad status from {url}: {reason}")]
     BadReply {
@@ -197,6 +214,7 @@ pub trait HostdClient: Send + Sync {
 pub struct HttpHostd {
     http: HttpClient,
     token: Arc<std::sync::RwLock<Option<Secret>>>,
+    fence: Fence,
 }
 
 impl std::fmt::Debug for HttpHostd {
@@ -221,7 +239,15 @@ impl HttpHostd {
         HttpHostd {
             http: HttpClient::with_tls(timeout, tls),
             token: Arc::new(std::sync::RwLock::new(token)),
+            fence: Fence::single(),
         }
+    }
+
+    /// The same client for a cluster node: commands are sent only while
+    /// `fence` says this node leads (status reads are always allowed).
+    pub fn fenced(mut self, fence: Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// Presents `token` from the next request on (the controller's token
@@ -273,6 +299,7 @@ impl HostdClient for HttpHostd {
         cmd: &'a proto::Command,
     ) -> BoxFuture<'a, Result<(), HostdError>> {
         Box::pin(async move {
+            self.fence.may_lead().map_err(HostdError::Fenced)?;
             let body = serde_json::to_vec(cmd).map_err(|e| HostdError::Encode(e.to_string()))?;
             match self.call(Method::PUT, api, id, Some(body)).await? {
                 (_, 200 | 202, _) => Ok(()),

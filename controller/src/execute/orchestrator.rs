@@ -44,6 +44,7 @@ use crate::execute::queues::{
     QueueConfig, QueueManager, QueueReservation, QueueSession, SystemTc, TcpMatch,
 };
 use crate::knowledge::clock::Clock;
+use crate::knowledge::cluster::NotLeader;
 use crate::knowledge::live::port_capacity_bps;
 use crate::knowledge::state::Knowledge;
 use crate::knowledge::store::{Store, StoreExt};
@@ -257,6 +258,9 @@ pub enum OrchError {
     /// Malformed values.
     #[error("{0}")]
     Invalid(String),
+    /// A cluster node that does not lead takes no migration.
+    #[error("{0}")]
+    NotLeader(#[from] NotLeader),
 }
 
 /// What the orchestrator needs of the settings.
@@ -642,6 +646,7 @@ impl Orchestrator {
         let s = self
             .fabric()
             .ok_or_else(|| OrchError::Conflict("controller is shutting down".into()))?;
+        s.may_lead()?;
         let deadline_s = req.deadline_s.unwrap_or(self.cfg.default_deadline_s);
         if !(deadline_s.is_finite() && deadline_s > 0.0) {
             return Err(OrchError::Invalid(format!(
@@ -2676,6 +2681,7 @@ mod batch_error_tests {
                 write_timeout: Duration::from_secs(2),
                 send_queue_bytes: 1 << 20,
                 allowed_dpids: None,
+                cluster: false,
             },
             events: ev_tx,
             control: control_tx,

@@ -12,6 +12,7 @@
 //! - **May not touch**: analyze, plan, execute, the loop or the API.
 
 pub mod clock;
+pub mod cluster;
 pub mod groups;
 pub mod live;
 pub mod reports;

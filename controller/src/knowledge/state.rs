@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::{Duration, Instant};
 
 use crate::knowledge::clock::now_unix_ms;
+use crate::knowledge::cluster::Fence;
 use crate::knowledge::groups::Groups;
 use crate::knowledge::live::{build_snapshot, LiveInputs};
 use crate::knowledge::reports::ReportQueue;
@@ -119,6 +120,17 @@ pub struct Knowledge {
     /// Configured domains and environments (replaced on SIGHUP; a leaf
     /// lock, held only to clone the `Arc`).
     groups: RwLock<Arc<Groups>>,
+    /// The cluster fence ([`Fence::single`] for a single controller).
+    pub fence: Fence,
+    /// OpenFlow messages a cluster node withheld from switches it still
+    /// held as master because its fence had closed (lease ran out).
+    pub fenced_writes: AtomicU64,
+    /// Switches that granted this cluster node MASTER under the generation
+    /// the cluster assigns (their ROLE_REPLY), for `GET /api/v1/cluster`.
+    pub granted_masters: Mutex<std::collections::BTreeSet<u64>>,
+    /// Datapath ids of the switches connected to this node (written by
+    /// the forwarding core; a cluster node publishes them in etcd).
+    pub connected_switches: tokio::sync::watch::Sender<std::collections::BTreeSet<u64>>,
 }
 
 impl Knowledge {
@@ -152,7 +164,24 @@ impl Knowledge {
             lldp: Arc::new(LldpCounters::default()),
             groups: RwLock::new(Arc::new(cfg.groups.clone())),
             limits: Arc::new(LimitCounters::default()),
+            fence: Fence::single(),
+            fenced_writes: AtomicU64::new(0),
+            granted_masters: Mutex::new(std::collections::BTreeSet::new()),
+            connected_switches: tokio::sync::watch::channel(std::collections::BTreeSet::new()).0,
         }
+    }
+
+    /// The same knowledge for a cluster node: every act passes `fence`,
+    /// and the set of connected switches goes to `connected` (for the
+    /// node's etcd session to publish).
+    pub fn with_cluster(
+        mut self,
+        fence: Fence,
+        connected: tokio::sync::watch::Sender<std::collections::BTreeSet<u64>>,
+    ) -> Self {
+        self.fence = fence;
+        self.connected_switches = connected;
+        self
     }
 
     /// The handle of a connected switch.

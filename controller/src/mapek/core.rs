@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ofp::{
-    FlowStatsRequest, Message, MultipartReplyBody, MultipartRequest, MultipartRequestBody,
-    PacketIn, PortReason, PortStatus,
+    ControllerRole, FlowStatsRequest, Message, MultipartReplyBody, MultipartRequest,
+    MultipartRequestBody, PacketIn, PortReason, PortStatus,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -30,9 +30,13 @@ use crate::monitor::topology::{EndpointLimits, Learned, LinkChange, PortRef, Top
 /// BARRIER. Never waits for a switch: each batch is queued or dropped at
 /// once (a switch whose queue is full is being disconnected by its
 /// connection, which logs it).
-fn dispatch(handles: &HashMap<u64, SwitchHandle>, outs: Vec<Outgoing>) {
+fn dispatch(
+    handles: &HashMap<u64, SwitchHandle>,
+    outs: Vec<Outgoing>,
+    may_write: impl Fn(u64) -> bool,
+) {
     let mut groups: Vec<(u64, Vec<Message>)> = Vec::new();
-    for o in outs {
+    for o in outs.into_iter().filter(|o| may_write(o.dpid)) {
         match groups.iter_mut().find(|(d, _)| *d == o.dpid) {
             Some((_, v)) => v.push(o.msg),
             None => groups.push((o.dpid, vec![o.msg])),
@@ -45,6 +49,18 @@ fn dispatch(handles: &HashMap<u64, SwitchHandle>, outs: Vec<Outgoing>) {
             }
         }
     }
+}
+
+/// `OFPRRFC_STALE`: a role request's generation id is older than one the
+/// switch has seen.
+const ROLE_STALE: u16 = 0;
+
+/// See [`Core::may_write`].
+fn may_write(knowledge: &Knowledge, roles: &HashMap<u64, RoleState>, dpid: u64) -> bool {
+    let Some(g) = roles.get(&dpid).and_then(|r| r.master) else {
+        return false;
+    };
+    knowledge.fence.master_generation(dpid) == Some(g)
 }
 
 /// What the forwarding core and the pollers need of the settings.
@@ -81,6 +97,32 @@ struct Core {
     /// When the base flows are next reconciled with the topology (None:
     /// nothing changed since the last time).
     reconcile_due: Option<Instant>,
+    /// Cluster node: the role asked of and granted by each switch.
+    roles: HashMap<u64, RoleState>,
+    /// Where role requests report back.
+    role_tx: mpsc::UnboundedSender<RoleDone>,
+}
+
+/// A cluster node's role at one switch connection.
+#[derive(Debug, Clone, Copy)]
+struct RoleState {
+    conn_id: u64,
+    /// The last role asked for, with its generation id.
+    asked: Option<(ControllerRole, u64)>,
+    /// MASTER granted by the switch under this generation id.
+    master: Option<u64>,
+    /// A request is on its way.
+    in_flight: bool,
+}
+
+/// The answer to a role request.
+#[derive(Debug)]
+struct RoleDone {
+    dpid: u64,
+    conn_id: u64,
+    role: ControllerRole,
+    generation: u64,
+    result: Result<(), OfError>,
 }
 
 /// Topology changes within this long are reconciled together: LLDP finding
@@ -112,6 +154,179 @@ impl CoreConfig {
 }
 
 impl Core {
+    /// Whether this node may write to `dpid` now: always for a single
+    /// controller; for a cluster node only while the switch granted it
+    /// MASTER under the generation the cluster currently assigns it (and
+    /// its lease is valid).
+    fn may_write(&self, dpid: u64) -> bool {
+        may_write(&self.knowledge, &self.roles, dpid)
+    }
+
+    /// Sends `outs` to the switches this node may write to.
+    fn send(&self, outs: Vec<Outgoing>) {
+        if !self.knowledge.fence.is_cluster() {
+            return dispatch(&self.handles, outs, |_| true);
+        }
+        let mut withheld = 0u64;
+        let outs: Vec<Outgoing> = outs
+            .into_iter()
+            .filter(|o| {
+                let ok = self.may_write(o.dpid);
+                // Still master by the switch's last answer, but the fence
+                // is closed (lease ran out, mastership moved): withheld.
+                if !ok && self.roles.get(&o.dpid).is_some_and(|r| r.master.is_some()) {
+                    withheld += 1;
+                }
+                ok
+            })
+            .collect();
+        if withheld > 0 {
+            self.knowledge
+                .fenced_writes
+                .fetch_add(withheld, std::sync::atomic::Ordering::Relaxed);
+            debug!(messages = withheld, "cluster: writes withheld by the fence");
+        }
+        dispatch(&self.handles, outs, |_| true);
+    }
+
+    /// Cluster node: asks every connected switch for the role the cluster
+    /// assigns this node (MASTER or SLAVE, with the assignment's generation
+    /// id); stops writing at once to a switch it no longer masters.
+    fn sync_roles(&mut self) {
+        let Some(view) = self.knowledge.fence.view() else {
+            return;
+        };
+        let valid = view.lease_valid(Instant::now());
+        for (&dpid, h) in &self.handles {
+            let st = self.roles.entry(dpid).or_insert(RoleState {
+                conn_id: h.conn_id(),
+                asked: None,
+                master: None,
+                in_flight: false,
+            });
+            if st.conn_id != h.conn_id() {
+                *st = RoleState {
+                    conn_id: h.conn_id(),
+                    asked: None,
+                    master: None,
+                    in_flight: false,
+                };
+            }
+            let want = view.master_of(dpid).map(|m| {
+                if m.node == view.node_id && valid {
+                    (ControllerRole::Master, m.generation)
+                } else {
+                    (ControllerRole::Slave, m.generation)
+                }
+            });
+            if want.map(|w| w.0) != Some(ControllerRole::Master) {
+                if let Some(g) = st.master.take() {
+                    info!(dpid = %dpid_str(dpid), generation = g, "cluster: mastership of this switch released");
+                }
+            }
+            let Some((role, generation)) = want else {
+                continue;
+            };
+            if st.in_flight || st.asked == Some((role, generation)) {
+                continue;
+            }
+            st.asked = Some((role, generation));
+            st.in_flight = true;
+            let h = h.clone();
+            let tx = self.role_tx.clone();
+            tokio::spawn(async move {
+                let result = h
+                    .request(Message::RoleRequest(ofp::RoleMsg {
+                        role,
+                        generation_id: generation,
+                    }))
+                    .await
+                    .map(|_| ());
+                let _ = tx.send(RoleDone {
+                    dpid,
+                    conn_id: h.conn_id(),
+                    role,
+                    generation,
+                    result,
+                });
+            });
+        }
+        self.roles.retain(|d, _| self.handles.contains_key(d));
+        self.publish_granted();
+    }
+
+    /// A switch answered a role request.
+    fn on_role_done(&mut self, done: RoleDone) {
+        let Some(st) = self.roles.get_mut(&done.dpid) else {
+            return;
+        };
+        if st.conn_id != done.conn_id {
+            return;
+        }
+        st.in_flight = false;
+        match done.result {
+            Ok(()) if done.role == ControllerRole::Master => {
+                if self.knowledge.fence.master_generation(done.dpid) == Some(done.generation) {
+                    st.master = Some(done.generation);
+                    info!(dpid = %dpid_str(done.dpid), generation = done.generation, "cluster: this node masters the switch");
+                    let now = Instant::now();
+                    let mut outs = self.fwd.takeover(done.dpid);
+                    {
+                        let topo = self
+                            .knowledge
+                            .topo
+                            .read()
+                            .unwrap_or_else(|p| p.into_inner());
+                        outs.extend(self.fwd.lldp_probes_of(&topo, done.dpid, None, now));
+                    }
+                    self.reconcile_due = Some(now);
+                    self.send(outs);
+                    self.publish_granted();
+                }
+            }
+            Ok(()) => {
+                debug!(dpid = %dpid_str(done.dpid), generation = done.generation, "cluster: slave");
+            }
+            Err(OfError::Rejected { error, .. })
+                if error.kind == ofp::ErrorKind::RoleRequestFailed(ROLE_STALE) =>
+            {
+                warn!(dpid = %dpid_str(done.dpid), generation = done.generation, role = ?done.role, "cluster: the switch refused the role as stale (a newer assignment exists); waiting for it");
+            }
+            Err(e) => {
+                warn!(dpid = %dpid_str(done.dpid), generation = done.generation, role = ?done.role, error = %e, "cluster: role request failed; asking again");
+                st.asked = None;
+            }
+        }
+        self.sync_roles();
+    }
+
+    /// Publishes the switches that granted this node MASTER.
+    fn publish_granted(&self) {
+        let set: std::collections::BTreeSet<u64> = self
+            .roles
+            .iter()
+            .filter(|(_, r)| r.master.is_some())
+            .map(|(d, _)| *d)
+            .collect();
+        if let Ok(mut g) = self.knowledge.granted_masters.lock() {
+            *g = set;
+        }
+    }
+
+    /// Publishes the set of connected switches (a cluster node's etcd
+    /// session shares it).
+    fn publish_connected(&self) {
+        let set: std::collections::BTreeSet<u64> = self.handles.keys().copied().collect();
+        self.knowledge.connected_switches.send_if_modified(|s| {
+            if *s == set {
+                false
+            } else {
+                *s = set;
+                true
+            }
+        });
+    }
+
     fn topo_write(&self) -> std::sync::RwLockWriteGuard<'_, Topology> {
         // The core is the only writer and never panics while holding the
         // lock; recover the data if a reader panicked.
@@ -156,7 +371,7 @@ impl Core {
                 .unwrap_or_else(|p| p.into_inner());
             self.fwd.reconcile(&topo, now)
         };
-        dispatch(&self.handles, outs);
+        self.send(outs);
     }
 
     async fn on_event(&mut self, ev: SwitchEvent) {
@@ -229,7 +444,7 @@ impl Core {
             outs.extend(self.fwd.lldp_probes_of(&topo, dpid, None, now));
         }
         outs.extend(self.after_change(&change, now));
-        dispatch(&self.handles, outs);
+        self.send(outs);
         if let Some(p) = self.pollers.remove(&dpid) {
             p.abort();
         }
@@ -240,6 +455,8 @@ impl Core {
             self.shutdown.clone(),
         ));
         self.pollers.insert(dpid, poller);
+        self.publish_connected();
+        self.sync_roles();
     }
 
     /// A switch connection ended (ignored when a newer one replaced it).
@@ -264,11 +481,15 @@ impl Core {
             p.abort();
         }
         self.fwd.switch_down(dpid);
+        if self.roles.get(&dpid).is_some_and(|r| r.conn_id == conn_id) {
+            self.roles.remove(&dpid);
+        }
+        self.publish_connected();
         if let Ok(mut m) = self.knowledge.monitor.lock() {
             m.switch_gone(dpid);
         }
         let outs = self.after_change(&change, now);
-        dispatch(&self.handles, outs);
+        self.send(outs);
     }
 
     /// A PACKET_IN of the current connection of `dpid`.
@@ -305,7 +526,7 @@ impl Core {
         if !res.links.is_empty() {
             outs.extend(self.after_change(&res.links, now));
         }
-        dispatch(&self.handles, outs);
+        self.send(outs);
     }
 
     /// Counts a refused MAC at `at` and warns at most once a
@@ -380,7 +601,7 @@ impl Core {
                 .unwrap_or_else(|p| p.into_inner());
             outs.extend(self.fwd.lldp_probes_of(&topo, dpid, Some(port), now));
         }
-        dispatch(&self.handles, outs);
+        self.send(outs);
     }
 
     /// Replays PACKET_INs held for ports that are classified now.
@@ -401,10 +622,11 @@ impl Core {
         if !res.links.is_empty() {
             outs.extend(self.after_change(&res.links, now));
         }
-        dispatch(&self.handles, outs);
+        self.send(outs);
     }
 
     async fn on_tick(&mut self) {
+        self.sync_roles();
         let now = Instant::now();
         let (probes, change) = {
             let mut topo = self.topo_write();
@@ -414,7 +636,7 @@ impl Core {
         let mut outs = probes;
         outs.extend(self.after_change(&change, now));
         outs.extend(self.expire_endpoints(now));
-        dispatch(&self.handles, outs);
+        self.send(outs);
         if let Ok(mut m) = self.knowledge.monitor.lock() {
             m.matrix.gc();
         }
@@ -457,6 +679,8 @@ pub async fn core_loop(
     lldp.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut replay = tokio::time::interval(Duration::from_millis(100));
     replay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (role_tx, mut role_rx) = mpsc::unbounded_channel();
+    let mut view = knowledge.fence.subscribe();
     let mut core = Core {
         knowledge,
         cfg,
@@ -466,6 +690,8 @@ pub async fn core_loop(
         shutdown: shutdown.clone(),
         refusal_log: HashMap::new(),
         reconcile_due: None,
+        roles: HashMap::new(),
+        role_tx,
     };
     loop {
         // Due even while events keep coming.
@@ -483,6 +709,11 @@ pub async fn core_loop(
             },
             _ = lldp.tick() => core.on_tick().await,
             _ = replay.tick() => core.on_replay().await,
+            Some(done) = role_rx.recv() => core.on_role_done(done),
+            r = async { view.as_mut().map(|v| v.changed()).expect("guarded").await }, if view.is_some() => {
+                if r.is_err() { view = None; }
+                core.sync_roles();
+            }
             _ = async {
                 match due {
                     Some(t) => tokio::time::sleep_until(t.into()).await,

@@ -96,6 +96,12 @@ pub async fn run(
 ///
 /// Records the round's timings in the live state (`GET /api/v1/loop`).
 pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
+    // A cluster follower (or a node whose lease ran out) neither analyses
+    // nor plans nor acts: the leader does.
+    if let Err(e) = s.fabric.may_lead() {
+        tracing::debug!(reason = %e, "live round skipped: not the cluster leader");
+        return;
+    }
     let started = Instant::now();
     let all = orch.list();
     // Ended migrations stay in the snapshot for one detector window: their

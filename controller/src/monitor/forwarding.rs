@@ -312,6 +312,56 @@ fn packet_out(dpid: u64, pin: &PacketIn, in_port: u32, ports: &[u32]) -> Outgoin
     }
 }
 
+/// The base pipeline of a switch: LLDP to the controller, classification,
+/// table misses to the controller, multicast dropped in the fabric table.
+fn base_pipeline(dpid: u64) -> Vec<Outgoing> {
+    let mut v = Vec::new();
+    let base = cookie::make(cookie::KIND_BASE, 0);
+    let to_ctl = || output(port_no::CONTROLLER);
+    v.push(out(
+        dpid,
+        flow_mod(
+            TABLE_CLASSIFY,
+            PRIO_LLDP,
+            base,
+            Match::new().eth_type(ETH_TYPE_LLDP),
+            vec![to_ctl()],
+        ),
+    ));
+    v.push(out(
+        dpid,
+        flow_mod(
+            TABLE_CLASSIFY,
+            0,
+            base,
+            Match::new(),
+            vec![Instruction::GotoTable(TABLE_EDGE)],
+        ),
+    ));
+    v.push(out(
+        dpid,
+        flow_mod(TABLE_EDGE, 0, base, Match::new(), vec![to_ctl()]),
+    ));
+    v.push(out(
+        dpid,
+        flow_mod(TABLE_FABRIC, 0, base, Match::new(), vec![to_ctl()]),
+    ));
+    v.push(out(
+        dpid,
+        flow_mod(
+            TABLE_FABRIC,
+            PRIO_MCAST_DROP,
+            base,
+            Match::new().with(OxmField::EthDst {
+                addr: MCAST,
+                mask: Some(MCAST),
+            }),
+            vec![],
+        ),
+    ));
+    v
+}
+
 impl Forwarding {
     /// A new state machine; `cookie_start` seeds cookie sequence numbers
     /// (e.g. from the wall clock, so a restarted controller does not reuse
@@ -473,50 +523,19 @@ impl Forwarding {
         .into_iter()
         .map(|k| delete_kind(dpid, k))
         .collect();
-        let base = cookie::make(cookie::KIND_BASE, 0);
-        let to_ctl = || output(port_no::CONTROLLER);
-        v.push(out(
-            dpid,
-            flow_mod(
-                TABLE_CLASSIFY,
-                PRIO_LLDP,
-                base,
-                Match::new().eth_type(ETH_TYPE_LLDP),
-                vec![to_ctl()],
-            ),
-        ));
-        v.push(out(
-            dpid,
-            flow_mod(
-                TABLE_CLASSIFY,
-                0,
-                base,
-                Match::new(),
-                vec![Instruction::GotoTable(TABLE_EDGE)],
-            ),
-        ));
-        v.push(out(
-            dpid,
-            flow_mod(TABLE_EDGE, 0, base, Match::new(), vec![to_ctl()]),
-        ));
-        v.push(out(
-            dpid,
-            flow_mod(TABLE_FABRIC, 0, base, Match::new(), vec![to_ctl()]),
-        ));
-        v.push(out(
-            dpid,
-            flow_mod(
-                TABLE_FABRIC,
-                PRIO_MCAST_DROP,
-                base,
-                Match::new().with(OxmField::EthDst {
-                    addr: MCAST,
-                    mask: Some(MCAST),
-                }),
-                vec![],
-            ),
-        ));
+        v.extend(base_pipeline(dpid));
         v
+    }
+
+    /// This node became the master of a switch another node mastered (a
+    /// cluster's failover or rebalancing): the base pipeline is written
+    /// again (identical flows replace themselves) and the topology-dependent
+    /// flows are re-sent by the next [`Forwarding::reconcile`]; the flows
+    /// the previous master installed stay, so established traffic keeps
+    /// flowing.
+    pub fn takeover(&mut self, dpid: u64) -> Vec<Outgoing> {
+        self.base.remove(&dpid);
+        base_pipeline(dpid)
     }
 
     /// A switch disconnected: forget its flows; pairs through it will be

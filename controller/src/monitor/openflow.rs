@@ -207,6 +207,11 @@ pub struct ConnConfig {
     pub send_queue_bytes: usize,
     /// The only datapath ids accepted (None: any).
     pub allowed_dpids: Option<Arc<BTreeSet<u64>>>,
+    /// A cluster node: the bring-up asks for no role (the forwarding core
+    /// asks for MASTER or SLAVE with the generation id the cluster
+    /// assigned) and asks for every asynchronous message in every role
+    /// (SET_ASYNC), so that a slave follows the switch like its master.
+    pub cluster: bool,
 }
 
 impl ConnConfig {
@@ -916,8 +921,9 @@ where
     let bring_up = {
         let h = handle.clone();
         let control = ctx.control.clone();
+        let cluster = ctx.cfg.cluster;
         tokio::spawn(async move {
-            let r = bring_up(&h, peer, features).await;
+            let r = bring_up(&h, peer, features, cluster).await;
             match r {
                 Ok(ev) => {
                     let _ = control.send(ev);
@@ -1018,12 +1024,17 @@ async fn bring_up(
     h: &SwitchHandle,
     peer: SocketAddr,
     features: SwitchFeatures,
+    cluster: bool,
 ) -> Result<SwitchEvent, OfError> {
     h.send(Message::SetConfig(ofp::SwitchConfig {
         flags: 0,
         miss_send_len: ofp::CONTROLLER_MAX_LEN_NO_BUFFER,
     }))
     .await?;
+    if cluster {
+        h.send(Message::SetAsync(ofp::AsyncConfig::ALL)).await?;
+        return finish_bring_up(h, peer, features).await;
+    }
     let generation_id = ROLE_GENERATION.fetch_add(1, Ordering::Relaxed);
     match h
         .request(Message::RoleRequest(ofp::RoleMsg {
@@ -1038,6 +1049,15 @@ async fn bring_up(
         }
         Err(e) => return Err(e),
     }
+    finish_bring_up(h, peer, features).await
+}
+
+/// Ports and description of a switch whose role is settled.
+async fn finish_bring_up(
+    h: &SwitchHandle,
+    peer: SocketAddr,
+    features: SwitchFeatures,
+) -> Result<SwitchEvent, OfError> {
     let ports = match h
         .multipart(MultipartRequest {
             flags: 0,
@@ -1358,6 +1378,7 @@ mod tests {
             write_timeout: Duration::from_secs(2),
             send_queue_bytes: 1 << 20,
             allowed_dpids: None,
+            cluster: false,
         };
         assert!(cfg.dpid_allowed(0x11));
         cfg.allowed_dpids = Some(Arc::new([0x11, 0x21].into_iter().collect()));

@@ -1,0 +1,23 @@
+//! Running as one node of a cluster coordinated through etcd.
+//!
+//! - **Owns**: the node's etcd session ([`etcd`]: lease, registration,
+//!   election, the mirror of the cluster's keys, and — on the leader — the
+//!   assignment of switch masterships) and the assignment rule itself
+//!   ([`assign`], pure).
+//! - **Reads**: the settings (`[cluster]`) and the knowledge, into which it
+//!   publishes the [`crate::knowledge::cluster::ClusterView`] that the
+//!   fence, the forwarding core, the live round and the API read.
+//! - **May not touch**: execute, the loop or the API (they read the view;
+//!   this module never calls them).
+//!
+//! Keys, all under the configured prefix `P`:
+//!
+//! | key | value | lease |
+//! |---|---|---|
+//! | `P/nodes/ID` | `{"id", "api"}` | the node's |
+//! | `P/conns/ID` | the datapath ids the node has connected (JSON) | the node's |
+//! | `P/election/…` | etcd's election keys (value: node id) | the candidate's |
+//! | `P/masters/DPID` | the master node's id; its revision is the OpenFlow generation id | none (written by the leader, fenced by its leader key) |
+
+pub mod assign;
+pub mod etcd;

@@ -1,0 +1,750 @@
+//! Shoal as a cluster on etcd, end to end: a real 3-member etcd cluster on
+//! loopback ports, three `shoal-controller` nodes, and five Open vSwitch
+//! bridges (private instance) connected to all three:
+//!
+//! ```text
+//!                   agg (0x11)
+//!        /1       |2       |3       \4
+//!      10/      10|      10|       10\
+//!   hv1 (0x21) hv2 (0x22) hv3 (0x23) hv4 (0x24)
+//!     |1         |1         |1         |1
+//!     h1         h2         h3         h4
+//! ```
+//!
+//! Checks, in order:
+//! 1. masterships balanced (each node masters 1 or 2 of the 5 switches),
+//!    every node sees the same assignment and the whole topology, and the
+//!    switches themselves report one MASTER (the assigned node) each;
+//! 2. all hosts ping; λ of a UDP flow whose path crosses switches mastered
+//!    by different nodes is right within ±10 %;
+//! 3. `kill -9` of the leader: a new leader and a master for every switch
+//!    (granted by the switches) within 3 s; an established ping loses no
+//!    packet, a new pair's ping at most 3 s worth;
+//! 4. SIGSTOP of the (new) leader past its lease, traffic meanwhile,
+//!    SIGCONT: it withholds every write it had queued (none reaches a
+//!    switch: no `IS_SLAVE` error in its log), then rejoins as follower;
+//! 5. one etcd member killed: nothing changes; a second one killed (no
+//!    quorum): every node says it is not acting (`/healthz` 503), while an
+//!    established ping keeps flowing.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::etcd::{EtcdCluster, EtcdProxy};
+use support::{
+    cargo_bin, e2e_lock, free_port, get_json, http, is_root, wait_for, ChildGuard, NsHost,
+    OvsBridge, PrivateOvs, TempDir,
+};
+
+const INTERVAL_S: f64 = 2.0;
+const PAYLOAD: f64 = 1400.0;
+const FRAME: f64 = PAYLOAD + 42.0;
+const EDGES: [u64; 4] = [0x21, 0x22, 0x23, 0x24];
+
+struct Net {
+    hosts: Vec<NsHost>,
+    bridges: Vec<OvsBridge>,
+    ovs: PrivateOvs,
+}
+
+fn build() -> Net {
+    let ovs = PrivateOvs::start("shcl", 31).expect("private OVS");
+    let o = ovs.ovs().clone();
+    let agg = OvsBridge::new_in(&o, "shcl-agg", 0x11).unwrap();
+    let mut bridges = vec![];
+    let mut hosts = vec![];
+    for (i, &d) in EDGES.iter().enumerate() {
+        let n = i + 1;
+        let hv = OvsBridge::new_in(&o, &format!("shcl-hv{n}"), d).unwrap();
+        ovs.cable(
+            &agg,
+            (&format!("shcl-a{n}"), n as u16),
+            &hv,
+            (&format!("shcl-{n}a"), 10),
+        )
+        .unwrap();
+        hosts.push(
+            NsHost::new(
+                &format!("shcl-h{n}"),
+                &hv,
+                &format!("shcl-p{n}"),
+                1,
+                &format!("02:00:00:00:78:0{n}"),
+                &format!("10.78.0.{n}"),
+                24,
+            )
+            .unwrap(),
+        );
+        bridges.push(hv);
+    }
+    bridges.insert(0, agg);
+    Net {
+        hosts,
+        bridges,
+        ovs,
+    }
+}
+
+struct Node {
+    /// This node's way to etcd (freeze it to cut the node off).
+    proxy: EtcdProxy,
+    id: String,
+    api: String,
+    of_port: u16,
+    log: std::path::PathBuf,
+    child: Option<ChildGuard>,
+}
+
+fn start_node(dir: &std::path::Path, net: &Net, etcd: &EtcdCluster, auth: &str, i: usize) -> Node {
+    let id = format!("n{}", i + 1);
+    let proxy = EtcdProxy::start(etcd).unwrap();
+    let of_port = free_port().unwrap();
+    let api = format!("127.0.0.1:{}", free_port().unwrap());
+    let cfg = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+of_listen = "{ip}:{of_port}"
+api_listen = "{api}"
+db = ":memory:"
+{auth}
+[openflow]
+echo_interval_s = 1.0
+[topology]
+lldp_interval_s = 1.0
+link_timeout_s = 3.5
+port_confirm_s = 1.5
+lldp_secret_file = "{secret}"
+[forwarding]
+pair_idle_timeout_s = 3
+dest_idle_timeout_s = 10
+[monitor]
+interval_s = {INTERVAL_S}
+window_intervals = 3
+[cluster]
+etcd_endpoints = [{eps:?}]
+node_id = "{id}"
+lease_ttl_s = 2
+key_prefix = "/shoal-test"
+"#,
+            ip = net.ovs.controller_ip(),
+            secret = dir.join("lldp.key").display(),
+            eps = proxy.url,
+        ),
+    )
+    .unwrap();
+    let log = dir.join(format!("{id}.log"));
+    let child = ChildGuard::spawn(
+        Command::new(cargo_bin("shoal-controller"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .args(["--log", "info,shoal_controller=debug"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    )
+    .unwrap();
+    Node {
+        proxy,
+        id,
+        api,
+        of_port,
+        log,
+        child: Some(child),
+    }
+}
+
+/// `/api/v1/cluster` of a node.
+fn view(n: &Node) -> Option<Value> {
+    get_json(&n.api, "/api/v1/cluster").ok()
+}
+
+/// dpid → master node, from a view.
+fn masters(v: &Value) -> BTreeMap<u64, String> {
+    v["masters"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| {
+                    Some((
+                        u64::from_str_radix(m["dpid"].as_str()?, 16).ok()?,
+                        m["node"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// bridge → the OpenFlow target OVS reports as MASTER (at most one).
+fn ovs_masters(net: &Net) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for b in &net.bridges {
+        let Ok(ids) = b
+            .ovs()
+            .run("ovs-vsctl", &["get", "bridge", b.name(), "controller"])
+        else {
+            continue;
+        };
+        let mut m = Vec::new();
+        for uuid in ids
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let role = b
+                .ovs()
+                .run("ovs-vsctl", &["get", "controller", uuid, "role"])
+                .unwrap_or_default();
+            if role.trim() == "master" {
+                let t = b
+                    .ovs()
+                    .run("ovs-vsctl", &["get", "controller", uuid, "target"])
+                    .unwrap_or_default();
+                m.push(t.trim().trim_matches('"').to_string());
+            }
+        }
+        out.insert(b.name().to_string(), m);
+    }
+    out
+}
+
+fn bridge_name(dpid: u64) -> String {
+    match dpid {
+        0x11 => "shcl-agg".into(),
+        d => format!("shcl-hv{}", d - 0x20),
+    }
+}
+
+/// Every switch has a live master in `v`, and that node says the switch
+/// granted it MASTER (the switch's ROLE_REPLY to the assigned generation).
+fn all_granted(nodes: &[Node], v: &Value, live: &BTreeSet<String>) -> bool {
+    let m = masters(v);
+    if m.len() != 5 || !m.values().all(|n| live.contains(n)) {
+        return false;
+    }
+    let mut granted: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    for n in nodes.iter().filter(|n| live.contains(&n.id)) {
+        let Some(w) = view(n) else { return false };
+        let set = w["granted_here"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| u64::from_str_radix(d.as_str()?, 16).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        granted.insert(n.id.as_str(), set);
+    }
+    m.iter()
+        .all(|(d, n)| granted.get(n.as_str()).is_some_and(|g| g.contains(d)))
+}
+
+/// Every switch has a live master in `v`, as the switches themselves tell
+/// OVSDB (that node's target is the one MASTER; ovs-vswitchd refreshes the
+/// Controller table's `role` column every few seconds).
+fn all_mastered(net: &Net, nodes: &[Node], v: &Value, live: &BTreeSet<String>) -> bool {
+    let m = masters(v);
+    if m.len() != 5 || !m.values().all(|n| live.contains(n)) {
+        return false;
+    }
+    let om = ovs_masters(net);
+    let ip = net.ovs.controller_ip();
+    m.iter().all(|(d, n)| {
+        let node = nodes.iter().find(|x| &x.id == n).expect("known node");
+        let target = format!("tcp:{ip}:{}", node.of_port);
+        om.get(&bridge_name(*d)) == Some(&vec![target])
+    })
+}
+
+fn leader_of(v: &Value) -> Option<String> {
+    v["leader"].as_str().map(str::to_string)
+}
+
+fn ping_stats(out: &std::process::Output) -> (u32, u32) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        if let Some((sent, rest)) = line.split_once(" packets transmitted, ") {
+            let rcvd = rest.split_whitespace().next().unwrap_or("0");
+            return (sent.trim().parse().unwrap_or(0), rcvd.parse().unwrap_or(0));
+        }
+    }
+    (0, 0)
+}
+
+fn ping_bg(from: &NsHost, to: &str, interval: &str, count: u32) -> std::process::Child {
+    from.ns
+        .command(
+            "ping",
+            &[
+                "-i",
+                interval,
+                "-c",
+                &count.to_string(),
+                "-W",
+                "1",
+                "-q",
+                to,
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ping")
+}
+
+fn healthz(n: &Node) -> (u16, String) {
+    http(&n.api, "GET", "/healthz", None, None).unwrap_or((0, String::new()))
+}
+
+#[test]
+fn cluster_on_etcd() {
+    assert!(
+        is_root(),
+        "end-to-end tests need root (run the README's test command)"
+    );
+    let _lock = e2e_lock().unwrap();
+    for tool in ["ovs-vswitchd", "iperf3", "ping", "etcd", "etcdctl"] {
+        assert!(
+            Command::new("which")
+                .arg(tool)
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false),
+            "{tool} is missing: run the README's test command, which installs it"
+        );
+    }
+    let net = build();
+    let mut etcd = EtcdCluster::start(3).expect("etcd cluster");
+    let dir = TempDir::new("shoal-cluster").unwrap();
+    support::creds::write_secret(
+        &dir.path().join("lldp.key"),
+        "cluster-lldp-secret-0123456789abcdef",
+    )
+    .unwrap();
+    let auth = support::creds::controller_auth(dir.path(), &[]).unwrap();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| start_node(dir.path(), &net, &etcd, &auth, i))
+        .collect();
+    for n in &nodes {
+        wait_for("the API", Duration::from_secs(20), || {
+            get_json(&n.api, "/api/v1/cluster").ok()
+        })
+        .unwrap();
+    }
+    let ip = net.ovs.controller_ip();
+    let targets: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("tcp:{ip}:{}", n.of_port))
+        .collect();
+    for b in &net.bridges {
+        let mut args = vec!["set-controller", b.name()];
+        args.extend(targets.iter().map(String::as_str));
+        b.ovs().run("ovs-vsctl", &args).unwrap();
+    }
+
+    // 1. Balanced masterships, the same on every node, granted by OVS.
+    let live: BTreeSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    let v = wait_for(
+        "every switch mastered by a node, as the switches say",
+        Duration::from_secs(30),
+        || {
+            let v = view(&nodes[0])?;
+            (all_granted(&nodes, &v, &live) && all_mastered(&net, &nodes, &v, &live)).then_some(v)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?} / {:?}", view(&nodes[0]), ovs_masters(&net)));
+    let m = masters(&v);
+    let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in m.values() {
+        *load.entry(n.as_str()).or_default() += 1;
+    }
+    assert_eq!(load.len(), 3, "every node masters a switch: {m:?}");
+    assert!(load.values().all(|&c| c == 1 || c == 2), "{load:?}");
+    for n in &nodes[1..] {
+        let w = wait_for(
+            "the same assignment everywhere",
+            Duration::from_secs(5),
+            || view(n).filter(|w| masters(w) == m),
+        )
+        .unwrap();
+        assert_eq!(leader_of(&w), leader_of(&v));
+    }
+    // Every node sees the whole fabric (its slaves report to it too).
+    for n in &nodes {
+        wait_for(
+            "8 link directions on every node",
+            Duration::from_secs(30),
+            || {
+                let l = get_json(&n.api, "/api/v1/links").ok()?;
+                (l.as_array()?.len() == 8).then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e} ({})", n.id));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    // 2. All hosts ping; λ across switches of different masters.
+    for i in 0..4 {
+        for j in 0..4 {
+            if i != j {
+                assert!(
+                    net.hosts[i].ping(&net.hosts[j].ip, 3),
+                    "h{} cannot ping h{}",
+                    i + 1,
+                    j + 1
+                );
+            }
+        }
+    }
+    let (si, di) = (0..4)
+        .flat_map(|i| (0..4).map(move |j| (i, j)))
+        .find(|&(i, j)| i != j && m[&EDGES[i]] != m[&EDGES[j]])
+        .expect("two edges with different masters");
+    let leader = leader_of(&v).expect("a leader");
+    let lnode = nodes.iter().find(|n| n.id == leader).unwrap();
+    let port = free_port().unwrap();
+    let _srv = ChildGuard::spawn(
+        net.hosts[di]
+            .ns
+            .command("iperf3", &["-s", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mbit = 8.0;
+    let client = net.hosts[si]
+        .ns
+        .command(
+            "iperf3",
+            &[
+                "-c",
+                &net.hosts[di].ip,
+                "-p",
+                &port.to_string(),
+                "-u",
+                "-b",
+                &format!("{mbit}M"),
+                "-l",
+                &(PAYLOAD as u32).to_string(),
+                "-t",
+                "16",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs_f64(INTERVAL_S * 4.0));
+    let want = mbit * 1e6 / 8.0 / PAYLOAD * FRAME;
+    let (src, dst) = (&net.hosts[si].mac, &net.hosts[di].mac);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let tm = get_json(&lnode.api, "/api/v1/traffic-matrix").unwrap();
+        let r = tm["pairs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["src"] == *src && p["dst"] == *dst))
+            .and_then(|p| p["bytes_per_s"].as_f64())
+            .unwrap_or(0.0);
+        seen.push(r);
+        std::thread::sleep(Duration::from_secs_f64(INTERVAL_S));
+    }
+    let mut _c = client;
+    let _ = _c.wait();
+    seen.sort_by(f64::total_cmp);
+    let lambda = seen[seen.len() / 2];
+    assert!(
+        (lambda - want).abs() <= 0.10 * want,
+        "λ(h{}→h{}) = {lambda:.0} B/s, want {want:.0} ±10 % (readings {seen:?}; masters {} and {})",
+        si + 1,
+        di + 1,
+        m[&EDGES[si]],
+        m[&EDGES[di]]
+    );
+    eprintln!(
+        "λ across masters {} → {}: {lambda:.0} B/s (want {want:.0})",
+        m[&EDGES[si]], m[&EDGES[di]]
+    );
+
+    // 3. kill -9 of the leader while idle (an established ping running).
+    let established = ping_bg(&net.hosts[0], &net.hosts[3].ip.clone(), "0.1", 60);
+    std::thread::sleep(Duration::from_millis(600));
+    let li = nodes.iter().position(|n| n.id == leader).unwrap();
+    let newflow = ping_bg(&net.hosts[1], &net.hosts[2].ip.clone(), "0.1", 50);
+    let t0 = Instant::now();
+    if let Some(mut c) = nodes[li].child.take() {
+        c.signal("KILL").unwrap();
+        c.wait();
+    }
+    let survivors: BTreeSet<String> = live.iter().filter(|n| **n != leader).cloned().collect();
+    let other = nodes.iter().find(|n| n.id != leader).unwrap();
+    let mut t_leader = None;
+    let failover = loop {
+        let el = t0.elapsed();
+        if let Some(v) = view(other) {
+            if t_leader.is_none() && leader_of(&v).is_some_and(|l| survivors.contains(&l)) {
+                t_leader = Some(el);
+            }
+            if t_leader.is_some() && all_granted(&nodes, &v, &survivors) {
+                break el;
+            }
+        }
+        assert!(
+            el < Duration::from_secs(10),
+            "no failover within 10 s: {:?}",
+            view(other)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "failover after kill -9: leader in {:?}, every switch mastered in {failover:?}",
+        t_leader
+    );
+    assert!(
+        failover <= Duration::from_secs(3),
+        "new leader {:?}, all switches mastered {failover:?} after the kill (bound 3 s)",
+        t_leader
+    );
+    wait_for(
+        "OVSDB to show the survivors as the masters",
+        Duration::from_secs(15),
+        || {
+            let v = view(other)?;
+            all_mastered(&net, &nodes, &v, &survivors).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", ovs_masters(&net)));
+    let (sent, rcvd) = ping_stats(&established.wait_with_output().unwrap());
+    assert!(sent >= 50, "ping ran: {sent}");
+    assert_eq!(
+        sent, rcvd,
+        "established flow lost packets across the failover"
+    );
+    let (sent2, rcvd2) = ping_stats(&newflow.wait_with_output().unwrap());
+    assert!(
+        sent2 - rcvd2 <= 30,
+        "new-flow ping lost {} of {sent2} (at most 3 s worth at 10/s)",
+        sent2 - rcvd2
+    );
+    let v2 = view(other).unwrap();
+    let leader2 = leader_of(&v2).unwrap();
+    let masters2 = masters(&v2);
+    let load2: BTreeMap<&String, usize> = masters2.values().fold(BTreeMap::new(), |mut a, n| {
+        *a.entry(n).or_default() += 1;
+        a
+    });
+    assert!(load2.values().all(|&c| c == 2 || c == 3), "{load2:?}");
+
+    // 4. SIGSTOP of the new leader past its lease, traffic, SIGCONT.
+    let l2 = nodes.iter().position(|n| n.id == leader2).unwrap();
+    let log_before = std::fs::read_to_string(&nodes[l2].log)
+        .unwrap_or_default()
+        .len();
+    nodes[l2].child.as_ref().unwrap().signal("STOP").unwrap();
+    let t1 = Instant::now();
+    let rest: BTreeSet<String> = survivors
+        .iter()
+        .filter(|n| **n != leader2)
+        .cloned()
+        .collect();
+    let third = nodes.iter().find(|n| rest.contains(&n.id)).unwrap();
+    wait_for(
+        "the last node to lead and master everything",
+        Duration::from_secs(10),
+        || {
+            let v = view(third)?;
+            (leader_of(&v).is_some_and(|l| rest.contains(&l)) && all_granted(&nodes, &v, &rest))
+                .then_some(())
+        },
+    )
+    .unwrap();
+    eprintln!("paused leader replaced after {:?}", t1.elapsed());
+    // New flows while it sleeps: their PACKET_INs queue on its sockets.
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..4 {
+        let j = (i + 1) % 4;
+        let _ = net.hosts[i].ping(&net.hosts[j].ip, 1);
+    }
+    assert!(
+        t1.elapsed() > Duration::from_secs(4),
+        "paused past the lease"
+    );
+    nodes[l2].child.as_ref().unwrap().signal("CONT").unwrap();
+    let back = wait_for(
+        "the paused node to rejoin as follower",
+        Duration::from_secs(15),
+        || {
+            let v = view(&nodes[l2])?;
+            let me_listed = v["nodes"]
+                .as_array()?
+                .iter()
+                .any(|n| n["id"] == nodes[l2].id.as_str());
+            (v["acting"] == true && v["is_leader"] == false && me_listed).then_some(v)
+        },
+    )
+    .unwrap();
+    assert_ne!(leader_of(&back).as_deref(), Some(leader2.as_str()));
+    eprintln!(
+        "paused node back as follower; withheld {} OpenFlow messages",
+        back["writes_withheld"]
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let log = std::fs::read_to_string(&nodes[l2].log).unwrap_or_default();
+    let after = &log[log_before.min(log.len())..];
+    let refused: Vec<&str> = after
+        .lines()
+        .filter(|l| l.contains("switch error") || l.contains("IsSlave") || l.contains("IS_SLAVE"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "a switch refused writes of the resumed node (so it sent some):\n{}",
+        refused.join("\n")
+    );
+
+    // 4b. The leader cut off from etcd (a partition; it keeps running and
+    // keeps its switch connections): its lease runs out, it stops acting
+    // and says so, the other node takes every switch, and not one write of
+    // the cut-off node reaches a switch. Healed, it acts again.
+    let v = view(&nodes[l2]).unwrap();
+    let leader3 = leader_of(&v).unwrap();
+    let cut = nodes.iter().position(|n| n.id == leader3).unwrap();
+    let other2: BTreeSet<String> = nodes
+        .iter()
+        .filter(|n| n.child.is_some() && n.id != leader3)
+        .map(|n| n.id.clone())
+        .collect();
+    let log_before = std::fs::read_to_string(&nodes[cut].log)
+        .unwrap_or_default()
+        .len();
+    nodes[cut].proxy.freeze();
+    let t2 = Instant::now();
+    let survivor = nodes.iter().find(|n| other2.contains(&n.id)).unwrap();
+    wait_for(
+        "the other node to take over from the cut-off leader",
+        Duration::from_secs(10),
+        || {
+            let v = view(survivor)?;
+            (leader_of(&v).is_some_and(|l| other2.contains(&l)) && all_granted(&nodes, &v, &other2))
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", view(survivor)));
+    eprintln!("cut-off leader replaced after {:?}", t2.elapsed());
+    let (code, body) = healthz(&nodes[cut]);
+    assert_eq!(code, 503, "the cut-off node still claims to act: {body}");
+    // New flows and LLDP rounds while it is cut off.
+    for i in 0..4 {
+        let j = (i + 2) % 4;
+        let _ = net.hosts[i].ping(&net.hosts[j].ip, 1);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let log = std::fs::read_to_string(&nodes[cut].log).unwrap_or_default();
+    let after = &log[log_before.min(log.len())..];
+    let refused: Vec<&str> = after
+        .lines()
+        .filter(|l| l.contains("switch error"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "a switch refused writes of the cut-off node (so it sent some):\n{}",
+        refused.join("\n")
+    );
+    assert!(
+        after.contains("is not acting"),
+        "the cut-off node did not log it"
+    );
+    nodes[cut].proxy.thaw();
+    wait_for(
+        "the healed node to act again",
+        Duration::from_secs(15),
+        || {
+            let (code, _) = healthz(&nodes[cut]);
+            let v = view(&nodes[cut])?;
+            (code == 200 && v["acting"] == true).then_some(())
+        },
+    )
+    .unwrap();
+    let both: BTreeSet<String> = nodes
+        .iter()
+        .filter(|n| n.child.is_some())
+        .map(|n| n.id.clone())
+        .collect();
+    wait_for(
+        "masterships balanced over both nodes again",
+        Duration::from_secs(15),
+        || {
+            let v = view(survivor)?;
+            let m = masters(&v);
+            let ok = both
+                .iter()
+                .all(|b| (2..=3).contains(&m.values().filter(|n| *n == b).count()));
+            (ok && all_granted(&nodes, &v, &both)).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", view(survivor)));
+
+    // 5. One etcd member lost: nothing changes.
+    let before = view(third).unwrap();
+    etcd.kill(2);
+    std::thread::sleep(Duration::from_secs(4));
+    for n in nodes.iter().filter(|n| n.child.is_some()) {
+        let (code, body) = healthz(n);
+        assert_eq!(code, 200, "{} after losing one etcd member: {body}", n.id);
+    }
+    let after1 = view(third).unwrap();
+    assert_eq!(leader_of(&after1), leader_of(&before));
+    assert_eq!(after1["masters"], before["masters"], "masterships moved");
+    assert!(net.hosts[0].ping(&net.hosts[3].ip, 2));
+
+    // Quorum lost: every node stops acting and says so; established
+    // traffic keeps flowing.
+    let established = ping_bg(&net.hosts[0], &net.hosts[3].ip.clone(), "0.1", 60);
+    std::thread::sleep(Duration::from_millis(300));
+    etcd.kill(1);
+    let live_nodes: Vec<&Node> = nodes.iter().filter(|n| n.child.is_some()).collect();
+    wait_for("every node to stop acting", Duration::from_secs(8), || {
+        live_nodes
+            .iter()
+            .all(|n| {
+                let (code, body) = healthz(n);
+                code == 503 && body.contains("not acting")
+            })
+            .then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?}",
+            live_nodes.iter().map(|n| healthz(n)).collect::<Vec<_>>()
+        )
+    });
+    let (sent, rcvd) = ping_stats(&established.wait_with_output().unwrap());
+    assert_eq!(
+        sent, rcvd,
+        "established flow lost packets when etcd lost its quorum"
+    );
+    for n in &live_nodes {
+        let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+        assert!(
+            log.contains("is not acting"),
+            "{} did not log that it stopped acting",
+            n.id
+        );
+    }
+    if let Ok(keep) = std::env::var("SHOAL_CLUSTER_TEST_LOGS") {
+        for n in &nodes {
+            let _ = std::fs::copy(
+                &n.log,
+                std::path::Path::new(&keep).join(format!("{}.log", n.id)),
+            );
+        }
+    }
+    drop(nodes);
+}
