@@ -44,6 +44,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The etcd-server package starts a single-member etcd on port 2379 when
+  # systemd runs; Shoal's tests and the cluster demo start their own
+  # members on free ports, so a service this script just installed is
+  # stopped and disabled (one that was there before is left alone).
+  if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1 \
+     && [ -d /run/systemd/system ]; then
+    systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
 fi
 
 # The OVS package's service must not fight our own start script

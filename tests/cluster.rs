@@ -33,275 +33,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::etcd::{EtcdCluster, EtcdProxy};
-use support::{
-    cargo_bin, e2e_lock, free_port, get_json, http, is_root, wait_for, ChildGuard, NsHost,
-    OvsBridge, PrivateOvs, TempDir,
-};
-
-const INTERVAL_S: f64 = 2.0;
-const PAYLOAD: f64 = 1400.0;
-const FRAME: f64 = PAYLOAD + 42.0;
-const EDGES: [u64; 4] = [0x21, 0x22, 0x23, 0x24];
-
-struct Net {
-    hosts: Vec<NsHost>,
-    bridges: Vec<OvsBridge>,
-    ovs: PrivateOvs,
-}
-
-fn build() -> Net {
-    let ovs = PrivateOvs::start("shcl", 31).expect("private OVS");
-    let o = ovs.ovs().clone();
-    let agg = OvsBridge::new_in(&o, "shcl-agg", 0x11).unwrap();
-    let mut bridges = vec![];
-    let mut hosts = vec![];
-    for (i, &d) in EDGES.iter().enumerate() {
-        let n = i + 1;
-        let hv = OvsBridge::new_in(&o, &format!("shcl-hv{n}"), d).unwrap();
-        ovs.cable(
-            &agg,
-            (&format!("shcl-a{n}"), n as u16),
-            &hv,
-            (&format!("shcl-{n}a"), 10),
-        )
-        .unwrap();
-        hosts.push(
-            NsHost::new(
-                &format!("shcl-h{n}"),
-                &hv,
-                &format!("shcl-p{n}"),
-                1,
-                &format!("02:00:00:00:78:0{n}"),
-                &format!("10.78.0.{n}"),
-                24,
-            )
-            .unwrap(),
-        );
-        bridges.push(hv);
-    }
-    bridges.insert(0, agg);
-    Net {
-        hosts,
-        bridges,
-        ovs,
-    }
-}
-
-struct Node {
-    /// This node's way to etcd (freeze it to cut the node off).
-    proxy: EtcdProxy,
-    id: String,
-    api: String,
-    of_port: u16,
-    log: std::path::PathBuf,
-    child: Option<ChildGuard>,
-}
-
-fn start_node(dir: &std::path::Path, net: &Net, etcd: &EtcdCluster, auth: &str, i: usize) -> Node {
-    let id = format!("n{}", i + 1);
-    let proxy = EtcdProxy::start(etcd).unwrap();
-    let of_port = free_port().unwrap();
-    let api = format!("127.0.0.1:{}", free_port().unwrap());
-    let cfg = dir.join(format!("{id}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-of_listen = "{ip}:{of_port}"
-api_listen = "{api}"
-db = ":memory:"
-{auth}
-[openflow]
-echo_interval_s = 1.0
-[topology]
-lldp_interval_s = 1.0
-link_timeout_s = 3.5
-port_confirm_s = 1.5
-lldp_secret_file = "{secret}"
-[forwarding]
-pair_idle_timeout_s = 3
-dest_idle_timeout_s = 10
-[monitor]
-interval_s = {INTERVAL_S}
-window_intervals = 3
-[cluster]
-etcd_endpoints = [{eps:?}]
-node_id = "{id}"
-lease_ttl_s = 2
-key_prefix = "/shoal-test"
-"#,
-            ip = net.ovs.controller_ip(),
-            secret = dir.join("lldp.key").display(),
-            eps = proxy.url,
-        ),
-    )
-    .unwrap();
-    let log = dir.join(format!("{id}.log"));
-    let child = ChildGuard::spawn(
-        Command::new(cargo_bin("shoal-controller"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .args(["--log", "info,shoal_controller=debug"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
-    )
-    .unwrap();
-    Node {
-        proxy,
-        id,
-        api,
-        of_port,
-        log,
-        child: Some(child),
-    }
-}
-
-/// `/api/v1/cluster` of a node.
-fn view(n: &Node) -> Option<Value> {
-    get_json(&n.api, "/api/v1/cluster").ok()
-}
-
-/// dpid → master node, from a view.
-fn masters(v: &Value) -> BTreeMap<u64, String> {
-    v["masters"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| {
-                    Some((
-                        u64::from_str_radix(m["dpid"].as_str()?, 16).ok()?,
-                        m["node"].as_str()?.to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// bridge → the OpenFlow target OVS reports as MASTER (at most one).
-fn ovs_masters(net: &Net) -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
-    for b in &net.bridges {
-        let Ok(ids) = b
-            .ovs()
-            .run("ovs-vsctl", &["get", "bridge", b.name(), "controller"])
-        else {
-            continue;
-        };
-        let mut m = Vec::new();
-        for uuid in ids
-            .trim()
-            .trim_matches(|c| c == '[' || c == ']')
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            let role = b
-                .ovs()
-                .run("ovs-vsctl", &["get", "controller", uuid, "role"])
-                .unwrap_or_default();
-            if role.trim() == "master" {
-                let t = b
-                    .ovs()
-                    .run("ovs-vsctl", &["get", "controller", uuid, "target"])
-                    .unwrap_or_default();
-                m.push(t.trim().trim_matches('"').to_string());
-            }
-        }
-        out.insert(b.name().to_string(), m);
-    }
-    out
-}
-
-fn bridge_name(dpid: u64) -> String {
-    match dpid {
-        0x11 => "shcl-agg".into(),
-        d => format!("shcl-hv{}", d - 0x20),
-    }
-}
-
-/// Every switch has a live master in `v`, and that node says the switch
-/// granted it MASTER (the switch's ROLE_REPLY to the assigned generation).
-fn all_granted(nodes: &[Node], v: &Value, live: &BTreeSet<String>) -> bool {
-    let m = masters(v);
-    if m.len() != 5 || !m.values().all(|n| live.contains(n)) {
-        return false;
-    }
-    let mut granted: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
-    for n in nodes.iter().filter(|n| live.contains(&n.id)) {
-        let Some(w) = view(n) else { return false };
-        let set = w["granted_here"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| u64::from_str_radix(d.as_str()?, 16).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        granted.insert(n.id.as_str(), set);
-    }
-    m.iter()
-        .all(|(d, n)| granted.get(n.as_str()).is_some_and(|g| g.contains(d)))
-}
-
-/// Every switch has a live master in `v`, as the switches themselves tell
-/// OVSDB (that node's target is the one MASTER; ovs-vswitchd refreshes the
-/// Controller table's `role` column every few seconds).
-fn all_mastered(net: &Net, nodes: &[Node], v: &Value, live: &BTreeSet<String>) -> bool {
-    let m = masters(v);
-    if m.len() != 5 || !m.values().all(|n| live.contains(n)) {
-        return false;
-    }
-    let om = ovs_masters(net);
-    let ip = net.ovs.controller_ip();
-    m.iter().all(|(d, n)| {
-        let node = nodes.iter().find(|x| &x.id == n).expect("known node");
-        let target = format!("tcp:{ip}:{}", node.of_port);
-        om.get(&bridge_name(*d)) == Some(&vec![target])
-    })
-}
-
-fn leader_of(v: &Value) -> Option<String> {
-    v["leader"].as_str().map(str::to_string)
-}
-
-fn ping_stats(out: &std::process::Output) -> (u32, u32) {
-    let text = String::from_utf8_lossy(&out.stdout);
-    for line in text.lines() {
-        if let Some((sent, rest)) = line.split_once(" packets transmitted, ") {
-            let rcvd = rest.split_whitespace().next().unwrap_or("0");
-            return (sent.trim().parse().unwrap_or(0), rcvd.parse().unwrap_or(0));
-        }
-    }
-    (0, 0)
-}
-
-fn ping_bg(from: &NsHost, to: &str, interval: &str, count: u32) -> std::process::Child {
-    from.ns
-        .command(
-            "ping",
-            &[
-                "-i",
-                interval,
-                "-c",
-                &count.to_string(),
-                "-W",
-                "1",
-                "-q",
-                to,
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ping")
-}
-
-fn healthz(n: &Node) -> (u16, String) {
-    http(&n.api, "GET", "/healthz", None, None).unwrap_or((0, String::new()))
-}
+use support::cluster::*;
+use support::etcd::EtcdCluster;
+use support::{e2e_lock, free_port, get_json, is_root, wait_for, ChildGuard, TempDir};
 
 #[test]
 fn cluster_on_etcd() {
@@ -321,7 +55,7 @@ fn cluster_on_etcd() {
             "{tool} is missing: run the README's test command, which installs it"
         );
     }
-    let net = build();
+    let net = build("shcl", 31);
     let mut etcd = EtcdCluster::start(3).expect("etcd cluster");
     let dir = TempDir::new("shoal-cluster").unwrap();
     support::creds::write_secret(
@@ -377,6 +111,23 @@ fn cluster_on_etcd() {
         .unwrap();
         assert_eq!(leader_of(&w), leader_of(&v));
     }
+    // A follower sends leader-only writes to the leader (307), serves reads.
+    let leader0 = leader_of(&v).expect("a leader");
+    let lapi = &nodes.iter().find(|n| n.id == leader0).unwrap().api;
+    let follower = nodes.iter().find(|n| n.id != leader0).unwrap();
+    let (code, body) = support::http(
+        &follower.api,
+        "PUT",
+        "/api/v1/policy",
+        Some(support::creds::OPERATOR_TOKEN),
+        Some(r#"{"name":"none"}"#),
+    )
+    .unwrap();
+    assert_eq!(code, 307, "{body}");
+    assert!(
+        body.contains(&format!("http://{lapi}/api/v1/policy")),
+        "{body}"
+    );
     // Every node sees the whole fabric (its slaves report to it too).
     for n in &nodes {
         wait_for(
@@ -470,7 +221,7 @@ fn cluster_on_etcd() {
         m[&EDGES[di]]
     );
     eprintln!(
-        "λ across masters {} → {}: {lambda:.0} B/s (want {want:.0})",
+        "λ across masters {} → {}: {lambda:.0} B/s (want {want:.0}; readings {seen:?})",
         m[&EDGES[si]], m[&EDGES[di]]
     );
 

@@ -12,6 +12,7 @@
 // Each test uses only part of the support code.
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
 pub mod creds;
 pub mod etcd;
 pub mod ofpeer;

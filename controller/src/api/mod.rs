@@ -993,6 +993,18 @@ mod tests {
     }
 
     #[test]
+    fn only_writes_other_than_the_host_daemons_go_to_the_leader() {
+        use axum::http::Method;
+        assert!(leader_only(&Method::POST, "/api/v1/migrations"));
+        assert!(leader_only(&Method::PUT, "/api/v1/policy"));
+        assert!(leader_only(&Method::DELETE, "/api/v1/migrations/m1"));
+        assert!(!leader_only(&Method::GET, "/api/v1/migrations"));
+        assert!(!leader_only(&Method::HEAD, "/api/v1/cluster"));
+        assert!(!leader_only(&Method::PUT, "/api/v1/hosts/h1"));
+        assert!(!leader_only(&Method::POST, "/api/v1/hosts/h1/reports"));
+    }
+
+    #[test]
     fn lower_layer_errors_map_to_statuses() {
         let s = |e: LayerError| map_error(e).status().as_u16();
         assert_eq!(s(LayerError::Orch(OrchError::UnknownVm("v".into()))), 404);

@@ -1,0 +1,122 @@
+//! The failover benchmark (not part of the test suite: `#[ignore]`; run by
+//! `bench/failover.sh`): a 3-member etcd cluster, three Shoal nodes and five
+//! switches (`tests/support/cluster.rs`); the leader is killed with SIGKILL
+//! `SHOAL_FAILOVER_ROUNDS` times (default 10), each time restarted once the
+//! survivors took over and waited for until it rejoined. For every kill it
+//! measures, from the kill:
+//!
+//! - **leader**: a survivor reports a new leader (`GET /api/v1/cluster`);
+//! - **mastered**: every switch has a live master that the switch granted
+//!   MASTER under the assigned generation (the nodes' `granted_here`).
+//!
+//! It prints one line per kill and a summary (median, max) as Markdown on
+//! stdout, which `bench/failover.sh` writes to `bench/results/failover.md`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use support::cluster::*;
+use support::etcd::EtcdCluster;
+use support::{e2e_lock, is_root, wait_for, TempDir};
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+#[ignore = "benchmark: run bench/failover.sh"]
+fn failover_benchmark() {
+    assert!(is_root(), "needs root");
+    let _lock = e2e_lock().unwrap();
+    let rounds: usize = std::env::var("SHOAL_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let net = build("shfo", 33);
+    let etcd = EtcdCluster::start(3).expect("etcd cluster");
+    let dir = TempDir::new("shoal-failover").unwrap();
+    support::creds::write_secret(
+        &dir.path().join("lldp.key"),
+        "failover-lldp-secret-0123456789abcdef",
+    )
+    .unwrap();
+    let auth = support::creds::controller_auth(dir.path(), &[]).unwrap();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| start_node(dir.path(), &net, &etcd, &auth, i))
+        .collect();
+    let ip = net.ovs.controller_ip();
+    let targets: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("tcp:{ip}:{}", n.of_port))
+        .collect();
+    for b in &net.bridges {
+        let mut args = vec!["set-controller", b.name()];
+        args.extend(targets.iter().map(String::as_str));
+        b.ovs().run("ovs-vsctl", &args).unwrap();
+    }
+    let all: BTreeSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    let settled = |nodes: &[Node]| {
+        wait_for(
+            "all three nodes masters, balanced",
+            Duration::from_secs(30),
+            || {
+                let v = view(&nodes[0])?;
+                let m = masters(&v);
+                let balanced = all
+                    .iter()
+                    .all(|id| (1..=2).contains(&m.values().filter(|n| *n == id).count()));
+                (balanced && all_granted(nodes, &v, &all)).then_some(v)
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}: {:?}", view(&nodes[0])))
+    };
+    let mut v = settled(&nodes);
+    let (mut t_leader, mut t_mastered) = (Vec::new(), Vec::new());
+    println!("| kill | node | new leader (s) | every switch mastered (s) |");
+    println!("|---|---|---|---|");
+    for round in 1..=rounds {
+        let leader = leader_of(&v).expect("a leader");
+        let li = nodes.iter().position(|n| n.id == leader).unwrap();
+        let survivors: BTreeSet<String> = all.iter().filter(|n| **n != leader).cloned().collect();
+        let other = nodes.iter().position(|n| n.id != leader).unwrap();
+        let t0 = Instant::now();
+        if let Some(mut c) = nodes[li].child.take() {
+            c.signal("KILL").unwrap();
+            c.wait();
+        }
+        let mut tl = None;
+        let tm = loop {
+            let el = t0.elapsed();
+            if let Some(w) = view(&nodes[other]) {
+                if tl.is_none() && leader_of(&w).is_some_and(|l| survivors.contains(&l)) {
+                    tl = Some(el);
+                }
+                if tl.is_some() && all_granted(&nodes, &w, &survivors) {
+                    break el;
+                }
+            }
+            assert!(el < Duration::from_secs(20), "no failover within 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let tl = tl.unwrap_or(tm).as_secs_f64();
+        let tm = tm.as_secs_f64();
+        println!("| {round} | {leader} | {tl:.2} | {tm:.2} |");
+        t_leader.push(tl);
+        t_mastered.push(tm);
+        spawn_node(&mut nodes[li]);
+        v = settled(&nodes);
+    }
+    let (ml, mm) = (median(&mut t_leader), median(&mut t_mastered));
+    let xl = t_leader.iter().copied().fold(0.0, f64::max);
+    let xm = t_mastered.iter().copied().fold(0.0, f64::max);
+    println!();
+    println!("| {rounds} leader kills (lease TTL 2 s) | median | max |");
+    println!("|---|---|---|");
+    println!("| to a new leader | {ml:.2} s | {xl:.2} s |");
+    println!("| to every switch mastered | {mm:.2} s | {xm:.2} s |");
+    println!("| to the first migration resumed | not measured (see docs/cluster.md) | |");
+    drop(nodes);
+}
