@@ -430,3 +430,64 @@ fn hostd_survives_a_controller_that_is_down() {
     drop(hd);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With several controllers (a cluster's nodes), hostd registers and
+/// reports to the first that answers, and when that one goes away fails
+/// over to the next at once and registers there.
+#[test]
+fn hostd_fails_over_between_controllers() {
+    let _lock = e2e_lock().expect("e2e lock");
+    let dir = std::env::temp_dir().join(format!("shd-failover-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    support::creds::controller_auth(&dir, &["shd-fo"]).unwrap();
+    let dead = free_port().unwrap();
+    let second = ControllerSink::start("127.0.0.1:0").unwrap();
+    let api = format!("127.0.0.1:{}", free_port().unwrap());
+    let cfg = format!(
+        "host_id = \"shd-fo\"\ncontrollers = [\"http://127.0.0.1:{dead}\", \"http://{}\"]\nlisten = \"{api}\"\n{}interval_s = 0.5\nrun_dir = \"{}\"\nhttp_timeout_s = 1\n",
+        second.addr,
+        support::creds::hostd_auth(&dir, "shd-fo"),
+        dir.join("run").display()
+    );
+    let hd = Hostd::start(None, &dir, &cfg, &api).expect("hostd");
+    let reg = "/api/v1/hosts/shd-fo";
+    let rep = "/api/v1/hosts/shd-fo/reports";
+    // The first URL refuses connections: the second gets everything, with
+    // no backoff pause in between (reports every 0.5 s keep coming).
+    wait_for(
+        "registration and reports at the second controller",
+        Duration::from_secs(10),
+        || {
+            (!second.bodies("PUT", reg).is_empty() && second.bodies("POST", rep).len() >= 3)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", hd.log_text()));
+    assert!(
+        hd.log_text()
+            .contains("failing over to the next controller"),
+        "{}",
+        hd.log_text()
+    );
+    // The second goes away and the first comes up: hostd moves back and
+    // registers there before reporting.
+    drop(second);
+    let back = ControllerSink::start(&format!("127.0.0.1:{dead}")).unwrap();
+    wait_for(
+        "registration and reports back at the first controller",
+        Duration::from_secs(15),
+        || {
+            (!back.bodies("PUT", reg).is_empty() && !back.bodies("POST", rep).is_empty())
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", hd.log_text()));
+    let req = back.requests.lock().unwrap();
+    let first_put = req.iter().position(|r| r.method == "PUT" && r.path == reg);
+    let first_post = req.iter().position(|r| r.method == "POST" && r.path == rep);
+    assert!(first_put < first_post, "registered before reporting");
+    drop(req);
+    drop(hd);
+    let _ = std::fs::remove_dir_all(&dir);
+}

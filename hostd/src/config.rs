@@ -128,6 +128,12 @@ pub struct Config {
     /// Controller base URL (`http://IP:PORT`); none = run without one.
     #[serde(default)]
     pub controller: Option<String>,
+    /// The nodes of a controller cluster (docs/cluster.md), in order of
+    /// preference: registration and reports go to the first that answers;
+    /// when it stops answering (or says it is not acting) the daemon fails
+    /// over to the next and registers there. Instead of `controller`.
+    #[serde(default)]
+    pub controllers: Vec<String>,
     /// Effector API listen address.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -265,6 +271,7 @@ impl Default for Config {
         Config {
             host_id: None,
             controller: None,
+            controllers: Vec::new(),
             listen: default_listen(),
             api_url: None,
             token_file: None,
@@ -632,7 +639,16 @@ impl Config {
                 return bad(format!("invalid host id {id:?}"));
             }
         }
-        if let Some(c) = &self.controller {
+        if self.controller.is_some() && !self.controllers.is_empty() {
+            return bad("set controller or controllers, not both".into());
+        }
+        if self.controllers.len() > 16 {
+            return bad(format!(
+                "controllers lists {} URLs; at most 16",
+                self.controllers.len()
+            ));
+        }
+        for c in self.controller.iter().chain(&self.controllers) {
             if !(c.starts_with("http://") || c.starts_with("https://")) {
                 return bad(format!(
                     "controller URL must start with http:// or https://, got {c:?}"
@@ -698,6 +714,16 @@ impl Config {
                         .join(", ")
                 },
             })
+    }
+
+    /// The controller URLs to register and report to, in order of
+    /// preference (`controller`, or `controllers`).
+    pub fn controller_urls(&self) -> Vec<String> {
+        self.controller
+            .iter()
+            .chain(&self.controllers)
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect()
     }
 
     /// The advertised effector URL.
@@ -874,11 +900,19 @@ mod tests {
             ),
             ("interval_s = 0".to_string(), "interval"),
             ("controller = \"ftp://x\"".to_string(), "url"),
+            ("controllers = [\"http://a:1\", \"ftp://x\"]".to_string(), "url in list"),
+            (
+                "controller = \"http://a:1\"\ncontrollers = [\"http://b:1\"]".to_string(),
+                "controller and controllers",
+            ),
         ] {
             let r = Config::parse(&text, "t").and_then(|c| c.validate());
             assert!(r.is_err(), "{why}: accepted");
         }
         assert!(Config::parse("bogus = 1", "t").is_err());
+        let c = Config::parse("controllers = [\"http://a:1/\", \"https://b:2\"]", "t").unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.controller_urls(), vec!["http://a:1", "https://b:2"]);
     }
 
     /// One QEMU VM of template `small` of [`FULL`], changed by `f`.

@@ -230,9 +230,11 @@ pub fn summary(l: &Loaded) -> Vec<String> {
         ),
         format!(
             "controller     {}{}",
-            c.controller
-                .as_deref()
-                .unwrap_or("none (no registration, no reports)"),
+            match c.controller_urls() {
+                u if u.is_empty() => "none (no registration, no reports)".to_string(),
+                u if u.len() == 1 => u[0].clone(),
+                u => format!("{} (fail over in this order)", u.join(", ")),
+            },
             if l.client_tls.is_some() {
                 "  (https:// peers verified against ca_file)"
             } else {
@@ -286,9 +288,9 @@ pub fn summary(l: &Loaded) -> Vec<String> {
     if l.server_tls.is_none() && !c.listen.ip().is_loopback() {
         v.push("warning: the API listens beyond loopback without TLS: the controller's token crosses the network in clear".into());
     }
-    if c.controller
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"))
+    if c.controller_urls()
+        .iter()
+        .any(|u| u.starts_with("https://"))
         && l.client_tls.is_none()
     {
         v.push("warning: an https:// controller needs ca_file".into());
@@ -741,20 +743,54 @@ pub async fn dirty_rate_loop(h: Arc<Hostd>) {
 }
 
 /// Registers with the controller and sends every report, retrying with
-/// backoff and jitter; never gives up, never crashes.
+/// backoff and jitter; never gives up, never crashes. With several
+/// controller URLs (the nodes of a cluster), a controller that does not
+/// answer or answers `5xx` (a cluster node that is not acting says `503`)
+/// is left for the next one at once, where the daemon registers again;
+/// only when every URL failed in a row does it back off.
 pub async fn reporter_loop(
     h: Arc<Hostd>,
-    controller: String,
+    controllers: Vec<String>,
     mut rx: watch::Receiver<Option<Report>>,
     cores: u32,
     memory_mb: u64,
 ) {
-    let base = controller.trim_end_matches('/').to_string();
-    let reg_url = format!("{base}{}", proto::host_path(&h.host_id));
-    let rep_url = format!("{base}{}", proto::report_path(&h.host_id));
+    if controllers.is_empty() {
+        return;
+    }
+    let n = controllers.len();
+    let mut cur = 0usize;
+    let mut failures = 0usize;
+    let urls = |i: usize| {
+        let base = controllers[i].trim_end_matches('/');
+        (
+            format!("{base}{}", proto::host_path(&h.host_id)),
+            format!("{base}{}", proto::report_path(&h.host_id)),
+        )
+    };
+    let (mut reg_url, mut rep_url) = urls(cur);
     let mut registered_gen = 0u64;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut pending_register = true;
+    // After a failure: the next controller at once while some are left
+    // untried, else a backoff pause.
+    macro_rules! failed {
+        ($what:expr, $detail:expr) => {{
+            failures += 1;
+            if n > 1 {
+                let next = (cur + 1) % n;
+                tracing::warn!(from = %controllers[cur], to = %controllers[next], reason = %$detail, "{}: failing over to the next controller", $what);
+                cur = next;
+                (reg_url, rep_url) = urls(cur);
+                pending_register = true;
+            }
+            if failures % n == 0 {
+                let d = backoff.next_delay();
+                tracing::warn!(url = %controllers[cur], reason = %$detail, retry_in = ?d, "{}", $what);
+                tokio::time::sleep(d).await;
+            }
+        }};
+    }
     loop {
         let gen = h.inventory_gen.load(Ordering::SeqCst);
         if pending_register || gen != registered_gen {
@@ -770,7 +806,15 @@ pub async fn reporter_loop(
                     tracing::info!(url = %reg_url, vms = body.vms.len(), "registered with the controller");
                     registered_gen = gen;
                     pending_register = false;
+                    failures = 0;
                     backoff.reset();
+                }
+                Ok((code, b)) if code >= 500 => {
+                    failed!(
+                        "registration refused",
+                        format!("{code} {}", String::from_utf8_lossy(&b))
+                    );
+                    continue;
                 }
                 Ok((code, b)) => {
                     let d = backoff.next_delay();
@@ -779,9 +823,7 @@ pub async fn reporter_loop(
                     continue;
                 }
                 Err(e) => {
-                    let d = backoff.next_delay();
-                    tracing::warn!(url = %reg_url, error = %e, retry_in = ?d, "controller unreachable");
-                    tokio::time::sleep(d).await;
+                    failed!("controller unreachable", e);
                     continue;
                 }
             }
@@ -813,6 +855,7 @@ pub async fn reporter_loop(
                 if let Some(s) = max_seq {
                     lock(&h.events).ack(s);
                 }
+                failures = 0;
                 backoff.reset();
                 tracing::debug!(seq = report.seq, "report sent");
                 // Mark as sent; wait for the next one.
@@ -824,15 +867,19 @@ pub async fn reporter_loop(
                 tracing::info!("controller does not know this host: registering again");
                 pending_register = true;
             }
+            Ok((code, b)) if code >= 500 => {
+                failed!(
+                    "report refused",
+                    format!("{code} {}", String::from_utf8_lossy(&b))
+                );
+            }
             Ok((code, b)) => {
                 let d = backoff.next_delay();
                 tracing::warn!(url = %rep_url, code, body = %String::from_utf8_lossy(&b), retry_in = ?d, "report refused");
                 tokio::time::sleep(d).await;
             }
             Err(e) => {
-                let d = backoff.next_delay();
-                tracing::warn!(url = %rep_url, error = %e, retry_in = ?d, "report not delivered");
-                tokio::time::sleep(d).await;
+                failed!("report not delivered", e);
             }
         }
     }
@@ -887,11 +934,11 @@ pub async fn run(loaded: Loaded, reloader: Reloader) -> Result<(), DaemonError> 
     let (tx, rx) = watch::channel(None);
     tokio::spawn(sensor_loop(h.clone(), host, tx));
     tokio::spawn(dirty_rate_loop(h.clone()));
-    match h.cfg.controller.clone() {
-        Some(c) => {
-            tokio::spawn(reporter_loop(h.clone(), c, rx, cores, memory_mb));
-        }
-        None => tracing::warn!("no controller configured: not registering or reporting"),
+    let controllers = h.cfg.controller_urls();
+    if controllers.is_empty() {
+        tracing::warn!("no controller configured: not registering or reporting");
+    } else {
+        tokio::spawn(reporter_loop(h.clone(), controllers, rx, cores, memory_mb));
     }
     loop {
         tokio::select! {

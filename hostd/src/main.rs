@@ -128,6 +128,7 @@ fn load_config(args: &Args) -> Result<Config, DaemonError> {
         None => Config::default(),
     };
     if let Some(c) = &args.controller {
+        cfg.controllers.clear();
         cfg.controller = Some(c.clone());
     }
     if let Some(l) = args.listen {

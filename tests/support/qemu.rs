@@ -400,8 +400,8 @@ impl ControllerSink {
             while !st.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((s, _)) => {
-                        let r = r.clone();
-                        std::thread::spawn(move || serve_one(s, &r));
+                        let (r, st) = (r.clone(), st.clone());
+                        std::thread::spawn(move || serve_one(s, &r, &st));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -434,7 +434,10 @@ impl Drop for ControllerSink {
     }
 }
 
-fn serve_one(s: TcpStream, log: &Mutex<Vec<Recorded>>) {
+/// Serves one connection's requests until EOF, or until the sink stops
+/// (then the connection is closed without an answer, as by a process that
+/// died).
+fn serve_one(s: TcpStream, log: &Mutex<Vec<Recorded>>, stop: &AtomicBool) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let mut w = match s.try_clone() {
         Ok(w) => w,
@@ -443,7 +446,7 @@ fn serve_one(s: TcpStream, log: &Mutex<Vec<Recorded>>) {
     let mut rd = BufReader::new(s);
     loop {
         let mut line = String::new();
-        if rd.read_line(&mut line).unwrap_or(0) == 0 {
+        if rd.read_line(&mut line).unwrap_or(0) == 0 || stop.load(Ordering::Relaxed) {
             return;
         }
         let mut parts = line.split_whitespace();
