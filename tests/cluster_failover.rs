@@ -75,6 +75,8 @@ fn failover_benchmark() {
     };
     let mut v = settled(&nodes);
     let (mut t_leader, mut t_mastered) = (Vec::new(), Vec::new());
+    // (libtest prints "test NAME ... " without a newline before this.)
+    println!();
     println!("| kill | node | new leader (s) | every switch mastered (s) |");
     println!("|---|---|---|---|");
     for round in 1..=rounds {

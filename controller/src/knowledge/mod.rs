@@ -4,7 +4,7 @@
 //!   the one lock order of the controller), the [`snapshot::Snapshot`] the
 //!   policies read and its builder from live data ([`live`]), the
 //!   configured groups ([`groups::Groups`]: VIOLIN's domains and
-//!   environments), the persistent store ([`store::Store`], SQLite behind it) and the
+//!   environments), the persistent store ([`store::Store`]: SQLite, or etcd in a cluster ([`etcd_store`])) and the
 //!   queue of host reports on their way to it ([`reports`]), and the clock
 //!   ([`clock`]).
 //! - **Reads**: the Monitor's types (topology, statistics, host registry,
@@ -13,9 +13,12 @@
 
 pub mod clock;
 pub mod cluster;
+pub mod etcd_store;
 pub mod groups;
 pub mod live;
 pub mod reports;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+#[cfg(test)]
+mod store_suite;

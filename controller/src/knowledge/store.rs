@@ -20,11 +20,15 @@
 //! finished migrations, placements and removed reservations beyond a row
 //! count or an age are deleted; identical repeated decisions are one row
 //! with a `count` and the time last seen (`last_ms`).
+//!
+//! A second backend, [`EtcdStore`](super::etcd_store::EtcdStore), keeps the
+//! same records in etcd for a cluster of controllers; both backends pass
+//! one behavioural test suite (`store_suite`).
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Version of the schema below; bumped on incompatible changes.
@@ -113,6 +117,22 @@ pub enum StoreError {
     /// The lock was poisoned by a panic elsewhere.
     #[error("knowledge store: lock poisoned")]
     Poisoned,
+    /// etcd failed, did not answer in time, or kept changing under a
+    /// read-modify-write ([`EtcdStore`](super::etcd_store::EtcdStore)).
+    #[error("knowledge store: etcd: {0}")]
+    Etcd(String),
+    /// A write was refused because its guard failed: the leader key the
+    /// store was fenced with ([`EtcdStore::set_guard`](super::etcd_store::EtcdStore::set_guard))
+    /// is gone or belongs to another election. Nothing was written.
+    #[error("knowledge store: write fenced off: {key} is no longer at create revision {expected} (found {found})")]
+    Fenced {
+        /// The guard key.
+        key: String,
+        /// Its create revision the store was fenced with.
+        expected: i64,
+        /// Its create revision now (0: the key is gone).
+        found: i64,
+    },
 }
 
 /// A placement change.
@@ -202,7 +222,7 @@ impl Pruned {
 
 /// Decisions this far back (rows) are looked at for an identical one to
 /// coalesce with.
-const COALESCE_WINDOW: i64 = 64;
+pub(crate) const COALESCE_WINDOW: i64 = 64;
 
 /// A reservation made on a switch or port for a migration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,8 +245,9 @@ pub struct ReservationRow {
 
 /// The knowledge store: what must survive a restart. Records cross the
 /// trait as JSON text (so that a backend needs no knowledge of the record
-/// types); [`StoreExt`] adds the typed calls every caller uses. The SQLite
-/// implementation is [`SqliteStore`]; the cluster work adds etcd.
+/// types); [`StoreExt`] adds the typed calls every caller uses. The
+/// implementations are [`SqliteStore`] and
+/// [`EtcdStore`](super::etcd_store::EtcdStore).
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores a configuration value (JSON text) under `key`.
     fn set_config_json(&self, key: &str, json: &str) -> Result<(), StoreError>;
@@ -295,6 +316,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         json: &str,
         at_ms: i64,
     ) -> Result<(), StoreError>;
+    /// Compare-and-set of a migration record: inserts or updates it as
+    /// [`Store::put_migration_json`] does, but only when the stored record's
+    /// state is `expected_state` (`None`: only when there is no record
+    /// with this id). Returns whether it wrote; the check and the write
+    /// are one transaction.
+    fn put_migration_json_if(
+        &self,
+        id: &str,
+        vm: &str,
+        expected_state: Option<&str>,
+        state: &str,
+        json: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// One migration record.
     fn migration_json(&self, id: &str) -> Result<Option<String>, StoreError>;
     /// Migration records, oldest first; only those in `states` when given.
@@ -409,6 +444,26 @@ pub trait StoreExt: Store {
     ) -> Result<(), StoreError> {
         self.put_migration_json(id, vm, state, &to_json("migrations", record)?, at_ms)
     }
+    /// Compare-and-set of a migration record (see
+    /// [`Store::put_migration_json_if`]); returns whether it wrote.
+    fn put_migration_if<T: Serialize>(
+        &self,
+        id: &str,
+        vm: &str,
+        expected_state: Option<&str>,
+        state: &str,
+        record: &T,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.put_migration_json_if(
+            id,
+            vm,
+            expected_state,
+            state,
+            &to_json("migrations", record)?,
+            at_ms,
+        )
+    }
     /// One migration.
     fn migration<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>, StoreError> {
         self.migration_json(id)?
@@ -461,7 +516,11 @@ pub fn to_json<T: Serialize>(table: &'static str, v: &T) -> Result<String, Store
     })
 }
 
-fn from_json<T: DeserializeOwned>(table: &'static str, s: &str) -> Result<T, StoreError> {
+/// The record of `table` in JSON text `s`.
+pub(crate) fn from_json<T: DeserializeOwned>(
+    table: &'static str,
+    s: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Record {
         table,
         message: e.to_string(),
@@ -687,6 +746,17 @@ impl Store for SqliteStore {
         at_ms: i64,
     ) -> Result<(), StoreError> {
         off_worker(|| self.put_migration_json_db(id, vm, state, json, at_ms))
+    }
+    fn put_migration_json_if(
+        &self,
+        id: &str,
+        vm: &str,
+        expected_state: Option<&str>,
+        state: &str,
+        json: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        off_worker(|| self.put_migration_json_if_db(id, vm, expected_state, state, json, at_ms))
     }
     fn migration_json(&self, id: &str) -> Result<Option<String>, StoreError> {
         off_worker(|| self.migration_json_db(id))
@@ -1002,6 +1072,40 @@ impl SqliteStore {
         Ok(())
     }
 
+    fn put_migration_json_if_db(
+        &self,
+        id: &str,
+        vm: &str,
+        expected_state: Option<&str>,
+        state: &str,
+        j: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.c()?;
+        // Immediate: the read and the write see the same database even
+        // when another connection writes in between.
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: Option<String> = tx
+            .query_row(
+                "SELECT state FROM migrations WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if found.as_deref() != expected_state {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO migrations(id, vm, state, record, created_ms, updated_ms)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?5)
+             ON CONFLICT(id) DO UPDATE SET state = excluded.state, record = excluded.record,
+                                           updated_ms = excluded.updated_ms",
+            params![id, vm, state, j, at_ms],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
     fn migration_json_db(&self, id: &str) -> Result<Option<String>, StoreError> {
         let s: Option<String> = self
             .c()?
@@ -1106,38 +1210,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn hosts_vms_and_placement_history() {
-        let s = SqliteStore::open_in_memory().unwrap();
-        s.put_host("hv1", &json!({"cores": 4}), 1).unwrap();
-        s.put_report("hv1", &json!({"cpu": 0.5}), 2).unwrap();
-        s.put_host("hv2", &json!({"cores": 8}), 3).unwrap();
-        let h: Vec<(String, serde_json::Value, Option<serde_json::Value>)> = s.hosts().unwrap();
-        assert_eq!(h.len(), 2);
-        assert_eq!(h[0].2, Some(json!({"cpu": 0.5})));
-        assert_eq!(h[1].2, None);
-        assert_eq!(
-            s.put_vm("vm1", "hv1", &json!({}), 4, "registration")
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            s.put_vm("vm1", "hv1", &json!({"x": 1}), 5, "registration")
-                .unwrap(),
-            Some("hv1".into())
-        );
-        assert_eq!(
-            s.put_vm("vm1", "hv2", &json!({}), 6, "migration m1")
-                .unwrap(),
-            Some("hv1".into())
-        );
-        let p = s.placements(Some("vm1"), 10).unwrap();
-        assert_eq!(p.len(), 2, "only changes are history");
-        assert_eq!(p[1].from_host.as_deref(), Some("hv1"));
-        assert_eq!(p[1].to_host, "hv2");
-        assert_eq!(p[1].reason, "migration m1");
-    }
-
     /// A fresh database file in a directory of its own.
     fn db_file(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("shoal-store-{name}-{}", std::process::id()));
@@ -1153,161 +1225,21 @@ mod tests {
         }
     }
 
+    /// Behaviour shared with every backend is in `store_suite`; this is
+    /// the SQLite file's part: a coalesced count survives a reopen.
     #[test]
-    fn a_round_of_decisions_in_one_call_is_the_same_as_one_at_a_time() {
-        let rows = |round: i64| -> Vec<(i64, String, String)> {
-            (0..5)
-                .map(|i| {
-                    let j = json!({"action": "migrate", "vm": format!("v{}", i % 3)}).to_string();
-                    (
-                        round * 10 + i,
-                        j,
-                        if i == 4 { "queued as m1" } else { "dry_run" }.to_string(),
-                    )
-                })
-                .collect()
-        };
-        let one = SqliteStore::open_in_memory().unwrap();
-        let batch = SqliteStore::open_in_memory().unwrap();
-        for round in 0..3 {
-            let singles: Vec<i64> = rows(round)
-                .iter()
-                .map(|(at, j, o)| one.record_decision_json(round, *at, "sova", j, o).unwrap())
-                .collect();
-            let batched = batch
-                .record_decisions_json(round, "sova", &rows(round))
-                .unwrap();
-            assert_eq!(singles, batched, "round {round}");
-        }
-        let key = |r: &DecisionRow| {
-            (
-                r.id,
-                r.round,
-                r.at_ms,
-                r.count,
-                r.last_ms,
-                r.outcome.clone(),
-            )
-        };
-        let a: Vec<_> = one.decisions(100).unwrap().iter().map(key).collect();
-        let b: Vec<_> = batch.decisions(100).unwrap().iter().map(key).collect();
-        assert_eq!(a, b);
-        // v0 and v3 % 3 = v0 coalesce within a round and across rounds.
-        assert_eq!(a.len(), 4, "{a:?}");
-    }
-
-    #[test]
-    fn identical_repeated_decisions_are_one_row_with_a_count() {
+    fn coalesced_decisions_survive_reopen() {
         let path = db_file("coalesce");
         let s = SqliteStore::open(&path).unwrap();
         let hold = json!({"action": "none", "reason": "no hotspot"});
-        let mut ids = Vec::new();
-        for round in 0..1000 {
-            ids.push(
-                s.record_decision(round, 1000 + round, "sandpiper", &hold, "dry_run")
-                    .unwrap(),
-            );
-        }
-        // Interleaved with another repeated decision: still two rows.
-        let other = json!({"action": "migrate", "vm": "v1"});
         for round in 0..10 {
-            s.record_decision(
-                2000 + round,
-                5000 + round,
-                "sandpiper",
-                &other,
-                "skipped: busy",
-            )
-            .unwrap();
-            s.record_decision(2000 + round, 5000 + round, "sandpiper", &hold, "dry_run")
+            s.record_decision(round, 1000 + round, "sandpiper", &hold, "dry_run")
                 .unwrap();
         }
+        drop(s);
+        let s = SqliteStore::open(&path).unwrap();
         let rows = s.decisions(100).unwrap();
-        assert_eq!(rows.len(), 2, "{rows:?}");
-        assert!(ids.iter().all(|i| *i == ids[0]));
-        assert_eq!(
-            (rows[0].count, rows[0].at_ms, rows[0].last_ms),
-            (1010, 1000, 5009)
-        );
-        assert_eq!(rows[1].count, 10);
-        // A different outcome is a new row.
-        s.record_decision(3000, 6000, "sandpiper", &hold, "executed")
-            .unwrap();
-        assert_eq!(s.decisions(100).unwrap().len(), 3);
-        drop(s);
-        // And it survives a reopen.
-        let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.decisions(100).unwrap()[0].count, 1010);
-        drop(s);
-        remove_db(&path);
-    }
-
-    #[test]
-    fn retention_prunes_history_by_count_and_age() {
-        let path = db_file("retention");
-        let s = SqliteStore::open(&path).unwrap();
-        let day = 86_400_000i64;
-        let now = 100 * day;
-        // 300 distinct decisions, one a day-third apart, the oldest 100 days old.
-        for i in 0..300 {
-            s.record_decision(i, i * day / 3, "p", &json!({"n": i}), "dry_run")
-                .unwrap();
-        }
-        // Placements: 50 changes of one VM, one a day.
-        for i in 0..50 {
-            let host = if i % 2 == 0 { "a" } else { "b" };
-            s.put_vm("vm", host, &json!({}), 50 * day + i * day, "test")
-                .unwrap();
-        }
-        // Migrations: 40 finished, 5 running (never pruned however old).
-        for i in 0..45 {
-            let state = if i < 40 { "done" } else { "running" };
-            s.put_migration(&format!("m{i:02}"), "vm", state, &json!({"i": i}), i * day)
-                .unwrap();
-        }
-        // Reservations: 30 removed, 3 in place (never pruned).
-        for i in 0..33 {
-            let id = s
-                .add_reservation(&format!("m{i}"), "meter", "x", &json!({}), i * day)
-                .unwrap();
-            if i < 30 {
-                s.remove_reservation(id, 60 * day + i * day).unwrap();
-            }
-        }
-        let lim = |max_rows, days: i64| TableLimit {
-            max_rows,
-            max_age_ms: days * day,
-        };
-        let r = Retention {
-            decisions: lim(50, 30),
-            migrations: lim(10, 90),
-            placements: lim(1000, 20),
-            reservations: lim(1000, 30),
-        };
-        let p = s.prune(&r, now).unwrap();
-        let d = s.decisions(1000).unwrap();
-        assert_eq!(d.len(), 50, "count limit");
-        assert!(d.iter().all(|x| x.at_ms >= now - 30 * day), "age limit");
-        assert_eq!(p.decisions, 250);
-        // Placements of the last 20 days only.
-        let pl = s.placements(None, 1000).unwrap();
-        assert!(pl.iter().all(|x| x.at_ms >= now - 20 * day));
-        assert_eq!(pl.len(), 20);
-        // Finished migrations: the newest 10 of those younger than 90
-        // days; the running ones stay.
-        let m: Vec<serde_json::Value> = s.migrations(None, 1000).unwrap();
-        assert_eq!(m.len(), 15, "{m:?}");
-        assert_eq!(
-            s.migrations::<serde_json::Value>(Some(&["running"]), 1000)
-                .unwrap()
-                .len(),
-            5
-        );
-        // Reservations: live ones stay; removed ones older than 30 days go.
-        assert_eq!(s.live_reservations(None).unwrap().len(), 3);
-        assert_eq!(p.reservations, 10);
-        // Pruning again deletes nothing.
-        assert_eq!(s.prune(&r, now).unwrap().total(), 0);
+        assert_eq!((rows.len(), rows[0].count, rows[0].last_ms), (1, 10, 1009));
         drop(s);
         remove_db(&path);
     }
