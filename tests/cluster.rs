@@ -63,7 +63,7 @@ fn cluster_on_etcd() {
         "cluster-lldp-secret-0123456789abcdef",
     )
     .unwrap();
-    let auth = support::creds::controller_auth(dir.path(), &[]).unwrap();
+    let auth = support::creds::controller_auth(dir.path(), &["shcl-hd"]).unwrap();
     let mut nodes: Vec<Node> = (0..3)
         .map(|i| start_node(dir.path(), &net, &etcd, &auth, i))
         .collect();
@@ -110,6 +110,40 @@ fn cluster_on_etcd() {
         )
         .unwrap();
         assert_eq!(leader_of(&w), leader_of(&v));
+    }
+    // A host daemon talks to the first node that answers; every node
+    // learns the host and its reports through the shared store (etcd).
+    let hd_api = format!("127.0.0.1:{}", free_port().unwrap());
+    let hcfg = format!(
+        "host_id = \"shcl-hd\"\ncontrollers = [{}]\nlisten = \"{hd_api}\"\n{}interval_s = 0.5\nrun_dir = \"{}\"\nhttp_timeout_s = 1\n",
+        nodes
+            .iter()
+            .map(|n| format!("\"http://{}\"", n.api))
+            .collect::<Vec<_>>()
+            .join(", "),
+        support::creds::hostd_auth(dir.path(), "shcl-hd"),
+        dir.path().join("hd-run").display()
+    );
+    let _hd =
+        support::qemu::Hostd::start(None, &dir.path().join("hd"), &hcfg, &hd_api).expect("hostd");
+    let host_seen = |n: &Node, max_age: f64| {
+        let h = get_json(&n.api, "/api/v1/hosts").ok()?;
+        h.as_array()?
+            .iter()
+            .find(|x| {
+                x["id"] == "shcl-hd"
+                    && x["history_len"].as_u64().unwrap_or(0) >= 2
+                    && x["last_report_age_s"].as_f64().is_some_and(|a| a < max_age)
+            })
+            .map(|_| ())
+    };
+    for n in &nodes {
+        wait_for(
+            "the host and its reports on every node",
+            Duration::from_secs(15),
+            || host_seen(n, 3.0),
+        )
+        .unwrap_or_else(|e| panic!("{e} ({}): {:?}", n.id, get_json(&n.api, "/api/v1/hosts")));
     }
     // A follower sends leader-only writes to the leader (307), serves reads.
     let leader0 = leader_of(&v).expect("a leader");
@@ -285,6 +319,16 @@ fn cluster_on_etcd() {
         "new-flow ping lost {} of {sent2} (at most 3 s worth at 10/s)",
         sent2 - rcvd2
     );
+    // The host daemon's reports keep reaching every survivor (it fails
+    // over when its node was the one killed).
+    for n in nodes.iter().filter(|n| n.child.is_some()) {
+        wait_for(
+            "fresh reports on every survivor",
+            Duration::from_secs(15),
+            || host_seen(n, 2.0),
+        )
+        .unwrap_or_else(|e| panic!("{e} ({}): {:?}", n.id, get_json(&n.api, "/api/v1/hosts")));
+    }
     let v2 = view(other).unwrap();
     let leader2 = leader_of(&v2).unwrap();
     let masters2 = masters(&v2);

@@ -269,7 +269,18 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         })?;
     let of_addr = of_listener.local_addr().unwrap_or(settings.of_listen);
     let api_addr = api_listener.local_addr().unwrap_or(settings.api_listen);
-    let store = open_store(&settings.db)?;
+    let store = match &settings.cluster {
+        None => open_store(&settings.db)?,
+        Some(c) => {
+            let tls = crate::cluster::etcd::tls_options(c);
+            let s = crate::knowledge::etcd_store::EtcdStore::connect(&c.endpoints, &c.prefix, tls)
+                .map_err(|source| RunError::Store {
+                    path: format!("etcd {} (prefix {})", c.endpoints.join(","), c.prefix),
+                    source,
+                })?;
+            Arc::new(s) as Arc<dyn Store>
+        }
+    };
     let (host_tx, host_rx) = mpsc::unbounded_channel::<HostEvent>();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut cluster_task = None;
@@ -329,6 +340,13 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     };
     let mut tasks = Vec::new();
     tasks.extend(cluster_task);
+    if let Some(c) = &settings.cluster {
+        tasks.push(tokio::spawn(crate::cluster::hosts::follow(
+            knowledge.clone(),
+            c.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(openflow::serve(
         of_listener,
         ctx,

@@ -211,19 +211,26 @@ fn derive(keys: &Keys, m: &Mirror) -> Derived {
     }
 }
 
-/// Connects to etcd (the client balances over every endpoint and
-/// reconnects by itself).
-async fn connect(cfg: &ClusterSettings) -> Result<Client, ClusterError> {
-    let mut opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_keep_alive(Duration::from_millis(500), cfg.lease_ttl / 2)
-        .with_keep_alive_while_idle(true);
-    if let Some(t) = &cfg.tls {
+/// The TLS options for etcd of `cfg` (None: plain `http://`).
+pub fn tls_options(cfg: &ClusterSettings) -> Option<etcd_client::TlsOptions> {
+    cfg.tls.as_ref().map(|t| {
         let mut tls = etcd_client::TlsOptions::new()
             .ca_certificate(etcd_client::Certificate::from_pem(t.ca_pem.clone()));
         if let Some((c, k)) = &t.identity {
             tls = tls.identity(etcd_client::Identity::from_pem(c.clone(), k.clone()));
         }
+        tls
+    })
+}
+
+/// Connects to etcd (the client balances over every endpoint and
+/// reconnects by itself).
+pub async fn connect(cfg: &ClusterSettings) -> Result<Client, ClusterError> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_keep_alive(Duration::from_millis(500), cfg.lease_ttl / 2)
+        .with_keep_alive_while_idle(true);
+    if let Some(tls) = tls_options(cfg) {
         opts = opts.with_tls(tls);
     }
     let fut = Client::connect(cfg.endpoints.clone(), Some(opts));

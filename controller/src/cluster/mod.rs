@@ -3,7 +3,9 @@
 //! - **Owns**: the node's etcd session ([`etcd`]: lease, registration,
 //!   election, the mirror of the cluster's keys, and — on the leader — the
 //!   assignment of switch masterships) and the assignment rule itself
-//!   ([`assign`], pure).
+//!   ([`assign`], pure), and the following of the hosts other nodes
+//!   received ([`hosts`]: the shared store's host rows applied to this
+//!   node's registry).
 //! - **Reads**: the settings (`[cluster]`) and the knowledge, into which it
 //!   publishes the [`crate::knowledge::cluster::ClusterView`] that the
 //!   fence, the forwarding core, the live round and the API read.
@@ -21,3 +23,4 @@
 
 pub mod assign;
 pub mod etcd;
+pub mod hosts;

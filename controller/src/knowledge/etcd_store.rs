@@ -240,6 +240,57 @@ impl Keys {
     }
 }
 
+// ---- host rows, for other nodes -------------------------------------------
+
+/// The key prefix of the host rows of a store under `prefix`
+/// (`<prefix>/store/hosts/`): what a cluster node watches to learn the
+/// registrations and reports other nodes received.
+pub fn hosts_prefix(prefix: &str) -> String {
+    format!("{}/store/hosts/", prefix.trim_end_matches('/'))
+}
+
+/// A host row as written by [`EtcdStore`], decoded from a watched key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRowChange {
+    /// `hosts/reg/<id>`: a registration (JSON text).
+    Registration {
+        /// Host id.
+        id: String,
+        /// The registration.
+        json: String,
+    },
+    /// `hosts/report/<id>`: the latest report (JSON text) and when the
+    /// node that received it stored it.
+    Report {
+        /// Host id.
+        id: String,
+        /// The report.
+        json: String,
+        /// Unix ms.
+        at_ms: i64,
+    },
+}
+
+/// Decodes a key under [`hosts_prefix`] and its value; None for anything
+/// else (or a value that does not decode).
+pub fn decode_host_row(prefix: &str, key: &str, value: &[u8]) -> Option<HostRowChange> {
+    let rest = key.strip_prefix(&hosts_prefix(prefix))?;
+    if let Some(id) = rest.strip_prefix("reg/") {
+        let r: HostRow = serde_json::from_slice(value).ok()?;
+        return Some(HostRowChange::Registration {
+            id: id.to_string(),
+            json: r.registration,
+        });
+    }
+    let id = rest.strip_prefix("report/")?;
+    let r: ReportRow = serde_json::from_slice(value).ok()?;
+    Some(HostRowChange::Report {
+        id: id.to_string(),
+        json: r.report,
+        at_ms: r.at_ms,
+    })
+}
+
 // ---- records ---------------------------------------------------------------
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -2034,6 +2085,41 @@ pub(crate) mod test_etcd {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_rows_decode_for_other_nodes() {
+        let reg = serde_json::to_vec(&HostRow {
+            registration: "{\"r\":1}".into(),
+            registered_ms: 5,
+        })
+        .unwrap();
+        let rep = serde_json::to_vec(&ReportRow {
+            report: "{\"s\":2}".into(),
+            at_ms: 9,
+        })
+        .unwrap();
+        assert_eq!(
+            decode_host_row("/p", "/p/store/hosts/reg/h1", &reg),
+            Some(HostRowChange::Registration {
+                id: "h1".into(),
+                json: "{\"r\":1}".into()
+            })
+        );
+        assert_eq!(
+            decode_host_row("/p/", "/p/store/hosts/report/h1", &rep),
+            Some(HostRowChange::Report {
+                id: "h1".into(),
+                json: "{\"s\":2}".into(),
+                at_ms: 9
+            })
+        );
+        assert_eq!(decode_host_row("/p", "/p/store/vms/x", &reg), None);
+        assert_eq!(
+            decode_host_row("/p", "/p/store/hosts/reg/h1", b"junk"),
+            None
+        );
+        assert_eq!(decode_host_row("/q", "/p/store/hosts/reg/h1", &reg), None);
+    }
+
     use std::time::{Duration, Instant};
 
     use serde_json::json;

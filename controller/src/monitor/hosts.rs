@@ -65,6 +65,11 @@ struct VmWindow {
 }
 
 impl HostEntry {
+    /// Sequence number of the last report applied (0: none yet).
+    pub fn last_report_seq(&self) -> u64 {
+        self.last_report_seq
+    }
+
     /// The latest report.
     pub fn latest(&self) -> Option<&Report> {
         self.reports.back()
