@@ -413,6 +413,10 @@ pub struct Orchestrator {
     weights: [f64; 4],
     /// Finished migrations kept in memory at most.
     history: usize,
+    /// This node led the cluster at the last tick (always true for a
+    /// single controller): a node that becomes leader takes the
+    /// migrations over from the knowledge store first.
+    leading: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -537,6 +541,7 @@ impl Orchestrator {
             queues,
             weights: oc.weights,
             history: oc.history.max(1),
+            leading: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -579,6 +584,27 @@ impl Orchestrator {
             );
         }
         st.stale = stale;
+    }
+
+    /// A cluster node became leader: what it held in memory is replaced by
+    /// the shared store's records, as after a restart ([`Orchestrator::restore`]):
+    /// a migration its predecessor had started is followed by its command
+    /// ids (never sent again under new ones), one still reserving is queued
+    /// again, and the reservations recorded as live are removed once no
+    /// migration holds them.
+    pub fn take_over(&self) {
+        {
+            let mut st = lock(&self.state);
+            st.migs.clear();
+            st.stale.clear();
+            st.last_contact.clear();
+            st.unanswered.clear();
+        }
+        self.restore();
+        info!(
+            active = self.active().len(),
+            "orchestrator: this node leads; migrations taken over from the knowledge store"
+        );
     }
 
     /// All migrations, oldest first.
@@ -984,9 +1010,22 @@ impl Orchestrator {
         }
     }
 
-    /// One round: stale cleanups, following, admission.
+    /// One round: stale cleanups, following, admission. A cluster node
+    /// that does not lead does nothing; one that has just become leader
+    /// first takes the migrations over from the shared knowledge store
+    /// ([`Orchestrator::take_over`]).
     pub async fn tick(&self) {
+        use std::sync::atomic::Ordering;
         let Some(s) = self.fabric() else { return };
+        if s.may_lead().is_err() {
+            if self.leading.swap(false, Ordering::SeqCst) {
+                info!("orchestrator: this node no longer leads; it stops following migrations");
+            }
+            return;
+        }
+        if !self.leading.swap(true, Ordering::SeqCst) {
+            self.take_over();
+        }
         self.clean_stale().await;
         for m in self.active() {
             match m.state {
@@ -2122,6 +2161,101 @@ mod race_tests {
         )
         .await;
         (k, orch, hostds)
+    }
+
+    /// [`world_with`] as one node of a cluster: its fence follows `view`,
+    /// its host daemons are `hostds` (shared by the nodes: the same hosts).
+    async fn node(
+        store: Arc<dyn Store>,
+        view: tokio::sync::watch::Receiver<crate::knowledge::cluster::ClusterView>,
+        hostds: Arc<Hostds>,
+    ) -> (Arc<Knowledge>, Arc<Orchestrator>) {
+        let settings = Config::from_toml("")
+            .and_then(|c| c.validate())
+            .expect("settings");
+        let k = Knowledge::new(
+            &settings.knowledge_config(),
+            settings.hypervisors.clone(),
+            None,
+        )
+        .with_cluster(
+            crate::knowledge::cluster::Fence::cluster(view),
+            tokio::sync::watch::channel(BTreeSet::new()).0,
+        );
+        let k = Arc::new(k);
+        {
+            let mut h = k.hosts_write().expect("hosts");
+            h.register("h1", reg("h1", 1, vec![vm("v1", "02:00:00:00:00:01")]), 0)
+                .expect("h1");
+            h.register("h2", reg("h2", 2, vec![]), 0).expect("h2");
+            h.report("h1", report("h1", 1, vec![]), 1).expect("report");
+        }
+        let orch = Orchestrator::with_handles(
+            OrchConfig::from_settings(&settings),
+            Handles {
+                fabric: k.clone(),
+                switches: Arc::new(NoSwitches),
+                hostd: hostds,
+                store: Some(store),
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .await;
+        orch.restore();
+        (k, orch)
+    }
+
+    fn cluster_view(me: &str, leader: &str) -> crate::knowledge::cluster::ClusterView {
+        crate::knowledge::cluster::ClusterView {
+            node_id: me.into(),
+            is_leader: me == leader,
+            leader: Some(leader.into()),
+            lease_valid_until: Some(std::time::Instant::now() + Duration::from_secs(3600)),
+            ..Default::default()
+        }
+    }
+
+    /// Failover: the migration the old leader started is taken over by the
+    /// new leader from the shared store and followed under its command ids
+    /// (nothing is sent again); a node that does not lead neither submits
+    /// nor follows.
+    #[tokio::test]
+    async fn a_new_leader_follows_its_predecessors_migration_without_running_it_again() {
+        let store: Arc<dyn Store> =
+            Arc::new(crate::knowledge::store::SqliteStore::open_in_memory().expect("store"));
+        let hostds = Arc::new(Hostds::default());
+        let (va, ra) = tokio::sync::watch::channel(cluster_view("a", "a"));
+        let (vb, rb) = tokio::sync::watch::channel(cluster_view("b", "a"));
+        let (ka, a) = node(store.clone(), ra, hostds.clone()).await;
+        let (_kb, b) = node(store.clone(), rb, hostds.clone()).await;
+        // A follower takes no migration.
+        assert!(matches!(
+            b.submit(request(), "t".into(), None),
+            Err(OrchError::NotLeader(_))
+        ));
+        let m = a.submit(request(), "t".into(), None).expect("queued");
+        a.try_start(&*ka, m.clone()).await;
+        assert_eq!(a.get(&m.id).expect("known").state, MigState::Running);
+        let sent = lock(&hostds.0).clone();
+        assert_eq!(sent.len(), 2, "prepare + migrate: {sent:?}");
+        // b does not lead: its ticks do nothing.
+        b.tick().await;
+        assert!(b.get(&m.id).is_none_or(|x| x.state == MigState::Running));
+        // a loses the lease (killed, paused): b is elected.
+        va.send_replace(cluster_view("a", "b"));
+        vb.send_replace(cluster_view("b", "b"));
+        a.tick().await;
+        b.tick().await;
+        let took = b.get(&m.id).expect("b knows the migration from the store");
+        assert_eq!(took.state, MigState::Running, "{took:?}");
+        assert_eq!(
+            lock(&hostds.0).clone(),
+            sent,
+            "a command was sent again after the failover"
+        );
+        // The old leader, resumed, sends nothing either.
+        a.tick().await;
+        assert_eq!(lock(&hostds.0).len(), 2);
     }
 
     fn request() -> MigrationRequest {
