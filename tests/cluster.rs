@@ -73,16 +73,7 @@ fn cluster_on_etcd() {
         })
         .unwrap();
     }
-    let ip = net.ovs.controller_ip();
-    let targets: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("tcp:{ip}:{}", n.of_port))
-        .collect();
-    for b in &net.bridges {
-        let mut args = vec!["set-controller", b.name()];
-        args.extend(targets.iter().map(String::as_str));
-        b.ovs().run("ovs-vsctl", &args).unwrap();
-    }
+    connect_all(&net, &nodes);
 
     // 1. Balanced masterships, the same on every node, granted by OVS.
     let live: BTreeSet<String> = nodes.iter().map(|n| n.id.clone()).collect();

@@ -47,16 +47,7 @@ fn failover_benchmark() {
     let mut nodes: Vec<Node> = (0..3)
         .map(|i| start_node(dir.path(), &net, &etcd, &auth, i))
         .collect();
-    let ip = net.ovs.controller_ip();
-    let targets: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("tcp:{ip}:{}", n.of_port))
-        .collect();
-    for b in &net.bridges {
-        let mut args = vec!["set-controller", b.name()];
-        args.extend(targets.iter().map(String::as_str));
-        b.ovs().run("ovs-vsctl", &args).unwrap();
-    }
+    connect_all(&net, &nodes);
     let all: BTreeSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
     let settled = |nodes: &[Node]| {
         wait_for(

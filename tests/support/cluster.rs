@@ -311,3 +311,18 @@ pub fn ping_bg(from: &NsHost, to: &str, interval: &str, count: u32) -> std::proc
 pub fn healthz(n: &Node) -> (u16, String) {
     http(&n.api, "GET", "/healthz", None, None).unwrap_or((0, String::new()))
 }
+
+/// Points every bridge of `net` at every node (`ovs-vsctl set-controller
+/// BR tcp:A tcp:B tcp:C`).
+pub fn connect_all(net: &Net, nodes: &[Node]) {
+    let ip = net.ovs.controller_ip();
+    let targets: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("tcp:{ip}:{}", n.of_port))
+        .collect();
+    for b in &net.bridges {
+        let mut args = vec!["set-controller", b.name()];
+        args.extend(targets.iter().map(String::as_str));
+        b.ovs().run("ovs-vsctl", &args).unwrap();
+    }
+}

@@ -1347,16 +1347,18 @@ impl Ctx {
         Ok((aged, boundary))
     }
 
-    async fn prune_decisions(
+    /// Plans the deletion of what `lim` removes of the rows under `p` (one
+    /// key per row, no index): the aged ones among the newest and the whole
+    /// range below them; returns how many rows go.
+    async fn prune_rows(
         &mut self,
+        p: String,
         lim: &TableLimit,
         now_ms: i64,
         rev: i64,
+        at: fn(&KeyValue) -> Result<i64, StoreError>,
         plan: &mut PrunePlan,
-    ) -> Result<(), StoreError> {
-        let p = self.keys.decisions();
-        let at: fn(&KeyValue) -> Result<i64, StoreError> =
-            |kv| Ok(decode::<DecisionRec>("decisions", kv)?.last_ms);
+    ) -> Result<u64, StoreError> {
         let (aged, boundary) = self.doomed(&p, lim, now_ms, rev, at).await?;
         let mut n = aged.len() as u64;
         for kv in aged {
@@ -1374,6 +1376,20 @@ impl Ctx {
                 n += below;
             }
         }
+        Ok(n)
+    }
+
+    async fn prune_decisions(
+        &mut self,
+        lim: &TableLimit,
+        now_ms: i64,
+        rev: i64,
+        plan: &mut PrunePlan,
+    ) -> Result<(), StoreError> {
+        let p = self.keys.decisions();
+        let at: fn(&KeyValue) -> Result<i64, StoreError> =
+            |kv| Ok(decode::<DecisionRec>("decisions", kv)?.last_ms);
+        let n = self.prune_rows(p, lim, now_ms, rev, at, plan).await?;
         plan.pruned.decisions = usize::try_from(n).unwrap_or(usize::MAX);
         Ok(())
     }
@@ -1497,23 +1513,7 @@ impl Ctx {
             let r: ReservationRec = decode("reservations", kv)?;
             Ok(r.removed_ms.unwrap_or(i64::MAX))
         };
-        let (aged, boundary) = self.doomed(&p, lim, now_ms, rev, at).await?;
-        let mut n = aged.len() as u64;
-        for kv in aged {
-            plan.ops.push(TxnOp::delete(kv.key().to_vec(), None));
-        }
-        if let Some(b) = boundary {
-            let below = self
-                .count("prune", p.clone().into_bytes(), b.clone(), rev)
-                .await?;
-            if below > 0 {
-                plan.ops.push(TxnOp::delete(
-                    p.into_bytes(),
-                    Some(DeleteOptions::new().with_range(b)),
-                ));
-                n += below;
-            }
-        }
+        let n = self.prune_rows(p, lim, now_ms, rev, at, plan).await?;
         plan.pruned.reservations = usize::try_from(n).unwrap_or(usize::MAX);
         Ok(())
     }
