@@ -46,7 +46,7 @@ fn orch(s: &ApiState) -> Result<&Arc<Orchestrator>, ApiError> {
 }
 
 async fn list(State(s): State<Arc<ApiState>>) -> Result<Json<Vec<Migration>>, ApiError> {
-    Ok(Json(orch(&s)?.list()))
+    Ok(Json(orch(&s)?.list_for_api()))
 }
 
 async fn one(
@@ -55,7 +55,7 @@ async fn one(
 ) -> Result<Json<Migration>, ApiError> {
     let Path(id) = id?;
     orch(&s)?
-        .get(&id)
+        .get_for_api(&id)
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no migration {id:?}")))
 }

@@ -607,6 +607,37 @@ impl Orchestrator {
         );
     }
 
+    /// What the API shows: the migrations this node follows when it leads
+    /// (always, for a single controller); on a cluster follower the shared
+    /// store's records (the leader's), at most as many as kept in memory.
+    pub fn list_for_api(&self) -> Vec<Migration> {
+        if self.fabric().is_some_and(|f| f.may_lead().is_err()) {
+            if let Some(store) = &self.store {
+                match store.migrations::<Migration>(None, self.history) {
+                    Ok(mut v) => {
+                        v.sort_by_key(|m| (m.created_unix_ms, m.seq));
+                        return v;
+                    }
+                    Err(e) => warn!(error = %e, "cannot read migrations from the knowledge store"),
+                }
+            }
+        }
+        self.list()
+    }
+
+    /// One migration as the API shows it (see [`Orchestrator::list_for_api`]).
+    pub fn get_for_api(&self, id: &str) -> Option<Migration> {
+        if self.fabric().is_some_and(|f| f.may_lead().is_err()) {
+            if let Some(store) = &self.store {
+                match store.migration::<Migration>(id) {
+                    Ok(m) => return m,
+                    Err(e) => warn!(error = %e, "cannot read a migration from the knowledge store"),
+                }
+            }
+        }
+        self.get(id)
+    }
+
     /// All migrations, oldest first.
     pub fn list(&self) -> Vec<Migration> {
         let mut v: Vec<Migration> = lock(&self.state).migs.values().cloned().collect();
@@ -2238,8 +2269,14 @@ mod race_tests {
         assert_eq!(a.get(&m.id).expect("known").state, MigState::Running);
         let sent = lock(&hostds.0).clone();
         assert_eq!(sent.len(), 2, "prepare + migrate: {sent:?}");
-        // b does not lead: its ticks do nothing.
+        // b does not lead: its ticks do nothing, and it shows the leader's
+        // migrations (from the store).
         b.tick().await;
+        assert_eq!(
+            b.get_for_api(&m.id).map(|x| x.state),
+            Some(MigState::Running)
+        );
+        assert_eq!(b.list_for_api().len(), 1);
         assert!(b.get(&m.id).is_none_or(|x| x.state == MigState::Running));
         // a loses the lease (killed, paused): b is elected.
         va.send_replace(cluster_view("a", "b"));
