@@ -136,6 +136,7 @@ fn cluster_on_etcd() {
         )
         .unwrap_or_else(|e| panic!("{e} ({}): {:?}", n.id, get_json(&n.api, "/api/v1/hosts")));
     }
+    relay_checks(&net, &nodes, &etcd, &v);
     // A follower sends leader-only writes to the leader (307), serves reads.
     let leader0 = leader_of(&v).expect("a leader");
     let lapi = &nodes.iter().find(|n| n.id == leader0).unwrap().api;
@@ -533,4 +534,107 @@ fn cluster_on_etcd() {
         }
     }
     drop(nodes);
+}
+
+/// The leader's reservation writes for a switch another node masters go
+/// through that master (`controller/src/cluster/relay.rs`): driven here by
+/// the leader's relay client, in this process, with the leader's key; and
+/// hostile or stale requests written straight into etcd are refused by the
+/// master without touching the switch.
+fn relay_checks(net: &Net, _nodes: &[Node], etcd: &EtcdCluster, v: &serde_json::Value) {
+    use ofp::{FlowMod, FlowModCommand, Message, MeterBand, MeterMod, MeterModCommand, OfpMessage};
+    use shoal_controller::cluster::relay::Relay;
+    use shoal_controller::knowledge::cluster::{ClusterView, Fence};
+    let leader = leader_of(v).expect("a leader");
+    let key = v["leader_key"]["key"].as_str().expect("leader key").to_string();
+    let rev = v["leader_key"]["revision"].as_i64().expect("leader revision");
+    let (&dpid, master) = masters(v)
+        .iter()
+        .find(|(_, n)| **n != leader)
+        .map(|(d, n)| (d, n.clone()))
+        .expect("a switch another node masters");
+    let bridge = net
+        .bridges
+        .iter()
+        .find(|b| b.name() == bridge_name(net, dpid))
+        .expect("its bridge");
+    let view = ClusterView {
+        node_id: leader.clone(),
+        is_leader: true,
+        leader: Some(leader.clone()),
+        leader_key: Some((key, rev)),
+        lease_valid_until: Some(Instant::now() + Duration::from_secs(600)),
+        ..ClusterView::default()
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(view);
+    let cfg = shoal_controller::config::ClusterSettings {
+        endpoints: etcd.endpoints().split(',').map(str::to_string).collect(),
+        node_id: leader.clone(),
+        lease_ttl: Duration::from_secs(2),
+        prefix: "/shoal-test".into(),
+        advertise_api: "http://127.0.0.1:1".into(),
+        tls: None,
+    };
+    let relay = Relay::new(cfg, Fence::cluster(rx));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let meter = |command| {
+        Message::MeterMod(MeterMod {
+            command,
+            flags: ofp::meter_flags::KBPS,
+            meter_id: 4242,
+            bands: vec![MeterBand::Drop {
+                rate: 10_000,
+                burst_size: 0,
+            }],
+        })
+    };
+    let meters = || bridge.ofctl("dump-meters", &[]).unwrap_or_default();
+    rt.block_on(relay.call(dpid, vec![meter(MeterModCommand::Add)]))
+        .unwrap_or_else(|e| panic!("relayed meter through {master}: {e}"));
+    assert!(meters().contains("meter=4242"), "{}", meters());
+    // Hostile: a flow outside the migration range, written into etcd.
+    let hexed = |m: Message| {
+        let mut b = Vec::new();
+        OfpMessage::new(1, m).encode(&mut b).unwrap();
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    };
+    let foreign = hexed(Message::FlowMod(FlowMod {
+        command: FlowModCommand::Add,
+        cookie: 0x1234,
+        priority: 7,
+        ..FlowMod::default()
+    }));
+    let raw = |id: &str, lrev: i64, msg: &str| {
+        let k = format!("/shoal-test/relay/req/{dpid:016x}/{id}");
+        let body = format!(r#"{{"leader":"{leader}","leader_rev":{lrev},"msgs":["{msg}"]}}"#);
+        let ep = &etcd.members[0].client;
+        let st = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", ep, "put", &k, &body])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        wait_for("the master's answer", Duration::from_secs(5), || {
+            let out = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", ep, "get", "--print-value-only"])
+                .arg(format!("/shoal-test/relay/ack/{dpid:016x}/{id}"))
+                .output()
+                .ok()?;
+            let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (!t.is_empty()).then_some(t)
+        })
+        .unwrap()
+    };
+    let a = raw("t-foreign", rev, &foreign);
+    assert!(a.contains("outside the migration range"), "{a}");
+    let stale = raw("t-stale", rev - 1, &hexed(meter(MeterModCommand::Delete)));
+    assert!(stale.contains("stale"), "{stale}");
+    let flows = bridge.ofctl("dump-flows", &[]).unwrap_or_default();
+    assert!(!flows.contains("cookie=0x1234"), "{flows}");
+    assert!(meters().contains("meter=4242"), "the stale request deleted the meter");
+    rt.block_on(relay.call(dpid, vec![meter(MeterModCommand::Delete)]))
+        .unwrap_or_else(|e| panic!("relayed meter delete: {e}"));
+    assert!(!meters().contains("meter=4242"), "{}", meters());
 }

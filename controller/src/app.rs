@@ -346,6 +346,11 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
             c.clone(),
             shutdown_rx.clone(),
         )));
+        tasks.push(tokio::spawn(crate::cluster::relay::serve(
+            knowledge.clone(),
+            c.clone(),
+            shutdown_rx.clone(),
+        )));
     }
     tasks.push(tokio::spawn(openflow::serve(
         of_listener,
@@ -376,11 +381,17 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         )
         .fenced(knowledge.fence.clone()),
     );
-    let orch = Orchestrator::with_handles(
-        OrchConfig::from_settings(&settings),
-        Handles::of(&knowledge, hostd.clone()),
-    )
-    .await;
+    let mut handles = Handles::of(&knowledge, hostd.clone());
+    if let Some(c) = &settings.cluster {
+        handles.switches = Arc::new(crate::execute::handles::ClusterSwitches {
+            knowledge: knowledge.clone(),
+            relay: Arc::new(crate::cluster::relay::Relay::new(
+                c.clone(),
+                knowledge.fence.clone(),
+            )),
+        });
+    }
+    let orch = Orchestrator::with_handles(OrchConfig::from_settings(&settings), handles).await;
     prune_history(store.clone(), &settings.retention).await;
     orch.restore();
     tasks.push(tokio::spawn(prune_loop(

@@ -356,6 +356,9 @@ struct ClusterJson {
     node: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     leader: Option<String>,
+    /// The leader's election key and its create revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader_key: Option<ClusterLeaderKey>,
     is_leader: bool,
     acting: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -371,6 +374,12 @@ struct ClusterJson {
     /// Switches that granted this node MASTER (their ROLE_REPLY) under the
     /// generation the cluster assigns.
     granted_here: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ClusterLeaderKey {
+    key: String,
+    revision: i64,
 }
 
 #[derive(Serialize)]
@@ -395,6 +404,7 @@ async fn cluster(State(s): State<Arc<ApiState>>) -> ApiResult<ClusterJson> {
             mode: "single",
             node: None,
             leader: None,
+            leader_key: None,
             is_leader: true,
             acting: true,
             reason: None,
@@ -412,6 +422,10 @@ async fn cluster(State(s): State<Arc<ApiState>>) -> ApiResult<ClusterJson> {
         mode: "cluster",
         node: Some(v.node_id.clone()),
         leader: v.leader.clone(),
+        leader_key: v
+            .leader_key
+            .clone()
+            .map(|(key, revision)| ClusterLeaderKey { key, revision }),
         is_leader: v.is_leader && fence.may_lead().is_ok(),
         acting: acting.is_ok(),
         reason: acting.err(),

@@ -149,7 +149,8 @@ impl Keys {
 /// The pieces of a view derived from the mirror.
 struct Derived {
     nodes: BTreeMap<String, NodeInfo>,
-    leader: Option<(String, String)>,
+    /// (node id, election key, create revision).
+    leader: Option<(String, String, i64)>,
     masters: BTreeMap<u64, (String, u64)>,
     connected: BTreeMap<u64, BTreeSet<String>>,
 }
@@ -174,10 +175,10 @@ fn derive(keys: &Keys, m: &Mirror) -> Derived {
     let leader = m
         .under(&election)
         .min_by_key(|(_, (_, create, _))| *create)
-        .and_then(|(k, (v, _, _))| {
+        .and_then(|(k, (v, create, _))| {
             std::str::from_utf8(v)
                 .ok()
-                .map(|id| (id.to_string(), format!("{election}{k}")))
+                .map(|id| (id.to_string(), format!("{election}{k}"), *create))
         });
     let mut masters = BTreeMap::new();
     for (d, (v, _, modrev)) in m.under(&keys.masters()) {
@@ -770,6 +771,7 @@ impl<'a> Session<'a> {
                 );
             }
             v.nodes = d.nodes;
+            v.leader_key = d.leader.as_ref().map(|l| (l.1.clone(), l.2));
             v.leader = d.leader.map(|l| l.0);
             v.is_leader = is_leader;
             v.masters = d.masters;

@@ -84,6 +84,78 @@ impl Switches for Knowledge {
     }
 }
 
+/// The switches of a cluster node that leads: the local connection of a
+/// switch the node masters (granted by the switch), and for a switch
+/// another node masters a link whose writes that master sends
+/// ([`crate::cluster::relay`]).
+pub struct ClusterSwitches {
+    /// The node's knowledge (switch handles, fence, granted masterships).
+    pub knowledge: Arc<Knowledge>,
+    /// The relay to the other masters.
+    pub relay: Arc<crate::cluster::relay::Relay>,
+}
+
+impl Switches for ClusterSwitches {
+    fn switch(&self, dpid: u64) -> Option<Box<dyn SwitchLink>> {
+        let k = &self.knowledge;
+        if k.fence.may_lead().is_err() {
+            return None;
+        }
+        let granted = k
+            .granted_masters
+            .lock()
+            .map(|g| g.contains(&dpid))
+            .unwrap_or(false);
+        if granted && k.fence.master_generation(dpid).is_some() {
+            return k
+                .switch_handle(dpid)
+                .map(|h| Box::new(h) as Box<dyn SwitchLink>);
+        }
+        let mastered = k.fence.view().is_some_and(|v| v.master_of(dpid).is_some());
+        mastered.then(|| {
+            Box::new(RemoteSwitch {
+                dpid,
+                relay: self.relay.clone(),
+            }) as Box<dyn SwitchLink>
+        })
+    }
+}
+
+/// A switch another cluster node masters: every batch goes through the
+/// relay and is confirmed by that node's BARRIER before it returns.
+struct RemoteSwitch {
+    dpid: u64,
+    relay: Arc<crate::cluster::relay::Relay>,
+}
+
+impl RemoteSwitch {
+    async fn relay(&self, msgs: Vec<Message>) -> Result<(), OfError> {
+        self.relay
+            .call(self.dpid, msgs)
+            .await
+            .map_err(|why| OfError::BadReply {
+                dpid: self.dpid,
+                why: format!("relayed through its master: {why}"),
+            })
+    }
+}
+
+impl SwitchLink for RemoteSwitch {
+    fn send(&self, msg: Message) -> BoxFuture<'_, Result<(), OfError>> {
+        Box::pin(self.relay(vec![msg]))
+    }
+    fn send_batch(&self, msgs: Vec<Message>) -> BoxFuture<'_, Result<(), OfError>> {
+        Box::pin(self.relay(msgs))
+    }
+    /// Every relayed batch was confirmed by a BARRIER already.
+    fn barrier(&self) -> BoxFuture<'_, Result<(), OfError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn send_batch_confirmed(&self, msgs: Vec<Message>) -> BoxFuture<'_, Result<(), OfError>> {
+        Box::pin(self.relay(msgs))
+    }
+}
+
 /// The read-only view of the fabric: what Monitor keeps current. Guards
 /// are taken in the lock order of [`crate::knowledge::state`] (hosts
 /// before topology) and never held across `.await`.

@@ -58,6 +58,10 @@ pub struct ClusterView {
     pub is_leader: bool,
     /// The leader's node id, when there is one.
     pub leader: Option<String>,
+    /// The leader's election key and its create revision (what the
+    /// leader's etcd writes are conditioned on, and what a switch's master
+    /// checks a relayed request against).
+    pub leader_key: Option<(String, i64)>,
     /// Live nodes (registered under a valid lease), by id.
     pub nodes: BTreeMap<String, NodeInfo>,
     /// Datapath id → (master node, generation id).
