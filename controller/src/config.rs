@@ -364,6 +364,16 @@ impl ClusterConfig {
                     format!("{a:?} is not an http:// or https:// URL"),
                 ))
             }
+            None if api_listen.ip().is_unspecified() => {
+                return Err(bad(
+                    "advertise_api",
+                    format!(
+                        "the API listens on {api_listen}: say how the other nodes reach it \
+                         (e.g. \"http://10.0.0.1:{}\")",
+                        api_listen.port()
+                    ),
+                ))
+            }
             None => format!(
                 "{}://{}",
                 if api_tls { "https" } else { "http" },
@@ -1966,6 +1976,78 @@ window_intervals = 2
     }
 
     #[cfg(unix)]
+    #[test]
+    fn cluster_settings_are_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("shoal-cfg-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("lldp.key");
+        std::fs::write(&key, "k3y-shared-by-every-node\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let lldp = format!(
+            "[topology]\nlldp_secret_file = {:?}\n",
+            key.display().to_string()
+        );
+        let check = |cluster: &str, api: &str| {
+            Config::from_toml(&format!(
+                "api_listen = \"{api}\"\n{lldp}[cluster]\n{cluster}"
+            ))
+            .and_then(|c| c.validate())
+        };
+        let ok = check(
+            "etcd_endpoints = [\"http://127.0.0.1:2379\"]\nnode_id = \"n1\"\n",
+            "127.0.0.1:8080",
+        )
+        .unwrap();
+        let c = ok.cluster.expect("cluster settings");
+        assert_eq!(c.advertise_api, "http://127.0.0.1:8080");
+        assert_eq!((c.prefix.as_str(), c.lease_ttl.as_secs()), ("/shoal", 2));
+        for (cluster, api, field) in [
+            (
+                "etcd_endpoints = [\"http://e:1\"]\n",
+                "127.0.0.1:8080",
+                "cluster.node_id",
+            ),
+            ("node_id = \"n1\"\n", "127.0.0.1:8080", "cluster.node_id"),
+            (
+                "etcd_endpoints = [\"e:1\"]\nnode_id = \"n1\"\n",
+                "127.0.0.1:8080",
+                "cluster.etcd_endpoints",
+            ),
+            (
+                "etcd_endpoints = [\"http://e:1\"]\nnode_id = \"n 1\"\n",
+                "127.0.0.1:8080",
+                "cluster.node_id",
+            ),
+            (
+                "etcd_endpoints = [\"http://e:1\"]\nnode_id = \"n1\"\nlease_ttl_s = 1\n",
+                "127.0.0.1:8080",
+                "cluster.lease_ttl_s",
+            ),
+            (
+                "etcd_endpoints = [\"http://e:1\"]\nnode_id = \"n1\"\nkey_prefix = \"shoal\"\n",
+                "127.0.0.1:8080",
+                "cluster.key_prefix",
+            ),
+            (
+                "etcd_endpoints = [\"http://e:1\"]\nnode_id = \"n1\"\n",
+                "0.0.0.0:8080",
+                "cluster.advertise_api",
+            ),
+        ] {
+            let e = check(cluster, api).expect_err(cluster).to_string();
+            assert!(e.contains(field), "{cluster}: {e}");
+        }
+        // A cluster without a shared LLDP key is refused.
+        let e =
+            Config::from_toml("[cluster]\netcd_endpoints = [\"http://e:1\"]\nnode_id = \"n1\"\n")
+                .and_then(|c| c.validate())
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("topology.lldp_secret_file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn lldp_secret_file_must_be_private() {
         use std::os::unix::fs::PermissionsExt;

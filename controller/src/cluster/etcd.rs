@@ -368,13 +368,18 @@ struct Session<'a> {
     prober: Option<JoinHandle<()>>,
 }
 
-/// The `host:port` of an `http(s)://host:port[/…]` URL.
+/// The `host:port` of an `http(s)://host:port[/…]` URL; None for an
+/// unspecified host (`0.0.0.0`, `[::]`), which names no peer: probing it
+/// would reach this node's own host.
 fn authority(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))?;
     let a = rest.split('/').next()?;
-    (!a.is_empty()).then_some(a)
+    let unspecified = a
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|s| s.ip().is_unspecified());
+    (!a.is_empty() && !unspecified).then_some(a)
 }
 
 /// Fast detection of a dead peer: a node whose API port *refuses*
@@ -846,6 +851,8 @@ mod tests {
         assert_eq!(authority("https://a.example:443/x"), Some("a.example:443"));
         assert_eq!(authority("ftp://a:1"), None);
         assert_eq!(authority("http://"), None);
+        assert_eq!(authority("http://0.0.0.0:8080"), None);
+        assert_eq!(authority("http://[::]:8080"), None);
     }
 
     #[test]
