@@ -546,8 +546,13 @@ fn relay_checks(net: &Net, _nodes: &[Node], etcd: &EtcdCluster, v: &serde_json::
     use shoal_controller::cluster::relay::Relay;
     use shoal_controller::knowledge::cluster::{ClusterView, Fence};
     let leader = leader_of(v).expect("a leader");
-    let key = v["leader_key"]["key"].as_str().expect("leader key").to_string();
-    let rev = v["leader_key"]["revision"].as_i64().expect("leader revision");
+    let key = v["leader_key"]["key"]
+        .as_str()
+        .expect("leader key")
+        .to_string();
+    let rev = v["leader_key"]["revision"]
+        .as_i64()
+        .expect("leader revision");
     let (&dpid, master) = masters(v)
         .iter()
         .find(|(_, n)| **n != leader)
@@ -633,7 +638,10 @@ fn relay_checks(net: &Net, _nodes: &[Node], etcd: &EtcdCluster, v: &serde_json::
     assert!(stale.contains("stale"), "{stale}");
     let flows = bridge.ofctl("dump-flows", &[]).unwrap_or_default();
     assert!(!flows.contains("cookie=0x1234"), "{flows}");
-    assert!(meters().contains("meter=4242"), "the stale request deleted the meter");
+    assert!(
+        meters().contains("meter=4242"),
+        "the stale request deleted the meter"
+    );
     rt.block_on(relay.call(dpid, vec![meter(MeterModCommand::Delete)]))
         .unwrap_or_else(|e| panic!("relayed meter delete: {e}"));
     assert!(!meters().contains("meter=4242"), "{}", meters());

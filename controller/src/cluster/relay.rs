@@ -131,7 +131,9 @@ pub struct Relay {
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay").field("node", &self.cfg.node_id).finish()
+        f.debug_struct("Relay")
+            .field("node", &self.cfg.node_id)
+            .finish()
     }
 }
 
