@@ -244,6 +244,50 @@ pub async fn connect(cfg: &ClusterSettings) -> Result<Client, ClusterError> {
     }
 }
 
+/// Every key under a prefix, then the keys put under it later, in order:
+/// what a node follows of the shared store's host rows and of the relay's
+/// requests.
+pub struct PutFollower {
+    ws: WatchStream,
+}
+
+impl PutFollower {
+    /// Reads every key under `prefix` (returned) and watches the puts made
+    /// after that read.
+    pub async fn start(
+        c: &mut Client,
+        prefix: &str,
+    ) -> Result<(Vec<KeyValue>, PutFollower), ClusterError> {
+        let r = c.get(prefix, Some(GetOptions::new().with_prefix())).await?;
+        let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(rev + 1);
+        let ws = c.watch(prefix, Some(opts)).await?;
+        Ok((r.kvs().to_vec(), PutFollower { ws }))
+    }
+
+    /// The key-values of the next puts; None when the watch ended, or was
+    /// cancelled or compacted (read everything again).
+    pub async fn next(&mut self) -> Result<Option<Vec<KeyValue>>, ClusterError> {
+        while let Some(resp) = self.ws.message().await? {
+            if resp.canceled() || resp.compact_revision() > 0 {
+                return Ok(None);
+            }
+            let puts: Vec<KeyValue> = resp
+                .events()
+                .iter()
+                .filter(|ev| ev.event_type() == EventType::Put)
+                .filter_map(|ev| ev.kv().cloned())
+                .collect();
+            if !puts.is_empty() {
+                return Ok(Some(puts));
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// `fut` within `after`, or a timeout error naming `what`.
 async fn within<T>(
     what: &'static str,

@@ -13,11 +13,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use etcd_client::Client;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::cluster::etcd::connect;
+use crate::cluster::etcd::{connect, PutFollower};
 use crate::config::ClusterSettings;
 use crate::knowledge::etcd_store::{decode_host_row, hosts_prefix, HostRowChange};
 use crate::knowledge::state::Knowledge;
@@ -98,11 +98,9 @@ async fn follow_once(
     prefix: &str,
 ) -> Result<(), crate::cluster::etcd::ClusterError> {
     let mut c: Client = connect(cfg).await?;
-    let r = c.get(prefix, Some(GetOptions::new().with_prefix())).await?;
-    let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+    let (kvs, mut follower) = PutFollower::start(&mut c, prefix).await?;
     // Registrations first: a report of an unknown host is not applied.
-    let mut rows: Vec<HostRowChange> = r
-        .kvs()
+    let mut rows: Vec<HostRowChange> = kvs
         .iter()
         .filter_map(|kv| decode_host_row(&cfg.prefix, kv.key_str().ok()?, kv.value()))
         .collect();
@@ -110,25 +108,8 @@ async fn follow_once(
     for row in rows {
         apply(knowledge, row);
     }
-    let mut ws = c
-        .watch(
-            prefix,
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(rev + 1),
-            ),
-        )
-        .await?;
-    while let Some(resp) = ws.message().await? {
-        if resp.canceled() || resp.compact_revision() > 0 {
-            return Ok(());
-        }
-        for ev in resp.events() {
-            if ev.event_type() != EventType::Put {
-                continue;
-            }
-            let Some(kv) = ev.kv() else { continue };
+    while let Some(puts) = follower.next().await? {
+        for kv in &puts {
             let Ok(key) = kv.key_str() else { continue };
             if let Some(row) = decode_host_row(&cfg.prefix, key, kv.value()) {
                 apply(knowledge, row);

@@ -24,15 +24,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
-};
+use etcd_client::{Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
 use ofp::{FlowModCommand, Message, OfpMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, OnceCell};
 use tracing::{debug, info, warn};
 
-use crate::cluster::etcd::{connect, ClusterError};
+use crate::cluster::etcd::{connect, ClusterError, PutFollower};
 use crate::config::ClusterSettings;
 use crate::knowledge::cluster::Fence;
 use crate::knowledge::state::Knowledge;
@@ -269,35 +267,13 @@ pub async fn serve(
 
 async fn serve_once(knowledge: &Knowledge, cfg: &ClusterSettings) -> Result<(), ClusterError> {
     let mut c = connect(cfg).await?;
-    let prefix = req_prefix(&cfg.prefix);
-    let r = c
-        .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
-        .await?;
-    let rev = r.header().map(|h| h.revision()).unwrap_or(0);
-    for kv in r.kvs() {
+    let (kvs, mut follower) = PutFollower::start(&mut c, &req_prefix(&cfg.prefix)).await?;
+    for kv in &kvs {
         handle(knowledge, cfg, &mut c, kv).await;
     }
-    let mut ws = c
-        .watch(
-            prefix.as_str(),
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(rev + 1),
-            ),
-        )
-        .await?;
-    while let Some(resp) = ws.message().await? {
-        if resp.canceled() || resp.compact_revision() > 0 {
-            return Ok(());
-        }
-        for ev in resp.events() {
-            if ev.event_type() != EventType::Put {
-                continue;
-            }
-            if let Some(kv) = ev.kv() {
-                handle(knowledge, cfg, &mut c, kv).await;
-            }
+    while let Some(puts) = follower.next().await? {
+        for kv in &puts {
+            handle(knowledge, cfg, &mut c, kv).await;
         }
     }
     Ok(())
