@@ -30,13 +30,9 @@ use crate::monitor::topology::{EndpointLimits, Learned, LinkChange, PortRef, Top
 /// BARRIER. Never waits for a switch: each batch is queued or dropped at
 /// once (a switch whose queue is full is being disconnected by its
 /// connection, which logs it).
-fn dispatch(
-    handles: &HashMap<u64, SwitchHandle>,
-    outs: Vec<Outgoing>,
-    may_write: impl Fn(u64) -> bool,
-) {
+fn dispatch(handles: &HashMap<u64, SwitchHandle>, outs: Vec<Outgoing>) {
     let mut groups: Vec<(u64, Vec<Message>)> = Vec::new();
-    for o in outs.into_iter().filter(|o| may_write(o.dpid)) {
+    for o in outs {
         match groups.iter_mut().find(|(d, _)| *d == o.dpid) {
             Some((_, v)) => v.push(o.msg),
             None => groups.push((o.dpid, vec![o.msg])),
@@ -165,7 +161,7 @@ impl Core {
     /// Sends `outs` to the switches this node may write to.
     fn send(&self, outs: Vec<Outgoing>) {
         if !self.knowledge.fence.is_cluster() {
-            return dispatch(&self.handles, outs, |_| true);
+            return dispatch(&self.handles, outs);
         }
         let mut withheld = 0u64;
         let outs: Vec<Outgoing> = outs
@@ -186,7 +182,7 @@ impl Core {
                 .fetch_add(withheld, std::sync::atomic::Ordering::Relaxed);
             debug!(messages = withheld, "cluster: writes withheld by the fence");
         }
-        dispatch(&self.handles, outs, |_| true);
+        dispatch(&self.handles, outs);
     }
 
     /// Cluster node: asks every connected switch for the role the cluster
@@ -198,19 +194,15 @@ impl Core {
         };
         let valid = view.lease_valid(Instant::now());
         for (&dpid, h) in &self.handles {
-            let st = self.roles.entry(dpid).or_insert(RoleState {
+            let fresh = RoleState {
                 conn_id: h.conn_id(),
                 asked: None,
                 master: None,
                 in_flight: false,
-            });
-            if st.conn_id != h.conn_id() {
-                *st = RoleState {
-                    conn_id: h.conn_id(),
-                    asked: None,
-                    master: None,
-                    in_flight: false,
-                };
+            };
+            let st = self.roles.entry(dpid).or_insert(fresh);
+            if st.conn_id != fresh.conn_id {
+                *st = fresh;
             }
             let want = view.master_of(dpid).map(|m| {
                 if m.node == view.node_id && valid {
