@@ -4,7 +4,9 @@
 # five Open vSwitch bridges connected to all three; the leader is killed
 # with SIGKILL ROUNDS times (default 10) and restarted after each failover.
 # Reports, per kill and as median/max, the time from the kill to a new
-# leader and to every switch mastered again (granted by the switch).
+# leader and to every switch mastered again (granted by the switch); then
+# as many kills during a reserved migration (three switches, two host
+# daemons), with the time to the migration resumed by the new leader.
 #
 #   sudo bench/failover.sh [ROUNDS]
 #
@@ -19,12 +21,12 @@ rounds=${1:-10}
 [ "$(id -u)" = 0 ] || { echo "failover.sh: run as root (Open vSwitch and namespaces need it)" >&2; exit 1; }
 scripts/install-deps.sh
 ovs-scripts/start-ovs.sh
-cargo build --release --locked --bin shoal-controller
+cargo build --release --locked --bin shoal-controller --bin shoal-hostd
 mkdir -p bench/results
 out=bench/results/failover.md
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
-echo "failover.sh: $rounds leader kills (about $((rounds * 12)) s)"
+echo "failover.sh: 2 × $rounds leader kills (about $((rounds * 40)) s)"
 SHOAL_FAILOVER_ROUNDS=$rounds cargo test --release --locked --test cluster_failover \
   -- --ignored --nocapture --test-threads=1 | tee "$tmp"
 {

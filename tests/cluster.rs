@@ -646,3 +646,133 @@ fn relay_checks(net: &Net, _nodes: &[Node], etcd: &EtcdCluster, v: &serde_json::
         .unwrap_or_else(|e| panic!("relayed meter delete: {e}"));
     assert!(!meters().contains("meter=4242"), "{}", meters());
 }
+
+/// Issue 16, failover during a reserved migration ([`MigBed`]: three
+/// nodes, three switches, each node the master of one switch of the path).
+///
+/// vm1 migrates h1 → h2 with reserved bandwidth (a meter and a flow on
+/// each hop, written by the hop's master: the leader's own, the others
+/// relayed). The leader is killed (`kill -9`) while the migration runs.
+/// Checked: a new leader resumes following the migration (its record
+/// advances), the reservations stay on every hop while it runs (kept until
+/// done), it ends once, in the state that matches where the VM runs (asked
+/// of both host daemons), each host daemon got exactly one command of it
+/// (never sent again under a new id), and afterwards no meter or migration
+/// flow is left. The killed node then rejoins as a follower and changes
+/// nothing.
+#[test]
+fn reserved_migration_survives_the_leaders_kill() {
+    use serde_json::{json, Value};
+    use support::migration::{consistent, running_at, wait_state};
+
+    assert!(
+        is_root(),
+        "end-to-end tests need root (run the README's test command)"
+    );
+    let _lock = e2e_lock().unwrap();
+    let mut bed = mig_bed();
+    let k = kill_leader_mid_migration(&mut bed, "h2");
+    let (id, (new_leader, napi)) = (k.id.clone(), k.new_leader.clone());
+    eprintln!(
+        "leader {} killed: new leader {new_leader} after {:?}, migration followed on after {:?}: {}",
+        bed.nodes[k.killed].id, k.t_leader, k.t_resumed, k.resumed["progress"]
+    );
+    // Reservations are kept until the migration ends: the new leader took
+    // them over with the migration.
+    assert_eq!(
+        k.resumed["state"], "running",
+        "the 20 s migration ended within {:?} of the kill: {}",
+        k.t_resumed, k.resumed
+    );
+    assert_eq!(
+        k.resumed["reservations"].as_array().map(Vec::len),
+        Some(6),
+        "the new leader holds the reservations: {}",
+        k.resumed
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let mid = get_json(&napi, &format!("/api/v1/migrations/{id}")).unwrap();
+    assert_eq!(mid["state"], "running", "{mid}");
+    assert!(
+        all_hold(&bed.bridges),
+        "reservations removed while the migration runs: {:?}",
+        installed(&bed.bridges)
+    );
+
+    // It ends once, where the VM runs; nothing is left on the switches.
+    let fin = wait_state(&napi, &id, &["done", "failed"], Duration::from_secs(60));
+    eprintln!("the migration ended {}: {}", fin["state"], fin["error"]);
+    let hostds = [("h1", &bed.hostds[0]), ("h2", &bed.hostds[1])];
+    let at = consistent(&fin, MIG_VM, "h1", "h2", &hostds);
+    assert_eq!(running_at(MIG_VM, &hostds), vec![at.clone()]);
+    wait_for("no reservation left", Duration::from_secs(30), || {
+        bed.bridges
+            .iter()
+            .all(|b| support::migration::reservations_on(b) == (0, 0))
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", installed(&bed.bridges)));
+    assert_eq!(fin["reservations"], json!([]), "{fin}");
+    let commands = |hd: &support::qemu::Hostd| -> Vec<String> {
+        let (code, body) = hd
+            .call(
+                "GET",
+                "/api/v1/commands",
+                support::creds::CONTROLLER_TOKEN,
+                None,
+            )
+            .unwrap();
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let mut ids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| Some(c["id"].as_str()?.to_string()))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let once = (vec![format!("{id}-out")], vec![format!("{id}-in")]);
+    assert_eq!(
+        (commands(&bed.hostds[0]), commands(&bed.hostds[1])),
+        once,
+        "h1's and h2's commands"
+    );
+    for n in bed.nodes.iter().filter(|n| n.child.is_some()) {
+        let m = get_json(&n.api, &format!("/api/v1/migrations/{id}")).unwrap();
+        assert_eq!(m["state"], fin["state"], "{} says {m}", n.id);
+    }
+    let log = std::fs::read_to_string(&bed.nodes.iter().find(|n| n.id == new_leader).unwrap().log)
+        .unwrap_or_default();
+    assert!(
+        log.contains("migrations taken over from the knowledge store"),
+        "{log}"
+    );
+
+    // The killed node comes back as a follower and changes nothing.
+    let li = k.killed;
+    spawn_node(&mut bed.nodes[li]);
+    let back = wait_for(
+        "the old leader back as follower",
+        Duration::from_secs(20),
+        || {
+            let w = view(&bed.nodes[li])?;
+            (w["leader"] == new_leader.as_str() && w["nodes"].as_array()?.len() == 3).then_some(w)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", view(&bed.nodes[li])));
+    assert_eq!(leader_of(&back).as_deref(), Some(new_leader.as_str()));
+    std::thread::sleep(Duration::from_secs(3));
+    let again = get_json(&napi, &format!("/api/v1/migrations/{id}")).unwrap();
+    assert_eq!(
+        (&again["state"], &again["ended_unix_ms"]),
+        (&fin["state"], &fin["ended_unix_ms"]),
+        "the final record changed: {again}"
+    );
+    assert_eq!((commands(&bed.hostds[0]), commands(&bed.hostds[1])), once);
+    assert!(bed
+        .bridges
+        .iter()
+        .all(|b| support::migration::reservations_on(b) == (0, 0)));
+}

@@ -1153,6 +1153,15 @@ impl Config {
             tls.api.is_some(),
             self.topology.lldp_secret_file.as_deref(),
         )?;
+        if cluster.is_some() && self.execute.reservation == ReservationKind::Queue {
+            // Queue reservations are made through one OVSDB and the local tc
+            // by one controller (each process sweeps the database's marked
+            // rows at startup): a second node would remove the leader's.
+            return Err(ConfigError::Invalid {
+                field: "execute.reservation".into(),
+                message: "\"queue\" assumes one controller per OVSDB; a cluster reserves with \"meter\" (or \"none\")".into(),
+            });
+        }
         Ok(Settings {
             of_listen: self.of_listen,
             api_listen: self.api_listen,
@@ -2045,6 +2054,14 @@ window_intervals = 2
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("topology.lldp_secret_file"), "{e}");
+        // Queue reservations (one controller per OVSDB) are refused.
+        let e = Config::from_toml(&format!(
+            "{lldp}[execute]\nreservation = \"queue\"\n[cluster]\netcd_endpoints = [\"http://e:1\"]\nnode_id = \"n1\"\n"
+        ))
+        .and_then(|c| c.validate())
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("execute.reservation"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -15,6 +15,7 @@
 pub mod cluster;
 pub mod creds;
 pub mod etcd;
+pub mod migration;
 pub mod ofpeer;
 pub mod pki;
 pub mod qemu;

@@ -71,12 +71,43 @@ impl Hypervisor {
         dir: &Path,
         extra: &str,
     ) -> String {
+        let ctl = format!("controller = \"http://{}:{api_port}\"", self.root_ip);
+        self.hostd_config_with(id, bridge, &ctl, dir, extra)
+    }
+
+    /// [`Hypervisor::hostd_config`] for the controllers listening on
+    /// `ports` (a cluster's nodes, on every address: hostd fails over
+    /// between them in this order).
+    pub fn hostd_config_cluster(
+        &self,
+        id: &str,
+        bridge: Option<&str>,
+        ports: &[u16],
+        dir: &Path,
+        extra: &str,
+    ) -> String {
+        let urls: Vec<String> = ports
+            .iter()
+            .map(|p| format!("\"http://{}:{p}\"", self.root_ip))
+            .collect();
+        let ctl = format!("controllers = [{}]", urls.join(", "));
+        self.hostd_config_with(id, bridge, &ctl, dir, extra)
+    }
+
+    fn hostd_config_with(
+        &self,
+        id: &str,
+        bridge: Option<&str>,
+        controller_line: &str,
+        dir: &Path,
+        extra: &str,
+    ) -> String {
         let bridge = bridge
             .map(|b| format!("bridge = \"{b}\"\nuplink = \"eth0\"\n"))
             .unwrap_or_default();
         format!(
             r#"host_id = "{id}"
-controller = "http://{root}:{api_port}"
+{controller_line}
 listen = "{mgmt}:7070"
 api_url = "http://{mgmt}:7070"
 dom0_addr = "{data}"
@@ -86,7 +117,6 @@ scenario_dir = "{scenarios}"
 http_timeout_s = 3
 {bridge}{extra}
 "#,
-            root = self.root_ip,
             mgmt = self.mgmt_ip,
             data = self.data_ip,
             auth = super::creds::hostd_auth(dir, id),

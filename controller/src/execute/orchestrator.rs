@@ -559,23 +559,31 @@ impl Orchestrator {
                 return;
             }
         };
-        let stale = store.live_reservations(None).unwrap_or_default();
+        let live = store.live_reservations(None).unwrap_or_default();
         let mut st = lock(&self.state);
+        // Reservation rows a restored migration still holds.
+        let mut held = BTreeSet::new();
         for mut m in migs {
             st.seq = st.seq.max(m.seq + 1);
             if !m.state.is_final() {
-                info!(id = %m.id, vm = %m.vm, state = m.state.as_str(), "migration restored after a restart");
+                info!(id = %m.id, vm = %m.vm, state = m.state.as_str(), reservations = m.reservations.len(), "migration restored after a restart");
                 if m.state == MigState::Reserving {
                     // Never reached the hosts: nothing ran; queue it again.
+                    // What it had installed so far is stale.
                     m.state = MigState::Queued;
                     m.queued_reason = Some("controller restarted while reserving".into());
+                    m.reservations.clear();
+                } else {
+                    // Running or verifying at the hosts: it keeps its
+                    // reservations (written ahead, installed on the
+                    // switches, which keep them across a controller's
+                    // death) until it ends, as if nothing had happened.
+                    held.extend(m.reservations.iter().map(|r| r.store_id));
                 }
-                // Its reservations are stale now; the migration continues
-                // (or is queued again) without them.
-                m.reservations.clear();
             }
             st.migs.insert(m.id.clone(), m);
         }
+        let stale: Vec<_> = live.into_iter().filter(|r| !held.contains(&r.id)).collect();
         bound_history(&mut st.migs, self.history);
         if !stale.is_empty() {
             info!(
@@ -1094,6 +1102,14 @@ impl Orchestrator {
         let mut keep = Vec::new();
         for r in stale {
             let done = match r.kind.as_str() {
+                // A migration queued again after a restart reuses its meter
+                // ids and cookies (they derive from its sequence number):
+                // while it holds new reservations, removing the old ones by
+                // id would remove the new; they wait until it ends.
+                "meter" | "flow" if holding.contains(&r.migration) => {
+                    keep.push(r);
+                    continue;
+                }
                 "meter" | "flow" => {
                     let Some(dpid) = crate::monitor::dpid::parse_dpid(&r.target) else {
                         continue;
