@@ -269,6 +269,7 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         })?;
     let of_addr = of_listener.local_addr().unwrap_or(settings.of_listen);
     let api_addr = api_listener.local_addr().unwrap_or(settings.api_listen);
+    let mut etcd_store = None;
     let store = match &settings.cluster {
         None => open_store(&settings.db)?,
         Some(c) => {
@@ -278,7 +279,9 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
                     path: format!("etcd {} (prefix {})", c.endpoints.join(","), c.prefix),
                     source,
                 })?;
-            Arc::new(s) as Arc<dyn Store>
+            let s = Arc::new(s);
+            etcd_store = Some(s.clone());
+            s as Arc<dyn Store>
         }
     };
     let (host_tx, host_rx) = mpsc::unbounded_channel::<HostEvent>();
@@ -293,6 +296,10 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
                 let (view, task) =
                     crate::cluster::etcd::spawn(c.clone(), conn_rx, shutdown_rx.clone());
                 cluster_task = Some(task);
+                // The leader's tables take writes only under its election key.
+                if let Some(s) = &etcd_store {
+                    s.fence_leader_writes(view.clone());
+                }
                 info!(node = %c.node_id, etcd = %c.endpoints.join(","), prefix = %c.prefix, "cluster node: coordinating through etcd");
                 k.with_cluster(Fence::cluster(view), conn_tx)
             }

@@ -811,17 +811,30 @@ impl<'a> Session<'a> {
             }
         }
         let is_leader = self.leader_key.is_some();
+        // This node's own key while it leads (the mirror may still show its
+        // predecessor's for a moment after the election returned).
+        let mine = self
+            .leader_key
+            .as_ref()
+            .map(|k| (String::from_utf8_lossy(k.key()).to_string(), k.rev()));
+        let (leader, leader_key) = match mine {
+            Some(k) => (Some(self.cfg.node_id.clone()), Some(k)),
+            None => (
+                d.leader.as_ref().map(|l| l.0.clone()),
+                d.leader.as_ref().map(|l| (l.1.clone(), l.2)),
+            ),
+        };
         let rev = self.mirror.revision;
         self.tx.send_modify(|v| {
-            if v.leader.as_ref() != d.leader.as_ref().map(|l| &l.0) {
+            if v.leader != leader {
                 info!(
-                    leader = d.leader.as_ref().map(|l| l.0.as_str()).unwrap_or("none"),
+                    leader = leader.as_deref().unwrap_or("none"),
                     "cluster: leader changed"
                 );
             }
             v.nodes = d.nodes;
-            v.leader_key = d.leader.as_ref().map(|l| (l.1.clone(), l.2));
-            v.leader = d.leader.map(|l| l.0);
+            v.leader_key = leader_key;
+            v.leader = leader;
             v.is_leader = is_leader;
             v.masters = d.masters;
             v.connected = d

@@ -417,6 +417,11 @@ pub struct Orchestrator {
     /// single controller): a node that becomes leader takes the
     /// migrations over from the knowledge store first.
     leading: std::sync::atomic::AtomicBool,
+    /// Each migration's state as this node last recorded it (or read it
+    /// from the store): the expected state of its next compare-and-set.
+    /// Held across a record's write, so that records are written one at a
+    /// time, each the latest in memory.
+    recorded: Mutex<BTreeMap<String, MigState>>,
 }
 
 #[derive(Default)]
@@ -542,6 +547,7 @@ impl Orchestrator {
             weights: oc.weights,
             history: oc.history.max(1),
             leading: std::sync::atomic::AtomicBool::new(true),
+            recorded: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -560,6 +566,7 @@ impl Orchestrator {
             }
         };
         let live = store.live_reservations(None).unwrap_or_default();
+        *lock(&self.recorded) = migs.iter().map(|m| (m.id.clone(), m.state)).collect();
         let mut st = lock(&self.state);
         // Reservation rows a restored migration still holds.
         let mut held = BTreeSet::new();
@@ -608,6 +615,8 @@ impl Orchestrator {
             st.last_contact.clear();
             st.unanswered.clear();
         }
+        // (Not under the state's lock: `persist` takes `recorded` first.)
+        lock(&self.recorded).clear();
         self.restore();
         info!(
             active = self.active().len(),
@@ -668,19 +677,55 @@ impl Orchestrator {
             .collect()
     }
 
-    /// Writes the record of `m`; the error says why it could not.
+    /// Writes the record of migration `m` as it is in memory now (the
+    /// latest, even when `m` is an older copy), as a compare-and-set on the
+    /// state this node last recorded: a record another node changed since
+    /// (two leaders at once, which the fence should make impossible) is
+    /// not overwritten. The error says why it could not write.
     fn persist(&self, m: &Migration) -> Result<(), String> {
-        if let Some(store) = &self.store {
-            if let Err(e) =
-                store.put_migration(&m.id, &m.vm, m.state.as_str(), m, self.clock.now_unix_ms())
-            {
-                warn!(id = %m.id, error = %e, "cannot persist migration");
-                return Err(format!(
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let mut recorded = lock(&self.recorded);
+        let Some(cur) = lock(&self.state).migs.get(&m.id).cloned() else {
+            return Ok(());
+        };
+        let expected = recorded.get(&cur.id).map(|s| s.as_str());
+        match store.put_migration_if(
+            &cur.id,
+            &cur.vm,
+            expected,
+            cur.state.as_str(),
+            &cur,
+            self.clock.now_unix_ms(),
+        ) {
+            Ok(true) => {
+                recorded.insert(cur.id.clone(), cur.state);
+                Ok(())
+            }
+            Ok(false) => {
+                let now = store
+                    .migration::<Migration>(&cur.id)
+                    .ok()
+                    .flatten()
+                    .map(|x| x.state.as_str());
+                warn!(id = %cur.id, expected = ?expected, stored = ?now, "migration record changed by another node; not overwritten");
+                Err(format!(
+                    "the migration's record was changed by another node (stored state {now:?}, expected {expected:?})"
+                ))
+            }
+            Err(e) => {
+                warn!(id = %cur.id, error = %e, "cannot persist migration");
+                Err(format!(
                     "cannot record the migration in the knowledge store: {e}"
-                ));
+                ))
             }
         }
-        Ok(())
+    }
+
+    /// Links migration `id` to the decision that asked for it (recorded).
+    pub fn link_decision(&self, id: &str, decision: i64) {
+        self.update(id, |m| m.decision_id = Some(decision));
     }
 
     fn host_facts(s: &dyn FabricView, id: &str) -> Option<HostFacts> {
@@ -2340,6 +2385,51 @@ mod race_tests {
             lock(&hostds.0).is_empty(),
             "commands sent for cancelled migrations"
         );
+    }
+
+    /// Every record write is a compare-and-set on the state this node
+    /// recorded last: a record another node changed meanwhile (a second
+    /// leader) is never overwritten, and the change that would have
+    /// overwritten it reports the failure; this node's own writes go on.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_record_changed_by_another_node_is_not_overwritten() {
+        let store: Arc<dyn Store> =
+            Arc::new(crate::knowledge::store::SqliteStore::open_in_memory().expect("store"));
+        let (_k, orch, _h) = world_with(Some(store.clone()), 1000).await;
+        let m = orch.submit(request(), "t".into(), None).expect("queued");
+        let stored = |id: &str| {
+            store
+                .migration::<Migration>(id)
+                .expect("read")
+                .map(|x| x.state)
+        };
+        assert_eq!(stored(&m.id), Some(MigState::Queued));
+        // Another node records it failed.
+        let mut other = m.clone();
+        other.state = MigState::Failed;
+        store
+            .put_migration(&m.id, &m.vm, "failed", &other, 1)
+            .expect("write");
+        let r = orch.update_recorded(&m.id, |x| x.queued_reason = Some("x".into()));
+        assert!(r.expect("known").1.is_err(), "the write was not refused");
+        let _ = orch.cancel(&m.id);
+        assert_eq!(stored(&m.id), Some(MigState::Failed), "overwritten");
+        // A migration of its own is recorded as before, state by state.
+        let n = orch
+            .submit(
+                MigrationRequest {
+                    vm: "v1".into(),
+                    destination: "h2".into(),
+                    deadline_s: None,
+                    reserve: Some(false),
+                },
+                "t".into(),
+                None,
+            )
+            .map(|n| n.id)
+            .expect("queued");
+        orch.cancel(&n).expect("cancel");
+        assert_eq!(stored(&n), Some(MigState::Cancelled));
     }
 
     /// Many concurrent submissions for one VM: exactly one is queued.

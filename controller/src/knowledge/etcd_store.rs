@@ -42,10 +42,15 @@
 //! [`Store::prune`] reads a consistent snapshot and commits only if no
 //! history table changed since (the `P/changed/<table>` keys).
 //!
-//! With a guard set ([`EtcdStore::set_guard`]), every write transaction also
+//! The leader's tables (decisions, migrations, reservations) are fenced:
+//! with a guard ([`EtcdStore::set_guard`], or the cluster view given to
+//! [`EtcdStore::fence_leader_writes`]), every write transaction to them also
 //! requires the cluster leader's election key to still have the create
-//! revision it had when this node was elected: a deposed leader's writes
-//! fail with [`StoreError::Fenced`] and write nothing.
+//! revision it had when this node was elected, so a deposed leader's
+//! writes fail with [`StoreError::Fenced`] and write nothing (a node that
+//! does not lead may not write them at all). The shared tables (config,
+//! hosts and their reports, VMs and placements, and pruning) are written by
+//! whichever node a host daemon or an operator reached, and are not fenced.
 //!
 //! # Threading
 //!
@@ -67,9 +72,10 @@ use etcd_client::{
     SortOrder, SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::cluster::ClusterView;
 use super::store::{
     from_json, off_worker, DecisionRow, Placement, Pruned, ReservationRow, Retention, Store,
     StoreError, TableLimit, COALESCE_WINDOW, SCHEMA_VERSION,
@@ -1570,6 +1576,7 @@ pub struct EtcdStore {
     endpoints: Vec<String>,
     keys: Arc<Keys>,
     guard: Mutex<Option<Guard>>,
+    leader_view: Mutex<Option<watch::Receiver<ClusterView>>>,
     jobs: Option<mpsc::UnboundedSender<Job>>,
     worker: Option<std::thread::JoinHandle<()>>,
 }
@@ -1655,6 +1662,7 @@ impl EtcdStore {
             endpoints: endpoints.to_vec(),
             keys: Arc::new(Keys::new(prefix)),
             guard: Mutex::new(None),
+            leader_view: Mutex::new(None),
             jobs: Some(jobs_tx),
             worker: Some(worker),
         };
@@ -1664,14 +1672,49 @@ impl EtcdStore {
         Ok(store)
     }
 
-    /// Fences every later write: with `Some((key, create_revision))`, a
-    /// write transaction applies only while `key` (the cluster leader's
-    /// election key) exists with that create revision, and fails with
-    /// [`StoreError::Fenced`], writing nothing, otherwise. `None` lifts the
-    /// fence. Reads are never fenced.
+    /// Fences every later write to the leader's tables: with
+    /// `Some((key, create_revision))`, such a write applies only while
+    /// `key` (the cluster leader's election key) exists with that create
+    /// revision, and fails with [`StoreError::Fenced`], writing nothing,
+    /// otherwise. `None` lifts the fence. Reads and the shared tables are
+    /// never fenced. Overridden by [`EtcdStore::fence_leader_writes`].
     pub fn set_guard(&self, guard: Option<(Vec<u8>, i64)>) {
         let g = guard.map(|(key, rev)| Guard { key, rev });
         *self.guard.lock().unwrap_or_else(|e| e.into_inner()) = g;
+    }
+
+    /// Fences the leader's tables by this node's cluster view: while it
+    /// leads, each write requires its election key as the view shows it
+    /// (the key and its create revision, checked by etcd in the write's
+    /// transaction); while it does not, each such write is refused
+    /// ([`StoreError::Fenced`]). A leader that was paused or cut off, whose
+    /// view still says it leads, is refused by etcd: its key is gone.
+    pub fn fence_leader_writes(&self, view: watch::Receiver<ClusterView>) {
+        *self.leader_view.lock().unwrap_or_else(|e| e.into_inner()) = Some(view);
+    }
+
+    /// The guard of a write to the leader's tables.
+    fn leader_guard(&self) -> Option<Guard> {
+        if let Some(rx) = self
+            .leader_view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let v = rx.borrow();
+            return Some(match &v.leader_key {
+                Some((key, rev)) if v.is_leader => Guard {
+                    key: key.clone().into_bytes(),
+                    rev: *rev,
+                },
+                // Not the leader: no key has create revision -1.
+                _ => Guard {
+                    key: format!("{}not-the-leader/{}", self.keys.root, v.node_id).into_bytes(),
+                    rev: -1,
+                },
+            });
+        }
+        self.guard.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The key prefix everything of this store lives under
@@ -1688,8 +1731,32 @@ impl EtcdStore {
         F: FnOnce(Ctx) -> Fut + Send + 'static,
         Fut: Future<Output = Result<R, StoreError>> + 'static,
     {
+        self.call_guarded(what, None, f)
+    }
+
+    /// [`EtcdStore::call`] for a write to the leader's tables (fenced: see
+    /// [`EtcdStore::fence_leader_writes`]).
+    fn call_leader<R, F, Fut>(&self, what: &'static str, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Ctx) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, StoreError>> + 'static,
+    {
+        self.call_guarded(what, self.leader_guard(), f)
+    }
+
+    fn call_guarded<R, F, Fut>(
+        &self,
+        what: &'static str,
+        guard: Option<Guard>,
+        f: F,
+    ) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Ctx) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, StoreError>> + 'static,
+    {
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
-        let guard = self.guard.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let keys = self.keys.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let job: Job = Box::new(move |client| -> Pin<Box<dyn Future<Output = ()>>> {
@@ -1782,7 +1849,7 @@ impl Store for EtcdStore {
     ) -> Result<i64, StoreError> {
         let rows = vec![(at_ms, json.to_string(), outcome.to_string())];
         let policy = policy.to_string();
-        let ids = self.call("record decision", move |c| {
+        let ids = self.call_leader("record decision", move |c| {
             c.record_decisions(round, policy, rows)
         })?;
         ids.first()
@@ -1796,13 +1863,13 @@ impl Store for EtcdStore {
         rows: &[(i64, String, String)],
     ) -> Result<Vec<i64>, StoreError> {
         let (policy, rows) = (policy.to_string(), rows.to_vec());
-        self.call("record decisions", move |c| {
+        self.call_leader("record decisions", move |c| {
             c.record_decisions(round, policy, rows)
         })
     }
     fn set_decision_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
         let outcome = outcome.to_string();
-        self.call("set decision outcome", move |c| {
+        self.call_leader("set decision outcome", move |c| {
             c.set_decision_outcome(id, outcome)
         })
     }
@@ -1825,7 +1892,7 @@ impl Store for EtcdStore {
             created_ms: at_ms,
             updated_ms: at_ms,
         };
-        self.call("put migration", move |c| c.put_migration(row, None))
+        self.call_leader("put migration", move |c| c.put_migration(row, None))
             .map(|_| ())
     }
     fn put_migration_json_if(
@@ -1846,7 +1913,7 @@ impl Store for EtcdStore {
             updated_ms: at_ms,
         };
         let expected = Some(expected_state.map(str::to_string));
-        self.call("put migration", move |c| c.put_migration(row, expected))
+        self.call_leader("put migration", move |c| c.put_migration(row, expected))
     }
     fn migration_json(&self, id: &str) -> Result<Option<String>, StoreError> {
         let id = id.to_string();
@@ -1877,10 +1944,10 @@ impl Store for EtcdStore {
             created_ms: at_ms,
             removed_ms: None,
         };
-        self.call("add reservation", move |c| c.add_reservation(row))
+        self.call_leader("add reservation", move |c| c.add_reservation(row))
     }
     fn remove_reservation(&self, id: i64, at_ms: i64) -> Result<(), StoreError> {
-        self.call("remove reservation", move |c| {
+        self.call_leader("remove reservation", move |c| {
             c.remove_reservation(id, at_ms)
         })
     }
@@ -2151,9 +2218,11 @@ mod tests {
         }
     }
 
-    /// With a guard, every write needs the leader key as it was when the
-    /// guard was set: once the key is gone or re-created (a new election),
-    /// each write fails with `Fenced` and changes nothing.
+    /// With a guard, every write to the leader's tables needs the leader
+    /// key as it was when the guard was set: once the key is gone or
+    /// re-created (a new election), each such write fails with `Fenced` and
+    /// changes nothing. The shared tables (written by whichever node a
+    /// host daemon reached) are not fenced.
     #[test]
     fn a_fenced_store_writes_nothing_once_the_leader_key_changed() {
         let e = shared();
@@ -2162,10 +2231,6 @@ mod tests {
         let key = format!("{prefix}/election/leader");
         let rev1 = e.put(&key, b"n1");
         s.set_guard(Some((key.clone().into_bytes(), rev1)));
-        s.set_config("policy", &json!("a")).unwrap();
-        s.put_host("h1", &json!({"cores": 4}), 1).unwrap();
-        s.put_report("h1", &json!({"cpu": 1}), 2).unwrap();
-        s.put_vm("v1", "h1", &json!({}), 3, "registration").unwrap();
         let d = s
             .record_decision(1, 4, "p", &json!({"a": 1}), "dry_run")
             .unwrap();
@@ -2180,16 +2245,6 @@ mod tests {
         e.delete(&key);
         let rev2 = e.put(&key, b"n2");
         assert_ne!(rev1, rev2);
-        assert_fenced(s.set_config("policy", &json!("b")), rev1, rev2);
-        assert_fenced(s.put_host("h2", &json!({}), 7), rev1, rev2);
-        assert_fenced(s.put_report("h1", &json!({"cpu": 2}), 7), rev1, rev2);
-        assert_fenced(
-            s.put_reports_json(&[("h1".into(), "{}".into(), 7)]),
-            rev1,
-            rev2,
-        );
-        assert_fenced(s.put_vm("v1", "h2", &json!({}), 7, "m1"), rev1, rev2);
-        assert_fenced(s.put_vm("v1", "h1", &json!({"x": 1}), 7, "r"), rev1, rev2);
         assert_fenced(
             s.record_decision(2, 7, "p", &json!({"a": 1}), "dry_run"),
             rev1,
@@ -2217,30 +2272,69 @@ mod tests {
             rev2,
         );
         assert_fenced(s.remove_reservation(r, 7), rev1, rev2);
-        assert_fenced(s.prune(&retention(0, 0), 10), rev1, rev2);
         assert_eq!(
             e.dump(&format!("{prefix}/store/")),
             before,
             "a fenced write changed something"
         );
-        // Reads are not fenced.
+        // Reads and the shared tables are not fenced.
         assert_eq!(s.decisions(10).unwrap().len(), 1);
+        s.set_config("policy", &json!("b")).unwrap();
+        s.put_host("h1", &json!({"cores": 4}), 7).unwrap();
+        s.put_report("h1", &json!({"cpu": 2}), 7).unwrap();
+        s.put_reports_json(&[("h1".into(), "{}".into(), 8)])
+            .unwrap();
+        s.put_vm("v1", "h1", &json!({}), 7, "registration").unwrap();
+        s.prune(&retention(0, 0), 10).unwrap();
 
         // The key gone altogether.
         e.delete(&key);
-        assert_fenced(s.set_config("policy", &json!("c")), rev1, 0);
+        assert_fenced(s.remove_reservation(r, 9), rev1, 0);
 
         // The new leader's guard passes; no guard passes.
         let rev3 = e.put(&key, b"n3");
         s.set_guard(Some((key.into_bytes(), rev3)));
-        s.set_config("policy", &json!("d")).unwrap();
+        s.put_migration("m1", "v1", "running", &json!({}), 10)
+            .unwrap();
         s.set_guard(None);
-        s.put_host("h2", &json!({}), 8).unwrap();
-        assert_eq!(
-            s.config::<serde_json::Value>("policy").unwrap(),
-            Some(json!("d"))
-        );
-        assert_eq!(s.hosts_json().unwrap().len(), 2);
+        s.put_migration("m1", "v1", "done", &json!({}), 11).unwrap();
+        assert_eq!(s.migrations_json(Some(&["done"]), 10).unwrap().len(), 1);
+    }
+
+    /// Fenced by the cluster view: the leader writes under its election
+    /// key; a node whose view says it does not lead writes nothing to the
+    /// leader's tables; a leader whose key is gone (paused past its lease,
+    /// cut off) is refused by etcd although its view still says it leads.
+    #[test]
+    fn the_cluster_view_fences_the_leaders_tables() {
+        let e = shared();
+        let prefix = Etcd::prefix("viewfence");
+        let s = e.store_at(&prefix);
+        let key = format!("{prefix}/election/n1");
+        let rev = e.put(&key, b"n1");
+        let view = |leads: bool| ClusterView {
+            node_id: "n1".into(),
+            is_leader: leads,
+            leader: Some(if leads { "n1" } else { "n2" }.into()),
+            leader_key: Some((key.clone(), rev)),
+            ..ClusterView::default()
+        };
+        let (tx, rx) = watch::channel(view(true));
+        s.fence_leader_writes(rx);
+        s.put_migration("m1", "v1", "running", &json!({}), 1)
+            .unwrap();
+        // Another node leads.
+        tx.send_replace(view(false));
+        assert_fenced(s.put_migration("m1", "v1", "failed", &json!({}), 2), -1, 0);
+        assert_fenced(s.add_reservation("m1", "meter", "x", &json!({}), 2), -1, 0);
+        s.put_host("h1", &json!({}), 2).unwrap();
+        // Leads by its view, but its key is gone.
+        tx.send_replace(view(true));
+        e.delete(&key);
+        assert_fenced(s.put_migration("m1", "v1", "failed", &json!({}), 3), rev, 0);
+        let m = s.migration_json("m1").unwrap().unwrap_or_default();
+        assert!(!m.contains("failed"), "{m}");
+        assert_eq!(s.migrations_json(Some(&["running"]), 10).unwrap().len(), 1);
     }
 
     /// What one writer did: (reservation id, decision id, previous host,

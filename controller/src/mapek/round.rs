@@ -19,7 +19,7 @@ use crate::execute::handles::{FabricView, HostdClient, HostdError};
 use crate::execute::orchestrator::{MigState, Migration, MigrationRequest, Orchestrator};
 use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
-use crate::knowledge::store::{to_json, Store, StoreExt};
+use crate::knowledge::store::{to_json, Store};
 use crate::mapek::live::{thread_cpu_ms, DecisionView, LiveState, PolicySettings, RoundTiming};
 use crate::plan::{Action, Decision};
 
@@ -357,11 +357,7 @@ async fn record(
         let id = ids.get(i).copied().unwrap_or(0);
         if let Action::Migrate { .. } = &d.action {
             if let Some(mig) = outcome.strip_prefix("queued as ") {
-                if let (Some(st), Some(m)) = (&s.store, orch.get(mig)) {
-                    let mut m = m;
-                    m.decision_id = Some(id);
-                    let _ = st.put_migration(&m.id, &m.vm, m.state.as_str(), &m, at);
-                }
+                orch.link_decision(mig, id);
             }
         }
         info!(round = round_no, policy = %settings.name, action = ?d.action, reason = %d.reason, score = d.score, %outcome, "decision");
