@@ -34,7 +34,7 @@ SHOAL_FAILOVER_ROUNDS=$rounds cargo test --release --locked --test cluster_failo
   echo
   echo "\`sudo bench/failover.sh $rounds\` on $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown),"
   echo "$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME")."
-  echo
-  awk '/^\|/ {print; table=1; next} table && /^$/ {print; table=0}' "$tmp"
+  # Every table, each after a blank line.
+  awk '/^\|/ {if (!table) print ""; print; table=1; next} {table=0}' "$tmp"
 } > "$out"
 echo "failover.sh: wrote $out"

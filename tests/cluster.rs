@@ -26,6 +26,10 @@
 //! 5. one etcd member killed: nothing changes; a second one killed (no
 //!    quorum): every node says it is not acting (`/healthz` 503), while an
 //!    established ping keeps flowing.
+//!
+//! `reserved_migration_survives_the_leaders_kill`: the leader killed during
+//! a reserved migration whose path crosses switches of all three nodes
+//! (see its comment).
 
 mod support;
 
@@ -335,6 +339,7 @@ fn cluster_on_etcd() {
     let log_before = std::fs::read_to_string(&nodes[l2].log)
         .unwrap_or_default()
         .len();
+    let vs_before = vswitchd_log_len(&net);
     nodes[l2].child.as_ref().unwrap().signal("STOP").unwrap();
     let t1 = Instant::now();
     let rest: BTreeSet<String> = survivors
@@ -395,6 +400,15 @@ fn cluster_on_etcd() {
         "a switch refused writes of the resumed node (so it sent some):\n{}",
         refused.join("\n")
     );
+    // The switches' own account: ovs-vswitchd logs the error replies it
+    // sends (`sending OFPBRC_IS_SECONDARY error reply to OFPT_FLOW_MOD
+    // message`).
+    let refused = refused_by_switches(&net, &nodes[l2], vs_before);
+    assert!(
+        refused.is_empty(),
+        "ovs-vswitchd refused writes of the resumed node:\n{}",
+        refused.join("\n")
+    );
 
     // 4b. The leader cut off from etcd (a partition; it keeps running and
     // keeps its switch connections): its lease runs out, it stops acting
@@ -411,6 +425,7 @@ fn cluster_on_etcd() {
     let log_before = std::fs::read_to_string(&nodes[cut].log)
         .unwrap_or_default()
         .len();
+    let vs_before = vswitchd_log_len(&net);
     nodes[cut].proxy.freeze();
     let t2 = Instant::now();
     let survivor = nodes.iter().find(|n| other2.contains(&n.id)).unwrap();
@@ -442,6 +457,12 @@ fn cluster_on_etcd() {
     assert!(
         refused.is_empty(),
         "a switch refused writes of the cut-off node (so it sent some):\n{}",
+        refused.join("\n")
+    );
+    let refused = refused_by_switches(&net, &nodes[cut], vs_before);
+    assert!(
+        refused.is_empty(),
+        "ovs-vswitchd refused writes of the cut-off node:\n{}",
         refused.join("\n")
     );
     assert!(
@@ -645,6 +666,28 @@ fn relay_checks(net: &Net, _nodes: &[Node], etcd: &EtcdCluster, v: &serde_json::
     rt.block_on(relay.call(dpid, vec![meter(MeterModCommand::Delete)]))
         .unwrap_or_else(|e| panic!("relayed meter delete: {e}"));
     assert!(!meters().contains("meter=4242"), "{}", meters());
+}
+
+/// Bytes in the private ovs-vswitchd's log now.
+fn vswitchd_log_len(net: &Net) -> usize {
+    std::fs::read(net.ovs.vswitchd_log())
+        .map(|b| b.len())
+        .unwrap_or(0)
+}
+
+/// Lines ovs-vswitchd logged since byte `from` about a write of node `n`
+/// (its OpenFlow target) it refused: an `OFPBRC_IS_SECONDARY` error reply
+/// (`OFPBRC_IS_SLAVE` before OVS 2.16). (A role request refused as stale is
+/// the fence working, not a write.)
+fn refused_by_switches(net: &Net, n: &Node, from: usize) -> Vec<String> {
+    let log = std::fs::read(net.ovs.vswitchd_log()).unwrap_or_default();
+    let after = String::from_utf8_lossy(&log[from.min(log.len())..]).into_owned();
+    let target = format!("{}:{}", net.ovs.controller_ip(), n.of_port);
+    after
+        .lines()
+        .filter(|l| l.contains(&target) && (l.contains("IS_SECONDARY") || l.contains("IS_SLAVE")))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Issue 16, failover during a reserved migration ([`MigBed`]: three

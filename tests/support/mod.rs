@@ -494,6 +494,11 @@ impl PrivateOvs {
         &self.ns
     }
 
+    /// The `ovs-vswitchd` log of this instance.
+    pub fn vswitchd_log(&self) -> PathBuf {
+        self.dir.join("ovs-vswitchd.log")
+    }
+
     /// The root-namespace address switches of this instance can reach.
     pub fn controller_ip(&self) -> String {
         format!("10.254.{}.1", self.n)
