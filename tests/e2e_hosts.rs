@@ -21,6 +21,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -403,6 +404,251 @@ scenario = "vm1.json"
             .then_some(())
     })
     .unwrap();
+
+    // /metrics of the controller and of both host daemons: names, types
+    // and values against what the APIs say now.
+    wait_for(
+        "h2's incoming command done",
+        Duration::from_secs(10),
+        || (poll_command(&hd2, "she-in-1")["state"] == "succeeded").then_some(()),
+    )
+    .unwrap();
+    // (λ of the pair the ping drives: counted once its flow was polled.)
+    wait_for("λ(vm1, vm2) > 0", Duration::from_secs(15), || {
+        let m = get_json(&api, "/api/v1/traffic-matrix").ok()?;
+        m["pairs"]
+            .as_array()?
+            .iter()
+            .any(|p| {
+                p["src"] == VM1_MAC
+                    && p["dst"] == VM2_MAC
+                    && p["bytes_per_s"].as_f64().is_some_and(|r| r > 0.0)
+            })
+            .then_some(())
+    })
+    .unwrap();
+    check_controller_metrics(&api);
+    check_hostd_metrics(&hd1, "h1", &[("migrate", "succeeded")]);
+    check_hostd_metrics(&hd2, "h2", &[("prepare_incoming", "succeeded")]);
     drop((hd1, hd2));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A scrape in the Prometheus text format: the declared type of each
+/// family (a family without series is not written at all), and every
+/// sample (name, labels, value).
+struct Scrape {
+    types: BTreeMap<String, String>,
+    samples: Vec<(String, BTreeMap<String, String>, f64)>,
+    text: String,
+}
+
+impl Scrape {
+    fn parse(text: &str) -> Scrape {
+        let mut types = BTreeMap::new();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut it = rest.split_whitespace();
+                if let (Some(n), Some(t)) = (it.next(), it.next()) {
+                    types.insert(n.to_string(), t.to_string());
+                }
+                continue;
+            }
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let (head, value) = line.rsplit_once(' ').expect("name and value");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+            let (name, labels) = match head.split_once('{') {
+                None => (head.to_string(), BTreeMap::new()),
+                Some((n, rest)) => {
+                    let body = rest.strip_suffix('}').expect("closing brace");
+                    let labels = body
+                        .split("\",")
+                        .filter(|kv| !kv.is_empty())
+                        .map(|kv| {
+                            let (k, v) = kv.split_once("=\"").expect("label");
+                            (k.to_string(), v.trim_end_matches('"').to_string())
+                        })
+                        .collect();
+                    (n.to_string(), labels)
+                }
+            };
+            samples.push((name, labels, value));
+        }
+        Scrape {
+            types,
+            samples,
+            text: text.to_string(),
+        }
+    }
+
+    /// The value of the one sample `name` whose labels include `want`.
+    fn value(&self, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+        let mut found = self.samples.iter().filter(|(n, l, _)| {
+            n == name
+                && want
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        });
+        let first = found.next().map(|s| s.2);
+        assert!(
+            found.next().is_none(),
+            "{name} {want:?}: more than one sample"
+        );
+        first
+    }
+
+    #[track_caller]
+    fn kind(&self, family: &str, t: &str) {
+        assert_eq!(
+            self.types.get(family).map(String::as_str),
+            Some(t),
+            "type of {family}:\n{}",
+            self.text
+        );
+    }
+}
+
+fn scrape(addr: &str, token: Option<&str>) -> (u16, String) {
+    support::http(addr, "GET", "/metrics", token, None).unwrap()
+}
+
+fn check_controller_metrics(api: &str) {
+    let (code, _) = scrape(api, None);
+    assert_eq!(code, 401, "/metrics without a token");
+    let (code, text) = scrape(api, Some(support::creds::READER_TOKEN));
+    assert_eq!(code, 200, "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "not OpenMetrics text");
+    let m = Scrape::parse(&text);
+    for (f, t) in [
+        ("shoal_info", "gauge"),
+        ("shoal_switches_connected", "gauge"),
+        ("shoal_links", "gauge"),
+        ("shoal_openflow_messages", "counter"),
+        ("shoal_packet_in_dropped", "counter"),
+        ("shoal_port_bytes", "counter"),
+        ("shoal_traffic_bytes_per_second", "gauge"),
+        ("shoal_pair_bytes_per_second", "gauge"),
+        ("shoal_host_cpu_utilization", "gauge"),
+        ("shoal_host_memory_bytes", "gauge"),
+        ("shoal_rounds", "counter"),
+        ("shoal_migrations", "gauge"),
+        ("shoal_vfs", "gauge"),
+    ] {
+        m.kind(f, t);
+    }
+    assert_eq!(m.value("shoal_info", &[("mode", "single")]), Some(1.0));
+    let switches = get_json(api, "/api/v1/switches").unwrap();
+    assert_eq!(
+        m.value("shoal_switches_connected", &[]),
+        Some(switches.as_array().unwrap().len() as f64)
+    );
+    let links = get_json(api, "/api/v1/links").unwrap();
+    assert_eq!(
+        m.value("shoal_links", &[]),
+        Some(links.as_array().unwrap().len() as f64)
+    );
+    let pin = |m: &Scrape| {
+        m.value(
+            "shoal_openflow_messages_total",
+            &[("type", "OFPT_PACKET_IN"), ("direction", "rx")],
+        )
+        .unwrap_or(0.0)
+    };
+    let fmod = m
+        .value(
+            "shoal_openflow_messages_total",
+            &[("type", "OFPT_FLOW_MOD"), ("direction", "tx")],
+        )
+        .unwrap_or(0.0);
+    assert!(pin(&m) > 0.0 && fmod > 0.0, "{text}");
+    // Every host's memory, as registered.
+    let hosts = get_json(api, "/api/v1/hosts").unwrap();
+    for h in hosts.as_array().unwrap() {
+        let id = h["id"].as_str().unwrap();
+        if let Some(total) = h["metrics"]["mem_total_mb"].as_f64() {
+            assert_eq!(
+                m.value("shoal_host_memory_bytes", &[("host", id)]),
+                Some(total * 1048576.0),
+                "{id}"
+            );
+        }
+    }
+    // The pair the test drives (vm1 → vm2, one hypervisor now): exported,
+    // and within its class's total.
+    let pair = m
+        .value(
+            "shoal_pair_bytes_per_second",
+            &[("src", VM1_MAC), ("dst", VM2_MAC), ("class", "idc")],
+        )
+        .unwrap_or_else(|| panic!("vm1→vm2 not exported:\n{text}"));
+    assert!(pair > 0.0);
+    assert!(
+        m.value("shoal_traffic_bytes_per_second", &[("class", "idc")])
+            .unwrap()
+            >= pair
+    );
+    // No migration through the controller here: every state is 0.
+    for st in ["queued", "running", "done", "failed"] {
+        assert_eq!(
+            m.value("shoal_migrations", &[("state", st)]),
+            Some(0.0),
+            "{st}"
+        );
+    }
+    // Counters only grow.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, again) = scrape(api, Some(support::creds::READER_TOKEN));
+    assert!(pin(&Scrape::parse(&again)) >= pin(&m));
+}
+
+fn check_hostd_metrics(hd: &Hostd, id: &str, commands: &[(&str, &str)]) {
+    let (code, _) = scrape(&hd.api, None);
+    assert_eq!(code, 401, "hostd {id}: /metrics without a token");
+    let (code, text) = scrape(&hd.api, Some(TOKEN));
+    assert_eq!(code, 200, "hostd {id}: {text}");
+    let m = Scrape::parse(&text);
+    m.kind("shoal_hostd_reports", "counter");
+    m.kind("shoal_hostd_sensor_passes", "counter");
+    m.kind("shoal_hostd_commands", "gauge");
+    m.kind("shoal_hostd_vms", "gauge");
+    m.kind("shoal_hostd_qmp_commands", "counter");
+    assert_eq!(m.value("shoal_hostd_info", &[("host", id)]), Some(1.0));
+    assert!(
+        m.value("shoal_hostd_reports_total", &[("outcome", "sent")])
+            .unwrap_or(0.0)
+            > 0.0,
+        "{text}"
+    );
+    assert!(
+        m.value("shoal_hostd_sensor_passes_total", &[])
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    // Network-namespace VMs only: QEMU was never asked anything.
+    assert_eq!(m.value("shoal_hostd_qmp_commands_total", &[]), Some(0.0));
+    for (kind, state) in commands {
+        assert_eq!(
+            m.value("shoal_hostd_commands", &[("kind", kind), ("state", state)]),
+            Some(1.0),
+            "{id}: {kind} {state}\n{text}"
+        );
+    }
+    // VMs by state, as the daemon lists them.
+    let (_, vms) = hd.call("GET", "/api/v1/vms", TOKEN, None).unwrap();
+    let vms: Value = serde_json::from_str(&vms).unwrap();
+    let running = vms
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["state"] == "running")
+        .count();
+    assert_eq!(
+        m.value("shoal_hostd_vms", &[("state", "running")])
+            .unwrap_or(0.0),
+        running as f64,
+        "{id}\n{text}"
+    );
 }

@@ -344,6 +344,7 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         packet_in_drops: knowledge.packet_in_drops.clone(),
         event_drops: knowledge.event_drops.clone(),
         not_reading: knowledge.not_reading_disconnects.clone(),
+        messages: knowledge.of_messages.clone(),
     };
     let mut tasks = Vec::new();
     tasks.extend(cluster_task);

@@ -35,6 +35,7 @@
 //! excluded_cookie = "0x5348100000000000"       # migration flows: excluded from λ
 //! excluded_cookie_mask = "0xfffff00000000000"
 //! max_matrix_pairs = 65536   # pairs the traffic matrix tracks at most
+//! metrics_top_pairs = 20     # pairs GET /metrics exports a series each for (0..=1000)
 //!
 //! # History kept in the knowledge database (count and age per table),
 //! # pruned at start and every `prune_interval_s`.
@@ -854,6 +855,9 @@ pub struct MonitorConfig {
     /// Pairs the traffic matrix tracks at most (new pairs beyond it are
     /// not tracked, and counted).
     pub max_matrix_pairs: usize,
+    /// Pairs `GET /metrics` exports one series each for, the heaviest
+    /// first (0..=1000; the totals by class cover every pair).
+    pub metrics_top_pairs: usize,
 }
 
 impl Default for MonitorConfig {
@@ -864,6 +868,7 @@ impl Default for MonitorConfig {
             excluded_cookie: format!("{:#018x}", cookie::MIGRATION_VALUE),
             excluded_cookie_mask: format!("{:#018x}", cookie::MIGRATION_MASK),
             max_matrix_pairs: crate::monitor::stats::DEFAULT_MAX_MATRIX_PAIRS,
+            metrics_top_pairs: 20,
         }
     }
 }
@@ -930,6 +935,8 @@ pub struct Settings {
     pub max_pair_flows: usize,
     /// Pairs the traffic matrix tracks at most.
     pub max_matrix_pairs: usize,
+    /// Pairs `GET /metrics` exports one series each for.
+    pub metrics_top_pairs: usize,
     /// History retention of the knowledge database.
     pub retention: RetentionConfig,
     /// Configured domains and environments.
@@ -1193,6 +1200,7 @@ impl Config {
             )?,
             max_pair_flows: self.forwarding.max_pair_flows,
             max_matrix_pairs: mon.max_matrix_pairs,
+            metrics_top_pairs: mon.metrics_top_pairs,
             retention: self.retention.clone(),
             groups: crate::knowledge::groups::Groups::new(
                 &self.groups.domains,
@@ -1381,6 +1389,12 @@ impl Config {
                 self.monitor.max_matrix_pairs,
                 1,
                 1 << 24,
+            ),
+            (
+                "monitor.metrics_top_pairs",
+                self.monitor.metrics_top_pairs,
+                0,
+                1000,
             ),
             (
                 "retention.migrations_in_memory",
@@ -1925,6 +1939,10 @@ window_intervals = 2
             (
                 "[monitor]\nmax_matrix_pairs = 0\n",
                 "monitor.max_matrix_pairs",
+            ),
+            (
+                "[monitor]\nmetrics_top_pairs = 1001\n",
+                "monitor.metrics_top_pairs",
             ),
             (
                 "[retention]\nprune_interval_s = 0\n",

@@ -209,6 +209,24 @@ async fn get_vm(
         .ok_or_else(|| ApiError::NotFound(format!("no VM {name} on this host")))
 }
 
+async fn metrics(State(h): State<Arc<Hostd>>) -> Response {
+    match crate::metrics::render(&h) {
+        Ok(body) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                crate::metrics::CONTENT_TYPE,
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the metrics: {e}"),
+        )
+            .into_response(),
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
 }
@@ -224,6 +242,7 @@ pub fn router(h: Arc<Hostd>) -> Router {
         .route(proto::HOSTD_COMMANDS_PATH, get(list_commands))
         .route(proto::HOSTD_VMS_PATH, get(list_vms))
         .route(proto::HOSTD_VM_PATH, get(get_vm))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(h.clone(), auth));

@@ -704,6 +704,7 @@ pub async fn sensor_loop(h: Arc<Hostd>, mut host: HostSensor, tx: watch::Sender<
             events: Vec::new(),
         };
         last = now;
+        h.counters.sensed(now.elapsed());
         tracing::debug!(
             seq,
             vms = report.vms.len(),
@@ -778,6 +779,7 @@ pub async fn reporter_loop(
         ($what:expr, $detail:expr) => {{
             failures += 1;
             if n > 1 {
+                h.counters.failovers.fetch_add(1, Ordering::Relaxed);
                 let next = (cur + 1) % n;
                 tracing::warn!(from = %controllers[cur], to = %controllers[next], reason = %$detail, "{}: failing over to the next controller", $what);
                 cur = next;
@@ -804,6 +806,7 @@ pub async fn reporter_loop(
             {
                 Ok((code, _)) if (200..300).contains(&code) => {
                     tracing::info!(url = %reg_url, vms = body.vms.len(), "registered with the controller");
+                    h.counters.registrations.fetch_add(1, Ordering::Relaxed);
                     registered_gen = gen;
                     pending_register = false;
                     failures = 0;
@@ -857,6 +860,7 @@ pub async fn reporter_loop(
                 }
                 failures = 0;
                 backoff.reset();
+                h.counters.reports_sent.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(seq = report.seq, "report sent");
                 // Mark as sent; wait for the next one.
                 if rx.changed().await.is_err() {
@@ -868,6 +872,7 @@ pub async fn reporter_loop(
                 pending_register = true;
             }
             Ok((code, b)) if code >= 500 => {
+                h.counters.reports_failed.fetch_add(1, Ordering::Relaxed);
                 failed!(
                     "report refused",
                     format!("{code} {}", String::from_utf8_lossy(&b))
@@ -875,10 +880,12 @@ pub async fn reporter_loop(
             }
             Ok((code, b)) => {
                 let d = backoff.next_delay();
+                h.counters.reports_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(url = %rep_url, code, body = %String::from_utf8_lossy(&b), retry_in = ?d, "report refused");
                 tokio::time::sleep(d).await;
             }
             Err(e) => {
+                h.counters.reports_failed.fetch_add(1, Ordering::Relaxed);
                 failed!("report not delivered", e);
             }
         }

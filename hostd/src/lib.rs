@@ -25,7 +25,9 @@ pub mod backend;
 pub mod commands;
 pub mod config;
 pub mod confine;
+pub mod counters;
 pub mod daemon;
+pub mod metrics;
 /// Outgoing HTTP (shared with the controller).
 pub use shoal_common::http;
 pub mod netns;

@@ -279,7 +279,8 @@ impl Qmp {
         self.shared.lock().closed.clone()
     }
 
-    /// Runs `command` with optional `arguments`, returns its `return` value.
+    /// Runs `command` with optional `arguments`, returns its `return` value
+    /// (counted for `GET /metrics`: [`counts`]).
     pub async fn execute(
         &self,
         command: &str,
@@ -320,8 +321,41 @@ impl Qmp {
         if result.is_err() {
             self.shared.lock().waiting.remove(&id);
         }
+        count(&result);
         result
     }
+}
+
+/// QMP commands sent by this process, and those that failed by kind.
+static COMMANDS: AtomicU64 = AtomicU64::new(0);
+static ERRORS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+const ERROR_KINDS: [&str; 5] = ["io", "closed", "timeout", "protocol", "command"];
+
+fn count(r: &Result<Value, QmpError>) {
+    COMMANDS.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = r {
+        let i = match e {
+            QmpError::Io(_) => 0,
+            QmpError::Closed(_) => 1,
+            QmpError::Timeout(..) => 2,
+            QmpError::Protocol(_) => 3,
+            QmpError::Command { .. } => 4,
+        };
+        ERRORS[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// QMP commands sent by this process so far, and the failed ones by kind
+/// (`io`, `closed`, `timeout`, `protocol`, `command`).
+pub fn counts() -> (u64, Vec<(&'static str, u64)>) {
+    (
+        COMMANDS.load(Ordering::Relaxed),
+        ERROR_KINDS
+            .iter()
+            .zip(&ERRORS)
+            .map(|(k, v)| (*k, v.load(Ordering::Relaxed)))
+            .collect(),
+    )
 }
 
 async fn reader_loop(mut rd: BufReader<OwnedReadHalf>, shared: Arc<Shared>, label: String) {

@@ -223,6 +223,8 @@ pub struct Hostd {
     pub state_path: Option<std::path::PathBuf>,
     /// Serializes writes of the state file.
     persist_lock: Mutex<()>,
+    /// What `GET /metrics` counts.
+    pub counters: crate::counters::HostdCounters,
 }
 
 impl Hostd {
@@ -248,6 +250,7 @@ impl Hostd {
             departed: Mutex::new(std::collections::BTreeSet::new()),
             state_path: None,
             persist_lock: Mutex::new(()),
+            counters: crate::counters::HostdCounters::default(),
         }
     }
 

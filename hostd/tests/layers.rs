@@ -22,6 +22,7 @@ const LAYERS: &[Layer<'static>] = &[
             "procfs.rs",
             "template.rs",
             "confine.rs",
+            "counters.rs",
             "config.rs",
             "persist.rs",
             "scenario.rs",
@@ -35,7 +36,7 @@ const LAYERS: &[Layer<'static>] = &[
     ("backend trait", &["backend.rs"]),
     ("backends", &["qemu.rs", "netns.rs"]),
     ("sensing and commands", &["sensor.rs", "commands.rs"]),
-    ("effector API", &["api.rs"]),
+    ("effector API", &["api.rs", "metrics.rs"]),
     ("daemon", &["daemon.rs", "lib.rs", "main.rs"]),
 ];
 

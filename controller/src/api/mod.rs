@@ -41,6 +41,7 @@ use crate::monitor::topology::{FLAP_MAX_CHANGES, FLAP_WINDOW};
 
 pub mod auth;
 pub mod hosts;
+pub mod metrics;
 pub mod ops;
 
 /// What the API serves and changes: the handles it is given at start.
@@ -77,6 +78,8 @@ pub struct ApiSettings {
     pub max_pair_flows: usize,
     /// Endpoint idle timeout.
     pub endpoint_idle: Duration,
+    /// Pairs `GET /metrics` exports one series each for.
+    pub metrics_top_pairs: usize,
 }
 
 impl ApiSettings {
@@ -89,6 +92,7 @@ impl ApiSettings {
             link_timeout: settings.link_timeout,
             max_pair_flows: settings.max_pair_flows,
             endpoint_idle: settings.endpoint_idle,
+            metrics_top_pairs: settings.metrics_top_pairs,
             lldp_secret_source: if settings.lldp_secret.is_some() {
                 SecretSource::File
             } else {
@@ -259,6 +263,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/queues/stats", get(queue_stats))
         .route("/api/v1/meters/stats", get(meter_stats))
         .route("/api/v1/cluster", get(cluster))
+        .route("/metrics", get(metrics::metrics))
         .merge(hosts::routes())
         .merge(ops::routes())
         .fallback(not_found)
@@ -1051,6 +1056,7 @@ mod tests {
         let paths = v["paths"].as_object().unwrap();
         for p in [
             "/healthz",
+            "/metrics",
             "/api/v1/cluster",
             "/api/v1/switches",
             "/api/v1/switches/{dpid}/ports",

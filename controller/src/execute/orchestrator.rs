@@ -2967,6 +2967,7 @@ mod batch_error_tests {
             packet_in_drops: k.packet_in_drops.clone(),
             event_drops: k.event_drops.clone(),
             not_reading: k.not_reading_disconnects.clone(),
+            messages: k.of_messages.clone(),
         };
         tokio::spawn(serve(listener, ctx, None));
         let seen = Arc::new(Mutex::new(Vec::new()));

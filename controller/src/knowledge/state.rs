@@ -104,6 +104,8 @@ pub struct Knowledge {
     pub event_drops: Arc<AtomicU64>,
     /// Switch connections closed because the peer did not read.
     pub not_reading_disconnects: Arc<AtomicU64>,
+    /// OpenFlow messages by type and direction (the connections count).
+    pub of_messages: Arc<crate::monitor::ofcount::OfMessageCounters>,
     /// Registered hosts and their VMs.
     pub hosts: RwLock<HostRegistry>,
     /// The persistent knowledge store (None: not persisted).
@@ -157,6 +159,7 @@ impl Knowledge {
             packet_in_drops: Arc::new(AtomicU64::new(0)),
             event_drops: Arc::new(AtomicU64::new(0)),
             not_reading_disconnects: Arc::new(AtomicU64::new(0)),
+            of_messages: Arc::default(),
             hosts: RwLock::new(HostRegistry::new(cfg.host_history)),
             store,
             report_queue: Arc::new(ReportQueue::default()),

@@ -82,6 +82,11 @@ pub struct LiveState {
     pub vf_changes: BTreeMap<String, VecDeque<(u64, String, String)>>,
     /// Timings of the recent rounds (the last [`ROUND_WINDOW`]).
     pub round_times: RoundTimes,
+    /// Decisions made since the start, by (policy, action kind, outcome
+    /// class: the outcome's first word, e.g. `queued`, `rejected`,
+    /// `dry_run`), for `GET /metrics`. Bounded: policies, kinds and
+    /// outcome classes are few.
+    pub decision_counts: BTreeMap<(String, &'static str, String), u64>,
     /// Policy (rebuilt when the settings change).
     pub(crate) policy: Option<Box<dyn Policy>>,
 }
@@ -89,6 +94,26 @@ pub struct LiveState {
 impl std::fmt::Debug for dyn Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The class of a decision's outcome text: its first word without
+/// punctuation (`queued as mig-…` → `queued`, `rejected: …` → `rejected`),
+/// at most 32 characters of `[a-z0-9_]`, `other` when empty.
+pub fn outcome_class(outcome: &str) -> String {
+    let w: String = outcome
+        .split(|c: char| c.is_whitespace() || c == ':' || c == '(')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(32)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if w.is_empty() {
+        "other".into()
+    } else {
+        w
     }
 }
 
@@ -104,6 +129,7 @@ impl LiveState {
             round: 0,
             vf_changes: BTreeMap::new(),
             round_times: RoundTimes::default(),
+            decision_counts: BTreeMap::new(),
             policy,
         }
     }

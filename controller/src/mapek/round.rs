@@ -384,6 +384,12 @@ async fn record(
                 q.pop_front();
             }
         }
+        let key = (
+            v.policy.clone(),
+            v.decision.action.kind(),
+            crate::mapek::live::outcome_class(&v.outcome),
+        );
+        *l.decision_counts.entry(key).or_default() += 1;
         l.decisions.push_back(v);
     }
     while l.decisions.len() > RECENT_DECISIONS {

@@ -6,8 +6,9 @@
 //!   ([`topology`]), LLDP probe authentication and the checks received
 //!   LLDP must pass ([`lldp`]), statistics accounting and the traffic matrix λ(u,v)
 //!   ([`stats`]), packet parsing ([`packet`]), flow cookies ([`cookie`]),
-//!   the host registry fed by the host daemons' reports ([`hosts`]), and
-//!   datapath-id formatting ([`dpid`]).
+//!   the host registry fed by the host daemons' reports ([`hosts`]),
+//!   OpenFlow messages counted by type ([`ofcount`]), and datapath-id
+//!   formatting ([`dpid`]).
 //! - **Reads**: OpenFlow messages, host reports, `ofp` and `shoal-common`.
 //! - **May not touch**: anything above it — knowledge, analyze, plan,
 //!   execute, the loop or the API. The tasks that drive these types (the
@@ -19,6 +20,7 @@ pub mod forwarding;
 pub mod hosts;
 pub mod lldp;
 pub mod macser;
+pub mod ofcount;
 pub mod openflow;
 pub mod packet;
 pub mod stats;

@@ -536,6 +536,8 @@ pub struct ConnContext {
     pub event_drops: Arc<AtomicU64>,
     /// Counts connections closed because the peer did not read.
     pub not_reading: Arc<AtomicU64>,
+    /// Counts messages by type and direction (after the handshake).
+    pub messages: Arc<crate::monitor::ofcount::OfMessageCounters>,
 }
 
 /// Why a write was not queued.
@@ -611,6 +613,7 @@ async fn writer_task<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     queued: Arc<AtomicUsize>,
     timeout: Duration,
+    counters: Arc<crate::monitor::ofcount::OfMessageCounters>,
 ) -> WriterEnd {
     // Whatever is queued goes out in one write (one system call and one
     // timer for a burst of FLOW_MODs and PACKET_OUTs, not one each).
@@ -630,6 +633,7 @@ async fn writer_task<W: AsyncWrite + Unpin>(
             Err(_) => return WriterEnd::TimedOut(timeout),
         }
         queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        counters.sent(&batch);
         if batch.capacity() > 4 * WRITE_BATCH {
             batch = Vec::new();
         }
@@ -904,7 +908,7 @@ where
         queued: queued.clone(),
         cap: ctx.cfg.send_queue_bytes,
     };
-    let mut writer = tokio::spawn(writer_task(wr, wrx, queued, wt));
+    let mut writer = tokio::spawn(writer_task(wr, wrx, queued, wt, ctx.messages.clone()));
 
     let (ctx_tx, mut cmd_rx) = mpsc::channel::<CommandBox>(COMMAND_QUEUE);
     let signals = Arc::new(Signals::default());
@@ -1221,6 +1225,7 @@ fn handle_frame(
 ) -> Result<(), End> {
     let (dpid, conn_id, ctx) = (conn.dpid, conn.conn_id, conn.ctx);
     let hdr = ofp::Header::parse(frame).map_err(|e| End::Other(e.to_string()))?;
+    ctx.messages.received(hdr.msg_type);
     // Multipart parts of a pending request are kept raw (decoded by the
     // requester, zero-copy on the monitor's hot path).
     if hdr.msg_type == ty::MULTIPART_REPLY && hdr.version == OFP_VERSION {
@@ -1399,6 +1404,7 @@ mod tests {
             rx,
             queued.clone(),
             Duration::from_millis(200),
+            Arc::default(),
         ));
         tx.send(vec![0u8; 64 * 1024]).expect("queued");
         let end = tokio::time::timeout(Duration::from_secs(5), w)

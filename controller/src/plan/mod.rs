@@ -132,6 +132,16 @@ impl Action {
             | Action::Resize { vm, .. } => vm,
         }
     }
+
+    /// The kind of action: `migrate`, `attach_vf`, `detach_vf`, `resize`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Migrate { .. } => "migrate",
+            Action::AttachVf { .. } => "attach_vf",
+            Action::DetachVf { .. } => "detach_vf",
+            Action::Resize { .. } => "resize",
+        }
+    }
 }
 
 /// Another option a decision was compared with, and why it lost.
