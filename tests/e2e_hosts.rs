@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::qemu::{move_into_ns, Hostd};
+use support::sse::{SseEvent, SseReader};
 use support::world::write_controller_config;
 use support::{
     cargo_bin, e2e_lock, ensure_ovs, free_port, get_json, is_root, sh, wait_for, ChildGuard, Netns,
@@ -117,8 +118,17 @@ fn controller_tracks_hosts_vms_and_a_migrated_vm() {
     let of_port = free_port().unwrap();
     let api_port = free_port().unwrap();
     let api = format!("127.0.0.1:{api_port}");
-    let cfg = write_controller_config(&dir, of_port, api_port, ":memory:", &["h1", "h2", "h9"], "")
-        .unwrap();
+    // A small per-client event buffer: the slow client below is dropped
+    // after a burst of a few thousand events.
+    let cfg = write_controller_config(
+        &dir,
+        of_port,
+        api_port,
+        ":memory:",
+        &["h1", "h2", "h9"],
+        "[events]\nclient_buffer = 8\n",
+    )
+    .unwrap();
     let log_path = dir.join("controller.log");
     let _ctl = ChildGuard::spawn(
         Command::new(cargo_bin("shoal-controller"))
@@ -132,6 +142,9 @@ fn controller_tracks_hosts_vms_and_a_migrated_vm() {
         get_json(&api, "/healthz").ok()
     })
     .unwrap();
+
+    // The event stream, from before any switch connects.
+    let sse_a = SseReader::connect(&api, READER, None);
 
     // Data plane.
     let b1 = OvsBridge::new("she-b1", 0x5e01).unwrap();
@@ -178,6 +191,25 @@ fn controller_tracks_hosts_vms_and_a_migrated_vm() {
         vm2.ping("10.217.1.1", 3),
         "no connectivity before the migration"
     );
+    // The stream told both switches and both link directions, in order.
+    let seen = wait_for("switch and link events", Duration::from_secs(10), || {
+        let ev = sse_a.events();
+        let has = |kind: &str, f: &dyn Fn(&Value) -> bool| {
+            ev.iter()
+                .filter(|e| e.kind == kind && f(&e.data["data"]))
+                .count()
+        };
+        (has("switch_up", &|d| d["dpid"] == "0000000000005e01") == 1
+            && has("switch_up", &|d| d["dpid"] == "0000000000005e02") == 1
+            && has("link_up", &|_| true) == 2)
+            .then_some(ev)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", sse_a.events()));
+    assert_eq!(sse_a.status(), Some(200));
+    consecutive(&seen, None);
+    // The client goes away before the migration.
+    sse_a.close();
+    let last_a = seen.last().and_then(|e| e.id).expect("an id");
 
     // Host daemons.
     let scenario = dir.join("vm1.json");
@@ -380,6 +412,33 @@ scenario = "vm1.json"
         "endpoint now {:?} (want 5e02:{ofport})",
         endpoint(&api, VM1_MAC)
     );
+    // Back after the migration with its Last-Event-ID: every event since,
+    // vm1 found at its new port among them (learnt anew when its old port
+    // went away with the move), none lost or repeated.
+    let sse_b = SseReader::connect(&api, READER, Some(last_a));
+    let resumed = wait_for(
+        "vm1's move on the resumed stream",
+        Duration::from_secs(10),
+        || {
+            let ev = sse_b.events();
+            ev.iter()
+                .any(|e| {
+                    (e.kind == "endpoint_moved" || e.kind == "endpoint_learned")
+                        && e.data["data"]["mac"] == VM1_MAC
+                        && e.data["data"]["to"]["dpid"] == "0000000000005e02"
+                })
+                .then_some(ev)
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?} (status {:?}, ended {})",
+            sse_b.events(),
+            sse_b.status(),
+            sse_b.ended()
+        )
+    });
+    consecutive(&resumed, Some(last_a));
     let addr = vm1.ns.exec("ip", &["-o", "addr", "show", "eth0"]).unwrap();
     assert!(addr.contains("10.217.1.1/16"), "{addr}");
     let link = vm1.ns.exec("ip", &["-o", "link", "show", "eth0"]).unwrap();
@@ -430,8 +489,76 @@ scenario = "vm1.json"
     check_controller_metrics(&api);
     check_hostd_metrics(&hd1, "h1", &[("migrate", "succeeded")]);
     check_hostd_metrics(&hd2, "h2", &[("prepare_incoming", "succeeded")]);
+
+    // A client that does not read slows nobody down.
+    a_client_that_does_not_read_slows_nobody(&api, &sse_b);
     drop((hd1, hd2));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const READER: &str = support::creds::READER_TOKEN;
+
+/// Event ids of `ev` go up by one (from `after + 1` when given), none a
+/// `gap` notice.
+#[track_caller]
+fn consecutive(ev: &[SseEvent], after: Option<u64>) {
+    let ids: Vec<u64> = ev
+        .iter()
+        .map(|e| e.id.unwrap_or_else(|| panic!("an event without id: {e:?}")))
+        .collect();
+    assert!(!ids.is_empty());
+    if let Some(a) = after {
+        assert_eq!(ids[0], a + 1, "resumed at {} after {a}", ids[0]);
+    }
+    for w in ids.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "ids {ids:?}");
+    }
+}
+
+/// A client on a socket with a tiny receive buffer asks for the stream and
+/// reads nothing while 2,000 policy changes are published: every change is
+/// answered at once, and the reading client `others` receives every event,
+/// in order. (That a client whose buffer overflows is dropped is tested on
+/// the stream itself: `api::events::tests`; here the kernel's and hyper's
+/// buffers hold the whole burst.)
+fn a_client_that_does_not_read_slows_nobody(api: &str, others: &SseReader) {
+    const BURST: usize = 2000;
+    let slow = SseReader::start(support::sse::tiny_socket(api), READER, None, false);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = others.events().len();
+    let t = Instant::now();
+    for _ in 0..BURST {
+        let (code, body) = support::http(
+            api,
+            "PUT",
+            "/api/v1/policy",
+            Some(support::creds::OPERATOR_TOKEN),
+            Some(r#"{"name":"none"}"#),
+        )
+        .unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    eprintln!(
+        "{BURST} policy changes in {:?} beside a client that does not read",
+        t.elapsed()
+    );
+    let all = wait_for(
+        "every change on the reading client",
+        Duration::from_secs(30),
+        || {
+            let ev = others.events();
+            (ev[before..]
+                .iter()
+                .filter(|e| e.kind == "policy_changed")
+                .count()
+                == BURST)
+                .then_some(ev)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {} events", others.events().len()));
+    consecutive(&all, None);
+    assert!(!others.ended(), "the reading client was dropped");
+    slow.close();
 }
 
 /// A scrape in the Prometheus text format: the declared type of each

@@ -217,6 +217,10 @@ impl Running {
             if let Err(e) = self.store.set_config("policy", &p) {
                 warn!(error = %e, "cannot store the reloaded policy");
             }
+            self.knowledge.events.publish(
+                "policy_changed",
+                serde_json::json!({"policy": p.name, "dry_run": p.dry_run, "by": "sighup"}),
+            );
             applied_policy = Some(p.name);
         }
         let auth = api::auth::Auth::new(&new.auth);

@@ -54,6 +54,11 @@
 //! domains = { d0 = ["th1", "th2"], d1 = ["th3", "th4"] }
 //! environments = [ { name = "tenant1", members = ["tv1", "tv2", "tv3"], head = "tv1" } ]
 //!
+//! # The event stream GET /api/v1/events.
+//! [events]
+//! ring = 4096           # events kept for clients resuming with Last-Event-ID
+//! client_buffer = 1024  # events a client may fall behind before it is dropped
+//!
 //! # Who may use the REST API (every route but /healthz needs a token).
 //! [auth]
 //! host_tokens_dir = "/etc/shoal/hosts"   # <host-id>.token: each hostd's own token
@@ -154,6 +159,8 @@ pub struct Config {
     pub groups: GroupsConfig,
     /// Running as one node of a cluster on etcd (docs/cluster.md).
     pub cluster: ClusterConfig,
+    /// The event stream (`GET /api/v1/events`).
+    pub events: EventsConfig,
 }
 
 /// `[cluster]`: run as one node of a cluster coordinated through etcd.
@@ -724,6 +731,28 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             groups: GroupsConfig::default(),
             cluster: ClusterConfig::default(),
+            events: EventsConfig::default(),
+        }
+    }
+}
+
+/// The event stream (`GET /api/v1/events`, docs/observability.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events kept for clients that resume with `Last-Event-ID`
+    /// (1..=1,000,000).
+    pub ring: usize,
+    /// Events a client may fall behind before it is dropped
+    /// (1..=1,000,000).
+    pub client_buffer: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            ring: crate::knowledge::events::DEFAULT_RING,
+            client_buffer: crate::knowledge::events::DEFAULT_PER_CLIENT,
         }
     }
 }
@@ -937,6 +966,8 @@ pub struct Settings {
     pub max_matrix_pairs: usize,
     /// Pairs `GET /metrics` exports one series each for.
     pub metrics_top_pairs: usize,
+    /// Events kept for resuming, and per client.
+    pub events: EventsConfig,
     /// History retention of the knowledge database.
     pub retention: RetentionConfig,
     /// Configured domains and environments.
@@ -996,6 +1027,8 @@ impl Settings {
             host_history: self.host_history,
             max_matrix_pairs: self.max_matrix_pairs,
             groups: self.groups.clone(),
+            events_ring: self.events.ring,
+            events_client_buffer: self.events.client_buffer,
         }
     }
 }
@@ -1201,6 +1234,7 @@ impl Config {
             max_pair_flows: self.forwarding.max_pair_flows,
             max_matrix_pairs: mon.max_matrix_pairs,
             metrics_top_pairs: mon.metrics_top_pairs,
+            events: self.events.clone(),
             retention: self.retention.clone(),
             groups: crate::knowledge::groups::Groups::new(
                 &self.groups.domains,
@@ -1395,6 +1429,13 @@ impl Config {
                 self.monitor.metrics_top_pairs,
                 0,
                 1000,
+            ),
+            ("events.ring", self.events.ring, 1, 1_000_000),
+            (
+                "events.client_buffer",
+                self.events.client_buffer,
+                1,
+                1_000_000,
             ),
             (
                 "retention.migrations_in_memory",
@@ -1944,6 +1985,7 @@ window_intervals = 2
                 "[monitor]\nmetrics_top_pairs = 1001\n",
                 "monitor.metrics_top_pairs",
             ),
+            ("[events]\nclient_buffer = 0\n", "events.client_buffer"),
             (
                 "[retention]\nprune_interval_s = 0\n",
                 "retention.prune_interval_s",

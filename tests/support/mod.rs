@@ -19,6 +19,7 @@ pub mod migration;
 pub mod ofpeer;
 pub mod pki;
 pub mod qemu;
+pub mod sse;
 pub mod world;
 
 use std::fs::File;

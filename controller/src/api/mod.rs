@@ -40,6 +40,7 @@ use crate::monitor::topology::PortRef;
 use crate::monitor::topology::{FLAP_MAX_CHANGES, FLAP_WINDOW};
 
 pub mod auth;
+pub mod events;
 pub mod hosts;
 pub mod metrics;
 pub mod ops;
@@ -264,6 +265,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/meters/stats", get(meter_stats))
         .route("/api/v1/cluster", get(cluster))
         .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/events", get(events::events))
         .merge(hosts::routes())
         .merge(ops::routes())
         .fallback(not_found)
@@ -1058,6 +1060,7 @@ mod tests {
             "/healthz",
             "/metrics",
             "/api/v1/cluster",
+            "/api/v1/events",
             "/api/v1/switches",
             "/api/v1/switches/{dpid}/ports",
             "/api/v1/links",

@@ -150,6 +150,10 @@ async fn put_policy(
         let _ = store.set_config("policy", &new);
     }
     info!(policy = %new.name, dry_run = new.dry_run, "policy changed");
+    s.knowledge.events.publish(
+        "policy_changed",
+        serde_json::json!({"policy": new.name, "dry_run": new.dry_run, "by": "api"}),
+    );
     Ok(Json(new))
 }
 

@@ -185,11 +185,18 @@ pub trait FabricView: Send + Sync {
     fn may_lead(&self) -> Result<(), NotLeader> {
         Ok(())
     }
+    /// Where migration and reservation events go (none: not published).
+    fn events(&self) -> Option<Arc<crate::knowledge::events::EventBus>> {
+        None
+    }
 }
 
 impl FabricView for Knowledge {
     fn may_lead(&self) -> Result<(), NotLeader> {
         self.fence.may_lead()
+    }
+    fn events(&self) -> Option<Arc<crate::knowledge::events::EventBus>> {
+        Some(self.events.clone())
     }
     fn topology(&self) -> Result<RwLockReadGuard<'_, Topology>, Poisoned> {
         self.topo_read()

@@ -683,11 +683,12 @@ impl Orchestrator {
     /// (two leaders at once, which the fence should make impossible) is
     /// not overwritten. The error says why it could not write.
     fn persist(&self, m: &Migration) -> Result<(), String> {
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
         let mut recorded = lock(&self.recorded);
         let Some(cur) = lock(&self.state).migs.get(&m.id).cloned() else {
+            return Ok(());
+        };
+        self.announce(&cur);
+        let Some(store) = &self.store else {
             return Ok(());
         };
         let expected = recorded.get(&cur.id).map(|s| s.as_str());
@@ -720,6 +721,52 @@ impl Orchestrator {
                     "cannot record the migration in the knowledge store: {e}"
                 ))
             }
+        }
+    }
+
+    /// Publishes migration `m` as it is now on the event stream.
+    fn announce(&self, m: &Migration) {
+        let Some(bus) = self.fabric().and_then(|f| f.events()) else {
+            return;
+        };
+        bus.publish(
+            "migration",
+            serde_json::json!({
+                "id": m.id,
+                "vm": m.vm,
+                "from": m.from,
+                "to": m.to,
+                "state": m.state.as_str(),
+                "path": m.path,
+                "bandwidth_bytes_per_s": m.bandwidth_bytes_per_s,
+                "deadline_s": m.deadline_s,
+                "predicted_s": m.predicted.as_ref().map(|p| p.time_s),
+                "reservations": m.reservations.len(),
+                "progress": m.progress,
+                "total_time_ms": m.result.as_ref().map(|r| r.total_time_ms),
+                "error": m.error,
+            }),
+        );
+    }
+
+    /// Publishes a reservation installed or removed.
+    fn announce_reservation(
+        &self,
+        action: &str,
+        migration: Option<&str>,
+        kind: &str,
+        target: &str,
+    ) {
+        if let Some(bus) = self.fabric().and_then(|f| f.events()) {
+            bus.publish(
+                "reservation",
+                serde_json::json!({
+                    "action": action,
+                    "migration": migration,
+                    "kind": kind,
+                    "target": target,
+                }),
+            );
         }
     }
 
@@ -1200,6 +1247,7 @@ impl Orchestrator {
             };
             if done {
                 info!(kind = %r.kind, target = %r.target, migration = %r.migration, "stale reservation removed");
+                self.announce_reservation("removed", Some(&r.migration), &r.kind, &r.target);
                 if let Some(store) = &self.store {
                     let _ = store.remove_reservation(r.id, self.clock.now_unix_ms());
                 }
@@ -1434,6 +1482,9 @@ impl Orchestrator {
         } else {
             Vec::new()
         };
+        for r in &reservations {
+            self.announce_reservation("installed", Some(&m.id), &r.kind, &r.target);
+        }
         if let Some((_, Err(why))) =
             self.update_recorded(&m.id, |x| x.reservations = reservations.clone())
         {
@@ -1698,6 +1749,7 @@ impl Orchestrator {
                 if let Some(st) = &self.store {
                     let _ = st.remove_reservation(r.store_id, self.clock.now_unix_ms());
                 }
+                self.announce_reservation("removed", None, &r.kind, &r.target);
             } else {
                 // Remove it later, once the switch is back.
                 warn!(kind = %r.kind, target = %r.target, "reservation not removed yet; will retry");

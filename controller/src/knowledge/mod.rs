@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod cluster;
 pub mod etcd_store;
+pub mod events;
 pub mod groups;
 pub mod live;
 pub mod reports;

@@ -78,6 +78,10 @@ pub struct KnowledgeConfig {
     pub max_matrix_pairs: usize,
     /// Configured domains and environments.
     pub groups: Groups,
+    /// Events kept for clients resuming the event stream.
+    pub events_ring: usize,
+    /// Events a client of the stream may fall behind before it is dropped.
+    pub events_client_buffer: usize,
 }
 
 /// The live knowledge (see the module doc for the lock order).
@@ -106,6 +110,8 @@ pub struct Knowledge {
     pub not_reading_disconnects: Arc<AtomicU64>,
     /// OpenFlow messages by type and direction (the connections count).
     pub of_messages: Arc<crate::monitor::ofcount::OfMessageCounters>,
+    /// The event stream (`GET /api/v1/events`).
+    pub events: Arc<crate::knowledge::events::EventBus>,
     /// Registered hosts and their VMs.
     pub hosts: RwLock<HostRegistry>,
     /// The persistent knowledge store (None: not persisted).
@@ -160,6 +166,10 @@ impl Knowledge {
             event_drops: Arc::new(AtomicU64::new(0)),
             not_reading_disconnects: Arc::new(AtomicU64::new(0)),
             of_messages: Arc::default(),
+            events: Arc::new(crate::knowledge::events::EventBus::new(
+                cfg.events_ring,
+                cfg.events_client_buffer,
+            )),
             hosts: RwLock::new(HostRegistry::new(cfg.host_history)),
             store,
             report_queue: Arc::new(ReportQueue::default()),

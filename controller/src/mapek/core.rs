@@ -335,11 +335,19 @@ impl Core {
             .topo
             .read()
             .unwrap_or_else(|p| p.into_inner());
+        let end = |p: &PortRef| serde_json::json!({"dpid": dpid_str(p.dpid), "port": p.port});
         for (a, b) in &change.added {
             info!(src = %format!("{:016x}:{}", a.dpid, a.port), dst = %format!("{:016x}:{}", b.dpid, b.port), "link up");
+            self.knowledge
+                .events
+                .publish("link_up", serde_json::json!({"src": end(a), "dst": end(b)}));
         }
         for (a, b) in &change.removed {
             info!(src = %format!("{:016x}:{}", a.dpid, a.port), dst = %format!("{:016x}:{}", b.dpid, b.port), "link down");
+            self.knowledge.events.publish(
+                "link_down",
+                serde_json::json!({"src": end(a), "dst": end(b)}),
+            );
         }
         let v = self.fwd.links_changed(&topo, change);
         if self.reconcile_due.is_none() {
@@ -406,6 +414,14 @@ impl Core {
             return;
         };
         info!(dpid = %dpid_str(dpid), conn_id, ports = ports.len(), "switch ready");
+        self.knowledge.events.publish(
+            "switch_up",
+            serde_json::json!({
+                "dpid": dpid_str(dpid),
+                "peer": peer.to_string(),
+                "ports": ports.len(),
+            }),
+        );
         let change = {
             let mut topo = self.topo_write();
             let ch = topo.switch_connected(dpid, conn_id, peer, features, ports, now);
@@ -459,6 +475,10 @@ impl Core {
             return;
         };
         info!(dpid = %dpid_str(dpid), %reason, "switch state cleared");
+        self.knowledge.events.publish(
+            "switch_down",
+            serde_json::json!({"dpid": dpid_str(dpid), "reason": reason}),
+        );
         if self
             .handles
             .get(&dpid)
@@ -504,6 +524,7 @@ impl Core {
         if let (Some(Learned::Refused(why)), Some(port)) = (res.learned, msg.in_port()) {
             self.note_refusal(PortRef { dpid, port }, why, now);
         }
+        self.announce_located(&res.located);
         self.publish_pair_counters();
         if let Some(i) = res.lldp_ignored.filter(|i| i.warn) {
             warn!(
@@ -610,11 +631,31 @@ impl Core {
                 .unwrap_or_else(|p| p.into_inner());
             self.fwd.replay_deferred(&mut topo, now)
         };
+        self.announce_located(&res.located);
         let mut outs = res.out;
         if !res.links.is_empty() {
             outs.extend(self.after_change(&res.links, now));
         }
         self.send(outs);
+    }
+
+    /// Publishes endpoints found at a new place: `endpoint_moved` from a
+    /// known place, `endpoint_learned` for one not known (or forgotten,
+    /// e.g. when its port went away).
+    fn announce_located(&self, located: &[(ofp::MacAddr, PortRef, Option<PortRef>)]) {
+        let end = |p: &PortRef| serde_json::json!({"dpid": dpid_str(p.dpid), "port": p.port});
+        for (mac, to, from) in located {
+            match from {
+                Some(f) => self.knowledge.events.publish(
+                    "endpoint_moved",
+                    serde_json::json!({"mac": mac.to_string(), "from": end(f), "to": end(to)}),
+                ),
+                None => self.knowledge.events.publish(
+                    "endpoint_learned",
+                    serde_json::json!({"mac": mac.to_string(), "to": end(to)}),
+                ),
+            };
+        }
     }
 
     async fn on_tick(&mut self) {

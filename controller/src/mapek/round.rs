@@ -266,6 +266,40 @@ fn apply_running(snap: &mut Snapshot, all: &[Migration]) {
     }
 }
 
+/// Publishes the hosts that became hot (or hot on other resources) and
+/// those no longer hot since the `previous` round.
+fn announce_hotspots(
+    bus: &crate::knowledge::events::EventBus,
+    previous: Option<&HotspotReport>,
+    now: &HotspotReport,
+    round_no: u64,
+) {
+    let resources = |r: &HotspotReport, h: &str| -> Vec<&'static str> {
+        r.hot
+            .get(h)
+            .map(|x| x.evidence.iter().map(|e| e.resource.as_str()).collect())
+            .unwrap_or_default()
+    };
+    for host in now.hot.keys() {
+        let was = previous.map(|p| resources(p, host)).unwrap_or_default();
+        let is = resources(now, host);
+        if was != is {
+            bus.publish(
+                "hotspot_raised",
+                serde_json::json!({"host": host, "resources": is, "round": round_no}),
+            );
+        }
+    }
+    for host in previous.iter().flat_map(|p| p.hot.keys()) {
+        if !now.hot.contains_key(host) {
+            bus.publish(
+                "hotspot_cleared",
+                serde_json::json!({"host": host, "round": round_no}),
+            );
+        }
+    }
+}
+
 /// Analyze and Plan under the `live` lock; records the hotspots.
 fn analyze_and_plan(
     s: &RoundCtx,
@@ -296,6 +330,9 @@ fn analyze_and_plan(
     }
     while l.hotspot_history.len() > HOTSPOT_HISTORY {
         l.hotspot_history.pop_front();
+    }
+    if let Some(bus) = s.fabric.events() {
+        announce_hotspots(&bus, l.hotspots.as_ref(), &report, round_no);
     }
     l.hotspots = Some(report.clone());
     (report, decisions, settings)
@@ -370,14 +407,36 @@ async fn record(
             outcome,
         });
     }
+    let bus = s.fabric.events();
     let mut l = lock(&s.live);
     for v in views {
+        if let Some(bus) = &bus {
+            bus.publish(
+                "decision",
+                serde_json::json!({
+                    "id": v.id,
+                    "round": v.round,
+                    "policy": v.policy,
+                    "action": v.decision.action.kind(),
+                    "vm": v.decision.action.vm(),
+                    "reason": v.decision.reason,
+                    "score": v.decision.score,
+                    "outcome": v.outcome,
+                }),
+            );
+        }
         if let Action::AttachVf { vm, host } | Action::DetachVf { vm, host } = &v.decision.action {
             let kind = if matches!(v.decision.action, Action::AttachVf { .. }) {
                 "attach"
             } else {
                 "detach"
             };
+            if let Some(bus) = &bus {
+                bus.publish(
+                    "vf_moved",
+                    serde_json::json!({"host": host, "vm": vm, "action": kind, "round": round_no}),
+                );
+            }
             let q = l.vf_changes.entry(host.clone()).or_default();
             q.push_back((round_no, vm.clone(), kind.to_string()));
             while q.len() > 50 {

@@ -161,6 +161,9 @@ pub struct PacketInOutcome {
     pub links: LinkChange,
     /// Whether/how the source was learnt.
     pub learned: Option<Learned>,
+    /// Endpoints found at a new place: (MAC, where now, where before: None
+    /// for one not known before), in order; replays gather every one.
+    pub located: Vec<(MacAddr, PortRef, Option<PortRef>)>,
     /// An LLDP frame that was ignored (already counted).
     pub lldp_ignored: Option<Ignored>,
 }
@@ -487,6 +490,7 @@ impl Forwarding {
                 if r.learned.is_some() {
                     res.learned = r.learned;
                 }
+                res.located.extend(r.located);
             } else if !topo.is_link_port(here)
                 && topo
                     .switch(dpid)
@@ -841,6 +845,11 @@ impl Forwarding {
         if edge {
             let learned = topo.learn(frame.src, frame.src_ip, at, now, self.cfg.port_confirm);
             res.learned = Some(learned);
+            match learned {
+                Learned::New => res.located.push((frame.src, at, None)),
+                Learned::Moved { from } => res.located.push((frame.src, at, Some(from))),
+                _ => {}
+            }
             match learned {
                 Learned::Moved { .. } => res.out.extend(self.endpoint_moved(topo, frame.src)),
                 // Over a limit: the frame is dropped (no flood, no flow).
