@@ -42,6 +42,45 @@ fn routes() -> Vec<(String, String)> {
     out
 }
 
+/// A call to a streaming route (the event stream never ends when it is
+/// granted): the status, and the body when it is not 200 (an error, which
+/// the server ends).
+fn stream_status(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: shoal\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+    .expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        let n = s.read(&mut buf).expect("read the answer");
+        assert!(n > 0, "{method} {path}: closed before the headers");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    if code == 200 {
+        return (code, String::new());
+    }
+    let _ = s.read_to_end(&mut got);
+    (code, String::from_utf8_lossy(&got[head_end..]).into_owned())
+}
+
 fn is_write(method: &str) -> bool {
     method != "GET"
 }
@@ -111,6 +150,9 @@ fn every_route_but_healthz_is_authenticated_and_authorized() {
     let dir = support::TempDir::new("sau").expect("tempdir");
     let c = start(dir.path());
     let call = |m: &str, p: &str, t: Option<&str>| {
+        if p == "/api/v1/events" {
+            return stream_status(&c.api, m, p, t);
+        }
         http(&c.api, m, p, t, body_for(m, p)).unwrap_or_else(|e| panic!("{m} {p}: {e}"))
     };
     let (code, _) = call("GET", "/healthz", None);

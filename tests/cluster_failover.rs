@@ -25,6 +25,14 @@ use support::cluster::*;
 use support::etcd::EtcdCluster;
 use support::{e2e_lock, is_root, wait_for, TempDir};
 
+/// Kills per benchmark: `SHOAL_FAILOVER_ROUNDS`, default 10.
+fn rounds() -> usize {
+    std::env::var("SHOAL_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -35,10 +43,7 @@ fn median(v: &mut [f64]) -> f64 {
 fn failover_benchmark() {
     assert!(is_root(), "needs root");
     let _lock = e2e_lock().unwrap();
-    let rounds: usize = std::env::var("SHOAL_FAILOVER_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let rounds = rounds();
     let net = build("shfo", 33);
     let etcd = EtcdCluster::start(3).expect("etcd cluster");
     let dir = TempDir::new("shoal-failover").unwrap();
@@ -129,10 +134,7 @@ fn failover_during_migration_benchmark() {
     use support::migration::{consistent, reservations_on, running_at, wait_state};
     assert!(is_root(), "needs root");
     let _lock = e2e_lock().unwrap();
-    let rounds: usize = std::env::var("SHOAL_FAILOVER_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let rounds = rounds();
     let mut bed = mig_bed();
     let (mut t_leader, mut t_resumed) = (Vec::new(), Vec::new());
     println!();

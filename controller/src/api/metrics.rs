@@ -209,25 +209,28 @@ pub fn render(s: &ApiState) -> Result<String, ApiError> {
             ("direction", dir),
         ])
     };
+    // One series per port and direction, from a port's (rx, tx) pair.
+    let both_ways = |f: fn(&crate::monitor::stats::PortCounters) -> (u64, u64)| {
+        ports
+            .iter()
+            .flat_map(|p| {
+                let (rx, tx) = f(&p.counters);
+                [
+                    (port_labels(p.dpid, p.port, "rx"), rx),
+                    (port_labels(p.dpid, p.port, "tx"), tx),
+                ]
+            })
+            .collect::<Vec<_>>()
+    };
     m.counter(
         "shoal_port_bytes",
         "Bytes through a switch port, as last polled (rx: received by the switch)",
-        ports.iter().flat_map(|p| {
-            [
-                (port_labels(p.dpid, p.port, "rx"), p.counters.rx_bytes),
-                (port_labels(p.dpid, p.port, "tx"), p.counters.tx_bytes),
-            ]
-        }),
+        both_ways(|c| (c.rx_bytes, c.tx_bytes)),
     );
     m.counter(
         "shoal_port_dropped_packets",
         "Packets a switch port dropped, as last polled",
-        ports.iter().flat_map(|p| {
-            [
-                (port_labels(p.dpid, p.port, "rx"), p.counters.rx_dropped),
-                (port_labels(p.dpid, p.port, "tx"), p.counters.tx_dropped),
-            ]
-        }),
+        both_ways(|c| (c.rx_dropped, c.tx_dropped)),
     );
     m.gauge(
         "shoal_port_bytes_per_second",
