@@ -43,8 +43,8 @@
 //! history table changed since (the `P/changed/<table>` keys).
 //!
 //! The leader's tables (decisions, migrations, reservations) are fenced:
-//! with a guard ([`EtcdStore::set_guard`], or the cluster view given to
-//! [`EtcdStore::fence_leader_writes`]), every write transaction to them also
+//! with the cluster view given to [`EtcdStore::fence_leader_writes`], every
+//! write transaction to them also
 //! requires the cluster leader's election key to still have the create
 //! revision it had when this node was elected, so a deposed leader's
 //! writes fail with [`StoreError::Fenced`] and write nothing (a node that
@@ -459,7 +459,7 @@ fn nest(mut ops: Vec<TxnOp>) -> Vec<TxnOp> {
     ops
 }
 
-/// The leader key every write requires (see [`EtcdStore::set_guard`]).
+/// The leader key every write requires (see [`EtcdStore::fence_leader_writes`]).
 #[derive(Debug, Clone)]
 struct Guard {
     key: Vec<u8>,
@@ -1575,7 +1575,6 @@ type Job = Box<dyn FnOnce(Client) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 pub struct EtcdStore {
     endpoints: Vec<String>,
     keys: Arc<Keys>,
-    guard: Mutex<Option<Guard>>,
     leader_view: Mutex<Option<watch::Receiver<ClusterView>>>,
     jobs: Option<mpsc::UnboundedSender<Job>>,
     worker: Option<std::thread::JoinHandle<()>>,
@@ -1661,7 +1660,6 @@ impl EtcdStore {
         let store = EtcdStore {
             endpoints: endpoints.to_vec(),
             keys: Arc::new(Keys::new(prefix)),
-            guard: Mutex::new(None),
             leader_view: Mutex::new(None),
             jobs: Some(jobs_tx),
             worker: Some(worker),
@@ -1672,23 +1670,14 @@ impl EtcdStore {
         Ok(store)
     }
 
-    /// Fences every later write to the leader's tables: with
-    /// `Some((key, create_revision))`, such a write applies only while
-    /// `key` (the cluster leader's election key) exists with that create
-    /// revision, and fails with [`StoreError::Fenced`], writing nothing,
-    /// otherwise. `None` lifts the fence. Reads and the shared tables are
-    /// never fenced. Overridden by [`EtcdStore::fence_leader_writes`].
-    pub fn set_guard(&self, guard: Option<(Vec<u8>, i64)>) {
-        let g = guard.map(|(key, rev)| Guard { key, rev });
-        *self.guard.lock().unwrap_or_else(|e| e.into_inner()) = g;
-    }
-
     /// Fences the leader's tables by this node's cluster view: while it
     /// leads, each write requires its election key as the view shows it
     /// (the key and its create revision, checked by etcd in the write's
     /// transaction); while it does not, each such write is refused
     /// ([`StoreError::Fenced`]). A leader that was paused or cut off, whose
-    /// view still says it leads, is refused by etcd: its key is gone.
+    /// view still says it leads, is refused by etcd: its key is gone. Reads
+    /// and the shared tables are never fenced; without a view (a store
+    /// outside a cluster node) nothing is.
     pub fn fence_leader_writes(&self, view: watch::Receiver<ClusterView>) {
         *self.leader_view.lock().unwrap_or_else(|e| e.into_inner()) = Some(view);
     }
@@ -1714,7 +1703,7 @@ impl EtcdStore {
                 },
             });
         }
-        self.guard.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        None
     }
 
     /// The key prefix everything of this store lives under
@@ -2218,8 +2207,8 @@ mod tests {
         }
     }
 
-    /// With a guard, every write to the leader's tables needs the leader
-    /// key as it was when the guard was set: once the key is gone or
+    /// Fenced while it leads, every write to the leader's tables needs its
+    /// key as the view shows it: once the key is gone or
     /// re-created (a new election), each such write fails with `Fenced` and
     /// changes nothing. The shared tables (written by whichever node a
     /// host daemon reached) are not fenced.
@@ -2230,7 +2219,14 @@ mod tests {
         let s = e.store_at(&prefix);
         let key = format!("{prefix}/election/leader");
         let rev1 = e.put(&key, b"n1");
-        s.set_guard(Some((key.clone().into_bytes(), rev1)));
+        let lead = |rev: i64| ClusterView {
+            node_id: "n1".into(),
+            is_leader: true,
+            leader_key: Some((key.clone(), rev)),
+            ..ClusterView::default()
+        };
+        let (tx, rx) = watch::channel(lead(rev1));
+        s.fence_leader_writes(rx);
         let d = s
             .record_decision(1, 4, "p", &json!({"a": 1}), "dry_run")
             .unwrap();
@@ -2293,11 +2289,13 @@ mod tests {
 
         // The new leader's guard passes; no guard passes.
         let rev3 = e.put(&key, b"n3");
-        s.set_guard(Some((key.into_bytes(), rev3)));
+        tx.send_replace(lead(rev3));
         s.put_migration("m1", "v1", "running", &json!({}), 10)
             .unwrap();
-        s.set_guard(None);
-        s.put_migration("m1", "v1", "done", &json!({}), 11).unwrap();
+        let unfenced = e.store_at(&prefix);
+        unfenced
+            .put_migration("m1", "v1", "done", &json!({}), 11)
+            .unwrap();
         assert_eq!(s.migrations_json(Some(&["done"]), 10).unwrap().len(), 1);
     }
 

@@ -122,7 +122,7 @@ pub enum StoreError {
     #[error("knowledge store: etcd: {0}")]
     Etcd(String),
     /// A write was refused because its guard failed: the leader key the
-    /// store was fenced with ([`EtcdStore::set_guard`](super::etcd_store::EtcdStore::set_guard))
+    /// store was fenced with ([`EtcdStore::fence_leader_writes`](super::etcd_store::EtcdStore::fence_leader_writes))
     /// is gone or belongs to another election. Nothing was written.
     #[error("knowledge store: write fenced off: {key} is no longer at create revision {expected} (found {found})")]
     Fenced {
