@@ -5,7 +5,8 @@
 # register HOSTS hosts with VMS VMs and post RATE reports/s through the
 # real API for DURATION s, and prints a markdown section with the round
 # times (GET /api/v1/loop), the report latency and the controller's CPU
-# and memory.
+# and memory, and the size and time of the dashboard's snapshot
+# (GET /api/v1/dashboard) at that scale.
 #
 #   bench/liveloop.sh                 # 640 hosts, 10,000 VMs, 1,000 reports/s, 60 s
 #   HOSTS=64 VMS=1000 DURATION=20 bench/liveloop.sh
@@ -99,6 +100,14 @@ started=$(date -u '+%Y-%m-%d %H:%M UTC')
     --hosts "$HOSTS" --vms "$VMS" --rate "$RATE" --duration "$DURATION" --warmup "$WARMUP" \
     --seed "$SEED" --concurrency "$CONCURRENCY" --cpu-pid "$ctl_pid" --json > "$WORK/summary.json"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+# The dashboard's snapshot at this scale (GET /api/v1/dashboard, top 20):
+# its size and time, 20 requests one after another.
+: > "$WORK/dashboard.txt"
+for _ in $(seq 1 20); do
+    curl -fsS -o /dev/null -w '%{size_download} %{time_total}\n' \
+        -H "Authorization: Bearer $(cat "$WORK/reader.token")" "$api/api/v1/dashboard?top=20" \
+        >> "$WORK/dashboard.txt" || echo "fail 0" >> "$WORK/dashboard.txt"
+done
 cleanup
 
 python3 - "$WORK/summary.json" "$WORK/section.md" <<EOF
@@ -150,6 +159,15 @@ w(f"| registration of all hosts | {s['registration_s']:.2f} s |")
 w(f"| controller CPU (over the measurement) | {f(c.get('cpu_cores'), 3)} cores |")
 w(f"| controller RSS at the end | {f(c.get('rss_mb'), 0)} MiB |")
 w("")
+rows = [l.split() for l in open("$WORK/dashboard.txt") if l.strip()]
+ok = sorted((int(b), float(t) * 1000) for b, t in rows if b != "fail")
+if ok:
+    ts = sorted(t for _, t in ok)
+    w(f"The dashboard's snapshot at this scale (\`GET /api/v1/dashboard?top=20\`, {len(ok)} of {len(rows)} "
+      f"requests answered, one at a time, after the reports stopped): {ok[-1][0]:,} bytes; "
+      f"{ts[len(ts) // 2]:.1f} ms median, {ts[-1]:.1f} ms max. Its size depends on the switches and "
+      f"\`top\`, not on the {s['vms']:,} VMs.")
+    w("")
 w("Command (\`PID\`: the controller's; ports are free ones picked per run):")
 w("")
 w("\`\`\`sh")

@@ -537,6 +537,16 @@ class Testbed:
         if self.ctl.poll() is not None:
             raise TestbedError('the controller exited with %s (see %s)'
                                % (self.ctl.returncode, self.ctl_log))
+        # Where to watch the run: the dashboard (sign in with the operator
+        # token) and the API, also in controller.json for tools.
+        info = {'api': self.api, 'scheme': shoalnet.SCHEME,
+                'dashboard': '%s://%s/' % (shoalnet.SCHEME, self.api),
+                'operator_token_file': os.path.join(self.run_dir, 'operator.token'),
+                'ca_file': self.pki.ca if self.pki else None}
+        with open(os.path.join(self.out, 'controller.json'), 'w') as f:
+            json.dump(info, f, indent=2)
+        self.log('dashboard: %s (sign in with the token in %s)'
+                 % (info['dashboard'], info['operator_token_file']))
 
     def controller_has(self, table):
         """Whether this controller build knows a config table (older builds

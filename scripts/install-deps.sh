@@ -34,6 +34,7 @@ PKGS=(
   ethtool iproute2 tcpdump procps psmisc curl ca-certificates python3 python3-matplotlib
   build-essential pkg-config busybox-static cpio gzip xz-utils
   etcd-server etcd-client protobuf-compiler
+  chromium chromium-driver fonts-dejavu-core
 )
 missing=()
 for p in "${PKGS[@]}"; do

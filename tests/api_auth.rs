@@ -31,7 +31,8 @@ fn routes() -> Vec<(String, String)> {
         let concrete = path
             .replace("{dpid}", "0000000000000001")
             .replace("{id}", "h1")
-            .replace("{name}", "vm1");
+            .replace("{name}", "vm1")
+            .replace("{file}", "app.js");
         for m in ["get", "put", "post", "delete", "patch"] {
             if ops.get(m).is_some() {
                 out.push((m.to_uppercase(), concrete.clone()));
@@ -81,8 +82,18 @@ fn stream_status(addr: &str, method: &str, path: &str, token: Option<&str>) -> (
     (code, String::from_utf8_lossy(&got[head_end..]).into_owned())
 }
 
-fn is_write(method: &str) -> bool {
-    method != "GET"
+fn is_write(method: &str, path: &str) -> bool {
+    // Signing out needs only a session or an operator's token.
+    method != "GET" && !(method == "DELETE" && path == "/api/v1/session")
+}
+
+/// The routes open to anyone: `/healthz`, the dashboard's page (the
+/// sign-in form until a session exists) and the sign-in itself
+/// (`dashboard_sessions` tests those two).
+fn public(method: &str, path: &str) -> bool {
+    path == "/healthz"
+        || (method == "GET" && path == "/")
+        || (method == "POST" && path == "/api/v1/session")
 }
 
 fn body_for(method: &str, path: &str) -> Option<&'static str> {
@@ -159,7 +170,7 @@ fn every_route_but_healthz_is_authenticated_and_authorized() {
     assert_eq!(code, 200, "/healthz stays open");
     let h1 = host_token("h1");
     for (m, p) in routes() {
-        if p == "/healthz" {
+        if public(&m, &p) {
             continue;
         }
         let what = format!("{m} {p}");
@@ -171,7 +182,7 @@ fn every_route_but_healthz_is_authenticated_and_authorized() {
         }
         // A read-only operator reads, never writes.
         let (code, body) = call(&m, &p, Some(READER_TOKEN));
-        if is_write(&m) {
+        if is_write(&m, &p) {
             assert_eq!(code, 403, "{what} as reader: {body}");
             json_error(code, &body, &what);
         } else {
@@ -192,7 +203,7 @@ fn every_route_but_healthz_is_authenticated_and_authorized() {
         }
         // The write operator passes authorization everywhere but on the
         // hosts' own routes.
-        let host_route = p.starts_with("/api/v1/hosts/h1") && is_write(&m);
+        let host_route = p.starts_with("/api/v1/hosts/h1") && is_write(&m, &p);
         let (code, body) = call(&m, &p, Some(OPERATOR_TOKEN));
         if host_route {
             assert_eq!(code, 403, "{what} as operator: {body}");
@@ -259,4 +270,221 @@ fn token_files_open_to_others_are_refused() {
         "unclear error: {err}"
     );
     assert!(!err.contains(OPERATOR_TOKEN), "token in the error: {err}");
+}
+
+/// One HTTP/1.1 request with `headers`: (status, head, body).
+fn raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).expect("send");
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read");
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (code, head.to_string(), rest.to_string())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+/// Signs in with `token`: the cookie (`shoal_session=…`).
+fn sign_in(api: &str, token: &str) -> String {
+    let (code, head, body) = raw(
+        api,
+        "POST",
+        "/api/v1/session",
+        &[FORM],
+        &format!("token={token}"),
+    );
+    assert_eq!(code, 303, "sign-in: {head}\n{body}");
+    assert_eq!(header(&head, "location"), Some("/"), "{head}");
+    let set = header(&head, "set-cookie").expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(set.contains(attr), "{attr} missing: {set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: no Secure flag: {set}");
+    set.split(';').next().expect("cookie").to_string()
+}
+
+/// The dashboard's sessions: the page is the sign-in form without one;
+/// only an operator's token signs in, never from another origin; the
+/// cookie then reads like the operator's token, with its role; a change
+/// made with it needs its CSRF token; signing out ends it.
+#[test]
+fn dashboard_sessions() {
+    let dir = support::TempDir::new("sess").expect("tempdir");
+    let c = start(dir.path());
+    let api = c.api.as_str();
+
+    // Without a session: the sign-in form, no data, no script.
+    let (code, head, body) = raw(api, "GET", "/", &[], "");
+    assert_eq!(code, 200, "{head}");
+    assert!(
+        body.contains("<form") && body.contains("/api/v1/session"),
+        "{body}"
+    );
+    assert!(!body.contains("<script"), "{body}");
+    let csp = header(&head, "content-security-policy").expect("a CSP");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    for p in ["/ui/app.js", "/api/v1/dashboard", "/api/v1/session"] {
+        assert_eq!(raw(api, "GET", p, &[], "").0, 401, "{p} without a session");
+        let bogus = format!("shoal_session={}", "0".repeat(64));
+        assert_eq!(
+            raw(api, "GET", p, &[("Cookie", &bogus)], "").0,
+            401,
+            "{p} with an unknown session"
+        );
+    }
+
+    // Refused sign-ins set no cookie.
+    let h1 = host_token("h1");
+    for (token, origin, want) in [
+        ("not-the-token", None, 401),
+        (h1.as_str(), None, 403),
+        (OPERATOR_TOKEN, Some("https://evil.example"), 403),
+    ] {
+        let mut hs = vec![FORM];
+        if let Some(o) = origin {
+            hs.push(("Origin", o));
+        }
+        let (code, head, _) = raw(
+            api,
+            "POST",
+            "/api/v1/session",
+            &hs,
+            &format!("token={token}"),
+        );
+        assert_eq!(code, want, "{token} from {origin:?}: {head}");
+        assert!(header(&head, "set-cookie").is_none(), "{head}");
+    }
+    let (code, _, _) = raw(api, "POST", "/api/v1/session", &[FORM], "nothing=1");
+    assert_eq!(code, 400);
+
+    // A read-only operator's session reads everything, changes nothing.
+    let reader = sign_in(api, READER_TOKEN);
+    let rc = [("Cookie", reader.as_str())];
+    let (code, _, page) = raw(api, "GET", "/", &rc, "");
+    assert_eq!(code, 200);
+    assert!(page.contains("/ui/app.js"), "the dashboard itself: {page}");
+    let (code, head, js) = raw(api, "GET", "/ui/app.js", &rc, "");
+    assert_eq!(code, 200, "{head}");
+    assert!(header(&head, "content-type").is_some_and(|t| t.starts_with("text/javascript")));
+    assert!(js.contains("EventSource"));
+    assert_eq!(raw(api, "GET", "/ui/nothing.js", &rc, "").0, 404);
+    let (code, _, snap) = raw(api, "GET", "/api/v1/dashboard?top=5", &rc, "");
+    assert_eq!(code, 200, "{snap}");
+    let snap: Value = serde_json::from_str(&snap).expect("JSON");
+    for k in [
+        "switches",
+        "links",
+        "hosts",
+        "matrix",
+        "migrations",
+        "decisions",
+        "vfs",
+    ] {
+        assert!(snap.get(k).is_some(), "{k} missing: {snap}");
+    }
+    assert_eq!(snap["top"], 5);
+    assert_eq!(raw(api, "GET", "/api/v1/dashboard?top=0", &rc, "").0, 400);
+    assert_eq!(raw(api, "GET", "/api/v1/dashboard?top=201", &rc, "").0, 400);
+    let (code, _, who) = raw(api, "GET", "/api/v1/session", &rc, "");
+    assert_eq!(code, 200);
+    let who: Value = serde_json::from_str(&who).expect("JSON");
+    assert_eq!(who["role"], "read", "{who}");
+    assert_eq!(who["via"], "session", "{who}");
+    let rcsrf = who["csrf"].as_str().expect("a CSRF token").to_string();
+    let policy = r#"{"name":"none"}"#;
+    let json = ("Content-Type", "application/json");
+    let (code, _, body) = raw(
+        api,
+        "PUT",
+        "/api/v1/policy",
+        &[rc[0], json, ("X-Shoal-CSRF", &rcsrf)],
+        policy,
+    );
+    assert_eq!(code, 403, "a reader's session changes nothing: {body}");
+
+    // A write operator's session changes things only with its CSRF token.
+    let writer = sign_in(api, OPERATOR_TOKEN);
+    let wc = ("Cookie", writer.as_str());
+    let (_, _, who) = raw(api, "GET", "/api/v1/session", &[wc], "");
+    let who: Value = serde_json::from_str(&who).expect("JSON");
+    assert_eq!(who["role"], "write", "{who}");
+    let wcsrf = who["csrf"].as_str().expect("a CSRF token").to_string();
+    for bad in [None, Some("wrong"), Some(rcsrf.as_str())] {
+        let mut hs = vec![wc, json];
+        if let Some(b) = bad {
+            hs.push(("X-Shoal-CSRF", b));
+        }
+        let (code, _, body) = raw(api, "PUT", "/api/v1/policy", &hs, policy);
+        assert_eq!(code, 403, "CSRF token {bad:?}: {body}");
+    }
+    let (code, _, body) = raw(
+        api,
+        "PUT",
+        "/api/v1/policy",
+        &[wc, json, ("X-Shoal-CSRF", &wcsrf)],
+        policy,
+    );
+    assert_eq!(code, 200, "{body}");
+    // A bearer token needs no CSRF token (no browser sends it by itself).
+    let (code, _, who) = raw(
+        api,
+        "GET",
+        "/api/v1/session",
+        &[("Authorization", &format!("Bearer {OPERATOR_TOKEN}"))],
+        "",
+    );
+    assert_eq!(code, 200);
+    assert!(who.contains("\"via\":\"token\""), "{who}");
+
+    // Signing out ends the session (and only that one).
+    let (code, head, _) = raw(
+        api,
+        "DELETE",
+        "/api/v1/session",
+        &[wc, ("X-Shoal-CSRF", &wcsrf)],
+        "",
+    );
+    assert_eq!(code, 204);
+    assert!(
+        header(&head, "set-cookie").is_some_and(|c| c.contains("Max-Age=0")),
+        "{head}"
+    );
+    assert_eq!(raw(api, "GET", "/api/v1/dashboard", &[wc], "").0, 401);
+    let (code, _, page) = raw(api, "GET", "/", &[wc], "");
+    assert_eq!(code, 200);
+    assert!(page.contains("<form"), "signed out: the form again");
+    assert_eq!(raw(api, "GET", "/api/v1/dashboard", &rc, "").0, 200);
+
+    // No session id or token in the log.
+    let log = std::fs::read_to_string(&c.log).unwrap_or_default();
+    for secret in [&reader[14..], &writer[14..], OPERATOR_TOKEN, READER_TOKEN] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
 }

@@ -15,6 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method};
@@ -23,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use shoal_common::secret::{bearer, Presented, Secret};
 use tracing::warn;
 
+use super::session::{cookie_id, SessionId, Sessions, CSRF_HEADER};
 use crate::api::{ApiError, ApiState};
 use crate::config::{AuthSettings, Role};
 
@@ -77,6 +79,13 @@ impl Auth {
         }
     }
 
+    /// Whether operator `name` is known with `role`.
+    pub fn has_operator(&self, name: &str, role: Role) -> bool {
+        self.operators
+            .iter()
+            .any(|(_, n, r)| n == name && *r == role)
+    }
+
     /// How many operators and host daemons it knows.
     pub fn counts(&self) -> (usize, usize) {
         (self.operators.len(), self.hosts.len())
@@ -107,32 +116,58 @@ impl Auth {
 
 /// The credentials in force: replaced as a whole when the configuration
 /// is reloaded (SIGHUP), so a request sees either the old set or the new
-/// one, never a mixture.
+/// one, never a mixture. It also holds the dashboard's sessions
+/// ([`super::session`]), which a reload prunes.
 #[derive(Debug, Default)]
-pub struct SharedAuth(RwLock<Arc<Auth>>);
+pub struct SharedAuth {
+    creds: RwLock<Arc<Auth>>,
+    sessions: Sessions,
+}
 
 impl SharedAuth {
     /// Starts with `auth`.
     pub fn new(auth: Auth) -> Self {
-        SharedAuth(RwLock::new(Arc::new(auth)))
+        SharedAuth {
+            creds: RwLock::new(Arc::new(auth)),
+            sessions: Sessions::default(),
+        }
     }
 
     /// The credentials in force now.
     pub fn current(&self) -> Arc<Auth> {
         // A poisoned lock still holds a whole `Arc`: use it.
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.creds.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Puts `auth` in force for every later request.
+    /// The dashboard's sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Puts `auth` in force for every later request, and ends the
+    /// sessions of operators it no longer has (with the same role).
     pub fn replace(&self, auth: Auth) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(auth);
+        let ended = self.sessions.retain_known(&auth);
+        if ended > 0 {
+            tracing::info!(ended, "sessions ended by the new credentials");
+        }
+        *self.creds.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(auth);
     }
 }
 
 /// What `method path` needs.
 pub fn need(method: &Method, path: &str) -> Need {
-    if path == "/healthz" && (method == Method::GET || method == Method::HEAD) {
+    let get = method == Method::GET || method == Method::HEAD;
+    // `/healthz`; the dashboard's page, which is the sign-in form until a
+    // session exists; and the sign-in itself.
+    if (get && (path == "/healthz" || path == "/"))
+        || (method == Method::POST && path == "/api/v1/session")
+    {
         return Need::Public;
+    }
+    // Signing out needs only a session (or any operator token).
+    if method == Method::DELETE && path == "/api/v1/session" {
+        return Need::Read;
     }
     if let Some(rest) = path.strip_prefix("/api/v1/hosts/") {
         let mut parts = rest.split('/');
@@ -182,13 +217,46 @@ pub async fn require(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
     );
-    let Some(token) = presented else {
-        warn!(%peer, %method, %path, "rejected: no bearer token");
-        return unauthorized("missing bearer token");
-    };
-    let Some(who) = s.auth.current().identify(token) else {
-        warn!(%peer, %method, %path, "rejected: wrong bearer token");
-        return unauthorized("wrong bearer token");
+    let mut session = None;
+    let who = match presented {
+        Some(token) => {
+            let Some(who) = s.auth.current().identify(token) else {
+                warn!(%peer, %method, %path, "rejected: wrong bearer token");
+                return unauthorized("wrong bearer token");
+            };
+            who
+        }
+        None => {
+            let Some(id) = cookie_id(req.headers()) else {
+                warn!(%peer, %method, %path, "rejected: no bearer token");
+                return unauthorized("missing bearer token");
+            };
+            let Some(found) = s.auth.sessions().find(&id, Instant::now()) else {
+                warn!(%peer, %method, %path, "rejected: unknown or expired session");
+                return unauthorized("unknown or expired session; sign in again");
+            };
+            // A change made with a cookie carries the session's CSRF token
+            // (a page of another site can make the browser send the
+            // cookie, SameSite aside, but cannot read the token).
+            if !(method == Method::GET || method == Method::HEAD) {
+                let sent = req
+                    .headers()
+                    .get(CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(Presented::new);
+                let ok = sent
+                    .is_some_and(|p| Secret::new(&found.csrf).is_ok_and(|c| c.matches_digest(&p)));
+                if !ok {
+                    warn!(%peer, %method, %path, "rejected: session change without its CSRF token");
+                    return ApiError::Forbidden(format!(
+                        "a change made with a session needs its {CSRF_HEADER} header"
+                    ))
+                    .into_response();
+                }
+            }
+            session = Some(SessionId(id));
+            found.who
+        }
     };
     if !allowed(&who, &need) {
         warn!(%peer, %method, %path, who = ?who, "rejected: not allowed");
@@ -197,6 +265,9 @@ pub async fn require(
     }
     let mut req = req;
     req.extensions_mut().insert(who);
+    if let Some(sid) = session {
+        req.extensions_mut().insert(sid);
+    }
     next.run(req).await
 }
 
@@ -235,6 +306,13 @@ mod tests {
     fn needs() {
         assert_eq!(need(&Method::GET, "/healthz"), Need::Public);
         assert_eq!(need(&Method::POST, "/healthz"), Need::Write);
+        assert_eq!(need(&Method::GET, "/"), Need::Public);
+        assert_eq!(need(&Method::POST, "/"), Need::Write);
+        assert_eq!(need(&Method::GET, "/ui/app.js"), Need::Read);
+        assert_eq!(need(&Method::POST, "/api/v1/session"), Need::Public);
+        assert_eq!(need(&Method::GET, "/api/v1/session"), Need::Read);
+        assert_eq!(need(&Method::DELETE, "/api/v1/session"), Need::Read);
+        assert_eq!(need(&Method::GET, "/api/v1/dashboard"), Need::Read);
         assert_eq!(need(&Method::GET, "/api/v1/links"), Need::Read);
         assert_eq!(need(&Method::GET, "/api/v1/hosts/h1"), Need::Read);
         assert_eq!(
@@ -264,6 +342,28 @@ mod tests {
         assert_eq!(shared.current().counts(), (2, 1));
         // A request that took the old set keeps it to its end.
         assert_eq!(before.identify("operator-write-token-1"), None);
+    }
+
+    #[test]
+    fn a_reload_ends_the_sessions_of_operators_it_removed_or_changed() {
+        let shared = SharedAuth::new(auth());
+        let now = Instant::now();
+        let (ops, _) = shared.sessions().open("ops", Role::Write, now).unwrap();
+        let (noc, _) = shared.sessions().open("noc", Role::Read, now).unwrap();
+        // "noc" is now a writer, "ops" is gone.
+        let s = |t: &str| Secret::new(t).expect("token");
+        shared.replace(Auth {
+            operators: vec![(s("operator-read-token-22"), "noc".into(), Role::Write)],
+            hosts: vec![],
+        });
+        assert!(shared.sessions().find(&ops, now).is_none());
+        assert!(shared.sessions().find(&noc, now).is_none());
+        let (noc2, _) = shared.sessions().open("noc", Role::Write, now).unwrap();
+        shared.replace(Auth {
+            operators: vec![(s("operator-read-token-22"), "noc".into(), Role::Write)],
+            hosts: vec![],
+        });
+        assert!(shared.sessions().find(&noc2, now).is_some(), "unchanged: kept");
     }
 
     #[test]

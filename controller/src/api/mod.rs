@@ -40,10 +40,13 @@ use crate::monitor::topology::PortRef;
 use crate::monitor::topology::{FLAP_MAX_CHANGES, FLAP_WINDOW};
 
 pub mod auth;
+pub mod dashboard;
 pub mod events;
 pub mod hosts;
 pub mod metrics;
 pub mod ops;
+pub mod session;
+pub mod ui;
 
 /// What the API serves and changes: the handles it is given at start.
 #[derive(Debug)]
@@ -81,6 +84,10 @@ pub struct ApiSettings {
     pub endpoint_idle: Duration,
     /// Pairs `GET /metrics` exports one series each for.
     pub metrics_top_pairs: usize,
+    /// Whether the API is served over TLS (session cookies are `Secure`).
+    pub tls: bool,
+    /// `[topology] link_capacity_bps`: every link's capacity when set.
+    pub link_capacity_bps: Option<f64>,
 }
 
 impl ApiSettings {
@@ -94,6 +101,8 @@ impl ApiSettings {
             max_pair_flows: settings.max_pair_flows,
             endpoint_idle: settings.endpoint_idle,
             metrics_top_pairs: settings.metrics_top_pairs,
+            tls: settings.tls.api.is_some(),
+            link_capacity_bps: settings.link_capacity_bps,
             lldp_secret_source: if settings.lldp_secret.is_some() {
                 SecretSource::File
             } else {
@@ -266,6 +275,16 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/cluster", get(cluster))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/events", get(events::events))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
+        .route("/api/v1/dashboard", get(dashboard::dashboard))
+        .route(
+            "/api/v1/session",
+            get(session::who)
+                .post(session::sign_in)
+                .delete(session::sign_out)
+                .layer(axum::extract::DefaultBodyLimit::max(4096)),
+        )
         .merge(hosts::routes())
         .merge(ops::routes())
         .fallback(not_found)
@@ -477,7 +496,8 @@ async fn cluster(State(s): State<Arc<ApiState>>) -> ApiResult<ClusterJson> {
 fn leader_only(method: &axum::http::Method, path: &str) -> bool {
     use axum::http::Method;
     let write = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    write && !path.starts_with("/api/v1/hosts")
+    // Host daemons' writes go to any node; sessions are each node's own.
+    write && !path.starts_with("/api/v1/hosts") && path != "/api/v1/session"
 }
 
 /// A cluster follower answers a leader-only request with `307 Temporary
@@ -1083,6 +1103,10 @@ mod tests {
             "/api/v1/policy",
             "/api/v1/vf-assignments",
             "/api/v1/loop",
+            "/",
+            "/ui/{file}",
+            "/api/v1/session",
+            "/api/v1/dashboard",
         ] {
             assert!(paths.contains_key(p), "{p} missing from openapi.json");
         }
