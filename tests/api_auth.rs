@@ -383,6 +383,9 @@ fn dashboard_sessions() {
     }
     let (code, _, _) = raw(api, "POST", "/api/v1/session", &[FORM], "nothing=1");
     assert_eq!(code, 400);
+    let huge = format!("token={}", "a".repeat(64 * 1024));
+    let (code, _, _) = raw(api, "POST", "/api/v1/session", &[FORM], &huge);
+    assert_eq!(code, 413, "a sign-in form is small");
 
     // A read-only operator's session reads everything, changes nothing.
     let reader = sign_in(api, READER_TOKEN);

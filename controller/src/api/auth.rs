@@ -363,7 +363,10 @@ mod tests {
             operators: vec![(s("operator-read-token-22"), "noc".into(), Role::Write)],
             hosts: vec![],
         });
-        assert!(shared.sessions().find(&noc2, now).is_some(), "unchanged: kept");
+        assert!(
+            shared.sessions().find(&noc2, now).is_some(),
+            "unchanged: kept"
+        );
     }
 
     #[test]

@@ -247,8 +247,16 @@ pub async fn sign_in(
             Some("sign-in from another site refused"),
         );
     }
-    let Ok(Form(f)) = form else {
-        return super::ui::sign_in_page(StatusCode::BAD_REQUEST, Some("the form needs a token"));
+    let f = match form {
+        Ok(Form(f)) => f,
+        // Too large (413), not a form (415), or no token (400).
+        Err(rej) => {
+            let status = match rej.status() {
+                s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return super::ui::sign_in_page(status, Some("the form needs a token, and only it"));
+        }
     };
     match s.auth.current().identify(f.token.trim()) {
         Some(Principal::Operator { name, role }) => {

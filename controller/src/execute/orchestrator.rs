@@ -392,6 +392,66 @@ struct HostFacts {
     vm_memory_mb: f64,
 }
 
+/// The migrations this node finished since it started, for `GET /metrics`:
+/// counters that only grow (the records themselves are bounded in memory
+/// and pruned in the store). A migration counts once, when it becomes final
+/// here; those restored already final from the store, or finished by
+/// another node, do not.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FinishedTotals {
+    /// Migrations done (the VM runs at its destination).
+    pub done: u64,
+    /// Migrations failed.
+    pub failed: u64,
+    /// Migrations cancelled while queued.
+    pub cancelled: u64,
+    /// Done migrations with both a measured duration (the source's
+    /// `total_time_ms`) and the model's prediction: the count behind
+    /// `actual_s` and `predicted_s`.
+    pub compared: u64,
+    /// Measured durations of the compared migrations, s, in all.
+    pub actual_s: f64,
+    /// Predicted durations of the compared migrations, s, in all.
+    pub predicted_s: f64,
+    /// Done migrations whose measured duration exceeded their deadline.
+    pub deadlines_missed: u64,
+}
+
+impl FinishedTotals {
+    /// Counts `m`, which just became final (as [`Migration::actual_s`]
+    /// and the `shoal_migration_last_seconds` gauge read it).
+    pub fn add(&mut self, m: &Migration) {
+        match m.state {
+            MigState::Done => self.done += 1,
+            MigState::Failed => self.failed += 1,
+            MigState::Cancelled => self.cancelled += 1,
+            _ => return,
+        }
+        if m.state != MigState::Done {
+            return;
+        }
+        let Some(actual) = m.actual_s() else { return };
+        if actual > m.deadline_s {
+            self.deadlines_missed += 1;
+        }
+        if let Some(p) = &m.predicted {
+            self.compared += 1;
+            self.actual_s += actual;
+            self.predicted_s += p.time_s;
+        }
+    }
+}
+
+impl Migration {
+    /// Its measured duration, s: the source's `total_time_ms` (once it
+    /// succeeded at the hosts).
+    pub fn actual_s(&self) -> Option<f64> {
+        self.result
+            .as_ref()
+            .map(|r| r.total_time_ms as f64 / 1000.0)
+    }
+}
+
 /// The orchestrator.
 pub struct Orchestrator {
     fabric: Weak<dyn FabricView>,
@@ -437,6 +497,8 @@ struct OrchState {
     /// status query (down, restarting): logged once when it stops and
     /// once when it answers again.
     unanswered: BTreeSet<String>,
+    /// The migrations this node finished since it started.
+    finished: FinishedTotals,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -1107,7 +1169,9 @@ impl Orchestrator {
             m.state = MigState::Cancelled;
             m.ended_unix_ms = Some(self.clock.now_unix_ms());
             m.queued_reason = None;
-            m.clone()
+            let m = m.clone();
+            st.finished.add(&m);
+            m
         };
         let _ = self.persist(&m);
         bound_history(&mut lock(&self.state).migs, self.history);
@@ -2008,7 +2072,9 @@ impl Orchestrator {
     }
 
     fn finish(&self, id: &str, state: MigState, error: Option<String>) {
+        let mut was_final = true;
         let Some(m) = self.update(id, |x| {
+            was_final = x.state.is_final();
             x.state = state;
             x.error = error.clone();
             x.ended_unix_ms = Some(self.clock.now_unix_ms());
@@ -2018,6 +2084,10 @@ impl Orchestrator {
         };
         {
             let mut st = lock(&self.state);
+            // Counted once, when it becomes final.
+            if !was_final {
+                st.finished.add(&m);
+            }
             st.last_contact.remove(id);
             st.unanswered.remove(id);
             bound_history(&mut st.migs, self.history);
@@ -2031,6 +2101,11 @@ impl Orchestrator {
             }
             _ => warn!(id, vm = %m.vm, state = state.as_str(), error = ?m.error, "migration ended"),
         }
+    }
+
+    /// The migrations this node finished since it started.
+    pub fn finished_totals(&self) -> FinishedTotals {
+        lock(&self.state).finished
     }
 
     /// VMs with a non-final migration and every host involved.
@@ -2851,6 +2926,58 @@ mod race_tests {
         let all = orch.list();
         assert_eq!(all.len(), 6, "{} migrations in memory", all.len());
         assert!(all.iter().any(|m| m.id == live.id));
+    }
+
+    /// Finished migrations are counted once each, when they become final,
+    /// and stay counted when their records leave memory: done ones with
+    /// their measured and predicted durations (both only when both are
+    /// known) and whether they missed their deadline.
+    #[tokio::test]
+    async fn finished_migrations_are_counted_once_each() {
+        let (_k, orch, _) = world_with(None, 1).await;
+        let took = |ms: u64| proto::MigrationResult {
+            total_time_ms: ms,
+            downtime_ms: 10,
+            transferred_bytes: 1,
+            memory_bytes: 1,
+            max_dirty_rate_bytes_per_s: 0.0,
+            achieved_bandwidth_bytes_per_s: 1.0,
+            iterations: 1,
+        };
+        // Done within its deadline, then past it (measured), then without
+        // a measurement (the source went silent; the destination ran it).
+        let mut predicted = 0.0;
+        let mut deadline = 0.0;
+        for ms in [Some(2_500), Some(400_000), None] {
+            let m = orch.submit(request(), "t".into(), None).expect("queued");
+            if ms.is_some() {
+                predicted += m.predicted.expect("a prediction").time_s;
+            }
+            deadline = m.deadline_s;
+            orch.update(&m.id, |x| {
+                x.result = ms.map(took);
+                x.state = MigState::Verifying;
+            });
+            orch.finish(&m.id, MigState::Done, None);
+            // Finished again (a late answer): not counted twice.
+            orch.finish(&m.id, MigState::Done, None);
+        }
+        assert!(deadline < 400.0, "default deadline {deadline}");
+        let f = orch.submit(request(), "t".into(), None).expect("queued");
+        orch.finish(&f.id, MigState::Failed, Some("x".into()));
+        let c = orch.submit(request(), "t".into(), None).expect("queued");
+        orch.cancel(&c.id).expect("cancel");
+        assert!(orch.cancel(&c.id).is_err());
+        let t = orch.finished_totals();
+        assert_eq!((t.done, t.failed, t.cancelled), (3, 1, 1), "{t:?}");
+        assert_eq!((t.compared, t.deadlines_missed), (2, 1), "{t:?}");
+        assert!((t.actual_s - 402.5).abs() < 1e-9, "{t:?}");
+        assert!(
+            predicted > 0.0 && (t.predicted_s - predicted).abs() < 1e-9,
+            "{t:?}"
+        );
+        // Only one finished record is kept in memory; the counts stay.
+        assert_eq!(orch.list().len(), 1);
     }
 }
 

@@ -4,7 +4,9 @@
 //! order; it shares the topology with the API through a lock held only for
 //! short, non-async sections. One poller task per switch fetches flow, port,
 //! queue and meter statistics every interval, starting at a random offset
-//! (jitter) and never with two polls of one switch in flight.
+//! (jitter) and never with two polls of one switch in flight; each poll's
+//! duration and outcome are counted in the monitor
+//! ([`crate::monitor::stats::PollStats`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use crate::monitor::dpid::dpid_str;
 use crate::monitor::forwarding::{Forwarding, FwdConfig, Outgoing, TABLE_EDGE};
 use crate::monitor::lldp::{GuardConfig, LldpGuard, LldpSecret, ProbeClock};
 use crate::monitor::openflow::{OfError, SwitchEvent, SwitchHandle};
+use crate::monitor::stats::PollOutcome;
 use crate::monitor::topology::{EndpointLimits, Learned, LinkChange, PortRef, Topology};
 
 /// Sends messages grouped per switch, in order, each group followed by a
@@ -805,10 +808,20 @@ async fn poll_switch(
                 continue;
             }
         }
-        match poll_once(&h, &knowledge).await {
-            Ok(()) => {}
+        let started = Instant::now();
+        let r = poll_once(&h, &knowledge).await;
+        let outcome = match &r {
+            Ok(()) => PollOutcome::Done,
+            // Going away: its counts are forgotten with it.
             Err(OfError::Disconnected { .. } | OfError::NotReading { .. }) => return,
-            Err(e) => warn!(dpid = %dpid_str(dpid), error = %e, "poll failed"),
+            Err(OfError::Timeout { .. }) => PollOutcome::TimedOut,
+            Err(_) => PollOutcome::Failed,
+        };
+        if let Ok(mut m) = knowledge.monitor.lock() {
+            m.poll_finished(dpid, started.elapsed(), outcome);
+        }
+        if let Err(e) = r {
+            warn!(dpid = %dpid_str(dpid), error = %e, "poll failed");
         }
     }
 }

@@ -683,6 +683,52 @@ pub struct MeterRate {
     pub flow_count: u32,
 }
 
+/// How one statistics poll of a switch (flow, port, queue and meter
+/// requests, one after the other) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// Every reply arrived and was ingested.
+    Done,
+    /// A request had no reply within the request timeout.
+    TimedOut,
+    /// A request failed otherwise: the switch rejected it (an ERROR
+    /// reply) or its reply did not decode.
+    Failed,
+}
+
+/// How the statistics polls of one switch went, since its connection's
+/// first poll.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PollStats {
+    /// Polls completed (every reply received).
+    pub polls: u64,
+    /// Seconds the completed polls took, in all.
+    pub seconds_total: f64,
+    /// Seconds the last completed poll took (request sent to last reply
+    /// ingested).
+    pub last_seconds: Option<f64>,
+    /// Polls that timed out.
+    pub timeouts: u64,
+    /// Polls that failed otherwise ([`PollOutcome::Failed`]).
+    pub errors: u64,
+}
+
+impl PollStats {
+    /// Counts one poll that took `took` and ended with `outcome`.
+    pub fn add(&mut self, took: Duration, outcome: PollOutcome) {
+        match outcome {
+            PollOutcome::Done => {
+                let s = took.as_secs_f64();
+                self.polls += 1;
+                self.seconds_total += s;
+                self.last_seconds = Some(s);
+            }
+            PollOutcome::TimedOut => self.timeouts += 1,
+            PollOutcome::Failed => self.errors += 1,
+        }
+    }
+}
+
 /// The monitor: traffic matrix plus port, queue and meter rates.
 #[derive(Debug)]
 pub struct Monitor {
@@ -693,6 +739,9 @@ pub struct Monitor {
     ports: HashMap<(u64, u32), (Sample<PortCounters>, PortRate)>,
     queues: HashMap<(u64, u32, u32), (Sample<QueueStats>, QueueRate)>,
     meters: HashMap<(u64, u32), (Sample<MeterStats>, MeterRate)>,
+    /// Per switch: how its statistics polls went (bounded by the switches
+    /// connected: forgotten when one disconnects).
+    polls: HashMap<u64, PollStats>,
     /// Flow-stats entries ingested in all.
     pub entries_seen: u64,
     /// Entries skipped because of the excluded cookie range.
@@ -710,6 +759,7 @@ impl Monitor {
             ports: HashMap::new(),
             queues: HashMap::new(),
             meters: HashMap::new(),
+            polls: HashMap::new(),
             entries_seen: 0,
             entries_excluded: 0,
         }
@@ -904,14 +954,30 @@ impl Monitor {
             .retain(|(d, id), _| *d != dpid || present.contains(id));
     }
 
-    /// Forgets port, queue and meter samples of a switch (it disconnected).
-    /// The traffic matrix keeps its pairs: bytes already counted stay
-    /// counted, and per-cookie baselines prevent double counting if the
-    /// same flows are still there after the reconnect.
+    /// Forgets port, queue and meter samples and the poll counts of a
+    /// switch (it disconnected). The traffic matrix keeps its pairs: bytes
+    /// already counted stay counted, and per-cookie baselines prevent
+    /// double counting if the same flows are still there after the
+    /// reconnect.
     pub fn switch_gone(&mut self, dpid: u64) {
         self.ports.retain(|(d, _), _| *d != dpid);
         self.queues.retain(|(d, _, _), _| *d != dpid);
         self.meters.retain(|(d, _), _| *d != dpid);
+        self.polls.remove(&dpid);
+    }
+
+    /// Counts one statistics poll of `dpid` that took `took` and ended
+    /// with `outcome` (a poll cut short by the switch's disconnection is
+    /// not counted: its counts are forgotten with it).
+    pub fn poll_finished(&mut self, dpid: u64, took: Duration, outcome: PollOutcome) {
+        self.polls.entry(dpid).or_default().add(took, outcome);
+    }
+
+    /// How the polls of each switch went, sorted by datapath id.
+    pub fn poll_stats(&self) -> Vec<(u64, PollStats)> {
+        let mut v: Vec<(u64, PollStats)> = self.polls.iter().map(|(d, p)| (*d, *p)).collect();
+        v.sort_by_key(|(d, _)| *d);
+        v
     }
 
     /// Latest port rates, sorted by (dpid, port).
@@ -1354,5 +1420,53 @@ mod tests {
             m.ingest_flow_stats(1, at(i), &[&part]).expect("ingest");
         }
         assert!((window(&m) - 1.2).abs() < 1e-9, "{}", window(&m));
+    }
+
+    /// Completed polls add to the count, the total time and the last
+    /// duration; timeouts and other failures are counted apart and leave
+    /// the durations alone; a switch that disconnects is forgotten.
+    #[test]
+    fn polls_are_timed_and_failures_counted_per_switch() {
+        let mut m = Monitor::new(2, 0, 0);
+        let ms = Duration::from_millis;
+        m.poll_finished(2, ms(30), PollOutcome::Done);
+        m.poll_finished(1, ms(10), PollOutcome::Done);
+        m.poll_finished(1, ms(50), PollOutcome::Done);
+        m.poll_finished(1, ms(5000), PollOutcome::TimedOut);
+        m.poll_finished(1, ms(3), PollOutcome::Failed);
+        m.poll_finished(1, ms(4000), PollOutcome::TimedOut);
+        let s = m.poll_stats();
+        assert_eq!(s.iter().map(|(d, _)| *d).collect::<Vec<_>>(), [1, 2]);
+        let one = s[0].1;
+        assert_eq!(one.polls, 2);
+        assert!((one.seconds_total - 0.060).abs() < 1e-9, "{one:?}");
+        assert_eq!(one.last_seconds, Some(0.050));
+        assert_eq!((one.timeouts, one.errors), (2, 1));
+        assert_eq!(
+            s[1].1,
+            PollStats {
+                polls: 1,
+                seconds_total: 0.030,
+                last_seconds: Some(0.030),
+                timeouts: 0,
+                errors: 0,
+            }
+        );
+        // Only failures so far: no duration yet.
+        m.poll_finished(3, ms(5000), PollOutcome::TimedOut);
+        let three = m.poll_stats()[2].1;
+        assert_eq!(
+            (three.polls, three.last_seconds, three.timeouts),
+            (0, None, 1)
+        );
+        m.switch_gone(1);
+        assert_eq!(
+            m.poll_stats().iter().map(|(d, _)| *d).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        // A reconnect starts from zero.
+        m.poll_finished(1, ms(20), PollOutcome::Done);
+        assert_eq!(m.poll_stats()[0].1.polls, 1);
+        assert_eq!(m.poll_stats()[0].1.timeouts, 0);
     }
 }
