@@ -232,8 +232,11 @@ def read_token(path):
         return f.readline().strip()
 
 
-def start_controller(config_text, api, log_path, of_port=6653):
-    """Starts shoal-controller with a TOML config; returns the Popen."""
+def start_controller(config_text, api, log_path, of_port=6653, started=None):
+    """Starts shoal-controller with a TOML config; returns the Popen.
+    ``started``: a list the Popen is appended to as soon as the process
+    runs, before its API answers, so that the caller can stop it when that
+    wait fails or is interrupted."""
     cfg = log_path + '.toml'
     with open(cfg, 'w') as f:
         f.write(config_text)
@@ -243,6 +246,8 @@ def start_controller(config_text, api, log_path, of_port=6653):
          '--of-listen', '127.0.0.1:%d' % of_port, '--api-listen', api,
          '--db', os.path.join(os.path.dirname(log_path), 'shoal.db')],
         stdout=log, stderr=log)
+    if started is not None:
+        started.append(proc)
     wait_for(lambda: api_get(api, '/healthz'), 20, 'the controller API')
     return proc
 
