@@ -7,7 +7,8 @@
 //! answers with the sign-in form, the operator token file it names signs
 //! in (a session cookie), and the dashboard's snapshot through that
 //! session shows the demo's three switches and traffic still flowing
-//! after the measured part ended. After Ctrl-C (SIGINT): exit 0, the
+//! after the measured part ended; `shoalctl matrix` over HTTPS sees it
+//! too. After Ctrl-C (SIGINT): exit 0, the
 //! bridges it made are gone and the API no longer answers.
 
 mod support;
@@ -174,6 +175,27 @@ fn the_demo_keeps_its_dashboard_up_until_ctrl_c() {
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(snap["links"].as_array().map(Vec::len), Some(2), "{snap}");
+    // shoalctl over HTTPS with the demo's CA and token file: the same
+    // traffic, by the operator's command line.
+    let ctl = Command::new(support::cargo_bin("shoalctl"))
+        .args(["--url", &url[..url.len() - 1], "--ca-file"])
+        .arg(&ca)
+        .arg("--token-file")
+        .arg(&token_file)
+        .args(["-o", "json", "matrix", "--top", "5"])
+        .output()
+        .expect("shoalctl");
+    assert_eq!(
+        ctl.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ctl.stderr)
+    );
+    let m: Value = serde_json::from_slice(&ctl.stdout).expect("JSON");
+    assert!(
+        m["cells"].as_array().is_some_and(|c| !c.is_empty()),
+        "shoalctl matrix: {m}"
+    );
 
     // Ctrl-C: it stops, cleans up, and exits 0.
     assert!(demo.try_wait().expect("wait").is_none(), "still up");

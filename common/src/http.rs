@@ -147,6 +147,43 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// Sends `GET url` with an optional bearer token and extra `headers`,
+    /// and returns the status and the answer's body as it arrives (an
+    /// event stream): the client's timeout bounds the connection and the
+    /// headers, not the body, which the caller reads at its own pace.
+    pub async fn open_stream(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        headers: &[(&str, String)],
+    ) -> Result<(u16, hyper::body::Incoming), HttpError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| HttpError::BadUrl(format!("{url}: {e}")))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(HttpError::BadUrl(format!(
+                "{url}: need http://HOST or https://HOST"
+            )));
+        }
+        let mut req = Request::builder().method(Method::GET).uri(uri);
+        if let Some(t) = token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| HttpError::BadUrl(format!("{url}: {e}")))?;
+        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| HttpError::Timeout(self.timeout))?
+            .map_err(|e| HttpError::Transport(format!("{e:?}")))?;
+        Ok((resp.status().as_u16(), resp.into_body()))
+    }
+}
+
 /// A random `u64` from the standard library's per-process random keys
 /// (jitter only; not for anything secret).
 pub fn random_u64() -> u64 {
