@@ -13,18 +13,19 @@
 //! about it. A missing or unknown token is 401, a known one without the
 //! right is 403; both are logged with the peer, never with the token.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
 use shoal_common::secret::{bearer, Presented, Secret};
 use tracing::warn;
 
-use super::session::{cookie_id, SessionId, Sessions, CSRF_HEADER};
 use crate::api::{ApiError, ApiState};
 use crate::config::{AuthSettings, Role};
 
@@ -271,6 +272,166 @@ pub async fn require(
     next.run(req).await
 }
 
+// ---------------------------------------------------------------- sessions
+//
+// The dashboard's sessions (the sign-in and sign-out handlers are in
+// `super::session`): here because the middleware and the credentials'
+// reload use them.
+
+/// The session cookie's name.
+pub const COOKIE: &str = "shoal_session";
+/// The header a cookie-authenticated change must carry.
+pub const CSRF_HEADER: &str = "x-shoal-csrf";
+/// How long a session lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// Sessions kept at most (the oldest is ended to make room).
+pub const MAX_SESSIONS: usize = 1024;
+
+struct Entry {
+    name: String,
+    role: Role,
+    csrf: String,
+    created: Instant,
+    expires: Instant,
+}
+
+/// The open sessions.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<[u8; 32], Entry>>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sessions({})", self.len())
+    }
+}
+
+/// A session found for a request.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Its operator.
+    pub who: Principal,
+    /// Its CSRF token.
+    pub csrf: String,
+    /// Seconds left.
+    pub expires_in_s: u64,
+}
+
+/// The id of the session a request came with (in the request's
+/// extensions when the cookie authenticated it).
+#[derive(Debug, Clone)]
+pub struct SessionId(pub String);
+
+fn key(id: &str) -> [u8; 32] {
+    Sha256::digest(id.as_bytes()).into()
+}
+
+fn random_hex() -> Result<String, ApiError> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b)
+        .map_err(|e| ApiError::Internal(format!("no randomness from the OS: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
+        // A poisoned table still holds whole entries.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Open sessions (expired ones not yet forgotten included).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Opens a session for operator `name`: returns its id and CSRF token.
+    pub fn open(&self, name: &str, role: Role, now: Instant) -> Result<(String, String), ApiError> {
+        let id = random_hex()?;
+        let csrf = random_hex()?;
+        let mut m = self.lock();
+        m.retain(|_, e| e.expires > now);
+        while m.len() >= MAX_SESSIONS {
+            let oldest = m.iter().min_by_key(|(_, e)| e.created).map(|(k, _)| *k);
+            match oldest {
+                Some(k) => {
+                    m.remove(&k);
+                }
+                None => break,
+            }
+        }
+        m.insert(
+            key(&id),
+            Entry {
+                name: name.to_string(),
+                role,
+                csrf: csrf.clone(),
+                created: now,
+                expires: now + SESSION_TTL,
+            },
+        );
+        Ok((id, csrf))
+    }
+
+    /// The live session `id`, if any (an expired one is forgotten).
+    pub fn find(&self, id: &str, now: Instant) -> Option<Found> {
+        let k = key(id);
+        let mut m = self.lock();
+        let e = m.get(&k)?;
+        if e.expires <= now {
+            m.remove(&k);
+            return None;
+        }
+        Some(Found {
+            who: Principal::Operator {
+                name: e.name.clone(),
+                role: e.role,
+            },
+            csrf: e.csrf.clone(),
+            expires_in_s: e.expires.saturating_duration_since(now).as_secs(),
+        })
+    }
+
+    /// Ends session `id`.
+    pub fn close(&self, id: &str) -> bool {
+        self.lock().remove(&key(id)).is_some()
+    }
+
+    /// Ends the sessions whose operator `auth` no longer knows with the
+    /// same role (after a reload).
+    pub fn retain_known(&self, auth: &Auth) -> usize {
+        let mut m = self.lock();
+        let before = m.len();
+        m.retain(|_, e| auth.has_operator(&e.name, e.role));
+        before - m.len()
+    }
+}
+
+/// The session id a request's `Cookie` headers carry, if well formed (64
+/// lower-case hex digits; anything else is ignored).
+pub fn cookie_id(headers: &HeaderMap) -> Option<String> {
+    for v in headers.get_all(header::COOKIE) {
+        let Ok(v) = v.to_str() else { continue };
+        for part in v.split(';') {
+            let Some((k, val)) = part.trim().split_once('=') else {
+                continue;
+            };
+            if k.trim() == COOKIE {
+                let val = val.trim();
+                if val.len() == 64 && val.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Some(val.to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
 fn describe(who: &Principal) -> String {
     match who {
         Principal::Operator { name, role } => format!("operator {name} ({role:?})"),
@@ -290,6 +451,7 @@ fn unauthorized(msg: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn auth() -> Auth {
         let s = |t: &str| Secret::new(t).expect("token");
@@ -299,6 +461,70 @@ mod tests {
                 (s("operator-read-token-22"), "noc".into(), Role::Read),
             ],
             hosts: vec![(s("host-h1-token-333333"), "h1".into())],
+        }
+    }
+
+    #[test]
+    fn sessions_open_find_expire_and_close() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        let (id, csrf) = s.open("ops", Role::Read, t0).unwrap();
+        assert_eq!(id.len(), 64);
+        assert_ne!(id, csrf);
+        let f = s.find(&id, t0).unwrap();
+        assert_eq!(
+            f.who,
+            Principal::Operator {
+                name: "ops".into(),
+                role: Role::Read
+            }
+        );
+        assert_eq!(f.csrf, csrf);
+        assert!(
+            s.find(&csrf, t0).is_none(),
+            "the CSRF token is no session id"
+        );
+        assert!(s.find(&id, t0 + SESSION_TTL).is_none(), "expired");
+        assert!(s.is_empty(), "an expired session is forgotten");
+        let (id2, _) = s.open("ops", Role::Write, t0).unwrap();
+        assert!(s.close(&id2));
+        assert!(s.find(&id2, t0).is_none());
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_the_oldest_goes() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        let (first, _) = s.open("a", Role::Read, t0).unwrap();
+        for i in 1..=MAX_SESSIONS {
+            s.open("a", Role::Read, t0 + Duration::from_millis(i as u64))
+                .unwrap();
+        }
+        assert_eq!(s.len(), MAX_SESSIONS);
+        assert!(s.find(&first, t0).is_none());
+    }
+
+    #[test]
+    fn cookies_are_parsed_strictly() {
+        let id = "a".repeat(64);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("x=1; {COOKIE}={id}; y=2")).unwrap(),
+        );
+        assert_eq!(cookie_id(&h), Some(id));
+        for bad in [
+            "A".repeat(64),
+            "a".repeat(63),
+            "g".repeat(64),
+            String::new(),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::COOKIE,
+                HeaderValue::from_str(&format!("{COOKIE}={bad}")).unwrap(),
+            );
+            assert_eq!(cookie_id(&h), None, "{bad}");
         }
     }
 

@@ -18,7 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::session::cookie_id;
+use super::auth::cookie_id;
 use super::{ApiError, ApiState};
 
 const INDEX: &str = include_str!("../../assets/dashboard/index.html");
