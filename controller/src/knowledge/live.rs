@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use ofp::MacAddr;
 
 use crate::knowledge::groups::Groups;
+use crate::knowledge::rules::RuleSet;
 use crate::knowledge::snapshot::{
     ExternalEndpoint, HostLocation, HostSample, HostState, HotspotEvent, LinkInfo, MigrationRecord,
     Snapshot, SwitchInfo, SwitchLevel, Topology as SnapTopology, VmSample, VmState,
@@ -63,7 +64,13 @@ pub struct LiveInputs<'a> {
     pub last_migration_s: BTreeMap<String, f64>,
     /// Configured domains and environments.
     pub groups: &'a Groups,
+    /// The placement rules in force (validated), copied into
+    /// [`Snapshot::rules`]; [`LiveInputs::new`] starts with none.
+    pub rules: &'a RuleSet,
 }
+
+/// No placement rules (the default of [`LiveInputs::new`]).
+pub static NO_RULES: RuleSet = RuleSet { rules: Vec::new() };
 
 impl<'a> LiveInputs<'a> {
     /// Inputs of a first round at the time origin: no port rates, no
@@ -92,6 +99,7 @@ impl<'a> LiveInputs<'a> {
             hotspot_history: Vec::new(),
             last_migration_s: BTreeMap::new(),
             groups,
+            rules: &NO_RULES,
         }
     }
 }
@@ -162,6 +170,7 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
         externals,
         migrations: inp.migrations.clone(),
         hotspot_history: inp.hotspot_history.clone(),
+        rules: inp.rules.clone(),
     }
 }
 
@@ -276,6 +285,7 @@ fn reported_hosts(
                 rack: format!("host:{id}"),
                 pod: format!("host:{id}"),
                 cluster: format!("host:{id}"),
+                unknown: true,
             });
         let skip = e.reports.len().saturating_sub(inp.history);
         let history = e
@@ -757,6 +767,59 @@ mod tests {
             .links
             .iter()
             .any(|l| (l.a == "hv1" || l.b == "hv1") && l.capacity_bps == 1e8));
+    }
+
+    /// The rules in force reach the snapshot; a host whose bridge has no
+    /// ToR in the LLDP topology gets a placeholder location marked
+    /// unknown (placement rules treat it conservatively).
+    #[test]
+    fn rules_and_unknown_locations_reach_the_snapshot() {
+        let topo = build(
+            Instant::now(),
+            &[(0x31, 2), (0x41, 2)],
+            &[((0x41, 1), (0x31, 1))],
+        );
+        let mut hosts = HostRegistry::default();
+        hosts
+            .register(
+                "hv1",
+                reg("hv1", 0x41, vec![vm("a", "02:00:00:00:00:0a")]),
+                0,
+            )
+            .unwrap();
+        hosts
+            .register(
+                "hv2",
+                reg("hv2", 0x42, vec![vm("b", "02:00:00:00:00:0b")]),
+                0,
+            )
+            .unwrap();
+        for h in ["hv1", "hv2"] {
+            hosts.report(h, report(h, 1, vec![]), 1).unwrap();
+        }
+        let groups = Groups::default();
+        let none = BTreeMap::new();
+        let snap = build_snapshot(&LiveInputs::new(&hosts, &topo, &none, &[], &groups));
+        assert!(snap.rules.is_empty());
+        assert!(!snap.hosts["hv1"].location.unknown);
+        let l2 = &snap.hosts["hv2"].location;
+        assert!(l2.unknown);
+        assert_eq!(l2.rack, "host:hv2");
+        let rules: RuleSet = serde_json::from_str(
+            r#"[{"kind":"anti_affinity","name":"apart","vms":["a","b"],"scope":"rack"}]"#,
+        )
+        .unwrap();
+        let snap = build_snapshot(&LiveInputs {
+            rules: &rules,
+            ..LiveInputs::new(&hosts, &topo, &none, &[], &groups)
+        });
+        assert_eq!(snap.rules, rules);
+        // The location flag survives the snapshot's JSON form (and is left
+        // out for known hosts).
+        let text = serde_json::to_string(&snap.hosts["hv2"].location).unwrap();
+        assert!(text.contains("\"unknown\":true"), "{text}");
+        let text = serde_json::to_string(&snap.hosts["hv1"].location).unwrap();
+        assert!(!text.contains("unknown"), "{text}");
     }
 
     /// The one-pass histories of all of a host's VMs are what the

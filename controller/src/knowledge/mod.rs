@@ -4,7 +4,8 @@
 //!   the one lock order of the controller), the [`snapshot::Snapshot`] the
 //!   policies read and its builder from live data ([`live`]), the
 //!   configured groups ([`groups::Groups`]: VIOLIN's domains and
-//!   environments), the persistent store ([`store::Store`]: SQLite, or etcd in a cluster ([`etcd_store`])) and the
+//!   environments) and the operator's placement rules ([`rules::RuleSet`],
+//!   as data), the persistent store ([`store::Store`]: SQLite, or etcd in a cluster ([`etcd_store`])) and the
 //!   queue of host reports on their way to it ([`reports`]), and the clock
 //!   ([`clock`]).
 //! - **Reads**: the Monitor's types (topology, statistics, host registry,
@@ -18,6 +19,7 @@ pub mod events;
 pub mod groups;
 pub mod live;
 pub mod reports;
+pub mod rules;
 pub mod snapshot;
 pub mod state;
 pub mod store;

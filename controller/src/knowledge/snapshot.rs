@@ -38,8 +38,14 @@
 //!   within the last `n` intervals (`n` = the detector's window): a host's
 //!   window restarts when a migration of it ends;
 //! - [`Snapshot::hotspot_history`]: the hotspots flagged in recent
-//!   evaluations (bounded; the caller trims it).
+//!   evaluations (bounded; the caller trims it);
+//! - [`Snapshot::rules`]: the operator's placement rules in force
+//!   ([`crate::knowledge::rules`]; live, from
+//!   [`crate::knowledge::state::Knowledge::set_rules`]), enforced for every
+//!   policy by the plan's shared constraints.
 #![warn(missing_docs)]
+
+use crate::knowledge::rules::RuleSet;
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,6 +81,10 @@ pub struct Snapshot {
     pub migrations: Vec<MigrationRecord>,
     /// Hotspots flagged in recent evaluations, oldest first.
     pub hotspot_history: Vec<HotspotEvent>,
+    /// The operator's placement rules in force (validated before they get
+    /// here): every policy's migration destinations obey them.
+    #[serde(default, skip_serializing_if = "RuleSet::is_empty")]
+    pub rules: RuleSet,
 }
 
 /// Where a host sits in the tree: the ids of its rack, pod and cluster.
@@ -90,6 +100,12 @@ pub struct HostLocation {
     pub pod: String,
     /// Cluster: pods that share a core switch.
     pub cluster: String,
+    /// The host's ToR is not known (live: its bridge has no LLDP neighbour
+    /// yet): `rack`, `pod` and `cluster` are placeholders naming the host
+    /// alone. Rack- and pod-scoped placement rules treat such a host
+    /// conservatively (docs/algorithms.md, "Placement rules").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
 }
 
 /// An endpoint outside the VMs (a client, a gateway) attached to a switch.
@@ -258,6 +274,7 @@ impl Topology {
                         rack: id.clone(),
                         pod,
                         cluster,
+                        unknown: false,
                     },
                 )
             })

@@ -17,9 +17,10 @@
 //! 4. `switches` (connected switch handles);
 //! 5. `monitor` (statistics);
 //! 6. the loop's `live` state ([`crate::mapek::live::LiveState`]) and
-//!    the orchestrator's migration table, and `groups` (configured
-//!    domains and environments, held only to clone an `Arc`): leaves,
-//!    nothing else is taken while one of them is held.
+//!    the orchestrator's migration table, `groups` (configured domains
+//!    and environments) and `rules` (placement rules), the last two held
+//!    only to clone an `Arc`: leaves, nothing else is taken while one of
+//!    them is held.
 //!
 //! For example [`Knowledge::snapshot`] takes `monitor` alone first, then
 //! `hosts`, `topo` and `hypervisors`; the API reads [`Knowledge::hypervisor_map`] (hosts,
@@ -35,6 +36,7 @@ use crate::knowledge::cluster::Fence;
 use crate::knowledge::groups::Groups;
 use crate::knowledge::live::{build_snapshot, LiveInputs};
 use crate::knowledge::reports::ReportQueue;
+use crate::knowledge::rules::RuleSet;
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
 use crate::knowledge::store::Store;
 use crate::monitor::hosts::HostRegistry;
@@ -128,6 +130,10 @@ pub struct Knowledge {
     /// Configured domains and environments (replaced on SIGHUP; a leaf
     /// lock, held only to clone the `Arc`).
     groups: RwLock<Arc<Groups>>,
+    /// The placement rules in force (validated by the caller of
+    /// [`Knowledge::set_rules`]; none at start; a leaf lock, held only to
+    /// clone the `Arc`).
+    rules: RwLock<Arc<RuleSet>>,
     /// The cluster fence ([`Fence::single`] for a single controller).
     pub fence: Fence,
     /// OpenFlow messages a cluster node withheld from switches it still
@@ -176,6 +182,7 @@ impl Knowledge {
             switches: RwLock::new(HashMap::new()),
             lldp: Arc::new(LldpCounters::default()),
             groups: RwLock::new(Arc::new(cfg.groups.clone())),
+            rules: RwLock::new(Arc::new(RuleSet::default())),
             limits: Arc::new(LimitCounters::default()),
             fence: Fence::single(),
             fenced_writes: AtomicU64::new(0),
@@ -265,6 +272,7 @@ impl Knowledge {
         let rates = self.monitor_lock().ok()?.matrix.rates_unsorted();
         let ports = self.monitor_lock().ok()?.port_rates();
         let groups = self.groups();
+        let rules = self.rules();
         let hosts = self.hosts_read().ok()?;
         let topo = self.topo_read().ok()?;
         let hypervisors = self.hypervisors.read().ok()?;
@@ -284,6 +292,7 @@ impl Knowledge {
             hotspot_history,
             last_migration_s,
             groups: &groups,
+            rules: &rules,
         }))
     }
 
@@ -301,5 +310,60 @@ impl Knowledge {
             Ok(mut g) => *g = Arc::new(groups),
             Err(p) => *p.into_inner() = Arc::new(groups),
         }
+    }
+
+    /// The placement rules in force (every snapshot carries them).
+    pub fn rules(&self) -> Arc<RuleSet> {
+        match self.rules.read() {
+            Ok(r) => Arc::clone(&r),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Puts a new set of placement rules in force; the next snapshot, hence
+    /// the next planning round, obeys them. The caller validates them first
+    /// ([`RuleSet::validate`]; contradictory rules must never get here)
+    /// and persists them.
+    pub fn set_rules(&self, rules: RuleSet) {
+        match self.rules.write() {
+            Ok(mut r) => *r = Arc::new(rules),
+            Err(p) => *p.into_inner() = Arc::new(rules),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rules put in force reach every following snapshot.
+    #[test]
+    fn rules_in_force_reach_the_snapshot() {
+        let cfg = KnowledgeConfig {
+            link_capacity_bps: None,
+            poll_interval: Duration::from_secs(2),
+            window_intervals: 5,
+            excluded_cookie: 0,
+            excluded_cookie_mask: 0,
+            host_history: 5,
+            max_matrix_pairs: 1000,
+            groups: Groups::default(),
+            events_ring: 16,
+            events_client_buffer: 16,
+        };
+        let k = Knowledge::new(&cfg, BTreeMap::new(), None);
+        assert!(k.rules().is_empty());
+        let snap = k
+            .snapshot(1, 5, Vec::new(), Vec::new(), BTreeMap::new())
+            .unwrap();
+        assert!(snap.rules.is_empty());
+        let rules: RuleSet =
+            serde_json::from_str(r#"[{"kind":"host_limit","name":"eight","max_vms":8}]"#).unwrap();
+        k.set_rules(rules.clone());
+        assert_eq!(*k.rules(), rules);
+        let snap = k
+            .snapshot(2, 5, Vec::new(), Vec::new(), BTreeMap::new())
+            .unwrap();
+        assert_eq!(snap.rules, rules);
     }
 }

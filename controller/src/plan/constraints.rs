@@ -11,16 +11,29 @@
 //!   bandwidth (`migration_nic_share` of the smaller NIC); its cost (bytes,
 //!   time, downtime) is attached to every migration decision.
 //!
+//! - the operator's placement rules ([`super::rules`], carried by the
+//!   snapshot and compiled in the [`View`]): every destination check
+//!   ([`Ledger::room`], [`Ledger::slots_and_ram`], hence [`Ledger::check`];
+//!   [`Ledger::rule_check`] alone where a policy skips the room check)
+//!   refuses a host where the VM would break a pin, an exclusion, a host
+//!   limit, an (anti-)affinity with the round's tentative placement, or a
+//!   reserve ([`NoRoom::Rule`] names the rule); a reserve lowers its
+//!   hosts' thresholds; a VM pinned to its host alone, or held there by a
+//!   host-scoped affinity group, is [`Blocked`].
+//!
 //! A [`Ledger`] tracks the tentative state of one planning round: every
 //! accepted move updates host loads (CPU, memory, slots, NIC tx/rx with the
 //! IDC/NIC split of the moved VM's traffic) so that later checks of the same
 //! round see it.
 
+use super::rules::{RuleBlock, Violation};
 use super::view::View;
-use super::{MigrationCost, PlanError};
+use super::{Action, Decision, MigrationCost, PlanError};
 use crate::analyze::Thresholds;
+use crate::knowledge::snapshot::{ratio, Snapshot};
 use serde::{Deserialize, Serialize};
 use shoal_common::vmpatrol::{self, ModelError, ModelParams};
+use std::collections::BTreeSet;
 
 /// MB → bytes.
 pub const BYTES_PER_MB: f64 = 1_048_576.0;
@@ -140,6 +153,10 @@ pub enum Blocked {
     Cooldown,
     /// Its host already reached the per-round migration limit.
     SourceLimit,
+    /// A placement rule pins it to its current host alone.
+    Pinned,
+    /// A host-scoped affinity rule keeps it with a VM on its host.
+    Together,
 }
 
 impl Blocked {
@@ -149,6 +166,8 @@ impl Blocked {
             Blocked::Migrating => "migration running",
             Blocked::Cooldown => "cooldown",
             Blocked::SourceLimit => "source host limit reached",
+            Blocked::Pinned => "pinned to its host by a rule",
+            Blocked::Together => "kept with its group on its host by an affinity rule",
         }
     }
 }
@@ -168,6 +187,8 @@ pub enum NoRoom {
     Slots,
     /// The migration would not converge (or the model rejects its input).
     Model(ModelError),
+    /// The move would break the placement rule of this name.
+    Rule(String),
 }
 
 impl NoRoom {
@@ -181,6 +202,7 @@ impl NoRoom {
             NoRoom::Slots => "no room: slots".into(),
             NoRoom::Model(ModelError::NonConvergent { .. }) => "migration does not converge".into(),
             NoRoom::Model(e) => format!("migration model: {e}"),
+            NoRoom::Rule(name) => format!("placement rule {name:?}"),
         }
     }
 }
@@ -282,6 +304,13 @@ impl<'v, 'a> Ledger<'v, 'a> {
         if let Some(Some(b)) = self.blocked.get(v) {
             return Some(*b);
         }
+        if !self.view.rules.is_empty() {
+            match self.view.rules.blocked(v, &self.placement) {
+                Some(RuleBlock::Pinned(_)) => return Some(Blocked::Pinned),
+                Some(RuleBlock::Together(_)) => return Some(Blocked::Together),
+                None => {}
+            }
+        }
         let h = self.host_of(v);
         let limit = self.opts.max_per_source;
         if limit > 0 && self.moves_from.get(h).copied().unwrap_or(0) >= limit {
@@ -355,7 +384,62 @@ impl<'v, 'a> Ledger<'v, 'a> {
         (tx.max(0.0), rx.max(0.0))
     }
 
-    /// Whether host `k` has room for VM `v` (thresholds, memory, slots).
+    /// Whether moving VM `v` to host `k` keeps every placement rule: pins,
+    /// exclusions, host limits, (anti-)affinity with the other VMs where
+    /// they are now (tentatively), and the reserves of `k` (its load after
+    /// the arrival) and of `v`'s host (whose NIC may grow when `v`'s
+    /// traffic with VMs staying there stops being IDC). `Err` names the
+    /// first rule broken. Part of [`Ledger::room`] and
+    /// [`Ledger::slots_and_ram`].
+    pub fn rule_check(&self, v: usize, k: usize) -> Result<(), NoRoom> {
+        let rules = &self.view.rules;
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let named = |r: usize| NoRoom::Rule(rules.name(r).to_string());
+        rules
+            .placement_check(v, k, &self.placement, &self.vm_count)
+            .map_err(named)?;
+        if !rules.has_reserves() {
+            return Ok(());
+        }
+        let res = rules.reserve(k);
+        if let (false, Some(host)) = (res.is_none(), self.view.hosts.get(k)) {
+            if let Some((f, r)) = res.cpu {
+                let vm_cpu = self.view.vm_latest.get(v).map_or(0.0, |s| s.cpu_cores);
+                let after = self.cpu_used.get(k).copied().unwrap_or(0.0) + vm_cpu;
+                if ratio(after, host.cores) > 1.0 - f {
+                    return Err(named(r));
+                }
+            }
+            if let Some((f, r)) = res.mem {
+                let vm_mem = self.vm_mem.get(v).copied().unwrap_or(0.0);
+                let after = self.mem_used.get(k).copied().unwrap_or(0.0) + vm_mem;
+                if ratio(after, host.memory_mb) > 1.0 - f {
+                    return Err(named(r));
+                }
+            }
+            if let Some((f, r)) = res.net {
+                let (tx, rx) = self.nic_after_arrival(v, k);
+                if ratio(tx.max(rx), host.nic_bytes_per_s()) > 1.0 - f {
+                    return Err(named(r));
+                }
+            }
+        }
+        let x = self.host_of(v);
+        if let (Some((f, r)), Some(host)) = (rules.reserve(x).net, self.view.hosts.get(x)) {
+            let before = self.net_util(x);
+            let (tx, rx) = self.nic_after_departure(v);
+            let after = ratio(tx.max(rx), host.nic_bytes_per_s());
+            if after > 1.0 - f && after > before {
+                return Err(named(r));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether host `k` has room for VM `v` (placement rules, thresholds —
+    /// lowered by a reserve —, memory, slots).
     pub fn room(&self, v: usize, k: usize) -> Result<(), NoRoom> {
         if self.host_of(v) == k {
             return Err(NoRoom::SameHost);
@@ -363,6 +447,7 @@ impl<'v, 'a> Ledger<'v, 'a> {
         let Some(host) = self.view.hosts.get(k) else {
             return Err(NoRoom::Slots);
         };
+        self.rule_check(v, k)?;
         let t = &self.thresholds;
         if let Some(max) = host.max_vms {
             if self.vm_count.get(k).copied().unwrap_or(0) >= max {
@@ -391,7 +476,8 @@ impl<'v, 'a> Ledger<'v, 'a> {
     }
 
     /// S-CORE's capacity: a free VM slot (when slots are limited) and free
-    /// memory ≥ the VM's size at `k`; no utilisation threshold.
+    /// memory ≥ the VM's size at `k`; no utilisation threshold. The
+    /// placement rules hold here too (a reserve included).
     pub fn slots_and_ram(&self, v: usize, k: usize) -> Result<(), NoRoom> {
         if self.host_of(v) == k {
             return Err(NoRoom::SameHost);
@@ -399,6 +485,7 @@ impl<'v, 'a> Ledger<'v, 'a> {
         let Some(host) = self.view.hosts.get(k) else {
             return Err(NoRoom::Slots);
         };
+        self.rule_check(v, k)?;
         if let Some(max) = host.max_vms {
             if self.vm_count.get(k).copied().unwrap_or(0) >= max {
                 return Err(NoRoom::Slots);
@@ -514,6 +601,27 @@ impl<'v, 'a> Ledger<'v, 'a> {
         }
     }
 
+    /// The placement rules the tentative placement breaks (reserves against
+    /// the tentative loads), for reporting and for checking a plan.
+    pub fn violations(&self) -> Vec<Violation> {
+        let rules = &self.view.rules;
+        if rules.is_empty() {
+            return Vec::new();
+        }
+        let util = |h: usize| [self.cpu_util(h), self.mem_util(h), self.net_util(h)];
+        rules
+            .violations(
+                &self.view.vm_names,
+                &self.view.host_names,
+                &self.placement,
+                &self.vm_count,
+                Some(&util),
+            )
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    }
+
     /// Records a memory resize of `v` to `target_mb`.
     pub fn apply_resize(&mut self, v: usize, target_mb: f64) {
         let h = self.host_of(v);
@@ -523,6 +631,98 @@ impl<'v, 'a> Ledger<'v, 'a> {
             *m = target_mb;
         }
     }
+}
+
+/// The placement rules the snapshot's placement breaks now (reserves
+/// against the latest host samples): what to report after, e.g., an
+/// operator's manual move.
+pub fn violations(snap: &Snapshot) -> Vec<Violation> {
+    if snap.rules.is_empty() {
+        return Vec::new();
+    }
+    let view = View::new(snap);
+    let led = Ledger::new(
+        &view,
+        Thresholds::default(),
+        ConstraintOptions::default().resolve(HOTSPOT_DEFAULTS),
+    );
+    led.violations()
+}
+
+/// A planned migration after which the placement breaks a rule it did not
+/// break before.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("decision {index} (migrate {vm} to {to}) breaks {}", describe(.broken))]
+pub struct RuleBreach {
+    /// Position of the decision in the plan.
+    pub index: usize,
+    /// The VM.
+    pub vm: String,
+    /// Its destination.
+    pub to: String,
+    /// The violations it adds.
+    pub broken: Vec<Violation>,
+}
+
+fn describe(v: &[Violation]) -> String {
+    v.iter()
+        .map(|x| format!("rule {:?} ({}: {})", x.rule, x.kind, x.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Replays a round's `decisions` on a ledger of the snapshot the policy
+/// saw (migrations and resizes, in order) and checks that no migration
+/// adds a rule violation (a violation that was there before — an
+/// operator's move, a rule added over the placement — may stay). The
+/// simulator runs it on every plan when the scenario has rules.
+pub fn audit(snap: &Snapshot, decisions: &[Decision]) -> Result<(), RuleBreach> {
+    if snap.rules.is_empty() {
+        return Ok(());
+    }
+    let view = View::new(snap);
+    let mut led = Ledger::new(
+        &view,
+        Thresholds::default(),
+        ConstraintOptions::default().resolve(HOTSPOT_DEFAULTS),
+    );
+    type Key = (String, Vec<String>, Vec<String>, Option<String>);
+    let keys =
+        |led: &Ledger| -> BTreeSet<Key> { led.violations().iter().map(Violation::key).collect() };
+    let mut before = keys(&led);
+    for (index, d) in decisions.iter().enumerate() {
+        match &d.action {
+            Action::Migrate { vm, to, .. } => {
+                let (Some(v), Some(k)) = (view.vm_id(vm), view.host_id(to)) else {
+                    continue;
+                };
+                led.apply_move(v, k);
+                let now = led.violations();
+                let broken: Vec<Violation> = now
+                    .iter()
+                    .filter(|x| !before.contains(&x.key()))
+                    .cloned()
+                    .collect();
+                if !broken.is_empty() {
+                    return Err(RuleBreach {
+                        index,
+                        vm: vm.clone(),
+                        to: to.clone(),
+                        broken,
+                    });
+                }
+                before = now.iter().map(Violation::key).collect();
+            }
+            Action::Resize { vm, target_mb, .. } => {
+                if let Some(v) = view.vm_id(vm) {
+                    led.apply_resize(v, *target_mb);
+                    before = keys(&led);
+                }
+            }
+            Action::AttachVf { .. } | Action::DetachVf { .. } => {}
+        }
+    }
+    Ok(())
 }
 
 /// VMPatrol cost of moving a VM of `memory_mb` with dirty rate
@@ -554,5 +754,299 @@ pub fn migration_cost(
 fn add(v: &mut [f64], i: usize, d: f64) {
     if let Some(x) = v.get_mut(i) {
         *x += d;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::rules::RuleSet;
+    use crate::plan::testutil::Dc;
+
+    fn rules(json: &str) -> RuleSet {
+        let r: RuleSet = serde_json::from_str(json).unwrap();
+        r.validate().unwrap();
+        r
+    }
+
+    /// Hosts a, b (rack r1) and c (rack r2), 8 cores and 16 GB each; v1
+    /// (1 core) on a, v2 on b, v3 on c, v4 on a.
+    fn dc() -> Snapshot {
+        Dc::new()
+            .host("a", "r1", "p1", 8.0, 16384.0)
+            .host("b", "r1", "p1", 8.0, 16384.0)
+            .host("c", "r2", "p1", 8.0, 16384.0)
+            .vm("v1", "a", 1.0, 1024.0)
+            .vm("v2", "b", 1.0, 1024.0)
+            .vm("v3", "c", 1.0, 1024.0)
+            .vm("v4", "a", 1.0, 1024.0)
+            .build(5)
+            .0
+    }
+
+    fn ledger<'v, 'a>(view: &'v View<'a>) -> Ledger<'v, 'a> {
+        Ledger::new(
+            view,
+            Thresholds::default(),
+            ConstraintOptions::default().resolve(HOTSPOT_DEFAULTS),
+        )
+    }
+
+    fn rule(name: &str) -> Result<(), NoRoom> {
+        Err(NoRoom::Rule(name.into()))
+    }
+
+    /// Every destination check refuses a host where the move would break a
+    /// rule, naming it, and accepts the others.
+    #[test]
+    fn every_destination_check_refuses_each_rule_kind_by_name() {
+        // (rules, VM, refused host, accepted host)
+        let cases = [
+            (
+                r#"[{"kind":"pin","name":"pin","vms":["v1"],"hosts":["a","c"]}]"#,
+                "v1",
+                "b",
+                Some("c"),
+            ),
+            (
+                r#"[{"kind":"exclude","name":"drain","hosts":["b"]}]"#,
+                "v1",
+                "b",
+                Some("c"),
+            ),
+            (
+                r#"[{"kind":"exclude","name":"not-v1","hosts":["c"],"vms":["v1"]}]"#,
+                "v1",
+                "c",
+                Some("b"),
+            ),
+            (
+                r#"[{"kind":"affinity","name":"with-v2","vms":["v1","v2"],"scope":"host"}]"#,
+                "v1",
+                "c",
+                Some("b"),
+            ),
+            (
+                r#"[{"kind":"affinity","name":"rack-v2","vms":["v1","v2"],"scope":"rack"}]"#,
+                "v1",
+                "c",
+                Some("b"),
+            ),
+            (
+                r#"[{"kind":"affinity","name":"pod-v3","vms":["v1","v3"],"scope":"pod"}]"#,
+                "v4",
+                "a",
+                None,
+            ),
+            (
+                r#"[{"kind":"anti_affinity","name":"apart","vms":["v1","v2"],"scope":"host"}]"#,
+                "v1",
+                "b",
+                Some("c"),
+            ),
+            (
+                r#"[{"kind":"anti_affinity","name":"racks","vms":["v1","v3"],"scope":"rack"}]"#,
+                "v1",
+                "c",
+                Some("b"),
+            ),
+            (
+                r#"[{"kind":"host_limit","name":"one","max_vms":1}]"#,
+                "v1",
+                "b",
+                None,
+            ),
+            (
+                r#"[{"kind":"host_limit","name":"two-on-c","hosts":["c"],"max_vms":1}]"#,
+                "v1",
+                "c",
+                Some("b"),
+            ),
+            // b: 1 + 1 core of 8 = 0.25 > 1 − 0.8.
+            (
+                r#"[{"kind":"reserve","name":"cpu","hosts":["b"],"cpu":0.8}]"#,
+                "v1",
+                "b",
+                Some("c"),
+            ),
+            // 2048 MB (+ the VM) of 16384 > 1 − 0.9.
+            (
+                r#"[{"kind":"reserve","name":"mem","mem":0.9}]"#,
+                "v1",
+                "b",
+                None,
+            ),
+        ];
+        for (json, vm, bad, good) in cases {
+            let mut snap = dc();
+            snap.rules = rules(json);
+            let name = snap.rules.rules[0].name().to_string();
+            let view = View::new(&snap);
+            let led = ledger(&view);
+            let (v, k) = (view.vm_id(vm).unwrap(), view.host_id(bad).unwrap());
+            if vm == "v4" {
+                // Same host: the check says so first.
+                assert_eq!(led.room(v, k), Err(NoRoom::SameHost));
+                continue;
+            }
+            assert_eq!(led.rule_check(v, k), rule(&name), "{json}");
+            assert_eq!(led.room(v, k), rule(&name), "{json}");
+            assert_eq!(led.slots_and_ram(v, k), rule(&name), "{json}");
+            let e = led.check(v, k).unwrap_err();
+            assert_eq!(e.as_str(), format!("placement rule {name:?}"));
+            if let Some(good) = good {
+                let k = view.host_id(good).unwrap();
+                assert_eq!(led.room(v, k), Ok(()), "{json}");
+                assert!(led.check(v, k).is_ok(), "{json}");
+            }
+        }
+    }
+
+    /// Rules apply to the round's tentative placement.
+    #[test]
+    fn rules_follow_the_tentative_placement() {
+        let mut snap = dc();
+        snap.rules = rules(
+            r#"[{"kind":"anti_affinity","name":"apart","vms":["v1","v2"],"scope":"host"},
+                {"kind":"host_limit","name":"three","max_vms":3}]"#,
+        );
+        let view = View::new(&snap);
+        let mut led = ledger(&view);
+        let id = |n: &str| view.vm_id(n).unwrap();
+        let h = |n: &str| view.host_id(n).unwrap();
+        assert_eq!(led.room(id("v2"), h("c")), Ok(()));
+        led.apply_move(id("v1"), h("c"));
+        assert_eq!(led.room(id("v2"), h("c")), rule("apart"));
+        assert_eq!(led.room(id("v2"), h("a")), Ok(()));
+        assert_eq!(led.room(id("v4"), h("c")), Ok(()));
+        led.apply_move(id("v4"), h("c"));
+        // c holds v3, v1 and v4 now: full under the limit.
+        assert_eq!(led.room(id("v2"), h("c")), rule("three"));
+        assert!(led.violations().is_empty());
+    }
+
+    /// A reserve lowers the thresholds of its hosts: 1 + 5 cores of 8 =
+    /// 0.75 fits under the CPU threshold (0.85) but not under 1 − 0.3.
+    #[test]
+    fn a_reserve_lowers_the_thresholds() {
+        let base = || {
+            Dc::new()
+                .host("a", "r1", "p1", 8.0, 16384.0)
+                .host("b", "r1", "p1", 8.0, 16384.0)
+                .vm("v1", "a", 1.0, 1024.0)
+                .vm("busy", "b", 5.0, 1024.0)
+        };
+        let check = |json: &str| {
+            let (mut snap, _) = base().build(5);
+            snap.rules = rules(json);
+            let view = View::new(&snap);
+            let led = ledger(&view);
+            led.room(view.vm_id("v1").unwrap(), view.host_id("b").unwrap())
+        };
+        assert_eq!(check("[]"), Ok(()));
+        assert_eq!(
+            check(r#"[{"kind":"reserve","name":"r","cpu":0.3}]"#),
+            rule("r")
+        );
+        assert_eq!(
+            check(r#"[{"kind":"reserve","name":"r","cpu":0.2}]"#),
+            Ok(())
+        );
+        // The threshold still binds below the reserve's limit.
+        assert_eq!(
+            check(r#"[{"kind":"reserve","name":"r","cpu":0.01}]"#),
+            Ok(())
+        );
+        let (mut snap, _) = base().vm("more", "b", 1.0, 1024.0).build(5);
+        snap.rules = rules(r#"[{"kind":"reserve","name":"r","cpu":0.01}]"#);
+        let view = View::new(&snap);
+        let led = ledger(&view);
+        // 1 + 6 of 8 = 0.875 > 0.85: the threshold, not the rule.
+        assert_eq!(
+            led.room(view.vm_id("v1").unwrap(), view.host_id("b").unwrap()),
+            Err(NoRoom::Cpu)
+        );
+    }
+
+    /// A VM leaving a host turns its traffic with the VMs staying there
+    /// into NIC traffic: a net reserve of the source host refuses that.
+    #[test]
+    fn a_net_reserve_protects_the_source_host_too() {
+        let (mut snap, _) = Dc::new()
+            .host("a", "r1", "p1", 8.0, 16384.0)
+            .host("b", "r1", "p1", 8.0, 16384.0)
+            .vm("v1", "a", 1.0, 1024.0)
+            .vm("v2", "a", 1.0, 1024.0)
+            .talk("v1", "v2", 500e6)
+            .build(5);
+        snap.rules = rules(r#"[{"kind":"reserve","name":"keep-a","hosts":["a"],"net":0.7}]"#);
+        let view = View::new(&snap);
+        let led = ledger(&view);
+        // 500 MB/s of a 1.25 GB/s NIC = 0.4 > 1 − 0.7 once v1 is on b.
+        assert_eq!(
+            led.rule_check(view.vm_id("v1").unwrap(), view.host_id("b").unwrap()),
+            rule("keep-a")
+        );
+    }
+
+    #[test]
+    fn pinned_and_grouped_vms_are_blocked() {
+        let mut snap = dc();
+        snap.rules = rules(
+            r#"[{"kind":"pin","name":"stay","vms":["v2"],"hosts":["b"]},
+                {"kind":"affinity","name":"pair","vms":["v1","v4"],"scope":"host"}]"#,
+        );
+        let view = View::new(&snap);
+        let led = ledger(&view);
+        let b = |n: &str| led.blocked(view.vm_id(n).unwrap());
+        assert_eq!(b("v2"), Some(Blocked::Pinned));
+        assert_eq!(b("v1"), Some(Blocked::Together));
+        assert_eq!(b("v4"), Some(Blocked::Together));
+        assert_eq!(b("v3"), None);
+        assert_eq!(Blocked::Pinned.as_str(), "pinned to its host by a rule");
+    }
+
+    /// After an operator's manual move the snapshot breaks a rule: it is
+    /// reported; a plan may leave it (or repair it) but never add one.
+    #[test]
+    fn violations_are_reported_and_audited() {
+        let mut snap = dc();
+        snap.rules = rules(
+            r#"[{"kind":"exclude","name":"drain-c","hosts":["c"]},
+                {"kind":"pin","name":"v1-on-a","vms":["v1"],"hosts":["a","b"]}]"#,
+        );
+        let v = violations(&snap);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(
+            (v[0].rule.as_str(), v[0].kind.as_str()),
+            ("drain-c", "exclude")
+        );
+        assert_eq!(
+            (v[0].vms.clone(), v[0].hosts.clone()),
+            (vec!["v3".to_string()], vec!["c".to_string()])
+        );
+        let mig = |vm: &str, from: &str, to: &str| Decision {
+            action: Action::Migrate {
+                vm: vm.into(),
+                from: from.into(),
+                to: to.into(),
+            },
+            reason: String::new(),
+            score: 0.0,
+            details: Default::default(),
+        };
+        // Repairing, and moves that break nothing, pass.
+        assert_eq!(
+            audit(&snap, &[mig("v3", "c", "b"), mig("v2", "b", "a")]),
+            Ok(())
+        );
+        assert_eq!(audit(&snap, &[mig("v2", "b", "a")]), Ok(()));
+        // A move onto the drained host, or off the pinned hosts, does not.
+        let e = audit(&snap, &[mig("v2", "b", "a"), mig("v2", "a", "c")]).unwrap_err();
+        assert_eq!((e.index, e.broken[0].rule.as_str()), (1, "drain-c"));
+        assert!(e.to_string().contains("rule \"drain-c\""), "{e}");
+        let e = audit(&snap, &[mig("v1", "a", "c")]).unwrap_err();
+        let broken: Vec<&str> = e.broken.iter().map(|x| x.rule.as_str()).collect();
+        assert_eq!(broken, ["drain-c", "v1-on-a"]);
     }
 }

@@ -29,8 +29,9 @@
 //!
 //! The constraints all policies share (room at the destination, one
 //! migration per source host per round, cooldown, a migration that
-//! converges under the VMPatrol model) live in [`constraints`]; the indexed
-//! view of a snapshot that makes them fast lives in [`view`].
+//! converges under the VMPatrol model, and the operator's placement rules
+//! of [`rules`]) live in [`constraints`]; the indexed view of a snapshot
+//! that makes them fast lives in [`view`].
 //!
 //! No I/O, no clock, no global state: the time is [`Snapshot::now_s`], and
 //! every ordering is explicit, so the same inputs give the same decisions.
@@ -40,6 +41,9 @@ pub mod constraints;
 pub mod growth;
 pub mod idc;
 pub mod physics;
+#[cfg(test)]
+mod rule_tests;
+pub mod rules;
 pub mod sandpiper;
 pub mod score;
 pub mod shoal;
@@ -54,7 +58,7 @@ use crate::knowledge::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use constraints::ConstraintOptions;
+pub use constraints::{violations, ConstraintOptions};
 
 /// Errors of policy construction.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -25,7 +25,9 @@
 //! detached first; one VM per round), with no room-after-the-move check and
 //! no fallback to another VM (l.7–8; the shared room check with fallback to
 //! the next MF is [`SovaOptions::room_check`]). A VM still cooling down or
-//! migrating, or whose migration would not converge, is not moved. Of the
+//! migrating, whose migration would not converge, or that a placement rule
+//! keeps off the target (rules hold with or without the room check), is not
+//! moved. Of the
 //! remaining VMs the `q` (default `p + ⌈(n − p)/2⌉`) with the largest IF, and
 //! of those the `p` with the largest NF, hold the VFs. Alg. 1 l.10 asks for
 //! `n > q > p`, which no `q` meets when `n = p + 1`: the default then gives
@@ -379,7 +381,11 @@ fn migrate_one(
         let res = match led.blocked(v) {
             Some(b) => Err(b.as_str().to_string()),
             None if room_check => led.check(v, k).map_err(|e| e.as_str()),
-            None => led.estimate(v, k).map_err(|e| NoRoom::Model(e).as_str()),
+            // Without the room check the placement rules still hold.
+            None => led
+                .rule_check(v, k)
+                .and_then(|()| led.estimate(v, k).map_err(NoRoom::Model))
+                .map_err(|e| e.as_str()),
         };
         match res {
             Ok(cost) => {

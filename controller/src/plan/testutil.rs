@@ -49,6 +49,7 @@ impl Dc {
                     rack: rack.into(),
                     pod: pod.into(),
                     cluster: "c0".into(),
+                    unknown: false,
                 },
                 ..Default::default()
             },

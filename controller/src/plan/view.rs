@@ -10,7 +10,13 @@
 //! ([`View::ext_peers`]) at a fixed location ([`View::ext_level`]); it also
 //! counts in the VM's [`View::ext_tx`] / [`View::ext_rx`] (traffic that
 //! crosses the NIC of whichever host the VM is on).
+//!
+//! The snapshot's placement rules ([`Snapshot::rules`]) are compiled here
+//! once per round ([`View::rules`]), so that the simulator and the live
+//! loop hand them to every policy's [`super::constraints::Ledger`] the same
+//! way.
 
+use super::rules::RuleIndex;
 use crate::knowledge::snapshot::{HostSample, HostState, Snapshot, VmSample, VmState};
 use std::collections::HashMap;
 
@@ -92,6 +98,8 @@ pub struct View<'a> {
     ext_adj: Vec<ExtPeer>,
     /// Per external: the hosts nearest to it (see [`View::ext_nearest_hosts`]).
     ext_near: Vec<Vec<usize>>,
+    /// The snapshot's placement rules, compiled against these indices.
+    pub rules: RuleIndex,
     vm_index: HashMap<&'a str, usize>,
     host_index: HashMap<&'a str, usize>,
     adj_start: Vec<usize>,
@@ -201,6 +209,15 @@ impl<'a> View<'a> {
             inn,
         });
         let (adj_start, adj) = csr(edges, vm_names.len(), |vm, out, inn| Peer { vm, out, inn });
+        let located: Vec<bool> = hosts.iter().map(|h| !h.location.unknown).collect();
+        let rules = RuleIndex::compile(
+            &snap.rules,
+            &vm_names,
+            &host_names,
+            &host_rack,
+            &host_pod,
+            &located,
+        );
         let mut ext_tx = Vec::with_capacity(vm_names.len());
         let mut ext_rx = Vec::with_capacity(vm_names.len());
         let mut view = View {
@@ -224,6 +241,7 @@ impl<'a> View<'a> {
             ext_adj_start,
             ext_adj,
             ext_near: Vec::new(),
+            rules,
             vm_index,
             host_index,
             adj_start,

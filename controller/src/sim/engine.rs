@@ -7,7 +7,8 @@
 //!    interval); hosts' samples follow from [`physics`];
 //! 2. [`analyze::detect`] flags hotspots;
 //! 3. the policy plans; every decision is checked (the VM is where the
-//!    decision says, capacities hold, a VF is free…) and applied: a
+//!    decision says, capacities hold, a VF is free, no migration breaks a
+//!    placement rule of the scenario: [`audit`]) and applied: a
 //!    migration moves the VM at once and is recorded as running for the
 //!    VMPatrol-predicted time (its hosts are not evaluated while it runs,
 //!    and their windows restart when it ends), its bytes come from the same
@@ -25,7 +26,7 @@ use super::scenario::Scenario;
 use super::SimError;
 use crate::analyze::{self, HotspotConfig};
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot, VmSample};
-use crate::plan::constraints::{migration_cost, BYTES_PER_MB, HOTSPOT_DEFAULTS};
+use crate::plan::constraints::{audit, migration_cost, BYTES_PER_MB, HOTSPOT_DEFAULTS};
 use crate::plan::physics;
 use crate::plan::{build_policy, Action, Decision, PolicyOptions};
 use serde::Serialize;
@@ -210,6 +211,8 @@ pub fn simulate(scn: &Scenario, cfg: &SimConfig, out: &mut dyn Write) -> Result<
         let planning = std::time::Instant::now();
         let decisions = policy.plan(&snap, &report);
         summary.planning_s += planning.elapsed().as_secs_f64();
+        // No policy may plan a migration that breaks a placement rule.
+        audit(&snap, &decisions).map_err(|e| SimError::InvalidDecision(e.to_string()))?;
         let mut usage = usage_of(&snap);
         let mut streams: Vec<(String, String, f64, f64)> = Vec::new();
         for d in &decisions {

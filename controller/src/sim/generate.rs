@@ -153,6 +153,7 @@ pub fn generate_dc(o: &GenerateOptions) -> Result<Scenario, SimError> {
         vms,
         externals: Vec::new(),
         traffic,
+        rules: Default::default(),
     })
 }
 

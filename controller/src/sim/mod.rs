@@ -25,6 +25,8 @@ pub mod links;
 pub use crate::plan::physics;
 pub mod reference;
 pub mod rng;
+#[cfg(test)]
+mod rules_prop;
 pub mod scenario;
 pub mod tournament;
 

@@ -25,7 +25,10 @@
 //! 4. keeps the better of the two starts.
 //!
 //! Every move and swap is checked with the policies' own [`Ledger`], so the
-//! reference obeys exactly the same constraints. A genetic algorithm (the
+//! reference obeys exactly the same constraints. With placement rules
+//! (`Snapshot::rules`) it searches single moves only, from the current
+//! placement: each move goes through the ledger's rule checks, while a
+//! swap and the constructed start (which ignore the rules) are skipped. A genetic algorithm (the
 //! S-CORE paper's reference) explores more but needs far more evaluations to
 //! reach the same quality at 40,960 VMs; construction + move/swap local
 //! search + annealing reaches a deep local optimum in about ten seconds at
@@ -79,7 +82,12 @@ pub fn optimize(
         passes = best.passes,
         "reference: local search from the current placement"
     );
-    if let Some(built) = construct(snap, thresholds) {
+    let constructed = if snap.rules.is_empty() {
+        construct(snap, thresholds)
+    } else {
+        None
+    };
+    if let Some(built) = constructed {
         let r = local_search(&built, thresholds, &cum, seed ^ 0x5EED, "constructed");
         tracing::debug!(
             cost = r.cost,
@@ -175,6 +183,9 @@ impl State<'_, '_> {
 
     /// Swaps `u` (on x) and `w` (on h) if both hosts stay within limits.
     fn try_swap(&mut self, u: usize, w: usize) -> bool {
+        if !self.view.rules.is_empty() {
+            return false;
+        }
         let (x, h) = (self.led.host_of(u), self.led.host_of(w));
         self.led.apply_move(u, h);
         self.led.apply_move(w, x);

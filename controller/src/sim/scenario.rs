@@ -6,6 +6,7 @@
 //! …`), semantic errors likewise (`vms[3].host: unknown host "h9"`).
 
 use super::SimError;
+use crate::knowledge::rules::RuleSet;
 use crate::knowledge::snapshot::{
     ExternalEndpoint, HostState, LinkInfo, Snapshot, SwitchInfo, SwitchLevel, Topology,
     TrafficMatrix, VmState,
@@ -110,6 +111,10 @@ pub struct Scenario {
     /// Traffic matrix entries.
     #[serde(default)]
     pub traffic: Vec<TrafficSpec>,
+    /// Placement rules every policy obeys (the live controller's rule
+    /// format; `docs/algorithms.md`, "Placement rules").
+    #[serde(default, skip_serializing_if = "RuleSet::is_empty")]
+    pub rules: RuleSet,
 }
 
 /// An endpoint outside the VMs (a client, a gateway) attached to a switch.
@@ -297,7 +302,40 @@ impl Scenario {
         let (vms, placed) = self.validate_vms(&hosts)?;
         self.validate_placement(&placed)?;
         let externals = self.validate_externals(&switches, &hosts, &vms)?;
-        self.validate_traffic(&vms, &externals)
+        self.validate_traffic(&vms, &externals)?;
+        self.validate_rules(&hosts, &vms)
+    }
+
+    /// Rules valid and free of contradictions ([`RuleSet::validate`]), and
+    /// naming only VMs and hosts of the scenario (a scenario is static: an
+    /// unknown name is a mistake). The initial placement may break a rule.
+    fn validate_rules(
+        &self,
+        hosts: &BTreeMap<&str, &HostSpec>,
+        vms: &BTreeSet<&str>,
+    ) -> Result<(), SimError> {
+        self.rules
+            .validate()
+            .map_err(|e| err("rules", e.to_string()))?;
+        for (i, r) in self.rules.rules.iter().enumerate() {
+            for (j, v) in r.vms().unwrap_or_default().iter().enumerate() {
+                if !vms.contains(v.as_str()) {
+                    return Err(err(
+                        format!("rules[{i}].vms[{j}]"),
+                        format!("unknown VM {v:?}"),
+                    ));
+                }
+            }
+            for (j, h) in r.hosts().unwrap_or_default().iter().enumerate() {
+                if !hosts.contains_key(h.as_str()) {
+                    return Err(err(
+                        format!("rules[{i}].hosts[{j}]"),
+                        format!("unknown host {h:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// External names unique, distinct from VM names and host ids;
@@ -718,6 +756,7 @@ impl Scenario {
             externals,
             migrations: Vec::new(),
             hotspot_history: Vec::new(),
+            rules: self.rules.clone(),
         }
     }
 }
