@@ -25,7 +25,8 @@ fn start(dir: &Path) -> Ctl {
     std::fs::write(
         &cfg,
         format!(
-            "of_listen = \"127.0.0.1:{of_port}\"\napi_listen = \"127.0.0.1:{api_port}\"\ndb = \":memory:\"\n{auth}"
+            "of_listen = \"127.0.0.1:{of_port}\"\napi_listen = \"127.0.0.1:{api_port}\"\ndb = \"{db}\"\n{auth}",
+            db = dir.join("shoal.db").display()
         ),
     )
     .expect("config");
@@ -254,4 +255,81 @@ fn shoalctl_reads_changes_and_fails_clearly() {
         bash.contains("shoalctl") && bash.contains("migrate"),
         "{bash}"
     );
+}
+
+/// Placement rules through `shoalctl rules`: added, listed with warnings
+/// about names nobody registered, refused when contradictory (with both
+/// rules named), when taken or by a reader; kept across a restart;
+/// removed.
+#[test]
+fn shoalctl_manages_placement_rules() {
+    let dir = support::TempDir::new("ctlr").expect("tempdir");
+    let op = dir.path().join("operator.token");
+    let reader = dir.path().join("reader.token");
+    let pin = r#"{"kind":"pin","name":"db-on-h1","vms":["db1"],"hosts":["h1"]}"#;
+    {
+        let c = start(dir.path());
+        let url = c.url.as_str();
+        let v = json(shoalctl(
+            url,
+            Some(&reader),
+            &["-o", "json", "rules", "list"],
+        ));
+        assert_eq!(v["rules"], serde_json::json!([]), "{v}");
+        let v = json(shoalctl(
+            url,
+            Some(&op),
+            &["-o", "json", "rules", "add", pin],
+        ));
+        assert_eq!(v["rules"][0]["name"], "db-on-h1", "{v}");
+        assert!(
+            !v["warnings"].as_array().is_none_or(Vec::is_empty),
+            "db1 and h1 are unknown: {v}"
+        );
+        let o = shoalctl(url, Some(&op), &["rules", "add", pin]);
+        assert_eq!(o.status.code(), Some(4), "a taken name: {}", text(&o));
+        let contra = r#"{"kind":"exclude","name":"no-h1","hosts":["h1"],"vms":["db1"]}"#;
+        let o = shoalctl(url, Some(&op), &["rules", "add", contra]);
+        assert_eq!(o.status.code(), Some(4), "a contradiction: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("db-on-h1") && err.contains("no-h1"),
+            "both named: {err}"
+        );
+        let o = shoalctl(
+            url,
+            Some(&op),
+            &["rules", "add", r#"{"kind":"pin","name":"x"}"#],
+        );
+        assert_eq!(o.status.code(), Some(4), "not a rule (422): {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("vms"),
+            "{}",
+            text(&o)
+        );
+        let o = shoalctl(url, Some(&reader), &["rules", "rm", "db-on-h1"]);
+        assert_eq!(o.status.code(), Some(5), "a reader: {}", text(&o));
+        let o = shoalctl(url, Some(&op), &["rules", "rm", "nothing"]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        let table = ok(shoalctl(url, Some(&reader), &["rules", "list"]));
+        assert!(
+            table.contains("db-on-h1") && table.contains("pin"),
+            "{table}"
+        );
+    }
+    // A restart keeps them (the knowledge store).
+    let c = start(dir.path());
+    let url = c.url.as_str();
+    let v = json(shoalctl(
+        url,
+        Some(&reader),
+        &["-o", "json", "rules", "list"],
+    ));
+    assert_eq!(v["rules"][0]["name"], "db-on-h1", "kept: {v}");
+    let v = json(shoalctl(
+        url,
+        Some(&op),
+        &["-o", "json", "rules", "rm", "db-on-h1"],
+    ));
+    assert_eq!(v["rules"], serde_json::json!([]), "{v}");
 }

@@ -311,6 +311,25 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
     };
     let knowledge = Arc::new(knowledge);
     restore_hosts(&knowledge, store.as_ref());
+    // Placement rules: the configuration's, unless the API changed them
+    // (kept in the store, and valid).
+    knowledge.set_rules(settings.rules.clone());
+    match store.config::<crate::knowledge::rules::RuleSet>("rules") {
+        Ok(Some(r)) => match r.validate() {
+            Ok(()) => {
+                info!(
+                    rules = r.len(),
+                    "placement rules restored from the knowledge store"
+                );
+                knowledge.set_rules(r);
+            }
+            Err(e) => {
+                warn!(error = %e, "stored placement rules rejected; the configuration's apply")
+            }
+        },
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "cannot read the stored placement rules"),
+    }
     let mut live = state::live_state(&settings);
     if !settings.policy_pinned {
         match store.config::<PolicySettings>("policy") {

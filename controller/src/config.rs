@@ -161,6 +161,10 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The event stream (`GET /api/v1/events`).
     pub events: EventsConfig,
+    /// Placement rules every policy obeys (`[[rules]]`; docs/algorithms.md,
+    /// "Placement rules"). Rules changed through `/api/v1/rules` are kept
+    /// in the knowledge store and take precedence at the next start.
+    pub rules: crate::knowledge::rules::RuleSet,
 }
 
 /// `[cluster]`: run as one node of a cluster coordinated through etcd.
@@ -732,6 +736,7 @@ impl Default for Config {
             groups: GroupsConfig::default(),
             cluster: ClusterConfig::default(),
             events: EventsConfig::default(),
+            rules: Default::default(),
         }
     }
 }
@@ -968,6 +973,8 @@ pub struct Settings {
     pub metrics_top_pairs: usize,
     /// Events kept for resuming, and per client.
     pub events: EventsConfig,
+    /// Placement rules from the configuration (validated).
+    pub rules: crate::knowledge::rules::RuleSet,
     /// History retention of the knowledge database.
     pub retention: RetentionConfig,
     /// Configured domains and environments.
@@ -1235,6 +1242,13 @@ impl Config {
             max_matrix_pairs: mon.max_matrix_pairs,
             metrics_top_pairs: mon.metrics_top_pairs,
             events: self.events.clone(),
+            rules: {
+                self.rules.validate().map_err(|e| ConfigError::Invalid {
+                    field: "rules".into(),
+                    message: e.to_string(),
+                })?;
+                self.rules.clone()
+            },
             retention: self.retention.clone(),
             groups: crate::knowledge::groups::Groups::new(
                 &self.groups.domains,
@@ -1734,6 +1748,10 @@ impl Settings {
                 if self.policy.dry_run { ", dry run" } else { "" },
                 format!("{:?}", self.execute.reservation).to_lowercase()
             ),
+            format!(
+                "rules          {} placement rules (the store's, if the API changed them)",
+                self.rules.len()
+            ),
             format!("knowledge db   {}", self.db),
             format!(
                 "limits         {} MACs per edge port, {} endpoints (idle {} s), {} pair flows, {} matrix pairs",
@@ -2045,6 +2063,29 @@ window_intervals = 2
     }
 
     #[cfg(unix)]
+    #[test]
+    fn placement_rules_are_read_and_checked() {
+        let ok = Config::from_toml(
+            "[[rules]]\nkind = \"pin\"\nname = \"db\"\nvms = [\"db1\"]\nhosts = [\"h1\", \"h2\"]\n\
+             [[rules]]\nkind = \"anti_affinity\"\nname = \"replicas\"\nvms = [\"db1\", \"db2\"]\nscope = \"host\"\n",
+        )
+        .and_then(|c| c.validate())
+        .unwrap();
+        assert_eq!(ok.rules.len(), 2);
+        let err = Config::from_toml(
+            "[[rules]]\nkind = \"pin\"\nname = \"db\"\nvms = [\"db1\"]\nhosts = [\"h1\"]\n\
+             [[rules]]\nkind = \"exclude\"\nname = \"no-h1\"\nhosts = [\"h1\"]\n",
+        )
+        .and_then(|c| c.validate())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("rules") && err.contains("db") && err.contains("no-h1"),
+            "{err}"
+        );
+        assert!(Config::from_toml("[[rules]]\nkind = \"pin\"\nname = \"x\"\nwhat = 1\n").is_err());
+    }
+
     #[test]
     fn cluster_settings_are_checked() {
         use std::os::unix::fs::PermissionsExt;

@@ -113,6 +113,11 @@ enum Cmd {
         #[command(subcommand)]
         action: PolicyCmd,
     },
+    /// Placement rules every policy obeys.
+    Rules {
+        #[command(subcommand)]
+        action: RulesCmd,
+    },
     /// Follow the event stream, one line per event (Ctrl-C ends).
     Watch {
         /// Only these kinds (comma-separated: switch_up, migration, ...).
@@ -129,6 +134,31 @@ enum Cmd {
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// The rules, and those the current placement breaks.
+    List,
+    /// Add a rule, given as JSON (e.g. '{"kind":"pin","name":"db","vms":["db1"],"hosts":["h1"]}'),
+    /// or read from a file with --file.
+    Add {
+        /// The rule as a JSON object.
+        json: Option<String>,
+        /// A file holding the rule as a JSON object.
+        #[arg(long, conflicts_with = "json")]
+        file: Option<PathBuf>,
+    },
+    /// Remove a rule by name.
+    Rm {
+        /// Its name.
+        name: String,
+    },
+    /// Replace every rule with the JSON array in a file.
+    Set {
+        /// The file.
+        file: PathBuf,
     },
 }
 
@@ -467,6 +497,34 @@ async fn run(cli: &Cli) -> Result<(), CtlError> {
                 print(cli, &v, || policy_text(&v));
             }
         },
+        Cmd::Rules { action } => {
+            let v = match action {
+                RulesCmd::List => ctl.get("/api/v1/rules").await?,
+                RulesCmd::Add { json, file } => {
+                    let text = match (json, file) {
+                        (Some(j), None) => j.clone(),
+                        (None, Some(f)) => std::fs::read_to_string(f)
+                            .map_err(|e| CtlError::Usage(format!("{}: {e}", f.display())))?,
+                        _ => return Err(CtlError::Usage("give the rule as JSON or --file".into())),
+                    };
+                    let rule: Value = serde_json::from_str(&text)
+                        .map_err(|e| CtlError::Usage(format!("the rule is not JSON: {e}")))?;
+                    ctl.call(Method::POST, "/api/v1/rules", Some(&rule)).await?
+                }
+                RulesCmd::Rm { name } => {
+                    let path = format!("/api/v1/rules/{}", path_segment(name)?);
+                    ctl.call(Method::DELETE, &path, None).await?
+                }
+                RulesCmd::Set { file } => {
+                    let text = std::fs::read_to_string(file)
+                        .map_err(|e| CtlError::Usage(format!("{}: {e}", file.display())))?;
+                    let rules: Value = serde_json::from_str(&text)
+                        .map_err(|e| CtlError::Usage(format!("the rules are not JSON: {e}")))?;
+                    ctl.call(Method::PUT, "/api/v1/rules", Some(&rules)).await?
+                }
+            };
+            print(cli, &v, || rules_text(&v));
+        }
         Cmd::Watch {
             kinds,
             count,
@@ -560,6 +618,51 @@ fn migrations_table(list: &[Value]) -> String {
         ]);
     }
     t.render()
+}
+
+fn rules_text(v: &Value) -> String {
+    let mut t = Table::new(&["rule", "kind", "vms", "hosts", "detail"]);
+    for r in items(&v["rules"]) {
+        let list = |k: &str| -> String {
+            let names: Vec<String> = items(&r[k]).iter().map(cell).collect();
+            if names.is_empty() {
+                "*".into()
+            } else {
+                names.join(",")
+            }
+        };
+        let mut detail = Vec::new();
+        for k in ["scope", "max_vms", "cpu", "mem", "net"] {
+            if !r[k].is_null() {
+                detail.push(format!("{k}={}", cell(&r[k])));
+            }
+        }
+        t.row(vec![
+            cell(&r["name"]),
+            cell(&r["kind"]),
+            list("vms"),
+            list("hosts"),
+            detail.join(" "),
+        ]);
+    }
+    let mut out = t.render();
+    let violations = items(&v["violations"]);
+    if violations.is_empty() {
+        out.push_str("no rule is broken by the current placement\n");
+    } else {
+        out.push_str("broken now:\n");
+        for x in violations {
+            out.push_str(&format!("  {}: {}\n", cell(&x["rule"]), cell(&x["reason"])));
+        }
+    }
+    for w in items(&v["warnings"]) {
+        out.push_str(&format!(
+            "warning: {}: {}\n",
+            cell(&w["rule"]),
+            cell(&w["message"])
+        ));
+    }
+    out
 }
 
 fn policy_text(v: &Value) -> String {

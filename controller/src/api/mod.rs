@@ -45,6 +45,7 @@ pub mod events;
 pub mod hosts;
 pub mod metrics;
 pub mod ops;
+pub mod rules;
 pub mod session;
 pub mod ui;
 
@@ -287,6 +288,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .merge(hosts::routes())
         .merge(ops::routes())
+        .merge(rules::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -1107,6 +1109,8 @@ mod tests {
             "/ui/{file}",
             "/api/v1/session",
             "/api/v1/dashboard",
+            "/api/v1/rules",
+            "/api/v1/rules/{name}",
         ] {
             assert!(paths.contains_key(p), "{p} missing from openapi.json");
         }

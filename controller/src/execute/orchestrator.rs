@@ -1044,6 +1044,32 @@ impl Orchestrator {
                 .hosts()
                 .map(|h| h.hosts().keys().cloned().collect())
                 .unwrap_or_default();
+            // The placement rules: `auto` never picks a host where the VM
+            // would break one that holds now (an operator who names the
+            // destination may; the break is then reported).
+            let snap = s
+                .snapshot(0, 2, Vec::new(), Vec::new(), BTreeMap::new())
+                .filter(|sn| !sn.rules.is_empty());
+            let broken = |sn: &crate::knowledge::snapshot::Snapshot| -> BTreeSet<String> {
+                crate::plan::constraints::violations(sn)
+                    .into_iter()
+                    .map(|v| v.rule)
+                    .collect()
+            };
+            let before = snap.as_ref().map(broken).unwrap_or_default();
+            let allowed = |host: &str| -> bool {
+                let Some(sn) = &snap else { return true };
+                // A host the snapshot does not have (no report yet) cannot
+                // be checked against the rules: not chosen.
+                if !sn.hosts.contains_key(host) || !sn.vms.contains_key(&req.vm) {
+                    return false;
+                }
+                let mut moved = sn.clone();
+                if let Some(v) = moved.vms.get_mut(&req.vm) {
+                    v.host = host.to_string();
+                }
+                broken(&moved).is_subset(&before)
+            };
             let mut best: Option<(f64, String)> = None;
             for id in ids {
                 if id == vm.from {
@@ -1053,13 +1079,17 @@ impl Orchestrator {
                     continue;
                 };
                 if self.room(&id, &h, vm, inbound).is_ok()
+                    && allowed(&id)
                     && best.as_ref().is_none_or(|(c, _)| h.cpu_util < *c)
                 {
                     best = Some((h.cpu_util, id));
                 }
             }
-            best.map(|(_, id)| id)
-                .ok_or_else(|| OrchError::NoRoom("no other host has room for the VM".into()))?
+            best.map(|(_, id)| id).ok_or_else(|| {
+                OrchError::NoRoom(
+                    "no other host has room for the VM within the placement rules".into(),
+                )
+            })?
         } else {
             req.destination.clone()
         };
@@ -2490,6 +2520,44 @@ mod race_tests {
             deadline_s: None,
             reserve: Some(false),
         }
+    }
+
+    /// `auto` picks no host where the VM would break a placement rule; a
+    /// destination the operator names is taken as asked (the break is
+    /// reported by `GET /api/v1/rules`).
+    #[tokio::test]
+    async fn auto_destinations_obey_the_placement_rules() {
+        use crate::knowledge::rules::{Rule, RuleSet};
+        let (k, orch, _) = world().await;
+        let auto = || MigrationRequest {
+            destination: "auto".into(),
+            ..request()
+        };
+        let m = orch.submit(auto(), "test".into(), None).expect("queued");
+        assert_eq!(m.to, "h2", "the only other host");
+        orch.cancel(&m.id).expect("cancelled");
+        // h2 reports (a host without a report cannot be checked against
+        // rules, so `auto` would not pick it whatever the rules say).
+        k.hosts_write()
+            .expect("hosts")
+            .report("h2", report("h2", 2, vec![]), 1)
+            .expect("report");
+        let m = orch.submit(auto(), "test".into(), None).expect("queued");
+        assert_eq!(m.to, "h2");
+        orch.cancel(&m.id).expect("cancelled");
+        k.set_rules(RuleSet::new(vec![Rule::Exclude {
+            name: "not-h2".into(),
+            hosts: vec!["h2".into()],
+            vms: Some(vec!["v1".into()]),
+        }]));
+        match orch.submit(auto(), "test".into(), None) {
+            Err(OrchError::NoRoom(why)) => assert!(why.contains("placement rules"), "{why}"),
+            other => panic!("auto chose a host the rules exclude: {other:?}"),
+        }
+        let m = orch
+            .submit(request(), "test".into(), None)
+            .expect("a named destination is taken as asked");
+        assert_eq!(m.to, "h2");
     }
 
     /// A cancel that answered "cancelled" is final: the admission round
