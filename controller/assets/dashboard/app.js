@@ -19,7 +19,7 @@ const REFRESH_MS = 3000;
 const EVENTS_KEPT = 60;
 const EVENT_KINDS = ['switch_up', 'switch_down', 'link_up', 'link_down', 'endpoint_learned',
   'endpoint_moved', 'hotspot_raised', 'hotspot_cleared', 'decision', 'migration',
-  'reservation', 'vf_moved', 'policy_changed', 'gap'];
+  'reservation', 'vf_moved', 'policy_changed', 'rules_changed', 'gap'];
 
 let session = null;   // {name, role, csrf}
 let last = null;      // the latest snapshot
