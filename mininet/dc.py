@@ -30,6 +30,7 @@ controller, host daemons, traffic and measurements on top of it.
 """
 
 import json
+import glob
 import os
 import subprocess
 import time
@@ -413,6 +414,15 @@ class DataCenter:
                 net.stop()
             except Exception as e:  # noqa: BLE001 - cleanup must go on
                 print('warning: mininet stop: %s' % e)
+            # net.stop() fails part-way when the run was interrupted while
+            # Mininet was starting (the bridges exist, not yet marked). The
+            # names were free when the run began (check_free) and the
+            # testbed lock is held, so a bridge by one of them is this run's.
+            for br in self.all_switches():
+                subprocess.run(['ovs-vsctl', '--if-exists', 'del-br', br], capture_output=True)
+                for intf in glob.glob('/sys/class/net/%s-eth*' % br):
+                    subprocess.run(['ip', 'link', 'delete', os.path.basename(intf)],
+                                   capture_output=True)
             # A VM port that hostd moved to another bridge belongs to that
             # bridge now; Mininet deletes the bridges, but make sure no veth
             # of ours is left behind.

@@ -137,6 +137,21 @@ impl Drop for Testbed {
     }
 }
 
+/// Ends every Chromium process of this test's profile when dropped: the
+/// browser outlives chromedriver when a failing check ends the test before
+/// the WebDriver session is closed. The profile directory is this test
+/// process's own, so no other browser is touched.
+struct Browsers(PathBuf);
+
+impl Drop for Browsers {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", "--"])
+            .arg(format!("--user-data-dir={}", self.0.display()))
+            .status();
+    }
+}
+
 /// What the page shows, read from its DOM.
 const READ_DOM: &str = r#"
 const q = (s) => Array.from(document.querySelectorAll(s));
@@ -261,6 +276,7 @@ fn dashboard_in_chromium_on_the_testbed() {
     // CPU from the emulated data center it watches).
     let wd_port = free_port().unwrap();
     let profile = out.join("chromium-profile");
+    let _browsers = Browsers(profile.clone());
     let _driver = ChildGuard::spawn(
         Command::new("nice")
             .args(["-n", "10", CHROMEDRIVER])
