@@ -96,18 +96,7 @@ impl HttpClient {
         token: Option<&str>,
         json_body: Option<Vec<u8>>,
     ) -> Result<(u16, Bytes), HttpError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| HttpError::BadUrl(format!("{url}: {e}")))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(HttpError::BadUrl(format!(
-                "{url}: need http://HOST or https://HOST"
-            )));
-        }
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(t) = token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-        }
+        let mut req = request(method, url, token)?;
         let body = match json_body {
             Some(b) => {
                 req = req.header(hyper::header::CONTENT_TYPE, "application/json");
@@ -158,18 +147,7 @@ impl HttpClient {
         token: Option<&str>,
         headers: &[(&str, String)],
     ) -> Result<(u16, hyper::body::Incoming), HttpError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| HttpError::BadUrl(format!("{url}: {e}")))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(HttpError::BadUrl(format!(
-                "{url}: need http://HOST or https://HOST"
-            )));
-        }
-        let mut req = Request::builder().method(Method::GET).uri(uri);
-        if let Some(t) = token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-        }
+        let mut req = request(Method::GET, url, token)?;
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
         }
@@ -182,6 +160,28 @@ impl HttpClient {
             .map_err(|e| HttpError::Transport(format!("{e:?}")))?;
         Ok((resp.status().as_u16(), resp.into_body()))
     }
+}
+
+/// A request to `url` (checked: `http://` or `https://` with a host) with
+/// an optional bearer token.
+fn request(
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+) -> Result<hyper::http::request::Builder, HttpError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| HttpError::BadUrl(format!("{url}: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(HttpError::BadUrl(format!(
+            "{url}: need http://HOST or https://HOST"
+        )));
+    }
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    Ok(req)
 }
 
 /// A random `u64` from the standard library's per-process random keys

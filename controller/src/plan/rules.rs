@@ -1097,6 +1097,27 @@ impl RuleIndex {
             Vec::new()
         };
         for (i, r) in rules.rules.iter().enumerate() {
+            // Affinity and anti-affinity: a group of VMs with a level.
+            let group = match r {
+                Rule::Affinity { vms, scope, .. } => Some((vms, false, Level::of_affinity(*scope))),
+                Rule::AntiAffinity { vms, scope, .. } => Some((vms, true, Level::of_anti(*scope))),
+                _ => None,
+            };
+            if let Some((vms, anti, level)) = group {
+                let g = ix.groups.len();
+                let members = sorted_ids(vms, &vm_index);
+                for &v in &members {
+                    if let Some(x) = vm_rules.get_mut(v) {
+                        x.groups.push(g);
+                    }
+                }
+                ix.groups.push(Group {
+                    rule: i,
+                    anti,
+                    level,
+                    members,
+                });
+            }
             match r {
                 Rule::Pin { vms, hosts, .. } => {
                     let hs = sorted_ids(hosts, &host_index);
@@ -1130,36 +1151,8 @@ impl RuleIndex {
                         }
                     }
                 }
-                Rule::Affinity { vms, scope, .. } => {
-                    let g = ix.groups.len();
-                    let members = sorted_ids(vms, &vm_index);
-                    for &v in &members {
-                        if let Some(x) = vm_rules.get_mut(v) {
-                            x.groups.push(g);
-                        }
-                    }
-                    ix.groups.push(Group {
-                        rule: i,
-                        anti: false,
-                        level: Level::of_affinity(*scope),
-                        members,
-                    });
-                }
-                Rule::AntiAffinity { vms, scope, .. } => {
-                    let g = ix.groups.len();
-                    let members = sorted_ids(vms, &vm_index);
-                    for &v in &members {
-                        if let Some(x) = vm_rules.get_mut(v) {
-                            x.groups.push(g);
-                        }
-                    }
-                    ix.groups.push(Group {
-                        rule: i,
-                        anti: true,
-                        level: Level::of_anti(*scope),
-                        members,
-                    });
-                }
+                // Indexed above.
+                Rule::Affinity { .. } | Rule::AntiAffinity { .. } => {}
                 Rule::HostLimit { hosts, max_vms, .. } => {
                     if ix.host_limit.is_empty() {
                         ix.host_limit = vec![None; hn];
