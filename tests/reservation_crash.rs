@@ -172,6 +172,8 @@ fn port_desc(n: u32, name: &str) -> PortDesc {
 
 fn vm_inventory() -> VmInventory {
     VmInventory {
+        environment: None,
+        environment_head: false,
         name: "v1".into(),
         mac: "02:5c:00:00:01:01".into(),
         ip: None,
@@ -192,6 +194,7 @@ fn vm_inventory() -> VmInventory {
 
 fn registration(id: &str, dpid: u64, dom0: &str, vms: Vec<VmInventory>) -> Registration {
     Registration {
+        domain: None,
         host_id: id.into(),
         api_url: format!("http://127.0.0.1:1/{id}"),
         dom0_addr: dom0.into(),

@@ -129,7 +129,11 @@ fn controller_reloads_credentials_and_policy_on_sighup() {
     let moved = c
         .base
         .replacen("of_listen = \"127.0.0.1:", "of_listen = \"127.0.0.2:", 1);
-    let good = format!("{moved}{auth}[policy]\nname = \"idc\"\ndry_run = true\n");
+    let good = format!(
+        "{moved}{auth}[policy]\nname = \"idc\"\ndry_run = true\n\
+         [automation]\nlevel = \"recommend\"\n\
+         [[rules]]\nkind = \"exclude\"\nname = \"not-h9\"\nhosts = [\"h9\"]\n"
+    );
     std::fs::write(&c.cfg, &good).expect("config");
     hup_and_wait(&c.child, &c.log, "configuration reloaded");
     assert!(c.child.try_wait().is_none(), "SIGHUP ended the controller");
@@ -147,7 +151,26 @@ fn controller_reloads_credentials_and_policy_on_sighup() {
     let policy: Value = serde_json::from_str(&policy).expect("policy JSON");
     assert_eq!(policy["name"], "idc", "{policy}");
     assert_eq!(policy["dry_run"], true, "{policy}");
+    // Placement rules and automation levels apply too (none was set
+    // through the API, which would take precedence).
+    let (_, rules) = http(&c.api, "GET", "/api/v1/rules", Some(READER_TOKEN), None).unwrap();
+    let rules: Value = serde_json::from_str(&rules).expect("rules JSON");
+    assert_eq!(rules["rules"][0]["name"], "not-h9", "{rules}");
+    let (_, auto) = http(
+        &c.api,
+        "GET",
+        "/api/v1/automation",
+        Some(READER_TOKEN),
+        None,
+    )
+    .unwrap();
+    let auto: Value = serde_json::from_str(&auto).expect("automation JSON");
+    assert_eq!(auto["level"], "recommend", "{auto}");
     let log = std::fs::read_to_string(&c.log).unwrap_or_default();
+    assert!(
+        !log.contains("SIGHUP: rules") && !log.contains("SIGHUP: automation"),
+        "reloaded fields reported as restart-only: {log}"
+    );
     assert!(
         log.contains("SIGHUP: of_listen changed; restart to apply"),
         "{log}"

@@ -178,6 +178,58 @@ pub struct VmInventory {
     pub max_memory_mb: u64,
     /// Backend and what it needs to run this VM elsewhere.
     pub spec: VmBackendSpec,
+    /// The virtual environment (a tenant's group of VMs) this VM belongs
+    /// to, as configured on its host ([`valid_group_name`]); the
+    /// controller uses it for VIOLIN when its own groups do not name the
+    /// VM. Absent from the JSON when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Whether this VM is its environment's head node (gateway); only with
+    /// `environment`. Absent from the JSON when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub environment_head: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Longest domain or environment name on the wire, bytes.
+pub const MAX_GROUP_NAME_LEN: usize = 128;
+
+/// A valid domain or environment name: 1 to [`MAX_GROUP_NAME_LEN`] bytes
+/// without control characters.
+pub fn valid_group_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_GROUP_NAME_LEN && !s.chars().any(char::is_control)
+}
+
+/// Checks the group facts of a registration: the host's `domain` and every
+/// VM's `environment` are [`valid_group_name`]s, and `environment_head`
+/// comes with an `environment`. The error names the field, e.g.
+/// `vms[web1].environment`.
+pub fn check_registration_groups(reg: &Registration) -> Result<(), String> {
+    const RULE: &str = "must be 1 to 128 bytes without control characters";
+    if let Some(d) = &reg.domain {
+        if !valid_group_name(d) {
+            return Err(format!("domain {RULE}"));
+        }
+    }
+    for v in &reg.vms {
+        check_vm_groups(v).map_err(|e| format!("vms[{}].{e}", v.name))?;
+    }
+    Ok(())
+}
+
+/// Checks one inventory entry's `environment` and `environment_head`; the
+/// error starts with the field's name.
+pub fn check_vm_groups(v: &VmInventory) -> Result<(), String> {
+    match &v.environment {
+        Some(e) if !valid_group_name(e) => {
+            Err("environment must be 1 to 128 bytes without control characters".into())
+        }
+        None if v.environment_head => Err("environment_head needs an environment".into()),
+        _ => Ok(()),
+    }
 }
 
 /// The OVS bridge a hypervisor's VMs are attached to.
@@ -218,6 +270,12 @@ pub struct Registration {
     pub vms: Vec<VmInventory>,
     /// hostd version.
     pub hostd_version: String,
+    /// The administrative domain (group of hosts) this host is in, as
+    /// configured on it ([`valid_group_name`]); the controller uses it for
+    /// VIOLIN when its own groups do not name the host. Absent from the
+    /// JSON when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -674,12 +732,69 @@ mod tests {
                 disk: Some("web/v.qcow2".into()),
                 tap: None,
             },
+            environment: None,
+            environment_head: false,
         };
         let s = serde_json::to_string(&inv).unwrap();
         assert!(s.contains("\"backend\":\"qemu\""), "{s}");
         let back: VmInventory = serde_json::from_str(&s).unwrap();
         assert_eq!(back, inv);
         assert_eq!(back.spec.kind(), BackendKind::Qemu);
+    }
+
+    /// The group fields: set ones round-trip, unset ones are left out of
+    /// the JSON (an older controller or hostd reads it), and JSON without
+    /// them (an older hostd's) reads as none.
+    #[test]
+    fn group_fields_round_trip_and_old_json_reads() {
+        let old_inv = serde_json::json!({"name": "v", "mac": "52:54:00:00:00:01", "vcpus": 1,
+            "memory_mb": 64, "max_memory_mb": 64,
+            "spec": {"backend": "qemu", "template": "small"}});
+        let inv: VmInventory = serde_json::from_value(old_inv.clone()).unwrap();
+        assert_eq!(inv.environment, None);
+        assert!(!inv.environment_head);
+        assert_eq!(serde_json::to_value(&inv).unwrap(), old_inv);
+        let mut inv2 = inv.clone();
+        inv2.environment = Some("tenant 1".into());
+        inv2.environment_head = true;
+        let j = serde_json::to_value(&inv2).unwrap();
+        assert_eq!(j["environment"], "tenant 1");
+        assert_eq!(j["environment_head"], true);
+        assert_eq!(serde_json::from_value::<VmInventory>(j).unwrap(), inv2);
+        let old_reg = serde_json::json!({"host_id": "h1", "api_url": "http://h1:7070",
+            "dom0_addr": "10.0.0.1", "cores": 4, "memory_mb": 4096, "nic": "eth0",
+            "nic_bps": 1000000000u64, "vf_count": 0, "interval_s": 10.0,
+            "vms": [old_inv], "hostd_version": "0.1"});
+        let reg: Registration = serde_json::from_value(old_reg.clone()).unwrap();
+        assert_eq!(reg.domain, None);
+        assert_eq!(serde_json::to_value(&reg).unwrap(), old_reg);
+        assert_eq!(check_registration_groups(&reg), Ok(()));
+        let mut reg2 = reg.clone();
+        reg2.domain = Some("dc-east".into());
+        reg2.vms[0] = inv2;
+        let j = serde_json::to_value(&reg2).unwrap();
+        assert_eq!(j["domain"], "dc-east");
+        assert_eq!(serde_json::from_value::<Registration>(j).unwrap(), reg2);
+        assert_eq!(check_registration_groups(&reg2), Ok(()));
+        // Invalid values name their field.
+        let mut bad = reg2.clone();
+        bad.domain = Some("x".repeat(MAX_GROUP_NAME_LEN + 1));
+        assert!(check_registration_groups(&bad)
+            .unwrap_err()
+            .starts_with("domain "));
+        let mut bad = reg2.clone();
+        bad.domain = Some(String::new());
+        assert!(check_registration_groups(&bad).is_err());
+        let mut bad = reg2.clone();
+        bad.vms[0].environment = Some("a\nb".into());
+        assert!(check_registration_groups(&bad)
+            .unwrap_err()
+            .starts_with("vms[v].environment "));
+        let mut bad = reg2;
+        bad.vms[0].environment = None;
+        assert!(check_registration_groups(&bad)
+            .unwrap_err()
+            .starts_with("vms[v].environment_head "));
     }
 
     /// A command line on the wire (the old `args`), or anything else the

@@ -85,6 +85,7 @@ async fn prune_history(store: Arc<dyn Store>, r: &crate::config::RetentionConfig
             migrations = p.migrations,
             placements = p.placements,
             reservations = p.reservations,
+            audit = p.audit,
             "knowledge store history pruned"
         ),
         Ok(Ok(_)) => {}
@@ -200,7 +201,9 @@ impl Running {
     /// Applies what `new` (validated) changes that takes effect without a
     /// restart: the API's credentials (operators and every
     /// `<host-id>.token` of `host_tokens_dir`), the token presented to host
-    /// daemons, the `[groups]` (domains and environments), and — when `policy` is true — the `[policy]` section (stored
+    /// daemons, the `[groups]` (domains and environments), the placement
+    /// rules and automation levels (unless the API set them: the store's
+    /// stay), and — when `policy` is true — the `[policy]` section (stored
     /// like a `PUT /api/v1/policy`, so it also survives a restart). Either
     /// everything is applied or, on error, nothing.
     pub fn reload(&self, new: &Settings, policy: bool) -> Result<Reloaded, ReloadError> {
@@ -228,6 +231,31 @@ impl Running {
         self.api_state.auth.replace(auth);
         self.hostd.set_token(new.token.clone());
         self.knowledge.set_groups(new.groups.clone());
+        // Placement rules and automation levels: the file's, unless the API
+        // set them (kept in the store, which takes precedence as at start).
+        match self
+            .store
+            .config::<crate::knowledge::rules::RuleSet>("rules")
+        {
+            Ok(None) => self.knowledge.set_rules(new.rules.clone()),
+            Ok(Some(_)) => {
+                info!("SIGHUP: placement rules set through the API stay in force")
+            }
+            Err(e) => warn!(error = %e, "cannot read the stored placement rules"),
+        }
+        match self
+            .store
+            .config::<crate::knowledge::control::Control>(api::control::STORE_KEY)
+        {
+            Ok(None) => {
+                self.knowledge
+                    .update_control(|c| c.automation = new.automation.clone());
+            }
+            Ok(Some(_)) => {
+                info!("SIGHUP: automation levels set through the API stay in force")
+            }
+            Err(e) => warn!(error = %e, "cannot read the stored automation levels"),
+        }
         Ok(Reloaded {
             operators,
             hosts,
@@ -329,6 +357,46 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         },
         Ok(None) => {}
         Err(e) => warn!(error = %e, "cannot read the stored placement rules"),
+    }
+    // Automation levels and hosts in maintenance: kept in the store by the
+    // API (`control`); the configuration's `[automation]` otherwise.
+    knowledge.update_control(|c| c.automation = settings.automation.clone());
+    match store.config::<crate::knowledge::control::Control>(crate::api::control::STORE_KEY) {
+        Ok(Some(c)) => match c.automation.validate() {
+            Ok(()) => {
+                info!(
+                    level = c.automation.level.as_str(),
+                    vms = c.automation.vms.len(),
+                    maintenance = c.maintenance.len(),
+                    "automation levels and maintenance restored from the knowledge store"
+                );
+                knowledge.update_control(|k| *k = c);
+            }
+            Err(e) => {
+                warn!(error = %e, "stored automation levels rejected; the configuration's apply")
+            }
+        },
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "cannot read the stored automation levels"),
+    }
+    // Domains and environments: the configuration's `[groups]`, unless the
+    // API put a set (kept in the store, and valid): it replaces them.
+    match store.config::<Option<crate::knowledge::groups::GroupsSpec>>(api::groups::STORE_KEY) {
+        Ok(Some(Some(spec))) => match spec.check() {
+            Ok(g) => {
+                info!(
+                    domains = spec.domains.len(),
+                    environments = spec.environments.len(),
+                    "domains and environments restored from the knowledge store"
+                );
+                knowledge.set_api_groups(Some(g));
+            }
+            Err(e) => {
+                warn!(error = %e, "stored domains and environments rejected; the configuration's apply")
+            }
+        },
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read the stored domains and environments"),
     }
     let mut live = state::live_state(&settings);
     if !settings.policy_pinned {
@@ -447,7 +515,7 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         hostd,
     };
     tasks.push(tokio::spawn(crate::mapek::round::run(
-        round_ctx,
+        round_ctx.clone(),
         orch.clone(),
         shutdown_rx.clone(),
     )));
@@ -458,6 +526,7 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         settings: ApiSettings::of(&settings),
         auth: api::auth::SharedAuth::new(api::auth::Auth::new(&settings.auth)),
         host_events: Some(host_tx),
+        round: Some(round_ctx),
     });
     let app = api::router(api_state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let mut api_shutdown = shutdown_rx.clone();

@@ -165,6 +165,11 @@ pub struct Config {
     /// "Placement rules"). Rules changed through `/api/v1/rules` are kept
     /// in the knowledge store and take precedence at the next start.
     pub rules: crate::knowledge::rules::RuleSet,
+    /// `[automation]`: how far Shoal acts, globally (`level = "auto" |
+    /// "recommend" | "manual"`) and per VM (`[automation.vms]`). Levels
+    /// changed through `/api/v1/automation` are kept in the knowledge store
+    /// and take precedence at the next start.
+    pub automation: crate::knowledge::control::Automation,
 }
 
 /// `[cluster]`: run as one node of a cluster coordinated through etcd.
@@ -442,6 +447,8 @@ pub struct RetentionConfig {
     pub placements: TableRetention,
     /// Removed reservations (those in place are never pruned).
     pub reservations: TableRetention,
+    /// The operators' audit trail (`GET /api/v1/audit`).
+    pub audit: TableRetention,
 }
 
 impl Default for RetentionConfig {
@@ -457,6 +464,7 @@ impl Default for RetentionConfig {
             migrations: t(10_000, 90.0),
             placements: t(50_000, 90.0),
             reservations: t(10_000, 30.0),
+            audit: t(100_000, 365.0),
         }
     }
 }
@@ -473,6 +481,7 @@ impl RetentionConfig {
             migrations: t(&self.migrations),
             placements: t(&self.placements),
             reservations: t(&self.reservations),
+            audit: t(&self.audit),
         }
     }
 
@@ -737,6 +746,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             events: EventsConfig::default(),
             rules: Default::default(),
+            automation: Default::default(),
         }
     }
 }
@@ -975,6 +985,8 @@ pub struct Settings {
     pub events: EventsConfig,
     /// Placement rules from the configuration (validated).
     pub rules: crate::knowledge::rules::RuleSet,
+    /// Automation levels from the configuration (validated).
+    pub automation: crate::knowledge::control::Automation,
     /// History retention of the knowledge database.
     pub retention: RetentionConfig,
     /// Configured domains and environments.
@@ -1249,6 +1261,15 @@ impl Config {
                 })?;
                 self.rules.clone()
             },
+            automation: {
+                self.automation
+                    .validate()
+                    .map_err(|e| ConfigError::Invalid {
+                        field: "automation".into(),
+                        message: e.to_string(),
+                    })?;
+                self.automation.clone()
+            },
             retention: self.retention.clone(),
             groups: crate::knowledge::groups::Groups::new(
                 &self.groups.domains,
@@ -1492,6 +1513,7 @@ impl Config {
             ("retention.migrations", r.migrations),
             ("retention.placements", r.placements),
             ("retention.reservations", r.reservations),
+            ("retention.audit", r.audit),
         ] {
             if t.max_rows == 0 || t.max_rows > i64::MAX as u64 {
                 return bad(
@@ -1608,7 +1630,15 @@ impl Settings {
 /// Fields a running controller applies when it re-reads its configuration
 /// on SIGHUP (dotted prefixes); every other changed field needs a restart.
 /// `policy` is applied only when it is not pinned on the command line.
-pub const RELOADABLE: &[&str] = &["auth", "groups", "hostd.token_file", "log_filter", "policy"];
+pub const RELOADABLE: &[&str] = &[
+    "auth",
+    "automation",
+    "groups",
+    "hostd.token_file",
+    "log_filter",
+    "policy",
+    "rules",
+];
 
 /// Whether field `f` (a dotted path) is one of [`RELOADABLE`].
 pub fn is_reloadable(f: &str) -> bool {
@@ -2084,6 +2114,28 @@ window_intervals = 2
             "{err}"
         );
         assert!(Config::from_toml("[[rules]]\nkind = \"pin\"\nname = \"x\"\nwhat = 1\n").is_err());
+    }
+
+    #[test]
+    fn automation_levels_are_read_and_checked() {
+        use crate::knowledge::control::Level;
+        let ok = Config::from_toml(
+            "[automation]\nlevel = \"recommend\"\n[automation.vms]\ndb1 = \"manual\"\n",
+        )
+        .and_then(|c| c.validate())
+        .unwrap();
+        assert_eq!(ok.automation.level, Level::Recommend);
+        assert_eq!(ok.automation.level_of("db1"), Level::Manual);
+        assert_eq!(ok.automation.level_of("web1"), Level::Recommend);
+        let default = Config::from_toml("").and_then(|c| c.validate()).unwrap();
+        assert_eq!(default.automation.level, Level::Auto);
+        assert!(Config::from_toml("[automation]\nlevel = \"sometimes\"\n").is_err());
+        assert!(Config::from_toml("[automation]\nlvl = \"auto\"\n").is_err());
+        let bad = Config::from_toml("[automation.vms]\n\"\" = \"auto\"\n")
+            .and_then(|c| c.validate())
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("automation"), "{bad}");
     }
 
     #[test]

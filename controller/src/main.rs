@@ -218,7 +218,8 @@ struct ReloadState {
 }
 
 /// SIGHUP: re-reads and fully validates the configuration; applies the
-/// credentials, the controller's token, the groups, the log filter and the policy
+/// credentials, the controller's token, the groups, the placement rules and
+/// automation levels (unless set through the API), the log filter and the policy
 /// (unless pinned); names every other changed field as needing a restart.
 /// An invalid file is refused and the running configuration stays.
 fn reload(args: &RunArgs, running: &Running, st: &mut ReloadState, log: &LogControl) {
@@ -366,17 +367,126 @@ fn run(args: RunArgs) -> i32 {
     })
 }
 
+/// Largest scenario `simulate --from-live` reads (a full export: 40,000
+/// VMs take some 20 MB).
+const MAX_LIVE_SCENARIO: usize = 256 << 20;
+
+/// Why `simulate --from-live` could not get the live scenario.
+#[derive(Debug, thiserror::Error)]
+enum FromLiveError {
+    /// Bad URL, token file or CA file.
+    #[error("{0}")]
+    Usage(String),
+    /// No usable answer from the controller.
+    #[error("{0}")]
+    Fetch(String),
+    /// The export is not a valid scenario.
+    #[error(transparent)]
+    Scenario(#[from] shoal_controller::sim::SimError),
+}
+
+/// `GET URL/api/v1/scenario` with the operator token of `--token-file`,
+/// trusting `--ca-file`; validated as a scenario file is, and written to
+/// `--save` when asked.
+fn fetch_live(
+    args: &shoal_controller::sim::SimulateArgs,
+    url: &str,
+) -> Result<shoal_controller::sim::Scenario, FromLiveError> {
+    use shoal_common::http::{HttpClient, Method};
+    let base = url.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(FromLiveError::Usage(format!(
+            "--from-live {url}: need http://HOST:PORT or https://HOST:PORT"
+        )));
+    }
+    let token = args
+        .token_file
+        .as_deref()
+        .map(shoal_common::secret::Secret::from_file)
+        .transpose()
+        .map_err(|e| FromLiveError::Usage(format!("--token-file: {e}")))?;
+    let tls = args
+        .ca_file
+        .as_deref()
+        .map(|ca| shoal_common::tls::client_config(ca, None))
+        .transpose()
+        .map_err(|e| FromLiveError::Usage(format!("--ca-file: {e}")))?;
+    if base.starts_with("https://") && tls.is_none() {
+        return Err(FromLiveError::Usage(
+            "an https:// URL needs --ca-file (the CA that signed the controller's certificate)"
+                .into(),
+        ));
+    }
+    let http = HttpClient::with_tls(Duration::from_secs(120), tls).with_max_body(MAX_LIVE_SCENARIO);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| FromLiveError::Fetch(format!("cannot start the runtime: {e}")))?;
+    let target = format!("{base}/api/v1/scenario");
+    let (code, body) = rt
+        .block_on(http.send(
+            Method::GET,
+            &target,
+            token.as_ref().map(|t| t.expose()),
+            None,
+        ))
+        .map_err(|e| FromLiveError::Fetch(format!("{target}: {e}")))?;
+    if code != 200 {
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
+        return Err(FromLiveError::Fetch(format!("{target}: {code}: {msg}")));
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| FromLiveError::Fetch(format!("{target}: not UTF-8: {e}")))?;
+    let scn = shoal_controller::sim::Scenario::load(text)?;
+    info!(
+        hosts = scn.hosts.len(),
+        vms = scn.vms.len(),
+        pairs = scn.traffic.len(),
+        "live scenario fetched"
+    );
+    if let Some(path) = &args.save {
+        let mut out =
+            serde_json::to_string_pretty(&scn).map_err(|e| FromLiveError::Fetch(e.to_string()))?;
+        out.push('\n');
+        std::fs::write(path, out)
+            .map_err(|e| FromLiveError::Usage(format!("--save {}: {e}", path.display())))?;
+    }
+    Ok(scn)
+}
+
+/// `simulate`: 0 done; 2 bad arguments or scenario; 1 the live scenario
+/// could not be fetched.
+fn simulate(args: &shoal_controller::sim::SimulateArgs) -> i32 {
+    let loaded = match &args.from_live {
+        Some(url) => match fetch_live(args, url) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("shoal-controller simulate: {e}");
+                return match e {
+                    FromLiveError::Fetch(_) => 1,
+                    FromLiveError::Usage(_) | FromLiveError::Scenario(_) => 2,
+                };
+            }
+        },
+        None => None,
+    };
+    match shoal_controller::sim::run_cli_with(args, loaded) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("shoal-controller simulate: {e}");
+            2
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Some(Command::Run(args)) => run(args),
-        Some(Command::Simulate(args)) => match shoal_controller::sim::run_cli(&args) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("shoal-controller simulate: {e}");
-                2
-            }
-        },
+        Some(Command::Simulate(args)) => simulate(&args),
         Some(Command::CheckConfig(a)) => check_config(&a.file),
         None => run(cli.run),
     };

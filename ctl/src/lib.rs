@@ -9,8 +9,10 @@
 //! Exit codes ([`CtlError::exit_code`]): 0 done; 1 refused for another
 //! reason (400, 405, other 4xx); 2 usage (bad arguments, unreadable token
 //! or CA file); 3 not found (404); 4 conflict or infeasible (409, 422); 5
-//! not allowed (401, 403); 6 the controller could not be reached, timed
-//! out, failed (5xx) or answered something unreadable.
+//! not allowed (401, 403), and a drain that leaves VMs that cannot move
+//! (`maintenance HOST on --wait`); 6 the controller could not be reached,
+//! timed out, failed (5xx) or answered something unreadable, or a `--wait`
+//! ran out of time.
 
 use std::path::Path;
 use std::time::Duration;
@@ -45,6 +47,13 @@ pub enum CtlError {
     /// The answer is not what the API describes.
     #[error("unreadable answer: {0}")]
     BadAnswer(String),
+    /// What was waited for cannot happen (a drain left VMs that cannot
+    /// move).
+    #[error("{0}")]
+    Stuck(String),
+    /// What was waited for did not happen in time.
+    #[error("{0}")]
+    WaitTimeout(String),
 }
 
 impl CtlError {
@@ -52,7 +61,8 @@ impl CtlError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CtlError::Usage(_) | CtlError::Token(_) | CtlError::Tls(_) => 2,
-            CtlError::Http(_) | CtlError::BadAnswer(_) => 6,
+            CtlError::Http(_) | CtlError::BadAnswer(_) | CtlError::WaitTimeout(_) => 6,
+            CtlError::Stuck(_) => 4,
             CtlError::Status { code, .. } => match code {
                 404 => 3,
                 409 | 422 => 4,
@@ -289,6 +299,9 @@ impl SseParser {
     }
 }
 
+/// Longest table cell shown, in characters (longer ones are cut).
+pub const MAX_CELL: usize = 160;
+
 /// A table for humans.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table {
@@ -315,12 +328,20 @@ impl Table {
     }
 
     /// Aligned columns, two spaces apart; control characters from the
-    /// controller are shown as `?` so that a name cannot move the cursor.
+    /// controller are shown as `?` so that a name cannot move the cursor,
+    /// and a cell longer than [`MAX_CELL`] characters is cut (`…`).
     pub fn render(&self) -> String {
         let clean = |s: &str| -> String {
-            s.chars()
+            let mut out: String = s
+                .chars()
+                .take(MAX_CELL)
                 .map(|c| if c.is_control() { '?' } else { c })
-                .collect()
+                .collect();
+            if s.chars().nth(MAX_CELL).is_some() {
+                out.pop();
+                out.push('…');
+            }
+            out
         };
         let head: Vec<String> = self.headers.iter().map(|h| clean(h)).collect();
         let rows: Vec<Vec<String>> = self
@@ -391,6 +412,235 @@ pub fn pct(v: &Value) -> String {
 /// Rows of a JSON array (an empty list for anything else).
 pub fn items(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// Characters a query value or a path segment keeps as they are (RFC 3986
+/// unreserved); every other byte is percent-encoded.
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
+/// `s` percent-encoded (UTF-8 bytes outside the unreserved set).
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if unreserved(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A name (host, VM) as one path segment: percent-encoded; empty, `.`,
+/// `..` and names over 256 bytes are refused (usage).
+pub fn segment(name: &str) -> Result<String, CtlError> {
+    if name.is_empty() || name == "." || name == ".." || name.len() > 256 {
+        return Err(CtlError::Usage(format!("{name:?} is not a usable name")));
+    }
+    Ok(encode(name))
+}
+
+/// `path` with the query of the given parameters (those with a value, in
+/// order, percent-encoded).
+pub fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
+    let q: Vec<String> = params
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{}={}", encode(k), encode(v))))
+        .collect();
+    if q.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", q.join("&"))
+    }
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC (`-` when not a number).
+pub fn utc(v: &Value) -> String {
+    let Some(ms) = v.as_i64() else {
+        return "-".into();
+    };
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A byte count for people (`532 MB`, `1.2 GB`; decimal units).
+pub fn bytes_human(v: &Value) -> String {
+    let Some(b) = v.as_f64() else {
+        return "-".into();
+    };
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut x = b;
+    let mut i = 0;
+    while x >= 1000.0 && i + 1 < units.len() {
+        x /= 1000.0;
+        i += 1;
+    }
+    if i == 0 || x >= 100.0 {
+        format!("{x:.0} {}", units[i])
+    } else {
+        format!("{x:.1} {}", units[i])
+    }
+}
+
+/// A decision's expected effect (`expected` of a decision or a preview) in
+/// one cell: time, bytes, bandwidth and path of the migration, the cost
+/// change, the hot host it relieves, or why it would be refused now.
+pub fn expected_text(e: &Value) -> String {
+    if e.is_null() {
+        return "-".into();
+    }
+    let mut parts = Vec::new();
+    let m = &e["migration"];
+    if m.is_object() {
+        let p = &m["predicted"];
+        if let Some(t) = p["time_s"].as_f64() {
+            parts.push(format!("{t:.1} s"));
+        }
+        if !p["traffic_bytes"].is_null() {
+            parts.push(bytes_human(&p["traffic_bytes"]));
+        }
+        if !m["bandwidth_bytes_per_s"].is_null() {
+            parts.push(format!("{} Mbit/s", mbps(&m["bandwidth_bytes_per_s"])));
+        }
+        let path: Vec<String> = items(&m["path"]).iter().map(cell).collect();
+        if !path.is_empty() {
+            parts.push(format!("via {}", path.join(">")));
+        }
+        if let (Some(a), Some(b)) = (m["cost_before"].as_f64(), m["cost_after"].as_f64()) {
+            parts.push(format!("cost {} -> {}", cell(&a.into()), cell(&b.into())));
+        }
+    }
+    if let Some(r) = e["refused"].as_str() {
+        parts.push(format!("refused now: {r}"));
+    }
+    let h = &e["relieves"];
+    if let Some(host) = h["host"].as_str() {
+        let res: Vec<String> = items(&h["resources"]).iter().map(cell).collect();
+        parts.push(format!("relieves {host} ({})", res.join(",")));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Where a host's drain stands (`maintenance HOST on --wait`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drain {
+    /// Every VM left (state `drained`).
+    Drained,
+    /// Nothing moves any more: these VMs stay, with their state and reason.
+    Stuck(Vec<(String, String, String)>),
+    /// VMs are still waiting, queued or migrating.
+    Going,
+}
+
+/// Where the maintenance view `v` stands.
+pub fn drain_state(v: &Value) -> Drain {
+    if v["state"] == "drained" {
+        return Drain::Drained;
+    }
+    let remaining: Vec<&Value> = items(&v["vms"])
+        .iter()
+        .filter(|x| x["state"] != "done")
+        .collect();
+    let stuck = |x: &&Value| x["state"] == "unmovable" || x["state"] == "failed";
+    if !remaining.is_empty() && remaining.iter().all(stuck) {
+        return Drain::Stuck(
+            remaining
+                .iter()
+                .map(|x| (cell(&x["vm"]), cell(&x["state"]), cell(&x["reason"])))
+                .collect(),
+        );
+    }
+    if remaining.is_empty() {
+        return Drain::Drained;
+    }
+    Drain::Going
+}
+
+/// One progress line of a drain: the host, its state and its VMs by state
+/// (`h1 draining: 2 done, 1 migrating, 1 unmovable`).
+pub fn drain_line(v: &Value) -> String {
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    for x in items(&v["vms"]) {
+        *by.entry(cell(&x["state"])).or_default() += 1;
+    }
+    let counts: Vec<String> = by.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let line = format!(
+        "{} {}: {}",
+        cell(&v["host"]),
+        cell(&v["state"]),
+        if counts.is_empty() {
+            "no VMs".to_string()
+        } else {
+            counts.join(", ")
+        }
+    );
+    line.chars()
+        .take(MAX_CELL * 2)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// A JSON argument given inline or as `@FILE`.
+pub fn json_arg(what: &str, arg: &str) -> Result<Value, CtlError> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| CtlError::Usage(format!("{what}: {path}: {e}")))?,
+        None => arg.to_string(),
+    };
+    serde_json::from_str(&text).map_err(|e| CtlError::Usage(format!("{what} is not JSON: {e}")))
+}
+
+/// The body of `POST /api/v1/plan/preview`: only what is given (the
+/// controller fills in what is in force).
+pub fn preview_body(
+    policy: Option<&str>,
+    options: Option<Value>,
+    hotspot: Option<Value>,
+    rules: Option<Value>,
+) -> Result<Value, CtlError> {
+    let mut body = serde_json::Map::new();
+    if let Some(p) = policy {
+        body.insert("policy".into(), Value::String(p.to_string()));
+    }
+    for (k, v) in [("options", options), ("hotspot", hotspot), ("rules", rules)] {
+        if let Some(v) = v {
+            let ok = if k == "rules" {
+                v.is_array()
+            } else {
+                v.is_object()
+            };
+            if !ok {
+                return Err(CtlError::Usage(format!(
+                    "--{k}: must be a JSON {}",
+                    if k == "rules" { "array" } else { "object" }
+                )));
+            }
+            body.insert(k.into(), v);
+        }
+    }
+    Ok(Value::Object(body))
 }
 
 #[cfg(test)]
@@ -467,6 +717,8 @@ mod tests {
         assert_eq!(s(400).exit_code(), 1);
         assert_eq!(s(503).exit_code(), 6);
         assert_eq!(CtlError::Usage(String::new()).exit_code(), 2);
+        assert_eq!(CtlError::Stuck(String::new()).exit_code(), 4);
+        assert_eq!(CtlError::WaitTimeout(String::new()).exit_code(), 6);
         assert_eq!(
             CtlError::Http(HttpError::Timeout(Duration::from_secs(1))).exit_code(),
             6
@@ -481,5 +733,143 @@ mod tests {
         assert_eq!(cell(&Value::Null), "-");
         assert_eq!(mbps(&serde_json::json!(1_250_000.0)), "10.00");
         assert_eq!(pct(&serde_json::json!(0.5)), "50 %");
+    }
+    #[test]
+    fn long_cells_are_cut() {
+        let mut t = Table::new(&["x"]);
+        t.row(vec!["a".repeat(MAX_CELL + 50)]);
+        let out = t.render();
+        let line = out.lines().nth(1).expect("row");
+        assert_eq!(line.chars().count(), MAX_CELL);
+        assert!(line.ends_with('…'));
+    }
+
+    #[test]
+    fn queries_and_segments_are_encoded() {
+        assert_eq!(
+            with_query(
+                "/api/v1/decisions",
+                &[
+                    ("pending", Some("true".into())),
+                    ("vm", None),
+                    ("host", Some("h 1&x=2".into())),
+                    ("limit", Some("5".into())),
+                ]
+            ),
+            "/api/v1/decisions?pending=true&host=h%201%26x%3D2&limit=5"
+        );
+        assert_eq!(with_query("/a", &[("x", None)]), "/a");
+        assert_eq!(segment("h1").unwrap(), "h1");
+        assert_eq!(segment("a/b?c").unwrap(), "a%2Fb%3Fc");
+        assert_eq!(segment("é").unwrap(), "%C3%A9");
+        for bad in ["", ".", ".."] {
+            assert_eq!(segment(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn times_and_sizes() {
+        assert_eq!(utc(&serde_json::json!(0)), "1970-01-01 00:00:00");
+        assert_eq!(
+            utc(&serde_json::json!(1_796_113_927_321i64)),
+            "2026-12-01 08:32:07"
+        );
+        assert_eq!(
+            utc(&serde_json::json!(951_782_400_000i64)),
+            "2000-02-29 00:00:00"
+        );
+        assert_eq!(utc(&Value::Null), "-");
+        assert_eq!(bytes_human(&serde_json::json!(532.0)), "532 B");
+        assert_eq!(bytes_human(&serde_json::json!(5.3e8)), "530 MB");
+        assert_eq!(bytes_human(&serde_json::json!(1.25e9)), "1.2 GB");
+    }
+
+    #[test]
+    fn expected_effects_in_one_cell() {
+        let e = serde_json::json!({
+            "migration": {"vm":"v1","from":"h1","to":"h2","deadline_s":30.0,"reserve":true,
+                "bandwidth_bytes_per_s":1.25e8,"memory_mb":512.0,
+                "predicted":{"time_s":4.26,"traffic_bytes":5.3e8,"rounds":2,"downtime_s":0.01},
+                "path":["0000000000000001","0000000000000002"],
+                "cost_before":10.0,"cost_after":2.5},
+            "relieves": {"host":"h1","resources":["cpu"]}
+        });
+        assert_eq!(
+            expected_text(&e),
+            "4.3 s, 530 MB, 1000.00 Mbit/s, via 0000000000000001>0000000000000002, cost 10 -> 2.5, relieves h1 (cpu)"
+        );
+        let r = serde_json::json!({"refused": "no room: memory"});
+        assert_eq!(expected_text(&r), "refused now: no room: memory");
+        assert_eq!(expected_text(&Value::Null), "-");
+    }
+
+    #[test]
+    fn drains_end_drained_or_stuck() {
+        let v = |state: &str, vms: Value| serde_json::json!({"host":"h1","state":state,"vms":vms});
+        assert_eq!(
+            drain_state(&v("drained", serde_json::json!([]))),
+            Drain::Drained
+        );
+        let going = v(
+            "draining",
+            serde_json::json!([{"vm":"a","state":"done"},{"vm":"b","state":"migrating"},
+                {"vm":"c","state":"unmovable","reason":"pinned"}]),
+        );
+        assert_eq!(drain_state(&going), Drain::Going);
+        assert_eq!(
+            drain_line(&going),
+            "h1 draining: 1 done, 1 migrating, 1 unmovable"
+        );
+        let stuck = v(
+            "draining",
+            serde_json::json!([{"vm":"a","state":"done"},
+                {"vm":"c","state":"unmovable","reason":"pinned"},
+                {"vm":"d","state":"failed","reason":"hostd\u{1b}[2J"}]),
+        );
+        assert_eq!(
+            drain_state(&stuck),
+            Drain::Stuck(vec![
+                ("c".into(), "unmovable".into(), "pinned".into()),
+                ("d".into(), "failed".into(), "hostd\u{1b}[2J".into()),
+            ])
+        );
+        assert_eq!(
+            drain_line(&v("draining", serde_json::json!([]))),
+            "h1 draining: no VMs"
+        );
+    }
+
+    #[test]
+    fn preview_bodies_carry_only_what_is_given() {
+        assert_eq!(
+            preview_body(None, None, None, None).unwrap(),
+            serde_json::json!({})
+        );
+        let b = preview_body(
+            Some("score"),
+            Some(serde_json::json!({"score": {"cm": 0.5}})),
+            None,
+            Some(serde_json::json!([])),
+        )
+        .unwrap();
+        assert_eq!(
+            b,
+            serde_json::json!({"policy":"score","options":{"score":{"cm":0.5}},"rules":[]})
+        );
+        let e = preview_body(None, Some(serde_json::json!([1])), None, None).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = preview_body(None, None, None, Some(serde_json::json!({}))).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(
+            json_arg("--options", "{\"a\":1}").unwrap(),
+            serde_json::json!({"a":1})
+        );
+        assert_eq!(json_arg("--options", "nope").unwrap_err().exit_code(), 2);
+        assert_eq!(
+            json_arg("--options", "@/nonexistent/x")
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
     }
 }

@@ -343,6 +343,8 @@ mod tests {
             Some(Secret::new(CTL).unwrap()),
         ));
         let inv = shoal_common::proto::VmInventory {
+            environment: None,
+            environment_head: false,
             name: "v".into(),
             mac: "52:54:00:00:00:01".into(),
             ip: None,

@@ -101,6 +101,14 @@ pub struct VmConfig {
     /// `"netns"` with its namespace fields); unknown fields are refused.
     #[serde(flatten)]
     pub spec: VmBackendSpec,
+    /// The virtual environment (tenant group) of this VM, registered with
+    /// the controller for VIOLIN (1 to 128 bytes, no control characters).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Whether this VM is its environment's head node (gateway); needs
+    /// `environment`.
+    #[serde(default)]
+    pub environment_head: bool,
 }
 
 impl VmConfig {
@@ -114,6 +122,8 @@ impl VmConfig {
             memory_mb: self.memory_mb,
             max_memory_mb: self.max_memory_mb.unwrap_or(self.memory_mb),
             spec: self.spec.clone(),
+            environment: self.environment.clone(),
+            environment_head: self.environment_head,
         }
     }
 }
@@ -250,6 +260,11 @@ pub struct Config {
     /// used memory; the network numbers stay real either way).
     #[serde(default)]
     pub host_metrics: HostMetricsSource,
+    /// The administrative domain (group of hosts) this host is in,
+    /// registered with the controller for VIOLIN (1 to 128 bytes, no
+    /// control characters; none: the controller's groups, else its pod).
+    #[serde(default)]
+    pub domain: Option<String>,
     /// VMs of this host.
     #[serde(default, rename = "vm")]
     pub vms: Vec<VmConfig>,
@@ -304,6 +319,7 @@ impl Default for Config {
             cores: None,
             memory_mb: None,
             host_metrics: HostMetricsSource::Real,
+            domain: None,
             vms: Vec::new(),
         }
     }
@@ -371,6 +387,14 @@ pub enum VmSpecError {
         /// VM name.
         vm: String,
         /// Which bound.
+        why: String,
+    },
+    /// `environment` or `environment_head` is invalid.
+    #[error("VM {vm}: {why}")]
+    Group {
+        /// VM name.
+        vm: String,
+        /// Which field and why.
         why: String,
     },
     /// The template is not defined here.
@@ -487,6 +511,8 @@ pub fn validate_vm(inv: &VmInventory, host: &Config) -> Result<(), VmSpecError> 
     if inv.max_memory_mb > MAX_VM_MEMORY_MB {
         return size(format!("max_memory_mb must be <= {MAX_VM_MEMORY_MB}"));
     }
+    shoal_common::proto::check_vm_groups(inv)
+        .map_err(|why| VmSpecError::Group { vm: vm(), why })?;
     let bad_name = |what: &'static str, name: &str, rule: &'static str| {
         Err(VmSpecError::BadName {
             vm: vm(),
@@ -686,6 +712,13 @@ impl Config {
             tpl.check()
                 .map_err(|e| ConfigError::Invalid(format!("template {name}: {e}")))?;
         }
+        if let Some(d) = &self.domain {
+            if !shoal_common::proto::valid_group_name(d) {
+                return bad(format!(
+                    "domain {d:?} must be 1 to 128 bytes without control characters"
+                ));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for vm in &self.vms {
             validate_vm(&vm.inventory(), self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -816,6 +849,65 @@ mod tests {
         port = "p1"
         scenario = "n1.json"
     "#;
+
+    /// The host's `domain` and a VM's `environment` / `environment_head`
+    /// reach the registration's inventory; bad values are refused naming
+    /// the field.
+    #[test]
+    fn domain_and_environment_parse_and_are_checked() {
+        let vm = |extra: &str| {
+            format!(
+                "domain = \"dc-east\"\n[[vm]]\nname = \"n1\"\nmac = \"52:54:00:00:00:02\"\n\
+                 memory_mb = 64\nbackend = \"netns\"\nnamespace = \"ns1\"\niface = \"eth0\"\n\
+                 port = \"p1\"\n{extra}"
+            )
+        };
+        let c = Config::parse(
+            &vm("environment = \"tenant1\"\nenvironment_head = true"),
+            "t",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.domain.as_deref(), Some("dc-east"));
+        let inv = c.vms[0].inventory();
+        assert_eq!(inv.environment.as_deref(), Some("tenant1"));
+        assert!(inv.environment_head);
+        // Without them: none, as before.
+        let c = Config::parse(&vm(""), "t").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.vms[0].inventory().environment, None);
+        assert!(!c.vms[0].inventory().environment_head);
+        assert_eq!(Config::parse("", "t").unwrap().domain, None);
+        // Refused, naming the field.
+        let long = "x".repeat(129);
+        for (extra, field) in [
+            (format!("environment = \"{long}\""), "environment"),
+            ("environment = \"\"".to_string(), "environment"),
+            ("environment = \"a\\u0007b\"".to_string(), "environment"),
+            ("environment_head = true".to_string(), "environment_head"),
+        ] {
+            let e = Config::parse(&vm(&extra), "t")
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("VM n1") && text.contains(field),
+                "{extra}: {text}"
+            );
+        }
+        for text in [
+            format!("domain = \"{long}\""),
+            "domain = \"\"".to_string(),
+            "domain = \"a\\tb\"".to_string(),
+        ] {
+            let e = Config::parse(&text, "t").unwrap().validate().unwrap_err();
+            assert!(e.to_string().contains("domain"), "{text}: {e}");
+        }
+        // A wrong type is a parse error naming the key.
+        let e = Config::parse(&vm("environment_head = \"yes\""), "t").unwrap_err();
+        assert!(e.to_string().contains("environment_head"), "{e}");
+    }
 
     #[test]
     fn full_config() {

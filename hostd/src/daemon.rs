@@ -604,6 +604,7 @@ pub async fn registration(h: &Hostd, cores: u32, memory_mb: u64) -> Registration
         interval_s: cfg.interval_s,
         vms,
         hostd_version: env!("CARGO_PKG_VERSION").to_string(),
+        domain: cfg.domain.clone(),
     }
 }
 

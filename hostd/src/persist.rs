@@ -332,6 +332,8 @@ mod tests {
 
     fn netns_vm(name: &str) -> VmInventory {
         VmInventory {
+            environment: None,
+            environment_head: false,
             name: name.into(),
             mac: "52:54:00:00:00:01".into(),
             ip: None,

@@ -236,6 +236,8 @@ mod tests {
 
     fn qemu(template: &str, disk: Option<&str>) -> VmInventory {
         VmInventory {
+            environment: None,
+            environment_head: false,
             name: "v1".into(),
             mac: "52:54:00:AB:00:01".into(),
             ip: None,
@@ -252,6 +254,8 @@ mod tests {
 
     fn netns(scenario: Option<&str>) -> VmInventory {
         VmInventory {
+            environment: None,
+            environment_head: false,
             spec: VmBackendSpec::Netns {
                 namespace: "n1".into(),
                 iface: "eth0".into(),

@@ -495,6 +495,8 @@ mod tests {
             None,
         );
         let inv = VmInventory {
+            environment: None,
+            environment_head: false,
             name: "v".into(),
             mac: "52:54:00:00:00:01".into(),
             ip: None,

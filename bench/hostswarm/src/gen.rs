@@ -132,6 +132,8 @@ impl Dc {
             .vms
             .clone()
             .map(|n| VmInventory {
+                environment: None,
+                environment_head: false,
                 name: vm_name(n),
                 mac: vm_mac(n),
                 ip: None,
@@ -150,6 +152,7 @@ impl Dc {
             })
             .collect();
         Some(Registration {
+            domain: None,
             host_id: h.id.clone(),
             // TEST-NET-2 addresses: nothing answers there (the controller
             // only stores them; a dry run never calls them).

@@ -19,7 +19,10 @@ const REFRESH_MS = 3000;
 const EVENTS_KEPT = 60;
 const EVENT_KINDS = ['switch_up', 'switch_down', 'link_up', 'link_down', 'endpoint_learned',
   'endpoint_moved', 'hotspot_raised', 'hotspot_cleared', 'decision', 'migration',
-  'reservation', 'vf_moved', 'policy_changed', 'rules_changed', 'gap'];
+  'reservation', 'vf_moved', 'policy_changed', 'rules_changed', 'groups_changed',
+  'automation_changed', 'recommendation', 'decision_approved', 'decision_rejected',
+  'maintenance_started', 'maintenance_ended', 'maintenance_vm', 'maintenance_drained',
+  'audit', 'gap'];
 
 let session = null;   // {name, role, csrf}
 let last = null;      // the latest snapshot

@@ -822,6 +822,7 @@ mod tests {
             settings: ApiSettings::of(&settings),
             auth: auth::SharedAuth::new(auth::Auth::new(&settings.auth)),
             host_events: None,
+            round: None,
         };
         (state, k)
     }

@@ -40,11 +40,15 @@ use crate::monitor::topology::PortRef;
 use crate::monitor::topology::{FLAP_MAX_CHANGES, FLAP_WINDOW};
 
 pub mod auth;
+pub mod control;
 pub mod dashboard;
 pub mod events;
+pub mod groups;
+pub mod history;
 pub mod hosts;
 pub mod metrics;
 pub mod ops;
+pub mod preview;
 pub mod rules;
 pub mod session;
 pub mod ui;
@@ -64,6 +68,9 @@ pub struct ApiState {
     pub auth: auth::SharedAuth,
     /// Where new host events (deduplicated) go.
     pub host_events: Option<mpsc::UnboundedSender<HostEvent>>,
+    /// The live loop's context (None: no loop, e.g. in unit tests): approved
+    /// recommendations and the what-if preview use it.
+    pub round: Option<crate::mapek::round::RoundCtx>,
 }
 
 /// The settings the API reports or uses to classify.
@@ -289,6 +296,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(hosts::routes())
         .merge(ops::routes())
         .merge(rules::routes())
+        .merge(preview::routes())
+        .merge(history::routes())
+        .merge(control::routes())
+        .merge(groups::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -1111,6 +1122,8 @@ mod tests {
             "/api/v1/dashboard",
             "/api/v1/rules",
             "/api/v1/rules/{name}",
+            "/api/v1/audit",
+            "/api/v1/groups",
         ] {
             assert!(paths.contains_key(p), "{p} missing from openapi.json");
         }

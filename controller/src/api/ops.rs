@@ -4,9 +4,11 @@
 //! - `POST /api/v1/migrations` `{vm, destination: HOST|"auto", deadline_s,
 //!   reserve}` → 202 with the record; 404 unknown VM/host, 409 no room or
 //!   conflict, 422 infeasible deadline; nothing changes on an error;
-//! - `GET /api/v1/migrations`, `GET /api/v1/migrations/{id}`,
+//! - `GET /api/v1/migrations` (filters and pages: [`super::history`]),
+//!   `GET /api/v1/migrations/{id}`,
 //!   `DELETE /api/v1/migrations/{id}` (queued ones only; 409 otherwise);
-//! - `GET /api/v1/decisions?limit=N`, `GET /api/v1/hotspots`;
+//! - `GET /api/v1/decisions` (filters and pages: [`super::history`]),
+//!   `GET /api/v1/hotspots`;
 //! - `GET`/`PUT /api/v1/policy` (validated; the new policy starts afresh);
 //! - `GET /api/v1/vf-assignments`;
 //! - `GET /api/v1/loop`: the live loop's round times (last, p50, p99, max
@@ -14,27 +16,29 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use axum::{Extension, Json, Router};
+use serde::Serialize;
 use tracing::info;
 
+use super::auth::Principal;
+use super::history::{self, audit, outcome_of};
 use super::ApiError;
 use crate::api::ApiState;
 use crate::execute::orchestrator::{Migration, MigrationRequest, Orchestrator};
 use crate::knowledge::store::StoreExt;
-use crate::mapek::live::{DecisionView, PolicySettings, RoundTimesView, RoundTiming, VfAssignment};
+use crate::mapek::live::{PolicySettings, RoundTimesView, RoundTiming, VfAssignment};
 
 /// Routes of this module.
 pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
-        .route("/api/v1/migrations", get(list).post(create))
+        .route("/api/v1/migrations", get(history::migrations).post(create))
         .route("/api/v1/migrations/{id}", get(one).delete(cancel))
-        .route("/api/v1/decisions", get(decisions))
+        .route("/api/v1/decisions", get(history::decisions))
         .route("/api/v1/hotspots", get(hotspots))
         .route("/api/v1/policy", get(get_policy).put(put_policy))
         .route("/api/v1/vf-assignments", get(vf_assignments))
@@ -43,10 +47,6 @@ pub fn routes() -> Router<Arc<ApiState>> {
 
 fn orch(s: &ApiState) -> Result<&Arc<Orchestrator>, ApiError> {
     Ok(&s.orchestrator)
-}
-
-async fn list(State(s): State<Arc<ApiState>>) -> Result<Json<Vec<Migration>>, ApiError> {
-    Ok(Json(orch(&s)?.list_for_api()))
 }
 
 async fn one(
@@ -62,46 +62,42 @@ async fn one(
 
 async fn create(
     State(s): State<Arc<ApiState>>,
+    Extension(who): Extension<Principal>,
     body: Result<Json<MigrationRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     let vm = req.vm.clone();
-    let m = orch(&s)?.submit(req, "requested through the API".into(), None)?;
+    let asked = serde_json::json!({
+        "vm": req.vm,
+        "destination": req.destination,
+        "deadline_s": req.deadline_s,
+        "reserve": req.reserve,
+    });
+    let r = orch(&s)?.submit(req, "requested through the API".into(), None);
+    let target = r.as_ref().map_or(vm.as_str(), |m| m.id.as_str());
+    let mut detail = asked;
+    detail["outcome"] = outcome_of(&r);
+    audit(&s, &who, "migration.create", target, detail);
+    let m = r?;
     info!(id = %m.id, %vm, "migration requested through the API");
     Ok((StatusCode::ACCEPTED, Json(m)).into_response())
 }
 
 async fn cancel(
     State(s): State<Arc<ApiState>>,
+    Extension(who): Extension<Principal>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Migration>, ApiError> {
     let Path(id) = id?;
-    Ok(Json(orch(&s)?.cancel(&id)?))
-}
-
-/// Query of `/api/v1/decisions`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limit {
-    /// Most recent N (default 50, at most 500).
-    pub limit: Option<usize>,
-}
-
-async fn decisions(
-    State(s): State<Arc<ApiState>>,
-    q: Result<Query<Limit>, QueryRejection>,
-) -> Result<Json<Vec<DecisionView>>, ApiError> {
-    let Query(q) = q?;
-    let n = q.limit.unwrap_or(50);
-    if n == 0 || n > 500 {
-        return Err(ApiError::BadRequest("limit must be in 1..=500".into()));
-    }
-    let l = s
-        .live
-        .lock()
-        .map_err(|_| ApiError::Internal("live state lock poisoned".into()))?;
-    let skip = l.decisions.len().saturating_sub(n);
-    Ok(Json(l.decisions.iter().skip(skip).cloned().collect()))
+    let r = orch(&s)?.cancel(&id);
+    audit(
+        &s,
+        &who,
+        "migration.cancel",
+        &id,
+        serde_json::json!({"outcome": outcome_of(&r)}),
+    );
+    Ok(Json(r?))
 }
 
 #[derive(Serialize)]
@@ -136,16 +132,23 @@ async fn get_policy(State(s): State<Arc<ApiState>>) -> Result<Json<PolicySetting
 
 async fn put_policy(
     State(s): State<Arc<ApiState>>,
+    Extension(who): Extension<Principal>,
     body: Result<Json<PolicySettings>, JsonRejection>,
 ) -> Result<Json<PolicySettings>, ApiError> {
     let Json(new) = body?;
-    {
+    let set = {
         let mut l = s
             .live
             .lock()
             .map_err(|_| ApiError::Internal("live state lock poisoned".into()))?;
-        l.set(new.clone()).map_err(ApiError::Unprocessable)?;
+        l.set(new.clone())
+    };
+    let mut detail = serde_json::to_value(&new).unwrap_or_default();
+    if let serde_json::Value::Object(m) = &mut detail {
+        m.insert("outcome".into(), outcome_of(&set));
     }
+    audit(&s, &who, "policy.set", &new.name, detail);
+    set.map_err(ApiError::Unprocessable)?;
     if let Some(store) = &s.knowledge.store {
         let _ = store.set_config("policy", &new);
     }

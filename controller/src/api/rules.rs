@@ -21,10 +21,13 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
+use serde_json::json;
 use tracing::{info, warn};
 
+use super::auth::Principal;
+use super::history::{audit, outcome_of};
 use super::{ApiError, ApiState};
 use crate::knowledge::rules::{Rule, RuleSet};
 use crate::knowledge::store::StoreExt;
@@ -92,17 +95,32 @@ fn apply(s: &ApiState, set: RuleSet, what: &str) -> Result<Json<RulesView>, ApiE
 
 async fn replace(
     State(s): State<Arc<ApiState>>,
+    Extension(who): Extension<Principal>,
     body: Result<Json<RuleSet>, JsonRejection>,
 ) -> Result<Json<RulesView>, ApiError> {
     let Json(set) = body?;
-    apply(&s, set, "replaced")
+    let asked = serde_json::to_value(&set).unwrap_or_default();
+    let r = apply(&s, set, "replaced");
+    let detail = json!({"rules": asked, "outcome": outcome_of(&r)});
+    audit(&s, &who, "rules.set", "", detail);
+    r
 }
 
 async fn add(
     State(s): State<Arc<ApiState>>,
+    Extension(who): Extension<Principal>,
     body: Result<Json<Rule>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RulesView>), ApiError> {
     let Json(rule) = body?;
+    let name = rule.name().to_string();
+    let asked = serde_json::to_value(&rule).unwrap_or_default();
+    let r = add_rule(&s, rule);
+    let detail = json!({"rule": asked, "outcome": outcome_of(&r)});
+    audit(&s, &who, "rules.add", &name, detail);
+    r.map(|v| (StatusCode::CREATED, v))
+}
+
+fn add_rule(s: &ApiState, rule: Rule) -> Result<Json<RulesView>, ApiError> {
     let mut set = (*s.knowledge.rules()).clone();
     if set.get(rule.name()).is_some() {
         return Err(ApiError::Conflict(format!(
@@ -112,14 +130,22 @@ async fn add(
     }
     let name = rule.name().to_string();
     set.rules.push(rule);
-    apply(&s, set, &format!("added {name}")).map(|v| (StatusCode::CREATED, v))
+    apply(s, set, &format!("added {name}"))
 }
 
 async fn remove(
     State(s): State<Arc<ApiState>>,
+    Extension(who): Extension<Principal>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<RulesView>, ApiError> {
     let Path(name) = name?;
+    let r = remove_rule(&s, &name);
+    let detail = json!({"outcome": outcome_of(&r)});
+    audit(&s, &who, "rules.remove", &name, detail);
+    r
+}
+
+fn remove_rule(s: &ApiState, name: &str) -> Result<Json<RulesView>, ApiError> {
     let mut set = (*s.knowledge.rules()).clone();
     let before = set.len();
     set.rules.retain(|r| r.name() != name);
@@ -129,5 +155,5 @@ async fn remove(
             "no placement rule named {name:?}"
         )));
     }
-    apply(&s, set, &format!("removed {name}"))
+    apply(s, set, &format!("removed {name}"))
 }

@@ -189,11 +189,26 @@ pub trait FabricView: Send + Sync {
     fn events(&self) -> Option<Arc<crate::knowledge::events::EventBus>> {
         None
     }
+    /// The operator's control state (automation levels, hosts in
+    /// maintenance; default: none).
+    fn control(&self) -> Arc<crate::knowledge::control::Control> {
+        Arc::default()
+    }
+    /// The operator's placement rules in force (default: none).
+    fn rules(&self) -> Arc<crate::knowledge::rules::RuleSet> {
+        Arc::default()
+    }
 }
 
 impl FabricView for Knowledge {
     fn may_lead(&self) -> Result<(), NotLeader> {
         self.fence.may_lead()
+    }
+    fn control(&self) -> Arc<crate::knowledge::control::Control> {
+        Knowledge::control(self)
+    }
+    fn rules(&self) -> Arc<crate::knowledge::rules::RuleSet> {
+        Knowledge::rules(self)
     }
     fn events(&self) -> Option<Arc<crate::knowledge::events::EventBus>> {
         Some(self.events.clone())

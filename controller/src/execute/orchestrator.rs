@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ofp::{
     meter_flags, Action, FlowMod, FlowModCommand, Instruction, Match, Message, MeterBand, MeterMod,
@@ -118,6 +118,48 @@ pub struct Predicted {
     pub rounds: u32,
     /// Downtime, s.
     pub downtime_s: f64,
+}
+
+/// What a migration would be if it were submitted now
+/// ([`Orchestrator::estimate`]): the expected cost of a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// VM name.
+    pub vm: String,
+    /// Where it runs now.
+    pub from: String,
+    /// Where it would go.
+    pub to: String,
+    /// Deadline, s.
+    pub deadline_s: f64,
+    /// Whether bandwidth would be reserved on the path.
+    pub reserve: bool,
+    /// Bandwidth it would get, bytes/s.
+    pub bandwidth_bytes_per_s: f64,
+    /// Its memory, MB.
+    pub memory_mb: f64,
+    /// The VMPatrol prediction at that bandwidth (time, bytes moved).
+    pub predicted: Predicted,
+    /// The switches of its path (datapath ids).
+    pub path: Vec<String>,
+    /// Communication cost of the placement now (when a snapshot was
+    /// given).
+    pub cost_before: Option<f64>,
+    /// Communication cost after the move (when a snapshot was given).
+    pub cost_after: Option<f64>,
+}
+
+/// The outcome of [`Orchestrator::prepare`].
+struct Prepared {
+    deadline_s: f64,
+    reserve: bool,
+    vm: VmFacts,
+    src_dom0: String,
+    to: String,
+    dst_ip: Ipv4Addr,
+    path: SwitchPath,
+    bandwidth: f64,
+    predicted: vmpatrol::Prediction,
 }
 
 /// One hop of the path: the switch and the port the migration leaves by
@@ -280,6 +322,11 @@ pub struct OrchConfig {
     pub token: Option<shoal_common::secret::Secret>,
     /// Finished migrations kept in memory at most (oldest dropped first).
     pub history: usize,
+    /// How long the bridges of both ends must have been connected before a
+    /// migration starts: until then their edge ports (the hosts' dom0
+    /// interfaces) are not confirmed and the data plane does not deliver
+    /// the migration stream (`[topology] port_confirm_s`).
+    pub settle: Duration,
 }
 
 impl OrchConfig {
@@ -293,6 +340,7 @@ impl OrchConfig {
             weights: s.policy.options.score.weights,
             token: s.token.clone(),
             history: s.retention.migrations_in_memory,
+            settle: s.port_confirm,
         }
     }
 }
@@ -460,6 +508,8 @@ pub struct Orchestrator {
     store: Option<Arc<dyn Store>>,
     clock: Arc<dyn Clock>,
     cfg: ExecuteConfig,
+    /// See [`OrchConfig::settle`].
+    settle: Duration,
     downtime_goal_s: f64,
     min_progress_mb: f64,
     state: Mutex<OrchState>,
@@ -608,6 +658,7 @@ impl Orchestrator {
             queues,
             weights: oc.weights,
             history: oc.history.max(1),
+            settle: oc.settle,
             leading: std::sync::atomic::AtomicBool::new(true),
             recorded: Mutex::new(BTreeMap::new()),
         })
@@ -854,6 +905,111 @@ impl Orchestrator {
         })
     }
 
+    /// What a request would do if it were submitted now: the destination,
+    /// path, bandwidth, VMPatrol prediction and communication cost before
+    /// and after, from the same checks as [`Orchestrator::submit`] (an
+    /// error is what `submit` would answer). Queues nothing.
+    pub fn estimate(
+        &self,
+        req: &MigrationRequest,
+        snap: Option<&crate::knowledge::snapshot::Snapshot>,
+    ) -> Result<Estimate, OrchError> {
+        let s = self
+            .fabric()
+            .ok_or_else(|| OrchError::Conflict("controller is shutting down".into()))?;
+        let p = self.prepare(&*s, req)?;
+        let (cost_before, cost_after) = match snap {
+            Some(sn) => {
+                let before = crate::plan::physics::communication_cost(sn, &self.weights);
+                let mut moved = sn.clone();
+                if let Some(v) = moved.vms.get_mut(&req.vm) {
+                    v.host = p.to.clone();
+                }
+                let after = crate::plan::physics::communication_cost(&moved, &self.weights);
+                (Some(before), Some(after))
+            }
+            None => (None, None),
+        };
+        Ok(Estimate {
+            vm: req.vm.clone(),
+            from: p.vm.from.clone(),
+            to: p.to.clone(),
+            deadline_s: p.deadline_s,
+            reserve: p.reserve,
+            bandwidth_bytes_per_s: p.bandwidth,
+            memory_mb: p.vm.memory_mb,
+            predicted: Predicted {
+                time_s: p.predicted.time_s,
+                traffic_bytes: p.predicted.traffic_mb * MIB,
+                rounds: p.predicted.rounds,
+                downtime_s: p.predicted.downtime_s,
+            },
+            path: p.path.iter().map(|(d, _)| dpid_str(*d)).collect(),
+            cost_before,
+            cost_after,
+        })
+    }
+
+    /// The checks and computations of a request (see
+    /// [`Orchestrator::submit`]), without queueing.
+    fn prepare(&self, s: &dyn FabricView, req: &MigrationRequest) -> Result<Prepared, OrchError> {
+        s.may_lead()?;
+        let deadline_s = req.deadline_s.unwrap_or(self.cfg.default_deadline_s);
+        if !(deadline_s.is_finite() && deadline_s > 0.0) {
+            return Err(OrchError::Invalid(format!(
+                "deadline_s must be a number > 0, got {deadline_s}"
+            )));
+        }
+        let reserve = req
+            .reserve
+            .unwrap_or(self.cfg.reservation != ReservationKind::None);
+        let vm = Self::vm_facts(s, &req.vm)?;
+        if self.active().iter().any(|m| m.vm == req.vm) {
+            return Err(OrchError::Conflict(format!(
+                "VM {} already has a migration under way",
+                req.vm
+            )));
+        }
+        let src =
+            Self::host_facts(s, &vm.from).ok_or_else(|| OrchError::UnknownHost(vm.from.clone()))?;
+        // Memory of the migrations already heading to each host.
+        let inbound: BTreeMap<String, f64> =
+            self.active().iter().fold(BTreeMap::new(), |mut acc, m| {
+                *acc.entry(m.to.clone()).or_insert(0.0) += m.memory_mb;
+                acc
+            });
+        let to = self.destination(s, req, &vm, &inbound)?;
+        if let Some(m) = s.control().maintenance.get(&to) {
+            return Err(OrchError::NoRoom(format!(
+                "destination {to} is in maintenance (since {} ms, by {}): it receives no VM",
+                m.since_unix_ms, m.by
+            )));
+        }
+        let dst = Self::host_facts(s, &to).ok_or_else(|| OrchError::UnknownHost(to.clone()))?;
+        self.room(&to, &dst, &vm, &inbound)
+            .map_err(OrchError::NoRoom)?;
+        let dst_ip: Ipv4Addr = dst.dom0.parse().map_err(|_| {
+            OrchError::Invalid(format!(
+                "destination dom0 address {:?} is not IPv4",
+                dst.dom0
+            ))
+        })?;
+        let (path, bottleneck_bps) = Self::path(s, &src, &dst, &vm.from, &to, reserve)?;
+        let (bandwidth, predicted) =
+            self.bandwidth(&vm, &src, &dst, bottleneck_bps, deadline_s, reserve)?;
+        Ok(Prepared {
+            deadline_s,
+            reserve,
+            vm,
+            src_dom0: src.dom0.clone(),
+            to,
+            dst_ip,
+            path,
+            bandwidth,
+            predicted,
+        })
+    }
+
     /// Checks a request and queues the migration. Changes nothing when it
     /// returns an error.
     pub fn submit(
@@ -865,44 +1021,17 @@ impl Orchestrator {
         let s = self
             .fabric()
             .ok_or_else(|| OrchError::Conflict("controller is shutting down".into()))?;
-        s.may_lead()?;
-        let deadline_s = req.deadline_s.unwrap_or(self.cfg.default_deadline_s);
-        if !(deadline_s.is_finite() && deadline_s > 0.0) {
-            return Err(OrchError::Invalid(format!(
-                "deadline_s must be a number > 0, got {deadline_s}"
-            )));
-        }
-        let reserve = req
-            .reserve
-            .unwrap_or(self.cfg.reservation != ReservationKind::None);
-        let vm = Self::vm_facts(&*s, &req.vm)?;
-        if self.active().iter().any(|m| m.vm == req.vm) {
-            return Err(OrchError::Conflict(format!(
-                "VM {} already has a migration under way",
-                req.vm
-            )));
-        }
-        let src = Self::host_facts(&*s, &vm.from)
-            .ok_or_else(|| OrchError::UnknownHost(vm.from.clone()))?;
-        // Memory of the migrations already heading to each host.
-        let inbound: BTreeMap<String, f64> =
-            self.active().iter().fold(BTreeMap::new(), |mut acc, m| {
-                *acc.entry(m.to.clone()).or_insert(0.0) += m.memory_mb;
-                acc
-            });
-        let to = self.destination(&*s, &req, &vm, &inbound)?;
-        let dst = Self::host_facts(&*s, &to).ok_or_else(|| OrchError::UnknownHost(to.clone()))?;
-        self.room(&to, &dst, &vm, &inbound)
-            .map_err(OrchError::NoRoom)?;
-        let dst_ip: Ipv4Addr = dst.dom0.parse().map_err(|_| {
-            OrchError::Invalid(format!(
-                "destination dom0 address {:?} is not IPv4",
-                dst.dom0
-            ))
-        })?;
-        let (path, bottleneck_bps) = Self::path(&*s, &src, &dst, &vm.from, &to, reserve)?;
-        let (bandwidth, predicted) =
-            self.bandwidth(&vm, &src, &dst, bottleneck_bps, deadline_s, reserve)?;
+        let Prepared {
+            deadline_s,
+            reserve,
+            vm,
+            src_dom0,
+            to,
+            dst_ip,
+            path,
+            bandwidth,
+            predicted,
+        } = self.prepare(&*s, &req)?;
         let cost_before = self.communication_cost(&*s, None);
         let now = self.clock.now_unix_ms();
         let m = {
@@ -955,7 +1084,7 @@ impl Orchestrator {
                 progress: None,
                 result: None,
                 error: None,
-                src_addr: src.dom0.clone(),
+                src_addr: src_dom0,
                 dst_addr: format!("{dst_ip}:{port}"),
                 created_unix_ms: now,
                 started_unix_ms: None,
@@ -1047,9 +1176,21 @@ impl Orchestrator {
             // The placement rules: `auto` never picks a host where the VM
             // would break one that holds now (an operator who names the
             // destination may; the break is then reported).
+            // VMs of the migrations under way count where they go: two
+            // VMs of one anti-affinity group drained at once must not be
+            // given the same host.
+            let active = self.active();
             let snap = s
                 .snapshot(0, 2, Vec::new(), Vec::new(), BTreeMap::new())
-                .filter(|sn| !sn.rules.is_empty());
+                .filter(|sn| !sn.rules.is_empty())
+                .map(|mut sn| {
+                    for m in &active {
+                        if let Some(v) = sn.vms.get_mut(&m.vm) {
+                            v.host = m.to.clone();
+                        }
+                    }
+                    sn
+                });
             let broken = |sn: &crate::knowledge::snapshot::Snapshot| -> BTreeSet<String> {
                 crate::plan::constraints::violations(sn)
                     .into_iter()
@@ -1408,6 +1549,30 @@ impl Orchestrator {
     /// first, then loop-free detours up to two hops longer) whose every hop
     /// has enough bandwidth; the first such path wins.
     fn admit(&self, s: &dyn FabricView, m: &Migration) -> Result<Vec<Hop>, String> {
+        // Right after a (re)start or a reconnection the bridges' edge ports
+        // are not confirmed yet, and the stream between the dom0s would not
+        // be delivered (seen: "No route to host" right after a controller
+        // restart): wait until both ends have settled.
+        if let Ok(topo) = s.topology() {
+            let now = Instant::now();
+            for host in [&m.from, &m.to] {
+                let Some(b) = Self::host_facts(s, host).and_then(|h| h.bridge) else {
+                    continue;
+                };
+                match topo.connected_since(b) {
+                    Some(t) if now.saturating_duration_since(t) >= self.settle => {}
+                    Some(_) => {
+                        return Err(format!(
+                            "waiting for the bridge of {host} ({}) to settle after it connected",
+                            dpid_str(b)
+                        ))
+                    }
+                    // Not in the topology: nothing to wait for (the paths
+                    // below decide).
+                    None => {}
+                }
+            }
+        }
         let candidates: Vec<Vec<Hop>> = match (
             Self::host_facts(s, &m.from).and_then(|h| h.bridge),
             Self::host_facts(s, &m.to).and_then(|h| h.bridge),
@@ -2123,7 +2288,19 @@ impl Orchestrator {
             bound_history(&mut st.migs, self.history);
         }
         if let (Some(store), Some(d)) = (&self.store, m.decision_id) {
-            let _ = store.set_decision_outcome(d, &format!("{} ({})", m.state.as_str(), m.id));
+            // An approved recommendation keeps who approved it.
+            let outcome = format!("{} ({})", m.state.as_str(), m.id);
+            let approver = store.decision_json(d).ok().flatten().and_then(|r| {
+                r.outcome
+                    .strip_prefix("approved by ")
+                    .and_then(|rest| rest.split_once(':'))
+                    .map(|(who, _)| who.to_string())
+            });
+            let outcome = match approver {
+                Some(who) => format!("approved by {who}: {outcome}"),
+                None => outcome,
+            };
+            let _ = store.set_decision_outcome(d, &outcome);
         }
         match state {
             MigState::Done => {
@@ -3242,7 +3419,10 @@ mod batch_error_tests {
             peer,
             features,
             ports,
-            std::time::Instant::now(),
+            // Connected a while ago: settled (see `OrchConfig::settle`).
+            std::time::Instant::now()
+                .checked_sub(Duration::from_secs(60))
+                .unwrap_or_else(std::time::Instant::now),
         );
         k.switches.write().expect("switches").insert(dpid, handle);
 

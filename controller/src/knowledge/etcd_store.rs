@@ -24,7 +24,8 @@
 //! | `P/migrations/finished/<updated>/<id>` | `{id, created_ms}` (finished migrations only) |
 //! | `P/reservations/live/<id>` | `{id, migration, kind, target, detail, created_ms, removed_ms}` |
 //! | `P/reservations/removed/<id>` | the same, once removed |
-//! | `P/seq/<table>` | the last id issued (placements, decisions, reservations) |
+//! | `P/audit/<id>` | `{id, at_ms, actor, action, target, detail}` |
+//! | `P/seq/<table>` | the last id issued (placements, decisions, reservations, audit) |
 //! | `P/changed/<table>` | touched by every write of that history table |
 //!
 //! Numeric ids are zero-padded to 20 digits and times in keys are
@@ -49,7 +50,8 @@
 //! revision it had when this node was elected, so a deposed leader's
 //! writes fail with [`StoreError::Fenced`] and write nothing (a node that
 //! does not lead may not write them at all). The shared tables (config,
-//! hosts and their reports, VMs and placements, and pruning) are written by
+//! hosts and their reports, VMs and placements, the audit trail, and
+//! pruning) are written by
 //! whichever node a host daemon or an operator reached, and are not fenced.
 //!
 //! # Threading
@@ -76,6 +78,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::cluster::ClusterView;
+use super::history::{AuditQuery, AuditRow, DecisionQuery, MigrationQuery};
 use super::store::{
     from_json, off_worker, DecisionRow, Placement, Pruned, ReservationRow, Retention, Store,
     StoreError, TableLimit, COALESCE_WINDOW, SCHEMA_VERSION,
@@ -105,14 +108,16 @@ enum Table {
     Placements,
     Migrations,
     Reservations,
+    Audit,
 }
 
 impl Table {
-    const ALL: [Table; 4] = [
+    const ALL: [Table; 5] = [
         Table::Decisions,
         Table::Placements,
         Table::Migrations,
         Table::Reservations,
+        Table::Audit,
     ];
 
     fn name(self) -> &'static str {
@@ -121,6 +126,7 @@ impl Table {
             Table::Placements => "placements",
             Table::Migrations => "migrations",
             Table::Reservations => "reservations",
+            Table::Audit => "audit",
         }
     }
 }
@@ -244,6 +250,12 @@ impl Keys {
     fn removed_one(&self, id: i64) -> String {
         format!("{}{}", self.removed(), pad(id))
     }
+    fn audit(&self) -> String {
+        self.k("audit/")
+    }
+    fn audit_one(&self, id: i64) -> String {
+        format!("{}{}", self.audit(), pad(id))
+    }
 }
 
 // ---- host rows, for other nodes -------------------------------------------
@@ -350,6 +362,16 @@ struct MigrationRow {
     updated_ms: i64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AuditRec {
+    id: i64,
+    at_ms: i64,
+    actor: String,
+    action: String,
+    target: String,
+    detail: String,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct FinishedRef {
     id: String,
@@ -365,6 +387,21 @@ struct ReservationRec {
     detail: String,
     created_ms: i64,
     removed_ms: Option<i64>,
+}
+
+/// The decision stored in `kv`.
+fn decision_row(kv: &KeyValue) -> Result<DecisionRow, StoreError> {
+    let d: DecisionRec = decode("decisions", kv)?;
+    Ok(DecisionRow {
+        id: d.id,
+        round: d.round,
+        at_ms: d.at_ms,
+        policy: d.policy,
+        decision: from_json("decisions", &d.decision)?,
+        outcome: d.outcome,
+        count: d.count,
+        last_ms: d.last_ms,
+    })
 }
 
 fn is_finished(state: &str) -> bool {
@@ -699,6 +736,47 @@ impl Ctx {
         let mut kvs = self.get(what, prefix, opts).await?.take_kvs();
         kvs.reverse();
         Ok(kvs)
+    }
+
+    /// Reads the keys in `[from, to)` newest (highest key) first, page by
+    /// page at one revision, calling `f` with each until it has accepted
+    /// (returned true for) `want` of them or the range is exhausted.
+    async fn scan_back(
+        &mut self,
+        what: &str,
+        from: Vec<u8>,
+        to: Vec<u8>,
+        want: usize,
+        f: &mut dyn FnMut(&KeyValue) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut hi = to;
+        let mut rev = 0;
+        let mut taken = 0usize;
+        while taken < want && from < hi {
+            let opts = GetOptions::new()
+                .with_range(hi.clone())
+                .with_revision(rev)
+                .with_limit(i64::try_from(PAGE).unwrap_or(i64::MAX))
+                .with_sort(SortTarget::Key, SortOrder::Descend);
+            let r = self.get(what, from.clone(), opts).await?;
+            if rev == 0 {
+                rev = r.header().map_or(0, |h| h.revision());
+            }
+            for kv in r.kvs() {
+                if f(kv)? {
+                    taken += 1;
+                    if taken == want {
+                        return Ok(());
+                    }
+                }
+            }
+            let Some(last) = r.kvs().last() else { break };
+            if !r.more() {
+                break;
+            }
+            hi = last.key().to_vec();
+        }
+        Ok(())
     }
 
     fn mark(&self, t: Table, what: &str) -> TxnOp {
@@ -1100,21 +1178,37 @@ impl Ctx {
     async fn decisions(mut self, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
         let (p, s) = (self.keys.decisions(), self.keys.seq(Table::Decisions));
         let kvs = self.newest("read decisions", p, Some(s), limit).await?;
-        kvs.iter()
-            .map(|kv| {
-                let d: DecisionRec = decode("decisions", kv)?;
-                Ok(DecisionRow {
-                    id: d.id,
-                    round: d.round,
-                    at_ms: d.at_ms,
-                    policy: d.policy,
-                    decision: from_json("decisions", &d.decision)?,
-                    outcome: d.outcome,
-                    count: d.count,
-                    last_ms: d.last_ms,
-                })
-            })
-            .collect()
+        kvs.iter().map(decision_row).collect()
+    }
+
+    async fn decision(mut self, id: i64) -> Result<Option<DecisionRow>, StoreError> {
+        let r = self
+            .get("read decision", self.keys.decision(id), GetOptions::new())
+            .await?;
+        r.kvs().first().map(decision_row).transpose()
+    }
+
+    async fn decisions_query(mut self, q: DecisionQuery) -> Result<Vec<DecisionRow>, StoreError> {
+        let limit = q.capped_limit();
+        let p = self.keys.decisions();
+        let to = match q.before_id {
+            Some(b) if b <= 0 => return Ok(Vec::new()),
+            Some(b) => self.keys.decision(b).into_bytes(),
+            None => prefix_end(p.as_bytes()),
+        };
+        let mut out = Vec::new();
+        self.scan_back("read decisions", p.into_bytes(), to, limit, &mut |kv| {
+            let d = decision_row(kv)?;
+            let ok = q.below_cursor(d.id)
+                && q.matches(d.at_ms, d.last_ms, &d.policy, &d.decision, &d.outcome);
+            if ok {
+                out.push(d);
+            }
+            Ok(ok)
+        })
+        .await?;
+        out.reverse();
+        Ok(out)
     }
 
     // ---- migrations ------------------------------------------------------
@@ -1218,6 +1312,95 @@ impl Ctx {
                 out.push(m.record);
             }
         }
+        Ok(out)
+    }
+
+    async fn migrations_query(mut self, q: MigrationQuery) -> Result<Vec<String>, StoreError> {
+        let limit = q.capped_limit();
+        let p = self.keys.by_created();
+        let to = match &q.before {
+            Some(id) => {
+                let r = self
+                    .get("read migration", self.keys.migration(id), GetOptions::new())
+                    .await?;
+                match r.kvs().first() {
+                    Some(kv) => {
+                        let m: MigrationRow = decode("migrations", kv)?;
+                        self.keys.created(m.created_ms, &m.id).into_bytes()
+                    }
+                    None => return Ok(Vec::new()),
+                }
+            }
+            None => prefix_end(p.as_bytes()),
+        };
+        let mut out = Vec::new();
+        self.scan_back("read migrations", p.into_bytes(), to, limit, &mut |kv| {
+            let m: MigrationRow = decode("migrations", kv)?;
+            let ok = q.matches(&m.vm, &m.state, m.created_ms, &m.record);
+            if ok {
+                out.push(m.record);
+            }
+            Ok(ok)
+        })
+        .await?;
+        out.reverse();
+        Ok(out)
+    }
+
+    // ---- audit -----------------------------------------------------------
+
+    async fn record_audit(mut self, row: AuditRec) -> Result<i64, StoreError> {
+        let seq_key = self.keys.seq(Table::Audit);
+        for _ in 0..ATTEMPTS {
+            let r = self
+                .get("read audit id", seq_key.clone(), GetOptions::new())
+                .await?;
+            let (last, seq_rev) = counter(&r)?;
+            let id = last + 1;
+            let rec = AuditRec { id, ..row.clone() };
+            let compares = vec![Compare::mod_revision(
+                seq_key.clone(),
+                CompareOp::Equal,
+                seq_rev,
+            )];
+            let ops = vec![
+                TxnOp::put(seq_key.clone(), id.to_string(), None),
+                TxnOp::put(self.keys.audit_one(id), encode("audit", &rec)?, None),
+                self.mark(Table::Audit, "record audit"),
+            ];
+            if let Commit::Done = self.commit("record audit", compares, ops).await? {
+                return Ok(id);
+            }
+        }
+        Err(contended("record audit"))
+    }
+
+    async fn audit(mut self, q: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        let limit = q.capped_limit();
+        let p = self.keys.audit();
+        let to = match q.before_id {
+            Some(b) if b <= 0 => return Ok(Vec::new()),
+            Some(b) => self.keys.audit_one(b).into_bytes(),
+            None => prefix_end(p.as_bytes()),
+        };
+        let mut out = Vec::new();
+        self.scan_back("read audit", p.into_bytes(), to, limit, &mut |kv| {
+            let a: AuditRec = decode("audit", kv)?;
+            let ok = q.below_cursor(a.id) && q.matches(a.at_ms, &a.actor, &a.action, &a.target);
+            if ok {
+                out.push(AuditRow {
+                    id: a.id,
+                    at_ms: a.at_ms,
+                    actor: a.actor,
+                    action: a.action,
+                    target: a.target,
+                    detail: from_json("audit", &a.detail)?,
+                });
+            }
+            Ok(ok)
+        })
+        .await?;
+        out.reverse();
         Ok(out)
     }
 
@@ -1524,6 +1707,21 @@ impl Ctx {
         Ok(())
     }
 
+    async fn prune_audit(
+        &mut self,
+        lim: &TableLimit,
+        now_ms: i64,
+        rev: i64,
+        plan: &mut PrunePlan,
+    ) -> Result<(), StoreError> {
+        let p = self.keys.audit();
+        let at: fn(&KeyValue) -> Result<i64, StoreError> =
+            |kv| Ok(decode::<AuditRec>("audit", kv)?.at_ms);
+        let n = self.prune_rows(p, lim, now_ms, rev, at, plan).await?;
+        plan.pruned.audit = usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(())
+    }
+
     async fn prune(mut self, r: Retention, now_ms: i64) -> Result<Pruned, StoreError> {
         let marks: Vec<String> = Table::ALL.iter().map(|t| self.keys.changed(*t)).collect();
         for _ in 0..ATTEMPTS {
@@ -1542,6 +1740,7 @@ impl Ctx {
                 .await?;
             self.prune_reservations(&r.reservations, now_ms, rev, &mut plan)
                 .await?;
+            self.prune_audit(&r.audit, now_ms, rev, &mut plan).await?;
             if plan.ops.is_empty() {
                 return Ok(Pruned::default());
             }
@@ -1554,7 +1753,13 @@ impl Ctx {
                 ));
             }
             let p = plan.pruned;
-            let counts = [p.decisions, p.placements, p.migrations, p.reservations];
+            let counts = [
+                p.decisions,
+                p.placements,
+                p.migrations,
+                p.reservations,
+                p.audit,
+            ];
             for (t, n) in Table::ALL.iter().zip(counts) {
                 if n > 0 {
                     plan.ops.push(self.mark(*t, "prune"));
@@ -1864,6 +2069,39 @@ impl Store for EtcdStore {
     }
     fn decisions(&self, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
         self.call("read decisions", move |c| c.decisions(limit))
+    }
+    fn decision_json(&self, id: i64) -> Result<Option<DecisionRow>, StoreError> {
+        self.call("read decision", move |c| c.decision(id))
+    }
+    fn decisions_query(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>, StoreError> {
+        let q = q.clone();
+        self.call("read decisions", move |c| c.decisions_query(q))
+    }
+    fn migrations_query(&self, q: &MigrationQuery) -> Result<Vec<String>, StoreError> {
+        let q = q.clone();
+        self.call("read migrations", move |c| c.migrations_query(q))
+    }
+    fn record_audit_json(
+        &self,
+        at_ms: i64,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail_json: &str,
+    ) -> Result<i64, StoreError> {
+        let row = AuditRec {
+            id: 0,
+            at_ms,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            detail: detail_json.to_string(),
+        };
+        self.call("record audit", move |c| c.record_audit(row))
+    }
+    fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        let q = q.clone();
+        self.call("read audit", move |c| c.audit(q))
     }
     fn put_migration_json(
         &self,
@@ -2194,6 +2432,7 @@ mod tests {
             migrations: l,
             placements: l,
             reservations: l,
+            audit: l,
         }
     }
 

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use ofp::MacAddr;
 
-use crate::knowledge::groups::Groups;
+use crate::knowledge::groups::{EffectiveGroups, Groups};
 use crate::knowledge::rules::RuleSet;
 use crate::knowledge::snapshot::{
     ExternalEndpoint, HostLocation, HostSample, HostState, HotspotEvent, LinkInfo, MigrationRecord,
@@ -62,7 +62,8 @@ pub struct LiveInputs<'a> {
     pub hotspot_history: Vec<HotspotEvent>,
     /// When each VM's last migration ended, s (time origin as above).
     pub last_migration_s: BTreeMap<String, f64>,
-    /// Configured domains and environments.
+    /// The set of domains and environments in force (the API's, else the
+    /// configuration's); the registrations fill in the rest.
     pub groups: &'a Groups,
     /// The placement rules in force (validated), copied into
     /// [`Snapshot::rules`]; [`LiveInputs::new`] starts with none.
@@ -155,8 +156,11 @@ pub fn build_snapshot(inp: &LiveInputs<'_>) -> Snapshot {
     let adj = inp.topo.adjacency();
     let topology = snapshot_topology(inp, &bridges, &dist, &adj);
     let locations = topology.locate_all();
-    let hosts = reported_hosts(inp, &dist, &adj, &locations);
-    let (vms, mac_to_vm) = vm_states(inp, &hosts);
+    // The set in force, filled in by the registrations' domains and
+    // environments (never fails: contradictions are resolved).
+    let groups = EffectiveGroups::new(inp.groups, inp.hosts);
+    let hosts = reported_hosts(inp, &groups, &dist, &adj, &locations);
+    let (vms, mac_to_vm) = vm_states(inp, &groups, &hosts);
     let mut ext = Externals::new(inp, &bridge_set, &topology);
     let (traffic, externals) = traffic_between(inp.rates, &mac_to_vm, &mut ext);
     Snapshot {
@@ -259,6 +263,7 @@ fn snapshot_links(
 /// registered has no load to judge, its VMs no dirty rate).
 fn reported_hosts(
     inp: &LiveInputs<'_>,
+    groups: &EffectiveGroups<'_>,
     dist: &BTreeMap<u64, usize>,
     adj: &Adjacency,
     locations: &BTreeMap<String, HostLocation>,
@@ -310,7 +315,7 @@ fn reported_hosts(
                 nic_bps: reg.nic_bps as f64,
                 vf_count: reg.vf_count,
                 max_vms: None,
-                domain: inp.groups.domain_of(id).map(str::to_string),
+                domain: groups.domain_of(id).map(str::to_string),
                 location,
                 history,
             },
@@ -322,6 +327,7 @@ fn reported_hosts(
 /// The VMs of the reported hosts, and MAC → VM name.
 fn vm_states(
     inp: &LiveInputs<'_>,
+    groups: &EffectiveGroups<'_>,
     hosts: &BTreeMap<String, HostState>,
 ) -> (BTreeMap<String, VmState>, FastMap<MacAddr, String>) {
     let mut vms = Vec::with_capacity(inp.hosts.vms().len());
@@ -356,7 +362,7 @@ fn vm_states(
         let (history, latest_mb) = hv.samples.remove(name.as_str()).unwrap_or_default();
         let (dirty_max, has_vf) = e.vm_window(name).unwrap_or((0.0, false));
         let memory_mb = latest_mb.unwrap_or(inv.memory_mb) as f64;
-        let group = inp.groups.environment_of(name);
+        let group = groups.environment_of(name);
         vms.push((
             name.clone(),
             VmState {
@@ -767,6 +773,55 @@ mod tests {
             .links
             .iter()
             .any(|l| (l.a == "hv1" || l.b == "hv1") && l.capacity_bps == 1e8));
+    }
+
+    /// Without any set (no API, no `[groups]`), the registrations' domains
+    /// and environments reach the snapshot; a set names a host or VM, it
+    /// wins for that one and the registrations still fill in the rest.
+    #[test]
+    fn registered_groups_reach_the_snapshot() {
+        let topo = build(Instant::now(), &[], &[]);
+        let mut hosts = HostRegistry::default();
+        let mut a = vm("a", "02:00:00:00:00:0a");
+        a.environment = Some("tenant1".into());
+        a.environment_head = true;
+        let mut b = vm("b", "02:00:00:00:00:0b");
+        b.environment = Some("tenant1".into());
+        let c = vm("c", "02:00:00:00:00:0c");
+        let mut r1 = reg("hv1", 0x41, vec![a, c]);
+        r1.domain = Some("east".into());
+        let mut r2 = reg("hv2", 0x42, vec![b]);
+        r2.domain = Some("west".into());
+        hosts.register("hv1", r1, 0).unwrap();
+        hosts.register("hv2", r2, 0).unwrap();
+        for h in ["hv1", "hv2"] {
+            hosts.report(h, report(h, 1, vec![]), 1).unwrap();
+        }
+        let none = BTreeMap::new();
+        let groups = Groups::default();
+        let snap = build_snapshot(&LiveInputs::new(&hosts, &topo, &none, &[], &groups));
+        assert_eq!(snap.hosts["hv1"].domain.as_deref(), Some("east"));
+        assert_eq!(snap.hosts["hv2"].domain.as_deref(), Some("west"));
+        assert_eq!(snap.vms["a"].environment.as_deref(), Some("tenant1"));
+        assert!(snap.vms["a"].head);
+        assert_eq!(snap.vms["b"].environment.as_deref(), Some("tenant1"));
+        assert!(!snap.vms["b"].head);
+        assert_eq!(snap.vms["c"].environment, None);
+        // A set naming hv2 and b wins for them only.
+        let set = Groups::new(
+            &[("d9".to_string(), vec!["hv2".to_string()])].into(),
+            &[crate::knowledge::groups::EnvironmentSpec {
+                name: "other".into(),
+                members: vec!["b".into()],
+                head: None,
+            }],
+        )
+        .unwrap();
+        let snap = build_snapshot(&LiveInputs::new(&hosts, &topo, &none, &[], &set));
+        assert_eq!(snap.hosts["hv1"].domain.as_deref(), Some("east"));
+        assert_eq!(snap.hosts["hv2"].domain.as_deref(), Some("d9"));
+        assert_eq!(snap.vms["a"].environment.as_deref(), Some("tenant1"));
+        assert_eq!(snap.vms["b"].environment.as_deref(), Some("other"));
     }
 
     /// The rules in force reach the snapshot; a host whose bridge has no

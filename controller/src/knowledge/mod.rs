@@ -14,9 +14,11 @@
 
 pub mod clock;
 pub mod cluster;
+pub mod control;
 pub mod etcd_store;
 pub mod events;
 pub mod groups;
+pub mod history;
 pub mod live;
 pub mod reports;
 pub mod rules;

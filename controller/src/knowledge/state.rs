@@ -17,8 +17,9 @@
 //! 4. `switches` (connected switch handles);
 //! 5. `monitor` (statistics);
 //! 6. the loop's `live` state ([`crate::mapek::live::LiveState`]) and
-//!    the orchestrator's migration table, `groups` (configured domains
-//!    and environments) and `rules` (placement rules), the last two held
+//!    the orchestrator's migration table, `groups` and `api_groups`
+//!    (configured domains and environments, and the API's set) and
+//!    `rules` (placement rules), the last three held
 //!    only to clone an `Arc`: leaves, nothing else is taken while one of
 //!    them is held.
 //!
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use crate::knowledge::clock::now_unix_ms;
 use crate::knowledge::cluster::Fence;
+use crate::knowledge::control::Control;
 use crate::knowledge::groups::Groups;
 use crate::knowledge::live::{build_snapshot, LiveInputs};
 use crate::knowledge::reports::ReportQueue;
@@ -130,10 +132,16 @@ pub struct Knowledge {
     /// Configured domains and environments (replaced on SIGHUP; a leaf
     /// lock, held only to clone the `Arc`).
     groups: RwLock<Arc<Groups>>,
+    /// Domains and environments set with `PUT /api/v1/groups` (None: the
+    /// configuration's apply); they replace the configuration's wholesale.
+    /// A leaf lock, held only to clone the `Arc`.
+    api_groups: RwLock<Option<Arc<Groups>>>,
     /// The placement rules in force (validated by the caller of
     /// [`Knowledge::set_rules`]; none at start; a leaf lock, held only to
     /// clone the `Arc`).
     rules: RwLock<Arc<RuleSet>>,
+    /// The operator's automation levels and hosts in maintenance.
+    control: RwLock<Arc<Control>>,
     /// The cluster fence ([`Fence::single`] for a single controller).
     pub fence: Fence,
     /// OpenFlow messages a cluster node withheld from switches it still
@@ -182,7 +190,9 @@ impl Knowledge {
             switches: RwLock::new(HashMap::new()),
             lldp: Arc::new(LldpCounters::default()),
             groups: RwLock::new(Arc::new(cfg.groups.clone())),
+            api_groups: RwLock::new(None),
             rules: RwLock::new(Arc::new(RuleSet::default())),
+            control: RwLock::new(Arc::new(Control::default())),
             limits: Arc::new(LimitCounters::default()),
             fence: Fence::single(),
             fenced_writes: AtomicU64::new(0),
@@ -273,10 +283,11 @@ impl Knowledge {
         let ports = self.monitor_lock().ok()?.port_rates();
         let groups = self.groups();
         let rules = self.rules();
+        let control = self.control();
         let hosts = self.hosts_read().ok()?;
         let topo = self.topo_read().ok()?;
         let hypervisors = self.hypervisors.read().ok()?;
-        Some(build_snapshot(&LiveInputs {
+        let mut snap = build_snapshot(&LiveInputs {
             hosts: &hosts,
             topo: &topo,
             hypervisors: &hypervisors,
@@ -293,22 +304,57 @@ impl Knowledge {
             last_migration_s,
             groups: &groups,
             rules: &rules,
-        }))
+        });
+        if !control.is_neutral() {
+            snap.rules = control.rules_for(
+                &snap.rules,
+                snap.vms.iter().map(|(n, v)| (n.as_str(), v.host.as_str())),
+            );
+        }
+        Some(snap)
     }
 
-    /// The configured domains and environments in force.
+    /// The set of domains and environments in force: the API's if one was
+    /// put, else the configuration's. The registrations fill in the hosts
+    /// and VMs it does not name when a snapshot is built
+    /// ([`crate::knowledge::groups::EffectiveGroups`]).
     pub fn groups(&self) -> Arc<Groups> {
+        self.api_groups().unwrap_or_else(|| self.config_groups())
+    }
+
+    /// The configuration's domains and environments (`[groups]`).
+    pub fn config_groups(&self) -> Arc<Groups> {
         match self.groups.read() {
             Ok(g) => Arc::clone(&g),
             Err(p) => Arc::clone(&p.into_inner()),
         }
     }
 
-    /// Puts new domains and environments in force (SIGHUP).
+    /// The domains and environments put with the API, if any.
+    pub fn api_groups(&self) -> Option<Arc<Groups>> {
+        match self.api_groups.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Puts new configured domains and environments in force (SIGHUP);
+    /// a set put with the API still overrides them.
     pub fn set_groups(&self, groups: Groups) {
         match self.groups.write() {
             Ok(mut g) => *g = Arc::new(groups),
             Err(p) => *p.into_inner() = Arc::new(groups),
+        }
+    }
+
+    /// Puts the API's set of domains and environments in force (validated
+    /// by the caller), replacing the configuration's wholesale; None goes
+    /// back to the configuration's.
+    pub fn set_api_groups(&self, groups: Option<Groups>) {
+        let groups = groups.map(Arc::new);
+        match self.api_groups.write() {
+            Ok(mut g) => *g = groups,
+            Err(p) => *p.into_inner() = groups,
         }
     }
 
@@ -329,6 +375,29 @@ impl Knowledge {
             Ok(mut r) => *r = Arc::new(rules),
             Err(p) => *p.into_inner() = Arc::new(rules),
         }
+    }
+
+    /// The operator's control state in force (automation levels, hosts in
+    /// maintenance); every snapshot adds its rules
+    /// ([`Control::rules_for`]).
+    pub fn control(&self) -> Arc<Control> {
+        match self.control.read() {
+            Ok(r) => Arc::clone(&r),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Changes the control state with `f` (atomically) and returns the new
+    /// one. The caller persists it.
+    pub fn update_control(&self, f: impl FnOnce(&mut Control)) -> Arc<Control> {
+        let mut g = match self.control.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut c = (**g).clone();
+        f(&mut c);
+        *g = Arc::new(c);
+        Arc::clone(&g)
     }
 }
 
@@ -365,5 +434,42 @@ mod tests {
             .snapshot(2, 5, Vec::new(), Vec::new(), BTreeMap::new())
             .unwrap();
         assert_eq!(snap.rules, rules);
+    }
+
+    /// The API's set replaces the configuration's wholesale (a SIGHUP
+    /// underneath does not undo it); clearing it brings the configuration's
+    /// back.
+    #[test]
+    fn the_api_set_overrides_the_configured_groups() {
+        use crate::knowledge::groups::GroupsSpec;
+        let cfg_set: GroupsSpec =
+            serde_json::from_str(r#"{"domains": {"d0": ["h1", "h2"]}}"#).unwrap();
+        let api_set: GroupsSpec = serde_json::from_str(
+            r#"{"environments": [{"name": "t", "members": ["v"], "head": "v"}]}"#,
+        )
+        .unwrap();
+        let cfg = KnowledgeConfig {
+            link_capacity_bps: None,
+            poll_interval: Duration::from_secs(2),
+            window_intervals: 5,
+            excluded_cookie: 0,
+            excluded_cookie_mask: 0,
+            host_history: 5,
+            max_matrix_pairs: 1000,
+            groups: cfg_set.check().unwrap(),
+            events_ring: 16,
+            events_client_buffer: 16,
+        };
+        let k = Knowledge::new(&cfg, BTreeMap::new(), None);
+        assert_eq!(k.groups().domain_of("h1"), Some("d0"));
+        k.set_api_groups(Some(api_set.check().unwrap()));
+        assert_eq!(k.groups().domain_of("h1"), None, "wholesale");
+        assert_eq!(k.groups().environment_of("v"), Some(("t", true)));
+        k.set_groups(cfg_set.check().unwrap());
+        assert_eq!(k.groups().domain_of("h1"), None, "SIGHUP keeps the API's");
+        assert_eq!(k.config_groups().domain_of("h1"), Some("d0"));
+        k.set_api_groups(None);
+        assert_eq!(k.groups().domain_of("h1"), Some("d0"));
+        assert_eq!(k.groups().environment_of("v"), None);
     }
 }

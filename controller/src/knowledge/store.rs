@@ -1,8 +1,11 @@
 //! The persistent knowledge store: an embedded SQLite database (rusqlite,
 //! bundled) holding what must survive a controller restart — hosts and their
 //! latest registration and report, VMs, placement history, decisions,
-//! migrations with their state, the reservations made for them, and
-//! configuration (the active policy).
+//! migrations with their state, the reservations made for them, the audit
+//! trail of operators' changes, and configuration (the active policy).
+//! History is read with filters and pages ([`super::history`]:
+//! [`Store::decisions_query`], [`Store::migrations_query`],
+//! [`Store::audit`]).
 //!
 //! Records are stored as JSON in typed tables with the columns that are
 //! queried (ids, states, times) broken out. Every write is one statement or
@@ -17,7 +20,8 @@
 //! pollers. Debug builds assert it.
 //!
 //! History is bounded ([`Retention`], [`Store::prune`]): decisions,
-//! finished migrations, placements and removed reservations beyond a row
+//! finished migrations, placements, removed reservations and audit entries
+//! beyond a row
 //! count or an age are deleted; identical repeated decisions are one row
 //! with a `count` and the time last seen (`last_ms`).
 //!
@@ -30,6 +34,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::history::{AuditQuery, AuditRow, DecisionQuery, MigrationQuery};
 
 /// Version of the schema below; bumped on incompatible changes.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -92,6 +98,16 @@ CREATE TABLE IF NOT EXISTS reservations (
     removed_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS reservations_live ON reservations(removed_ms);
+CREATE INDEX IF NOT EXISTS migrations_created ON migrations(created_ms, id);
+CREATE TABLE IF NOT EXISTS audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms  INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at_ms);
 "#;
 
 /// Errors of the store.
@@ -198,6 +214,8 @@ pub struct Retention {
     pub placements: TableLimit,
     /// Removed reservations; those still in place are kept.
     pub reservations: TableLimit,
+    /// The operators' audit trail.
+    pub audit: TableLimit,
 }
 
 /// Rows deleted by one [`Store::prune`].
@@ -211,12 +229,14 @@ pub struct Pruned {
     pub placements: usize,
     /// Reservations.
     pub reservations: usize,
+    /// Audit entries.
+    pub audit: usize,
 }
 
 impl Pruned {
     /// Rows deleted in all.
     pub fn total(&self) -> usize {
-        self.decisions + self.migrations + self.placements + self.reservations
+        self.decisions + self.migrations + self.placements + self.reservations + self.audit
     }
 }
 
@@ -307,6 +327,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn set_decision_outcome(&self, id: i64, outcome: &str) -> Result<(), StoreError>;
     /// The most recent decisions, newest last.
     fn decisions(&self, limit: usize) -> Result<Vec<DecisionRow>, StoreError>;
+    /// One decision by its id (None: no such row, or pruned).
+    fn decision_json(&self, id: i64) -> Result<Option<DecisionRow>, StoreError>;
+    /// The newest decisions matching `q` (see [`DecisionQuery`]), at most
+    /// its limit (capped at [`MAX_LIMIT`](super::history::MAX_LIMIT)),
+    /// newest last.
+    fn decisions_query(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>, StoreError>;
     /// Inserts or updates a migration record.
     fn put_migration_json(
         &self,
@@ -338,6 +364,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         states: Option<&[&str]>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+    /// The newest migration records matching `q` (see [`MigrationQuery`]),
+    /// at most its limit (capped), oldest first, as JSON text.
+    fn migrations_query(&self, q: &MigrationQuery) -> Result<Vec<String>, StoreError>;
+    /// Records an operator's change in the audit trail; returns its id.
+    /// `detail_json` is JSON text.
+    fn record_audit_json(
+        &self,
+        at_ms: i64,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail_json: &str,
+    ) -> Result<i64, StoreError>;
+    /// The newest audit entries matching `q` (see [`AuditQuery`]), at most
+    /// its limit (capped), oldest first.
+    fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, StoreError>;
     /// Records a reservation; returns its id (record it *before* installing
     /// it, so that a crash in between leaves a row to clean up).
     fn add_reservation_json(
@@ -480,6 +522,28 @@ pub trait StoreExt: Store {
             .iter()
             .map(|s| from_json("migrations", s))
             .collect()
+    }
+    /// The migrations matching `q`, oldest first (see
+    /// [`Store::migrations_query`]).
+    fn migrations_matching<T: DeserializeOwned>(
+        &self,
+        q: &MigrationQuery,
+    ) -> Result<Vec<T>, StoreError> {
+        self.migrations_query(q)?
+            .iter()
+            .map(|s| from_json("migrations", s))
+            .collect()
+    }
+    /// Records an operator's change in the audit trail; returns its id.
+    fn record_audit<T: Serialize>(
+        &self,
+        at_ms: i64,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &T,
+    ) -> Result<i64, StoreError> {
+        self.record_audit_json(at_ms, actor, action, target, &to_json("audit", detail)?)
     }
     /// Records a reservation; returns its id.
     fn add_reservation<T: Serialize>(
@@ -678,6 +742,40 @@ fn record_decision_tx(
     Ok(id)
 }
 
+/// The columns of a decision row, in the order [`decision_of`] reads them.
+const DECISION_COLS: &str = "id, round, at_ms, policy, decision, outcome, count, last_ms";
+
+/// The decision in a row of [`DECISION_COLS`].
+fn decision_of(r: &rusqlite::Row<'_>) -> Result<DecisionRow, StoreError> {
+    let at_ms: i64 = r.get(2)?;
+    let d: String = r.get(4)?;
+    Ok(DecisionRow {
+        id: r.get(0)?,
+        round: r.get(1)?,
+        at_ms,
+        policy: r.get(3)?,
+        decision: from_json("decisions", &d)?,
+        outcome: r.get(5)?,
+        count: r.get(6)?,
+        last_ms: r.get::<_, Option<i64>>(7)?.unwrap_or(at_ms),
+    })
+}
+
+/// The decisions `sql` selects (columns [`DECISION_COLS`]), in its order.
+fn decision_rows(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<DecisionRow>, StoreError> {
+    let mut st = c.prepare_cached(sql)?;
+    let mut rows = st.query(p)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(decision_of(r)?);
+    }
+    Ok(out)
+}
+
 impl Store for SqliteStore {
     fn set_config_json(&self, key: &str, json: &str) -> Result<(), StoreError> {
         off_worker(|| self.set_config_json_db(key, json))
@@ -736,6 +834,28 @@ impl Store for SqliteStore {
     }
     fn decisions(&self, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
         off_worker(|| self.decisions_db(limit))
+    }
+    fn decision_json(&self, id: i64) -> Result<Option<DecisionRow>, StoreError> {
+        off_worker(|| self.decision_db(id))
+    }
+    fn decisions_query(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>, StoreError> {
+        off_worker(|| self.decisions_query_db(q))
+    }
+    fn migrations_query(&self, q: &MigrationQuery) -> Result<Vec<String>, StoreError> {
+        off_worker(|| self.migrations_query_db(q))
+    }
+    fn record_audit_json(
+        &self,
+        at_ms: i64,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail_json: &str,
+    ) -> Result<i64, StoreError> {
+        off_worker(|| self.record_audit_json_db(at_ms, actor, action, target, detail_json))
+    }
+    fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        off_worker(|| self.audit_db(q))
     }
     fn put_migration_json(
         &self,
@@ -972,39 +1092,65 @@ impl SqliteStore {
 
     fn decisions_db(&self, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
         let c = self.c()?;
-        let mut st = c.prepare(
+        decision_rows(
+            &c,
             "SELECT id, round, at_ms, policy, decision, outcome, count, last_ms FROM (
                  SELECT * FROM decisions ORDER BY id DESC LIMIT ?1
              ) ORDER BY id",
+            params![limit as i64],
+        )
+    }
+
+    fn decision_db(&self, id: i64) -> Result<Option<DecisionRow>, StoreError> {
+        let c = self.c()?;
+        let mut rows = decision_rows(
+            &c,
+            &format!("SELECT {DECISION_COLS} FROM decisions WHERE id = ?1"),
+            params![id],
         )?;
-        let rows = st.query_map(params![limit as i64], |r| {
-            Ok((
-                (
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ),
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, Option<i64>>(7)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let ((id, round, at_ms), policy, d, outcome, count, last_ms) = row?;
-            out.push(DecisionRow {
-                id,
-                round,
-                at_ms,
-                policy,
-                decision: from_json("decisions", &d)?,
-                outcome,
-                count,
-                last_ms: last_ms.unwrap_or(at_ms),
-            });
+        Ok(rows.pop())
+    }
+
+    /// Decisions newest first, pre-filtered in SQL (the cursor, times,
+    /// policy, and the JSON's VM and host); the outcome class is matched
+    /// here, row by row, until the limit.
+    fn decisions_query_db(&self, q: &DecisionQuery) -> Result<Vec<DecisionRow>, StoreError> {
+        let limit = q.capped_limit();
+        if limit == 0 {
+            return Ok(Vec::new());
         }
+        let c = self.c()?;
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {DECISION_COLS} FROM decisions
+             WHERE id < ?1
+               AND (?2 IS NULL OR MAX(COALESCE(last_ms, at_ms), at_ms) >= ?2)
+               AND (?3 IS NULL OR at_ms <= ?3)
+               AND (?4 IS NULL OR policy = ?4)
+               AND (?5 IS NULL OR json_extract(decision, '$.vm') = ?5)
+               AND (?6 IS NULL OR json_extract(decision, '$.from') = ?6
+                    OR json_extract(decision, '$.to') = ?6
+                    OR json_extract(decision, '$.host') = ?6)
+             ORDER BY id DESC"
+        ))?;
+        let mut rows = st.query(params![
+            q.before_id.unwrap_or(i64::MAX),
+            q.since_ms,
+            q.until_ms,
+            q.policy,
+            q.vm,
+            q.host
+        ])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let d = decision_of(r)?;
+            if q.matches(d.at_ms, d.last_ms, &d.policy, &d.decision, &d.outcome) {
+                out.push(d);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        out.reverse();
         Ok(out)
     }
 
@@ -1043,12 +1189,19 @@ impl SqliteStore {
                     ORDER BY id DESC LIMIT ?2))",
             params![cut(v), keep(v)],
         )?;
+        let a = &r.audit;
+        let audit = tx.execute(
+            "DELETE FROM audit WHERE at_ms < ?1
+                OR id NOT IN (SELECT id FROM audit ORDER BY id DESC LIMIT ?2)",
+            params![cut(a), keep(a)],
+        )?;
         tx.commit()?;
         Ok(Pruned {
             decisions,
             migrations,
             placements,
             reservations,
+            audit,
         })
     }
 
@@ -1139,6 +1292,108 @@ impl SqliteStore {
                 out.push(rec);
             }
         }
+        Ok(out)
+    }
+
+    fn migrations_query_db(&self, q: &MigrationQuery) -> Result<Vec<String>, StoreError> {
+        let limit = q.capped_limit();
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let c = self.c()?;
+        let mut st = c.prepare_cached(
+            "SELECT vm, state, created_ms, record FROM migrations
+             WHERE (?1 IS NULL OR state = ?1)
+               AND (?2 IS NULL OR vm = ?2)
+               AND (?3 IS NULL OR created_ms >= ?3)
+               AND (?4 IS NULL OR created_ms <= ?4)
+               AND (?5 IS NULL OR (created_ms, id) <
+                    (SELECT created_ms, id FROM migrations WHERE id = ?5))
+               AND (?6 IS NULL OR json_extract(record, '$.from') = ?6
+                    OR json_extract(record, '$.to') = ?6)
+             ORDER BY created_ms DESC, id DESC LIMIT ?7",
+        )?;
+        let mut rows = st.query(params![
+            q.state,
+            q.vm,
+            q.since_ms,
+            q.until_ms,
+            q.before,
+            q.host,
+            limit as i64
+        ])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let (vm, state, created, rec): (String, String, i64, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            if q.matches(&vm, &state, created, &rec) {
+                out.push(rec);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    // ---- audit -----------------------------------------------------------
+
+    fn record_audit_json_db(
+        &self,
+        at_ms: i64,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> Result<i64, StoreError> {
+        let c = self.c()?;
+        c.prepare_cached(
+            "INSERT INTO audit(at_ms, actor, action, target, detail) VALUES(?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![at_ms, actor, action, target, detail])?;
+        Ok(c.last_insert_rowid())
+    }
+
+    fn audit_db(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        let limit = q.capped_limit();
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let c = self.c()?;
+        let mut st = c.prepare_cached(
+            "SELECT id, at_ms, actor, action, target, detail FROM audit
+             WHERE id < ?1
+               AND (?2 IS NULL OR at_ms >= ?2)
+               AND (?3 IS NULL OR at_ms <= ?3)
+               AND (?4 IS NULL OR actor = ?4)
+               AND (?5 IS NULL OR action = ?5
+                    OR (substr(?5, -1) = '.' AND substr(action, 1, length(?5)) = ?5))
+               AND (?6 IS NULL OR target = ?6)
+             ORDER BY id DESC LIMIT ?7",
+        )?;
+        let mut rows = st.query(params![
+            q.before_id.unwrap_or(i64::MAX),
+            q.since_ms,
+            q.until_ms,
+            q.actor,
+            q.action,
+            q.target,
+            limit as i64
+        ])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let detail: String = r.get(5)?;
+            let row = AuditRow {
+                id: r.get(0)?,
+                at_ms: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                target: r.get(4)?,
+                detail: from_json("audit", &detail)?,
+            };
+            if q.matches(row.at_ms, &row.actor, &row.action, &row.target) {
+                out.push(row);
+            }
+        }
+        out.reverse();
         Ok(out)
     }
 

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::etcd_store::test_etcd;
 use super::etcd_store::EtcdStore;
+use super::history::{AuditQuery, DecisionQuery, MigrationQuery, MAX_LIMIT};
 use super::store::{DecisionRow, Retention, SqliteStore, Store, StoreExt, TableLimit};
 
 /// Opens an empty store (a fresh one on every call).
@@ -53,6 +54,12 @@ suite!(
     only_the_last_64_decisions_are_looked_at_for_a_repeat,
     a_round_of_decisions_in_one_call_is_the_same_as_one_at_a_time,
     decision_outcomes_are_updated,
+    one_decision_by_id,
+    decision_queries_filter_each_field,
+    decision_pages_walk_back_without_gaps_or_duplicates,
+    migration_queries_filter_and_page,
+    audit_entries_recorded_queried_and_paged,
+    audit_is_pruned_by_count_and_age,
     migrations_oldest_first_with_filter_and_limit,
     migration_compare_and_set,
     reservations_ids_live_and_removed,
@@ -217,6 +224,7 @@ fn placements_newest_last_within_the_limit(open: Open) {
         migrations: lim,
         placements: lim,
         reservations: lim,
+        audit: lim,
     };
     assert_eq!(s.prune(&r, 50).unwrap().placements, 1);
     let p = s.placements(None, 3).unwrap();
@@ -307,6 +315,7 @@ fn only_the_last_64_decisions_are_looked_at_for_a_repeat(open: Open) {
         migrations: lim,
         placements: lim,
         reservations: lim,
+        audit: lim,
     };
     assert_eq!(s.prune(&r, 100).unwrap().decisions, 62);
     let left = s.decisions(1000).unwrap();
@@ -423,6 +432,463 @@ fn decision_outcomes_are_updated(open: Open) {
     assert_eq!(s.decisions(1).unwrap()[0].outcome, "queued");
 }
 
+fn one_decision_by_id(open: Open) {
+    let s = open();
+    assert_eq!(s.decision_json(1).unwrap(), None);
+    let d = json!({"action": "migrate", "vm": "v1", "from": "h1", "to": "h2"});
+    let a = s
+        .record_decision(3, 10, "sandpiper", &d, "recommended")
+        .unwrap();
+    let b = s.record_decision(4, 11, "idc", &d, "executed").unwrap();
+    s.record_decision(5, 12, "idc", &d, "executed").unwrap();
+    let row = s.decision_json(a).unwrap().unwrap();
+    assert_eq!(
+        (
+            row.id,
+            row.round,
+            row.at_ms,
+            row.policy.as_str(),
+            row.outcome.as_str()
+        ),
+        (a, 3, 10, "sandpiper", "recommended")
+    );
+    assert_eq!(row.decision, d);
+    let row = s.decision_json(b).unwrap().unwrap();
+    assert_eq!((row.count, row.last_ms), (2, 12));
+    s.set_decision_outcome(a, "approved").unwrap();
+    assert_eq!(s.decision_json(a).unwrap().unwrap().outcome, "approved");
+    assert_eq!(s.decision_json(b + 1).unwrap(), None);
+    assert_eq!(s.decision_json(-1).unwrap(), None);
+    assert_eq!(s.decision_json(0).unwrap(), None);
+}
+
+/// Ids of decision rows.
+fn ids_of(rows: &[DecisionRow]) -> Vec<i64> {
+    rows.iter().map(|r| r.id).collect()
+}
+
+fn decision_queries_filter_each_field(open: Open) {
+    let s = open();
+    let mig = |vm: &str, from: &str, to: &str| json!({"action": "migrate", "vm": vm, "from": from, "to": to, "reason": "r"});
+    let vf = |vm: &str, host: &str| json!({"action": "attach_vf", "vm": vm, "host": host});
+    // id 1..=6
+    let a = s
+        .record_decision(1, 100, "sandpiper", &mig("v1", "h1", "h2"), "recommended")
+        .unwrap();
+    let b = s
+        .record_decision(2, 200, "idc", &mig("v2", "h2", "h3"), "queued as mig-1")
+        .unwrap();
+    let c = s
+        .record_decision(3, 300, "idc", &vf("v1", "h3"), "skipped: busy")
+        .unwrap();
+    let d = s
+        .record_decision(4, 400, "sandpiper", &json!({"action": "none"}), "dry_run")
+        .unwrap();
+    let e = s
+        .record_decision(
+            5,
+            500,
+            "sandpiper",
+            &mig("v3", "h4", "h1"),
+            "Recommended (waiting)",
+        )
+        .unwrap();
+    // Repeated until 900: one row, last seen at 900.
+    for t in [600, 900] {
+        s.record_decision(6, t, "idc", &vf("v4", "h4"), "executed")
+            .unwrap();
+    }
+    let f = s.decisions(1).unwrap()[0].id;
+    let q = |f: &dyn Fn(&mut DecisionQuery)| {
+        let mut q = DecisionQuery {
+            limit: 100,
+            ..Default::default()
+        };
+        f(&mut q);
+        ids_of(&s.decisions_query(&q).unwrap())
+    };
+    assert_eq!(q(&|_| {}), [a, b, c, d, e, f], "all, oldest first");
+    assert_eq!(q(&|q| q.vm = Some("v1".into())), [a, c]);
+    assert_eq!(q(&|q| q.vm = Some("nope".into())), Vec::<i64>::new());
+    assert_eq!(q(&|q| q.host = Some("h1".into())), [a, e], "from or to");
+    assert_eq!(q(&|q| q.host = Some("h3".into())), [b, c], "to or host");
+    assert_eq!(q(&|q| q.host = Some("h4".into())), [e, f]);
+    assert_eq!(q(&|q| q.policy = Some("idc".into())), [b, c, f]);
+    assert_eq!(
+        q(&|q| q.outcome = Some("recommended".into())),
+        [a, e],
+        "class"
+    );
+    assert_eq!(q(&|q| q.outcome = Some("queued".into())), [b]);
+    assert_eq!(q(&|q| q.outcome = Some("skipped".into())), [c]);
+    assert_eq!(q(&|q| q.since_ms = Some(400)), [d, e, f]);
+    assert_eq!(q(&|q| q.since_ms = Some(700)), [f], "by the time last seen");
+    assert_eq!(q(&|q| q.until_ms = Some(300)), [a, b, c]);
+    assert_eq!(q(&|q| q.until_ms = Some(99)), Vec::<i64>::new());
+    assert_eq!(
+        q(&|q| {
+            q.since_ms = Some(200);
+            q.until_ms = Some(500);
+            q.policy = Some("sandpiper".into());
+        }),
+        [d, e]
+    );
+    assert_eq!(
+        q(&|q| {
+            q.host = Some("h4".into());
+            q.outcome = Some("executed".into());
+        }),
+        [f]
+    );
+    assert_eq!(q(&|q| q.before_id = Some(c)), [a, b]);
+    assert_eq!(q(&|q| q.before_id = Some(a)), Vec::<i64>::new());
+    assert_eq!(q(&|q| q.before_id = Some(0)), Vec::<i64>::new());
+    assert_eq!(q(&|q| q.before_id = Some(i64::MAX)), [a, b, c, d, e, f]);
+    // The newest matching within the limit, oldest first.
+    assert_eq!(q(&|q| q.limit = 2), [e, f]);
+    assert_eq!(
+        q(&|q| {
+            q.limit = 1;
+            q.vm = Some("v1".into());
+        }),
+        [c]
+    );
+    assert_eq!(q(&|q| q.limit = 0), Vec::<i64>::new());
+    // Rows are the stored ones.
+    let rows = s
+        .decisions_query(&DecisionQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        (rows[0].count, rows[0].at_ms, rows[0].last_ms),
+        (2, 600, 900)
+    );
+    assert_eq!(rows[0].decision, vf("v4", "h4"));
+    // Outcome updates are seen.
+    s.set_decision_outcome(a, "approved by ops").unwrap();
+    assert_eq!(q(&|q| q.outcome = Some("recommended".into())), [e]);
+}
+
+fn decision_pages_walk_back_without_gaps_or_duplicates(open: Open) {
+    let s = open();
+    let n = 40i64;
+    let mut all = Vec::new();
+    for i in 0..n {
+        let d = json!({"action": "migrate", "vm": format!("v{}", i % 3), "from": "h1", "to": "h2", "i": i});
+        all.push(s.record_decision(i, 1000 + i, "p", &d, "dry_run").unwrap());
+    }
+    // Every page, walking back from the newest, for several page sizes.
+    for size in [1usize, 3, 7, 40, 100] {
+        let mut seen: Vec<i64> = Vec::new();
+        let mut before = None;
+        for _ in 0..=100 {
+            let page = s
+                .decisions_query(&DecisionQuery {
+                    before_id: before,
+                    limit: size,
+                    ..Default::default()
+                })
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= size);
+            assert!(page.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+            before = Some(page[0].id);
+            let mut ids = ids_of(&page);
+            ids.extend(seen);
+            seen = ids;
+        }
+        assert_eq!(seen, all, "page size {size}");
+    }
+    // With a filter: only v1's, in order.
+    let v1: Vec<i64> = all
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 1)
+        .map(|(_, id)| id)
+        .collect();
+    let mut seen: Vec<i64> = Vec::new();
+    let mut before = None;
+    for _ in 0..=100 {
+        let page = s
+            .decisions_query(&DecisionQuery {
+                vm: Some("v1".into()),
+                before_id: before,
+                limit: 4,
+                ..Default::default()
+            })
+            .unwrap();
+        let Some(first) = page.first() else { break };
+        before = Some(first.id);
+        let mut ids = ids_of(&page);
+        ids.extend(seen);
+        seen = ids;
+    }
+    assert_eq!(seen, v1);
+    // The limit is capped.
+    for i in 0..(MAX_LIMIT as i64 + 10) {
+        s.record_decision_json(100 + i, 5000 + i, "p", &format!("{{\"n\":{i}}}"), "x")
+            .unwrap();
+    }
+    let rows = s
+        .decisions_query(&DecisionQuery {
+            limit: usize::MAX,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(rows.len(), MAX_LIMIT);
+}
+
+fn migration_queries_filter_and_page(open: Open) {
+    let s = open();
+    let rec = |id: &str, vm: &str, from: &str, to: &str, state: &str| json!({"id": id, "vm": vm, "from": from, "to": to, "state": state});
+    let put = |id: &str, vm: &str, from: &str, to: &str, state: &str, at: i64| {
+        s.put_migration(id, vm, state, &rec(id, vm, from, to, state), at)
+            .unwrap();
+    };
+    put("m1", "v1", "h1", "h2", "queued", 10);
+    put("m2", "v2", "h2", "h3", "queued", 20);
+    put("m3", "v1", "h3", "h1", "queued", 20);
+    put("m4", "v3", "h4", "h5", "running", 30);
+    put("m5", "v2", "h5", "h4", "failed", 40);
+    put("m1", "v1", "h1", "h2", "done", 50); // updated: keeps its creation time
+    let q = |f: &dyn Fn(&mut MigrationQuery)| -> Vec<String> {
+        let mut q = MigrationQuery {
+            limit: 100,
+            ..Default::default()
+        };
+        f(&mut q);
+        let v: Vec<Value> = s.migrations_matching(&q).unwrap();
+        v.iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(q(&|_| {}), ["m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(q(&|q| q.state = Some("done".into())), ["m1"]);
+    assert_eq!(q(&|q| q.state = Some("queued".into())), ["m2", "m3"]);
+    assert_eq!(q(&|q| q.vm = Some("v1".into())), ["m1", "m3"]);
+    assert_eq!(
+        q(&|q| q.host = Some("h1".into())),
+        ["m1", "m3"],
+        "from or to"
+    );
+    assert_eq!(q(&|q| q.host = Some("h4".into())), ["m4", "m5"]);
+    assert_eq!(q(&|q| q.host = Some("h9".into())), Vec::<String>::new());
+    assert_eq!(
+        q(&|q| q.since_ms = Some(20)),
+        ["m2", "m3", "m4", "m5"],
+        "by creation"
+    );
+    assert_eq!(q(&|q| q.until_ms = Some(20)), ["m1", "m2", "m3"]);
+    assert_eq!(q(&|q| q.limit = 2), ["m4", "m5"]);
+    assert_eq!(q(&|q| q.limit = 0), Vec::<String>::new());
+    assert_eq!(q(&|q| q.before = Some("m4".into())), ["m1", "m2", "m3"]);
+    assert_eq!(
+        q(&|q| q.before = Some("m3".into())),
+        ["m1", "m2"],
+        "same time: by id"
+    );
+    assert_eq!(q(&|q| q.before = Some("m1".into())), Vec::<String>::new());
+    assert_eq!(
+        q(&|q| q.before = Some("unknown".into())),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        q(&|q| {
+            q.vm = Some("v2".into());
+            q.before = Some("m5".into());
+        }),
+        ["m2"]
+    );
+    // Walking back page by page.
+    let mut seen: Vec<String> = Vec::new();
+    let mut before: Option<String> = None;
+    for _ in 0..=100 {
+        let page = q(&|q| {
+            q.limit = 2;
+            q.before = before.clone();
+        });
+        let Some(first) = page.first() else { break };
+        before = Some(first.clone());
+        let mut p = page.clone();
+        p.extend(seen);
+        seen = p;
+    }
+    assert_eq!(seen, ["m1", "m2", "m3", "m4", "m5"]);
+}
+
+fn audit_entries_recorded_queried_and_paged(open: Open) {
+    let s = open();
+    assert!(s
+        .audit(&AuditQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap()
+        .is_empty());
+    let a = s
+        .record_audit(100, "alice", "policy.set", "idc", &json!({"dry_run": true}))
+        .unwrap();
+    let b = s
+        .record_audit(
+            200,
+            "bob",
+            "migration.create",
+            "mig-1",
+            &json!({"vm": "v1"}),
+        )
+        .unwrap();
+    let c = s
+        .record_audit(300, "alice", "migration.cancel", "mig-1", &json!({}))
+        .unwrap();
+    let d = s
+        .record_audit(
+            300,
+            "bob",
+            "rules.add",
+            "r1",
+            &json!({"outcome": "refused: 422"}),
+        )
+        .unwrap();
+    assert!(a < b && b < c && c < d);
+    let q = |f: &dyn Fn(&mut AuditQuery)| -> Vec<i64> {
+        let mut q = AuditQuery {
+            limit: 100,
+            ..Default::default()
+        };
+        f(&mut q);
+        s.audit(&q).unwrap().iter().map(|r| r.id).collect()
+    };
+    assert_eq!(q(&|_| {}), [a, b, c, d]);
+    let rows = s
+        .audit(&AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            rows[1].at_ms,
+            rows[1].actor.as_str(),
+            rows[1].action.as_str(),
+            rows[1].target.as_str()
+        ),
+        (200, "bob", "migration.create", "mig-1")
+    );
+    assert_eq!(rows[1].detail, json!({"vm": "v1"}));
+    assert_eq!(rows[3].detail, json!({"outcome": "refused: 422"}));
+    assert_eq!(q(&|q| q.actor = Some("alice".into())), [a, c]);
+    assert_eq!(q(&|q| q.action = Some("migration.create".into())), [b]);
+    assert_eq!(
+        q(&|q| q.action = Some("migration.".into())),
+        [b, c],
+        "prefix"
+    );
+    assert_eq!(
+        q(&|q| q.action = Some("migration".into())),
+        Vec::<i64>::new()
+    );
+    assert_eq!(q(&|q| q.target = Some("mig-1".into())), [b, c]);
+    assert_eq!(q(&|q| q.since_ms = Some(300)), [c, d]);
+    assert_eq!(q(&|q| q.until_ms = Some(200)), [a, b]);
+    assert_eq!(q(&|q| q.before_id = Some(c)), [a, b]);
+    assert_eq!(q(&|q| q.before_id = Some(0)), Vec::<i64>::new());
+    assert_eq!(q(&|q| q.limit = 3), [b, c, d]);
+    assert_eq!(q(&|q| q.limit = 0), Vec::<i64>::new());
+    // Pages over many entries.
+    let mut all = vec![a, b, c, d];
+    for i in 0..30 {
+        all.push(
+            s.record_audit(400 + i, "carol", "rules.set", "", &json!({"i": i}))
+                .unwrap(),
+        );
+    }
+    for size in [1usize, 4, 9, 50] {
+        let mut seen: Vec<i64> = Vec::new();
+        let mut before = None;
+        for _ in 0..=100 {
+            let page = q(&|q| {
+                q.limit = size;
+                q.before_id = before;
+            });
+            let Some(first) = page.first() else { break };
+            before = Some(*first);
+            let mut p = page.clone();
+            p.extend(seen);
+            seen = p;
+        }
+        assert_eq!(seen, all, "page size {size}");
+    }
+}
+
+fn audit_is_pruned_by_count_and_age(open: Open) {
+    let s = open();
+    for i in 0..20 {
+        s.record_audit(1000 + i * 10, "ops", "policy.set", "idc", &json!({"i": i}))
+            .unwrap();
+    }
+    let keep_all = TableLimit {
+        max_rows: u64::MAX >> 1,
+        max_age_ms: i64::MAX,
+    };
+    let r = |audit: TableLimit| Retention {
+        decisions: keep_all,
+        migrations: keep_all,
+        placements: keep_all,
+        reservations: keep_all,
+        audit,
+    };
+    // By age: older than 1050 go (1000..=1040: 5 rows).
+    let p = s
+        .prune(
+            &r(TableLimit {
+                max_rows: 1000,
+                max_age_ms: 100,
+            }),
+            1150,
+        )
+        .unwrap();
+    assert_eq!((p.audit, p.decisions, p.total()), (5, 0, 5));
+    let left = s
+        .audit(&AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(left.len(), 15);
+    assert_eq!(left[0].at_ms, 1050);
+    // By count: the newest 4 stay.
+    let p = s
+        .prune(
+            &r(TableLimit {
+                max_rows: 4,
+                max_age_ms: i64::MAX,
+            }),
+            1150,
+        )
+        .unwrap();
+    assert_eq!(p.audit, 11);
+    let left = s
+        .audit(&AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|a| a.at_ms).collect::<Vec<_>>(),
+        [1160, 1170, 1180, 1190]
+    );
+    // Ids keep growing after a prune.
+    let id = s
+        .record_audit(2000, "ops", "policy.set", "idc", &json!({}))
+        .unwrap();
+    assert!(id > left[3].id);
+}
+
 fn migrations_oldest_first_with_filter_and_limit(open: Open) {
     let s = open();
     assert_eq!(s.migration_json("m1").unwrap(), None);
@@ -512,6 +978,7 @@ fn migration_compare_and_set(open: Open) {
         migrations: lim,
         placements: lim,
         reservations: lim,
+        audit: lim,
     };
     assert_eq!(s.prune(&r, 15).unwrap().migrations, 0);
     assert_eq!(s.prune(&r, 17).unwrap().migrations, 1);
@@ -588,6 +1055,7 @@ fn reservations_ids_live_and_removed(open: Open) {
         migrations: lim,
         placements: lim,
         reservations: lim,
+        audit: lim,
     };
     assert_eq!(s.prune(&r, 100).unwrap().reservations, 1);
     s.remove_reservation(c, 18).unwrap();
@@ -637,6 +1105,7 @@ fn retention_prunes_history_by_count_and_age(open: Open) {
         migrations: lim(10, 90),
         placements: lim(1000, 20),
         reservations: lim(1000, 30),
+        audit: lim(1000, 30),
     };
     let p = s.prune(&r, now).unwrap();
     let d = s.decisions(1000).unwrap();
@@ -686,6 +1155,7 @@ fn retention_rules_per_table(open: Open) {
         migrations: keep_all,
         placements: keep_all,
         reservations: keep_all,
+        audit: keep_all,
     };
     let p = s.prune(&r, 1000).unwrap();
     assert_eq!(p.decisions, 4);
@@ -710,6 +1180,7 @@ fn retention_rules_per_table(open: Open) {
         migrations: lim(2, i64::MAX),
         placements: keep_all,
         reservations: keep_all,
+        audit: keep_all,
     };
     assert_eq!(s.prune(&r, 1000).unwrap().migrations, 1);
     let m: Vec<Value> = s.migrations(None, 10).unwrap();
@@ -731,6 +1202,7 @@ fn retention_rules_per_table(open: Open) {
         migrations: none,
         placements: none,
         reservations: none,
+        audit: none,
     };
     let p = s.prune(&r, 1000).unwrap();
     assert_eq!(

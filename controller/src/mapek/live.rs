@@ -48,8 +48,70 @@ pub struct DecisionView {
     /// The decision (action, reason, score, details).
     #[serde(flatten)]
     pub decision: Decision,
-    /// `dry_run`, `queued as mig-…`, `rejected: …`, `sent`, …
+    /// `dry_run`, `queued as mig-…`, `rejected: …`, `sent`,
+    /// `recommended` (waiting for an operator), …
     pub outcome: String,
+    /// What it is expected to bring and cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<Expected>,
+}
+
+/// What a decision is expected to bring and to cost, as estimated when it
+/// was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Expected {
+    /// A migration as the orchestrator would carry it out now: bytes,
+    /// time, bandwidth reserved, path, communication cost before and
+    /// after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<crate::execute::orchestrator::Estimate>,
+    /// Why the orchestrator would refuse the migration now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// The hot host it relieves and its hot resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relieves: Option<Relief>,
+}
+
+/// A hot host a decision relieves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Relief {
+    /// The host.
+    pub host: String,
+    /// Its hot resources (`cpu`, `mem`, `net`, …).
+    pub resources: Vec<String>,
+}
+
+/// One VM of a host in maintenance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmDrain {
+    /// The VM.
+    pub vm: String,
+    /// `queued`, `migrating`, `done`, `failed` (after [`crate::mapek::maintenance::MAX_ATTEMPTS`]
+    /// failed migrations), `unmovable` (see `reason`) or `waiting`.
+    pub state: String,
+    /// Its latest migration.
+    pub migration: Option<String>,
+    /// Where it goes (or went).
+    pub to: Option<String>,
+    /// Why it cannot go (`unmovable`), or the last error (`failed`).
+    pub reason: Option<String>,
+}
+
+/// A host in maintenance and its progress (`GET
+/// /api/v1/hosts/{id}/maintenance`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaintenanceView {
+    /// The host.
+    pub host: String,
+    /// Unix ms maintenance started.
+    pub since_unix_ms: i64,
+    /// Who started it.
+    pub by: String,
+    /// `draining` while a VM is on the host, then `drained`.
+    pub state: &'static str,
+    /// VMs that were on the host since maintenance started, by name.
+    pub vms: Vec<VmDrain>,
 }
 
 /// VF assignment of one host.
@@ -87,9 +149,20 @@ pub struct LiveState {
     /// `dry_run`), for `GET /metrics`. Bounded: policies, kinds and
     /// outcome classes are few.
     pub decision_counts: BTreeMap<(String, &'static str, String), u64>,
+    /// Recommendations waiting for an operator: the action (as JSON text)
+    /// → the decision's id. A round that recommends a pending action again
+    /// does not record it again. Bounded by [`MAX_PENDING`].
+    pub pending: BTreeMap<String, i64>,
+    /// Progress of the hosts in maintenance, by host
+    /// ([`crate::mapek::maintenance::step`]).
+    pub drains: BTreeMap<String, MaintenanceView>,
     /// Policy (rebuilt when the settings change).
     pub(crate) policy: Option<Box<dyn Policy>>,
 }
+
+/// Most recommendations waiting at once (older ones are forgotten by the
+/// loop; they stay in the store).
+pub const MAX_PENDING: usize = 1000;
 
 impl std::fmt::Debug for dyn Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,24 +170,11 @@ impl std::fmt::Debug for dyn Policy {
     }
 }
 
-/// The class of a decision's outcome text: its first word without
-/// punctuation (`queued as mig-…` → `queued`, `rejected: …` → `rejected`),
-/// at most 32 characters of `[a-z0-9_]`, `other` when empty.
+/// The class of a decision's outcome text (`queued as mig-…` → `queued`):
+/// the knowledge layer's [`crate::knowledge::history::outcome_class`], which
+/// the store's queries match on too.
 pub fn outcome_class(outcome: &str) -> String {
-    let w: String = outcome
-        .split(|c: char| c.is_whitespace() || c == ':' || c == '(')
-        .next()
-        .unwrap_or("")
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .take(32)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    if w.is_empty() {
-        "other".into()
-    } else {
-        w
-    }
+    crate::knowledge::history::outcome_class(outcome)
 }
 
 impl LiveState {
@@ -130,6 +190,8 @@ impl LiveState {
             vf_changes: BTreeMap::new(),
             round_times: RoundTimes::default(),
             decision_counts: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            drains: BTreeMap::new(),
             policy,
         }
     }

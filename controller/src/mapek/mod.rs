@@ -4,7 +4,8 @@
 //!   the live policy state ([`live`]),
 //!   the forwarding core and the statistics pollers ([`core`]: Monitor
 //!   tasks), and one live round ([`round`]: snapshot → Analyze → Plan →
-//!   Execute, or only record in a dry run).
+//!   Execute, or only record in a dry run or as recommendations), and the
+//!   drain of hosts in maintenance ([`maintenance`]).
 //! - **Reads**: every stage below it.
 //! - **May not touch**: the API (which reads this state) or the process
 //!   wiring in [`crate::app`].
@@ -14,5 +15,6 @@
 
 pub mod core;
 pub mod live;
+pub mod maintenance;
 pub mod round;
 pub mod state;

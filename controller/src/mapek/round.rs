@@ -18,9 +18,13 @@ use crate::analyze::{self, HotspotReport};
 use crate::execute::handles::{FabricView, HostdClient, HostdError};
 use crate::execute::orchestrator::{MigState, Migration, MigrationRequest, Orchestrator};
 use crate::knowledge::clock::now_unix_ms;
+use crate::knowledge::control::Level;
 use crate::knowledge::snapshot::{HotspotEvent, MigrationRecord, Snapshot};
 use crate::knowledge::store::{to_json, Store};
-use crate::mapek::live::{thread_cpu_ms, DecisionView, LiveState, PolicySettings, RoundTiming};
+use crate::mapek::live::{
+    thread_cpu_ms, DecisionView, Expected, LiveState, PolicySettings, Relief, RoundTiming,
+    MAX_PENDING,
+};
 use crate::plan::{Action, Decision};
 
 /// Decisions kept in memory for the API (older ones are in the store).
@@ -47,6 +51,16 @@ pub struct RoundCtx {
     pub hostd: Arc<dyn HostdClient>,
 }
 
+impl std::fmt::Debug for RoundCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoundCtx")
+            .field("start_unix_ms", &self.start_unix_ms)
+            .field("poll_interval", &self.poll_interval)
+            .field("store", &self.store.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The snapshot now, from the round's context.
 pub fn snapshot_now(
     s: &RoundCtx,
@@ -68,6 +82,78 @@ pub fn snapshot_now(
         hotspot_history,
         last_migration_s,
     )
+}
+
+/// The snapshot the live round plans on, now: the migrations under way
+/// applied ([`apply_running`]) and recently ended ones in its window. The
+/// what-if preview plans on it too.
+pub fn planning_snapshot(ctx: &RoundCtx, orch: &Orchestrator) -> Option<Snapshot> {
+    let all = orch.list();
+    let (window, history) = {
+        let l = lock(&ctx.live);
+        (
+            l.settings.hotspot.n.max(1) as i64,
+            l.hotspot_history.iter().cloned().collect(),
+        )
+    };
+    let (migrations, last_migration_s) = migration_records(
+        &all,
+        ctx.start_unix_ms,
+        now_unix_ms(),
+        ctx.poll_interval.as_millis() as i64 * window,
+    );
+    let round_no = lock(&ctx.live).round;
+    let mut snap = snapshot_now(ctx, round_no, migrations, history, last_migration_s)?;
+    apply_running(&mut snap, &all);
+    Some(snap)
+}
+
+/// What decision `d` is expected to bring and cost (see [`Expected`]): a
+/// migration is estimated by the orchestrator on the current state (with
+/// the communication cost before and after on `snap`), and the hot host it
+/// relieves is taken from `report`.
+pub fn expected_of(
+    orch: &Orchestrator,
+    d: &Decision,
+    report: &HotspotReport,
+    snap: Option<&Snapshot>,
+) -> Option<Expected> {
+    let relief = |host: &str| {
+        report.hot.get(host).map(|h| Relief {
+            host: host.to_string(),
+            resources: h
+                .evidence
+                .iter()
+                .map(|e| e.resource.as_str().to_string())
+                .collect(),
+        })
+    };
+    match &d.action {
+        Action::Migrate { vm, from, to } => {
+            let req = MigrationRequest {
+                vm: vm.clone(),
+                destination: to.clone(),
+                deadline_s: None,
+                reserve: None,
+            };
+            let (migration, refused) = match orch.estimate(&req, snap) {
+                Ok(e) => (Some(e), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            Some(Expected {
+                migration,
+                refused,
+                relieves: relief(from),
+            })
+        }
+        Action::AttachVf { host, .. }
+        | Action::DetachVf { host, .. }
+        | Action::Resize { host, .. } => relief(host).map(|r| Expected {
+            migration: None,
+            refused: None,
+            relieves: Some(r),
+        }),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -95,7 +181,7 @@ pub async fn run(
 /// One evaluation: snapshot → Analyze → Plan → Execute (or only record).
 ///
 /// Records the round's timings in the live state (`GET /api/v1/loop`).
-pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
+pub async fn round(s: &RoundCtx, orch: &Arc<Orchestrator>) {
     // A cluster follower (or a node whose lease ran out) neither analyses
     // nor plans nor acts: the leader does.
     if let Err(e) = s.fabric.may_lead() {
@@ -103,6 +189,11 @@ pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
         return;
     }
     let started = Instant::now();
+    // Hosts in maintenance: their VMs leave first, so that the snapshot
+    // below plans with them under way.
+    if !s.fabric.control().maintenance.is_empty() || !lock(&s.live).drains.is_empty() {
+        crate::mapek::maintenance::step(&*s.fabric, orch, &s.live);
+    }
     let all = orch.list();
     // Ended migrations stay in the snapshot for one detector window: their
     // end restarts their hosts' windows.
@@ -123,6 +214,7 @@ pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
     // OpenFlow readers keep timestamping statistics replies meanwhile.
     let ctx = s.clone();
     let running = all.clone();
+    let orch2 = Arc::clone(orch);
     let planned = tokio::task::spawn_blocking(move || {
         let t0 = Instant::now();
         let cpu0 = thread_cpu_ms();
@@ -130,7 +222,34 @@ pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
         apply_running(&mut snap, &running);
         let t1 = Instant::now();
         let cpu1 = thread_cpu_ms();
-        let planned = analyze_and_plan(&ctx, &snap, round_no);
+        let mut planned = analyze_and_plan(&ctx, &snap, round_no);
+        // Broken placement rules (a manual move, a new rule) are repaired
+        // when a policy runs, as its decisions are: executed, recommended
+        // or skipped by automation level.
+        if planned.2.name != "none" && !snap.rules.is_empty() {
+            let mut busy: std::collections::BTreeSet<String> = running
+                .iter()
+                .filter(|m| !m.state.is_final())
+                .map(|m| m.vm.clone())
+                .collect();
+            busy.extend(planned.1.iter().map(|d| d.action.vm().to_string()));
+            let mut fits = |vm: &str, host: &str| {
+                orch2
+                    .estimate(
+                        &MigrationRequest {
+                            vm: vm.to_string(),
+                            destination: host.to_string(),
+                            deadline_s: None,
+                            reserve: None,
+                        },
+                        None,
+                    )
+                    .is_ok()
+            };
+            let repairs = crate::plan::repair::repairs(&snap, &busy, &mut fits);
+            planned.1.extend(repairs);
+        }
+        let snap = std::sync::Arc::new(snap);
         let timing = RoundTiming {
             round: round_no,
             at_unix_ms: 0,
@@ -144,10 +263,10 @@ pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
             vms: snap.vms.len(),
             decisions: planned.1.len(),
         };
-        Some((planned, timing))
+        Some((planned, timing, snap))
     })
     .await;
-    let Ok(Some(((report, decisions, settings), mut timing))) = planned else {
+    let Ok(Some(((report, decisions, settings), mut timing, snap))) = planned else {
         return;
     };
     if !report.hot.is_empty() {
@@ -156,13 +275,24 @@ pub async fn round(s: &RoundCtx, orch: &Orchestrator) {
     let pingpong_s = settings.pingpong_intervals * s.poll_interval.as_secs_f64();
     let executing = Instant::now();
     let mut done = Vec::with_capacity(decisions.len());
+    let control = s.fabric.control();
     for d in decisions {
+        let level = control.automation.level_of(d.action.vm());
+        // Migrations are estimated before they are queued (the estimate of
+        // a queued one would find it under way).
+        let expected = expected_of(orch, &d, &report, Some(&snap));
         let outcome = if settings.dry_run {
             "dry_run".to_string()
         } else {
-            execute(s, orch, &d, &all, pingpong_s, round_no).await
+            match level {
+                Level::Recommend => RECOMMENDED.to_string(),
+                Level::Manual => {
+                    format!("skipped: {} is at automation level manual", d.action.vm())
+                }
+                Level::Auto => execute_decision(s, orch, &d, &all, pingpong_s, round_no).await,
+            }
         };
-        done.push((now_unix_ms(), d, outcome));
+        done.push((now_unix_ms(), d, outcome, expected));
     }
     record(s, orch, round_no, &settings, done).await;
     timing.execute_ms = ms(executing.elapsed());
@@ -347,8 +477,18 @@ async fn record(
     orch: &Orchestrator,
     round_no: u64,
     settings: &PolicySettings,
-    done: Vec<(i64, Decision, String)>,
+    done: Vec<(i64, Decision, String, Option<Expected>)>,
 ) {
+    // A recommendation already waiting for an operator is not recorded
+    // again: the pending one is the operator's to approve or reject.
+    let done: Vec<_> = {
+        let l = lock(&s.live);
+        done.into_iter()
+            .filter(|(_, d, outcome, _)| {
+                outcome != RECOMMENDED || !l.pending.contains_key(&action_key(d))
+            })
+            .collect()
+    };
     if done.is_empty() {
         return;
     }
@@ -358,8 +498,12 @@ async fn record(
     if let Some(st) = &s.store {
         let mut stored_at = Vec::with_capacity(done.len());
         let mut rows: Vec<(i64, String, String)> = Vec::with_capacity(done.len());
-        for (i, (at, d, outcome)) in done.iter().enumerate() {
-            match to_json("decisions", d) {
+        for (i, (at, d, outcome, expected)) in done.iter().enumerate() {
+            let stored = StoredDecision {
+                decision: d,
+                expected: expected.as_ref(),
+            };
+            match to_json("decisions", &stored) {
                 Ok(j) => {
                     stored_at.push(i);
                     rows.push((*at, j, outcome.clone()));
@@ -390,7 +534,7 @@ async fn record(
         }
     }
     let mut views = Vec::with_capacity(done.len());
-    for (i, (at, d, outcome)) in done.into_iter().enumerate() {
+    for (i, (at, d, outcome, expected)) in done.into_iter().enumerate() {
         let id = ids.get(i).copied().unwrap_or(0);
         if let Action::Migrate { .. } = &d.action {
             if let Some(mig) = outcome.strip_prefix("queued as ") {
@@ -405,6 +549,7 @@ async fn record(
             policy: settings.name.clone(),
             decision: d,
             outcome,
+            expected,
         });
     }
     let bus = s.fabric.events();
@@ -449,6 +594,23 @@ async fn record(
             crate::mapek::live::outcome_class(&v.outcome),
         );
         *l.decision_counts.entry(key).or_default() += 1;
+        if v.outcome == RECOMMENDED {
+            if let Some(bus) = &bus {
+                bus.publish(
+                    "recommendation",
+                    serde_json::json!({
+                        "id": v.id,
+                        "action": v.decision.action.kind(),
+                        "vm": v.decision.action.vm(),
+                        "reason": v.decision.reason,
+                    }),
+                );
+            }
+            l.pending.insert(action_key(&v.decision), v.id);
+            while l.pending.len() > MAX_PENDING {
+                l.pending.pop_first();
+            }
+        }
         l.decisions.push_back(v);
     }
     while l.decisions.len() > RECENT_DECISIONS {
@@ -456,8 +618,27 @@ async fn record(
     }
 }
 
-/// Carries out one decision; returns its outcome text.
-async fn execute(
+/// A decision as stored: the decision and its expected effect.
+#[derive(serde::Serialize)]
+struct StoredDecision<'a> {
+    #[serde(flatten)]
+    decision: &'a Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected: Option<&'a Expected>,
+}
+
+/// The outcome of a decision recorded as a recommendation, waiting for an
+/// operator.
+pub const RECOMMENDED: &str = "recommended";
+
+/// The key of a decision's action among the pending recommendations.
+pub fn action_key(d: &Decision) -> String {
+    serde_json::to_string(&d.action).unwrap_or_else(|_| format!("{:?}", d.action))
+}
+
+/// Carries out one decision; returns its outcome text. `all`: the
+/// orchestrator's migrations (for the ping-pong check).
+pub async fn execute_decision(
     s: &RoundCtx,
     orch: &Orchestrator,
     d: &Decision,
@@ -717,19 +898,19 @@ mod tests {
             vm: "v1".into(),
             host: "h1".into(),
         });
-        let out = execute(&ctx, &orch, &attach, &[], 0.0, 3).await;
+        let out = execute_decision(&ctx, &orch, &attach, &[], 0.0, 3).await;
         assert_eq!(out, "sent to h1 as vf-3-v1");
         let detach = decision(Action::DetachVf {
             vm: "v1".into(),
             host: "h1".into(),
         });
-        let out = execute(&ctx, &orch, &detach, &[], 0.0, 4).await;
+        let out = execute_decision(&ctx, &orch, &detach, &[], 0.0, 4).await;
         assert_eq!(out, "refused by h1 (409): busy");
         let unknown = decision(Action::AttachVf {
             vm: "v1".into(),
             host: "nowhere".into(),
         });
-        let out = execute(&ctx, &orch, &unknown, &[], 0.0, 5).await;
+        let out = execute_decision(&ctx, &orch, &unknown, &[], 0.0, 5).await;
         assert_eq!(out, "rejected: host nowhere is not registered");
         // A round records its timings for `GET /api/v1/loop`.
         round(&ctx, &orch).await;

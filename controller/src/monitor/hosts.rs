@@ -246,6 +246,9 @@ impl HostRegistry {
                 reg.interval_s
             )));
         }
+        // The host's domain and its VMs' environments (VIOLIN's groups):
+        // bounded names, a head only with an environment.
+        proto::check_registration_groups(&reg).map_err(HostError::Invalid)?;
         let mut seen = std::collections::BTreeSet::new();
         for v in &reg.vms {
             check_id("VM name", &v.name)?;
@@ -408,6 +411,8 @@ pub(crate) mod tests {
 
     pub(crate) fn vm(name: &str, mac: &str) -> VmInventory {
         VmInventory {
+            environment: None,
+            environment_head: false,
             name: name.into(),
             mac: mac.into(),
             ip: None,
@@ -428,6 +433,7 @@ pub(crate) mod tests {
 
     pub(crate) fn reg(id: &str, dpid: u64, vms: Vec<VmInventory>) -> Registration {
         Registration {
+            domain: None,
             host_id: id.into(),
             api_url: "http://127.0.0.1:7070".into(),
             dom0_addr: "10.0.0.1".into(),
@@ -510,6 +516,47 @@ pub(crate) mod tests {
         r.register("h1", reg("h1", 0x21, vec![]), 3).unwrap();
         assert_eq!(r.vms()["v1"].host, "h2");
         assert_eq!(r.vm_inventory("v1").unwrap().0, "h2");
+    }
+
+    /// A registration's domain and environments are kept; invalid ones
+    /// are refused (422 at the API) naming the field, and nothing of the
+    /// refused registration is applied.
+    #[test]
+    fn registration_groups_are_kept_or_refused_naming_the_field() {
+        let mut r = HostRegistry::new(3);
+        let mut g = reg("h1", 0x21, vec![vm("v1", "02:00:00:00:00:01")]);
+        g.domain = Some("dc-east".into());
+        g.vms[0].environment = Some("tenant1".into());
+        g.vms[0].environment_head = true;
+        r.register("h1", g.clone(), 1).unwrap();
+        let e = &r.host("h1").unwrap().registration;
+        assert_eq!(e.domain.as_deref(), Some("dc-east"));
+        assert_eq!(e.vms[0].environment.as_deref(), Some("tenant1"));
+        let mut bad = g.clone();
+        bad.domain = Some("d".repeat(129));
+        bad.vms.clear();
+        match r.register("h1", bad, 2) {
+            Err(HostError::Invalid(m)) => assert!(m.starts_with("domain "), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut bad = g.clone();
+        bad.host_id = "h2".into();
+        bad.vms[0].environment = Some("a\u{7}".into());
+        match r.register("h2", bad, 2) {
+            Err(HostError::Invalid(m)) => assert!(m.starts_with("vms[v1].environment "), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut bad = g;
+        bad.host_id = "h2".into();
+        bad.vms[0].environment = None;
+        match r.register("h2", bad, 2) {
+            Err(HostError::Invalid(m)) => {
+                assert!(m.starts_with("vms[v1].environment_head "), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.host("h2").is_none());
+        assert_eq!(r.host("h1").unwrap().registration.vms.len(), 1);
     }
 
     /// Suite run 30: at the end of a migration whose source hostd had

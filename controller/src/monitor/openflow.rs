@@ -683,7 +683,32 @@ fn forward(ctx: &ConnContext, ev: SwitchEvent) {
 }
 
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
-static ROLE_GENERATION: AtomicU64 = AtomicU64::new(1);
+static ROLE_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The role generation id of a single controller's next MASTER request:
+/// microseconds since the Unix epoch, and always more than the last one.
+/// A switch refuses a generation lower than one it has seen, so a counter
+/// from 1 had a restarted controller refused as stale by every switch
+/// (seen in `tests/e2e_operator.rs`); the clock makes each run's ids
+/// larger than the previous run's.
+fn single_generation() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut last = ROLE_GENERATION.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match ROLE_GENERATION.compare_exchange_weak(
+            last,
+            next,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
 
 /// Accepts switches on `listener` until shutdown; one task per switch.
 /// With `tls`, a switch must complete a TLS handshake (and present a
@@ -1039,7 +1064,7 @@ async fn bring_up(
         h.send(Message::SetAsync(ofp::AsyncConfig::ALL)).await?;
         return finish_bring_up(h, peer, features).await;
     }
-    let generation_id = ROLE_GENERATION.fetch_add(1, Ordering::Relaxed);
+    let generation_id = single_generation();
     match h
         .request(Message::RoleRequest(ofp::RoleMsg {
             role: ofp::ControllerRole::Master,

@@ -718,6 +718,11 @@ impl Topology {
         self.links.contains_key(&p) || self.link_dsts.contains_key(&p)
     }
 
+    /// When switch `dpid` connected (None: not connected).
+    pub fn connected_since(&self, dpid: u64) -> Option<Instant> {
+        self.switches.get(&dpid).map(|sw| sw.connected_at)
+    }
+
     /// True when the port is an edge (host-facing) port: it exists, is up,
     /// carries no link, and has been up at least `confirm` so that LLDP had
     /// a chance to find a link on it.

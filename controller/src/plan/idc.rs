@@ -410,6 +410,86 @@ fn explain(
     details
 }
 
+/// Most IDC groups [`idc_groups`] returns by default (`GET /api/v1/groups`).
+pub const MAX_IDC_GROUPS: usize = 100;
+
+/// The traffic-derived IDC groups of `snap`: the inter-dependent VM
+/// clusters, i.e. the connected components of the graph whose vertices are
+/// the snapshot's VMs and whose edges are the VM pairs with traffic in
+/// either direction (λ(u,v) + λ(v,u) > 0; externals and unknown names left
+/// out). Groups of one VM are left out. Each group's members are sorted by
+/// name; the groups come heaviest first (total traffic inside the group,
+/// then size, then the first member), at most `limit` of them.
+pub fn idc_groups(snap: &Snapshot, limit: usize) -> Vec<Vec<String>> {
+    let names: Vec<&str> = snap.vms.keys().map(String::as_str).collect();
+    let index: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    // Union-find over VM indices.
+    let mut parent: Vec<usize> = (0..names.len()).collect();
+    fn root(parent: &mut [usize], mut x: usize) -> usize {
+        while let Some(&p) = parent.get(x) {
+            if p == x {
+                break;
+            }
+            let gp = parent.get(p).copied().unwrap_or(p);
+            if let Some(slot) = parent.get_mut(x) {
+                *slot = gp;
+            }
+            x = p;
+        }
+        x
+    }
+    let mut edges: Vec<(usize, usize, f64)> = Vec::new();
+    for (u, row) in &snap.traffic {
+        let Some(&a) = index.get(u.as_str()) else {
+            continue;
+        };
+        for (v, &rate) in row {
+            let Some(&b) = index.get(v.as_str()) else {
+                continue;
+            };
+            if a == b || !(rate.is_finite() && rate > 0.0) {
+                continue;
+            }
+            edges.push((a, b, rate));
+            let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
+            if ra != rb {
+                if let Some(slot) = parent.get_mut(ra.max(rb)) {
+                    *slot = ra.min(rb);
+                }
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, (Vec<usize>, f64)> = BTreeMap::new();
+    for i in 0..names.len() {
+        let r = root(&mut parent, i);
+        groups.entry(r).or_default().0.push(i);
+    }
+    for (a, _, rate) in edges {
+        let r = root(&mut parent, a);
+        if let Some(g) = groups.get_mut(&r) {
+            g.1 += rate;
+        }
+    }
+    let mut out: Vec<(f64, Vec<usize>)> = groups
+        .into_values()
+        .filter(|(m, _)| m.len() > 1)
+        .map(|(m, w)| (w, m))
+        .collect();
+    out.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(b.1.len().cmp(&a.1.len()))
+            .then(a.1.first().cmp(&b.1.first()))
+    });
+    out.into_iter()
+        .take(limit)
+        .map(|(_, m)| {
+            m.into_iter()
+                .filter_map(|i| names.get(i).map(|n| n.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,5 +681,39 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(grown(volume), ("v2".into(), 2080.0));
+    }
+
+    /// IDC groups are the connected components of the VM traffic graph,
+    /// heaviest first, externals and lone VMs left out, bounded.
+    #[test]
+    fn idc_groups_are_traffic_components() {
+        let mut dc = Dc::new().host("h1", "r0", "p0", 8.0, 65536.0);
+        for v in ["a", "b", "c", "d", "e", "f", "g"] {
+            dc = dc.vm(v, "h1", 0.1, 512.0);
+        }
+        let (mut snap, _) = dc.build(3);
+        let mut put = |u: &str, v: &str, r: f64| {
+            snap.traffic
+                .entry(u.to_string())
+                .or_default()
+                .insert(v.to_string(), r);
+        };
+        // {a, b, c} light (a-b, c-b one way), {d, e} heavy, f talks to an
+        // external only, g to no one; a zero rate is no edge.
+        put("a", "b", 10.0);
+        put("c", "b", 5.0);
+        put("d", "e", 1000.0);
+        put("f", "ext:192.0.2.1", 1e6);
+        put("g", "a", 0.0);
+        let g = idc_groups(&snap, MAX_IDC_GROUPS);
+        assert_eq!(
+            g,
+            vec![
+                vec!["d".to_string(), "e".to_string()],
+                vec!["a".to_string(), "b".to_string(), "c".to_string()],
+            ]
+        );
+        assert_eq!(idc_groups(&snap, 1).len(), 1);
+        assert!(idc_groups(&snap, 0).is_empty());
     }
 }

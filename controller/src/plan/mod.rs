@@ -41,6 +41,7 @@ pub mod constraints;
 pub mod growth;
 pub mod idc;
 pub mod physics;
+pub mod repair;
 #[cfg(test)]
 mod rule_tests;
 pub mod rules;

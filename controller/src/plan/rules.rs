@@ -131,10 +131,14 @@ pub struct Violation {
     pub reason: String,
 }
 
+/// What identifies a violation whatever its numbers ([`Violation::key`]):
+/// rule, VMs, hosts, resource.
+pub type ViolationKey = (String, Vec<String>, Vec<String>, Option<String>);
+
 impl Violation {
     /// What identifies the violation whatever its numbers (everything but
     /// the reason): the same rule broken by the same VMs on the same hosts.
-    pub fn key(&self) -> (String, Vec<String>, Vec<String>, Option<String>) {
+    pub fn key(&self) -> ViolationKey {
         (
             self.rule.clone(),
             self.vms.clone(),

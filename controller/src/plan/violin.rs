@@ -612,4 +612,123 @@ mod tests {
         assert!(m.iter().all(|x| x.2 == "c" || x.2 == "d"));
         assert!(d.iter().all(|x| x.reason.contains("environment t1")));
     }
+
+    /// The overloaded-domain case of `whole_environment_moves_when_domain_full`,
+    /// but on a snapshot the live builder made from host daemons'
+    /// registrations and reports alone: no `[groups]`, no API set, no
+    /// scenario file. Domains d0 = {a, b}, d1 = {c, d} and environments
+    /// t1 = {a1, a2, b1 (head)}, t2, t3 come from the registrations; t1
+    /// moves to d1 except its head.
+    #[test]
+    fn environment_moves_on_a_live_snapshot_with_registered_groups() {
+        use crate::knowledge::groups::Groups;
+        use crate::knowledge::live::{build_snapshot, LiveInputs};
+        use crate::monitor::hosts::tests::{reg, report, vm};
+        use crate::monitor::hosts::HostRegistry;
+        use crate::monitor::topology::tests::build;
+        let topo = build(
+            std::time::Instant::now(),
+            &[(0x31, 5), (0x41, 2), (0x42, 2), (0x43, 2), (0x44, 2)],
+            &[
+                ((0x41, 1), (0x31, 1)),
+                ((0x42, 1), (0x31, 2)),
+                ((0x43, 1), (0x31, 3)),
+                ((0x44, 1), (0x31, 4)),
+            ],
+        );
+        /// Host id, bridge, domain, VMs (name, CPU, environment, head).
+        type Layout<'a> = (&'a str, u64, &'a str, &'a [(&'a str, f64, &'a str, bool)]);
+        let layout: [Layout<'_>; 4] = [
+            (
+                "a",
+                0x41,
+                "d0",
+                &[
+                    ("a1", 0.95, "t1", false),
+                    ("a2", 0.9, "t1", false),
+                    ("a3", 0.9, "t2", false),
+                    ("a4", 0.9, "t2", false),
+                ],
+            ),
+            (
+                "b",
+                0x42,
+                "d0",
+                &[
+                    ("b1", 0.9, "t1", true),
+                    ("b2", 0.9, "t3", false),
+                    ("b3", 0.9, "t3", false),
+                    ("b4", 0.9, "t3", false),
+                ],
+            ),
+            ("c", 0x43, "d1", &[]),
+            ("d", 0x44, "d1", &[]),
+        ];
+        let mut hosts = HostRegistry::default();
+        for (i, (id, dpid, domain, vms)) in layout.iter().enumerate() {
+            let inv = vms
+                .iter()
+                .enumerate()
+                .map(|(j, (name, _, env, head))| {
+                    let mut v = vm(name, &format!("02:00:00:00:{i:02x}:{j:02x}"));
+                    v.environment = Some(env.to_string());
+                    v.environment_head = *head;
+                    v
+                })
+                .collect();
+            let mut r = reg(id, *dpid, inv);
+            r.domain = Some(domain.to_string());
+            hosts.register(id, r, 0).unwrap();
+            for seq in 1..=5u64 {
+                let mut rep = report(id, seq, vec![]);
+                let base = rep.vms[0].clone();
+                rep.vms = vms
+                    .iter()
+                    .map(|(name, cpu, _, _)| {
+                        let mut m = base.clone();
+                        m.name = name.to_string();
+                        m.cpu_cores = *cpu;
+                        m
+                    })
+                    .collect();
+                rep.host.cpu_util = vms.iter().map(|v| v.1).sum::<f64>() / 4.0;
+                rep.host.mem_total_mb = 4096;
+                rep.host.mem_used_mb = 512;
+                hosts.report(id, rep, seq as i64 * 10_000).unwrap();
+            }
+        }
+        let none = std::collections::BTreeMap::new();
+        let no_groups = Groups::default();
+        let snap = build_snapshot(&LiveInputs {
+            now_unix_ms: 50_000,
+            interval_s: 10.0,
+            ..LiveInputs::new(&hosts, &topo, &none, &[], &no_groups)
+        });
+        assert_eq!(snap.hosts["a"].domain.as_deref(), Some("d0"));
+        assert_eq!(snap.vms["b1"].environment.as_deref(), Some("t1"));
+        assert!(snap.vms["b1"].head);
+        let hot = crate::analyze::detect(&snap, &crate::analyze::HotspotConfig::default());
+        assert!(hot.is_hot("a", Resource::Cpu) && hot.is_hot("b", Resource::Cpu));
+        let d = Violin::new(Default::default(), Default::default()).plan(&snap, &hot);
+        let m = migrations(&d);
+        // t1 without its head leaves d0 for d1, as one environment move.
+        let env_moves: Vec<&super::Decision> = d
+            .iter()
+            .filter(|x| x.reason.contains("environment t1 moves"))
+            .collect();
+        let mut moved: Vec<&str> = m
+            .iter()
+            .filter(|x| x.2 == "c" || x.2 == "d")
+            .map(|x| x.0.as_str())
+            .collect();
+        moved.sort();
+        assert_eq!(moved, vec!["a1", "a2"], "{m:?}");
+        assert_eq!(env_moves.len(), 2, "{m:?}");
+        // The head (b1) stays in its domain (it may move within it, to the
+        // room the environment left).
+        assert!(
+            m.iter().all(|x| x.0 != "b1" || x.2 == "a" || x.2 == "b"),
+            "{m:?}"
+        );
+    }
 }

@@ -13,12 +13,16 @@
 //! adds the reference optimum ([`reference`]) to the summary.
 //! `--tournament` runs every policy on the scenarios of `--scenario-dir`
 //! and on generated data centers of `--sizes` ([`tournament`]).
+//! `--from-live URL` simulates the live data center a controller exports
+//! (`GET /api/v1/scenario`, built by [`export`]); the binary fetches it
+//! and hands it to [`run_cli_with`] (this module does no network I/O).
 //!
 //! Everything is deterministic: the same scenario, options and seed give
 //! byte-identical output.
 #![warn(missing_docs)]
 
 pub mod engine;
+pub mod export;
 pub mod generate;
 pub mod links;
 /// The physics (moved to [`crate::plan::physics`], shared with Execute).
@@ -87,6 +91,21 @@ pub struct SimulateArgs {
     /// Scenario file (JSON, see docs/scenario.md).
     #[arg(long, value_name = "FILE", conflicts_with = "generate")]
     pub scenario: Option<PathBuf>,
+    /// Simulate the live data center of the controller at URL
+    /// (`http://HOST:PORT` or `https://HOST:PORT`): its
+    /// `GET /api/v1/scenario` export, as a scenario file would be.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["scenario", "generate", "tournament"])]
+    pub from_live: Option<String>,
+    /// --from-live: file whose first line is an operator token (mode 0600).
+    #[arg(long, value_name = "FILE", requires = "from_live")]
+    pub token_file: Option<PathBuf>,
+    /// --from-live: CA certificate that signed the controller's (https://).
+    #[arg(long, value_name = "FILE", requires = "from_live")]
+    pub ca_file: Option<PathBuf>,
+    /// --from-live: also write the exported scenario to FILE (without
+    /// --policy, only that).
+    #[arg(long, value_name = "FILE", requires = "from_live")]
+    pub save: Option<PathBuf>,
     /// Run every policy on the scenarios of --scenario-dir and on data
     /// centers generated at --sizes; print a Markdown table per scenario.
     #[arg(long, conflicts_with_all = ["scenario", "generate", "policy"])]
@@ -285,6 +304,16 @@ fn parse_sizes(s: &str) -> Result<Vec<usize>, SimError> {
 /// Runs `simulate` with `args`, writing the JSON lines to `out`. Returns
 /// the summary (`None` when only a scenario was emitted).
 pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Option<Summary>, SimError> {
+    run_with(args, None, out)
+}
+
+/// Like [`run`]; `loaded`, when given, is the (validated) scenario to
+/// simulate instead of `--scenario` or `--generate` (`--from-live`).
+pub fn run_with(
+    args: &SimulateArgs,
+    loaded: Option<Scenario>,
+    out: &mut dyn Write,
+) -> Result<Option<Summary>, SimError> {
     if args.tournament {
         let (hotspot, options) = options_from_args(args)?;
         let mixes = args
@@ -317,13 +346,14 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Option<Summary>, 
         out.flush().map_err(|e| SimError::Io(e.to_string()))?;
         return Ok(None);
     }
-    let scn = match (&args.scenario, &args.generate) {
-        (Some(path), None) => {
+    let scn = match (loaded, &args.scenario, &args.generate) {
+        (Some(s), _, _) => s,
+        (None, Some(path), None) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| SimError::Io(format!("{}: {e}", path.display())))?;
             Scenario::load(&text)?
         }
-        (None, Some(kind)) if kind == "dc" => {
+        (None, None, Some(kind)) if kind == "dc" => {
             let s = generate::generate_dc(&generate::GenerateOptions {
                 hosts: args.hosts,
                 rack_size: args.rack_size,
@@ -344,14 +374,14 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Option<Summary>, 
             s.validate()?;
             s
         }
-        (None, Some(kind)) => {
+        (None, None, Some(kind)) => {
             return Err(SimError::Args(format!(
                 "--generate {kind}: only `dc` is known"
             )))
         }
         _ => {
             return Err(SimError::Args(
-                "one of --scenario FILE or --generate dc is required".into(),
+                "one of --scenario FILE, --generate dc or --from-live URL is required".into(),
             ))
         }
     };
@@ -365,7 +395,7 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Option<Summary>, 
         w.flush().map_err(|e| SimError::Io(e.to_string()))?;
     }
     let Some(policy) = &args.policy else {
-        if args.emit_scenario.is_some() {
+        if args.emit_scenario.is_some() || args.save.is_some() {
             return Ok(None);
         }
         return Err(SimError::Args(
@@ -388,17 +418,23 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Option<Summary>, 
 /// Entry point of `shoal-controller simulate`: output to `--output` or
 /// standard output.
 pub fn run_cli(args: &SimulateArgs) -> Result<(), SimError> {
+    run_cli_with(args, None)
+}
+
+/// [`run_cli`] on an already loaded scenario (`--from-live`; see
+/// [`run_with`]).
+pub fn run_cli_with(args: &SimulateArgs, loaded: Option<Scenario>) -> Result<(), SimError> {
     match &args.output {
         Some(path) => {
             let f = std::fs::File::create(path)
                 .map_err(|e| SimError::Io(format!("{}: {e}", path.display())))?;
             let mut w = std::io::BufWriter::new(f);
-            run(args, &mut w)?;
+            run_with(args, loaded, &mut w)?;
         }
         None => {
             let stdout = std::io::stdout();
             let mut w = std::io::BufWriter::new(stdout.lock());
-            run(args, &mut w)?;
+            run_with(args, loaded, &mut w)?;
         }
     }
     Ok(())
