@@ -1351,6 +1351,12 @@ impl Orchestrator {
     }
 
     /// Overall communication cost now, optionally with `moved = (vm, host)`.
+    /// The S-CORE communication cost of `snap` with this orchestrator's
+    /// link weights.
+    pub fn cost_of(&self, snap: &crate::knowledge::snapshot::Snapshot) -> f64 {
+        crate::plan::physics::communication_cost(snap, &self.weights)
+    }
+
     fn communication_cost(&self, s: &dyn FabricView, moved: Option<(&str, &str)>) -> Option<f64> {
         let mut snap = s.snapshot(0, 2, Vec::new(), Vec::new(), BTreeMap::new())?;
         if let Some((vm, host)) = moved {

@@ -1350,14 +1350,32 @@ impl Ctx {
     // ---- audit -----------------------------------------------------------
 
     async fn record_audit(mut self, row: AuditRec) -> Result<i64, StoreError> {
-        let seq_key = self.keys.seq(Table::Audit);
+        let keys = self.keys.clone();
+        self.insert_next(Table::Audit, "record audit", "audit id", &mut |id| {
+            let rec = AuditRec { id, ..row.clone() };
+            Ok((keys.audit_one(id), encode("audit", &rec)?))
+        })
+        .await
+    }
+
+    /// Inserts one row under the next id of table `t` (its counter and the
+    /// row in one transaction, retried while other writers take ids):
+    /// `row(id)` gives the row's key and value. Returns the id.
+    async fn insert_next(
+        &mut self,
+        t: Table,
+        what: &'static str,
+        counter_what: &'static str,
+        row: &mut dyn FnMut(i64) -> Result<(String, Vec<u8>), StoreError>,
+    ) -> Result<i64, StoreError> {
+        let seq_key = self.keys.seq(t);
         for _ in 0..ATTEMPTS {
             let r = self
-                .get("read audit id", seq_key.clone(), GetOptions::new())
+                .get(counter_what, seq_key.clone(), GetOptions::new())
                 .await?;
             let (last, seq_rev) = counter(&r)?;
             let id = last + 1;
-            let rec = AuditRec { id, ..row.clone() };
+            let (key, value) = row(id)?;
             let compares = vec![Compare::mod_revision(
                 seq_key.clone(),
                 CompareOp::Equal,
@@ -1365,14 +1383,14 @@ impl Ctx {
             )];
             let ops = vec![
                 TxnOp::put(seq_key.clone(), id.to_string(), None),
-                TxnOp::put(self.keys.audit_one(id), encode("audit", &rec)?, None),
-                self.mark(Table::Audit, "record audit"),
+                TxnOp::put(key, value, None),
+                self.mark(t, what),
             ];
-            if let Commit::Done = self.commit("record audit", compares, ops).await? {
+            if let Commit::Done = self.commit(what, compares, ops).await? {
                 return Ok(id);
             }
         }
-        Err(contended("record audit"))
+        Err(contended(what))
     }
 
     async fn audit(mut self, q: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
@@ -1407,29 +1425,17 @@ impl Ctx {
     // ---- reservations ----------------------------------------------------
 
     async fn add_reservation(mut self, row: ReservationRec) -> Result<i64, StoreError> {
-        let seq_key = self.keys.seq(Table::Reservations);
-        for _ in 0..ATTEMPTS {
-            let r = self
-                .get("read reservation id", seq_key.clone(), GetOptions::new())
-                .await?;
-            let (last, seq_rev) = counter(&r)?;
-            let id = last + 1;
-            let rec = ReservationRec { id, ..row.clone() };
-            let compares = vec![Compare::mod_revision(
-                seq_key.clone(),
-                CompareOp::Equal,
-                seq_rev,
-            )];
-            let ops = vec![
-                TxnOp::put(seq_key.clone(), id.to_string(), None),
-                TxnOp::put(self.keys.live_one(id), encode("reservations", &rec)?, None),
-                self.mark(Table::Reservations, "add reservation"),
-            ];
-            if let Commit::Done = self.commit("add reservation", compares, ops).await? {
-                return Ok(id);
-            }
-        }
-        Err(contended("add reservation"))
+        let keys = self.keys.clone();
+        self.insert_next(
+            Table::Reservations,
+            "add reservation",
+            "read reservation id",
+            &mut |id| {
+                let rec = ReservationRec { id, ..row.clone() };
+                Ok((keys.live_one(id), encode("reservations", &rec)?))
+            },
+        )
+        .await
     }
 
     async fn remove_reservation(mut self, id: i64, at_ms: i64) -> Result<(), StoreError> {

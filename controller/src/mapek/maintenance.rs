@@ -73,21 +73,10 @@ fn choose(
         violations(sn).into_iter().map(|v| v.key()).collect()
     };
     let before = broken(snap);
-    let mut hosts: Vec<(&String, f64)> = snap
-        .hosts
-        .iter()
+    let hosts: Vec<(&String, f64)> = crate::plan::repair::hosts_by_cpu(snap)
+        .into_iter()
         .filter(|(id, _)| id.as_str() != from && !in_maintenance(id))
-        .map(|(id, h)| {
-            let used: f64 = snap
-                .vms
-                .values()
-                .filter(|v| &v.host == id)
-                .map(|v| v.latest().cpu_cores)
-                .sum();
-            (id, used / h.cores.max(1.0))
-        })
         .collect();
-    hosts.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
     let mut best: Option<(f64, f64, String)> = None;
     for (id, util) in hosts.into_iter().take(MAX_CANDIDATES) {
         let mut moved = snap.clone();

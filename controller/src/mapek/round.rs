@@ -118,6 +118,21 @@ pub fn expected_of(
     report: &HotspotReport,
     snap: Option<&Snapshot>,
 ) -> Option<Expected> {
+    let base = match (&d.action, snap) {
+        (Action::Migrate { .. }, Some(sn)) => Some((sn, orch.cost_of(sn))),
+        _ => None,
+    };
+    expected_with(orch, d, report, base)
+}
+
+/// [`expected_of`] with the snapshot's communication cost computed once
+/// for all of a round's decisions (`base`: the snapshot and its cost).
+pub fn expected_with(
+    orch: &Orchestrator,
+    d: &Decision,
+    report: &HotspotReport,
+    base: Option<(&Snapshot, f64)>,
+) -> Option<Expected> {
     let relief = |host: &str| {
         report.hot.get(host).map(|h| Relief {
             host: host.to_string(),
@@ -136,8 +151,18 @@ pub fn expected_of(
                 deadline_s: None,
                 reserve: None,
             };
-            let (migration, refused) = match orch.estimate(&req, snap) {
-                Ok(e) => (Some(e), None),
+            let (migration, refused) = match orch.estimate(&req, None) {
+                Ok(mut e) => {
+                    if let Some((sn, before)) = base {
+                        let mut moved = sn.clone();
+                        if let Some(v) = moved.vms.get_mut(vm) {
+                            v.host = e.to.clone();
+                        }
+                        e.cost_before = Some(before);
+                        e.cost_after = Some(orch.cost_of(&moved));
+                    }
+                    (Some(e), None)
+                }
                 Err(e) => (None, Some(e.to_string())),
             };
             Some(Expected {
@@ -276,11 +301,17 @@ pub async fn round(s: &RoundCtx, orch: &Arc<Orchestrator>) {
     let executing = Instant::now();
     let mut done = Vec::with_capacity(decisions.len());
     let control = s.fabric.control();
+    // The communication cost of the placement, once for every migration's
+    // expected effect.
+    let before = decisions
+        .iter()
+        .any(|d| matches!(d.action, Action::Migrate { .. }))
+        .then(|| orch.cost_of(&snap));
     for d in decisions {
         let level = control.automation.level_of(d.action.vm());
         // Migrations are estimated before they are queued (the estimate of
         // a queued one would find it under way).
-        let expected = expected_of(orch, &d, &report, Some(&snap));
+        let expected = expected_with(orch, &d, &report, before.map(|b| (&*snap, b)));
         let outcome = if settings.dry_run {
             "dry_run".to_string()
         } else {

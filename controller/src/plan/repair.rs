@@ -26,6 +26,25 @@ pub const MAX_REPAIRS: usize = 4;
 /// rule on a copy of the snapshot).
 pub const MAX_TRIES: usize = 8;
 
+/// The hosts of `snap` with their CPU utilisation (the latest CPU of their
+/// VMs over their cores), least loaded first (then by id).
+pub fn hosts_by_cpu(snap: &Snapshot) -> Vec<(&String, f64)> {
+    let mut used: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    for v in snap.vms.values() {
+        *used.entry(v.host.as_str()).or_default() += v.latest().cpu_cores;
+    }
+    let mut hosts: Vec<(&String, f64)> = snap
+        .hosts
+        .iter()
+        .map(|(id, h)| {
+            let u = used.get(id.as_str()).copied().unwrap_or(0.0);
+            (id, u / h.cores.max(1.0))
+        })
+        .collect();
+    hosts.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
+    hosts
+}
+
 /// The migrations that would repair the broken rules of `snap`, at most
 /// [`MAX_REPAIRS`]. `busy`: VMs not to move (migrating, or moved by this
 /// round's plan already). `fits(vm, host)`: whether `host` has room for
@@ -40,21 +59,7 @@ pub fn repairs(
         return Vec::new();
     }
     let keys: BTreeSet<_> = before.iter().map(|v| v.key()).collect();
-    // Hosts by CPU utilisation, least loaded first.
-    let mut hosts: Vec<(&String, f64)> = snap
-        .hosts
-        .iter()
-        .map(|(id, h)| {
-            let used: f64 = snap
-                .vms
-                .values()
-                .filter(|v| &v.host == id)
-                .map(|v| v.latest().cpu_cores)
-                .sum();
-            (id, used / h.cores.max(1.0))
-        })
-        .collect();
-    hosts.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
+    let hosts = hosts_by_cpu(snap);
     let mut out = Vec::new();
     let mut moved: BTreeSet<String> = BTreeSet::new();
     let mut done_rules: BTreeSet<String> = BTreeSet::new();
