@@ -239,7 +239,9 @@ fn live_loop_resolves_a_hotspot_like_the_simulator() {
             .unwrap()
             .iter()
             .any(|d| d["action"] == "migrate"
-                && d["outcome"].as_str().unwrap_or("").starts_with("queued as")),
+                // `queued as mig-…`, then `done (mig-…)` once it ended.
+                && d["outcome"].as_str().unwrap_or("").contains("(mig-")
+                || d["outcome"].as_str().unwrap_or("").starts_with("queued as")),
         "{decisions}"
     );
     wait_for("vm1 registered on h3", Duration::from_secs(15), || {

@@ -28,6 +28,7 @@ migration records), the simulator's, and whether they match.
 import argparse
 import json
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,6 +39,17 @@ import testbed  # noqa: E402
 
 API_MIGRATION_REASON = 'requested through the API'
 
+
+
+MIGRATION_ID = re.compile(r'\b(mig-\d+-\d+)\b')
+
+
+def migration_of(outcome):
+    """The migration a decision queued, from its outcome (`queued as
+    mig-…` while it runs, `done (mig-…)` or `failed (mig-…)` once it ended,
+    `approved by NAME: …` after an operator's approval), else None."""
+    m = MIGRATION_ID.search(str(outcome or ''))
+    return m.group(1) if m else None
 
 def series(points, interpolation='hold'):
     return {'interpolation': interpolation, 'points': points}
@@ -164,7 +176,7 @@ def main():
     # The live loop's first round with migrate decisions vs the simulator's.
     live_rounds = {}
     for d in decisions if isinstance(decisions, list) else []:
-        if d.get('action') == 'migrate' and str(d.get('outcome', '')).startswith('queued'):
+        if d.get('action') == 'migrate' and migration_of(d.get('outcome')):
             live_rounds.setdefault(d.get('round'), set()).add((d.get('vm'), d.get('from'),
                                                                d.get('to')))
     sim_rounds = {}

@@ -265,7 +265,7 @@ def main():
         cpu_after is not None and cpu_after < CPU_THRESHOLD and still_hot is False
     per_decision = []
     for dec in decisions:
-        mid = str(dec.get('outcome') or '').replace('queued as ', '', 1)
+        mid = hotspot.migration_of(dec.get('outcome'))
         if mid in by_id:
             per_decision.append(measured_vs_expected(tb, dec, by_id[mid], c_before, c_after))
     live_moves = sorted((m['vm'], m['from'], m['to']) for m in migrations)
