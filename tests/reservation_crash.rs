@@ -269,7 +269,10 @@ fn knowledge(
                 auxiliary_id: 0,
                 capabilities: 0,
             };
-            t.switch_connected(dpid, dpid, peer, f, ports, now);
+            // Connected a while ago: settled, so a migration may start at
+            // once (the orchestrator waits for a just-connected bridge).
+            let since = now.checked_sub(Duration::from_secs(60)).unwrap_or(now);
+            t.switch_connected(dpid, dpid, peer, f, ports, since);
         }
         let (a2, b1) = (PortRef { dpid: A, port: 2 }, PortRef { dpid: B, port: 1 });
         t.lldp_seen(a2, b1, now);
