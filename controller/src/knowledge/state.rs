@@ -405,10 +405,9 @@ impl Knowledge {
 mod tests {
     use super::*;
 
-    /// Rules put in force reach every following snapshot.
-    #[test]
-    fn rules_in_force_reach_the_snapshot() {
-        let cfg = KnowledgeConfig {
+    /// A small knowledge configuration with these groups.
+    fn test_config(groups: Groups) -> KnowledgeConfig {
+        KnowledgeConfig {
             link_capacity_bps: None,
             poll_interval: Duration::from_secs(2),
             window_intervals: 5,
@@ -416,10 +415,16 @@ mod tests {
             excluded_cookie_mask: 0,
             host_history: 5,
             max_matrix_pairs: 1000,
-            groups: Groups::default(),
+            groups,
             events_ring: 16,
             events_client_buffer: 16,
-        };
+        }
+    }
+
+    /// Rules put in force reach every following snapshot.
+    #[test]
+    fn rules_in_force_reach_the_snapshot() {
+        let cfg = test_config(Groups::default());
         let k = Knowledge::new(&cfg, BTreeMap::new(), None);
         assert!(k.rules().is_empty());
         let snap = k
@@ -448,18 +453,7 @@ mod tests {
             r#"{"environments": [{"name": "t", "members": ["v"], "head": "v"}]}"#,
         )
         .unwrap();
-        let cfg = KnowledgeConfig {
-            link_capacity_bps: None,
-            poll_interval: Duration::from_secs(2),
-            window_intervals: 5,
-            excluded_cookie: 0,
-            excluded_cookie_mask: 0,
-            host_history: 5,
-            max_matrix_pairs: 1000,
-            groups: cfg_set.check().unwrap(),
-            events_ring: 16,
-            events_client_buffer: 16,
-        };
+        let cfg = test_config(cfg_set.check().unwrap());
         let k = Knowledge::new(&cfg, BTreeMap::new(), None);
         assert_eq!(k.groups().domain_of("h1"), Some("d0"));
         k.set_api_groups(Some(api_set.check().unwrap()));
