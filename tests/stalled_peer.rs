@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ofp::{Hello, Message, MultipartReply, OfpMessage, PortDesc};
+use ofp::{Hello, Message, MultipartReply, OfpMessage};
 use support::{e2e_lock, free_port, get_json, is_root, wait_for, NsHost, OvsBridge, PrivateOvs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -45,10 +45,6 @@ struct PeerState {
     closed: AtomicBool,
     /// Tells the peer to stop.
     stop: AtomicBool,
-}
-
-fn port(n: u32) -> PortDesc {
-    support::ofpeer::port(n, 0x57)
 }
 
 async fn send(s: &mut TcpStream, xid: u32, body: Message) -> std::io::Result<()> {
@@ -80,51 +76,75 @@ async fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<OfpMessage> {
 /// Answers what a switch must answer; true once a FLOW_MOD came (the
 /// controller's base pipeline: the bring-up is complete).
 async fn answer(s: &mut TcpStream, m: OfpMessage) -> std::io::Result<bool> {
-    match m.body {
-        Message::FeaturesRequest => {
-            send(
-                s,
-                m.xid,
-                Message::FeaturesReply(ofp::SwitchFeatures {
-                    datapath_id: PEER_DPID,
-                    n_buffers: 0,
-                    n_tables: 254,
-                    auxiliary_id: 0,
-                    capabilities: 0,
-                }),
-            )
-            .await?
-        }
-        Message::RoleRequest(r) => send(s, m.xid, Message::RoleReply(r)).await?,
+    answer_as(s, m, PEER_DPID, N_PORTS, 0x57).await
+}
+
+/// [`answer`] for a switch `dpid` with ports 1..=`n_ports` (MACs tagged
+/// `tag`).
+async fn answer_as<W: AsyncWriteExt + Unpin>(
+    s: &mut W,
+    m: OfpMessage,
+    dpid: u64,
+    n_ports: u32,
+    tag: u8,
+) -> std::io::Result<bool> {
+    let reply = |xid: u32, body: Message| {
+        OfpMessage::new(xid, body)
+            .to_vec()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    };
+    let bytes = match m.body {
+        Message::FeaturesRequest => reply(
+            m.xid,
+            Message::FeaturesReply(ofp::SwitchFeatures {
+                datapath_id: dpid,
+                n_buffers: 0,
+                n_tables: 254,
+                auxiliary_id: 0,
+                capabilities: 0,
+            }),
+        )?,
+        Message::RoleRequest(r) => reply(m.xid, Message::RoleReply(r))?,
         Message::MultipartRequest(req) => {
             let Some(body) = support::ofpeer::multipart_reply(
                 &req.body,
-                || (1..=N_PORTS).map(port).collect(),
-                "stalling peer",
+                || {
+                    (1..=n_ports)
+                        .map(|n| support::ofpeer::port(n, tag))
+                        .collect()
+                },
+                "scripted switch",
             ) else {
                 return Ok(false);
             };
-            send(
-                s,
+            reply(
                 m.xid,
                 Message::MultipartReply(MultipartReply { flags: 0, body }),
-            )
-            .await?
+            )?
         }
-        Message::BarrierRequest => send(s, m.xid, Message::BarrierReply).await?,
-        Message::EchoRequest(d) => send(s, m.xid, Message::EchoReply(d)).await?,
+        Message::BarrierRequest => reply(m.xid, Message::BarrierReply)?,
+        Message::EchoRequest(d) => reply(m.xid, Message::EchoReply(d))?,
         Message::FlowMod(_) => return Ok(true),
-        _ => {}
-    }
+        _ => return Ok(false),
+    };
+    s.write_all(&bytes).await?;
     Ok(false)
 }
 
 /// A broadcast frame (local experimental ethertype, so no host answers it)
 /// entering at `in_port`, from a sender that stays at that port.
 fn broadcast_packet_in(in_port: u32) -> Vec<u8> {
+    broadcast_packet_in_from(0x57, in_port, 0)
+}
+
+/// A broadcast frame entering at `in_port` of the switch whose MACs are
+/// tagged `tag`, from a sender that stays at that port, carrying `seq`
+/// (so that its PACKET_OUT can be told apart).
+fn broadcast_packet_in_from(tag: u8, in_port: u32, seq: u32) -> Vec<u8> {
     let mut frame = vec![0xff; 6];
-    frame.extend_from_slice(&[0x02, 0x57, 0x57, 0, (in_port >> 8) as u8, in_port as u8]);
+    frame.extend_from_slice(&[0x02, tag, tag, 0, (in_port >> 8) as u8, in_port as u8]);
     frame.extend_from_slice(&[0x88, 0xb5]);
+    frame.extend_from_slice(&seq.to_be_bytes());
     frame.resize(64, 0xab);
     let pin = ofp::PacketIn {
         buffer_id: ofp::NO_BUFFER,
@@ -427,6 +447,312 @@ interval_s = 2.0
         panic!(
             "{} failure(s):\n{}\ncontroller log (last lines, newest first):\n{}",
             failures.len(),
+            failures.join("\n"),
+            tail.join("\n")
+        );
+    }
+}
+
+/// Ports of the flooding switch of the fairness test.
+const FLOOD_PORTS: u32 = 200;
+/// Its datapath id (MACs tagged 0x58).
+const FLOOD_DPID: u64 = 0x5758;
+/// Ports of the quiet switch.
+const QUIET_PORTS: u32 = 4;
+/// Its datapath id (MACs tagged 0x59).
+const QUIET_DPID: u64 = 0x5759;
+/// Frames the quiet switch sends during the flood.
+const QUIET_FRAMES: u32 = 50;
+
+/// What a scripted switch of the fairness test saw and did.
+#[derive(Default)]
+struct Seen {
+    /// The controller installed its base pipeline.
+    ready: AtomicBool,
+    /// Sequence numbers of its own frames that came back in PACKET_OUTs.
+    answered: Mutex<std::collections::BTreeSet<u32>>,
+    /// LLDP probes the controller sent it.
+    lldp_probes: AtomicU64,
+    /// The connection ended.
+    closed: AtomicBool,
+}
+
+/// Whether `frame` is an LLDP frame (untagged or behind one VLAN tag).
+fn is_lldp(frame: &[u8]) -> bool {
+    match frame.get(12..14) {
+        Some([0x88, 0xcc]) => true,
+        Some([0x81, 0x00]) => frame.get(16..18) == Some(&[0x88, 0xcc][..]),
+        _ => false,
+    }
+}
+
+/// Reads everything the controller sends a scripted switch, answers its
+/// requests through `wr`, and records into `seen` (frames of `tag` that
+/// come back, LLDP probes), until the connection ends.
+async fn keep_answering(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    wr: Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>,
+    (dpid, n_ports, tag): (u64, u32, u8),
+    seen: Arc<Seen>,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        while let Ok(Some(n)) = ofp::check_frame(&buf) {
+            let raw: Vec<u8> = buf.drain(..n).collect();
+            // A PACKET_OUT (type 13) is only looked into for its frame,
+            // which follows its actions (cheaply: the flooding switch gets
+            // one for each frame the controller handles).
+            if raw.get(1) == Some(&13) {
+                let actions_len = raw
+                    .get(16..18)
+                    .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+                let data = raw.get(24 + actions_len..).unwrap_or_default();
+                if is_lldp(data) {
+                    seen.lldp_probes.fetch_add(1, Ordering::SeqCst);
+                } else if data.get(6..8) == Some(&[0x02, tag][..]) {
+                    if let Some(b) = data.get(14..18) {
+                        let seq = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                        if let Ok(mut a) = seen.answered.lock() {
+                            a.insert(seq);
+                        }
+                    }
+                }
+                continue;
+            }
+            let Ok(m) = OfpMessage::decode(&raw) else {
+                continue;
+            };
+            let mut w = wr.lock().await;
+            match answer_as(&mut *w, m, dpid, n_ports, tag).await {
+                Ok(true) => seen.ready.store(true, Ordering::SeqCst),
+                Ok(false) => {}
+                Err(_) => {
+                    seen.closed.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+        match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                seen.closed.store(true, Ordering::SeqCst);
+                return;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Connects a scripted switch that answers the controller for as long as
+/// the connection lasts; returns its writing half.
+async fn scripted_switch(
+    addr: std::net::SocketAddr,
+    who: (u64, u32, u8),
+    seen: Arc<Seen>,
+) -> Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>> {
+    let s = TcpStream::connect(addr)
+        .await
+        .expect("connect to the controller");
+    let _ = s.set_nodelay(true);
+    let (rd, mut wr) = s.into_split();
+    let hello = OfpMessage::new(1, Message::Hello(Hello::of13()))
+        .to_vec()
+        .expect("HELLO encodes");
+    wr.write_all(&hello).await.expect("HELLO");
+    let wr = Arc::new(tokio::sync::Mutex::new(wr));
+    tokio::spawn(keep_answering(rd, wr.clone(), who, seen));
+    wr
+}
+
+/// One switch floods the controller with PACKET_INs, far more than it can
+/// handle, while reading everything it is sent (so it is never
+/// disconnected). Another switch's frames must still all be handled, and
+/// the controller must keep probing its ports with LLDP: the flood may
+/// only cost the flooding switch its own frames.
+///
+/// Seen failing before the events of each connection were queued apart
+/// and served in turn: the flood filled the one queue every switch shared
+/// (the quiet switch's frames were dropped as "saturated"), and the core
+/// took queued events before its LLDP timer, so no probe went out while
+/// the flood lasted (links of real bridges timed out and flapped, as
+/// seen in `a_peer_that_stops_reading_cannot_stall_the_controller` on a
+/// loaded machine).
+#[test]
+fn a_flooding_switch_cannot_starve_another() {
+    let _lock = e2e_lock().unwrap();
+    let of_port = free_port().unwrap();
+    let api_port = free_port().unwrap();
+    let api = format!("127.0.0.1:{api_port}");
+    let dir = std::env::temp_dir().join("shoal-e2e-flooding-peer");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir);
+    let auth = support::creds::controller_auth(&dir, &[]).unwrap();
+    let cfg = dir.join("controller.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+of_listen = "127.0.0.1:{of_port}"
+api_listen = "{api}"
+db = ":memory:"
+{auth}
+[openflow]
+echo_interval_s = 1.0
+request_timeout_s = 2.0
+[topology]
+lldp_interval_s = 0.2
+link_timeout_s = 3.0
+port_confirm_s = 0.5
+[monitor]
+interval_s = 2.0
+"#
+        ),
+    )
+    .unwrap();
+    let _ctl = support::world::start_controller(&dir, &cfg, "controller.log", &api).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{of_port}").parse().unwrap();
+
+    // Each switch has its own runtime (threads), so that the flood's
+    // tasks cannot keep the quiet switch from reading and answering.
+    let runtime = |name: &str, threads: usize| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    // The flooding switch writes on one thread and reads what it is sent
+    // on the other (it must keep up, or it is disconnected as not reading).
+    let rt = runtime("flooding-switch", 2);
+    let quiet_rt = runtime("quiet-switch", 1);
+    let flood_seen = Arc::new(Seen::default());
+    let quiet_seen = Arc::new(Seen::default());
+    let flood_wr = rt.block_on(scripted_switch(
+        addr,
+        (FLOOD_DPID, FLOOD_PORTS, 0x58),
+        flood_seen.clone(),
+    ));
+    let quiet_wr = quiet_rt.block_on(scripted_switch(
+        addr,
+        (QUIET_DPID, QUIET_PORTS, 0x59),
+        quiet_seen.clone(),
+    ));
+    wait_for("both switches brought up", Duration::from_secs(20), || {
+        (flood_seen.ready.load(Ordering::SeqCst)
+            && quiet_seen.ready.load(Ordering::SeqCst)
+            && switch_count(&api) == Some(2))
+        .then_some(())
+    })
+    .unwrap();
+    let send_quiet = |seq: u32| {
+        let pin = broadcast_packet_in_from(0x59, 1, seq);
+        quiet_rt.block_on(async {
+            let mut w = quiet_wr.lock().await;
+            w.write_all(&pin).await.expect("quiet switch writes");
+        });
+    };
+    // The quiet switch's ports are confirmed edge ports once a broadcast
+    // of its own comes back flooded (out of its other ports).
+    let mut warm = 1_000_000u32;
+    wait_for(
+        "the quiet switch's broadcast flooded back",
+        Duration::from_secs(20),
+        || {
+            warm += 1;
+            send_quiet(warm);
+            std::thread::sleep(Duration::from_millis(200));
+            (!quiet_seen.answered.lock().ok()?.is_empty()).then_some(())
+        },
+    )
+    .unwrap();
+    // The flooding switch's ports are confirmed by now too (same age).
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The flood: bursts of broadcasts from every port, as fast as the
+    // controller reads them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let flooder = {
+        let (stop, written, wr) = (stop.clone(), written.clone(), flood_wr.clone());
+        rt.spawn(async move {
+            let mut i = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let mut burst = Vec::with_capacity(64 * 100);
+                for _ in 0..64 {
+                    burst.extend(broadcast_packet_in_from(0x58, i % FLOOD_PORTS + 1, i));
+                    i = i.wrapping_add(1);
+                }
+                if wr.lock().await.write_all(&burst).await.is_err() {
+                    break;
+                }
+                written.fetch_add(64, Ordering::SeqCst);
+            }
+        })
+    };
+    let drops_at = |api: &str| {
+        get_json(api, "/api/v1/limits")
+            .ok()
+            .and_then(|v| v["packet_in_drops"].as_u64())
+    };
+    let drops_before = drops_at(&api).unwrap_or(0);
+    // The flood saturates the controller: it drops PACKET_INs (of the
+    // flooding switch).
+    wait_for(
+        "the flood to saturate the controller",
+        Duration::from_secs(20),
+        || (drops_at(&api)? > drops_before + 10_000).then_some(()),
+    )
+    .unwrap();
+    let flood_from = Instant::now();
+    let probes_before = quiet_seen.lldp_probes.load(Ordering::SeqCst);
+    if let Ok(mut a) = quiet_seen.answered.lock() {
+        a.clear();
+    }
+    for seq in 0..QUIET_FRAMES {
+        send_quiet(seq);
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let all = wait_for(
+        "every frame of the quiet switch handled",
+        Duration::from_secs(5),
+        || {
+            let a = quiet_seen.answered.lock().ok()?;
+            (a.len() as u32 >= QUIET_FRAMES).then_some(())
+        },
+    );
+    let window = flood_from.elapsed();
+    let probes = quiet_seen.lldp_probes.load(Ordering::SeqCst) - probes_before;
+    let answered = quiet_seen.answered.lock().map(|a| a.len()).unwrap_or(0);
+    let drops = drops_at(&api).unwrap_or(0) - drops_before;
+    stop.store(true, Ordering::SeqCst);
+    let _ = rt.block_on(flooder);
+    eprintln!(
+        "flood: {} PACKET_INs written, {drops} dropped by the controller; quiet switch: {answered} of {QUIET_FRAMES} frames handled, {probes} LLDP probes in {window:?}",
+        written.load(Ordering::SeqCst)
+    );
+    let mut failures = Vec::new();
+    if all.is_err() {
+        failures.push(format!(
+            "only {answered} of the quiet switch's {QUIET_FRAMES} frames were handled during the flood"
+        ));
+    }
+    // Probes every 0.2 s to each of its 4 ports: 20 a second. A third of
+    // that is far from the none a starved timer sends.
+    let expected = (window.as_secs_f64() / 0.2) as u64 * u64::from(QUIET_PORTS);
+    if probes < expected / 3 {
+        failures.push(format!(
+            "{probes} LLDP probes reached the quiet switch in {window:?} of flood (expected about {expected})"
+        ));
+    }
+    if flood_seen.closed.load(Ordering::SeqCst) || quiet_seen.closed.load(Ordering::SeqCst) {
+        failures.push("the controller closed a switch's connection during the flood".into());
+    }
+    if !failures.is_empty() {
+        let log = std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!(
+            "{}\ncontroller log (last lines, newest first):\n{}",
             failures.join("\n"),
             tail.join("\n")
         );

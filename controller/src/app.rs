@@ -413,9 +413,13 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
         }
     }
     let live = Arc::new(Mutex::new(live));
-    // Droppable events (bounded, try_send) and connect/disconnect events
-    // (unbounded: at most two per accepted connection, never dropped).
-    let (ev_tx, ev_rx) = mpsc::channel::<SwitchEvent>(openflow::EVENT_QUEUE);
+    // Droppable events (a bounded queue per connection, served in turn)
+    // and connect/disconnect events (unbounded: at most two per accepted
+    // connection, never dropped).
+    let (ev_tx, ev_rx) = crate::monitor::fair::fair_queues::<SwitchEvent>(
+        openflow::EVENT_QUEUE,
+        openflow::CONN_EVENT_QUEUE,
+    );
     let (control_tx, control_rx) = mpsc::unbounded_channel::<SwitchEvent>();
 
     let ctx = ConnContext {

@@ -3377,7 +3377,7 @@ mod batch_error_tests {
         // The controller's switch side.
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (ev_tx, _ev_rx) = tokio::sync::mpsc::channel(64);
+        let (ev_tx, _ev_rx) = crate::monitor::fair::fair_queues(64, 64);
         let (control_tx, mut control_rx) = tokio::sync::mpsc::unbounded_channel();
         let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let ctx = ConnContext {

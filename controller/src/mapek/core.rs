@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::knowledge::state::Knowledge;
 use crate::monitor::cookie;
 use crate::monitor::dpid::dpid_str;
+use crate::monitor::fair::FairReceiver;
 use crate::monitor::forwarding::{Forwarding, FwdConfig, Outgoing, TABLE_EDGE};
 use crate::monitor::lldp::{GuardConfig, LldpGuard, LldpSecret, ProbeClock};
 use crate::monitor::openflow::{OfError, SwitchEvent, SwitchHandle};
@@ -686,7 +687,7 @@ pub async fn core_loop(
     knowledge: Arc<Knowledge>,
     cfg: CoreConfig,
     mut control: mpsc::UnboundedReceiver<SwitchEvent>,
-    mut events: mpsc::Receiver<SwitchEvent>,
+    mut events: FairReceiver<SwitchEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let cookie_start = SystemTime::now()
@@ -733,32 +734,36 @@ pub async fn core_loop(
         // Due even while events keep coming.
         core.reconcile_if_due(Instant::now());
         let due = core.reconcile_due;
+        // Switch events come last: under a flood they are always ready,
+        // and the timers (LLDP probes above all: without them every link
+        // times out) must still fire. Each timer fires at most once per
+        // period, so the events still get nearly all the time.
         tokio::select! {
             biased;
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { break; }
+            }
             ev = control.recv() => match ev {
-                Some(ev) => core.on_event(ev).await,
-                None => break,
-            },
-            ev = events.recv() => match ev {
                 Some(ev) => core.on_event(ev).await,
                 None => break,
             },
             _ = lldp.tick() => core.on_tick().await,
             _ = replay.tick() => core.on_replay().await,
-            Some(done) = role_rx.recv() => core.on_role_done(done),
-            r = async { view.as_mut().map(|v| v.changed()).expect("guarded").await }, if view.is_some() => {
-                if r.is_err() { view = None; }
-                core.sync_roles();
-            }
             _ = async {
                 match due {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
                     None => std::future::pending().await,
                 }
             } => core.reconcile_if_due(Instant::now()),
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() { break; }
+            Some(done) = role_rx.recv() => core.on_role_done(done),
+            r = async { view.as_mut().map(|v| v.changed()).expect("guarded").await }, if view.is_some() => {
+                if r.is_err() { view = None; }
+                core.sync_roles();
             }
+            ev = events.recv() => match ev {
+                Some(ev) => core.on_event(ev).await,
+                None => break,
+            },
         }
     }
     for (_, p) in core.pollers.drain() {

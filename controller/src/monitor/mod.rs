@@ -7,7 +7,8 @@
 //!   LLDP must pass ([`lldp`]), statistics accounting and the traffic matrix λ(u,v)
 //!   ([`stats`]), packet parsing ([`packet`]), flow cookies ([`cookie`]),
 //!   the host registry fed by the host daemons' reports ([`hosts`]),
-//!   OpenFlow messages counted by type ([`ofcount`]), and datapath-id
+//!   OpenFlow messages counted by type ([`ofcount`]), the fair per-switch
+//!   event queues to the forwarding core ([`fair`]), and datapath-id
 //!   formatting ([`dpid`]).
 //! - **Reads**: OpenFlow messages, host reports, `ofp` and `shoal-common`.
 //! - **May not touch**: anything above it — knowledge, analyze, plan,
@@ -16,6 +17,7 @@
 
 pub mod cookie;
 pub mod dpid;
+pub mod fair;
 pub mod forwarding;
 pub mod hosts;
 pub mod lldp;

@@ -49,6 +49,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::monitor::fair::{ConnSender, FairQueues};
 use crate::monitor::stats::Monitor;
 
 /// OpenFlow message type numbers used by the framing layer.
@@ -63,8 +64,12 @@ const MPF_MORE: u16 = 1;
 /// Commands (sends and requests) queued per connection between the
 /// [`SwitchHandle`]s and the connection's reader loop.
 pub const COMMAND_QUEUE: usize = 1024;
-/// Capacity of the droppable event channel to the forwarding core.
+/// Droppable events queued to the forwarding core at most, all switches
+/// together.
 pub const EVENT_QUEUE: usize = 8192;
+/// Droppable events queued to the forwarding core at most per connection
+/// (the core serves the connections in turn, see [`crate::monitor::fair`]).
+pub const CONN_EVENT_QUEUE: usize = 1024;
 
 /// Errors of a switch connection or request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -520,8 +525,9 @@ pub struct ConnContext {
     /// Settings.
     pub cfg: ConnConfig,
     /// Where droppable events go (PACKET_IN, PORT_STATUS, FLOW_REMOVED,
-    /// ERROR): `try_send`, a full channel drops and counts.
-    pub events: mpsc::Sender<SwitchEvent>,
+    /// ERROR): a queue per connection, served in turn; a full queue drops
+    /// and counts.
+    pub events: FairQueues<SwitchEvent>,
     /// Where connect and disconnect events go (never dropped; at most two
     /// per accepted connection).
     pub control: mpsc::UnboundedSender<SwitchEvent>,
@@ -656,15 +662,14 @@ async fn write_timed<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Hands `ev` to the core without waiting; counts it when the channel is
-/// full (PACKET_INs and other events separately, warning at powers of two).
-fn forward(ctx: &ConnContext, ev: SwitchEvent) {
-    let Err(e) = ctx.events.try_send(ev) else {
+/// Hands `ev` to the core without waiting; counts it when the
+/// connection's queue (or all queues) is full (PACKET_INs and other events
+/// separately, warning at powers of two).
+fn forward(conn: &Conn<'_>, ev: SwitchEvent) {
+    let Err((_, ev)) = conn.events.try_send(ev) else {
         return;
     };
-    let ev = match e {
-        mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => ev,
-    };
+    let ctx = conn.ctx;
     match ev {
         SwitchEvent::PacketIn { .. } => {
             ctx.packet_in_drops.fetch_add(1, Ordering::Relaxed);
@@ -965,11 +970,13 @@ where
         })
     };
 
+    let events = ctx.events.conn();
     let conn = Conn {
         dpid,
         conn_id,
         wq: &wq,
         ctx: &ctx,
+        events: &events,
     };
     let end = reader_loop(&conn, &mut rd, &mut buf, &mut writer, &mut cmd_rx, &signals).await;
     // The writer ended first: its own end says why (a timed-out write is a
@@ -1033,6 +1040,8 @@ struct Conn<'a> {
     conn_id: u64,
     wq: &'a WriteQueue,
     ctx: &'a ConnContext,
+    /// This connection's queue of droppable events to the core.
+    events: &'a ConnSender<SwitchEvent>,
 }
 
 impl Conn<'_> {
@@ -1314,7 +1323,7 @@ fn handle_frame(
         }
         Message::EchoReply(_) => {}
         Message::PacketIn(p) => forward(
-            ctx,
+            conn,
             SwitchEvent::PacketIn {
                 dpid,
                 conn_id,
@@ -1322,7 +1331,7 @@ fn handle_frame(
             },
         ),
         Message::PortStatus(p) => forward(
-            ctx,
+            conn,
             SwitchEvent::PortStatus {
                 dpid,
                 conn_id,
@@ -1333,7 +1342,7 @@ fn handle_frame(
             if let Ok(mut m) = ctx.monitor.lock() {
                 m.flow_removed(dpid, &fr);
             }
-            forward(ctx, SwitchEvent::FlowRemoved { dpid, msg: fr });
+            forward(conn, SwitchEvent::FlowRemoved { dpid, msg: fr });
         }
         Message::Error(e) => {
             if let Some(p) = pending.remove(&xid) {
@@ -1347,7 +1356,7 @@ fn handle_frame(
                 }
             } else {
                 warn!(dpid = %format!("{dpid:016x}"), xid, error = ?e.kind, "switch reported an error");
-                forward(ctx, SwitchEvent::Error { dpid, xid, msg: e });
+                forward(conn, SwitchEvent::Error { dpid, xid, msg: e });
             }
         }
         body => {
