@@ -680,9 +680,14 @@ impl Core {
     }
 }
 
+/// Switch events the core handles in a row before it looks at its timers
+/// and control events again.
+const EVENT_BATCH: usize = 64;
+
 /// Runs the forwarding core until shutdown: connect and disconnect events
 /// come on `control` (never dropped, handled first), everything else on
-/// `events` (bounded; the connections drop and count what does not fit).
+/// `events` (a bounded queue per connection, served in turn; the
+/// connections drop and count what does not fit).
 pub async fn core_loop(
     knowledge: Arc<Knowledge>,
     cfg: CoreConfig,
@@ -730,10 +735,19 @@ pub async fn core_loop(
         roles: HashMap::new(),
         role_tx,
     };
+    // One timer for the reconciliation, moved when its time changes (not
+    // made afresh at every event).
+    let reconcile = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(reconcile);
+    let mut armed: Option<Instant> = None;
     loop {
         // Due even while events keep coming.
         core.reconcile_if_due(Instant::now());
         let due = core.reconcile_due;
+        if let Some(t) = due.filter(|t| armed != Some(*t)) {
+            reconcile.as_mut().reset(t.into());
+        }
+        armed = due;
         // Switch events come last: under a flood they are always ready,
         // and the timers (LLDP probes above all: without them every link
         // times out) must still fire. Each timer fires at most once per
@@ -749,19 +763,24 @@ pub async fn core_loop(
             },
             _ = lldp.tick() => core.on_tick().await,
             _ = replay.tick() => core.on_replay().await,
-            _ = async {
-                match due {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
-                }
-            } => core.reconcile_if_due(Instant::now()),
+            _ = &mut reconcile, if due.is_some() => core.reconcile_if_due(Instant::now()),
             Some(done) = role_rx.recv() => core.on_role_done(done),
             r = async { view.as_mut().map(|v| v.changed()).expect("guarded").await }, if view.is_some() => {
                 if r.is_err() { view = None; }
                 core.sync_roles();
             }
             ev = events.recv() => match ev {
-                Some(ev) => core.on_event(ev).await,
+                Some(ev) => {
+                    core.on_event(ev).await;
+                    // More of what is queued, without going through the
+                    // select (and polling every timer) for each event; the
+                    // timers get their turn again after a batch.
+                    for _ in 1..EVENT_BATCH {
+                        tokio::task::coop::consume_budget().await;
+                        let Some(ev) = events.try_recv() else { break };
+                        core.on_event(ev).await;
+                    }
+                }
                 None => break,
             },
         }
