@@ -521,22 +521,8 @@ class Testbed:
         if ctl['dry_run']:
             args += ['--dry-run']
         args += ctl['args']
-        self.ctl_log = os.path.join(self.out, 'controller.log')
-        log = open(self.ctl_log, 'w')
-        self.ctl = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
-        self.procs.append(('controller', self.ctl))
-        self.state.add('pids', [self.ctl.pid])
-        self.log('controller: %s (OpenFlow 127.0.0.1:%d, API %s, log %s)'
-                 % (args[0], self.of_port, self.api, self.ctl_log))
-        try:
-            dc.wait(lambda: self.ctl.poll() is not None or shoalnet.api_get(self.api, '/healthz'),
-                    30, 'the controller API')
-        except TimeoutError:
-            raise TestbedError('the controller API did not come up (see %s)' % self.ctl_log)
-        if self.ctl.poll() is not None:
-            raise TestbedError('the controller exited with %s (see %s)'
-                               % (self.ctl.returncode, self.ctl_log))
+        self.ctl_args = args
+        self.spawn_controller('controller.log')
         # Where to watch the run: the dashboard (sign in with the operator
         # token) and the API, also in controller.json for tools.
         info = {'api': self.api, 'scheme': shoalnet.SCHEME,
@@ -547,6 +533,81 @@ class Testbed:
             json.dump(info, f, indent=2)
         self.log('dashboard: %s (sign in with the token in %s)'
                  % (info['dashboard'], info['operator_token_file']))
+
+    def spawn_controller(self, log_name):
+        """Starts the controller (``self.ctl_args``), logging to OUT/log_name,
+        and waits for its API."""
+        self.ctl_log = os.path.join(self.out, log_name)
+        log = open(self.ctl_log, 'w')
+        self.ctl = subprocess.Popen(self.ctl_args, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+        self.procs.append(('controller', self.ctl))
+        self.state.add('pids', [self.ctl.pid])
+        self.log('controller: %s (OpenFlow 127.0.0.1:%d, API %s, log %s)'
+                 % (self.ctl_args[0], self.of_port, self.api, self.ctl_log))
+        try:
+            dc.wait(lambda: self.ctl.poll() is not None or shoalnet.api_get(self.api, '/healthz'),
+                    30, 'the controller API')
+        except TimeoutError:
+            raise TestbedError('the controller API did not come up (see %s)' % self.ctl_log)
+        if self.ctl.poll() is not None:
+            raise TestbedError('the controller exited with %s (see %s)'
+                               % (self.ctl.returncode, self.ctl_log))
+
+    def restart_controller(self, n):
+        """Stops the controller (SIGTERM, then SIGKILL after 15 s) and starts
+        it again with the same configuration and database; its log is
+        OUT/controller-<n+1>.log."""
+        old = self.ctl
+        old.terminate()
+        try:
+            old.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            old.kill()
+            old.wait()
+        self.procs = [(name, p) for name, p in self.procs if p is not old]
+        self.state.remove('pids', old.pid)
+        self.event('controller', 'restart %d' % n)
+        self.spawn_controller('controller-%d.log' % (n + 1))
+
+    def hold(self):
+        """Keeps the data center up for a program that drives it (the
+        operator test, tests/e2e_operator.rs): writes OUT/ready.json (the
+        API, the operator's token file, hypervisors, VMs, directed links),
+        then waits until the file OUT/stop appears, at most duration_s.
+        Whenever OUT/restart-controller appears, the controller is restarted
+        on the same database; the file is removed once it answers again and
+        OUT/controller-restarts holds the number of restarts so far."""
+        def write(name, obj):
+            tmp = os.path.join(self.out, '.%s.tmp' % name)
+            with open(tmp, 'w') as f:
+                json.dump(obj, f, indent=2)
+            os.replace(tmp, os.path.join(self.out, name))
+        write('ready.json', {
+            'api': self.api, 'scheme': shoalnet.SCHEME,
+            'operator_token_file': os.path.join(self.run_dir, 'operator.token'),
+            'operator': self.auth_tables['auth']['operators'][0]['name'],
+            'hypervisors': self.dc.hyps, 'vms_of': self.dc.vms_of,
+            'directed_links': self.dc.n_directed_links()})
+        self.log('held: the data center is up; %s ends the run'
+                 % os.path.join(self.out, 'stop'))
+        stop = os.path.join(self.out, 'stop')
+        restart = os.path.join(self.out, 'restart-controller')
+        deadline = time.time() + self.sc['duration_s']
+        restarts = 0
+        while not os.path.exists(stop):
+            if time.time() > deadline:
+                raise TestbedError('held for duration_s (%g s) and %s never appeared'
+                                   % (self.sc['duration_s'], stop))
+            if os.path.exists(restart):
+                restarts += 1
+                self.log('restarting the controller (%d)' % restarts)
+                self.restart_controller(restarts)
+                os.remove(restart)
+                write('controller-restarts', restarts)
+            self.check_alive()
+            time.sleep(0.2)
+        self.log('held run stopped')
 
     def controller_has(self, table):
         """Whether this controller build knows a config table (older builds
@@ -1628,6 +1689,11 @@ def main(argv=None):
     ap.add_argument('--bin-dir', help='directory of shoal-controller and shoal-hostd '
                     '(default: $SHOAL_BIN_DIR, else the newer of target/release, target/debug)')
     ap.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
+    ap.add_argument('--hold', action='store_true',
+                    help='build the data center and keep it up for another program '
+                    '(no timeline): OUT/ready.json says where the API is, OUT/stop ends '
+                    'the run, OUT/restart-controller restarts the controller on the same '
+                    'database (docs/testbed.md)')
     args = ap.parse_args(argv)
     try:
         sc = scn.load(args.scenario)
@@ -1635,6 +1701,17 @@ def main(argv=None):
         print('invalid scenario: %s' % e, file=sys.stderr)
         return 2
     install_signal_handlers()
+    if args.hold:
+        try:
+            with Testbed(sc, args.out, args.bin_dir) as tb:
+                tb.hold()
+        except KeyboardInterrupt:
+            print('interrupted; cleaned up', file=sys.stderr)
+            return 130
+        except TestbedError as e:
+            print('testbed failed: %s' % e, file=sys.stderr)
+            return 1
+        return 0
     try:
         tb, _ = execute(sc, args.out, args.bin_dir, plots=not args.no_plots)
     except KeyboardInterrupt:

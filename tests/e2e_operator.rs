@@ -1,49 +1,51 @@
-//! End to end: an operator's day, driven with `shoalctl` only, on real Open
-//! vSwitch bridges, host daemons and netns VMs that really migrate.
+//! End to end on the Mininet testbed: an operator's day, driven with
+//! `shoalctl` only.
+//!
+//! `mininet/testbed.py --hold` builds the data center of
+//! `mininet/scenarios/operator.json` (Open vSwitch bridges built by
+//! Mininet, a real `shoal-hostd` per hypervisor in its dom0 namespace, VMs
+//! as Mininet hosts whose memory really streams when they migrate, the real
+//! controller with a SQLite database) and keeps it up while this test acts
+//! as the operator; it restarts the controller on the same database when
+//! asked, and removes everything it made at the end.
 //!
 //! ```text
-//!                               ope-tor (0x6210)
+//!                       tc1 ─ ta1 ─ tt1
 //!        /            /             |             \             \
-//!  h1: vm1 (0.3)   h2: vm3 (0.1)  h3: vm4 (1.0)  h4: vm6 (1.0)  h5: vm8 (0.4)
-//!      vm2 (0.3)                      vm5 (0.8)      vm7 (0.8)
+//!  th1: tv1 (0.3)  th2: tv3 (0.1)  th3: tv5 (1.0)  th4: tv7 (1.0)  th5: tv9 (0.4)
+//!       tv2 (0.3)       tv4 (0)         tv6 (0.8)       tv8 (0.8)       tv10 (0)
 //! ```
 //!
-//! Hypervisors have 2 cores (host CPU = Σ VM CPU): h3 and h4 run at 90 %,
-//! hot under Sandpiper (threshold 85 %). Rules: vm1 and vm3 never on one
-//! host (anti-affinity), vm2 pinned to h1. The controller starts with
-//! Sandpiper at automation level `recommend` (configuration).
+//! Hypervisors have 2 cores (host CPU = Σ VM CPU): th3 and th4 run at 90 %,
+//! hot under Sandpiper (threshold 85 %). The controller starts with
+//! Sandpiper at automation level `recommend` (the scenario's configuration);
+//! the operator adds two rules with `shoalctl rules add`: tv1 and tv3 never
+//! on one host (anti-affinity), tv2 pinned to th1.
 //!
-//! 1. Maintenance on h1 (`shoalctl maintenance h1 on --wait`): vm1 leaves
-//!    with a reservation on its path — to h5, not to the least loaded h2
-//!    (anti-affinity; h3 and h4 have no room) — and vm2 is reported
-//!    unmovable, naming its pin rule; h1 receives nothing.
+//! 1. Maintenance on th1 (`shoalctl maintenance th1 on --wait`): tv1 leaves
+//!    with a reservation on its path — to th5, not to the least loaded th2
+//!    (anti-affinity; th3 and th4 have no room) — and tv2 is reported
+//!    unmovable, naming its pin rule; th1 receives nothing.
 //! 2. Recommend: the hotspots produce recommendations and nothing moves
 //!    for several rounds; `shoalctl approve` of one runs its migration.
 //! 3. A recommendation whose VM the operator moved meanwhile is refused
 //!    with 409 (shoalctl exit 4), saying it is stale.
 //! 4. After a controller restart (same database) the decisions, their
 //!    outcomes, the maintenance and the audit log are still there.
+//! 5. A manual move that breaks the anti-affinity is reported, a repair is
+//!    recommended, and once approved the rule holds again.
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::qemu::Hostd;
-use support::world::{start_controller, write_controller_config, Hypervisor};
-use support::{
-    cargo_bin, e2e_lock, ensure_ovs, free_port, get_json, is_root, wait_for, NsHost, OvsBridge,
-    Veth,
-};
+use support::world::fresh_bin_dir;
+use support::{cargo_bin, e2e_lock, ensure_ovs, is_root, wait_for, workspace_root, ChildGuard};
 
-/// A netns VM whose scenario is `{name}.json` in the hosts' scenario_dir.
-fn vm_toml(name: &str, mac: &str, ip: &str) -> String {
-    format!(
-        "[[vm]]\nname = \"{name}\"\nmac = \"{mac}\"\nip = \"{ip}\"\nmemory_mb = 64\nbackend = \"netns\"\nnamespace = \"{name}\"\niface = \"eth0\"\nport = \"{name}-p\"\nscenario = \"{name}.json\"\n"
-    )
-}
+const PYTHON: &str = "/usr/bin/python3";
 
 struct Ctl {
     url: String,
@@ -87,14 +89,34 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn vm_host(api: &str, vm: &str) -> Option<String> {
-    get_json(api, &format!("/api/v1/vms/{vm}")).ok()?["host"]
+/// The testbed controller's API, read with the operator's token (the
+/// testbed makes its own credentials).
+struct Api {
+    addr: String,
+    token: String,
+}
+
+impl Api {
+    /// GET `path`: the JSON of a 2xx answer.
+    fn get(&self, path: &str) -> Option<Value> {
+        let (code, body) =
+            support::qemu::http(&self.addr, "GET", path, Some(&self.token), None).ok()?;
+        if !(200..300).contains(&code) {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+}
+
+fn vm_host(api: &Api, vm: &str) -> Option<String> {
+    api.get(&format!("/api/v1/vms/{vm}"))?["host"]
         .as_str()
         .map(str::to_string)
 }
 
-fn round(api: &str) -> u64 {
-    get_json(api, "/api/v1/loop").map_or(0, |l| l["round"].as_u64().unwrap_or(0))
+fn round(api: &Api) -> u64 {
+    api.get("/api/v1/loop")
+        .map_or(0, |l| l["round"].as_u64().unwrap_or(0))
 }
 
 fn pending(ctl: &Ctl) -> Vec<Value> {
@@ -102,6 +124,101 @@ fn pending(ctl: &Ctl) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `testbed.py --hold` running a scenario: ended with OUT/stop (or SIGTERM
+/// when dropped early), after which the testbed removes what it made.
+struct HeldTestbed {
+    child: ChildGuard,
+    out: PathBuf,
+    ready: Value,
+    /// Directed links of the data center.
+    links: usize,
+}
+
+impl HeldTestbed {
+    fn start(scenario: &str, out: &Path) -> HeldTestbed {
+        let _ = std::fs::remove_dir_all(out);
+        std::fs::create_dir_all(out).unwrap();
+        let root = workspace_root();
+        let mut child = ChildGuard::spawn(
+            Command::new(PYTHON)
+                .arg(root.join("mininet/testbed.py"))
+                .arg("--scenario")
+                .arg(root.join(scenario))
+                .arg("--out")
+                .arg(out)
+                .arg("--bin-dir")
+                .arg(fresh_bin_dir())
+                .arg("--hold")
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(out.join("testbed.log")).unwrap())
+                .stderr(std::fs::File::create(out.join("testbed.err")).unwrap()),
+        )
+        .expect("start the testbed");
+        let ready = wait_for("the testbed up", Duration::from_secs(240), || {
+            if let Some(st) = child.try_wait() {
+                panic!(
+                    "the testbed ended ({st}) before it was up:\n{}\n{}",
+                    tail(&out.join("testbed.log"), 30),
+                    tail(&out.join("testbed.err"), 30)
+                );
+            }
+            let text = std::fs::read_to_string(out.join("ready.json")).ok()?;
+            serde_json::from_str::<Value>(&text).ok()
+        })
+        .unwrap();
+        let links = ready["directed_links"].as_u64().unwrap_or(0) as usize;
+        HeldTestbed {
+            child,
+            out: out.to_path_buf(),
+            ready,
+            links,
+        }
+    }
+
+    /// Restarts the controller on the same database; returns once its API
+    /// answers again.
+    fn restart_controller(&mut self) {
+        let done = self.out.join("controller-restarts");
+        let before = std::fs::read_to_string(&done).unwrap_or_default();
+        std::fs::write(self.out.join("restart-controller"), "").unwrap();
+        wait_for("the controller restarted", Duration::from_secs(60), || {
+            let now = std::fs::read_to_string(&done).ok()?;
+            (now != before && !self.out.join("restart-controller").exists()).then_some(())
+        })
+        .unwrap();
+    }
+
+    /// Ends the run; panics unless the testbed exits 0.
+    fn stop(mut self) {
+        std::fs::write(self.out.join("stop"), "").unwrap();
+        let st = wait_for("the testbed to clean up", Duration::from_secs(120), || {
+            self.child.try_wait()
+        })
+        .unwrap();
+        assert!(
+            st.success(),
+            "testbed exit {st}:\n{}\n{}",
+            tail(&self.out.join("testbed.log"), 30),
+            tail(&self.out.join("testbed.err"), 30)
+        );
+    }
+}
+
+impl Drop for HeldTestbed {
+    fn drop(&mut self) {
+        // SIGTERM: the testbed cleans up in its `finally`.
+        if self.child.try_wait().is_none() {
+            self.child.terminate(Duration::from_secs(90));
+        }
+    }
 }
 
 #[test]
@@ -112,122 +229,26 @@ fn an_operators_day_with_shoalctl() {
     );
     let _lock = e2e_lock().unwrap();
     ensure_ovs().unwrap();
-    let dir = std::env::temp_dir().join(format!("ope-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-
-    let of_port = free_port().unwrap();
-    let api_port = free_port().unwrap();
-    let api = format!("127.0.0.1:{api_port}");
-    let db = dir.join("shoal.db");
-    let hosts = ["h1", "h2", "h3", "h4", "h5"];
-    let cfg = write_controller_config(
-        &dir,
-        of_port,
-        api_port,
-        &db.display().to_string(),
-        &hosts,
-        // A generous margin: this test is about who decides, not about
-        // deadlines (a loaded 2-core machine sends the netns VMs' memory
-        // slower than the reservation allows; seen failing at margin 0.1).
-        "[execute]\ndefault_deadline_s = 15\ndeadline_margin = 0.4\n\
-         [policy]\nname = \"sandpiper\"\n[policy.hotspot]\nk = 2\nn = 3\n\
-         [automation]\nlevel = \"recommend\"\n\
-         [[rules]]\nkind = \"anti_affinity\"\nname = \"apart\"\nvms = [\"ope-vm1\", \"ope-vm3\"]\nscope = \"host\"\n\
-         [[rules]]\nkind = \"pin\"\nname = \"vm2-stays\"\nvms = [\"ope-vm2\"]\nhosts = [\"h1\"]\n",
-    )
-    .unwrap();
-    let mut controller = Some(start_controller(&dir, &cfg, "controller.log", &api).unwrap());
-    let ctl = Ctl {
-        url: format!("http://{api}"),
-        token: dir.join("operator.token"),
-    };
-
-    let tor = OvsBridge::new("ope-tor", 0x6210).unwrap();
-    let bridges: Vec<OvsBridge> = (1..=5)
-        .map(|i| OvsBridge::new(&format!("ope-b{i}"), 0x6200 + i).unwrap())
-        .collect();
-    let mut cables = Vec::new();
-    for (i, b) in bridges.iter().enumerate() {
-        let n = i + 1;
-        let v = Veth::new(&format!("ope-u{n}a"), &format!("ope-u{n}b")).unwrap();
-        tor.add_port(v.root_end(), n as u16).unwrap();
-        b.add_port(&format!("ope-u{n}b"), 10).unwrap();
-        cables.push(v);
-    }
-    let hvs: Vec<Hypervisor> = bridges
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let n = (i + 1) as u8;
-            Hypervisor::new(
-                &format!("ope-h{n}"),
-                Some((b, 2)),
-                &format!("10.230.0.{n}/16"),
-                231,
-                n,
-            )
+    let out = std::env::temp_dir().join(format!("shoal-tb-operator-{}", std::process::id()));
+    let mut bed = HeldTestbed::start("mininet/scenarios/operator.json", &out);
+    let addr = bed.ready["api"].as_str().unwrap().to_string();
+    let token_file = PathBuf::from(bed.ready["operator_token_file"].as_str().unwrap());
+    let api = Api {
+        addr: addr.clone(),
+        token: std::fs::read_to_string(&token_file)
             .unwrap()
-        })
-        .collect();
-    // (vm, host index, cpu cores)
-    let layout = [
-        ("ope-vm1", 0usize, 0.3),
-        ("ope-vm2", 0, 0.3),
-        ("ope-vm3", 1, 0.1),
-        ("ope-vm4", 2, 1.0),
-        ("ope-vm5", 2, 0.8),
-        ("ope-vm6", 3, 1.0),
-        ("ope-vm7", 3, 0.8),
-        ("ope-vm8", 4, 0.4),
-    ];
-    let mut vms = Vec::new();
-    let mut next_port = [20u16; 5];
-    let mut cfgs = vec![String::from("cores = 2\nmemory_mb = 1024\nhost_metrics = \"vms\"\n"); 5];
-    for (i, (name, h, cpu)) in layout.iter().enumerate() {
-        let n = i + 1;
-        let mac = format!("02:6c:00:00:00:{n:02x}");
-        let ip = format!("10.230.1.{n}");
-        let port = next_port[*h];
-        next_port[*h] += 1;
-        vms.push(
-            NsHost::new(
-                name,
-                &bridges[*h],
-                &format!("{name}-p"),
-                port,
-                &mac,
-                &ip,
-                16,
-            )
-            .unwrap(),
-        );
-        std::fs::write(
-            dir.join(format!("{name}.json")),
-            format!(
-                r#"{{"interpolation": "hold", "points": [{{"t": 0, "cpu": {cpu}, "mem_mb": 32, "dirty_mbps": 1}}]}}"#
-            ),
-        )
-        .unwrap();
-        cfgs[*h].push_str(&vm_toml(name, &mac, &ip));
-    }
-    for b in bridges.iter().chain([&tor]) {
-        b.set_controller(&format!("tcp:127.0.0.1:{of_port}"))
-            .unwrap();
-    }
-    wait_for("5 links", Duration::from_secs(30), || {
-        (get_json(&api, "/api/v1/links").ok()?.as_array()?.len() == 10).then_some(())
-    })
-    .unwrap();
-    let mut hostds = Vec::new();
-    for (i, extra) in cfgs.iter().enumerate() {
-        let id = format!("h{}", i + 1);
-        let h = &hvs[i];
-        let c = h.hostd_config(&id, Some(&format!("ope-b{}", i + 1)), api_port, &dir, extra);
-        hostds.push(Hostd::start(Some(&h.ns), &dir.join(&id), &c, &h.hostd_api()).expect("hostd"));
-    }
+            .trim()
+            .to_string(),
+    };
+    let ctl = Ctl {
+        url: format!("http://{addr}"),
+        token: token_file,
+    };
+    // The name of the testbed's operator credential: the actor of every
+    // change below.
+    let ops = bed.ready["operator"].as_str().unwrap().to_string();
     wait_for("5 hosts reporting", Duration::from_secs(30), || {
-        let v = get_json(&api, "/api/v1/hosts").ok()?;
+        let v = api.get("/api/v1/hosts")?;
         let a = v.as_array()?;
         (a.len() == 5
             && a.iter()
@@ -235,26 +256,33 @@ fn an_operators_day_with_shoalctl() {
         .then_some(())
     })
     .unwrap();
+    // The operator's rules.
+    for rule in [
+        r#"{"kind":"anti_affinity","name":"apart","vms":["tv1","tv3"],"scope":"host"}"#,
+        r#"{"kind":"pin","name":"vm2-stays","vms":["tv2"],"hosts":["th1"]}"#,
+    ] {
+        ctl.json(0, &["rules", "add", rule]);
+    }
 
     // Look: shoalctl sees the data center.
     let hosts_seen = ctl.json(0, &["hosts"]);
     assert_eq!(hosts_seen.as_array().map(Vec::len), Some(5), "{hosts_seen}");
     assert_eq!(ctl.json(0, &["automation", "get"])["level"], "recommend");
 
-    // 1. Maintenance on h1.
-    let o = ctl.run(&["maintenance", "h1", "on", "--wait", "--timeout-s", "90"]);
+    // 1. Maintenance on th1.
+    let o = ctl.run(&["maintenance", "th1", "on", "--wait", "--timeout-s", "90"]);
     assert_eq!(o.status.code(), Some(4), "vm2 stays: {}", text(&o));
-    let m = ctl.json(0, &["maintenance", "h1", "status"]);
+    let m = ctl.json(0, &["maintenance", "th1", "status"]);
     let vm_state = |vm: &str| -> Value {
         m["vms"]
             .as_array()
             .and_then(|a| a.iter().find(|v| v["vm"] == vm).cloned())
             .unwrap_or(Value::Null)
     };
-    let vm1 = vm_state("ope-vm1");
+    let vm1 = vm_state("tv1");
     assert_eq!(vm1["state"], "done", "{m}");
-    assert_eq!(vm1["to"], "h5", "anti-affinity keeps vm1 off h2: {m}");
-    let vm2 = vm_state("ope-vm2");
+    assert_eq!(vm1["to"], "th5", "anti-affinity keeps vm1 off h2: {m}");
+    let vm2 = vm_state("tv2");
     assert_eq!(vm2["state"], "unmovable", "{m}");
     assert!(
         vm2["reason"].as_str().unwrap_or("").contains("vm2-stays"),
@@ -270,13 +298,13 @@ fn an_operators_day_with_shoalctl() {
         mig["reserve"] == true && !mig["path"].as_array().unwrap().is_empty(),
         "{mig}"
     );
-    wait_for("vm1 registered on h5", Duration::from_secs(15), || {
-        (vm_host(&api, "ope-vm1")? == "h5").then_some(())
+    wait_for("tv1 registered on th5", Duration::from_secs(15), || {
+        (vm_host(&api, "tv1")? == "th5").then_some(())
     })
     .unwrap();
-    assert_eq!(vm_host(&api, "ope-vm2").as_deref(), Some("h1"));
+    assert_eq!(vm_host(&api, "tv2").as_deref(), Some("th1"));
     // A named destination in maintenance is refused.
-    let o = ctl.run(&["migrate", "ope-vm8", "--to", "h1", "--deadline", "15"]);
+    let o = ctl.run(&["migrate", "tv9", "--to", "th1", "--deadline", "15"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("maintenance"),
@@ -308,7 +336,7 @@ fn an_operators_day_with_shoalctl() {
             "{r}"
         );
         assert!(e["relieves"]["host"] == r["from"], "{r}");
-        assert_ne!(r["to"], "h1", "h1 is in maintenance: {r}");
+        assert_ne!(r["to"], "th1", "th1 is in maintenance: {r}");
     }
     let before = ctl.json(0, &["migrations"]).as_array().map_or(0, Vec::len);
     let r0 = round(&api);
@@ -321,11 +349,11 @@ fn an_operators_day_with_shoalctl() {
         before,
         "nothing moves before an approval"
     );
-    // The one to approve goes to h2 if one does (so that the manual move
+    // The one to approve goes to th2 if one does (so that the manual move
     // below leaves its destination alone).
     let first = recs
         .iter()
-        .find(|r| r["to"] == "h2")
+        .find(|r| r["to"] == "th2")
         .unwrap_or(&recs[0])
         .clone();
     let second = recs
@@ -343,7 +371,7 @@ fn an_operators_day_with_shoalctl() {
     // 3. The operator moves the second one's VM by hand: its recommendation
     // is stale.
     let vm_b = second["vm"].as_str().unwrap().to_string();
-    let by_hand = ["h5", "h2"]
+    let by_hand = ["th5", "th2"]
         .into_iter()
         .find(|h| first["to"] != *h && second["from"] != *h)
         .expect("a host for the manual move");
@@ -392,15 +420,14 @@ fn an_operators_day_with_shoalctl() {
     assert_eq!(o.status.code(), Some(4), "approved once: {}", text(&o));
 
     // 4. Restart: decisions, maintenance and the audit log survive.
-    drop(controller.take());
     let start = Instant::now();
-    controller = Some(start_controller(&dir, &cfg, "controller2.log", &api).unwrap());
+    bed.restart_controller();
     eprintln!("controller restarted in {:?}", start.elapsed());
-    wait_for("the switches back", Duration::from_secs(30), || {
-        (get_json(&api, "/api/v1/links").ok()?.as_array()?.len() == 10).then_some(())
+    wait_for("the switches back", Duration::from_secs(60), || {
+        (api.get("/api/v1/links")?.as_array()?.len() == bed.links).then_some(())
     })
     .unwrap();
-    let log2 = std::fs::read_to_string(dir.join("controller2.log")).unwrap_or_default();
+    let log2 = std::fs::read_to_string(bed.out.join("controller-2.log")).unwrap_or_default();
     assert!(
         !log2.contains("ROLE master refused"),
         "a restarted controller is MASTER again"
@@ -420,7 +447,7 @@ fn an_operators_day_with_shoalctl() {
         a["outcome"]
             .as_str()
             .unwrap_or("")
-            .starts_with("approved by ops"),
+            .starts_with(&format!("approved by {ops}")),
         "{all}"
     );
     let b = find(&id_b);
@@ -431,7 +458,7 @@ fn an_operators_day_with_shoalctl() {
     let m = ctl.json(0, &["maintenance", "list"]);
     assert!(
         m.as_array()
-            .is_some_and(|a| a.iter().any(|x| x["host"] == "h1")),
+            .is_some_and(|a| a.iter().any(|x| x["host"] == "th1")),
         "{m}"
     );
     let audit = ctl.json(0, &["audit", "--limit", "500"]);
@@ -448,14 +475,14 @@ fn an_operators_day_with_shoalctl() {
         .collect();
     for want in ["maintenance.start", "migration.create", "decision.approve"] {
         assert!(
-            actions.iter().any(|(a, who)| a == want && who == "ops"),
-            "{want} by ops: {audit}"
+            actions.iter().any(|(a, who)| a == want && *who == ops),
+            "{want} by {ops}: {audit}"
         );
     }
     // 5. An operator's manual move breaks the anti-affinity (a named
     // destination is taken as asked): a repair is recommended, and once
     // approved the rule holds again.
-    let broke = ctl.json(0, &["migrate", "ope-vm1", "--to", "h2", "--deadline", "15"]);
+    let broke = ctl.json(0, &["migrate", "tv1", "--to", "th2", "--deadline", "15"]);
     let broke_id = broke["id"].as_str().unwrap().to_string();
     wait_for("the rule-breaking move", Duration::from_secs(60), || {
         let m = ctl.json(0, &["migrations", &broke_id]);
@@ -479,7 +506,7 @@ fn an_operators_day_with_shoalctl() {
         })
     })
     .unwrap();
-    assert_ne!(repair["to"], "h1", "{repair}");
+    assert_ne!(repair["to"], "th1", "{repair}");
     let approved = ctl.json(0, &["approve", &repair["id"].to_string()]);
     let rid = approved["migration"]["id"]
         .as_str()
@@ -495,15 +522,25 @@ fn an_operators_day_with_shoalctl() {
     })
     .unwrap();
 
-    // Ending maintenance: h1 may receive VMs again.
-    let end = ctl.json(0, &["maintenance", "h1", "off"]);
-    assert_eq!(end["host"], "h1", "{end}");
+    // Ending maintenance: th1 may receive VMs again.
+    let end = ctl.json(0, &["maintenance", "th1", "off"]);
+    assert_eq!(end["host"], "th1", "{end}");
     assert_eq!(ctl.json(0, &["maintenance", "list"]), Value::Array(vec![]));
 
-    drop(hostds);
-    drop(vms);
-    drop(controller);
-    drop(hvs);
-    drop(cables);
-    let _ = std::fs::remove_dir_all(&dir);
+    bed.stop();
+    // Nothing of the testbed is left.
+    let bridges = support::sh("ovs-vsctl", &["list-br"]).unwrap();
+    for b in ["tc1", "ta1", "tt1", "th1", "th5"] {
+        assert!(
+            !bridges.split_whitespace().any(|x| x == b),
+            "bridge {b} left behind"
+        );
+    }
+    for ns in ["tv1", "tv10", "td1", "td5"] {
+        assert!(
+            !Path::new("/run/netns").join(ns).exists(),
+            "namespace {ns} left behind"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
 }
