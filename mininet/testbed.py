@@ -1701,18 +1701,11 @@ def main(argv=None):
         print('invalid scenario: %s' % e, file=sys.stderr)
         return 2
     install_signal_handlers()
-    if args.hold:
-        try:
+    try:
+        if args.hold:
             with Testbed(sc, args.out, args.bin_dir) as tb:
                 tb.hold()
-        except KeyboardInterrupt:
-            print('interrupted; cleaned up', file=sys.stderr)
-            return 130
-        except TestbedError as e:
-            print('testbed failed: %s' % e, file=sys.stderr)
-            return 1
-        return 0
-    try:
+            return 0
         tb, _ = execute(sc, args.out, args.bin_dir, plots=not args.no_plots)
     except KeyboardInterrupt:
         print('interrupted; cleaned up', file=sys.stderr)

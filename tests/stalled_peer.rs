@@ -226,6 +226,43 @@ fn switch_count(api: &str) -> Option<usize> {
     Some(get_json(api, "/api/v1/switches").ok()?.as_array()?.len())
 }
 
+/// Writes `dir/controller.toml` for these tests (with the credentials of
+/// `support::creds`): OpenFlow on `of_listen`, the API on `api`, fast
+/// ECHO and LLDP timers, ports confirmed after `port_confirm_s`; `extra`
+/// is appended (more sections).
+fn write_config(
+    dir: &std::path::Path,
+    of_listen: &str,
+    api: &str,
+    port_confirm_s: f64,
+    extra: &str,
+) -> std::path::PathBuf {
+    let auth = support::creds::controller_auth(dir, &[]).unwrap();
+    let cfg = dir.join("controller.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+of_listen = "{of_listen}"
+api_listen = "{api}"
+db = ":memory:"
+{auth}
+[openflow]
+echo_interval_s = 1.0
+request_timeout_s = 2.0
+[topology]
+lldp_interval_s = 0.2
+link_timeout_s = 3.0
+port_confirm_s = {port_confirm_s:?}
+[monitor]
+interval_s = 2.0
+{extra}"#
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 #[test]
 fn a_peer_that_stops_reading_cannot_stall_the_controller() {
     assert!(
@@ -275,33 +312,14 @@ fn a_peer_that_stops_reading_cannot_stall_the_controller() {
     let api = format!("127.0.0.1:{api_port}");
     let dir = std::env::temp_dir().join("shoal-e2e-stalled-peer");
     let _ = std::fs::create_dir_all(&dir);
-    let auth = support::creds::controller_auth(&dir, &[]).unwrap();
     let ip = ovs.controller_ip();
-    let cfg = dir.join("controller.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-of_listen = "{ip}:{of_port}"
-api_listen = "{api}"
-db = ":memory:"
-{auth}
-[openflow]
-echo_interval_s = 1.0
-request_timeout_s = 2.0
-[topology]
-lldp_interval_s = 0.2
-link_timeout_s = 3.0
-port_confirm_s = 1.0
-[forwarding]
-pair_idle_timeout_s = 60
-dest_idle_timeout_s = 60
-[monitor]
-interval_s = 2.0
-"#
-        ),
-    )
-    .unwrap();
+    let cfg = write_config(
+        &dir,
+        &format!("{ip}:{of_port}"),
+        &api,
+        1.0,
+        "[forwarding]\npair_idle_timeout_s = 60\ndest_idle_timeout_s = 60\n",
+    );
     let log_path = dir.join("controller.log");
     let _ctl = support::world::start_controller(&dir, &cfg, "controller.log", &api).unwrap();
     let target = format!("tcp:{ip}:{of_port}");
@@ -586,29 +604,7 @@ fn a_flooding_switch_cannot_starve_another() {
     let dir = std::env::temp_dir().join("shoal-e2e-flooding-peer");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::create_dir_all(&dir);
-    let auth = support::creds::controller_auth(&dir, &[]).unwrap();
-    let cfg = dir.join("controller.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-of_listen = "127.0.0.1:{of_port}"
-api_listen = "{api}"
-db = ":memory:"
-{auth}
-[openflow]
-echo_interval_s = 1.0
-request_timeout_s = 2.0
-[topology]
-lldp_interval_s = 0.2
-link_timeout_s = 3.0
-port_confirm_s = 0.5
-[monitor]
-interval_s = 2.0
-"#
-        ),
-    )
-    .unwrap();
+    let cfg = write_config(&dir, &format!("127.0.0.1:{of_port}"), &api, 0.5, "");
     let _ctl = support::world::start_controller(&dir, &cfg, "controller.log", &api).unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{of_port}").parse().unwrap();
 

@@ -412,6 +412,14 @@ pub async fn start(settings: Settings) -> Result<Running, RunError> {
             Err(e) => warn!(error = %e, "cannot read the stored policy"),
         }
     }
+    match crate::mapek::round::restore_pending(&mut live.pending, store.as_ref()) {
+        Ok(0) => {}
+        Ok(n) => info!(
+            recommendations = n,
+            "recommendations still waiting for an operator"
+        ),
+        Err(e) => warn!(error = %e, "cannot read the waiting recommendations"),
+    }
     let live = Arc::new(Mutex::new(live));
     // Droppable events (a bounded queue per connection, served in turn)
     // and connect/disconnect events (unbounded: at most two per accepted

@@ -667,6 +667,32 @@ pub fn action_key(d: &Decision) -> String {
     serde_json::to_string(&d.action).unwrap_or_else(|_| format!("{:?}", d.action))
 }
 
+/// Fills `pending` (the loop's recommendations waiting for an operator)
+/// from the store's decisions still `recommended`, newest
+/// [`MAX_PENDING`](crate::mapek::live::MAX_PENDING) at most; returns how
+/// many. Run at start, so that after a restart a round recommending the
+/// same action again does not record it a second time (before, each
+/// restart added a new row for every recommendation still waiting). A row
+/// whose decision cannot be read is skipped.
+pub fn restore_pending(
+    pending: &mut BTreeMap<String, i64>,
+    store: &dyn crate::knowledge::store::Store,
+) -> Result<usize, crate::knowledge::store::StoreError> {
+    let rows = store.decisions_query(&crate::knowledge::history::DecisionQuery {
+        outcome: Some(RECOMMENDED.to_string()),
+        limit: crate::mapek::live::MAX_PENDING,
+        ..Default::default()
+    })?;
+    let mut n = 0;
+    for row in rows {
+        if let Ok(d) = serde_json::from_value::<Decision>(row.decision) {
+            pending.insert(action_key(&d), row.id);
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Carries out one decision; returns its outcome text. `all`: the
 /// orchestrator's migrations (for the ping-pong check).
 pub async fn execute_decision(
@@ -767,6 +793,42 @@ async fn send_command(s: &RoundCtx, host: &str, id: &str, cmd: proto::Command) -
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    /// Recommendations still waiting in the store are pending again after a
+    /// restart; decided ones are not.
+    #[test]
+    fn pending_recommendations_are_restored_from_the_store() {
+        use crate::knowledge::store::{SqliteStore, Store};
+        let st = SqliteStore::open_in_memory().unwrap();
+        let mig = |vm: &str| Decision {
+            action: Action::Migrate {
+                vm: vm.into(),
+                from: "h1".into(),
+                to: "h2".into(),
+            },
+            reason: "r".into(),
+            score: 1.0,
+            details: Default::default(),
+        };
+        let json = |d: &Decision| serde_json::to_string(d).unwrap();
+        let waiting = st
+            .record_decision_json(1, 10, "sandpiper", &json(&mig("v1")), RECOMMENDED)
+            .unwrap();
+        st.record_decision_json(
+            1,
+            11,
+            "sandpiper",
+            &json(&mig("v2")),
+            "approved by ops: queued as mig-1",
+        )
+        .unwrap();
+        st.record_decision_json(1, 12, "sandpiper", "{\"not\": \"a decision\"}", RECOMMENDED)
+            .unwrap();
+        let mut pending = BTreeMap::new();
+        assert_eq!(restore_pending(&mut pending, &st).unwrap(), 1);
+        assert_eq!(pending.get(&action_key(&mig("v1"))), Some(&waiting));
+        assert_eq!(pending.len(), 1);
+    }
     use crate::execute::handles::{BoxFuture, Handles, NoSwitches};
     use crate::execute::orchestrator::OrchConfig;
     use crate::knowledge::clock::SystemClock;
