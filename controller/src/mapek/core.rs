@@ -739,15 +739,15 @@ pub async fn core_loop(
     // made afresh at every event).
     let reconcile = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(reconcile);
-    let mut armed: Option<Instant> = None;
     loop {
         // Due even while events keep coming.
         core.reconcile_if_due(Instant::now());
         let due = core.reconcile_due;
-        if let Some(t) = due.filter(|t| armed != Some(*t)) {
-            reconcile.as_mut().reset(t.into());
+        if let Some(t) = due.map(tokio::time::Instant::from) {
+            if reconcile.deadline() != t {
+                reconcile.as_mut().reset(t);
+            }
         }
-        armed = due;
         // Switch events come last: under a flood they are always ready,
         // and the timers (LLDP probes above all: without them every link
         // times out) must still fire. Each timer fires at most once per
